@@ -1,0 +1,5 @@
+"""`python -m hvuio` runs the CLI."""
+
+from hvuio.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""The `hvuio` command line: one click group, thin commands.
+
+Commands parse options, call the library and echo. Heavy modules (the compiled core, pyroute2,
+the emulator) are imported inside the commands, so `hvuio --help` works even where the C core
+failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code; a
+traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hvuio import __version__
+from hvuio.errors import HvuioError
+
+
+@dataclass
+class App:
+    """What every command gets: where sysfs and /dev live, and how loud to be."""
+
+    sysroot: Path
+    debug: bool
+    verbose: int
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hvuio")
+@click.option(
+    "--sysroot",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HVUIO_SYSROOT",
+    default=Path("/"),
+    show_default=True,
+    help="Resolve every /sys and /dev path under this directory (the emulator's tree).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and protocol debug logs.")
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.pass_context
+def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
+    """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
+    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose)
+
+
+def _wants_debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("HVUIO_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: run the group and render HvuioError as one sentence and a hint."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        return cli.main(args=args, prog_name="hvuio", standalone_mode=False)
+    except HvuioError as err:
+        if _wants_debug(args):
+            raise
+        click.echo(f"Error: {err.message}", err=True)
+        if err.hint:
+            click.echo(f"Hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # a bug: keep the user's terminal clean unless --debug
+        if _wants_debug(args):
+            raise
+        click.echo(f"Error: internal error: {type(err).__name__}: {err}", err=True)
+        click.echo("Hint: this is a bug in hvuio; rerun with --debug and report the traceback.", err=True)
+        sys.exit(70)
+
+
+# Commands live in their own modules and register themselves on `cli` when imported here.
+# Keep this list in dependency-free order; each module imports heavy code lazily.
+from hvuio import cli_device  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""device layer of hvuio (see each module's docstring)."""

@@ -1,0 +1,127 @@
+"""Every error hvuio raises on purpose.
+
+An `HvuioError` carries one sentence (what went wrong) and a hint (what to do), and the exit code
+the CLI returns for it. `cli.main` prints these without a traceback. Anything else that escapes is
+a bug and is shown with its traceback only under `--debug`.
+
+No imports from the rest of hvuio: every layer may import this module.
+"""
+
+from __future__ import annotations
+
+
+class HvuioError(Exception):
+    """Base class: `message` is one sentence, `hint` says what to do next."""
+
+    exit_code = 1
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(HvuioError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class NotRootError(HvuioError):
+    exit_code = 77
+    default_hint = "Run the command as root (sudo), or give the process CAP_NET_ADMIN and CAP_SYS_ADMIN."
+
+
+class ModuleMissingError(HvuioError):
+    exit_code = 3
+    default_hint = "Install the kernel's extra modules (e.g. linux-modules-extra-$(uname -r)) and run 'modprobe uio_hv_generic'."
+
+
+class DeviceNotFoundError(HvuioError):
+    exit_code = 4
+    default_hint = "Run 'hvuio list' to see the VMBus devices and their interface names."
+
+
+class DeviceBusyError(HvuioError):
+    exit_code = 5
+    default_hint = "Stop the program that holds the device (see 'fuser /dev/uio*'), then retry."
+
+
+class WrongDeviceError(HvuioError):
+    exit_code = 6
+    default_hint = "Only synthetic NICs (class f8615163-df3e-46c5-913f-f2d2f965ed0e) can be driven by hvuio."
+
+
+class UnsafeBindError(HvuioError):
+    """Binding would cut the machine off (default route or the SSH session uses the NIC)."""
+
+    exit_code = 7
+    default_hint = "Use a secondary NIC, or pass --force if you have console access."
+
+
+class SysfsError(HvuioError):
+    """A sysfs or /dev file is missing or malformed."""
+
+    exit_code = 8
+
+
+class PlatformError(HvuioError):
+    """This machine cannot do what was asked (not Hyper-V, no VMBus, no /dev/net/tun...)."""
+
+    exit_code = 9
+    default_hint = "Run 'hvuio doctor'; on a machine that is not a Hyper-V guest use the emulator ('hvuio demo')."
+
+
+class RescindedError(HvuioError):
+    """The host rescinded the device (the UIO fd returned EIO)."""
+
+    exit_code = 10
+    default_hint = "The host removed the device; wait for it to be offered again and re-run 'hvuio bind'."
+
+
+class HostError(HvuioError):
+    """The host (or the emulator) broke the protocol or refused a request."""
+
+    exit_code = 11
+
+
+class HostProtocolError(HostError):
+    """The host sent something a correct host never sends: the message names field, value and rule."""
+
+    default_hint = "The channel was stopped; rerun with --debug --trace FILE and report the trace."
+
+
+class HostRefusedError(HostError):
+    """The host answered a request with a failure status (e.g. no common NVSP version)."""
+
+    default_hint = "The host rejected the request; check the VM's host version and the requested settings."
+
+
+class HostTimeoutError(HostError):
+    """The host did not answer within the protocol's time limit."""
+
+    default_hint = "The host did not answer; check 'hvuio doctor' and that no other program drives the device."
+
+
+class RingCorruptError(HostProtocolError):
+    """A ring header or packet descriptor the host wrote failed validation.
+
+    `field` names what was wrong, `value` is the value read; the channel must not be used again.
+    """
+
+    def __init__(self, field: str, value: int, rule: str, hint: str | None = None) -> None:
+        super().__init__(f"ring corrupt: {field} = {value:#x} ({rule})", hint)
+        self.field = field
+        self.value = value
+        self.rule = rule
+
+
+class LocalProtocolError(HvuioError):
+    """hvuio called a protocol machine wrongly: a bug in hvuio, not in the host."""
+
+    exit_code = 70
+    default_hint = "This is a bug in hvuio; rerun with --debug and report it."

@@ -1,0 +1,1 @@
+"""proto layer of hvuio (see each module's docstring)."""

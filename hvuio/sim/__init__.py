@@ -1,0 +1,1 @@
+"""sim layer of hvuio (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""wire layer of hvuio (see each module's docstring)."""
