@@ -20,9 +20,10 @@ CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wvla", "-Werror=implicit-func
 SANITIZE = os.environ.get("HVUIO_SANITIZE") == "1"
 
 
-def make_builder(sanitize: bool = SANITIZE) -> cffi.FFI:
+def make_builder(sanitize: bool = SANITIZE, absolute: bool = False) -> cffi.FFI:
+    """absolute=True names sources by absolute path: ffi.compile() runs the compiler in its tmpdir."""
     ffi = cffi.FFI()
-    ffi.cdef((HERE / "hvuio_api.h").read_text())
+    ffi.cdef((HERE / "hvuio_api.h").read_text() + (HERE / "datapath_api.h").read_text())
     flags = list(CFLAGS)
     link: list[str] = []
     if sanitize:
@@ -32,9 +33,9 @@ def make_builder(sanitize: bool = SANITIZE) -> cffi.FFI:
         link = ["-fsanitize=address,undefined"]
     ffi.set_source(
         "hvuio._native_asan" if sanitize else "hvuio._native",
-        '#include "hvuio.h"',
-        sources=SOURCES,
-        include_dirs=["_native"],
+        '#include "hvuio.h"\n#include "datapath.h"',
+        sources=[str(HERE.parent / s) for s in SOURCES] if absolute else SOURCES,
+        include_dirs=[str(HERE)] if absolute else ["_native"],
         extra_compile_args=flags,
         extra_link_args=link,
     )
@@ -44,5 +45,11 @@ def make_builder(sanitize: bool = SANITIZE) -> cffi.FFI:
 ffibuilder = make_builder()
 
 if __name__ == "__main__":
+    # python _native/build.py [OUTDIR]: build into OUTDIR/hvuio/ (default _native/_out) without
+    # pip; tests/test_sanitized.py uses this with HVUIO_SANITIZE=1 and a temporary OUTDIR, then
+    # appends OUTDIR/hvuio to hvuio.__path__ and sets HVUIO_NATIVE=asan.
+    import sys
+
+    out = pathlib.Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else HERE / "_out"
     os.chdir(HERE.parent)
-    ffibuilder.compile(verbose=True)
+    print(make_builder(absolute=True).compile(tmpdir=str(out), verbose=False))

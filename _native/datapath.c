@@ -1,0 +1,264 @@
+/* Data path glue: configuration checks, signalling the host, the pump loop, faults, counters.
+ *
+ * What lives here: hvu_dp_init (every size and pointer checked once, so rx.c/tx.c can trust
+ * them), hvu_dp_signal (spec 3.12: monitor-page bit or a 4-byte write to the irq fd), hvu_dp_run
+ * (poll on irq fd, tap fd and stop fd; interrupt mask handling, spec 3.11/1.10), the fault and
+ * drop records, and the counter/name tables. What must not: packet parsing (rx.c, tx.c),
+ * allocation, printing.
+ */
+#define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "datapath.h"
+
+size_t hvu_dp_sizeof(void) { return sizeof(struct hvu_dp); }
+
+/* cfg as documented in datapath_api.h; the rings must already be attached in the right
+ * directions. Returns 0 or -EINVAL (nothing is kept on failure). */
+int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
+{
+    if (dp == NULL || cfg == NULL || cfg->tx_ring == NULL || cfg->rx_ring == NULL ||
+        cfg->tx_ring == cfg->rx_ring || !cfg->tx_ring->attached || !cfg->rx_ring->attached ||
+        cfg->tx_ring->dir != HVU_RING_TX || cfg->rx_ring->dir != HVU_RING_RX)
+        return -EINVAL;
+    if (cfg->recv_buf == NULL || cfg->recv_buf_size == 0 || cfg->recv_section_size == 0 ||
+        cfg->recv_section_size > cfg->recv_buf_size)
+        return -EINVAL;
+    uint32_t hdr = HVU_DP_RNDIS_PKT_SIZE + ((cfg->flags & HVU_DP_F_TX_HASH) ? HVU_DP_RNDIS_HASH_PPI_SIZE : 0);
+    if (cfg->send_buf == NULL || cfg->send_section_count == 0 ||
+        cfg->send_section_count > HVU_DP_MAX_SECTIONS ||
+        cfg->send_section_size < hdr + HVU_DP_ETH_HLEN ||
+        (uint64_t)cfg->send_section_size * cfg->send_section_count > cfg->send_buf_size)
+        return -EINVAL;
+    if (cfg->pkt_buf == NULL || cfg->pkt_buf_size < HVU_DESC_SIZE + 64 ||
+        cfg->range_buf == NULL || cfg->range_buf_size < cfg->recv_section_size)
+        return -EINVAL;
+    if (cfg->tap_fd < 0 || cfg->irq_fd < 0 || cfg->mtu < 68 || cfg->mtu > 65535)
+        return -EINVAL;
+    if (cfg->monitor_page != NULL && cfg->monitor_id >= 128)
+        return -EINVAL;
+    if ((cfg->flags & ~(uint32_t)(HVU_DP_F_VNET_HDR | HVU_DP_F_BUSY_POLL | HVU_DP_F_MANAGE_MASK |
+                                  HVU_DP_F_TX_HASH)) != 0)
+        return -EINVAL;
+    memset(dp, 0, sizeof(*dp));
+    dp->tx = cfg->tx_ring;
+    dp->rx = cfg->rx_ring;
+    dp->recv_buf = cfg->recv_buf;
+    dp->recv_size = cfg->recv_buf_size;
+    dp->recv_section = cfg->recv_section_size;
+    dp->send_buf = cfg->send_buf;
+    dp->send_section = cfg->send_section_size;
+    dp->send_count = cfg->send_section_count;
+    dp->pkt_buf = cfg->pkt_buf;
+    dp->pkt_cap = cfg->pkt_buf_size;
+    dp->range_buf = cfg->range_buf;
+    dp->range_cap = cfg->range_buf_size;
+    dp->tap_fd = cfg->tap_fd;
+    dp->irq_fd = cfg->irq_fd;
+    if (cfg->monitor_page != NULL) {
+        uint8_t *trig = (uint8_t *)cfg->monitor_page + HVU_DP_MON_TRIG_OFFSET + 8u * (cfg->monitor_id / 32);
+        dp->mon_pending = (uint32_t *)(void *)trig;
+        dp->mon_bit = cfg->monitor_id % 32;
+    }
+    dp->mtu = cfg->mtu;
+    dp->flags = cfg->flags;
+    dp->tx_hash = cfg->tx_hash_value;
+    dp->tx_hdr_len = hdr;
+    dp->held = -1;
+    dp->initialised = 1;
+    return 0;
+}
+
+/* ---- records ----------------------------------------------------------------------------------- */
+
+void hvu_dp_drop_note(struct hvu_dp *dp, int reason, uint64_t value)
+{
+    dp->last_drop.reason = reason;
+    dp->last_drop.value = value;
+}
+
+/* Remembers which fd failed; returns -err for the caller to pass up. */
+int hvu_dp_sys_error(struct hvu_dp *dp, int fd_role, int err)
+{
+    dp->err_fd = fd_role;
+    dp->err_no = err;
+    return -err;
+}
+
+/* The first ring fault (inbound checked first) and the last failed syscall; returns 1 if any. */
+int hvu_dp_fault(const struct hvu_dp *dp, struct hvu_dp_fault *out)
+{
+    struct hvu_fault f;
+    memset(out, 0, sizeof(*out));
+    if (hvu_ring_fault(dp->rx, &f) != HVU_OK) {
+        out->ring = 1;
+        out->reason = f.reason;
+        out->value = f.value;
+    } else if (hvu_ring_fault(dp->tx, &f) != HVU_OK) {
+        out->ring = 2;
+        out->reason = f.reason;
+        out->value = f.value;
+    }
+    out->fd = dp->err_fd;
+    out->err = dp->err_no;
+    return out->ring != 0 || out->fd != 0;
+}
+
+int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out)
+{
+    *out = dp->last_drop;
+    return out->reason;
+}
+
+static const char *const dp_reason_names[HVU_DP_REASON_END - HVU_DP_NVS_SHORT] = {
+    "nvs_short", "nvs_type", "rndis_short", "rndis_msg_len", "rndis_data_offset",
+    "rndis_data_len", "rndis_pktinfo", "rx_oversize", "tap_write", "completion_id",
+    "tx_oversize", "tx_runt", "rndis_type",
+};
+
+/* Names for both the ring's reasons (< 32) and the data path's. */
+const char *hvu_dp_reason_name(int reason)
+{
+    if (reason >= HVU_DP_NVS_SHORT && reason < HVU_DP_REASON_END)
+        return dp_reason_names[reason - HVU_DP_NVS_SHORT];
+    return hvu_reason_name(reason);
+}
+
+uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp) { return dp->npend; }
+
+static const char *const dp_counter_names[] = {
+#define HVU_DP_COUNTER_NAME(name) #name,
+    HVU_DP_COUNTERS(HVU_DP_COUNTER_NAME)
+#undef HVU_DP_COUNTER_NAME
+};
+
+#define NDPCOUNTERS ((int)(sizeof(dp_counter_names) / sizeof(dp_counter_names[0])))
+
+int hvu_dp_counter_count(void) { return NDPCOUNTERS; }
+
+const char *hvu_dp_counter_name(int i)
+{
+    return (i < 0 || i >= NDPCOUNTERS) ? NULL : dp_counter_names[i];
+}
+
+uint64_t hvu_dp_counter(const struct hvu_dp *dp, int i)
+{
+    if (i < 0 || i >= NDPCOUNTERS)
+        return 0;
+    const uint64_t *v = (const uint64_t *)&dp->ctr;
+    return v[i];
+}
+
+/* ---- signalling (spec 3.12) ---------------------------------------------------------------------- */
+
+/* One signal to the host for this channel. 0, or -errno if the irq fd write failed. */
+int hvu_dp_signal(struct hvu_dp *dp)
+{
+    dp->need_signal = 0;
+    dp->ctr.signals++;
+    if (dp->mon_pending != NULL) {
+        /* the page is shared by every channel of the guest: atomic OR of our bit only (spec 61) */
+        __atomic_fetch_or(dp->mon_pending, 1u << dp->mon_bit, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    uint32_t one = 1;
+    ssize_t w;
+    do {
+        w = write(dp->irq_fd, &one, sizeof(one));
+    } while (w < 0 && errno == EINTR);
+    /* EAGAIN: the fd's queue is full of signals the peer has not consumed yet, so it will
+     * look at the rings anyway (an emulator's socket; a uio fd never returns it) */
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (w != (ssize_t)sizeof(one))
+        return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, w < 0 ? errno : EIO);
+    return 0;
+}
+
+/* ---- the pump ---------------------------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Runs rx and tx until stop_fd is readable (HVU_DP_STOPPED), a packet for Python is next
+ * (HVU_DP_CONTROL), timeout_ms passes (HVU_DP_TIMEOUT; < 0 = never), or an error (negative).
+ * stop_fd is only polled, never read: the caller drains it. */
+int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
+{
+    if (dp == NULL || !dp->initialised || stop_fd < 0 || budget == 0)
+        return -EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    int manage = (dp->flags & HVU_DP_F_MANAGE_MASK) != 0;
+    for (;;) {
+        if (manage)
+            hvu_ring_set_interrupt_mask(dp->rx, 1);   /* draining: the host need not interrupt */
+        int r = hvu_dp_rx(dp, budget);
+        if (r < 0 || r == HVU_DP_CONTROL)
+            return r;
+        int t = hvu_dp_tx(dp, budget);
+        if (t < 0)
+            return t;
+        int more = r == HVU_DP_BUDGET || t == HVU_DP_BUDGET;
+        int wait_ms = 0;
+        if (!more && !(dp->flags & HVU_DP_F_BUSY_POLL)) {
+            if (manage) {
+                /* unmask, then re-check: a packet published before the unmask raised no
+                 * interrupt (the host interrupts on empty -> non-empty only, spec 3.11 d) */
+                hvu_ring_set_interrupt_mask(dp->rx, 0);
+                int64_t avail = hvu_ring_bytes_to_read(dp->rx);
+                if (avail < 0)
+                    return (int)avail;
+                if (avail > 0 && r != HVU_DP_BLOCKED)
+                    continue;
+            }
+            if (deadline < 0) {
+                wait_ms = -1;
+            } else {
+                int64_t left = deadline - now_ms();
+                wait_ms = left > 0 ? (int)(left > 0x7fffffff ? 0x7fffffff : left) : 0;
+            }
+        }
+        struct pollfd pfd[3];
+        pfd[0].fd = stop_fd;
+        pfd[0].events = POLLIN;
+        pfd[1].fd = dp->irq_fd;
+        pfd[1].events = POLLIN;
+        pfd[2].fd = dp->tap_fd;
+        pfd[2].events = t == HVU_DP_BLOCKED ? 0 : POLLIN;   /* backpressure: leave frames queued */
+        pfd[0].revents = pfd[1].revents = pfd[2].revents = 0;
+        if (wait_ms != 0)
+            dp->ctr.polls++;
+        int n = poll(pfd, 3, wait_ms);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return hvu_dp_sys_error(dp, HVU_DP_FD_NONE, errno);
+        }
+        if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
+            return pfd[0].revents & POLLNVAL ? hvu_dp_sys_error(dp, HVU_DP_FD_STOP, EBADF) : HVU_DP_STOPPED;
+        if (pfd[1].revents & POLLNVAL)
+            return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, EBADF);
+        if (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) {
+            uint32_t count;
+            ssize_t rd = read(dp->irq_fd, &count, sizeof(count));   /* re-arms the uio event */
+            if (rd < 0 && errno != EAGAIN && errno != EINTR)
+                return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, errno);
+            if (rd == 0)
+                return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, EIO);   /* peer gone (emulator) */
+            if (rd > 0)
+                dp->ctr.irq_wakeups++;
+        }
+        if (pfd[2].revents & POLLNVAL)
+            return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, EBADF);
+        if (deadline >= 0 && now_ms() >= deadline && !more)
+            return HVU_DP_TIMEOUT;
+    }
+}

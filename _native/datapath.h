@@ -1,0 +1,137 @@
+#ifndef HVU_DATAPATH_H
+#define HVU_DATAPATH_H
+/* The netvsc data path in C (issue 5): frames between a tap fd and one VMBus channel.
+ *
+ * What lives here: struct hvu_dp (complete for rx.c, tx.c, datapath.c; opaque to Python, which
+ * allocates hvu_dp_sizeof() bytes) and the helpers the three files share. The callable API is
+ * datapath_api.h. Like ring.c: no allocation, no printing, no Python.h; every buffer belongs to
+ * the caller. Unlike ring.c these files do syscalls (read/readv/writev/write/poll) on fds the
+ * caller opened: they run with the GIL released (cffi API mode).
+ *
+ * Design and the facts behind it (shared/spec/vmbus-uio.md; Linux netvsc.c/rndis_filter.c and
+ * DPDK hn_rxtx.c read for behaviour only):
+ *  - One pump per channel, one thread per pump. The pump is the only writer of the outbound ring
+ *    and the only reader of the inbound ring while it runs: Python's Ring calls on the same rings
+ *    must happen on the pump's thread between pump calls (hvuio/datapath.py arranges that).
+ *  - RX (rx.c): type 0x7 packets are checked with hvu_xfer_check (spec 4.11), their NVS payload
+ *    must be type 107 (spec 4.13). Each range holds exactly one RNDIS message (Linux netvsc_receive
+ *    and DPDK hn_nvs_handle_rxbuf both treat "one range = one RNDIS packet = one frame"); it is
+ *    copied into private memory, bounded by the section size, before any header is read (4.16).
+ *    The RNDIS packet checks follow DPDK hn_rndis_rx_data (msg_len within the range and >= data +
+ *    pktinfo, data_offset >= 36 counted from byte 8, data inside msg_len, data_len >= 14,
+ *    pktinfo offset 4-aligned and >= 36, pktinfo elements walk inside their area). Per-packet
+ *    info is validated but not used (no VLAN/checksum/RSC offload yet).
+ *  - Transfer-page packets whose header or NVS type is bad are dropped without completion, like
+ *    Linux (it returns before enq_receive_complete); a packet whose ranges are bad is completed
+ *    with status FAILED after its good ranges were delivered (Linux's rule); a packet whose frames
+ *    were dropped (bad RNDIS as Linux; oversize or tap full: our choice, the status is only
+ *    informational to the host) is completed with FAILED too.
+ *  - Receive completion = type 0xb, flags 0, the packet's trans_id, 40-byte hn_nvs_rndis_ack
+ *    {108, status} (DPDK hn_nvs_ack_rxbuf size; Linux sends only the first 8 bytes). If the
+ *    outbound ring is full the completion waits in pend[] and is retried first on every call; a
+ *    transfer-page packet is only consumed when pend[] has room, so none is ever lost.
+ *  - Packets C does not handle are left unread and reported as HVU_DP_CONTROL: in-band (0x6),
+ *    GPA-direct (0x9), completions without the TX tag (control requests), transfer-page packets
+ *    with NVS channel type 1 or whose RNDIS message is not a data packet (RNDIS control replies
+ *    and status indications travel through the receive buffer too, DPDK hn_rndis_receive), and
+ *    packets larger than pkt_buf.
+ *  - TX (tx.c): the send buffer is send_section_count sections of send_section_size bytes,
+ *    tracked in a bitmap. A frame is read from the tap straight into a free section after the
+ *    RNDIS header space (readv; the vnet header goes to scratch and is dropped); the RNDIS packet
+ *    header (msg_len = hdr + len, data_offset counted from byte 8) is written in front, then NVS
+ *    107 {channel 0, section, msg_len} is sent in-band with completion requested and trans_id =
+ *    HVU_DP_TX_TAG | section. Control requests never set bit 63, so ids cannot collide. The host's
+ *    completion (0xb, NVS 108) frees the section; unknown or duplicate ids are counted and ignored
+ *    (never a double free). Frames that do not fit a section are dropped (tx_oversize): a
+ *    user-space guest cannot cheaply learn guest-physical addresses for GPA-direct sends (3.7).
+ *  - Backpressure: the tap is read only while a section is free and the outbound ring has room
+ *    for one NVS message; otherwise TX stops (stop_queue), sets the outbound pending_send_sz so
+ *    the host interrupts when space frees (3.11 c), and resumes (wake_queue).
+ *  - Signalling (3.11, 3.12): every write ORs its decision; read batches add the flow-control
+ *    decision; the host is signalled once per rx/tx call: monitored channel = atomic OR of bit
+ *    id % 32 into trigger_group[id / 32].pending (monitor page offset 8 + 8 * group); otherwise
+ *    write a 4-byte 1 to the irq fd (EAGAIN there means the peer has unread signals queued
+ *    already and counts as sent; a uio fd never returns it).
+ *  - Interrupt mask (1.10, 3.11 d): with HVU_DP_F_MANAGE_MASK the pump stores the inbound
+ *    interrupt_mask directly (1 while draining, 0 then re-check before poll()); without it the mask
+ *    is never touched (subchannels on kernels without linux d062463edf17, spec item 39) and the
+ *    caller should use busy polling or a short timeout. A uio event is consumed by a 4-byte read.
+ *  - RSC (several ranges forming one frame, RNDIS_PKTINFO_ID) and offloads (VLAN, checksum, LSO
+ *    per-packet info, vnet-header GSO/csum) are not negotiated and not handled.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hvuio.h"
+#include "datapath_api.h"
+#include "dp_counters.h"
+
+#define HVU_DP_TX_TAG (1ULL << HVU_DP_TX_TAG_SHIFT)
+#define HVU_DP_RNDIS_OFFSET_BASE 8u     /* RNDIS offsets count from byte 8 (after type, len) */
+#define HVU_DP_RNDIS_OFFSET_MIN 36u     /* golden rndis_misc RNDIS_PACKET_MSG_OFFSET_MIN */
+#define HVU_DP_PPI_HEAD 12u             /* golden rndis_pktinfo size */
+#define HVU_DP_NDIS_HASHVAL 8u          /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_HASHVAL */
+#define HVU_DP_MON_TRIG_OFFSET 8u       /* monitor page: trigger_group[0].pending (spec 3.12) */
+
+struct hvu_dp_counters {
+#define HVU_DP_COUNTER_FIELD(name) uint64_t name;
+    HVU_DP_COUNTERS(HVU_DP_COUNTER_FIELD)
+#undef HVU_DP_COUNTER_FIELD
+};
+
+struct hvu_dp_pending {
+    uint64_t trans_id;
+    uint32_t status;
+};
+
+struct hvu_dp {
+    struct hvu_ring *tx;
+    struct hvu_ring *rx;
+    uint8_t *recv_buf;
+    uint32_t recv_size;
+    uint32_t recv_section;
+    uint8_t *send_buf;
+    uint32_t send_section;
+    uint32_t send_count;
+    uint8_t *pkt_buf;
+    uint32_t pkt_cap;
+    uint8_t *range_buf;
+    uint32_t range_cap;
+    int tap_fd;
+    int irq_fd;
+    uint32_t *mon_pending;          /* &trigger_group[id / 32].pending, or NULL */
+    uint32_t mon_bit;
+    uint32_t mtu;
+    uint32_t flags;
+    uint32_t tx_hash;
+    uint32_t tx_hdr_len;            /* 44, or 60 with the hash pktinfo */
+    uint32_t sect_used;
+    uint32_t sect_hint;             /* next bitmap word to search */
+    int tx_blocked;                 /* 1 after stop_queue until wake_queue */
+    int pending_sz_set;             /* we set the outbound pending_send_sz */
+    int need_signal;                /* ORed decisions since the last hvu_dp_signal */
+    uint32_t npend;                 /* completions waiting in pend[] (a circular queue) */
+    uint32_t pend_head;
+    int held;                       /* tx: section whose NVS message is still to be sent, or -1 */
+    uint32_t held_len;              /* its frame length */
+    int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
+    int err_no;
+    uint32_t initialised;
+    struct hvu_dp_pending pend[HVU_DP_PENDING_MAX];
+    struct hvu_dp_drop last_drop;
+    uint64_t sect_map[HVU_DP_MAX_SECTIONS / 64];   /* bit set = section in flight */
+    struct hvu_dp_counters ctr;
+};
+
+/* datapath.c */
+void hvu_dp_drop_note(struct hvu_dp *dp, int reason, uint64_t value);
+int hvu_dp_sys_error(struct hvu_dp *dp, int fd_role, int err);
+/* rx.c: send queued receive completions; 0, or -EIO if the outbound ring refused */
+int hvu_dp_flush_completions(struct hvu_dp *dp);
+/* tx.c: a tagged completion (type 0xb) copied out of the inbound ring */
+void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *payload,
+                        uint32_t plen);
+/* tx.c: TX may proceed: a section is free, the outbound ring has room (updates stop/wake) */
+int hvu_dp_tx_can_send(struct hvu_dp *dp);
+
+#endif

@@ -1,0 +1,126 @@
+/* Data path declarations Python may call through cffi (issue 5). cdef-only, like hvuio_api.h:
+ * no #include, no #if, no macros with arguments. datapath.h includes this file so the compiler
+ * checks the same prototypes; build.py concatenates hvuio_api.h and this file into the cdef.
+ *
+ * Conventions: hvu_dp_rx / hvu_dp_tx / hvu_dp_run return an enum hvu_dp_status (>= 0) or a
+ * negative errno:
+ *   -EIO     a ring refused host data: hvu_dp_fault() names the ring, the reason and the value
+ *   -EINVAL  bad argument or configuration (a bug in the caller)
+ *   other    an fd operation failed (tap, irq or stop fd): the errno of that call
+ * Drops of single frames or packets are never errors: they are counted (dp_counters.h) and the
+ * last one is remembered with its reason (hvu_dp_last_drop).
+ */
+
+struct hvu_dp;                 /* defined in datapath.h; Python allocates hvu_dp_sizeof() bytes */
+
+enum hvu_dp_status {
+    HVU_DP_IDLE = 0,           /* rx: inbound ring empty; tx: tap has no frame */
+    HVU_DP_BUDGET = 1,         /* budget used up, more work may be waiting */
+    HVU_DP_CONTROL = 2,        /* a packet for Python is at the head of the inbound ring (unread) */
+    HVU_DP_BLOCKED = 3,        /* tx: no free send section or no room in the outbound ring */
+    HVU_DP_STOPPED = 4,        /* run: stop_fd became readable */
+    HVU_DP_TIMEOUT = 5         /* run: timeout_ms passed without a reason to return */
+};
+
+enum hvu_dp_flag {
+    HVU_DP_F_VNET_HDR = 1,     /* tap frames carry a 12-byte virtio_net_hdr (IFF_VNET_HDR) */
+    HVU_DP_F_BUSY_POLL = 2,    /* run never sleeps in poll(); it spins until stop/timeout */
+    HVU_DP_F_MANAGE_MASK = 4,  /* run owns the inbound interrupt_mask: 1 while draining, 0 to sleep */
+    HVU_DP_F_TX_HASH = 8       /* TX: add a hash-value per-packet info (the channel's queue id) */
+};
+
+enum hvu_dp_const {
+    HVU_DP_TX_TAG_SHIFT = 63,          /* data-path TX trans_id = (1 << 63) | section index */
+    HVU_DP_NVS_MSG_SIZE = 40,          /* hn_nvs_rndis / hn_nvs_rndis_ack (golden) */
+    HVU_DP_RNDIS_PKT_SIZE = 44,        /* rndis_packet_msg (golden) */
+    HVU_DP_RNDIS_HASH_PPI_SIZE = 16,   /* RNDIS_PKTINFO_SIZE(4) (golden hn_derived) */
+    HVU_DP_VNET_HDR_SIZE = 12,         /* virtio_net_hdr_mrg_rxbuf, the tap default vnet_hdr_sz */
+    HVU_DP_ETH_HLEN = 14,
+    HVU_DP_VLAN_HLEN = 4,
+    HVU_DP_MAX_SECTIONS = 65536,       /* send-buffer sections tracked in the bitmap */
+    HVU_DP_PENDING_MAX = 256,          /* receive completions held while the outbound ring is full */
+    HVU_NVS_TYPE_RNDIS = 107,
+    HVU_NVS_TYPE_RNDIS_ACK = 108,
+    HVU_NVS_STATUS_OK = 1,
+    HVU_NVS_STATUS_FAILED = 2,
+    HVU_NVS_RNDIS_DATA = 0,
+    HVU_NVS_RNDIS_CTRL = 1,
+    HVU_RNDIS_PACKET_MSG = 1
+};
+
+/* Why a packet or frame was dropped (hvu_dp_last_drop). Values below 32 are the ring's
+ * enum hvu_reason codes from hvu_xfer_check (transfer-page header and ranges, spec 4.11). */
+enum hvu_dp_reason {
+    HVU_DP_NVS_SHORT = 32,     /* NVS payload shorter than the fields read (spec 4.13) */
+    HVU_DP_NVS_TYPE = 33,      /* transfer-page payload is not NVS type 107 / completion not 108 */
+    HVU_DP_RNDIS_SHORT = 34,   /* range shorter than rndis_packet_msg */
+    HVU_DP_RNDIS_LEN = 35,     /* msg_len beyond the range, or below data + pktinfo */
+    HVU_DP_RNDIS_OFFSET = 36,  /* data_offset below 36 or data beyond msg_len */
+    HVU_DP_RNDIS_DATA_LEN = 37, /* data_len shorter than an Ethernet header */
+    HVU_DP_RNDIS_PKTINFO = 38, /* pktinfo offset/length/elements do not parse inside msg_len */
+    HVU_DP_RX_OVERSIZE = 39,   /* frame longer than mtu + 14 + 4 */
+    HVU_DP_TAP_WRITE = 40,     /* write to the tap failed (value = errno) */
+    HVU_DP_COMP_UNKNOWN = 41,  /* TX completion for a section not outstanding (unknown/duplicate) */
+    HVU_DP_TX_OVERSIZE = 42,   /* tap frame larger than a send section can hold */
+    HVU_DP_TX_RUNT = 43,       /* tap frame shorter than an Ethernet header */
+    HVU_DP_RNDIS_TYPE = 44,    /* RNDIS msg_type changed to non-data between the two reads */
+    HVU_DP_REASON_END = 45
+};
+
+enum hvu_dp_fd {
+    HVU_DP_FD_NONE = 0,
+    HVU_DP_FD_TAP = 1,
+    HVU_DP_FD_IRQ = 2,
+    HVU_DP_FD_STOP = 3
+};
+
+struct hvu_dp_config {
+    struct hvu_ring *tx_ring;  /* outbound, attached HVU_RING_TX */
+    struct hvu_ring *rx_ring;  /* inbound, attached HVU_RING_RX */
+    void *recv_buf;            /* map 3: host-writable receive buffer */
+    uint32_t recv_buf_size;
+    uint32_t recv_section_size; /* slot size from the host's recv-buf reply: a range is at most this */
+    void *send_buf;            /* map 4: the send buffer, send_section_count * send_section_size */
+    uint32_t send_buf_size;
+    uint32_t send_section_size; /* from the host's send-buf reply */
+    uint32_t send_section_count;
+    void *pkt_buf;             /* private: one inbound ring packet (>= the largest packet accepted) */
+    uint32_t pkt_buf_size;
+    void *range_buf;           /* private: one range copied out of the receive buffer */
+    uint32_t range_buf_size;   /* >= recv_section_size */
+    int tap_fd;                /* non-blocking */
+    int irq_fd;                /* uio fd (or the emulator's): poll/read 4 bytes, write 4 bytes */
+    void *monitor_page;        /* map 2, or NULL for a channel without monitor_id */
+    uint32_t monitor_id;       /* 0..127 when monitor_page is set */
+    uint32_t mtu;              /* L3 MTU; frames up to mtu + 14 + 4 pass */
+    uint32_t flags;            /* enum hvu_dp_flag */
+    uint32_t tx_hash_value;    /* HVU_DP_F_TX_HASH: the value sent (the channel's queue index) */
+};
+
+struct hvu_dp_fault {
+    int ring;                  /* 0 none, 1 inbound (rx) ring, 2 outbound (tx) ring */
+    int reason;                /* enum hvu_reason of that ring */
+    uint64_t value;
+    int fd;                    /* enum hvu_dp_fd: the fd whose last syscall failed, or 0 */
+    int err;                   /* that syscall's errno */
+};
+
+struct hvu_dp_drop {
+    int reason;                /* enum hvu_reason (< 32) or enum hvu_dp_reason */
+    uint64_t value;            /* the offending value as read */
+};
+
+size_t hvu_dp_sizeof(void);
+int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg);
+int hvu_dp_rx(struct hvu_dp *dp, unsigned budget);
+int hvu_dp_tx(struct hvu_dp *dp, unsigned budget);
+int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget);
+int hvu_dp_signal(struct hvu_dp *dp);
+int hvu_dp_fault(const struct hvu_dp *dp, struct hvu_dp_fault *out);
+int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out);
+const char *hvu_dp_reason_name(int reason);
+uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp);
+uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);
+int hvu_dp_counter_count(void);
+const char *hvu_dp_counter_name(int i);
+uint64_t hvu_dp_counter(const struct hvu_dp *dp, int i);

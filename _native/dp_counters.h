@@ -1,0 +1,41 @@
+/* Data-path counters: one X-macro list generates the struct (datapath.h) and the name table
+ * (datapath.c), like counters.h does for the ring.
+ *
+ * Names follow the kernel's netvsc `ethtool -S` where the meaning is the same (tx_busy,
+ * tx_no_space, rx_comp_busy, stop_queue, wake_queue); rx_packets/rx_bytes/tx_packets/tx_bytes
+ * count Ethernet frames and their bytes (not ring packets: those are the ring's counters).
+ * Every drop has a counter; nothing is dropped silently. The order is the index
+ * hvu_dp_counter_name(i) reports; add a counter by adding one line.
+ */
+#ifndef HVU_DP_COUNTERS_H
+#define HVU_DP_COUNTERS_H
+
+#define HVU_DP_COUNTERS(X)                                                                      \
+    X(rx_packets)        /* frames written to the tap */                                       \
+    X(rx_bytes)          /* bytes of those frames (no vnet header) */                          \
+    X(rx_xfer)           /* transfer-page packets taken from the inbound ring */               \
+    X(rx_bad_xfer)       /* transfer-page packets dropped: header/range check failed (4.11) */ \
+    X(rx_bad_nvs)        /* transfer-page packets dropped: payload not NVS 107 (4.13) */       \
+    X(rx_bad_rndis)      /* ranges dropped: RNDIS packet message does not parse */             \
+    X(rx_oversize)       /* frames dropped: longer than mtu + 14 + 4 */                        \
+    X(rx_tap_drop)       /* frames dropped: tap write failed or was short (EAGAIN included) */ \
+    X(rx_comp_sent)      /* receive completions (NVS 108) written to the outbound ring */      \
+    X(rx_comp_busy)      /* completions queued because the outbound ring was full */           \
+    X(rx_control)        /* times the pump stopped before a packet for Python */               \
+    X(tx_packets)        /* frames sent (NVS 107 written) */                                   \
+    X(tx_bytes)          /* bytes of those frames */                                           \
+    X(tx_busy)           /* sends deferred: outbound ring full */                              \
+    X(tx_no_space)       /* sends deferred: every send section is in flight */                 \
+    X(tx_oversize)       /* tap frames dropped: larger than a section (or mtu + 18) */         \
+    X(tx_runt)           /* tap frames dropped: shorter than an Ethernet header */             \
+    X(tx_tap_err)        /* tap reads that failed with an error other than EAGAIN */           \
+    X(tx_completions)    /* host completions that freed a send section */                      \
+    X(tx_errors)         /* of those, completions with status != success or wrong NVS type */  \
+    X(tx_bad_comp)       /* tagged completions for no outstanding section: ignored */          \
+    X(stop_queue)        /* TX went from running to blocked (no section or ring full) */       \
+    X(wake_queue)        /* TX went from blocked back to running */                            \
+    X(signals)           /* host signals sent (one per batch at most) */                       \
+    X(irq_wakeups)       /* interrupts read from the irq fd */                                 \
+    X(polls)             /* times the pump slept in poll() */
+
+#endif

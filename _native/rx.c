@@ -1,0 +1,293 @@
+/* Data path, host -> guest: transfer-page packets -> RNDIS data messages -> frames on the tap.
+ *
+ * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
+ * packet checks, the frame write to the tap, and the receive-completion queue. Completions of our
+ * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL). The rules
+ * and their sources are in datapath.h's header comment. No allocation, no printing.
+ */
+#define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "datapath.h"
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* ---- receive completions ------------------------------------------------------------------ */
+
+/* One hn_nvs_rndis_ack {108, status, 32 reserved} as a type 0xb packet, flags 0. */
+static int send_completion(struct hvu_dp *dp, uint64_t trans_id, uint32_t status)
+{
+    uint8_t msg[HVU_DP_NVS_MSG_SIZE];
+    uint32_t type = HVU_NVS_TYPE_RNDIS_ACK;
+    memset(msg, 0, sizeof(msg));
+    memcpy(msg, &type, 4);
+    memcpy(msg + 4, &status, 4);
+    struct hvu_seg seg = {msg, sizeof(msg)};
+    int rc = hvu_ring_send(dp->tx, HVU_PKT_COMP, 0, trans_id, &seg, 1, &dp->need_signal);
+    if (rc == 0)
+        dp->ctr.rx_comp_sent++;
+    return rc;
+}
+
+/* Oldest first; stops at the first refusal. Returns 0 or -EIO (outbound ring corrupt). */
+int hvu_dp_flush_completions(struct hvu_dp *dp)
+{
+    while (dp->npend > 0) {
+        struct hvu_dp_pending *p = &dp->pend[dp->pend_head];
+        int rc = send_completion(dp, p->trans_id, p->status);
+        if (rc == -EAGAIN)
+            return 0;
+        if (rc < 0)
+            return rc;
+        dp->pend_head = (dp->pend_head + 1) % HVU_DP_PENDING_MAX;
+        dp->npend--;
+    }
+    return 0;
+}
+
+/* Callers guarantee room in pend[] (checked before the packet is consumed). The completion is
+ * sent or queued, never lost; returns -EIO (after queueing) if the outbound ring is refused. */
+static int complete_rx(struct hvu_dp *dp, uint64_t trans_id, uint32_t status)
+{
+    int rc = 0;
+    if (dp->npend == 0) {
+        rc = send_completion(dp, trans_id, status);
+        if (rc == 0)
+            return 0;
+    }
+    uint32_t slot = (dp->pend_head + dp->npend) % HVU_DP_PENDING_MAX;
+    dp->pend[slot].trans_id = trans_id;
+    dp->pend[slot].status = status;
+    dp->npend++;
+    dp->ctr.rx_comp_busy++;
+    return rc == -EAGAIN ? 0 : rc;
+}
+
+/* ---- one RNDIS packet message -> one frame ---------------------------------------------------- */
+
+static int rndis_bad(struct hvu_dp *dp, int reason, uint64_t value)
+{
+    dp->ctr.rx_bad_rndis++;
+    hvu_dp_drop_note(dp, reason, value);
+    return -1;
+}
+
+/* Per-packet info: elements of {size, type, offset} walk exactly inside [ppi, ppi + len). */
+static int pktinfo_ok(const uint8_t *ppi, uint32_t len)
+{
+    while (len > 0) {
+        if (len < HVU_DP_PPI_HEAD)
+            return 0;
+        uint32_t size = get_u32(ppi);
+        uint32_t off = get_u32(ppi + 8);
+        if (size < HVU_DP_PPI_HEAD || (size & 3u) != 0 || size > len || off > size)
+            return 0;
+        ppi += size;
+        len -= size;
+    }
+    return 1;
+}
+
+/* msg: a private copy of one range, n bytes. Returns 0 if a frame went out, -1 if dropped. */
+static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
+{
+    if (n < HVU_DP_RNDIS_PKT_SIZE)
+        return rndis_bad(dp, HVU_DP_RNDIS_SHORT, n);
+    uint32_t type = get_u32(msg), msg_len = get_u32(msg + 4);
+    uint32_t data_off = get_u32(msg + 8), data_len = get_u32(msg + 12);
+    uint32_t oob_len = get_u32(msg + 20);
+    uint32_t ppi_off = get_u32(msg + 28), ppi_len = get_u32(msg + 32);
+    if (type != HVU_RNDIS_PACKET_MSG)
+        return rndis_bad(dp, HVU_DP_RNDIS_TYPE, type);
+    if (msg_len > n || msg_len < HVU_DP_RNDIS_PKT_SIZE ||
+        (uint64_t)data_len + oob_len + ppi_len > msg_len)
+        return rndis_bad(dp, HVU_DP_RNDIS_LEN, msg_len);
+    if (data_off < HVU_DP_RNDIS_OFFSET_MIN ||
+        HVU_DP_RNDIS_OFFSET_BASE + (uint64_t)data_off + data_len > msg_len)
+        return rndis_bad(dp, HVU_DP_RNDIS_OFFSET, data_off);
+    if (data_len < HVU_DP_ETH_HLEN)
+        return rndis_bad(dp, HVU_DP_RNDIS_DATA_LEN, data_len);
+    if (ppi_len > 0) {
+        if (ppi_off < HVU_DP_RNDIS_OFFSET_MIN || (ppi_off & 3u) != 0 ||
+            HVU_DP_RNDIS_OFFSET_BASE + (uint64_t)ppi_off + ppi_len > msg_len)
+            return rndis_bad(dp, HVU_DP_RNDIS_PKTINFO, ppi_off);
+        if (!pktinfo_ok(msg + HVU_DP_RNDIS_OFFSET_BASE + ppi_off, ppi_len))
+            return rndis_bad(dp, HVU_DP_RNDIS_PKTINFO, ppi_len);
+    }
+    if (data_len > dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN) {
+        dp->ctr.rx_oversize++;
+        hvu_dp_drop_note(dp, HVU_DP_RX_OVERSIZE, data_len);
+        return -1;
+    }
+    static const uint8_t zero_vnet[HVU_DP_VNET_HDR_SIZE];
+    struct iovec iov[2];
+    int niov = 0;
+    if (dp->flags & HVU_DP_F_VNET_HDR) {
+        iov[niov].iov_base = (void *)zero_vnet;   /* no offload: flags 0, gso_type NONE */
+        iov[niov++].iov_len = sizeof(zero_vnet);
+    }
+    iov[niov].iov_base = (void *)(msg + HVU_DP_RNDIS_OFFSET_BASE + data_off);
+    iov[niov++].iov_len = data_len;
+    size_t want = (size_t)data_len + ((dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0);
+    ssize_t w;
+    do {
+        w = writev(dp->tap_fd, iov, niov);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0 || (size_t)w != want) {
+        dp->ctr.rx_tap_drop++;
+        hvu_dp_drop_note(dp, HVU_DP_TAP_WRITE, w < 0 ? (uint64_t)errno : (uint64_t)w);
+        return -1;
+    }
+    dp->ctr.rx_packets++;
+    dp->ctr.rx_bytes += data_len;
+    return 0;
+}
+
+/* ---- one transfer-page packet ----------------------------------------------------------------- */
+
+static int range_ok(const struct hvu_dp *dp, const struct hvu_xfer_range *rg)
+{
+    return rg->byte_offset <= dp->recv_size && rg->byte_count != 0 &&
+           rg->byte_count <= dp->recv_size - rg->byte_offset && rg->byte_count <= dp->recv_section;
+}
+
+/* pkt: private copy of a type 0x7 packet, len bytes. Returns 1 to leave it for Python, 0 when
+ * handled (the caller consumes it), or a negative errno. */
+static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const struct hvu_pkt_desc *d)
+{
+    struct hvu_fault f;
+    int bad_ranges = 0;
+    if (hvu_xfer_check(pkt, len, HVU_XFER_PAGESET_ID_NETVSC, dp->recv_size, dp->recv_section, &f) < 0) {
+        if (f.reason != HVU_BAD_RANGE) {
+            dp->ctr.rx_bad_xfer++;   /* header unusable: dropped without completion, as Linux */
+            hvu_dp_drop_note(dp, f.reason, f.value);
+            return 0;
+        }
+        bad_ranges = 1;              /* header fine; ranges are checked one by one below */
+    }
+    uint32_t hlen = (uint32_t)d->offset8 * 8u;
+    const uint8_t *nvs = pkt + hlen;
+    uint32_t plen = len - hlen;
+    if (plen < 8) {
+        dp->ctr.rx_bad_nvs++;
+        hvu_dp_drop_note(dp, HVU_DP_NVS_SHORT, plen);
+        return 0;
+    }
+    uint32_t nvs_type = get_u32(nvs);
+    if (nvs_type != HVU_NVS_TYPE_RNDIS) {
+        dp->ctr.rx_bad_nvs++;
+        hvu_dp_drop_note(dp, HVU_DP_NVS_TYPE, nvs_type);
+        return 0;
+    }
+    if (get_u32(nvs + 4) != HVU_NVS_RNDIS_DATA)
+        return 1;
+    struct hvu_xfer_hdr xh;
+    memcpy(&xh, pkt + HVU_DESC_SIZE, sizeof(xh));
+    const uint8_t *ranges = pkt + HVU_DESC_SIZE + sizeof(xh);
+    /* Pass 1: any RNDIS message that is not a data packet makes the whole packet Python's. */
+    for (uint32_t i = 0; i < xh.range_cnt; i++) {
+        struct hvu_xfer_range rg;
+        memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));
+        if (range_ok(dp, &rg) && rg.byte_count >= 4 &&
+            get_u32(dp->recv_buf + rg.byte_offset) != HVU_RNDIS_PACKET_MSG)
+            return 1;
+    }
+    /* Pass 2: copy each range out (spec 4.16), then parse only the copy. */
+    uint32_t status = HVU_NVS_STATUS_OK;
+    for (uint32_t i = 0; i < xh.range_cnt; i++) {
+        struct hvu_xfer_range rg;
+        memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));
+        if (bad_ranges && !range_ok(dp, &rg)) {
+            dp->ctr.rx_bad_xfer++;
+            hvu_dp_drop_note(dp, HVU_BAD_RANGE,
+                             rg.byte_offset > dp->recv_size ? rg.byte_offset : rg.byte_count);
+            status = HVU_NVS_STATUS_FAILED;
+            continue;
+        }
+        memcpy(dp->range_buf, dp->recv_buf + rg.byte_offset, rg.byte_count);
+        if (deliver(dp, dp->range_buf, rg.byte_count) < 0)
+            status = HVU_NVS_STATUS_FAILED;
+    }
+    int rc = complete_rx(dp, d->trans_id, status);
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- the read batch ------------------------------------------------------------------------------- */
+
+/* Handles packets at the head of the inbound ring until it is empty, the budget is used, a
+ * packet for Python is next, or pend[] is full. Publishes read_index once and signals once. */
+int hvu_dp_rx(struct hvu_dp *dp, unsigned budget)
+{
+    if (dp == NULL || !dp->initialised)
+        return -EINVAL;
+    int rc = hvu_dp_flush_completions(dp);
+    int status = HVU_DP_IDLE, err = rc < 0 ? rc : 0;
+    for (unsigned done = 0; err == 0; done++) {
+        struct hvu_pkt_desc d;
+        if (done >= budget) {
+            status = HVU_DP_BUDGET;
+            break;
+        }
+        rc = hvu_ring_peek(dp->rx, &d);
+        if (rc == -EAGAIN)
+            break;
+        if (rc < 0) {
+            err = rc;
+            break;
+        }
+        uint32_t len = (uint32_t)d.len8 * 8u;
+        int mine = len <= dp->pkt_cap &&
+                   (d.type == HVU_PKT_XFER_PAGES ||
+                    (d.type == HVU_PKT_COMP && (d.trans_id & HVU_DP_TX_TAG) != 0));
+        if (!mine) {
+            status = HVU_DP_CONTROL;
+            break;
+        }
+        if (d.type == HVU_PKT_XFER_PAGES && dp->npend >= HVU_DP_PENDING_MAX) {
+            status = HVU_DP_BLOCKED;   /* no room to remember its completion: wait for the ring */
+            break;
+        }
+        rc = hvu_ring_copyout(dp->rx, dp->pkt_buf, dp->pkt_cap, &d);
+        if (rc < 0) {
+            err = rc;
+            break;
+        }
+        uint32_t hlen = (uint32_t)d.offset8 * 8u;
+        if (d.type == HVU_PKT_COMP) {
+            hvu_dp_tx_complete(dp, d.trans_id, dp->pkt_buf + hlen, len - hlen);
+        } else {
+            rc = rx_xfer(dp, dp->pkt_buf, len, &d);
+            if (rc == 1) {
+                status = HVU_DP_CONTROL;
+                break;
+            }
+            dp->ctr.rx_xfer++;
+            if (rc < 0)
+                err = rc;   /* handled and its completion queued: consume it, then stop */
+        }
+        rc = hvu_ring_consume(dp->rx);
+        if (rc < 0 && err == 0)
+            err = rc;
+    }
+    if (status == HVU_DP_CONTROL)
+        dp->ctr.rx_control++;
+    rc = hvu_ring_close(dp->rx);
+    if (rc > 0)
+        dp->need_signal = 1;
+    else if (rc < 0 && err == 0)
+        err = rc;
+    if (dp->need_signal) {
+        rc = hvu_dp_signal(dp);
+        if (rc < 0 && err == 0)
+            err = rc;
+    }
+    return err < 0 ? err : status;
+}

@@ -1,0 +1,293 @@
+/* Data path, guest -> host: frames from the tap -> RNDIS packet messages in send-buffer sections
+ * -> NVS 107 messages in the outbound ring; the host's completions free the sections.
+ *
+ * What lives here: the section bitmap, hvu_dp_tx (one batch of tap reads), stop/wake of the
+ * queue with the outbound pending_send_sz, and the handling of tagged completions. The rules and
+ * their sources are in datapath.h's header comment. No allocation, no printing.
+ */
+#define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "datapath.h"
+
+/* descriptor + NVS message, already a multiple of 8, plus the trailer: must stay < free bytes */
+#define NVS_PKT_TOTAL (HVU_DESC_SIZE + HVU_DP_NVS_MSG_SIZE + HVU_TRAILER_SIZE)
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
+
+/* ---- section bitmap ------------------------------------------------------------------------------ */
+
+static int sect_busy(const struct hvu_dp *dp, uint32_t i)
+{
+    return (dp->sect_map[i / 64] >> (i % 64)) & 1u;
+}
+
+/* A free section index, or -1. Searches from the last hit so allocation stays O(1) on average. */
+static int sect_find(struct hvu_dp *dp)
+{
+    uint32_t words = (dp->send_count + 63) / 64;
+    for (uint32_t k = 0; k < words; k++) {
+        uint32_t w = (dp->sect_hint + k) % words;
+        uint64_t free_bits = ~dp->sect_map[w];
+        if (w == words - 1 && dp->send_count % 64 != 0)
+            free_bits &= (1ULL << (dp->send_count % 64)) - 1;
+        if (free_bits != 0) {
+            dp->sect_hint = w;
+            return (int)(w * 64 + (uint32_t)__builtin_ctzll(free_bits));
+        }
+    }
+    return -1;
+}
+
+static void sect_set(struct hvu_dp *dp, uint32_t i)
+{
+    dp->sect_map[i / 64] |= 1ULL << (i % 64);
+    dp->sect_used++;
+}
+
+static void sect_clear(struct hvu_dp *dp, uint32_t i)
+{
+    dp->sect_map[i / 64] &= ~(1ULL << (i % 64));
+    dp->sect_used--;
+}
+
+uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp) { return dp->sect_used; }
+
+/* ---- completions --------------------------------------------------------------------------------- */
+
+/* trans_id has the TX tag. Unknown or already-free sections are counted and ignored; a known
+ * section is freed whatever the payload says (VMBus completes by trans_id), but a completion that
+ * is not NVS 108 with status OK counts as a TX error. */
+void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *payload, uint32_t plen)
+{
+    uint64_t idx = trans_id & ~HVU_DP_TX_TAG;
+    if (idx >= dp->send_count || !sect_busy(dp, (uint32_t)idx) || (int64_t)idx == dp->held) {
+        dp->ctr.tx_bad_comp++;
+        hvu_dp_drop_note(dp, HVU_DP_COMP_UNKNOWN, trans_id);
+        return;
+    }
+    sect_clear(dp, (uint32_t)idx);
+    dp->ctr.tx_completions++;
+    uint32_t type = 0, status = 0;
+    if (plen >= 8) {
+        memcpy(&type, payload, 4);
+        memcpy(&status, payload + 4, 4);
+    }
+    if (plen < 8) {
+        dp->ctr.tx_errors++;
+        hvu_dp_drop_note(dp, HVU_DP_NVS_SHORT, plen);
+    } else if (type != HVU_NVS_TYPE_RNDIS_ACK) {
+        dp->ctr.tx_errors++;
+        hvu_dp_drop_note(dp, HVU_DP_NVS_TYPE, type);
+    } else if (status != HVU_NVS_STATUS_OK) {
+        dp->ctr.tx_errors++;
+    }
+}
+
+/* ---- stop / wake ----------------------------------------------------------------------------------- */
+
+static void tx_block(struct hvu_dp *dp, int ring_full)
+{
+    if (!dp->tx_blocked) {
+        dp->tx_blocked = 1;
+        dp->ctr.stop_queue++;
+    }
+    if (ring_full && !dp->pending_sz_set) {
+        /* ask for an interrupt once a quarter of the ring is free (spec 3.11 c) */
+        uint32_t want = (hvu_ring_data_size(dp->tx) / 4) & ~7u;
+        if (want >= NVS_PKT_TOTAL && hvu_ring_set_pending_send_sz(dp->tx, want) == 0)
+            dp->pending_sz_set = 1;
+    }
+}
+
+static void tx_wake(struct hvu_dp *dp)
+{
+    if (dp->pending_sz_set) {
+        hvu_ring_set_pending_send_sz(dp->tx, 0);
+        dp->pending_sz_set = 0;
+    }
+    if (dp->tx_blocked) {
+        dp->tx_blocked = 0;
+        dp->ctr.wake_queue++;
+    }
+}
+
+/* 1 if one more frame can go out now, 0 if blocked, negative errno if the outbound ring failed. */
+int hvu_dp_tx_can_send(struct hvu_dp *dp)
+{
+    if (dp->npend > 0) {   /* receive completions come first; they wait for ring space too */
+        tx_block(dp, 1);
+        return 0;
+    }
+    int64_t room = hvu_ring_bytes_free(dp->tx);
+    if (room < 0)
+        return (int)room;
+    if (room <= NVS_PKT_TOTAL) {
+        dp->ctr.tx_busy++;
+        tx_block(dp, 1);
+        return 0;
+    }
+    if (dp->held < 0 && dp->sect_used >= dp->send_count) {
+        dp->ctr.tx_no_space++;
+        tx_block(dp, 0);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- one frame --------------------------------------------------------------------------------------- */
+
+/* RNDIS packet message header (and the optional hash pktinfo) in front of the frame. */
+static uint32_t write_rndis_header(struct hvu_dp *dp, uint8_t *sect, uint32_t frame_len)
+{
+    uint32_t hdr = dp->tx_hdr_len;
+    memset(sect, 0, hdr);
+    put_u32(sect, HVU_RNDIS_PACKET_MSG);
+    put_u32(sect + 4, hdr + frame_len);                     /* msg_len */
+    put_u32(sect + 8, hdr - HVU_DP_RNDIS_OFFSET_BASE);     /* data_offset, from byte 8 */
+    put_u32(sect + 12, frame_len);                          /* data_len */
+    if (dp->flags & HVU_DP_F_TX_HASH) {
+        uint8_t *ppi = sect + HVU_DP_RNDIS_PKT_SIZE;
+        put_u32(sect + 28, HVU_DP_RNDIS_PKT_SIZE - HVU_DP_RNDIS_OFFSET_BASE);  /* pktinfo_offset */
+        put_u32(sect + 32, HVU_DP_RNDIS_HASH_PPI_SIZE);                         /* pktinfo_len */
+        put_u32(ppi, HVU_DP_RNDIS_HASH_PPI_SIZE);
+        put_u32(ppi + 4, HVU_DP_NDIS_HASHVAL);
+        put_u32(ppi + 8, HVU_DP_PPI_HEAD);
+        put_u32(ppi + 12, dp->tx_hash);
+    }
+    return hdr + frame_len;
+}
+
+/* NVS 107 for section idx; 0, -EAGAIN (ring full: the section stays held) or -EIO. */
+static int send_section(struct hvu_dp *dp, uint32_t idx, uint32_t msg_len)
+{
+    uint8_t msg[HVU_DP_NVS_MSG_SIZE];
+    memset(msg, 0, sizeof(msg));
+    put_u32(msg, HVU_NVS_TYPE_RNDIS);
+    put_u32(msg + 4, HVU_NVS_RNDIS_DATA);
+    put_u32(msg + 8, idx);
+    put_u32(msg + 12, msg_len);
+    struct hvu_seg seg = {msg, sizeof(msg)};
+    return hvu_ring_send(dp->tx, HVU_PKT_INBAND, HVU_PKT_FLAG_COMPLETION_REQUESTED,
+                         HVU_DP_TX_TAG | idx, &seg, 1, &dp->need_signal);
+}
+
+static int send_held(struct hvu_dp *dp)
+{
+    uint32_t idx = (uint32_t)dp->held;
+    uint32_t msg_len = dp->tx_hdr_len + dp->held_len;
+    int rc = send_section(dp, idx, msg_len);
+    if (rc < 0)
+        return rc;
+    dp->held = -1;
+    dp->ctr.tx_packets++;
+    dp->ctr.tx_bytes += dp->held_len;
+    return 0;
+}
+
+/* Reads one frame into a free section. 1 = a frame is held for sending, 0 = frame dropped
+ * (counted), -EAGAIN = tap empty, other negative = tap error. */
+static int read_frame(struct hvu_dp *dp)
+{
+    int idx = sect_find(dp);
+    if (idx < 0)
+        return -ENOSPC;   /* cannot happen: hvu_dp_tx_can_send checked sect_used */
+    uint8_t *sect = dp->send_buf + (size_t)idx * dp->send_section;
+    uint32_t space = dp->send_section - dp->tx_hdr_len;
+    uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    if (space > limit)
+        space = limit;
+    uint8_t vnet[HVU_DP_VNET_HDR_SIZE], probe;
+    struct iovec iov[3];
+    int n = 0;
+    uint32_t vlen = (dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0;
+    if (vlen) {
+        iov[n].iov_base = vnet;
+        iov[n++].iov_len = vlen;
+    }
+    iov[n].iov_base = sect + dp->tx_hdr_len;
+    iov[n++].iov_len = space;
+    iov[n].iov_base = &probe;   /* one byte past the room: a frame reaching it is too big */
+    iov[n++].iov_len = 1;
+    ssize_t r;
+    do {
+        r = readv(dp->tap_fd, iov, n);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return -EAGAIN;
+        dp->ctr.tx_tap_err++;
+        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
+    }
+    if ((size_t)r < vlen + HVU_DP_ETH_HLEN) {
+        dp->ctr.tx_runt++;
+        hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
+        return 0;
+    }
+    uint32_t frame = (uint32_t)((size_t)r - vlen);
+    if (frame > space) {
+        dp->ctr.tx_oversize++;
+        hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
+        return 0;
+    }
+    write_rndis_header(dp, sect, frame);
+    sect_set(dp, (uint32_t)idx);
+    dp->held = idx;
+    dp->held_len = frame;
+    return 1;
+}
+
+/* Moves up to `budget` frames from the tap to the host; signals once. */
+int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
+{
+    if (dp == NULL || !dp->initialised)
+        return -EINVAL;
+    int err = hvu_dp_flush_completions(dp);
+    int status = HVU_DP_IDLE;
+    for (unsigned done = 0; err == 0; done++) {
+        if (done >= budget) {
+            status = HVU_DP_BUDGET;
+            break;
+        }
+        int ok = hvu_dp_tx_can_send(dp);
+        if (ok < 0) {
+            err = ok;
+            break;
+        }
+        if (ok == 0) {
+            status = HVU_DP_BLOCKED;
+            break;
+        }
+        tx_wake(dp);
+        if (dp->held < 0) {
+            int rc = read_frame(dp);
+            if (rc == -EAGAIN)
+                break;
+            if (rc < 0) {
+                err = rc;
+                break;
+            }
+            if (rc == 0)
+                continue;
+        }
+        int rc = send_held(dp);
+        if (rc == -EAGAIN) {   /* not expected after can_send; the frame stays held */
+            dp->ctr.tx_busy++;
+            tx_block(dp, 1);
+            status = HVU_DP_BLOCKED;
+            break;
+        }
+        if (rc < 0)
+            err = rc;
+    }
+    if (dp->need_signal) {
+        int rc = hvu_dp_signal(dp);
+        if (rc < 0 && err == 0)
+            err = rc;
+    }
+    return err < 0 ? err : status;
+}

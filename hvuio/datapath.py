@@ -1,0 +1,298 @@
+"""Typed wrapper of the C data path (issue 5): one `DataPath` per VMBus channel moves frames
+between a tap fd and the channel's rings without the GIL (cffi API-mode calls release it).
+
+What lives here: building the C configuration from `Ring` objects and buffers, return code ->
+exception conversion, counters, and a background-thread pump (`start`/`stop`) that hands packets
+the C code does not handle (NVSP/RNDIS control) to a Python callback. What must not: protocol
+logic (``hvuio.proto``), opening devices or taps (the engine passes fds and maps in).
+
+How the engine drives it:
+  * Negotiate NVSP/RNDIS first (receive/send buffers connected, sections known), then build a
+    DataPath from the channel's two `Ring` objects, map 3 (receive buffer), map 4 (send buffer),
+    the tap fd (non-blocking), the uio fd, and map 2 + monitor_id for a monitored channel.
+  * Threading rule: while the pump runs, it is the only user of both rings. Python code that must
+    read or write the rings (control requests, keep-alives) runs in the pump's thread: inside the
+    ``on_control`` callback, or queued with `call_soon`. Outside a running pump, call `rx`, `tx`,
+    `run`, `read_control` and `send_control` from one thread.
+  * ``run`` / the thread return CONTROL_PENDING when the packet at the head of the inbound ring is
+    not data-path traffic; it is still unread. `read_control` reads exactly that one packet
+    (through the normal Ring API) and signals the host if flow control asks for it; feed it to the
+    protocol machines and resume.
+  * trans_id convention: the data path tags its sends with bit 63 (``TX_TAG | section``);
+    completions carrying the tag are consumed in C. Control requests must use ids below 2**63
+    (`send_control` enforces it); their completions come back as CONTROL_PENDING.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from hvuio import native
+from hvuio.errors import LocalProtocolError, PlatformError, RescindedError
+from hvuio.native import Buffer, Packet, PacketType, Ring
+
+# native.py's Lib stub (hvuio/_native.pyi) does not list the hvu_dp_* functions yet: use it untyped.
+_lib: Any = native.lib
+_ffi = native.ffi
+
+TX_TAG = 1 << int(_lib.HVU_DP_TX_TAG_SHIFT)
+"""Bit set in the trans_id of every data-path send; control requests must leave it clear."""
+RNDIS_PACKET_HEADER = int(_lib.HVU_DP_RNDIS_PKT_SIZE)
+NVS_MESSAGE_SIZE = int(_lib.HVU_DP_NVS_MSG_SIZE)
+VNET_HDR_SIZE = int(_lib.HVU_DP_VNET_HDR_SIZE)
+MAX_SECTIONS = int(_lib.HVU_DP_MAX_SECTIONS)
+DEFAULT_BUDGET = 64  # packets per rx/tx batch, NAPI's weight (Linux NAPI_POLL_WEIGHT)
+
+COUNTER_NAMES: tuple[str, ...] = tuple(
+    _ffi.string(_lib.hvu_dp_counter_name(i)).decode() for i in range(_lib.hvu_dp_counter_count()))
+
+
+class Status(enum.IntEnum):
+    """What one `rx` or `tx` call ended on."""
+
+    IDLE = _lib.HVU_DP_IDLE          # nothing left: ring empty / tap empty
+    BUDGET = _lib.HVU_DP_BUDGET      # budget used up, call again
+    CONTROL = _lib.HVU_DP_CONTROL    # a control packet is next in the inbound ring (unread)
+    BLOCKED = _lib.HVU_DP_BLOCKED    # no send section free or no room in the outbound ring
+
+
+class RunResult(enum.Enum):
+    """Why `run` returned; FAULT is what the background thread reports when run raised."""
+
+    STOPPED = "stopped"
+    CONTROL_PENDING = "control_pending"
+    TIMEOUT = "timeout"
+    FAULT = "fault"
+
+
+_FD_NAMES = {_lib.HVU_DP_FD_TAP: "tap fd", _lib.HVU_DP_FD_IRQ: "uio/irq fd",
+             _lib.HVU_DP_FD_STOP: "stop fd", _lib.HVU_DP_FD_NONE: "poll()"}
+
+
+class DataPath:
+    """The C pump of one channel over caller-owned rings and buffers (kept alive by this object).
+
+    Parameters: `recv_section_size` is the slot size of the host's receive-buffer reply (a range
+    may not exceed it); `send_section_size`/`send_section_count` come from the send-buffer reply;
+    `tap_fd` must be non-blocking; `irq_fd` is the uio fd (read/written 4 bytes at a time);
+    `monitor_page` (map 2) with `monitor_id` selects monitor-bit signalling, otherwise the pump
+    writes a 4-byte 1 to `irq_fd`; `vnet_hdr` when the tap has IFF_VNET_HDR (12-byte header, no
+    offloads enabled); `manage_interrupt_mask=False` for channels whose inbound mask must never be
+    cleared (subchannels on kernels without linux d062463edf17, spec 1.10 item 39) — then use
+    `busy_poll` or a short `timeout_ms`; `tx_hash_value` adds a hash-value per-packet info with
+    that value to every send (Linux/DPDK do so on multi-queue devices so the completion comes back
+    on this channel). The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1))
+    so the host honours the pending_send_sz the pump sets when the ring is full.
+    """
+
+    def __init__(self, *, tx_ring: Ring, rx_ring: Ring, recv_buf: Buffer, recv_section_size: int,
+                 send_buf: Buffer, send_section_size: int, send_section_count: int, tap_fd: int,
+                 irq_fd: int, monitor_page: Buffer | None = None, monitor_id: int | None = None,
+                 mtu: int = 1500, vnet_hdr: bool = False, busy_poll: bool = False,
+                 manage_interrupt_mask: bool = True, tx_hash_value: int | None = None,
+                 budget: int = DEFAULT_BUDGET) -> None:
+        if tx_ring.direction is not native.Direction.TX or rx_ring.direction is not native.Direction.RX:
+            raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
+        self._recv = _ffi.from_buffer(recv_buf)
+        self._send = _ffi.from_buffer(send_buf, require_writable=True)
+        if not 0 < recv_section_size <= len(self._recv):
+            raise LocalProtocolError(f"recv_section_size {recv_section_size} must be within "
+                                     f"[1, receive buffer size {len(self._recv)}]")
+        if not 0 < send_section_count <= MAX_SECTIONS:
+            raise LocalProtocolError(f"send_section_count {send_section_count} must be within [1, {MAX_SECTIONS}]")
+        if send_section_size * send_section_count > len(self._send):
+            raise LocalProtocolError(f"{send_section_count} sections of {send_section_size} bytes exceed "
+                                     f"the send buffer of {len(self._send)} bytes")
+        if (monitor_page is None) != (monitor_id is None):
+            raise LocalProtocolError("monitor_page and monitor_id go together (both or neither)")
+        if monitor_id is not None and not 0 <= monitor_id < 128:
+            raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, 127] (spec 3.12)")
+        if budget < 1:
+            raise LocalProtocolError(f"budget must be >= 1, not {budget}")
+        self.tx_ring, self.rx_ring = tx_ring, rx_ring
+        self.budget = budget
+        self.mtu = mtu
+        self._mon = None if monitor_page is None else _ffi.from_buffer(monitor_page, require_writable=True)
+        pkt_size = min(rx_ring.data_size, native.MAX_LEN8 * 8)
+        self._pkt = _ffi.new("uint8_t[]", pkt_size)
+        self._range = _ffi.new("uint8_t[]", recv_section_size)
+        flags = ((_lib.HVU_DP_F_VNET_HDR if vnet_hdr else 0) | (_lib.HVU_DP_F_BUSY_POLL if busy_poll else 0)
+                 | (_lib.HVU_DP_F_MANAGE_MASK if manage_interrupt_mask else 0)
+                 | (_lib.HVU_DP_F_TX_HASH if tx_hash_value is not None else 0))
+        cfg = _ffi.new("struct hvu_dp_config *")
+        cfg.tx_ring, cfg.rx_ring = tx_ring.cptr, rx_ring.cptr
+        cfg.recv_buf, cfg.recv_buf_size, cfg.recv_section_size = self._recv, len(self._recv), recv_section_size
+        cfg.send_buf, cfg.send_buf_size = self._send, len(self._send)
+        cfg.send_section_size, cfg.send_section_count = send_section_size, send_section_count
+        cfg.pkt_buf, cfg.pkt_buf_size = self._pkt, pkt_size
+        cfg.range_buf, cfg.range_buf_size = self._range, recv_section_size
+        cfg.tap_fd, cfg.irq_fd = tap_fd, irq_fd
+        cfg.monitor_page = _ffi.NULL if self._mon is None else self._mon
+        cfg.monitor_id = 0 if monitor_id is None else monitor_id
+        cfg.mtu, cfg.flags = mtu, flags
+        cfg.tx_hash_value = 0 if tx_hash_value is None else tx_hash_value
+        self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
+        self._dp = _ffi.cast("struct hvu_dp *", self._mem)
+        if _lib.hvu_dp_init(self._dp, cfg) < 0:
+            raise LocalProtocolError(
+                f"data path configuration refused: sections {send_section_count} x {send_section_size} bytes "
+                f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + 14), mtu {mtu} (68..65535), "
+                f"fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}")
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._stopping = False
+        self._calls: deque[Callable[[], None]] = deque()
+        self.error: BaseException | None = None
+
+    # ---- errors -------------------------------------------------------------------------------------
+
+    def _check(self, rc: int, what: str) -> int:
+        if rc >= 0:
+            return rc
+        fault = _ffi.new("struct hvu_dp_fault *")
+        _lib.hvu_dp_fault(self._dp, fault)
+        if rc == -errno.EIO and fault.ring:
+            ring = self.rx_ring if fault.ring == 1 else self.tx_ring
+            ring._check(-errno.EIO, what)  # raises RingCorruptError naming field, value and rule
+        if rc == -errno.EINVAL:
+            raise LocalProtocolError(f"data path {what}: invalid argument")
+        where = _FD_NAMES.get(fault.fd, "an fd")
+        msg = f"data path {what}: {where} failed with {errno.errorcode.get(-rc, str(-rc))} ({os.strerror(-rc)})"
+        if fault.fd == _lib.HVU_DP_FD_IRQ and rc in (-errno.EIO, -errno.ENODEV):
+            raise RescindedError(msg)
+        raise PlatformError(msg, hint="Check that the tap and uio fds are open, non-blocking and still valid.")
+
+    # ---- the pump -----------------------------------------------------------------------------------
+
+    def rx(self, budget: int | None = None) -> Status:
+        """One read batch: frames to the tap, completions to the host, TX sections freed."""
+        return Status(self._check(_lib.hvu_dp_rx(self._dp, budget or self.budget), "rx"))
+
+    def tx(self, budget: int | None = None) -> Status:
+        """Up to `budget` frames from the tap to the host."""
+        return Status(self._check(_lib.hvu_dp_tx(self._dp, budget or self.budget), "tx"))
+
+    def run(self, stop_fd: int, timeout_ms: int = -1) -> RunResult:
+        """Pumps until `stop_fd` is readable (it is not drained), a control packet is pending, or
+        `timeout_ms` passes (< 0: never). Raises RingCorruptError / RescindedError / PlatformError."""
+        rc = self._check(_lib.hvu_dp_run(self._dp, stop_fd, timeout_ms, self.budget), "run")
+        if rc == _lib.HVU_DP_STOPPED:
+            return RunResult.STOPPED
+        if rc == _lib.HVU_DP_CONTROL:
+            return RunResult.CONTROL_PENDING
+        return RunResult.TIMEOUT
+
+    def signal(self) -> None:
+        """Signals the host once (monitor bit or irq-fd write)."""
+        self._check(_lib.hvu_dp_signal(self._dp), "signal")
+
+    def read_control(self) -> Packet:
+        """Reads exactly the one packet the pump left for Python and signals if flow control asks."""
+        batch = self.rx_ring.read_batch(1)
+        if not batch.packets:
+            raise LocalProtocolError("read_control: no packet is pending in the inbound ring")
+        if batch.need_signal:
+            self.signal()
+        return batch.packets[0]
+
+    def send_control(self, payload: Buffer, *, trans_id: int, want_completion: bool = True,
+                     type: int = PacketType.INBAND) -> None:
+        """Writes one control packet to the outbound ring and signals if needed (3.11 a)."""
+        if trans_id & TX_TAG or not 0 <= trans_id < 1 << 64:
+            raise LocalProtocolError(f"control trans_id {trans_id:#x} must be below 2**63 (bit 63 is the data path's)")
+        flags = native.FLAG_COMPLETION_REQUESTED if want_completion else 0
+        if self.tx_ring.send(type, payload, flags=flags, trans_id=trans_id):
+            self.signal()
+
+    # ---- state ------------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        return {name: int(_lib.hvu_dp_counter(self._dp, i)) for i, name in enumerate(COUNTER_NAMES)}
+
+    def last_drop(self) -> tuple[str, int] | None:
+        """(reason name, value) of the most recent counted drop, or None."""
+        d = _ffi.new("struct hvu_dp_drop *")
+        if _lib.hvu_dp_last_drop(self._dp, d) == 0:
+            return None
+        return _ffi.string(_lib.hvu_dp_reason_name(d.reason)).decode(), int(d.value)
+
+    @property
+    def sections_in_use(self) -> int:
+        return int(_lib.hvu_dp_sections_in_use(self._dp))
+
+    @property
+    def pending_completions(self) -> int:
+        return int(_lib.hvu_dp_pending_completions(self._dp))
+
+    # ---- background thread ----------------------------------------------------------------------------
+
+    def start(self, on_control: Callable[[DataPath], None], *,
+              on_exit: Callable[[RunResult, BaseException | None], None] | None = None,
+              timeout_ms: int = 1000) -> None:
+        """Runs `run` in a loop in a daemon thread. `on_control(self)` is called in that thread
+        when a control packet is pending; it should call `read_control` (else it is called again).
+        `on_exit(result, error)` is called once when the thread ends (STOPPED, or FAULT + error)."""
+        if self._thread is not None:
+            raise LocalProtocolError("data path thread already started")
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._stopping = False
+        self.error = None
+        self._thread = threading.Thread(target=self._loop, args=(on_control, on_exit, timeout_ms),
+                                        name="hvuio-datapath", daemon=True)
+        self._thread.start()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Runs `fn()` in the pump thread between two runs (for control sends on the rings)."""
+        if self._thread is None:
+            raise LocalProtocolError("call_soon needs a started data path thread")
+        self._calls.append(fn)
+        os.write(self._wake_w, b"c")
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Asks the thread to end, waits for it, closes the wake pipe; re-raises nothing."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        os.write(self._wake_w, b"s")
+        thread.join(timeout)
+        if thread.is_alive():
+            raise LocalProtocolError(f"data path thread did not stop within {timeout} s")
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
+        self._thread = None
+
+    def _loop(self, on_control: Callable[[DataPath], None],
+              on_exit: Callable[[RunResult, BaseException | None], None] | None, timeout_ms: int) -> None:
+        result = RunResult.STOPPED
+        try:
+            while True:
+                res = self.run(self._wake_r, timeout_ms)
+                if res is RunResult.CONTROL_PENDING:
+                    on_control(self)
+                elif res is RunResult.STOPPED:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    while self._calls:
+                        self._calls.popleft()()
+                    if self._stopping:
+                        break
+        except Exception as exc:  # noqa: BLE001  (reported through on_exit, kept in .error)
+            self.error = exc
+            result = RunResult.FAULT
+        if on_exit is not None:
+            on_exit(result, self.error)
+
+
+__all__ = ["DataPath", "RunResult", "Status", "TX_TAG", "COUNTER_NAMES"]

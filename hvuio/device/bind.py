@@ -1,0 +1,363 @@
+"""Bind a synthetic NIC to uio_hv_generic and give it back, safely and idempotently (spec §2.6).
+
+`bind_device()` prefers the per-device `driver_override` procedure (§2.6.2) when the kernel has
+the file, else `new_id` + unbind + bind (§2.6.1); it records the previous driver in a journal
+(`<sysroot>/run/hvuio/bind/<guid>.json`) so `unbind_device()` restores it (hv_netvsc when there is
+no journal). Sysfs writes cannot report the kernel's errors reliably (and the emulator cannot at
+all), so both verify the result by reading back with a bounded poll.
+
+Refusals, each one sentence + hint: not root (`NotRootError`), module missing
+(`ModuleMissingError`), unknown device (`DeviceNotFoundError`), not a NIC (`WrongDeviceError`),
+the NIC carries the default route or this SSH session (`UnsafeBindError`, unless force),
+/dev/uioN open by someone (`DeviceBusyError`).
+
+Reads go through `hvuio.device.sysfs`; nothing here mmaps or opens /dev/uioN.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from hvuio.device.classes import NIC_CLASS
+from hvuio.device.sysfs import VmbusDevice, sys_path
+from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
+                          SysfsError, UnsafeBindError, WrongDeviceError)
+
+UIO_DRIVER: Final = "uio_hv_generic"
+DEFAULT_DRIVER: Final = "hv_netvsc"
+JOURNAL_DIR: Final = "/run/hvuio/bind"
+BIND_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to show the new binding
+_SIOCGIFADDR: Final = 0x8915
+
+
+@dataclass(frozen=True)
+class BindResult:
+    """What bind/unbind did: `changed` False means it was already in the wanted state."""
+
+    guid: str
+    driver: str
+    changed: bool
+    method: str  # "driver_override", "new_id", "none"
+    uio: str | None = None
+    netdevs: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        if not self.changed:
+            return f"{self.guid} is already bound to {self.driver}" + (f" ({self.uio})" if self.uio else "")
+        via = f" via {self.method}" if self.method != "none" else ""
+        return f"{self.guid} bound to {self.driver}{via}" + (f" ({self.uio})" if self.uio else "")
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+def _write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
+    """One sysfs write; kernel errnos in `ignore` are fine (e.g. EEXIST from new_id)."""
+    try:
+        # O_NONBLOCK: the emulator's control files are FIFOs; with no kernel reading them this
+        # fails with ENXIO instead of hanging (real sysfs files ignore the flag)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(fd, (text + "\n").encode())
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise SysfsError(f"sysfs file {path} does not exist") from None
+    except PermissionError:
+        raise NotRootError(f"cannot write {path}: permission denied") from None
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            raise SysfsError(f"nobody reads {path} (is the emulated kernel running?)") from None
+        if err.errno not in ignore:
+            raise SysfsError(f"writing {text!r} to {path} failed: {err.strerror}") from None
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Poll `check` with a short, growing interval until true or `timeout`; SysfsError then."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while not check():
+        if time.monotonic() >= deadline:
+            raise SysfsError(f"timed out after {timeout:g} s waiting for {what}",
+                             "Check 'dmesg' for errors from uio_hv_generic or hv_vmbus.")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def journal_path(sysroot: Path | str, guid: str) -> Path:
+    return sys_path(sysroot, f"{JOURNAL_DIR}/{guid}.json")
+
+
+def read_journal(sysroot: Path | str, guid: str) -> dict[str, object] | None:
+    path = journal_path(sysroot, guid)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _journal_by_ifname(sysroot: Path | str, ifname: str) -> str | None:
+    base = sys_path(sysroot, JOURNAL_DIR)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return None
+    for n in sorted(names):
+        data = read_journal(sysroot, n.removesuffix(".json"))
+        if data and ifname in (data.get("netdevs") or []):  # type: ignore[operator]
+            return str(data["guid"])
+    return None
+
+
+def resolve_device(sysroot: Path | str, name: str) -> VmbusDevice:
+    """GUID or interface name; an interface gone because we bound it is found via the journal."""
+    try:
+        return VmbusDevice.resolve(sysroot, name)
+    except DeviceNotFoundError:
+        guid = _journal_by_ifname(sysroot, name)
+        if guid is None:
+            raise
+        return VmbusDevice.from_uuid(sysroot, guid)
+
+
+def is_simulated(sysroot: Path | str) -> bool:
+    from hvuio.sim.platform import is_sim
+
+    return is_sim(sysroot)
+
+
+def check_root(sysroot: Path | str, euid: int | None) -> None:
+    """Root is required on a real system; on the emulator's tree, root or the tree's owner."""
+    uid = os.geteuid() if euid is None else euid
+    if uid == 0:
+        return
+    if is_simulated(sysroot) and sys_path(sysroot, "/sys").stat().st_uid == uid:
+        return
+    raise NotRootError("binding a VMBus device needs root")
+
+
+def ensure_module(sysroot: Path | str) -> None:
+    """uio_hv_generic loaded (modprobe on a real system); ModuleMissingError otherwise."""
+    drv = sys_path(sysroot, f"/sys/bus/vmbus/drivers/{UIO_DRIVER}")
+    if drv.is_dir():
+        return
+    if Path(sysroot).resolve() == Path("/"):
+        try:
+            subprocess.run(["modprobe", UIO_DRIVER], check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        if drv.is_dir():
+            return
+    raise ModuleMissingError(f"the kernel module {UIO_DRIVER} is not loaded and could not be loaded")
+
+
+# -- safety: default route and SSH session ---------------------------------------------------------
+
+def default_route_interfaces(proc: Path = Path("/proc")) -> set[str]:
+    """Interfaces holding an IPv4 or IPv6 default route in this network namespace."""
+    out: set[str] = set()
+    try:
+        for line in (proc / "net" / "route").read_text().splitlines()[1:]:
+            f = line.split()
+            if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000" and int(f[3], 16) & 1:
+                out.add(f[0])
+    except OSError:
+        pass
+    try:
+        for line in (proc / "net" / "ipv6_route").read_text().splitlines():
+            f = line.split()
+            if len(f) >= 10 and f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo" and int(f[8], 16) & 1:
+                out.add(f[9])
+    except OSError:
+        pass
+    return out
+
+
+def interface_of_address(address: str, proc: Path = Path("/proc")) -> str | None:
+    """The local interface that owns `address` (IPv4 via SIOCGIFADDR, IPv6 via if_inet6)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        try:
+            for line in (proc / "net" / "if_inet6").read_text().splitlines():
+                f = line.split()
+                if len(f) >= 6 and ipaddress.IPv6Address(bytes.fromhex(f[0])) == ip:
+                    return f[5]
+        except (OSError, ValueError):
+            return None
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(res[20:24]) == str(ip):
+                return name
+    return None
+
+
+def ssh_interface(env: dict[str, str] | None = None) -> str | None:
+    """Interface of the current SSH session (SSH_CONNECTION's local address), if any."""
+    conn = (os.environ if env is None else env).get("SSH_CONNECTION", "").split()
+    return interface_of_address(conn[2]) if len(conn) >= 4 else None
+
+
+def check_safe(netdevs: list[str], env: dict[str, str] | None = None) -> None:
+    """UnsafeBindError when one of `netdevs` carries the default route or the SSH session."""
+    routes = default_route_interfaces()
+    for name in netdevs:
+        if name in routes:
+            raise UnsafeBindError(f"interface {name} holds the default route; binding it would cut this machine off")
+    ssh = ssh_interface(env)
+    if ssh is not None and ssh in netdevs:
+        raise UnsafeBindError(f"interface {ssh} carries this SSH session; binding it would end the session")
+
+
+# -- busy ------------------------------------------------------------------------------------------
+
+def uio_holders(dev_path: Path, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs that have `dev_path` open (readlink of /proc/*/fd/*)."""
+    target = str(dev_path)
+    pids: list[int] = []
+    try:
+        entries = [e for e in os.listdir(proc) if e.isdigit()]
+    except OSError:
+        return pids
+    for pid in entries:
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(proc / pid / "fd" / fd) == target:
+                    pids.append(int(pid))
+                    break
+            except OSError:
+                continue
+    return pids
+
+
+def check_not_busy(device: VmbusDevice) -> None:
+    """DeviceBusyError if /dev/uioN is open: by /proc fd links, or channel state 3 (opened)."""
+    uio = device.uio
+    if uio is None:
+        return
+    pids = uio_holders(uio.dev_path)
+    if pids:
+        raise DeviceBusyError(f"{uio.dev_path} is open by process {', '.join(map(str, pids))}")
+    if device.state == 3:
+        raise DeviceBusyError(f"{uio.dev_path} is open (channel {device.relid} is in the opened state)")
+
+
+# -- bind / unbind ---------------------------------------------------------------------------------
+
+def _bound_to(device: VmbusDevice, driver: str) -> bool:
+    if device.driver != driver or not device.path.is_dir():
+        return False
+    if driver != UIO_DRIVER:
+        return True
+    uio = device.uio
+    return uio is not None and os.path.exists(uio.dev_path)
+
+
+def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: int | None = None,
+                env: dict[str, str] | None = None, timeout: float = BIND_TIMEOUT) -> BindResult:
+    """Bind the NIC `name` (GUID or interface) to uio_hv_generic; see the module docstring."""
+    device = resolve_device(sysroot, name)
+    if device.class_id != NIC_CLASS:
+        raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
+    if _bound_to(device, UIO_DRIVER):
+        uio = device.uio
+        return BindResult(device.guid, UIO_DRIVER, False, "none", uio.name if uio else None)
+    check_root(sysroot, euid)
+    ensure_module(sysroot)
+    netdevs = [n for n, _ in device.netdevs()]
+    if not force:
+        check_safe(netdevs, env)
+    previous = device.driver
+    journal = journal_path(sysroot, device.guid)
+    if read_journal(sysroot, device.guid) is None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        method = "driver_override" if device.has_driver_override else "new_id"
+        record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
+                  "previous_override": device.driver_override, "netdevs": netdevs, "method": method,
+                  "time": time.time()}
+        tmp = journal.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, journal)
+    bus = sys_path(sysroot, "/sys/bus/vmbus")
+    if device.has_driver_override:
+        method = "driver_override"
+        _write(device.path / "driver_override", UIO_DRIVER)
+        if previous is not None:
+            _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
+        _write(bus / "drivers_probe", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+    else:
+        method = "new_id"
+        _write(bus / "drivers" / UIO_DRIVER / "new_id", NIC_CLASS, ignore=(errno.EEXIST,))
+        if previous is not None:
+            _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
+            _wait_for(f"{device.guid} to leave {previous}", lambda: device.driver != previous, timeout)
+        if device.driver is None:
+            _write(bus / "drivers" / UIO_DRIVER / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+    _wait_for(f"{device.guid} to be bound to {UIO_DRIVER} with its /dev/uioN",
+              lambda: _bound_to(device, UIO_DRIVER), timeout)
+    uio = device.uio
+    return BindResult(device.guid, UIO_DRIVER, True, method, uio.name if uio else None, tuple(netdevs))
+
+
+def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
+                  timeout: float = BIND_TIMEOUT) -> BindResult:
+    """Give the device back to the driver recorded in the journal (hv_netvsc without one)."""
+    device = resolve_device(sysroot, name)
+    journal = read_journal(sysroot, device.guid) or {}
+    target = str(journal.get("previous_driver") or DEFAULT_DRIVER)
+    if device.driver != UIO_DRIVER:
+        if device.class_id != NIC_CLASS:
+            raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
+        journal_path(sysroot, device.guid).unlink(missing_ok=True)
+        return BindResult(device.guid, device.driver or "(none)", False, "none",
+                          netdevs=tuple(n for n, _ in device.netdevs()))
+    check_root(sysroot, euid)
+    check_not_busy(device)
+    bus = sys_path(sysroot, "/sys/bus/vmbus")
+    prev_override = journal.get("previous_override")
+    if device.has_driver_override:
+        method = "driver_override"
+        _write(device.path / "driver_override", str(prev_override) if prev_override else "")
+        _write(bus / "drivers" / UIO_DRIVER / "unbind", device.guid, ignore=(errno.ENODEV,))
+        _write(bus / "drivers_probe", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+        if target != DEFAULT_DRIVER:
+            _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+    else:
+        method = "new_id"
+        _write(bus / "drivers" / UIO_DRIVER / "remove_id", NIC_CLASS, ignore=(errno.ENODEV,))
+        _write(bus / "drivers" / UIO_DRIVER / "unbind", device.guid, ignore=(errno.ENODEV,))
+        _wait_for(f"{device.guid} to leave {UIO_DRIVER}", lambda: device.driver != UIO_DRIVER, timeout)
+        _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+    _wait_for(f"{device.guid} to be bound to {target}", lambda: _bound_to(device, target), timeout)
+    netdevs = journal.get("netdevs") or []
+    if target == DEFAULT_DRIVER and netdevs:
+        _wait_for(f"interface {netdevs[0]} to come back",  # type: ignore[index]
+                  lambda: bool(device.netdevs()), timeout)
+    journal_path(sysroot, device.guid).unlink(missing_ok=True)
+    return BindResult(device.guid, target, True, method, netdevs=tuple(n for n, _ in device.netdevs()))

@@ -1,0 +1,193 @@
+"""`hvuio doctor`: is this a Hyper-V guest, can it run hvuio, and what to do next (spec §1.12, §2.6.5).
+
+Each check yields a `Finding` (ok / warn / fail / info, one sentence, optional hint); `diagnose()`
+returns them in order plus one "next step" sentence. Hyper-V detection reads CPUID leaf
+0x40000000 ("Microsoft Hv") through /dev/cpu/0/cpuid when that exists (no C extension needed),
+else the /proc/cpuinfo `hypervisor` flag and the DMI vendor. Kernel quirks are detected at
+runtime from sysfs of a bound device, never from `uname -r` alone.
+
+Only reads; nothing here binds, opens /dev/uioN or changes state.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as pyplatform
+import re
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from hvuio.device.classes import NIC_CLASS
+from hvuio.device.sysfs import VmbusDevice, sys_path
+from hvuio.errors import SysfsError
+
+HV_CPUID_LEAF: Final = 0x40000000
+HV_SIGNATURE: Final = "Microsoft Hv"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # "ok", "warn", "fail", "info"
+    message: str
+    hint: str = ""
+
+
+def cpuid_vendor(dev: Path = Path("/dev/cpu/0/cpuid"), leaf: int = HV_CPUID_LEAF) -> str | None:
+    """The 12-byte hypervisor vendor of `leaf` (EBX, ECX, EDX), or None when unreadable."""
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 16, leaf)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != 16:
+        return None
+    _eax, ebx, ecx, edx = struct.unpack("<4I", data)
+    return struct.pack("<3I", ebx, ecx, edx).decode("ascii", errors="replace").rstrip("\0")
+
+
+def detect_hyperv(sysroot: Path) -> Finding:
+    simulated = (sysroot / ".hvuio-sim").is_file()
+    if simulated:
+        vendor = _read(sys_path(sysroot, "/sys/class/dmi/id/sys_vendor"))
+        return Finding("hypervisor", "info", f"emulated Hyper-V guest tree (DMI vendor {vendor!r})")
+    vendor = cpuid_vendor()
+    if vendor is not None:
+        if vendor == HV_SIGNATURE:
+            return Finding("hypervisor", "ok", f"CPUID 0x40000000 says {vendor!r}: a Hyper-V guest")
+        return Finding("hypervisor", "fail", f"CPUID 0x40000000 says {vendor!r}, not {HV_SIGNATURE!r}",
+                       "Use the emulator: hvuio demo")
+    flags = ""
+    for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
+        if line.startswith("flags"):
+            flags = line
+            break
+    dmi = _read(sys_path(sysroot, "/sys/class/dmi/id/sys_vendor")) or ""
+    hyp_type = _read(sys_path(sysroot, "/sys/hypervisor/type")) or ""
+    if " hypervisor" in flags and "Microsoft" in dmi:
+        return Finding("hypervisor", "ok", "running under a hypervisor from Microsoft (cpuinfo flag + DMI)")
+    if " hypervisor" in flags or hyp_type:
+        what = hyp_type or dmi or "unknown vendor"
+        return Finding("hypervisor", "fail", f"running under a hypervisor that is not Hyper-V ({what})",
+                       "Use the emulator: hvuio demo")
+    return Finding("hypervisor", "fail", "not running under a hypervisor", "Use the emulator: hvuio demo")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _module_available(sysroot: Path, name: str) -> tuple[bool, bool]:
+    """(loaded, installed) for a kernel module."""
+    loaded = sys_path(sysroot, f"/sys/module/{name}").is_dir()
+    if loaded or sysroot.resolve() != Path("/"):
+        return loaded, loaded
+    mod_dir = Path("/lib/modules") / pyplatform.release()
+    dep = _read(mod_dir / "modules.dep") or ""
+    builtin = _read(mod_dir / "modules.builtin") or ""
+    fname = name.replace("_", "[-_]")
+    found = re.search(rf"/{fname}\.ko", dep + "\n" + builtin) is not None
+    return loaded, found
+
+
+def device_quirks(dev: VmbusDevice) -> list[Finding]:
+    """Runtime feature detection on a device bound to uio_hv_generic (spec §2.6.5)."""
+    out: list[Finding] = []
+    uio = dev.uio
+    if uio is None:
+        return out
+    try:
+        maps = uio.maps()
+    except SysfsError as err:
+        return [Finding(f"{uio.name} maps", "fail", str(err))]
+    tag = f"{uio.name} ({dev.guid})"
+    out.append(Finding(f"{uio.name} maps", "ok" if len(maps) == 5 else "warn",
+                       f"{tag}: {len(maps)} maps" + (" (NIC buffers present)" if len(maps) == 5 else
+                                                     " (no receive/send buffers: kernel 6.14+ non-NIC or broken)")))
+    if maps:
+        out.append(Finding(f"{uio.name} ring size", "info", f"{tag}: primary ring {maps[0].size // 2:#x} bytes per direction"))
+    ring = dev.path / "channels" / str(dev.relid) / "ring"
+    if ring.exists() and maps:
+        dyn = os.stat(ring).st_size == maps[0].size
+        out.append(Finding(f"{uio.name} ring file", "info",
+                           f"{tag}: primary ring file present, size {'dynamic (6.15+)' if dyn else 'fixed (before 6.15)'}"))
+    else:
+        out.append(Finding(f"{uio.name} ring file", "warn", f"{tag}: primary ring file missing: single queue only",
+                           "Kernels before 4.16, or a re-offer race before 6.15; rebind the device."))
+    mon = dev.monitor_id
+    out.append(Finding(f"{uio.name} signalling", "info",
+                       f"{tag}: " + (f"monitored (monitor_id {mon}): signal through the monitor page" if mon is not None
+                                     else "not monitored: signal with write(1) (needs 6.10+)")))
+    if dev.state == 3:
+        try:
+            mask = dev.channel(dev.relid).attr_int("in_mask")
+            out.append(Finding(f"{uio.name} auto-mask", "info",
+                               f"{tag}: inbound mask after open = {mask}: " +
+                               ("kernel auto-masks (6.16 or older)" if mask else "userspace owns the mask (6.17+)")))
+        except SysfsError:
+            pass
+    return out
+
+
+def diagnose(sysroot: Path | str) -> tuple[list[Finding], str]:
+    """All findings and one sentence saying what to do next."""
+    root = Path(sysroot)
+    findings = [detect_hyperv(root)]
+    findings.append(Finding("kernel", "info", f"kernel {pyplatform.release()}" +
+                            (" (the emulator's tree is in use)" if (root / ".hvuio-sim").is_file() else "")))
+    bus = sys_path(root, "/sys/bus/vmbus")
+    has_bus = bus.is_dir()
+    findings.append(Finding("vmbus", "ok" if has_bus else "fail",
+                            f"{bus} {'present' if has_bus else 'missing'}",
+                            "" if has_bus else "Load hv_vmbus (Hyper-V guests only; CONFIG_HYPERV_VMBUS on 6.18+)."))
+    loaded, installed = _module_available(root, "uio_hv_generic")
+    findings.append(Finding("uio_hv_generic", "ok" if loaded else "warn" if installed else "fail",
+                            "uio_hv_generic " + ("loaded" if loaded else "installed, not loaded" if installed else "not available"),
+                            "" if loaded else "hvuio bind loads it" if installed else
+                            "Install linux-modules-extra-$(uname -r) or the distribution's equivalent."))
+    devices = VmbusDevice.all(root)
+    nics = [d for d in devices if _safe_class(d) == NIC_CLASS]
+    override = any(d.has_driver_override for d in devices)
+    if has_bus:
+        findings.append(Finding("devices", "ok" if nics else "warn",
+                                f"{len(devices)} VMBus devices, {len(nics)} synthetic NICs"))
+        if devices:
+            findings.append(Finding("driver_override", "ok" if override else "info",
+                                    "driver_override supported (4.18+): per-device binding" if override else
+                                    "no driver_override: binding uses new_id (affects every unbound NIC)"))
+    bound = [d for d in nics if d.driver == "uio_hv_generic"]
+    for d in bound:
+        findings.extend(device_quirks(d))
+    if not has_bus or findings[0].status == "fail" and not nics:
+        step = "This is not a Hyper-V guest: use the emulator: hvuio demo"
+    elif not loaded and not installed:
+        step = "Install the uio_hv_generic module, then run 'hvuio bind <interface>'."
+    elif bound:
+        step = f"{len(bound)} NIC(s) bound to uio_hv_generic: run 'hvuio up {bound[0].guid}'."
+    elif nics:
+        step = "Bind a secondary NIC: 'hvuio list' then 'hvuio bind <interface>'."
+    else:
+        step = "No synthetic NIC: add a network adapter to the VM."
+    return findings, step
+
+
+def _safe_class(dev: VmbusDevice) -> str | None:
+    try:
+        return dev.class_id
+    except SysfsError:
+        return None
+
+
+def as_json(findings: list[Finding], step: str) -> dict[str, Any]:
+    return {"findings": [asdict(f) for f in findings], "next": step,
+            "ok": all(f.status != "fail" for f in findings)}

@@ -1,0 +1,332 @@
+"""The UIO device of a bound VMBus device: maps, interrupt fd, subchannel rings (spec §1.2–1.10).
+
+THE SIM/REAL SEAM is `Platform`, two methods: open the interrupt fd of `uioN`, and map region K
+of it. `RealPlatform` opens `/dev/uioN` O_RDWR and maps region K with
+`mmap(fd, size, MAP_SHARED, PROT_READ|PROT_WRITE, offset=K*PAGE_SIZE)` (spec §1.3);
+`hvuio.sim.platform.SimPlatform` is the emulator's side. `platform_for(sysroot)` picks the
+SimPlatform iff `<sysroot>/.hvuio-sim` exists. Everything else (sysfs, checks, ring files) is
+the same code for both.
+
+`UioHandle.open(device)` reads map names and sizes from sysfs (never hard-coded), checks the names
+in DPDK's order (txrx_rings, int_page, monitor_page, recv:<n>, send:<n>), refuses fewer than 3
+maps (a NIC needs 5), parses the GPADL handles from the names, maps every region and derives the
+primary ring size S = size(map0) / 2 and data size D = S - PAGE_SIZE. `Interrupt` wraps the fd:
+`wait(timeout)` -> event count or None, `enable()` / `disable()`, and turns EIO (real) or EOF
+(simulated) into `RescindedError`.
+
+Monitor page: signalling a monitored channel needs an atomic OR of one bit into a u32 shared with
+every other channel (spec §3.12); Python cannot do an atomic RMW on an mmap, so this module only
+computes the offsets (`monitor_trigger`) and leaves the OR to the C core.
+
+Nothing here parses ring contents (that is the ring/channel layer).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from hvuio.device.sysfs import UioDevice, UioMap, VmbusDevice
+from hvuio.errors import DeviceBusyError, HostRefusedError, RescindedError, SysfsError, WrongDeviceError
+
+PAGE_SIZE: Final = mmap.PAGESIZE
+MAP_NAMES: Final = ("txrx_rings", "int_page", "monitor_page", "recv:", "send:")
+MIN_MAPS: Final = 3
+NIC_MAPS: Final = 5
+INT_PAGE_SEND_OFFSET: Final = 2048  # spec §3.12: send half of the interrupt page
+MONITOR_PENDING_OFFSET: Final = 8  # spec §3.12: trigger_group[g].pending at 8 + 8*g
+MONITOR_LATENCY_OFFSET: Final = 576  # latency[4][32] u16
+SUBCHANNEL_RING_POLL: Final = 0.01  # DPDK retries every 10 ms (spec §1.7.29)
+_COUNT = struct.Struct("=i")
+
+
+class Platform(Protocol):
+    """The one sim/real seam: open the interrupt fd, map a region (see module docstring)."""
+
+    def open_interrupt(self, uio_name: str) -> int:
+        """Open `uio_name` ('uio0'); the returned fd is one open() of the device."""
+        ...
+
+    def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
+        """Map `length` bytes of region `index`, MAP_SHARED, read/write."""
+        ...
+
+
+class RealPlatform:
+    """/dev/uioN of a real kernel (under `sysroot`, normally "/")."""
+
+    def __init__(self, sysroot: Path | str = "/") -> None:
+        self.sysroot = Path(sysroot)
+
+    def open_interrupt(self, uio_name: str) -> int:
+        return os.open(self.sysroot / "dev" / uio_name, os.O_RDWR | os.O_CLOEXEC)
+
+    def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
+        return mmap.mmap(irq_fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                         offset=index * PAGE_SIZE)
+
+
+def platform_for(sysroot: Path | str) -> Platform:
+    """SimPlatform iff the sysroot carries the emulator's marker file, else RealPlatform."""
+    from hvuio.sim.platform import SimPlatform, is_sim
+
+    return SimPlatform(sysroot) if is_sim(sysroot) else RealPlatform(sysroot)
+
+
+class Interrupt:
+    """The interrupt side of an open /dev/uioN (pyudev Monitor-like)."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self._fd = fd
+        self.name = name
+        self.last_count: int | None = None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _rescinded(self, why: str) -> RescindedError:
+        return RescindedError(f"{self.name}: the host rescinded the device ({why})")
+
+    def _read_one(self) -> int:
+        try:
+            data = os.read(self._fd, 4)
+        except OSError as err:
+            if err.errno in (errno.EIO, errno.ECONNRESET, errno.ENODEV):
+                raise self._rescinded(os.strerror(err.errno)) from None
+            raise
+        if not data:
+            raise self._rescinded("end of file")
+        if len(data) != 4:
+            raise SysfsError(f"{self.name}: interrupt read returned {len(data)} bytes, expected 4")
+        return int(_COUNT.unpack(data)[0])
+
+    def wait(self, timeout: float | None) -> int | None:
+        """Wait up to `timeout` seconds (None = forever) for events; the latest count or None.
+
+        Several interrupts coalesce: every count already queued is consumed and the newest is
+        returned. Raises RescindedError on EIO / EOF / error readiness.
+        """
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            try:
+                ready = poller.poll(ms)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            break
+        if not ready:
+            return None
+        count = self._read_one()
+        while poller.poll(0):
+            count = self._read_one()
+        self.last_count = count
+        return count
+
+    def _write(self, value: int) -> None:
+        try:
+            os.write(self._fd, _COUNT.pack(value))
+        except OSError as err:
+            if err.errno in (errno.EIO, errno.EINVAL, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise self._rescinded(os.strerror(err.errno)) from None
+            raise
+
+    def enable(self) -> None:
+        """write(1): unmask (per kernel: primary or all channels; signals non-monitored ones)."""
+        self._write(1)
+
+    def disable(self) -> None:
+        """write(0): mask the inbound interrupt of the primary (all channels on 6.16+)."""
+        self._write(0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(frozen=True)
+class MonitorTrigger:
+    """Where a monitored channel's trigger bit lives in map 2 (spec §3.12)."""
+
+    group: int
+    bit: int
+    pending_offset: int  # u32 to atomically OR (1 << bit) into
+    latency_offset: int  # u16, 100 ns units
+
+
+def monitor_trigger(monitor_id: int) -> MonitorTrigger:
+    """Offsets for `monitor_id` (0..127); ValueError outside that range."""
+    if not 0 <= monitor_id < 128:
+        raise ValueError(f"monitor_id {monitor_id} outside 0..127 (spec §3.12)")
+    group, bit = divmod(monitor_id, 32)
+    return MonitorTrigger(group, bit, MONITOR_PENDING_OFFSET + 8 * group,
+                          MONITOR_LATENCY_OFFSET + 2 * (32 * group + bit))
+
+
+def check_maps(maps: list[UioMap], need_nic: bool) -> None:
+    """Names in DPDK's order, sizes sane; fewer than 3 (or 5 for a NIC) refused."""
+    want = NIC_MAPS if need_nic else MIN_MAPS
+    if len(maps) < want:
+        raise WrongDeviceError(
+            f"uio device has {len(maps)} maps, {'a NIC needs' if need_nic else 'at least'} {want}",
+            "The kernel's uio_hv_generic did not give this device its receive/send buffers.")
+    for m in maps:
+        expect = MAP_NAMES[m.index]
+        ok = m.name.startswith(expect) and m.gpadl is not None if m.index >= 3 else m.name == expect
+        if not ok:
+            raise SysfsError(f"map{m.index} name {m.name!r} is not {expect!r} (uio_hv_generic layout)")
+        if m.size <= 0 or m.size % 4096:
+            raise SysfsError(f"map{m.index} size {m.size:#x} is not a positive multiple of 4096")
+    size0 = maps[0].size
+    if size0 % (2 * PAGE_SIZE) or size0 // 2 <= PAGE_SIZE:
+        raise SysfsError(f"map0 size {size0:#x} cannot hold two rings of header page + data")
+
+
+class UioHandle:
+    """An opened /dev/uioN with every region mapped; close() unmaps and closes (= channel close)."""
+
+    def __init__(self, device: VmbusDevice, uio: UioDevice, platform: Platform, maps: list[UioMap],
+                 regions: list[mmap.mmap], interrupt: Interrupt) -> None:
+        self.device = device
+        self.uio = uio
+        self.platform = platform
+        self.maps = maps
+        self.regions = regions
+        self.interrupt = interrupt
+        self.ring_size = maps[0].size // 2
+        self.data_size = self.ring_size - PAGE_SIZE
+        self._sub_rings: dict[int, mmap.mmap] = {}
+
+    @classmethod
+    def open(cls, device: VmbusDevice, platform: Platform | None = None) -> UioHandle:
+        """Open the device's UIO node and map every region (spec §1.13 steps 2–4)."""
+        uio = device.uio
+        if uio is None:
+            raise SysfsError(f"{device.guid} has no uio/ directory; it is not bound to uio_hv_generic",
+                             "Run 'hvuio bind' first.")
+        maps = uio.maps()
+        check_maps(maps, need_nic=device.is_nic)
+        plat = platform if platform is not None else platform_for(device.sysroot)
+        try:
+            fd = plat.open_interrupt(uio.name)
+        except FileNotFoundError:
+            raise SysfsError(f"{uio.dev_path} does not exist") from None
+        except PermissionError:
+            raise DeviceBusyError(f"cannot open {uio.dev_path}: permission denied",
+                                  "Run as root or add yourself to the group of /dev/uio*.") from None
+        except OSError as err:  # open() opens the primary channel (spec §1.6.21)
+            if err.errno == errno.EAGAIN:
+                raise HostRefusedError(f"the host refused to open channel {device.relid} of {device.guid}") from None
+            if err.errno == errno.ENODEV:
+                raise RescindedError(f"{device.guid} was rescinded while opening {uio.dev_path}") from None
+            raise SysfsError(f"cannot open {uio.dev_path}: {err.strerror}") from None
+        irq = Interrupt(fd, uio.name)
+        regions: list[mmap.mmap] = []
+        try:
+            for m in maps:
+                regions.append(plat.open_map(uio.name, m.index, m.size, fd))
+        except OSError as err:
+            for r in regions:
+                r.close()
+            irq.close()
+            raise SysfsError(f"mmap of {uio.name} map{len(regions)} failed: {err.strerror}") from None
+        return cls(device, uio, plat, maps, regions, irq)
+
+    @property
+    def rings(self) -> mmap.mmap:
+        """Map 0: TX ring at 0, RX ring at ring_size."""
+        return self.regions[0]
+
+    @property
+    def int_page(self) -> mmap.mmap:
+        return self.regions[1]
+
+    @property
+    def monitor_page(self) -> mmap.mmap:
+        return self.regions[2]
+
+    @property
+    def recv_buffer(self) -> mmap.mmap | None:
+        return self.regions[3] if len(self.regions) > 3 else None
+
+    @property
+    def send_buffer(self) -> mmap.mmap | None:
+        return self.regions[4] if len(self.regions) > 4 else None
+
+    @property
+    def recv_gpadl(self) -> int | None:
+        return self.maps[3].gpadl if len(self.maps) > 3 else None
+
+    @property
+    def send_gpadl(self) -> int | None:
+        return self.maps[4].gpadl if len(self.maps) > 4 else None
+
+    def wait_primary_ring(self, timeout: float = 2.0) -> bool:
+        """Whether the primary's `ring` file exists, waiting up to `timeout` for it (spec §1.8.35).
+
+        DPDK treats its presence as "subchannels supported"; since 6.15 it can appear a little
+        after /dev/uioN.
+        """
+        path = self.device.path / "channels" / str(self.device.relid) / "ring"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(SUBCHANNEL_RING_POLL)
+        return True
+
+    def open_subchannel_ring(self, relid: int, timeout: float = 10.0) -> mmap.mmap:
+        """Map channels/<relid>/ring whole (size from st_size), waiting for it to appear.
+
+        The kernel makes the directory first and the `ring` later (spec §1.7.28); like DPDK we
+        retry every 10 ms, here until `timeout`.
+        """
+        if relid in self._sub_rings:
+            return self._sub_rings[relid]
+        path = self.device.path / "channels" / str(relid) / "ring"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                break
+            except FileNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise SysfsError(f"{path} did not appear within {timeout:g} s",
+                                     "The subchannel was not opened by the kernel.") from None
+                time.sleep(SUBCHANNEL_RING_POLL)
+        try:
+            size = os.fstat(fd).st_size
+            if size <= 2 * PAGE_SIZE or size % (2 * PAGE_SIZE):
+                raise SysfsError(f"{path} size {size:#x} cannot hold two rings")
+            ring = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as err:
+            raise SysfsError(f"mmap of {path} failed: {err.strerror}") from None
+        finally:
+            os.close(fd)
+        self._sub_rings[relid] = ring
+        return ring
+
+    def close(self) -> None:
+        """Unmap everything and close the fd (the last close closes every channel)."""
+        for r in list(self._sub_rings.values()) + self.regions:
+            try:
+                r.close()
+            except BufferError:  # a memoryview still exported; the OS unmaps at exit
+                pass
+        self._sub_rings.clear()
+        self.regions = []
+        self.interrupt.close()
+
+    def __enter__(self) -> UioHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

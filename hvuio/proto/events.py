@@ -1,0 +1,347 @@
+"""What the guest protocol machines take in and give out: Inbound, Outbound and the events.
+
+What lives here: frozen, slotted dataclasses that validate their own fields in `__post_init__`
+(so a bad value is caught where it is made), the `NEED_DATA` sentinel returned by `next_event()`
+when nothing is queued, and `Outbound.placed()`, the one helper an engine needs to put an RNDIS
+control message into a send-buffer section.
+
+The contract with the engine (hvuio/engine.py, not written here):
+
+* `Inbound(kind, trans_id, payload)` is one packet already copied out of the ring and validated
+  at the VMBus level (spec §4 items 1-12): `kind` is the VMBus packet type (INBAND 0x6 or
+  COMPLETION 0xb) for NVSP, or `RNDIS` for one RNDIS control message copied out of a
+  receive-buffer range (spec §4 item 16). `payload` is the bytes after the VMBus header.
+  Completions go to the machine whose `expects(trans_id)` is true (NvspGuest otherwise); in-band
+  packets go to NvspGuest. A host in-band packet flagged COMPLETION_REQUESTED (the VF
+  association) needs no completion: Linux sends none and OpenVMM accepts its absence. Every
+  transfer-page packet is acked by the engine (`wire.nvsp.receive_ack()`), control or data.
+* `Outbound(payload, trans_id, want_completion, rndis)`: send `payload` as an in-band packet
+  (type 0x6) with `trans_id`, and flag COMPLETION_REQUESTED when `want_completion`. When
+  `rndis` is not None, the packet is an NVSP "send RNDIS packet" (type 107) whose RNDIS message
+  travels in the send buffer: the engine copies `rndis` into a free section `i` (it must fit the
+  section size from SendBufReady), sends `placed(i)` instead of `payload`, and frees the section
+  when the machine reports `ControlSendComplete(trans_id)`.
+
+What must not live here: parsing, state, I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from hvuio.errors import LocalProtocolError
+from hvuio.wire import nvsp as wn
+
+__all__ = [
+    "InboundKind", "Inbound", "Outbound", "NeedData", "NEED_DATA", "Event",
+    "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
+    "SubchannelsGranted", "DatapathSwitched", "VfAssociation", "IndirectionTable",
+    "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
+    "OffloadCaps", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
+    "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
+]
+
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise LocalProtocolError(what)
+
+
+def _u32(name: str, value: int) -> None:
+    _need(0 <= value <= _U32, f"{name} = {value!r} is not a u32")
+
+
+class InboundKind(IntEnum):
+    """Where an inbound item came from; the NVSP kinds are the VMBus packet types (spec §3.4)."""
+
+    INBAND = 0x6
+    COMPLETION = 0xB
+    RNDIS = 0x100  # not a VMBus type: one RNDIS message copied out of the receive buffer
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    kind: InboundKind
+    trans_id: int
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.kind, InboundKind), f"Inbound.kind {self.kind!r} is not an InboundKind")
+        _need(0 <= self.trans_id <= _U64, f"Inbound.trans_id {self.trans_id!r} is not a u64")
+        _need(isinstance(self.payload, bytes), "Inbound.payload must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    payload: bytes
+    trans_id: int
+    want_completion: bool
+    rndis: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _need(1 <= self.trans_id <= _U64, f"Outbound.trans_id {self.trans_id!r} not in [1, 2**64)")
+        _need(len(self.payload) == wn.NVSP_MESSAGE_SIZE,
+              f"Outbound.payload is {len(self.payload)} bytes, NVSP messages are 40")
+        if self.rndis is not None:
+            _need(len(self.rndis) > 0, "Outbound.rndis is empty")
+            _need(self.want_completion, "an RNDIS send must request a completion (section reuse)")
+
+    def placed(self, section_index: int) -> bytes:
+        """`payload` naming send-buffer section `section_index` holding `rndis`."""
+        _need(self.rndis is not None, "Outbound.placed() on a message without RNDIS bytes")
+        assert self.rndis is not None
+        _need(0 <= section_index < wn.SEND_SECTION_NONE,
+              f"section index {section_index!r} out of range")
+        msg = wn.from_prefix(wn.NvspSendRndisPacket, self.payload)
+        msg.section_index = section_index
+        msg.section_size = len(self.rndis)
+        return wn.to_bytes(msg)
+
+
+class NeedData:
+    """Sentinel type: `next_event()` has nothing queued."""
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+
+
+# ---- NVSP events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NvspReady:
+    """The host accepted NVSP `version`; `ndis_version` is what we announce next."""
+
+    version: int
+    ndis_version: int
+
+    def __post_init__(self) -> None:
+        _u32("version", self.version)
+        _u32("ndis_version", self.ndis_version)
+
+
+@dataclass(frozen=True, slots=True)
+class NdisConfigured:
+    """NDIS config (NVSP >= 2) and NDIS version were sent; the host does not reply to them."""
+
+    mtu: int | None  # None for NVSP 1 (no config message)
+    capabilities: int
+    ndis_version: int
+
+    def __post_init__(self) -> None:
+        if self.mtu is not None:
+            _u32("mtu", self.mtu)
+        _need(0 <= self.capabilities < 1 << 64, f"capabilities {self.capabilities!r} not a u64")
+
+
+@dataclass(frozen=True, slots=True)
+class RecvBufSection:
+    offset: int
+    sub_alloc_size: int
+    num_sub_allocs: int
+    end_offset: int
+
+    def __post_init__(self) -> None:
+        for name in ("offset", "sub_alloc_size", "num_sub_allocs", "end_offset"):
+            _u32(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class RecvBufReady:
+    sections: tuple[RecvBufSection, ...]
+
+    def __post_init__(self) -> None:
+        _need(len(self.sections) >= 1, "RecvBufReady needs at least one section")
+
+
+@dataclass(frozen=True, slots=True)
+class SendBufReady:
+    """Last event of NVSP start-up: the send buffer holds `count` sections of `section_size`."""
+
+    section_size: int
+    count: int
+
+    def __post_init__(self) -> None:
+        _need(self.section_size > 0 and self.count > 0, "SendBufReady needs size and count > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SubchannelsGranted:
+    count: int
+
+    def __post_init__(self) -> None:
+        _u32("count", self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathSwitched:
+    vf: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VfAssociation:
+    allocated: bool
+    serial: int
+
+    def __post_init__(self) -> None:
+        _u32("serial", self.serial)
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectionTable:
+    """vRSS send table: entry i names the channel for flows hashing to i."""
+
+    channels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _need(len(self.channels) == wn.INDIRECTION_TABLE_SIZE,
+              f"indirection table has {len(self.channels)} entries, not 16")
+
+
+@dataclass(frozen=True, slots=True)
+class BuffersRevoked:
+    recv: bool
+    send: bool
+
+
+# ---- RNDIS events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RndisReady:
+    """Initialize completed; the host's limits for packet aggregation."""
+
+    major_version: int
+    minor_version: int
+    max_packets_per_message: int
+    max_transfer_size: int
+    alignment: int  # bytes, 1 << alignment_shift
+
+
+@dataclass(frozen=True, slots=True)
+class MacAddress:
+    mac: bytes
+    permanent: bool
+
+    def __post_init__(self) -> None:
+        _need(len(self.mac) == 6, f"MAC address must be 6 bytes, got {len(self.mac)}")
+
+    def __str__(self) -> str:
+        return ":".join(f"{b:02x}" for b in self.mac)
+
+
+@dataclass(frozen=True, slots=True)
+class Mtu:
+    """OID_GEN_MAXIMUM_FRAME_SIZE: the largest frame payload, i.e. the MTU."""
+
+    mtu: int
+
+    def __post_init__(self) -> None:
+        _u32("mtu", self.mtu)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpeed:
+    bits_per_second: int
+
+    def __post_init__(self) -> None:
+        _need(self.bits_per_second >= 0, f"negative link speed {self.bits_per_second}")
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadCaps:
+    """The parts of NDIS_OFFLOAD a tap-backed guest may act on (bit values: wire.rndis)."""
+
+    revision: int
+    size: int
+    ip4_tx_csum: int
+    ip4_rx_csum: int
+    ip6_tx_csum: int
+    ip6_rx_csum: int
+    lsov2_ip4_encap: int
+    lsov2_ip4_max_size: int
+    lsov2_ip4_min_segments: int
+    lsov2_ip6_encap: int
+    lsov2_ip6_max_size: int
+    lsov2_ip6_min_segments: int
+    lsov2_ip6_options: int
+    rsc_ip4: bool
+    rsc_ip6: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A caller's query/set, or an optional bring-up query, was answered with a failure status."""
+
+    oid: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Reply to RndisGuest.query(): the info buffer as sent by the host (bounds checked)."""
+
+    oid: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetComplete:
+    oid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RndisConfigured:
+    """Every bring-up query and set is done; the data path may start."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChange:
+    """The host indicated RNDIS_STATUS_NETWORK_CHANGE (Linux re-reads link state and DHCP)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusIndication:
+    """An indicate-status the machine does not interpret."""
+
+    status: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveAnswered:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSendComplete:
+    """The host completed the type-107 send `trans_id`: its send-buffer section is free again."""
+
+    trans_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Halted:
+    """The halt message was sent (RNDIS has no reply to it)."""
+
+
+Event = (
+    NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
+    | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
+    | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | RequestFailed | QueryResult
+    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
+    | ControlSendComplete | Halted
+)

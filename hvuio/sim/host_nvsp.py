@@ -1,0 +1,632 @@
+"""The emulated host's network VSP (NVSP over VMBus), sans-IO.
+
+What lives here: `HostNvsp`, which takes guest packets already copied out of a ring
+(`GuestPacket`) and returns `Step`s — packets for the host→guest ring (`HostPacket`, with
+`encode()` giving descriptor + header + payload) and events (`FrameFromGuest`,
+`SubchannelsOffered`, `Rejection`, `ChannelFault`, ... from host_rndis.py). Receive-buffer
+sections (host → guest frames and RNDIS control replies) are tracked here; frames are delivered
+with `deliver(frame)` / `deliver_batch(frames)`, optionally corrupted on purpose (`inject`, for the
+guest's spec §4 checks). Memory is reached only through the accessors the emulator passes in.
+
+Behaviour follows OpenVMM's netvsp ([OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs),
+a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c. Per case:
+* Anything but INIT before INIT; a message type not defined at the negotiated version; a message
+  shorter than its struct; INIT/NDIS config/NDIS version/buffer connects repeated; receive buffer
+  before NDIS config (v2+); unknown GPADL; a send-buffer section outside the buffer; RNDIS before
+  the receive buffer and NDIS version; unknown completion types; unknown or repeated receive
+  completion ids; flags other than bit 0; packet types other than 0x6/0x9/0xb: [OV] ends the
+  channel worker with an error → `ChannelFault`, the host stays silent afterwards.
+* INIT with an unsupported version: INIT_COMPLETE with status NVSP_STAT_NONE (0) and
+  negotiated version 0xFFFFFFFF, and the guest may retry ([OV] initialize; Linux walks its list).
+* NDIS config MTU outside [1514, mtu_max]: silently replaced by 1514 ([OV] "as in the vmswitch").
+* A malformed RNDIS data message: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV] process_ring_buffer).
+* Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
+* Subchannel request: grants min(count, max) — [OV] refuses counts above its maximum with
+  FAILURE, but Linux reads the granted count back from the reply ([NVSC] subchannel path),
+  so a host may grant fewer; we grant fewer (documented divergence).
+* Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked.
+* trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
+* strict only: RNDIS data before RNDIS INITIALIZE and a packet filter → NVSP_STAT_FAIL; receive
+  buffer before NDIS version → fault; one GPADL for both buffers → fault; send section size
+  larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged.
+
+What must not live here: rings, fds, sockets, clocks, RNDIS message semantics (host_rndis.py).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hvuio.errors import LocalProtocolError
+from hvuio.sim import host_profile as hp
+from hvuio.sim import host_wire as w
+from hvuio.sim.host_rndis import (
+    BufferRevoked, ChannelFault, FrameFromGuest, HostEvent, HostFault, HostRndis, NvspNegotiated,
+    ReceiveBufferConnected, Rejection, RejectionLog, RndisInitialized, SendBufferConnected,
+    SubchannelsOffered, fault,
+)
+from hvuio.sim.host_wire import GuestPacket, HostPacket, parse_guest_packet
+
+__all__ = [
+    "GuestPacket", "HostNvsp", "HostPacket", "ReadGuestPages", "ReadSendBuffer", "RxFault", "Step", "WriteRecvBuffer",
+    "parse_guest_packet",
+]
+
+ReadSendBuffer = Callable[[int, int], bytes]  # (offset, length) -> bytes of map 4
+WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
+ReadGuestPages = Callable[[tuple[int, ...], int, int], bytes]  # (pfns, offset, length) for GPA-direct
+
+VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID
+PACKET_SIZE_V1 = 0x1C  # [OV] replies are zero padded to this before NVSP 6.1 ...
+PACKET_SIZE_V61 = 0x28  # ... and to 40 bytes from 6.1 on
+
+# Deliberate host-side corruption of a receive, for the guest's spec §4 checks (spec §5.14):
+# pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
+# msg_len larger than the range, a data offset outside the message, an NVSP type other than 107.
+RxFault = Literal["pageset", "range_past_buffer", "range_over_section", "zero_length", "rndis_len",
+                  "data_offset", "nvsp_type"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    packets: tuple[HostPacket, ...] = ()
+    events: tuple[HostEvent, ...] = ()
+
+
+@dataclass(slots=True)
+class _Out:
+    packets: list[HostPacket] = field(default_factory=list)
+    events: list[HostEvent] = field(default_factory=list)
+
+    def step(self) -> Step:
+        return Step(tuple(self.packets), tuple(self.events))
+
+
+State = Literal["version", "init", "ready", "stopped"]
+
+
+class HostNvsp:
+    """Host side of one synthetic NIC. Not thread-safe; one instance per device open."""
+
+    def __init__(
+        self,
+        profile: hp.HostProfile,
+        *,
+        gpadls: Mapping[int, int],
+        read_send_buffer: ReadSendBuffer,
+        write_recv_buffer: WriteRecvBuffer,
+        read_guest_pages: ReadGuestPages | None = None,
+    ) -> None:
+        self.profile = profile
+        self.gpadls = gpadls  # GPADL handle -> size in bytes, as registered by the (emulated) kernel
+        self._read_send = read_send_buffer
+        self._write_recv = write_recv_buffer
+        self._read_pages = read_guest_pages
+        self.log = RejectionLog()
+        self.state: State = "version"
+        self.version = 0
+        self.ndis_mtu: int | None = None
+        self.ndis_caps = 0
+        self.ndis_version: tuple[int, int] | None = None
+        self.recv: tuple[int, int, int, int] | None = None  # gpadl, pageset id, section size, count
+        self.send: tuple[int, int, int] | None = None  # gpadl, section size, buffer size
+        self.rndis: HostRndis | None = None
+        self.subchannels = 0
+        self._link_up = profile.link_up
+        self.counters: dict[str, int] = dict.fromkeys((
+            "rx_delivered", "rx_dropped_no_section", "rx_dropped_filtered", "rx_dropped_not_ready",
+            "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued"), 0)
+        self._free_data: deque[int] = deque()
+        self._free_control: deque[int] = deque()
+        self._control_ids: frozenset[int] = frozenset()
+        self._outstanding: dict[int, tuple[int, ...]] = {}  # host trans_id -> receive section indexes
+        self._pending_control: deque[bytes] = deque()
+        self._next_tid = 1
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return self.log.records
+
+    @property
+    def outstanding_receives(self) -> int:
+        """Receive sections the guest has not completed yet."""
+        return sum(len(v) for v in self._outstanding.values())
+
+    # ---------------------------------------------------------------- entry points
+
+    def receive(self, pkt: GuestPacket) -> Step:
+        """Process one guest packet. Never raises for guest data: bad input becomes a Rejection."""
+        out = _Out()
+        if self.state == "stopped":
+            out.events.append(self.log.add(
+                Rejection("channel no longer serviced", pkt.type, "state", 0, "ignored"), quiet=True))
+            return out.step()
+        try:
+            self._receive(pkt, out)
+        except HostFault as exc:
+            self._fault(exc.rejection, out)
+        except w.HostWireError as exc:
+            self._fault(Rejection(str(exc), pkt.type, exc.field, exc.value, "fault"), out)
+        return out.step()
+
+    def receive_raw(self, raw: bytes, channel: int = 0) -> Step:
+        """`receive` for packet bytes straight from a ring; a bad descriptor ends the channel."""
+        try:
+            pkt = parse_guest_packet(raw, channel)
+        except w.HostWireError as exc:
+            out = _Out()
+            if self.state == "stopped":
+                out.events.append(self.log.add(
+                    Rejection("channel no longer serviced", 0, "state", 0, "ignored"), quiet=True))
+            else:
+                self._fault(Rejection(f"corrupt packet descriptor: {exc}", 0, exc.field, exc.value, "fault"), out)
+            return out.step()
+        return self.receive(pkt)
+
+    def deliver(self, frame: bytes, channel: int = 0, *, inject: RxFault | None = None) -> Step:
+        """Send one Ethernet frame to the guest through a free receive section, or count a drop."""
+        return self.deliver_batch((frame,), channel, inject=inject)
+
+    def deliver_batch(self, frames: Sequence[bytes], channel: int = 0, *, inject: RxFault | None = None) -> Step:
+        """Send frames as one transfer-page packet, one range per frame (as [OV] batches them).
+
+        Frames that cannot be sent are dropped and counted: before RNDIS is up, with no packet
+        filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, or with no free section.
+        `inject` corrupts what the host writes, to exercise the guest's checks (spec §4, §5.14).
+        """
+        if not 0 <= channel <= self.subchannels:
+            raise LocalProtocolError(f"deliver on channel {channel}: only {self.subchannels} subchannels granted")
+        out = _Out()
+        rndis = self.rndis
+        if self.state != "ready" or rndis is None or not rndis.operational:
+            self.counters["rx_dropped_not_ready"] += len(frames)
+            return out.step()
+        if not rndis.packet_filter:
+            self.counters["rx_dropped_filtered"] += len(frames)
+            return out.step()
+        assert self.recv is not None
+        mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
+        batch: list[tuple[int, bytes]] = []
+        for frame in frames[:w.MAX_XFER_RANGES]:
+            msg = w.rndis_packet(frame)
+            if not hp.ETH_HEADER_LEN <= len(frame) <= mtu or len(msg) > self.recv[2]:
+                self.counters["rx_dropped_too_big"] += 1
+            elif not self._free_data:
+                self.counters["rx_dropped_no_section"] += 1
+            else:
+                batch.append((self._free_data.popleft(), msg))
+        self.counters["rx_dropped_no_section"] += max(0, len(frames) - w.MAX_XFER_RANGES)
+        if batch:
+            self._send_in_sections(batch, w.CHANNEL_TYPE_DATA, channel, out, inject)
+            self.counters["rx_delivered"] += len(batch)
+        return out.step()
+
+    def set_link(self, up: bool, now: float | None = None) -> Step:
+        """Scripted link change: an RNDIS media indication once RNDIS is up (see HostRndis.set_link)."""
+        out = _Out()
+        if self.rndis is None:
+            self._link_up = up  # applied when the RNDIS device comes up
+            return out.step()
+        msgs, events = self.rndis.set_link(up, now)
+        out.events.extend(events)
+        for m in msgs:
+            self._send_control(m, out)
+        return out.step()
+
+    def tick(self, now: float) -> Step:
+        """Time input (seconds, any monotonic origin): delayed link indications, host keep-alives."""
+        out = _Out()
+        if self.state == "ready" and self.rndis is not None:
+            msgs, events = self.rndis.tick(now)
+            out.events.extend(events)
+            for m in msgs:
+                self._send_control(m, out)
+        return out.step()
+
+    def subchannels_opened(self) -> Step:
+        """The emulator opened every granted subchannel: send the v5+ send indirection table."""
+        out = _Out()
+        if (self.state == "ready" and self.subchannels and self.version >= w.NVSP_VERSION_5
+                and self.profile.indirection_table == "after_subchannels"):
+            self._send_table(self.subchannels + 1, out)
+        return out.step()
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _receive(self, pkt: GuestPacket, out: _Out) -> None:
+        if pkt.flags & ~w.FLAG_COMPLETION_REQUESTED:
+            raise fault("flags other than completion-requested", pkt.type, "flags", pkt.flags)
+        if pkt.channel and not 0 < pkt.channel <= self.subchannels:
+            raise fault("packet on a channel the host never offered", pkt.type, "channel", pkt.channel)
+        if pkt.type == w.PKT_COMPLETION:
+            self._completion(pkt, out)
+            return
+        if pkt.type not in (w.PKT_INBAND, w.PKT_GPA_DIRECT):
+            raise fault("packet type the network VSP does not accept", pkt.type, "type", pkt.type)
+        (mtype,) = w.u32s(pkt.payload, 0, 1, "NVSP header")
+        answer = bool(pkt.flags & w.FLAG_COMPLETION_REQUESTED)
+        if answer and pkt.trans_id == 0:
+            answer = self.profile.trans_id_zero == "answer"
+            out.events.append(self.log.add(Rejection(
+                "trans_id 0 with completion requested (Linux: Hyper-V does not answer these)",
+                mtype, "trans_id", 0, "answered" if answer else "ignored")))
+        need_version = 0 if mtype == w.NVSP_INIT else w.NVSP_MIN_VERSION.get(mtype)
+        if need_version is None or self.version < need_version:  # version is 0 until INIT succeeds
+            raise fault("NVSP message type unknown at this protocol version", mtype, "msg_type", mtype)
+        need = w.NVSP_MIN_SIZE[mtype]
+        if len(pkt.payload) < need:
+            raise fault(f"NVSP message shorter than its {need}-byte struct", mtype, "payload length", len(pkt.payload))
+        if pkt.channel and mtype != w.NVSP_SEND_RNDIS_PKT:
+            raise fault("control message on a subchannel", mtype, "channel", pkt.channel)
+        reply = _Reply(self, pkt, answer, out)
+        if mtype == w.NVSP_INIT:
+            self._init(pkt.payload, reply)
+        elif self.state == "init":
+            self._negotiate(mtype, pkt, reply)
+        else:
+            self._ready(mtype, pkt, reply)
+
+    def _init(self, payload: bytes, reply: _Reply) -> None:
+        if self.state != "version":
+            raise fault("INIT after the version was negotiated", w.NVSP_INIT, "state", 1)
+        ver_min, ver_max = w.u32s(payload, 4, 2, "INIT")
+        # [OV] reads only the first field (Linux and DPDK send min == max) and answers with the
+        # pre-6.1 packet size; the negotiated-version field is "deprecated" except for v1.
+        if self.profile.strict and ver_max != ver_min:
+            reply.out.events.append(self.log.add(Rejection(
+                "INIT offers a version range; the host reads only min_protocol_ver (strict)", w.NVSP_INIT,
+                "max_protocol_ver", ver_max, "logged")))
+        if ver_min in self.profile.versions:
+            negotiated = ver_min if ver_min == w.NVSP_VERSION_1 else w.NVSP_INVALID_VERSION
+            reply.send_raw(w.nvsp(w.NVSP_INIT_COMPLETE, negotiated, hp.MAX_MDL_CHAIN, w.NVSP_STAT_SUCCESS,
+                                  pad_to=PACKET_SIZE_V1))
+            self.state, self.version = "init", ver_min
+            reply.out.events.append(NvspNegotiated(ver_min))
+            return
+        reply.out.events.append(self.log.add(Rejection(
+            "NVSP version outside the host's range", w.NVSP_INIT, "min_protocol_ver", ver_min, "failure-status")))
+        reply.send_raw(w.nvsp(w.NVSP_INIT_COMPLETE, w.NVSP_INVALID_VERSION, hp.MAX_MDL_CHAIN, w.NVSP_STAT_NONE,
+                              pad_to=PACKET_SIZE_V1))
+
+    def _negotiate(self, mtype: int, pkt: GuestPacket, reply: _Reply) -> None:
+        p = pkt.payload
+        if mtype == w.NVSP_SEND_NDIS_CONFIG:
+            if self.ndis_mtu is not None:
+                raise fault("NDIS config sent twice", mtype, "mtu", self.ndis_mtu)
+            mtu, _rsvd, caps_lo, caps_hi = w.u32s(p, 4, 4, "NDIS config")
+            if not hp.MIN_NDIS_MTU <= mtu <= self.profile.mtu_max:
+                reply.out.events.append(self.log.add(Rejection(
+                    f"NDIS config MTU outside [{hp.MIN_NDIS_MTU}, {self.profile.mtu_max}]; default used",
+                    mtype, "mtu", mtu, "substituted")))
+                mtu = self.profile.mtu_default
+            self.ndis_mtu, self.ndis_caps = mtu, caps_lo | caps_hi << 32
+            reply.send_empty()
+        elif mtype == w.NVSP_SEND_NDIS_VERSION:
+            if self.ndis_version is not None:
+                raise fault("NDIS version sent twice", mtype, "major", self.ndis_version[0])
+            major, minor = w.u32s(p, 4, 2, "NDIS version")
+            if self.profile.strict and major != 6:  # Linux and DPDK send 6.1 (NVSP <= 4) or 6.30
+                reply.out.events.append(self.log.add(Rejection(
+                    "NDIS major version is not 6 (strict)", mtype, "ndis_major_ver", major, "logged")))
+            self.ndis_version = (major, minor)
+            reply.send_empty()
+        elif mtype == w.NVSP_SEND_RECV_BUF:
+            self._connect_recv(p, reply)
+        elif mtype == w.NVSP_SEND_SEND_BUF:
+            self._connect_send(p, reply)
+        elif mtype == w.NVSP_SEND_RNDIS_PKT:
+            ready = (self.ndis_version is not None and self.recv is not None
+                     and (self.ndis_mtu is not None or self.version < w.NVSP_VERSION_2))
+            if not ready:
+                raise fault("RNDIS message before NDIS version and receive buffer", mtype, "state", 0)
+            self._become_ready()
+            self._ready(mtype, pkt, reply)
+        else:
+            raise fault("message not valid while the channel is being set up", mtype, "msg_type", mtype)
+
+    def _gpadl(self, mtype: int, handle: int) -> int:
+        size = self.gpadls.get(handle)
+        if size is None:
+            raise fault("GPADL handle not registered for this channel", mtype, "gpadl_handle", handle)
+        return size
+
+    def _connect_recv(self, p: bytes, reply: _Reply) -> None:
+        mtype = w.NVSP_SEND_RECV_BUF
+        if self.recv is not None:
+            raise fault("receive buffer sent twice", mtype, "gpadl_handle", self.recv[0])
+        if self.ndis_mtu is None and self.version >= w.NVSP_VERSION_2:
+            raise fault("receive buffer before NDIS config (MTU unknown)", mtype, "state", 0)
+        if self.profile.strict and self.ndis_version is None:
+            raise fault("receive buffer before NDIS version (strict)", mtype, "state", 0)
+        (gpadl,) = w.u32s(p, 4, 1, "receive buffer")
+        (buf_id,) = struct.unpack_from("<H", p, 8)
+        size = self._gpadl(mtype, gpadl)
+        if self.send is not None and self.profile.strict and self.send[0] == gpadl:
+            raise fault("receive buffer GPADL is the send buffer's (strict)", mtype, "gpadl_handle", gpadl)
+        if self.profile.strict and buf_id != w.RECV_BUFFER_ID:
+            reply.out.events.append(self.log.add(Rejection(
+                "receive buffer id is not 0xCAFE; echoed as the pageset id", mtype, "id", buf_id, "logged")))
+        mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
+        section = self.profile.recv_section_for_mtu(mtu)
+        count = size // section
+        if count == 0:
+            raise fault("receive buffer smaller than one section", mtype, "buffer size", size)
+        self.recv = (gpadl, buf_id, section, count)
+        reserve = min(self.profile.control_sections, count // 2)
+        self._control_ids = frozenset(range(reserve))
+        self._free_control = deque(range(reserve))
+        self._free_data = deque(range(reserve, count))
+        payload = w.recv_buf_complete(w.NVSP_STAT_SUCCESS, ((0, section, count, section * count),), self._pad)
+        reply.send_raw(payload)
+        reply.out.events.append(ReceiveBufferConnected(gpadl, section, count))
+
+    def _connect_send(self, p: bytes, reply: _Reply) -> None:
+        mtype = w.NVSP_SEND_SEND_BUF
+        if self.send is not None:
+            raise fault("send buffer sent twice", mtype, "gpadl_handle", self.send[0])
+        (gpadl,) = w.u32s(p, 4, 1, "send buffer")
+        size = self._gpadl(mtype, gpadl)
+        if self.recv is not None and self.profile.strict and self.recv[0] == gpadl:
+            raise fault("send buffer GPADL is the receive buffer's (strict)", mtype, "gpadl_handle", gpadl)
+        sec = self.profile.send_section_size
+        self.send = (gpadl, sec, size)
+        reply.send(w.NVSP_SEND_SEND_BUF_COMPLETE, w.NVSP_STAT_SUCCESS, sec)
+        reply.out.events.append(SendBufferConnected(gpadl, sec, size // sec))
+
+    def _become_ready(self) -> None:
+        self.state = "ready"
+        mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
+        self.rndis = HostRndis(self.profile, self.log, mtu, self.profile.max_subchannels + 1)
+        self.rndis.link_up = self._link_up
+
+    # ---------------------------------------------------------------- running channel
+
+    def _ready(self, mtype: int, pkt: GuestPacket, reply: _Reply) -> None:
+        p = pkt.payload
+        if mtype == w.NVSP_SEND_RNDIS_PKT:
+            self._rndis_packet(pkt, reply)
+        elif mtype == w.NVSP_SUBCHANNEL:
+            op, count = w.u32s(p, 4, 2, "subchannel request")
+            if op != w.SUBCHANNEL_ALLOCATE:
+                reply.out.events.append(self.log.add(Rejection(
+                    "subchannel operation is not ALLOCATE", mtype, "op", op, "failure-status")))
+                reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_FAIL, 0)
+                return
+            granted = min(count, self.profile.max_subchannels)
+            if granted < count:
+                reply.out.events.append(self.log.add(Rejection(
+                    "more subchannels requested than the host offers; granted fewer", mtype,
+                    "num_subchannels", count, "substituted")))
+            reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, granted)
+            if granted:
+                self.subchannels = granted
+                reply.out.events.append(SubchannelsOffered(granted))
+        elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
+            self.state = "stopped"
+            reply.out.events.append(BufferRevoked("receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"))
+        elif mtype == w.NVSP_SWITCH_DATA_PATH:
+            reply.send_empty()  # [OV] with no VF offered: completed, nothing switched
+        elif mtype == w.NVSP_OID_QUERY_EX:
+            reply.send(w.NVSP_OID_QUERY_EX_COMPLETE, w.RNDIS_STATUS_NOT_SUPPORTED, 0)
+        else:
+            raise fault("set-up message on a running channel", mtype, "msg_type", mtype)
+
+    def _rndis_packet(self, pkt: GuestPacket, reply: _Reply) -> None:
+        mtype = w.NVSP_SEND_RNDIS_PKT
+        chan_type, index, size = w.u32s(pkt.payload, 4, 3, "RNDIS packet")
+        data = b""
+        if index != w.NO_SEND_SECTION:
+            if self.send is None:
+                raise fault("send-buffer section used without a send buffer", mtype, "section_index", index)
+            _, sec, buf_size = self.send
+            if index * sec > buf_size or size > buf_size - index * sec:
+                raise fault("send-buffer section outside the send buffer", mtype, "section_index", index)
+            if self.profile.strict and size > sec:
+                reply.out.events.append(self.log.add(Rejection(
+                    "send-buffer data larger than one section (strict)", mtype, "section_size", size,
+                    "failure-status")))
+                reply.complete(w.NVSP_STAT_FAIL)
+                return
+            data = self._read_send(index * sec, size)
+        if pkt.type == w.PKT_GPA_DIRECT:
+            ranges = w.parse_gpa_header(pkt.extra)
+            if self._read_pages is None:
+                reply.out.events.append(self.log.add(Rejection(
+                    "GPA-direct data but the emulator gave no guest-memory reader", mtype, "range_cnt",
+                    len(ranges), "failure-status")))
+                reply.complete(w.NVSP_STAT_FAIL)
+                return
+            data += b"".join(self._read_pages(r.pfns, r.byte_offset, r.byte_count) for r in ranges)
+        if not pkt.flags & w.FLAG_COMPLETION_REQUESTED:  # [OV] MissingTransactionId
+            reply.out.events.append(self.log.add(Rejection(
+                "RNDIS packet without completion requested", mtype, "flags", pkt.flags, "ignored")))
+            return
+        try:
+            frames, controls = self._split_rndis(data, chan_type, pkt.channel, reply.out)
+        except w.HostWireError as exc:
+            self.counters["tx_failed"] += 1
+            reply.out.events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "failure-status")))
+            reply.complete(w.NVSP_STAT_FAIL)
+            return
+        except _TxRefused as exc:
+            self.counters["tx_failed"] += 1
+            reply.out.events.append(self.log.add(exc.rejection))
+            reply.complete(w.NVSP_STAT_FAIL)
+            return
+        for frame in frames:
+            reply.out.events.append(FrameFromGuest(frame, pkt.channel))
+        self.counters["tx_frames"] += len(frames)
+        reply.complete(w.NVSP_STAT_SUCCESS)  # [OV] completes the send before answering control messages
+        for msg in controls:
+            self._control(msg, reply.out)
+
+    def _split_rndis(
+        self, data: bytes, chan_type: int, channel: int, out: _Out,
+    ) -> tuple[list[bytes], list[bytes]]:
+        """All frames and control messages of one send, validated before any is acted on."""
+        frames: list[bytes] = []
+        controls: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if len(data) - pos < w.RNDIS_HEADER_SIZE:
+                raise w.HostWireError("RNDIS header", pos, "fewer than 8 bytes left in the send")
+            mtype, mlen = struct.unpack_from("<II", data, pos)
+            if mlen < w.RNDIS_HEADER_SIZE or mlen > len(data) - pos:
+                raise w.HostWireError("RNDIS len", mlen, f"must lie in [8, {len(data) - pos}]")
+            msg = data[pos:pos + mlen]
+            pos += mlen
+            is_data = mtype == w.RNDIS_PACKET_MSG
+            if self.profile.strict and chan_type != (w.CHANNEL_TYPE_DATA if is_data else w.CHANNEL_TYPE_CONTROL):
+                out.events.append(self.log.add(Rejection(
+                    "NVSP channel_type does not match the RNDIS message (strict)", mtype, "channel_type",
+                    chan_type, "logged")))
+            if not is_data:
+                if channel:
+                    raise fault("RNDIS control message on a subchannel", mtype, "channel", channel)
+                controls.append(msg)
+                continue
+            rndis = self.rndis
+            assert rndis is not None
+            if self.profile.strict and not rndis.operational:
+                raise _TxRefused(Rejection("RNDIS data before RNDIS INITIALIZE (strict)", mtype, "state", 0,
+                                           "failure-status"))
+            if self.profile.strict and rndis.packet_filter is None:
+                raise _TxRefused(Rejection("RNDIS data before a packet filter was set (strict)", mtype,
+                                           "packet_filter", 0, "failure-status"))
+            frames.append(HostRndis.parse_data(msg))
+        return frames, controls
+
+    def _control(self, msg: bytes, out: _Out) -> None:
+        assert self.rndis is not None
+        replies, events = self.rndis.control(msg)
+        out.events.extend(events)
+        for m in replies:
+            self._send_control(m, out)
+        if any(isinstance(e, RndisInitialized) for e in events):
+            self._after_rndis_init(out)
+
+    def _after_rndis_init(self, out: _Out) -> None:
+        if self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_rndis_init":
+            self._send_table(self.subchannels + 1, out)
+        if (self.profile.vf_serial is not None and self.version >= w.NVSP_VERSION_4
+                and self.ndis_caps & w.NDIS_CONF_SRIOV):
+            payload = w.nvsp(w.NVSP_SEND_VF_ASSOCIATION, 1, self.profile.vf_serial, pad_to=self._pad)
+            out.packets.append(HostPacket(0, w.PKT_INBAND, w.FLAG_COMPLETION_REQUESTED, VF_ASSOCIATION_TID, payload))
+
+    def _send_table(self, channels: int, out: _Out) -> None:
+        entries = tuple(i % channels for i in range(w.SEND_INDIRECTION_ENTRIES))  # [OV] i % channels open
+        out.packets.append(HostPacket(0, w.PKT_INBAND, 0, 0, w.indirection_table(entries)))
+
+    # ---------------------------------------------------------------- receive sections
+
+    @property
+    def _pad(self) -> int:
+        return PACKET_SIZE_V61 if self.version >= w.NVSP_VERSION_61 else PACKET_SIZE_V1
+
+    def _send_control(self, msg: bytes, out: _Out) -> None:
+        pool = self._free_control or self._free_data
+        if not pool:
+            self._pending_control.append(msg)
+            self.counters["control_queued"] += 1
+            return
+        self._send_in_section(pool.popleft(), msg, w.CHANNEL_TYPE_CONTROL, 0, out)
+
+    def _send_in_section(self, index: int, msg: bytes, chan_type: int, channel: int, out: _Out) -> None:
+        self._send_in_sections([(index, msg)], chan_type, channel, out, None)
+
+    def _send_in_sections(
+        self, batch: list[tuple[int, bytes]], chan_type: int, channel: int, out: _Out, inject: RxFault | None,
+    ) -> None:
+        assert self.recv is not None
+        _, pageset, section, count = self.recv
+        ranges: list[tuple[int, int]] = []
+        for index, msg in batch:
+            if len(msg) > section:
+                raise LocalProtocolError(f"host message of {len(msg)} bytes does not fit a {section}-byte section")
+            offset = index * section
+            if inject == "rndis_len":
+                msg = msg[:4] + struct.pack("<I", len(msg) + 100) + msg[8:]
+            elif inject == "data_offset":
+                msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
+            self._write_recv(offset, msg)
+            ranges.append((len(msg), offset))
+        tid = self._next_tid
+        while tid in self._outstanding or tid == 0:
+            tid = (tid + 1) % VF_ASSOCIATION_TID
+        self._next_tid = (tid + 1) % VF_ASSOCIATION_TID
+        self._outstanding[tid] = tuple(index for index, _ in batch)
+        nvsp_type = w.NVSP_SEND_RNDIS_PKT
+        if inject == "pageset":
+            pageset ^= 0x0101
+        elif inject == "range_past_buffer":
+            ranges[0] = (ranges[0][0], count * section)
+        elif inject == "range_over_section":
+            ranges[0] = (section + 8, ranges[0][1])
+        elif inject == "zero_length":
+            ranges[0] = (0, ranges[0][1])
+        elif inject == "nvsp_type":
+            nvsp_type = w.NVSP_SEND_RNDIS_PKT_COMPLETE
+        payload = w.nvsp(nvsp_type, chan_type, w.NO_SEND_SECTION, 0, pad_to=self._pad)
+        # Completion requested: the guest must complete every transfer-page packet, which frees the
+        # sections ([NVSC] enq_receive_complete; DPDK hn_nvs_ack_rxbuf). Linux ignores the flag itself.
+        out.packets.append(HostPacket(channel, w.PKT_XFER_PAGES, w.FLAG_COMPLETION_REQUESTED, tid, payload,
+                                      pageset, tuple(ranges)))
+
+    def _completion(self, pkt: GuestPacket, out: _Out) -> None:
+        if pkt.trans_id == VF_ASSOCIATION_TID:
+            return  # [OV] "not all clients send them": accepted and ignored
+        if self.state != "ready":
+            raise fault("completion while the channel is being set up", pkt.type, "trans_id", pkt.trans_id)
+        (mtype,) = w.u32s(pkt.payload, 0, 1, "completion")
+        if mtype != w.NVSP_SEND_RNDIS_PKT_COMPLETE:
+            raise fault("completion of an unknown NVSP type", mtype, "msg_type", mtype)
+        _, status = w.u32s(pkt.payload, 0, 2, "RNDIS packet completion")
+        indexes = self._outstanding.pop(pkt.trans_id, None)
+        if indexes is None:
+            raise fault("receive completion for no outstanding transfer (unknown or repeated id)",
+                        mtype, "trans_id", pkt.trans_id)
+        if status != w.NVSP_STAT_SUCCESS:
+            out.events.append(self.log.add(Rejection(
+                "guest completed a receive with a failure status", mtype, "status", status, "logged")))
+        for index in indexes:
+            (self._free_control if index in self._control_ids else self._free_data).append(index)
+        while self._pending_control and (self._free_control or self._free_data):
+            self._send_control(self._pending_control.popleft(), out)
+
+    def _fault(self, rej: Rejection, out: _Out) -> None:
+        if self.profile.fatal_faults:
+            self.state = "stopped"
+            out.events.append(self.log.add(rej))
+            out.events.append(ChannelFault(rej.reason))
+        else:
+            out.events.append(self.log.add(Rejection(rej.reason, rej.message_type, rej.field, rej.value, "dropped")))
+
+
+class _TxRefused(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+class _Reply:
+    """Completion packets for one guest request (suppressed when no completion was requested)."""
+
+    def __init__(self, host: HostNvsp, pkt: GuestPacket, answer: bool, out: _Out) -> None:
+        self.host, self.pkt, self.answer, self.out = host, pkt, answer, out
+
+    def send_raw(self, payload: bytes) -> None:
+        if self.answer:
+            self.out.packets.append(HostPacket(self.pkt.channel, w.PKT_COMPLETION, 0, self.pkt.trans_id, payload))
+
+    def send(self, mtype: int, *fields: int) -> None:
+        self.send_raw(w.nvsp(mtype, *fields, pad_to=self.host._pad))
+
+    def send_empty(self) -> None:
+        self.send_raw(b"")  # [OV] "The UEFI client expects a completion packet, which can be empty"
+
+    def complete(self, status: int) -> None:
+        self.send(w.NVSP_SEND_RNDIS_PKT_COMPLETE, status)

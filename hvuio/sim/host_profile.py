@@ -1,0 +1,136 @@
+"""What the emulated Hyper-V network VSP offers: one frozen `HostProfile` plus its checked limits.
+
+What lives here: the knobs of the emulated host (NVSP version range, MTU bounds, MAC, link,
+subchannels, buffer layout, offloads, optional host keep-alives, indirection table / VF
+association policy, strictness) and the defaults with the source each mirrors. Source key:
+[OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs (a real host implementation),
+[OV-BUF] the same crate's buffers.rs, [NVSC] torvalds/linux drivers/net/hyperv/netvsc.c,
+[RF] drivers/net/hyperv/rndis_filter.c, golden = shared/spec/golden/wire-layouts.json.
+
+What must not live here: protocol state or I/O (see host_nvsp.py / host_rndis.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hvuio.errors import UsageError
+from hvuio.sim import host_wire as w
+
+ETH_HEADER_LEN = 14
+# NDIS config MTU counts the Ethernet header ([NVSC] negotiate_nvsp_ver sends ndev->mtu + ETH_HLEN).
+DEFAULT_NDIS_MTU = 1514  # [OV] DEFAULT_MTU, also used for NVSP v1 where no NDIS config exists
+MIN_NDIS_MTU = 1514  # [OV] MIN_MTU: smaller values are replaced by the default, "as in the vmswitch"
+MAX_NDIS_MTU = 9216  # [OV] MAX_MTU; DPDK HN_MTU_MAX is also 9216 (golden hn_var_tunables)
+SEND_SECTION_SIZE = 6144  # [OV] fixed section size in send-buffer-complete; golden NETVSC_SEND_SECTION_SIZE
+RX_HEADER_RESERVE = 256  # [OV-BUF] RX_HEADER_LEN: bytes kept for RNDIS headers per receive section
+RX_FOOTER_RESERVE = 36  # [OV-BUF] BROKEN_CO_NETVSC_FOOTER_LEN
+CONTROL_SECTIONS = 16  # [OV] RX_RESERVED_CONTROL_BUFFERS: receive sections kept for control replies
+MAX_SUBCHANNELS = 64  # [OV] NETVSP_MAX_SUBCHANNELS_PER_VNIC; Linux VRSS_CHANNEL_MAX 64
+LSO_MAX_OFFLOAD = 0xF53C  # [OV] "same maximum as vmswitch"
+RNDIS_MAX_TRANSFER = 0xEFFFFFFF  # [OV] max_transfer_size in the RNDIS init completion
+RNDIS_MAX_PACKETS = 8  # [OV] max_packets_per_message
+RNDIS_ALIGN_SHIFT = 3  # [OV] packet_alignment_factor (2^3 = 8 bytes)
+MAX_MDL_CHAIN = 34  # [OV] maximum_mdl_chain_length in the init completion
+# Smallest receive section we allow: must hold every host control reply (largest: a QUERY
+# completion carrying the 156-byte NDIS_OFFLOAD, 180 bytes) and a minimal frame.
+MIN_RECV_SECTION = 512
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadCaps:
+    """Offloads the host claims in OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES ([OV] OffloadConfig)."""
+
+    csum_tx_ip4: bool = True
+    csum_tx_tcp4: bool = True
+    csum_tx_udp4: bool = True
+    csum_tx_tcp6: bool = True
+    csum_tx_udp6: bool = True
+    # [OV] "Always claim support for rx offloads since we can mark any given packet as unknown".
+    csum_rx: bool = True
+    lso4: bool = True
+    lso6: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostProfile:
+    """The emulated host. Defaults follow OpenVMM's netvsp unless a comment says otherwise."""
+
+    max_version: int = w.NVSP_VERSION_61
+    min_version: int = w.NVSP_VERSION_1
+    mac: bytes = bytes.fromhex("00155d000001")  # 00:15:5d = Microsoft's prefix ([OV] vendor id)
+    mtu_default: int = DEFAULT_NDIS_MTU
+    mtu_max: int = MAX_NDIS_MTU
+    link_up: bool = True
+    link_speed_bps: int = 10_000_000_000
+    max_subchannels: int = 7  # queues - 1; Linux VRSS_CHANNEL_DEFAULT is 8 channels
+    # None: [OV-BUF] layout (256 + mtu + 36 per section). Hyper-V is reported to use 1728-byte
+    # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that.
+    recv_section_size: int | None = None
+    send_section_size: int = SEND_SECTION_SIZE
+    control_sections: int = CONTROL_SECTIONS
+    offloads: OffloadCaps = field(default_factory=OffloadCaps)
+    rss_table_entries: int = 128  # [OV] reports 128 when the endpoint has none ("DPDK gets confused by 0")
+    # Host-initiated RNDIS keep-alive period in seconds; None = never. Real hosts do not send them:
+    # neither Linux ([RF] rndis_filter_receive: "unhandled rndis message") nor DPDK answers one.
+    keepalive_interval: float | None = None
+    # Send an RNDIS media indication right after the RNDIS init completion. Not done by [OV]
+    # (its guests query OID_GEN_MEDIA_CONNECT_STATUS instead); harmless for Linux and DPDK.
+    indicate_link_at_init: bool = True
+    # Seconds a link change waits after the previous indication when set_link() is given `now`
+    # ([OV] LINK_DELAY_DURATION = 5 s: "Linux guests are known to not act on link state change
+    # notifications if they happen in quick succession").
+    link_flap_delay: float = 5.0
+    # When to send the NVSP v5+ send indirection table: [OV] sends it once all granted subchannels
+    # are open ("after_subchannels", the emulator calls HostNvsp.subchannels_opened()).
+    indirection_table: Literal["after_subchannels", "after_rndis_init", "never"] = "after_subchannels"
+    vf_serial: int | None = None  # send a VF association (v4+, guest advertised SR-IOV) when set
+    # "answer": reply to trans_id 0 requests (OpenVMM does; DPDK relies on it). "ignore": do not,
+    # as Linux says Hyper-V does ([CH] vmbus_next_request_id). Either way a Rejection is logged.
+    trans_id_zero: Literal["answer", "ignore"] = "answer"
+    # Emulator-only checks beyond what OpenVMM enforces (each is marked "strict" where it is made).
+    strict: bool = True
+    # True: errors that stop OpenVMM's channel worker raise ChannelFault and the host goes silent.
+    # False: they are logged as Rejection and the message is dropped (useful for fault injection).
+    fatal_faults: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_version not in w.NVSP_VERSIONS or self.min_version not in w.NVSP_VERSIONS:
+            raise UsageError(
+                f"host profile: NVSP versions {self.min_version:#x}..{self.max_version:#x} must be "
+                f"among {', '.join(hex(v) for v in w.NVSP_VERSIONS)}"
+            )
+        if self.min_version > self.max_version:
+            raise UsageError(f"host profile: min_version {self.min_version:#x} > max_version {self.max_version:#x}")
+        if len(self.mac) != 6:
+            raise UsageError(f"host profile: mac must be 6 bytes, got {len(self.mac)}")
+        if not MIN_NDIS_MTU <= self.mtu_default <= self.mtu_max:
+            raise UsageError(
+                f"host profile: mtu_default {self.mtu_default} must lie in [{MIN_NDIS_MTU}, mtu_max {self.mtu_max}]"
+            )
+        if self.mtu_max > 65535 + ETH_HEADER_LEN:  # Linux NETVSC_MTU 65535 caps the guest side
+            raise UsageError(f"host profile: mtu_max {self.mtu_max} exceeds 65549 (NETVSC_MTU + Ethernet header)")
+        if not 0 <= self.max_subchannels <= MAX_SUBCHANNELS - 1:
+            raise UsageError(f"host profile: max_subchannels {self.max_subchannels} must lie in [0, 63]")
+        if self.recv_section_size is not None and self.recv_section_size < MIN_RECV_SECTION:
+            raise UsageError(f"host profile: recv_section_size {self.recv_section_size} cannot hold a frame")
+        if self.send_section_size <= w.RNDIS_PACKET_MSG_SIZE or self.send_section_size % 8:
+            raise UsageError(f"host profile: send_section_size {self.send_section_size} must be a multiple of 8 > 44")
+        if self.link_flap_delay < 0:
+            raise UsageError(f"host profile: link_flap_delay {self.link_flap_delay} must be >= 0")
+        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
+            raise UsageError(f"host profile: keepalive_interval {self.keepalive_interval} must be > 0")
+        if not 0 <= self.control_sections <= 64:
+            raise UsageError(f"host profile: control_sections {self.control_sections} must lie in [0, 64]")
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Versions this host accepts, ascending."""
+        return tuple(v for v in w.NVSP_VERSIONS if self.min_version <= v <= self.max_version)
+
+    def recv_section_for_mtu(self, ndis_mtu: int) -> int:
+        """Receive sub-allocation size for a negotiated NDIS MTU (Ethernet header included)."""
+        if self.recv_section_size is not None:
+            return self.recv_section_size
+        return RX_HEADER_RESERVE + ndis_mtu + RX_FOOTER_RESERVE

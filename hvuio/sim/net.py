@@ -1,0 +1,353 @@
+"""The network behind the emulated host: where frames the guest transmits go, and where frames
+the guest receives come from.
+
+What lives here:
+  * `HostNetwork` — the "wire side": a tap (default "hvunet0", with an IP address) in a network
+    namespace of its own ("hvu-net-<random>"), so ping/TCP from the guest tap's namespace reach
+    a real kernel stack once the emulator moves frames between the two.
+  * `PcapSink` / `PcapSource` — classic pcap (LINKTYPE_ETHERNET) writer and strict reader, and
+    `PcapNetwork`, the same interface as `HostNetwork` for machines without namespaces: frames
+    the guest sends are written to a pcap file, frames from a pcap file are injected.
+  * `NetCounters` — frames/bytes each way and drops.
+
+The sim host calls `write_frame` for every frame the guest transmits and delivers every frame
+`read_frames` returns to the guest; it selects on `fileno()`.
+
+What must not live here: NVSP/RNDIS (sim/host.py), ring code, pyroute2 (hvuio/tap.py owns it).
+Unlike the rest of sim/, this module imports hvuio.tap and hvuio.netns: it is the emulator's
+one seam to the host kernel's network stack.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+from hvuio import netns as netns_mod
+from hvuio.errors import UsageError
+from hvuio.tap import ETH_HLEN, VLAN_HLEN, Tap
+
+# RFC 2544 benchmarking range: never routed, and only ever configured inside our own namespaces.
+DEFAULT_HOST_ADDRESS = "198.18.0.1/24"
+DEFAULT_GUEST_ADDRESS = "198.18.0.2/24"
+DEFAULT_IFNAME = "hvunet0"
+DEFAULT_MTU = 1500
+# Frames read per call when the caller passes no limit: one batch per wake-up (STYLE §13).
+DEFAULT_BATCH = 64
+
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAP_VERSION = (2, 4)
+LINKTYPE_ETHERNET = 1
+PCAP_SNAPLEN = 65535
+PCAP_MAX_RECORD = 262144  # the largest snaplen tcpdump/libpcap accept; anything bigger is corrupt
+_GLOBAL_HDR = struct.Struct("IHHiIII")  # byte order prefixed when used
+_RECORD_HDR = struct.Struct("IIII")
+
+
+@dataclass(slots=True)
+class NetCounters:
+    """to_net_*: frames the guest sent towards the network; from_net_*: frames for the guest."""
+
+    to_net_frames: int = 0
+    to_net_bytes: int = 0
+    to_net_drops: int = 0
+    from_net_frames: int = 0
+    from_net_bytes: int = 0
+    from_net_drops: int = 0
+
+
+class FrameNetwork(Protocol):
+    """What the sim host needs from the network behind it."""
+
+    counters: NetCounters
+
+    def fileno(self) -> int: ...
+    def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]: ...
+    def write_frame(self, frame: bytes) -> bool: ...
+    def close(self) -> None: ...
+
+
+def random_mac() -> bytes:
+    """A random locally administered unicast MAC (02:xx:xx:xx:xx:xx)."""
+    return b"\x02" + secrets.token_bytes(5)
+
+
+def _frame_ok(frame: bytes, mtu: int) -> bool:
+    return ETH_HLEN <= len(frame) <= mtu + ETH_HLEN + VLAN_HLEN
+
+
+class HostNetwork:
+    """A tap with an address in a namespace the emulator owns; see the module docstring.
+
+    Build with `HostNetwork.create()`; `close()` (or the `with` block) removes the tap and, if
+    this object created it, the namespace.
+    """
+
+    def __init__(self, tap: Tap, netns: str, owns_netns: bool, address: str, mtu: int) -> None:
+        self._tap = tap
+        self._netns = netns
+        self._owns_netns = owns_netns
+        self._address = address
+        self._mtu = mtu
+        self.counters = NetCounters()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        address: str = DEFAULT_HOST_ADDRESS,
+        mac: bytes | None = None,
+        mtu: int = DEFAULT_MTU,
+        ifname: str = DEFAULT_IFNAME,
+        netns: str | None = None,
+    ) -> HostNetwork:
+        """Make the wire side: tap `ifname` with `address` in `netns` (None: a new "hvu-net-…").
+
+        The tap carries bare Ethernet frames (no vnet header); carrier is always on.
+        """
+        owns = netns is None
+        ns = netns_mod.create("net", ipv6=False) if netns is None else netns
+        try:
+            tap = Tap.open(ifname, random_mac() if mac is None else mac, mtu, netns=ns, vnet_hdr=False)
+            try:
+                tap.up()
+                tap.add_address(address)
+            except BaseException:
+                tap.close()
+                raise
+        except BaseException:
+            if owns:
+                netns_mod.delete(ns)
+            raise
+        return cls(tap, ns, owns, address, mtu)
+
+    @property
+    def netns(self) -> str:
+        return self._netns
+
+    @property
+    def ifname(self) -> str:
+        return self._tap.name
+
+    @property
+    def address(self) -> str:
+        """The wire side's address with prefix, e.g. "198.18.0.1/24"."""
+        return self._address
+
+    @property
+    def mac(self) -> bytes:
+        return self._tap.state().mac
+
+    @property
+    def tap(self) -> Tap:
+        return self._tap
+
+    def fileno(self) -> int:
+        return self._tap.fileno()
+
+    def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]:
+        """Up to `max_frames` frames the network sent towards the guest; never blocks."""
+        if max_frames < 1:
+            raise UsageError(f"max_frames must be at least 1, got {max_frames}")
+        frames: list[bytes] = []
+        while len(frames) < max_frames:
+            frame = self._tap.read_frame()
+            if frame is None:
+                break
+            self.counters.from_net_frames += 1
+            self.counters.from_net_bytes += len(frame)
+            frames.append(frame)
+        return frames
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Deliver one frame the guest sent; False (and a counted drop) if it could not be."""
+        if not _frame_ok(frame, self._mtu) or not self._tap.write_frame(frame):
+            self.counters.to_net_drops += 1
+            return False
+        self.counters.to_net_frames += 1
+        self.counters.to_net_bytes += len(frame)
+        return True
+
+    def close(self) -> None:
+        try:
+            self._tap.close()
+        finally:
+            if self._owns_netns:
+                netns_mod.delete(self._netns)
+                self._owns_netns = False
+
+    def __enter__(self) -> HostNetwork:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+# -------------------------------------------------------------------- pcap
+
+
+@dataclass(frozen=True, slots=True)
+class PcapRecord:
+    timestamp_ns: int
+    data: bytes
+    orig_len: int
+
+
+class PcapSink:
+    """Writes Ethernet frames to a classic pcap file (microsecond timestamps, little-endian)."""
+
+    def __init__(self, path: str | os.PathLike[str], snaplen: int = PCAP_SNAPLEN) -> None:
+        if not 1 <= snaplen <= PCAP_MAX_RECORD:
+            raise UsageError(f"pcap snaplen {snaplen} outside 1..{PCAP_MAX_RECORD}")
+        self._snaplen = snaplen
+        try:
+            self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise UsageError(f"cannot write pcap file {os.fspath(path)!r}: {exc.strerror}") from exc
+        self._file.write(struct.pack("<IHHiIII", PCAP_MAGIC_USEC, *PCAP_VERSION, 0, 0, snaplen, LINKTYPE_ETHERNET))
+
+    def write(self, frame: bytes, timestamp_ns: int | None = None) -> None:
+        """Append one record; frames longer than snaplen are truncated (orig_len keeps the size)."""
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        if ts < 0:
+            raise UsageError(f"pcap timestamp {ts} is negative")
+        data = frame[: self._snaplen]
+        sec, usec = divmod(ts // 1000, 1_000_000)
+        self._file.write(struct.pack("<IIII", sec & 0xFFFFFFFF, usec, len(data), len(frame)))
+        self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PcapSink:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class PcapSource:
+    """Reads a classic pcap file of Ethernet frames; malformed input raises UsageError naming
+    the field, the value and the rule. Accepts both byte orders and both timestamp resolutions."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = str(path)
+        try:
+            with open(path, "rb") as f:
+                self._data = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read pcap file {self._path!r}: {exc.strerror}") from exc
+        if len(self._data) < _GLOBAL_HDR.size:
+            self._bad("global header", len(self._data), f"file shorter than the {_GLOBAL_HDR.size}-byte header")
+        (magic,) = struct.unpack_from("<I", self._data)
+        if magic in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+            self._order = "<"
+        else:
+            (swapped,) = struct.unpack_from(">I", self._data)
+            if swapped not in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+                self._bad("magic (read little-endian)", magic, "must be 0xa1b2c3d4 or 0xa1b23c4d in either byte order")
+            magic = swapped
+            self._order = ">"
+        self._nsec = magic == PCAP_MAGIC_NSEC
+        _, major, minor, _, _, snaplen, linktype = struct.unpack_from(self._order + "IHHiIII", self._data)
+        if major != 2:
+            self._bad("version_major", major, "must be 2")
+        if linktype != LINKTYPE_ETHERNET:
+            self._bad("linktype", linktype, "must be 1 (Ethernet)")
+        self.snaplen = snaplen
+        self.version = (major, minor)
+
+    def _bad(self, field: str, value: int, rule: str) -> None:
+        raise UsageError(f"pcap {self._path}: {field} = {value:#x} ({rule})")
+
+    def __iter__(self) -> Iterator[PcapRecord]:
+        fmt = self._order + "IIII"
+        off = _GLOBAL_HDR.size
+        limit = min(max(self.snaplen, 1), PCAP_MAX_RECORD)
+        while off < len(self._data):
+            if off + _RECORD_HDR.size > len(self._data):
+                self._bad("record header", off, "truncated: file ends inside a record header")
+            sec, frac, incl, orig = struct.unpack_from(fmt, self._data, off)
+            off += _RECORD_HDR.size
+            if incl > limit:
+                self._bad("incl_len", incl, f"exceeds snaplen/limit {limit}")
+            if orig < incl:
+                self._bad("orig_len", orig, f"smaller than incl_len {incl}")
+            if not self._nsec and frac >= 1_000_000:
+                self._bad("ts_usec", frac, "must be below 1000000")
+            if self._nsec and frac >= 1_000_000_000:
+                self._bad("ts_nsec", frac, "must be below 1000000000")
+            if off + incl > len(self._data):
+                self._bad("incl_len", incl, f"record data runs past end of file ({len(self._data) - off} bytes left)")
+            ts = sec * 1_000_000_000 + (frac if self._nsec else frac * 1000)
+            yield PcapRecord(ts, self._data[off : off + incl], orig)
+            off += incl
+
+
+class PcapNetwork:
+    """`FrameNetwork` without namespaces: guest frames go to `sink`, frames from `source` are
+    injected (all of them, in file order, as soon as the host reads). `fileno()` is an eventfd
+    that is readable while injected frames remain."""
+
+    def __init__(self, sink: str | os.PathLike[str] | None, source: str | os.PathLike[str] | None = None) -> None:
+        pending = [r.data for r in PcapSource(source)] if source is not None else []
+        self._sink = PcapSink(sink) if sink is not None else None
+        self._pending = pending
+        self._pos = 0
+        self._efd = os.eventfd(1 if pending else 0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.counters = NetCounters()
+
+    def fileno(self) -> int:
+        return self._efd
+
+    def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]:
+        if max_frames < 1:
+            raise UsageError(f"max_frames must be at least 1, got {max_frames}")
+        frames: list[bytes] = []
+        while self._pos < len(self._pending) and len(frames) < max_frames:
+            frame = self._pending[self._pos]
+            self._pos += 1
+            if len(frame) < ETH_HLEN:
+                self.counters.from_net_drops += 1
+                continue
+            self.counters.from_net_frames += 1
+            self.counters.from_net_bytes += len(frame)
+            frames.append(frame)
+        if self._pos >= len(self._pending):
+            try:
+                os.eventfd_read(self._efd)  # drained: stop being readable
+            except BlockingIOError:
+                pass
+        return frames
+
+    def write_frame(self, frame: bytes) -> bool:
+        if self._sink is None or len(frame) < ETH_HLEN:
+            self.counters.to_net_drops += 1
+            return False
+        self._sink.write(frame)
+        self.counters.to_net_frames += 1
+        self.counters.to_net_bytes += len(frame)
+        return True
+
+    def close(self) -> None:
+        if self._efd >= 0:
+            os.close(self._efd)
+            self._efd = -1
+        if self._sink is not None:
+            self._sink.close()
+
+    def __enter__(self) -> PcapNetwork:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

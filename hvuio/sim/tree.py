@@ -1,0 +1,336 @@
+"""The emulated guest kernel's sysfs / dev layout under a sysroot (spec §2.1–2.4, §5.1–5.3).
+
+`SimDevice` / `SimChannel` are the emulator's model of a VMBus device and its channels;
+`SimTree` writes what the VMBus bus, hv_netvsc and uio_hv_generic expose for them:
+`sys/bus/vmbus/{devices,drivers}`, `sys/class/{uio,net}`, `sys/module`, `dev/uioN` (the socket
+itself is made by the kernel), map backing files under `run/hvuio-sim/` and the marker file.
+Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
+reads half a value and the kernel's inotify watch only sees the guest's own writes. The
+write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs
+read by the kernel: every line written is one write(), none is lost to a later one, and reading
+them is pointless as on a real kernel.
+
+Only layout here: which writes mean what is `kernel.py`; opening maps/sockets is `platform.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from hvuio.sim.platform import MARKER, map_backing, state_dir
+from hvuio.sim.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
+
+WRITE_ONLY: Final = ("new_id", "remove_id", "bind", "unbind")
+UIO_MAJOR: Final = 240
+_PHYS_BASE: Final = 0x0000000104000000  # fake guest-physical base of map 0 (opaque, spec §1.2.7)
+_VIRT_BASE: Final = 0xFFFFB0A000000000  # fake kernel-virtual base of maps 1..4
+
+
+@dataclass
+class SimChannel:
+    """One VMBus channel of a device: the primary (subchannel_id 0) or a subchannel."""
+
+    relid: int
+    subchannel_id: int
+    monitor_id: int | None
+    ring_size: int = 0  # per direction, bytes (0 until the ring exists)
+    ring_backing: Path | None = None  # file holding TX ring then RX ring
+    ring_visible: bool = False
+    cpu: int = 0
+    interrupts: int = 0
+    events: int = 0
+
+
+@dataclass
+class SimDevice:
+    """A VMBus device (primary channel) as the emulated kernel sees it."""
+
+    guid: str
+    class_id: str
+    relid: int
+    monitor_id: int | None
+    ifname: str | None = None
+    mac: str | None = None
+    driver: str | None = None
+    override: str | None = None  # None prints as "(null)"
+    uio: str | None = None  # "uio0" while bound to uio_hv_generic
+    maps: list[tuple[str, int]] = field(default_factory=list)
+    channels: dict[int, SimChannel] = field(default_factory=dict)
+    opens: int = 0
+    event: int = 0
+    state: int = 0
+    rescinded: bool = False
+
+    @property
+    def is_nic(self) -> bool:
+        return self.class_id == NIC_CLASS
+
+    @property
+    def primary(self) -> SimChannel:
+        return self.channels[self.relid]
+
+
+def modalias(class_id: str) -> str:
+    """vmbus:<32 hex> of the class GUID in memory order (first three fields byte-swapped)."""
+    return "vmbus:" + uuid.UUID(class_id).bytes_le.hex()
+
+
+class SimTree:
+    """Writes the emulated kernel's files under `sysroot`; see the module docstring."""
+
+    def __init__(self, sysroot: Path | str) -> None:
+        self.root = Path(sysroot)
+        self.sys = self.root / "sys"
+        self.bus = self.sys / "bus" / "vmbus"
+        self.devices = self.bus / "devices"
+        self.drivers = self.bus / "drivers"
+        self.class_uio = self.sys / "class" / "uio"
+        self.class_net = self.sys / "class" / "net"
+        self.dev = self.root / "dev"
+        self.state = state_dir(self.root)
+
+    # -- primitives ------------------------------------------------------------------------------
+
+    @staticmethod
+    def write(path: Path, text: str, mode: int = 0o644) -> None:
+        """Replace `path` atomically with `text` + newline."""
+        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+        tmp.write_text(text + "\n")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _fifo(path: Path) -> None:
+        """A write-only control file: a FIFO the kernel reads, so no write is ever lost."""
+        if not path.exists():
+            os.mkfifo(path, 0o600)
+
+    @staticmethod
+    def _symlink(link: Path, target: Path) -> None:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, link.parent))
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        if path.is_symlink() or path.is_file() or path.is_socket():
+            path.unlink()
+
+    # -- bus, drivers, modules -------------------------------------------------------------------
+
+    def create(self, profile_name: str, modules: list[str]) -> None:
+        """Lay out the bus, the given driver modules, DMI identity and the shared pages."""
+        for d in (self.devices, self.drivers, self.class_uio, self.class_net, self.dev, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        self._fifo(self.bus / "drivers_probe")
+        self.write(self.bus / "drivers_autoprobe", "1")
+        self.write(self.bus / "hibernation", "0")
+        (self.sys / "module" / "hv_vmbus").mkdir(parents=True, exist_ok=True)
+        for mod in modules:
+            self.add_driver(mod)
+        dmi = self.sys / "class" / "dmi" / "id"
+        dmi.mkdir(parents=True, exist_ok=True)
+        self.write(dmi / "sys_vendor", "Microsoft Corporation")
+        self.write(dmi / "product_name", "Virtual Machine")
+        for page in ("int_page", "monitor_page"):
+            with open(self.state / page, "wb") as f:
+                f.truncate(4096)
+        self.write(self.root / MARKER, f'{{"profile": "{profile_name}", "pid": {os.getpid()}}}')
+
+    def add_driver(self, name: str) -> None:
+        drv = self.drivers / name
+        drv.mkdir(parents=True, exist_ok=True)
+        for f in WRITE_ONLY:
+            self._fifo(drv / f)
+        (self.sys / "module" / name).mkdir(parents=True, exist_ok=True)
+
+    def destroy(self) -> None:
+        """Remove everything the emulator created under the sysroot (marker first)."""
+        self._unlink(self.root / MARKER)
+        for top in (self.sys, self.dev, self.state, self.root / "run" / "hvuio"):  # + bind journals
+            shutil.rmtree(top, ignore_errors=True)
+
+    # -- devices and channels --------------------------------------------------------------------
+
+    def device_dir(self, dev: SimDevice) -> Path:
+        return self.devices / dev.guid
+
+    def add_device(self, dev: SimDevice, with_override: bool) -> Path:
+        d = self.device_dir(dev)
+        (d / "channels").mkdir(parents=True)
+        self.write(d / "id", str(dev.relid), 0o444)
+        self.write(d / "class_id", "{" + dev.class_id + "}", 0o444)
+        self.write(d / "device_id", "{" + dev.guid + "}", 0o444)
+        self.write(d / "modalias", modalias(dev.class_id), 0o444)
+        self.write(d / "vendor", "0x1414", 0o444)
+        self.write(d / "device", "0x3" if dev.is_nic else "0x0", 0o444)
+        self.write(d / "numa_node", "0", 0o444)
+        if dev.monitor_id is not None:
+            self.write(d / "monitor_id", str(dev.monitor_id), 0o444)
+            for side in ("server", "client"):
+                self.write(d / f"{side}_monitor_pending", "0", 0o444)
+                self.write(d / f"{side}_monitor_latency", "0", 0o444)
+                self.write(d / f"{side}_monitor_conn_id", str(dev.relid), 0o444)
+        if with_override:
+            self.set_override(dev)
+        self.set_state(dev)
+        self.set_event(dev)
+        return d
+
+    def remove_device(self, dev: SimDevice) -> None:
+        self.set_driver(dev, None)
+        self.remove_net(dev)
+        shutil.rmtree(self.device_dir(dev), ignore_errors=True)
+
+    def set_state(self, dev: SimDevice) -> None:
+        self.write(self.device_dir(dev) / "state", str(dev.state), 0o444)
+
+    def set_override(self, dev: SimDevice) -> None:
+        self.write(self.device_dir(dev) / "driver_override", dev.override or "(null)")
+
+    def set_event(self, dev: SimDevice) -> None:
+        if dev.uio:
+            self.write(self.device_dir(dev) / "uio" / dev.uio / "event", str(dev.event), 0o444)
+
+    def set_vp_mapping(self, dev: SimDevice) -> None:
+        lines = [f"{c.relid}:{c.cpu}" for c in sorted(dev.channels.values(), key=lambda c: c.subchannel_id)]
+        self.write(self.device_dir(dev) / "channel_vp_mapping", "\n".join(lines), 0o444)
+
+    def set_driver(self, dev: SimDevice, driver: str | None) -> None:
+        """Point the device's `driver` link (and the driver's back link) at `driver` or remove both."""
+        d = self.device_dir(dev)
+        if dev.driver:
+            self._unlink(self.drivers / dev.driver / dev.guid)
+        self._unlink(d / "driver")
+        dev.driver = driver
+        if driver:
+            self._symlink(d / "driver", self.drivers / driver)
+            self._symlink(self.drivers / driver / dev.guid, d)
+
+    def channel_dir(self, dev: SimDevice, chan: SimChannel) -> Path:
+        return self.device_dir(dev) / "channels" / str(chan.relid)
+
+    def add_channel(self, dev: SimDevice, chan: SimChannel) -> None:
+        """channels/<relid>/ with its attributes; the ring stays hidden (show_ring adds it)."""
+        c = self.channel_dir(dev, chan)
+        c.mkdir(parents=True)
+        self.write(c / "cpu", str(chan.cpu))
+        self.write(c / "subchannel_id", str(chan.subchannel_id), 0o444)
+        if chan.monitor_id is not None:
+            self.write(c / "monitor_id", str(chan.monitor_id), 0o444)
+            self.write(c / "pending", "0", 0o444)
+            self.write(c / "latency", "0", 0o444)
+        for name in ("interrupts", "events", "intr_in_full", "intr_out_empty", "out_full_first",
+                     "out_full_total", "in_mask", "out_mask", "read_avail", "write_avail"):
+            self.write(c / name, "0", 0o444)
+        self.set_vp_mapping(dev)
+
+    def remove_channel(self, dev: SimDevice, chan: SimChannel) -> None:
+        shutil.rmtree(self.channel_dir(dev, chan), ignore_errors=True)
+        dev.channels.pop(chan.relid, None)
+        if chan.ring_backing is not None and chan.subchannel_id != 0:
+            chan.ring_backing.unlink(missing_ok=True)
+        self.set_vp_mapping(dev)
+
+    def show_ring(self, dev: SimDevice, chan: SimChannel) -> None:
+        """Make channels/<relid>/ring visible (a link to the channel's backing file)."""
+        if chan.ring_backing is None or not self.channel_dir(dev, chan).is_dir():
+            return
+        self._symlink(self.channel_dir(dev, chan) / "ring", chan.ring_backing)
+        chan.ring_visible = True
+
+    def hide_ring(self, dev: SimDevice, chan: SimChannel) -> None:
+        self._unlink(self.channel_dir(dev, chan) / "ring")
+        chan.ring_visible = False
+
+    def write_channel_counters(self, dev: SimDevice, chan: SimChannel, snap: dict[str, int]) -> None:
+        """Refresh a channel's counters and ring snapshot files (and the device-level copies)."""
+        c = self.channel_dir(dev, chan)
+        if not c.is_dir():
+            return
+        values = {"interrupts": chan.interrupts, "events": chan.events, "in_mask": snap["in_mask"],
+                  "out_mask": snap["out_mask"], "read_avail": snap["in_read_avail"],
+                  "write_avail": snap["out_write_avail"]}
+        for name, value in values.items():
+            self._write_if_changed(c / name, str(value))
+        if chan.subchannel_id == 0:
+            d = self.device_dir(dev)
+            for name in ("intr_mask", "read_index", "write_index", "read_bytes_avail", "write_bytes_avail"):
+                for side in ("in", "out"):
+                    self._write_if_changed(d / f"{side}_{name}", str(snap.get(f"{side}_{name}", 0)))
+
+    def _write_if_changed(self, path: Path, text: str) -> None:
+        try:
+            if path.read_text() == text + "\n":
+                return
+        except OSError:
+            pass
+        self.write(path, text, 0o444)
+
+    # -- hv_netvsc -------------------------------------------------------------------------------
+
+    def add_net(self, dev: SimDevice) -> None:
+        if not dev.ifname:
+            return
+        n = self.class_net / dev.ifname
+        n.mkdir(parents=True, exist_ok=True)
+        self.write(n / "address", dev.mac or "00:15:5d:00:00:00", 0o444)
+        self.write(n / "mtu", "1500", 0o444)
+        self.write(n / "operstate", "up", 0o444)
+        self._symlink(n / "device", self.device_dir(dev))
+
+    def remove_net(self, dev: SimDevice) -> None:
+        if dev.ifname:
+            shutil.rmtree(self.class_net / dev.ifname, ignore_errors=True)
+
+    # -- uio_hv_generic --------------------------------------------------------------------------
+
+    def add_uio(self, dev: SimDevice, number: int, backing_sizes: list[int]) -> None:
+        """uio/uioN/ with name, version, event, dev, maps/mapK; backing files; class/uio link.
+
+        `dev.maps` holds (name, size) per map; `backing_sizes` the size of each backing file
+        (map 0 may be larger when the profile's fixed ring st_size exceeds the allocation).
+        """
+        name = f"uio{number}"
+        dev.uio = name
+        final = self.device_dir(dev) / "uio" / name
+        u = final.with_name(f".tmp-{name}")  # filled, then renamed: the guest never sees half
+        (u / "maps").mkdir(parents=True)
+        self.write(u / "name", UIO_NAME, 0o444)
+        self.write(u / "version", UIO_VERSION, 0o444)
+        self.write(u / "dev", f"{UIO_MAJOR}:{number}", 0o444)
+        self.write(u / "event", str(dev.event), 0o444)
+        self._symlink(u / "device", self.device_dir(dev))
+        backing_dir = map_backing(self.root, name, 0).parent
+        shutil.rmtree(backing_dir, ignore_errors=True)
+        backing_dir.mkdir(parents=True)
+        for k, (map_name, size) in enumerate(dev.maps):
+            m = u / "maps" / f"map{k}"
+            m.mkdir()
+            addr = _PHYS_BASE + number * 0x1000000 if k == 0 else _VIRT_BASE + (number * 8 + k) * 0x2000000
+            self.write(m / "name", map_name, 0o444)
+            self.write(m / "addr", f"0x{addr:016x}", 0o444)
+            self.write(m / "size", f"0x{size:016x}", 0o444)
+            self.write(m / "offset", "0x0", 0o444)
+            target = map_backing(self.root, name, k)
+            if k in (1, 2):
+                target.symlink_to(self.state / ("int_page" if k == 1 else "monitor_page"))
+            else:
+                with open(target, "wb") as f:
+                    f.truncate(backing_sizes[k])
+        os.rename(u, final)
+        self._symlink(self.class_uio / name, final)
+
+    def remove_uio(self, dev: SimDevice) -> None:
+        if not dev.uio:
+            return
+        self._unlink(self.class_uio / dev.uio)
+        self._unlink(self.dev / dev.uio)
+        shutil.rmtree(self.device_dir(dev) / "uio", ignore_errors=True)
+        shutil.rmtree(map_backing(self.root, dev.uio, 0).parent, ignore_errors=True)
+        dev.uio = None

@@ -1,0 +1,598 @@
+"""The guest-side tap netdev: our own /dev/net/tun fd, configured through pyroute2.
+
+What lives here:
+  * `Tap` — opens /dev/net/tun itself (TUNSETIFF with IFF_TAP | IFF_NO_PI, optionally
+    IFF_VNET_HDR and IFF_MULTI_QUEUE), keeps that fd non-blocking, and uses pyroute2's `IPRoute`
+    only for configuration: MAC, MTU, moving the link into a named network namespace, admin state,
+    addresses and (as a fallback) carrier.
+  * The mapping of netlink / ioctl errno values to `hvuio.errors` (`netlink_error`, `os_error`).
+
+What must not live here: packet processing. The hot path (C, `_native/rx.c` / `tx.c`) reads and
+writes the fd returned by `Tap.fileno()` directly; `read_frame` / `write_frame` are helpers for
+tests and the emulator's slow path.
+
+This is the ONLY module in hvuio that imports pyroute2.
+
+Frame format on the fd
+----------------------
+With ``vnet_hdr=True`` (the default) every read returns, and every write must supply, one frame as
+
+    [virtio_net_hdr_v1, 12 bytes, little-endian][Ethernet frame: dst, src, type/len, payload]
+
+    offset size field
+         0    1 flags        (VIRTIO_NET_HDR_F_NEEDS_CSUM=1, F_DATA_VALID=2)
+         1    1 gso_type     (0 = none; only value used while offloads are off)
+         2    2 hdr_len
+         4    2 gso_size
+         6    2 csum_start
+         8    2 csum_offset
+        10    2 num_buffers  (the kernel does not fill it on read; ignore it; write 0)
+
+TUNSETVNETHDRSZ is set to 12 (sizeof virtio_net_hdr_mrg_rxbuf) and TUNSETVNETLE to 1, so the
+layout does not depend on the host's byte order. Offloads are switched off with TUNSETOFFLOAD(0):
+the kernel then hands us complete, checksummed, non-GSO frames (gso_type 0, flags 0 or
+DATA_VALID) and we write headers of all zeros. Enabling checksum/TSO offload (mapped to RNDIS
+per-packet info) is later work. The Ethernet frame carries no FCS. With ``vnet_hdr=False`` the fd
+carries bare Ethernet frames.
+
+Carrier follows the NIC's RNDIS link state: `set_carrier` uses the TUNSETCARRIER ioctl (in Linux
+since 2018); on kernels without it, carrier off is emulated by setting the link administratively
+down (and writes then fail with EIO, reported as a dropped frame).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import secrets
+import select
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+from hvuio.errors import DeviceNotFoundError, HvuioError, NotRootError, PlatformError, UsageError
+
+TUN_PATH = "/dev/net/tun"
+NETNS_RUN_DIR = "/run/netns"
+
+
+def _iow(kind: str, nr: int, size: int = 4) -> int:
+    """Linux _IOW(kind, nr, size): direction write (1) << 30 | size << 16 | type << 8 | nr."""
+    return (1 << 30) | (size << 16) | (ord(kind) << 8) | nr
+
+
+# ioctl numbers from include/uapi/linux/if_tun.h (all take an int / unsigned int argument).
+TUNSETIFF = _iow("T", 202)
+TUNSETOFFLOAD = _iow("T", 208)
+TUNSETVNETHDRSZ = _iow("T", 216)
+TUNSETVNETLE = _iow("T", 220)
+TUNSETCARRIER = _iow("T", 226)
+
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
+
+IFF_UP = 0x1  # link flag (include/uapi/linux/if.h)
+
+VNET_HDR_LEN = 12  # sizeof(struct virtio_net_hdr_mrg_rxbuf) == sizeof(virtio_net_hdr_v1)
+ETH_HLEN = 14
+VLAN_HLEN = 4
+IFNAMSIZ = 16  # names are at most 15 characters plus the NUL
+MIN_MTU = 68  # ETH_MIN_MTU, the smallest MTU the kernel accepts on a tap
+MAX_MTU = 65535  # tun's MAX_MTU
+# Largest read: 64 KiB frame plus Ethernet+VLAN header plus the vnet header.
+READ_SIZE = VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + 65535
+# How long to wait for a link-state change the kernel applies asynchronously (linkwatch runs
+# within about a second); reaching it means something is wrong, not slow.
+LINK_WAIT_TIMEOUT = 5.0
+NAME_PREFIX = "hvu-"
+
+_ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
+_OPER_UP = ("UP", "UNKNOWN")
+_OPER_DOWN = ("DOWN", "LOWERLAYERDOWN", "NOTPRESENT")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """A snapshot of the link as the kernel reports it (RTM_GETLINK)."""
+
+    index: int
+    name: str
+    mac: bytes
+    mtu: int
+    admin_up: bool
+    carrier: bool
+    operstate: str
+
+
+def random_ifname(prefix: str = NAME_PREFIX) -> str:
+    """A fresh interface name: `prefix` plus random hex, at most 15 characters."""
+    return prefix + secrets.token_hex(8)[: IFNAMSIZ - 1 - len(prefix)]
+
+
+def check_ifname(name: str) -> None:
+    """Raise UsageError unless `name` is a valid, literal Linux interface name."""
+    if not name or len(name) >= IFNAMSIZ:
+        raise UsageError(f"interface name {name!r} must be 1 to {IFNAMSIZ - 1} characters long")
+    if name in (".", "..") or any(c in name for c in "/:%") or any(c.isspace() for c in name):
+        raise UsageError(f"interface name {name!r} must not be '.'/'..' or contain '/', ':', '%' or spaces")
+
+
+def check_mac(mac: bytes) -> None:
+    """Raise UsageError unless `mac` is a 6-byte unicast, non-zero Ethernet address."""
+    if len(mac) != 6:
+        raise UsageError(f"MAC address must be 6 bytes, got {len(mac)}")
+    if mac[0] & 1:
+        raise UsageError(f"MAC address {format_mac(mac)} is multicast (bit 0 of the first byte set)")
+    if mac == bytes(6):
+        raise UsageError("MAC address 00:00:00:00:00:00 is not usable")
+
+
+def check_mtu(mtu: int) -> None:
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise UsageError(f"MTU {mtu} is outside the range a tap accepts ({MIN_MTU}..{MAX_MTU})")
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise UsageError(f"MAC address {text!r} is not six ':'-separated hex bytes")
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise UsageError(f"MAC address {text!r} is not six ':'-separated hex bytes") from None
+
+
+def netlink_error(code: int, action: str, ifname: str, netns: str | None = None) -> HvuioError:
+    """The hvuio error for a netlink or ioctl errno `code` met while doing `action` on `ifname`."""
+    where = f" in network namespace {netns!r}" if netns else ""
+    if code in (errno.EPERM, errno.EACCES):
+        return NotRootError(f"{action} on interface {ifname!r}{where} needs root or CAP_NET_ADMIN")
+    if code == errno.EEXIST:
+        return UsageError(
+            f"interface name {ifname!r} already exists{where}",
+            "Pick another name, or remove the existing interface with 'ip link del'.",
+        )
+    if code == errno.EBUSY:
+        return UsageError(
+            f"interface name {ifname!r} already exists{where} and is in use by another program",
+            "Pick another name, or stop the program that holds the tap.",
+        )
+    if code == errno.ENODEV:
+        return DeviceNotFoundError(f"interface {ifname!r}{where} does not exist (while trying to {action})")
+    if code == errno.EINVAL:
+        return UsageError(f"the kernel rejected {action} on interface {ifname!r}{where} as invalid (EINVAL)")
+    return PlatformError(f"{action} on interface {ifname!r}{where} failed: {os.strerror(code)} (errno {code})")
+
+
+def os_error(exc: OSError, action: str, ifname: str, netns: str | None = None) -> HvuioError:
+    return netlink_error(exc.errno or errno.EIO, action, ifname, netns)
+
+
+class Tap:
+    """One tap interface whose fd this process owns. Build it with `Tap.open`.
+
+    The link exists while the fd is open (it is never made persistent); `close()` removes it.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        index: int,
+        netns: str | None,
+        vnet_hdr: bool,
+        multi_queue: bool,
+        ipr: Any,
+    ) -> None:
+        self._fd = fd
+        self._name = name
+        self._index = index
+        self._netns = netns
+        self._vnet_hdr = vnet_hdr
+        self._multi_queue = multi_queue
+        self._ipr = ipr
+        self._carrier_ioctl = True  # cleared when the kernel lacks TUNSETCARRIER
+        self._carrier = True
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def open(
+        cls,
+        name: str | None,
+        mac: bytes,
+        mtu: int,
+        netns: str | None = None,
+        vnet_hdr: bool = True,
+        multi_queue: bool = False,
+    ) -> Tap:
+        """Create tap `name` (random "hvu-…" name if None), set MAC and MTU, move it into `netns`.
+
+        The link is left administratively down with carrier on; call `up()`.
+        """
+        final = random_ifname() if name is None else name
+        check_ifname(final)
+        check_mac(mac)
+        check_mtu(mtu)
+        if netns is not None and not os.path.exists(os.path.join(NETNS_RUN_DIR, netns)):
+            raise UsageError(f"network namespace {netns!r} does not exist", "Create it with 'ip netns add'.")
+        # In the current namespace the tap is created under its final name; when it is to move,
+        # under a random temporary name, then renamed in the same RTM_SETLINK that moves it.
+        create_name = final if netns is None else random_ifname(NAME_PREFIX + "t")
+        flags = IFF_TAP | IFF_NO_PI
+        if vnet_hdr:
+            flags |= IFF_VNET_HDR
+        if multi_queue:
+            flags |= IFF_MULTI_QUEUE
+
+        root_ipr = _iproute(None, final)
+        fd = -1
+        ipr: Any = None
+        try:
+            if netns is None and _lookup(root_ipr, create_name, None) is not None:
+                raise netlink_error(errno.EEXIST, "create tap", create_name)
+            fd = _open_tun(create_name)
+            try:
+                ifr = struct.pack(f"{IFNAMSIZ}sH22x", create_name.encode(), flags)
+                fcntl.ioctl(fd, TUNSETIFF, ifr)
+                if vnet_hdr:
+                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                    _set_vnet_le(fd)
+                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)  # offloads: later work (see module docstring)
+            except OSError as exc:
+                raise os_error(exc, "create tap", create_name) from exc
+            index = _lookup(root_ipr, create_name, None)
+            if index is None:
+                raise DeviceNotFoundError(f"tap {create_name!r} vanished right after it was created")
+            if netns is not None:
+                index = _move(root_ipr, index, create_name, final, netns)
+                ipr = _iproute(netns, final)
+            else:
+                ipr, root_ipr = root_ipr, None
+            tap = cls(fd, final, index, netns, vnet_hdr, multi_queue, ipr)
+            tap._set(address=format_mac(mac), mtu=mtu, action="set MAC and MTU")
+            return tap
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)  # not persistent: this removes the link wherever it is now
+            if ipr is not None:
+                ipr.close()
+            raise
+        finally:
+            if root_ipr is not None:
+                root_ipr.close()
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def netns(self) -> str | None:
+        return self._netns
+
+    @property
+    def vnet_hdr(self) -> bool:
+        return self._vnet_hdr
+
+    @property
+    def multi_queue(self) -> bool:
+        return self._multi_queue
+
+    @property
+    def carrier(self) -> bool:
+        """The carrier last requested with `set_carrier` (on after `open`)."""
+        return self._carrier
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        """The tap fd (non-blocking); frame format in the module docstring."""
+        self._check_open()
+        return self._fd
+
+    # ---------------------------------------------------------------- configuration
+    def state(self) -> LinkState:
+        """The link as the kernel reports it now."""
+        self._check_open()
+        try:
+            msg = self._ipr.link("get", index=self._index)[0]
+        except NetlinkError as exc:
+            raise netlink_error(exc.code, "read state", self._name, self._netns) from exc
+        return LinkState(
+            index=self._index,
+            name=str(msg.get_attr("IFLA_IFNAME")),
+            mac=parse_mac(str(msg.get_attr("IFLA_ADDRESS"))),
+            mtu=int(msg.get_attr("IFLA_MTU")),
+            admin_up=bool(msg["flags"] & IFF_UP),
+            carrier=bool(msg.get_attr("IFLA_CARRIER")),
+            operstate=str(msg.get_attr("IFLA_OPERSTATE")),
+        )
+
+    def set_mac(self, mac: bytes) -> None:
+        check_mac(mac)
+        self._set(address=format_mac(mac), action="set MAC")
+
+    def set_mtu(self, mtu: int) -> None:
+        check_mtu(mtu)
+        self._set(mtu=mtu, action="set MTU")
+
+    def up(self) -> None:
+        """Set the link administratively up and wait until the kernel reports it."""
+        self._set(state="up", action="set up")
+        self.wait_for(lambda s: s.admin_up and (s.operstate in _OPER_UP) == s.carrier, "link up")
+
+    def down(self) -> None:
+        self._set(state="down", action="set down")
+        self.wait_for(lambda s: not s.admin_up and s.operstate in _OPER_DOWN, "link down")
+
+    def add_address(self, cidr: str) -> None:
+        """Add an IPv4 or IPv6 address given as "address/prefix" (e.g. "198.18.0.2/24")."""
+        self._check_open()
+        try:
+            iface = ipaddress.ip_interface(cidr)
+        except ValueError:
+            raise UsageError(f"address {cidr!r} is not an IP address with a /prefix") from None
+        if "/" not in cidr:
+            raise UsageError(f"address {cidr!r} needs a /prefix length")
+        try:
+            self._ipr.addr("add", index=self._index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise UsageError(f"address {cidr} is already on interface {self._name!r}") from exc
+            raise netlink_error(exc.code, f"add address {cidr}", self._name, self._netns) from exc
+
+    def set_carrier(self, up: bool) -> None:
+        """Make the tap's carrier follow the NIC's link state; waits until the kernel shows it."""
+        self._check_open()
+        if self._carrier_ioctl:
+            try:
+                fcntl.ioctl(self._fd, TUNSETCARRIER, struct.pack("i", 1 if up else 0))
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+                    raise os_error(exc, "set carrier", self._name, self._netns) from exc
+                self._carrier_ioctl = False
+        self._carrier = up
+        if not self._carrier_ioctl:
+            # Fallback for kernels without TUNSETCARRIER: no carrier == administratively down.
+            if up:
+                self.up()
+            else:
+                self.down()
+            return
+        if up:
+            self.wait_for(lambda s: s.carrier and (not s.admin_up or s.operstate in _OPER_UP), "carrier on")
+        else:
+            self.wait_for(lambda s: not s.carrier and (not s.admin_up or s.operstate in _OPER_DOWN), "carrier off")
+
+    def wait_for(self, check: Callable[[LinkState], bool], what: str, timeout: float = LINK_WAIT_TIMEOUT) -> LinkState:
+        """Wait until `check(state())` holds, woken by RTM_NEWLINK notifications (no sleeping).
+
+        The monitor socket subscribes before the state is re-read, so a change that happens in
+        between is not missed. Raises PlatformError after `timeout` seconds.
+        """
+        last: list[LinkState] = []
+
+        def done() -> bool:
+            last[:] = [self.state()]
+            return check(last[0])
+
+        def why() -> str:
+            st = last[0]
+            return (
+                f"interface {self._name!r}: {what} not reached within {timeout:g} s "
+                f"(admin_up={st.admin_up}, carrier={st.carrier}, operstate={st.operstate})"
+            )
+
+        _wait_link_event(self._netns, self._name, done, why, timeout)
+        return last[0]
+
+    # ---------------------------------------------------------------- frames (tests, slow path)
+    def read_frame(self) -> bytes | None:
+        """One Ethernet frame from the fd (vnet header stripped), or None when none is queued."""
+        self._check_open()
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise os_error(exc, "read frame", self._name, self._netns) from exc
+        if self._vnet_hdr:
+            if len(data) < VNET_HDR_LEN:
+                raise PlatformError(f"tap {self._name!r} returned {len(data)} bytes, less than the vnet header")
+            return data[VNET_HDR_LEN:]
+        return data
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Hand one Ethernet frame to the kernel as if received on the link.
+
+        Returns False when the kernel dropped it for a transient reason (link down: EIO; queue
+        full: EAGAIN/ENOBUFS). A frame shorter than an Ethernet header or longer than MTU plus
+        Ethernet and VLAN headers is a caller bug and raises UsageError.
+        """
+        self._check_open()
+        if len(frame) < ETH_HLEN or len(frame) > MAX_MTU + ETH_HLEN + VLAN_HLEN:
+            raise UsageError(f"frame of {len(frame)} bytes is not a valid Ethernet frame")
+        try:
+            if self._vnet_hdr:
+                os.writev(self._fd, (_ZERO_VNET_HDR, frame))
+            else:
+                os.write(self._fd, frame)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.ENOBUFS, errno.EAGAIN):
+                return False
+            raise os_error(exc, "write frame", self._name, self._netns) from exc
+        return True
+
+    # ---------------------------------------------------------------- teardown
+    def close(self) -> None:
+        """Close the fd, which removes the link (it is not persistent). Idempotent."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        try:
+            # The kernel unregisters the link on the last close of its fd; a forked helper
+            # (pyroute2 creates namespace sockets in a child) may briefly hold a copy.
+            _wait_link_event(
+                self._netns,
+                self._name,
+                lambda: not _link_exists(self._ipr, self._index),
+                lambda: f"tap {self._name!r} still exists {LINK_WAIT_TIMEOUT:g} s after its fd was closed",
+                LINK_WAIT_TIMEOUT,
+            )
+        finally:
+            self._ipr.close()
+
+    def __enter__(self) -> Tap:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" netns={self._netns}" if self._netns else ""
+        return f"<Tap {self._name} index={self._index}{where}{' closed' if self.closed else ''}>"
+
+    # ---------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise UsageError(f"tap {self._name!r} is closed")
+
+    def _set(self, action: str, **kwargs: Any) -> None:
+        self._check_open()
+        try:
+            self._ipr.link("set", index=self._index, **kwargs)
+        except NetlinkError as exc:
+            raise netlink_error(exc.code, action, self._name, self._netns) from exc
+
+
+def _open_tun(ifname: str) -> int:
+    try:
+        return os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PlatformError(
+            f"{TUN_PATH} does not exist, so tap {ifname!r} cannot be created",
+            "Load the tun module ('modprobe tun') or run in a container with /dev/net/tun.",
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise PlatformError(f"{TUN_PATH} exists but the tun driver is not loaded", "Run 'modprobe tun'.") from None
+        raise os_error(exc, f"open {TUN_PATH} for", ifname) from exc
+
+
+def _set_vnet_le(fd: int) -> None:
+    """Make the vnet header little-endian explicitly (it already is on little-endian hosts)."""
+    try:
+        fcntl.ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
+    except OSError:
+        import sys
+
+        if sys.byteorder != "little":
+            raise
+
+
+def _iproute(netns: str | None, ifname: str, groups: int | None = None) -> Any:
+    """An IPRoute socket in `netns` (never creating the namespace), errors mapped."""
+    kwargs: dict[str, Any] = {}
+    if groups is not None:
+        kwargs["groups"] = groups
+    try:
+        if netns is None:
+            return IPRoute(**kwargs)
+        return IPRoute(netns=netns, flags=0, **kwargs)
+    except NetlinkError as exc:
+        raise netlink_error(exc.code, "open netlink socket for", ifname, netns) from exc
+    except FileNotFoundError:
+        raise UsageError(f"network namespace {netns!r} does not exist") from None
+    except OSError as exc:
+        raise os_error(exc, "open netlink socket for", ifname, netns) from exc
+
+
+def _lookup(ipr: Any, name: str, netns: str | None) -> int | None:
+    try:
+        found = ipr.link_lookup(ifname=name)
+    except NetlinkError as exc:
+        raise netlink_error(exc.code, "look up", name, netns) from exc
+    return int(found[0]) if found else None
+
+
+def _move(ipr: Any, index: int, tmp_name: str, final: str, netns: str) -> int:
+    """Move link `index` into `netns` renaming it to `final`; return its index there."""
+    try:
+        nsfd = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"network namespace {netns!r} does not exist") from None
+    try:
+        ipr.link("set", index=index, net_ns_fd=nsfd, ifname=final)
+    except NetlinkError as exc:
+        # On EEXIST the kernel may already have moved the link under its temporary name; the
+        # caller closes the fd, which removes it there.
+        raise netlink_error(exc.code, "move tap into namespace", final, netns) from exc
+    finally:
+        os.close(nsfd)
+    with _iproute(netns, final) as nsipr:
+        found = _lookup(nsipr, final, netns)
+    if found is None:
+        raise DeviceNotFoundError(f"tap {final!r} not found in network namespace {netns!r} after the move ({tmp_name})")
+    return found
+
+
+def _link_exists(ipr: Any, index: int) -> bool:
+    try:
+        ipr.link("get", index=index)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise
+    return True
+
+
+def _wait_link_event(netns: str | None, name: str, done: Callable[[], bool], why: Callable[[], str], timeout: float) -> None:
+    """Return once `done()` is true, re-checking on every RTM_*LINK notification; no sleeping.
+
+    The monitor subscribes before `done()` is re-evaluated, so a change that lands in between is
+    not missed; notifications are only wake-ups (after an overrun, re-checking covers what was
+    lost). Raises PlatformError(why()) after `timeout` seconds.
+    """
+    if done():
+        return
+    mon = _iproute(netns, name, groups=RTMGRP_LINK)
+    try:
+        mon.bind(groups=RTMGRP_LINK)
+        poller = select.poll()
+        poller.register(mon.fileno(), select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PlatformError(why())
+            if poller.poll(int(remaining * 1000) + 1):
+                try:
+                    mon.get()
+                except NetlinkError:
+                    pass  # e.g. ENOBUFS after an overrun
+    finally:
+        mon.close()
