@@ -1,22 +1,28 @@
 """`hvuio sim`: run the emulated guest kernel (VMBus + uio_hv_generic) under a sysroot.
 
 `hvuio sim start --sysroot DIR --kernel 6.17 --nics 2` builds the tree and runs the kernel
-emulation daemonised (pid file `DIR/run/hvuio-sim/kernel.pid`, log next to it), or in the
-foreground with --foreground until SIGINT/SIGTERM. `hvuio sim stop --sysroot DIR` stops it; the
-kernel removes its tree on the way out. Then every other command works against the tree with
-`hvuio --sysroot DIR ...` (or HVUIO_SYSROOT=DIR).
+emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
+--pcap-in / --wire for the network behind it) daemonised (pid file
+`DIR/run/hvuio-sim/kernel.pid`, log next to it), or in the foreground with --foreground until
+SIGINT/SIGTERM. `hvuio sim stop --sysroot DIR` stops it; the kernel removes its tree on the way
+out. Then every other command works against the tree with
+`hvuio --sysroot DIR ...` (or HVUIO_SYSROOT=DIR). `hvuio sim status|link|rescind` talk to the
+running host through its control socket (hvuio.sim.vsp_control).
 
-Thin: the emulation itself is hvuio.sim.kernel.
+Thin: the emulation itself is hvuio.sim.kernel and hvuio.sim.vsp.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +30,22 @@ from hvuio.cli import App, cli, pass_app
 from hvuio.errors import UsageError
 
 PID_FILE = "run/hvuio-sim/kernel.pid"
+
+if TYPE_CHECKING:
+    from hvuio.sim.net import FrameNetwork
+
+
+def _make_network(pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> FrameNetwork | None:
+    """The network behind the emulated host: none, pcap files, or a tap in a namespace (root)."""
+    if wire:
+        from hvuio.sim.net import HostNetwork
+
+        return HostNetwork.create()
+    if pcap_out is not None or pcap_in is not None:
+        from hvuio.sim.net import PcapNetwork
+
+        return PcapNetwork(pcap_out, pcap_in)
+    return None
 
 
 def _root(app: App, sysroot: Path | None) -> Path:
@@ -34,13 +56,18 @@ def _root(app: App, sysroot: Path | None) -> Path:
     return root
 
 
-def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | None = None) -> None:
+def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | None = None,
+                host: dict[str, Any] | None = None) -> None:
     from hvuio.sim.kernel import SimKernel
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with SimKernel(root, kernel, nics=nics) as k:
+    with SimKernel(root, kernel, nics=nics) as k, contextlib.ExitStack() as stack:
+        if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
+            from hvuio.sim.vsp_control import run_host
+
+            stack.enter_context(run_host(k, root, network=_make_network(**host)))
         (root / PID_FILE).write_text(f"{os.getpid()}\n")
         if ready is not None:
             ready.set()
@@ -72,9 +99,20 @@ def sim() -> None:
 @click.option("--kernel", default="6.17", show_default=True, help="Kernel profile to emulate.")
 @click.option("--nics", type=click.IntRange(0, 64), default=1, show_default=True)
 @click.option("--foreground", is_flag=True, help="Run in this process until interrupted.")
+@click.option("--no-host", is_flag=True, help="Kernel only: no emulated Hyper-V host (VSP) answers the NICs.")
+@click.option("--pcap-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the frames the guest sends to this pcap file.")
+@click.option("--pcap-in", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Deliver the frames of this pcap file to the guest once its packet filter is set.")
+@click.option("--wire", is_flag=True,
+              help="Connect the host to a tap with 198.18.0.1/24 in a new network namespace (root).")
 @pass_app
-def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground: bool) -> None:
-    """Build the tree and start the emulated kernel."""
+def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground: bool, no_host: bool,
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> None:
+    """Build the tree and start the emulated kernel and host."""
+    if wire and (pcap_out is not None or pcap_in is not None):
+        raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
+    host = None if no_host else {"pcap_out": pcap_out, "pcap_in": pcap_in, "wire": wire}
     from hvuio.sim.profiles import PROFILES
 
     if kernel not in PROFILES:
@@ -84,7 +122,7 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
         raise UsageError(f"{root}/sys already exists", "Run 'hvuio sim stop' first or pick another --sysroot.")
     root.mkdir(parents=True, exist_ok=True)
     if foreground:
-        _run_kernel(root, kernel, nics)
+        _run_kernel(root, kernel, nics, host=host)
         return
     pid = os.fork()
     if pid == 0:  # child: detach and run
@@ -95,7 +133,7 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
             os.dup2(devnull, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            _run_kernel(root, kernel, nics)
+            _run_kernel(root, kernel, nics, host=host)
         finally:
             os._exit(0)
     deadline = time.monotonic() + 10
@@ -133,3 +171,48 @@ def sim_stop(app: App, sysroot: Path | None, timeout: float) -> None:
     else:
         raise UsageError(f"sim kernel pid {pid} did not stop within {timeout:g} s")
     click.echo(f"sim kernel (pid {pid}) stopped; tree under {root} removed")
+
+
+@sim.command("link")
+@click.argument("device")
+@click.argument("state", type=click.Choice(["up", "down"]))
+@click.option("--sysroot", "sysroot", type=click.Path(file_okay=False, path_type=Path), default=None)
+@pass_app
+def sim_link(app: App, device: str, state: str, sysroot: Path | None) -> None:
+    """Scripted link change of a simulated NIC (GUID or interface name): an RNDIS indication."""
+    from hvuio.sim.vsp_control import request
+
+    request(_root(app, sysroot), {"cmd": "link", "device": device, "up": state == "up"})
+    click.echo(f"{device}: link {state}")
+
+
+@sim.command("rescind")
+@click.argument("device")
+@click.option("--sysroot", "sysroot", type=click.Path(file_okay=False, path_type=Path), default=None)
+@pass_app
+def sim_rescind(app: App, device: str, sysroot: Path | None) -> None:
+    """Host rescind of a simulated NIC: the guest sees EIO/EOF, the device disappears."""
+    from hvuio.sim.vsp_control import request
+
+    request(_root(app, sysroot), {"cmd": "rescind", "device": device})
+    click.echo(f"{device}: rescinded")
+
+
+@sim.command("status")
+@click.option("--sysroot", "sysroot", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
+@pass_app
+def sim_status(app: App, sysroot: Path | None, as_json: bool) -> None:
+    """Per-NIC view of the emulated host: open, link, NVSP state, counters, fault."""
+    from hvuio.sim.vsp_control import request
+
+    devices = request(_root(app, sysroot), {"cmd": "status"})["devices"]
+    if as_json:
+        click.echo(json.dumps(devices, indent=1, sort_keys=True))
+        return
+    for guid, d in devices.items():
+        state = d.get("nvsp_state", "closed") if d["open"] else "closed"
+        click.echo(f"{d['ifname'] or guid} {guid} {d['uio'] or '-'} {state} link {'up' if d['link_up'] else 'down'}"
+                   + (f" FAULT: {d['fault']}" if d["fault"] else ""))
+        counters = d["counters"]
+        click.echo("  " + " ".join(f"{k}={v}" for k, v in counters.items() if v))

@@ -141,7 +141,7 @@ def test_default_route_interfaces_parsing(tmp_path: Path) -> None:
     assert B.default_route_interfaces(tmp_path) == {"eth1", "eth3"}
 
 
-NETNS = "hvuio-bindtest"
+NETNS = f"hvuio-bind{os.getpid()}"
 
 
 @pytest.mark.skipif(have_netns() is not None, reason=str(have_netns()))
@@ -193,3 +193,15 @@ def test_stale_sim_tree_does_not_hang(tmp_path: Path) -> None:
             B.bind_device(tmp_path, "hveth0")
     finally:
         k.tree.destroy()
+
+
+def test_refused_probe_rolls_back(tmp_path: Path) -> None:
+    """6.9 refuses a non-monitored channel: bind fails with a hint and hv_netvsc gets it back."""
+    with SimKernel(tmp_path, "6.9", nics=1, nic_monitored=False) as k:
+        with pytest.raises(B.SysfsError) as err:
+            B.bind_device(tmp_path, "hveth0", timeout=0.5)
+        assert "previous driver was restored" in err.value.message and "6.10" in err.value.hint
+        assert any("requires hypercall" in m for m in k.dmesg)
+        dev = VmbusDevice.from_uuid(tmp_path, k.nics[0].guid)
+        assert dev.driver == "hv_netvsc" and dev.driver_override is None
+        assert not B.journal_path(tmp_path, dev.guid).exists()

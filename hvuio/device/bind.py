@@ -319,10 +319,40 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
             _wait_for(f"{device.guid} to leave {previous}", lambda: device.driver != previous, timeout)
         if device.driver is None:
             _write(bus / "drivers" / UIO_DRIVER / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
-    _wait_for(f"{device.guid} to be bound to {UIO_DRIVER} with its /dev/uioN",
-              lambda: _bound_to(device, UIO_DRIVER), timeout)
+    try:
+        _wait_for(f"{device.guid} to be bound to {UIO_DRIVER} with its /dev/uioN",
+                  lambda: _bound_to(device, UIO_DRIVER), timeout)
+    except SysfsError as err:
+        _rollback(sysroot, device, timeout)
+        hint = err.hint
+        if device.monitor_id is None:
+            hint = ("The channel is not monitored; kernels before 6.10 refuse to bind such channels "
+                    "('vmbus channel requires hypercall' in dmesg). " + hint)
+        raise SysfsError(f"{err.message}; the previous driver was restored", hint) from None
     uio = device.uio
     return BindResult(device.guid, UIO_DRIVER, True, method, uio.name if uio else None, tuple(netdevs))
+
+
+def _rollback(sysroot: Path | str, device: VmbusDevice, timeout: float) -> None:
+    """Best effort after a failed bind: give the device back as the journal says, drop the journal."""
+    try:
+        if device.driver == UIO_DRIVER:
+            unbind_device(sysroot, device.guid, euid=0, timeout=timeout)
+            return
+        journal = read_journal(sysroot, device.guid) or {}
+        target = str(journal.get("previous_driver") or DEFAULT_DRIVER)
+        bus = sys_path(sysroot, "/sys/bus/vmbus")
+        if device.has_driver_override:
+            prev = journal.get("previous_override")
+            _write(device.path / "driver_override", str(prev) if prev else "")
+        else:
+            _write(bus / "drivers" / UIO_DRIVER / "remove_id", NIC_CLASS, ignore=(errno.ENODEV,))
+        if device.driver is None:
+            _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+            _wait_for(f"{device.guid} to return to {target}", lambda: device.driver == target, timeout)
+        journal_path(sysroot, device.guid).unlink(missing_ok=True)
+    except (SysfsError, NotRootError):
+        pass  # the original error is what the user needs to see
 
 
 def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,

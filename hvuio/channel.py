@@ -1,0 +1,385 @@
+"""One VMBus channel of a netvsc device: outbound Ring + inbound Ring + Interrupt + signalling.
+
+What lives here:
+  * `Channel` — built from an open `UioHandle` (the primary: map 0, TX ring at 0, RX ring at
+    S = size / 2, spec §1.4) or from a subchannel's `ring` file. `send()` writes an
+    `Outbound` (or raw bytes) and signals the host per §3.11(a); RNDIS control messages are first
+    copied into a send-buffer section from a `SectionPool` and freed by `release()` when the host
+    completes the send. `receive()` copies packets out (the C core validates §4 items 1–10),
+    signals for flow control (§3.11 b) and turns them into proto `Inbound`s; `ingest()` does the
+    same for one packet read elsewhere (the data path's `read_control`).
+  * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
+    the C core's `check_xfer_header`), the NVSP payload checked to be type 107 (§4.13), every
+    range copied out of the receive buffer before it is parsed (§4.16), split into RNDIS
+    messages, and the packet completed with NVSP type 108 and the same trans_id (§3.6). RNDIS data
+    messages met here (no data path running) are counted and dropped.
+  * Signalling (§3.12): a monitored channel ORs its trigger bit into the monitor page atomically;
+    a non-monitored one writes 1 to the uio fd (the kernel's irqcontrol then signals the host).
+    The C ring core has no atomic-OR helper outside the data path, so `MonitorSignal` calls
+    libatomic's `__atomic_fetch_or_4` through ctypes (a locked OR, never a plain store: the word
+    is shared with every other channel of the guest, §3.12 item 61).
+  * Interrupt policy (§1.10, §1.13 step 5): `unmask()` writes 1 to the uio fd once; `wait()`
+    re-clears the inbound mask by a direct store after every wake-up (kernels up to 6.16 set it
+    to 1 on each interrupt, and a write(1) would also signal the host each time), re-checks the
+    ring, then polls. EIO / EOF become `RescindedError` (uio.Interrupt does that).
+
+What must not live here: protocol state (hvuio/proto), device discovery (hvuio/device), the hot
+data path (hvuio/datapath.py + _native/), timers other than the bounded wait for ring space.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import mmap
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from hvuio import native
+from hvuio.device.uio import Interrupt, UioHandle, monitor_trigger
+from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolError, PlatformError,
+                          SysfsError)
+from hvuio.native import Packet, PacketType, Ring
+from hvuio.proto.events import Inbound, InboundKind, Outbound
+from hvuio.sections import SectionPool
+from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
+from hvuio.wire import vmbus as wv
+
+log = logging.getLogger(__name__)
+
+#: netvsc uses in-band, transfer-page and completion packets only (spec §4 item 9).
+NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP)
+#: Seconds a control send may wait for outbound ring space before the host is declared stuck
+#: (the same 5 s the protocol machines give a reply, hvuio/proto/limits.py).
+RING_SPACE_TIMEOUT: Final = 5.0
+_SPACE_POLL: Final = 0.005
+_XFER_HEAD: Final = struct.Struct("<HBBI")  # pageset id, sender_owns, reserved, range_cnt
+_RANGE: Final = struct.Struct("<II")  # byte_count, byte_offset
+_DESC: Final = struct.Struct("<HHHHQ")
+_SEQ_CST: Final = 5  # __ATOMIC_SEQ_CST
+
+
+class Signaller(Protocol):
+    """How this channel tells the host "look at the outbound ring" (spec §3.12)."""
+
+    def signal(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class IrqSignal:
+    """Non-monitored channel: a 4-byte write of 1 to the uio fd (kernel irqcontrol, 6.10+)."""
+
+    def __init__(self, interrupt: Interrupt) -> None:
+        self._irq = interrupt
+
+    def signal(self) -> None:
+        self._irq.enable()
+
+    def close(self) -> None:
+        pass
+
+
+def _fetch_or() -> Callable[[int, int, int], int]:
+    name = ctypes.util.find_library("atomic") or "libatomic.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+        fn = lib.__atomic_fetch_or_4
+    except (OSError, AttributeError) as err:
+        raise PlatformError(
+            f"cannot signal a monitored channel: libatomic is not available ({err})",
+            "Install libatomic1, or configure the channel without monitor_id.") from None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
+    fn.restype = ctypes.c_uint32
+    return fn
+
+
+class MonitorSignal:
+    """Monitored channel: atomic OR of bit id % 32 into trigger_group[id / 32].pending (map 2)."""
+
+    def __init__(self, monitor_page: mmap.mmap, monitor_id: int) -> None:
+        trig = monitor_trigger(monitor_id)
+        if trig.pending_offset + 4 > len(monitor_page):
+            raise SysfsError(f"monitor page of {len(monitor_page)} bytes has no trigger group {trig.group}")
+        self._or = _fetch_or()
+        self._word: ctypes.c_uint32 | None = ctypes.c_uint32.from_buffer(monitor_page, trig.pending_offset)
+        self._bit = 1 << trig.bit
+        self.monitor_id = monitor_id
+
+    def signal(self) -> None:
+        if self._word is None:
+            raise LocalProtocolError(f"monitor signal for id {self.monitor_id} used after close")
+        self._or(ctypes.addressof(self._word), self._bit, _SEQ_CST)
+
+    def close(self) -> None:
+        self._word = None  # releases the export of the mmap so it can be unmapped
+
+
+@dataclass
+class ChannelCounters:
+    packets_in: int = 0
+    packets_out: int = 0
+    signals: int = 0
+    xfer_packets: int = 0
+    rndis_control: int = 0
+    rndis_data_dropped: int = 0
+    acks_sent: int = 0
+    control_queued: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        d = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        d.update(self.extra)
+        return d
+
+
+class Channel:
+    """Two rings over `rings` (TX at 0, RX at `ring_size`), the interrupt and the signal path."""
+
+    def __init__(self, rings: mmap.mmap, *, ring_size: int, interrupt: Interrupt, signaller: Signaller,
+                 recv_buf: mmap.mmap | None, send_buf: mmap.mmap | None, name: str,
+                 may_unmask: bool = True) -> None:
+        if len(rings) < 2 * ring_size:
+            raise SysfsError(f"{name}: ring mapping of {len(rings):#x} bytes cannot hold two rings of {ring_size:#x}")
+        self.name = name
+        tx = Ring(rings, direction=native.Direction.TX, offset=0, size=ring_size, accept_types=NETVSC_TYPES)
+        rx = Ring(rings, direction=native.Direction.RX, offset=ring_size, size=ring_size,
+                  accept_types=NETVSC_TYPES)
+        self._rings: tuple[Ring, Ring] | None = (tx, rx)
+        self.interrupt = interrupt
+        self.recv_buf = recv_buf
+        self.send_buf = send_buf
+        self.may_unmask = may_unmask
+        self.counters = ChannelCounters()
+        self._signaller = signaller
+        self._recv_section: int | None = None
+        self._pool: SectionPool | None = None
+        self._inflight: dict[int, int] = {}  # trans_id -> section index
+        self._waiting: deque[Outbound] = deque()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def primary(cls, handle: UioHandle) -> Channel:
+        """The primary channel of an open device (map 0; monitor id from the device directory)."""
+        mid = handle.device.monitor_id
+        sig: Signaller = (MonitorSignal(handle.monitor_page, mid) if mid is not None
+                          else IrqSignal(handle.interrupt))
+        return cls(handle.rings, ring_size=handle.ring_size, interrupt=handle.interrupt, signaller=sig,
+                   recv_buf=handle.recv_buffer, send_buf=handle.send_buffer,
+                   name=f"{handle.device.guid} channel {handle.device.relid}")
+
+    @classmethod
+    def subchannel(cls, handle: UioHandle, relid: int) -> Channel:
+        """A subchannel from its `ring` file. Its inbound mask is never cleared (spec §1.10 item 39)."""
+        ring = handle.open_subchannel_ring(relid)
+        mid = handle.device.channel(relid).monitor_id
+        sig: Signaller = (MonitorSignal(handle.monitor_page, mid) if mid is not None
+                          else IrqSignal(handle.interrupt))
+        return cls(ring, ring_size=len(ring) // 2, interrupt=handle.interrupt, signaller=sig,
+                   recv_buf=handle.recv_buffer, send_buf=handle.send_buffer,
+                   name=f"{handle.device.guid} channel {relid}", may_unmask=False)
+
+    @property
+    def tx(self) -> Ring:
+        """The outbound (guest -> host) ring."""
+        if self._rings is None:
+            raise LocalProtocolError(f"{self.name}: channel used after close")
+        return self._rings[0]
+
+    @property
+    def rx(self) -> Ring:
+        """The inbound (host -> guest) ring."""
+        if self._rings is None:
+            raise LocalProtocolError(f"{self.name}: channel used after close")
+        return self._rings[1]
+
+    @property
+    def closed(self) -> bool:
+        return self._rings is None
+
+    # ---- configuration from NVSP events ------------------------------------------------------------
+
+    def set_recv_section(self, section_size: int) -> None:
+        """Receive-buffer slot size from RecvBufReady: the largest transfer-page range allowed."""
+        self._recv_section = section_size
+
+    def set_control_sections(self, pool: SectionPool) -> None:
+        """Send-buffer sections this channel may use for RNDIS control messages."""
+        if self.send_buf is None:
+            raise LocalProtocolError(f"{self.name}: no send buffer to hold control messages")
+        if (pool.first + pool.count) * pool.size > len(self.send_buf):
+            raise LocalProtocolError(f"{self.name}: control sections end past the send buffer")
+        self._pool = pool
+
+    # ---- sending --------------------------------------------------------------------------------------
+
+    def signal(self) -> None:
+        self.counters.signals += 1
+        self._signaller.signal()
+
+    def send(self, msg: Outbound) -> None:
+        """Send one message of a protocol machine; an RNDIS message goes into a free section first.
+
+        When every control section is in flight the message waits and goes out on `release()`.
+        """
+        if msg.rndis is None:
+            self.send_raw(PacketType.INBAND, msg.payload, trans_id=msg.trans_id,
+                          want_completion=msg.want_completion)
+            return
+        if self._pool is None:
+            raise LocalProtocolError(f"{self.name}: RNDIS send before the send buffer was connected")
+        if len(msg.rndis) > self._pool.size:
+            raise LocalProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes exceeds "
+                                     f"the {self._pool.size}-byte send section")
+        index = self._pool.alloc()
+        if index is None:
+            self.counters.control_queued += 1
+            self._waiting.append(msg)
+            return
+        assert self.send_buf is not None
+        off = self._pool.offset(index)
+        self.send_buf[off:off + len(msg.rndis)] = msg.rndis
+        self._inflight[msg.trans_id] = index
+        try:
+            self.send_raw(PacketType.INBAND, msg.placed(index), trans_id=msg.trans_id, want_completion=True)
+        except BaseException:
+            self._inflight.pop(msg.trans_id, None)
+            self._pool.free(index)
+            raise
+
+    def release(self, trans_id: int) -> None:
+        """The host completed RNDIS send `trans_id` (ControlSendComplete): free its section."""
+        index = self._inflight.pop(trans_id, None)
+        if index is None or self._pool is None:
+            return
+        self._pool.free(index)
+        while self._waiting and self._pool.available:
+            self.send(self._waiting.popleft())
+
+    def send_all(self, msgs: list[Outbound]) -> None:
+        for m in msgs:
+            self.send(m)
+
+    def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool) -> None:
+        """One packet; waits (bounded) for ring space, then signals per §3.11(a)."""
+        flags = native.FLAG_COMPLETION_REQUESTED if want_completion else 0
+        deadline: float | None = None
+        while True:
+            try:
+                need_signal = self.tx.send(ptype, payload, flags=flags, trans_id=trans_id)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + RING_SPACE_TIMEOUT
+                elif now >= deadline:
+                    raise HostTimeoutError(f"{self.name}: the host did not drain the outbound ring "
+                                           f"within {RING_SPACE_TIMEOUT:g} s") from None
+                time.sleep(_SPACE_POLL)
+        self.counters.packets_out += 1
+        if need_signal:
+            self.signal()
+
+    # ---- receiving ------------------------------------------------------------------------------------
+
+    def receive(self, max_packets: int = 64) -> list[Inbound]:
+        """Every packet available now (up to `max_packets`), as proto Inbound items."""
+        batch = self.rx.read_batch(max_packets)
+        if batch.need_signal:
+            self.signal()
+        out: list[Inbound] = []
+        for pkt in batch.packets:
+            out.extend(self.ingest(pkt))
+        return out
+
+    def ingest(self, pkt: Packet) -> list[Inbound]:
+        """One packet copied out of the inbound ring -> Inbound items (acks transfer pages)."""
+        self.counters.packets_in += 1
+        if pkt.type == PacketType.INBAND:
+            return [Inbound(InboundKind.INBAND, pkt.trans_id, pkt.payload)]
+        if pkt.type == PacketType.COMP:
+            return [Inbound(InboundKind.COMPLETION, pkt.trans_id, pkt.payload)]
+        if pkt.type == PacketType.XFER_PAGES:
+            return self._transfer_pages(pkt)
+        raise HostProtocolError(f"{self.name}: packet type {pkt.type:#x} is not one netvsc uses (0x6, 0x7, 0xb)")
+
+    def _transfer_pages(self, pkt: Packet) -> list[Inbound]:
+        self.counters.xfer_packets += 1
+        what = f"{self.name}: transfer-page packet {pkt.trans_id:#x}"
+        if self.recv_buf is None or self._recv_section is None:
+            raise HostProtocolError(f"{what} arrived before the receive buffer was connected")
+        hlen = _DESC.size + len(pkt.header)
+        raw = _DESC.pack(pkt.type, hlen // 8, (hlen + len(pkt.payload)) // 8, pkt.flags, pkt.trans_id)
+        native.check_xfer_header(raw + pkt.header + pkt.payload, pageset_id=wv.XFER_PAGESET_ID_NETVSC,
+                                 recv_buf_size=len(self.recv_buf), section_size=self._recv_section)
+        if len(pkt.payload) < wn.NvspSendRndisPacket.MIN_LEN:
+            raise HostProtocolError(f"{what}: NVSP payload of {len(pkt.payload)} bytes is shorter than "
+                                    f"{wn.NvspSendRndisPacket.MIN_LEN}")
+        nvsp_type = struct.unpack_from("<I", pkt.payload)[0]
+        if nvsp_type != wn.NvspType.SEND_RNDIS_PACKET:
+            raise HostProtocolError(f"{what}: NVSP type {nvsp_type} is not {int(wn.NvspType.SEND_RNDIS_PACKET)} "
+                                    "(send RNDIS packet)")
+        _, _, _, count = _XFER_HEAD.unpack_from(pkt.header)
+        out: list[Inbound] = []
+        for i in range(count):
+            length, offset = _RANGE.unpack_from(pkt.header, _XFER_HEAD.size + 8 * i)
+            data = bytes(self.recv_buf[offset:offset + length])  # private copy before parsing (§4.16)
+            out.extend(self._split_rndis(data, pkt.trans_id, f"{what} range {i}"))
+        self.send_raw(PacketType.COMP, wn.receive_ack(), trans_id=pkt.trans_id, want_completion=False)
+        self.counters.acks_sent += 1
+        return out
+
+    def _split_rndis(self, data: bytes, trans_id: int, what: str) -> list[Inbound]:
+        out: list[Inbound] = []
+        pos = 0
+        while pos < len(data):
+            if len(data) - pos < wr.RNDIS_HEADER_SIZE:
+                raise HostProtocolError(f"{what}: {len(data) - pos} bytes left at offset {pos}, "
+                                        "fewer than an 8-byte RNDIS header")
+            mtype, mlen = struct.unpack_from("<II", data, pos)
+            if not wr.RNDIS_HEADER_SIZE <= mlen <= len(data) - pos:
+                raise HostProtocolError(f"{what}: RNDIS message_length {mlen} at offset {pos} outside "
+                                        f"[8, {len(data) - pos}] (bytes left in the range)")
+            if mtype == wr.RndisType.PACKET:
+                self.counters.rndis_data_dropped += 1
+            else:
+                self.counters.rndis_control += 1
+                out.append(Inbound(InboundKind.RNDIS, trans_id, data[pos:pos + mlen]))
+            pos += mlen
+        return out
+
+    # ---- waiting ------------------------------------------------------------------------------------
+
+    def unmask(self) -> None:
+        """Ask for host interrupts on this channel: write 1 to the uio fd (spec §1.10)."""
+        if self.may_unmask:
+            self.interrupt.enable()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the inbound ring has data now or after an interrupt within `timeout` s."""
+        if self.rx.bytes_to_read():
+            return True
+        woke = self.interrupt.wait(timeout) is not None
+        if woke and self.may_unmask and self.rx.interrupt_mask:
+            self.rx.set_interrupt_mask(0)  # kernels <= 6.16 auto-mask on every interrupt
+        return bool(self.rx.bytes_to_read())
+
+    # ---- teardown -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop using the rings and the monitor page (the UioHandle unmaps and closes the fd)."""
+        if self._rings is None:
+            return
+        for ring in self._rings:
+            ring.detach()
+        self._rings = None  # drops the rings' exports of the mapping (others may hold DataPath's)
+        self._signaller.close()
+        self._waiting.clear()
+        self._inflight.clear()

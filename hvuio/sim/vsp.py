@@ -1,0 +1,344 @@
+"""The emulated host's network VSP runner: HostNvsp over the real shared memory of SimKernel.
+
+What lives here: `SimHost`, which plugs into the emulated kernel's host hooks and plays Hyper-V's
+side for every simulated NIC (spec §5.7–5.12), and `SimEnvironment`, the in-process context
+manager tests use to get kernel + host in one line. Per opened NIC a `Session` maps the primary
+ring file (TX ring at 0 = the host reads, RX ring at S = size / 2 = the host writes, header page
+= PAGE_SIZE) and maps 3/4 (receive / send buffer), runs a `HostNvsp` (sans-IO, host_nvsp.py) and
+one worker thread that
+  * wakes on guest signals: the kernel's `on_guest_signal` hook for non-monitored channels, and
+    for monitored channels its own poll of trigger_group[id / 32].pending bit id % 32 of the
+    monitor page (spec §3.12) every `latency` seconds (the guest's latency[id] entry, clamped to
+    `monitor_latency`), clearing the bit atomically when consumed (`MonitorPage`);
+  * drains the guest's outbound rings with the strict HostRingReader (a ring violation stops the
+    device's channels with a logged reason, as a real host's worker ends), feeds HostNvsp and
+    writes every resulting packet into the inbound ring (a full ring queues the packet in order,
+    sets the inbound pending_send_sz and retries when the guest frees space: nothing is dropped);
+  * interrupts the guest only as a host does (spec §3.11 d, §5.10): empty -> non-empty of an
+    inbound ring whose interrupt_mask is 0, and outbound free space crossing pending_send_sz;
+    one interrupt per channel per batch;
+  * handles HostNvsp events: FrameFromGuest -> network, SubchannelsOffered -> kernel.add_subchannel
+    (their rings appear later: attached when present) then HostNvsp.subchannels_opened(),
+    ChannelFault -> stop serving the device with the reason logged and kept in `status()`;
+  * delivers frames from the network (one reader thread; every NIC whose RNDIS filter is set
+    receives each frame: the network is a hub) with HostNvsp.deliver_batch, spread over the open
+    channels by a flow hash; HostNvsp counts what it drops;
+  * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives).
+A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
+
+PUBLIC API (kept small; other people build on it):
+
+    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=HostProfile(),
+                        network=None) as env:
+        env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
+        env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
+        env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
+        env.host.status()                              # JSON-able dict per device: counters, fault
+        env.host.counters(env.nics[0])                 # VspCounters of one device
+        env.host.fault(env.nics[0])                    # why the host stopped serving it, or None
+        env.host.nvsp(env.nics[0])                     # the live HostNvsp (inspect only), or None
+        env.host.wait_for(lambda: ..., timeout=5.0)    # poll helper for tests (no timed asserts)
+
+(HostProfile is hvuio.sim.host_profile.HostProfile; devices may be named by SimDevice, instance
+GUID or interface name.)
+
+`SimHost(kernel, profile, network)` alone attaches to a kernel built elsewhere (the CLI daemon);
+`close()` stops every worker. The network (a FrameNetwork, see net.py) belongs to the caller and
+is not closed here. Extra keyword arguments of SimEnvironment go to SimKernel.
+
+Threads and locks: the kernel hooks run on the kernel thread holding `kernel.lock`. A session's
+worker touches shared memory only while holding `session.lock` with `session.stopped` false; it
+calls back into the kernel (signal_guest, add_subchannel, ring lookup) only after releasing it,
+under `kernel.lock`, re-checking `stopped`. Lock order is kernel.lock -> session.lock, never the
+reverse, so on_close can stop a session synchronously without joining its thread.
+
+What must not live here: protocol rules (host_nvsp.py / host_rndis.py), ring layout rules
+(ring.py), kernel semantics (kernel.py), the per-device worker (vsp_session.py), the control
+socket (vsp_control.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hvuio.errors import LocalProtocolError, UsageError
+from hvuio.sim.host_nvsp import HostNvsp
+from hvuio.sim.host_profile import HostProfile
+from hvuio.sim.kernel import SimKernel
+from hvuio.sim.net import FrameNetwork
+from hvuio.sim.profiles import KernelProfile
+from hvuio.sim.tree import SimDevice
+from hvuio.sim.vsp_session import (DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, MonitorPage, Session,
+                                   VspCounters)
+
+__all__ = ["SimEnvironment", "SimHost", "VspCounters"]
+
+log = logging.getLogger(__name__)
+
+
+class SimHost:
+    """Hyper-V's side of every simulated NIC of `kernel`; see the module docstring."""
+
+    def __init__(self, kernel: SimKernel, profile: HostProfile | None = None,
+                 network: FrameNetwork | None = None, *,
+                 monitor_latency: tuple[float, float, float] = DEFAULT_MONITOR_LATENCY,
+                 tick_interval: float = TICK_INTERVAL) -> None:
+        floor, default, ceiling = monitor_latency
+        if not 0 < floor <= default <= ceiling:
+            raise UsageError(f"monitor_latency {monitor_latency} must be 0 < floor <= default <= ceiling")
+        self.kernel = kernel
+        self.profile = profile if profile is not None else HostProfile()
+        self.network = network
+        self.monitor_latency = monitor_latency
+        self.tick_interval = tick_interval
+        self._monitor: MonitorPage | None = None
+        self._sessions: dict[str, Session] = {}
+        self._counters: dict[str, VspCounters] = {}
+        self._faults: dict[str, str] = {}
+        self._link: dict[str, bool] = {}
+        self._retired: list[threading.Thread] = []
+        self._closed = False
+        self._net_wake_r, self._net_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._net_thread: threading.Thread | None = None
+        if network is not None:
+            self._net_thread = threading.Thread(target=self._net_run, name="hvuio-sim-vsp-net", daemon=True)
+            self._net_thread.start()
+        kernel.on_open = self._on_open
+        kernel.on_close = self._on_close
+        kernel.on_guest_signal = self._on_guest_signal
+
+    @property
+    def monitor(self) -> MonitorPage:
+        if self._monitor is None:
+            self._monitor = MonitorPage(self.kernel.monitor_page_path())
+        return self._monitor
+
+    def counters(self, dev: SimDevice) -> VspCounters:
+        return self._counters.setdefault(dev.guid, VspCounters())
+
+    # -- kernel hooks (kernel thread, kernel.lock held) ------------------------------------------
+
+    def _on_open(self, dev: SimDevice) -> None:
+        if not dev.is_nic or self._closed:
+            return  # only the network VSP is emulated; other devices open but nobody answers
+        old = self._sessions.pop(dev.guid, None)
+        if old is not None:
+            old.stop("reopened")
+        self.counters(dev).opens += 1
+        self._faults.pop(dev.guid, None)
+        profile = self.profile
+        if dev.mac is not None:
+            profile = dataclasses.replace(profile, mac=bytes.fromhex(dev.mac.replace(":", "")))
+        if dev.guid in self._link:
+            profile = dataclasses.replace(profile, link_up=self._link[dev.guid])
+        try:
+            _ = self.monitor  # map it now, not on the worker's first pass
+            session = Session(self, dev, profile)
+        except (OSError, ValueError, LocalProtocolError) as exc:
+            # like a host refusing OPENCHANNEL: the kernel fails the guest's open() (spec §1.6)
+            log.error("%s: sim host cannot serve the device: %s", dev.guid, exc)
+            raise OSError(errno.EAGAIN, f"sim host cannot serve {dev.guid}: {exc}") from exc
+        self._sessions[dev.guid] = session
+        session.thread.start()
+
+    def _on_close(self, dev: SimDevice) -> None:
+        self._end(dev, "device closed by the guest")
+
+    def _on_guest_signal(self, dev: SimDevice, relid: int) -> None:
+        session = self._sessions.get(dev.guid)
+        if session is None:
+            return
+        session.counters.guest_signals += 1
+        chan = dev.channels.get(relid)
+        if chan is not None and chan.ring_backing is not None and chan.monitor_id is None:
+            try:
+                with open(chan.ring_backing, "rb") as f:
+                    mask = int.from_bytes(os.pread(f.fileno(), 4, 8), "little")
+                if mask:
+                    session.counters.guest_signals_masked += 1
+            except OSError:
+                pass
+        session.guest_signal(relid)
+
+    def _end(self, dev: SimDevice, reason: str) -> None:
+        session = self._sessions.pop(dev.guid, None)
+        if session is None:
+            return
+        if session.fault is not None:
+            self._faults[dev.guid] = session.fault
+        session.stop(reason)
+        self._retired = [t for t in self._retired if t.is_alive()]
+        self._retired.append(session.thread)
+
+    # -- scripted host actions -------------------------------------------------------------------
+
+    def _device(self, device: SimDevice | str) -> SimDevice:
+        if isinstance(device, SimDevice):
+            return device
+        try:
+            return self.kernel.device(device)
+        except KeyError:
+            raise UsageError(f"no simulated device {device!r}",
+                             "Name it by instance GUID or interface name ('hvuio sim status').") from None
+
+    def set_link(self, device: SimDevice | str, up: bool) -> None:
+        """Link change: an RNDIS media indication now (or after the flap delay), else at next init."""
+        dev = self._device(device)
+        with self.kernel.lock:
+            self._link[dev.guid] = up
+            session = self._sessions.get(dev.guid)
+        if session is not None:
+            session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
+
+    def rescind(self, device: SimDevice | str) -> None:
+        """Host rescind of the primary: the host stops serving, then the kernel removes the device."""
+        dev = self._device(device)
+        with self.kernel.lock:
+            self._end(dev, "rescinded by the host")
+            self.kernel.rescind(dev)
+
+    def fault(self, device: SimDevice | str) -> str | None:
+        """Why the host stopped serving the device's current (or last) open, if it did."""
+        dev = self._device(device)
+        session = self._sessions.get(dev.guid)
+        if session is not None and session.fault is not None:
+            return session.fault
+        return self._faults.get(dev.guid)
+
+    def nvsp(self, device: SimDevice | str) -> HostNvsp | None:
+        """The current HostNvsp of an open NIC (for inspection only: it belongs to the worker)."""
+        session = self._sessions.get(self._device(device).guid)
+        return session.nvsp if session is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able view of every NIC: open state, link, counters, HostNvsp counters, fault."""
+        out: dict[str, Any] = {}
+        with self.kernel.lock:
+            for dev in self.kernel.nics:
+                session = self._sessions.get(dev.guid)
+                entry: dict[str, Any] = {
+                    "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
+                    "link_up": self._link.get(dev.guid, self.profile.link_up),
+                    "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
+                }
+                if session is not None:
+                    entry["nvsp_state"] = session.nvsp.state
+                    entry["nvsp_version"] = session.nvsp.version
+                    entry["subchannels"] = sorted(c.relid for c in session.channels.values() if c.index)
+                    entry["nvsp_counters"] = dict(session.nvsp.counters)
+                    entry["rejections"] = list(session.rejections)
+                out[dev.guid] = entry
+        return out
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.002) -> bool:
+        """Poll `predicate` until true or `timeout`; returns its last value (tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+    # -- network ---------------------------------------------------------------------------------
+
+    def wake_network(self) -> None:
+        try:
+            os.write(self._net_wake_w, b"x")
+        except OSError:
+            pass
+
+    def _net_run(self) -> None:
+        net = self.network
+        assert net is not None
+        while not self._closed:
+            with self.kernel.lock:  # the kernel thread adds and removes sessions
+                ready = [s for s in self._sessions.values() if s.rx_ready and not s.stopped]
+            fds = [self._net_wake_r, net.fileno()] if ready else [self._net_wake_r]
+            try:
+                readable, _, _ = select.select(fds, [], [], 0.1)
+            except (OSError, ValueError):
+                return  # the network was closed under us
+            if self._net_wake_r in readable:
+                try:
+                    os.read(self._net_wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            if ready and net.fileno() in readable:
+                try:
+                    frames = net.read_frames(NET_BATCH)
+                except Exception:  # noqa: BLE001 - keep serving; the network reports its own errors
+                    log.exception("sim host: reading the network failed")
+                    continue
+                for session in ready:
+                    session.post_frames(frames)
+
+    def close(self) -> None:
+        """Stop every worker and the network reader (the network itself stays the caller's)."""
+        with self.kernel.lock:
+            self._closed = True
+            for dev in list(self.kernel.devices.values()):
+                self._end(dev, "emulator stopping")
+            if self.kernel.on_open == self._on_open:
+                self.kernel.on_open = self.kernel.on_close = self.kernel.on_guest_signal = None
+        self.wake_network()
+        if self._net_thread is not None:
+            self._net_thread.join(timeout=5)
+        for thread in self._retired:
+            thread.join(timeout=5)
+        self._retired.clear()
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        for fd in (self._net_wake_r, self._net_wake_w):
+            os.close(fd)
+
+
+class SimEnvironment:
+    """SimKernel + SimHost in this process, for tests: `with SimEnvironment(tmp_path) as env:`."""
+
+    def __init__(self, sysroot: Path | str, profile: str | KernelProfile = "6.17", nics: int = 1, *,
+                 host_profile: HostProfile | None = None, network: FrameNetwork | None = None,
+                 **kernel_options: Any) -> None:
+        self.sysroot = Path(sysroot)
+        self.kernel = SimKernel(self.sysroot, profile, nics=nics, **kernel_options)
+        self._host_profile = host_profile
+        self._network = network
+        self._host: SimHost | None = None
+
+    @property
+    def host(self) -> SimHost:
+        if self._host is None:
+            raise LocalProtocolError("SimEnvironment.host used outside its 'with' block")
+        return self._host
+
+    @property
+    def nics(self) -> list[SimDevice]:
+        return self.kernel.nics
+
+    def __enter__(self) -> SimEnvironment:
+        self._host = SimHost(self.kernel, self._host_profile, self._network)
+        try:
+            self.kernel.start()
+        except BaseException:
+            self._host.close()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if self._host is not None:
+                self._host.close()
+        finally:
+            self.kernel.stop()

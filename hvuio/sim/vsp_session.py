@@ -1,0 +1,509 @@
+"""One opened simulated NIC as the emulated host serves it: the worker behind SimHost (vsp.py).
+
+What lives here: `Session` (per open of one NIC: maps of the ring files and of maps 3/4, a
+`HostNvsp`, the attached `Channel`s with their HostRingReader/HostRingWriter and in-order backlog,
+and the worker thread's loop: signals, monitor bits, drain, deliver, tick, flush, kernel calls),
+`MonitorPage` (the shared monitor page with an atomic bit clear) and `VspCounters`.
+The behaviour and the locking rules are described in vsp.py's docstring; SimHost is the only
+user of this module and its public API is there.
+
+What must not live here: protocol rules (host_nvsp.py / host_rndis.py), ring layout rules
+(ring.py), kernel semantics (kernel.py), anything spanning several devices (vsp.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import select
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hvuio.errors import LocalProtocolError, RingCorruptError
+from hvuio.sim.host_nvsp import GuestPacket, HostNvsp, HostPacket, Step
+from hvuio.sim.host_profile import HostProfile
+from hvuio.sim.host_rndis import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
+                                  SubchannelsOffered)
+from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.sim.tree import SimDevice
+
+if TYPE_CHECKING:
+    from hvuio.sim.vsp import SimHost
+
+log = logging.getLogger("hvuio.sim.vsp")
+
+PAGE_SIZE = mmap.PAGESIZE
+HV_PAGE = 4096
+MONITOR_PENDING = 8  # trigger_group[g].pending at 8 + 8 * g (spec §3.12 table)
+MONITOR_LATENCY = 576  # latency[4][32], u16 in 100 ns units (spec §3.12 table)
+MONITOR_IDS = 128  # only ids 0..127 are representable (spec §3.12)
+DEFAULT_MONITOR_LATENCY = (0.0001, 0.0005, 0.001)  # floor, default, ceiling in seconds
+TICK_INTERVAL = 0.05  # HostNvsp.tick period: link flap delays and keep-alives are seconds long
+READ_BATCH = 64  # packets per drain pass before re-checking (STYLE §13: a batch per wake-up)
+NET_BATCH = 64  # frames read from the network per wake-up (net.DEFAULT_BATCH)
+INBOX_LIMIT = 4096  # frames queued for one NIC's worker before we count drops
+REJECTIONS_KEPT = 20  # last rejection reasons shown by status()
+
+# FUTEX_WAKE_OP with FUTEX_OP_ANDN | FUTEX_OP_OPARG_SHIFT: the kernel applies `*uaddr2 &= ~(1 << bit)`
+# atomically (man 2 futex), the only atomic read-modify-write on shared memory Python can reach.
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
+_FUTEX_WAKE_OP = 5
+_FUTEX_OP_ANDN = 3
+_FUTEX_OP_OPARG_SHIFT = 8
+
+
+@dataclass(slots=True)
+class VspCounters:
+    """Per-device counters, cumulative over opens (names as `hvuio sim status` prints them)."""
+
+    opens: int = 0
+    frames_to_guest: int = 0  # frames written into receive sections (HostNvsp rx_delivered)
+    frames_from_guest: int = 0  # FrameFromGuest events
+    frames_to_network_dropped: int = 0  # no network, or the network refused the frame
+    frames_inbox_dropped: int = 0  # the worker fell INBOX_LIMIT frames behind the network
+    packets_to_guest: int = 0
+    packets_from_guest: int = 0
+    signals_to_guest: int = 0  # interrupts raised through kernel.signal_guest
+    guest_signals: int = 0  # irqcontrol signals (hook) + monitor trigger bits consumed
+    # Spec §5.12 "unnecessary" signals, as far as the host can see them (irqcontrol signals only:
+    # monitor bits merge, so repeated monitored signals are invisible by design):
+    guest_signals_masked: int = 0  # the outbound interrupt_mask was 1 (the host was draining)
+    guest_signals_redundant: int = 0  # the previous signal of that channel was not consumed yet:
+    #                                   the ring was not empty before the write that signalled
+    guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: the host
+    #                              may have drained the data already on an earlier pass)
+    inbound_full: int = 0  # packets that met a full inbound ring and were queued
+    backlog_max: int = 0  # the longest such queue
+    rejections: int = 0
+    faults: int = 0
+    link_indications: int = 0
+
+
+class MonitorPage:
+    """The shared monitor page (map 2), mapped once; trigger bits are cleared atomically."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.mm = mmap.mmap(fd, HV_PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self.mm)
+        self._base = ctypes.addressof(self._anchor)
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self.atomic = _SYS_FUTEX is not None
+        self.lock = threading.Lock()  # serialises our own read-modify-writes (non-atomic fallback)
+
+    def take(self, monitor_id: int) -> bool:
+        """True (and the bit cleared) if the guest set monitor_id's trigger bit."""
+        if not 0 <= monitor_id < MONITOR_IDS:
+            return False
+        off = MONITOR_PENDING + 8 * (monitor_id // 32)
+        bit = monitor_id % 32
+        word = int.from_bytes(self.mm[off:off + 4], "little")
+        if not word >> bit & 1:
+            return False
+        with self.lock:
+            if self.atomic and self._andn(off, bit):
+                return True
+            # Fallback without futex: re-read and store at once; a bit the guest ORs into the same
+            # word between the two is lost (documented race, spec §3.12 asks for atomics).
+            word = int.from_bytes(self.mm[off:off + 4], "little")
+            self.mm[off:off + 4] = (word & ~(1 << bit)).to_bytes(4, "little")
+        return True
+
+    def _andn(self, off: int, bit: int) -> bool:
+        addr = ctypes.c_void_p(self._base + off)
+        op = ((_FUTEX_OP_ANDN | _FUTEX_OP_OPARG_SHIFT) << 28) | (bit << 12)
+        rc = self._libc.syscall(_SYS_FUTEX, addr, _FUTEX_WAKE_OP, 0, ctypes.c_void_p(0), addr, op)
+        if rc < 0:
+            log.warning("futex(FUTEX_WAKE_OP) failed (errno %d); clearing monitor bits non-atomically",
+                        ctypes.get_errno())
+            self.atomic = False
+            return False
+        return True
+
+    def latency(self, monitor_id: int) -> float | None:
+        """The guest's latency[id] in seconds (DPDK writes µs x 10), or None when unset."""
+        if not 0 <= monitor_id < MONITOR_IDS:
+            return None
+        off = MONITOR_LATENCY + 2 * monitor_id
+        value = int.from_bytes(self.mm[off:off + 2], "little")
+        return value * 1e-7 if value else None
+
+    def close(self) -> None:
+        self._anchor = None
+        try:
+            self.mm.close()
+        except BufferError:  # pragma: no cover - a ctypes view still alive; the GC unmaps it
+            pass
+
+
+def _map_file(path: Path, length: int) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size < length:
+            raise LocalProtocolError(f"sim backing file {path} has {size} bytes, expected at least {length}")
+        return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
+@dataclass(eq=False)
+class Channel:
+    """One attached channel: its ring mapping, reader/writer and the packets waiting for space."""
+
+    index: int  # HostNvsp channel number: 0 = primary, n = subchannel n
+    relid: int
+    monitor_id: int | None
+    mm: mmap.mmap
+    view: memoryview
+    reader: HostRingReader
+    writer: HostRingWriter
+    backlog: deque[bytes] = field(default_factory=deque)
+
+    def close(self) -> None:
+        del self.reader, self.writer  # drop the ring views before unmapping
+        try:
+            self.view.release()
+            self.mm.close()
+        except BufferError:  # pragma: no cover - a view escaped; the GC unmaps it
+            pass
+
+
+class Session:
+    """One open of one NIC: HostNvsp + channels + the worker thread (see module docstring)."""
+
+    def __init__(self, host: SimHost, dev: SimDevice, profile: HostProfile) -> None:
+        self.host = host
+        self.kernel = host.kernel
+        self.dev = dev
+        self.counters = host.counters(dev)
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.fault: str | None = None
+        self.rejections: deque[str] = deque(maxlen=REJECTIONS_KEPT)
+        self.channels: dict[int, Channel] = {}
+        self.pending_subchannels: dict[int, int] = {}  # index -> relid, ring not attached yet
+        self.offered_subchannels = 0
+        self.unattached: dict[int, deque[bytes]] = {}  # packets for channels whose ring is not there
+        self.subchannels_announced = False
+        self._inbox_lock = threading.Lock()
+        self._signals: set[int] = set()
+        self._frames: deque[bytes] = deque()
+        self._commands: deque[Callable[[], Step]] = deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        gpadls: dict[int, int] = {}
+        for name, size in dev.maps[3:5]:
+            kind, _, handle = name.partition(":")
+            if kind in ("recv", "send") and handle.isdigit():
+                gpadls[int(handle)] = size
+        self.recv_mm = _map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
+        self.send_mm = _map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
+        self.nvsp = HostNvsp(profile, gpadls=gpadls, read_send_buffer=self._read_send,
+                             write_recv_buffer=self._write_recv)
+        self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
+        self.rx_ready = False
+        self._next_tick = 0.0
+        self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
+
+    # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
+
+    def _read_send(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > len(self.send_mm):
+            raise LocalProtocolError(f"send buffer read {offset:#x}+{length:#x} outside {len(self.send_mm):#x}")
+        return self.send_mm[offset:offset + length]
+
+    def _write_recv(self, offset: int, data: bytes) -> None:
+        if offset < 0 or offset + len(data) > len(self.recv_mm):
+            raise LocalProtocolError(f"receive buffer write {offset:#x}+{len(data):#x} outside {len(self.recv_mm):#x}")
+        self.recv_mm[offset:offset + len(data)] = data
+
+    def _attach(self, index: int, relid: int, monitor_id: int | None, path: Path, ring_size: int) -> None:
+        mm = _map_file(path, 2 * ring_size)
+        view = memoryview(mm)
+        reader = HostRingReader(view, offset=0, size=ring_size, header_size=PAGE_SIZE)
+        writer = HostRingWriter(view, offset=ring_size, size=ring_size, header_size=PAGE_SIZE)
+        chan = Channel(index, relid, monitor_id, mm, view, reader, writer)
+        chan.backlog.extend(self.unattached.pop(index, ()))
+        self.channels[index] = chan
+
+    # -- inputs from other threads ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._inbox_lock:  # the fd is closed (and its number reusable) once the worker ends
+            if self._wake_fd >= 0:
+                os.eventfd_write(self._wake_fd, 1)
+
+    def guest_signal(self, relid: int) -> None:
+        with self._inbox_lock:
+            if relid in self._signals:
+                self.counters.guest_signals_redundant += 1
+            self._signals.add(relid)
+        self._wake()
+
+    def post_frames(self, frames: list[bytes]) -> None:
+        with self._inbox_lock:
+            room = INBOX_LIMIT - len(self._frames)
+            self._frames.extend(frames[:max(room, 0)])
+            self.counters.frames_inbox_dropped += max(0, len(frames) - max(room, 0))
+        self._wake()
+
+    def post(self, command: Callable[[], Step]) -> None:
+        with self._inbox_lock:
+            self._commands.append(command)
+        self._wake()
+
+    def stop(self, reason: str) -> None:
+        """Stop serving (caller holds kernel.lock); the thread exits and unmaps on its own."""
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            log.info("%s: host stopped serving the device: %s", self.dev.guid, reason)
+        self._wake()
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _poll_interval(self) -> float:
+        floor, default, ceiling = self.host.monitor_latency
+        monitored = [c.monitor_id for c in self.channels.values() if c.monitor_id is not None]
+        if not monitored:
+            return self.host.tick_interval
+        wanted = [lat for mid in monitored if (lat := self.host.monitor.latency(mid)) is not None]
+        return min(max(min(wanted, default=default), floor), ceiling)
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped:
+                select.select([self._wake_fd], [], [], self._poll_interval())
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+                deferred = self._iteration()
+                if deferred:
+                    self._kernel_calls(deferred)
+        except Exception as exc:  # the emulator must report, never die silently
+            log.exception("%s: sim host worker failed", self.dev.guid)
+            with self.kernel.lock:
+                self._set_fault(f"host worker failed: {type(exc).__name__}: {exc}")
+                self.stop("worker failed")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for chan in self.channels.values():
+                chan.close()
+            self.channels.clear()
+            for mm in (self.recv_mm, self.send_mm):
+                mm.close()
+        with self._inbox_lock:
+            os.close(self._wake_fd)
+            self._wake_fd = -1
+
+    def _set_fault(self, reason: str) -> None:
+        if self.fault is None:
+            self.fault = reason
+            self.counters.faults += 1
+            log.warning("%s: host stopped serving the channels: %s", self.dev.guid, reason)
+
+    def _iteration(self) -> list[tuple[str, int]]:
+        """One pass under session.lock; returns the kernel calls to make afterwards."""
+        with self._inbox_lock:
+            signals, self._signals = self._signals, set()
+            frames = list(self._frames)
+            self._frames.clear()
+            commands = list(self._commands)
+            self._commands.clear()
+        deferred: list[tuple[str, int]] = []
+        with self.lock:
+            if self.stopped:
+                return []
+            by_relid = {c.relid: c for c in self.channels.values()}
+            wake: set[int] = {by_relid[r].index for r in signals if r in by_relid}
+            for chan in self.channels.values():
+                if chan.monitor_id is not None and self.host.monitor.take(chan.monitor_id):
+                    self.counters.guest_signals += 1
+                    wake.add(chan.index)
+            signal_out: set[int] = set()
+            if self.fault is None:
+                for command in commands:
+                    self._apply(command(), signal_out, deferred)
+                for index in sorted(wake):
+                    self._drain(self.channels[index], signal_out, deferred)
+                if frames:
+                    self._deliver(frames, signal_out, deferred)
+                now = time.monotonic()
+                if now >= self._next_tick:
+                    self._next_tick = now + self.host.tick_interval
+                    self._apply(self.nvsp.tick(now), signal_out, deferred)
+                for chan in self.channels.values():
+                    self._flush(chan, signal_out)
+                self._update_rx_ready()
+            deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
+            if len(self.pending_subchannels) > 0 or self._want_subchannels():
+                deferred.append(("attach", 0))
+        return deferred
+
+    def _want_subchannels(self) -> bool:
+        return self.fault is None and self.offered_subchannels < self.nvsp.subchannels
+
+    def _drain(self, chan: Channel, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+        """Read the guest's outbound ring until empty (re-checked after unmasking)."""
+        got = 0
+        try:
+            while self.fault is None:
+                packets, space = chan.reader.read_batch(READ_BATCH)
+                if space:
+                    signal_out.add(chan.index)
+                for pkt in packets:
+                    got += 1
+                    self.counters.packets_from_guest += 1
+                    guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, chan.index)
+                    self._apply(self.nvsp.receive(guest), signal_out, deferred)
+                    if self.fault is not None:
+                        break
+                if not packets and chan.reader.bytes_to_read() == 0:
+                    break
+        except RingCorruptError as exc:
+            self.counters.rejections += 1
+            self.rejections.append(f"ring {chan.relid}: {exc.message}")
+            self._set_fault(f"outbound ring of channel {chan.relid}: {exc.message}")
+        if got == 0 and self.fault is None:
+            self.counters.guest_signals_idle += 1
+
+    def _deliver(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+        open_channels = sorted(self.channels) if self.subchannels_announced else [0]
+        groups: dict[int, list[bytes]] = {}
+        for frame in frames:
+            groups.setdefault(open_channels[_flow_hash(frame) % len(open_channels)], []).append(frame)
+        for index, group in groups.items():
+            before = self.nvsp.counters["rx_delivered"]
+            self._apply(self.nvsp.deliver_batch(group, index), signal_out, deferred)
+            self.counters.frames_to_guest += self.nvsp.counters["rx_delivered"] - before
+
+    def _apply(self, step: Step, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+        for pkt in step.packets:
+            self._queue(pkt, signal_out)
+        for ev in step.events:
+            if isinstance(ev, FrameFromGuest):
+                self.counters.frames_from_guest += 1
+                net = self.host.network
+                if net is None or not net.write_frame(ev.frame):
+                    self.counters.frames_to_network_dropped += 1
+            elif isinstance(ev, Rejection):
+                self.counters.rejections += 1
+                self.rejections.append(f"{ev.reason} ({ev.field} = {ev.value:#x}) -> {ev.action}")
+            elif isinstance(ev, ChannelFault):
+                self._set_fault(ev.reason)
+            elif isinstance(ev, BufferRevoked):
+                log.info("%s: guest revoked the %s buffer; channel no longer serviced", self.dev.guid, ev.which)
+            elif isinstance(ev, SubchannelsOffered):
+                deferred.append(("attach", 0))
+            elif isinstance(ev, LinkIndicated):
+                self.counters.link_indications += 1
+
+    def _queue(self, pkt: HostPacket, signal_out: set[int]) -> None:
+        data = pkt.encode()
+        self.counters.packets_to_guest += 1
+        chan = self.channels.get(pkt.channel)
+        if chan is None:
+            self.unattached.setdefault(pkt.channel, deque()).append(data)
+            return
+        chan.backlog.append(data)
+
+    def _flush(self, chan: Channel, signal_out: set[int]) -> None:
+        """Write queued packets in order; a full ring leaves the rest queued (never dropped)."""
+        if not chan.backlog:
+            return
+        try:
+            while chan.backlog:
+                data = chan.backlog[0]
+                try:
+                    if chan.writer.write_raw([data]):
+                        signal_out.add(chan.index)
+                except BlockingIOError:
+                    self.counters.inbound_full += 1
+                    self.counters.backlog_max = max(self.counters.backlog_max, len(chan.backlog))
+                    need = (len(data) + 7) // 8 * 8 + 8
+                    chan.writer.set_pending_send_sz(min(need, chan.writer.data_size - 8))
+                    return
+                chan.backlog.popleft()
+            chan.writer.set_pending_send_sz(0)
+        except RingCorruptError as exc:
+            self.counters.rejections += 1
+            self.rejections.append(f"ring {chan.relid}: {exc.message}")
+            self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
+
+    def _update_rx_ready(self) -> None:
+        rndis = self.nvsp.rndis
+        ready = self.fault is None and rndis is not None and rndis.operational and bool(rndis.packet_filter)
+        if ready != self.rx_ready:
+            self.rx_ready = ready
+            self.host.wake_network()
+
+    # -- kernel calls (after session.lock is released; under kernel.lock) -------------------------
+
+    def _kernel_calls(self, deferred: list[tuple[str, int]]) -> None:
+        with self.kernel.lock:
+            if self.stopped:
+                return
+            for what, relid in deferred:
+                if what == "signal" and self.kernel.signal_guest(self.dev, relid):
+                    self.counters.signals_to_guest += 1
+            if any(what == "attach" for what, _ in deferred):
+                self._subchannels()
+
+    def _subchannels(self) -> None:
+        """Offer what HostNvsp granted, attach rings that exist now, announce when all are open."""
+        while self.offered_subchannels < self.nvsp.subchannels and self.fault is None:
+            self.offered_subchannels += 1
+            index = self.offered_subchannels
+            self.pending_subchannels[index] = self.kernel.add_subchannel(self.dev, index)
+        for index, relid in sorted(self.pending_subchannels.items()):
+            sub = self.dev.channels.get(relid)
+            if sub is None or sub.ring_backing is None or not sub.ring_backing.exists():
+                continue
+            with self.lock:
+                if self.stopped:
+                    return
+                self._attach(index, relid, sub.monitor_id, sub.ring_backing, sub.ring_size)
+                del self.pending_subchannels[index]
+            with self._inbox_lock:  # drain once: a signal that came before the attach was dropped
+                self._signals.add(relid)
+            self._wake()
+        if self.offered_subchannels and not self.pending_subchannels and not self.subchannels_announced:
+            with self.lock:
+                if self.stopped:
+                    return
+                self.subchannels_announced = True
+                signal_out: set[int] = set()
+                deferred: list[tuple[str, int]] = []
+                self._apply(self.nvsp.subchannels_opened(), signal_out, deferred)
+                for chan in self.channels.values():
+                    self._flush(chan, signal_out)
+            for index in sorted(signal_out):
+                if self.kernel.signal_guest(self.dev, self.channels[index].relid):
+                    self.counters.signals_to_guest += 1
+        # pending ones: their ring files appear ring_delay later; the next pass looks again
+
+
+def _flow_hash(frame: bytes) -> int:
+    """A per-flow channel choice: CRC32 of the addresses (IPv4 src/dst when present, else MACs)."""
+    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+        return zlib.crc32(frame[26:34])
+    return zlib.crc32(frame[:12])
+
