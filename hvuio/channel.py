@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import mmap
 import struct
 import time
@@ -50,8 +49,6 @@ from hvuio.sections import SectionPool
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv
-
-log = logging.getLogger(__name__)
 
 #: netvsc uses in-band, transfer-page and completion packets only (spec §4 item 9).
 NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP)

@@ -91,3 +91,4 @@ def main(argv: list[str] | None = None) -> Any:
 # Keep this list in dependency-free order; each module imports heavy code lazily.
 from hvuio import cli_device  # noqa: E402,F401
 from hvuio import cli_sim  # noqa: E402,F401
+from hvuio import cli_net  # noqa: E402,F401

@@ -1,7 +1,10 @@
-"""`hvuio up`: bring a synthetic NIC up, print what was negotiated, run it, tear it down.
+"""`hvuio up` and `hvuio status`: bring a synthetic NIC up, print what was negotiated, run it,
+tear it down; show the counters of running instances.
 
-What lives here: the click command (registered on `hvuio.cli.cli` when imported) and the
-rendering of `NicInfo` as one readable block or JSON. The work is hvuio/engine.py's; heavy
+What lives here: the click commands (registered on `hvuio.cli.cli` when imported), the
+rendering of `NicInfo` as one readable block or JSON, and the status file a running `up` keeps at
+`<sysroot>/run/hvuio/up/<guid>.json` (pid, negotiated values, counters; rewritten about twice a
+second, removed at exit) which `hvuio status` reads. The work is hvuio/engine.py's; heavy
 modules (the C core, pyroute2) are imported inside the command so `hvuio --help` stays cheap.
 
 What must not live here: protocol or ring logic, sysfs parsing.
@@ -10,11 +13,16 @@ What must not live here: protocol or ring logic, sysfs parsing.
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from hvuio.cli import App, cli, pass_app
+
+STATUS_DIR = "run/hvuio/up"
 
 _NVSP_CHOICES = ("1", "2", "4", "5", "6", "6.1")
 
@@ -55,6 +63,75 @@ def _render_counters(counters: dict[str, int]) -> str:
     return "Counters:\n" + "\n".join(f"  {k:<24} {v}" for k, v in shown.items())
 
 
+class StatusFile:
+    """`<sysroot>/run/hvuio/up/<guid>.json`, replaced atomically on every write."""
+
+    def __init__(self, sysroot: Path, guid: str) -> None:
+        self.path = Path(sysroot) / STATUS_DIR / f"{guid}.json"
+        self.record: dict[str, Any] = {"pid": os.getpid(), "device": guid, "started": time.time()}
+
+    def write(self, **fields: Any) -> None:
+        self.record.update(fields, updated=time.time())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.record, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # status is best effort: a read-only /run must not stop the NIC
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(sysroot: Path) -> list[dict[str, Any]]:
+    """Records of running `hvuio up` instances (stale files of dead processes are skipped)."""
+    out = []
+    for path in sorted((Path(sysroot) / STATUS_DIR).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and _alive(rec.get("pid")):
+            out.append(rec)
+    return out
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Counters of every running 'hvuio up' (from their status files)."""
+    records = read_status(app.sysroot)
+    if as_json:
+        click.echo(json.dumps(records, sort_keys=True))
+        return
+    if not records:
+        click.echo("No running 'hvuio up'.")
+        return
+    for rec in records:
+        tap = f", tap {rec['tap']}" if rec.get("tap") else ""
+        click.echo(f"{rec['device']} (pid {rec['pid']}{tap})")
+        if rec.get("nic"):
+            click.echo(render_info(rec["nic"]))
+        click.echo(_render_counters(rec.get("counters", {})))
+
+
 @cli.command()
 @click.argument("device")
 @click.option("--json", "as_json", is_flag=True, help="Print the negotiated parameters (and counters) as JSON.")
@@ -79,32 +156,46 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
         versions = tuple(v for v in versions if v <= cap)
     with StopPipe() as stop:
         nic = Nic(app.sysroot, device, mtu=mtu, versions=versions)
-        try:
-            info = nic.open()
-            data = info.to_dict()
+        nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
+        engine: Engine | None = None
+        state: StatusFile | None = None
+
+        def tick() -> None:
+            if state is not None and nic.info is not None:
+                live = engine.live_counters() if engine is not None else {}
+                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()})
+
+        def ready(e: Engine) -> None:
+            if state is not None:
+                state.write(tap=e.tap_name, netns=netns)
             if as_json:
-                click.echo(json.dumps({"event": "ready", "nic": data}, sort_keys=True), nl=True)
+                click.echo(json.dumps({"event": "datapath", "tap": e.tap_name, "netns": netns}))
+            else:
+                click.echo(f"Data path running on tap {e.tap_name}{' in ' + netns if netns else ''}; "
+                           "Ctrl-C to stop.")
+
+        counters: dict[str, int] = {}
+        try:
+            data = nic.open().to_dict()
+            if not once:  # written before "ready" is printed, so a reader of stdout finds it
+                state = StatusFile(app.sysroot, data["device"])
+                tick()
+            if as_json:
+                click.echo(json.dumps({"event": "ready", "nic": data}, sort_keys=True))
             else:
                 click.echo(render_info(data))
-            counters: dict[str, int] = {}
             if not once:
                 if no_datapath:
                     if not as_json:
                         click.echo("Serving control traffic; Ctrl-C to stop.")
-                    nic.serve(stop.read_fd)
+                    nic.serve(stop.read_fd, on_tick=tick)
                 else:
                     engine = Engine(nic, ifname=ifname, netns=netns)
-
-                    def ready(e: Engine) -> None:
-                        if as_json:
-                            click.echo(json.dumps({"event": "datapath", "tap": e.tap_name, "netns": netns}))
-                        else:
-                            click.echo(f"Data path running on tap {e.tap_name}"
-                                       f"{' in ' + netns if netns else ''}; Ctrl-C to stop.")
-
-                    counters = engine.run(stop.read_fd, on_ready=ready)
+                    counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
             counters.update(nic.counter_snapshot())
         finally:
+            if state is not None:
+                state.remove()
             nic.close()
         if as_json:
             click.echo(json.dumps({"event": "down", "counters": counters, "signal": stop.signal}, sort_keys=True))

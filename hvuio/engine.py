@@ -11,7 +11,8 @@ What lives here:
   * `Engine` — the data path around a ready Nic: a tap with the NIC's MAC and MTU (carrier
     follows RNDIS link status), the C pump of hvuio.datapath in its thread; control packets the
     pump leaves (CONTROL_PENDING) are read in the pump's thread and fed to the machines; ticks
-    and the teardown's first step are queued into that thread too (datapath.py's threading rule).
+    are queued into that thread too (datapath.py's threading rule). Teardown stops the pump
+    first, so the halt and revokes run on the caller's thread with the rings to themselves.
   * `StopPipe` — SIGINT/SIGTERM write a byte to a pipe; loops select on it.
 
 What must not live here: ring code (channel.py, native.py), protocol parsing (proto/), sysfs
@@ -179,13 +180,22 @@ class Nic:
         self.broken: HvuioError | None = None
         self.data_sections = 0
         self.on_link: Callable[[bool], None] | None = None
+        #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
+        self.stop_fd: int | None = None
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
                                          "requests_failed": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
     def open(self, timeout: float = BRINGUP_TIMEOUT) -> NicInfo:
-        """Open the device and negotiate until RNDIS is configured; NicInfo of the result."""
+        """Open the device and negotiate until RNDIS is configured; NicInfo of the result.
+
+        A closed Nic may be opened again: every open starts fresh machines (the host does too).
+        """
+        if self.channel is not None:
+            raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
+        self.nvsp = self.rndis = None
+        self.info, self.ready, self.broken, self.data_sections = None, False, None, 0
         device = resolve_device(self.sysroot, self.name)
         if not device.is_nic:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
@@ -208,7 +218,7 @@ class Nic:
                                   send_buf=BufferGrant(handle.send_gpadl, len(send)),
                                   mtu=self.mtu, versions=self.versions)
             chan.send_all(self.nvsp.start())
-            self._run_until(lambda: self.ready, timeout, "bring-up")
+            self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
         except HostRefusedError as err:
             if "every version" in err.message:
                 err.hint = ("The host accepts none of the NVSP versions offered; "
@@ -220,10 +230,12 @@ class Nic:
             raise
         return self.info
 
-    def _run_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+    def _run_until(self, done: Callable[[], bool], timeout: float, what: str, interruptible: bool = False) -> None:
         chan = self._chan()
         deadline = self.clock() + timeout
         while not done():
+            if interruptible and self.stop_fd is not None and select.select([self.stop_fd], [], [], 0)[0]:
+                raise KeyboardInterrupt(f"{what} interrupted")
             now = self.clock()
             if now >= deadline:
                 raise HostTimeoutError(f"{what} did not finish within {timeout:g} s")
@@ -242,11 +254,16 @@ class Nic:
             self.broken = self.broken or err
             raise
 
-    def serve(self, stop_fd: int) -> None:
-        """Serve control traffic until `stop_fd` is readable (link changes, keep-alives)."""
+    def serve(self, stop_fd: int, on_tick: Callable[[], None] | None = None) -> None:
+        """Serve control traffic until `stop_fd` is readable (link changes, keep-alives);
+        `on_tick()` runs about every TICK_PERIOD seconds (status file updates)."""
         irq = self._chan().interrupt.fileno()
+        next_tick = self.clock()
         while True:
             self.poll(0)
+            if on_tick is not None and self.clock() >= next_tick:
+                on_tick()
+                next_tick = self.clock() + TICK_PERIOD
             ready, _, _ = select.select([stop_fd, irq], [], [], TICK_PERIOD)
             if stop_fd in ready:
                 return
@@ -412,13 +429,20 @@ class Engine:
         self.tap_name: str | None = None
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
+        self._dp: Any = None
 
-    def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None) -> dict[str, int]:
+    def live_counters(self) -> dict[str, int]:
+        """The pump's counters now (read while it runs: each value is one aligned u64 load)."""
+        dp = self._dp
+        return dict(self.counters) if dp is None else dict(dp.counters())
+
+    def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
+            on_tick: Callable[[], None] | None = None) -> dict[str, int]:
         """Open the tap, pump until `stop_fd` is readable or the pump fails; the pump's counters.
 
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
-        from hvuio.datapath import MAX_SECTIONS, DataPath, RunResult
+        from hvuio.datapath import MAX_SECTIONS, DataPath
         from hvuio.tap import Tap
 
         nic = self.nic
@@ -445,6 +469,7 @@ class Engine:
                           tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
                           monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
                           mtu=info.mtu, vnet_hdr=tap.vnet_hdr)
+            self._dp = dp
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:
                 on_ready(self)
@@ -452,7 +477,9 @@ class Engine:
                 ready, _, _ = select.select([stop_fd, self._exit_r], [], [], TICK_PERIOD)
                 if ready:
                     break
-                dp.call_soon(lambda: nic._tick(nic.clock()))
+                dp.call_soon(self._pump_tick)
+                if on_tick is not None:
+                    on_tick()
             dp.stop()
             self.counters = dp.counters()
             if dp.error is not None:
@@ -468,7 +495,7 @@ class Engine:
                 except LocalProtocolError as err:
                     log.warning("teardown: %s", err.message)
                 self.counters = self.counters or dp.counters()
-                dp = None  # drop its references to the rings and buffers before the Nic closes
+                self._dp = dp = None  # drop its references to the rings and buffers before the Nic closes
             for fd in (self._exit_r, self._exit_w):
                 os.close(fd)
             self._exit_r = self._exit_w = -1
@@ -479,6 +506,15 @@ class Engine:
         nic = self.nic
         try:
             nic.process(nic._chan().ingest(dp.read_control()))
+        except HvuioError as err:
+            nic.broken = nic.broken or err
+            raise
+
+    def _pump_tick(self) -> None:
+        """In the pump thread: time for the machines (they raise HostTimeoutError on a late reply)."""
+        nic = self.nic
+        try:
+            nic._tick(nic.clock())
         except HvuioError as err:
             nic.broken = nic.broken or err
             raise

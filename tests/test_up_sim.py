@@ -43,6 +43,13 @@ def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimEnvironme
         yield env
 
 
+def host_saw_close(env: SimEnvironment, guid: str) -> bool:
+    """Wait until the emulated kernel processed our last close. The emulator handles a close
+    asynchronously (a real kernel's release() runs inside close(2)); reopening before it did would
+    be counted as a second open of a still-open channel."""
+    return env.host.wait_for(lambda: not env.host.status()[guid]["open"])
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     try:
         main(list(args))
@@ -103,6 +110,7 @@ def test_host_refusing_every_version_is_one_sentence_and_a_hint(
     assert lines[1].startswith("Hint: ") and "--max-nvsp" in lines[1]
     assert "Traceback" not in err
     # the failed bring-up closed the device: it opens again
+    assert host_saw_close(sim, sim.nics[0].guid)
     code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once", "--json")
     assert code == 0, err
 
@@ -168,9 +176,14 @@ def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
         infos.append(nic.open().to_dict())
         nic.close()
         assert nic.channel is None and nic.handle is None
-        assert sim.host.wait_for(lambda: not sim.host.status()[dev.guid]["open"])
-    assert infos[0] == infos[1] == infos[2]
-    assert sim.host.counters(dev).opens == 3
+        assert host_saw_close(sim, dev.guid)
+    same = Nic(sim.sysroot, dev.guid)  # one object, opened twice
+    for _ in range(2):
+        infos.append(same.open().to_dict())
+        same.close()
+        assert host_saw_close(sim, dev.guid)
+    assert infos[0] == infos[1] == infos[2] == infos[3] == infos[4]
+    assert sim.host.counters(dev).opens == 5
     assert sim.host.fault(dev) is None
 
 
@@ -195,7 +208,7 @@ def _subprocess_env() -> dict[str, str]:
 _UP = "import hvuio.cli_net; from hvuio.cli import main; main()"
 
 
-def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment) -> None:
+def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
     dev = sim.nics[0]
     proc = subprocess.Popen([sys.executable, "-c", _UP, "--sysroot", str(sim.sysroot), "up", dev.guid,
                              "--no-datapath", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -205,6 +218,12 @@ def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment) -> None:
         first = json.loads(proc.stdout.readline())
         assert first["event"] == "ready"
         assert sim.host.status()[dev.guid]["open"]
+        code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "status", "--json")
+        assert code == 0, err
+        (record,) = json.loads(out)
+        assert record["pid"] == proc.pid and record["device"] == dev.guid
+        assert record["nic"]["nvsp_version"] == first["nic"]["nvsp_version"]
+        assert record["counters"]["channel_acks_sent"] >= 1
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -216,6 +235,7 @@ def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment) -> None:
     assert last["event"] == "down" and last["signal"] == signal.SIGTERM
     assert last["counters"]["channel_acks_sent"] >= 1
     assert sim.host.wait_for(lambda: not sim.host.status()[dev.guid]["open"])
+    assert run_cli(capsys, "--sysroot", str(sim.sysroot), "status")[1] == "No running 'hvuio up'.\n"
     with Nic(sim.sysroot, dev.guid) as nic:  # re-openable
         assert nic.open().nvsp_version == first["nic"]["nvsp_version"]
 
@@ -262,3 +282,63 @@ def test_silent_host_is_a_timeout_not_a_hang(sim: SimEnvironment, capsys: pytest
     newest, limit = wn.SUPPORTED_NVSP_VERSIONS[0], limits.NVSP_REPLY_TIMEOUT_S
     assert err.startswith(f"Error: NVSP: no reply to NVSP INIT (version {newest:#x}) within {limit:g} s")
     assert "\nHint: " in err
+
+
+@pytest.mark.parametrize("kernel", ["4.17", "6.9", "6.12", "6.16", "6.17"])
+@pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "irq-signal"])
+def test_bring_up_on_every_kernel_profile(tmp_path: Path, kernel: str, monitored: bool) -> None:
+    """Kernels up to 6.16 mask the inbound ring on every interrupt, 6.17 never does; monitored
+    channels are signalled through the monitor page, others by write(1) (spec §1.10, §3.12)."""
+    if kernel in ("4.17", "6.9") and not monitored:
+        pytest.skip("kernels before 6.10 refuse to bind non-monitored channels (spec §1.6 item 20)")
+    with SimEnvironment(tmp_path, profile=kernel, nics=1, nic_monitored=monitored) as env:
+        dev = env.nics[0]
+        bind_device(env.sysroot, dev.guid, force=True)
+        for _ in range(2):
+            with Nic(env.sysroot, dev.guid) as nic:
+                info = nic.open()
+                assert info.monitored is monitored
+                assert info.nvsp_version == wn.SUPPORTED_NVSP_VERSIONS[0]
+                assert info.link_up is True
+            assert host_saw_close(env, dev.guid)
+        assert env.host.counters(dev).opens == 2
+        assert env.host.fault(dev) is None
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(keepalive_interval=0.1)], indirect=True)
+def test_host_keepalives_are_answered_from_control_sections(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid) as nic:
+        nic.open()
+        assert poll_until(nic, lambda: nic.counters["keepalives"] >= 3)
+        chan = nic.channel
+        assert chan is not None
+        assert poll_until(nic, lambda: not chan._inflight)  # every answer's section came back
+        assert sim.host.fault(dev) is None
+        assert not [r for r in sim.host.status()[dev.guid]["rejections"] if "keep" in r.lower()]
+
+
+def test_up_by_interface_name_after_bind(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = sim.nics[0]
+    assert dev.ifname is not None  # the interface hv_netvsc had; gone now, found via the bind journal
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", dev.ifname, "--once", "--json")
+    assert code == 0, err
+    assert json_lines(out)[0]["nic"]["device"] == dev.guid
+
+
+def test_sigint_during_bring_up_aborts_and_closes(sim: SimEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = sim.nics[0]
+    monkeypatch.setattr(sim.kernel, "on_open", lambda d: None)  # nobody answers: bring-up waits
+    proc = subprocess.Popen([sys.executable, "-c", _UP, "--sysroot", str(sim.sysroot), "up", dev.guid, "--once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
+    try:
+        assert sim.host.wait_for(lambda: dev.opens == 1, timeout=20)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err  # not 11: the 5 s reply timeout did not have to pass
+    assert "Traceback" not in err
+    assert sim.host.wait_for(lambda: dev.opens == 0)
