@@ -150,6 +150,9 @@ int hvu_signal_after_write(uint32_t interrupt_mask, uint32_t read_index, uint32_
 int hvu_signal_after_read(uint32_t feature_bits, uint32_t pending_send_sz, uint32_t data_size,
                           uint32_t free_now, uint32_t consumed);
 
+/* ---- monitored-channel signal (monitor.c, spec 3.12): atomic OR of the trigger bit ---------- */
+int hvu_monitor_signal(void *page, size_t page_len, uint32_t monitor_id);
+
 /* ---- counters (counters.h) ------------------------------------------------------------------ */
 int hvu_counter_count(void);
 const char *hvu_counter_name(int i);

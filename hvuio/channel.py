@@ -15,9 +15,8 @@ What lives here:
     messages met here (no data path running) are counted and dropped.
   * Signalling (§3.12): a monitored channel ORs its trigger bit into the monitor page atomically;
     a non-monitored one writes 1 to the uio fd (the kernel's irqcontrol then signals the host).
-    The C ring core has no atomic-OR helper outside the data path, so `MonitorSignal` calls
-    libatomic's `__atomic_fetch_or_4` through ctypes (a locked OR, never a plain store: the word
-    is shared with every other channel of the guest, §3.12 item 61).
+    `MonitorSignal` uses the C core's `hvu_monitor_signal` (a locked OR, never a plain store: the
+    word is shared with every other channel of the guest, §3.12 item 61).
   * Interrupt policy (§1.10, §1.13 step 5): `unmask()` writes 1 to the uio fd once; `wait()`
     re-clears the inbound mask by a direct store after every wake-up (kernels up to 6.16 set it
     to 1 on each interrupt, and a write(1) would also signal the host each time), re-checks the
@@ -29,8 +28,6 @@ data path (hvuio/datapath.py + _native/), timers other than the bounded wait for
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import mmap
 import struct
 import time
@@ -59,7 +56,6 @@ _SPACE_POLL: Final = 0.005
 _XFER_HEAD: Final = struct.Struct("<HBBI")  # pageset id, sender_owns, reserved, range_cnt
 _RANGE: Final = struct.Struct("<II")  # byte_count, byte_offset
 _DESC: Final = struct.Struct("<HHHHQ")
-_SEQ_CST: Final = 5  # __ATOMIC_SEQ_CST
 
 
 class Signaller(Protocol):
@@ -83,20 +79,6 @@ class IrqSignal:
         pass
 
 
-def _fetch_or() -> Callable[[int, int, int], int]:
-    name = ctypes.util.find_library("atomic") or "libatomic.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-        fn = lib.__atomic_fetch_or_4
-    except (OSError, AttributeError) as err:
-        raise PlatformError(
-            f"cannot signal a monitored channel: libatomic is not available ({err})",
-            "Install libatomic1, or configure the channel without monitor_id.") from None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
-    fn.restype = ctypes.c_uint32
-    return fn
-
-
 class MonitorSignal:
     """Monitored channel: atomic OR of bit id % 32 into trigger_group[id / 32].pending (map 2)."""
 
@@ -104,18 +86,14 @@ class MonitorSignal:
         trig = monitor_trigger(monitor_id)
         if trig.pending_offset + 4 > len(monitor_page):
             raise SysfsError(f"monitor page of {len(monitor_page)} bytes has no trigger group {trig.group}")
-        self._or = _fetch_or()
-        self._word: ctypes.c_uint32 | None = ctypes.c_uint32.from_buffer(monitor_page, trig.pending_offset)
-        self._bit = 1 << trig.bit
+        self._bell = native.MonitorBell(monitor_page, monitor_id)
         self.monitor_id = monitor_id
 
     def signal(self) -> None:
-        if self._word is None:
-            raise LocalProtocolError(f"monitor signal for id {self.monitor_id} used after close")
-        self._or(ctypes.addressof(self._word), self._bit, _SEQ_CST)
+        self._bell.ring()
 
     def close(self) -> None:
-        self._word = None  # releases the export of the mmap so it can be unmapped
+        self._bell.close()  # releases the export of the mmap so it can be unmapped
 
 
 @dataclass

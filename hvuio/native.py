@@ -353,6 +353,34 @@ def check_xfer_header(packet: Buffer, *, pageset_id: int, recv_buf_size: int, se
         raise _fault_error(fault.reason, fault.value, 0, 0, 0)
 
 
+class MonitorBell:
+    """Signals the host for a monitored channel: an atomic OR of its trigger bit (spec 3.12).
+
+    Holds an export of `page` (map 2) until `close()`, so close it before unmapping.
+    """
+
+    def __init__(self, page: Buffer, monitor_id: int) -> None:
+        self._page: Any = ffi.from_buffer(page, require_writable=True)
+        self.monitor_id = monitor_id
+        if not 0 <= monitor_id < 128 or 8 + 8 * (monitor_id // 32) + 4 > len(self._page):
+            self.close()
+            raise LocalProtocolError(f"monitor id {monitor_id} has no trigger bit in a "
+                                     f"{len(page)}-byte monitor page (ids 0..127)")
+
+    def ring(self) -> None:
+        if self._page is None:
+            raise LocalProtocolError(f"monitor signal for id {self.monitor_id} used after close")
+        rc = int(lib.hvu_monitor_signal(self._page, len(self._page), self.monitor_id))
+        if rc < 0:
+            raise LocalProtocolError(f"monitor signal for id {self.monitor_id} failed: "
+                                     f"{errno.errorcode.get(-rc, rc)}")
+
+    def close(self) -> None:
+        if self._page is not None:
+            ffi.release(self._page)
+            self._page = None
+
+
 def layout() -> dict[str, int]:
     """sizeof/offsetof of the C structs, by getter name without the ``hvu_`` prefix."""
     return {name[4:]: int(getattr(lib, name)()) for name in dir(lib)

@@ -223,3 +223,28 @@ def test_build_py_variants() -> None:
     assert asan._assigned_source[0] == "hvuio._native_asan"
     flags = asan._assigned_source[3]["extra_compile_args"]
     assert "-fsanitize=address,undefined" in flags and "-O2" not in flags
+
+
+def test_monitor_bell_sets_only_its_trigger_bit() -> None:
+    """Spec 3.12: bit id % 32 of trigger_group[id / 32].pending (offset 8 + 8 * group), OR'ed."""
+    import struct as _struct
+
+    from hvuio.native import MonitorBell
+
+    page = bytearray(4096)
+    _struct.pack_into("<I", page, 8 + 8 * 1, 0x1)  # another channel's pending bit in group 1
+    bell = MonitorBell(page, 37)                   # group 1, bit 5
+    bell.ring()
+    bell.ring()
+    bell.close()
+    assert _struct.unpack_from("<I", page, 16)[0] == 0x1 | (1 << 5)
+    assert page[:16] == bytes(16) and page[20:] == bytes(len(page) - 20)
+
+
+@pytest.mark.parametrize("monitor_id", [-1, 128, 1000])
+def test_monitor_bell_refuses_ids_without_a_trigger_bit(monitor_id: int) -> None:
+    from hvuio.errors import LocalProtocolError
+    from hvuio.native import MonitorBell
+
+    with pytest.raises(LocalProtocolError, match="monitor id"):
+        MonitorBell(bytearray(4096), monitor_id)

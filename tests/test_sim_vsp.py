@@ -26,7 +26,7 @@ import pytest
 
 from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.uio import UioHandle
-from hvuio.errors import RescindedError
+from hvuio.errors import RescindedError, UsageError
 from hvuio.native import Direction, Ring
 from hvuio.proto.events import (
     NEED_DATA, ControlSendComplete, IndirectionTable, Inbound, InboundKind, LinkStatus, MacAddress,
@@ -550,3 +550,36 @@ def test_guest_arp_reaches_a_real_kernel_stack(tmp_path: Path) -> None:
                 g.close()
     finally:
         net.close()
+
+
+def test_deliver_and_rx_fault_injection(tmp_path: Path) -> None:
+    """SimHost.deliver puts frames in the inbound ring without a network; `inject` corrupts what
+    the host writes (spec §5.14) so guest checks can be exercised: here the pageset id."""
+    with SimEnvironment(tmp_path, "6.17", nics=1) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            frame = eth_frame(b"direct")
+            env.host.deliver(nic, [frame, frame])
+            g.pump(lambda: g.frames == [frame, frame], "two delivered frames")
+            env.host.deliver("hveth0", [frame], inject="pageset")
+            seen: list[Any] = []
+
+            def corrupted() -> bool:
+                seen.extend(p for p in g.rx.read_batch(64).packets if p.type == XFER)
+                return bool(seen)
+
+            wait_until(corrupted, "the corrupted transfer-page packet")
+            (pageset,) = struct.unpack_from("<H", seen[0].header)
+            assert pageset != wn.RECV_BUFFER_ID
+            assert env.host.counters(nic).frames_to_guest == 3
+            env.host.deliver(nic, [frame], channel=5)  # never granted: logged, nothing sent, host alive
+            env.host.deliver(nic, [frame])
+            g.pump(lambda: len(g.frames) == 3, "the next good frame")
+            assert env.host.fault(nic) is None
+        finally:
+            g.close()
+        wait_until(lambda: not env.host.status()[nic.guid]["open"], "the close to reach the host")
+        with pytest.raises(UsageError, match="is not open"):
+            env.host.deliver(nic, [frame])

@@ -9,7 +9,7 @@ one worker thread that
   * wakes on guest signals: the kernel's `on_guest_signal` hook for non-monitored channels, and
     for monitored channels its own poll of trigger_group[id / 32].pending bit id % 32 of the
     monitor page (spec §3.12) every `latency` seconds (the guest's latency[id] entry, clamped to
-    `monitor_latency`), clearing the bit atomically when consumed (`MonitorPage`);
+    `monitor_latency`; its ceiling while the device is idle), clearing the bit atomically when consumed (`MonitorPage`);
   * drains the guest's outbound rings with the strict HostRingReader (a ring violation stops the
     device's channels with a logged reason, as a real host's worker ends), feeds HostNvsp and
     writes every resulting packet into the inbound ring (a full ring queues the packet in order,
@@ -33,6 +33,8 @@ PUBLIC API (kept small; other people build on it):
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
+        env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
+                                                       # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
         env.host.counters(env.nics[0])                 # VspCounters of one device
         env.host.fault(env.nics[0])                    # why the host stopped serving it, or None
@@ -66,13 +68,13 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
-from hvuio.sim.host_nvsp import HostNvsp
+from hvuio.sim.host_nvsp import HostNvsp, RxFault, Step
 from hvuio.sim.host_profile import HostProfile
 from hvuio.sim.kernel import SimKernel
 from hvuio.sim.net import FrameNetwork
@@ -199,6 +201,29 @@ class SimHost:
             session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
+
+    def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
+                inject: RxFault | None = None) -> None:
+        """Frames for an open NIC as one transfer-page packet, optionally corrupted on purpose
+        (`inject`, HostNvsp's RxFault names: spec §4 / §5.14 fault injection); no network needed."""
+        dev = self._device(device)
+        session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.guid} is not open; the host delivers only to an opened NIC")
+        batch = [bytes(f) for f in frames]
+
+        def run() -> Step:
+            nvsp = session.nvsp
+            if not 0 <= channel <= nvsp.subchannels:
+                log.error("%s: deliver on channel %d: only %d subchannels granted", dev.guid, channel,
+                          nvsp.subchannels)
+                return Step()
+            before = nvsp.counters["rx_delivered"]
+            step = nvsp.deliver_batch(batch, channel, inject=inject)
+            session.counters.frames_to_guest += nvsp.counters["rx_delivered"] - before
+            return step
+
+        session.post(run)
 
     def rescind(self, device: SimDevice | str) -> None:
         """Host rescind of the primary: the host stops serving, then the kernel removes the device."""

@@ -50,6 +50,7 @@ TICK_INTERVAL = 0.05  # HostNvsp.tick period: link flap delays and keep-alives a
 READ_BATCH = 64  # packets per drain pass before re-checking (STYLE §13: a batch per wake-up)
 NET_BATCH = 64  # frames read from the network per wake-up (net.DEFAULT_BATCH)
 INBOX_LIMIT = 4096  # frames queued for one NIC's worker before we count drops
+IDLE_AFTER = 0.1  # seconds without guest signals or frames before the monitor poll slows to its ceiling
 REJECTIONS_KEPT = 20  # last rejection reasons shown by status()
 
 # FUTEX_WAKE_OP with FUTEX_OP_ANDN | FUTEX_OP_OPARG_SHIFT: the kernel applies `*uaddr2 &= ~(1 << bit)`
@@ -215,6 +216,7 @@ class Session:
         self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
         self.rx_ready = False
         self._next_tick = 0.0
+        self._last_activity = time.monotonic()
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
@@ -280,6 +282,8 @@ class Session:
         monitored = [c.monitor_id for c in self.channels.values() if c.monitor_id is not None]
         if not monitored:
             return self.host.tick_interval
+        if time.monotonic() - self._last_activity > IDLE_AFTER:
+            return ceiling  # idle channel: poll at the slowest latency we allow
         wanted = [lat for mid in monitored if (lat := self.host.monitor.latency(mid)) is not None]
         return min(max(min(wanted, default=default), floor), ceiling)
 
@@ -339,6 +343,8 @@ class Session:
                     self.counters.guest_signals += 1
                     wake.add(chan.index)
             signal_out: set[int] = set()
+            if wake or frames or commands:
+                self._last_activity = time.monotonic()
             if self.fault is None:
                 for command in commands:
                     self._apply(command(), signal_out, deferred)
@@ -376,8 +382,10 @@ class Session:
                     self._apply(self.nvsp.receive(guest), signal_out, deferred)
                     if self.fault is not None:
                         break
-                if not packets and chan.reader.bytes_to_read() == 0:
-                    break
+                if not packets:
+                    _full_barrier()  # the unmask store must be visible before the re-check load
+                    if chan.reader.bytes_to_read() == 0:
+                        break
         except RingCorruptError as exc:
             self.counters.rejections += 1
             self.rejections.append(f"ring {chan.relid}: {exc.message}")
@@ -499,6 +507,17 @@ class Session:
                 if self.kernel.signal_guest(self.dev, self.channels[index].relid):
                     self.counters.signals_to_guest += 1
         # pending ones: their ring files appear ring_delay later; the next pass looks again
+
+
+_BARRIER = threading.Lock()
+
+
+def _full_barrier() -> None:
+    """A full memory barrier from Python: a mutex acquire/release is a locked instruction on x86
+    and a barrier pair elsewhere. Needed where a store (interrupt_mask = 0) is followed by a load of
+    the guest's index, the store-load order of spec §3.10 (the Dekker pattern)."""
+    _BARRIER.acquire()
+    _BARRIER.release()
 
 
 def _flow_hash(frame: bytes) -> int:

@@ -1,0 +1,94 @@
+"""Dependency direction between the layers (STYLE: wire <- proto <- engine; native <- channel <-
+engine; the emulator independent of the guest), checked on the source with `ast`.
+
+Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
+code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
+fd or ring.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parent.parent / "hvuio"
+
+# Modules that do I/O or keep time: forbidden in the sans-IO layers.
+IO_MODULES = {"os", "socket", "select", "selectors", "mmap", "time", "threading", "subprocess",
+              "fcntl", "signal", "asyncio"}
+
+
+def _modules() -> dict[str, set[str]]:
+    """Every hvuio module -> the absolute module names it imports (top level and in functions)."""
+    found: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        imports: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imports.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imports.add(node.module)
+                imports.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[name] = imports
+    return found
+
+
+MODULES = _modules()
+
+
+def _importers(prefix: str) -> dict[str, set[str]]:
+    return {m: {i for i in imps if i == prefix or i.startswith(prefix + ".")}
+            for m, imps in MODULES.items()}
+
+
+def test_modules_found() -> None:
+    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp", "hvuio.engine"} <= MODULES.keys()
+
+
+@pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
+def test_sans_io_layers_do_no_io(layer: str) -> None:
+    for mod, imps in MODULES.items():
+        if mod.startswith(layer):
+            bad = {i.split(".")[0] for i in imps} & IO_MODULES
+            assert not bad, f"{mod} imports {sorted(bad)}; {layer} must stay sans-IO"
+
+
+def test_wire_and_proto_import_downwards_only() -> None:
+    allowed = {"hvuio.wire": ("hvuio.errors", "hvuio.wire"),
+               "hvuio.proto": ("hvuio.errors", "hvuio.wire", "hvuio.proto")}
+    for mod, imps in MODULES.items():
+        for layer, ok in allowed.items():
+            if mod.startswith(layer):
+                own = {i for i in imps if i.startswith("hvuio")}
+                bad = {i for i in own if not i.startswith(ok)}
+                assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_emulator_is_independent_of_the_guest() -> None:
+    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.datapath",
+             "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
+    # The network behind the host owns a real tap: it may use the tap/netns plumbing.
+    extra = {"hvuio.sim.net": ("hvuio.tap", "hvuio.netns")}
+    for mod, imps in MODULES.items():
+        if not mod.startswith("hvuio.sim"):
+            continue
+        bad = {i for i in imps if i.startswith(guest)}
+        assert not bad, f"{mod} imports guest code {sorted(bad)}"
+        allowed_extra = extra.get(mod, ())
+        other = {i for i in imps if i.startswith("hvuio.") and not i.startswith(("hvuio.sim", "hvuio.errors"))
+                 and not i.startswith(allowed_extra)}
+        assert not other, f"{mod} imports {sorted(other)}"
+
+
+def test_only_native_wrappers_touch_the_compiled_module() -> None:
+    users = {m for m, imps in _importers("hvuio._native").items() if imps}
+    assert users <= {"hvuio.native"}, users
+
+
+def test_only_tap_imports_pyroute2() -> None:
+    users = {m for m, imps in _importers("pyroute2").items() if imps}
+    assert users <= {"hvuio.tap"}, users
