@@ -512,6 +512,17 @@ class SimKernel:
         except BlockingIOError:
             return
         conn_sock.setblocking(False)
+        # close(2) of /dev/uioN is synchronous on a real kernel: finish what older fds of this
+        # device already sent (irqcontrol writes, EOF = close) before this open counts.
+        for older in [c for c in self._conns.values() if c.dev is dev]:
+            while older.sock.fileno() in self._conns:
+                try:
+                    older.sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    pass
+                self._on_conn(older)
         if dev.rescinded:
             conn_sock.send(struct.pack("=i", -errno.ENODEV))
             conn_sock.close()

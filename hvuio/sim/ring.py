@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hvuio.errors import RingCorruptError
+
+# Python has no memory fences. Taking and releasing a lock is a full barrier in CPython (a locked
+# instruction in the mutex), which is what spec 3.10 asks for between publishing an index and
+# reading the peer's mask / pending_send_sz: without it a wake-up can be lost.
+_FENCE = threading.Lock()
+
+
+def _full_barrier() -> None:
+    with _FENCE:
+        pass
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +214,7 @@ class HostRingReader(_HostRing):
         D - 8, and the guest set feature bit 0 (spec 3.11 b seen from the host, 4.18)."""
         consumed, self._consumed = self._consumed, 0
         self._put(OFF_READ_INDEX, self._rd)
+        _full_barrier()
         if consumed == 0 or not self.feature_bits & FEAT_PENDING_SEND_SZ:
             return False
         want = min(self.pending_send_sz // 8 * 8, self.data_size - 8)
@@ -264,6 +276,7 @@ class HostRingWriter(_HostRing):
         pos = self._copy_in(pos, _U64.pack(start << 32))
         self._wr = pos
         self._put(OFF_WRITE_INDEX, pos)
+        _full_barrier()
         if self.interrupt_mask:
             return False
         return self.read_index == start

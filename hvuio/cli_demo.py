@@ -1,0 +1,119 @@
+"""`hvuio demo`: the whole stack on the emulator in one command (root), then everything removed.
+
+What lives here: the click command and the rendering of hvuio.demo.run_demo's result (the
+negotiated parameters block, ping summary, TCP throughput and sha256 check, data-path and host
+counters) as text or JSON, and the --keep mode that leaves the stack up until Ctrl-C, printing the
+commands to poke at it. The work is hvuio/demo.py's (imported inside the command so `hvuio --help`
+stays cheap).
+
+What must not live here: building namespaces, the emulator or traffic (hvuio/demo.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from hvuio.cli import App, cli, pass_app
+
+
+def _counters_block(title: str, counters: dict[str, Any]) -> list[str]:
+    shown = {k: v for k, v in sorted(counters.items()) if isinstance(v, int) and v}
+    lines = [f"{title}:"]
+    if not shown:
+        return [f"{title}: all zero"]
+    width = max(len(k) for k in shown)
+    lines += [f"  {k:<{width}}  {v}" for k, v in shown.items()]
+    return lines
+
+
+def render(result: dict[str, Any]) -> str:
+    """The human-readable report of one demo run."""
+    from hvuio.cli_net import render_info
+
+    out = [f"hvuio demo: emulated kernel {result['kernel']}, guest tap {result['tap']} in "
+           f"{result['guest_netns']}, host network {result['host_ifname']} in {result['host_netns']}", "",
+           "Negotiated (hvuio up):", render_info(result["nic"]), ""]
+    p = result["ping"]
+    out.append(f"Ping {p.get('sent', '?')} sent, {p.get('received', '?')} received; {p.get('summary', 'no rtt summary')}")
+    t = result["tcp"]
+    exact = "byte-exact (sha256 match)" if t["exact"] else "MISMATCH"
+    out.append(f"TCP  {t['received']['bytes']} bytes in {t['received']['seconds']:.2f} s = "
+               f"{t['mbit_s']:.1f} Mbit/s, {exact}, sha256 {t['received']['sha256'][:16]}…")
+    out.append("")
+    out += _counters_block("Data path counters (hvuio up)", result.get("datapath_counters", {}))
+    out += _counters_block("Emulated host counters", result.get("host_counters", {}))
+    out += _counters_block("Emulated host NVSP counters", result.get("host_nvsp_counters", {}))
+    out += _counters_block("Host network counters", result.get("host_network_counters", {}))
+    out.append("Cleaned up: namespaces, taps, processes and the sysroot are gone.")
+    return "\n".join(out)
+
+
+def _wait_for_ctrl_c(stack: Any) -> None:
+    from hvuio.demo import GUEST_IP, HOST_IP
+
+    click.echo(f"""
+Left running (--keep). Try, in another shell:
+  ip netns exec {stack.guest_ns} ping {HOST_IP}            # guest tap -> emulator -> host network
+  ip netns exec {stack.host_ns} ping {GUEST_IP}
+  ip -n {stack.guest_ns} -s link show {stack.tap}            # the guest tap and its counters
+  hvuio --sysroot {stack.sysroot} status                      # data-path counters of the running 'hvuio up'
+  hvuio --sysroot {stack.sysroot} list                        # the emulated VMBus device (bound to uio_hv_generic)
+Press Ctrl-C here to stop and clean everything up.""")
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda n, f: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            if stack.up_proc is not None and stack.up_proc.poll() is not None:
+                click.echo("hvuio up exited; cleaning up.")
+                break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@cli.command()
+@click.option("--kernel", default="6.17", show_default=True, help="Emulated kernel profile (see 'hvuio sim start').")
+@click.option("--mtu", type=click.IntRange(576, 9000), default=1500, show_default=True,
+              help="MTU of the guest NIC and the host network (at most the send section size - 58).")
+@click.option("--tcp-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="MiB sent through the TCP transfer.")
+@click.option("--keep", is_flag=True, help="Leave the stack running after the checks until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+@pass_app
+def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool) -> None:
+    """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
+    from hvuio.demo import max_guest_mtu, require_root, run_demo
+    from hvuio.errors import UsageError
+    from hvuio.sim.host_profile import SEND_SECTION_SIZE
+    from hvuio.sim.profiles import PROFILES
+
+    require_root()
+    if kernel not in PROFILES:
+        raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
+    limit = max_guest_mtu(SEND_SECTION_SIZE)
+    if mtu > limit:
+        raise UsageError(f"--mtu {mtu} is larger than the {limit} bytes a {SEND_SECTION_SIZE}-byte send section "
+                         "can carry after the RNDIS and Ethernet headers", f"Use --mtu {limit} or less.")
+    if not as_json:
+        click.echo(f"Starting: namespaces, emulated kernel {kernel} + host, bind, 'hvuio up' (MTU {mtu})…")
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks remove everything
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
+                          on_ready=_wait_for_ctrl_c if keep else None)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        click.echo(render(result))
