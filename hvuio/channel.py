@@ -5,7 +5,8 @@ What lives here:
     S = size / 2, spec §1.4) or from a subchannel's `ring` file. `send()` writes an
     `Outbound` (or raw bytes) and signals the host per §3.11(a); RNDIS control messages are first
     copied into a send-buffer section from a `SectionPool` and freed by `release()` when the host
-    completes the send. `receive()` copies packets out (the C core validates §4 items 1–10),
+    completes the send (at most MAX_QUEUED_CONTROL messages wait for a section; a host that never
+    completes is a HostProtocolError, not unbounded growth). `receive()` copies packets out (the C core validates §4 items 1–10),
     signals for flow control (§3.11 b) and turns them into proto `Inbound`s; `ingest()` does the
     same for one packet read elsewhere (the data path's `read_control`).
   * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from hvuio import native
+from hvuio.device.sysfs import SYSFS_HINT
 from hvuio.device.uio import Interrupt, UioHandle, monitor_trigger
 from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolError, PlatformError,
                           SysfsError)
@@ -53,6 +55,11 @@ NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP
 #: (the same 5 s the protocol machines give a reply, hvuio/proto/limits.py).
 RING_SPACE_TIMEOUT: Final = 5.0
 _SPACE_POLL: Final = 0.005
+#: Control messages that may wait for a free send section. Every one of them is a reply or request
+#: the machines made (at most MAX_OUTSTANDING_RNDIS requests, plus one keep-alive answer per host
+#: keep-alive); more than this waiting means the host keeps asking but never completes our sends,
+#: so the queue would grow without bound: the channel is stopped instead.
+MAX_QUEUED_CONTROL: Final = 64
 _XFER_HEAD: Final = struct.Struct("<HBBI")  # pageset id, sender_owns, reserved, range_cnt
 _RANGE: Final = struct.Struct("<II")  # byte_count, byte_offset
 _DESC: Final = struct.Struct("<HHHHQ")
@@ -83,9 +90,13 @@ class MonitorSignal:
     """Monitored channel: atomic OR of bit id % 32 into trigger_group[id / 32].pending (map 2)."""
 
     def __init__(self, monitor_page: mmap.mmap, monitor_id: int) -> None:
-        trig = monitor_trigger(monitor_id)
+        try:
+            trig = monitor_trigger(monitor_id)
+        except ValueError as err:
+            raise SysfsError(str(err), SYSFS_HINT) from None
         if trig.pending_offset + 4 > len(monitor_page):
-            raise SysfsError(f"monitor page of {len(monitor_page)} bytes has no trigger group {trig.group}")
+            raise SysfsError(f"monitor page of {len(monitor_page)} bytes has no trigger group {trig.group}",
+                             SYSFS_HINT)
         self._bell = native.MonitorBell(monitor_page, monitor_id)
         self.monitor_id = monitor_id
 
@@ -121,11 +132,16 @@ class Channel:
                  recv_buf: mmap.mmap | None, send_buf: mmap.mmap | None, name: str,
                  may_unmask: bool = True) -> None:
         if len(rings) < 2 * ring_size:
-            raise SysfsError(f"{name}: ring mapping of {len(rings):#x} bytes cannot hold two rings of {ring_size:#x}")
+            raise SysfsError(f"{name}: ring mapping of {len(rings):#x} bytes cannot hold two rings of {ring_size:#x}",
+                             SYSFS_HINT)
         self.name = name
         tx = Ring(rings, direction=native.Direction.TX, offset=0, size=ring_size, accept_types=NETVSC_TYPES)
-        rx = Ring(rings, direction=native.Direction.RX, offset=ring_size, size=ring_size,
-                  accept_types=NETVSC_TYPES)
+        try:
+            rx = Ring(rings, direction=native.Direction.RX, offset=ring_size, size=ring_size,
+                      accept_types=NETVSC_TYPES)
+        except BaseException:
+            tx.detach()  # release its export of the mapping so the handle can unmap it
+            raise
         self._rings: tuple[Ring, Ring] | None = (tx, rx)
         self.interrupt = interrupt
         self.recv_buf = recv_buf
@@ -140,26 +156,36 @@ class Channel:
 
     # ---- construction -------------------------------------------------------------------------
 
+    @staticmethod
+    def _make_signaller(handle: UioHandle, monitor_id: int | None) -> Signaller:
+        if monitor_id is None:
+            return IrqSignal(handle.interrupt)
+        return MonitorSignal(handle.monitor_page, monitor_id)
+
+    @classmethod
+    def _build(cls, handle: UioHandle, rings: mmap.mmap, ring_size: int, monitor_id: int | None,
+               name: str, may_unmask: bool) -> Channel:
+        sig = cls._make_signaller(handle, monitor_id)
+        try:
+            return cls(rings, ring_size=ring_size, interrupt=handle.interrupt, signaller=sig,
+                       recv_buf=handle.recv_buffer, send_buf=handle.send_buffer, name=name,
+                       may_unmask=may_unmask)
+        except BaseException:
+            sig.close()  # the monitor bell exports map 2; the handle could not unmap it otherwise
+            raise
+
     @classmethod
     def primary(cls, handle: UioHandle) -> Channel:
         """The primary channel of an open device (map 0; monitor id from the device directory)."""
-        mid = handle.device.monitor_id
-        sig: Signaller = (MonitorSignal(handle.monitor_page, mid) if mid is not None
-                          else IrqSignal(handle.interrupt))
-        return cls(handle.rings, ring_size=handle.ring_size, interrupt=handle.interrupt, signaller=sig,
-                   recv_buf=handle.recv_buffer, send_buf=handle.send_buffer,
-                   name=f"{handle.device.guid} channel {handle.device.relid}")
+        return cls._build(handle, handle.rings, handle.ring_size, handle.device.monitor_id,
+                          f"{handle.device.guid} channel {handle.device.relid}", True)
 
     @classmethod
     def subchannel(cls, handle: UioHandle, relid: int) -> Channel:
         """A subchannel from its `ring` file. Its inbound mask is never cleared (spec §1.10 item 39)."""
         ring = handle.open_subchannel_ring(relid)
-        mid = handle.device.channel(relid).monitor_id
-        sig: Signaller = (MonitorSignal(handle.monitor_page, mid) if mid is not None
-                          else IrqSignal(handle.interrupt))
-        return cls(ring, ring_size=len(ring) // 2, interrupt=handle.interrupt, signaller=sig,
-                   recv_buf=handle.recv_buffer, send_buf=handle.send_buffer,
-                   name=f"{handle.device.guid} channel {relid}", may_unmask=False)
+        return cls._build(handle, ring, len(ring) // 2, handle.device.channel(relid).monitor_id,
+                          f"{handle.device.guid} channel {relid}", False)
 
     @property
     def tx(self) -> Ring:
@@ -211,10 +237,17 @@ class Channel:
         if self._pool is None:
             raise LocalProtocolError(f"{self.name}: RNDIS send before the send buffer was connected")
         if len(msg.rndis) > self._pool.size:
-            raise LocalProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes exceeds "
-                                     f"the {self._pool.size}-byte send section")
+            # the section size is the host's choice (NVSP send-buffer reply); the machines'
+            # messages are bounded by limits.MAX_RNDIS_CONTROL_MESSAGE
+            raise HostProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes does not fit the "
+                                    f"host's send section_size {self._pool.size} (control messages travel "
+                                    "in send sections)")
         index = self._pool.alloc()
         if index is None:
+            if len(self._waiting) >= MAX_QUEUED_CONTROL:
+                raise HostProtocolError(f"{self.name}: {len(self._waiting)} control messages wait for one of "
+                                        f"{self._pool.count} send sections the host never completed "
+                                        f"(limit {MAX_QUEUED_CONTROL})")
             self.counters.control_queued += 1
             self._waiting.append(msg)
             return

@@ -92,3 +92,4 @@ def main(argv: list[str] | None = None) -> Any:
 from hvuio import cli_device  # noqa: E402,F401
 from hvuio import cli_sim  # noqa: E402,F401
 from hvuio import cli_net  # noqa: E402,F401
+from hvuio import cli_demo  # noqa: E402,F401

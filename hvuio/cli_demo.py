@@ -12,7 +12,9 @@ What must not live here: building namespaces, the emulator or traffic (hvuio/dem
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
@@ -65,8 +67,15 @@ Left running (--keep). Try, in another shell:
   hvuio --sysroot {stack.sysroot} status                      # data-path counters of the running 'hvuio up'
   hvuio --sysroot {stack.sysroot} list                        # the emulated VMBus device (bound to uio_hv_generic)
 Press Ctrl-C here to stop and clean everything up.""")
+    sys.stdout.flush()  # a pipe is block-buffered: whoever watches must see the commands now
     stop = threading.Event()
-    old = {s: signal.signal(s, lambda n, f: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != _MAIN_PID:  # a forked pyroute2 helper (see _raise_interrupt)
+            os._exit(128 + signum)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.5):
             if stack.up_proc is not None and stack.up_proc.poll() is not None:
@@ -77,14 +86,22 @@ Press Ctrl-C here to stop and clean everything up.""")
             signal.signal(s, h)
 
 
+_MAIN_PID = os.getpid()
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # pyroute2 forks (without exec) to work inside a namespace and stops those children with
+    # SIGTERM: a child that inherited this handler must just exit, not unwind our stack (which
+    # would run the demo's cleanup in the child and delete the namespaces under the parent).
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 @cli.command()
 @click.option("--kernel", default="6.17", show_default=True, help="Emulated kernel profile (see 'hvuio sim start').")
-@click.option("--mtu", type=click.IntRange(576, 9000), default=1500, show_default=True,
-              help="MTU of the guest NIC and the host network (at most the send section size - 58).")
+@click.option("--mtu", type=int, default=1500, show_default=True,
+              help="MTU of the guest NIC and the host network: 1500 up to the send section size - 58.")
 @click.option("--tcp-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="MiB sent through the TCP transfer.")
 @click.option("--keep", is_flag=True, help="Leave the stack running after the checks until Ctrl-C.")
@@ -94,25 +111,33 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
-    from hvuio.sim.host_profile import SEND_SECTION_SIZE
+    from hvuio.sim.host_profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
     from hvuio.sim.profiles import PROFILES
 
-    require_root()
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     limit = max_guest_mtu(SEND_SECTION_SIZE)
+    floor = MIN_NDIS_MTU - ETH_HEADER_LEN
+    if mtu < floor:
+        raise UsageError(f"--mtu {mtu} is below {floor}: the emulated host, like Hyper-V, replaces NDIS MTUs "
+                         f"under {MIN_NDIS_MTU} bytes with its default", f"Use --mtu {floor} to {limit}.")
     if mtu > limit:
         raise UsageError(f"--mtu {mtu} is larger than the {limit} bytes a {SEND_SECTION_SIZE}-byte send section "
                          "can carry after the RNDIS and Ethernet headers", f"Use --mtu {limit} or less.")
+    require_root()
     if not as_json:
         click.echo(f"Starting: namespaces, emulated kernel {kernel} + host, bind, 'hvuio up' (MTU {mtu})…")
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks remove everything
+    # SIGTERM and SIGINT unwind as KeyboardInterrupt, so the finally blocks remove everything
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    old_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
                           on_ready=_wait_for_ctrl_c if keep else None)
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:

@@ -107,7 +107,7 @@ def read_status(sysroot: Path) -> list[dict[str, Any]]:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(rec, dict) and _alive(rec.get("pid")):
+        if isinstance(rec, dict) and isinstance(rec.get("device"), str) and _alive(rec.get("pid")):
             out.append(rec)
     return out
 
@@ -127,9 +127,12 @@ def status(app: App, as_json: bool) -> None:
     for rec in records:
         tap = f", tap {rec['tap']}" if rec.get("tap") else ""
         click.echo(f"{rec['device']} (pid {rec['pid']}{tap})")
-        if rec.get("nic"):
-            click.echo(render_info(rec["nic"]))
-        click.echo(_render_counters(rec.get("counters", {})))
+        try:
+            if rec.get("nic"):
+                click.echo(render_info(rec["nic"]))
+            click.echo(_render_counters(rec.get("counters", {})))
+        except (KeyError, TypeError, ValueError, AttributeError):  # a file someone else wrote
+            click.echo("  (status record is incomplete or malformed)")
 
 
 @cli.command()

@@ -1,8 +1,9 @@
 """The engine: brings a synthetic NIC up through NVSP and RNDIS, runs it, and tears it down.
 
 What lives here:
-  * `Nic` — the control plane of one device: resolve it (GUID or interface name), open its
-    UioHandle through the platform seam, build the primary `Channel`, drive `NvspGuest` then
+  * `Nic` — the control plane of one device: resolve it (GUID or interface name), refuse it when
+    another process has it open (the kernel would share the rings), open its UioHandle through
+    the platform seam, build the primary `Channel`, drive `NvspGuest` then
     `RndisGuest` to RndisConfigured (spec §1.13 steps 3–6), collect the negotiated values into a
     `NicInfo`, keep serving control traffic (link indications, keep-alives), and tear down in the
     protocol's order: RNDIS halt (waiting for its send completion), NVSP revoke receive buffer
@@ -34,7 +35,7 @@ from types import FrameType
 from typing import Any, Final
 
 from hvuio.channel import Channel
-from hvuio.device.bind import resolve_device
+from hvuio.device.bind import BUSY_SETTLE, check_not_busy, resolve_device
 from hvuio.device.uio import Platform, UioHandle
 from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError,
                           LocalProtocolError, SysfsError, WrongDeviceError)
@@ -202,6 +203,8 @@ class Nic:
         if device.uio is None:
             raise SysfsError(f"{device.guid} is not bound to uio_hv_generic (driver: {device.driver or 'none'})",
                              f"Run 'hvuio bind {self.name}' first.")
+        # the kernel lets a second open share the rings; two drivers of one channel corrupt both
+        check_not_busy(device, settle=BUSY_SETTLE)
         handle = UioHandle.open(device, self._platform)
         self.handle = handle
         try:

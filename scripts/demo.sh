@@ -9,4 +9,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cd "$(dirname "$0")/.."
 scripts/setup-machine.sh
-exec python3 -c 'import hvuio.cli_demo; from hvuio.cli import main; main()' demo "$@"
+exec python3 -m hvuio demo "$@"

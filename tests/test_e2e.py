@@ -77,7 +77,7 @@ def neighbour_mac(ns: str, address: str) -> str | None:
 
 def counter(stack: DemoStack, name: str, at_least: int) -> bool:
     """Wait until the running `hvuio up` reports counter `name` >= at_least (status file)."""
-    return stack.env.host.wait_for(lambda: stack.live_counters().get(name, 0) >= at_least, timeout=10)
+    return bool(stack.env.host.wait_for(lambda: stack.live_counters().get(name, 0) >= at_least, timeout=10))
 
 
 def test_arp_resolves_both_macs_and_ping_crosses(stack: DemoStack) -> None:
@@ -136,12 +136,12 @@ def test_guest_frame_larger_than_the_nic_mtu_is_dropped_and_counted(stack: DemoS
     # The tap's MTU is raised behind the engine's back: the kernel now hands it frames the NIC
     # (MTU 1500) must not send. The data path drops them (tx_oversize), nothing reaches the host.
     netns.ip("-n", stack.guest_ns, "link", "set", "dev", stack.tap, "mtu", "3000")
-    sent_before = stack.host_status()["counters"]["frames_from_guest"]
+    bytes_before = stack.net.counters.to_net_bytes
     big = ping(stack.guest_ns, HOST_IP, count=3, interval=0.2, size=2500, dont_fragment=True)
     assert big.get("received") == 0, big["output"]
     assert counter(stack, "tx_oversize", 3), stack.live_counters()
-    # none of the three 2542-byte frames reached the host (ARP/other frames may have)
-    assert stack.net.counters.to_net_bytes < 2542 * 3 or stack.host_status()["counters"]["frames_from_guest"] - sent_before < 3
+    # not one 2542-byte frame reached the host network (small ARP frames may have)
+    assert stack.net.counters.to_net_bytes - bytes_before < 2542
     netns.ip("-n", stack.guest_ns, "link", "set", "dev", stack.tap, "mtu", "1500")
     ok = ping(stack.guest_ns, HOST_IP, count=3)
     assert ok["ok"] and ok["received"] == 3, ok["output"]  # nothing corrupted
@@ -169,7 +169,8 @@ def test_host_link_changes_follow_on_the_tap_carrier(stack: DemoStack) -> None:
     def lower_up() -> bool:
         return "LOWER_UP" in link(stack.guest_ns, stack.tap)["flags"]
 
-    assert lower_up() and link(stack.guest_ns, stack.tap)["operstate"] == "UP"
+    # a tap with carrier reports operstate UNKNOWN (tun never sets dormant/up itself), as hvuio.tap expects
+    assert lower_up() and link(stack.guest_ns, stack.tap)["operstate"] in ("UP", "UNKNOWN")
     stack.env.host.set_link(dev, up=False)
     assert stack.env.host.wait_for(lambda: not lower_up(), timeout=10)
     state = link(stack.guest_ns, stack.tap)
@@ -177,7 +178,7 @@ def test_host_link_changes_follow_on_the_tap_carrier(stack: DemoStack) -> None:
     down = ping(stack.guest_ns, HOST_IP, count=2)
     assert down.get("received") == 0
     stack.env.host.set_link(dev, up=True)
-    assert stack.env.host.wait_for(lambda: lower_up() and link(stack.guest_ns, stack.tap)["operstate"] == "UP",
+    assert stack.env.host.wait_for(lambda: lower_up() and link(stack.guest_ns, stack.tap)["operstate"] != "DOWN",
                                    timeout=10)
     assert counter(stack, "link_changes", 2)
     ok = ping(stack.guest_ns, HOST_IP, count=3)
@@ -196,3 +197,27 @@ def test_sigterm_stops_a_running_up_cleanly(stack: DemoStack) -> None:
     assert stack.env.host.wait_for(lambda: not stack.host_status()["open"])  # the host saw the close
     assert stack.env.host.fault(stack.guid) is None
     assert "Traceback" not in stack.up_stderr
+
+
+@pytest.mark.parametrize(("kernel", "monitored"), [("4.19", True), ("6.12", True), ("6.17", False)],
+                         ids=["4.19", "6.12", "6.17-irq-signal"])
+def test_ping_and_tcp_on_other_kernel_profiles(kernel: str, monitored: bool) -> None:
+    """Kernels up to 6.16 mask the inbound ring on every interrupt; non-monitored channels are
+    signalled by write(1) on the uio fd (spec 1.10, 3.12): the data path must work with each."""
+    reason = netns_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    s = DemoStack(kernel=kernel, monitored=monitored)
+    pid: int | None = None
+    try:
+        s.start()
+        pid = s.up_pid
+        assert s.nic["monitored"] is monitored
+        result = ping(s.guest_ns, HOST_IP, count=3)
+        assert result["ok"] and result["received"] == 3, result["output"]
+        tcp = tcp_transfer(s.guest_ns, s.host_ns, HOST_IP, 4 * 1024 * 1024, seed=21)
+        assert tcp["received"]["sha256"] == tcp["sent"]["sha256"]
+        assert s.env.host.fault(s.guid) is None
+    finally:
+        s.close()
+    assert_nothing_leaked(s, pid)

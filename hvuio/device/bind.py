@@ -21,6 +21,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -40,6 +41,8 @@ DEFAULT_DRIVER: Final = "hv_netvsc"
 JOURNAL_DIR: Final = "/run/hvuio/bind"
 BIND_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to show the new binding
 _SIOCGIFADDR: Final = 0x8915
+_WRITE_HINT: Final = "Check 'dmesg' for errors from hv_vmbus or uio_hv_generic, and run 'hvuio doctor'."
+_DRIVER_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,15 @@ def _write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
         finally:
             os.close(fd)
     except FileNotFoundError:
-        raise SysfsError(f"sysfs file {path} does not exist") from None
+        raise SysfsError(f"sysfs file {path} does not exist", _WRITE_HINT) from None
     except PermissionError:
         raise NotRootError(f"cannot write {path}: permission denied") from None
     except OSError as err:
         if err.errno == errno.ENXIO:
-            raise SysfsError(f"nobody reads {path} (is the emulated kernel running?)") from None
+            raise SysfsError(f"nobody reads {path} (is the emulated kernel running?)",
+                             "Start the emulator ('hvuio sim start') or point --sysroot at a live tree.") from None
         if err.errno not in ignore:
-            raise SysfsError(f"writing {text!r} to {path} failed: {err.strerror}") from None
+            raise SysfsError(f"writing {text!r} to {path} failed: {err.strerror}", _WRITE_HINT) from None
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -101,12 +105,24 @@ def journal_path(sysroot: Path | str, guid: str) -> Path:
 
 
 def read_journal(sysroot: Path | str, guid: str) -> dict[str, object] | None:
+    """The journal of `guid`, or None when absent or not in the shape bind_device writes."""
     path = journal_path(sysroot, guid)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("guid"), str):
+        return None
+    netdevs = data.get("netdevs", [])
+    if not isinstance(netdevs, list) or not all(isinstance(n, str) for n in netdevs):
+        return None
+    for key in ("previous_driver", "previous_override"):
+        value = data.get(key)
+        # a driver name becomes a path under /sys/bus/vmbus/drivers: a plain name only
+        if value is not None and (not isinstance(value, str) or not _DRIVER_NAME.fullmatch(value)
+                                  or value in (".", "..")):
+            return None
+    return data
 
 
 def _journal_by_ifname(sysroot: Path | str, ifname: str) -> str | None:
@@ -256,16 +272,29 @@ def uio_holders(dev_path: Path, proc: Path = Path("/proc")) -> list[int]:
     return pids
 
 
-def check_not_busy(device: VmbusDevice) -> None:
-    """DeviceBusyError if /dev/uioN is open: by /proc fd links, or channel state 3 (opened)."""
+#: Channel state CHANNEL_OPENED_STATE in the device's `state` attribute (spec §2.1).
+CHANNEL_OPENED: Final = 3
+#: How long check_not_busy lets an opened state settle: a close that is still being processed
+#: (the emulator handles close(2) asynchronously) must not read as "busy".
+BUSY_SETTLE: Final = 1.0
+
+
+def check_not_busy(device: VmbusDevice, settle: float = 0.0) -> None:
+    """DeviceBusyError if /dev/uioN is open: by /proc fd links, or channel state 3 (opened).
+
+    `settle` > 0 waits up to that long for an opened state to go away before calling it busy.
+    """
     uio = device.uio
     if uio is None:
         return
     pids = uio_holders(uio.dev_path)
     if pids:
         raise DeviceBusyError(f"{uio.dev_path} is open by process {', '.join(map(str, pids))}")
-    if device.state == 3:
-        raise DeviceBusyError(f"{uio.dev_path} is open (channel {device.relid} is in the opened state)")
+    if device.state == CHANNEL_OPENED:
+        try:
+            _wait_for("the channel to close", lambda: device.state != CHANNEL_OPENED, settle)
+        except SysfsError:
+            raise DeviceBusyError(f"{uio.dev_path} is open (channel {device.relid} is in the opened state)") from None
 
 
 # -- bind / unbind ---------------------------------------------------------------------------------

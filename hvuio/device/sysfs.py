@@ -21,7 +21,17 @@ from hvuio.device.classes import NIC_CLASS, class_name
 from hvuio.errors import DeviceNotFoundError, SysfsError
 
 _GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_MAP_NAME_RE = re.compile(r"^(recv|send):(\d+|0[xX][0-9a-fA-F]+)$")
+_MAP_NAME_RE = re.compile(r"^(recv|send):([1-9][0-9]*|0[xX][0-9a-fA-F]+)$")
+#: An unsigned sysfs integer as the kernel prints it (%u, %d of a non-negative value, 0x%llx);
+#: no sign, no underscores, no Unicode digits.
+_UINT_RE = re.compile(r"^(?:0[xX][0-9a-fA-F]+|[0-9]+)$")
+#: Largest GPADL handle: the NVSP connect messages carry it in a u32 (spec §1.2.4).
+MAX_GPADL = 0xFFFFFFFF
+#: Monitor ids index 4 trigger groups of 32 bits (spec §3.12).
+MONITOR_IDS = 128
+#: Hint for every malformed or missing sysfs value: the tree is not what uio_hv_generic makes.
+SYSFS_HINT = ("The sysfs files of this device are not what uio_hv_generic and hv_vmbus write; "
+              "run 'hvuio doctor', and rebind the device ('hvuio unbind', then 'hvuio bind').")
 
 
 def sys_path(sysroot: Path | str, absolute: str) -> Path:
@@ -49,30 +59,34 @@ class _Node:
         try:
             return path.read_text().rstrip("\n")
         except FileNotFoundError:
-            raise SysfsError(f"sysfs attribute {path} does not exist") from None
+            raise SysfsError(f"sysfs attribute {path} does not exist", SYSFS_HINT) from None
         except OSError as err:
-            raise SysfsError(f"cannot read sysfs attribute {path}: {err.strerror}") from None
+            raise SysfsError(f"cannot read sysfs attribute {path}: {err.strerror}", SYSFS_HINT) from None
         except UnicodeDecodeError:
-            raise SysfsError(f"sysfs attribute {path} is not text") from None
+            raise SysfsError(f"sysfs attribute {path} is not text", SYSFS_HINT) from None
 
-    def attr_int(self, name: str) -> int:
-        """The attribute as an integer; base auto-detected (0x.. hex, else decimal)."""
+    def attr_int(self, name: str, limit: int | None = None) -> int:
+        """The attribute as an unsigned integer (0x.. hex, else decimal, leading zeros allowed);
+        SysfsError for anything else, or for a value above `limit` when one is given."""
         text = self.attr_str(name).strip()
-        try:
-            return int(text, 0) if not re.fullmatch(r"0\d+", text) else int(text, 10)
-        except ValueError:
-            raise SysfsError(f"sysfs attribute {self.path / name} = {text!r} is not an integer") from None
+        if not _UINT_RE.match(text):
+            raise SysfsError(f"sysfs attribute {self.path / name} = {text[:64]!r} is not an unsigned integer",
+                             SYSFS_HINT)
+        value = int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
+        if limit is not None and value > limit:
+            raise SysfsError(f"sysfs attribute {self.path / name} = {value} exceeds {limit}", SYSFS_HINT)
+        return value
 
     def attr_guid(self, name: str) -> str:
         """The attribute as a lowercase GUID, braces stripped."""
         text = self.attr_str(name).strip().strip("{}").lower()
         if not _GUID_RE.match(text):
-            raise SysfsError(f"sysfs attribute {self.path / name} = {text!r} is not a GUID")
+            raise SysfsError(f"sysfs attribute {self.path / name} = {text[:64]!r} is not a GUID", SYSFS_HINT)
         return text
 
-    def attr_int_opt(self, name: str) -> int | None:
+    def attr_int_opt(self, name: str, limit: int | None = None) -> int | None:
         """attr_int, or None when the attribute is absent (e.g. monitor_id of a non-monitored channel)."""
-        return self.attr_int(name) if self.has(name) else None
+        return self.attr_int(name, limit) if self.has(name) else None
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,16 @@ class UioMap:
 
     @property
     def gpadl(self) -> int | None:
-        """GPADL handle published in a `recv:<n>` / `send:<n>` name (spec §1.2.4), else None."""
+        """GPADL handle published in a `recv:<n>` / `send:<n>` name (spec §1.2.4), else None.
+
+        None also for a handle the host could not have made: 0 or above the u32 the NVSP connect
+        messages carry (the caller reports the name as malformed)."""
         m = _MAP_NAME_RE.match(self.name)
-        return int(m.group(2), 0) if m else None
+        if m is None:
+            return None
+        text = m.group(2)
+        value = int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
+        return value if 0 < value <= MAX_GPADL else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "size": self.size, "addr": self.addr,
@@ -109,7 +130,7 @@ class UioDevice(_Node):
         """The UIO node under the device's `uio/` directory, or None when not bound to uio."""
         uio_dir = device.path / "uio"
         try:
-            names = sorted(n for n in os.listdir(uio_dir) if re.fullmatch(r"uio\d+", n))
+            names = sorted(n for n in os.listdir(uio_dir) if re.fullmatch(r"uio[0-9]+", n))
         except OSError:
             return None
         return cls(device.sysroot, names[0]) if names else None
@@ -153,8 +174,8 @@ class VmbusChannel(_Node):
 
     @property
     def monitor_id(self) -> int | None:
-        """Monitor id, or None when absent (= not monitored, signal with write(1))."""
-        return self.attr_int_opt("monitor_id")
+        """Monitor id (0..127), or None when absent (= not monitored, signal with write(1))."""
+        return self.attr_int_opt("monitor_id", MONITOR_IDS - 1)
 
     @property
     def ring_path(self) -> Path:
@@ -235,7 +256,8 @@ class VmbusDevice(_Node):
 
     @property
     def monitor_id(self) -> int | None:
-        return self.attr_int_opt("monitor_id")
+        """Monitor id (0..127), or None when absent (= not monitored, signal with write(1))."""
+        return self.attr_int_opt("monitor_id", MONITOR_IDS - 1)
 
     @property
     def driver(self) -> str | None:
@@ -279,7 +301,7 @@ class VmbusDevice(_Node):
     def channels(self) -> list[VmbusChannel]:
         """Every channels/<relid> directory, primary first, then by relid."""
         try:
-            relids = sorted(int(n) for n in os.listdir(self.path / "channels") if n.isdigit())
+            relids = sorted(int(n) for n in os.listdir(self.path / "channels") if re.fullmatch(r"[0-9]+", n))
         except OSError:
             return []
         chans = [VmbusChannel(self, r) for r in relids]
@@ -294,7 +316,7 @@ class VmbusDevice(_Node):
     def channel(self, relid: int) -> VmbusChannel:
         chan = VmbusChannel(self, relid)
         if not chan.path.is_dir():
-            raise SysfsError(f"channel directory {chan.path} does not exist")
+            raise SysfsError(f"channel directory {chan.path} does not exist", SYSFS_HINT)
         return chan
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,10 +9,13 @@ the same code for both.
 
 `UioHandle.open(device)` reads map names and sizes from sysfs (never hard-coded), checks the names
 in DPDK's order (txrx_rings, int_page, monitor_page, recv:<n>, send:<n>), refuses fewer than 3
-maps (a NIC needs 5), parses the GPADL handles from the names, maps every region and derives the
-primary ring size S = size(map0) / 2 and data size D = S - PAGE_SIZE. `Interrupt` wraps the fd:
-`wait(timeout)` -> event count or None, `enable()` / `disable()`, and turns EIO (real) or EOF
-(simulated) into `RescindedError`.
+maps (a NIC needs 5), parses the GPADL handles from the names (1..0xFFFFFFFF), bounds every size
+(page multiple, at most MAX_MAP_SIZE; map 0 an even number of pages >= 4), maps every region
+(unmapping and closing everything again if one fails) and derives the primary ring size
+S = size(map0) / 2 and data size D = S - PAGE_SIZE. `Interrupt` wraps the fd:
+`wait(timeout)` -> event count or None (at most MAX_COUNT_READS reads per wake-up, however fast
+the host interrupts), `enable()` / `disable()`, and turns EIO (real) or EOF (simulated) into
+`RescindedError`; any other errno is a SysfsError, use after close a LocalProtocolError.
 
 Monitor page: signalling a monitored channel needs an atomic OR of one bit into a u32 shared with
 every other channel (spec §3.12); Python cannot do an atomic RMW on an mmap, so this module only
@@ -33,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from hvuio.device.sysfs import UioDevice, UioMap, VmbusDevice
-from hvuio.errors import DeviceBusyError, HostRefusedError, RescindedError, SysfsError, WrongDeviceError
+from hvuio.device.sysfs import MAX_GPADL, SYSFS_HINT, UioDevice, UioMap, VmbusDevice
+from hvuio.errors import (HostRefusedError, LocalProtocolError, NotRootError, RescindedError, SysfsError,
+                          WrongDeviceError)
 
 PAGE_SIZE: Final = mmap.PAGESIZE
 MAP_NAMES: Final = ("txrx_rings", "int_page", "monitor_page", "recv:", "send:")
@@ -44,6 +48,15 @@ INT_PAGE_SEND_OFFSET: Final = 2048  # spec §3.12: send half of the interrupt pa
 MONITOR_PENDING_OFFSET: Final = 8  # spec §3.12: trigger_group[g].pending at 8 + 8*g
 MONITOR_LATENCY_OFFSET: Final = 576  # latency[4][32] u16
 SUBCHANNEL_RING_POLL: Final = 0.01  # DPDK retries every 10 ms (spec §1.7.29)
+#: Largest region accepted from maps/mapK/size: ring indices, GPADL buffer sizes and transfer-page
+#: offsets are u32 on the wire (spec §3.1, §3.6), so no region of a netvsc device is larger.
+MAX_MAP_SIZE: Final = 0xFFFFF000
+#: Interrupt counts read per wake-up at most: the counter coalesces (spec §1.9 item 37), so a
+#: host that interrupts faster than we read must not keep wait() from returning.
+MAX_COUNT_READS: Final = 64
+_UIO_HINT: Final = "Check 'dmesg' for uio_hv_generic errors and run 'hvuio doctor'."
+_NO_ACCESS_HINT: Final = ("Run as root, or give your user access to /dev/uio* and the ring files "
+                          "(udev/90-hvuio.rules makes them group 'hvuio').")
 _COUNT = struct.Struct("=i")
 
 
@@ -94,17 +107,26 @@ class Interrupt:
     def _rescinded(self, why: str) -> RescindedError:
         return RescindedError(f"{self.name}: the host rescinded the device ({why})")
 
-    def _read_one(self) -> int:
+    def _os_error(self, err: OSError, what: str) -> Exception:
+        """The HvuioError for a failed read/write of the uio fd (spec §1.9)."""
+        if err.errno == errno.EBADF:
+            return LocalProtocolError(f"{self.name}: interrupt fd {what} after close")
+        return SysfsError(f"{self.name}: {what} of the interrupt fd failed: {os.strerror(err.errno or errno.EIO)}",
+                          _UIO_HINT)
+
+    def _read_one(self) -> int | None:
         try:
             data = os.read(self._fd, 4)
+        except BlockingIOError:
+            return None  # readiness went away (another reader of the same open file took it)
         except OSError as err:
             if err.errno in (errno.EIO, errno.ECONNRESET, errno.ENODEV):
                 raise self._rescinded(os.strerror(err.errno)) from None
-            raise
+            raise self._os_error(err, "read") from None
         if not data:
             raise self._rescinded("end of file")
         if len(data) != 4:
-            raise SysfsError(f"{self.name}: interrupt read returned {len(data)} bytes, expected 4")
+            raise SysfsError(f"{self.name}: interrupt read returned {len(data)} bytes, expected 4", _UIO_HINT)
         return int(_COUNT.unpack(data)[0])
 
     def wait(self, timeout: float | None) -> int | None:
@@ -113,6 +135,8 @@ class Interrupt:
         Several interrupts coalesce: every count already queued is consumed and the newest is
         returned. Raises RescindedError on EIO / EOF / error readiness.
         """
+        if self._fd < 0:
+            raise LocalProtocolError(f"{self.name}: interrupt fd waited on after close")
         poller = select.poll()
         poller.register(self._fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         ms = None if timeout is None else max(0, int(timeout * 1000))
@@ -124,9 +148,16 @@ class Interrupt:
             break
         if not ready:
             return None
+        # no test of the revents bits: a rescinded uio fd reports -EIO cast to a mask (every bit,
+        # POLLNVAL included, spec §1.9); the read below tells rescind (EIO) from a closed fd (EBADF)
         count = self._read_one()
-        while poller.poll(0):
-            count = self._read_one()
+        reads = 1
+        while reads < MAX_COUNT_READS and poller.poll(0):  # bounded: a flood must not pin us here
+            newer = self._read_one()
+            count = count if newer is None else newer
+            reads += 1
+        if count is None:
+            return None
         self.last_count = count
         return count
 
@@ -136,7 +167,7 @@ class Interrupt:
         except OSError as err:
             if err.errno in (errno.EIO, errno.EINVAL, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 raise self._rescinded(os.strerror(err.errno)) from None
-            raise
+            raise self._os_error(err, "write") from None
 
     def enable(self) -> None:
         """write(1): unmask (per kernel: primary or all channels; signals non-monitored ones)."""
@@ -179,15 +210,23 @@ def check_maps(maps: list[UioMap], need_nic: bool) -> None:
             f"uio device has {len(maps)} maps, {'a NIC needs' if need_nic else 'at least'} {want}",
             "The kernel's uio_hv_generic did not give this device its receive/send buffers.")
     for m in maps:
+        if m.index >= len(MAP_NAMES):
+            raise SysfsError(f"map{m.index} is beyond the {len(MAP_NAMES)} maps uio_hv_generic makes", SYSFS_HINT)
         expect = MAP_NAMES[m.index]
-        ok = m.name.startswith(expect) and m.gpadl is not None if m.index >= 3 else m.name == expect
-        if not ok:
-            raise SysfsError(f"map{m.index} name {m.name!r} is not {expect!r} (uio_hv_generic layout)")
-        if m.size <= 0 or m.size % 4096:
-            raise SysfsError(f"map{m.index} size {m.size:#x} is not a positive multiple of 4096")
+        if m.index >= 3:
+            if not m.name.startswith(expect) or m.gpadl is None:
+                raise SysfsError(f"map{m.index} name {m.name[:64]!r} is not {expect!r} followed by a GPADL "
+                                 f"handle in 1..{MAX_GPADL:#x} (uio_hv_generic layout)", SYSFS_HINT)
+        elif m.name != expect:
+            raise SysfsError(f"map{m.index} name {m.name[:64]!r} is not {expect!r} (uio_hv_generic layout)",
+                             SYSFS_HINT)
+        if not 0 < m.size <= MAX_MAP_SIZE or m.size % 4096:
+            raise SysfsError(f"map{m.index} size {m.size:#x} is not a positive multiple of 4096 "
+                             f"up to {MAX_MAP_SIZE:#x}", SYSFS_HINT)
     size0 = maps[0].size
     if size0 % (2 * PAGE_SIZE) or size0 // 2 <= PAGE_SIZE:
-        raise SysfsError(f"map0 size {size0:#x} cannot hold two rings of header page + data")
+        raise SysfsError(f"map0 size {size0:#x} cannot hold two rings of header page + data "
+                         f"(needs an even number of {PAGE_SIZE}-byte pages, at least 4)", SYSFS_HINT)
 
 
 class UioHandle:
@@ -218,26 +257,30 @@ class UioHandle:
         try:
             fd = plat.open_interrupt(uio.name)
         except FileNotFoundError:
-            raise SysfsError(f"{uio.dev_path} does not exist") from None
+            raise SysfsError(f"{uio.dev_path} does not exist", _UIO_HINT) from None
         except PermissionError:
-            raise DeviceBusyError(f"cannot open {uio.dev_path}: permission denied",
-                                  "Run as root or add yourself to the group of /dev/uio*.") from None
+            raise NotRootError(f"cannot open {uio.dev_path}: permission denied", _NO_ACCESS_HINT) from None
         except OSError as err:  # open() opens the primary channel (spec §1.6.21)
             if err.errno == errno.EAGAIN:
                 raise HostRefusedError(f"the host refused to open channel {device.relid} of {device.guid}") from None
             if err.errno == errno.ENODEV:
                 raise RescindedError(f"{device.guid} was rescinded while opening {uio.dev_path}") from None
-            raise SysfsError(f"cannot open {uio.dev_path}: {err.strerror}") from None
+            why = os.strerror(err.errno) if err.errno else str(err)
+            raise SysfsError(f"cannot open {uio.dev_path}: {why}", _UIO_HINT) from None
         irq = Interrupt(fd, uio.name)
         regions: list[mmap.mmap] = []
         try:
             for m in maps:
                 regions.append(plat.open_map(uio.name, m.index, m.size, fd))
-        except OSError as err:
-            for r in regions:
-                r.close()
-            irq.close()
-            raise SysfsError(f"mmap of {uio.name} map{len(regions)} failed: {err.strerror}") from None
+        except (OSError, ValueError, OverflowError) as err:
+            why = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err)
+            raise SysfsError(f"mmap of {uio.name} map{len(regions)} ({maps[len(regions)].size:#x} bytes) "
+                             f"failed: {why}", _UIO_HINT) from None
+        finally:
+            if len(regions) < len(maps):  # failed or interrupted half way: unmap what was mapped
+                for r in regions:
+                    r.close()
+                irq.close()
         return cls(device, uio, plat, maps, regions, irq)
 
     @property
@@ -302,13 +345,20 @@ class UioHandle:
                     raise SysfsError(f"{path} did not appear within {timeout:g} s",
                                      "The subchannel was not opened by the kernel.") from None
                 time.sleep(SUBCHANNEL_RING_POLL)
+            except PermissionError:
+                raise NotRootError(f"cannot open {path}: permission denied", _NO_ACCESS_HINT) from None
+            except OSError as err:
+                raise SysfsError(f"cannot open {path}: {os.strerror(err.errno or errno.EIO)}", _UIO_HINT) from None
         try:
             size = os.fstat(fd).st_size
-            if size <= 2 * PAGE_SIZE or size % (2 * PAGE_SIZE):
-                raise SysfsError(f"{path} size {size:#x} cannot hold two rings")
+            if size <= 2 * PAGE_SIZE or size % (2 * PAGE_SIZE) or size > 2 * MAX_MAP_SIZE:
+                raise SysfsError(f"{path} size {size:#x} cannot hold two rings (needs an even number of "
+                                 f"{PAGE_SIZE}-byte pages, at least 4, at most {2 * MAX_MAP_SIZE:#x} bytes)",
+                                 SYSFS_HINT)
             ring = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError as err:
-            raise SysfsError(f"mmap of {path} failed: {err.strerror}") from None
+        except (OSError, ValueError, OverflowError) as err:
+            why = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err)
+            raise SysfsError(f"mmap of {path} failed: {why}", _UIO_HINT) from None
         finally:
             os.close(fd)
         self._sub_rings[relid] = ring
