@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any, Final
 
 from hvuio.channel import Channel
-from hvuio.device.bind import BUSY_SETTLE, check_not_busy, resolve_device
+from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
 from hvuio.device.uio import Platform, UioHandle
 from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError,
                           LocalProtocolError, SysfsError, WrongDeviceError)
@@ -183,6 +183,7 @@ class Nic:
         self.on_link: Callable[[bool], None] | None = None
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
+        self._lock: int | None = None  # claim_device's flock fd while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
                                          "requests_failed": 0}
 
@@ -204,8 +205,13 @@ class Nic:
             raise SysfsError(f"{device.guid} is not bound to uio_hv_generic (driver: {device.driver or 'none'})",
                              f"Run 'hvuio bind {self.name}' first.")
         # the kernel lets a second open share the rings; two drivers of one channel corrupt both
-        check_not_busy(device, settle=BUSY_SETTLE)
-        handle = UioHandle.open(device, self._platform)
+        self._lock = claim_device(device)
+        try:
+            check_not_busy(device, settle=BUSY_SETTLE)
+            handle = UioHandle.open(device, self._platform)
+        except BaseException:
+            self._abort()
+            raise
         self.handle = handle
         try:
             recv, send = handle.recv_buffer, handle.send_buffer
@@ -387,6 +393,9 @@ class Nic:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the claim (flock)
+            self._lock = None
         self.ready = False
 
     def counter_snapshot(self) -> dict[str, int]:

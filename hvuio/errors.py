@@ -67,6 +67,7 @@ class SysfsError(HvuioError):
     """A sysfs or /dev file is missing or malformed."""
 
     exit_code = 8
+    default_hint = "Run 'hvuio doctor'; the device's sysfs or /dev files are missing or not what uio_hv_generic writes."
 
 
 class PlatformError(HvuioError):

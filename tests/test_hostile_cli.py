@@ -283,3 +283,24 @@ def test_malformed_bind_journal_is_ignored(bound: tuple[SimEnvironment, VmbusDev
     assert proc.returncode == 0, proc.stderr
     assert dev.driver == "hv_netvsc"
     assert not (env.sysroot / "escape").exists()
+
+
+def test_up_while_another_hvuio_claims_the_device(bound: tuple[SimEnvironment, VmbusDevice]) -> None:
+    """Two `hvuio up` starting together both find the channel closed; the claim (an flock the
+    first one holds from before its open until its close) turns the second into DeviceBusyError."""
+    import fcntl
+
+    from hvuio.device.bind import claim_device
+
+    env, dev = bound
+    fd = claim_device(dev)
+    assert fd is not None
+    try:
+        proc = hvuio(env.sysroot, "up", dev.guid, "--once")
+        assert_user_error(proc, DeviceBusyError.exit_code)
+        assert "another hvuio" in proc.stderr
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    proc = hvuio(env.sysroot, "up", dev.guid, "--once")  # released: the device works again
+    assert proc.returncode == 0, proc.stderr

@@ -297,6 +297,33 @@ def check_not_busy(device: VmbusDevice, settle: float = 0.0) -> None:
             raise DeviceBusyError(f"{uio.dev_path} is open (channel {device.relid} is in the opened state)") from None
 
 
+LOCK_DIR: Final = "/run/hvuio/lock"
+
+
+def claim_device(device: VmbusDevice) -> int | None:
+    """Exclusive claim among hvuio processes: an flock on <sysroot>/run/hvuio/lock/<guid>.lock.
+
+    Closes the window check_not_busy leaves (two `hvuio up` starting together both see the
+    channel closed). Returns the lock fd (close it to release), or None when the lock directory
+    cannot be written (a user without access to /run); DeviceBusyError when another holds it.
+    """
+    path = sys_path(device.sysroot, f"{LOCK_DIR}/{device.guid}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise DeviceBusyError(f"{device.guid} is driven by another hvuio process (lock {path} is held)",
+                                  "Stop the other 'hvuio up' of this device (see 'hvuio status'), then retry.") from None
+        return None
+    return fd
+
+
 # -- bind / unbind ---------------------------------------------------------------------------------
 
 def _bound_to(device: VmbusDevice, driver: str) -> bool:

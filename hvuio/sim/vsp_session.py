@@ -7,6 +7,18 @@ and the worker thread's loop: signals, monitor bits, drain, deliver, tick, flush
 The behaviour and the locking rules are described in vsp.py's docstring; SimHost is the only
 user of this module and its public API is there.
 
+Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
+(HostNetwork) hands the primary channel's data path to the C pump of fastpath.py (HVUIO_SIM_FASTPATH=0
+or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
+False, so SimHost's network thread leaves the tap alone), owns the data receive sections HostNvsp
+had free (HostNvsp keeps its control sections; data sections it frees later are handed over each
+pass), and returns to this worker for every outbound packet it does not own, which the worker
+reads with the channel's HostRingReader and gives to HostNvsp as before. Ring index invariant: one
+thread (this worker) alternates between the pump and the Python reader/writer; each publishes its
+host-owned index (outbound read_index, inbound write_index) before the other runs, and each takes it
+from the header when it starts (the pump at every run, Python through `_reload()` before reading or
+flushing). Subchannels, if granted later, stay on the Python path.
+
 What must not live here: protocol rules (host_nvsp.py / host_rndis.py), ring layout rules
 (ring.py), kernel semantics (kernel.py), anything spanning several devices (vsp.py).
 """
@@ -27,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvuio.errors import LocalProtocolError, RingCorruptError
+from hvuio.errors import HvuioError, LocalProtocolError, RingCorruptError
+from hvuio.sim import fastpath
+from hvuio.sim import host_wire as wire
 from hvuio.sim.host_nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host_profile import HostProfile
 from hvuio.sim.host_rndis import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
@@ -86,6 +100,10 @@ class VspCounters:
     rejections: int = 0
     faults: int = 0
     link_indications: int = 0
+    fastpath: int = 0  # 1 while the C pump (fastpath.py) serves the primary channel's data path
+    fastpath_rx_dropped: int = 0  # frames the pump dropped: no free section, too big, ring full
+    fastpath_handoffs: int = 0  # outbound packets the pump left for HostNvsp
+    fastpath_completions_unknown: int = 0  # guest completions of no outstanding pump transfer
 
 
 class MonitorPage:
@@ -217,6 +235,10 @@ class Session:
         self.rx_ready = False
         self._next_tick = 0.0
         self._last_activity = time.monotonic()
+        self.fast: fastpath.HostPump | None = None
+        self._fast_tried = False
+        self._stop_requested = False
+        self._fast_seen: dict[str, int] = dict.fromkeys(fastpath.COUNTER_NAMES, 0)
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
@@ -268,6 +290,8 @@ class Session:
 
     def stop(self, reason: str) -> None:
         """Stop serving (caller holds kernel.lock); the thread exits and unmaps on its own."""
+        self._stop_requested = True  # first: a running C pump returns and releases session.lock,
+        self._wake()  # and the worker does not start it again
         with self.lock:
             if self.stopped:
                 return
@@ -290,6 +314,11 @@ class Session:
     def _run(self) -> None:
         try:
             while not self.stopped:
+                if self.fast is not None:
+                    deferred = self._fast_pass()
+                    if deferred:
+                        self._kernel_calls(deferred)
+                    continue
                 select.select([self._wake_fd], [], [], self._poll_interval())
                 try:
                     os.eventfd_read(self._wake_fd)
@@ -309,6 +338,10 @@ class Session:
     def _release(self) -> None:
         with self.lock:
             self.stopped = True
+            if self.fast is not None:  # release its buffer exports before unmapping
+                self.fast.close()
+                self.fast = None
+                self.counters.fastpath = 0
             for chan in self.channels.values():
                 chan.close()
             self.channels.clear()
@@ -359,6 +392,7 @@ class Session:
                 for chan in self.channels.values():
                     self._flush(chan, signal_out)
                 self._update_rx_ready()
+                self._start_fast()
             deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
             if len(self.pending_subchannels) > 0 or self._want_subchannels():
                 deferred.append(("attach", 0))
@@ -437,6 +471,8 @@ class Session:
         """Write queued packets in order; a full ring leaves the rest queued (never dropped)."""
         if not chan.backlog:
             return
+        if self.fast is not None and chan.index == 0:
+            chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
         try:
             while chan.backlog:
                 data = chan.backlog[0]
@@ -462,6 +498,137 @@ class Session:
         if ready != self.rx_ready:
             self.rx_ready = ready
             self.host.wake_network()
+
+    # -- the C fast path (fastpath.py; see the module docstring) ----------------------------------
+
+    def _start_fast(self) -> None:
+        """Hand the primary's data path to the C pump when everything it needs is in place."""
+        if self._fast_tried or self.fault is not None or not self.rx_ready or not fastpath.enabled():
+            return
+        tap = getattr(self.host.network, "tap", None)  # HostNetwork: a tap fd both ways
+        chan = self.channels.get(0)
+        nvsp = self.nvsp
+        if (tap is None or len(self.kernel.nics) != 1 or nvsp.subchannels or self.pending_subchannels
+                or chan is None or chan.backlog or nvsp.recv is None or nvsp.send is None):
+            return
+        self._fast_tried = True
+        _, _, section, count = nvsp.recv
+        _, send_section, _ = nvsp.send
+        cfg = fastpath.PumpConfig(
+            ring_size=len(chan.mm) // 2, header_size=PAGE_SIZE, recv_section=section, recv_count=count,
+            send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
+            nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
+            tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict)
+        try:
+            pump = fastpath.HostPump(cfg, chan.mm, self.recv_mm, self.send_mm, self.host.monitor.mm)
+            pump.add_sections(nvsp._free_data)  # HostNvsp keeps its control sections
+        except (HvuioError, ValueError, TypeError, BufferError) as exc:
+            log.warning("%s: host fast path not started, Python serves the data path: %s", self.dev.guid, exc)
+            return
+        nvsp._free_data.clear()
+        pump.rx_enabled = True
+        self.fast = pump
+        self.counters.fastpath = 1
+        self.rx_ready = False  # the pump reads the tap now; SimHost's network thread must not
+        self.host.wake_network()
+        log.info("%s: host data path now in C (%d receive sections)", self.dev.guid, pump.sections_owned)
+
+    def _fast_pass(self) -> list[tuple[str, int]]:
+        """Run the pump until it needs Python, then do what it asked plus the inbox and tick."""
+        deferred: list[tuple[str, int]] = []
+        with self.lock:
+            pump = self.fast
+            if self.stopped or self._stop_requested or pump is None:
+                return []
+            timeout = max(0.0, self._next_tick - time.monotonic())
+            result = pump.run(self._wake_fd, timeout)
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:
+                pass
+            with self._inbox_lock:
+                signals, self._signals = self._signals, set()
+                frames = list(self._frames)
+                self._frames.clear()
+                commands = list(self._commands)
+                self._commands.clear()
+            signal_out: set[int] = {0} if pump.signal else set()
+            if result == fastpath.PumpResult.FAULT:
+                self.counters.rejections += 1
+                relid = self.channels[0].relid
+                self.rejections.append(f"ring {relid}: {pump.fault_message()}")
+                self._set_fault(f"ring of channel {relid}: {pump.fault_message()}")
+            elif result == fastpath.PumpResult.CONTROL:
+                self._fast_control(signal_out, deferred)
+            if self.fault is None:
+                for command in commands:
+                    self._apply(command(), signal_out, deferred)
+                by_relid = {c.relid: c for c in self.channels.values()}
+                wake = {by_relid[r].index for r in signals if r in by_relid}
+                for chan in self.channels.values():
+                    if chan.index and chan.monitor_id is not None and self.host.monitor.take(chan.monitor_id):
+                        self.counters.guest_signals += 1
+                        wake.add(chan.index)
+                for index in sorted(wake - {0}):  # subchannels stay on the Python path
+                    self._drain(self.channels[index], signal_out, deferred)
+                if frames:
+                    self._deliver(frames, signal_out, deferred)
+                now = time.monotonic()
+                if now >= self._next_tick:
+                    self._next_tick = now + self.host.tick_interval
+                    self._apply(self.nvsp.tick(now), signal_out, deferred)
+                for chan in self.channels.values():
+                    self._flush(chan, signal_out)
+                if self.nvsp._free_data:  # data sections HostNvsp freed (its earlier deliveries)
+                    pump.add_sections(self.nvsp._free_data)
+                    self.nvsp._free_data.clear()
+                rndis = self.nvsp.rndis
+                pump.rx_enabled = rndis is not None and rndis.operational and bool(rndis.packet_filter)
+            self._fast_count(pump)
+            if self.fault is not None:  # the host goes silent: back to the (faulted) Python loop
+                pump.close()
+                self.fast = None
+                self.counters.fastpath = 0
+            deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
+            if len(self.pending_subchannels) > 0 or self._want_subchannels():
+                deferred.append(("attach", 0))
+        return deferred
+
+    def _fast_control(self, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+        """Read exactly the packet the pump stopped at, with Python's reader, and apply it."""
+        chan = self.channels[0]
+        try:
+            chan.reader._reload()  # the pump published read_index: continue from there
+            pkt = chan.reader.read_packet()
+            if chan.reader.commit():
+                signal_out.add(0)
+        except RingCorruptError as exc:
+            self.counters.rejections += 1
+            self.rejections.append(f"ring {chan.relid}: {exc.message}")
+            self._set_fault(f"outbound ring of channel {chan.relid}: {exc.message}")
+            return
+        if pkt is None:
+            return
+        self.counters.packets_from_guest += 1
+        guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, 0)
+        self._apply(self.nvsp.receive(guest), signal_out, deferred)
+
+    def _fast_count(self, pump: fastpath.HostPump) -> None:
+        now = pump.counters()
+        d = {k: now[k] - self._fast_seen[k] for k in now}
+        self._fast_seen = now
+        c = self.counters
+        c.frames_to_guest += d["rx_frames"]
+        c.frames_from_guest += d["tx_frames"] + d["tx_net_errors"]
+        c.frames_to_network_dropped += d["tx_net_errors"]
+        c.packets_to_guest += d["rx_packets"] + d["tx_completions"]
+        c.packets_from_guest += d["tx_completions"] + d["rx_completions"] + d["completions_unknown"]
+        c.guest_signals += d["monitor_wakeups"]
+        c.fastpath_rx_dropped += d["rx_dropped_no_section"] + d["rx_dropped_too_big"] + d["rx_dropped_ring_full"]
+        c.fastpath_handoffs += d["handoffs"]
+        c.fastpath_completions_unknown += d["completions_unknown"]
+        if d["rx_frames"] or d["tx_frames"]:
+            self._last_activity = time.monotonic()
 
     # -- kernel calls (after session.lock is released; under kernel.lock) -------------------------
 

@@ -1,0 +1,113 @@
+/* cdef-only declarations of hvuio.sim._simhost: the emulated HOST's data path (no #include, no #if).
+ * Shared with no guest code (hvuio.h / ring.c are the guest's): the two sides check each other. */
+
+enum hvu_sim_run {                 /* why hvu_sim_pump_run returned */
+    HVU_SIM_RUN_TIMEOUT = 0,       /* timeout_us elapsed */
+    HVU_SIM_RUN_WAKE = 1,          /* wake_fd readable (Python has work; the fd is not read) */
+    HVU_SIM_RUN_CONTROL = 2,       /* the next outbound packet is Python's: read exactly it */
+    HVU_SIM_RUN_FAULT = 3,         /* ring violation: reason/value set, the pump is dead */
+    HVU_SIM_RUN_SIGNAL = 4         /* the guest must be interrupted (pump->signal = 1) */
+};
+
+enum hvu_sim_reason {
+    HVU_SIM_R_NONE = 0,
+    /* faults: the outbound or inbound ring is corrupt (spec 4.1-4.10) */
+    HVU_SIM_R_BAD_WRITE_INDEX = 1,
+    HVU_SIM_R_BAD_READ_INDEX = 2,
+    HVU_SIM_R_SHORT_AVAIL = 3,
+    HVU_SIM_R_BAD_LEN8 = 4,
+    HVU_SIM_R_BAD_OFFSET8 = 5,
+    HVU_SIM_R_BAD_TYPE = 6,
+    HVU_SIM_R_BAD_FLAGS = 7,
+    /* hand-offs: not the fast path's; Python's HostNvsp decides (reply, rejection or fault) */
+    HVU_SIM_R_CONTROL = 16,
+    HVU_SIM_R_NO_COMPLETION_FLAG = 17,
+    HVU_SIM_R_NVSP_SHORT = 18,
+    HVU_SIM_R_BAD_SECTION = 19,
+    HVU_SIM_R_SECTION_OVERSIZE = 20,
+    HVU_SIM_R_RNDIS_LEN = 21,
+    HVU_SIM_R_RNDIS_TYPE = 22,
+    HVU_SIM_R_RNDIS_DATA = 23,
+    HVU_SIM_R_RNDIS_OOB = 24,
+    HVU_SIM_R_RNDIS_PPI = 25,
+    HVU_SIM_R_TOO_MANY_MSGS = 26,
+    /* counted and consumed by the pump */
+    HVU_SIM_R_UNKNOWN_TID = 32,
+    HVU_SIM_R_COMPLETION_TYPE = 33
+};
+
+struct hvu_sim_counters {
+    uint64_t tx_frames;            /* guest -> network frames written to the tap */
+    uint64_t tx_bytes;
+    uint64_t tx_net_errors;        /* write() to the tap failed (frame dropped, send completed) */
+    uint64_t tx_completions;       /* NVSP 108 completions written */
+    uint64_t tx_wait_ring_full;    /* drain paused: no inbound room for the completion */
+    uint64_t rx_frames;            /* network -> guest frames put in receive sections */
+    uint64_t rx_bytes;
+    uint64_t rx_packets;           /* transfer-page packets written */
+    uint64_t rx_dropped_no_section;
+    uint64_t rx_dropped_too_big;
+    uint64_t rx_dropped_ring_full;
+    uint64_t rx_completions;       /* guest completions that freed our sections */
+    uint64_t rx_completion_failed; /* ... whose NVSP status was not success */
+    uint64_t completions_unknown;  /* tagged trans_id not outstanding (unknown or repeated) */
+    uint64_t handoffs;             /* packets left for Python */
+    uint64_t monitor_wakeups;      /* monitor trigger bits consumed */
+    uint64_t signals;              /* interrupts requested from Python */
+    uint64_t passes;
+};
+
+struct hvu_sim_pump {
+    /* --- configuration (caller fills, then hvu_sim_pump_init) --- */
+    uint8_t *out_ring;       /* guest's outbound ring (host reads): header + data */
+    uint8_t *in_ring;        /* guest's inbound ring (host writes) */
+    uint32_t ring_size;      /* each ring, header included */
+    uint32_t header_size;    /* PAGE_SIZE */
+    uint8_t *recv_buf;       /* map 3 */
+    uint64_t recv_size;
+    uint32_t recv_section;   /* receive sub-allocation size */
+    uint32_t recv_count;     /* sections in the receive buffer */
+    uint8_t *send_buf;       /* map 4 */
+    uint64_t send_size;
+    uint32_t send_section;
+    uint32_t *monitor_word;  /* trigger_group[id/32].pending, or NULL (not monitored) */
+    uint32_t monitor_bit;
+    int tap_fd;              /* plain Ethernet frames both ways; -1 = none */
+    uint32_t max_frame;      /* NDIS MTU (Ethernet header included) */
+    uint32_t nvsp_pad;       /* completions zero padded to this many payload bytes */
+    uint32_t strict;         /* send data larger than a section is Python's (failure status) */
+    uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
+    uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
+    uint32_t poll_ns;        /* sleep between ring polls while active */
+    uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */
+    uint64_t idle_after_ns;
+    /* caller-owned arrays of recv_count entries each, and a scratch buffer of max_frame+ bytes */
+    uint8_t *sec_state;      /* 0 not ours, 1 free, 2 in flight */
+    uint32_t *free_stack;
+    uint32_t *sec_next;
+    uint32_t *slot_head;
+    uint32_t *slot_gen;
+    uint32_t *slot_stack;
+    uint8_t *scratch;
+    uint32_t scratch_len;
+    /* --- state --- */
+    uint32_t nfree;
+    uint32_t nslots_free;
+    uint32_t owned;          /* sections given to the pump */
+    uint32_t rd;             /* private outbound read index (re-synced from the header per run) */
+    uint32_t wr;             /* private inbound write index (re-synced from the header per run) */
+    uint64_t last_activity_ns;
+    uint32_t dead;
+    uint32_t pending_set;    /* we set the inbound pending_send_sz (waiting for room) */
+    /* --- results of the last run --- */
+    uint32_t signal;         /* 1: interrupt the guest on this channel */
+    uint32_t reason;         /* enum hvu_sim_reason of the fault / hand-off / last rejection */
+    uint64_t value;          /* the offending value */
+    struct hvu_sim_counters c;
+};
+
+int hvu_sim_pump_init(struct hvu_sim_pump *p);
+int hvu_sim_pump_add_sections(struct hvu_sim_pump *p, const uint32_t *index, uint32_t n);
+int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us);
+uint32_t hvu_sim_in_flight(const struct hvu_sim_pump *p);
+const char *hvu_sim_reason_text(uint32_t reason);

@@ -1,0 +1,245 @@
+"""The emulated host's data path in C (hvuio.sim._simhost), typed and checked: `HostPump`.
+
+What lives here: the only importer of hvuio.sim._simhost; `HostPump` wraps one `struct hvu_sim_pump`
+(the host side of one channel: NVSP 107 data sends -> tap with their completions, tap -> receive
+sections -> transfer-page packets, the guest's completions of those, the monitor trigger bit,
+the poll loop without the GIL), `enabled()` (module built and HVUIO_SIM_FASTPATH != "0"), and
+`PumpResult`. Memory (rings, buffers, monitor page) is the caller's: writable buffers kept
+exported until `close()`.
+
+The control plane stays in Python: `run()` returns `CONTROL` with the next outbound packet left
+unread, and the caller reads exactly that packet with HostRingReader (after `_reload()`, which
+takes read_index from the header, where the pump published it). The pump takes both host-owned
+indices from the header at every `run()`: one thread alternates between the two, and each
+side publishes before handing over (see _native/simhost/simhost.c).
+
+What must not live here: protocol decisions (host_nvsp.py), the session's threads and locks
+(vsp_session.py), any guest module (the emulator shares no ring code with the guest).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hvuio.errors import LocalProtocolError, UsageError
+
+try:
+    from hvuio.sim import _simhost  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - the build without a C compiler; the Python host serves
+    _simhost = None
+
+ENV = "HVUIO_SIM_FASTPATH"
+MAX_BATCH = 64  # frames per transfer-page packet (MAX_BATCH in simhost.c)
+MAX_NVSP_PAD = 64
+
+COUNTER_NAMES = (
+    "tx_frames", "tx_bytes", "tx_net_errors", "tx_completions", "tx_wait_ring_full", "rx_frames", "rx_bytes",
+    "rx_packets", "rx_dropped_no_section", "rx_dropped_too_big", "rx_dropped_ring_full", "rx_completions",
+    "rx_completion_failed", "completions_unknown", "handoffs", "monitor_wakeups", "signals", "passes",
+)
+
+
+def available() -> bool:
+    """The C module was built."""
+    return _simhost is not None
+
+
+def enabled() -> bool:
+    """Built, and not switched off with HVUIO_SIM_FASTPATH=0."""
+    return available() and os.environ.get(ENV, "1") != "0"
+
+
+class PumpResult(enum.IntEnum):
+    TIMEOUT = 0  # the timeout elapsed
+    WAKE = 1  # the wake fd is readable (not read by the pump)
+    CONTROL = 2  # the next outbound packet is Python's
+    FAULT = 3  # ring violation; `fault_message()` says which; the pump stays dead
+    SIGNAL = 4  # interrupt the guest (also see `signal` after CONTROL)
+
+
+class Reason(enum.IntEnum):
+    NONE = 0
+    BAD_WRITE_INDEX = 1
+    BAD_READ_INDEX = 2
+    SHORT_AVAIL = 3
+    BAD_LEN8 = 4
+    BAD_OFFSET8 = 5
+    BAD_TYPE = 6
+    BAD_FLAGS = 7
+    CONTROL = 16
+    NO_COMPLETION_FLAG = 17
+    NVSP_SHORT = 18
+    BAD_SECTION = 19
+    SECTION_OVERSIZE = 20
+    RNDIS_LEN = 21
+    RNDIS_TYPE = 22
+    RNDIS_DATA = 23
+    RNDIS_OOB = 24
+    RNDIS_PPI = 25
+    TOO_MANY_MSGS = 26
+    UNKNOWN_TID = 32
+    COMPLETION_TYPE = 33
+
+
+_FIELDS = {Reason.BAD_WRITE_INDEX: "write_index", Reason.BAD_READ_INDEX: "read_index",
+           Reason.SHORT_AVAIL: "bytes_to_read", Reason.BAD_LEN8: "len8", Reason.BAD_OFFSET8: "offset8",
+           Reason.BAD_TYPE: "type", Reason.BAD_FLAGS: "flags"}
+
+
+@dataclass(frozen=True, slots=True)
+class PumpConfig:
+    ring_size: int  # each ring, header page included
+    header_size: int
+    recv_section: int
+    recv_count: int
+    send_section: int
+    max_frame: int  # NDIS MTU, Ethernet header included
+    nvsp_pad: int  # completion payload size (28 before NVSP 6.1, 40 from it)
+    tap_fd: int = -1
+    monitor_id: int | None = None
+    strict: bool = False
+    rx_batch: int = MAX_BATCH
+    poll_us: int = 20  # sleep between ring polls while traffic flows
+    idle_poll_us: int = 1000  # ... after idle_after seconds without traffic
+    idle_after: float = 0.2
+
+
+class HostPump:
+    """One channel's host data path in C. `ring` = the channel's ring file mapping (outbound ring
+    at 0, inbound at ring_size); `monitor_page` = map 2 when the channel is monitored."""
+
+    def __init__(self, cfg: PumpConfig, ring: Any, recv_buf: Any, send_buf: Any,
+                 monitor_page: Any | None = None) -> None:
+        if _simhost is None:
+            raise UsageError("the emulator's C data path (hvuio.sim._simhost) is not built",
+                             "Reinstall with a C compiler (pip install -e .) or set HVUIO_SIM_FASTPATH=0.")
+        if not 1 <= cfg.rx_batch <= MAX_BATCH or not 8 <= cfg.nvsp_pad <= MAX_NVSP_PAD:
+            raise LocalProtocolError(f"pump config rx_batch {cfg.rx_batch} / nvsp_pad {cfg.nvsp_pad} out of range")
+        ffi, lib = _simhost.ffi, _simhost.lib
+        self._ffi, self._lib = ffi, lib
+        self._views: list[Any] = []
+
+        def buf(obj: Any) -> Any:
+            view = ffi.from_buffer("uint8_t[]", obj, require_writable=True)
+            self._views.append(view)
+            return view
+
+        ring_view = buf(ring)
+        if len(ring_view) < 2 * cfg.ring_size:
+            raise LocalProtocolError(f"ring mapping of {len(ring_view)} bytes is smaller than 2 x {cfg.ring_size}")
+        p = ffi.new("struct hvu_sim_pump *")
+        p.out_ring = ring_view
+        p.in_ring = ring_view + cfg.ring_size
+        p.ring_size = cfg.ring_size
+        p.header_size = cfg.header_size
+        recv_view, send_view = buf(recv_buf), buf(send_buf)
+        p.recv_buf, p.recv_size = recv_view, len(recv_view)
+        p.recv_section, p.recv_count = cfg.recv_section, cfg.recv_count
+        p.send_buf, p.send_size, p.send_section = send_view, len(send_view), cfg.send_section
+        if monitor_page is not None and cfg.monitor_id is not None and 0 <= cfg.monitor_id < 128:
+            mon = buf(monitor_page)
+            p.monitor_word = ffi.cast("uint32_t *", mon + 8 + 8 * (cfg.monitor_id // 32))
+            p.monitor_bit = cfg.monitor_id % 32
+        p.tap_fd = cfg.tap_fd
+        p.max_frame = cfg.max_frame
+        p.nvsp_pad = cfg.nvsp_pad
+        p.strict = int(cfg.strict)
+        p.rx_enabled = 0
+        p.rx_batch = cfg.rx_batch
+        p.poll_ns = cfg.poll_us * 1000
+        p.idle_poll_ns = cfg.idle_poll_us * 1000
+        p.idle_after_ns = int(cfg.idle_after * 1e9)
+        n = cfg.recv_count
+        self._arrays = [ffi.new("uint8_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
+                        ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
+                        ffi.new("uint8_t[]", cfg.max_frame + 64)]
+        (p.sec_state, p.free_stack, p.sec_next, p.slot_head, p.slot_gen, p.slot_stack,
+         p.scratch) = self._arrays
+        p.scratch_len = cfg.max_frame + 64
+        rc = lib.hvu_sim_pump_init(p)
+        if rc != 0:
+            self.close()
+            raise LocalProtocolError(f"hvu_sim_pump_init refused the configuration {cfg} (errno {-rc})")
+        self._p = p
+        self.cfg = cfg
+
+    # -- sections and switches -------------------------------------------------------------------
+
+    def add_sections(self, indexes: Iterable[int]) -> int:
+        """Hand receive sections to the pump (they must be free in HostNvsp's books)."""
+        idx = list(indexes)
+        if not idx:
+            return 0
+        arr = self._ffi.new("uint32_t[]", idx)
+        rc = int(self._lib.hvu_sim_pump_add_sections(self._p, arr, len(idx)))
+        if rc < 0:
+            raise LocalProtocolError(f"receive sections {idx[:8]}... are out of range or already the pump's")
+        return rc
+
+    @property
+    def rx_enabled(self) -> bool:
+        return bool(self._p.rx_enabled)
+
+    @rx_enabled.setter
+    def rx_enabled(self, on: bool) -> None:
+        self._p.rx_enabled = int(on)
+
+    @property
+    def sections_owned(self) -> int:
+        return int(self._p.owned)
+
+    @property
+    def sections_free(self) -> int:
+        return int(self._p.nfree)
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._lib.hvu_sim_in_flight(self._p))
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def run(self, wake_fd: int = -1, timeout: float = 0.0) -> PumpResult:
+        """Serve until something needs Python (GIL released meanwhile). timeout in seconds; 0 = one pass."""
+        rc = int(self._lib.hvu_sim_pump_run(self._p, wake_fd, max(0, int(timeout * 1e6))))
+        if rc < 0:
+            raise OSError(-rc, f"simhost pump poll failed: {os.strerror(-rc)}")
+        return PumpResult(rc)
+
+    @property
+    def signal(self) -> bool:
+        """The last run asked for an interrupt to the guest."""
+        return bool(self._p.signal)
+
+    @property
+    def reason(self) -> Reason:
+        try:
+            return Reason(int(self._p.reason))
+        except ValueError:  # pragma: no cover - C and Python lists out of step
+            return Reason.NONE
+
+    @property
+    def value(self) -> int:
+        return int(self._p.value)
+
+    def reason_text(self) -> str:
+        return str(self._ffi.string(self._lib.hvu_sim_reason_text(self._p.reason)).decode())
+
+    def fault_message(self) -> str:
+        """One sentence naming field, value and rule (the pump's last fault or hand-off reason)."""
+        reason = self.reason
+        name = _FIELDS.get(reason, reason.name.lower())
+        return f"{name} = {self.value:#x}: {self.reason_text()}"
+
+    def counters(self) -> dict[str, int]:
+        c = self._p.c
+        return {name: int(getattr(c, name)) for name in COUNTER_NAMES}
+
+    def close(self) -> None:
+        """Release the exported buffers (the owner may unmap after this)."""
+        for view in self._views:
+            self._ffi.release(view)
+        self._views.clear()
