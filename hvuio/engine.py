@@ -185,7 +185,7 @@ class Nic:
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
-                                         "requests_failed": 0}
+                                         "requests_failed": 0, "unknown_completions": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -290,6 +290,13 @@ class Nic:
         chan = self._chan()
         nvsp = self._nvsp()
         for item in items:
+            if (item.kind is InboundKind.COMPLETION and not nvsp.expects(item.trans_id)
+                    and (self.rndis is None or not self.rndis.expects(item.trans_id))):
+                # spec 4.15: a completion that matches no outstanding request is dropped (counted)
+                self.counters["unknown_completions"] += 1
+                log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
+                            item.trans_id)
+                continue
             if item.kind is InboundKind.RNDIS or (item.kind is InboundKind.COMPLETION
                                                   and self.rndis is not None and self.rndis.expects(item.trans_id)):
                 if self.rndis is None:

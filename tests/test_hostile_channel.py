@@ -322,3 +322,16 @@ def test_failed_channel_construction_releases_the_monitor_page() -> None:
     finally:
         handle.interrupt.close()
         b.close()
+
+
+@pytest.mark.parametrize("stage", [0, 2, 4])
+def test_completion_matching_no_request_is_dropped_and_counted(tmp_path: Path, stage: int) -> None:
+    """Spec 4.15: a completion whose trans_id matches no outstanding request is dropped (and
+    counted); the bring-up it arrives in goes on."""
+    with channel() as chan:
+        nic = nic_at(tmp_path, chan, stage)
+        before = nic.nvsp.state if nic.nvsp is not None else None
+        for xid in (0, 0x7777, 1 << 62):
+            nic.process([Inbound(InboundKind.COMPLETION, xid, init_resp())])
+        assert nic.counters["unknown_completions"] == 3
+        assert nic.nvsp is not None and nic.nvsp.state == before

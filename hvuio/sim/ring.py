@@ -11,12 +11,16 @@ sets the outbound interrupt_mask while it drains.
 Written from shared/spec/vmbus-uio.md sections 3 and 4 only, independently of _native/ring.c, so
 the two can check each other. What must not: imports beyond hvuio.errors, fds, threads, sleeping.
 Single-process use: Python's stores happen in program order, which is all the emulator needs.
+Header fields are stored with one aligned 32-bit store each (`_put`): the guest reads them from
+another process at any moment, so a store must never show an intermediate value (struct.pack_into
+zero-fills its destination before it writes the value, which showed the guest write_index = 0).
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +53,7 @@ MIN_PACKET = DESC.size
 GUEST_TYPES = frozenset({0x6, 0x7, 0x9, 0xB})  # what a strict reader accepts (spec 3.4)
 FLAG_COMPLETION_REQUESTED = 1
 
-_U32 = struct.Struct("<I")
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _U64 = struct.Struct("<Q")
 _ZEROS = bytes(8)
 
@@ -67,6 +71,10 @@ class RingPacket:
     payload: bytes
 
 
+def _byteswap32(value: int) -> int:
+    return int.from_bytes(value.to_bytes(4, "little"), "big")
+
+
 class _HostRing:
     """Views one ring (header page + data) inside a shared buffer."""
 
@@ -79,6 +87,7 @@ class _HostRing:
             raise ValueError(f"ring offset {offset} size {size} header {header_size} does not fit {len(view)} bytes")
         self._ring = view[offset:offset + size]
         self._data = self._ring[header_size:]
+        self._words = self._ring[:header_size].cast("I")  # header fields as native u32 words
         self.data_size = size - header_size
         if self.data_size % 8:
             raise ValueError(f"data size {self.data_size} is not a multiple of 8")
@@ -86,10 +95,12 @@ class _HostRing:
 
     # header fields
     def _get(self, off: int) -> int:
-        return int(_U32.unpack_from(self._ring, off)[0])
+        value = int(self._words[off >> 2])  # one 32-bit load
+        return value if _LITTLE_ENDIAN else _byteswap32(value)
 
     def _put(self, off: int, value: int) -> None:
-        _U32.pack_into(self._ring, off, value)
+        """One 32-bit store, so the guest sees the old or the new value and nothing between."""
+        self._words[off >> 2] = value if _LITTLE_ENDIAN else _byteswap32(value)
 
     @property
     def write_index(self) -> int:
