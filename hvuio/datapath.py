@@ -75,39 +75,6 @@ _FD_NAMES = {_lib.HVU_DP_FD_TAP: "tap fd", _lib.HVU_DP_FD_IRQ: "uio/irq fd",
              _lib.HVU_DP_FD_STOP: "stop fd", _lib.HVU_DP_FD_NONE: "poll()"}
 
 
-def _dbg_dump(ring: Any) -> None:  # TEMPDEBUG
-    import sys, struct as _st
-    try:
-        raw = _ffi.buffer(ring._mem)
-        dsize, rdir, acc, wi, ri, cur = _st.unpack_from("<IiIIII", raw, 16)
-        h = ring._header()
-        buf = _ffi.buffer(ring._cbuf)
-        base = ring._size if ring.direction is native.Direction.RX else 0
-        data = bytes(buf[base + ring._header_size: base + ring._size])
-        last = len(data.rstrip(b"\0"))
-        print(f"TEMPDEBUG dir={rdir} dsize={dsize:#x} priv_w={wi:#x} priv_r={ri:#x} cur={cur} hdr w={h.write_index:#x} r={h.read_index:#x} "
-              f"mask={h.interrupt_mask} pend={h.pending_send_sz} feat={h.feature_bits} last_nonzero={last:#x}", file=sys.stderr)
-        lo = max(0, ri - 64)
-        print(f"TEMPDEBUG bytes[{lo:#x}:{ri+64:#x}] = {data[lo:ri+64].hex()}", file=sys.stderr)
-        # walk from 0 following packets to see chain
-        pos, n = 0, 0
-        prev = None
-        while pos < len(data) and n < 200000:
-            t, o8, l8, fl, tid = _st.unpack_from("<HHHHQ", data, pos)
-            if l8 == 0:
-                break
-            tr = _st.unpack_from("<Q", data, pos + l8 * 8)[0] >> 32
-            if tr != pos:
-                print(f"TEMPDEBUG chain: bad trailer at {pos:#x}: {tr:#x}", file=sys.stderr)
-            prev = pos
-            pos += l8 * 8 + 8
-            n += 1
-        print(f"TEMPDEBUG chain from 0: {n} packets, ends at {pos:#x} prev {prev}", file=sys.stderr)
-        print(f"TEMPDEBUG ring counters {ring.counters()}", file=sys.stderr)
-    except Exception as e:
-        print("TEMPDEBUG failed", repr(e), file=sys.stderr)
-
-
 class DataPath:
     """The C pump of one channel over caller-owned rings and buffers (kept alive by this object).
 
@@ -192,7 +159,6 @@ class DataPath:
         _lib.hvu_dp_fault(self._dp, fault)
         if rc == -errno.EIO and fault.ring:
             ring = self.rx_ring if fault.ring == 1 else self.tx_ring
-            _dbg_dump(ring)  # TEMPDEBUG
             ring._check(-errno.EIO, what)  # raises RingCorruptError naming field, value and rule
         if rc == -errno.EINVAL:
             raise LocalProtocolError(f"data path {what}: invalid argument")
