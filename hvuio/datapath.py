@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvuio import native
-from hvuio.errors import LocalProtocolError, PlatformError, RescindedError
+from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError
 from hvuio.native import Buffer, Packet, PacketType, Ring
 
 # native.py's Lib stub (hvuio/_native.pyi) does not list the hvu_dp_* functions yet: use it untyped.
@@ -196,7 +196,9 @@ class DataPath:
         """Reads exactly the one packet the pump left for Python and signals if flow control asks."""
         batch = self.rx_ring.read_batch(1)
         if not batch.packets:
-            raise LocalProtocolError("read_control: no packet is pending in the inbound ring")
+            # The pump saw it a moment ago: only a host that moved write_index back can take it away.
+            raise HostProtocolError("inbound ring: the packet left for the control path is gone "
+                                    "(the host moved write_index back)")
         if batch.need_signal:
             self.signal()
         return batch.packets[0]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from hvuio.datapath import DataPath, RunResult
-from hvuio.errors import LocalProtocolError, PlatformError, RescindedError, RingCorruptError
+from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError, RingCorruptError
 from hvuio.native import Packet
 from test_datapath_host import PKT_INBAND, FakeHost, frame
 
@@ -41,6 +41,18 @@ def test_run_reports_control_pending_after_moving_data(host: FakeHost, stop_pipe
     assert host.dp.run(stop_pipe[0], timeout_ms=-1) is RunResult.CONTROL_PENDING
     assert host.tap_frames() == [frame(64, 1)]
     assert host.dp.read_control().payload[:4] == struct.pack("<I", 128)
+
+
+def test_control_packet_taken_back_by_the_host_is_a_host_error(host: FakeHost,
+                                                               stop_pipe: tuple[int, int]) -> None:
+    """The pump left a control packet; the host then moves write_index back over it: that is the
+    host's fault (HostProtocolError), not a bug of ours."""
+    host.writer.write(PKT_INBAND, struct.pack("<I", 128) + bytes(12), trans_id=0)
+    assert host.dp.run(stop_pipe[0], timeout_ms=-1) is RunResult.CONTROL_PENDING
+    base = host.tx_size                      # the inbound ring's header: write_index at 0, read_index at 4
+    host.mem[base:base + 4] = host.mem[base + 4:base + 8]
+    with pytest.raises(HostProtocolError, match="moved write_index back"):
+        host.dp.read_control()
 
 
 def test_run_stops_on_stop_fd(host: FakeHost, stop_pipe: tuple[int, int]) -> None:
