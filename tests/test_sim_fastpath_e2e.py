@@ -54,5 +54,12 @@ def test_link_flap_while_the_pump_runs(running: Running) -> None:  # noqa: F811
     running.env.host.set_link(nic, False)
     running.env.host.set_link(nic, True)
     assert running.env.host.wait_for(lambda: running.env.host.counters(nic).link_indications >= before + 2, 10)
+
+    def carrier() -> bool:
+        out = netns.run(running.guest_ns, ["ip", "link", "show", str(running.engine.tap_name)], check=False)
+        return "LOWER_UP" in out.stdout and "NO-CARRIER" not in out.stdout
+
+    assert running.env.host.wait_for(carrier, 10)
     _ping(running, 3)
+    assert running.env.host.counters(nic).fastpath == 1  # the Python replies went in between
     assert running.env.host.fault(nic) is None

@@ -91,8 +91,8 @@ const char *hvu_sim_reason_text(uint32_t r)
 {
     switch (r) {
     case HVU_SIM_R_NONE: return "none";
-    case HVU_SIM_R_BAD_WRITE_INDEX: return "outbound write_index must be below the data size and a multiple of 8";
-    case HVU_SIM_R_BAD_READ_INDEX: return "inbound read_index must be below the data size and a multiple of 8";
+    case HVU_SIM_R_BAD_WRITE_INDEX: return "write_index must be below the data size and a multiple of 8";
+    case HVU_SIM_R_BAD_READ_INDEX: return "read_index must be below the data size and a multiple of 8";
     case HVU_SIM_R_SHORT_AVAIL: return "a packet needs at least 16 + 8 readable bytes";
     case HVU_SIM_R_BAD_LEN8: return "len8*8 must be at least 16 and leave the trailer within the readable bytes";
     case HVU_SIM_R_BAD_OFFSET8: return "offset8*8 must lie between 16 and len8*8";
@@ -132,7 +132,7 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
         return -EINVAL;
     if (p->header_size < 4096 || p->ring_size <= p->header_size + 64 || dsize(p) % 8)
         return -EINVAL;
-    if (p->recv_section < RNDIS_PKT_SIZE + ETH_HLEN || p->recv_section % 8 || p->recv_count == 0
+    if (p->recv_section < RNDIS_PKT_SIZE + ETH_HLEN || p->recv_count == 0
         || (uint64_t)p->recv_section * p->recv_count > p->recv_size)
         return -EINVAL;
     if (p->send_section == 0 || p->send_size < p->send_section || p->nvsp_pad < 8 || p->nvsp_pad > MAX_NVSP_PAD)
@@ -506,7 +506,8 @@ static void out_commit(struct hvu_sim_pump *p, uint32_t consumed)
     if (w >= d || w % 8)
         return;  /* caught as a fault on the next pass */
     free_after = w >= p->rd ? d - (w - p->rd) : p->rd - w;
-    if (free_after - consumed <= want && want < free_after)
+    /* signed: the guest may have written more than we consumed since (free before < 0) */
+    if ((int64_t)free_after - (int64_t)consumed <= (int64_t)want && want < free_after)
         p->signal = 1;
 }
 

@@ -101,7 +101,7 @@ class VspCounters:
     faults: int = 0
     link_indications: int = 0
     fastpath: int = 0  # 1 while the C pump (fastpath.py) serves the primary channel's data path
-    fastpath_rx_dropped: int = 0  # frames the pump dropped: no free section, too big, ring full
+    fastpath_rx_ring_full: int = 0  # frames the pump dropped because the inbound ring was full
     fastpath_handoffs: int = 0  # outbound packets the pump left for HostNvsp
     fastpath_completions_unknown: int = 0  # guest completions of no outstanding pump transfer
 
@@ -624,11 +624,25 @@ class Session:
         c.packets_to_guest += d["rx_packets"] + d["tx_completions"]
         c.packets_from_guest += d["tx_completions"] + d["rx_completions"] + d["completions_unknown"]
         c.guest_signals += d["monitor_wakeups"]
-        c.fastpath_rx_dropped += d["rx_dropped_no_section"] + d["rx_dropped_too_big"] + d["rx_dropped_ring_full"]
+        c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]
         c.fastpath_completions_unknown += d["completions_unknown"]
         if d["rx_frames"] or d["tx_frames"]:
             self._last_activity = time.monotonic()
+        # the pump does the work HostNvsp and the network would count: keep their books whole
+        nc = self.nvsp.counters
+        nc["rx_delivered"] += d["rx_frames"]
+        nc["rx_dropped_no_section"] += d["rx_dropped_no_section"]
+        nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
+        nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
+        net = getattr(self.host.network, "counters", None)
+        if net is not None and hasattr(net, "to_net_frames"):
+            net.to_net_frames += d["tx_frames"]
+            net.to_net_bytes += d["tx_bytes"]
+            net.to_net_drops += d["tx_net_errors"]
+            net.from_net_frames += (d["rx_frames"] + d["rx_dropped_no_section"] + d["rx_dropped_too_big"]
+                                    + d["rx_dropped_ring_full"])
+            net.from_net_bytes += d["rx_bytes"]
 
     # -- kernel calls (after session.lock is released; under kernel.lock) -------------------------
 
