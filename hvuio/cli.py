@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from hvuio import __version__
-from hvuio.errors import HvuioError
+from hvuio.errors import HvuioError, NotRootError
 
 
 @dataclass
@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> Any:
         if err.hint:
             click.echo(f"Hint: {err.hint}", err=True)
         sys.exit(err.exit_code)
+    except PermissionError as err:  # sysfs, /dev/uioN, /dev/net/tun: what a non-root user meets
+        where = f" on {err.filename}" if err.filename else ""
+        click.echo(f"Error: permission denied{where}.", err=True)
+        click.echo(f"Hint: {NotRootError.default_hint}", err=True)
+        sys.exit(NotRootError.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

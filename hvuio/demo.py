@@ -327,7 +327,11 @@ def tcp_transfer(src_ns: str, dst_ns: str, dst_ip: str, nbytes: int = DEFAULT_TC
 
 _UDP_RECEIVER = r"""
 import hashlib, json, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:  # past net.core.rmem_max (root): a stalled receiver must not drop in its own socket
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+except OSError:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(float(sys.argv[3])); print("listening", flush=True)
 seen = set(); bad = 0; n = 0; nbytes = 0; t0 = t1 = None
 while True:

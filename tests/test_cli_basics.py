@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from hvuio.cli import cli
@@ -26,3 +27,23 @@ def test_unknown_command_is_usage_error() -> None:
     out = subprocess.run([sys.executable, "-m", "hvuio", "no-such-command"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
+
+
+def test_permission_denied_is_a_user_error(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """An EACCES from sysfs or /dev that no layer turned into an HvuioError still reads as one
+    sentence and the not-root hint, with the not-root exit code (not the internal-error 70)."""
+    from hvuio.cli import main
+    from hvuio.device import sysfs
+    from hvuio.errors import NotRootError
+
+    def denied(*_a: object, **_k: object) -> None:
+        raise PermissionError(13, "Permission denied", "/sys/bus/vmbus/devices/x")
+
+    monkeypatch.setattr(sysfs.VmbusDevice, "all", denied)
+    with pytest.raises(SystemExit) as exc:
+        main(["list"])
+    err = capsys.readouterr().err
+    assert exc.value.code == NotRootError.exit_code
+    assert err.splitlines() == ["Error: permission denied on /sys/bus/vmbus/devices/x.",
+                                f"Hint: {NotRootError.default_hint}"]

@@ -323,8 +323,10 @@ class SimTree:
             else:
                 with open(target, "wb") as f:
                     f.truncate(backing_sizes[k])
-        os.rename(u, final)
+        # class/uio/uioN first (dangling for a moment): when the device's uio/uioN appears, the
+        # class entry the guest reads the maps through is already there.
         self._symlink(self.class_uio / name, final)
+        os.rename(u, final)
 
     def remove_uio(self, dev: SimDevice) -> None:
         if not dev.uio:
