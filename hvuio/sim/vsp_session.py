@@ -383,20 +383,25 @@ class Session:
                     self._apply(command(), signal_out, deferred)
                 for index in sorted(wake):
                     self._drain(self.channels[index], signal_out, deferred)
-                if frames:
-                    self._deliver(frames, signal_out, deferred)
-                now = time.monotonic()
-                if now >= self._next_tick:
-                    self._next_tick = now + self.host.tick_interval
-                    self._apply(self.nvsp.tick(now), signal_out, deferred)
-                for chan in self.channels.values():
-                    self._flush(chan, signal_out)
+                self._end_pass(frames, signal_out, deferred)
                 self._update_rx_ready()
                 self._start_fast()
             deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
             if len(self.pending_subchannels) > 0 or self._want_subchannels():
                 deferred.append(("attach", 0))
         return deferred
+
+    def _end_pass(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+        """How every worker pass ends (Python or fast path): network frames in, the host's clock,
+        then whatever is queued for the guest out."""
+        if frames:
+            self._deliver(frames, signal_out, deferred)
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + self.host.tick_interval
+            self._apply(self.nvsp.tick(now), signal_out, deferred)
+        for chan in self.channels.values():
+            self._flush(chan, signal_out)
 
     def _want_subchannels(self) -> bool:
         return self.fault is None and self.offered_subchannels < self.nvsp.subchannels
@@ -571,14 +576,7 @@ class Session:
                         wake.add(chan.index)
                 for index in sorted(wake - {0}):  # subchannels stay on the Python path
                     self._drain(self.channels[index], signal_out, deferred)
-                if frames:
-                    self._deliver(frames, signal_out, deferred)
-                now = time.monotonic()
-                if now >= self._next_tick:
-                    self._next_tick = now + self.host.tick_interval
-                    self._apply(self.nvsp.tick(now), signal_out, deferred)
-                for chan in self.channels.values():
-                    self._flush(chan, signal_out)
+                self._end_pass(frames, signal_out, deferred)
                 if self.nvsp._free_data:  # data sections HostNvsp freed (its earlier deliveries)
                     pump.add_sections(self.nvsp._free_data)
                     self.nvsp._free_data.clear()
