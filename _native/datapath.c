@@ -59,11 +59,8 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->range_cap = cfg->range_buf_size;
     dp->tap_fd = cfg->tap_fd;
     dp->irq_fd = cfg->irq_fd;
-    if (cfg->monitor_page != NULL) {
-        uint8_t *trig = (uint8_t *)cfg->monitor_page + HVU_DP_MON_TRIG_OFFSET + 8u * (cfg->monitor_id / 32);
-        dp->mon_pending = (uint32_t *)(void *)trig;
-        dp->mon_bit = cfg->monitor_id % 32;
-    }
+    dp->mon_page = cfg->monitor_page;
+    dp->mon_id = cfg->monitor_id;
     dp->mtu = cfg->mtu;
     dp->flags = cfg->flags;
     dp->tx_hash = cfg->tx_hash_value;
@@ -160,11 +157,8 @@ int hvu_dp_signal(struct hvu_dp *dp)
 {
     dp->need_signal = 0;
     dp->ctr.signals++;
-    if (dp->mon_pending != NULL) {
-        /* the page is shared by every channel of the guest: atomic OR of our bit only (spec 61) */
-        __atomic_fetch_or(dp->mon_pending, 1u << dp->mon_bit, __ATOMIC_SEQ_CST);
-        return 0;
-    }
+    if (dp->mon_page != NULL)   /* monitor.c: atomic OR of our trigger bit (spec 3.12) */
+        return hvu_monitor_signal(dp->mon_page, HVU_HV_PAGE_SIZE, dp->mon_id);
     uint32_t one = 1;
     ssize_t w;
     do {

@@ -71,7 +71,6 @@
 #define HVU_DP_RNDIS_OFFSET_MIN 36u     /* golden rndis_misc RNDIS_PACKET_MSG_OFFSET_MIN */
 #define HVU_DP_PPI_HEAD 12u             /* golden rndis_pktinfo size */
 #define HVU_DP_NDIS_HASHVAL 8u          /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_HASHVAL */
-#define HVU_DP_MON_TRIG_OFFSET 8u       /* monitor page: trigger_group[0].pending (spec 3.12) */
 
 struct hvu_dp_counters {
 #define HVU_DP_COUNTER_FIELD(name) uint64_t name;
@@ -99,8 +98,8 @@ struct hvu_dp {
     uint32_t range_cap;
     int tap_fd;
     int irq_fd;
-    uint32_t *mon_pending;          /* &trigger_group[id / 32].pending, or NULL */
-    uint32_t mon_bit;
+    void *mon_page;                 /* map 2 (monitored channel), or NULL: signal by the irq fd */
+    uint32_t mon_id;
     uint32_t mtu;
     uint32_t flags;
     uint32_t tx_hash;
