@@ -30,6 +30,7 @@ import mmap
 import os
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -63,13 +64,14 @@ def _short_path(path: Path) -> tuple[str, int | None]:
     return f"/proc/self/fd/{dirfd}/{path.name}", dirfd
 
 
-def seqpacket_listen(path: Path) -> socket.socket:
-    """A listening SOCK_SEQPACKET socket bound at `path` (used by the emulated kernel)."""
+def _seqpacket_at(path: Path, use: Callable[[socket.socket, str], None]) -> socket.socket:
+    """A SOCK_SEQPACKET socket that `use` binds or connects at `path` (long paths via a dirfd);
+    closed again if that fails."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    name, dirfd = _short_path(path)
+    dirfd = None
     try:
-        sock.bind(name)
-        sock.listen(16)
+        name, dirfd = _short_path(path)
+        use(sock, name)
     except OSError:
         sock.close()
         raise
@@ -77,25 +79,21 @@ def seqpacket_listen(path: Path) -> socket.socket:
         if dirfd is not None:
             os.close(dirfd)
     return sock
+
+
+def seqpacket_listen(path: Path) -> socket.socket:
+    """A listening SOCK_SEQPACKET socket bound at `path` (used by the emulated kernel)."""
+
+    def bind(sock: socket.socket, name: str) -> None:
+        sock.bind(name)
+        sock.listen(16)
+
+    return _seqpacket_at(path, bind)
 
 
 def seqpacket_connect(path: Path) -> socket.socket:
     """Connect to a simulated /dev/uioN; ENOENT/ECONNREFUSED when it is gone."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    try:
-        name, dirfd = _short_path(path)
-    except OSError:
-        sock.close()
-        raise
-    try:
-        sock.connect(name)
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        if dirfd is not None:
-            os.close(dirfd)
-    return sock
+    return _seqpacket_at(path, lambda sock, name: sock.connect(name))
 
 
 class SimPlatform:
