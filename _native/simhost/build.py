@@ -22,7 +22,7 @@ def make_builder(absolute: bool = False) -> cffi.FFI:
     ffi.set_source(
         "hvuio.sim._simhost",
         '#include "simhost.h"',
-        sources=[str(HERE / "simhost.c")] if absolute else ["_native/simhost/simhost.c"],
+        sources=[str(f) if absolute else f"_native/simhost/{f.name}" for f in sorted(HERE.glob("*.c"))],
         include_dirs=[str(HERE)] if absolute else ["_native/simhost"],
         extra_compile_args=CFLAGS,
     )

@@ -53,9 +53,23 @@ struct hvu_sim_counters {
     uint64_t completions_unknown;  /* tagged trans_id not outstanding (unknown or repeated) */
     uint64_t handoffs;             /* packets left for Python */
     uint64_t monitor_wakeups;      /* monitor trigger bits consumed */
-    uint64_t signals;              /* interrupts requested from Python */
+    uint64_t signals;              /* guest interrupts (raised on irq, else requested from Python) */
     uint64_t passes;
 };
+
+/* The emulated uio interrupt of one device (irq.c): raised by the pump or by Python. */
+#define HVU_SIM_IRQ_MAX_CONNS 16
+struct hvu_sim_irq {
+    uint32_t lock;           /* spin lock word, 0 = free */
+    uint32_t event;          /* the device's uio event count */
+    uint32_t nconn;          /* open /dev/uioN sockets in conn[] */
+    int conn[16];            /* HVU_SIM_IRQ_MAX_CONNS */
+    uint64_t raised;         /* interrupts raised */
+    uint64_t send_failed;    /* counts not queued on a reader's socket (it sees a later one) */
+};
+int hvu_sim_irq_set_conns(struct hvu_sim_irq *irq, const int *fds, uint32_t n);
+uint32_t hvu_sim_irq_raise(struct hvu_sim_irq *irq, uint8_t *in_ring);
+uint32_t hvu_sim_irq_event(struct hvu_sim_irq *irq);
 
 struct hvu_sim_pump {
     /* --- configuration (caller fills, then hvu_sim_pump_init) --- */
@@ -81,6 +95,8 @@ struct hvu_sim_pump {
     uint32_t poll_ns;        /* sleep between ring polls while active */
     uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */
     uint64_t idle_after_ns;
+    struct hvu_sim_irq *irq; /* the device's interrupt: raise it here, or NULL = return SIGNAL */
+    uint32_t auto_mask;      /* raising masks the inbound ring first (kernel profile) */
     /* caller-owned arrays of recv_count entries each, and a scratch buffer of max_frame+ bytes */
     uint8_t *sec_state;      /* 0 not ours, 1 free, 2 in flight */
     uint32_t *free_stack;
@@ -111,3 +127,4 @@ int hvu_sim_pump_add_sections(struct hvu_sim_pump *p, const uint32_t *index, uin
 int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us);
 uint32_t hvu_sim_in_flight(const struct hvu_sim_pump *p);
 const char *hvu_sim_reason_text(uint32_t reason);
+

@@ -1,6 +1,7 @@
 """The emulated host's data path in C (hvuio.sim._simhost), typed and checked: `HostPump`.
 
-What lives here: the only importer of hvuio.sim._simhost; `HostPump` wraps one `struct hvu_sim_pump`
+What lives here: the only importer of hvuio.sim._simhost; `GuestIrq` wraps a device's emulated
+uio interrupt (event count + open /dev/uioN sockets, raised from C or Python); `HostPump` wraps one `struct hvu_sim_pump`
 (the host side of one channel: NVSP 107 data sends -> tap with their completions, tap -> receive
 sections -> transfer-page packets, the guest's completions of those, the monitor trigger bit,
 the poll loop without the GIL), `enabled()` (module built and HVUIO_SIM_FASTPATH != "0"), and
@@ -58,7 +59,7 @@ class PumpResult(enum.IntEnum):
     WAKE = 1  # the wake fd is readable (not read by the pump)
     CONTROL = 2  # the next outbound packet is Python's
     FAULT = 3  # ring violation; `fault_message()` says which; the pump stays dead
-    SIGNAL = 4  # interrupt the guest (also see `signal` after CONTROL)
+    SIGNAL = 4  # interrupt the guest (pumps without an irq; also see `signal` after CONTROL)
 
 
 class Reason(enum.IntEnum):
@@ -108,12 +109,59 @@ class PumpConfig:
     idle_after: float = 0.2
 
 
+class GuestIrq:
+    """The emulated uio interrupt of one device (irq.c): its event count and the open
+    /dev/uioN sockets that receive it. The kernel owns it; a HostPump raises it without the GIL.
+
+    `set_conns` must be called with the new list *before* a listed socket is closed, so a pump
+    never sends to a closed or reused descriptor."""
+
+    def __init__(self) -> None:
+        if _simhost is None:
+            raise UsageError("the emulator's C core (hvuio.sim._simhost) is not built",
+                             "Reinstall with a C compiler: pip install -e .")
+        self._ffi, self._lib = _simhost.ffi, _simhost.lib
+        self._irq = self._ffi.new("struct hvu_sim_irq *")
+        self.max_conns = int(self._lib.HVU_SIM_IRQ_MAX_CONNS)
+
+    @property
+    def cptr(self) -> Any:
+        return self._irq
+
+    def set_conns(self, fds: list[int]) -> None:
+        if len(fds) > self.max_conns:
+            raise LocalProtocolError(f"{len(fds)} opens of one uio device; the emulator serves {self.max_conns}")
+        arr = self._ffi.new("int[]", fds or [0])
+        if self._lib.hvu_sim_irq_set_conns(self._irq, arr, len(fds)) != 0:
+            raise LocalProtocolError(f"uio connection list {fds} refused")
+
+    def raise_(self, in_ring: Any | None = None) -> int:
+        """Interrupt: mask `in_ring` (a writable buffer of the inbound ring) if given, count, wake
+        every open fd. Returns the new event count, or 0 when nobody has the device open."""
+        ring = self._ffi.NULL if in_ring is None else self._ffi.from_buffer("uint8_t[]", in_ring,
+                                                                           require_writable=True)
+        return int(self._lib.hvu_sim_irq_raise(self._irq, ring))
+
+    @property
+    def event(self) -> int:
+        return int(self._lib.hvu_sim_irq_event(self._irq))
+
+    @property
+    def raised(self) -> int:
+        return int(self._irq.raised)
+
+    @property
+    def send_failed(self) -> int:
+        return int(self._irq.send_failed)
+
+
 class HostPump:
     """One channel's host data path in C. `ring` = the channel's ring file mapping (outbound ring
     at 0, inbound at ring_size); `monitor_page` = map 2 when the channel is monitored."""
 
     def __init__(self, cfg: PumpConfig, ring: Any, recv_buf: Any, send_buf: Any,
-                 monitor_page: Any | None = None) -> None:
+                 monitor_page: Any | None = None, irq: GuestIrq | None = None,
+                 auto_mask: bool = False) -> None:
         if _simhost is None:
             raise UsageError("the emulator's C data path (hvuio.sim._simhost) is not built",
                              "Reinstall with a C compiler (pip install -e .) or set HVUIO_SIM_FASTPATH=0.")
@@ -153,6 +201,9 @@ class HostPump:
         p.poll_ns = cfg.poll_us * 1000
         p.idle_poll_ns = cfg.idle_poll_us * 1000
         p.idle_after_ns = int(cfg.idle_after * 1e9)
+        self._irq = irq  # kept alive as long as the pump may raise it
+        p.irq = self._ffi.NULL if irq is None else irq.cptr
+        p.auto_mask = int(auto_mask)
         n = cfg.recv_count
         self._arrays = [ffi.new("uint8_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
                         ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),

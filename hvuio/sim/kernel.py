@@ -39,7 +39,9 @@ them short and never block):
 
 HOST API (any thread):
 
-* `signal_guest(device, relid) -> bool`    host interrupt: event++ (auto-mask per profile);
+* `signal_guest(device, relid) -> bool`    host interrupt: event++ (auto-mask per profile); the
+                                           count lives in the device's `irq` (fastpath.GuestIrq),
+                                           which a host pump may also raise, from C;
 * `add_subchannel(device, index) -> relid` offer a subchannel: channels/<relid>/ now, its
                                            `ring` file `ring_delay` seconds later;
 * `rescind(device)`                        EOF to every open fd, tree removed;
@@ -69,6 +71,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hvuio.sim import profiles as P
+from hvuio.sim.fastpath import GuestIrq
 from hvuio.sim.platform import (init_ring_headers, map_backing, ring_snapshot, seqpacket_listen,
                                  set_inbound_mask, take_monitor_bits)
 from hvuio.sim.tree import SimChannel, SimDevice, SimTree
@@ -127,7 +130,7 @@ class _Conn:
     def __init__(self, sock: socket.socket, dev: SimDevice) -> None:
         self.sock = sock
         self.dev = dev
-        self.last_seen = dev.event
+        self.ready = False  # open status sent: from now on it receives interrupt counts
 
 
 class SimKernel:
@@ -228,6 +231,9 @@ class SimKernel:
             self._thread.join(timeout=5)
             self._thread = None
         with self.lock:
+            for dev in self.devices.values():
+                if dev.irq is not None:
+                    dev.irq.set_conns([])
             for conn in list(self._conns.values()):
                 conn.sock.close()
             self._conns.clear()
@@ -314,7 +320,8 @@ class SimKernel:
             relid = self._alloc_relid()
             monitor_id = self._alloc_monitor() if monitored else None
             dev = SimDevice(guid=guid or str(uuid.uuid4()), class_id=class_id, relid=relid,
-                            monitor_id=monitor_id, ifname=ifname if class_id == P.NIC_CLASS else None)
+                            monitor_id=monitor_id, ifname=ifname if class_id == P.NIC_CLASS else None,
+                            irq=GuestIrq())
             if dev.is_nic:
                 dev.mac = "00:15:5d:%02x:%02x:%02x" % tuple(uuid.UUID(dev.guid).bytes[-3:])
             self.devices[dev.guid] = dev
@@ -545,6 +552,8 @@ class SimKernel:
                 conn_sock.close()
                 return
         conn_sock.send(struct.pack("=i", 0))  # open() returns only now: the open status
+        conn.ready = True  # only now: an interrupt count must not arrive before the open status
+        self._sync_irq(dev)
 
     def _init_ring(self, chan: SimChannel, mask: int) -> None:
         assert chan.ring_backing is not None
@@ -580,6 +589,7 @@ class SimKernel:
         if conn is None:
             return
         self._sel.unregister(conn.sock)
+        self._sync_irq(conn.dev)  # before close: a pump must never send to a closed fd number
         conn.sock.close()
         if run_close:
             conn.dev.opens -= 1
@@ -626,21 +636,23 @@ class SimKernel:
                 return False
             if self.profile.auto_mask:
                 self._set_in_mask(chan, 1)
+            if not dev.irq.raise_():
+                return False
             chan.interrupts += 1
-            dev.event += 1
-            self.tree.set_event(dev)
-            self._notify(dev)
+            self._sync_event(dev)
             return True
 
-    def _notify(self, dev: SimDevice) -> None:
-        payload = struct.pack("=i", dev.event & 0x7FFFFFFF)
-        for conn in self._conns.values():
-            if conn.dev is dev and conn.last_seen != dev.event:
-                try:
-                    conn.sock.send(payload)
-                    conn.last_seen = dev.event
-                except (BlockingIOError, OSError):
-                    pass  # queue full: the guest will see a later count (coalescing)
+    def _sync_irq(self, dev: SimDevice) -> None:
+        """Hand the device's ready connections to its interrupt (which C pumps also raise)."""
+        dev.irq.set_conns([c.sock.fileno() for c in self._conns.values() if c.dev is dev and c.ready])
+
+    def _sync_event(self, dev: SimDevice) -> None:
+        """sysfs `event` follows the live count: at once for Python's raises, at the next
+        snapshot for a host pump's (it raises from C without the kernel lock)."""
+        event = dev.irq.event
+        if event != dev.event:
+            dev.event = event
+            self.tree.set_event(dev)
 
     def add_subchannel(self, dev: SimDevice, index: int) -> int:
         """Offer subchannel `index` (>= 1): directory now, `ring` after `ring_delay` (spec §1.7)."""
@@ -714,6 +726,7 @@ class SimKernel:
     # -- ring snapshots --------------------------------------------------------------------------
 
     def _snapshot(self, dev: SimDevice) -> None:
+        self._sync_event(dev)
         for chan in list(dev.channels.values()):
             if chan.ring_backing is not None and chan.ring_backing.exists():
                 self.tree.write_channel_counters(dev, chan, ring_snapshot(chan.ring_backing, chan.ring_size))

@@ -20,7 +20,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hvuio.sim.platform import MARKER, map_backing, state_dir
 from hvuio.sim.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
@@ -62,9 +62,10 @@ class SimDevice:
     maps: list[tuple[str, int]] = field(default_factory=list)
     channels: dict[int, SimChannel] = field(default_factory=dict)
     opens: int = 0
-    event: int = 0
+    event: int = 0  # last uio event count written to sysfs (the live count is irq.event)
     state: int = 0
     rescinded: bool = False
+    irq: Any = None  # the kernel's fastpath.GuestIrq: event count + open /dev/uioN sockets
 
     @property
     def is_nic(self) -> bool:

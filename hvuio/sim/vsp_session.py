@@ -86,7 +86,7 @@ class VspCounters:
     frames_inbox_dropped: int = 0  # the worker fell INBOX_LIMIT frames behind the network
     packets_to_guest: int = 0
     packets_from_guest: int = 0
-    signals_to_guest: int = 0  # interrupts raised through kernel.signal_guest
+    signals_to_guest: int = 0  # guest interrupts: kernel.signal_guest plus those the C pump raised
     guest_signals: int = 0  # irqcontrol signals (hook) + monitor trigger bits consumed
     # Spec §5.12 "unnecessary" signals, as far as the host can see them (irqcontrol signals only:
     # monitor bits merge, so repeated monitored signals are invisible by design):
@@ -525,7 +525,8 @@ class Session:
             nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
             tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict)
         try:
-            pump = fastpath.HostPump(cfg, chan.mm, self.recv_mm, self.send_mm, self.host.monitor.mm)
+            pump = fastpath.HostPump(cfg, chan.mm, self.recv_mm, self.send_mm, self.host.monitor.mm,
+                                     irq=self.dev.irq, auto_mask=self.kernel.profile.auto_mask)
             pump.add_sections(nvsp._free_data)  # HostNvsp keeps its control sections
         except (HvuioError, ValueError, TypeError, BufferError) as exc:
             log.warning("%s: host fast path not started, Python serves the data path: %s", self.dev.guid, exc)
@@ -622,6 +623,10 @@ class Session:
         c.packets_to_guest += d["rx_packets"] + d["tx_completions"]
         c.packets_from_guest += d["tx_completions"] + d["rx_completions"] + d["completions_unknown"]
         c.guest_signals += d["monitor_wakeups"]
+        c.signals_to_guest += d["signals"]  # raised by the pump itself (it has the device's irq)
+        primary = self.dev.channels.get(self.channels[0].relid)
+        if primary is not None:
+            primary.interrupts += d["signals"]
         c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]
         c.fastpath_completions_unknown += d["completions_unknown"]
