@@ -42,7 +42,19 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     if (cfg->monitor_page != NULL && cfg->monitor_id >= 128)
         return -EINVAL;
     if ((cfg->flags & ~(uint32_t)(HVU_DP_F_VNET_HDR | HVU_DP_F_BUSY_POLL | HVU_DP_F_MANAGE_MASK |
-                                  HVU_DP_F_TX_HASH)) != 0)
+                                  HVU_DP_F_TX_HASH | HVU_DP_F_TAP_OFFLOAD | HVU_DP_F_TX_CSUM_TCP4 |
+                                  HVU_DP_F_TX_CSUM_UDP4 | HVU_DP_F_TX_CSUM_TCP6 |
+                                  HVU_DP_F_TX_CSUM_UDP6 | HVU_DP_F_TX_LSO4 | HVU_DP_F_TX_LSO6 |
+                                  HVU_DP_F_RX_CSUM)) != 0)
+        return -EINVAL;
+    /* offloads: the tap's vnet header carries them, the stage holds a whole GSO frame, and a
+     * section must hold the RNDIS header, two pktinfo and at least Ethernet + IP + TCP headers */
+    if ((cfg->flags & HVU_DP_F_TAP_OFFLOAD) &&
+        (!(cfg->flags & HVU_DP_F_VNET_HDR) || cfg->tx_stage == NULL ||
+         cfg->tx_stage_size < HVU_DP_VNET_HDR_SIZE + HVU_DP_GSO_MAX ||
+         cfg->send_section_size < hdr + 2 * HVU_DP_PPI_SIZE + 128))
+        return -EINVAL;
+    if (cfg->rsc_buf != NULL && cfg->rsc_buf_size < HVU_DP_RSC_MAX_BYTES)
         return -EINVAL;
     memset(dp, 0, sizeof(*dp));
     dp->tx = cfg->tx_ring;
@@ -65,6 +77,12 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->flags = cfg->flags;
     dp->tx_hash = cfg->tx_hash_value;
     dp->tx_hdr_len = hdr;
+    dp->busy_poll_ns = (uint64_t)cfg->busy_poll_us * 1000u;
+    dp->stage = cfg->tx_stage;
+    dp->stage_cap = cfg->tx_stage != NULL ? cfg->tx_stage_size - HVU_DP_VNET_HDR_SIZE : 0;
+    dp->rsc_buf = cfg->rsc_buf;
+    dp->rsc_cap = cfg->rsc_buf != NULL ? HVU_DP_RSC_MAX_BYTES : 0;
+    dp->lso_max = cfg->lso_max_size;
     dp->held = -1;
     dp->initialised = 1;
     return 0;
@@ -114,7 +132,8 @@ int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out)
 static const char *const dp_reason_names[HVU_DP_REASON_END - HVU_DP_NVS_SHORT] = {
     "nvs_short", "nvs_type", "rndis_short", "rndis_msg_len", "rndis_data_offset",
     "rndis_data_len", "rndis_pktinfo", "rx_oversize", "tap_write", "completion_id",
-    "tx_oversize", "tx_runt", "rndis_type",
+    "tx_oversize", "tx_runt", "rndis_type", "vnet_flags", "vnet_gso_type", "vnet_csum",
+    "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame",
 };
 
 /* Names for both the ring's reasons (< 32) and the data path's. */
@@ -175,11 +194,19 @@ int hvu_dp_signal(struct hvu_dp *dp)
 
 /* ---- the pump ---------------------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
+static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t now_ms(void) { return now_ns() / 1000000; }
+
+/* Packets moved so far, either way: a change means the last pass did work. */
+static uint64_t activity(const struct hvu_dp *dp)
+{
+    return dp->ctr.rx_xfer + dp->ctr.tx_packets + dp->ctr.tx_completions;
 }
 
 /* Runs rx and tx until stop_fd is readable (HVU_DP_STOPPED), a packet for Python is next
@@ -202,7 +229,22 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
             return t;
         int more = r == HVU_DP_BUDGET || t == HVU_DP_BUDGET;
         int wait_ms = 0;
-        if (!more && !(dp->flags & HVU_DP_F_BUSY_POLL)) {
+        int spinning = 0;
+        if (dp->busy_poll_ns != 0) {
+            /* busy poll (like Linux's net.core.busy_poll): right after traffic the next packet
+             * (a reply, an ACK) is likely microseconds away, sooner than a sleep + wake-up; the
+             * inbound mask stays set meanwhile, so the host need not interrupt either */
+            uint64_t act = activity(dp);
+            int64_t now = now_ns();
+            if (act != dp->bp_seen) {
+                dp->bp_seen = act;
+                dp->bp_last_work_ns = now;
+            }
+            /* at the deadline, stop spinning: return the usual way (unmasked, rings re-checked) */
+            spinning = dp->bp_last_work_ns != 0 && now - dp->bp_last_work_ns < (int64_t)dp->busy_poll_ns &&
+                       (deadline < 0 || now / 1000000 < deadline);
+        }
+        if (!more && !spinning && !(dp->flags & HVU_DP_F_BUSY_POLL)) {
             if (manage) {
                 /* unmask, then re-check: a packet published before the unmask raised no
                  * interrupt (the host interrupts on empty -> non-empty only, spec 3.11 d) */

@@ -20,7 +20,7 @@
  *    The RNDIS packet checks follow DPDK hn_rndis_rx_data (msg_len within the range and >= data +
  *    pktinfo, data_offset >= 36 counted from byte 8, data inside msg_len, data_len >= 14,
  *    pktinfo offset 4-aligned and >= 36, pktinfo elements walk inside their area). Per-packet
- *    info is validated but not used (no VLAN/checksum/RSC offload yet).
+ *    info: checksum and RSC id are used (offloads below); VLAN and hash are skipped.
  *  - Transfer-page packets whose header or NVS type is bad are dropped without completion, like
  *    Linux (it returns before enq_receive_complete); a packet whose ranges are bad is completed
  *    with status FAILED after its good ranges were delivered (Linux's rule); a packet whose frames
@@ -56,8 +56,29 @@
  *    interrupt_mask directly (1 while draining, 0 then re-check before poll()); without it the mask
  *    is never touched (subchannels on kernels without linux d062463edf17, spec item 39) and the
  *    caller should use busy polling or a short timeout. A uio event is consumed by a 4-byte read.
- *  - RSC (several ranges forming one frame, RNDIS_PKTINFO_ID) and offloads (VLAN, checksum, LSO
- *    per-packet info, vnet-header GSO/csum) are not negotiated and not handled.
+ *  - Offloads (offload.c/.h; hvuio/datapath.py sets the flags from what RNDIS negotiated):
+ *    TX with HVU_DP_F_TAP_OFFLOAD: the tap (TUNSETOFFLOAD) hands over frames whose vnet header
+ *    may ask for a checksum (NEEDS_CSUM) or carry a TCP GSO super-frame; every field is checked
+ *    (drops tx_vnet_bad with a reason). The frame is read into a private stage buffer first.
+ *    NEEDS_CSUM: a checksum pktinfo (is_ipv4/is_ipv6, tcp/udp, tcp_header_offset; Linux
+ *    netvsc_xmit) when the host enabled that checksum, else the sum is completed in software.
+ *    GSO: cut into packets that each fit one send section, a whole number of gso_size segments
+ *    each, IP length / IPv4 id / TCP seq fixed, FIN/PSH on the last only, CWR on the first only;
+ *    with LSOv2 enabled each packet of >= 2 segments gets the LSO pktinfo alone (Linux sends
+ *    either LSO or checksum info, never both) with IPv4 checksum 0 and the length-less
+ *    pseudo-header sum in the TCP checksum (Linux netvsc_xmit, DPDK hn_encap); the IP length is
+ *    the packet's own (DPDK leaves it; hosts recompute it). Without LSO: single segments with
+ *    the checksum pktinfo or software checksums.
+ *    RX: the receive checksum pktinfo turns into vnet DATA_VALID when TCP or UDP checksum
+ *    succeeded and none failed (Linux netvsc_alloc_recv_skb; HVU_DP_F_RX_CSUM). RSC fragments
+ *    (RNDIS_PKTINFO_ID with SUBALLOC; Linux rndis_filter_receive_data) are concatenated, at most
+ *    562 fragments (NVSP_RSC_MAX) and 64 KiB, same pkt_id, checksum info of the first, and the
+ *    frame is written once with the IP length checked and the IPv4 header checksum recomputed;
+ *    longer than one MSS (MTU - IP - TCP headers: Hyper-V gives no segment count, and this MSS
+ *    keeps the frame forwardable) it becomes a TCP GSO frame. Tun ignores DATA_VALID on write,
+ *    so a coalesced frame whose checksum the host vouched for goes out as NEEDS_CSUM with the
+ *    pseudo-header sum (what the kernel hands a NIC), which the stack accepts and completes if it
+ *    forwards. A broken sequence is dropped whole and counted (rx_rsc_drop), never half written.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -65,6 +86,7 @@
 #include "hvuio.h"
 #include "datapath_api.h"
 #include "dp_counters.h"
+#include "offload.h"
 
 #define HVU_DP_TX_TAG (1ULL << HVU_DP_TX_TAG_SHIFT)
 #define HVU_DP_RNDIS_OFFSET_BASE 8u     /* RNDIS offsets count from byte 8 (after type, len) */
@@ -103,7 +125,10 @@ struct hvu_dp {
     uint32_t mtu;
     uint32_t flags;
     uint32_t tx_hash;
-    uint32_t tx_hdr_len;            /* 44, or 60 with the hash pktinfo */
+    uint64_t busy_poll_ns;          /* spin after activity before sleeping in poll() */
+    uint64_t bp_seen;               /* activity count when last looked at (busy poll) */
+    int64_t bp_last_work_ns;        /* when it last changed (0: never, so no spinning) */
+    uint32_t tx_hdr_len;            /* 44, or 60 with the hash pktinfo (before csum/LSO pktinfo) */
     uint32_t sect_used;
     uint32_t sect_hint;             /* next bitmap word to search */
     int tx_blocked;                 /* 1 after stop_queue until wake_queue */
@@ -113,6 +138,29 @@ struct hvu_dp {
     uint32_t pend_head;
     int held;                       /* tx: section whose NVS message is still to be sent, or -1 */
     uint32_t held_len;              /* its frame length */
+    uint32_t held_msg;              /* its RNDIS message length (header + pktinfo + frame) */
+    int held_lso;                   /* it carries the LSO pktinfo (counted as tx_lso when sent) */
+    /* TX offload staging (HVU_DP_F_TAP_OFFLOAD; tx.c): one tap frame, emitted in pieces */
+    uint8_t *stage;                 /* vnet header (12 bytes) then the frame */
+    uint32_t stage_cap;             /* frame bytes that fit after the vnet header */
+    uint32_t stage_len;             /* frame length, 0 = nothing staged */
+    uint32_t stage_kind;            /* enum in tx.c: whole frame, frame + csum pktinfo, segments */
+    uint32_t stage_csum;            /* checksum pktinfo value for the whole-frame kinds */
+    uint32_t stage_next;            /* segments: payload bytes already emitted */
+    uint32_t stage_seg;             /* segments: index of the next segment (IPv4 id offset) */
+    uint32_t stage_mss;
+    uint32_t stage_per;             /* segments: payload bytes per emitted packet */
+    int stage_lso;                  /* segments: emit LSO chunks (else single segments) */
+    uint32_t stage_l3, stage_l4, stage_hdrs, stage_v6, stage_proto;   /* struct hvu_l34 of the frame */
+    uint32_t lso_max;
+    /* RX RSC assembly (rx.c) */
+    uint8_t *rsc_buf;
+    uint32_t rsc_cap;
+    uint32_t rsc_len;               /* bytes assembled */
+    uint32_t rsc_cnt;               /* fragments assembled, 0 = no sequence open */
+    uint32_t rsc_csum;              /* checksum info of the first fragment */
+    int rsc_has_csum;
+    uint32_t rsc_id;                /* pkt_id of the first fragment */
     int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
     int err_no;
     uint32_t initialised;

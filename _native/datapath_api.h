@@ -26,7 +26,17 @@ enum hvu_dp_flag {
     HVU_DP_F_VNET_HDR = 1,     /* tap frames carry a 12-byte virtio_net_hdr (IFF_VNET_HDR) */
     HVU_DP_F_BUSY_POLL = 2,    /* run never sleeps in poll(); it spins until stop/timeout */
     HVU_DP_F_MANAGE_MASK = 4,  /* run owns the inbound interrupt_mask: 1 while draining, 0 to sleep */
-    HVU_DP_F_TX_HASH = 8       /* TX: add a hash-value per-packet info (the channel's queue id) */
+    HVU_DP_F_TX_HASH = 8,      /* TX: add a hash-value per-packet info (the channel's queue id) */
+    /* Offloads (offload.h; hvuio/datapath.py maps the negotiated NDIS offloads to these): */
+    HVU_DP_F_TAP_OFFLOAD = 16, /* the tap has TUNSETOFFLOAD != 0: its vnet headers may carry
+                                * NEEDS_CSUM and TCP GSO; without this flag they are ignored */
+    HVU_DP_F_TX_CSUM_TCP4 = 32, /* host computes TCP/IPv4 checksums (checksum per-packet info) */
+    HVU_DP_F_TX_CSUM_UDP4 = 64,
+    HVU_DP_F_TX_CSUM_TCP6 = 128,
+    HVU_DP_F_TX_CSUM_UDP6 = 256,
+    HVU_DP_F_TX_LSO4 = 512,    /* host segments TCP/IPv4 (LSOv2 per-packet info) */
+    HVU_DP_F_TX_LSO6 = 1024,
+    HVU_DP_F_RX_CSUM = 2048    /* host checksum results become vnet DATA_VALID / NEEDS_CSUM */
 };
 
 enum hvu_dp_const {
@@ -35,6 +45,15 @@ enum hvu_dp_const {
     HVU_DP_RNDIS_PKT_SIZE = 44,        /* rndis_packet_msg (golden) */
     HVU_DP_RNDIS_HASH_PPI_SIZE = 16,   /* RNDIS_PKTINFO_SIZE(4) (golden hn_derived) */
     HVU_DP_VNET_HDR_SIZE = 12,         /* virtio_net_hdr_mrg_rxbuf, the tap default vnet_hdr_sz */
+    HVU_DP_PPI_SIZE = 16,              /* checksum, LSO, hash pktinfo: 12-byte head + 4 (golden
+                                        * linux:derived_sizes NDIS_CSUM_PPI_SIZE / NDIS_LSO_PPI_SIZE) */
+    HVU_DP_GSO_MAX = 65535 + 14 + 4,   /* largest tap frame with TSO on (IP total length + L2) */
+    HVU_DP_RSC_MAX_FRAGS = 562,        /* golden linux:netvsc_misc NVSP_RSC_MAX */
+    HVU_DP_RSC_MAX_BYTES = 65535 + 14 + 4, /* an RSC frame is at most 64 KiB of IP packet + L2 */
+    HVU_NDIS_PKTINFO_CSUM = 0,         /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_CSUM */
+    HVU_NDIS_PKTINFO_LSO = 2,          /* NDIS_PKTINFO_TYPE_LSO */
+    HVU_RNDIS_PKTINFO_ID_TYPE = -2147483647, /* 0x80000001: RNDIS_PKTINFO_ID with the internal bit
+                                        * (golden linux:ppi_type_words) */
     HVU_DP_ETH_HLEN = 14,
     HVU_DP_VLAN_HLEN = 4,
     HVU_DP_MAX_SECTIONS = 65536,       /* send-buffer sections tracked in the bitmap */
@@ -64,7 +83,16 @@ enum hvu_dp_reason {
     HVU_DP_TX_OVERSIZE = 42,   /* tap frame larger than a send section can hold */
     HVU_DP_TX_RUNT = 43,       /* tap frame shorter than an Ethernet header */
     HVU_DP_RNDIS_TYPE = 44,    /* RNDIS msg_type changed to non-data between the two reads */
-    HVU_DP_REASON_END = 45
+    HVU_DP_VNET_FLAGS = 45,    /* tap vnet header: unknown flag bits (value = flags) */
+    HVU_DP_VNET_GSO_TYPE = 46, /* tap vnet header: gso_type not NONE/TCPV4/TCPV6 (value = type) */
+    HVU_DP_VNET_CSUM = 47,     /* csum_start/csum_offset outside the frame (value = start << 16 | off) */
+    HVU_DP_VNET_GSO = 48,      /* GSO frame: gso_size 0, no NEEDS_CSUM, hdr_len beyond the frame, or
+                                * headers that are not Ethernet/IP/TCP of the gso_type at csum_start */
+    HVU_DP_RSC_SEQUENCE = 49,  /* RSC fragment out of order: no first, new first before the last,
+                                * another packet in between, or a pkt_id change (value = flags) */
+    HVU_DP_RSC_TOO_LONG = 50,  /* RSC: more than 562 fragments or 64 KiB (value = bytes so far) */
+    HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths */
+    HVU_DP_REASON_END = 52
 };
 
 enum hvu_dp_fd {
@@ -95,6 +123,13 @@ struct hvu_dp_config {
     uint32_t mtu;              /* L3 MTU; frames up to mtu + 14 + 4 pass */
     uint32_t flags;            /* enum hvu_dp_flag */
     uint32_t tx_hash_value;    /* HVU_DP_F_TX_HASH: the value sent (the channel's queue index) */
+    uint32_t busy_poll_us;     /* keep polling this long after the last packet before sleeping */
+    void *tx_stage;            /* HVU_DP_F_TAP_OFFLOAD: private, one tap frame (>= HVU_DP_GSO_MAX) */
+    uint32_t tx_stage_size;
+    void *rsc_buf;             /* private: one RSC frame being assembled (>= HVU_DP_RSC_MAX_BYTES),
+                                * or NULL: RSC fragments are dropped (rx_rsc_drop) */
+    uint32_t rsc_buf_size;
+    uint32_t lso_max_size;     /* largest LSO packet the host takes (NDIS lsov2 max size) */
 };
 
 struct hvu_dp_fault {

@@ -36,6 +36,17 @@
     X(wake_queue)        /* TX went from blocked back to running */                            \
     X(signals)           /* host signals sent (one per batch at most) */                       \
     X(irq_wakeups)       /* interrupts read from the irq fd */                                 \
-    X(polls)             /* times the pump slept in poll() */
+    X(polls)             /* times the pump slept in poll() */                                 \
+    X(tx_gso)            /* TCP GSO super-frames read from the tap */                          \
+    X(tx_lso)            /* RNDIS packets sent with the LSOv2 pktinfo (>= 2 segments each) */  \
+    X(tx_sw_seg)         /* single TCP segments cut from GSO frames (no LSO for them) */       \
+    X(tx_csum_ppi)       /* RNDIS packets sent with the checksum pktinfo */                    \
+    X(tx_sw_csum)        /* checksums completed in software (offload not enabled) */           \
+    X(tx_vnet_bad)       /* tap frames dropped: vnet header fails a check (reason says which) */\
+    X(rx_csum_valid)     /* frames written with vnet DATA_VALID (host checksum succeeded) */   \
+    X(rx_csum_bad)       /* frames whose host checksum info says failed (passed on unmarked) */\
+    X(rx_rsc_frames)     /* coalesced frames assembled from RSC fragments and written */       \
+    X(rx_rsc_frags)      /* RSC fragments taken into a frame that was written */               \
+    X(rx_rsc_drop)       /* RSC fragments dropped: broken sequence, too long, bad frame */
 
 #endif

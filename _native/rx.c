@@ -1,7 +1,8 @@
 /* Data path, host -> guest: transfer-page packets -> RNDIS data messages -> frames on the tap.
  *
  * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
- * packet checks, the frame write to the tap, and the receive-completion queue. Completions of our
+ * packet checks, the receive offloads (checksum info -> vnet flags, RSC fragment assembly), the
+ * frame write to the tap, and the receive-completion queue. Completions of our
  * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL). The rules
  * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
@@ -96,7 +97,158 @@ static int pktinfo_ok(const uint8_t *ppi, uint32_t len)
     return 1;
 }
 
-/* msg: a private copy of one range, n bytes. Returns 0 if a frame went out, -1 if dropped. */
+/* The 4-byte value of the first pktinfo of `type` whose data holds 4 bytes (Linux
+ * rndis_get_ppi); the area was checked by pktinfo_ok. 1 if found. */
+static int pktinfo_find(const uint8_t *ppi, uint32_t len, uint32_t type, uint32_t *value)
+{
+    while (len >= HVU_DP_PPI_HEAD) {
+        uint32_t size = get_u32(ppi), off = get_u32(ppi + 8);
+        if (get_u32(ppi + 4) == type && off <= size && size - off >= 4) {
+            *value = get_u32(ppi + off);
+            return 1;
+        }
+        ppi += size;
+        len -= size;
+    }
+    return 0;
+}
+
+/* receive checksum info bits (golden ndis_ppi_bits NDIS_RXCSUM_INFO_*) */
+#define RXCSUM_TCP_FAILED 0x1u
+#define RXCSUM_UDP_FAILED 0x2u
+#define RXCSUM_TCP_OK 0x8u
+#define RXCSUM_UDP_OK 0x10u
+/* RNDIS_PKTINFO_ID flag byte (golden linux:rndis_pktinfo_id_flags) */
+#define PKTID_SUBALLOC 0x1u
+#define PKTID_FIRST 0x2u
+#define PKTID_LAST 0x4u
+
+static int csum_ok(uint32_t info)
+{
+    return (info & (RXCSUM_TCP_OK | RXCSUM_UDP_OK)) != 0 &&
+           (info & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)) == 0;
+}
+
+/* One frame (+ vnet header when the tap has one) to the tap. 0, or -1 when the write failed. */
+static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t *data, uint32_t len)
+{
+    uint8_t vnet[HVU_DP_VNET_HDR_SIZE];
+    struct iovec iov[2];
+    int niov = 0;
+    size_t want = len;
+    if (dp->flags & HVU_DP_F_VNET_HDR) {
+        hvu_vnet_write(vnet, v);
+        iov[niov].iov_base = vnet;
+        iov[niov++].iov_len = sizeof(vnet);
+        want += sizeof(vnet);
+    }
+    iov[niov].iov_base = (void *)data;
+    iov[niov++].iov_len = len;
+    ssize_t w;
+    do {
+        w = writev(dp->tap_fd, iov, niov);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0 || (size_t)w != want) {
+        dp->ctr.rx_tap_drop++;
+        hvu_dp_drop_note(dp, HVU_DP_TAP_WRITE, w < 0 ? (uint64_t)errno : (uint64_t)w);
+        return -1;
+    }
+    dp->ctr.rx_packets++;
+    dp->ctr.rx_bytes += len;
+    return 0;
+}
+
+static int rsc_drop(struct hvu_dp *dp, int reason, uint64_t value, uint32_t frags)
+{
+    dp->ctr.rx_rsc_drop += frags;
+    hvu_dp_drop_note(dp, reason, value);
+    dp->rsc_cnt = 0;
+    dp->rsc_len = 0;
+    return -1;
+}
+
+/* The assembled RSC frame in rsc_buf: IP/TCP checked against its length, IPv4 header checksum
+ * recomputed, then one write (a TCP GSO frame when it holds more than one MSS). */
+static int rsc_emit(struct hvu_dp *dp)
+{
+    uint8_t *f = dp->rsc_buf;
+    uint32_t len = dp->rsc_len, frags = dp->rsc_cnt;
+    uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    struct hvu_vnet v = {0, HVU_VNET_GSO_NONE, 0, 0, 0, 0};
+    struct hvu_l34 h;
+    int valid = dp->rsc_has_csum && csum_ok(dp->rsc_csum) && (dp->flags & HVU_DP_F_RX_CSUM);
+    dp->rsc_cnt = 0;
+    dp->rsc_len = 0;
+    if (hvu_off_parse_tcp(f, len, &h) == 0) {
+        uint32_t l3_len = len - h.l3;
+        uint32_t ip_len = h.ipv6 ? (uint32_t)((f[h.l3 + 4] << 8) | f[h.l3 + 5]) + 40u
+                                 : (uint32_t)((f[h.l3 + 2] << 8) | f[h.l3 + 3]);
+        if (ip_len != l3_len)
+            return rsc_drop(dp, HVU_DP_RSC_FRAME, ip_len, frags);
+        hvu_off_ip4_csum(f, &h);
+        /* MSS = MTU - IP - TCP headers: no segment count comes with the frame */
+        uint32_t mss = dp->mtu > h.hdrs - h.l3 ? dp->mtu - (h.hdrs - h.l3) : 1;
+        if (len - h.hdrs > mss && (dp->flags & HVU_DP_F_VNET_HDR)) {
+            v.gso_type = (uint8_t)(h.ipv6 ? HVU_VNET_GSO_TCPV6 : HVU_VNET_GSO_TCPV4);
+            v.gso_size = (uint16_t)mss;
+            v.hdr_len = (uint16_t)h.hdrs;
+        }
+        if (valid) {
+            /* NEEDS_CSUM with the pseudo-header sum: the stack takes it as verified */
+            uint32_t l4_len = len - h.l4;
+            uint16_t seed = hvu_csum_fold(hvu_csum_pseudo(f, &h, l4_len));
+            f[h.l4 + HVU_TCP_CSUM_OFF] = (uint8_t)(seed >> 8);
+            f[h.l4 + HVU_TCP_CSUM_OFF + 1] = (uint8_t)seed;
+            v.flags = HVU_VNET_F_NEEDS_CSUM;
+            v.csum_start = (uint16_t)h.l4;
+            v.csum_offset = HVU_TCP_CSUM_OFF;
+            dp->ctr.rx_csum_valid++;
+        }
+    } else if (len > limit) {
+        return rsc_drop(dp, HVU_DP_RSC_FRAME, len, frags);
+    } else if (valid) {
+        v.flags = HVU_VNET_F_DATA_VALID;
+        dp->ctr.rx_csum_valid++;
+    }
+    if (dp->rsc_has_csum && (dp->rsc_csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)))
+        dp->ctr.rx_csum_bad++;
+    if (tap_write(dp, &v, f, len) < 0)
+        return -1;
+    dp->ctr.rx_rsc_frames++;
+    dp->ctr.rx_rsc_frags += frags;
+    return 0;
+}
+
+/* One RSC fragment (pktinfo id with SUBALLOC; Linux rndis_filter_receive_data's rules, plus a
+ * pkt_id that must not change inside a sequence). 0 = taken (or frame written), -1 = dropped. */
+static int rsc_add(struct hvu_dp *dp, uint32_t id, const uint8_t *data, uint32_t len, int has_csum,
+                   uint32_t csum)
+{
+    uint32_t flag = (id >> 8) & 0xFF, pkt_id = id >> 16;
+    if (flag & PKTID_FIRST) {
+        if (dp->rsc_cnt > 0)   /* the open sequence never got its last fragment */
+            rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt);
+        dp->rsc_len = 0;
+        dp->rsc_has_csum = has_csum;
+        dp->rsc_csum = csum;
+        dp->rsc_id = pkt_id;
+    } else if (dp->rsc_cnt == 0) {
+        return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, 1);
+    } else if (pkt_id != dp->rsc_id) {
+        return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt + 1);
+    }
+    if (dp->rsc_buf == NULL || dp->rsc_cnt >= HVU_DP_RSC_MAX_FRAGS || len > dp->rsc_cap - dp->rsc_len)
+        return rsc_drop(dp, HVU_DP_RSC_TOO_LONG, (uint64_t)dp->rsc_len + len, dp->rsc_cnt + 1);
+    memcpy(dp->rsc_buf + dp->rsc_len, data, len);
+    dp->rsc_len += len;
+    dp->rsc_cnt++;
+    if (!(flag & PKTID_LAST))
+        return 0;
+    return rsc_emit(dp);
+}
+
+/* msg: a private copy of one range, n bytes. Returns 0 if a frame went out (or an RSC fragment
+ * was taken), -1 if dropped. */
 static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
 {
     if (n < HVU_DP_RNDIS_PKT_SIZE)
@@ -115,40 +267,38 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
         return rndis_bad(dp, HVU_DP_RNDIS_OFFSET, data_off);
     if (data_len < HVU_DP_ETH_HLEN)
         return rndis_bad(dp, HVU_DP_RNDIS_DATA_LEN, data_len);
+    uint32_t csum = 0, id = 0;
+    int has_csum = 0, has_id = 0;
     if (ppi_len > 0) {
         if (ppi_off < HVU_DP_RNDIS_OFFSET_MIN || (ppi_off & 3u) != 0 ||
             HVU_DP_RNDIS_OFFSET_BASE + (uint64_t)ppi_off + ppi_len > msg_len)
             return rndis_bad(dp, HVU_DP_RNDIS_PKTINFO, ppi_off);
-        if (!pktinfo_ok(msg + HVU_DP_RNDIS_OFFSET_BASE + ppi_off, ppi_len))
+        const uint8_t *ppi = msg + HVU_DP_RNDIS_OFFSET_BASE + ppi_off;
+        if (!pktinfo_ok(ppi, ppi_len))
             return rndis_bad(dp, HVU_DP_RNDIS_PKTINFO, ppi_len);
+        has_csum = pktinfo_find(ppi, ppi_len, HVU_NDIS_PKTINFO_CSUM, &csum);
+        has_id = pktinfo_find(ppi, ppi_len, (uint32_t)HVU_RNDIS_PKTINFO_ID_TYPE, &id);
     }
+    const uint8_t *data = msg + HVU_DP_RNDIS_OFFSET_BASE + data_off;
+    if (has_id && (((id >> 8) & 0xFF) & PKTID_SUBALLOC))
+        return rsc_add(dp, id, data, data_len, has_csum, csum);
+    if (dp->rsc_cnt > 0)        /* a whole packet inside an open sequence: that sequence is broken */
+        rsc_drop(dp, HVU_DP_RSC_SEQUENCE, 0, dp->rsc_cnt);
     if (data_len > dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN) {
         dp->ctr.rx_oversize++;
         hvu_dp_drop_note(dp, HVU_DP_RX_OVERSIZE, data_len);
         return -1;
     }
-    static const uint8_t zero_vnet[HVU_DP_VNET_HDR_SIZE];
-    struct iovec iov[2];
-    int niov = 0;
-    if (dp->flags & HVU_DP_F_VNET_HDR) {
-        iov[niov].iov_base = (void *)zero_vnet;   /* no offload: flags 0, gso_type NONE */
-        iov[niov++].iov_len = sizeof(zero_vnet);
+    struct hvu_vnet v = {0, HVU_VNET_GSO_NONE, 0, 0, 0, 0};
+    if (has_csum && (dp->flags & HVU_DP_F_RX_CSUM)) {
+        if (csum_ok(csum)) {
+            v.flags = HVU_VNET_F_DATA_VALID;
+            dp->ctr.rx_csum_valid++;
+        } else if (csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)) {
+            dp->ctr.rx_csum_bad++;
+        }
     }
-    iov[niov].iov_base = (void *)(msg + HVU_DP_RNDIS_OFFSET_BASE + data_off);
-    iov[niov++].iov_len = data_len;
-    size_t want = (size_t)data_len + ((dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0);
-    ssize_t w;
-    do {
-        w = writev(dp->tap_fd, iov, niov);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0 || (size_t)w != want) {
-        dp->ctr.rx_tap_drop++;
-        hvu_dp_drop_note(dp, HVU_DP_TAP_WRITE, w < 0 ? (uint64_t)errno : (uint64_t)w);
-        return -1;
-    }
-    dp->ctr.rx_packets++;
-    dp->ctr.rx_bytes += data_len;
-    return 0;
+    return tap_write(dp, &v, data, data_len);
 }
 
 /* ---- one transfer-page packet ----------------------------------------------------------------- */

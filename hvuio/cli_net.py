@@ -24,6 +24,7 @@ from hvuio.cli import App, cli, pass_app
 
 STATUS_DIR = "run/hvuio/up"
 
+BUSY_POLL_DEFAULT_US = 50  # covers a same-host reply or ACK; costs CPU only while traffic flows
 _NVSP_CHOICES = ("1", "2", "4", "5", "6", "6.1")
 
 
@@ -52,8 +53,19 @@ def render_info(info: dict[str, Any]) -> str:
                  f"({info['control_sections']} kept for control)"),
         ("Queues", str(info["queues"])),
         ("Ring", f"{info['ring_size']} bytes per direction"),
+        ("Offload", _offload_text(info.get("offloads") or {})),
     ]
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
+
+
+def _offload_text(off: dict[str, Any]) -> str:
+    if not off.get("requested", False):
+        return "off (--no-offload)"
+    on = [k for k, v in (off.get("enabled") or {}).items() if v is True]
+    if not on:
+        return "none (the host offered or accepted none)"
+    lso = (off.get("enabled") or {}).get("lso_max_size", 0)
+    return ", ".join(on) + (f"; LSO up to {lso} bytes" if lso else "")
 
 
 def _render_counters(counters: dict[str, int]) -> str:
@@ -146,9 +158,14 @@ def status(app: App, as_json: bool) -> None:
               help="MTU announced to the host in NDIS config.")
 @click.option("--max-nvsp", type=click.Choice(_NVSP_CHOICES), default=None,
               help="Offer NVSP versions up to this one only (debugging, host compatibility).")
+@click.option("--busy-poll", "busy_poll_us", type=click.IntRange(0, 1_000_000), default=BUSY_POLL_DEFAULT_US,
+              show_default=True, metavar="USEC",
+              help="After traffic, keep polling this many microseconds before sleeping (0: sleep at once).")
+@click.option("--offload/--no-offload", default=True, show_default=True,
+              help="Negotiate checksum, LSO and RSC offloads with the host and the tap.")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
-       once: bool, mtu: int, max_nvsp: str | None) -> None:
+       once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     from hvuio.engine import NVSP_NAMES, Engine, Nic, StopPipe
     from hvuio.wire import nvsp as wn
@@ -158,7 +175,7 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
         cap = next(v for v, name in NVSP_NAMES.items() if name == max_nvsp)
         versions = tuple(v for v in versions if v <= cap)
     with StopPipe() as stop:
-        nic = Nic(app.sysroot, device, mtu=mtu, versions=versions)
+        nic = Nic(app.sysroot, device, mtu=mtu, versions=versions, offload=offload)
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None
@@ -193,7 +210,7 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
                         click.echo("Serving control traffic; Ctrl-C to stop.")
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
-                    engine = Engine(nic, ifname=ifname, netns=netns)
+                    engine = Engine(nic, ifname=ifname, netns=netns, busy_poll_us=busy_poll_us)
                     counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
             counters.update(nic.counter_snapshot())
         finally:

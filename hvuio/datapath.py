@@ -31,6 +31,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hvuio import native
@@ -51,6 +52,66 @@ DEFAULT_BUDGET = 64  # packets per rx/tx batch, NAPI's weight (Linux NAPI_POLL_W
 
 COUNTER_NAMES: tuple[str, ...] = tuple(
     _ffi.string(_lib.hvu_dp_counter_name(i)).decode() for i in range(_lib.hvu_dp_counter_count()))
+
+
+GSO_MAX = int(_lib.HVU_DP_GSO_MAX)
+RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Offloads:
+    """What the data path may use: the host side as RNDIS negotiated it, the tap side as set with
+    TUNSETOFFLOAD (`tap_flags`). Default: nothing (frames as before, vnet headers ignored on TX).
+
+    `tx_csum_*`: the host finishes that checksum from the checksum pktinfo (else software does);
+    `lso4`/`lso6`: the host segments TCP (LSOv2 pktinfo) up to `lso_max_size` bytes (else GSO
+    frames are cut into single segments here); `rx_csum`: the host's receive checksum results
+    mark frames for the tap; `rsc`: the host may coalesce (fragments are assembled either way,
+    as Linux does; the flag is informational).
+    """
+
+    tx_csum_tcp4: bool = False
+    tx_csum_udp4: bool = False
+    tx_csum_tcp6: bool = False
+    tx_csum_udp6: bool = False
+    lso4: bool = False
+    lso6: bool = False
+    lso_max_size: int = 0
+    rx_csum: bool = False
+    rsc: bool = False
+
+    @property
+    def any_tx(self) -> bool:
+        return (self.tx_csum_tcp4 or self.tx_csum_udp4 or self.tx_csum_tcp6 or self.tx_csum_udp6
+                or self.lso4 or self.lso6)
+
+    def tap_flags(self) -> int:
+        """TUNSETOFFLOAD bits for what was negotiated: TUN_F_CSUM (1) for any TX checksum,
+        TUN_F_TSO4 (2) / TUN_F_TSO6 (4) for LSO of that family (the kernel wants CSUM with TSO)."""
+        bits = 1 if self.any_tx else 0
+        if self.lso4:
+            bits |= 2
+        if self.lso6:
+            bits |= 4
+        return bits
+
+    def dp_flags(self) -> int:
+        f = 0
+        for on, flag in ((self.tx_csum_tcp4, _lib.HVU_DP_F_TX_CSUM_TCP4),
+                         (self.tx_csum_udp4, _lib.HVU_DP_F_TX_CSUM_UDP4),
+                         (self.tx_csum_tcp6, _lib.HVU_DP_F_TX_CSUM_TCP6),
+                         (self.tx_csum_udp6, _lib.HVU_DP_F_TX_CSUM_UDP6),
+                         (self.lso4, _lib.HVU_DP_F_TX_LSO4), (self.lso6, _lib.HVU_DP_F_TX_LSO6),
+                         (self.rx_csum, _lib.HVU_DP_F_RX_CSUM)):
+            if on:
+                f |= int(flag)
+        return f
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tx_csum_tcp4": self.tx_csum_tcp4, "tx_csum_udp4": self.tx_csum_udp4,
+                "tx_csum_tcp6": self.tx_csum_tcp6, "tx_csum_udp6": self.tx_csum_udp6,
+                "lso4": self.lso4, "lso6": self.lso6, "lso_max_size": self.lso_max_size,
+                "rx_csum": self.rx_csum, "rsc": self.rsc}
 
 
 class Status(enum.IntEnum):
@@ -87,7 +148,11 @@ class DataPath:
     cleared (subchannels on kernels without linux d062463edf17, spec 1.10 item 39) — then use
     `busy_poll` or a short `timeout_ms`; `tx_hash_value` adds a hash-value per-packet info with
     that value to every send (Linux/DPDK do so on multi-queue devices so the completion comes back
-    on this channel). The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1))
+    on this channel). `busy_poll_us` > 0: after traffic, keep polling rings and tap that long
+    before sleeping (lower latency for a core's worth of spinning while packets flow; 0 sleeps at
+    once, interrupt-driven). `offloads` (Offloads) says what the host accepted; `tap_offload` that
+    the tap has TUNSETOFFLOAD bits set (Offloads.tap_flags), so its vnet headers may carry
+    NEEDS_CSUM and TCP GSO frames (needs `vnet_hdr`). The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1))
     so the host honours the pending_send_sz the pump sets when the ring is full.
     """
 
@@ -96,7 +161,8 @@ class DataPath:
                  irq_fd: int, monitor_page: Buffer | None = None, monitor_id: int | None = None,
                  mtu: int = 1500, vnet_hdr: bool = False, busy_poll: bool = False,
                  manage_interrupt_mask: bool = True, tx_hash_value: int | None = None,
-                 budget: int = DEFAULT_BUDGET) -> None:
+                 budget: int = DEFAULT_BUDGET, busy_poll_us: int = 0,
+                 offloads: Offloads | None = None, tap_offload: bool = False) -> None:
         if tx_ring.direction is not native.Direction.TX or rx_ring.direction is not native.Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
@@ -115,6 +181,14 @@ class DataPath:
             raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, 127] (spec 3.12)")
         if budget < 1:
             raise LocalProtocolError(f"budget must be >= 1, not {budget}")
+        if not 0 <= busy_poll_us <= 1_000_000:
+            raise LocalProtocolError(f"busy_poll_us must be within [0, 1000000], not {busy_poll_us}")
+        offloads = offloads or Offloads()
+        if tap_offload and not vnet_hdr:
+            raise LocalProtocolError("tap_offload needs vnet_hdr (the offloads travel in the vnet header)")
+        if not 0 <= offloads.lso_max_size <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"lso_max_size {offloads.lso_max_size} is not a u32")
+        self.offloads = offloads
         self.tx_ring, self.rx_ring = tx_ring, rx_ring
         self.budget = budget
         self.mtu = mtu
@@ -137,13 +211,23 @@ class DataPath:
         cfg.monitor_id = 0 if monitor_id is None else monitor_id
         cfg.mtu, cfg.flags = mtu, flags
         cfg.tx_hash_value = 0 if tx_hash_value is None else tx_hash_value
+        cfg.busy_poll_us = busy_poll_us
+        # offloads: the stage holds one tap frame (up to a 64 KiB GSO frame), rsc one RSC frame
+        self._stage = _ffi.new("uint8_t[]", VNET_HDR_SIZE + GSO_MAX) if tap_offload else _ffi.NULL
+        self._rsc = _ffi.new("uint8_t[]", RSC_MAX_BYTES)
+        cfg.tx_stage, cfg.tx_stage_size = self._stage, VNET_HDR_SIZE + GSO_MAX if tap_offload else 0
+        cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, RSC_MAX_BYTES
+        cfg.lso_max_size = offloads.lso_max_size
+        cfg.flags = flags | offloads.dp_flags() | (_lib.HVU_DP_F_TAP_OFFLOAD if tap_offload else 0)
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
         self._dp = _ffi.cast("struct hvu_dp *", self._mem)
         if _lib.hvu_dp_init(self._dp, cfg) < 0:
             raise LocalProtocolError(
                 f"data path configuration refused: sections {send_section_count} x {send_section_size} bytes "
                 f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + 14), mtu {mtu} (68..65535), "
-                f"fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}")
+                f"fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}"
+                + (f"; with tap offloads a section must also hold two 16-byte pktinfo and 128 bytes of "
+                   f"headers" if tap_offload else ""))
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
@@ -297,4 +381,4 @@ class DataPath:
             on_exit(result, self.error)
 
 
-__all__ = ["DataPath", "RunResult", "Status", "TX_TAG", "COUNTER_NAMES"]
+__all__ = ["DataPath", "Offloads", "RunResult", "Status", "TX_TAG", "COUNTER_NAMES"]

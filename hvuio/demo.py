@@ -87,6 +87,7 @@ class DemoStack:
     mtu: int = 1500
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
+    up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
     guest_ns: str = ""
@@ -145,7 +146,7 @@ class DemoStack:
         assert self.sysroot is not None
         self.tap = netns.random_ifname("g")
         argv = [sys.executable, "-m", "hvuio", "--sysroot", str(self.sysroot), "up", self.guid, "--json",
-                "--netns", self.guest_ns, "--ifname", self.tap, "--mtu", str(self.mtu)]
+                "--netns", self.guest_ns, "--ifname", self.tap, "--mtu", str(self.mtu), *self.up_args]
         # its own process group: a Ctrl-C at the terminal reaches us, and we stop it in order
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=_child_env(), start_new_session=True)

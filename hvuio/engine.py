@@ -41,10 +41,12 @@ from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError,
                           LocalProtocolError, SysfsError, WrongDeviceError)
 from hvuio.proto import events as ev
 from hvuio.proto.events import NEED_DATA, Inbound, InboundKind
-from hvuio.proto.nvsp import BufferGrant, NvspGuest
+from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
+from hvuio.proto.offload import OffloadRequest, OffloadWanted
 from hvuio.proto.rndis import RndisGuest
 from hvuio.sections import SectionPool, split_send_sections
 from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,39 @@ def ndis_name(version: int) -> str:
 
 def mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
+
+
+def _tx_on(v: int) -> bool:
+    return v in (wr.NdisOffloadParam.TX, wr.NdisOffloadParam.TX_RX)
+
+
+def _rx_on(v: int) -> bool:
+    return v in (wr.NdisOffloadParam.RX, wr.NdisOffloadParam.TX_RX)
+
+
+def offloads_enabled(o: ev.OffloadsConfigured) -> dict[str, Any]:
+    """What the host accepted, by data-path meaning (NicInfo.offloads["enabled"])."""
+    on = wr.NdisOffloadToggle.ON
+    return {"ip4_csum": _tx_on(o.ip4_checksum), "tx_csum_tcp4": _tx_on(o.tcp4_checksum),
+            "tx_csum_udp4": _tx_on(o.udp4_checksum), "tx_csum_tcp6": _tx_on(o.tcp6_checksum),
+            "tx_csum_udp6": _tx_on(o.udp6_checksum),
+            "rx_csum": any(_rx_on(v) for v in (o.tcp4_checksum, o.udp4_checksum, o.tcp6_checksum,
+                                              o.udp6_checksum)),
+            "lso4": o.lsov2_ip4 == on, "lso6": o.lsov2_ip6 == on, "lso_max_size": o.lso_max_size,
+            "rsc": o.rsc_ip4 == on and o.rsc_ip6 == on}
+
+
+def datapath_offloads(o: ev.OffloadsConfigured | None) -> Any:
+    """hvuio.datapath.Offloads for what the host accepted (all off for None)."""
+    from hvuio.datapath import Offloads
+
+    if o is None:
+        return Offloads()
+    d = offloads_enabled(o)
+    return Offloads(tx_csum_tcp4=d["tx_csum_tcp4"], tx_csum_udp4=d["tx_csum_udp4"],
+                    tx_csum_tcp6=d["tx_csum_tcp6"], tx_csum_udp6=d["tx_csum_udp6"],
+                    lso4=d["lso4"], lso6=d["lso6"], lso_max_size=d["lso_max_size"],
+                    rx_csum=d["rx_csum"], rsc=d["rsc"])
 
 
 @dataclass
@@ -163,9 +198,13 @@ class Nic:
 
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, offload: bool = True) -> None:
         self.sysroot = Path(sysroot)
         self.name = name
+        #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
+        self.offload = offload
+        #: what the host accepted (None: offloads off, refused, or not negotiated yet)
+        self.offloads: ev.OffloadsConfigured | None = None
         self.mtu = mtu
         self.versions = versions
         self.clock = clock
@@ -198,6 +237,7 @@ class Nic:
             raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
         self.nvsp = self.rndis = None
         self.info, self.ready, self.broken, self.data_sections = None, False, None, 0
+        self.offloads = None
         device = resolve_device(self.sysroot, self.name)
         if not device.is_nic:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
@@ -225,7 +265,9 @@ class Nic:
             chan.unmask()
             self.nvsp = NvspGuest(recv_buf=BufferGrant(handle.recv_gpadl, len(recv)),
                                   send_buf=BufferGrant(handle.send_gpadl, len(send)),
-                                  mtu=self.mtu, versions=self.versions)
+                                  mtu=self.mtu, versions=self.versions,
+                                  capabilities=rsc_ndis_capabilities if self.offload
+                                  else default_ndis_capabilities)
             chan.send_all(self.nvsp.start())
             self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
         except HostRefusedError as err:
@@ -326,7 +368,11 @@ class Nic:
             info.control_sections = e.count - first_ctl
             chan.set_control_sections(SectionPool(first_ctl, e.count - first_ctl, e.section_size))
             assert info.ndis_version is not None
-            self.rndis = RndisGuest(ndis_version=info.ndis_version)
+            assert info.nvsp_version is not None
+            self.rndis = RndisGuest(ndis_version=info.ndis_version, offload=(
+                OffloadWanted(rsc=info.nvsp_version >= wn.NvspVersion.V61) if self.offload
+                else OffloadRequest()))
+            info.offloads = {"requested": self.offload, "enabled": {}}
             chan.send_all(self.rndis.start())
         elif isinstance(e, ev.RndisReady):
             info.rndis_version = f"{e.major_version}.{e.minor_version}"
@@ -348,8 +394,13 @@ class Nic:
         elif isinstance(e, ev.LinkSpeed):
             info.link_speed_bps = e.bits_per_second
         elif isinstance(e, ev.OffloadCaps):
-            info.offloads = {"ip4_tx_csum": e.ip4_tx_csum, "ip4_rx_csum": e.ip4_rx_csum,
-                             "lsov2_ip4_max_size": e.lsov2_ip4_max_size, "rsc_ip4": e.rsc_ip4}
+            info.offloads["host"] = {
+                "ip4_tx_csum": e.ip4_tx_csum, "ip4_rx_csum": e.ip4_rx_csum, "ip6_tx_csum": e.ip6_tx_csum,
+                "ip6_rx_csum": e.ip6_rx_csum, "lsov2_ip4_max_size": e.lsov2_ip4_max_size,
+                "lsov2_ip6_max_size": e.lsov2_ip6_max_size, "rsc_ip4": e.rsc_ip4, "rsc_ip6": e.rsc_ip6}
+        elif isinstance(e, ev.OffloadsConfigured):
+            self.offloads = e
+            info.offloads["enabled"] = offloads_enabled(e)
         elif isinstance(e, ev.RndisConfigured):
             if info.mtu is None:
                 info.mtu = self.mtu
@@ -360,7 +411,11 @@ class Nic:
             self.counters["keepalives"] += 1
         elif isinstance(e, ev.RequestFailed):
             self.counters["requests_failed"] += 1
-            log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
+            if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
+                log.warning("host refused %s (status %#x): running without offloads",
+                            wr.Oid(e.oid).name, e.status)
+            else:
+                log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
         elif isinstance(e, (ev.NetworkChange, ev.StatusIndication, ev.IndirectionTable, ev.VfAssociation)):
             self.counters["indications"] += 1
             log.debug("host indication: %r", e)
@@ -440,11 +495,12 @@ class Engine:
     """A ready Nic plus a tap and the C data path pump (see module docstring)."""
 
     def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
-                 vnet_hdr: bool = True) -> None:
+                 vnet_hdr: bool = True, busy_poll_us: int = 0) -> None:
         self.nic = nic
         self.ifname = ifname
         self.netns = netns
         self.vnet_hdr = vnet_hdr
+        self.busy_poll_us = busy_poll_us
         self.tap_name: str | None = None
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
@@ -471,8 +527,10 @@ class Engine:
             raise LocalProtocolError("Engine.run needs a Nic that finished bring-up")
         assert handle.recv_buffer is not None and handle.send_buffer is not None
         assert info.recv_section_size is not None and info.send_section_size is not None
+        offloads = datapath_offloads(nic.offloads)
         tap = Tap.open(self.ifname, bytes.fromhex(info.mac.replace(":", "")), info.mtu,
-                       netns=self.netns, vnet_hdr=self.vnet_hdr)
+                       netns=self.netns, vnet_hdr=self.vnet_hdr,
+                       offload=offloads.tap_flags() if self.vnet_hdr else 0)
         self.tap_name = tap.name
         dp: DataPath | None = None
         self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -487,7 +545,8 @@ class Engine:
                           send_section_count=min(nic.data_sections, MAX_SECTIONS),
                           tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
                           monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
-                          mtu=info.mtu, vnet_hdr=tap.vnet_hdr)
+                          mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
+                          offloads=offloads, tap_offload=tap.offload != 0)
             self._dp = dp
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:

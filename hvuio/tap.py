@@ -29,10 +29,14 @@ With ``vnet_hdr=True`` (the default) every read returns, and every write must su
         10    2 num_buffers  (the kernel does not fill it on read; ignore it; write 0)
 
 TUNSETVNETHDRSZ is set to 12 (sizeof virtio_net_hdr_mrg_rxbuf) and TUNSETVNETLE to 1, so the
-layout does not depend on the host's byte order. Offloads are switched off with TUNSETOFFLOAD(0):
-the kernel then hands us complete, checksummed, non-GSO frames (gso_type 0, flags 0 or
-DATA_VALID) and we write headers of all zeros. Enabling checksum/TSO offload (mapped to RNDIS
-per-packet info) is later work. The Ethernet frame carries no FCS. With ``vnet_hdr=False`` the fd
+layout does not depend on the host's byte order. Offloads are TUNSETOFFLOAD(`offload`), 0 by
+default: the kernel then hands us complete, checksummed, non-GSO frames (gso_type 0, flags 0 or
+DATA_VALID) and we write headers of all zeros. With TUN_F_CSUM (and TUN_F_TSO4/TUN_F_TSO6) the
+kernel may hand over frames with NEEDS_CSUM (csum_start/csum_offset; the checksum field holds the
+pseudo-header sum) and TCP GSO super-frames (gso_type TCPV4 = 1 / TCPV6 = 4, gso_size = MSS) up
+to 64 KiB; the data path maps them to RNDIS checksum/LSO per-packet info (_native/tx.c), and
+writes DATA_VALID / NEEDS_CSUM / GSO headers for what the host verified or coalesced (rx.c).
+The Ethernet frame carries no FCS. With ``vnet_hdr=False`` the fd
 carries bare Ethernet frames.
 
 Carrier follows the NIC's RNDIS link state: `set_carrier` uses the TUNSETCARRIER ioctl (in Linux
@@ -80,6 +84,11 @@ TUNSETCARRIER = _iow("T", 226)
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+# TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h)
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_SUPPORTED = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 IFF_MULTI_QUEUE = 0x0100
 
 IFF_UP = 0x1  # link flag (include/uapi/linux/if.h)
@@ -206,6 +215,7 @@ class Tap:
         self._vnet_hdr = vnet_hdr
         self._multi_queue = multi_queue
         self._ipr = ipr
+        self._offload = 0
         self._carrier_ioctl = True  # cleared when the kernel lacks TUNSETCARRIER
         self._carrier = True
 
@@ -219,11 +229,17 @@ class Tap:
         netns: str | None = None,
         vnet_hdr: bool = True,
         multi_queue: bool = False,
+        offload: int = 0,
     ) -> Tap:
         """Create tap `name` (random "hvu-…" name if None), set MAC and MTU, move it into `netns`.
 
+        `offload`: TUNSETOFFLOAD bits (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6; needs `vnet_hdr`).
         The link is left administratively down with carrier on; call `up()`.
         """
+        if offload & ~TUN_F_SUPPORTED or (offload and not vnet_hdr) or (
+                offload & (TUN_F_TSO4 | TUN_F_TSO6) and not offload & TUN_F_CSUM):
+            raise UsageError(f"tap offload bits {offload:#x}: only TUN_F_CSUM/TSO4/TSO6, TSO needs CSUM, "
+                             f"and both need the vnet header")
         final = random_ifname() if name is None else name
         check_ifname(final)
         check_mac(mac)
@@ -252,7 +268,7 @@ class Tap:
                 if vnet_hdr:
                     fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
                     _set_vnet_le(fd)
-                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)  # offloads: later work (see module docstring)
+                fcntl.ioctl(fd, TUNSETOFFLOAD, offload)  # see the module docstring
             except OSError as exc:
                 raise os_error(exc, "create tap", create_name) from exc
             index = _lookup(root_ipr, create_name, None)
@@ -264,6 +280,7 @@ class Tap:
             else:
                 ipr, root_ipr = root_ipr, None
             tap = cls(fd, final, index, netns, vnet_hdr, multi_queue, ipr)
+            tap._offload = offload
             tap._set(address=format_mac(mac), mtu=mtu, action="set MAC and MTU")
             return tap
         except BaseException:
@@ -292,6 +309,11 @@ class Tap:
     @property
     def vnet_hdr(self) -> bool:
         return self._vnet_hdr
+
+    @property
+    def offload(self) -> int:
+        """The TUNSETOFFLOAD bits in effect."""
+        return self._offload
 
     @property
     def multi_queue(self) -> bool:

@@ -31,6 +31,7 @@ enum hvu_sim_reason {
     HVU_SIM_R_RNDIS_OOB = 24,
     HVU_SIM_R_RNDIS_PPI = 25,
     HVU_SIM_R_TOO_MANY_MSGS = 26,
+    HVU_SIM_R_OFFLOAD = 27,        /* a checksum/LSO request the fast path refuses (Python re-checks) */
     /* counted and consumed by the pump */
     HVU_SIM_R_UNKNOWN_TID = 32,
     HVU_SIM_R_COMPLETION_TYPE = 33
@@ -55,6 +56,29 @@ struct hvu_sim_counters {
     uint64_t monitor_wakeups;      /* monitor trigger bits consumed */
     uint64_t signals;              /* guest interrupts (raised on irq, else requested from Python) */
     uint64_t passes;
+    /* offloads (offload.c) */
+    uint64_t tx_csum;              /* frames whose checksums the host filled (checksum info) */
+    uint64_t tx_gso;               /* LSO frames handed to the tap whole (virtio_net_hdr GSO) */
+    uint64_t tx_segments;          /* frames cut from LSO frames in software (tap without GSO) */
+    uint64_t tx_offload_ignored;   /* checksum info for an offload not enabled: sent as it is */
+    uint64_t tx_offload_race;      /* the guest changed an offloaded frame while we copied it */
+    uint64_t rx_gso;               /* GSO frames read from the tap */
+    uint64_t rx_segments;          /* ... cut into MSS frames for the guest */
+    uint64_t rx_rsc_fragments;     /* ... sent as vRSC fragments */
+    uint64_t rx_csum_completed;    /* NEEDS_CSUM frames whose checksum the host finished */
+    uint64_t rx_dropped_bad_gso;   /* GSO/partial-checksum frames that did not parse */
+};
+
+enum hvu_sim_off {                 /* offload bits of hvu_sim_pump.off_tx / off_rx */
+    HVU_SIM_OFF_IP4 = 1,
+    HVU_SIM_OFF_TCP4 = 2,
+    HVU_SIM_OFF_UDP4 = 4,
+    HVU_SIM_OFF_TCP6 = 8,
+    HVU_SIM_OFF_UDP6 = 16,
+    HVU_SIM_OFF_LSO4 = 32,
+    HVU_SIM_OFF_LSO6 = 64,
+    HVU_SIM_OFF_RSC4 = 128,
+    HVU_SIM_OFF_RSC6 = 256
 };
 
 /* The emulated uio interrupt of one device (irq.c): raised by the pump or by Python. */
@@ -106,6 +130,14 @@ struct hvu_sim_pump {
     uint32_t *slot_stack;
     uint8_t *scratch;
     uint32_t scratch_len;
+    /* --- offloads (offload.c; fields may change between runs) --- */
+    uint32_t vnet_hdr;       /* tap_fd carries a 12-byte virtio_net_hdr before every frame */
+    uint32_t tap_gso;        /* the tap takes and gives GSO frames (TUNSETOFFLOAD CSUM|TSO4|TSO6) */
+    uint32_t off_tx;         /* HVU_SIM_OFF_* the guest enabled for transmit (checksum, LSOv2) */
+    uint32_t off_rx;         /* HVU_SIM_OFF_* receive checksum marks and RSC */
+    uint32_t lso_max;        /* the LSO maximum the host advertised */
+    uint8_t *gso_buf;        /* caller-owned: vnet header + a 64 KiB frame (tap reads, tx copies) */
+    uint32_t gso_buf_len;
     /* --- state --- */
     uint32_t nfree;
     uint32_t nslots_free;

@@ -39,7 +39,7 @@ __all__ = [
     "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
     "SubchannelsGranted", "DatapathSwitched", "VfAssociation", "IndirectionTable",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
-    "OffloadCaps", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
+    "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
     "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
 ]
 
@@ -283,6 +283,35 @@ class OffloadCaps:
 
 
 @dataclass(frozen=True, slots=True)
+class OffloadsConfigured:
+    """The host accepted OID_TCP_OFFLOAD_PARAMETERS with these values (wire.rndis
+    NdisOffloadParam for the checksums: 1 off, 2 tx, 3 rx, 4 tx+rx; NdisOffloadToggle for LSOv2
+    and RSC: 1 off, 2 on). `lso_max_size`: the smallest LSOv2 maximum of the enabled families
+    (0 when LSO is off), the largest packet the host segments."""
+
+    ip4_checksum: int
+    tcp4_checksum: int
+    udp4_checksum: int
+    tcp6_checksum: int
+    udp6_checksum: int
+    lsov2_ip4: int
+    lsov2_ip6: int
+    rsc_ip4: int
+    rsc_ip6: int
+    lso_max_size: int
+
+    def __post_init__(self) -> None:
+        for name in ("ip4_checksum", "tcp4_checksum", "udp4_checksum", "tcp6_checksum", "udp6_checksum"):
+            if getattr(self, name) not in (1, 2, 3, 4):
+                raise LocalProtocolError(f"OffloadsConfigured.{name} {getattr(self, name)!r} is not 1..4")
+        for name in ("lsov2_ip4", "lsov2_ip6", "rsc_ip4", "rsc_ip6"):
+            if getattr(self, name) not in (1, 2):
+                raise LocalProtocolError(f"OffloadsConfigured.{name} {getattr(self, name)!r} is not 1 or 2")
+        if not 0 <= self.lso_max_size <= _U32:
+            raise LocalProtocolError(f"OffloadsConfigured.lso_max_size {self.lso_max_size!r} is not a u32")
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFailed:
     """A caller's query/set, or an optional bring-up query, was answered with a failure status."""
 
@@ -341,7 +370,7 @@ class Halted:
 Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
-    | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | RequestFailed | QueryResult
+    | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
     | ControlSendComplete | Halted
 )

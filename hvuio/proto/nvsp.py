@@ -47,7 +47,7 @@ from hvuio.proto.events import (
 from hvuio.proto.states import NVSP_TRANSITIONS, NvspInput, NvspState, advance
 from hvuio.wire import nvsp as wn
 
-__all__ = ["BufferGrant", "NvspGuest", "default_ndis_capabilities"]
+__all__ = ["BufferGrant", "NvspGuest", "default_ndis_capabilities", "rsc_ndis_capabilities"]
 
 
 class _Reject(Exception):
@@ -174,13 +174,23 @@ def default_ndis_capabilities(version: int) -> int:
 
     VLAN (ieee8021q) always, as Linux and DPDK do; TEAMING from NVSP 5, which Linux sets so the
     host sends link-speed indications. Not SRIOV: hvuio has no VF data path, so it must not invite
-    the host to move traffic to one (Linux also leaves it clear in isolated guests). Not RSC: the
-    data path does not reassemble RSC per-packet info.
+    the host to move traffic to one (Linux also leaves it clear in isolated guests). Not RSC:
+    rsc_ndis_capabilities adds it when the caller wants RSC.
     """
     caps = wn.NdisConfigCap.IEEE8021Q
     if version >= wn.NvspVersion.V5:
         caps |= wn.NdisConfigCap.TEAMING
     return int(caps)
+
+
+def rsc_ndis_capabilities(version: int) -> int:
+    """default_ndis_capabilities plus RSC from NVSP 6.1, as Linux netvsc_connect_vsp announces it
+    (capability.rsc = 1 for nvsp >= NVSP_PROTOCOL_VERSION_61): for a data path that assembles
+    RSC fragments (_native/rx.c does)."""
+    caps = default_ndis_capabilities(version)
+    if version >= wn.NvspVersion.V61:
+        caps |= int(wn.NdisConfigCap.RSC)
+    return caps
 
 
 # Reply type expected for each request type (None: a completion without payload).

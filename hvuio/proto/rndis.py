@@ -20,7 +20,10 @@ Bring-up, as Linux `rndis_filter_device_add` and DPDK `hn_rndis_attach`/`hn_dev_
 one request at a time: INITIALIZE; query permanent MAC, current MAC*, maximum frame size*,
 media connect status, link speed*, offload hardware capabilities; set offload parameters; set
 the packet filter. (* optional: a failure status gives RequestFailed and bring-up goes on.)
-Then RndisConfigured. Offsets in replies count from byte 8 (wire.rndis.RNDIS_OFFSET_BASE).
+Then RndisConfigured. With `offload=OffloadWanted(...)` the offload parameters are computed from
+the host's capabilities reply (`negotiate_offloads`, Linux rndis_netdev_set_hwcaps rules), both
+requests are optional (a refusal gives RequestFailed and the NIC runs without offloads) and an
+accepted set gives OffloadsConfigured. Offsets in replies count from byte 8 (wire.rndis.RNDIS_OFFSET_BASE).
 
 Usage::
 
@@ -45,57 +48,22 @@ from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
     ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveAnswered, LinkSpeed, LinkStatus,
-    MacAddress, Mtu, NetworkChange, OffloadCaps, Outbound, QueryResult, RequestFailed,
+    MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
     RndisConfigured, RndisReady, SetComplete, StatusIndication,
 )
 from hvuio.proto.nvsp import _Machine, _Pending, _Reject
+from hvuio.proto.offload import OffloadRequest, OffloadWanted, negotiate_offloads
 from hvuio.proto.states import RNDIS_TRANSITIONS, RndisInput, RndisState, advance
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 
-__all__ = ["OffloadRequest", "RndisGuest", "DEFAULT_PACKET_FILTER"]
+__all__ = ["OffloadRequest", "OffloadWanted", "RndisGuest", "DEFAULT_PACKET_FILTER", "negotiate_offloads"]
 
 #: Linux's default filter (rndis_filter_open: directed, all-multicast, broadcast).
 DEFAULT_PACKET_FILTER = (wr.PacketFilter.DIRECTED | wr.PacketFilter.ALL_MULTICAST
                          | wr.PacketFilter.BROADCAST)
 
-_P = wr.NdisOffloadParam
 _T = wr.NdisOffloadToggle
-
-
-@dataclass(frozen=True, slots=True)
-class OffloadRequest:
-    """Values for OID_TCP_OFFLOAD_PARAMETERS.
-
-    Default: everything off. The tap carries plain frames (no virtio-net header), so the guest
-    can neither hand the host partial checksums or TSO super-frames nor accept RSC-merged or
-    checksum-unverified frames. RSC fields exist only from NDIS 6.30 and are dropped below it.
-    """
-
-    ip4_checksum: _P = _P.OFF
-    tcp4_checksum: _P = _P.OFF
-    udp4_checksum: _P = _P.OFF
-    tcp6_checksum: _P = _P.OFF
-    udp6_checksum: _P = _P.OFF
-    lsov2_ip4: _T = _T.OFF
-    lsov2_ip6: _T = _T.OFF
-    rsc_ip4: _T = _T.OFF
-    rsc_ip6: _T = _T.OFF
-
-    def encode(self, ndis_version: int) -> bytes:
-        p = wr.NdisOffloadParams()
-        p.header.type = wr.NdisObjectType.DEFAULT
-        if ndis_version >= wn.NdisVersion.V6_30:
-            p.header.revision, size = wr.NDIS_OFFLOAD_PARAMS_REV_3, wr.NDIS_OFFLOAD_PARAMS_SIZE
-            p.rsc_ip4, p.rsc_ip6 = self.rsc_ip4, self.rsc_ip6
-        else:
-            p.header.revision, size = wr.NDIS_OFFLOAD_PARAMS_REV_2, wr.NDIS_OFFLOAD_PARAMS_SIZE_6_1
-        p.header.size = size
-        p.ip4_checksum, p.tcp4_checksum, p.udp4_checksum = (
-            self.ip4_checksum, self.tcp4_checksum, self.udp4_checksum)
-        p.tcp6_checksum, p.udp6_checksum = self.tcp6_checksum, self.udp6_checksum
-        p.lsov2_ip4, p.lsov2_ip6 = self.lsov2_ip4, self.lsov2_ip6
-        return bytes(memoryview(p).cast("B"))[:size]
 
 
 # Request kinds (the _Pending.tag of an RNDIS request).
@@ -150,7 +118,7 @@ class RndisGuest(_Machine):
 
     def __init__(self, *, ndis_version: int,
                  packet_filter: int | None = DEFAULT_PACKET_FILTER,
-                 offload: OffloadRequest | None = OffloadRequest(),
+                 offload: OffloadRequest | OffloadWanted | None = OffloadRequest(),
                  max_transfer_size: int = limits.RNDIS_MAX_TRANSFER_SIZE,
                  xid_base: int = limits.RNDIS_XID_BASE) -> None:
         super().__init__(timeout=limits.RNDIS_REPLY_TIMEOUT_S, xid_base=xid_base)
@@ -307,6 +275,8 @@ class RndisGuest(_Machine):
                               refused=True)
             self._events.append(RequestFailed(oid=req.oid, status=status))
         elif mtype == wr.RndisType.SET_COMPLETE:
+            if req.step is not None and req.step.handle is not None:
+                req.step.handle(b"")
             self._events.append(SetComplete(oid=req.oid))
         else:
             info = self._info_buffer(_parse(wr.RndisQueryComplete, msg), msg, req.oid)
@@ -399,7 +369,10 @@ class RndisGuest(_Machine):
             _Step(_QUERY, O.GEN_MEDIA_CONNECT_STATUS, b"", False, self._on_media),
             _Step(_QUERY, O.GEN_LINK_SPEED, b"", True, self._on_speed),
         ]
-        if self._offload is not None:
+        if isinstance(self._offload, OffloadWanted):   # the set follows the caps reply (_on_caps)
+            steps.append(_Step(_QUERY, O.TCP_OFFLOAD_HARDWARE_CAPABILITIES, self._caps_input(),
+                               True, self._on_caps))
+        elif self._offload is not None:
             steps.append(_Step(_QUERY, O.TCP_OFFLOAD_HARDWARE_CAPABILITIES, self._caps_input(),
                                False, self._on_caps))
             steps.append(_Step(_SET, O.TCP_OFFLOAD_PARAMETERS,
@@ -470,7 +443,7 @@ class RndisGuest(_Machine):
                           f"min(info buffer {len(info)}, {wr.NDIS_OFFLOAD_SIZE})]")
         c = wr.NdisOffload.from_buffer_copy(info[:size] + bytes(wr.NDIS_OFFLOAD_SIZE - size))
         has_rsc = size >= wr.NdisOffload.rsc.offset + ctypes.sizeof(wr.NdisRscOffload)
-        self._events.append(OffloadCaps(
+        caps = OffloadCaps(
             revision=rev, size=size, ip4_tx_csum=c.csum.ip4_tx_csum,
             ip4_rx_csum=c.csum.ip4_rx_csum, ip6_tx_csum=c.csum.ip6_tx_csum,
             ip6_rx_csum=c.csum.ip6_rx_csum, lsov2_ip4_encap=c.lsov2.ip4_encap,
@@ -479,7 +452,22 @@ class RndisGuest(_Machine):
             lsov2_ip6_max_size=c.lsov2.ip6_max_size,
             lsov2_ip6_min_segments=c.lsov2.ip6_min_segments,
             lsov2_ip6_options=c.lsov2.ip6_options,
-            rsc_ip4=has_rsc and c.rsc.ip4 != 0, rsc_ip6=has_rsc and c.rsc.ip6 != 0))
+            rsc_ip4=has_rsc and c.rsc.ip4 != 0, rsc_ip6=has_rsc and c.rsc.ip6 != 0)
+        self._events.append(caps)
+        if isinstance(self._offload, OffloadWanted):
+            req, lso_max = negotiate_offloads(self._offload, caps, self._ndis_version)
+
+            def accepted(_info: bytes) -> None:
+                self._events.append(OffloadsConfigured(
+                    ip4_checksum=req.ip4_checksum, tcp4_checksum=req.tcp4_checksum,
+                    udp4_checksum=req.udp4_checksum, tcp6_checksum=req.tcp6_checksum,
+                    udp6_checksum=req.udp6_checksum, lsov2_ip4=req.lsov2_ip4,
+                    lsov2_ip6=req.lsov2_ip6,
+                    rsc_ip4=req.rsc_ip4 if self._ndis_version >= wn.NdisVersion.V6_30 else _T.OFF,
+                    rsc_ip6=req.rsc_ip6 if self._ndis_version >= wn.NdisVersion.V6_30 else _T.OFF,
+                    lso_max_size=lso_max))
+            self._plan.insert(0, _Step(_SET, wr.Oid.TCP_OFFLOAD_PARAMETERS,
+                                       req.encode(self._ndis_version), True, accepted))
 
     # -- helpers ------------------------------------------------------------------------------------
 

@@ -14,6 +14,11 @@ takes read_index from the header, where the pump published it). The pump takes b
 indices from the header at every `run()`: one thread alternates between the two, and each
 side publishes before handing over (see _native/simhost/simhost.c).
 
+Offloads: with `PumpConfig.vnet_hdr` the tap fd carries virtio_net_hdr; the pump applies the
+guest's checksum/LSO per-packet info (offload.c, the rules of host_offload.py), writes LSO frames
+whole as GSO (`tap_gso`) or segments them, and turns tap GSO frames into vRSC fragments or MSS
+segments; a request it refuses is handed to Python (Reason.OFFLOAD), which logs and fails it.
+
 What must not live here: protocol decisions (host_nvsp.py), the session's threads and locks
 (vsp_session.py), any guest module (the emulator shares no ring code with the guest).
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +46,12 @@ COUNTER_NAMES = (
     "tx_frames", "tx_bytes", "tx_net_errors", "tx_completions", "tx_wait_ring_full", "rx_frames", "rx_bytes",
     "rx_packets", "rx_dropped_no_section", "rx_dropped_too_big", "rx_dropped_ring_full", "rx_completions",
     "rx_completion_failed", "completions_unknown", "handoffs", "monitor_wakeups", "signals", "passes",
+    "tx_csum", "tx_gso", "tx_segments", "tx_offload_ignored", "tx_offload_race", "rx_gso", "rx_segments",
+    "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso",
 )
+VNET_HDR_LEN = 12
+GSO_BUF_LEN = VNET_HDR_LEN + 65535 + 14 + 4 + 64  # a tap's largest GSO frame with its header
+LSO_MAX = 0xF53C  # host_profile.LSO_MAX_OFFLOAD: what the host advertises
 
 
 def available() -> bool:
@@ -82,6 +92,7 @@ class Reason(enum.IntEnum):
     RNDIS_OOB = 24
     RNDIS_PPI = 25
     TOO_MANY_MSGS = 26
+    OFFLOAD = 27
     UNKNOWN_TID = 32
     COMPLETION_TYPE = 33
 
@@ -104,9 +115,21 @@ class PumpConfig:
     monitor_id: int | None = None
     strict: bool = False
     rx_batch: int = MAX_BATCH
-    poll_us: int = 20  # sleep between ring polls while traffic flows
-    idle_poll_us: int = 1000  # ... after idle_after seconds without traffic
-    idle_after: float = 0.2
+    # How often the pump looks at the monitor bit: the emulator's stand-in for the hypervisor's
+    # monitor-page scan. Short while traffic flows (a guest send waits at most this long), then
+    # 100 us: about 1-2% of a core while the emulator idles, and an interactive ping still sees
+    # a host that answers within a tenth of a millisecond.
+    poll_us: int = 5  # sleep between ring polls while traffic flows
+    idle_poll_us: int = 100  # ... after idle_after seconds without traffic
+    idle_after: float = 1.0
+    # Offloads (offload.c): the tap carries a virtio_net_hdr (IFF_VNET_HDR) / takes and gives GSO
+    # frames (TUNSETOFFLOAD CSUM|TSO4|TSO6); `offloads` returns the current (off_tx, off_rx) bits
+    # (host_offload.OFF_*; OffloadState.pump_bits) and is read before every run, so a guest's later
+    # OID_TCP_OFFLOAD_PARAMETERS reaches the pump without a restart.
+    vnet_hdr: bool = False
+    tap_gso: bool = False
+    offloads: Callable[[], tuple[int, int]] | None = None
+    lso_max: int = LSO_MAX
 
 
 class GuestIrq:
@@ -207,10 +230,15 @@ class HostPump:
         n = cfg.recv_count
         self._arrays = [ffi.new("uint8_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
                         ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
-                        ffi.new("uint8_t[]", cfg.max_frame + 64)]
+                        ffi.new("uint8_t[]", cfg.max_frame + 64), ffi.new("uint8_t[]", GSO_BUF_LEN)]
         (p.sec_state, p.free_stack, p.sec_next, p.slot_head, p.slot_gen, p.slot_stack,
-         p.scratch) = self._arrays
+         p.scratch, p.gso_buf) = self._arrays
         p.scratch_len = cfg.max_frame + 64
+        p.gso_buf_len = GSO_BUF_LEN
+        p.vnet_hdr = int(cfg.vnet_hdr)
+        p.tap_gso = int(cfg.tap_gso and cfg.vnet_hdr)
+        p.lso_max = cfg.lso_max
+        p.off_tx = p.off_rx = 0
         rc = lib.hvu_sim_pump_init(p)
         if rc != 0:
             self.close()
@@ -239,6 +267,15 @@ class HostPump:
     def rx_enabled(self, on: bool) -> None:
         self._p.rx_enabled = int(on)
 
+    def set_offloads(self, off_tx: int, off_rx: int) -> None:
+        """Transmit offloads the guest enabled and receive marks/RSC (host_offload.OFF_* bits)."""
+        self._p.off_tx = off_tx & 0x1FF
+        self._p.off_rx = off_rx & 0x1FF
+
+    @property
+    def offloads(self) -> tuple[int, int]:
+        return int(self._p.off_tx), int(self._p.off_rx)
+
     @property
     def sections_owned(self) -> int:
         return int(self._p.owned)
@@ -255,6 +292,8 @@ class HostPump:
 
     def run(self, wake_fd: int = -1, timeout: float = 0.0) -> PumpResult:
         """Serve until something needs Python (GIL released meanwhile). timeout in seconds; 0 = one pass."""
+        if self.cfg.offloads is not None:
+            self.set_offloads(*self.cfg.offloads())
         rc = int(self._lib.hvu_sim_pump_run(self._p, wake_fd, max(0, int(timeout * 1e6))))
         if rc < 0:
             raise OSError(-rc, f"simhost pump poll failed: {os.strerror(-rc)}")

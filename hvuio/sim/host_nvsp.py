@@ -26,6 +26,12 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   so a host may grant fewer; we grant fewer (documented divergence).
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked.
 * trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
+* Offloads (host_offload.py): checksum/LSO per-packet info of guest data is validated and applied
+  (a refused request completes with NVSP_STAT_FAIL and counts tx_failed, as any malformed data
+  message; a checksum request for an offload not enabled is logged and the frame sent as is); an LSO
+  frame leaves as a `GsoFrame` for the network. Network GSO frames become vRSC fragments (guest
+  enabled RSC, NVSP >= 6.1) or MSS segments; receive checksum info is marked once the guest set
+  OID_TCP_OFFLOAD_PARAMETERS.
 * strict only: RNDIS data before RNDIS INITIALIZE and a packet filter → NVSP_STAT_FAIL; receive
   buffer before NDIS version → fault; one GPADL for both buffers → fault; send section size
   larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged.
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hvuio.errors import LocalProtocolError
+from hvuio.sim import host_offload as ho
 from hvuio.sim import host_profile as hp
 from hvuio.sim import host_wire as w
 from hvuio.sim.host_rndis import (
@@ -119,7 +126,8 @@ class HostNvsp:
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_filtered", "rx_dropped_not_ready",
-            "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued"), 0)
+            "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso"), 0)
         self._free_data: deque[int] = deque()
         self._free_control: deque[int] = deque()
         self._control_ids: frozenset[int] = frozenset()
@@ -191,19 +199,58 @@ class HostNvsp:
         assert self.recv is not None
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
         batch: list[tuple[int, bytes]] = []
-        for frame in frames[:w.MAX_XFER_RANGES]:
-            msg = w.rndis_packet(frame)
-            if not hp.ETH_HEADER_LEN <= len(frame) <= mtu or len(msg) > self.recv[2]:
-                self.counters["rx_dropped_too_big"] += 1
-            elif not self._free_data:
-                self.counters["rx_dropped_no_section"] += 1
-            else:
-                batch.append((self._free_data.popleft(), msg))
-        self.counters["rx_dropped_no_section"] += max(0, len(frames) - w.MAX_XFER_RANGES)
+        for frame in frames:
+            units = self._rx_units(frame, mtu, rndis)
+            for msgs in units:
+                if not msgs:
+                    continue  # counted by _rx_units
+                if len(batch) + len(msgs) > w.MAX_XFER_RANGES:
+                    self.counters["rx_dropped_no_section"] += 1
+                elif len(self._free_data) < len(msgs):
+                    self.counters["rx_dropped_no_section"] += 1
+                else:
+                    batch.extend((self._free_data.popleft(), m) for m in msgs)
         if batch:
             self._send_in_sections(batch, w.CHANNEL_TYPE_DATA, channel, out, inject)
             self.counters["rx_delivered"] += len(batch)
         return out.step()
+
+    def _rx_units(self, frame: bytes, mtu: int, rndis: HostRndis) -> list[list[bytes]]:
+        """RNDIS messages for one network frame, grouped by what must be delivered together:
+        a plain frame is one message; a TCP GSO frame from the network becomes vRSC fragments of one
+        coalesced frame (guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
+        gets its checksum. Receive checksum info is marked when the guest enabled it."""
+        assert self.recv is not None
+        section = self.recv[2]
+        marks = rndis.offload.rx_marks()
+        vnet = frame.vnet if isinstance(frame, ho.GsoFrame) else None
+        frames = [frame]
+        try:
+            if vnet is not None and vnet.gso_type & ~ho.GSO_ECN in (ho.GSO_TCPV4, ho.GSO_TCPV6):
+                self.counters["rx_gso"] += 1
+                v6 = vnet.gso_type & ~ho.GSO_ECN == ho.GSO_TCPV6
+                if rndis.offload.rsc6 if v6 else rndis.offload.rsc4:
+                    whole = ho.fixup_rsc(frame)
+                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks))
+                    self.counters["rx_rsc_fragments"] += len(frags)
+                    return [frags]
+                frames = ho.segment_tcp(frame, vnet)
+            elif vnet is not None and vnet.flags & ho.VNET_F_NEEDS_CSUM:
+                frames = [ho.complete_csum(frame, vnet)]
+        except w.HostWireError:
+            self.counters["rx_dropped_bad_gso"] += 1
+            return []
+        units: list[list[bytes]] = []
+        for f in frames:
+            flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
+            msg = w.rndis_packet(f) if flags is None else ho.rndis_packet_ppi(
+                f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags)))
+            if not hp.ETH_HEADER_LEN <= len(f) <= mtu or len(msg) > section:
+                self.counters["rx_dropped_too_big"] += 1
+                units.append([])
+            else:
+                units.append([msg])
+        return units
 
     def set_link(self, up: bool, now: float | None = None) -> Step:
         """Scripted link change: an RNDIS media indication once RNDIS is up (see HostRndis.set_link)."""
@@ -380,7 +427,7 @@ class HostNvsp:
     def _become_ready(self) -> None:
         self.state = "ready"
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
-        self.rndis = HostRndis(self.profile, self.log, mtu, self.profile.max_subchannels + 1)
+        self.rndis = HostRndis(self.profile, self.log, mtu, self.profile.max_subchannels + 1, self.version)
         self.rndis.link_up = self._link_up
 
     # ---------------------------------------------------------------- running channel
@@ -497,7 +544,17 @@ class HostNvsp:
             if self.profile.strict and rndis.packet_filter is None:
                 raise _TxRefused(Rejection("RNDIS data before a packet filter was set (strict)", mtype,
                                            "packet_filter", 0, "failure-status"))
-            frames.append(HostRndis.parse_data(msg))
+            frame, info = HostRndis.parse_data_info(msg)
+            if info.csum is not None or info.lso is not None:
+                mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
+                try:
+                    frame = ho.apply_tx(frame, info, rndis.offload.tx_config(), mtu)
+                except ho.TxIgnored as exc:  # sent unchanged, as a host ignores what was not enabled
+                    self.counters["tx_offload_ignored"] += 1
+                    out.events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "ignored")))
+                if isinstance(frame, ho.GsoFrame):
+                    self.counters["tx_lso"] += 1
+            frames.append(frame)
         return frames, controls
 
     def _control(self, msg: bytes, out: _Out) -> None:

@@ -51,6 +51,9 @@ class OffloadCaps:
     csum_rx: bool = True
     lso4: bool = True
     lso6: bool = True
+    # Receive segment coalescing (Hyper-V vRSC, NDIS_OFFLOAD.rsc); granted only at NVSP >= 6.1, the
+    # version from which Linux sends RSC fragments' RNDIS_PKTINFO_ID ([NVSC] NVSP_PROTOCOL_VERSION_61).
+    rsc: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
 * SET with a malformed NDIS object: completion with RNDIS_STATUS_INVALID_DATA [OV]
   (`validate_ndis_object_header`); too short a value: RNDIS_STATUS_FAILURE [OV] (access error).
 * HALT: no reply [OV]; we additionally stop answering afterwards.
+* OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
+  capabilities; `OffloadState` is what the data path (host_offload.py, the C pump) applies.
 * strict only (not enforced by [OV]): QUERY/SET before INITIALIZE → ADAPTER_NOT_READY; a bad RNDIS
   major version → INITIALIZE completion with BAD_VERSION; info buffer outside the message →
   INVALID_DATA (OpenVMM ignores the offset and reads right after the header).
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from hvuio.sim import host_offload as ho
 from hvuio.sim import host_profile as hp
 from hvuio.sim import host_wire as w
 
@@ -178,12 +181,35 @@ class OffloadState:
     rx: dict[str, bool]
     lso4: bool
     lso6: bool
+    rsc4: bool = False  # receive segment coalescing: off until the guest enables it
+    rsc6: bool = False
+    # Receive checksum info is marked on frames once the guest has set OID_TCP_OFFLOAD_PARAMETERS
+    # (before that a guest has not said it reads it; Linux and DPDK always set it at start-up).
+    rx_marking: bool = False
 
     @classmethod
     def from_caps(cls, caps: hp.OffloadCaps) -> OffloadState:
         tx = {"ip4": caps.csum_tx_ip4, "tcp4": caps.csum_tx_tcp4, "udp4": caps.csum_tx_udp4,
               "tcp6": caps.csum_tx_tcp6, "udp6": caps.csum_tx_udp6}
-        return cls(tx, {k: caps.csum_rx for k in OFFLOAD_FIELDS}, caps.lso4, caps.lso6)
+        return cls(tx, {k: caps.csum_rx for k in OFFLOAD_FIELDS}, caps.lso4, caps.lso6, caps.rsc, caps.rsc)
+
+    def tx_config(self) -> ho.TxConfig:
+        """What a guest packet's checksum/LSO info may ask for now."""
+        t = self.tx
+        return ho.TxConfig(t["ip4"], t["tcp4"], t["udp4"], t["tcp6"], t["udp6"], self.lso4, self.lso6,
+                           hp.LSO_MAX_OFFLOAD)
+
+    def pump_bits(self) -> tuple[int, int]:
+        """(off_tx, off_rx) for the C pump: host_offload.OFF_* of what is enabled now."""
+        tx = sum(bit for name, bit in ho.OFF_CSUM_BITS.items() if self.tx[name])
+        tx |= (ho.OFF_LSO4 if self.lso4 else 0) | (ho.OFF_LSO6 if self.lso6 else 0)
+        rx = sum(bit for name, bit in ho.OFF_CSUM_BITS.items() if self.rx_marks().get(name))
+        rx |= (ho.OFF_RSC4 if self.rsc4 else 0) | (ho.OFF_RSC6 if self.rsc6 else 0)
+        return tx, rx
+
+    def rx_marks(self) -> dict[str, bool]:
+        """Receive checksum offloads to mark on frames (empty until the guest configured them)."""
+        return self.rx if self.rx_marking else {}
 
     def encode(self) -> bytes:
         def v4(d: dict[str, bool]) -> int:
@@ -205,14 +231,16 @@ class OffloadState:
             return bits
 
         return w.ndis_offload(v4(self.tx), v4(self.rx), v6(self.tx), v6(self.rx), self.lso4, self.lso6,
-                              hp.LSO_MAX_OFFLOAD)
+                              hp.LSO_MAX_OFFLOAD, self.rsc4, self.rsc6)
 
 
 class HostRndis:
     """RNDIS device state on the primary channel. Methods return (messages to send, events)."""
 
-    def __init__(self, profile: hp.HostProfile, log: RejectionLog, ndis_mtu: int, num_queues: int) -> None:
+    def __init__(self, profile: hp.HostProfile, log: RejectionLog, ndis_mtu: int, num_queues: int,
+                 nvsp_version: int = w.NVSP_VERSION_61) -> None:
         self.profile = profile
+        self.nvsp_version = nvsp_version
         self.log = log
         self.ndis_mtu = ndis_mtu
         self.num_queues = num_queues
@@ -222,6 +250,7 @@ class HostRndis:
         self._indicated: bool | None = None  # what the guest was last told (None: nothing yet)
         self._indicated_at: float | None = None
         self.offload = OffloadState.from_caps(profile.offloads)
+        self.offload.rsc4 = self.offload.rsc6 = False
         self.rss_table: tuple[int, ...] | None = None
         self._next_keepalive: float | None = None
         self._keepalive_outstanding: int | None = None
@@ -341,7 +370,7 @@ class HostRndis:
             w.OID_802_3_RCV_ERROR_ALIGNMENT: lambda: u32(0),
             w.OID_802_3_XMIT_ONE_COLLISION: lambda: u32(0),
             w.OID_802_3_XMIT_MORE_COLLISIONS: lambda: u32(0),
-            w.OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES: lambda: OffloadState.from_caps(self.profile.offloads).encode(),
+            w.OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES: lambda: self._caps().encode(),
             w.OID_TCP_OFFLOAD_CURRENT_CONFIG: self.offload.encode,
             w.OID_GEN_RECEIVE_SCALE_CAPABILITIES: lambda: w.ndis_rss_caps(
                 self.num_queues, self.profile.rss_table_entries),
@@ -416,20 +445,34 @@ class HostRndis:
                      w.NDIS_OFFLOAD_PARAM_TXRX):
                 self.offload.tx[name] = v in (w.NDIS_OFFLOAD_PARAM_TX, w.NDIS_OFFLOAD_PARAM_TXRX)
                 self.offload.rx[name] = v in (w.NDIS_OFFLOAD_PARAM_RX, w.NDIS_OFFLOAD_PARAM_TXRX)
+        if orev >= 3 and osize >= w.NDIS_OFFLOAD_PARAMS_RSC_END:
+            for attr, v in (("rsc4", info[22]), ("rsc6", info[23])):
+                if v in (w.NDIS_OFFLOAD_RSC_OFF, w.NDIS_OFFLOAD_RSC_ON):
+                    setattr(self.offload, attr, v == w.NDIS_OFFLOAD_RSC_ON)
+        self.offload.rx_marking = True
         lso4, lso6 = info[11], info[12]
         if lso4 in (w.NDIS_OFFLOAD_LSOV2_OFF, w.NDIS_OFFLOAD_LSOV2_ON):
             self.offload.lso4 = lso4 == w.NDIS_OFFLOAD_LSOV2_ON
         if lso6 in (w.NDIS_OFFLOAD_LSOV2_OFF, w.NDIS_OFFLOAD_LSOV2_ON):
             self.offload.lso6 = lso6 == w.NDIS_OFFLOAD_LSOV2_ON
-        caps = OffloadState.from_caps(self.profile.offloads)
+        caps = self._caps()
         for name in OFFLOAD_FIELDS:  # mask to what the host supports ([OV] mask_to_supported)
             self.offload.tx[name] &= caps.tx[name]
             self.offload.rx[name] &= caps.rx[name]
         self.offload.lso4 &= caps.lso4
         self.offload.lso6 &= caps.lso6
+        self.offload.rsc4 &= caps.rsc4
+        self.offload.rsc6 &= caps.rsc6
         # [OV] then indicates the resulting configuration to the guest.
         extra = [w.rndis_status(w.RNDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG, self.offload.encode())]
         return w.RNDIS_STATUS_SUCCESS, "", 0, extra, []
+
+    def _caps(self) -> OffloadState:
+        """The hardware capabilities: the profile's, RSC only from NVSP 6.1 on."""
+        caps = OffloadState.from_caps(self.profile.offloads)
+        if self.nvsp_version < w.NVSP_VERSION_61:
+            caps.rsc4 = caps.rsc6 = False
+        return caps
 
     def _set_rss(self, info: bytes) -> tuple[int, str, int, list[bytes], list[HostEvent]]:
         # [OV] does not validate the NDIS header of this object; it reads what was sent.
@@ -495,6 +538,11 @@ class HostRndis:
     @staticmethod
     def parse_data(msg: bytes) -> bytes:
         """The Ethernet frame of a guest RNDIS_PACKET_MSG; HostWireError names what is wrong."""
+        return HostRndis.parse_data_info(msg)[0]
+
+    @staticmethod
+    def parse_data_info(msg: bytes) -> tuple[bytes, ho.TxInfo]:
+        """The frame and its checksum/LSO requests (host_offload.parse_tx_ppis rules)."""
         mlen = len(msg)
         if mlen < w.RNDIS_PACKET_MSG_SIZE:
             raise w.HostWireError("len", mlen, f"RNDIS packet message needs {w.RNDIS_PACKET_MSG_SIZE} bytes")
@@ -509,16 +557,11 @@ class HostRndis:
         if ppi_len:
             if ppi_off < w.RNDIS_PACKET_OFFSET_MIN or ppi_off > body or ppi_len > body - ppi_off:
                 raise w.HostWireError("per_packet_info_offset", ppi_off, "per-packet info outside the message")
-            pos, end = w.RNDIS_HEADER_SIZE + ppi_off, w.RNDIS_HEADER_SIZE + ppi_off + ppi_len
-            while pos < end:
-                if end - pos < w.RNDIS_PKTINFO_SIZE:
-                    raise w.HostWireError("per_packet_info", pos, "truncated entry")
-                size, _ptype, poff = struct.unpack_from("<3I", msg, pos)
-                if size < w.RNDIS_PKTINFO_SIZE or size > end - pos or not w.RNDIS_PKTINFO_SIZE <= poff <= size:
-                    raise w.HostWireError("per_packet_info.size", size, "entry size/offset out of range")
-                pos += size
+            info = ho.parse_tx_ppis(msg, w.RNDIS_HEADER_SIZE + ppi_off, ppi_len)
+        else:
+            info = ho.TxInfo()
         start = w.RNDIS_HEADER_SIZE + d_off
-        return msg[start:start + d_len]
+        return msg[start:start + d_len], info
 
     # -- host-initiated messages --
 

@@ -216,6 +216,9 @@ NDIS_OFFLOAD_LSOV1_ON: Final = 2
 NDIS_OFFLOAD_LSOV2_OFF: Final = 1
 NDIS_OFFLOAD_LSOV2_ON: Final = 2
 NDIS_OFFLOAD_ENCAP_8023: Final = 2
+NDIS_OFFLOAD_RSC_OFF: Final = 1  # NDIS_OFFLOAD_PARAMETERS_RSC_DISABLED
+NDIS_OFFLOAD_RSC_ON: Final = 2  # NDIS_OFFLOAD_PARAMETERS_RSC_ENABLED
+NDIS_OFFLOAD_PARAMS_RSC_END: Final = 24  # rsc_ip_v4 at 22, rsc_ip_v6 at 23 (golden ndis_offload_params)
 NDIS_RSS_CAPS_SIZE: Final = 18  # DPDK NDIS_RSS_CAPS_SIZE == sizeof(linux ndis_recv_scale_cap)
 NDIS_RSS_CAPS_REV_2: Final = 2
 NDIS_RSS_CAP_IPV4: Final = 0x100
@@ -423,9 +426,10 @@ def rndis_packet(frame: bytes) -> bytes:
 
 
 def ndis_offload(
-    tx4: int, rx4: int, tx6: int, rx6: int, lso4: bool, lso6: bool, lso_max: int
+    tx4: int, rx4: int, tx6: int, rx6: int, lso4: bool, lso6: bool, lso_max: int,
+    rsc4: bool = False, rsc6: bool = False,
 ) -> bytes:
-    """NDIS_OFFLOAD revision 3 (156 bytes) with checksum and LSOv2 filled, the rest zero."""
+    """NDIS_OFFLOAD revision 3 (156 bytes) with checksum, LSOv2 and RSC filled, the rest zero."""
     enc = NDIS_OFFLOAD_ENCAP_8023
     csum = struct.pack("<8I", enc, tx4, enc, rx4, enc, tx6, enc, rx6)
     lsov1 = bytes(16)
@@ -437,7 +441,9 @@ def ndis_offload(
         LSOV2_IP6_OPTS if lso6 else 0,
     )
     hdr = struct.pack("<BBH", NDIS_OBJTYPE_OFFLOAD, NDIS_OFFLOAD_REV_3, NDIS_OFFLOAD_SIZE)
-    out = hdr + csum + lsov1 + ipsecv1 + lsov2
+    flags_ipsecv2 = bytes(4 + 32)  # ndis_flags, ndis_ipsecv2: not offered
+    rsc = struct.pack("<BB", int(rsc4), int(rsc6))  # ndis_rsc at 144 (golden ndis_offload)
+    out = hdr + csum + lsov1 + ipsecv1 + lsov2 + flags_ipsecv2 + rsc
     return out + bytes(NDIS_OFFLOAD_SIZE - len(out))
 
 

@@ -13,6 +13,16 @@ What lives here:
 The sim host calls `write_frame` for every frame the guest transmits and delivers every frame
 `read_frames` returns to the guest; it selects on `fileno()`.
 
+Offloads (host_offload.py): `HostNetwork` opens its tap with IFF_VNET_HDR and, with `offload=True`
+(the default), TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), so the host namespace's kernel
+hands over 64 KiB TCP GSO frames and frames with a partial checksum, and accepts them. A frame the
+guest sent with LSO arrives here as a `GsoFrame` (bytes + virtio_net_hdr): written with its header
+(the kernel segments it, as the vswitch/NIC would), or segmented in software where the network has
+no GSO (pcap, a tap without offloads). Frames read are segmented / checksum-completed in software
+unless `deliver_gso` is set, in which case GSO frames are returned as `GsoFrame`s for a host that
+delivers them itself (vRSC or segmentation in HostNvsp). The C fast path reads and writes the tap fd
+itself with the same header (`vnet_hdr` / `offload` tell it how the fd is set up).
+
 What must not live here: NVSP/RNDIS (sim/host.py), ring code, pyroute2 (hvuio/tap.py owns it).
 Unlike the rest of sim/, this module imports hvuio.tap and hvuio.netns: it is the emulator's
 one seam to the host kernel's network stack.
@@ -20,6 +30,8 @@ one seam to the host kernel's network stack.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
 import struct
@@ -31,7 +43,9 @@ from typing import BinaryIO, Protocol
 
 from hvuio import netns as netns_mod
 from hvuio.errors import UsageError
-from hvuio.tap import ETH_HLEN, VLAN_HLEN, Tap
+from hvuio.sim import host_offload as ho
+from hvuio.sim.host_wire import HostWireError
+from hvuio.tap import ETH_HLEN, TUNSETOFFLOAD, VLAN_HLEN, Tap
 
 # RFC 2544 benchmarking range: never routed, and only ever configured inside our own namespaces.
 DEFAULT_HOST_ADDRESS = "198.18.0.1/24"
@@ -83,6 +97,22 @@ def _frame_ok(frame: bytes, mtu: int) -> bool:
     return ETH_HLEN <= len(frame) <= mtu + ETH_HLEN + VLAN_HLEN
 
 
+def software_frames(frame: bytes) -> list[bytes]:
+    """What a network without GSO puts on the wire for `frame`: a GsoFrame segmented (TCP) or its
+    checksum completed; any other frame as it is. HostWireError for a GSO frame that does not parse."""
+    if not isinstance(frame, ho.GsoFrame):
+        return [frame]
+    vnet = frame.vnet
+    if vnet.gso_type & ~ho.GSO_ECN in (ho.GSO_TCPV4, ho.GSO_TCPV6):
+        return ho.segment_tcp(frame, vnet)
+    if vnet.flags & ho.VNET_F_NEEDS_CSUM:
+        return [ho.complete_csum(frame, vnet)]
+    return [bytes(frame)]
+
+
+READ_SIZE = ho.VNET_HDR_LEN + ho.MAX_GSO_FRAME
+
+
 class HostNetwork:
     """A tap with an address in a namespace the emulator owns; see the module docstring.
 
@@ -90,13 +120,18 @@ class HostNetwork:
     this object created it, the namespace.
     """
 
-    def __init__(self, tap: Tap, netns: str, owns_netns: bool, address: str, mtu: int) -> None:
+    def __init__(self, tap: Tap, netns: str, owns_netns: bool, address: str, mtu: int,
+                 offload: bool = False) -> None:
         self._tap = tap
         self._netns = netns
         self._owns_netns = owns_netns
         self._address = address
         self._mtu = mtu
+        self.offload = offload  # TUNSETOFFLOAD(CSUM | TSO4 | TSO6) is in force on the tap
+        self.deliver_gso = False  # read_frames may return GsoFrames (the reader segments/coalesces)
         self.counters = NetCounters()
+        self.gso_written = 0  # GsoFrames handed to the kernel whole
+        self.gso_read = 0  # GSO / partial-checksum frames the kernel handed over
 
     @classmethod
     def create(
@@ -107,16 +142,23 @@ class HostNetwork:
         mtu: int = DEFAULT_MTU,
         ifname: str = DEFAULT_IFNAME,
         netns: str | None = None,
+        offload: bool = True,
     ) -> HostNetwork:
         """Make the wire side: tap `ifname` with `address` in `netns` (None: a new "hvu-net-…").
 
-        The tap carries bare Ethernet frames (no vnet header); carrier is always on.
+        The tap carries a virtio_net_hdr before every frame; with `offload` the kernel may hand over
+        and accept GSO / partial-checksum frames (see the module docstring). Carrier is always on.
         """
         owns = netns is None
         ns = netns_mod.create("net", ipv6=False) if netns is None else netns
         try:
-            tap = Tap.open(ifname, random_mac() if mac is None else mac, mtu, netns=ns, vnet_hdr=False)
+            tap = Tap.open(ifname, random_mac() if mac is None else mac, mtu, netns=ns, vnet_hdr=True)
             try:
+                if offload:
+                    try:
+                        fcntl.ioctl(tap.fileno(), TUNSETOFFLOAD, ho.TUN_F_CSUM | ho.TUN_F_TSO4 | ho.TUN_F_TSO6)
+                    except OSError:  # a tun driver without these offloads: frames stay MTU-sized
+                        offload = False
                 tap.up()
                 tap.add_address(address)
             except BaseException:
@@ -126,7 +168,7 @@ class HostNetwork:
             if owns:
                 netns_mod.delete(ns)
             raise
-        return cls(tap, ns, owns, address, mtu)
+        return cls(tap, ns, owns, address, mtu, offload)
 
     @property
     def netns(self) -> str:
@@ -157,22 +199,72 @@ class HostNetwork:
         if max_frames < 1:
             raise UsageError(f"max_frames must be at least 1, got {max_frames}")
         frames: list[bytes] = []
+        fd = self._tap.fileno()
         while len(frames) < max_frames:
-            frame = self._tap.read_frame()
-            if frame is None:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
                 break
+            if len(data) < ho.VNET_HDR_LEN + ETH_HLEN:
+                self.counters.from_net_drops += 1
+                continue
+            vnet = ho.Vnet.decode(data)
+            frame: bytes = data[ho.VNET_HDR_LEN:]
+            if vnet.gso_type or vnet.flags:
+                self.gso_read += 1
+                frame = ho.GsoFrame.make(frame, vnet)
+                if not self.deliver_gso:  # frames_from_net counts what the reader gets
+                    try:
+                        segments = software_frames(frame)
+                    except HostWireError:
+                        self.counters.from_net_drops += 1
+                        continue
+                    self.counters.from_net_frames += len(segments)
+                    self.counters.from_net_bytes += sum(len(f) for f in segments)
+                    frames.extend(segments)
+                    continue
             self.counters.from_net_frames += 1
             self.counters.from_net_bytes += len(frame)
             frames.append(frame)
         return frames
 
     def write_frame(self, frame: bytes) -> bool:
-        """Deliver one frame the guest sent; False (and a counted drop) if it could not be."""
-        if not _frame_ok(frame, self._mtu) or not self._tap.write_frame(frame):
+        """Deliver one frame the guest sent; False (and a counted drop) if it could not be.
+        A GsoFrame goes to the kernel whole with its header (offload on) or segmented."""
+        if isinstance(frame, ho.GsoFrame):
+            if not self.offload:
+                return self._write_all(frame)
+            if not ETH_HLEN <= len(frame) <= ho.MAX_GSO_FRAME:
+                self.counters.to_net_drops += 1
+                return False
+            ok = self._write_raw(frame.vnet.encode(), frame)
+            self.gso_written += ok
+        else:
+            ok = _frame_ok(frame, self._mtu) and self._write_raw(bytes(ho.VNET_HDR_LEN), frame)
+        if not ok:
             self.counters.to_net_drops += 1
             return False
         self.counters.to_net_frames += 1
         self.counters.to_net_bytes += len(frame)
+        return True
+
+    def _write_all(self, frame: bytes) -> bool:
+        try:
+            segments = software_frames(frame)
+        except HostWireError:
+            self.counters.to_net_drops += 1
+            return False
+        return all([self.write_frame(seg) for seg in segments])
+
+    def _write_raw(self, vnet: bytes, frame: bytes) -> bool:
+        try:
+            os.writev(self._tap.fileno(), (vnet, frame))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.ENOBUFS, errno.EAGAIN, errno.EINVAL):
+                return False
+            raise
         return True
 
     def close(self) -> None:
@@ -331,6 +423,14 @@ class PcapNetwork:
         return frames
 
     def write_frame(self, frame: bytes) -> bool:
+        """A GsoFrame is segmented in software first (a capture shows what the wire carries)."""
+        if isinstance(frame, ho.GsoFrame):
+            try:
+                segments = software_frames(frame)
+            except HostWireError:
+                self.counters.to_net_drops += 1
+                return False
+            return all([self.write_frame(seg) for seg in segments])
         if self._sink is None or len(frame) < ETH_HLEN:
             self.counters.to_net_drops += 1
             return False

@@ -101,6 +101,8 @@ class SimHost:
         self.kernel = kernel
         self.profile = profile if profile is not None else HostProfile()
         self.network = network
+        if network is not None and hasattr(network, "deliver_gso"):  # HostNvsp delivers GSO frames itself (vRSC or segments)
+            network.deliver_gso = True
         self.monitor_latency = monitor_latency
         self.tick_interval = tick_interval
         self._monitor: MonitorPage | None = None

@@ -523,7 +523,9 @@ class Session:
             ring_size=len(chan.mm) // 2, header_size=PAGE_SIZE, recv_section=section, recv_count=count,
             send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
             nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
-            tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict)
+            tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
+            vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(self.host.network, "offload", False)),
+            offloads=self._pump_offloads)
         try:
             pump = fastpath.HostPump(cfg, chan.mm, self.recv_mm, self.send_mm, self.host.monitor.mm,
                                      irq=self.dev.irq, auto_mask=self.kernel.profile.auto_mask)
@@ -538,6 +540,11 @@ class Session:
         self.rx_ready = False  # the pump reads the tap now; SimHost's network thread must not
         self.host.wake_network()
         log.info("%s: host data path now in C (%d receive sections)", self.dev.guid, pump.sections_owned)
+
+    def _pump_offloads(self) -> tuple[int, int]:
+        """The pump's (off_tx, off_rx): what the guest enabled with OID_TCP_OFFLOAD_PARAMETERS."""
+        rndis = self.nvsp.rndis
+        return rndis.offload.pump_bits() if rndis is not None else (0, 0)
 
     def _fast_pass(self) -> list[tuple[str, int]]:
         """Run the pump until it needs Python, then do what it asked plus the inbox and tick."""

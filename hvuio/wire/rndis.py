@@ -33,6 +33,8 @@ __all__ = [
     "RndisPerPacketInfo", "NdisObjectHeader", "NdisOffloadParams", "NdisCsumOffload",
     "NdisLsov1Offload", "NdisIpsecv1Offload", "NdisLsov2Offload", "NdisIpsecv2Offload",
     "NdisRscOffload", "NdisEncapOffload", "NdisOffload", "NdisRssCaps",
+    "NdisTxChecksumInfo", "NdisRxChecksumInfo", "NdisLsoV2Info", "RndisPktinfoId", "PktinfoIdFlag",
+    "RNDIS_PKTINFO_ID_TYPE", "RNDIS_PKTINFO_ID_V1", "NDIS_PPI_SIZE",
 ]
 
 RNDIS_HEADER_SIZE = 8
@@ -374,3 +376,53 @@ class NdisRssCaps(RndisStruct):
     _fields_ = [("header", NdisObjectHeader), ("capabilities", _u32),
                 ("num_interrupt_messages", _u32), ("num_receive_queues", _u32),
                 ("num_indirection_entries", _u16), ("pad", _u16)]
+
+
+# --- per-packet info of data messages (used by _native/tx.c and rx.c; declared here so the bit
+# layout is checked against golden linux:ndis_tcp_ip_checksum_info / ndis_tcp_lso_info) ----------
+
+#: Size of one checksum / LSO / hash pktinfo: 12-byte head + 4 (golden linux:derived_sizes).
+NDIS_PPI_SIZE = 16
+#: Type word of the RSC fragment id pktinfo: RNDIS_PKTINFO_ID (1) with the internal bit 31
+#: (golden linux:ppi_type_words).
+RNDIS_PKTINFO_ID_TYPE = 0x80000001
+RNDIS_PKTINFO_ID_V1 = 1
+
+
+class PktinfoIdFlag(IntFlag):
+    """rndis_pktinfo_id.flag (golden linux:rndis_pktinfo_id_flags)."""
+
+    SUBALLOC = 1
+    FIRST_FRAG = 2
+    LAST_FRAG = 4
+
+
+class NdisTxChecksumInfo(ctypes.LittleEndianStructure):
+    """Checksum pktinfo (type CSUM) on a guest send."""
+
+    _fields_ = [("is_ipv4", _u32, 1), ("is_ipv6", _u32, 1), ("tcp_checksum", _u32, 1),
+                ("udp_checksum", _u32, 1), ("ip_header_checksum", _u32, 1), ("reserved", _u32, 11),
+                ("tcp_header_offset", _u32, 10), ("reserved2", _u32, 6)]
+
+
+class NdisRxChecksumInfo(ctypes.LittleEndianStructure):
+    """Checksum pktinfo (type CSUM) on a received packet: what the host verified."""
+
+    _fields_ = [("tcp_checksum_failed", _u32, 1), ("udp_checksum_failed", _u32, 1),
+                ("ip_checksum_failed", _u32, 1), ("tcp_checksum_succeeded", _u32, 1),
+                ("udp_checksum_succeeded", _u32, 1), ("ip_checksum_succeeded", _u32, 1),
+                ("loopback", _u32, 1), ("tcp_checksum_value_invalid", _u32, 1),
+                ("ip_checksum_value_invalid", _u32, 1), ("reserved", _u32, 23)]
+
+
+class NdisLsoV2Info(ctypes.LittleEndianStructure):
+    """LSO pktinfo (type LSO), LSOv2 transmit form: type 1 = LSOv2, ip_version 0 = IPv4, 1 = IPv6."""
+
+    _fields_ = [("mss", _u32, 20), ("tcp_header_offset", _u32, 10), ("type", _u32, 1),
+                ("ip_version", _u32, 1)]
+
+
+class RndisPktinfoId(RndisStruct):
+    """RSC fragment id (Linux struct rndis_pktinfo_id)."""
+
+    _fields_ = [("ver", _u8), ("flag", _u8), ("pkt_id", _u16)]
