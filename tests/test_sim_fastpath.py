@@ -11,6 +11,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ class Rig:
     net: socket.socket  # the network's end of the "tap"
 
 
-def make_rig(sections: int = 8, strict: bool = False) -> Iterator[Rig]:
+def make_rig(sections: int = 8, strict: bool = False, **cfg_kw: Any) -> Iterator[Rig]:
     mem = bytearray(2 * RING)
     for off in (0, RING):
         struct.pack_into("<I", mem, off + 64, 1)  # feature bit pending_send_sz
@@ -52,7 +53,7 @@ def make_rig(sections: int = 8, strict: bool = False) -> Iterator[Rig]:
     net.setblocking(False)
     cfg = PumpConfig(ring_size=RING, header_size=HDR, recv_section=SEC, recv_count=sections,
                      send_section=SEND_SEC, max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(),
-                     monitor_id=37, strict=strict, rx_batch=4)
+                     monitor_id=37, strict=strict, rx_batch=4, **cfg_kw)
     pump = HostPump(cfg, mem, recv, send, monitor)
     pump.add_sections(range(sections))
     pump.rx_enabled = True
@@ -227,6 +228,20 @@ def test_monitor_bit_is_consumed_and_others_kept(rig: Rig) -> None:
     rig.pump.run()
     assert struct.unpack_from("<I", rig.monitor, group_word)[0] == 1
     assert rig.pump.counters()["monitor_wakeups"] == 1
+
+
+@pytest.mark.parametrize("spin_us, busy", [(1_000_000, True), (0, False)])
+def test_after_traffic_the_pump_spins_for_spin_us_then_sleeps(spin_us: int, busy: bool) -> None:
+    # poll_us 50 ms: a pump that sleeps between looks makes at most a handful of passes in 0.2 s;
+    # one that spins (the window covers the whole run) makes thousands
+    for rig in make_rig(spin_us=spin_us, poll_us=50_000, idle_poll_us=50_000):
+        guest_send(rig, 0, w.rndis_packet(frame(60)), tid=1)
+        assert rig.pump.run() == PumpResult.SIGNAL  # the frame (no C irq here: returns to signal)
+        before = rig.pump.counters()["passes"]
+        assert rig.pump.run(timeout=0.2) == PumpResult.TIMEOUT
+        passes = rig.pump.counters()["passes"] - before
+        assert rig.net.recv(2048) == frame(60)
+        assert (passes > 500) if busy else (passes <= 8), passes
 
 
 def test_wake_fd_returns_control_to_python(rig: Rig) -> None:

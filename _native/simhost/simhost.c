@@ -942,19 +942,21 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
                 p->signal = 0;
             }
         }
+        now = now_ns();
+        if (worked)  /* before any return: the next run's spin window starts from here */
+            p->last_activity_ns = now;
         if (rc == DRAIN_CONTROL)
             return HVU_SIM_RUN_CONTROL;
         if (p->signal)
             return HVU_SIM_RUN_SIGNAL;
         if (woke)
             return HVU_SIM_RUN_WAKE;
-        now = now_ns();
-        if (worked)
-            p->last_activity_ns = now;
         if (now >= deadline)
             return HVU_SIM_RUN_TIMEOUT;
         if (worked || tap_ready)
             sleep_ns = 0;  /* more may be there: look again at once */
+        else if (now - p->last_activity_ns < p->spin_ns)
+            sleep_ns = 0;  /* traffic flows: the next guest send is likely sooner than a timer wake-up */
         else
             sleep_ns = now - p->last_activity_ns > p->idle_after_ns ? p->idle_poll_ns : p->poll_ns;
         if (sleep_ns > deadline - now)

@@ -116,6 +116,7 @@ struct hvu_sim_pump {
     uint32_t strict;         /* send data larger than a section is Python's (failure status) */
     uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
     uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
+    uint64_t spin_ns;        /* look without sleeping for this long after traffic */
     uint32_t poll_ns;        /* sleep between ring polls while active */
     uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */
     uint64_t idle_after_ns;
