@@ -294,7 +294,18 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         }
         if (pfd[2].revents & POLLNVAL)
             return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, EBADF);
-        if (deadline >= 0 && now_ms() >= deadline && !more)
+        if (deadline >= 0 && now_ms() >= deadline && !more) {
+            if (spinning && manage) {
+                /* the deadline came mid-spin, still masked: leave the usual way, unmasked and
+                 * re-checked, or a packet published meanwhile would raise no interrupt */
+                hvu_ring_set_interrupt_mask(dp->rx, 0);
+                int64_t avail = hvu_ring_bytes_to_read(dp->rx);
+                if (avail < 0)
+                    return (int)avail;
+                if (avail > 0)
+                    continue;
+            }
             return HVU_DP_TIMEOUT;
+        }
     }
 }
