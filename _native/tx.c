@@ -202,6 +202,29 @@ static int send_held(struct hvu_dp *dp)
     return 0;
 }
 
+/* One readv from the tap. > 0 = bytes read (at least `min`), 0 = a runt dropped (counted),
+ * -EAGAIN = tap empty, other negative = tap error. */
+static ssize_t tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min)
+{
+    ssize_t r;
+    do {
+        r = readv(dp->tap_fd, iov, n);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return -EAGAIN;
+        dp->ctr.tx_tap_err++;
+        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
+    }
+    if ((size_t)r < min) {
+        dp->ctr.tx_runt++;
+        hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
+        return 0;
+    }
+    return r;
+}
+
 /* Reads one frame into a free section. 1 = a frame is held for sending, 0 = frame dropped
  * (counted), -EAGAIN = tap empty, other negative = tap error. */
 static int read_frame(struct hvu_dp *dp)
@@ -226,22 +249,9 @@ static int read_frame(struct hvu_dp *dp)
     iov[n++].iov_len = space;
     iov[n].iov_base = &probe;   /* one byte past the room: a frame reaching it is too big */
     iov[n++].iov_len = 1;
-    ssize_t r;
-    do {
-        r = readv(dp->tap_fd, iov, n);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK)
-            return -EAGAIN;
-        dp->ctr.tx_tap_err++;
-        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
-    }
-    if ((size_t)r < vlen + HVU_DP_ETH_HLEN) {
-        dp->ctr.tx_runt++;
-        hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
-        return 0;
-    }
+    ssize_t r = tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
+    if (r <= 0)
+        return (int)r;
     uint32_t frame = (uint32_t)((size_t)r - vlen);
     if (frame > space) {
         dp->ctr.tx_oversize++;
@@ -401,22 +411,9 @@ static int stage_read(struct hvu_dp *dp)
     iov[0].iov_len = HVU_DP_VNET_HDR_SIZE + (size_t)dp->stage_cap;
     iov[1].iov_base = &probe;
     iov[1].iov_len = 1;
-    ssize_t r;
-    do {
-        r = readv(dp->tap_fd, iov, 2);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK)
-            return -EAGAIN;
-        dp->ctr.tx_tap_err++;
-        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
-    }
-    if ((size_t)r < HVU_DP_VNET_HDR_SIZE + HVU_DP_ETH_HLEN) {
-        dp->ctr.tx_runt++;
-        hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
-        return 0;
-    }
+    ssize_t r = tap_readv(dp, iov, 2, HVU_DP_VNET_HDR_SIZE + HVU_DP_ETH_HLEN);
+    if (r <= 0)
+        return (int)r;
     uint32_t len = (uint32_t)((size_t)r - HVU_DP_VNET_HDR_SIZE);
     if (len > dp->stage_cap)
         return stage_oversize(dp, len);

@@ -1,4 +1,4 @@
-"""Shared fixtures: the golden wire layouts, capability checks for root-only tests."""
+"""Shared fixtures: the golden wire layouts, capability checks for root-only tests, a stop pipe."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,3 +36,12 @@ def have_netns() -> str | None:
     if shutil.which("ip") is None:
         return "needs iproute2 ('ip')"
     return None
+
+
+@pytest.fixture
+def stop_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe whose read end a data-path run polls as its stop fd."""
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)

@@ -5,22 +5,11 @@ Observed through the pump's `polls` counter (times it slept) and the inbound int
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from hvuio.datapath import DataPath, RunResult
 from hvuio.errors import LocalProtocolError
 from test_datapath_host import FakeHost, frame
-
-
-@pytest.fixture
-def stop_pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
 
 
 @pytest.mark.parametrize("value", [-1, 1_000_001])

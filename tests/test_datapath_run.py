@@ -26,14 +26,6 @@ def host() -> Iterator[FakeHost]:
     h.close()
 
 
-@pytest.fixture
-def stop_pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
-
-
 def test_run_reports_control_pending_after_moving_data(host: FakeHost, stop_pipe: tuple[int, int]) -> None:
     host.send_frames([frame(64, 1)], trans_id=1)
     host.writer.write(PKT_INBAND, struct.pack("<I", 128) + bytes(12), trans_id=0)

@@ -36,7 +36,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol
@@ -108,6 +108,17 @@ def software_frames(frame: bytes) -> list[bytes]:
     if vnet.flags & ho.VNET_F_NEEDS_CSUM:
         return [ho.complete_csum(frame, vnet)]
     return [bytes(frame)]
+
+
+def _write_segments(frame: bytes, write: Callable[[bytes], bool], counters: NetCounters) -> bool:
+    """`frame` as software_frames makes it, each piece through `write`; a GSO frame that does not
+    parse is a counted drop."""
+    try:
+        segments = software_frames(frame)
+    except HostWireError:
+        counters.to_net_drops += 1
+        return False
+    return all([write(seg) for seg in segments])  # a list: every segment is tried
 
 
 READ_SIZE = ho.VNET_HDR_LEN + ho.MAX_GSO_FRAME
@@ -249,12 +260,7 @@ class HostNetwork:
         return True
 
     def _write_all(self, frame: bytes) -> bool:
-        try:
-            segments = software_frames(frame)
-        except HostWireError:
-            self.counters.to_net_drops += 1
-            return False
-        return all([self.write_frame(seg) for seg in segments])
+        return _write_segments(frame, self.write_frame, self.counters)
 
     def _write_raw(self, vnet: bytes, frame: bytes) -> bool:
         try:
@@ -425,12 +431,7 @@ class PcapNetwork:
     def write_frame(self, frame: bytes) -> bool:
         """A GsoFrame is segmented in software first (a capture shows what the wire carries)."""
         if isinstance(frame, ho.GsoFrame):
-            try:
-                segments = software_frames(frame)
-            except HostWireError:
-                self.counters.to_net_drops += 1
-                return False
-            return all([self.write_frame(seg) for seg in segments])
+            return _write_segments(frame, self.write_frame, self.counters)
         if self._sink is None or len(frame) < ETH_HLEN:
             self.counters.to_net_drops += 1
             return False
