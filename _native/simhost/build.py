@@ -2,7 +2,8 @@
 
 Independent of _native/build.py on purpose: no source or header of the guest's C core is
 compiled or included here (the emulator must not share ring code with the guest it checks).
-The cdef comes from simhost_api.h; simhost.c includes simhost.h, which includes the same file.
+The cdef comes from simhost_api.h; every .c here is compiled (simhost.c, simhost_rx.c,
+simhost_tx.c, offload.c, irq.c) and includes simhost.h, which includes the same file.
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+#ifndef HVU_SIMHOST_INT_H
+#define HVU_SIMHOST_INT_H
+/* What the files of the emulated host's data path share (simhost.c: rings, drain, run loop;
+ * simhost_rx.c: network -> guest and the receive sections; simhost_tx.c: guest -> network).
+ * Internal: the callable API is simhost_api.h. Nothing of the guest's C core is included. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "simhost.h"
+
+#define DESC 16u
+#define TRAILER 8u
+#define PKT_INBAND 0x6
+#define PKT_XFER 0x7
+#define PKT_GPA 0x9
+#define PKT_COMP 0xb
+#define FLAG_RC 1u
+#define OFF_WRITE 0
+#define OFF_READ 4
+#define OFF_MASK 8
+#define OFF_PENDING 12
+#define OFF_FEATURES 64
+#define NVSP_RNDIS_PKT 107u
+#define NVSP_RNDIS_PKT_COMPLETE 108u
+#define NVSP_STAT_SUCCESS 1u
+#define NO_SECTION 0xFFFFFFFFu
+#define PAGESET_ID 0xCAFEu
+#define RNDIS_PACKET_MSG 1u
+#define RNDIS_HDR 8u
+#define RNDIS_PKT_SIZE 44u         /* header + 9 u32 */
+#define RNDIS_OFFSET_MIN 36u       /* data may not overlap the header */
+#define RNDIS_PPI_SIZE 12u
+#define ETH_HLEN 14u
+#define MAX_BATCH 64u
+#define MAX_MSGS 16u               /* RNDIS messages per send handled here; more -> Python */
+#define TAG_SHIFT 62
+#define TAG_MASK (3ull << TAG_SHIFT)
+#define TAG (1ull << TAG_SHIFT)
+#define NONE 0xFFFFFFFFu
+#define MAX_NVSP_PAD 64u
+#define SEC_NOT_OURS 0
+#define SEC_FREE 1
+#define SEC_BUSY 2
+
+static inline uint32_t *hdr32(uint8_t *ring, uint32_t off) { return (uint32_t *)(void *)(ring + off); }
+static inline uint32_t ld_acq(uint8_t *ring, uint32_t off)
+{
+    return __atomic_load_n(hdr32(ring, off), __ATOMIC_ACQUIRE);
+}
+static inline void st_rel(uint8_t *ring, uint32_t off, uint32_t v)
+{
+    __atomic_store_n(hdr32(ring, off), v, __ATOMIC_RELEASE);
+}
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint32_t dsize(const struct hvu_sim_pump *p) { return p->ring_size - p->header_size; }
+
+static inline int reject(struct hvu_sim_pump *p, uint32_t reason, uint64_t value)
+{
+    p->reason = reason;
+    p->value = value;
+    return (int)reason;
+}
+
+/* simhost.c: the inbound writer */
+int64_t hvu_sim_in_free(struct hvu_sim_pump *p);
+int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const void *b, uint32_t blen);
+/* simhost_rx.c */
+void hvu_sim_rx_completion(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *payload, uint32_t plen);
+int hvu_sim_rx_batch(struct hvu_sim_pump *p);
+/* simhost_tx.c */
+int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *nv, uint32_t plen);
+
+#endif

@@ -1,0 +1,325 @@
+/* The emulated host's network -> guest path (part of simhost.c's data path; see its top comment
+ * for index ownership and the receive-section tags).
+ *
+ * What lives here: frames read from the host tap (plain, or GSO / partial-checksum frames with a
+ * virtio_net_hdr) put into free receive sections with their RNDIS_PACKET_MSG header and per-packet
+ * info, vRSC for the guest that enabled RSC, up to rx_batch frames per transfer-page packet; and
+ * the guest's completions of those packets, which free the sections. What must not: ring reading
+ * or the poll loop (simhost.c), guest -> network (simhost_tx.c), Python.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <unistd.h>
+#include <sys/uio.h>
+
+#include "simhost_int.h"
+#include "offload.h"
+
+/* ---- receive sections ------------------------------------------------------------------------- */
+
+static void free_slot(struct hvu_sim_pump *p, uint32_t slot)
+{
+    uint32_t s = p->slot_head[slot];
+    while (s != NONE) {
+        uint32_t next = p->sec_next[s];
+        p->sec_state[s] = SEC_FREE;
+        p->sec_next[s] = NONE;
+        p->free_stack[p->nfree++] = s;
+        s = next;
+    }
+    p->slot_head[slot] = NONE;
+    p->slot_stack[p->nslots_free++] = slot;
+}
+
+/* A guest completion carrying our tag: free its sections once. */
+void hvu_sim_rx_completion(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *payload, uint32_t plen)
+{
+    uint32_t slot = (uint32_t)(tid & 0xFFFFFFFFu), gen = (uint32_t)((tid >> 32) & 0x3FFFFFFFu);
+    if (slot >= p->recv_count || p->slot_head[slot] == NONE || p->slot_gen[slot] != gen) {
+        p->c.completions_unknown++;
+        reject(p, HVU_SIM_R_UNKNOWN_TID, tid);
+        return;
+    }
+    if (plen < 8 || rd32(payload) != NVSP_RNDIS_PKT_COMPLETE) {
+        /* Python's host faults on this; we free (the id matched) and count. */
+        p->c.rx_completion_failed++;
+        reject(p, HVU_SIM_R_COMPLETION_TYPE, plen < 4 ? plen : rd32(payload));
+    } else if (rd32(payload + 4) != NVSP_STAT_SUCCESS) {
+        p->c.rx_completion_failed++;
+    }
+    free_slot(p, slot);
+    p->c.rx_completions++;
+}
+
+/* ---- network -> guest ------------------------------------------------------------------------- */
+
+/* Ranges of one transfer-page packet being built. */
+struct rxb {
+    uint32_t n;
+    uint32_t secs[MAX_BATCH];
+    uint32_t lens[MAX_BATCH];
+};
+
+/* Write the batch as one transfer-page packet (completion requested). 0 ok/nothing, -1 fault. */
+static int rx_flush(struct hvu_sim_pump *p, struct rxb *b)
+{
+    uint8_t hdr[24 + 8 * MAX_BATCH];
+    uint8_t nv[MAX_NVSP_PAD];
+    uint32_t n = b->n, slot, gen, i, hlen;
+    uint64_t tid;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    b->n = 0;
+    slot = p->slot_stack[--p->nslots_free];
+    gen = (p->slot_gen[slot] + 1) & 0x3FFFFFFFu;
+    p->slot_gen[slot] = gen;
+    tid = TAG | ((uint64_t)gen << 32) | slot;
+    hlen = 24 + 8 * n;
+    hdr[0] = PKT_XFER; hdr[1] = 0;
+    hdr[2] = (uint8_t)(hlen / 8); hdr[3] = (uint8_t)((hlen / 8) >> 8);
+    {
+        uint32_t len8 = (hlen + p->nvsp_pad + 7) / 8;
+        hdr[4] = (uint8_t)len8; hdr[5] = (uint8_t)(len8 >> 8);
+    }
+    hdr[6] = FLAG_RC; hdr[7] = 0;
+    memcpy(hdr + 8, &tid, 8);
+    hdr[16] = (uint8_t)PAGESET_ID; hdr[17] = (uint8_t)(PAGESET_ID >> 8); hdr[18] = 0; hdr[19] = 0;
+    wr32(hdr + 20, n);
+    for (i = 0; i < n; i++) {
+        wr32(hdr + 24 + 8 * i, b->lens[i]);                                        /* byte_count */
+        wr32(hdr + 28 + 8 * i, (uint32_t)((uint64_t)b->secs[i] * p->recv_section)); /* byte_offset */
+    }
+    memset(nv, 0, sizeof nv);
+    wr32(nv, NVSP_RNDIS_PKT);
+    wr32(nv + 4, 0);            /* channel type: data */
+    wr32(nv + 8, NO_SECTION);
+    wr32(nv + 12, 0);
+    /* link the sections to the slot before writing: the guest may complete at once */
+    p->slot_head[slot] = b->secs[0];
+    for (i = 0; i < n; i++) {
+        p->sec_state[b->secs[i]] = SEC_BUSY;
+        p->sec_next[b->secs[i]] = i + 1 < n ? b->secs[i + 1] : NONE;
+    }
+    rc = hvu_sim_in_write(p, hdr, hlen, nv, p->nvsp_pad);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        free_slot(p, slot);
+        p->c.rx_dropped_ring_full += n;
+        return 0;
+    }
+    p->c.rx_frames += n;
+    p->c.rx_packets++;
+    return 0;
+}
+
+/* The RNDIS_PACKET_MSG header (44 bytes) for `len` data bytes after `ppi_len` bytes of PPIs. */
+static void rndis_hdr(uint8_t *dst, uint32_t ppi_len, uint32_t len)
+{
+    wr32(dst, RNDIS_PACKET_MSG);
+    wr32(dst + 4, RNDIS_PKT_SIZE + ppi_len + len);
+    wr32(dst + 8, RNDIS_OFFSET_MIN + ppi_len);
+    wr32(dst + 12, len);
+    memset(dst + 16, 0, RNDIS_PKT_SIZE - 16);
+    if (ppi_len) {
+        wr32(dst + 28, RNDIS_OFFSET_MIN);
+        wr32(dst + 32, ppi_len);
+    }
+}
+
+static uint32_t put_ppi(uint8_t *dst, uint32_t type, uint32_t value)
+{
+    wr32(dst, RNDIS_PPI_SIZE + 4);
+    wr32(dst + 4, type);
+    wr32(dst + 8, RNDIS_PPI_SIZE);
+    wr32(dst + 12, value);
+    return RNDIS_PPI_SIZE + 4;
+}
+
+/* One RNDIS packet (PPIs + data) into a free section, appended to the batch (caller checked room). */
+static void rx_put(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *ppi, uint32_t ppi_len,
+                   const uint8_t *data, uint32_t len)
+{
+    uint32_t s = p->free_stack[--p->nfree];
+    uint8_t *dst = p->recv_buf + (uint64_t)s * p->recv_section;
+    rndis_hdr(dst, ppi_len, len);
+    memcpy(dst + RNDIS_PKT_SIZE, ppi, ppi_len);
+    memcpy(dst + RNDIS_PKT_SIZE + ppi_len, data, len);
+    b->secs[b->n] = s;
+    b->lens[b->n] = RNDIS_PKT_SIZE + ppi_len + len;
+    b->n++;
+    p->c.rx_bytes += len;
+}
+
+/* Make room for k ranges that belong together: flush first if they do not fit the batch.
+ * 1 room, 0 drop (counted), -1 fault. */
+static int rx_room(struct hvu_sim_pump *p, struct rxb *b, uint32_t k)
+{
+    if (k > MAX_BATCH) {
+        p->c.rx_dropped_too_big++;
+        return 0;
+    }
+    if (b->n && b->n + k > (p->rx_batch > k ? p->rx_batch : k) && rx_flush(p, b) < 0)
+        return -1;
+    if (b->n + k > MAX_BATCH && rx_flush(p, b) < 0)
+        return -1;
+    if (p->nfree < k || (b->n == 0 && p->nslots_free == 0)) {
+        p->c.rx_dropped_no_section++;
+        return 0;
+    }
+    return 1;
+}
+
+/* One plain frame (checksums complete) to the guest, with the receive checksum info if marked. */
+static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uint32_t n, int trusted)
+{
+    uint8_t ppi[RNDIS_PPI_SIZE + 4];
+    uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), ppi_len = 0;
+    int rc;
+    if (flags)
+        ppi_len = put_ppi(ppi, HVU_PPI_CSUM, flags);
+    if (n < ETH_HLEN || n > p->max_frame || RNDIS_PKT_SIZE + ppi_len + n > p->recv_section) {
+        p->c.rx_dropped_too_big++;
+        return 0;
+    }
+    rc = rx_room(p, b, 1);
+    if (rc <= 0)
+        return rc;
+    rx_put(p, b, ppi, ppi_len, f, n);
+    return 0;
+}
+
+/* vRSC: the coalesced frame as fragments of one section each, all in one transfer-page packet. */
+static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n, int trusted)
+{
+    uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
+    uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), csum_len = flags ? RNDIS_PPI_SIZE + 4 : 0;
+    uint32_t id_len = RNDIS_PPI_SIZE + 4, first, rest, k, pos, i;
+    int rc;
+    if (p->recv_section <= RNDIS_PKT_SIZE + id_len + csum_len) {
+        p->c.rx_dropped_too_big++;
+        return 0;
+    }
+    first = p->recv_section - RNDIS_PKT_SIZE - id_len - csum_len;
+    rest = p->recv_section - RNDIS_PKT_SIZE - id_len;
+    k = n <= first ? 1 : 1 + (n - first + rest - 1) / rest;
+    rc = rx_room(p, b, k);
+    if (rc <= 0)
+        return rc;
+    for (i = 0, pos = 0; i < k; i++) {
+        uint32_t room = i == 0 ? first : rest, len = n - pos < room ? n - pos : room, plen = 0;
+        uint32_t fl = HVU_PKTINFO_SUBALLOC | (i == 0 ? HVU_PKTINFO_1ST_FRAG : 0)
+                      | (i == k - 1 ? HVU_PKTINFO_LAST_FRAG : 0);
+        if (i == 0 && flags)
+            plen += put_ppi(ppi, HVU_PPI_CSUM, flags);
+        plen += put_ppi(ppi + plen, HVU_PPI_PKTINFO_ID, 1u | fl << 8);  /* ver 1, flag, pkt_id 0 */
+        rx_put(p, b, ppi, plen, f + pos, len);
+        pos += len;
+    }
+    p->c.rx_rsc_fragments += k;
+    return 0;
+}
+
+/* One frame read with its virtio_net_hdr: GSO -> vRSC or segments; NEEDS_CSUM -> completed. */
+static int rx_offloaded(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n, const uint8_t *vh)
+{
+    uint32_t vflags = vh[0], gso = vh[1] & ~HVU_GSO_ECN, mss = (uint32_t)vh[4] | (uint32_t)vh[5] << 8;
+    uint32_t start = (uint32_t)vh[6] | (uint32_t)vh[7] << 8, off = (uint32_t)vh[8] | (uint32_t)vh[9] << 8;
+    int trusted = !!(vflags & (HVU_VNET_F_NEEDS_CSUM | HVU_VNET_F_DATA_VALID));
+    if (gso == HVU_GSO_TCPV4 || gso == HVU_GSO_TCPV6) {
+        struct hvu_l34 h;
+        uint32_t hdr_len, nseg, i;
+        p->c.rx_gso++;
+        if (hvu_off_locate(f, n, 1, &h) || (hdr_len = hvu_off_tcp_hdr_len(f, n, &h)) == 0 || mss == 0) {
+            p->c.rx_dropped_bad_gso++;
+            return 0;
+        }
+        if (p->off_rx & (h.v6 ? HVU_SIM_OFF_RSC6 : HVU_SIM_OFF_RSC4)) {
+            hvu_off_rsc_fixup(f, n, &h);
+            return rx_rsc(p, b, f, n, trusted);
+        }
+        if (hdr_len + mss > p->scratch_len) {
+            p->c.rx_dropped_too_big++;
+            return 0;
+        }
+        nseg = hvu_off_nseg(hdr_len, h.l4 + h.l4len, mss);
+        for (i = 0; i < nseg; i++) {
+            uint32_t len = hvu_off_segment(f, &h, hdr_len, mss, i, nseg, p->scratch);
+            p->c.rx_segments++;
+            if (rx_plain(p, b, p->scratch, len, trusted) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (vflags & HVU_VNET_F_NEEDS_CSUM) {
+        if (hvu_off_complete(f, n, start, off) < 0) {
+            p->c.rx_dropped_bad_gso++;
+            return 0;
+        }
+        p->c.rx_csum_completed++;
+    }
+    return rx_plain(p, b, f, n, trusted);
+}
+
+/* Read frames from the tap into free sections; one transfer-page packet per batch.
+ * Without a vnet header or receive marks frames are read straight into their section; otherwise
+ * through gso_buf (a GSO frame is up to 64 KiB). Returns frames read (0: none pending), -1 fault. */
+int hvu_sim_rx_batch(struct hvu_sim_pump *p)
+{
+    struct rxb b;
+    int got = 0;
+    int direct = !p->vnet_hdr && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
+                                                | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
+    b.n = 0;
+    while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
+        uint8_t *dst;
+        uint32_t room, s;
+        ssize_t r;
+        if (p->nfree == 0 || (b.n == 0 && p->nslots_free == 0)) {
+            r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);  /* a host with no section drops */
+            if (r < 0)
+                break;
+            got++;
+            p->c.rx_dropped_no_section++;
+            continue;
+        }
+        if (!direct) {
+            r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);
+            if (r < 0)
+                break;
+            got++;
+            if (!p->vnet_hdr) {
+                if (rx_plain(p, &b, p->gso_buf, (uint32_t)r, 0) < 0)
+                    return -1;
+            } else if ((uint32_t)r < HVU_VNET_HLEN + ETH_HLEN) {
+                p->c.rx_dropped_too_big++;
+            } else if (rx_offloaded(p, &b, p->gso_buf + HVU_VNET_HLEN, (uint32_t)r - HVU_VNET_HLEN,
+                                    p->gso_buf) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        s = p->free_stack[p->nfree - 1];
+        dst = p->recv_buf + (uint64_t)s * p->recv_section;
+        room = p->recv_section - RNDIS_PKT_SIZE;
+        r = read(p->tap_fd, dst + RNDIS_PKT_SIZE, room < p->max_frame + 1 ? room : p->max_frame + 1);
+        if (r < 0)
+            break;  /* EAGAIN or error: nothing more now */
+        got++;
+        if ((uint32_t)r < ETH_HLEN || (uint32_t)r > p->max_frame) {
+            p->c.rx_dropped_too_big++;
+            continue;
+        }
+        p->nfree--;
+        rndis_hdr(dst, 0, (uint32_t)r);
+        b.secs[b.n] = s;
+        b.lens[b.n] = RNDIS_PKT_SIZE + (uint32_t)r;
+        b.n++;
+        p->c.rx_bytes += (uint64_t)r;
+    }
+    if (rx_flush(p, &b) < 0)
+        return -1;
+    return got;
+}
