@@ -237,6 +237,20 @@ def test_revoke_stops_the_channel() -> None:
     assert BufferRevoked("receive") in step.events and env.host.state == "stopped"
 
 
+def test_teardown_after_revoke_is_quiet() -> None:
+    # Linux revokes the receive buffer, then the send buffer; completions may still be in flight
+    env = Env()
+    env.bring_up()
+    env.send_nvsp(struct.pack("<IH", c(T, "NVS_TYPE_RXBUF_DISCONN"), RXBUF_SIG) + bytes(34))
+    rejections = len(env.host.rejections)
+    step = env.send_nvsp(struct.pack("<IH", c(T, "NVS_TYPE_CHIM_DISCONN"), c("nvs_misc", "NVS_CHIM_SIG")) + bytes(34))
+    assert BufferRevoked("send") in step.events
+    step = env.send_nvsp(struct.pack("<IH", c(T, "NVS_TYPE_CHIM_DISCONN"), c("nvs_misc", "NVS_CHIM_SIG")) + bytes(34))
+    assert step.events == () and step.packets == ()  # a repeat is only counted
+    assert env.host.counters["ignored_after_stop"] == 1
+    assert len(env.host.rejections) == rejections
+
+
 # --- subchannels ---------------------------------------------------------------------------------
 
 

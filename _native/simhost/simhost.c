@@ -3,14 +3,14 @@
  * Nothing here is shared with the guest's C core (_native/ring.c etc.): one ring bug must not
  * hide on both sides.
  *
- * What lives here: the host reader of the guest's OUTBOUND ring and writer of its INBOUND ring,
- * NVSP 107 data sends (send-buffer section -> RNDIS_PACKET_MSG -> tap) with their 108
- * completions, tap -> receive sections -> transfer-page packets (several frames per packet) and
- * the guest's completions of those, the monitor trigger bit, and the poll loop. This file: the
- * rings (outbound reader, inbound writer) and the loop; simhost_rx.c: network -> guest and the
- * receive sections; simhost_tx.c: guest -> network; simhost_int.h: what they share. What must not:
- * control-plane decisions (every packet the pump does not own is left in the ring and handed to
- * Python's HostNvsp: HVU_SIM_RUN_CONTROL), allocation, logging, Python.
+ * What lives here: the pump's set-up and its books of receive sections (init, add_sections), the
+ * host reader of the guest's OUTBOUND ring (each packet checked, then dispatched: NVSP 107 data
+ * sends to simhost_tx.c, completions of our transfer pages to simhost_rx.c), the writer of its
+ * INBOUND ring (used by both), the monitor trigger bit, and the poll loop. What must not: the
+ * per-frame work of either direction (network -> guest is simhost_rx.c, guest -> network is
+ * simhost_tx.c; what they share is simhost_int.h), control-plane decisions (every packet the pump
+ * does not own is left in the ring and handed to Python's HostNvsp: HVU_SIM_RUN_CONTROL),
+ * allocation, logging, Python.
  *
  * Index ownership (the invariant that lets C and Python share one ring, spec 3.1 table 49):
  *   outbound read_index and inbound write_index are the HOST's. Exactly one thread (the
@@ -27,11 +27,22 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 
+#include "simhost.h"
 #include "simhost_int.h"
 #include "offload.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 const char *hvu_sim_reason_text(uint32_t r)
 {
@@ -379,4 +390,3 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
             sleep_ns = deadline - now;
     }
 }
-

@@ -1,12 +1,17 @@
 #ifndef HVU_SIMHOST_INT_H
 #define HVU_SIMHOST_INT_H
-/* What the files of the emulated host's data path share (simhost.c: rings, drain, run loop;
- * simhost_rx.c: network -> guest and the receive sections; simhost_tx.c: guest -> network).
- * Internal: the callable API is simhost_api.h. Nothing of the guest's C core is included. */
-#include <stdatomic.h>
+/* Internal header of the emulated host's C data path, shared by simhost.c (pump, outbound reader,
+ * inbound writer, run loop), simhost_rx.c (network -> guest) and simhost_tx.c (guest -> network).
+ *
+ * What lives here: the wire and ring-header constants (kept as one table, as in the spec, though a
+ * few serve one file only), the tiny ring-access helpers (atomic header-field loads/stores,
+ * unaligned u32 copies, the data size, the reject record), and the prototypes of the few functions
+ * one of the files calls in another. What must not: anything Python calls (that is simhost_api.h,
+ * the cffi cdef), the offload rules (offload.h), code that is not tiny, or any include of the
+ * guest's C core (see build.py).
+ */
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "simhost.h"
 
@@ -56,13 +61,6 @@ static inline void st_rel(uint8_t *ring, uint32_t off, uint32_t v)
 static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
-static inline uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static inline uint32_t dsize(const struct hvu_sim_pump *p) { return p->ring_size - p->header_size; }
 
 static inline int reject(struct hvu_sim_pump *p, uint32_t reason, uint64_t value)
@@ -72,13 +70,24 @@ static inline int reject(struct hvu_sim_pump *p, uint32_t reason, uint64_t value
     return (int)reason;
 }
 
-/* simhost.c: the inbound writer */
+/* simhost.c: the inbound writer (host -> guest), used by both directions */
+
+/* Free bytes of the inbound ring, or -1 on a corrupt guest read_index (fault set). */
 int64_t hvu_sim_in_free(struct hvu_sim_pump *p);
+/* One packet from two parts (+ zero padding + trailer). 1 written, 0 full, -1 fault; may set p->signal. */
 int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const void *b, uint32_t blen);
-/* simhost_rx.c */
+
+/* simhost_rx.c: network -> guest */
+
+/* A guest completion carrying our tag: free its sections once. */
 void hvu_sim_rx_completion(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *payload, uint32_t plen);
+/* Read frames from the tap into free sections, one transfer-page packet per batch.
+ * Returns frames read (0: none pending), -1 fault. */
 int hvu_sim_rx_batch(struct hvu_sim_pump *p);
-/* simhost_tx.c */
+
+/* simhost_tx.c: guest -> network */
+
+/* An in-band NVSP 107 data send: 1 handled, 0 hand to Python (reason set), 2 no room yet, -1 fault. */
 int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *nv, uint32_t plen);
 
 #endif

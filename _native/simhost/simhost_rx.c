@@ -1,17 +1,18 @@
-/* The emulated host's network -> guest path (part of simhost.c's data path; see its top comment
- * for index ownership and the receive-section tags).
+/* The emulated host's network -> guest path (the C fast path of simhost.c's pump).
  *
- * What lives here: frames read from the host tap (plain, or GSO / partial-checksum frames with a
- * virtio_net_hdr) put into free receive sections with their RNDIS_PACKET_MSG header and per-packet
- * info, vRSC for the guest that enabled RSC, up to rx_batch frames per transfer-page packet; and
- * the guest's completions of those packets, which free the sections. What must not: ring reading
- * or the poll loop (simhost.c), guest -> network (simhost_tx.c), Python.
+ * What lives here: frames read from the tap (plain, or with a virtio_net_hdr: GSO -> vRSC fragments
+ * or software segments, NEEDS_CSUM completed) -> RNDIS_PACKET_MSGs in free receive sections ->
+ * transfer-page packets (several frames per packet, completion requested, trans_id tagged as
+ * simhost.c's top comment describes), and the guest's completions of those, which free the
+ * sections once. What must not: reading the outbound ring (simhost.c's drain hands completions
+ * here), ring index handling (packets go out through hvu_sim_in_write), the guest -> network path
+ * (simhost_tx.c), allocation, logging, Python.
  */
 #define _GNU_SOURCE
-#include <errno.h>
+#include <string.h>
 #include <unistd.h>
-#include <sys/uio.h>
 
+#include "simhost.h"
 #include "simhost_int.h"
 #include "offload.h"
 

@@ -1,15 +1,18 @@
-/* The emulated host's guest -> network path (part of simhost.c's data path).
+/* The emulated host's guest -> network path (the C fast path of simhost.c's pump).
  *
- * What lives here: an NVSP 107 data send checked (section, RNDIS message, per-packet info against
- * the offloads the guest enabled), its frames written to the host tap (LSO as one GSO frame with
- * a virtio_net_hdr, checksums filled), and its 108 completion written to the inbound ring. What
- * must not: ring reading or the poll loop (simhost.c), network -> guest (simhost_rx.c), Python.
+ * What lives here: one in-band NVSP 107 data send, checked whole before anything is sent (section
+ * bounds, every RNDIS_PACKET_MSG as HostRndis.parse_data, checksum/LSO per-packet info against the
+ * offloads on offer), its frames written to the tap (as given, checksummed, GSO or cut into
+ * segments), and its NVSP 108 completion. What must not: reading the outbound ring (simhost.c's
+ * drain hands the send here and consumes it on 1), ring index handling (the completion goes out
+ * through hvu_sim_in_write), the network -> guest path (simhost_rx.c), allocation, logging, Python.
  */
 #define _GNU_SOURCE
-#include <errno.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/uio.h>
 
+#include "simhost.h"
 #include "simhost_int.h"
 #include "offload.h"
 

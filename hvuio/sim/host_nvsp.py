@@ -24,7 +24,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * Subchannel request: grants min(count, max) — [OV] refuses counts above its maximum with
   FAILURE, but Linux reads the granted count back from the reply ([NVSC] subchannel path),
   so a host may grant fewer; we grant fewer (documented divergence).
-* Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked.
+* Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
+  the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
 * trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
 * Offloads (host_offload.py): checksum/LSO per-packet info of guest data is validated and applied
   (a refused request completes with NVSP_STAT_FAIL and counts tx_failed, as any malformed data
@@ -127,7 +128,8 @@ class HostNvsp:
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_filtered", "rx_dropped_not_ready",
             "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
-            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso"), 0)
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
+        self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._free_data: deque[int] = deque()
         self._free_control: deque[int] = deque()
         self._control_ids: frozenset[int] = frozenset()
@@ -150,8 +152,13 @@ class HostNvsp:
         """Process one guest packet. Never raises for guest data: bad input becomes a Rejection."""
         out = _Out()
         if self.state == "stopped":
-            out.events.append(self.log.add(
-                Rejection("channel no longer serviced", pkt.type, "state", 0, "ignored"), quiet=True))
+            which = _revoked_buffer(pkt)
+            if self._revoked and which is not None and which not in self._revoked:
+                # teardown revokes both buffers (Linux: receive, then send); the second is expected
+                self._revoked.add(which)
+                out.events.append(BufferRevoked(which))
+            else:
+                self._ignore_stopped(pkt.type, out)
             return out.step()
         try:
             self._receive(pkt, out)
@@ -168,12 +175,20 @@ class HostNvsp:
         except w.HostWireError as exc:
             out = _Out()
             if self.state == "stopped":
-                out.events.append(self.log.add(
-                    Rejection("channel no longer serviced", 0, "state", 0, "ignored"), quiet=True))
+                self._ignore_stopped(0, out)
             else:
                 self._fault(Rejection(f"corrupt packet descriptor: {exc}", 0, exc.field, exc.value, "fault"), out)
             return out.step()
         return self.receive(pkt)
+
+    def _ignore_stopped(self, ptype: int, out: _Out) -> None:
+        """[OV] a stopped channel ignores what still arrives. After the guest's own revoke that is
+        teardown (in-flight completions): counted only. After a fault it is logged, quietly."""
+        if self._revoked:
+            self.counters["ignored_after_stop"] += 1
+        else:
+            out.events.append(self.log.add(
+                Rejection("channel no longer serviced", ptype, "state", 0, "ignored"), quiet=True))
 
     def deliver(self, frame: bytes, channel: int = 0, *, inject: RxFault | None = None) -> Step:
         """Send one Ethernet frame to the guest through a free receive section, or count a drop."""
@@ -454,7 +469,9 @@ class HostNvsp:
                 reply.out.events.append(SubchannelsOffered(granted))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"
-            reply.out.events.append(BufferRevoked("receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"))
+            which: Literal["receive", "send"] = "receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"
+            self._revoked.add(which)
+            reply.out.events.append(BufferRevoked(which))
         elif mtype == w.NVSP_SWITCH_DATA_PATH:
             reply.send_empty()  # [OV] with no VF offered: completed, nothing switched
         elif mtype == w.NVSP_OID_QUERY_EX:
@@ -687,3 +704,13 @@ class _Reply:
 
     def complete(self, status: int) -> None:
         self.send(w.NVSP_SEND_RNDIS_PKT_COMPLETE, status)
+
+
+def _revoked_buffer(pkt: GuestPacket) -> Literal["receive", "send"] | None:
+    """"receive" / "send" when `pkt` is an in-band NVSP revoke of that buffer, else None."""
+    if pkt.type != w.PKT_INBAND or len(pkt.payload) < 4:
+        return None
+    (mtype,) = w.u32s(pkt.payload, 0, 1, "NVSP header")
+    if mtype == w.NVSP_REVOKE_RECV_BUF:
+        return "receive"
+    return "send" if mtype == w.NVSP_REVOKE_SEND_BUF else None
