@@ -56,6 +56,8 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
         return -EINVAL;
     if (cfg->rsc_buf != NULL && cfg->rsc_buf_size < HVU_DP_RSC_MAX_BYTES)
         return -EINVAL;
+    if (cfg->tx_agg_align > 4096 || (cfg->tx_agg_align & (cfg->tx_agg_align - 1)) != 0)
+        return -EINVAL;
     memset(dp, 0, sizeof(*dp));
     dp->tx = cfg->tx_ring;
     dp->rx = cfg->rx_ring;
@@ -84,6 +86,10 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->rsc_cap = cfg->rsc_buf != NULL ? HVU_DP_RSC_MAX_BYTES : 0;
     dp->lso_max = cfg->lso_max_size;
     dp->held = -1;
+    dp->agg_pkts = cfg->tx_agg_packets > 1 ? cfg->tx_agg_packets : 1;
+    dp->agg_align = cfg->tx_agg_align > 1 ? cfg->tx_agg_align : 1;
+    dp->agg_size = cfg->tx_agg_bytes != 0 && cfg->tx_agg_bytes < dp->send_section ? cfg->tx_agg_bytes
+                                                                                   : dp->send_section;
     dp->initialised = 1;
     return 0;
 }

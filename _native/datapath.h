@@ -44,6 +44,15 @@
  *    completion (0xb, NVS 108) frees the section; unknown or duplicate ids are counted and ignored
  *    (never a double free). Frames that do not fit a section are dropped (tx_oversize): a
  *    user-space guest cannot cheaply learn guest-physical addresses for GPA-direct sends (3.7).
+ *  - TX aggregation (tx.c; Linux netvsc_send with its max_pkt/pkt_align from the RNDIS
+ *    initialize completion, DPDK hn_try_txagg): the frames one hvu_dp_tx call reads share a
+ *    section and one NVS 107 message while the count stays within max_packets_per_message and
+ *    the bytes within the section and max_transfer_size; each message after the first starts at
+ *    the packet alignment, the one before it grows (msg_len and zero bytes) to reach it, the last
+ *    one is not padded. A plain tap read goes straight into the section, so a frame joins only
+ *    while the largest frame would still fit; a staged (offload) packet joins when its own size
+ *    fits. What a call gathered is sent before it returns (never held for later traffic) unless
+ *    the ring is full; tx_sends counts NVS messages, tx_packets the RNDIS packets in them.
  *  - Backpressure: the tap is read only while a section is free and the outbound ring has room
  *    for one NVS message; otherwise TX stops (stop_queue), sets the outbound pending_send_sz so
  *    the host interrupts when space frees (3.11 c), and resumes (wake_queue).
@@ -82,6 +91,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>   /* ssize_t */
 
 #include "hvuio.h"
 #include "datapath_api.h"
@@ -136,10 +146,19 @@ struct hvu_dp {
     int need_signal;                /* ORed decisions since the last hvu_dp_signal */
     uint32_t npend;                 /* completions waiting in pend[] (a circular queue) */
     uint32_t pend_head;
-    int held;                       /* tx: section whose NVS message is still to be sent, or -1 */
-    uint32_t held_len;              /* its frame length */
-    uint32_t held_msg;              /* its RNDIS message length (header + pktinfo + frame) */
-    int held_lso;                   /* it carries the LSO pktinfo (counted as tx_lso when sent) */
+    /* tx: the held send, one section being filled (tx.c); its NVS 107 message is not sent yet */
+    int held;                       /* its section, or -1 */
+    uint32_t held_cnt;              /* RNDIS packet messages in it (<= agg_pkts) */
+    uint32_t held_len;              /* bytes of their frames */
+    uint32_t held_msg;              /* bytes used: every message, padding included (the NVS size) */
+    uint32_t held_last;             /* offset of the last message (its msg_len grows by the padding
+                                     * when another joins) */
+    uint32_t held_last_len;         /* that message's msg_len as written */
+    uint32_t held_lso;              /* messages carrying the LSO pktinfo (tx_lso when sent) */
+    uint32_t place_idx, place_off;  /* where hvu_dp_tx_place put the next message */
+    uint32_t agg_pkts;              /* host's max_packets_per_message (>= 1) */
+    uint32_t agg_align;             /* host's alignment for all but the last message (power of 2) */
+    uint32_t agg_size;              /* bytes one aggregated send may use (<= a section) */
     /* TX offload staging (HVU_DP_F_TAP_OFFLOAD; tx.c): one tap frame, emitted in pieces */
     uint8_t *stage;                 /* vnet header (12 bytes) then the frame */
     uint32_t stage_cap;             /* frame bytes that fit after the vnet header */
@@ -180,5 +199,17 @@ void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *pay
                         uint32_t plen);
 /* tx.c: TX may proceed: a section is free, the outbound ring has room (updates stop/wake) */
 int hvu_dp_tx_can_send(struct hvu_dp *dp);
+/* tx.c, for tx_stage.c: building one RNDIS packet into the held send */
+#define HVU_DP_TX_FLUSH 2           /* a packet source's answer: send the held section first */
+uint32_t hvu_dp_tx_header(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type,
+                          uint32_t ppi_value);
+uint8_t *hvu_dp_tx_place(struct hvu_dp *dp, uint32_t msg_len);
+int hvu_dp_tx_no_place(const struct hvu_dp *dp);
+void hvu_dp_tx_commit(struct hvu_dp *dp, uint32_t msg_len, uint32_t frame_len, int lso);
+struct iovec;
+ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min);
+/* tx_stage.c: the next RNDIS packet through the offload stage (1 placed, 0 dropped,
+ * HVU_DP_TX_FLUSH, -EAGAIN tap empty, other negative errno) */
+int hvu_dp_tx_stage_next(struct hvu_dp *dp);
 
 #endif

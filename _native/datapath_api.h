@@ -130,6 +130,13 @@ struct hvu_dp_config {
                                 * or NULL: RSC fragments are dropped (rx_rsc_drop) */
     uint32_t rsc_buf_size;
     uint32_t lso_max_size;     /* largest LSO packet the host takes (NDIS lsov2 max size) */
+    /* TX aggregation, from the host's RNDIS initialize completion: */
+    uint32_t tx_agg_packets;   /* RNDIS packets one send may carry (max_packets_per_message);
+                                * 0 or 1 = one packet per send */
+    uint32_t tx_agg_align;     /* all but the last padded to this (1 << packet_alignment_factor):
+                                * a power of two <= 4096; 0 = 1 */
+    uint32_t tx_agg_bytes;     /* most bytes of an aggregated send (max_transfer_size); 0 or more
+                                * than a section = a section */
 };
 
 struct hvu_dp_fault {

@@ -22,7 +22,7 @@
     X(rx_comp_sent)      /* receive completions (NVS 108) written to the outbound ring */      \
     X(rx_comp_busy)      /* completions queued because the outbound ring was full */           \
     X(rx_control)        /* times the pump stopped before a packet for Python */               \
-    X(tx_packets)        /* frames sent (NVS 107 written) */                                   \
+    X(tx_packets)        /* RNDIS packets sent (frames, or LSO packets cut from GSO frames) */ \
     X(tx_bytes)          /* bytes of those frames */                                           \
     X(tx_busy)           /* sends deferred: outbound ring full */                              \
     X(tx_no_space)       /* sends deferred: every send section is in flight */                 \
@@ -47,6 +47,7 @@
     X(rx_csum_bad)       /* frames whose host checksum info says failed (passed on unmarked) */\
     X(rx_rsc_frames)     /* coalesced frames assembled from RSC fragments and written */       \
     X(rx_rsc_frags)      /* RSC fragments taken into a frame that was written */               \
-    X(rx_rsc_drop)       /* RSC fragments dropped: broken sequence, too long, bad frame */
+    X(rx_rsc_drop)       /* RSC fragments dropped: broken sequence, too long, bad frame */     \
+    X(tx_sends)          /* NVS 107 messages sent: tx_packets / tx_sends = packets per send */
 
 #endif

@@ -1,10 +1,11 @@
 /* Data path, guest -> host: frames from the tap -> RNDIS packet messages in send-buffer sections
  * -> NVS 107 messages in the outbound ring; the host's completions free the sections.
  *
- * What lives here: the section bitmap, hvu_dp_tx (one batch of tap reads), stop/wake of the
- * queue with the outbound pending_send_sz, the handling of tagged completions, and the offload
- * stage (vnet header checks, checksum/LSO pktinfo, GSO frames cut to send sections). The rules and
- * their sources are in datapath.h's header comment. No allocation, no printing.
+ * What lives here: the section bitmap, the held send (one section being filled, several RNDIS
+ * packets in it when the host allows aggregation), hvu_dp_tx (one batch of tap reads), stop/wake
+ * of the queue with the outbound pending_send_sz, the handling of tagged completions. The offload
+ * stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections) is tx_stage.c. The rules
+ * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
 #include <errno.h>
@@ -139,25 +140,24 @@ int hvu_dp_tx_can_send(struct hvu_dp *dp)
     return 1;
 }
 
-/* ---- one frame --------------------------------------------------------------------------------------- */
+/* ---- RNDIS packet header ------------------------------------------------------------------------ */
 
-/* RNDIS packet message header in front of the frame: the optional hash pktinfo, then one more
- * pktinfo of type ppi_type (checksum or LSO) when ppi_type >= 0. Returns the header length. */
-static uint32_t write_rndis_header(struct hvu_dp *dp, uint8_t *sect, uint32_t frame_len, int ppi_type,
-                                   uint32_t ppi_value)
+/* RNDIS packet message header at msg, in front of the frame: the optional hash pktinfo, then one
+ * more pktinfo of type ppi_type (checksum or LSO) when ppi_type >= 0. Returns the header length. */
+uint32_t hvu_dp_tx_header(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type, uint32_t ppi_value)
 {
     uint32_t hdr = dp->tx_hdr_len + (ppi_type >= 0 ? HVU_DP_PPI_SIZE : 0);
     uint32_t ppi_len = hdr - HVU_DP_RNDIS_PKT_SIZE;
-    memset(sect, 0, hdr);
-    put_u32(sect, HVU_RNDIS_PACKET_MSG);
-    put_u32(sect + 4, hdr + frame_len);                     /* msg_len */
-    put_u32(sect + 8, hdr - HVU_DP_RNDIS_OFFSET_BASE);     /* data_offset, from byte 8 */
-    put_u32(sect + 12, frame_len);                          /* data_len */
+    memset(msg, 0, hdr);
+    put_u32(msg, HVU_RNDIS_PACKET_MSG);
+    put_u32(msg + 4, hdr + frame_len);                     /* msg_len */
+    put_u32(msg + 8, hdr - HVU_DP_RNDIS_OFFSET_BASE);     /* data_offset, from byte 8 */
+    put_u32(msg + 12, frame_len);                          /* data_len */
     if (ppi_len > 0) {
-        put_u32(sect + 28, HVU_DP_RNDIS_PKT_SIZE - HVU_DP_RNDIS_OFFSET_BASE);  /* pktinfo_offset */
-        put_u32(sect + 32, ppi_len);                                            /* pktinfo_len */
+        put_u32(msg + 28, HVU_DP_RNDIS_PKT_SIZE - HVU_DP_RNDIS_OFFSET_BASE);  /* pktinfo_offset */
+        put_u32(msg + 32, ppi_len);                                            /* pktinfo_len */
     }
-    uint8_t *ppi = sect + HVU_DP_RNDIS_PKT_SIZE;
+    uint8_t *ppi = msg + HVU_DP_RNDIS_PKT_SIZE;
     if (dp->flags & HVU_DP_F_TX_HASH) {
         put_u32(ppi, HVU_DP_RNDIS_HASH_PPI_SIZE);
         put_u32(ppi + 4, HVU_DP_NDIS_HASHVAL);
@@ -172,6 +172,78 @@ static uint32_t write_rndis_header(struct hvu_dp *dp, uint8_t *sect, uint32_t fr
         put_u32(ppi + 12, ppi_value);
     }
     return hdr;
+}
+
+/* ---- the held send: one section, one or more RNDIS packets ------------------------------------- */
+
+/* Where a message of msg_len bytes would start in the held section, or 0 when it cannot join:
+ * the host's packet count or aggregate size would be passed. Every message but the last of a
+ * send is padded to the host's alignment (Linux netvsc_copy_to_send_buf, DPDK hn_try_txagg). */
+static uint32_t agg_offset(const struct hvu_dp *dp, uint32_t msg_len)
+{
+    if (dp->held < 0 || dp->held_cnt >= dp->agg_pkts)
+        return 0;
+    uint64_t off = ((uint64_t)dp->held_msg + dp->agg_align - 1) & ~(uint64_t)(dp->agg_align - 1);
+    if (off + msg_len > dp->agg_size)
+        return 0;
+    return (uint32_t)off;
+}
+
+/* Where the next message of msg_len bytes (<= a section, the caller checked) is to be written:
+ * after the held one when it may join, else at the start of a free section when none is held.
+ * NULL: see hvu_dp_tx_no_place. hvu_dp_tx_commit makes it part of the held send. */
+uint8_t *hvu_dp_tx_place(struct hvu_dp *dp, uint32_t msg_len)
+{
+    uint32_t off = 0;
+    int idx = dp->held;
+    if (idx >= 0) {
+        off = agg_offset(dp, msg_len);
+        if (off == 0)
+            return NULL;
+    } else {
+        idx = sect_find(dp);
+        if (idx < 0)
+            return NULL;
+    }
+    dp->place_idx = (uint32_t)idx;
+    dp->place_off = off;
+    return dp->send_buf + (size_t)idx * dp->send_section + off;
+}
+
+/* Why hvu_dp_tx_place gave NULL: HVU_DP_TX_FLUSH (send the held section first), or -ENOSPC (no
+ * free section: cannot happen after hvu_dp_tx_can_send said yes). */
+int hvu_dp_tx_no_place(const struct hvu_dp *dp)
+{
+    return dp->held >= 0 ? HVU_DP_TX_FLUSH : -ENOSPC;
+}
+
+/* The message just written where hvu_dp_tx_place said joins the held send. */
+void hvu_dp_tx_commit(struct hvu_dp *dp, uint32_t msg_len, uint32_t frame_len, int lso)
+{
+    uint8_t *sect = dp->send_buf + (size_t)dp->place_idx * dp->send_section;
+    if (dp->held >= 0) {
+        uint32_t pad = dp->place_off - dp->held_msg;   /* the previous message grows by the padding */
+        memset(sect + dp->held_msg, 0, pad);
+        put_u32(sect + dp->held_last + 4, dp->held_last_len + pad);
+        dp->held_cnt++;
+    } else {
+        sect_set(dp, dp->place_idx);
+        dp->held = (int)dp->place_idx;
+        dp->held_cnt = 1;
+        dp->held_len = 0;
+        dp->held_lso = 0;
+    }
+    dp->held_last = dp->place_off;
+    dp->held_last_len = msg_len;
+    dp->held_msg = dp->place_off + msg_len;
+    dp->held_len += frame_len;
+    dp->held_lso += (uint32_t)(lso != 0);
+}
+
+/* 1 when no further message can join the held send (count reached, or not even a runt fits). */
+static int held_full(const struct hvu_dp *dp)
+{
+    return agg_offset(dp, dp->tx_hdr_len + HVU_DP_ETH_HLEN) == 0;
 }
 
 /* NVS 107 for section idx; 0, -EAGAIN (ring full: the section stays held) or -EIO. */
@@ -195,16 +267,18 @@ static int send_held(struct hvu_dp *dp)
     if (rc < 0)
         return rc;
     dp->held = -1;
-    dp->ctr.tx_packets++;
-    if (dp->held_lso)
-        dp->ctr.tx_lso++;
+    dp->ctr.tx_sends++;
+    dp->ctr.tx_packets += dp->held_cnt;
+    dp->ctr.tx_lso += dp->held_lso;
     dp->ctr.tx_bytes += dp->held_len;
     return 0;
 }
 
+/* ---- plain frames (no tap offloads) -------------------------------------------------------------- */
+
 /* One readv from the tap. > 0 = bytes read (at least `min`), 0 = a runt dropped (counted),
  * -EAGAIN = tap empty, other negative = tap error. */
-static ssize_t tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min)
+ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min)
 {
     ssize_t r;
     do {
@@ -225,18 +299,19 @@ static ssize_t tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min
     return r;
 }
 
-/* Reads one frame into a free section. 1 = a frame is held for sending, 0 = frame dropped
- * (counted), -EAGAIN = tap empty, other negative = tap error. */
+/* Reads one frame straight into its place in the send buffer: after the held message when the
+ * largest frame would still fit there, else in a free section. 1 = the frame joined the held
+ * send, 0 = frame dropped (counted), HVU_DP_TX_FLUSH = send the held section first, -EAGAIN =
+ * tap empty, other negative = tap error or no section. */
 static int read_frame(struct hvu_dp *dp)
 {
-    int idx = sect_find(dp);
-    if (idx < 0)
-        return -ENOSPC;   /* cannot happen: hvu_dp_tx_can_send checked sect_used */
-    uint8_t *sect = dp->send_buf + (size_t)idx * dp->send_section;
     uint32_t space = dp->send_section - dp->tx_hdr_len;
     uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
     if (space > limit)
         space = limit;
+    uint8_t *msg = hvu_dp_tx_place(dp, dp->tx_hdr_len + space);   /* room for the largest frame */
+    if (msg == NULL)
+        return hvu_dp_tx_no_place(dp);
     uint8_t vnet[HVU_DP_VNET_HDR_SIZE], probe;
     struct iovec iov[3];
     int n = 0;
@@ -245,11 +320,11 @@ static int read_frame(struct hvu_dp *dp)
         iov[n].iov_base = vnet;
         iov[n++].iov_len = vlen;
     }
-    iov[n].iov_base = sect + dp->tx_hdr_len;
+    iov[n].iov_base = msg + dp->tx_hdr_len;
     iov[n++].iov_len = space;
     iov[n].iov_base = &probe;   /* one byte past the room: a frame reaching it is too big */
     iov[n++].iov_len = 1;
-    ssize_t r = tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
+    ssize_t r = hvu_dp_tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
     if (r <= 0)
         return (int)r;
     uint32_t frame = (uint32_t)((size_t)r - vlen);
@@ -258,242 +333,44 @@ static int read_frame(struct hvu_dp *dp)
         hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
         return 0;
     }
-    dp->held_msg = write_rndis_header(dp, sect, frame, -1, 0) + frame;
-    sect_set(dp, (uint32_t)idx);
-    dp->held = idx;
-    dp->held_len = frame;
-    dp->held_lso = 0;
+    uint32_t hdr = hvu_dp_tx_header(dp, msg, frame, -1, 0);
+    hvu_dp_tx_commit(dp, hdr + frame, frame, 0);
     return 1;
 }
 
-/* ---- offloads: one tap frame in the stage, emitted in pieces -------------------------------------- */
+/* ---- the batch ------------------------------------------------------------------------------------ */
 
-enum { STAGE_WHOLE = 1, STAGE_CSUM = 2, STAGE_SEGS = 3 };
-
-/* checksum pktinfo transmit bits and LSOv2 pktinfo fields (golden ndis_ppi_bits) */
-#define TXCSUM_IPV4 0x1u
-#define TXCSUM_IPV6 0x2u
-#define TXCSUM_TCP 0x4u
-#define TXCSUM_UDP 0x8u
-#define TXCSUM_THOFF_SHIFT 16
-#define LSO2_THOFF_SHIFT 20
-#define LSO2_ISLSO2 0x40000000u
-#define LSO2_ISIPV6 0x80000000u
-
-static int vnet_bad(struct hvu_dp *dp, int reason, uint64_t value)
+/* Sends the held section; 0, 1 when the ring is full (it stays held, TX blocks), or -EIO. */
+static int flush_held(struct hvu_dp *dp)
 {
-    dp->ctr.tx_vnet_bad++;
-    hvu_dp_drop_note(dp, reason, value);
-    return 0;
-}
-
-static int stage_oversize(struct hvu_dp *dp, uint64_t value)
-{
-    dp->ctr.tx_oversize++;
-    hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, value);
-    return 0;
-}
-
-/* The checksum pktinfo for a TCP/UDP frame whose partial checksum the host may finish, or 0 when
- * the host did not enable that checksum or the headers are not plain IP + TCP/UDP at csum_start. */
-static uint32_t csum_ppi_for(const struct hvu_dp *dp, const uint8_t *f, uint32_t len,
-                             const struct hvu_vnet *v)
-{
-    struct hvu_l34 h;
-    if (hvu_off_parse(f, len, &h) < 0 || h.l4 != v->csum_start || h.l4 > 0x3FF)
-        return 0;
-    uint32_t fam = h.ipv6 ? TXCSUM_IPV6 : TXCSUM_IPV4;
-    if (h.proto == HVU_IPPROTO_TCP && v->csum_offset == HVU_TCP_CSUM_OFF &&
-        (dp->flags & (h.ipv6 ? HVU_DP_F_TX_CSUM_TCP6 : HVU_DP_F_TX_CSUM_TCP4)))
-        return fam | TXCSUM_TCP | (h.l4 << TXCSUM_THOFF_SHIFT);
-    if (h.proto == HVU_IPPROTO_UDP && v->csum_offset == HVU_UDP_CSUM_OFF &&
-        (dp->flags & (h.ipv6 ? HVU_DP_F_TX_CSUM_UDP6 : HVU_DP_F_TX_CSUM_UDP4)))
-        return fam | TXCSUM_UDP | (h.l4 << TXCSUM_THOFF_SHIFT);
-    return 0;
-}
-
-/* A frame needing a checksum and sent whole: pktinfo if the host does it and the pktinfo fits
- * the section next to the frame (a frame of the largest MTU may not leave room), else software. */
-static void stage_whole_csum(struct hvu_dp *dp, uint8_t *f, uint32_t len, const struct hvu_vnet *v)
-{
-    uint32_t info = 0;
-    if ((uint64_t)dp->tx_hdr_len + HVU_DP_PPI_SIZE + len <= dp->send_section)
-        info = csum_ppi_for(dp, f, len, v);
-    if (info != 0) {
-        dp->stage_kind = STAGE_CSUM;
-        dp->stage_csum = info;
-    } else {
-        hvu_off_finish_csum(f, len, v->csum_start, v->csum_offset);
-        dp->ctr.tx_sw_csum++;
-        dp->stage_kind = STAGE_WHOLE;
-    }
-}
-
-/* Checks the vnet header of the frame in the stage and decides how it goes out.
- * 1 = staged, 0 = dropped (counted). */
-static int stage_prepare(struct hvu_dp *dp, uint32_t len)
-{
-    uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE;
-    uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
-    struct hvu_vnet v;
-    hvu_vnet_read(dp->stage, &v);
-    if (v.flags & ~(HVU_VNET_F_NEEDS_CSUM | HVU_VNET_F_DATA_VALID))
-        return vnet_bad(dp, HVU_DP_VNET_FLAGS, v.flags);
-    if ((v.flags & HVU_VNET_F_NEEDS_CSUM) &&
-        (v.csum_start < HVU_DP_ETH_HLEN || (uint32_t)v.csum_start + v.csum_offset + 2u > len))
-        return vnet_bad(dp, HVU_DP_VNET_CSUM, ((uint64_t)v.csum_start << 16) | v.csum_offset);
-    if (v.gso_type == HVU_VNET_GSO_NONE) {
-        if (len > limit)
-            return stage_oversize(dp, len);
-        if (v.flags & HVU_VNET_F_NEEDS_CSUM)
-            stage_whole_csum(dp, f, len, &v);
-        else
-            dp->stage_kind = STAGE_WHOLE;
-        dp->stage_len = len;
+    int rc = send_held(dp);
+    if (rc == -EAGAIN) {   /* not expected after can_send; the send stays held */
+        dp->ctr.tx_busy++;
+        tx_block(dp, 1);
         return 1;
     }
-    if (v.gso_type != HVU_VNET_GSO_TCPV4 && v.gso_type != HVU_VNET_GSO_TCPV6)
-        return vnet_bad(dp, HVU_DP_VNET_GSO_TYPE, v.gso_type);
-    if (!(v.flags & HVU_VNET_F_NEEDS_CSUM) || v.gso_size == 0 || v.hdr_len > len)
-        return vnet_bad(dp, HVU_DP_VNET_GSO, v.gso_size);
-    struct hvu_l34 h;
-    if (hvu_off_parse_tcp(f, len, &h) < 0 || h.ipv6 != (v.gso_type == HVU_VNET_GSO_TCPV6) ||
-        h.l4 != v.csum_start || v.csum_offset != HVU_TCP_CSUM_OFF)
-        return vnet_bad(dp, HVU_DP_VNET_GSO, v.csum_start);
-    dp->ctr.tx_gso++;
-    uint32_t payload = len - h.hdrs, mss = v.gso_size;
-    if (payload <= mss) {                   /* one segment: an ordinary checksummed frame */
-        if (len > limit)
-            return stage_oversize(dp, len);
-        stage_whole_csum(dp, f, len, &v);
-        dp->stage_len = len;
-        return 1;
-    }
-    if (h.hdrs + mss > limit)
-        return stage_oversize(dp, mss);
-    if (dp->send_section - dp->tx_hdr_len < h.hdrs + mss)
-        return stage_oversize(dp, mss);   /* not even one segment fits a section */
-    uint32_t room = dp->send_section - dp->tx_hdr_len - HVU_DP_PPI_SIZE;   /* with one pktinfo */
-    uint32_t per = 1;
-    int lso = (dp->flags & (h.ipv6 ? HVU_DP_F_TX_LSO6 : HVU_DP_F_TX_LSO4)) != 0 && h.l4 <= 0x3FF &&
-              mss <= 0xFFFFF;
-    if (lso) {
-        per = room >= h.hdrs ? (room - h.hdrs) / mss : 0;
-        if (dp->lso_max > h.hdrs && (dp->lso_max - h.hdrs) / mss < per)
-            per = (dp->lso_max - h.hdrs) / mss;
-        if (dp->lso_max <= h.hdrs || per < 2) {
-            lso = 0;
-            per = 1;
-        }
-    }
-    dp->stage_kind = STAGE_SEGS;
-    dp->stage_lso = lso;
-    dp->stage_mss = mss;
-    dp->stage_per = per * mss;
-    dp->stage_next = 0;
-    dp->stage_seg = 0;
-    dp->stage_l3 = h.l3;
-    dp->stage_l4 = h.l4;
-    dp->stage_hdrs = h.hdrs;
-    dp->stage_v6 = (uint32_t)h.ipv6;
-    dp->stage_proto = h.proto;
-    dp->stage_len = len;
-    return 1;
+    return rc;
 }
 
-/* Reads one tap frame (vnet header + frame) into the stage. 1 = staged, 0 = dropped (counted),
- * -EAGAIN = tap empty, other negative = tap error. */
-static int stage_read(struct hvu_dp *dp)
+/* Keeps the first error: a negative rc becomes err when there was none. */
+static void break_err(int *err, int rc)
 {
-    uint8_t probe;
-    struct iovec iov[2];
-    iov[0].iov_base = dp->stage;
-    iov[0].iov_len = HVU_DP_VNET_HDR_SIZE + (size_t)dp->stage_cap;
-    iov[1].iov_base = &probe;
-    iov[1].iov_len = 1;
-    ssize_t r = tap_readv(dp, iov, 2, HVU_DP_VNET_HDR_SIZE + HVU_DP_ETH_HLEN);
-    if (r <= 0)
-        return (int)r;
-    uint32_t len = (uint32_t)((size_t)r - HVU_DP_VNET_HDR_SIZE);
-    if (len > dp->stage_cap)
-        return stage_oversize(dp, len);
-    return stage_prepare(dp, len);
+    if (rc < 0 && *err == 0)
+        *err = rc;
 }
 
-/* Builds the next RNDIS packet of the staged frame in a free section (the caller checked there
- * is one) and holds it for sending. 1 = held, 0 = the frame was dropped (counted). */
-static int stage_emit(struct hvu_dp *dp)
-{
-    int idx = sect_find(dp);
-    if (idx < 0)
-        return -ENOSPC;   /* cannot happen: hvu_dp_tx_can_send checked sect_used */
-    uint8_t *sect = dp->send_buf + (size_t)idx * dp->send_section;
-    const uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE;
-    uint32_t len = dp->stage_len, hdr, n;
-    int lso = 0;
-    if (dp->stage_kind != STAGE_SEGS) {
-        int csum = dp->stage_kind == STAGE_CSUM;
-        hdr = write_rndis_header(dp, sect, len, csum ? HVU_NDIS_PKTINFO_CSUM : -1, dp->stage_csum);
-        dp->stage_len = 0;
-        if (hdr + len > dp->send_section)
-            return stage_oversize(dp, len);
-        memcpy(sect + hdr, f, len);
-        if (csum)
-            dp->ctr.tx_csum_ppi++;
-        n = len;
-    } else {
-        struct hvu_l34 h = {dp->stage_l3, dp->stage_l4, dp->stage_hdrs, (int)dp->stage_v6,
-                            dp->stage_proto};
-        uint32_t payload = len - h.hdrs, mss = dp->stage_mss;
-        uint32_t pay = payload - dp->stage_next;
-        if (pay > dp->stage_per)
-            pay = dp->stage_per;
-        uint32_t nseg = (pay + mss - 1) / mss;
-        int first = dp->stage_next == 0, last = dp->stage_next + pay == payload;
-        int mode;
-        if (dp->stage_lso && nseg >= 2) {
-            uint32_t info = mss | (h.l4 << LSO2_THOFF_SHIFT) | LSO2_ISLSO2 | (h.ipv6 ? LSO2_ISIPV6 : 0);
-            hdr = write_rndis_header(dp, sect, h.hdrs + pay, HVU_NDIS_PKTINFO_LSO, info);
-            mode = HVU_SEG_LSO;
-            lso = 1;
-        } else {
-            uint32_t want = h.ipv6 ? HVU_DP_F_TX_CSUM_TCP6 : HVU_DP_F_TX_CSUM_TCP4;
-            if ((dp->flags & want) &&
-                dp->tx_hdr_len + HVU_DP_PPI_SIZE + h.hdrs + pay <= dp->send_section) {
-                uint32_t info = (h.ipv6 ? TXCSUM_IPV6 : TXCSUM_IPV4) | TXCSUM_TCP |
-                                (h.l4 << TXCSUM_THOFF_SHIFT);
-                hdr = write_rndis_header(dp, sect, h.hdrs + pay, HVU_NDIS_PKTINFO_CSUM, info);
-                mode = HVU_SEG_PARTIAL;
-                dp->ctr.tx_csum_ppi++;
-            } else {
-                hdr = write_rndis_header(dp, sect, h.hdrs + pay, -1, 0);
-                mode = HVU_SEG_FULL;
-                dp->ctr.tx_sw_csum++;
-            }
-            dp->ctr.tx_sw_seg++;
-        }
-        n = hvu_off_build_seg(sect + hdr, f, &h, dp->stage_next, pay, dp->stage_seg, first, last, mode);
-        dp->stage_next += pay;
-        dp->stage_seg += nseg;
-        if (last)
-            dp->stage_len = 0;
-    }
-    sect_set(dp, (uint32_t)idx);
-    dp->held = idx;
-    dp->held_len = n;
-    dp->held_msg = hdr + n;
-    dp->held_lso = lso;
-    return 1;
-}
-
-/* Moves up to `budget` frames from the tap to the host; signals once. */
+/* Moves up to `budget` tap frames (or, with offloads, RNDIS packets cut from them) to the host.
+ * Packets gather in the held section while the host's aggregation limits allow; what is held
+ * when the tap runs dry, the budget ends or TX blocks is sent before returning, so aggregation
+ * never delays a frame past this call. Signals once. */
 int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
 {
     if (dp == NULL || !dp->initialised)
         return -EINVAL;
     int err = hvu_dp_flush_completions(dp);
     int status = HVU_DP_IDLE;
-    for (unsigned done = 0; err == 0; done++) {
+    unsigned done = 0;
+    while (err == 0) {
         if (done >= budget) {
             status = HVU_DP_BUDGET;
             break;
@@ -508,45 +385,40 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
             break;
         }
         tx_wake(dp);
-        if (dp->held < 0 && (dp->flags & HVU_DP_F_TAP_OFFLOAD)) {
-            if (dp->stage_len == 0) {
-                int rc = stage_read(dp);
-                if (rc == -EAGAIN)
-                    break;
-                if (rc < 0) {
-                    err = rc;
-                    break;
-                }
-                if (rc == 0)
-                    continue;
-            }
-            int rc = stage_emit(dp);
-            if (rc < 0) {
-                err = rc;
-                break;
-            }
+        int rc = (dp->flags & HVU_DP_F_TAP_OFFLOAD) ? hvu_dp_tx_stage_next(dp) : read_frame(dp);
+        if (rc == HVU_DP_TX_FLUSH) {   /* nothing read yet: the next packet needs a section of its own */
+            rc = flush_held(dp);
             if (rc == 0)
                 continue;
-        } else if (dp->held < 0) {
-            int rc = read_frame(dp);
-            if (rc == -EAGAIN)
-                break;
-            if (rc < 0) {
-                err = rc;
-                break;
-            }
-            if (rc == 0)
-                continue;
-        }
-        int rc = send_held(dp);
-        if (rc == -EAGAIN) {   /* not expected after can_send; the frame stays held */
-            dp->ctr.tx_busy++;
-            tx_block(dp, 1);
-            status = HVU_DP_BLOCKED;
+            if (rc > 0)
+                status = HVU_DP_BLOCKED;
+            break_err(&err, rc);
             break;
         }
-        if (rc < 0)
+        if (rc == -EAGAIN)
+            break;
+        if (rc < 0) {
             err = rc;
+            break;
+        }
+        done++;
+        if (rc == 1 && held_full(dp)) {
+            rc = flush_held(dp);
+            if (rc > 0)
+                status = HVU_DP_BLOCKED;
+            if (rc != 0) {
+                break_err(&err, rc);
+                break;
+            }
+        }
+    }
+    /* what the batch gathered goes now, unless TX is blocked (the ring is full: it goes when
+     * the host frees room, on a later call) */
+    if (dp->held >= 0 && !dp->tx_blocked) {
+        int rc = flush_held(dp);
+        if (rc > 0 && err == 0)
+            status = HVU_DP_BLOCKED;
+        break_err(&err, rc);
     }
     if (dp->need_signal) {
         int rc = hvu_dp_signal(dp);

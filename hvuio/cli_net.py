@@ -50,12 +50,19 @@ def render_info(info: dict[str, Any]) -> str:
         ("Receive", f"{info['recv_section_count']} sections of {info['recv_section_size']} bytes "
                     f"({info['recv_buffer_size']} byte buffer)"),
         ("Send", f"{info['send_section_count']} sections of {info['send_section_size']} bytes "
-                 f"({info['control_sections']} kept for control)"),
+                 f"({info['control_sections']} kept for control){_aggregation_text(info)}"),
         ("Queues", str(info["queues"])),
         ("Ring", f"{info['ring_size']} bytes per direction"),
         ("Offload", _offload_text(info.get("offloads") or {})),
     ]
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
+
+
+def _aggregation_text(info: dict[str, Any]) -> str:
+    agg = info.get("tx_aggregation") or {}
+    if not agg:
+        return ""
+    return f"; host takes up to {agg['max_packets']} packets per send, {agg['alignment']}-byte aligned"
 
 
 def _offload_text(off: dict[str, Any]) -> str:
@@ -163,9 +170,12 @@ def status(app: App, as_json: bool) -> None:
               help="After traffic, keep polling this many microseconds before sleeping (0: sleep at once).")
 @click.option("--offload/--no-offload", default=True, show_default=True,
               help="Negotiate checksum, LSO and RSC offloads with the host and the tap.")
+@click.option("--tx-aggregation/--no-tx-aggregation", default=True, show_default=True,
+              help="Let frames read together share one send section, within the host's RNDIS limits.")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
-       once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool) -> None:
+       once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
+       tx_aggregation: bool) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     from hvuio.engine import NVSP_NAMES, Engine, Nic, StopPipe
     from hvuio.wire import nvsp as wn
@@ -210,7 +220,8 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
                         click.echo("Serving control traffic; Ctrl-C to stop.")
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
-                    engine = Engine(nic, ifname=ifname, netns=netns, busy_poll_us=busy_poll_us)
+                    engine = Engine(nic, ifname=ifname, netns=netns, busy_poll_us=busy_poll_us,
+                                    tx_aggregation=tx_aggregation)
                     counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
             counters.update(nic.counter_snapshot())
         finally:

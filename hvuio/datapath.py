@@ -114,6 +114,27 @@ class Offloads:
                 "rx_csum": self.rx_csum, "rsc": self.rsc}
 
 
+@dataclass(frozen=True, slots=True)
+class TxAggregation:
+    """How many RNDIS packets one send may carry, from the host's RNDIS initialize completion
+    (max_packets_per_message, 1 << packet_alignment_factor, max_transfer_size). Linux netvsc and
+    DPDK batch small frames into one send section within these limits; every packet but the last
+    of a send is padded to `alignment`. Default: one packet per send."""
+
+    max_packets: int = 1
+    alignment: int = 1
+    max_bytes: int = 0  # 0: a whole send section
+
+    def __post_init__(self) -> None:
+        for name in ("max_packets", "alignment", "max_bytes"):
+            v = getattr(self, name)
+            if not 0 <= v <= 0xFFFFFFFF:
+                raise LocalProtocolError(f"TX aggregation {name} {v} is not a u32")
+        if not 1 <= self.alignment <= 4096 or self.alignment & (self.alignment - 1):
+            raise LocalProtocolError(f"TX aggregation alignment {self.alignment} is not a power of two "
+                                     f"within [1, 4096]")
+
+
 class Status(enum.IntEnum):
     """What one `rx` or `tx` call ended on."""
 
@@ -152,8 +173,10 @@ class DataPath:
     before sleeping (lower latency for a core's worth of spinning while packets flow; 0 sleeps at
     once, interrupt-driven). `offloads` (Offloads) says what the host accepted; `tap_offload` that
     the tap has TUNSETOFFLOAD bits set (Offloads.tap_flags), so its vnet headers may carry
-    NEEDS_CSUM and TCP GSO frames (needs `vnet_hdr`). The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1))
-    so the host honours the pending_send_sz the pump sets when the ring is full.
+    NEEDS_CSUM and TCP GSO frames (needs `vnet_hdr`). `tx_aggregation` (TxAggregation) lets
+    several frames of one batch share a send section and its NVS message, within the host's
+    limits. The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1)) so the host
+    honours the pending_send_sz the pump sets when the ring is full.
     """
 
     def __init__(self, *, tx_ring: Ring, rx_ring: Ring, recv_buf: Buffer, recv_section_size: int,
@@ -162,7 +185,8 @@ class DataPath:
                  mtu: int = 1500, vnet_hdr: bool = False, busy_poll: bool = False,
                  manage_interrupt_mask: bool = True, tx_hash_value: int | None = None,
                  budget: int = DEFAULT_BUDGET, busy_poll_us: int = 0,
-                 offloads: Offloads | None = None, tap_offload: bool = False) -> None:
+                 offloads: Offloads | None = None, tap_offload: bool = False,
+                 tx_aggregation: TxAggregation | None = None) -> None:
         if tx_ring.direction is not native.Direction.TX or rx_ring.direction is not native.Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
@@ -218,6 +242,9 @@ class DataPath:
         cfg.tx_stage, cfg.tx_stage_size = self._stage, VNET_HDR_SIZE + GSO_MAX if tap_offload else 0
         cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, RSC_MAX_BYTES
         cfg.lso_max_size = offloads.lso_max_size
+        agg = tx_aggregation or TxAggregation()
+        self.tx_aggregation = agg
+        cfg.tx_agg_packets, cfg.tx_agg_align, cfg.tx_agg_bytes = agg.max_packets, agg.alignment, agg.max_bytes
         cfg.flags = flags | offloads.dp_flags() | (_lib.HVU_DP_F_TAP_OFFLOAD if tap_offload else 0)
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
         self._dp = _ffi.cast("struct hvu_dp *", self._mem)

@@ -120,6 +120,8 @@ class NicInfo:
     nvsp_version: int | None = None
     ndis_version: int | None = None
     rndis_version: str | None = None
+    #: the host's limits for several RNDIS packets per send (max_packets, alignment, max_bytes)
+    tx_aggregation: dict[str, int] = field(default_factory=dict)
     mtu: int | None = None
     mac: str | None = None
     permanent_mac: str | None = None
@@ -376,6 +378,8 @@ class Nic:
             chan.send_all(self.rndis.start())
         elif isinstance(e, ev.RndisReady):
             info.rndis_version = f"{e.major_version}.{e.minor_version}"
+            info.tx_aggregation = {"max_packets": e.max_packets_per_message, "alignment": e.alignment,
+                                   "max_bytes": e.max_transfer_size}
         elif isinstance(e, ev.MacAddress):
             if e.permanent:
                 info.permanent_mac = str(e)
@@ -495,8 +499,10 @@ class Engine:
     """A ready Nic plus a tap and the C data path pump (see module docstring)."""
 
     def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
-                 vnet_hdr: bool = True, busy_poll_us: int = 0) -> None:
+                 vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True) -> None:
         self.nic = nic
+        #: batch small frames into one send within the host's RNDIS limits (NicInfo.tx_aggregation)
+        self.tx_aggregation = tx_aggregation
         self.ifname = ifname
         self.netns = netns
         self.vnet_hdr = vnet_hdr
@@ -517,7 +523,7 @@ class Engine:
 
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
-        from hvuio.datapath import MAX_SECTIONS, DataPath
+        from hvuio.datapath import MAX_SECTIONS, DataPath, TxAggregation
         from hvuio.tap import Tap
 
         nic = self.nic
@@ -546,7 +552,9 @@ class Engine:
                           tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
                           monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
                           mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
-                          offloads=offloads, tap_offload=tap.offload != 0)
+                          offloads=offloads, tap_offload=tap.offload != 0,
+                          tx_aggregation=TxAggregation(**info.tx_aggregation)
+                          if self.tx_aggregation and info.tx_aggregation else None)
             self._dp = dp
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:

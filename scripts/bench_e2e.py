@@ -254,6 +254,8 @@ def main() -> None:
     with DemoStack(up_args=tuple(a.up_arg)) as stack:
         results["hvuio"] = measure("hvuio", stack.guest_ns, stack.host_ns, GUEST_IP, HOST_IP, a, iperf)
         host = stack.host_status()
+        stack.env.host.wait_for(lambda: False, timeout=0.6)   # the status file is rewritten every 0.5 s
+        guest = stack.live_counters()
         tap_stats = {k: int(netns.run(stack.guest_ns, ["cat", f"/sys/class/net/{stack.tap}/statistics/{k}"]).stdout)
                      for k in ("tx_packets", "tx_dropped", "rx_packets", "rx_dropped")}
         cpu = cpu_during_tcp(stack, a.seconds, iperf)
@@ -277,6 +279,9 @@ def main() -> None:
           f"latency <= 3x veth: {'met' if max(lat_ratio, p50_ratio) <= 3 else 'NOT met'} "
           f"({lat_ratio:.1f}x avg, {p50_ratio:.1f}x p50)")
     print("guest tap statistics (kernel):", json.dumps(tap_stats))
+    sends = guest.get("tx_sends", 0)
+    print(f"guest pump: {guest.get('tx_packets', 0)} RNDIS packets in {sends} sends "
+          f"({guest.get('tx_packets', 0) / sends if sends else 0:.2f} per send)")
     print("emulated host counters:", json.dumps({k: n for k, n in host["counters"].items() if n}))
     print("emulated host NVSP counters:", json.dumps({k: n for k, n in host.get("nvsp_counters", {}).items() if n}))
     print("\nCPU time during one more TCP guest->host run:\n" + cpu)

@@ -20,7 +20,8 @@ def test_datapath_suite_under_asan(asan_dir: pathlib.Path) -> None:  # noqa: F81
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_datapath_rx.py',\n"
         "                      'tests/test_datapath_tx.py', 'tests/test_datapath_run.py',\n"
-        "                      'tests/test_datapath_tap.py', 'tests/test_datapath_fuzz.py']))\n"
+        "                      'tests/test_datapath_tap.py', 'tests/test_datapath_fuzz.py',\n"
+        "                      'tests/test_datapath_tx_agg.py']))\n"
     )
     child = run_child(asan_dir, code)
     tail = child.stdout[-3000:] + child.stderr[-3000:]

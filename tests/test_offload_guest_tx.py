@@ -64,7 +64,12 @@ def decode(h: FakeHost, pkt: Any) -> Sent:
     assert pkt.trans_id & TX_TAG
     _nvs, _chan, idx, size = struct.unpack_from("<IIII", pkt.payload)
     assert size <= h.send_section
-    msg = h.section_bytes(idx, size)
+    return decode_msg(h.section_bytes(idx, size))
+
+
+def decode_msg(msg: bytes) -> Sent:
+    """One unpadded RNDIS packet message (exactly msg_len bytes), checked against the golden layout."""
+    size = len(msg)
 
     def u32(name: str) -> int:
         return int(struct.unpack_from("<I", msg, RPM[name])[0])

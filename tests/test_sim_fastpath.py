@@ -150,6 +150,46 @@ def test_section_exhaustion_is_counted() -> None:
             rig.pump.add_sections([0])
 
 
+def padded(msg: bytes, align: int = 8) -> bytes:
+    """An RNDIS message grown to the packet alignment (msg_len included), as one followed by another."""
+    n = -len(msg) % align
+    return msg[:4] + struct.pack("<I", len(msg) + n) + msg[8:] + bytes(n)
+
+
+def aggregated(frames: list[bytes], align: int = 8) -> bytes:
+    msgs = [w.rndis_packet(f) for f in frames]
+    return b"".join(padded(m, align) for m in msgs[:-1]) + msgs[-1]
+
+
+def test_aggregated_send_within_the_rndis_limits_is_served_in_c() -> None:
+    for rig in make_rig(strict=True):
+        frames = [frame(60 + i, i) for i in range(8)]   # max_packets_per_message, odd lengths padded
+        guest_send(rig, 2, aggregated(frames), tid=5)
+        assert rig.pump.run() == PumpResult.SIGNAL
+        assert [rig.net.recv(4096) for _ in frames] == frames
+        (comp,) = inbound(rig)
+        assert comp.trans_id == 5
+        assert rig.pump.counters()["tx_frames"] == 8 and rig.pump.counters()["handoffs"] == 0
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+@pytest.mark.parametrize("send, nframes", [
+    (aggregated([frame(60 + i, i) for i in range(9)]), 9),                  # one past max_packets
+    (w.rndis_packet(frame(61)) + w.rndis_packet(frame(60)), 2),              # second off the alignment
+], ids=["nine", "misaligned"])
+def test_sends_past_the_rndis_limits_go_to_python_when_strict(strict: bool, send: bytes, nframes: int) -> None:
+    for rig in make_rig(strict=strict):
+        guest_send(rig, 1, send, tid=9)
+        before = bytes(rig.mem[:8])
+        result = rig.pump.run()
+        if strict:
+            assert result == PumpResult.CONTROL and rig.pump.reason == Reason.AGGREGATION
+            assert bytes(rig.mem[:8]) == before  # left unread for HostNvsp, which logs and serves it
+            assert rig.pump.counters()["tx_frames"] == 0
+        else:
+            assert result == PumpResult.SIGNAL and rig.pump.counters()["tx_frames"] == nframes
+
+
 def test_oversized_network_frame_is_dropped(rig: Rig) -> None:
     rig.net.send(bytes(1600))
     rig.net.send(bytes(10))

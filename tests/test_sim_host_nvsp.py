@@ -315,6 +315,43 @@ def test_tx_several_messages_in_one_section() -> None:
     assert [e.frame for e in step.events if isinstance(e, FrameFromGuest)] == [FRAME, other]
 
 
+def _padded(msg: bytes, align: int = 8) -> bytes:
+    n = -len(msg) % align
+    return msg[:4] + struct.pack("<I", len(msg) + n) + msg[8:] + bytes(n)
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+@pytest.mark.parametrize("frames, padding, field, value", [
+    ([FRAME + bytes([i]) for i in range(9)], True, "message_count", 9),     # one past max_packets_per_message
+    ([FRAME + b"x", FRAME], False, "offset", 105),                          # 44 + 61 bytes: not 8-aligned
+], ids=["nine", "misaligned"])
+def test_tx_aggregation_past_the_rndis_limits_is_logged_and_served(
+        strict: bool, frames: list[bytes], padding: bool, field: str, value: int) -> None:
+    env = Env(profile=HostProfile(strict=strict))
+    env.bring_up()
+    msgs = [r_packet(f) for f in frames]
+    data = b"".join(_padded(m) if padding else m for m in msgs[:-1]) + msgs[-1]
+    step = env.send_rndis(data, chan_type=0)
+    assert [e.frame for e in step.events if isinstance(e, FrameFromGuest)] == frames
+    (p,) = completions(step)
+    assert struct.unpack_from("<2I", p.payload) == (c(T, "NVS_TYPE_RNDIS_ACK"), OK)
+    logged = [e for e in step.events if isinstance(e, Rejection)]
+    if strict:
+        assert [(e.field, e.value, e.action) for e in logged] == [(field, value, "logged")]
+    else:
+        assert logged == []
+
+
+def test_tx_aggregation_within_the_rndis_limits_is_quiet() -> None:
+    env = Env()
+    env.bring_up()
+    frames = [FRAME + bytes(i) for i in range(8)]
+    msgs = [r_packet(f) for f in frames]
+    step = env.send_rndis(b"".join(_padded(m) for m in msgs[:-1]) + msgs[-1], chan_type=0)
+    assert [e.frame for e in step.events if isinstance(e, FrameFromGuest)] == frames
+    assert not [e for e in step.events if isinstance(e, Rejection)]
+
+
 @pytest.mark.parametrize(
     "msg, field",
     [

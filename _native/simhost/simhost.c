@@ -67,6 +67,7 @@ const char *hvu_sim_reason_text(uint32_t r)
     case HVU_SIM_R_RNDIS_PPI: return "RNDIS per-packet info outside the message or malformed";
     case HVU_SIM_R_TOO_MANY_MSGS: return "more RNDIS messages in one send than the fast path handles";
     case HVU_SIM_R_OFFLOAD: return "checksum/LSO per-packet info the host does not accept for this frame";
+    case HVU_SIM_R_AGGREGATION: return "RNDIS packets in one send past the host's count or alignment";
     case HVU_SIM_R_UNKNOWN_TID: return "receive completion for no outstanding transfer (unknown or repeated id)";
     case HVU_SIM_R_COMPLETION_TYPE: return "receive completion is not NVSP 108";
     default: return "unknown reason";
@@ -89,6 +90,8 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     if (p->rx_batch == 0 || p->rx_batch > MAX_BATCH || p->scratch_len < p->max_frame || p->max_frame < ETH_HLEN)
         return -EINVAL;
     if (p->monitor_word && p->monitor_bit > 31)
+        return -EINVAL;
+    if (p->rndis_max_pkts == 0 || p->rndis_align == 0 || (p->rndis_align & (p->rndis_align - 1)))
         return -EINVAL;
     if (!p->gso_buf || p->gso_buf_len < HVU_VNET_HLEN + HVU_GSO_MAX_FRAME)
         return -EINVAL;  /* offloads: a whole GSO frame (and its header) must fit */

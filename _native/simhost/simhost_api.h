@@ -32,6 +32,8 @@ enum hvu_sim_reason {
     HVU_SIM_R_RNDIS_PPI = 25,
     HVU_SIM_R_TOO_MANY_MSGS = 26,
     HVU_SIM_R_OFFLOAD = 27,        /* a checksum/LSO request the fast path refuses (Python re-checks) */
+    HVU_SIM_R_AGGREGATION = 28,    /* strict: more RNDIS packets than max_packets_per_message, or one
+                                    * not at the packet alignment (Python logs it) */
     /* counted and consumed by the pump */
     HVU_SIM_R_UNKNOWN_TID = 32,
     HVU_SIM_R_COMPLETION_TYPE = 33
@@ -114,6 +116,8 @@ struct hvu_sim_pump {
     uint32_t max_frame;      /* NDIS MTU (Ethernet header included) */
     uint32_t nvsp_pad;       /* completions zero padded to this many payload bytes */
     uint32_t strict;         /* send data larger than a section is Python's (failure status) */
+    uint32_t rndis_max_pkts; /* strict: the RNDIS initialize completion's limits; a send past */
+    uint32_t rndis_align;    /* them is Python's (a logged rejection) */
     uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
     uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
     uint64_t spin_ns;        /* look without sleeping for this long after traffic */

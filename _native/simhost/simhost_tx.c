@@ -109,6 +109,8 @@ static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size
             return reject(p, HVU_SIM_R_RNDIS_LEN, mlen);
         if (n == MAX_MSGS)
             return reject(p, HVU_SIM_R_TOO_MANY_MSGS, n);
+        if (p->strict && n > 0 && (n >= p->rndis_max_pkts || pos % p->rndis_align != 0))
+            return reject(p, HVU_SIM_R_AGGREGATION, n >= p->rndis_max_pkts ? n + 1 : pos);
         memcpy(f, data + pos + 8, sizeof f);  /* read once: the send buffer is guest-writable */
         d_off = f[0]; d_len = f[1]; ppi_off = f[5]; ppi_len = f[6];
         if (f[2] || f[3] || f[4] || f[7])

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
+from hvuio.sim import host_profile as hp
 
 try:
     from hvuio.sim import _simhost  # type: ignore[attr-defined]
@@ -93,6 +94,7 @@ class Reason(enum.IntEnum):
     RNDIS_PPI = 25
     TOO_MANY_MSGS = 26
     OFFLOAD = 27
+    AGGREGATION = 28
     UNKNOWN_TID = 32
     COMPLETION_TYPE = 33
 
@@ -131,6 +133,10 @@ class PumpConfig:
     tap_gso: bool = False
     offloads: Callable[[], tuple[int, int]] | None = None
     lso_max: int = LSO_MAX
+    # The RNDIS initialize completion's aggregation limits: with `strict`, a send past them goes to
+    # Python, which logs it (HostNvsp._split_rndis).
+    rndis_max_packets: int = hp.RNDIS_MAX_PACKETS
+    rndis_align: int = 1 << hp.RNDIS_ALIGN_SHIFT
 
 
 class GuestIrq:
@@ -220,6 +226,7 @@ class HostPump:
         p.max_frame = cfg.max_frame
         p.nvsp_pad = cfg.nvsp_pad
         p.strict = int(cfg.strict)
+        p.rndis_max_pkts, p.rndis_align = cfg.rndis_max_packets, cfg.rndis_align
         p.rx_enabled = 0
         p.rx_batch = cfg.rx_batch
         p.spin_ns = cfg.spin_us * 1000

@@ -35,7 +35,9 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   OID_TCP_OFFLOAD_PARAMETERS.
 * strict only: RNDIS data before RNDIS INITIALIZE and a packet filter → NVSP_STAT_FAIL; receive
   buffer before NDIS version → fault; one GPADL for both buffers → fault; send section size
-  larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged.
+  larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged; more
+  RNDIS messages in one send than max_packets_per_message, or one off the packet alignment →
+  logged (the send is served).
 
 What must not live here: rings, fds, sockets, clocks, RNDIS message semantics (host_rndis.py).
 """
@@ -541,6 +543,8 @@ class HostNvsp:
             mtype, mlen = struct.unpack_from("<II", data, pos)
             if mlen < w.RNDIS_HEADER_SIZE or mlen > len(data) - pos:
                 raise w.HostWireError("RNDIS len", mlen, f"must lie in [8, {len(data) - pos}]")
+            if self.profile.strict and pos:
+                self._check_aggregation(mtype, pos, len(frames) + len(controls) + 1, out)
             msg = data[pos:pos + mlen]
             pos += mlen
             is_data = mtype == w.RNDIS_PACKET_MSG
@@ -573,6 +577,21 @@ class HostNvsp:
                     self.counters["tx_lso"] += 1
             frames.append(frame)
         return frames, controls
+
+    def _check_aggregation(self, mtype: int, pos: int, count: int, out: _Out) -> None:
+        """Strict: the RNDIS initialize completion told the guest at most RNDIS_MAX_PACKETS
+        messages per send, each after the first at a multiple of the packet alignment (Linux
+        max_pkt / pkt_align). [inference] Whether Hyper-V refuses more is not documented: the send
+        is served and the breach logged."""
+        align = 1 << hp.RNDIS_ALIGN_SHIFT
+        if count == hp.RNDIS_MAX_PACKETS + 1:  # once per send
+            out.events.append(self.log.add(Rejection(
+                f"more RNDIS messages in one send than max_packets_per_message {hp.RNDIS_MAX_PACKETS} (strict)",
+                mtype, "message_count", count, "logged")))
+        elif pos % align:
+            out.events.append(self.log.add(Rejection(
+                f"RNDIS message in a send not at the {align}-byte packet alignment (strict)", mtype,
+                "offset", pos, "logged")))
 
     def _control(self, msg: bytes, out: _Out) -> None:
         assert self.rndis is not None
