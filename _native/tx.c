@@ -386,31 +386,25 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
         }
         tx_wake(dp);
         int rc = (dp->flags & HVU_DP_F_TAP_OFFLOAD) ? hvu_dp_tx_stage_next(dp) : read_frame(dp);
-        if (rc == HVU_DP_TX_FLUSH) {   /* nothing read yet: the next packet needs a section of its own */
-            rc = flush_held(dp);
-            if (rc == 0)
-                continue;
-            if (rc > 0)
-                status = HVU_DP_BLOCKED;
-            break_err(&err, rc);
-            break;
-        }
-        if (rc == -EAGAIN)
-            break;
-        if (rc < 0) {
-            err = rc;
-            break;
-        }
-        done++;
-        if (rc == 1 && held_full(dp)) {
-            rc = flush_held(dp);
-            if (rc > 0)
-                status = HVU_DP_BLOCKED;
-            if (rc != 0) {
-                break_err(&err, rc);
+        /* HVU_DP_TX_FLUSH: nothing read yet, the next packet needs a section of its own */
+        if (rc != HVU_DP_TX_FLUSH) {
+            if (rc == -EAGAIN)
+                break;
+            if (rc < 0) {
+                err = rc;
                 break;
             }
+            done++;
+            if (rc != 1 || !held_full(dp))
+                continue;
         }
+        rc = flush_held(dp);
+        if (rc == 0)
+            continue;
+        if (rc > 0)
+            status = HVU_DP_BLOCKED;
+        break_err(&err, rc);
+        break;
     }
     /* what the batch gathered goes now, unless TX is blocked (the ring is full: it goes when
      * the host frees room, on a later call) */
