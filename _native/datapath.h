@@ -18,7 +18,8 @@
  *    and DPDK hn_nvs_handle_rxbuf both treat "one range = one RNDIS packet = one frame"); it is
  *    copied into private memory, bounded by the section size, before any header is read (4.16).
  *    The RNDIS packet checks follow DPDK hn_rndis_rx_data (msg_len within the range and >= data +
- *    pktinfo, data_offset >= 36 counted from byte 8, data inside msg_len, data_len >= 14,
+ *    pktinfo, data_offset >= 36 counted from byte 8, data inside msg_len, data_len >= 14
+ *    for a whole frame or a first RSC fragment and >= 1 for a continuation fragment,
  *    pktinfo offset 4-aligned and >= 36, pktinfo elements walk inside their area). Per-packet
  *    info: checksum and RSC id are used (offloads below); VLAN and hash are skipped.
  *  - Transfer-page packets whose header or NVS type is bad are dropped without completion, like

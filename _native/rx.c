@@ -265,8 +265,6 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
     if (data_off < HVU_DP_RNDIS_OFFSET_MIN ||
         HVU_DP_RNDIS_OFFSET_BASE + (uint64_t)data_off + data_len > msg_len)
         return rndis_bad(dp, HVU_DP_RNDIS_OFFSET, data_off);
-    if (data_len < HVU_DP_ETH_HLEN)
-        return rndis_bad(dp, HVU_DP_RNDIS_DATA_LEN, data_len);
     uint32_t csum = 0, id = 0;
     int has_csum = 0, has_id = 0;
     if (ppi_len > 0) {
@@ -280,7 +278,13 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
         has_id = pktinfo_find(ppi, ppi_len, (uint32_t)HVU_RNDIS_PKTINFO_ID_TYPE, &id);
     }
     const uint8_t *data = msg + HVU_DP_RNDIS_OFFSET_BASE + data_off;
-    if (has_id && (((id >> 8) & 0xFF) & PKTID_SUBALLOC))
+    uint32_t rsc_flag = has_id ? (id >> 8) & 0xFF : 0;
+    /* A whole frame or a first fragment starts with an Ethernet header; a continuation fragment
+     * is any non-empty piece of the coalesced frame (a host cuts it wherever a section ends). */
+    int continuation = (rsc_flag & PKTID_SUBALLOC) && !(rsc_flag & PKTID_FIRST);
+    if (data_len < (continuation ? 1u : HVU_DP_ETH_HLEN))
+        return rndis_bad(dp, HVU_DP_RNDIS_DATA_LEN, data_len);
+    if (rsc_flag & PKTID_SUBALLOC)
         return rsc_add(dp, id, data, data_len, has_csum, csum);
     if (dp->rsc_cnt > 0)        /* a whole packet inside an open sequence: that sequence is broken */
         rsc_drop(dp, HVU_DP_RSC_SEQUENCE, 0, dp->rsc_cnt);

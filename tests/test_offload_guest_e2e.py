@@ -7,19 +7,46 @@ read from the NIC's reported offloads, so the test holds whether or not the host
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from netns_fixtures import netns_skip_reason
 
+from hvuio import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, tcp_transfer
 from test_e2e import assert_nothing_leaked
 
 NBYTES = 3 * 1024 * 1024
 
 
-def run_stack(up_args: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, int]]:
+def exact_transfers(s: DemoStack) -> None:
+    """One byte-exact TCP transfer each way."""
+    for src, dst, ip, seed in ((s.guest_ns, s.host_ns, HOST_IP, 21), (s.host_ns, s.guest_ns, GUEST_IP, 22)):
+        r = tcp_transfer(src, dst, ip, NBYTES, seed=seed)
+        assert r["received"]["bytes"] == NBYTES
+        assert r["received"]["sha256"] == r["sent"]["sha256"]
+
+
+def iperf3_reverse(s: DemoStack) -> None:
+    """iperf3 -R, four streams, host -> guest: what coalesces into RSC sequences of every length."""
+    server = netns.popen(s.host_ns, ["iperf3", "-s", "-1", "-p", "5304"])
+    try:
+        time.sleep(0.3)
+        out = netns.run(s.guest_ns, ["iperf3", "-c", HOST_IP, "-p", "5304", "-R", "-P", "4", "-t", "3", "-J"],
+                        timeout=30)
+        received = json.loads(out.stdout)["end"]["sum_received"]["bytes"]
+        assert received > 1024 * 1024
+    finally:
+        server.kill()
+        server.wait()
+
+
+def run_stack(up_args: tuple[str, ...], traffic: Callable[[DemoStack], None] = exact_transfers
+              ) -> tuple[dict[str, Any], dict[str, int]]:
     reason = netns_skip_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -28,10 +55,7 @@ def run_stack(up_args: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, int]]
     try:
         s.start()
         pid = s.up_pid
-        for src, dst, ip, seed in ((s.guest_ns, s.host_ns, HOST_IP, 21), (s.host_ns, s.guest_ns, GUEST_IP, 22)):
-            r = tcp_transfer(src, dst, ip, NBYTES, seed=seed)
-            assert r["received"]["bytes"] == NBYTES
-            assert r["received"]["sha256"] == r["sent"]["sha256"]
+        traffic(s)
         assert s.env.host.fault(s.guid) is None
         before = s.live_counters().get("tx_packets", 0)
         deadline = time.monotonic() + 10
@@ -53,7 +77,7 @@ def test_offloads_on_tcp_is_exact_and_uses_the_negotiated_path() -> None:
     offloads, c = run_stack(())
     assert offloads.get("requested") is True
     enabled = offloads.get("enabled", {})
-    assert c["tx_vnet_bad"] == 0 and c["rx_rsc_drop"] == 0
+    assert c["tx_vnet_bad"] == 0 and c["rx_rsc_drop"] == 0 and c["rx_bad_rndis"] == 0
     if enabled.get("lso4"):
         assert c["tx_gso"] > 0 and c["tx_lso"] > 0       # the tap handed over TSO frames, LSO sent them
     elif enabled.get("tx_csum_tcp4"):
@@ -72,3 +96,11 @@ def test_no_offload_keeps_plain_frames() -> None:
     for name in ("tx_gso", "tx_lso", "tx_csum_ppi", "tx_sw_csum", "rx_csum_valid", "rx_rsc_frames"):
         assert c[name] == 0, name
     assert c["tx_packets"] > 0 and c["rx_packets"] > 0
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed (scripts/setup-machine.sh installs it)")
+def test_host_to_guest_streams_lose_no_coalesced_frame() -> None:
+    offloads, c = run_stack((), iperf3_reverse)
+    if offloads.get("enabled", {}).get("rsc"):
+        assert c["rx_rsc_frames"] > 0
+    assert (c["rx_bad_rndis"], c["rx_rsc_drop"], c["rx_oversize"]) == (0, 0, 0)

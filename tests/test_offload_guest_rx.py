@@ -203,6 +203,42 @@ def test_single_fragment_sequence(h: Host) -> None:
     check_rsc_frame(out, orig)
 
 
+@pytest.mark.parametrize("tail", range(1, 14))
+def test_short_continuation_fragments_are_taken(h: Host, tail: int) -> None:
+    """A host cuts a coalesced frame where a section ends: the last (and a middle) fragment may be
+    shorter than an Ethernet header; only a whole frame or a first fragment must hold one."""
+    orig = coalesced(4000 + tail - 54)               # 4000 + tail bytes of frame
+    assert len(orig.frame) == 4000 + tail
+    cut = [orig.frame[:1990], orig.frame[1990:1990 + tail], orig.frame[1990 + tail:4000],
+           orig.frame[4000:]]
+    flags = [SUB | FIRST, SUB, SUB, SUB | LAST]
+    h.packet([rndis_packet(piece, ppi=(csinfo(TCP_OK) if i == 0 else b"") + idinfo(f))
+              for i, (piece, f) in enumerate(zip(cut, flags))])
+    [out] = h.run()
+    check_rsc_frame(out, orig)
+    c = h.dp.counters()
+    assert (c["rx_bad_rndis"], c["rx_rsc_drop"], c["rx_rsc_frags"]) == (0, 0, 4)
+
+
+@pytest.mark.parametrize("first, empty", [(13, False), (20, True)])
+def test_short_first_or_empty_fragment_is_bad_rndis(h: Host, first: int, empty: bool) -> None:
+    orig = coalesced(3000)
+    head, rest = orig.frame[:first], orig.frame[first:]
+    msgs = [rndis_packet(head, ppi=idinfo(SUB | FIRST))]
+    if empty:
+        msgs.append(rndis_packet(b"", ppi=idinfo(SUB)))
+    msgs.append(rndis_packet(rest, ppi=idinfo(SUB | LAST)))
+    h.packet(msgs)
+    outs = h.run()
+    c = h.dp.counters()
+    drop = h.dp.last_drop()
+    if empty:    # the empty piece carried nothing: counted, and the frame is still whole
+        assert len(outs) == 1 and outs[0][12:] == orig.frame and c["rx_bad_rndis"] == 1
+    else:        # no first fragment: the last one has no sequence to join
+        assert outs == [] and c["rx_bad_rndis"] == 1 and c["rx_rsc_drop"] == 1
+        assert drop is not None and drop[0] == "rsc_sequence"
+
+
 def test_non_tcp_rsc_frame_within_mtu_passes(h: Host) -> None:
     u = build(bytes(900), proto=UDP)
     h.packet(fragments(u.frame, 500, csum=UDP_OK))
