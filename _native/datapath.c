@@ -18,13 +18,17 @@
 size_t hvu_dp_sizeof(void) { return sizeof(struct hvu_dp); }
 
 /* cfg as documented in datapath_api.h; the rings must already be attached in the right
- * directions. Returns 0 or -EINVAL (nothing is kept on failure). */
+ * directions. Returns 0, -EINVAL, or -EMSGSIZE for an outbound ring too small for one message
+ * (nothing is kept on failure). */
 int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
 {
     if (dp == NULL || cfg == NULL || cfg->tx_ring == NULL || cfg->rx_ring == NULL ||
         cfg->tx_ring == cfg->rx_ring || !cfg->tx_ring->attached || !cfg->rx_ring->attached ||
         cfg->tx_ring->dir != HVU_RING_TX || cfg->rx_ring->dir != HVU_RING_RX)
         return -EINVAL;
+    /* every message the pump writes must fit, or each one fails with -EMSGSIZE for ever */
+    if (hvu_ring_data_size(cfg->tx_ring) < HVU_DP_TX_RING_MIN)
+        return -EMSGSIZE;
     if (cfg->recv_buf == NULL || cfg->recv_buf_size == 0 || cfg->recv_section_size == 0 ||
         cfg->recv_section_size > cfg->recv_buf_size)
         return -EINVAL;
@@ -54,7 +58,10 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
          cfg->tx_stage_size < HVU_DP_VNET_HDR_SIZE + HVU_DP_GSO_MAX ||
          cfg->send_section_size < hdr + 2 * HVU_DP_PPI_SIZE + 128))
         return -EINVAL;
-    if (cfg->rsc_buf != NULL && cfg->rsc_buf_size < HVU_DP_RSC_MAX_BYTES)
+    /* without a vnet header, segments of a long RSC frame are cut after it (rx.c) */
+    if (cfg->rsc_buf != NULL &&
+        cfg->rsc_buf_size < HVU_DP_RSC_MAX_BYTES + ((cfg->flags & HVU_DP_F_VNET_HDR) ? 0 :
+                                                    cfg->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN))
         return -EINVAL;
     if (cfg->tx_agg_align > 4096 || (cfg->tx_agg_align & (cfg->tx_agg_align - 1)) != 0)
         return -EINVAL;
@@ -100,6 +107,8 @@ void hvu_dp_drop_note(struct hvu_dp *dp, int reason, uint64_t value)
 {
     dp->last_drop.reason = reason;
     dp->last_drop.value = value;
+    if (reason > 0 && reason < HVU_DP_REASON_END)
+        dp->drops[reason]++;
 }
 
 /* Remembers which fd failed; returns -err for the caller to pass up. */
@@ -135,11 +144,17 @@ int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out)
     return out->reason;
 }
 
+/* Drops noted with this reason since init (one per note: an RSC drop of many fragments is one). */
+uint64_t hvu_dp_drop_count(const struct hvu_dp *dp, int reason)
+{
+    return reason > 0 && reason < HVU_DP_REASON_END ? dp->drops[reason] : 0;
+}
+
 static const char *const dp_reason_names[HVU_DP_REASON_END - HVU_DP_NVS_SHORT] = {
     "nvs_short", "nvs_type", "rndis_short", "rndis_msg_len", "rndis_data_offset",
     "rndis_data_len", "rndis_pktinfo", "rx_oversize", "tap_write", "completion_id",
     "tx_oversize", "tx_runt", "rndis_type", "vnet_flags", "vnet_gso_type", "vnet_csum",
-    "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame",
+    "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame", "rsc_csum",
 };
 
 /* Names for both the ring's reasons (< 32) and the data path's. */
@@ -273,7 +288,7 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         pfd[0].events = POLLIN;
         pfd[1].fd = dp->irq_fd;
         pfd[1].events = POLLIN;
-        pfd[2].fd = dp->tap_fd;
+        pfd[2].fd = dp->tap_eof ? -1 : dp->tap_fd;   /* an ended tap stays readable (POLLHUP) */
         pfd[2].events = t == HVU_DP_BLOCKED ? 0 : POLLIN;   /* backpressure: leave frames queued */
         pfd[0].revents = pfd[1].revents = pfd[2].revents = 0;
         if (wait_ms != 0)

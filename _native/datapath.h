@@ -45,6 +45,9 @@
  *    completion (0xb, NVS 108) frees the section; unknown or duplicate ids are counted and ignored
  *    (never a double free). Frames that do not fit a section are dropped (tx_oversize): a
  *    user-space guest cannot cheaply learn guest-physical addresses for GPA-direct sends (3.7).
+ *    A tap read of 0 bytes is the end of the tap, not a runt (a tap never hands over an empty
+ *    frame): it is reported once as a tap fault (-EPIPE) and the tap is never read again, so
+ *    neither tx nor run spins on a fd that stays readable for ever.
  *  - TX aggregation (tx.c; Linux netvsc_send with its max_pkt/pkt_align from the RNDIS
  *    initialize completion, DPDK hn_try_txagg): the frames one hvu_dp_tx call reads share a
  *    section and one NVS 107 message while the count stays within max_packets_per_message and
@@ -56,7 +59,9 @@
  *    the ring is full; tx_sends counts NVS messages, tx_packets the RNDIS packets in them.
  *  - Backpressure: the tap is read only while a section is free and the outbound ring has room
  *    for one NVS message; otherwise TX stops (stop_queue), sets the outbound pending_send_sz so
- *    the host interrupts when space frees (3.11 c), and resumes (wake_queue).
+ *    the host interrupts when space frees (3.11 c), and resumes (wake_queue). hvu_dp_init
+ *    refuses an outbound ring that cannot hold one message (HVU_DP_TX_RING_MIN): every
+ *    completion would fail with -EMSGSIZE, and TX would never start.
  *  - Signalling (3.11, 3.12): every write ORs its decision; read batches add the flow-control
  *    decision; the host is signalled once per rx/tx call: monitored channel = atomic OR of bit
  *    id % 32 into trigger_group[id / 32].pending (monitor page offset 8 + 8 * group); otherwise
@@ -89,6 +94,13 @@
  *    so a coalesced frame whose checksum the host vouched for goes out as NEEDS_CSUM with the
  *    pseudo-header sum (what the kernel hands a NIC), which the stack accepts and completes if it
  *    forwards. A broken sequence is dropped whole and counted (rx_rsc_drop), never half written.
+ *    A tap without vnet header can take neither: the kernel drops a plain frame over the MTU as
+ *    oversize. There a frame longer than one MSS is cut into MSS-sized TCP segments with
+ *    hvu_off_build_seg, as TX cuts a GSO frame the host cannot segment (IP length and IPv4 id,
+ *    TCP seq, FIN/PSH on the last, CWR on the first, checksums in software; rx_rsc_sw_seg), built
+ *    one at a time after the frame in rsc_buf; a vouched-for checksum of a frame written whole is
+ *    completed in software. A checksum the host did not vouch for is checked before cutting (the
+ *    stack would have checked it; fresh checksums must not make corrupt data valid).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -183,9 +195,11 @@ struct hvu_dp {
     uint32_t rsc_id;                /* pkt_id of the first fragment */
     int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
     int err_no;
+    int tap_eof;                    /* a tap read returned 0: the tap is not read again */
     uint32_t initialised;
     struct hvu_dp_pending pend[HVU_DP_PENDING_MAX];
     struct hvu_dp_drop last_drop;
+    uint64_t drops[HVU_DP_REASON_END];   /* hvu_dp_drop_note calls per reason */
     uint64_t sect_map[HVU_DP_MAX_SECTIONS / 64];   /* bit set = section in flight */
     struct hvu_dp_counters ctr;
 };
@@ -208,6 +222,8 @@ uint8_t *hvu_dp_tx_place(struct hvu_dp *dp, uint32_t msg_len);
 int hvu_dp_tx_no_place(const struct hvu_dp *dp);
 void hvu_dp_tx_commit(struct hvu_dp *dp, uint32_t msg_len, uint32_t frame_len, int lso);
 struct iovec;
+/* > 0 bytes read (>= min), 0 a runt dropped, -EAGAIN tap empty, -EPIPE end of the tap (now and
+ * on every later call), other negative errno a tap error */
 ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min);
 /* tx_stage.c: the next RNDIS packet through the offload stage (1 placed, 0 dropped,
  * HVU_DP_TX_FLUSH, -EAGAIN tap empty, other negative errno) */

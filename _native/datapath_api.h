@@ -6,7 +6,13 @@
  * negative errno:
  *   -EIO     a ring refused host data: hvu_dp_fault() names the ring, the reason and the value
  *   -EINVAL  bad argument or configuration (a bug in the caller)
+ *   -EPIPE   with hvu_dp_fault() fd = HVU_DP_FD_TAP: a tap read returned 0 bytes, the end of the
+ *            tap (a tap never hands over an empty frame; a pipe or socket standing in for it
+ *            does once its writer is gone). The tap is not read again: hvu_dp_tx and hvu_dp_run
+ *            return -EPIPE from then on; hvu_dp_rx still delivers to it.
  *   other    an fd operation failed (tap, irq or stop fd): the errno of that call
+ * hvu_dp_init returns 0, -EINVAL, or -EMSGSIZE when the outbound ring's data area is below
+ * HVU_DP_TX_RING_MIN (no message of the data path could ever be written to it).
  * Drops of single frames or packets are never errors: they are counted (dp_counters.h) and the
  * last one is remembered with its reason (hvu_dp_last_drop).
  */
@@ -50,6 +56,10 @@ enum hvu_dp_const {
     HVU_DP_GSO_MAX = 65535 + 14 + 4,   /* largest tap frame with TSO on (IP total length + L2) */
     HVU_DP_RSC_MAX_FRAGS = 562,        /* golden linux:netvsc_misc NVSP_RSC_MAX */
     HVU_DP_RSC_MAX_BYTES = 65535 + 14 + 4, /* an RSC frame is at most 64 KiB of IP packet + L2 */
+    HVU_DP_TX_RING_MIN = 72,           /* smallest outbound data area: the largest message the pump
+                                        * writes (NVS 107 send or receive completion: 16-byte
+                                        * descriptor + 40, 8-byte trailer) + the 8 bytes the ring
+                                        * core always leaves free (ring.c ring_put) */
     HVU_NDIS_PKTINFO_CSUM = 0,         /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_CSUM */
     HVU_NDIS_PKTINFO_LSO = 2,          /* NDIS_PKTINFO_TYPE_LSO */
     HVU_RNDIS_PKTINFO_ID_TYPE = -2147483647, /* 0x80000001: RNDIS_PKTINFO_ID with the internal bit
@@ -91,8 +101,13 @@ enum hvu_dp_reason {
     HVU_DP_RSC_SEQUENCE = 49,  /* RSC fragment out of order: no first, new first before the last,
                                 * another packet in between, or a pkt_id change (value = flags) */
     HVU_DP_RSC_TOO_LONG = 50,  /* RSC: more than 562 fragments or 64 KiB (value = bytes so far) */
-    HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths */
-    HVU_DP_REASON_END = 52
+    HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths; or, to
+                                * be cut for a tap without vnet header, IP + TCP headers alone fill
+                                * the MTU (value = their length) */
+    HVU_DP_RSC_CSUM = 52,      /* RSC frame to be cut for a tap without vnet header whose TCP
+                                * checksum is wrong and was not vouched for by the host (value = the
+                                * checksum found): cutting would launder it into valid segments */
+    HVU_DP_REASON_END = 53
 };
 
 enum hvu_dp_fd {
@@ -126,8 +141,10 @@ struct hvu_dp_config {
     uint32_t busy_poll_us;     /* keep polling this long after the last packet before sleeping */
     void *tx_stage;            /* HVU_DP_F_TAP_OFFLOAD: private, one tap frame (>= HVU_DP_GSO_MAX) */
     uint32_t tx_stage_size;
-    void *rsc_buf;             /* private: one RSC frame being assembled (>= HVU_DP_RSC_MAX_BYTES),
-                                * or NULL: RSC fragments are dropped (rx_rsc_drop) */
+    void *rsc_buf;             /* private: one RSC frame being assembled (>= HVU_DP_RSC_MAX_BYTES;
+                                * without HVU_DP_F_VNET_HDR mtu + 18 more, where the segments of a
+                                * frame longer than one MSS are cut), or NULL: RSC fragments are
+                                * dropped (rx_rsc_drop) */
     uint32_t rsc_buf_size;
     uint32_t lso_max_size;     /* largest LSO packet the host takes (NDIS lsov2 max size) */
     /* TX aggregation, from the host's RNDIS initialize completion: */
@@ -160,6 +177,7 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget);
 int hvu_dp_signal(struct hvu_dp *dp);
 int hvu_dp_fault(const struct hvu_dp *dp, struct hvu_dp_fault *out);
 int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out);
+uint64_t hvu_dp_drop_count(const struct hvu_dp *dp, int reason);
 const char *hvu_dp_reason_name(int reason);
 uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp);
 uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);

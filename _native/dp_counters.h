@@ -28,7 +28,7 @@
     X(tx_no_space)       /* sends deferred: every send section is in flight */                 \
     X(tx_oversize)       /* tap frames dropped: larger than a section (or mtu + 18) */         \
     X(tx_runt)           /* tap frames dropped: shorter than an Ethernet header */             \
-    X(tx_tap_err)        /* tap reads that failed with an error other than EAGAIN */           \
+    X(tx_tap_err)        /* tap reads that failed with an error other than EAGAIN, or EOF */   \
     X(tx_completions)    /* host completions that freed a send section */                      \
     X(tx_errors)         /* of those, completions with status != success or wrong NVS type */  \
     X(tx_bad_comp)       /* tagged completions for no outstanding section: ignored */          \
@@ -48,6 +48,7 @@
     X(rx_rsc_frames)     /* coalesced frames assembled from RSC fragments and written */       \
     X(rx_rsc_frags)      /* RSC fragments taken into a frame that was written */               \
     X(rx_rsc_drop)       /* RSC fragments dropped: broken sequence, too long, bad frame */     \
-    X(tx_sends)          /* NVS 107 messages sent: tx_packets / tx_sends = packets per send */
+    X(tx_sends)          /* NVS 107 messages sent: tx_packets / tx_sends = packets per send */  \
+    X(rx_rsc_sw_seg)     /* coalesced frames cut into MTU-sized segments here (no vnet header) */
 
 #endif

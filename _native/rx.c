@@ -167,16 +167,48 @@ static int rsc_drop(struct hvu_dp *dp, int reason, uint64_t value, uint32_t frag
     return -1;
 }
 
+/* 1 if the TCP checksum of the frame is right as it stands (pseudo-header included). */
+static int tcp_csum_ok(const uint8_t *f, uint32_t len, const struct hvu_l34 *h)
+{
+    uint32_t l4_len = len - h->l4;
+    return hvu_csum_fold(hvu_csum_pseudo(f, h, l4_len) + hvu_csum_add(0, f + h->l4, l4_len)) == 0xFFFF;
+}
+
+/* The frame cut into TCP segments of mss payload bytes for a tap without vnet header, each
+ * built in the room after the frame in rsc_buf (hvu_dp_init keeps mtu + 18 bytes there; a
+ * segment is at most l3 + mtu) and written whole. 0, or -1 when a write failed: the segments
+ * after it are not tried and count as tap drops too, like the one that failed. */
+static int rsc_segment(struct hvu_dp *dp, const uint8_t *f, uint32_t len, const struct hvu_l34 *h,
+                       uint32_t mss)
+{
+    static const struct hvu_vnet none = {0, HVU_VNET_GSO_NONE, 0, 0, 0, 0};
+    uint8_t *out = dp->rsc_buf + dp->rsc_cap;
+    uint32_t payload = len - h->hdrs, nseg = (payload + mss - 1) / mss;
+    for (uint32_t i = 0; i < nseg; i++) {
+        uint32_t off = i * mss, pay = payload - off < mss ? payload - off : mss;
+        uint32_t n = hvu_off_build_seg(out, f, h, off, pay, i, i == 0, i == nseg - 1, HVU_SEG_FULL);
+        if (tap_write(dp, &none, out, n) < 0) {
+            dp->ctr.rx_tap_drop += nseg - 1 - i;
+            return -1;
+        }
+    }
+    dp->ctr.rx_rsc_sw_seg++;
+    return 0;
+}
+
 /* The assembled RSC frame in rsc_buf: IP/TCP checked against its length, IPv4 header checksum
- * recomputed, then one write (a TCP GSO frame when it holds more than one MSS). */
+ * recomputed, then one write (a TCP GSO frame when it holds more than one MSS), or, for a tap
+ * without vnet header, one write per MSS-sized segment. */
 static int rsc_emit(struct hvu_dp *dp)
 {
     uint8_t *f = dp->rsc_buf;
     uint32_t len = dp->rsc_len, frags = dp->rsc_cnt;
     uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    uint32_t cut = 0;               /* > 0: cut into segments of this payload size (no vnet header) */
     struct hvu_vnet v = {0, HVU_VNET_GSO_NONE, 0, 0, 0, 0};
-    struct hvu_l34 h;
+    struct hvu_l34 h = {0, 0, 0, 0, 0};
     int valid = dp->rsc_has_csum && csum_ok(dp->rsc_csum) && (dp->flags & HVU_DP_F_RX_CSUM);
+    int vnet = (dp->flags & HVU_DP_F_VNET_HDR) != 0;
     dp->rsc_cnt = 0;
     dp->rsc_len = 0;
     if (hvu_off_parse_tcp(f, len, &h) == 0) {
@@ -187,13 +219,24 @@ static int rsc_emit(struct hvu_dp *dp)
             return rsc_drop(dp, HVU_DP_RSC_FRAME, ip_len, frags);
         hvu_off_ip4_csum(f, &h);
         /* MSS = MTU - IP - TCP headers: no segment count comes with the frame */
-        uint32_t mss = dp->mtu > h.hdrs - h.l3 ? dp->mtu - (h.hdrs - h.l3) : 1;
-        if (len - h.hdrs > mss && (dp->flags & HVU_DP_F_VNET_HDR)) {
+        uint32_t l34 = h.hdrs - h.l3;
+        uint32_t mss = dp->mtu > l34 ? dp->mtu - l34 : 1;
+        if (len - h.hdrs > mss && vnet) {
             v.gso_type = (uint8_t)(h.ipv6 ? HVU_VNET_GSO_TCPV6 : HVU_VNET_GSO_TCPV4);
             v.gso_size = (uint16_t)mss;
             v.hdr_len = (uint16_t)h.hdrs;
+        } else if (len - h.hdrs > mss) {
+            /* no vnet header: cut here, as GSO would, with fresh checksums, so one the host did
+             * not vouch for must be right first (the stack would have checked it) */
+            if (dp->mtu <= l34)
+                return rsc_drop(dp, HVU_DP_RSC_FRAME, l34, frags);
+            if (!valid && !tcp_csum_ok(f, len, &h)) {
+                const uint8_t *c = f + h.l4 + HVU_TCP_CSUM_OFF;
+                return rsc_drop(dp, HVU_DP_RSC_CSUM, (uint32_t)((c[0] << 8) | c[1]), frags);
+            }
+            cut = mss;
         }
-        if (valid) {
+        if (valid && cut == 0) {
             /* NEEDS_CSUM with the pseudo-header sum: the stack takes it as verified */
             uint32_t l4_len = len - h.l4;
             uint16_t seed = hvu_csum_fold(hvu_csum_pseudo(f, &h, l4_len));
@@ -202,8 +245,11 @@ static int rsc_emit(struct hvu_dp *dp)
             v.flags = HVU_VNET_F_NEEDS_CSUM;
             v.csum_start = (uint16_t)h.l4;
             v.csum_offset = HVU_TCP_CSUM_OFF;
-            dp->ctr.rx_csum_valid++;
+            if (!vnet)      /* no header to carry NEEDS_CSUM: complete the sum here */
+                hvu_off_finish_csum(f, len, h.l4, HVU_TCP_CSUM_OFF);
         }
+        if (valid)
+            dp->ctr.rx_csum_valid++;
     } else if (len > limit) {
         return rsc_drop(dp, HVU_DP_RSC_FRAME, len, frags);
     } else if (valid) {
@@ -212,7 +258,7 @@ static int rsc_emit(struct hvu_dp *dp)
     }
     if (dp->rsc_has_csum && (dp->rsc_csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)))
         dp->ctr.rx_csum_bad++;
-    if (tap_write(dp, &v, f, len) < 0)
+    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len)) < 0)
         return -1;
     dp->ctr.rx_rsc_frames++;
     dp->ctr.rx_rsc_frags += frags;

@@ -17,6 +17,8 @@
 
 /* descriptor + NVS message, already a multiple of 8, plus the trailer: must stay < free bytes */
 #define NVS_PKT_TOTAL (HVU_DESC_SIZE + HVU_DP_NVS_MSG_SIZE + HVU_TRAILER_SIZE)
+_Static_assert(HVU_DP_TX_RING_MIN == NVS_PKT_TOTAL + 8,
+               "the smallest outbound ring holds one NVS message and the 8 bytes kept free");
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
 
@@ -277,10 +279,13 @@ static int send_held(struct hvu_dp *dp)
 /* ---- plain frames (no tap offloads) -------------------------------------------------------------- */
 
 /* One readv from the tap. > 0 = bytes read (at least `min`), 0 = a runt dropped (counted),
- * -EAGAIN = tap empty, other negative = tap error. */
+ * -EAGAIN = tap empty, -EPIPE = end of the tap (sticky: never read again), other negative =
+ * tap error. */
 ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min)
 {
     ssize_t r;
+    if (dp->tap_eof)
+        return -EPIPE;
     do {
         r = readv(dp->tap_fd, iov, n);
     } while (r < 0 && errno == EINTR);
@@ -290,6 +295,13 @@ ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min
             return -EAGAIN;
         dp->ctr.tx_tap_err++;
         return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
+    }
+    if (r == 0) {
+        /* end of file: a tap never hands over an empty frame, so its other end is gone; it
+         * would read 0 again at once, for ever (each a "runt", the pump spinning) */
+        dp->tap_eof = 1;
+        dp->ctr.tx_tap_err++;
+        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, EPIPE);
     }
     if ((size_t)r < min) {
         dp->ctr.tx_runt++;

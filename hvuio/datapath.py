@@ -56,6 +56,10 @@ COUNTER_NAMES: tuple[str, ...] = tuple(
 
 GSO_MAX = int(_lib.HVU_DP_GSO_MAX)
 RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
+TX_RING_MIN = int(_lib.HVU_DP_TX_RING_MIN)
+"""Smallest outbound data area: the largest message the pump writes plus what the ring keeps free."""
+_REASON_END = int(_lib.HVU_DP_REASON_END)
+_L2_MAX = int(_lib.HVU_DP_ETH_HLEN) + int(_lib.HVU_DP_VLAN_HLEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +241,12 @@ class DataPath:
         cfg.tx_hash_value = 0 if tx_hash_value is None else tx_hash_value
         cfg.busy_poll_us = busy_poll_us
         # offloads: the stage holds one tap frame (up to a 64 KiB GSO frame), rsc one RSC frame
+        # and, for a tap without vnet header, the one segment of it being cut (mtu + 18)
         self._stage = _ffi.new("uint8_t[]", VNET_HDR_SIZE + GSO_MAX) if tap_offload else _ffi.NULL
-        self._rsc = _ffi.new("uint8_t[]", RSC_MAX_BYTES)
+        rsc_size = RSC_MAX_BYTES + (0 if vnet_hdr else min(max(mtu, 0), 0xFFFF) + _L2_MAX)
+        self._rsc = _ffi.new("uint8_t[]", rsc_size)
         cfg.tx_stage, cfg.tx_stage_size = self._stage, VNET_HDR_SIZE + GSO_MAX if tap_offload else 0
-        cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, RSC_MAX_BYTES
+        cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, rsc_size
         cfg.lso_max_size = offloads.lso_max_size
         agg = tx_aggregation or TxAggregation()
         self.tx_aggregation = agg
@@ -248,7 +254,14 @@ class DataPath:
         cfg.flags = flags | offloads.dp_flags() | (_lib.HVU_DP_F_TAP_OFFLOAD if tap_offload else 0)
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
         self._dp = _ffi.cast("struct hvu_dp *", self._mem)
-        if _lib.hvu_dp_init(self._dp, cfg) < 0:
+        rc = _lib.hvu_dp_init(self._dp, cfg)
+        if rc == -errno.EMSGSIZE:
+            raise LocalProtocolError(
+                f"data path configuration refused: the outbound ring's data area of {tx_ring.data_size} bytes "
+                f"is below the minimum of {TX_RING_MIN} (one {NVS_MESSAGE_SIZE}-byte NVS message with its "
+                f"descriptor and trailer, plus the 8 bytes a ring always keeps free)",
+                hint=f"Give the channel an outbound ring with at least {TX_RING_MIN} bytes after its header.")
+        if rc < 0:
             raise LocalProtocolError(
                 f"data path configuration refused: sections {send_section_count} x {send_section_size} bytes "
                 f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + 14), mtu {mtu} (68..65535), "
@@ -273,6 +286,10 @@ class DataPath:
             ring._check(-errno.EIO, what)  # raises RingCorruptError naming field, value and rule
         if rc == -errno.EINVAL:
             raise LocalProtocolError(f"data path {what}: invalid argument")
+        if rc == -errno.EPIPE and fault.fd == _lib.HVU_DP_FD_TAP:
+            raise PlatformError(f"data path {what}: the tap fd reached end of file (a read returned 0 bytes); "
+                                f"it is not read any more",
+                                hint="The tap's other end went away; open a new tap and restart the data path.")
         where = _FD_NAMES.get(fault.fd, "an fd")
         msg = f"data path {what}: {where} failed with {errno.errorcode.get(-rc, str(-rc))} ({os.strerror(-rc)})"
         if fault.fd == _lib.HVU_DP_FD_IRQ and rc in (-errno.EIO, -errno.ENODEV):
@@ -334,6 +351,11 @@ class DataPath:
         if _lib.hvu_dp_last_drop(self._dp, d) == 0:
             return None
         return _ffi.string(_lib.hvu_dp_reason_name(d.reason)).decode(), int(d.value)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Drops so far per reason name (reasons never seen are left out): which check rises."""
+        counts = ((r, int(_lib.hvu_dp_drop_count(self._dp, r))) for r in range(1, _REASON_END))
+        return {_ffi.string(_lib.hvu_dp_reason_name(r)).decode(): n for r, n in counts if n}
 
     @property
     def sections_in_use(self) -> int:
@@ -408,4 +430,4 @@ class DataPath:
             on_exit(result, self.error)
 
 
-__all__ = ["DataPath", "Offloads", "RunResult", "Status", "TX_TAG", "COUNTER_NAMES"]
+__all__ = ["DataPath", "Offloads", "RunResult", "Status", "TX_TAG", "TX_RING_MIN", "COUNTER_NAMES"]

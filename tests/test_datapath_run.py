@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hvuio.datapath import DataPath, RunResult
+from hvuio.datapath import TX_RING_MIN, TX_TAG, DataPath, RunResult, Status
 from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError, RingCorruptError
 from hvuio.native import Packet
 from test_datapath_host import PKT_INBAND, FakeHost, frame
@@ -123,6 +123,84 @@ def test_tap_error_is_platform_error(host: FakeHost) -> None:
             dp.tx()                              # reading a pipe's write end: EBADF
     finally:
         os.close(w)
+
+
+def test_tap_end_of_file_is_reported_and_the_tap_not_read_again(host: FakeHost) -> None:
+    """A 0-byte read is the end of the tap (a tap never hands over an empty frame), not a runt:
+    tx reports it as a tap-fd error, and every later call too, without reading the fd again."""
+    host.tap_host.send(b"")                      # the stand-in's end of file: a 0-byte read
+    with pytest.raises(PlatformError, match="tap fd reached end of file"):
+        host.dp.tx()
+    host.tap_host.send(frame(64))
+    with pytest.raises(PlatformError, match="tap fd reached end of file"):
+        host.dp.tx()
+    assert host.tap_guest.recv(100) == frame(64)  # left where it was: the tap is not read any more
+    c = host.dp.counters()
+    assert c["tx_runt"] == 0 and c["tx_tap_err"] == 1 and c["tx_packets"] == 0
+    host.send_frames([frame(70, 3)], trans_id=4)  # the receive side still works
+    host.dp.rx()
+    assert host.tap_frames() == [frame(70, 3)]
+
+
+def test_run_ends_on_tap_end_of_file(host: FakeHost) -> None:
+    """The pump thread over a tap whose writer closed (a pipe: read() returns 0 for ever): run
+    returns with the error instead of spinning on "runts" past its timeout."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.close(w)
+    done = threading.Event()
+    exits: list[tuple[RunResult, BaseException | None]] = []
+
+    def on_exit(res: RunResult, err: BaseException | None) -> None:
+        exits.append((res, err))
+        done.set()
+
+    try:
+        dp = DataPath(tx_ring=host.tx_ring, rx_ring=host.rx_ring, recv_buf=host.recv,
+                      recv_section_size=host.recv_section, send_buf=host.send,
+                      send_section_size=host.send_section, send_section_count=8, tap_fd=r,
+                      irq_fd=host.irq_guest.fileno())
+        dp.start(lambda dp: None, on_exit=on_exit, timeout_ms=50)
+        try:
+            assert done.wait(WAIT), "run kept going after the tap ended"
+        finally:
+            dp.stop()
+        (result, err), = exits
+        assert result is RunResult.FAULT and isinstance(err, PlatformError)
+        assert "end of file" in str(err)
+        assert dp.counters()["tx_runt"] == 0
+    finally:
+        os.close(r)
+
+
+def test_outbound_ring_too_small_for_one_message_is_refused() -> None:
+    """A ring that cannot take one NVS message (descriptor + 40 bytes + trailer) plus the 8 bytes
+    the ring core keeps free failed every later rx/tx with -EMSGSIZE: now it is refused at init.
+    64 bytes is the smallest data area hvu_ring_attach takes and one message too small."""
+    with pytest.raises(LocalProtocolError, match=rf"outbound ring's data area of 64 bytes .*minimum of {TX_RING_MIN}"):
+        FakeHost(tx_data=64)
+
+
+def test_smallest_outbound_ring_works() -> None:
+    """TX_RING_MIN bytes hold one message at a time: completions and sends take turns."""
+    h = FakeHost(tx_data=TX_RING_MIN)
+    try:
+        for i in range(3):
+            h.send_frames([frame(64, i)], trans_id=10 + i)
+            assert h.dp.rx() is Status.IDLE
+            h.tap_host.send(frame(80, i))
+            assert h.dp.tx() is Status.BLOCKED      # the receive completion fills the ring
+            assert [p.trans_id for p in h.drain()] == [10 + i]
+            assert h.dp.tx() is Status.BLOCKED      # the send fills it again
+            (send,) = h.drain()
+            assert send.trans_id & TX_TAG
+            h.complete_tx(send.trans_id)
+        assert h.dp.rx() is Status.IDLE
+        assert h.tap_frames() == [frame(64, i) for i in range(3)]
+        c = h.dp.counters()
+        assert c["tx_packets"] == 3 and c["tx_completions"] == 3 and c["rx_comp_sent"] == 3
+    finally:
+        h.close()
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -185,6 +185,17 @@ def test_malformed_is_counted_and_the_next_packet_still_flows(host: FakeHost, na
     assert host.tx_ring.fault() is None and host.rx_ring.fault() is None
 
 
+def test_drops_are_counted_per_reason(host: FakeHost) -> None:
+    """Besides the last drop, how many drops each reason had: which check keeps failing."""
+    assert host.dp.drop_counts() == {}
+    for i, build in enumerate([_oversize, _rndis_short, _oversize, _wrong_nvs_type, _oversize]):
+        build(host)
+        host.dp.rx()
+        host.drain()
+    assert host.dp.drop_counts() == {"rx_oversize": 3, "rndis_short": 1, "nvs_type": 1}
+    assert host.dp.last_drop() == ("rx_oversize", 1519)
+
+
 def test_good_ranges_of_a_partly_bad_packet_are_delivered(host: FakeHost) -> None:
     a, b = frame(70, 1), frame(80, 2)
     ranges = [host.place(0, rndis_packet(a)), (64, len(host.recv)), host.place(2, rndis_packet(b))]

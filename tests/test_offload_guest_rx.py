@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pathlib
 import random
+import socket
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 from hvuio.datapath import Offloads
 from test_datapath_host import STATUS_FAILED, STATUS_OK, FakeHost, frame, pktinfo, rndis_packet
 from test_offload_guest_frames import (
-    ACK, GSO_TCPV4, GSO_TCPV6, PSH, TCP, UDP, VNET_DATA_VALID, VNET_NEEDS_CSUM, Pkt, build,
-    complete_partial, ip4_csum_ok, l4_csum_ok, parse,
+    ACK, CWR, FIN, GSO_TCPV4, GSO_TCPV6, PSH, TCP, UDP, VNET_DATA_VALID, VNET_NEEDS_CSUM, Pkt, build,
+    complete_partial, ip4_csum_ok, ip_id, ip_len, l4_csum_ok, parse, tcp_flags, tcp_seq,
 )
 
 GOLDEN: dict[str, Any] = json.loads((pathlib.Path(__file__).parent / "golden" / "wire-layouts.json").read_text())
@@ -246,15 +247,167 @@ def test_non_tcp_rsc_frame_within_mtu_passes(h: Host) -> None:
     assert out[0] == VNET_DATA_VALID and out[1] == 0 and out[12:] == u.frame
 
 
-def test_rsc_without_vnet_header_writes_the_plain_frame() -> None:
-    host = FakeHost(recv_size=256 * 1024, recv_section=4096)
+class PlainHost(FakeHost):
+    """A tap without vnet header (IFF_VNET_HDR off): nothing can ask the kernel to segment."""
+
+    def __init__(self, *, rx_csum: bool = False, **kw: Any) -> None:
+        kw.setdefault("recv_size", 256 * 1024)
+        kw.setdefault("recv_section", 4096)
+        super().__init__(offloads=Offloads(rx_csum=rx_csum, rsc=True), **kw)
+        self.xid = 0
+
+    def rsc(self, data: bytes, *, csum: int | None) -> list[int]:
+        """data as 3000-byte RSC fragments (one receive section each), five per transfer-page
+        packet, then rx until the inbound ring is empty; the packets' trans_ids."""
+        frags = fragments(data, 3000, csum=csum)
+        ids = []
+        for i in range(0, len(frags), 5):
+            self.xid += 1
+            self.send_xfer([self.place(i + j, f) for j, f in enumerate(frags[i:i + 5])], self.xid)
+            ids.append(self.xid)
+        for _ in range(100):
+            self.dp.rx()
+            if self.rx_ring.bytes_to_read() == 0:
+                break
+        return ids
+
+
+def check_segments(outs: list[bytes], orig: Pkt, mtu: int) -> None:
+    """What GSO makes of `orig` at this MTU (Linux tcp_gso_segment): segments of MSS = MTU - IP -
+    TCP headers, each with its own IP length (and IPv4 id + index), TCP seq advanced by the payload
+    before it, FIN/PSH on the last only, CWR on the first only, valid checksums."""
+    mss = mtu - (orig.hdrs - orig.l3)
+    pay = orig.payload
+    assert len(outs) == (len(pay) + mss - 1) // mss > 1
+    for i, out in enumerate(outs):
+        p = parse(out)
+        assert len(out) - p.l3 <= mtu and p.hdrs == orig.hdrs
+        assert p.payload == pay[i * mss:(i + 1) * mss]
+        assert ip_len(p) == len(out) - p.l3
+        assert ip4_csum_ok(p) and l4_csum_ok(p)
+        assert tcp_seq(p) == (tcp_seq(orig) + i * mss) & 0xFFFFFFFF
+        keep = (FIN | PSH if i == len(outs) - 1 else 0) | (CWR if i == 0 else 0)
+        assert tcp_flags(p) == tcp_flags(orig) & (keep | ~(FIN | PSH | CWR) & 0xFF)
+        assert p.v6 or ip_id(p) == (ip_id(orig) + i) & 0xFFFF
+        # everything else of the headers as the coalesced frame had it: MACs, addresses, ports,
+        # ack, window, TCP options
+        assert out[:p.l3] == orig.frame[:p.l3]
+        assert out[p.l4:p.l4 + 4] == orig.frame[orig.l4:orig.l4 + 4]
+        assert out[p.l4 + 8:p.l4 + 13] == orig.frame[orig.l4 + 8:orig.l4 + 13]
+        assert out[p.l4 + 14:p.l4 + 16] == orig.frame[orig.l4 + 14:orig.l4 + 16]
+        assert out[p.l4 + 20:p.hdrs] == orig.frame[orig.l4 + 20:orig.hdrs]
+        assert out[p.l3 + (8 if p.v6 else 12):p.l4] == orig.frame[orig.l3 + (8 if p.v6 else 12):orig.l4]
+
+
+@pytest.mark.parametrize("vouched", [False, True])
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("mtu, n", [(1500, 9000), (1500, 65535 - 52), (9000, 30000)])
+def test_rsc_without_vnet_header_is_cut_into_mtu_segments(v6: bool, vouched: bool, mtu: int, n: int) -> None:
+    """Without a vnet header the kernel cannot segment a coalesced frame, and a plain frame over
+    the MTU is what it drops as oversize: the data path cuts it as GSO would. With the host's
+    checksum vouched for, the coalesced frame's own TCP checksum may be anything (it is
+    recomputed per segment); without, it is checked first."""
+    host = PlainHost(rx_csum=vouched, mtu=mtu)
+    try:
+        orig = build(bytes(random.Random(n).randrange(256) for _ in range(n - 20 * v6)), v6=v6,
+                     tcp_opts=bytes.fromhex("0101080a0000000100000002"), flags=ACK | PSH | FIN | CWR)
+        sent = bytearray(orig.frame)
+        if vouched:
+            sent[orig.l4 + 16:orig.l4 + 18] = b"\xde\xad"      # the host left the TCP checksum stale
+        ids = host.rsc(bytes(sent), csum=TCP_OK if vouched else None)
+        outs = host.tap_frames()
+        check_segments(outs, orig, mtu)
+        c = host.dp.counters()
+        assert c["rx_rsc_sw_seg"] == 1 and c["rx_rsc_frames"] == 1 and c["rx_rsc_drop"] == 0
+        assert c["rx_packets"] == len(outs) and c["rx_bytes"] == sum(map(len, outs))
+        assert c["rx_tap_drop"] == 0 and host.dp.last_drop() is None
+        assert [(p.trans_id, host.comp_fields(p)[1]) for p in host.drain()] == [(i, STATUS_OK) for i in ids]
+    finally:
+        host.close()
+
+
+def test_rsc_without_vnet_header_within_one_mss_is_written_whole() -> None:
+    host = PlainHost()
+    try:
+        orig = coalesced(1500 - 40)                  # exactly one MSS: no reason to cut it
+        host.rsc(orig.frame, csum=None)
+        assert host.tap_frames() == [orig.frame]
+        c = host.dp.counters()
+        assert c["rx_rsc_frames"] == 1 and c["rx_rsc_sw_seg"] == 0
+    finally:
+        host.close()
+
+
+def test_rsc_without_vnet_header_vouched_checksum_is_completed() -> None:
+    """The host vouched for the checksum, the coalesced frame's own may be stale, and without a
+    vnet header no NEEDS_CSUM can ask the kernel to finish it: the data path does, in software."""
+    host = PlainHost(rx_csum=True)
+    try:
+        orig = coalesced(1200)
+        sent = bytearray(orig.frame)
+        sent[orig.l4 + 16:orig.l4 + 18] = b"\x12\x34"
+        host.rsc(bytes(sent), csum=TCP_OK)
+        assert host.tap_frames() == [orig.frame]
+    finally:
+        host.close()
+
+
+def test_rsc_without_vnet_header_bad_checksum_is_dropped_not_laundered() -> None:
+    """A coalesced frame the host did not vouch for and whose TCP checksum is wrong: cutting it
+    with fresh checksums would turn corrupt data into valid segments, so it is dropped whole."""
+    host = PlainHost()
     try:
         orig = coalesced(9000)
-        frags = fragments(orig.frame, 3000)
-        host.send_xfer([host.place(i, f) for i, f in enumerate(frags)], trans_id=5)
-        host.dp.rx()
-        [out] = host.tap_frames()
-        assert parse(out).payload == orig.payload
+        bad = bytearray(orig.frame)
+        bad[-100] ^= 0x40                             # one payload bit flipped on the way
+        nfrags = len(fragments(bytes(bad), 3000))
+        ids = host.rsc(bytes(bad), csum=None)
+        assert host.tap_frames() == []
+        c = host.dp.counters()
+        assert c["rx_rsc_drop"] == nfrags and c["rx_rsc_frames"] == 0 and c["rx_rsc_sw_seg"] == 0
+        drop = host.dp.last_drop()
+        assert drop is not None and drop[0] == "rsc_csum"
+        assert drop[1] == int.from_bytes(bad[orig.l4 + 16:orig.l4 + 18], "big")   # the checksum found
+        assert host.dp.drop_counts() == {"rsc_csum": 1}
+        assert [(p.trans_id, host.comp_fields(p)[1]) for p in host.drain()] == [(i, STATUS_FAILED) for i in ids]
+    finally:
+        host.close()
+
+
+def test_rsc_without_vnet_header_whose_headers_fill_the_mtu_is_dropped() -> None:
+    """IPv6 + TCP with 40 bytes of options is 100 bytes of headers: at MTU 68 no segment of it
+    fits, so there is nothing to cut (and no room was kept for such a segment)."""
+    host = PlainHost(mtu=68)
+    try:
+        orig = coalesced(3000, v6=True, tcp_opts=bytes(40))
+        nfrags = len(fragments(orig.frame, 3000))
+        host.rsc(orig.frame, csum=None)
+        assert host.tap_frames() == []
+        assert host.dp.last_drop() == ("rsc_frame", 100)
+        assert host.dp.counters()["rx_rsc_drop"] == nfrags
+    finally:
+        host.close()
+
+
+def test_rsc_segments_that_do_not_fit_the_tap_are_counted() -> None:
+    """A tap that takes only a few frames: every segment is either written or counted as a tap
+    drop (the ones after the first failed write are not tried), never lost silently."""
+    host = PlainHost()
+    try:
+        host.tap_guest.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        orig = coalesced(30000)
+        mss = 1500 - (orig.hdrs - orig.l3)
+        nseg = (len(orig.payload) + mss - 1) // mss
+        host.rsc(orig.frame, csum=None)
+        outs = host.tap_frames()
+        c = host.dp.counters()
+        assert c["rx_tap_drop"] > 0 and c["rx_packets"] == len(outs)
+        assert c["rx_packets"] + c["rx_tap_drop"] == nseg
+        assert c["rx_rsc_sw_seg"] == 0 and c["rx_rsc_frames"] == 0
+        drop = host.dp.last_drop()
+        assert drop is not None and drop[0] == "tap_write"
+        for i, out in enumerate(outs):             # what got through is the start, in order
+            assert parse(out).payload == orig.payload[i * mss:(i + 1) * mss]
     finally:
         host.close()
 
