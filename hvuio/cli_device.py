@@ -1,4 +1,4 @@
-"""CLI commands about VMBus devices: list, bind, unbind, doctor (issue 3).
+"""CLI commands about VMBus devices: list, bind, unbind, doctor.
 
 Thin: parse options, call hvuio.device, echo. Errors are HvuioError subclasses rendered by
 `hvuio.cli.main`. Works the same on a real machine and on the emulator's tree (--sysroot).

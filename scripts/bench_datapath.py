@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the C data path (issue 5): frames/s through hvu_dp_rx and hvu_dp_tx.
+"""Benchmark of the C data path: frames/s through hvu_dp_rx and hvu_dp_tx.
 
 Only the C calls are timed. The fake host (hvuio.sim.ring, pure Python) prepares each round
 untimed: for RX it fills the inbound ring with transfer-page packets (one range = one RNDIS packet

@@ -9,7 +9,7 @@ and one close, as a poll loop would. The memcpy loop copies descriptor + payload
 area at a rolling offset and back out. GB/s counts payload bytes (1 GB = 1e9 bytes).
 
 Usage: python scripts/bench_ring.py [--seconds 1.0] [--repeat 5] [--ring-size BYTES]
-Results are recorded in docs/BENCHMARKS.md ("Ring core (issue 2)").
+Results are recorded in docs/BENCHMARKS.md ("Ring core").
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from netns_fixtures import netns_skip_reason
 
-import hvuio.cli_demo  # noqa: F401  (registers `demo`; the lead adds it to hvuio/cli.py)
+import hvuio.cli_demo  # noqa: F401  (registers `demo`)
 from hvuio import netns
 from hvuio.cli import main
 from hvuio.errors import NotRootError

@@ -1,4 +1,4 @@
-"""End to end in namespaces (issue 5): guest tap netns <-> `hvuio up` <-> emulator <-> host netns.
+"""End to end in namespaces: guest tap netns <-> `hvuio up` <-> emulator <-> host netns.
 
 Each test builds a hvuio.demo.DemoStack (its own namespaces, emulated kernel + host in this
 process, the NIC bound through hvuio.device.bind, `hvuio up` as a child process) and, after

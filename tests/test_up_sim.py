@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import hvuio.cli_net  # noqa: F401  (registers `up` on the group; the lead adds it to cli.py)
+import hvuio.cli_net  # noqa: F401  (registers `up` on the group)
 from hvuio.cli import main
 from hvuio.device.bind import bind_device
 from hvuio.engine import Nic
