@@ -50,6 +50,10 @@ def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
     """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if sysroot != Path("/") and os.path.lexists(sysroot):
+        from hvuio.safefs import check_dir
+
+        check_dir(sysroot)   # another user's directory would make them the host of our parsers
     ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose)
 
 
@@ -60,6 +64,7 @@ def _wants_debug(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the group and render HvuioError as one sentence and a hint."""
     args = sys.argv[1:] if argv is None else argv
+    os.umask(0o022)   # modes of what we create never depend on the caller's umask
     try:
         return cli.main(args=args, prog_name="hvuio", standalone_mode=False)
     except HvuioError as err:

@@ -21,6 +21,8 @@ from typing import Any
 import click
 
 from hvuio.cli import App, cli, pass_app
+from hvuio.errors import UnsafePathError
+from hvuio.safefs import unlink, write_file
 
 STATUS_DIR = "run/hvuio/up"
 
@@ -92,17 +94,15 @@ class StatusFile:
     def write(self, **fields: Any) -> None:
         self.record.update(fields, updated=time.time())
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.record, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
-        except OSError:
+            write_file(self.path, (json.dumps(self.record, sort_keys=True) + "\n").encode(), 0o644,
+                       create_dirs=0o755)
+        except (OSError, UnsafePathError):
             pass  # status is best effort: a read-only /run must not stop the NIC
 
     def remove(self) -> None:
         try:
-            self.path.unlink()
-        except OSError:
+            unlink(self.path)
+        except (OSError, UnsafePathError):
             pass
 
 

@@ -2,10 +2,12 @@
 
 `hvuio sim start --sysroot DIR --kernel 6.17 --nics 2` builds the tree and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it) daemonised (pid file
-`DIR/run/hvuio-sim/kernel.pid`, log next to it), or in the foreground with --foreground until
-SIGINT/SIGTERM. `hvuio sim stop --sysroot DIR` stops it; the kernel removes its tree on the way
-out. Then every other command works against the tree with
+--pcap-in / --wire for the network behind it) daemonised (it holds a lock on
+`DIR/run/hvuio-sim/kernel.pid` while it runs, hvuio.sim.daemon; log `DIR/sim-kernel.log`), or in
+the foreground with --foreground until SIGINT/SIGTERM. `hvuio sim stop --sysroot DIR` stops the
+lock's holder; the kernel removes its tree on the way out, and `sim stop` removes what a killed
+daemon left. A sysroot is created with mode 0700, and an existing one must be a directory that
+only root or the caller can write (hvuio.safefs). Then every other command works against the tree with
 `hvuio --sysroot DIR ...` (or HVUIO_SYSROOT=DIR). `hvuio sim status|link|rescind` talk to the
 running host through its control socket (hvuio.sim.vsp_control).
 
@@ -28,8 +30,10 @@ import click
 
 from hvuio.cli import App, cli, pass_app
 from hvuio.errors import UsageError
+from hvuio.safefs import check_dir, make_dirs, open_file
 
-PID_FILE = "run/hvuio-sim/kernel.pid"
+LOG_FILE = "sim-kernel.log"
+START_TIMEOUT = 10.0  # seconds for the daemon to build the tree and take its lock
 
 if TYPE_CHECKING:
     from hvuio.sim.net import FrameNetwork
@@ -49,16 +53,22 @@ def _make_network(pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> Fr
 
 
 def _root(app: App, sysroot: Path | None) -> Path:
-    root = (sysroot or app.sysroot).resolve()
+    """The emulator's sysroot as given (never resolved: a symlinked sysroot is refused, not
+    followed), checked like sshd's StrictModes when it exists (hvuio.safefs)."""
+    root = Path(os.path.abspath(sysroot or app.sysroot))
     if root == Path("/"):
         raise UsageError("the emulator needs its own --sysroot directory, not /",
-                         "Pass e.g. --sysroot /tmp/hvsim (it is created if missing).")
+                         "Pass e.g. --sysroot /run/hvsim (it is created, mode 0700, if missing).")
+    if os.path.lexists(root):
+        check_dir(root)
     return root
 
 
 def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | None = None,
                 host: dict[str, Any] | None = None) -> None:
+    from hvuio.sim.daemon import hold_pid_file, record_netns
     from hvuio.sim.kernel import SimKernel
+    from hvuio.sim.net import HostNetwork
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -67,8 +77,11 @@ def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | Non
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
             from hvuio.sim.vsp_control import run_host
 
-            stack.enter_context(run_host(k, root, network=_make_network(**host)))
-        (root / PID_FILE).write_text(f"{os.getpid()}\n")
+            network = _make_network(**host)
+            stack.enter_context(run_host(k, root, network=network))
+            if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
+                record_netns(root, network.netns)
+        stack.callback(os.close, hold_pid_file(root))   # held until this process ends
         if ready is not None:
             ready.set()
         click.echo(f"sim kernel {k.profile.name} running under {root}: "
@@ -76,16 +89,6 @@ def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | Non
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, OSError):
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @cli.group()
@@ -120,15 +123,15 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
     root = _root(app, sysroot)
     if (root / "sys").exists():
         raise UsageError(f"{root}/sys already exists", "Run 'hvuio sim stop' first or pick another --sysroot.")
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root, 0o700)
     if foreground:
         _run_kernel(root, kernel, nics, host=host)
         return
+    log = open_file(root / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     pid = os.fork()
     if pid == 0:  # child: detach and run
         try:
             os.setsid()
-            log = os.open(root / "sim-kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(log, 1)
@@ -136,16 +139,12 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
             _run_kernel(root, kernel, nics, host=host)
         finally:
             os._exit(0)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if (root / PID_FILE).exists():
-            click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
-            return
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.02)
-    raise UsageError(f"the sim kernel did not start; see {root / 'sim-kernel.log'}")
+    os.close(log)
+    from hvuio.sim.daemon import wait_started
+
+    if not wait_started(root, pid, START_TIMEOUT):
+        raise UsageError(f"the sim kernel did not start; see {root / LOG_FILE}")
+    click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
 
 
 @sim.command("stop")
@@ -153,23 +152,22 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
 @click.option("--timeout", type=float, default=10.0, show_default=True)
 @pass_app
 def sim_stop(app: App, sysroot: Path | None, timeout: float) -> None:
-    """Stop the emulated kernel started with 'sim start'; its tree is removed."""
+    """Stop the emulated kernel started with 'sim start'; its tree is removed.
+
+    Only the daemon that holds the sysroot's pid-file lock is signalled (never a pid read from a
+    file); when that daemon died, what it left (the tree, its network namespace) is removed."""
+    from hvuio.sim.daemon import DaemonGone, remove_leftovers, stop_daemon
+
     root = _root(app, sysroot)
     try:
-        pid = int((root / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        raise UsageError(f"no sim kernel runs under {root} (no {PID_FILE})") from None
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        raise UsageError(f"sim kernel pid {pid} is gone; remove {root} by hand") from None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            break
-        time.sleep(0.02)
-    else:
-        raise UsageError(f"sim kernel pid {pid} did not stop within {timeout:g} s")
+        pid = stop_daemon(root, timeout)
+    except DaemonGone as gone:
+        removed = remove_leftovers(root)
+        if not removed:
+            raise UsageError(f"no sim kernel runs under {root}",
+                             "Start one with 'hvuio sim start --sysroot DIR'.") from None
+        click.echo(f"sim kernel under {root} had died ({gone}); removed what it left: {', '.join(removed)}")
+        return
     click.echo(f"sim kernel (pid {pid}) stopped; tree under {root} removed")
 
 

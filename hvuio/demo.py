@@ -145,11 +145,12 @@ class DemoStack:
     def _start_up(self) -> None:
         assert self.sysroot is not None
         self.tap = netns.random_ifname("g")
-        argv = [sys.executable, "-m", "hvuio", "--sysroot", str(self.sysroot), "up", self.guid, "--json",
-                "--netns", self.guest_ns, "--ifname", self.tap, "--mtu", str(self.mtu), *self.up_args]
+        argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.sysroot), "up", self.guid, "--json",
+                                 "--netns", self.guest_ns, "--ifname", self.tap, "--mtu", str(self.mtu),
+                                 *self.up_args)
         # its own process group: a Ctrl-C at the terminal reaches us, and we stop it in order
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=_child_env(), start_new_session=True)
+                                env=_child_env(), start_new_session=True, cwd=netns.CHILD_CWD)
         self.up_proc = proc
         self.cleanup.push("stop hvuio up", self.stop_up)
         deadline = time.monotonic() + UP_START_TIMEOUT
@@ -305,11 +306,11 @@ def tcp_transfer(src_ns: str, dst_ns: str, dst_ip: str, nbytes: int = DEFAULT_TC
     Returns {"sent": {...}, "received": {...}, "exact": bool, "mbit_s": float}: both sides'
     byte counts and sha256, the receiver's first-byte-to-EOF time and its throughput.
     """
-    receiver = netns.popen(dst_ns, [sys.executable, "-c", _TCP_RECEIVER, dst_ip, str(port), str(timeout)])
+    receiver = netns.popen(dst_ns, netns.python_argv("-c", _TCP_RECEIVER, dst_ip, str(port), str(timeout)))
     try:
         _expect_line(receiver, "listening", 30)
-        sender = netns.popen(src_ns, [sys.executable, "-c", _TCP_SENDER, dst_ip, str(port), str(nbytes),
-                                      str(seed), str(timeout)])
+        sender = netns.popen(src_ns, netns.python_argv("-c", _TCP_SENDER, dst_ip, str(port), str(nbytes),
+                                      str(seed), str(timeout)))
         try:
             got = _finish(receiver, timeout)
             sent = _finish(sender, timeout)
@@ -375,11 +376,11 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
     """
     if min(sizes) < 40:
         raise PlatformError("udp_check needs datagrams of at least 40 bytes (sequence number + sha256)")
-    receiver = netns.popen(dst_ns, [sys.executable, "-c", _UDP_RECEIVER, dst_ip, str(port), "30", str(idle)])
+    receiver = netns.popen(dst_ns, netns.python_argv("-c", _UDP_RECEIVER, dst_ip, str(port), "30", str(idle)))
     try:
         _expect_line(receiver, "listening", 30)
-        sender = netns.popen(src_ns, [sys.executable, "-c", _UDP_SENDER, dst_ip, str(port), str(count),
-                                      ",".join(map(str, sizes)), str(pace)])
+        sender = netns.popen(src_ns, netns.python_argv("-c", _UDP_SENDER, dst_ip, str(port), str(count),
+                                      ",".join(map(str, sizes)), str(pace)))
         sent = _finish(sender, TRAFFIC_TIMEOUT)
         got = _finish(receiver, TRAFFIC_TIMEOUT)
     finally:

@@ -14,7 +14,7 @@ What lives here:
     pump leaves (CONTROL_PENDING) are read in the pump's thread and fed to the machines; ticks
     are queued into that thread too (datapath.py's threading rule). Teardown stops the pump
     first, so the halt and revokes run on the caller's thread with the rings to themselves.
-  * `StopPipe` — SIGINT/SIGTERM write a byte to a pipe; loops select on it.
+  * `StopPipe` — SIGINT/SIGTERM/SIGHUP write a byte to a pipe; loops select on it.
 
 What must not live here: ring code (channel.py, native.py), protocol parsing (proto/), sysfs
 details (device/), printing (cli_net.py).
@@ -36,7 +36,8 @@ from typing import Any, Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
-from hvuio.device.uio import Platform, UioHandle
+from hvuio.device.platform import Platform
+from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError,
                           LocalProtocolError, SysfsError, WrongDeviceError)
 from hvuio.proto import events as ev
@@ -145,7 +146,7 @@ class NicInfo:
 
 
 class StopPipe:
-    """A pipe that SIGINT/SIGTERM (or `stop()`) make readable; install() / restore() the handlers."""
+    """A pipe that SIGINT/SIGTERM/SIGHUP (or `stop()`) make readable; install() / restore() the handlers."""
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -170,7 +171,7 @@ class StopPipe:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # HUP: the terminal went away
             self._old[sig] = signal.signal(sig, self._handler)
 
     @property

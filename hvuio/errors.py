@@ -121,6 +121,14 @@ class RingCorruptError(HostProtocolError):
         self.rule = rule
 
 
+class UnsafePathError(HvuioError):
+    """A directory or file hvuio would write as root can be changed by another user."""
+
+    exit_code = 12
+    default_hint = ("Use a directory that only root (or you) can write, with no symlink on the way, "
+                    "e.g. --sysroot /run/hvsim; hvuio creates it with mode 0700 when it is missing.")
+
+
 class LocalProtocolError(HvuioError):
     """hvuio called a protocol machine wrongly: a bug in hvuio, not in the host."""
 

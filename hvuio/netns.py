@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
@@ -27,6 +28,15 @@ NETNS_RUN_DIR = "/run/netns"
 IFNAMSIZ = 16
 # `ip` commands return in milliseconds; this only stops a wedged child from hanging a run.
 COMMAND_TIMEOUT = 60.0
+# Children start here: a working directory another user can write must not be theirs to fill.
+CHILD_CWD = "/"
+
+
+def python_argv(*args: str) -> list[str]:
+    """This interpreter as a child that imports nothing from its working directory or script
+    directory (-P): run by root from a directory another user can write, it must not load that
+    user's modules (`python -m`/`-c` put the current directory first on the import path)."""
+    return [sys.executable, "-P", *args]
 
 
 def random_name(role: str, prefix: str = PREFIX, max_len: int = 0) -> str:
@@ -153,7 +163,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` inside `netns`, capturing text output; check=True raises PlatformError on failure."""
     full = exec_argv(netns, argv)
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False, input=input)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False, input=input,
+                          cwd=CHILD_CWD)
     if check and proc.returncode != 0:
         raise _error_from(full, proc)
     return proc
@@ -167,6 +178,7 @@ def popen(netns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=CHILD_CWD,
     )
 
 

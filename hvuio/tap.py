@@ -166,6 +166,14 @@ def parse_mac(text: str) -> bytes:
         raise UsageError(f"MAC address {text!r} is not six ':'-separated hex bytes") from None
 
 
+def check_netns_name(name: str) -> None:
+    """A namespace is named as `ip netns` names it: one entry of /run/netns, never a path
+    (`/proc/PID/ns/net` would hand the tap to whatever process owns that namespace)."""
+    if not name or len(name) > 255 or "/" in name or name in (".", "..") or "\0" in name:
+        raise UsageError(f"network namespace {name!r} is not a name under {NETNS_RUN_DIR}",
+                         "Pass a name as 'ip netns list' shows it (no '/').")
+
+
 def netlink_error(code: int, action: str, ifname: str, netns: str | None = None) -> HvuioError:
     """The hvuio error for a netlink or ioctl errno `code` met while doing `action` on `ifname`."""
     where = f" in network namespace {netns!r}" if netns else ""
@@ -244,8 +252,10 @@ class Tap:
         check_ifname(final)
         check_mac(mac)
         check_mtu(mtu)
-        if netns is not None and not os.path.exists(os.path.join(NETNS_RUN_DIR, netns)):
-            raise UsageError(f"network namespace {netns!r} does not exist", "Create it with 'ip netns add'.")
+        if netns is not None:
+            check_netns_name(netns)
+            if not os.path.exists(os.path.join(NETNS_RUN_DIR, netns)):
+                raise UsageError(f"network namespace {netns!r} does not exist", "Create it with 'ip netns add'.")
         # In the current namespace the tap is created under its final name; when it is to move,
         # under a random temporary name, then renamed in the same RTM_SETLINK that moves it.
         create_name = final if netns is None else random_ifname(NAME_PREFIX + "t")

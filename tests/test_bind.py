@@ -205,3 +205,56 @@ def test_refused_probe_rolls_back(tmp_path: Path) -> None:
         dev = VmbusDevice.from_uuid(tmp_path, k.nics[0].guid)
         assert dev.driver == "hv_netvsc" and dev.driver_override is None
         assert not B.journal_path(tmp_path, dev.guid).exists()
+
+
+def _fake_proc(root: Path, comm: str, state: str, v6: bool = False) -> Path:
+    """A /proc with one process `comm` holding socket inode 4242, and a TCP table where that
+    socket's local address is 127.0.0.1:22 (or ::ffff:127.0.0.1) in `state`."""
+    proc = root / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "777" / "fd").mkdir(parents=True)
+    (proc / "777" / "comm").write_text(comm + "\n")
+    os.symlink("socket:[4242]", proc / "777" / "fd" / "3")
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    local = "0000000000000000FFFF00000100007F:0016" if v6 else "0100007F:0016"
+    remote = "0000000000000000FFFF00000900020C:C350" if v6 else "090002C0:C350"
+    row = f"   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+    (proc / "net" / ("tcp6" if v6 else "tcp")).write_text(head + row)
+    (proc / "net" / ("tcp" if v6 else "tcp6")).write_text(head)
+    return proc
+
+
+@pytest.mark.parametrize("comm, state, v6, found", [
+    ("sshd", "01", False, True),
+    ("sshd-session", "01", True, True),
+    ("sshd", "0A", False, False),          # listening, not a session
+    ("nginx", "01", False, False),         # not sshd's socket
+])
+def test_ssh_sessions_are_found_from_the_kernel_view(tmp_path: Path, comm: str, state: str, v6: bool,
+                                                     found: bool) -> None:
+    """`sudo` drops SSH_CONNECTION: the guard also reads sshd's established sockets."""
+    proc = _fake_proc(tmp_path, comm, state, v6)
+    assert B.ssh_session_interfaces(proc) == ({"lo"} if found else set())
+    if found:
+        with pytest.raises(UnsafeBindError, match="SSH session"):
+            B.check_safe(["lo"], env={}, proc=proc)
+    else:
+        B.check_safe(["lo"], env={}, proc=proc)
+
+
+def test_ctrl_c_during_bind_gives_the_nic_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1) as k:
+        guid = k.nics[0].guid
+        real_wait = B._wait_for
+
+        def interrupted(what: str, cond: object, timeout: float) -> None:
+            real_wait(what, cond, timeout)  # type: ignore[arg-type]
+            if what.endswith("to be bound to uio_hv_generic with its /dev/uioN"):
+                raise KeyboardInterrupt   # Ctrl-C as the bind completes (the emulated kernel is settled)
+
+        monkeypatch.setattr(B, "_wait_for", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            B.bind_device(tmp_path, "hveth0")
+        monkeypatch.setattr(B, "_wait_for", real_wait)
+        B._wait_for("the rollback", lambda: VmbusDevice.from_uuid(tmp_path, guid).driver == "hv_netvsc", 5)
+        assert B.read_journal(tmp_path, guid) is None

@@ -71,15 +71,16 @@ def test_wire_and_proto_import_downwards_only() -> None:
 def test_emulator_is_independent_of_the_guest() -> None:
     guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.datapath",
              "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
-    # The network behind the host owns a real tap: it may use the tap/netns plumbing.
-    extra = {"hvuio.sim.net": ("hvuio.tap", "hvuio.netns")}
+    # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
+    # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
+    extra = {"hvuio.sim.net": ("hvuio.tap", "hvuio.netns"), "hvuio.sim.daemon": ("hvuio.netns",)}
     for mod, imps in MODULES.items():
         if not mod.startswith("hvuio.sim"):
             continue
         bad = {i for i in imps if i.startswith(guest)}
         assert not bad, f"{mod} imports guest code {sorted(bad)}"
         allowed_extra = extra.get(mod, ())
-        other = {i for i in imps if i.startswith("hvuio.") and not i.startswith(("hvuio.sim", "hvuio.errors"))
+        other = {i for i in imps if i.startswith("hvuio.") and not i.startswith(("hvuio.sim", "hvuio.errors", "hvuio.safefs"))
                  and not i.startswith(allowed_extra)}
         assert not other, f"{mod} imports {sorted(other)}"
 
@@ -92,3 +93,20 @@ def test_only_native_wrappers_touch_the_compiled_module() -> None:
 def test_only_tap_imports_pyroute2() -> None:
     users = {m for m, imps in _importers("pyroute2").items() if imps}
     assert users <= {"hvuio.tap"}, users
+
+
+def test_the_guest_never_imports_the_emulator() -> None:
+    """Only the emulator itself, the CLI and the demo may import hvuio.sim: the guest's half of the
+    seam (hvuio.device.platform) stands on its own."""
+    allowed = ("hvuio.sim", "hvuio.cli", "hvuio.demo")
+    for mod, imps in _importers("hvuio.sim").items():
+        if imps and not mod.startswith(allowed):
+            raise AssertionError(f"{mod} imports {sorted(imps)}")
+
+
+def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
+    from hvuio.device import platform as guest
+    from hvuio.sim import platform as emulator
+
+    assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
+    assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)

@@ -17,12 +17,12 @@ import pytest
 
 from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.sysfs import UioMap, VmbusDevice
-from hvuio.device.uio import (PAGE_SIZE, Interrupt, RealPlatform, UioHandle, check_maps, monitor_trigger,
-                              platform_for)
+from hvuio.device.platform import PAGE_SIZE, RealPlatform, platform_for
+from hvuio.device.uio import Interrupt, UioHandle, check_maps, monitor_trigger
 from hvuio.errors import HostRefusedError, RescindedError, SysfsError, WrongDeviceError
 from hvuio.sim import profiles
 from hvuio.sim.kernel import SimKernel
-from hvuio.sim.platform import SimPlatform
+from hvuio.device.platform import TreePlatform
 
 
 def _until(pred: object, timeout: float = 3.0) -> None:
@@ -47,7 +47,7 @@ def test_maps_and_open_semantics(tmp_path: Path, profile: str) -> None:
         nic = k.nics[0]
         h = _open(tmp_path, k)
         try:
-            assert isinstance(h.platform, SimPlatform)
+            assert isinstance(h.platform, TreePlatform)
             assert [len(r) for r in h.regions] == [m.size for m in h.maps]
             assert h.ring_size == profiles.primary_ring_size(k.profile, profiles.NIC_CLASS)
             assert h.data_size == h.ring_size - PAGE_SIZE
@@ -216,7 +216,7 @@ def test_sim_map_length_checked(tmp_path: Path) -> None:
     with SimKernel(tmp_path, "6.17", nics=1) as k:
         with _open(tmp_path, k) as h:
             with pytest.raises(OSError) as err:
-                SimPlatform(tmp_path).open_map(h.uio.name, 1, 2 * mmap.PAGESIZE, h.interrupt.fileno())
+                TreePlatform(tmp_path).open_map(h.uio.name, 1, 2 * mmap.PAGESIZE, h.interrupt.fileno())
             assert err.value.errno == 22
 
 

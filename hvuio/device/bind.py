@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Final
 
 from hvuio.device.classes import NIC_CLASS
+from hvuio.device.platform import is_emulated
 from hvuio.device.sysfs import VmbusDevice, sys_path
+from hvuio.safefs import open_file, unlink, write_file
 from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
                           SysfsError, UnsafeBindError, WrongDeviceError)
 
@@ -149,18 +151,12 @@ def resolve_device(sysroot: Path | str, name: str) -> VmbusDevice:
         return VmbusDevice.from_uuid(sysroot, guid)
 
 
-def is_simulated(sysroot: Path | str) -> bool:
-    from hvuio.sim.platform import is_sim
-
-    return is_sim(sysroot)
-
-
 def check_root(sysroot: Path | str, euid: int | None) -> None:
     """Root is required on a real system; on the emulator's tree, root or the tree's owner."""
     uid = os.geteuid() if euid is None else euid
     if uid == 0:
         return
-    if is_simulated(sysroot) and sys_path(sysroot, "/sys").stat().st_uid == uid:
+    if is_emulated(sysroot) and sys_path(sysroot, "/sys").stat().st_uid == uid:
         return
     raise NotRootError("binding a VMBus device needs root")
 
@@ -236,15 +232,82 @@ def ssh_interface(env: dict[str, str] | None = None) -> str | None:
     return interface_of_address(conn[2]) if len(conn) >= 4 else None
 
 
-def check_safe(netdevs: list[str], env: dict[str, str] | None = None) -> None:
-    """UnsafeBindError when one of `netdevs` carries the default route or the SSH session."""
-    routes = default_route_interfaces()
+_SSHD_NAMES: Final = ("sshd", "sshd-session")   # OpenSSH 9.8+ runs sessions as sshd-session
+_TCP_ESTABLISHED: Final = "01"
+
+
+def _hex_address(text: str) -> str | None:
+    """A /proc/net/tcp{,6} address field ("0100007F:0016") as an IP address string."""
+    host = text.split(":")[0]
+    try:
+        raw = bytes.fromhex(host)
+    except ValueError:
+        return None
+    if len(raw) not in (4, 16):
+        return None
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))   # host-order 32-bit words
+    return str(ipaddress.ip_address(words))
+
+
+def _sshd_socket_inodes(proc: Path) -> set[str]:
+    inodes: set[str] = set()
+    try:
+        pids = [e for e in os.listdir(proc) if e.isdigit()]
+    except OSError:
+        return inodes
+    for pid in pids:
+        try:
+            if (proc / pid / "comm").read_text().strip() not in _SSHD_NAMES:
+                continue
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(proc / pid / "fd" / fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link.endswith("]"):
+                inodes.add(link[8:-1])
+    return inodes
+
+
+def ssh_session_interfaces(proc: Path = Path("/proc")) -> set[str]:
+    """Interfaces whose addresses hold an established sshd connection, from the kernel's view
+    (sshd's sockets in /proc/net/tcp{,6}): what `sudo` (which drops SSH_CONNECTION) cannot hide."""
+    inodes = _sshd_socket_inodes(proc)
+    out: set[str] = set()
+    if not inodes:
+        return out
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED and f[9] in inodes:
+                address = _hex_address(f[1])
+                name = interface_of_address(address, proc) if address else None
+                if name is not None:
+                    out.add(name)
+    return out
+
+
+def check_safe(netdevs: list[str], env: dict[str, str] | None = None, proc: Path = Path("/proc")) -> None:
+    """UnsafeBindError when one of `netdevs` carries the default route or an SSH session (this
+    process's, or any sshd connection the kernel shows)."""
+    routes = default_route_interfaces(proc)
     for name in netdevs:
         if name in routes:
             raise UnsafeBindError(f"interface {name} holds the default route; binding it would cut this machine off")
-    ssh = ssh_interface(env)
-    if ssh is not None and ssh in netdevs:
-        raise UnsafeBindError(f"interface {ssh} carries this SSH session; binding it would end the session")
+    sessions = ssh_session_interfaces(proc)
+    own = ssh_interface(env)
+    if own is not None:
+        sessions.add(own)
+    for name in netdevs:
+        if name in sessions:
+            raise UnsafeBindError(f"interface {name} carries an SSH session; binding it would end the session")
 
 
 # -- busy ------------------------------------------------------------------------------------------
@@ -300,19 +363,22 @@ def check_not_busy(device: VmbusDevice, settle: float = 0.0) -> None:
 LOCK_DIR: Final = "/run/hvuio/lock"
 
 
-def claim_device(device: VmbusDevice) -> int | None:
+def claim_device(device: VmbusDevice) -> int:
     """Exclusive claim among hvuio processes: an flock on <sysroot>/run/hvuio/lock/<guid>.lock.
 
     Closes the window check_not_busy leaves (two `hvuio up` starting together both see the
-    channel closed). Returns the lock fd (close it to release), or None when the lock directory
-    cannot be written (a user without access to /run); DeviceBusyError when another holds it.
+    channel closed). Returns the lock fd (close it to release); DeviceBusyError when another
+    holds it. It fails closed: a lock that cannot be made or taken is an error, never skipped
+    (UnsafePathError when its directory could be changed by another user, hvuio.safefs).
     """
     path = sys_path(device.sysroot, f"{LOCK_DIR}/{device.guid}.lock")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return None
+        fd = open_file(path, os.O_RDWR | os.O_CREAT, 0o600, create_dirs=0o755)
+    except PermissionError:
+        raise NotRootError(f"cannot create the device lock {path}") from None
+    except OSError as err:
+        raise SysfsError(f"cannot create the device lock {path}: {err.strerror}",
+                         "Check that /run is mounted and writable by root.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -320,7 +386,7 @@ def claim_device(device: VmbusDevice) -> int | None:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise DeviceBusyError(f"{device.guid} is driven by another hvuio process (lock {path} is held)",
                                   "Stop the other 'hvuio up' of this device (see 'hvuio status'), then retry.") from None
-        return None
+        raise SysfsError(f"cannot lock {path}: {err.strerror}") from None
     return fd
 
 
@@ -352,32 +418,32 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
     previous = device.driver
     journal = journal_path(sysroot, device.guid)
     if read_journal(sysroot, device.guid) is None:
-        journal.parent.mkdir(parents=True, exist_ok=True)
         method = "driver_override" if device.has_driver_override else "new_id"
         record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
                   "previous_override": device.driver_override, "netdevs": netdevs, "method": method,
                   "time": time.time()}
-        tmp = journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, journal)
+        write_file(journal, (json.dumps(record, indent=1) + "\n").encode(), 0o644, create_dirs=0o755)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
-    if device.has_driver_override:
-        method = "driver_override"
-        _write(device.path / "driver_override", UIO_DRIVER)
-        if previous is not None:
-            _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
-        _write(bus / "drivers_probe", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
-    else:
-        method = "new_id"
-        _write(bus / "drivers" / UIO_DRIVER / "new_id", NIC_CLASS, ignore=(errno.EEXIST,))
-        if previous is not None:
-            _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
-            _wait_for(f"{device.guid} to leave {previous}", lambda: device.driver != previous, timeout)
-        if device.driver is None:
-            _write(bus / "drivers" / UIO_DRIVER / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
-    try:
+    try:   # from the first write on, a failure or Ctrl-C gives the NIC back
+        if device.has_driver_override:
+            method = "driver_override"
+            _write(device.path / "driver_override", UIO_DRIVER)
+            if previous is not None:
+                _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
+            _write(bus / "drivers_probe", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+        else:
+            method = "new_id"
+            _write(bus / "drivers" / UIO_DRIVER / "new_id", NIC_CLASS, ignore=(errno.EEXIST,))
+            if previous is not None:
+                _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
+                _wait_for(f"{device.guid} to leave {previous}", lambda: device.driver != previous, timeout)
+            if device.driver is None:
+                _write(bus / "drivers" / UIO_DRIVER / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
         _wait_for(f"{device.guid} to be bound to {UIO_DRIVER} with its /dev/uioN",
                   lambda: _bound_to(device, UIO_DRIVER), timeout)
+    except KeyboardInterrupt:   # Ctrl-C half way: give the NIC back before leaving
+        _rollback(sysroot, device, timeout)
+        raise
     except SysfsError as err:
         _rollback(sysroot, device, timeout)
         hint = err.hint
@@ -406,7 +472,7 @@ def _rollback(sysroot: Path | str, device: VmbusDevice, timeout: float) -> None:
         if device.driver is None:
             _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
             _wait_for(f"{device.guid} to return to {target}", lambda: device.driver == target, timeout)
-        journal_path(sysroot, device.guid).unlink(missing_ok=True)
+        unlink(journal_path(sysroot, device.guid))
     except (SysfsError, NotRootError):
         pass  # the original error is what the user needs to see
 
@@ -420,7 +486,7 @@ def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
     if device.driver != UIO_DRIVER:
         if device.class_id != NIC_CLASS:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
-        journal_path(sysroot, device.guid).unlink(missing_ok=True)
+        unlink(journal_path(sysroot, device.guid))
         return BindResult(device.guid, device.driver or "(none)", False, "none",
                           netdevs=tuple(n for n, _ in device.netdevs()))
     check_root(sysroot, euid)
@@ -445,5 +511,5 @@ def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
     if target == DEFAULT_DRIVER and netdevs:
         _wait_for(f"interface {netdevs[0]} to come back",  # type: ignore[index]
                   lambda: bool(device.netdevs()), timeout)
-    journal_path(sysroot, device.guid).unlink(missing_ok=True)
+    unlink(journal_path(sysroot, device.guid))
     return BindResult(device.guid, target, True, method, netdevs=tuple(n for n, _ in device.netdevs()))

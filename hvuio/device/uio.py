@@ -1,10 +1,7 @@
 """The UIO device of a bound VMBus device: maps, interrupt fd, subchannel rings (spec §1.2–1.10).
 
-THE SIM/REAL SEAM is `Platform`, two methods: open the interrupt fd of `uioN`, and map region K
-of it. `RealPlatform` opens `/dev/uioN` O_RDWR and maps region K with
-`mmap(fd, size, MAP_SHARED, PROT_READ|PROT_WRITE, offset=K*PAGE_SIZE)` (spec §1.3);
-`hvuio.sim.platform.SimPlatform` is the emulator's side. `platform_for(sysroot)` picks the
-SimPlatform iff `<sysroot>/.hvuio-sim` exists. Everything else (sysfs, checks, ring files) is
+Maps and the interrupt fd are opened through a `Platform` (hvuio.device.platform: the one seam
+between a real kernel and the emulator's tree); everything here (sysfs, checks, ring files) is
 the same code for both.
 
 `UioHandle.open(device)` reads map names and sizes from sysfs (never hard-coded), checks the names
@@ -34,13 +31,13 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
+from hvuio.device.platform import PAGE_SIZE, Platform, platform_for
 from hvuio.device.sysfs import MAX_GPADL, SYSFS_HINT, UioDevice, UioMap, VmbusDevice
 from hvuio.errors import (HostRefusedError, LocalProtocolError, NotRootError, RescindedError, SysfsError,
                           WrongDeviceError)
 
-PAGE_SIZE: Final = mmap.PAGESIZE
 MAP_NAMES: Final = ("txrx_rings", "int_page", "monitor_page", "recv:", "send:")
 MIN_MAPS: Final = 3
 NIC_MAPS: Final = 5
@@ -58,39 +55,6 @@ _UIO_HINT: Final = "Check 'dmesg' for uio_hv_generic errors and run 'hvuio docto
 _NO_ACCESS_HINT: Final = ("Run as root, or give your user access to /dev/uio* and the ring files "
                           "(udev/90-hvuio.rules makes them group 'hvuio').")
 _COUNT = struct.Struct("=i")
-
-
-class Platform(Protocol):
-    """The one sim/real seam: open the interrupt fd, map a region (see module docstring)."""
-
-    def open_interrupt(self, uio_name: str) -> int:
-        """Open `uio_name` ('uio0'); the returned fd is one open() of the device."""
-        ...
-
-    def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
-        """Map `length` bytes of region `index`, MAP_SHARED, read/write."""
-        ...
-
-
-class RealPlatform:
-    """/dev/uioN of a real kernel (under `sysroot`, normally "/")."""
-
-    def __init__(self, sysroot: Path | str = "/") -> None:
-        self.sysroot = Path(sysroot)
-
-    def open_interrupt(self, uio_name: str) -> int:
-        return os.open(self.sysroot / "dev" / uio_name, os.O_RDWR | os.O_CLOEXEC)
-
-    def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
-        return mmap.mmap(irq_fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                         offset=index * PAGE_SIZE)
-
-
-def platform_for(sysroot: Path | str) -> Platform:
-    """SimPlatform iff the sysroot carries the emulator's marker file, else RealPlatform."""
-    from hvuio.sim.platform import SimPlatform, is_sim
-
-    return SimPlatform(sysroot) if is_sim(sysroot) else RealPlatform(sysroot)
 
 
 class Interrupt:

@@ -670,8 +670,7 @@ class SimKernel:
                     return
                 chan.ring_size = P.subchannel_ring_size(self.profile)
                 backing = map_backing(self.sysroot, dev.uio, 0).parent / f"ring{relid}"
-                with open(backing, "wb") as f:
-                    f.truncate(P.ring_file_size(self.profile, 2 * chan.ring_size))
+                self.tree.backing_file(backing, P.ring_file_size(self.profile, 2 * chan.ring_size))
                 chan.ring_backing = backing
                 self._init_ring(chan, self.profile.mask_at_open)
                 self.tree.show_ring(dev, chan)

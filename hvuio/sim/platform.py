@@ -1,23 +1,13 @@
-"""SimPlatform: the emulator's side of the one sim/real seam (spec §5.5–5.6, §5.9).
+"""The emulated kernel's half of the sim/real seam: names, sockets and shared memory.
 
-THE SEAM. The guest code (`hvuio.device`) reads every sysfs file through an injectable sysroot
-and opens memory and interrupts through a `Platform` (see `hvuio.device.uio.Platform`). It picks
-this `SimPlatform` if and only if the sysroot carries the marker file `<sysroot>/.hvuio-sim`
-written by the emulated kernel (`is_sim`); otherwise it uses the real `/dev/uioN`. Nothing else
-differs between the simulated and the real path.
-
-What the simulated objects are:
-* map K of `uioN` = the file `<sysroot>/run/hvuio-sim/uioN/mapK`, a sparse file of the region's
-  real size (maps 1 and 2 are links to the two pages shared by every device), mapped MAP_SHARED so
-  the emulated host sees the guest's stores;
-* the interrupt fd = a connected AF_UNIX SOCK_SEQPACKET socket to `<sysroot>/dev/uioN`:
-  the kernel first answers the connect with a 4-byte open status (0 or -errno; consumed here, so
-  open() is synchronous as on a real kernel); then reading a 4-byte message gives the event counter, writing 4 bytes is irqcontrol, EOF means
-  rescinded / unregistered (the guest maps it to the same error as EIO on a real device).
-
-Also here: the emulated kernel's accessors of that shared memory (ring header init, inbound
-mask, header snapshot, monitor-page trigger bits), plain pread/pwrite on the backing files,
-which the page cache keeps coherent with every MAP_SHARED mapping of them.
+The guest opens an emulator's tree through `hvuio.device.platform.TreePlatform` (the guest's half
+of the seam, which imports nothing from here). This module is what the emulated kernel needs to
+serve that: its own copy of the names both sides agree on (`MARKER`, `STATE_DIR`, the backing
+file of each map; a test holds them equal to the guest's), the SOCK_SEQPACKET sockets that stand
+for /dev/uioN and the control socket (`seqpacket_listen`, `seqpacket_connect`), and the kernel's
+accessors of the shared memory (ring header init, inbound mask, header snapshot, monitor-page
+trigger bits) through plain pread/pwrite on the backing files, which the page cache keeps
+coherent with every MAP_SHARED mapping of them.
 
 No sysfs parsing (that is `hvuio.device.sysfs`) and no kernel policy (that is
 `hvuio.sim.kernel`).
@@ -25,7 +15,6 @@ No sysfs parsing (that is `hvuio.device.sysfs`) and no kernel policy (that is
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import socket
@@ -36,7 +25,6 @@ from typing import Final
 
 MARKER: Final = ".hvuio-sim"
 STATE_DIR: Final = "run/hvuio-sim"
-OPEN_TIMEOUT: Final = 5.0  # seconds for the emulated kernel to answer an open()
 _SUN_PATH_MAX: Final = 100  # sockaddr_un holds 108 bytes; leave room for the NUL
 
 
@@ -82,10 +70,12 @@ def _seqpacket_at(path: Path, use: Callable[[socket.socket, str], None]) -> sock
 
 
 def seqpacket_listen(path: Path) -> socket.socket:
-    """A listening SOCK_SEQPACKET socket bound at `path` (used by the emulated kernel)."""
+    """A listening SOCK_SEQPACKET socket bound at `path`, mode 0600 like a root-only /dev/uioN
+    (only its owner may connect), for the emulated kernel and the control socket."""
 
     def bind(sock: socket.socket, name: str) -> None:
         sock.bind(name)
+        os.chmod(name, 0o600)
         sock.listen(16)
 
     return _seqpacket_at(path, bind)
@@ -94,46 +84,6 @@ def seqpacket_listen(path: Path) -> socket.socket:
 def seqpacket_connect(path: Path) -> socket.socket:
     """Connect to a simulated /dev/uioN; ENOENT/ECONNREFUSED when it is gone."""
     return _seqpacket_at(path, lambda sock, name: sock.connect(name))
-
-
-class SimPlatform:
-    """Opens simulated maps and interrupt sockets under one sysroot (see module docstring)."""
-
-    def __init__(self, sysroot: Path | str) -> None:
-        self.sysroot = Path(sysroot)
-
-    def open_interrupt(self, uio_name: str) -> int:
-        """Connect to <sysroot>/dev/<uio_name>; the connection is one open() of the device."""
-        sock = seqpacket_connect(self.sysroot / "dev" / uio_name)
-        try:
-            sock.settimeout(OPEN_TIMEOUT)
-            status = sock.recv(4)
-            sock.settimeout(None)
-        except OSError:
-            sock.close()
-            raise
-        if len(status) != 4 or struct.unpack("=i", status)[0] != 0:
-            sock.close()
-            code = -struct.unpack("=i", status)[0] if len(status) == 4 else errno.ENODEV
-            raise OSError(code, f"open of simulated {uio_name} failed: {os.strerror(code)}")
-        return sock.detach()
-
-    def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
-        """Map `length` bytes of region `index`; EINVAL past the region, ENODEV once removed."""
-        del irq_fd  # the real platform maps through the irq fd; here the backing file is separate
-        path = map_backing(self.sysroot, uio_name, index)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise OSError(errno.ENODEV, f"simulated map {index} of {uio_name} is gone", str(path)) from None
-        try:
-            size = os.fstat(fd).st_size
-            rounded = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-            if length <= 0 or length > rounded:
-                raise OSError(errno.EINVAL, f"map {index} length {length} exceeds region size {size}")
-            return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
 
 
 # -- shared memory as the emulated kernel touches it (spec §3.1, §3.12) ----------------------------

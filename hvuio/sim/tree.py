@@ -15,6 +15,7 @@ Only layout here: which writes mean what is `kernel.py`; opening maps/sockets is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hvuio.safefs import make_dirs
 from hvuio.sim.platform import MARKER, map_backing, state_dir
 from hvuio.sim.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
 
@@ -99,11 +101,35 @@ class SimTree:
 
     @staticmethod
     def write(path: Path, text: str, mode: int = 0o644) -> None:
-        """Replace `path` atomically with `text` + newline."""
+        """Replace `path` atomically with `text` + newline (a fresh private temporary name, no
+        symlink followed, mode exact)."""
         tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-        tmp.write_text(text + "\n")
-        os.chmod(tmp, mode)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, (text + "\n").encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+
+    @staticmethod
+    def mkdir(path: Path) -> None:
+        """`path` and its missing parents, each 0755 whatever the umask."""
+        if not path.is_dir():
+            SimTree.mkdir(path.parent)
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o755)
+
+    @staticmethod
+    def backing_file(path: Path, size: int) -> None:
+        """A new sparse backing file of `size` bytes, 0600: guest memory nobody else may read."""
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _fifo(path: Path) -> None:
@@ -125,36 +151,41 @@ class SimTree:
     # -- bus, drivers, modules -------------------------------------------------------------------
 
     def create(self, profile_name: str, modules: list[str]) -> None:
-        """Lay out the bus, the given driver modules, DMI identity and the shared pages."""
+        """Lay out the bus, the given driver modules, DMI identity and the shared pages.
+
+        The sysroot is made 0700 when missing and must otherwise be a directory only root or we
+        can write (hvuio.safefs): everything below is then out of other users' reach."""
+        make_dirs(self.root, 0o700)
         for d in (self.devices, self.drivers, self.class_uio, self.class_net, self.dev, self.state):
-            d.mkdir(parents=True, exist_ok=True)
+            self.mkdir(d)
         self._fifo(self.bus / "drivers_probe")
         self.write(self.bus / "drivers_autoprobe", "1")
         self.write(self.bus / "hibernation", "0")
-        (self.sys / "module" / "hv_vmbus").mkdir(parents=True, exist_ok=True)
+        self.mkdir(self.sys / "module" / "hv_vmbus")
         for mod in modules:
             self.add_driver(mod)
         dmi = self.sys / "class" / "dmi" / "id"
-        dmi.mkdir(parents=True, exist_ok=True)
+        self.mkdir(dmi)
         self.write(dmi / "sys_vendor", "Microsoft Corporation")
         self.write(dmi / "product_name", "Virtual Machine")
         for page in ("int_page", "monitor_page"):
-            with open(self.state / page, "wb") as f:
-                f.truncate(4096)
+            self.backing_file(self.state / page, 4096)
         self.write(self.root / MARKER, f'{{"profile": "{profile_name}", "pid": {os.getpid()}}}')
 
     def add_driver(self, name: str) -> None:
         drv = self.drivers / name
-        drv.mkdir(parents=True, exist_ok=True)
+        self.mkdir(drv)
         for f in WRITE_ONLY:
             self._fifo(drv / f)
-        (self.sys / "module" / name).mkdir(parents=True, exist_ok=True)
+        self.mkdir(self.sys / "module" / name)
 
     def destroy(self) -> None:
         """Remove everything the emulator created under the sysroot (marker first)."""
         self._unlink(self.root / MARKER)
         for top in (self.sys, self.dev, self.state, self.root / "run" / "hvuio"):  # + bind journals
             shutil.rmtree(top, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.root / "run").rmdir()   # only when nothing else lives there
 
     # -- devices and channels --------------------------------------------------------------------
 
@@ -163,7 +194,7 @@ class SimTree:
 
     def add_device(self, dev: SimDevice, with_override: bool) -> Path:
         d = self.device_dir(dev)
-        (d / "channels").mkdir(parents=True)
+        self.mkdir(d / "channels")
         self.write(d / "id", str(dev.relid), 0o444)
         self.write(d / "class_id", "{" + dev.class_id + "}", 0o444)
         self.write(d / "device_id", "{" + dev.guid + "}", 0o444)
@@ -219,7 +250,7 @@ class SimTree:
     def add_channel(self, dev: SimDevice, chan: SimChannel) -> None:
         """channels/<relid>/ with its attributes; the ring stays hidden (show_ring adds it)."""
         c = self.channel_dir(dev, chan)
-        c.mkdir(parents=True)
+        self.mkdir(c)
         self.write(c / "cpu", str(chan.cpu))
         self.write(c / "subchannel_id", str(chan.subchannel_id), 0o444)
         if chan.monitor_id is not None:
@@ -279,7 +310,7 @@ class SimTree:
         if not dev.ifname:
             return
         n = self.class_net / dev.ifname
-        n.mkdir(parents=True, exist_ok=True)
+        self.mkdir(n)
         self.write(n / "address", dev.mac or "00:15:5d:00:00:00", 0o444)
         self.write(n / "mtu", "1500", 0o444)
         self.write(n / "operstate", "up", 0o444)
@@ -301,7 +332,7 @@ class SimTree:
         dev.uio = name
         final = self.device_dir(dev) / "uio" / name
         u = final.with_name(f".tmp-{name}")  # filled, then renamed: the guest never sees half
-        (u / "maps").mkdir(parents=True)
+        self.mkdir(u / "maps")
         self.write(u / "name", UIO_NAME, 0o444)
         self.write(u / "version", UIO_VERSION, 0o444)
         self.write(u / "dev", f"{UIO_MAJOR}:{number}", 0o444)
@@ -309,10 +340,10 @@ class SimTree:
         self._symlink(u / "device", self.device_dir(dev))
         backing_dir = map_backing(self.root, name, 0).parent
         shutil.rmtree(backing_dir, ignore_errors=True)
-        backing_dir.mkdir(parents=True)
+        self.mkdir(backing_dir)
         for k, (map_name, size) in enumerate(dev.maps):
             m = u / "maps" / f"map{k}"
-            m.mkdir()
+            m.mkdir(mode=0o755)
             addr = _PHYS_BASE + number * 0x1000000 if k == 0 else _VIRT_BASE + (number * 8 + k) * 0x2000000
             self.write(m / "name", map_name, 0o444)
             self.write(m / "addr", f"0x{addr:016x}", 0o444)
@@ -322,8 +353,7 @@ class SimTree:
             if k in (1, 2):
                 target.symlink_to(self.state / ("int_page" if k == 1 else "monitor_page"))
             else:
-                with open(target, "wb") as f:
-                    f.truncate(backing_sizes[k])
+                self.backing_file(target, backing_sizes[k])
         # class/uio/uioN first (dangling for a moment): when the device's uio/uioN appears, the
         # class entry the guest reads the maps through is already there.
         self._symlink(self.class_uio / name, final)

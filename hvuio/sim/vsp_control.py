@@ -52,11 +52,10 @@ class ControlServer:
     def __init__(self, host: SimHost, sysroot: Path | str) -> None:
         self.host = host
         self.path = socket_path(sysroot)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._sock = seqpacket_listen(self.path)
-        os.chmod(self.path, 0o600)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="hvuio-sim-control", daemon=True)
         self._thread.start()

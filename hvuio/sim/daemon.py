@@ -1,0 +1,159 @@
+"""The `hvuio sim start` daemon's claim on its sysroot, and how `sim stop` finds it.
+
+The daemon opens `<sysroot>/run/hvuio-sim/kernel.pid` (0600, no symlink followed), takes an
+exclusive flock on it and keeps it until it exits; its pid is written inside for people to read.
+`sim stop` never trusts that number: it asks the kernel (/proc/locks) which process holds the
+lock on that very inode, pins it with a pidfd, checks again that the pidfd's process still holds
+the lock, and signals through the pidfd. A pid reused by an unrelated process, or a number
+somebody wrote into the file, is never signalled. When nobody holds the lock the daemon died
+(SIGKILL, OOM): `remove_leftovers` removes the tree and the network namespace it recorded.
+
+What must not live here: click (hvuio/cli_sim.py), the tree's layout (tree.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import time
+from pathlib import Path
+from typing import Final
+
+from hvuio import netns
+from hvuio.errors import UsageError
+from hvuio.safefs import open_file, write_file
+from hvuio.sim.platform import MARKER, state_dir
+from hvuio.sim.tree import SimTree
+
+PID_NAME: Final = "kernel.pid"
+NETNS_NAME: Final = "netns"
+_POLL: Final = 0.02
+
+
+class DaemonGone(Exception):
+    """No process holds the sysroot's daemon lock (never started, stopped, or killed)."""
+
+
+def pid_path(sysroot: Path | str) -> Path:
+    return state_dir(sysroot) / PID_NAME
+
+
+def hold_pid_file(sysroot: Path | str) -> int:
+    """Take the daemon lock of `sysroot` and write our pid; returns the fd to keep open until exit.
+    UsageError when another daemon holds it."""
+    fd = open_file(pid_path(sysroot), os.O_RDWR | os.O_CREAT, 0o600, create_dirs=0o755)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"another sim kernel already runs under {sysroot}",
+                         "Stop it with 'hvuio sim stop' or pick another --sysroot.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def record_netns(sysroot: Path | str, name: str) -> None:
+    """Note the namespace the daemon's network lives in, for `remove_leftovers`."""
+    write_file(state_dir(sysroot) / NETNS_NAME, f"{name}\n".encode(), 0o600)
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid holding an exclusive flock on the inode behind `fd`, from /proc/locks."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            # "N: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE START END" ("->" marks waiters)
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == inode:
+                return int(fields[4])
+    return None
+
+
+def _locked(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def stop_daemon(sysroot: Path | str, timeout: float) -> int:
+    """SIGTERM the daemon holding `sysroot`'s lock and wait until it has exited; its pid.
+    DaemonGone when no process holds the lock."""
+    try:
+        fd = open_file(pid_path(sysroot), os.O_RDONLY, 0o600)
+    except FileNotFoundError:
+        raise DaemonGone("no pid file") from None
+    try:
+        if not _locked(fd):
+            raise DaemonGone("its lock is free")
+        pid = _lock_holder(fd)
+        if pid is None or pid <= 0:
+            raise UsageError(f"the sim kernel under {sysroot} holds its lock but /proc/locks does not show "
+                             "its pid (another pid namespace?)", "Stop it from where it was started.")
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise DaemonGone(f"pid {pid} exited") from None
+        try:
+            if _lock_holder(fd) != pid:          # pinned the right process, not a reused pid
+                raise DaemonGone(f"pid {pid} exited")
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not exited:
+            raise UsageError(f"sim kernel pid {pid} did not stop within {timeout:g} s",
+                             f"See {Path(sysroot) / 'sim-kernel.log'}; 'kill -9 {pid}' then 'hvuio sim stop' cleans up.")
+        return pid
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(sysroot: Path | str) -> list[str]:
+    """What a dead daemon left under `sysroot` (its tree, map files, network namespace), removed;
+    the names of what was there."""
+    root = Path(sysroot)
+    removed = []
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        fd = open_file(state_dir(root) / NETNS_NAME, os.O_RDONLY, 0o600)
+        try:
+            name = os.read(fd, 256).decode().strip()
+        finally:
+            os.close(fd)
+        if name.startswith(netns.PREFIX) and netns.exists(name):
+            netns.delete(name)
+            removed.append(f"network namespace {name}")
+    present = [n for n in (MARKER, "sys", "dev", "run/hvuio-sim", "run/hvuio") if os.path.lexists(root / n)]
+    if present:
+        SimTree(root).destroy()
+        removed += present
+    return removed
+
+
+def wait_started(sysroot: Path | str, child: int, timeout: float) -> bool:
+    """True once the daemon forked as `child` holds the lock; False when it exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            fd = open_file(pid_path(sysroot), os.O_RDONLY, 0o600)
+            try:
+                if _locked(fd) and _lock_holder(fd) == child:
+                    return True
+            finally:
+                os.close(fd)
+        try:
+            done, _status = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if done:
+            return False
+        time.sleep(_POLL)
+    return False
+
