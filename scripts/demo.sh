@@ -9,4 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cd "$(dirname "$0")/.."
 scripts/setup-machine.sh
-exec python3 -m hvuio demo "$@"
+# PYTHONSAFEPATH (python -P): the demo and the `hvuio up` it starts import the hvuio installed
+# in .venv/, not the clone's ./hvuio sources from the current directory.
+export PYTHONSAFEPATH=1
+exec .venv/bin/python -P -m hvuio demo "$@"

@@ -1,20 +1,99 @@
 #!/usr/bin/env bash
-# Installs what hvuio needs on a fresh Debian/Ubuntu machine: a C compiler and Python headers for
-# the cffi core, iproute2 for namespaces, iperf3 for the benchmarks; then hvuio itself with its
-# test extras. Safe to run again.
+# Sets a fresh Debian/Ubuntu machine up for hvuio, from a clone:
+#   * apt (only what is missing): a C compiler and Python headers for the cffi core, python3-venv,
+#     iproute2 and procps (sysctl) for namespaces, iperf3, ping and capsh for the tests, CA
+#     certificates for pip;
+#   * .venv/ in the clone: a virtual environment of `python3` (the first on PATH) holding the
+#     pinned, hash-checked runtime, test and build dependencies of requirements/lock.txt;
+#   * hvuio itself, built from the clone's current sources and installed into .venv/ as a
+#     regular (not editable) package: .venv/ never imports code from the clone afterwards.
+# Safe to run again: apt and the venv are left alone when they already fit; hvuio is rebuilt
+# and reinstalled every time (the C core must match the sources).
 set -euo pipefail
+umask 022
 cd "$(dirname "$0")/.."
+
+LOCK=requirements/lock.txt
+VENV=.venv
+STAMP="$VENV/.hvuio-setup"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- system packages ---------------------------------------------------------------------------
+have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null; }  # a user's PATH may lack sbin
 need=()
-command -v gcc >/dev/null || need+=(gcc)
-command -v ip >/dev/null || need+=(iproute2)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v ping >/dev/null || need+=(iputils-ping)
-python3 -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' || need+=(python3-dev)
-if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+have gcc || need+=(gcc)
+have ip || need+=(iproute2)
+have iperf3 || need+=(iperf3)
+have ping || need+=(iputils-ping)
+have sysctl || need+=(procps)           # hvuio.netns sets sysctls in the namespaces
+have capsh || need+=(libcap2-bin)       # a tap test drops a capability with it
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # pip's HTTPS to the index
+if ! command -v python3 >/dev/null; then
+    need+=(python3 python3-venv python3-dev)
+else
+    python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || need+=(python3-dev)
+    # Debian/Ubuntu split ensurepip (which venv needs) into python3-venv.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 fi
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python3 -m pip install -q -e '.[test]'
+if [ ${#need[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null; then
+        echo "Error: missing ${need[*]} and there is no apt-get to install them; install them and run again." >&2
+        exit 1
+    fi
+    echo "setup: apt-get install ${need[*]}"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+# --- the virtual environment with the pinned dependencies ---------------------------------------
+# It fits when it was made by this python3 from this lock file, belongs to the user running this
+# script and nobody else can write to it (root must not run code another user can change).
+py="$(python3 -c 'import os, platform, sys; print(os.path.realpath(sys.executable), platform.python_version())')"
+lock_sum="$(sha256sum "$LOCK")"
+want="$py ${lock_sum%% *}"
+if [ -e "$VENV" ] || [ -L "$VENV" ]; then
+    why=""
+    if [ -L "$VENV" ] || [ ! -d "$VENV" ]; then
+        why="it is not a directory"
+    elif [ -n "$(find "$VENV" \( ! -user "$(id -u)" -o \( ! -type l -perm /022 \) \) -print -quit)" ]; then
+        why="it holds files owned or writable by another user"
+    elif [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+        why="it was made by another python3 or from another $LOCK, or its set-up did not finish"
+    elif ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        why="its python does not run"
+    fi
+    if [ -n "$why" ]; then
+        echo "setup: re-creating $PWD/$VENV: $why"
+        rm -rf "$VENV" || {
+            echo "Error: cannot remove $PWD/$VENV; remove it as its owner (e.g. sudo rm -rf $PWD/$VENV) and run again." >&2
+            exit 1
+        }
+    fi
+fi
+if [ ! -e "$VENV" ]; then
+    echo "setup: creating $PWD/$VENV with $(command -v python3) ($(python3 --version 2>&1))"
+    python3 -m venv "$VENV"
+    # --only-binary: every locked package installs from a hash-checked wheel, so no sdist build
+    # can pull unpinned build tools from the index.
+    "$VENV/bin/python" -m pip install -q --require-hashes --only-binary :all: -r "$LOCK"
+    echo "$want" >"$STAMP"
+fi
+
+# --- hvuio itself --------------------------------------------------------------------------------
+# Built from a private copy of the clone's sources (mktemp -d), so the clone gets no build/ or
+# *.egg-info and a stale build/ can never leak old files into the package. No build isolation:
+# the build uses the pinned setuptools and cffi of the venv; --no-deps --no-index: nothing else is
+# fetched. pip check then proves the pinned set satisfies hvuio's requirements.
+src="$(mktemp -d)"
+trap 'rm -rf "$src"' EXIT
+tar -C . -cf - --exclude=./.git --exclude="./$VENV" --exclude=./build --exclude=./dist \
+    --exclude='*.egg-info' --exclude=__pycache__ --exclude=.hypothesis --exclude=.pytest_cache \
+    --exclude=.mypy_cache --exclude=./_native/_out --exclude='*.so' --exclude='./hvuio/_native*.c' . |
+    tar -C "$src" -xf -
+echo "setup: building and installing hvuio into $PWD/$VENV"
+"$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps --no-index --force-reinstall "$src"
+"$VENV/bin/python" -m pip check
