@@ -14,7 +14,7 @@ What lives here:
     run with `ip netns exec` (so they measure what a user's program would see).
   * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
 
-What must not live here: click and printing (hvuio/cli_demo.py), emulator internals (hvuio/sim/),
+What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
 pyroute2 (hvuio/tap.py). Traffic only ever goes between the namespaces made here.
 """
 

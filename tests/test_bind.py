@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import hvuio.cli_sim  # noqa: F401
 from hvuio.cli import main
 from hvuio.device import bind as B
 from hvuio.device.sysfs import VmbusDevice

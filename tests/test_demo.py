@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 from netns_fixtures import netns_skip_reason
 
-import hvuio.cli_demo  # noqa: F401  (registers `demo`)
 from hvuio import netns
 from hvuio.cli import main
 from hvuio.errors import NotRootError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, "-c", "import hvuio.cli_demo; from hvuio.cli import main; main()", "demo"]
+DEMO = [sys.executable, "-c", "from hvuio.cli import main; main()", "demo"]
 
 
 def _env() -> dict[str, str]:

@@ -1,5 +1,7 @@
 """Dependency direction between the layers (STYLE: wire <- proto <- engine; native <- channel <-
-engine; the emulator independent of the guest), checked on the source with `ast`.
+engine; the emulator independent of the guest; the CLI's command modules added to the group by
+hvuio/cli/__init__.py, never importing it or each other, and click nowhere but in hvuio/cli),
+checked on the source with `ast`.
 
 Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
 code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
@@ -110,3 +112,85 @@ def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)
+
+
+# ---- the command line: a package of thin commands ------------------------------------------------
+
+CLI = "hvuio.cli"
+#: what the command modules share: the App handed to every command, terminal text of NIC data
+CLI_SHARED = ("hvuio.cli.app", "hvuio.cli.render")
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_cli_command_modules_never_import_the_group_or_each_other() -> None:
+    """hvuio/cli/__init__.py imports the command modules and adds their commands to the group; a
+    command module takes only the shared modules (App, text rendering), never the group or
+    another command module, at import time or inside a function."""
+    for mod, imps in MODULES.items():
+        if not mod.startswith(CLI + "."):
+            continue
+        own = {i for i in imps if _within(i, (CLI,))}
+        allowed = () if mod in CLI_SHARED else CLI_SHARED
+        bad = {i for i in own if not _within(i, allowed)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_no_import_cycle_among_cli_modules() -> None:
+    cli_mods = sorted((m for m in MODULES if _within(m, (CLI,))), key=len, reverse=True)
+    assert {CLI, "hvuio.cli.app", "hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim",
+            "hvuio.cli.demo"} <= set(cli_mods)
+
+    def target(name: str) -> str | None:
+        return next((m for m in cli_mods if _within(name, (m,))), None)
+
+    edges = {m: {t for i in MODULES[m] if (t := target(i)) is not None and t != m} for m in cli_mods}
+    done: set[str] = set()
+
+    def visit(mod: str, path: list[str]) -> None:
+        assert mod not in path, f"import cycle: {' -> '.join(path + [mod])}"
+        if mod in done:
+            return
+        for nxt in sorted(edges[mod]):
+            visit(nxt, path + [mod])
+        done.add(mod)
+
+    for mod in cli_mods:
+        visit(mod, [])
+
+
+def test_every_command_is_added_to_the_group() -> None:
+    """Commands are added explicitly in hvuio/cli/__init__.py: each one a command module defines
+    is reachable from the group."""
+    import importlib
+
+    import click
+
+    from hvuio.cli import cli
+
+    reachable: set[int] = set()
+    todo: list[click.Command] = [cli]
+    while todo:
+        cmd = todo.pop()
+        reachable.add(id(cmd))
+        if isinstance(cmd, click.Group):
+            todo += cmd.commands.values()
+    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim", "hvuio.cli.demo"):
+        defined = [v for v in vars(importlib.import_module(mod)).values() if isinstance(v, click.Command)]
+        assert defined, mod
+        missing = [c.name for c in defined if id(c) not in reachable]
+        assert not missing, f"{mod} defines commands the group does not have: {missing}"
+
+
+@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.up", "hvuio.sim.daemon"])
+def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
+    assert mod in MODULES
+    bad = {i for i in MODULES[mod] if i.split(".")[0] == "click"}
+    assert not bad, f"{mod} imports {sorted(bad)}; click stays in hvuio/cli"
+
+
+def test_only_the_cli_imports_click() -> None:
+    users = {m for m, imps in _importers("click").items() if imps}
+    assert users and all(_within(m, (CLI,)) for m in users), users

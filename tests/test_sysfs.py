@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import hvuio.cli_sim  # noqa: F401  (registers `sim`)
 from hvuio.cli import cli
 from hvuio.device import classes
 from hvuio.device.sysfs import UioMap, VmbusDevice, _Node

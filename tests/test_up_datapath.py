@@ -155,7 +155,7 @@ def test_up_with_datapath_stops_on_sigterm(netns_factory: NetnsFactory, tmp_path
         dev = env.nics[0]
         bind_device(env.sysroot, dev.guid, force=True)
         envvars = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        code = "import hvuio.cli_net; from hvuio.cli import main; main()"
+        code = "from hvuio.cli import main; main()"
         proc = subprocess.Popen([sys.executable, "-c", code, "--sysroot", str(env.sysroot), "up", dev.guid,
                                  "--json", "--netns", guest_ns, "--ifname", netns_factory.ifname("g")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envvars)
