@@ -9,7 +9,7 @@ lock's holder; the kernel removes its tree on the way out, and `sim stop` remove
 daemon left. A sysroot is created with mode 0700, and an existing one must be a directory that
 only root or the caller can write (hvuio.safefs). Then every other command works against the tree with
 `hvuio --sysroot DIR ...` (or HVUIO_SYSROOT=DIR). `hvuio sim status|link|rescind` talk to the
-running host through its control socket (hvuio.sim.vsp_control).
+running host through its control socket (hvuio.sim.vsp.control).
 
 Thin: the emulation itself is hvuio.sim.kernel and hvuio.sim.vsp.
 """
@@ -67,7 +67,7 @@ def _root(app: App, sysroot: Path | None) -> Path:
 def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | None = None,
                 host: dict[str, Any] | None = None) -> None:
     from hvuio.sim.daemon import hold_pid_file, record_netns
-    from hvuio.sim.kernel import SimKernel
+    from hvuio.sim.kernel.bus import SimKernel
     from hvuio.sim.net import HostNetwork
 
     stop = threading.Event()
@@ -75,7 +75,7 @@ def _run_kernel(root: Path, kernel: str, nics: int, ready: threading.Event | Non
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with SimKernel(root, kernel, nics=nics) as k, contextlib.ExitStack() as stack:
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
-            from hvuio.sim.vsp_control import run_host
+            from hvuio.sim.vsp.control import run_host
 
             network = _make_network(**host)
             stack.enter_context(run_host(k, root, network=network))
@@ -116,7 +116,7 @@ def sim_start(app: App, sysroot: Path | None, kernel: str, nics: int, foreground
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
     host = None if no_host else {"pcap_out": pcap_out, "pcap_in": pcap_in, "wire": wire}
-    from hvuio.sim.profiles import PROFILES
+    from hvuio.sim.kernel.profiles import PROFILES
 
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
@@ -178,7 +178,7 @@ def sim_stop(app: App, sysroot: Path | None, timeout: float) -> None:
 @pass_app
 def sim_link(app: App, device: str, state: str, sysroot: Path | None) -> None:
     """Scripted link change of a simulated NIC (GUID or interface name): an RNDIS indication."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     request(_root(app, sysroot), {"cmd": "link", "device": device, "up": state == "up"})
     click.echo(f"{device}: link {state}")
@@ -190,7 +190,7 @@ def sim_link(app: App, device: str, state: str, sysroot: Path | None) -> None:
 @pass_app
 def sim_rescind(app: App, device: str, sysroot: Path | None) -> None:
     """Host rescind of a simulated NIC: the guest sees EIO/EOF, the device disappears."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     request(_root(app, sysroot), {"cmd": "rescind", "device": device})
     click.echo(f"{device}: rescinded")
@@ -202,7 +202,7 @@ def sim_rescind(app: App, device: str, sysroot: Path | None) -> None:
 @pass_app
 def sim_status(app: App, sysroot: Path | None, as_json: bool) -> None:
     """Per-NIC view of the emulated host: open, link, NVSP state, counters, fault."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     devices = request(_root(app, sysroot), {"cmd": "status"})["devices"]
     if as_json:

@@ -45,8 +45,13 @@ def _importers(prefix: str) -> dict[str, set[str]]:
             for m, imps in MODULES.items()}
 
 
+def _within(mod: str, package: str) -> bool:
+    return mod == package or mod.startswith(package + ".")
+
+
 def test_modules_found() -> None:
-    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp", "hvuio.engine"} <= MODULES.keys()
+    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp.host", "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
+            "hvuio.engine"} <= MODULES.keys()
 
 
 @pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
@@ -85,6 +90,42 @@ def test_emulator_is_independent_of_the_guest() -> None:
         assert not other, f"{mod} imports {sorted(other)}"
 
 
+def test_emulated_host_protocols_do_no_io() -> None:
+    """hvuio.sim.host is the host's sans-IO half: bytes in, packets and events out."""
+    mods = [m for m in MODULES if _within(m, "hvuio.sim.host")]
+    assert "hvuio.sim.host.nvsp" in mods
+    for mod in mods:
+        bad = {i.split(".")[0] for i in MODULES[mod]} & IO_MODULES
+        assert not bad, f"{mod} imports {sorted(bad)}; hvuio.sim.host must stay sans-IO"
+
+
+def test_emulated_host_protocols_stand_alone() -> None:
+    """The host's protocols know neither the emulated kernel nor the runtime that drives them (nor
+    the network, the daemon or the compiled core): only hvuio.errors and each other."""
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.host"):
+            continue
+        own = {i for i in imps if _within(i, "hvuio")}
+        bad = {i for i in own if not (_within(i, "hvuio.errors") or _within(i, "hvuio.sim.host"))}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_emulated_kernel_knows_no_host() -> None:
+    """The emulated kernel reaches the host only through its hooks: nothing of hvuio.sim.host,
+    hvuio.sim.vsp or the network behind the host."""
+    host_side = ("hvuio.sim.host", "hvuio.sim.vsp", "hvuio.sim.net", "hvuio.sim.daemon")
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.kernel"):
+            continue
+        bad = {i for i in imps if any(_within(i, side) for side in host_side)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_only_the_irq_and_the_pump_touch_the_emulators_compiled_module() -> None:
+    users = {m for m, imps in _importers("hvuio.sim._simhost").items() if imps}
+    assert users <= {"hvuio.sim.kernel.uio", "hvuio.sim.vsp.fastpath"}, users
+
+
 def test_only_native_wrappers_touch_the_compiled_module() -> None:
     users = {m for m, imps in _importers("hvuio._native").items() if imps}
     assert users <= {"hvuio.native"}, users
@@ -106,7 +147,7 @@ def test_the_guest_never_imports_the_emulator() -> None:
 
 def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
     from hvuio.device import platform as guest
-    from hvuio.sim import platform as emulator
+    from hvuio.sim.kernel import shm as emulator
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)

@@ -25,8 +25,8 @@ from typing import Final
 from hvuio import netns
 from hvuio.errors import UsageError
 from hvuio.safefs import open_file, write_file
-from hvuio.sim.platform import MARKER, state_dir
-from hvuio.sim.tree import SimTree
+from hvuio.sim.kernel.shm import MARKER, state_dir
+from hvuio.sim.kernel.tree import SimTree
 
 PID_NAME: Final = "kernel.pid"
 NETNS_NAME: Final = "netns"
