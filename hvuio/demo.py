@@ -116,9 +116,9 @@ class DemoStack:
     def start(self) -> None:
         require_root()
         from hvuio.device.bind import bind_device
-        from hvuio.sim.host_profile import HostProfile
+        from hvuio.sim.host.profile import HostProfile
         from hvuio.sim.net import HostNetwork
-        from hvuio.sim.vsp import SimEnvironment
+        from hvuio.sim.vsp.host import SimEnvironment
 
         c = self.cleanup
         if self.sysroot is None:

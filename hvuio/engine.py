@@ -17,7 +17,7 @@ What lives here:
   * `StopPipe` — SIGINT/SIGTERM/SIGHUP write a byte to a pipe; loops select on it.
 
 What must not live here: ring code (channel.py, native.py), protocol parsing (proto/), sysfs
-details (device/), printing (cli_net.py).
+details (device/), printing (hvuio/cli/).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
                           UnsafeBindError, WrongDeviceError)
-from hvuio.sim import profiles
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.kernel import profiles
+from hvuio.sim.kernel.bus import SimKernel
 
 from conftest import have_netns
 

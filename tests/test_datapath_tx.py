@@ -11,7 +11,7 @@ import pytest
 
 from hvuio.datapath import Status
 from hvuio.errors import LocalProtocolError
-from hvuio.sim.ring import RingPacket
+from hvuio.sim.vsp.ring import RingPacket
 from test_datapath_host import NVS_RNDIS, PKT_INBAND, STATUS_FAILED, TX_TAG, FakeHost, frame
 
 

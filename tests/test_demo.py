@@ -193,7 +193,7 @@ def test_demo_interrupted_mid_transfer_cleans_up() -> None:
 
 def test_demo_mtu_above_a_send_section_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     from hvuio.demo import max_guest_mtu
-    from hvuio.sim.host_profile import SEND_SECTION_SIZE
+    from hvuio.sim.host.profile import SEND_SECTION_SIZE
 
     limit = max_guest_mtu(SEND_SECTION_SIZE)
     assert limit == SEND_SECTION_SIZE - 44 - 14
@@ -213,7 +213,7 @@ def test_demo_unknown_kernel_profile(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_demo_mtu_below_the_host_minimum_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from hvuio.sim.host_profile import ETH_HEADER_LEN, MIN_NDIS_MTU
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU
 
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--mtu", str(MIN_NDIS_MTU - ETH_HEADER_LEN - 1)])

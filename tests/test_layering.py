@@ -47,8 +47,13 @@ def _importers(prefix: str) -> dict[str, set[str]]:
             for m, imps in MODULES.items()}
 
 
+def _within(mod: str, package: str) -> bool:
+    return mod == package or mod.startswith(package + ".")
+
+
 def test_modules_found() -> None:
-    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp", "hvuio.engine"} <= MODULES.keys()
+    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp.host", "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
+            "hvuio.engine"} <= MODULES.keys()
 
 
 @pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
@@ -87,6 +92,42 @@ def test_emulator_is_independent_of_the_guest() -> None:
         assert not other, f"{mod} imports {sorted(other)}"
 
 
+def test_emulated_host_protocols_do_no_io() -> None:
+    """hvuio.sim.host is the host's sans-IO half: bytes in, packets and events out."""
+    mods = [m for m in MODULES if _within(m, "hvuio.sim.host")]
+    assert "hvuio.sim.host.nvsp" in mods
+    for mod in mods:
+        bad = {i.split(".")[0] for i in MODULES[mod]} & IO_MODULES
+        assert not bad, f"{mod} imports {sorted(bad)}; hvuio.sim.host must stay sans-IO"
+
+
+def test_emulated_host_protocols_stand_alone() -> None:
+    """The host's protocols know neither the emulated kernel nor the runtime that drives them (nor
+    the network, the daemon or the compiled core): only hvuio.errors and each other."""
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.host"):
+            continue
+        own = {i for i in imps if _within(i, "hvuio")}
+        bad = {i for i in own if not (_within(i, "hvuio.errors") or _within(i, "hvuio.sim.host"))}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_emulated_kernel_knows_no_host() -> None:
+    """The emulated kernel reaches the host only through its hooks: nothing of hvuio.sim.host,
+    hvuio.sim.vsp or the network behind the host."""
+    host_side = ("hvuio.sim.host", "hvuio.sim.vsp", "hvuio.sim.net", "hvuio.sim.daemon")
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.kernel"):
+            continue
+        bad = {i for i in imps if any(_within(i, side) for side in host_side)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_only_the_irq_and_the_pump_touch_the_emulators_compiled_module() -> None:
+    users = {m for m, imps in _importers("hvuio.sim._simhost").items() if imps}
+    assert users <= {"hvuio.sim.kernel.uio", "hvuio.sim.vsp.fastpath"}, users
+
+
 def test_only_native_wrappers_touch_the_compiled_module() -> None:
     users = {m for m, imps in _importers("hvuio._native").items() if imps}
     assert users <= {"hvuio.native"}, users
@@ -108,7 +149,7 @@ def test_the_guest_never_imports_the_emulator() -> None:
 
 def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
     from hvuio.device import platform as guest
-    from hvuio.sim import platform as emulator
+    from hvuio.sim.kernel import shm as emulator
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)
@@ -121,7 +162,7 @@ CLI = "hvuio.cli"
 CLI_SHARED = ("hvuio.cli.app", "hvuio.cli.render")
 
 
-def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+def _within_any(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
@@ -132,19 +173,19 @@ def test_cli_command_modules_never_import_the_group_or_each_other() -> None:
     for mod, imps in MODULES.items():
         if not mod.startswith(CLI + "."):
             continue
-        own = {i for i in imps if _within(i, (CLI,))}
+        own = {i for i in imps if _within_any(i, (CLI,))}
         allowed = () if mod in CLI_SHARED else CLI_SHARED
-        bad = {i for i in own if not _within(i, allowed)}
+        bad = {i for i in own if not _within_any(i, allowed)}
         assert not bad, f"{mod} imports {sorted(bad)}"
 
 
 def test_no_import_cycle_among_cli_modules() -> None:
-    cli_mods = sorted((m for m in MODULES if _within(m, (CLI,))), key=len, reverse=True)
+    cli_mods = sorted((m for m in MODULES if _within_any(m, (CLI,))), key=len, reverse=True)
     assert {CLI, "hvuio.cli.app", "hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim",
             "hvuio.cli.demo"} <= set(cli_mods)
 
     def target(name: str) -> str | None:
-        return next((m for m in cli_mods if _within(name, (m,))), None)
+        return next((m for m in cli_mods if _within_any(name, (m,))), None)
 
     edges = {m: {t for i in MODULES[m] if (t := target(i)) is not None and t != m} for m in cli_mods}
     done: set[str] = set()
@@ -193,4 +234,4 @@ def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
 
 def test_only_the_cli_imports_click() -> None:
     users = {m for m, imps in _importers("click").items() if imps}
-    assert users and all(_within(m, (CLI,)) for m in users), users
+    assert users and all(_within_any(m, (CLI,)) for m in users), users

@@ -17,7 +17,7 @@ import pytest
 from hvuio import native
 from hvuio.errors import RingCorruptError
 from hvuio.native import ffi, lib
-from hvuio.sim.ring import HostRingWriter
+from hvuio.sim.vsp.ring import HostRingWriter
 from hvuio.wire import vmbus as w
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

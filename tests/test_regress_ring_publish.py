@@ -19,7 +19,7 @@ import pytest
 
 from hvuio import native
 from hvuio.native import ffi
-from hvuio.sim.ring import OFF_READ_INDEX, OFF_WRITE_INDEX, HostRingReader, HostRingWriter
+from hvuio.sim.vsp.ring import OFF_READ_INDEX, OFF_WRITE_INDEX, HostRingReader, HostRingWriter
 
 HDR, D = 4096, 4096
 

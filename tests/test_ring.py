@@ -10,7 +10,7 @@ import pytest
 from hvuio import native
 from hvuio.errors import LocalProtocolError, RingCorruptError
 from hvuio.native import Direction, Ring
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 HDR = 4096
 D = 256

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hvuio.sim import profiles as P
-from hvuio.sim.kernel import SimKernel
-from hvuio.sim.platform import MARKER, is_sim
-from hvuio.sim.tree import modalias
+from hvuio.sim.kernel import profiles as P
+from hvuio.sim.kernel.bus import SimKernel
+from hvuio.sim.kernel.shm import MARKER, is_sim
+from hvuio.sim.kernel.tree import modalias
 
 
 def _until(pred: object, timeout: float = 3.0) -> None:
@@ -160,9 +160,9 @@ def test_sim_start_stop_daemon(tmp_path: Path) -> None:
 def test_sim_kernel_modules_import_only_sim_wire_errors() -> None:
     """Dependency direction (STYLE): the emulator never imports the guest's device layer; it
     shares only the foundations both sides stand on (errors, safe file creation)."""
-    sim_dir = Path(__file__).resolve().parent.parent / "hvuio" / "sim"
-    for name in ("tree.py", "kernel.py", "platform.py", "profiles.py"):
-        tree = ast.parse((sim_dir / name).read_text())
+    kernel_dir = Path(__file__).resolve().parent.parent / "hvuio" / "sim" / "kernel"
+    for name in ("tree.py", "bus.py", "uio.py", "shm.py", "profiles.py"):
+        tree = ast.parse((kernel_dir / name).read_text())
         for node in ast.walk(tree):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []

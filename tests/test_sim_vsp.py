@@ -34,10 +34,10 @@ from hvuio.proto.events import (
 )
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.rndis import RndisGuest
-from hvuio.sim import profiles
-from hvuio.sim.host_profile import HostProfile
+from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.kernel import profiles
 from hvuio.sim.net import NetCounters
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
 INBAND, XFER, COMP = 0x6, 0x7, 0xB
@@ -495,7 +495,7 @@ def test_two_nics_share_the_network_as_a_hub(tmp_path: Path, net: FakeNetwork) -
 
 def test_monitor_bit_clear_is_atomic_for_other_bits(tmp_path: Path) -> None:
     """Consuming one trigger bit must leave every other bit of the shared word alone (spec §3.12)."""
-    from hvuio.sim.vsp_session import MonitorPage
+    from hvuio.sim.vsp.memory import MonitorPage
 
     page = tmp_path / "monitor_page"
     page.write_bytes(bytes(4096))

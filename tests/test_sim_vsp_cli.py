@@ -21,8 +21,8 @@ import pytest
 from hvuio.errors import UsageError
 from hvuio.proto.events import LinkStatus
 from hvuio.sim.net import PcapSource
-from hvuio.sim.vsp import SimEnvironment
-from hvuio.sim.vsp_control import ControlServer, request
+from hvuio.sim.vsp.control import ControlServer, request
+from hvuio.sim.vsp.host import SimEnvironment
 from test_sim_vsp import RingGuest, eth_frame, wait_until
 
 PID_FILE = "run/hvuio-sim/kernel.pid"

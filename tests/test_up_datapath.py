@@ -26,9 +26,9 @@ from netns_fixtures import NetnsFactory, netns_factory  # noqa: F401  (fixture)
 from hvuio import netns
 from hvuio.device.bind import bind_device
 from hvuio.engine import Engine, Nic, StopPipe
-from hvuio.sim import host_profile as hp
+from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS, DEFAULT_HOST_ADDRESS, HostNetwork
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.vsp.host import SimEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_IP = DEFAULT_HOST_ADDRESS.split("/")[0]

@@ -24,9 +24,9 @@ from hvuio.device.bind import bind_device
 from hvuio.engine import Nic
 from hvuio.errors import HostRefusedError
 from hvuio.proto import limits
-from hvuio.sim import host_profile as hp
-from hvuio.sim import host_wire as hw
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as hw
+from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
 ROOT = Path(__file__).resolve().parent.parent

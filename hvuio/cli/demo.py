@@ -111,8 +111,8 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
-    from hvuio.sim.host_profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
-    from hvuio.sim.profiles import PROFILES
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
+    from hvuio.sim.kernel.profiles import PROFILES
 
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")

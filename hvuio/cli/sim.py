@@ -10,7 +10,7 @@ sysroot is created with mode 0700, and an existing one must be a directory that 
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
 refuse `/`. `hvuio sim status|link|rescind` talk to the running host through its control socket
-(hvuio.sim.vsp_control).
+(hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
 checks and the lines it prints. Thin: starting, running and stopping the daemon is
@@ -65,7 +65,7 @@ def sim_start(app: App, kernel: str, nics: int, foreground: bool, no_host: bool,
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
     from hvuio.sim import daemon
-    from hvuio.sim.profiles import PROFILES
+    from hvuio.sim.kernel.profiles import PROFILES
 
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire)
     if kernel not in PROFILES:
@@ -108,7 +108,7 @@ def sim_stop(app: App, timeout: float) -> None:
 @pass_app
 def sim_link(app: App, device: str, state: str) -> None:
     """Scripted link change of a simulated NIC (GUID or interface name): an RNDIS indication."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "link", "device": device, "up": state == "up"})
     click.echo(f"{device}: link {state}")
@@ -119,7 +119,7 @@ def sim_link(app: App, device: str, state: str) -> None:
 @pass_app
 def sim_rescind(app: App, device: str) -> None:
     """Host rescind of a simulated NIC: the guest sees EIO/EOF, the device disappears."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "rescind", "device": device})
     click.echo(f"{device}: rescinded")
@@ -130,7 +130,7 @@ def sim_rescind(app: App, device: str) -> None:
 @pass_app
 def sim_status(app: App, as_json: bool) -> None:
     """Per-NIC view of the emulated host: open, link, NVSP state, counters, fault."""
-    from hvuio.sim.vsp_control import request
+    from hvuio.sim.vsp.control import request
 
     devices = request(_root(app), {"cmd": "status"})["devices"]
     if as_json:

@@ -18,7 +18,7 @@ somebody wrote into the file, is never signalled. When nobody holds the lock the
 (SIGKILL, OOM): `remove_leftovers` removes the tree and the network namespace it recorded.
 
 What must not live here: click and option checks (hvuio/cli/sim.py), the tree's layout
-(tree.py), the kernel and host emulation themselves (kernel.py, vsp.py, vsp_control.py, net.py).
+(tree.py), the kernel and host emulation themselves (sim/kernel/, sim/vsp/, net.py).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Final
 from hvuio import netns
 from hvuio.errors import UsageError
 from hvuio.safefs import make_dirs, open_file, write_file
-from hvuio.sim.platform import MARKER, state_dir
-from hvuio.sim.tree import SimTree
+from hvuio.sim.kernel.shm import MARKER, state_dir
+from hvuio.sim.kernel.tree import SimTree
 
 if TYPE_CHECKING:
     from hvuio.sim.net import FrameNetwork
@@ -211,7 +211,7 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
     """Run the emulated kernel (profile `kernel`, `nics` NICs) under `root` until SIGTERM/SIGINT,
     with the emulated host and its network unless `host` is None; `ready` is set once the lock is
     held. Installs the process's SIGTERM/SIGINT handlers: call it from the main thread."""
-    from hvuio.sim.kernel import SimKernel
+    from hvuio.sim.kernel.bus import SimKernel
     from hvuio.sim.net import HostNetwork
 
     stop = threading.Event()
@@ -219,7 +219,7 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with SimKernel(root, kernel, nics=nics) as k, contextlib.ExitStack() as stack:
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
-            from hvuio.sim.vsp_control import run_host
+            from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
             stack.enter_context(run_host(k, root, network=network))
