@@ -98,7 +98,7 @@ def offloads_enabled(o: ev.OffloadsConfigured) -> dict[str, Any]:
 
 def datapath_offloads(o: ev.OffloadsConfigured | None) -> Any:
     """hvuio.datapath.Offloads for what the host accepted (all off for None)."""
-    from hvuio.datapath import Offloads
+    from hvuio.native.datapath import Offloads
 
     if o is None:
         return Offloads()
@@ -524,7 +524,7 @@ class Engine:
 
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
-        from hvuio.datapath import MAX_SECTIONS, DataPath, TxAggregation
+        from hvuio.native.datapath import MAX_SECTIONS, DataPath, TxAggregation
         from hvuio.tap import Tap
 
         nic = self.nic
