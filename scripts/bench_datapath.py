@@ -19,8 +19,8 @@ import struct
 import sys
 import time
 
-from hvuio.datapath import DataPath, Status
-from hvuio.native import Direction, Ring
+from hvuio.native.datapath import DataPath, Status
+from hvuio.native.ring import Direction, Ring
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 HDR = 4096

@@ -14,8 +14,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from hvuio.datapath import TX_TAG, DataPath
-from hvuio.native import Direction, Ring
+from hvuio.native.datapath import TX_TAG, DataPath
+from hvuio.native.ring import Direction, Ring
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
 
 HDR = 4096

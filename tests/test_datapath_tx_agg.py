@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvuio.datapath import Offloads, Status, TxAggregation
 from hvuio.errors import LocalProtocolError
+from hvuio.native.datapath import Offloads, Status, TxAggregation
 from hvuio.sim.vsp.ring import RingPacket
 from test_datapath_host import TX_TAG, FakeHost, frame
 from test_offload_guest_frames import GSO_TCPV4, TCP, UDP, VNET_NEEDS_CSUM, build, vnet

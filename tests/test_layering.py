@@ -1,7 +1,7 @@
 """Dependency direction between the layers (STYLE: wire <- proto <- engine; native <- channel <-
-engine; the emulator independent of the guest; the CLI's command modules added to the group by
-hvuio/cli/__init__.py, never importing it or each other, and click nowhere but in hvuio/cli),
-checked on the source with `ast`.
+engine; the emulator independent of the guest; the compiled C core behind the hvuio.native
+package alone; the CLI's command modules added to the group by hvuio/cli/__init__.py, never
+importing it or each other, and click nowhere but in hvuio/cli), checked on the source with `ast`.
 
 Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
 code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -52,7 +54,8 @@ def _within(mod: str, package: str) -> bool:
 
 
 def test_modules_found() -> None:
-    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp.host", "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
+    assert {"hvuio.native", "hvuio.native.ring", "hvuio.native.datapath", "hvuio.proto.nvsp", "hvuio.sim.vsp.host",
+            "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
             "hvuio.engine"} <= MODULES.keys()
 
 
@@ -76,7 +79,7 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 
 def test_emulator_is_independent_of_the_guest() -> None:
-    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.datapath",
+    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native",
              "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
@@ -128,9 +131,42 @@ def test_only_the_irq_and_the_pump_touch_the_emulators_compiled_module() -> None
     assert users <= {"hvuio.sim.kernel.uio", "hvuio.sim.vsp.fastpath"}, users
 
 
+def _in_native_package(mod: str) -> bool:
+    return mod == "hvuio.native" or mod.startswith("hvuio.native.")
+
+
 def test_only_native_wrappers_touch_the_compiled_module() -> None:
+    """Only the package hvuio.native (its loader and its submodules) imports hvuio._native."""
     users = {m for m, imps in _importers("hvuio._native").items() if imps}
-    assert users <= {"hvuio.native"}, users
+    assert all(_in_native_package(m) for m in users), users
+
+
+def test_emulator_never_loads_the_guest_c_core() -> None:
+    """Importing every emulator module, directly or through the tap/netns plumbing it may use,
+    leaves the guest's C core and its wrappers unloaded (the emulator has its own C)."""
+    code = ("import importlib, pkgutil, sys, hvuio.sim\n"
+            "for m in pkgutil.walk_packages(hvuio.sim.__path__, 'hvuio.sim.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(sorted(k for k in sys.modules if k.startswith(('hvuio.native', 'hvuio._native'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_guest_code_calls_c_through_the_wrappers_only() -> None:
+    """Outside hvuio.native no module takes `ffi`/`lib` from it, by import or as ``native.lib``:
+    the C core is called through the typed wrappers (tests may use the raw handles)."""
+    raw = {"hvuio.native.ffi", "hvuio.native.lib"}
+    for mod, imps in MODULES.items():
+        if not _in_native_package(mod):
+            assert not imps & raw, f"{mod} imports {sorted(imps & raw)}"
+    for path in PKG.rglob("*.py"):
+        rel = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+        if _in_native_package(rel):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and node.attr in ("ffi", "lib")
+                    and isinstance(node.value, ast.Name) and node.value.id == "native"):
+                raise AssertionError(f"{rel} line {node.lineno} uses native.{node.attr}")
 
 
 def test_only_tap_imports_pyroute2() -> None:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvuio.errors import LocalProtocolError
-from hvuio.native import Direction, Ring
+from hvuio.native.ring import Direction, Ring
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 

@@ -1,7 +1,7 @@
 """SimHost end to end over the emulator's real shared memory: our guest pieces, driven by hand.
 
 `RingGuest` plays a minimal engine with the existing guest parts only: hvuio.device (bind,
-UioHandle, the irq socket), hvuio.native.Ring (the C ring core) for both directions, and the
+UioHandle, the irq socket), hvuio.native.ring.Ring (the C ring core) for both directions, and the
 sans-IO NvspGuest / RndisGuest. RNDIS control messages are copied into send-buffer sections,
 transfer-page packets are parsed out of the receive buffer and acked, the host is signalled
 through the monitor page (atomic OR, libatomic) or write(1) for non-monitored channels. The host
@@ -27,7 +27,7 @@ import pytest
 from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.uio import UioHandle
 from hvuio.errors import RescindedError, UsageError
-from hvuio.native import Direction, Ring
+from hvuio.native.ring import Direction, Ring
 from hvuio.proto.events import (
     NEED_DATA, ControlSendComplete, IndirectionTable, Inbound, InboundKind, LinkStatus, MacAddress,
     Mtu, NvspReady, Outbound, RndisConfigured, SendBufReady, SubchannelsGranted,
