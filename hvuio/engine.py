@@ -12,11 +12,11 @@ What lives here:
   * `Engine` — the data path around a ready Nic: a tap with the NIC's MAC and MTU (carrier
     follows RNDIS link status), the C pump of hvuio.native.datapath in its thread; control packets the
     pump leaves (CONTROL_PENDING) are read in the pump's thread and fed to the machines; ticks
-    are queued into that thread too (datapath.py's threading rule). Teardown stops the pump
+    are queued into that thread too (hvuio/native/datapath.py's threading rule). Teardown stops the pump
     first, so the halt and revokes run on the caller's thread with the rings to themselves.
   * `StopPipe` — SIGINT/SIGTERM/SIGHUP write a byte to a pipe; loops select on it.
 
-What must not live here: ring code (channel.py, native.py), protocol parsing (proto/), sysfs
+What must not live here: ring code (channel.py, hvuio/native/), protocol parsing (proto/), sysfs
 details (device/), printing (hvuio/cli/).
 """
 

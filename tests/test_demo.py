@@ -31,7 +31,6 @@ DEMO = [sys.executable, "-c", "from hvuio.cli import main; main()", "demo"]
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 

@@ -29,7 +29,6 @@ from hvuio.sim.host import wire as hw
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -218,7 +217,6 @@ def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:
 
 def _subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
