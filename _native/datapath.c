@@ -41,9 +41,9 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     if (cfg->pkt_buf == NULL || cfg->pkt_buf_size < HVU_DESC_SIZE + 64 ||
         cfg->range_buf == NULL || cfg->range_buf_size < cfg->recv_section_size)
         return -EINVAL;
-    if (cfg->tap_fd < 0 || cfg->irq_fd < 0 || cfg->mtu < 68 || cfg->mtu > 65535)
+    if (cfg->tap_fd < 0 || cfg->irq_fd < 0 || cfg->mtu < HVU_DP_MTU_MIN || cfg->mtu > HVU_DP_MTU_MAX)
         return -EINVAL;
-    if (cfg->monitor_page != NULL && cfg->monitor_id >= 128)
+    if (cfg->monitor_page != NULL && cfg->monitor_id >= HVU_MONITOR_MAX_ID)
         return -EINVAL;
     if ((cfg->flags & ~(uint32_t)(HVU_DP_F_VNET_HDR | HVU_DP_F_BUSY_POLL | HVU_DP_F_MANAGE_MASK |
                                   HVU_DP_F_TX_HASH | HVU_DP_F_TAP_OFFLOAD | HVU_DP_F_TX_CSUM_TCP4 |
@@ -56,14 +56,14 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     if ((cfg->flags & HVU_DP_F_TAP_OFFLOAD) &&
         (!(cfg->flags & HVU_DP_F_VNET_HDR) || cfg->tx_stage == NULL ||
          cfg->tx_stage_size < HVU_DP_VNET_HDR_SIZE + HVU_DP_GSO_MAX ||
-         cfg->send_section_size < hdr + 2 * HVU_DP_PPI_SIZE + 128))
+         cfg->send_section_size < hdr + 2 * HVU_DP_PPI_SIZE + HVU_DP_OFFLOAD_HDRS_MIN))
         return -EINVAL;
     /* without a vnet header, segments of a long RSC frame are cut after it (rx.c) */
     if (cfg->rsc_buf != NULL &&
         cfg->rsc_buf_size < HVU_DP_RSC_MAX_BYTES + ((cfg->flags & HVU_DP_F_VNET_HDR) ? 0 :
                                                     cfg->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN))
         return -EINVAL;
-    if (cfg->tx_agg_align > 4096 || (cfg->tx_agg_align & (cfg->tx_agg_align - 1)) != 0)
+    if (cfg->tx_agg_align > HVU_DP_TX_AGG_ALIGN_MAX || (cfg->tx_agg_align & (cfg->tx_agg_align - 1)) != 0)
         return -EINVAL;
     memset(dp, 0, sizeof(*dp));
     dp->tx = cfg->tx_ring;

@@ -1,6 +1,6 @@
 #ifndef HVU_DATAPATH_H
 #define HVU_DATAPATH_H
-/* The netvsc data path in C (issue 5): frames between a tap fd and one VMBus channel.
+/* The netvsc data path in C: frames between a tap fd and one VMBus channel.
  *
  * What lives here: struct hvu_dp (complete for rx.c, tx.c, datapath.c; opaque to Python, which
  * allocates hvu_dp_sizeof() bytes) and the helpers the three files share. The callable API is
@@ -12,7 +12,7 @@
  * DPDK hn_rxtx.c read for behaviour only):
  *  - One pump per channel, one thread per pump. The pump is the only writer of the outbound ring
  *    and the only reader of the inbound ring while it runs: Python's Ring calls on the same rings
- *    must happen on the pump's thread between pump calls (hvuio/datapath.py arranges that).
+ *    must happen on the pump's thread between pump calls (hvuio/native/datapath.py arranges that).
  *  - RX (rx.c): type 0x7 packets are checked with hvu_xfer_check (spec 4.11), their NVS payload
  *    must be type 107 (spec 4.13). Each range holds exactly one RNDIS message (Linux netvsc_receive
  *    and DPDK hn_nvs_handle_rxbuf both treat "one range = one RNDIS packet = one frame"); it is
@@ -71,7 +71,7 @@
  *    interrupt_mask directly (1 while draining, 0 then re-check before poll()); without it the mask
  *    is never touched (subchannels on kernels without linux d062463edf17, spec item 39) and the
  *    caller should use busy polling or a short timeout. A uio event is consumed by a 4-byte read.
- *  - Offloads (offload.c/.h; hvuio/datapath.py sets the flags from what RNDIS negotiated):
+ *  - Offloads (offload.c/.h; hvuio/native/datapath.py sets the flags from what RNDIS negotiated):
  *    TX with HVU_DP_F_TAP_OFFLOAD: the tap (TUNSETOFFLOAD) hands over frames whose vnet header
  *    may ask for a checksum (NEEDS_CSUM) or carry a TCP GSO super-frame; every field is checked
  *    (drops tx_vnet_bad with a reason). The frame is read into a private stage buffer first.

@@ -1,4 +1,4 @@
-/* Data path declarations Python may call through cffi (issue 5). cdef-only, like hvuio_api.h:
+/* Data path declarations Python may call through cffi. cdef-only, like hvuio_api.h:
  * no #include, no #if, no macros with arguments. datapath.h includes this file so the compiler
  * checks the same prototypes; build.py concatenates hvuio_api.h and this file into the cdef.
  *
@@ -33,7 +33,7 @@ enum hvu_dp_flag {
     HVU_DP_F_BUSY_POLL = 2,    /* run never sleeps in poll(); it spins until stop/timeout */
     HVU_DP_F_MANAGE_MASK = 4,  /* run owns the inbound interrupt_mask: 1 while draining, 0 to sleep */
     HVU_DP_F_TX_HASH = 8,      /* TX: add a hash-value per-packet info (the channel's queue id) */
-    /* Offloads (offload.h; hvuio/datapath.py maps the negotiated NDIS offloads to these): */
+    /* Offloads (offload.h; hvuio/native/datapath.py maps the negotiated NDIS offloads to these): */
     HVU_DP_F_TAP_OFFLOAD = 16, /* the tap has TUNSETOFFLOAD != 0: its vnet headers may carry
                                 * NEEDS_CSUM and TCP GSO; without this flag they are ignored */
     HVU_DP_F_TX_CSUM_TCP4 = 32, /* host computes TCP/IPv4 checksums (checksum per-packet info) */
@@ -67,6 +67,11 @@ enum hvu_dp_const {
     HVU_DP_ETH_HLEN = 14,
     HVU_DP_VLAN_HLEN = 4,
     HVU_DP_MAX_SECTIONS = 65536,       /* send-buffer sections tracked in the bitmap */
+    HVU_DP_MTU_MIN = 68,               /* config mtu range: ETH_MIN_MTU .. */
+    HVU_DP_MTU_MAX = 65535,            /* .. the largest IP total length */
+    HVU_DP_OFFLOAD_HDRS_MIN = 128,     /* with tap offloads a section holds, after the RNDIS header
+                                        * and two pktinfo, at least this much Ethernet + IP + TCP */
+    HVU_DP_TX_AGG_ALIGN_MAX = 4096,    /* largest tx_agg_align (a power of two) */
     HVU_DP_PENDING_MAX = 256,          /* receive completions held while the outbound ring is full */
     HVU_NVS_TYPE_RNDIS = 107,
     HVU_NVS_TYPE_RNDIS_ACK = 108,

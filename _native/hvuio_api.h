@@ -62,7 +62,12 @@ enum hvu_const {
     HVU_HV_PAGE_SIZE = 4096,
     HVU_XFER_PAGESET_ID_NETVSC = 51966,  /* 0xCAFE */
     /* types accepted by default: 0x6, 0x7, 0x9, 0xb as bits of a mask (spec 4.9) */
-    HVU_ACCEPT_DEFAULT = 2752
+    HVU_ACCEPT_DEFAULT = 2752,
+    HVU_MAX_LEN8 = 65535,      /* len8 is a u16 (spec 3.3): a packet is at most 0xffff * 8 bytes */
+    HVU_RING_MIN_DATA = 64,    /* smallest data area hvu_ring_attach takes (4 descriptors) */
+    /* monitor page (spec 3.12): trigger_group[g].pending at 8 + 8 * g, 4 groups x 32 bits */
+    HVU_MONITOR_PENDING_OFFSET = 8,
+    HVU_MONITOR_MAX_ID = 128   /* monitor ids 0..127 are representable */
 };
 
 /* ---- faults: why host data was refused ------------------------------------------------------ */

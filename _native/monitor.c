@@ -5,8 +5,9 @@
 
 #include "hvuio.h"
 
-#define MON_TRIG_PENDING_OFFSET 8u /* trigger_group[0].pending; groups are 8 bytes apart */
-#define MON_MAX_ID 128u            /* 4 groups x 32 bits: only ids 0..127 are representable */
+#define MON_TRIG_PENDING_OFFSET ((size_t)HVU_MONITOR_PENDING_OFFSET) /* trigger_group[0].pending;
+                                                                    * groups are 8 bytes apart */
+#define MON_MAX_ID ((uint32_t)HVU_MONITOR_MAX_ID) /* 4 groups x 32 bits: only ids 0..127 */
 
 int hvu_monitor_signal(void *page, size_t page_len, uint32_t monitor_id)
 {

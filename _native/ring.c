@@ -31,9 +31,10 @@
 
 #include "hvuio.h"
 
-#define TRAILER 8u
-#define DESC 16u
-#define MAX_LEN8 0xffffu
+/* Short unsigned names for the sizes hvuio_api.h exports (enum hvu_const). */
+#define TRAILER ((uint32_t)HVU_TRAILER_SIZE)
+#define DESC ((uint32_t)HVU_DESC_SIZE)
+#define MAX_LEN8 ((uint32_t)HVU_MAX_LEN8)
 
 /* ---- pure functions ------------------------------------------------------------------------ */
 
@@ -166,7 +167,7 @@ int hvu_ring_attach(struct hvu_ring *r, void *base, size_t ring_size, size_t hea
     if (ring_size <= header_size || ring_size - header_size > 0x80000000u)
         return -EINVAL;
     size_t d = ring_size - header_size;
-    if (d % 8 != 0 || d < 4 * DESC)
+    if (d % 8 != 0 || d < HVU_RING_MIN_DATA)
         return -EINVAL;
     if (dir != HVU_RING_TX && dir != HVU_RING_RX)
         return -EINVAL;

@@ -4,8 +4,9 @@
 
 /* ABI facts Python checks: the version number and the C struct layouts. */
 
-/* Bumped whenever hvuio_api.h changes incompatibly; hvuio/native.py checks it at import. */
-int hvu_abi_version(void) { return 2; }
+/* Bumped whenever hvuio_api.h / datapath_api.h change incompatibly or gain something the Python
+ * wrapper needs; hvuio/native/__init__.py checks it at import. */
+int hvu_abi_version(void) { return 3; }
 
 /* Layout getters: tests/test_wire_vmbus.py compares them with ctypes and the golden JSON. */
 

@@ -24,7 +24,7 @@ What lives here:
     ring, then polls. EIO / EOF become `RescindedError` (uio.Interrupt does that).
 
 What must not live here: protocol state (hvuio/proto), device discovery (hvuio/device), the hot
-data path (hvuio/datapath.py + _native/), timers other than the bounded wait for ring space.
+data path (hvuio/native/datapath.py + _native/), timers other than the bounded wait for ring space.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from hvuio import native
 from hvuio.device.sysfs import SYSFS_HINT
 from hvuio.device.uio import Interrupt, UioHandle, monitor_trigger
 from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolError, PlatformError,
                           SysfsError)
-from hvuio.native import Packet, PacketType, Ring
+from hvuio.native.ring import (FLAG_COMPLETION_REQUESTED, Direction, MonitorBell, Packet, PacketType, Ring,
+                               check_xfer_header)
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.sections import SectionPool
 from hvuio.wire import nvsp as wn
@@ -97,7 +97,7 @@ class MonitorSignal:
         if trig.pending_offset + 4 > len(monitor_page):
             raise SysfsError(f"monitor page of {len(monitor_page)} bytes has no trigger group {trig.group}",
                              SYSFS_HINT)
-        self._bell = native.MonitorBell(monitor_page, monitor_id)
+        self._bell = MonitorBell(monitor_page, monitor_id)
         self.monitor_id = monitor_id
 
     def signal(self) -> None:
@@ -135,9 +135,9 @@ class Channel:
             raise SysfsError(f"{name}: ring mapping of {len(rings):#x} bytes cannot hold two rings of {ring_size:#x}",
                              SYSFS_HINT)
         self.name = name
-        tx = Ring(rings, direction=native.Direction.TX, offset=0, size=ring_size, accept_types=NETVSC_TYPES)
+        tx = Ring(rings, direction=Direction.TX, offset=0, size=ring_size, accept_types=NETVSC_TYPES)
         try:
-            rx = Ring(rings, direction=native.Direction.RX, offset=ring_size, size=ring_size,
+            rx = Ring(rings, direction=Direction.RX, offset=ring_size, size=ring_size,
                       accept_types=NETVSC_TYPES)
         except BaseException:
             tx.detach()  # release its export of the mapping so the handle can unmap it
@@ -277,7 +277,7 @@ class Channel:
 
     def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool) -> None:
         """One packet; waits (bounded) for ring space, then signals per §3.11(a)."""
-        flags = native.FLAG_COMPLETION_REQUESTED if want_completion else 0
+        flags = FLAG_COMPLETION_REQUESTED if want_completion else 0
         deadline: float | None = None
         while True:
             try:
@@ -325,8 +325,8 @@ class Channel:
             raise HostProtocolError(f"{what} arrived before the receive buffer was connected")
         hlen = _DESC.size + len(pkt.header)
         raw = _DESC.pack(pkt.type, hlen // 8, (hlen + len(pkt.payload)) // 8, pkt.flags, pkt.trans_id)
-        native.check_xfer_header(raw + pkt.header + pkt.payload, pageset_id=wv.XFER_PAGESET_ID_NETVSC,
-                                 recv_buf_size=len(self.recv_buf), section_size=self._recv_section)
+        check_xfer_header(raw + pkt.header + pkt.payload, pageset_id=wv.XFER_PAGESET_ID_NETVSC,
+                          recv_buf_size=len(self.recv_buf), section_size=self._recv_section)
         if len(pkt.payload) < wn.NvspSendRndisPacket.MIN_LEN:
             raise HostProtocolError(f"{what}: NVSP payload of {len(pkt.payload)} bytes is shorter than "
                                     f"{wn.NvspSendRndisPacket.MIN_LEN}")

@@ -14,7 +14,7 @@ What lives here:
     run with `ip netns exec` (so they measure what a user's program would see).
   * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
 
-What must not live here: click and printing (hvuio/cli_demo.py), emulator internals (hvuio/sim/),
+What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
 pyroute2 (hvuio/tap.py). Traffic only ever goes between the namespaces made here.
 """
 
@@ -36,6 +36,7 @@ from typing import Any
 
 from hvuio import netns
 from hvuio.errors import NotRootError, PlatformError
+from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -48,10 +49,6 @@ UP_START_TIMEOUT = 60.0
 UP_STOP_TIMEOUT = 30.0
 TRAFFIC_TIMEOUT = 300.0
 DEFAULT_TCP_BYTES = 32 * 1024 * 1024
-#: Largest frame the guest can send: a send-buffer section minus the 44-byte RNDIS packet header
-#: (hvuio/datapath.py RNDIS_PACKET_HEADER), minus the 14-byte Ethernet header for the MTU.
-RNDIS_PACKET_HEADER = 44
-ETH_HLEN = 14
 
 
 def max_guest_mtu(send_section_size: int) -> int:
@@ -116,9 +113,9 @@ class DemoStack:
     def start(self) -> None:
         require_root()
         from hvuio.device.bind import bind_device
-        from hvuio.sim.host_profile import HostProfile
+        from hvuio.sim.host.profile import HostProfile
         from hvuio.sim.net import HostNetwork
-        from hvuio.sim.vsp import SimEnvironment
+        from hvuio.sim.vsp.host import SimEnvironment
 
         c = self.cleanup
         if self.sysroot is None:

@@ -10,14 +10,14 @@ What lives here:
     and send buffer, then close the channel and the uio fd, so the device can be opened again.
     The clock lives here: machines get `tick(time.monotonic())`; they raise HostTimeoutError.
   * `Engine` — the data path around a ready Nic: a tap with the NIC's MAC and MTU (carrier
-    follows RNDIS link status), the C pump of hvuio.datapath in its thread; control packets the
+    follows RNDIS link status), the C pump of hvuio.native.datapath in its thread; control packets the
     pump leaves (CONTROL_PENDING) are read in the pump's thread and fed to the machines; ticks
-    are queued into that thread too (datapath.py's threading rule). Teardown stops the pump
+    are queued into that thread too (hvuio/native/datapath.py's threading rule). Teardown stops the pump
     first, so the halt and revokes run on the caller's thread with the rings to themselves.
   * `StopPipe` — SIGINT/SIGTERM/SIGHUP write a byte to a pipe; loops select on it.
 
-What must not live here: ring code (channel.py, native.py), protocol parsing (proto/), sysfs
-details (device/), printing (cli_net.py).
+What must not live here: ring code (channel.py, hvuio/native/), protocol parsing (proto/), sysfs
+details (device/), printing (hvuio/cli/).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def offloads_enabled(o: ev.OffloadsConfigured) -> dict[str, Any]:
 
 
 def datapath_offloads(o: ev.OffloadsConfigured | None) -> Any:
-    """hvuio.datapath.Offloads for what the host accepted (all off for None)."""
-    from hvuio.datapath import Offloads
+    """hvuio.native.datapath.Offloads for what the host accepted (all off for None)."""
+    from hvuio.native.datapath import Offloads
 
     if o is None:
         return Offloads()
@@ -524,7 +524,7 @@ class Engine:
 
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
-        from hvuio.datapath import MAX_SECTIONS, DataPath, TxAggregation
+        from hvuio.native.datapath import MAX_SECTIONS, DataPath, TxAggregation
         from hvuio.tap import Tap
 
         nic = self.nic

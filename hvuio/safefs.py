@@ -17,7 +17,7 @@ point. The rules here close that:
   temporary name renamed over the old one (`write_file`). Modes are explicit.
 
 What must not live here: what the files mean (journals are `device/bind.py`, status records
-`status.py`, the emulator's tree `sim/tree.py`). Both the guest and the emulator use this module:
+`status.py`, the emulator's tree `sim/kernel/tree.py`). Both the guest and the emulator use this module:
 it imports nothing of either.
 """
 

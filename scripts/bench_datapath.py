@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the C data path: frames/s through hvu_dp_rx and hvu_dp_tx.
 
-Only the C calls are timed. The fake host (hvuio.sim.ring, pure Python) prepares each round
+Only the C calls are timed. The fake host (hvuio.sim.vsp.ring, pure Python) prepares each round
 untimed: for RX it fills the inbound ring with transfer-page packets (one range = one RNDIS packet
 = one frame) and later drains the completions; for TX it queues frames on a SOCK_DGRAM socketpair
 standing in for the tap and later completes the sections. RX writes frames to /dev/null (a real
@@ -19,9 +19,9 @@ import struct
 import sys
 import time
 
-from hvuio.datapath import DataPath, Status
-from hvuio.native import Direction, Ring
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.native.datapath import DataPath, Status
+from hvuio.native.ring import Direction, Ring
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 HDR = 4096
 RING_DATA = 1 << 20

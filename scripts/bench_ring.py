@@ -21,6 +21,7 @@ import statistics
 import time
 
 from hvuio import native
+from hvuio.native.ring import bench
 
 SIZES = (64, 1514, 65536)
 
@@ -30,14 +31,14 @@ def measure(payload: int, seconds: float, ring_size: int, baseline: bool) -> flo
     n = 1000
     while True:
         t0 = time.perf_counter()
-        native.bench(payload, n, ring_size=ring_size, baseline=baseline)
+        bench(payload, n, ring_size=ring_size, baseline=baseline)
         dt = time.perf_counter() - t0
         if dt >= seconds / 4:
             break
         n *= 4
     n = max(1, int(n * seconds / dt))
     t0 = time.perf_counter()
-    moved = native.bench(payload, n, ring_size=ring_size, baseline=baseline)
+    moved = bench(payload, n, ring_size=ring_size, baseline=baseline)
     return moved / (time.perf_counter() - t0)
 
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-import hvuio.cli_sim  # noqa: F401
 from hvuio.cli import main
 from hvuio.device import bind as B
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
                           UnsafeBindError, WrongDeviceError)
-from hvuio.sim import profiles
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.kernel import profiles
+from hvuio.sim.kernel.bus import SimKernel
 
 from conftest import have_netns
 

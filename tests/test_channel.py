@@ -1,4 +1,4 @@
-"""hvuio.channel.Channel against the emulator's independent Python host ring (sim/ring.py).
+"""hvuio.channel.Channel against the emulator's independent Python host ring (sim/vsp/ring.py).
 
 The guest side is the real Channel over an anonymous shared mapping; the host side writes and
 reads the same memory with HostRingWriter / HostRingReader, so every check goes through bytes a
@@ -20,8 +20,8 @@ from hvuio.device.uio import Interrupt, monitor_trigger
 from hvuio.errors import HostProtocolError, LocalProtocolError, RescindedError, RingCorruptError
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.sections import SectionPool, split_send_sections
-from hvuio.sim import host_wire as hw
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.sim.host import wire as hw
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 from hvuio.wire import nvsp as wn
 
 PAGE = mmap.PAGESIZE

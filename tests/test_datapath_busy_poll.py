@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvuio.datapath import DataPath, RunResult
 from hvuio.errors import LocalProtocolError
+from hvuio.native.datapath import DataPath, RunResult
 from test_datapath_host import FakeHost, frame
 
 

@@ -14,7 +14,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvuio.datapath import Status
+from hvuio.native.datapath import Status
 from test_datapath_host import FakeHost, nvs_rndis, rndis_packet, xfer_header
 
 SECTION = 512

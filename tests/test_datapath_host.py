@@ -1,6 +1,6 @@
 """A fake netvsc host for the data-path tests (no tests here; imported by test_datapath*.py).
 
-The host side of both rings is hvuio.sim.ring (pure Python, written independently of ring.c);
+The host side of both rings is hvuio.sim.vsp.ring (pure Python, written independently of ring.c);
 the receive and send buffers are bytearrays; a SOCK_DGRAM socketpair stands in for the tap
 (one datagram = one frame) and another for the uio fd (4-byte writes/reads). Wire layouts come
 from the golden file's DPDK structs: hn_nvs_rndis (107), hn_nvs_rndis_ack (108),
@@ -14,9 +14,9 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from hvuio.datapath import TX_TAG, DataPath
-from hvuio.native import Direction, Ring
-from hvuio.sim.ring import HostRingReader, HostRingWriter, RingPacket
+from hvuio.native.datapath import TX_TAG, DataPath
+from hvuio.native.ring import Direction, Ring
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
 
 HDR = 4096
 PAGESET = 0xCAFE

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from hvuio.datapath import TX_RING_MIN, TX_TAG, DataPath, RunResult, Status
 from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError, RingCorruptError
-from hvuio.native import Packet
+from hvuio.native.datapath import TX_RING_MIN, TX_TAG, DataPath, RunResult, Status
+from hvuio.native.ring import Packet
 from test_datapath_host import PKT_INBAND, FakeHost, frame
 
 WAIT = 10.0  # seconds a test waits for the pump thread before failing (never a speed assertion)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hvuio.datapath import COUNTER_NAMES, Status
 from hvuio.errors import RingCorruptError
+from hvuio.native.datapath import COUNTER_NAMES, Status
 from test_datapath_host import (NVS_RNDIS_ACK, PKT_INBAND, RNDIS_INIT_CMPLT, STATUS_FAILED, STATUS_OK,
                                 TX_TAG, FakeHost, frame, nvs_rndis, pktinfo, rndis_packet, xfer_header)
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from hvuio.datapath import Status
 from hvuio.errors import LocalProtocolError
-from hvuio.sim.ring import RingPacket
+from hvuio.native.datapath import Status
+from hvuio.sim.vsp.ring import RingPacket
 from test_datapath_host import NVS_RNDIS, PKT_INBAND, STATUS_FAILED, TX_TAG, FakeHost, frame
 
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvuio.datapath import Offloads, Status, TxAggregation
 from hvuio.errors import LocalProtocolError
-from hvuio.sim.ring import RingPacket
+from hvuio.native.datapath import Offloads, Status, TxAggregation
+from hvuio.sim.vsp.ring import RingPacket
 from test_datapath_host import TX_TAG, FakeHost, frame
 from test_offload_guest_frames import GSO_TCPV4, TCP, UDP, VNET_NEEDS_CSUM, build, vnet
 from test_offload_guest_tx import ALL, SECTION, Sent, decode_msg, partial_datagram

@@ -21,18 +21,16 @@ from pathlib import Path
 import pytest
 from netns_fixtures import netns_skip_reason
 
-import hvuio.cli_demo  # noqa: F401  (registers `demo`)
 from hvuio import netns
 from hvuio.cli import main
 from hvuio.errors import NotRootError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, "-c", "import hvuio.cli_demo; from hvuio.cli import main; main()", "demo"]
+DEMO = [sys.executable, "-c", "from hvuio.cli import main; main()", "demo"]
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -194,7 +192,7 @@ def test_demo_interrupted_mid_transfer_cleans_up() -> None:
 
 def test_demo_mtu_above_a_send_section_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     from hvuio.demo import max_guest_mtu
-    from hvuio.sim.host_profile import SEND_SECTION_SIZE
+    from hvuio.sim.host.profile import SEND_SECTION_SIZE
 
     limit = max_guest_mtu(SEND_SECTION_SIZE)
     assert limit == SEND_SECTION_SIZE - 44 - 14
@@ -214,7 +212,7 @@ def test_demo_unknown_kernel_profile(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_demo_mtu_below_the_host_minimum_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from hvuio.sim.host_profile import ETH_HEADER_LEN, MIN_NDIS_MTU
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU
 
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--mtu", str(MIN_NDIS_MTU - ETH_HEADER_LEN - 1)])

@@ -13,7 +13,7 @@ from hvuio.cli import cli
 from hvuio.device import doctor
 from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.uio import UioHandle
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.kernel.bus import SimKernel
 
 
 def test_cpuid_vendor_parsed_from_cpuid_device_layout(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from netns_fixtures import netns_skip_reason
 
 from hvuio import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, max_guest_mtu, ping, tcp_transfer, udp_check
-from hvuio.sim.host_profile import SEND_SECTION_SIZE
+from hvuio.sim.host.profile import SEND_SECTION_SIZE
 
 JUMBO_MTU = 4000
 MAX_MTU = max_guest_mtu(SEND_SECTION_SIZE)  # 6144 - 44 - 14 = 6086

@@ -31,7 +31,7 @@ from hvuio.channel import MAX_QUEUED_CONTROL, Channel
 from hvuio.device.uio import Interrupt
 from hvuio.engine import Nic, NicInfo
 from hvuio.errors import HostProtocolError, HostRefusedError, RingCorruptError
-from hvuio.native import Packet, PacketType
+from hvuio.native.ring import Packet, PacketType
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.sections import SectionPool

@@ -26,9 +26,9 @@ from hvuio.device.bind import bind_device
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, HostError, NotRootError, SysfsError,
                           WrongDeviceError)
-from hvuio.sim import host_profile as hp
 from hvuio.device.platform import TreePlatform
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.host import profile as hp
+from hvuio.sim.vsp.host import SimEnvironment
 
 INTERNAL = 70  # cli.main's exit code for an exception it did not expect
 

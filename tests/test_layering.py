@@ -1,5 +1,7 @@
 """Dependency direction between the layers (STYLE: wire <- proto <- engine; native <- channel <-
-engine; the emulator independent of the guest), checked on the source with `ast`.
+engine; the emulator independent of the guest; the compiled C core behind the hvuio.native
+package alone; the CLI's command modules added to the group by hvuio/cli/__init__.py, never
+importing it or each other, and click nowhere but in hvuio/cli), checked on the source with `ast`.
 
 Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
 code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -45,8 +49,14 @@ def _importers(prefix: str) -> dict[str, set[str]]:
             for m, imps in MODULES.items()}
 
 
+def _within(mod: str, package: str) -> bool:
+    return mod == package or mod.startswith(package + ".")
+
+
 def test_modules_found() -> None:
-    assert {"hvuio.native", "hvuio.proto.nvsp", "hvuio.sim.vsp", "hvuio.engine"} <= MODULES.keys()
+    assert {"hvuio.native", "hvuio.native.ring", "hvuio.native.datapath", "hvuio.proto.nvsp", "hvuio.sim.vsp.host",
+            "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
+            "hvuio.engine"} <= MODULES.keys()
 
 
 @pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
@@ -69,7 +79,7 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 
 def test_emulator_is_independent_of_the_guest() -> None:
-    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.datapath",
+    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native",
              "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
@@ -85,9 +95,78 @@ def test_emulator_is_independent_of_the_guest() -> None:
         assert not other, f"{mod} imports {sorted(other)}"
 
 
+def test_emulated_host_protocols_do_no_io() -> None:
+    """hvuio.sim.host is the host's sans-IO half: bytes in, packets and events out."""
+    mods = [m for m in MODULES if _within(m, "hvuio.sim.host")]
+    assert "hvuio.sim.host.nvsp" in mods
+    for mod in mods:
+        bad = {i.split(".")[0] for i in MODULES[mod]} & IO_MODULES
+        assert not bad, f"{mod} imports {sorted(bad)}; hvuio.sim.host must stay sans-IO"
+
+
+def test_emulated_host_protocols_stand_alone() -> None:
+    """The host's protocols know neither the emulated kernel nor the runtime that drives them (nor
+    the network, the daemon or the compiled core): only hvuio.errors and each other."""
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.host"):
+            continue
+        own = {i for i in imps if _within(i, "hvuio")}
+        bad = {i for i in own if not (_within(i, "hvuio.errors") or _within(i, "hvuio.sim.host"))}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_emulated_kernel_knows_no_host() -> None:
+    """The emulated kernel reaches the host only through its hooks: nothing of hvuio.sim.host,
+    hvuio.sim.vsp or the network behind the host."""
+    host_side = ("hvuio.sim.host", "hvuio.sim.vsp", "hvuio.sim.net", "hvuio.sim.daemon")
+    for mod, imps in MODULES.items():
+        if not _within(mod, "hvuio.sim.kernel"):
+            continue
+        bad = {i for i in imps if any(_within(i, side) for side in host_side)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_only_the_irq_and_the_pump_touch_the_emulators_compiled_module() -> None:
+    users = {m for m, imps in _importers("hvuio.sim._simhost").items() if imps}
+    assert users <= {"hvuio.sim.kernel.uio", "hvuio.sim.vsp.fastpath"}, users
+
+
+def _in_native_package(mod: str) -> bool:
+    return mod == "hvuio.native" or mod.startswith("hvuio.native.")
+
+
 def test_only_native_wrappers_touch_the_compiled_module() -> None:
+    """Only the package hvuio.native (its loader and its submodules) imports hvuio._native."""
     users = {m for m, imps in _importers("hvuio._native").items() if imps}
-    assert users <= {"hvuio.native"}, users
+    assert all(_in_native_package(m) for m in users), users
+
+
+def test_emulator_never_loads_the_guest_c_core() -> None:
+    """Importing every emulator module, directly or through the tap/netns plumbing it may use,
+    leaves the guest's C core and its wrappers unloaded (the emulator has its own C)."""
+    code = ("import importlib, pkgutil, sys, hvuio.sim\n"
+            "for m in pkgutil.walk_packages(hvuio.sim.__path__, 'hvuio.sim.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(sorted(k for k in sys.modules if k.startswith(('hvuio.native', 'hvuio._native'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_guest_code_calls_c_through_the_wrappers_only() -> None:
+    """Outside hvuio.native no module takes `ffi`/`lib` from it, by import or as ``native.lib``:
+    the C core is called through the typed wrappers (tests may use the raw handles)."""
+    raw = {"hvuio.native.ffi", "hvuio.native.lib"}
+    for mod, imps in MODULES.items():
+        if not _in_native_package(mod):
+            assert not imps & raw, f"{mod} imports {sorted(imps & raw)}"
+    for path in PKG.rglob("*.py"):
+        rel = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+        if _in_native_package(rel):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and node.attr in ("ffi", "lib")
+                    and isinstance(node.value, ast.Name) and node.value.id == "native"):
+                raise AssertionError(f"{rel} line {node.lineno} uses native.{node.attr}")
 
 
 def test_only_tap_imports_pyroute2() -> None:
@@ -106,7 +185,89 @@ def test_the_guest_never_imports_the_emulator() -> None:
 
 def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
     from hvuio.device import platform as guest
-    from hvuio.sim import platform as emulator
+    from hvuio.sim.kernel import shm as emulator
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)
+
+
+# ---- the command line: a package of thin commands ------------------------------------------------
+
+CLI = "hvuio.cli"
+#: what the command modules share: the App handed to every command, terminal text of NIC data
+CLI_SHARED = ("hvuio.cli.app", "hvuio.cli.render")
+
+
+def _within_any(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_cli_command_modules_never_import_the_group_or_each_other() -> None:
+    """hvuio/cli/__init__.py imports the command modules and adds their commands to the group; a
+    command module takes only the shared modules (App, text rendering), never the group or
+    another command module, at import time or inside a function."""
+    for mod, imps in MODULES.items():
+        if not mod.startswith(CLI + "."):
+            continue
+        own = {i for i in imps if _within_any(i, (CLI,))}
+        allowed = () if mod in CLI_SHARED else CLI_SHARED
+        bad = {i for i in own if not _within_any(i, allowed)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_no_import_cycle_among_cli_modules() -> None:
+    cli_mods = sorted((m for m in MODULES if _within_any(m, (CLI,))), key=len, reverse=True)
+    assert {CLI, "hvuio.cli.app", "hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim",
+            "hvuio.cli.demo"} <= set(cli_mods)
+
+    def target(name: str) -> str | None:
+        return next((m for m in cli_mods if _within_any(name, (m,))), None)
+
+    edges = {m: {t for i in MODULES[m] if (t := target(i)) is not None and t != m} for m in cli_mods}
+    done: set[str] = set()
+
+    def visit(mod: str, path: list[str]) -> None:
+        assert mod not in path, f"import cycle: {' -> '.join(path + [mod])}"
+        if mod in done:
+            return
+        for nxt in sorted(edges[mod]):
+            visit(nxt, path + [mod])
+        done.add(mod)
+
+    for mod in cli_mods:
+        visit(mod, [])
+
+
+def test_every_command_is_added_to_the_group() -> None:
+    """Commands are added explicitly in hvuio/cli/__init__.py: each one a command module defines
+    is reachable from the group."""
+    import importlib
+
+    import click
+
+    from hvuio.cli import cli
+
+    reachable: set[int] = set()
+    todo: list[click.Command] = [cli]
+    while todo:
+        cmd = todo.pop()
+        reachable.add(id(cmd))
+        if isinstance(cmd, click.Group):
+            todo += cmd.commands.values()
+    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim", "hvuio.cli.demo"):
+        defined = [v for v in vars(importlib.import_module(mod)).values() if isinstance(v, click.Command)]
+        assert defined, mod
+        missing = [c.name for c in defined if id(c) not in reachable]
+        assert not missing, f"{mod} defines commands the group does not have: {missing}"
+
+
+@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.up", "hvuio.sim.daemon"])
+def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
+    assert mod in MODULES
+    bad = {i for i in MODULES[mod] if i.split(".")[0] == "click"}
+    assert not bad, f"{mod} imports {sorted(bad)}; click stays in hvuio/cli"
+
+
+def test_only_the_cli_imports_click() -> None:
+    users = {m for m, imps in _importers("click").items() if imps}
+    assert users and all(_within_any(m, (CLI,)) for m in users), users

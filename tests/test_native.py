@@ -4,6 +4,7 @@ transfer-page check, and _native/build.py's own logic."""
 
 from __future__ import annotations
 
+import ast
 import errno
 import importlib.util
 import os
@@ -17,7 +18,8 @@ import pytest
 from hvuio import native
 from hvuio.errors import RingCorruptError
 from hvuio.native import ffi, lib
-from hvuio.sim.ring import HostRingWriter
+from hvuio.native.ring import COUNTER_NAMES, PacketType, check_xfer_header
+from hvuio.sim.vsp.ring import HostRingWriter
 from hvuio.wire import vmbus as w
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -36,10 +38,10 @@ def test_unknown_native_variant_is_platform_error() -> None:
 
 
 def test_constants_match_wire() -> None:
-    pairs = [(native.PacketType.INBAND, w.PacketType.DATA_INBAND),
-             (native.PacketType.XFER_PAGES, w.PacketType.DATA_USING_XFER_PAGES),
-             (native.PacketType.GPA_DIRECT, w.PacketType.DATA_USING_GPA_DIRECT),
-             (native.PacketType.COMP, w.PacketType.COMP)]
+    pairs = [(PacketType.INBAND, w.PacketType.DATA_INBAND),
+             (PacketType.XFER_PAGES, w.PacketType.DATA_USING_XFER_PAGES),
+             (PacketType.GPA_DIRECT, w.PacketType.DATA_USING_GPA_DIRECT),
+             (PacketType.COMP, w.PacketType.COMP)]
     assert all(int(a) == int(b) for a, b in pairs)
     assert lib.HVU_ACCEPT_DEFAULT == sum(1 << t for t in w.ACCEPTED_TYPES)
     assert lib.HVU_PKT_FLAG_COMPLETION_REQUESTED == w.PacketFlag.COMPLETION_REQUESTED
@@ -47,14 +49,35 @@ def test_constants_match_wire() -> None:
     assert (lib.HVU_DESC_SIZE, lib.HVU_TRAILER_SIZE) == (w.DESC_SIZE, w.TRAILER_SIZE)
 
 
+
+def test_sizes_the_c_core_exports() -> None:
+    """The sizes Python reads from lib agree with the wire layouts and the device layer's own copy
+    of the monitor-page geometry (the device layer does not load the C core)."""
+    from hvuio.device import sysfs, uio
+
+    assert (native.DESC_SIZE, native.TRAILER_SIZE, native.HV_PAGE_SIZE) == (w.DESC_SIZE, w.TRAILER_SIZE,
+                                                                            w.HV_PAGE_SIZE)
+    assert native.MAX_LEN8 == 0xFFFF  # a u16 (spec 3.3)
+    assert (native.MONITOR_MAX_ID, lib.HVU_MONITOR_PENDING_OFFSET) == (sysfs.MONITOR_IDS, uio.MONITOR_PENDING_OFFSET)
+
+
+def test_stub_names_exactly_what_lib_exports() -> None:
+    """hvuio/_native.pyi declares every function and constant of the compiled module, and no more."""
+    stub = ast.parse((ROOT / "hvuio" / "_native.pyi").read_text())
+    [lib_class] = [n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "Lib"]
+    declared = {n.target.id for n in lib_class.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    declared |= {n.name for n in lib_class.body if isinstance(n, ast.FunctionDef)}
+    exported = {name for name in dir(lib) if not name.startswith("_")}
+    assert sorted(exported - declared) == [] and sorted(declared - exported) == []
+
 def test_reason_and_counter_names() -> None:
     names = [ffi.string(lib.hvu_reason_name(i)).decode() for i in range(lib.HVU_REASON_COUNT)]
     assert names[lib.HVU_BAD_LEN8] == "len8" and names[lib.HVU_BAD_READ_INDEX] == "read_index"
     assert len(set(names)) == len(names)
     assert ffi.string(lib.hvu_reason_name(-1)) == b"unknown"
     assert ffi.string(lib.hvu_reason_name(lib.HVU_REASON_COUNT)) == b"unknown"
-    assert len(set(native.COUNTER_NAMES)) == lib.hvu_counter_count() == len(native.COUNTER_NAMES)
-    assert {"ring_full", "ring_signals", "tx_packets", "rx_packets"} <= set(native.COUNTER_NAMES)
+    assert len(set(COUNTER_NAMES)) == lib.hvu_counter_count() == len(COUNTER_NAMES)
+    assert {"ring_full", "ring_signals", "tx_packets", "rx_packets"} <= set(COUNTER_NAMES)
     assert lib.hvu_counter_name(lib.hvu_counter_count()) == ffi.NULL
     assert lib.hvu_counter_name(-1) == ffi.NULL
 
@@ -197,12 +220,12 @@ def xfer_packet(ranges: list[tuple[int, int]], *, pageset: int = 0xCAFE, offset8
 ])
 def test_xfer_header_check_rejects(pkt: bytes, field: str, value: int) -> None:
     with pytest.raises(RingCorruptError) as info:
-        native.check_xfer_header(pkt, pageset_id=0xCAFE, recv_buf_size=4096, section_size=1024)
+        check_xfer_header(pkt, pageset_id=0xCAFE, recv_buf_size=4096, section_size=1024)
     assert (info.value.field, info.value.value) == (field, value)
 
 
 def test_xfer_header_check_accepts() -> None:
-    native.check_xfer_header(xfer_packet([(1024, 0), (10, 4086)]), pageset_id=0xCAFE, recv_buf_size=4096,
+    check_xfer_header(xfer_packet([(1024, 0), (10, 4086)]), pageset_id=0xCAFE, recv_buf_size=4096,
                              section_size=1024)
 
 
@@ -229,7 +252,7 @@ def test_monitor_bell_sets_only_its_trigger_bit() -> None:
     """Spec 3.12: bit id % 32 of trigger_group[id / 32].pending (offset 8 + 8 * group), OR'ed."""
     import struct as _struct
 
-    from hvuio.native import MonitorBell
+    from hvuio.native.ring import MonitorBell
 
     page = bytearray(4096)
     _struct.pack_into("<I", page, 8 + 8 * 1, 0x1)  # another channel's pending bit in group 1
@@ -244,7 +267,7 @@ def test_monitor_bell_sets_only_its_trigger_bit() -> None:
 @pytest.mark.parametrize("monitor_id", [-1, 128, 1000])
 def test_monitor_bell_refuses_ids_without_a_trigger_bit(monitor_id: int) -> None:
     from hvuio.errors import LocalProtocolError
-    from hvuio.native import MonitorBell
+    from hvuio.native.ring import MonitorBell
 
     with pytest.raises(LocalProtocolError, match="monitor id"):
         MonitorBell(bytearray(4096), monitor_id)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvuio.datapath import Offloads
+from hvuio.native.datapath import Offloads
 from test_datapath_host import STATUS_FAILED, STATUS_OK, FakeHost, frame, pktinfo, rndis_packet
 from test_offload_guest_frames import (
     ACK, CWR, FIN, GSO_TCPV4, GSO_TCPV6, PSH, TCP, UDP, VNET_DATA_VALID, VNET_NEEDS_CSUM, Pkt, build,

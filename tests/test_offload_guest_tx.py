@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvuio.datapath import Offloads, Status
+from hvuio.native.datapath import Offloads, Status
 from test_datapath_host import TX_TAG, FakeHost, frame
 from test_offload_guest_frames import (
     ACK, CWR, FIN, GSO_TCPV4, GSO_TCPV6, GSO_UDP, PSH, TCP, UDP, VNET_NEEDS_CSUM, Pkt, addrs, build,

@@ -84,7 +84,7 @@ def test_new_reason_and_counter_names() -> None:
     names = [native.ffi.string(lib.hvu_dp_reason_name(r)).decode() for r in range(45, lib.HVU_DP_REASON_END)]
     assert names == ["vnet_flags", "vnet_gso_type", "vnet_csum", "vnet_gso", "rsc_sequence", "rsc_too_long",
                      "rsc_frame", "rsc_csum"]
-    from hvuio.datapath import COUNTER_NAMES
+    from hvuio.native.datapath import COUNTER_NAMES
     for name in ("tx_gso", "tx_lso", "tx_sw_seg", "tx_csum_ppi", "tx_sw_csum", "tx_vnet_bad", "rx_csum_valid",
                  "rx_csum_bad", "rx_rsc_frames", "rx_rsc_frags", "rx_rsc_drop"):
         assert name in COUNTER_NAMES

@@ -1,4 +1,4 @@
-"""Our guest machines joined in memory to the emulator's host machines (hvuio.sim.host_nvsp).
+"""Our guest machines joined in memory to the emulator's host machines (hvuio.sim.host.nvsp).
 
 The two sides were written independently from the sources (ours from Linux/DPDK, the host from
 OpenVMM's netvsp), so agreement here is evidence, not tautology. `GuestHostPair` plays the engine:
@@ -27,11 +27,11 @@ from hvuio.proto.rndis import RndisGuest
 from hvuio.proto.states import NvspState, RndisState
 from hvuio.wire import nvsp as wn
 
-host_nvsp = pytest.importorskip("hvuio.sim.host_nvsp", reason="host emulator not available")
-host_profile = pytest.importorskip("hvuio.sim.host_profile")
-host_rndis = pytest.importorskip("hvuio.sim.host_rndis")
-if not (hasattr(host_nvsp, "HostNvsp") and hasattr(host_rndis, "RndisHalted")):
-    pytest.skip("hvuio.sim.host_nvsp/host_rndis do not provide the host API (HostNvsp) right now",
+host_nvsp = pytest.importorskip("hvuio.sim.host.nvsp", reason="host emulator not available")
+host_profile = pytest.importorskip("hvuio.sim.host.profile")
+sim_events = pytest.importorskip("hvuio.sim.host.events")
+if not (hasattr(host_nvsp, "HostNvsp") and hasattr(sim_events, "RndisHalted")):
+    pytest.skip("hvuio.sim.host.nvsp/events do not provide the host API (HostNvsp) right now",
                 allow_module_level=True)
 
 GOLDEN: dict[str, Any] = json.loads(
@@ -153,9 +153,9 @@ def test_bring_up_against_the_emulated_host() -> None:
     assert LinkStatus(True) in pair.guest_events
     assert RndisConfigured() in pair.guest_events
     assert pair.rndis is not None and pair.rndis.state is RndisState.READY
-    assert pair.host_of(host_rndis.NvspNegotiated) == [host_rndis.NvspNegotiated(0x60001)]
-    assert pair.host_of(host_rndis.PacketFilterSet) == [host_rndis.PacketFilterSet(0x0D)]
-    assert pair.host_of(host_rndis.RndisInitialized) == [host_rndis.RndisInitialized(0x4000)]
+    assert pair.host_of(sim_events.NvspNegotiated) == [sim_events.NvspNegotiated(0x60001)]
+    assert pair.host_of(sim_events.PacketFilterSet) == [sim_events.PacketFilterSet(0x0D)]
+    assert pair.host_of(sim_events.RndisInitialized) == [sim_events.RndisInitialized(0x4000)]
     assert pair.host.outstanding_receives == 0  # every transfer-page packet was acked
     assert sorted(pair.free) == list(range(SEND_SIZE // 6144))  # every section came back
     # the host indicated its offload config after our set; we report what we do not interpret
@@ -167,7 +167,7 @@ def test_version_walk_against_an_older_host(max_version: int) -> None:
     pair = GuestHostPair(host_profile.HostProfile(max_version=max_version))
     pair.bring_up()
     assert [e.version for e in pair.guest_of(NvspReady)] == [max_version]
-    assert pair.host_of(host_rndis.NvspNegotiated) == [host_rndis.NvspNegotiated(max_version)]
+    assert pair.host_of(sim_events.NvspNegotiated) == [sim_events.NvspNegotiated(max_version)]
     assert RndisConfigured() in pair.guest_events
     # the host's only complaints are the versions it refused, once each, newest first
     refused = [r.value for r in pair.host.rejections]
@@ -179,7 +179,7 @@ def test_subchannels_link_changes_and_teardown() -> None:
     pair.bring_up()
     pair.do(pair.nvsp, pair.nvsp.request_subchannels(3))
     assert pair.guest_of(SubchannelsGranted) == [SubchannelsGranted(3)]
-    assert pair.host_of(host_rndis.SubchannelsOffered) == [host_rndis.SubchannelsOffered(3)]
+    assert pair.host_of(sim_events.SubchannelsOffered) == [sim_events.SubchannelsOffered(3)]
     pair._host_step(pair.host.subchannels_opened())
     pair.pump()
     [table] = pair.guest_of(IndirectionTable)
@@ -192,10 +192,10 @@ def test_subchannels_link_changes_and_teardown() -> None:
     assert pair.rndis is not None
     pair.do(pair.rndis, pair.rndis.halt())
     pair.do(pair.nvsp, pair.nvsp.stop())
-    assert pair.host_of(host_rndis.RndisHalted) == [host_rndis.RndisHalted()]
+    assert pair.host_of(sim_events.RndisHalted) == [sim_events.RndisHalted()]
     # both revokes are part of a clean teardown: taken, neither is a rejection
-    assert pair.host_of(host_rndis.BufferRevoked) == [host_rndis.BufferRevoked("receive"),
-                                                      host_rndis.BufferRevoked("send")]
+    assert pair.host_of(sim_events.BufferRevoked) == [sim_events.BufferRevoked("receive"),
+                                                      sim_events.BufferRevoked("send")]
     assert pair.guest_of(BuffersRevoked) == [BuffersRevoked(True, True)]
     assert pair.host.rejections == []
 
@@ -207,5 +207,5 @@ def test_host_keepalives_are_answered() -> None:
     for now in (10.0, 11.5, 13.0, 14.5):
         pair._host_step(pair.host.tick(now))
         pair.pump()
-    assert pair.host_of(host_rndis.KeepaliveMissed) == []
+    assert pair.host_of(sim_events.KeepaliveMissed) == []
     assert pair.host.rejections == []

@@ -6,7 +6,7 @@ before it writes the value. A guest reading in between saw write_index = 0, took
 its read index to the end of the data area as readable, consumed the packet being published and
 then met the unwritten (zero) bytes after it. The same store published the outbound read_index.
 
-The tests run the real C reader/writer (hvuio.native.Ring) against the host classes in one buffer.
+The tests run the real C reader/writer (hvuio.native.ring.Ring) against the host classes in one buffer.
 The guest looks at the ring while the host's store is under way: the stored value is handed over
 as an object whose conversion to an int (which the store performs) runs the guest's look first.
 """
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import pytest
 
-from hvuio import native
 from hvuio.native import ffi
-from hvuio.sim.ring import OFF_READ_INDEX, OFF_WRITE_INDEX, HostRingReader, HostRingWriter
+from hvuio.native.ring import Direction, Ring
+from hvuio.sim.vsp.ring import OFF_READ_INDEX, OFF_WRITE_INDEX, HostRingReader, HostRingWriter
 
 HDR, D = 4096, 4096
 
@@ -62,7 +62,7 @@ def _shared_ring() -> tuple[object, memoryview]:
 def test_guest_reading_during_write_index_publication_sees_old_or_new_value() -> None:
     keep, mem = _shared_ring()
     host = _WatchedWriter(mem, header_size=HDR)
-    guest = native.Ring(mem, direction=native.Direction.RX, header_size=HDR)
+    guest = Ring(mem, direction=Direction.RX, header_size=HDR)
     host.write(6, b"A" * 24, trans_id=1)
     assert [p.trans_id for p in guest.read_batch().packets] == [1]
     old = guest.write_index
@@ -92,7 +92,7 @@ def test_guest_reading_during_write_index_publication_sees_old_or_new_value() ->
 def test_guest_writing_during_read_index_publication_sees_old_or_new_value(packets: int) -> None:
     keep, mem = _shared_ring()
     host = _WatchedReader(mem, header_size=HDR)
-    guest = native.Ring(mem, direction=native.Direction.TX, header_size=HDR)
+    guest = Ring(mem, direction=Direction.TX, header_size=HDR)
     guest.send(6, b"A" * 24, trans_id=1)
     assert [p.trans_id for p in host.read_batch()[0]] == [1]
     old = guest.read_index

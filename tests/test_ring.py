@@ -1,4 +1,4 @@
-"""C ring core through hvuio.native: round trips, exact full/empty edges, every hostile header
+"""C ring core through hvuio.native.ring: round trips, exact full/empty edges, every hostile header
 (spec 4 items 1-10, 17) -> RingCorruptError naming the field, sticky refusal, counters."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 
 from hvuio import native
 from hvuio.errors import LocalProtocolError, RingCorruptError
-from hvuio.native import Direction, Ring
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.native.ring import COUNTER_NAMES, Direction, Ring
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 HDR = 4096
 D = 256
@@ -267,7 +267,7 @@ def test_counters_names_and_values() -> None:
     tx.send(6, b"b")
     rx.read_batch()
     c = tx.counters()
-    assert list(c) == list(native.COUNTER_NAMES)
+    assert list(c) == list(COUNTER_NAMES)
     assert (c["tx_packets"], c["tx_bytes"], c["ring_signals"]) == (2, 64, 1)
     r = rx.counters()
     assert (r["rx_packets"], r["rx_bytes"], r["rx_batches"]) == (2, 64, 1)

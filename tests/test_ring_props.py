@@ -1,7 +1,7 @@
 """Property tests: random write/read sequences across wrap-around.
 
 Three independent parties must agree: the C guest ring (hvuio.native), the Python host ring
-(hvuio.sim.ring, written separately from the spec) and `RefRing` below, which is nothing but the
+(hvuio.sim.vsp.ring, written separately from the spec) and `RefRing` below, which is nothing but the
 index arithmetic of spec 3.2/3.8. Invariant: for any sequence, every packet written comes out
 byte-exact and in order, full/empty decisions and indices match the model, and a C-written ring
 is byte-identical to a Python-written one.
@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvuio.errors import LocalProtocolError
-from hvuio.native import Direction, Ring
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.native.ring import Direction, Ring
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 
 class RefRing:

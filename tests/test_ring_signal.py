@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hvuio.native import (Direction, Ring, avail_bytes, free_bytes, pending_send_clamp, signal_after_read,
-                          signal_after_write)
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.native.ring import (Direction, Ring, avail_bytes, free_bytes, pending_send_clamp, signal_after_read,
+                               signal_after_write)
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 D = 256
 

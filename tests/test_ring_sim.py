@@ -1,4 +1,4 @@
-"""hvuio.sim.ring on its own: the host side refuses bad guest data with a logged reason naming
+"""hvuio.sim.vsp.ring on its own: the host side refuses bad guest data with a logged reason naming
 field and value, stays refused, and keeps its geometry honest."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from hvuio.errors import RingCorruptError
-from hvuio.sim.ring import HostRingReader, HostRingWriter
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 
 HDR, D = 4096, 256
 DESC = struct.Struct("<HHHHQ")
@@ -40,7 +40,7 @@ def test_host_reader_refuses_bad_guest_data(kw: dict[str, int], field: str, valu
     mem = bytearray(HDR + D)
     guest_packet(mem, **kw)
     host = HostRingReader(mem)
-    with caplog.at_level(logging.WARNING, logger="hvuio.sim.ring"):
+    with caplog.at_level(logging.WARNING, logger="hvuio.sim.vsp.ring"):
         with pytest.raises(RingCorruptError) as info:
             host.read_batch()
     assert (info.value.field, info.value.value) == (field, value)

@@ -68,7 +68,7 @@ def test_ring_suite_under_asan(asan_dir: pathlib.Path) -> None:
 
 def test_bench_loop_under_asan(asan_dir: pathlib.Path) -> None:
     code = (
-        "import hvuio.native as n\n"
+        "import hvuio.native.ring as n\n"
         "for size in (0, 64, 1514, 65536):\n"
         "    assert n.bench(size, 2000, ring_size=4096 + 262144) == 2000\n"
         "    assert n.bench(size, 2000, ring_size=4096 + 262144, baseline=True) == 2000\n"
@@ -82,8 +82,9 @@ def test_sanitizer_is_armed(asan_dir: pathlib.Path) -> None:
     """A segment that claims more bytes than its buffer holds must abort the child under ASan."""
     code = (
         "import hvuio.native as n\n"
+        "from hvuio.native.ring import Direction, Ring\n"
         "mem = bytearray(4096 + 4096)\n"
-        "r = n.Ring(mem, direction=n.Direction.TX)\n"
+        "r = Ring(mem, direction=Direction.TX)\n"
         "src = n.ffi.new('uint8_t[]', 8)\n"
         "seg = n.ffi.new('struct hvu_seg *', {'ptr': src, 'len': 64})\n"
         "n.lib.hvu_ring_write(r.cptr, seg, 1, n.ffi.NULL)\n"

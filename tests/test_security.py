@@ -84,8 +84,8 @@ def test_squatted_sysroot_is_refused_by_every_command(shared_tmp: Path, victims:
                   ln -s {log} {root}/sim-kernel.log
                   ln -s {config} {root}/run/hvuio/bind/x.json
                   echo 1 > {root}/run/hvuio-sim/kernel.pid""")
-    refused(hvuio("sim", "start", "--sysroot", str(root)), UnsafePathError.exit_code, f"owned by uid {NOBODY}")
-    refused(hvuio("sim", "stop", "--sysroot", str(root)), UnsafePathError.exit_code, f"owned by uid {NOBODY}")
+    refused(hvuio("--sysroot", str(root), "sim", "start"), UnsafePathError.exit_code, f"owned by uid {NOBODY}")
+    refused(hvuio("--sysroot", str(root), "sim", "stop"), UnsafePathError.exit_code, f"owned by uid {NOBODY}")
     for args in (("list",), ("bind", "hveth0", "--force"), ("up", "hveth0", "--once"), ("unbind", "hveth0")):
         refused(hvuio("--sysroot", str(root), *args), UnsafePathError.exit_code, str(root))
         refused(hvuio(*args, env={"HVUIO_SYSROOT": str(root)}), UnsafePathError.exit_code, str(root))
@@ -101,8 +101,8 @@ def test_symlinked_sysroot_is_refused_not_followed(shared_tmp: Path, tmp_path: P
     before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
     link = shared_tmp / "hvsim"
     as_nobody(f"ln -s {target} {link}")
-    refused(hvuio("sim", "start", "--sysroot", str(link)), UnsafePathError.exit_code, "symlink")
-    refused(hvuio("sim", "stop", "--sysroot", str(link)), UnsafePathError.exit_code, "symlink")
+    refused(hvuio("--sysroot", str(link), "sim", "start"), UnsafePathError.exit_code, "symlink")
+    refused(hvuio("--sysroot", str(link), "sim", "stop"), UnsafePathError.exit_code, "symlink")
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
 
 
@@ -110,7 +110,7 @@ def test_group_or_world_writable_sysroot_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "hvsim"
     root.mkdir()
     os.chmod(root, 0o777)
-    refused(hvuio("sim", "start", "--sysroot", str(root)), UnsafePathError.exit_code, "writable by")
+    refused(hvuio("--sysroot", str(root), "sim", "start"), UnsafePathError.exit_code, "writable by")
     assert list(root.iterdir()) == []
 
 
@@ -121,11 +121,11 @@ def test_sim_stop_signals_only_the_daemon_holding_the_lock(tmp_path: Path) -> No
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         (root / "run" / "hvuio-sim" / "kernel.pid").write_text(f"{bystander.pid}\n")
-        stop = hvuio("sim", "stop", "--sysroot", str(root))
+        stop = hvuio("--sysroot", str(root), "sim", "stop")
         assert stop.returncode == 0 and "had died" in stop.stdout, stop.stderr   # no lock holder
         time.sleep(0.2)
         assert bystander.poll() is None
-        refused(hvuio("sim", "stop", "--sysroot", str(root)), UsageError.exit_code, "no sim kernel runs")
+        refused(hvuio("--sysroot", str(root), "sim", "stop"), UsageError.exit_code, "no sim kernel runs")
     finally:
         bystander.kill()
         bystander.wait()
@@ -137,19 +137,19 @@ def _daemon_pid(root: Path) -> int:
 
 def test_a_killed_daemon_is_cleaned_up_by_sim_stop(tmp_path: Path) -> None:
     root = tmp_path / "hvsim"
-    start = hvuio("sim", "start", "--sysroot", str(root), "--no-host")
+    start = hvuio("--sysroot", str(root), "sim", "start", "--no-host")
     assert start.returncode == 0, start.stderr
     pid = _daemon_pid(root)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    stop = hvuio("sim", "stop", "--sysroot", str(root))
+    stop = hvuio("--sysroot", str(root), "sim", "stop")
     assert stop.returncode == 0 and "had died" in stop.stdout, stop.stderr
     assert sorted(p.name for p in root.iterdir()) == ["sim-kernel.log"]
-    again = hvuio("sim", "start", "--sysroot", str(root), "--no-host")
+    again = hvuio("--sysroot", str(root), "sim", "start", "--no-host")
     assert again.returncode == 0, again.stderr
-    assert hvuio("sim", "stop", "--sysroot", str(root)).returncode == 0
+    assert hvuio("--sysroot", str(root), "sim", "stop").returncode == 0
 
 
 def _writable_by_others(top: Path) -> list[str]:
@@ -164,7 +164,7 @@ def _writable_by_others(top: Path) -> list[str]:
 def test_modes_do_not_follow_the_umask_and_guest_memory_is_private(tmp_path: Path) -> None:
     """Under umask 000 nothing hvuio makes is writable by others; maps, logs and sockets are 0600."""
     root = tmp_path / "hvsim"
-    start = hvuio("sim", "start", "--sysroot", str(root), umask=0)
+    start = hvuio("--sysroot", str(root), "sim", "start", umask=0)
     assert start.returncode == 0, start.stderr
     try:
         bind = hvuio("--sysroot", str(root), "bind", "hveth0", "--force", umask=0)
@@ -181,7 +181,7 @@ def test_modes_do_not_follow_the_umask_and_guest_memory_is_private(tmp_path: Pat
         for sock in [*(root / "dev").iterdir(), state / "vsp.sock"]:
             assert stat.S_ISSOCK(sock.lstat().st_mode) and stat.S_IMODE(sock.lstat().st_mode) == 0o600, sock
     finally:
-        hvuio("sim", "stop", "--sysroot", str(root))
+        hvuio("--sysroot", str(root), "sim", "stop")
 
 
 def test_python_children_import_nothing_from_the_working_directory(shared_tmp: Path) -> None:

@@ -1,6 +1,6 @@
-"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.fastpath) on in-memory rings.
+"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings.
 
-The guest is played with the Python ring classes of hvuio.sim.ring (a ring writer on the
+The guest is played with the Python ring classes of hvuio.sim.vsp.ring (a ring writer on the
 outbound ring, a reader on the inbound ring), the tap with a non-blocking AF_UNIX seqpacket pair.
 No root needed.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from hvuio.sim import fastpath
-from hvuio.sim import host_wire as w
-from hvuio.sim.fastpath import HostPump, PumpConfig, PumpResult, Reason
-from hvuio.sim.ring import HostRingReader, HostRingWriter, RingPacket
+from hvuio.sim.host import wire as w
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="hvuio.sim._simhost not built")
 

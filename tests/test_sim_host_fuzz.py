@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvuio.sim.host_nvsp import GuestPacket, Step
-from hvuio.sim.host_profile import HostProfile
-from hvuio.sim.host_rndis import ChannelFault, Rejection, RndisHalted
+from hvuio.sim.host.events import ChannelFault, Rejection, RndisHalted
+from hvuio.sim.host.nvsp import GuestPacket, Step
+from hvuio.sim.host.profile import HostProfile
 from test_sim_host_support import (
     COMP, FRAME, NVS_V5, Env, nvs_chim, nvs_init, nvs_ndis_conf, nvs_ndis_init, nvs_rndis, nvs_rndis_ack,
     nvs_rxbuf, nvs_subch, r_init, r_keepalive_cmplt, r_packet, r_query, r_set, r_simple,

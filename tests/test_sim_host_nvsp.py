@@ -8,12 +8,12 @@ import struct
 import pytest
 
 from hvuio.errors import LocalProtocolError
-from hvuio.sim.host_nvsp import GuestPacket, parse_guest_packet
-from hvuio.sim.host_profile import HostProfile
-from hvuio.sim.host_rndis import (
+from hvuio.sim.host.events import (
     BufferRevoked, ChannelFault, FrameFromGuest, NvspNegotiated, ReceiveBufferConnected, Rejection,
     SendBufferConnected, SubchannelsOffered,
 )
+from hvuio.sim.host.nvsp import GuestPacket, parse_guest_packet
+from hvuio.sim.host.profile import HostProfile
 from test_sim_host_support import (
     COMP, FAILED, FRAME, GPA, INBAND, NO_SECTION, NVS_V2, NVS_V4, NVS_V5, OK, RC, RECV_GPADL, RECV_SIZE,
     RXBUF, RXBUF_SIG, SEND_GPADL, SEND_SIZE, T, VERSIONS, Env, c, completions, nvs_chim, nvs_init,

@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
-from hvuio.sim.host_profile import HostProfile, OffloadCaps
-from hvuio.sim.host_rndis import (
+from hvuio.sim.host.events import (
     KeepaliveMissed, LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized,
 )
+from hvuio.sim.host.profile import HostProfile, OffloadCaps
 from test_sim_host_support import (
     FRAME, GOLDEN, MSG, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
     r_query, r_set, r_simple, size,

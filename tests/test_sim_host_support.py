@@ -1,7 +1,7 @@
 """Hand-built guest messages and an in-memory environment for the emulated host's tests.
 
 Every guest message is packed here with `struct` from the numbers in tests/golden/wire-layouts.json
-(not from hvuio.sim.host_wire), so a misread layout in the host cannot be mirrored by the tests.
+(not from hvuio.sim.host.wire), so a misread layout in the host cannot be mirrored by the tests.
 This module holds helpers only; the one test below checks the helpers' own layout assumptions.
 """
 
@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvuio.sim.host_nvsp import GuestPacket, HostNvsp, HostPacket, Step
-from hvuio.sim.host_profile import HostProfile
+from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
+from hvuio.sim.host.profile import HostProfile
 
 _GOLDEN_PATH = pathlib.Path(__file__).resolve().parent / "golden" / "wire-layouts.json"
 GOLDEN: dict[str, Any] = json.loads(_GOLDEN_PATH.read_text())

@@ -1,4 +1,4 @@
-"""The emulated uio interrupt (hvuio.sim.fastpath.GuestIrq over _native/simhost/irq.c).
+"""The emulated uio interrupt (hvuio.sim.kernel.uio.GuestIrq over _native/simhost/irq.c).
 
 One event count per device, raised by the emulated kernel (signal_guest) or by a host pump
 straight from C: the pump no longer hands every guest interrupt back to Python. Checked here:
@@ -20,9 +20,10 @@ from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import LocalProtocolError
-from hvuio.sim import fastpath
-from hvuio.sim.fastpath import GuestIrq, HostPump, PumpConfig, PumpResult
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.kernel.bus import SimKernel
+from hvuio.sim.kernel.uio import GuestIrq
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="hvuio.sim._simhost not built")
 

@@ -1,4 +1,4 @@
-"""The emulated host's NDIS offloads on the Python path (hvuio.sim.host_offload, HostNvsp, net.py):
+"""The emulated host's NDIS offloads on the Python path (hvuio.sim.host.offload, HostNvsp, net.py):
 per-packet-info validation with hostile values, checksums against references computed here,
 LSO -> GSO frame, software segmentation byte-exact (pcap), receive segmentation and vRSC
 fragment sequences. The C pump's version is tests/test_sim_offload_fastpath.py."""
@@ -21,10 +21,10 @@ from test_sim_host_support import (
 )
 from test_sim_offload_support import cs, payload, segments, tcp4, tcp6, udp4, udp6
 
-from hvuio.sim import host_offload as ho
-from hvuio.sim import host_wire as w
-from hvuio.sim.host_rndis import FrameFromGuest
-from hvuio.sim.host_wire import HostWireError
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import wire as w
+from hvuio.sim.host.events import FrameFromGuest
+from hvuio.sim.host.wire import HostWireError
 from hvuio.sim.net import PcapNetwork, PcapSource
 
 ALL = ho.TxConfig(True, True, True, True, True, True, True, 0xF53C)

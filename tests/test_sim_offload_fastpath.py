@@ -1,6 +1,6 @@
 """NDIS offloads in the emulator's C data path (offload.c via HostPump), on in-memory rings with a
 seqpacket pair standing in for a tap opened with IFF_VNET_HDR. Every result is compared with the
-references of test_sim_offload_support.py and with the Python host's (host_offload.py) output."""
+references of test_sim_offload_support.py and with the Python host's (hvuio.sim.host.offload) output."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from test_sim_offload import (
 )
 from test_sim_offload_support import payload, segments, tcp4, tcp6, udp4
 
-from hvuio.sim import fastpath
-from hvuio.sim import host_offload as ho
-from hvuio.sim import host_wire as w
-from hvuio.sim.fastpath import HostPump, PumpConfig, PumpResult, Reason
-from hvuio.sim.ring import HostRingReader, HostRingWriter, RingPacket
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import wire as w
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="hvuio.sim._simhost not built")
 

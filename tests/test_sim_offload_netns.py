@@ -16,7 +16,7 @@ from netns_fixtures import NetnsFactory, netns_factory  # noqa: F401  (fixture)
 from test_sim_offload import ALL, PPI_LSO, lso_info, ppi
 from test_sim_offload_support import payload, segments, tcp4
 
-from hvuio.sim import host_offload as ho
+from hvuio.sim.host import offload as ho
 from hvuio.sim.net import HostNetwork
 
 CLONE_NEWNET = 0x40000000
@@ -119,8 +119,8 @@ def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
     from test_sim_host_support import r_packet
     from test_sim_vsp import RingGuest
 
-    from hvuio.sim import fastpath
-    from hvuio.sim.vsp import SimEnvironment
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
 
     if fast == "1" and not fastpath.available():
         pytest.skip("hvuio.sim._simhost not built")

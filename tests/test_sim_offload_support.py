@@ -1,5 +1,5 @@
 """Reference frames for the offload tests, built here from RFC 791/793/768/8200 layouts with a
-checksum written independently of hvuio.sim.host_offload (a plain 16-bit word loop)."""
+checksum written independently of hvuio.sim.host.offload (a plain 16-bit word loop)."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hvuio.sim import profiles as P
-from hvuio.sim.kernel import SimKernel
-from hvuio.sim.platform import MARKER, is_sim
-from hvuio.sim.tree import modalias
+from hvuio.sim.kernel import profiles as P
+from hvuio.sim.kernel.bus import SimKernel
+from hvuio.sim.kernel.shm import MARKER, is_sim
+from hvuio.sim.kernel.tree import modalias
 
 
 def _until(pred: object, timeout: float = 3.0) -> None:
@@ -133,13 +133,13 @@ def test_gpadl_counter_is_global(tmp_path: Path) -> None:
 
 
 def _hvuio(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys, hvuio.cli_sim; from hvuio.cli import main; main(sys.argv[1:])"
+    code = "import sys; from hvuio.cli import main; main(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 
 def test_sim_start_stop_daemon(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    out = _hvuio("sim", "start", "--sysroot", str(root), "--kernel", "6.12", "--nics", "2")
+    out = _hvuio("--sysroot", str(root), "sim", "start", "--kernel", "6.12", "--nics", "2")
     try:
         assert out.returncode == 0, out.stderr
         assert is_sim(root)
@@ -147,22 +147,22 @@ def test_sim_start_stop_daemon(tmp_path: Path) -> None:
         assert "hveth1" in listing.stdout
         bound = _hvuio("--sysroot", str(root), "bind", "hveth1")
         assert bound.returncode == 0 and "uio_hv_generic" in bound.stdout, bound.stderr
-        again = _hvuio("sim", "start", "--sysroot", str(root))
+        again = _hvuio("--sysroot", str(root), "sim", "start")
         assert again.returncode == 2 and "already exists" in again.stderr
     finally:
-        stop = _hvuio("sim", "stop", "--sysroot", str(root))
+        stop = _hvuio("--sysroot", str(root), "sim", "stop")
     assert stop.returncode == 0, stop.stderr
     assert not (root / "sys").exists() and not is_sim(root)
-    assert _hvuio("sim", "stop", "--sysroot", str(root)).returncode == 2
-    assert _hvuio("sim", "start", "--sysroot", str(root), "--kernel", "9.9").returncode == 2
+    assert _hvuio("--sysroot", str(root), "sim", "stop").returncode == 2
+    assert _hvuio("--sysroot", str(root), "sim", "start", "--kernel", "9.9").returncode == 2
 
 
 def test_sim_kernel_modules_import_only_sim_wire_errors() -> None:
     """Dependency direction (STYLE): the emulator never imports the guest's device layer; it
     shares only the foundations both sides stand on (errors, safe file creation)."""
-    sim_dir = Path(__file__).resolve().parent.parent / "hvuio" / "sim"
-    for name in ("tree.py", "kernel.py", "platform.py", "profiles.py"):
-        tree = ast.parse((sim_dir / name).read_text())
+    kernel_dir = Path(__file__).resolve().parent.parent / "hvuio" / "sim" / "kernel"
+    for name in ("tree.py", "bus.py", "uio.py", "shm.py", "profiles.py"):
+        tree = ast.parse((kernel_dir / name).read_text())
         for node in ast.walk(tree):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
@@ -172,8 +172,8 @@ def test_sim_kernel_modules_import_only_sim_wire_errors() -> None:
 
 
 def test_sim_start_foreground_stops_on_sigterm(tmp_path: Path) -> None:
-    code = "import sys, hvuio.cli_sim; from hvuio.cli import main; main(sys.argv[1:])"
-    proc = subprocess.Popen([sys.executable, "-c", code, "sim", "start", "--sysroot", str(tmp_path),
+    code = "import sys; from hvuio.cli import main; main(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--sysroot", str(tmp_path), "sim", "start",
                              "--kernel", "4.19", "--foreground"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

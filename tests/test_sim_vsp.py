@@ -1,7 +1,7 @@
 """SimHost end to end over the emulator's real shared memory: our guest pieces, driven by hand.
 
 `RingGuest` plays a minimal engine with the existing guest parts only: hvuio.device (bind,
-UioHandle, the irq socket), hvuio.native.Ring (the C ring core) for both directions, and the
+UioHandle, the irq socket), hvuio.native.ring.Ring (the C ring core) for both directions, and the
 sans-IO NvspGuest / RndisGuest. RNDIS control messages are copied into send-buffer sections,
 transfer-page packets are parsed out of the receive buffer and acked, the host is signalled
 through the monitor page (atomic OR, libatomic) or write(1) for non-monitored channels. The host
@@ -27,17 +27,17 @@ import pytest
 from hvuio.device.bind import bind_device, resolve_device
 from hvuio.device.uio import UioHandle
 from hvuio.errors import RescindedError, UsageError
-from hvuio.native import Direction, Ring
+from hvuio.native.ring import Direction, Ring
 from hvuio.proto.events import (
     NEED_DATA, ControlSendComplete, IndirectionTable, Inbound, InboundKind, LinkStatus, MacAddress,
     Mtu, NvspReady, Outbound, RndisConfigured, SendBufReady, SubchannelsGranted,
 )
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.rndis import RndisGuest
-from hvuio.sim import profiles
-from hvuio.sim.host_profile import HostProfile
+from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.kernel import profiles
 from hvuio.sim.net import NetCounters
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
 INBAND, XFER, COMP = 0x6, 0x7, 0xB
@@ -495,7 +495,7 @@ def test_two_nics_share_the_network_as_a_hub(tmp_path: Path, net: FakeNetwork) -
 
 def test_monitor_bit_clear_is_atomic_for_other_bits(tmp_path: Path) -> None:
     """Consuming one trigger bit must leave every other bit of the shared word alone (spec §3.12)."""
-    from hvuio.sim.vsp_session import MonitorPage
+    from hvuio.sim.vsp.memory import MonitorPage
 
     page = tmp_path / "monitor_page"
     page.write_bytes(bytes(4096))

@@ -21,27 +21,27 @@ import pytest
 from hvuio.errors import UsageError
 from hvuio.proto.events import LinkStatus
 from hvuio.sim.net import PcapSource
-from hvuio.sim.vsp import SimEnvironment
-from hvuio.sim.vsp_control import ControlServer, request
+from hvuio.sim.vsp.control import ControlServer, request
+from hvuio.sim.vsp.host import SimEnvironment
 from test_sim_vsp import RingGuest, eth_frame, wait_until
 
 PID_FILE = "run/hvuio-sim/kernel.pid"
 
 
 def hvuio(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys, hvuio.cli_sim; from hvuio.cli import main; main(sys.argv[1:])"
+    code = "import sys; from hvuio.cli import main; main(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "sim"
-    started = hvuio("sim", "start", "--sysroot", str(root), "--pcap-out", str(tmp_path / "out.pcap"))
+    started = hvuio("--sysroot", str(root), "sim", "start", "--pcap-out", str(tmp_path / "out.pcap"))
     assert started.returncode == 0, started.stderr
     try:
         yield root
     finally:
-        stopped = hvuio("sim", "stop", "--sysroot", str(root))
+        stopped = hvuio("--sysroot", str(root), "sim", "stop")
         if stopped.returncode != 0 and (root / PID_FILE).exists():  # never leave our daemon behind
             os.kill(int((root / PID_FILE).read_text()), signal.SIGKILL)
 
@@ -54,28 +54,28 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         tid = g.send_frame(frame)
         g.pump(lambda: tid in g.tx_done, "the send completion")
 
-        linked = hvuio("sim", "link", "hveth0", "down", "--sysroot", str(daemon))
+        linked = hvuio("--sysroot", str(daemon), "sim", "link", "hveth0", "down")
         assert linked.returncode == 0, linked.stderr
         g.pump(lambda: g.events[-1] == LinkStatus(False), "the link-down indication")
 
-        status = hvuio("sim", "status", "--json", "--sysroot", str(daemon))
+        status = hvuio("--sysroot", str(daemon), "sim", "status", "--json")
         assert status.returncode == 0, status.stderr
         [dev] = json.loads(status.stdout).values()
         assert dev["open"] and dev["nvsp_state"] == "ready" and dev["link_up"] is False
         assert dev["counters"]["frames_from_guest"] == 1 and dev["counters"]["link_indications"] >= 2
-        human = hvuio("sim", "status", "--sysroot", str(daemon))
+        human = hvuio("--sysroot", str(daemon), "sim", "status")
         assert "hveth0" in human.stdout and "ready" in human.stdout and "link down" in human.stdout
     finally:
         g.close()
-    stopped = hvuio("sim", "stop", "--sysroot", str(daemon))
+    stopped = hvuio("--sysroot", str(daemon), "sim", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [frame]
 
 
 def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
-    bad = hvuio("sim", "link", "nosuchnic", "up", "--sysroot", str(daemon))
+    bad = hvuio("--sysroot", str(daemon), "sim", "link", "nosuchnic", "up")
     assert bad.returncode == 2 and "no simulated device 'nosuchnic'" in bad.stderr
-    none = hvuio("sim", "status", "--sysroot", str(tmp_path / "elsewhere"))
+    none = hvuio("--sysroot", str(tmp_path / "elsewhere"), "sim", "status")
     assert none.returncode == 2 and "no emulated host answers" in none.stderr
 
 

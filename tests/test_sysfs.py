@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import hvuio.cli_sim  # noqa: F401  (registers `sim`)
 from hvuio.cli import cli
 from hvuio.device import classes
 from hvuio.device.sysfs import UioMap, VmbusDevice, _Node
 from hvuio.errors import DeviceNotFoundError, SysfsError
-from hvuio.sim import profiles
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.kernel import profiles
+from hvuio.sim.kernel.bus import SimKernel
 
 ALL_PROFILES = list(profiles.PROFILES)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from hvuio.device.bind import bind_device, resolve_device
-from hvuio.device.sysfs import UioMap, VmbusDevice
 from hvuio.device.platform import PAGE_SIZE, RealPlatform, platform_for
+from hvuio.device.platform import TreePlatform
+from hvuio.device.sysfs import UioMap, VmbusDevice
 from hvuio.device.uio import Interrupt, UioHandle, check_maps, monitor_trigger
 from hvuio.errors import HostRefusedError, RescindedError, SysfsError, WrongDeviceError
-from hvuio.sim import profiles
-from hvuio.sim.kernel import SimKernel
-from hvuio.device.platform import TreePlatform
+from hvuio.sim.kernel import profiles
+from hvuio.sim.kernel.bus import SimKernel
 
 
 def _until(pred: object, timeout: float = 3.0) -> None:

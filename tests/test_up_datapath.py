@@ -26,11 +26,10 @@ from netns_fixtures import NetnsFactory, netns_factory  # noqa: F401  (fixture)
 from hvuio import netns
 from hvuio.device.bind import bind_device
 from hvuio.engine import Engine, Nic, StopPipe
-from hvuio.sim import host_profile as hp
+from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS, DEFAULT_HOST_ADDRESS, HostNetwork
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.vsp.host import SimEnvironment
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST_IP = DEFAULT_HOST_ADDRESS.split("/")[0]
 
 
@@ -154,8 +153,8 @@ def test_up_with_datapath_stops_on_sigterm(netns_factory: NetnsFactory, tmp_path
     with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
         dev = env.nics[0]
         bind_device(env.sysroot, dev.guid, force=True)
-        envvars = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        code = "import hvuio.cli_net; from hvuio.cli import main; main()"
+        envvars = dict(os.environ)
+        code = "from hvuio.cli import main; main()"
         proc = subprocess.Popen([sys.executable, "-c", code, "--sysroot", str(env.sysroot), "up", dev.guid,
                                  "--json", "--netns", guest_ns, "--ifname", netns_factory.ifname("g")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envvars)

@@ -19,18 +19,16 @@ from typing import Any
 
 import pytest
 
-import hvuio.cli_net  # noqa: F401  (registers `up` on the group)
 from hvuio.cli import main
 from hvuio.device.bind import bind_device
 from hvuio.engine import Nic
 from hvuio.errors import HostRefusedError
 from hvuio.proto import limits
-from hvuio.sim import host_profile as hp
-from hvuio.sim import host_wire as hw
-from hvuio.sim.vsp import SimEnvironment
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as hw
+from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -97,6 +95,24 @@ def test_up_prints_a_readable_block(sim: SimEnvironment, capsys: pytest.CaptureF
     assert "NVSP     6.1 (0x60001), NDIS 6.30" in out
     assert f"MAC      {dev.mac.lower() if dev.mac else ''}" in out
     assert "Link     up, 10 Gbit/s" in out
+
+
+def test_run_up_reports_events_and_returns_down(sim: SimEnvironment) -> None:
+    """hvuio.up.run_up without the CLI: Ready, then Down, which is also its result; with `once`
+    no status file is left."""
+    from hvuio.status import read_status
+    from hvuio.up import Down, Ready, UpEvent, UpOptions, run_up
+
+    dev = sim.nics[0]
+    events: list[UpEvent] = []
+    down = run_up(sim.sysroot, UpOptions(device=dev.guid, once=True), events.append)
+    assert [type(e) for e in events] == [Ready, Down] and events[-1] is down
+    ready = events[0]
+    assert isinstance(ready, Ready) and ready.nic["device"] == dev.guid
+    assert json.loads(ready.json_line() or "")["event"] == "ready"
+    assert down.signal is None and down.counters["channel_acks_sent"] >= 1
+    assert read_status(sim.sysroot) == []
+    assert sim.host.wait_for(lambda: not sim.host.status()[dev.guid]["open"])
 
 
 @pytest.mark.parametrize("sim", [hp.HostProfile(min_version=hw.NVSP_VERSION_61)], indirect=True)
@@ -201,11 +217,10 @@ def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:
 
 def _subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-_UP = "import hvuio.cli_net; from hvuio.cli import main; main()"
+_UP = "from hvuio.cli import main; main()"
 
 
 def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hvuio import native
+from hvuio.native.ring import Direction, Ring, layout
 from hvuio.wire import vmbus as w
 
 # golden struct -> (our ctypes struct, golden field name -> our field name)
@@ -93,7 +93,7 @@ def test_guids(golden: dict[str, Any]) -> None:
 
 
 def test_c_layouts_three_ways(golden: dict[str, Any]) -> None:
-    c = native.layout()
+    c = layout()
     bufring = golden_fields(golden, "vmbus_bufring")
     assert c["sizeof_ring_hdr"] == ctypes.sizeof(w.RingHeader) == golden["structs"]["vmbus_bufring"]["size"]
     for ours, theirs in [("write_index", "windex"), ("read_index", "rindex"), ("interrupt_mask", "imask"),
@@ -122,7 +122,7 @@ def test_c_layouts_three_ways(golden: dict[str, Any]) -> None:
 
 def test_ctypes_descriptor_parses_c_written_packet() -> None:
     mem = bytearray(4096 + 256)
-    native.Ring(mem, direction=native.Direction.TX).send(w.PacketType.COMP, b"x" * 9, trans_id=42,
+    Ring(mem, direction=Direction.TX).send(w.PacketType.COMP, b"x" * 9, trans_id=42,
                                                          flags=w.PacketFlag.COMPLETION_REQUESTED)
     d = w.PacketDescriptor.from_buffer(mem, 4096)
     assert (d.type, d.offset8, d.len8, d.flags, d.trans_id) == (11, 2, 4, 1, 42)

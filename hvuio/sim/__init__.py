@@ -1,1 +1,8 @@
-"""sim layer of hvuio (see each module's docstring)."""
+"""The emulator (`hvuio sim`): the guest kernel and the Hyper-V host a guest runs against off Hyper-V.
+
+Three subsystems, each a package with its own rules: `kernel/` (the emulated guest kernel: VMBus
+bus, driver binding, uio_hv_generic, the sysfs/dev tree), `host/` (the host's NVSP/RNDIS protocol
+machines, sans-IO), `vsp/` (the host's runtime: SimHost and its per-NIC workers over the kernel's
+shared memory, rings, the C data path, the control socket). Beside them: `net.py` (the network
+behind the host) and `daemon.py` (`hvuio sim start` / `stop`). The emulator imports no guest code.
+"""

@@ -1,4 +1,13 @@
-"""The `hvuio sim start` daemon's claim on its sysroot, and how `sim stop` finds it.
+"""The `hvuio sim start` daemon: how it starts and runs, its claim on its sysroot, and how
+`sim stop` finds it.
+
+`prepare_sysroot` refuses a sysroot that already holds a tree and creates a missing one 0700.
+`start_daemon` forks a child that detaches (setsid, stdin from /dev/null, stdout and stderr to
+`<sysroot>/sim-kernel.log`) and calls `run`, and waits until the child holds its lock. `run` (also
+what `sim start --foreground` calls) builds the tree with the emulated kernel (hvuio.sim.kernel),
+starts the emulated host with its control socket and the network behind it (`NetworkChoice`:
+none, pcap files, or a tap in a new namespace), takes the lock, prints one line naming the NICs,
+and runs until SIGTERM/SIGINT; the kernel removes its tree on the way out.
 
 The daemon opens `<sysroot>/run/hvuio-sim/kernel.pid` (0600, no symlink followed), takes an
 exclusive flock on it and keeps it until it exits; its pid is written inside for people to read.
@@ -8,7 +17,8 @@ the lock, and signals through the pidfd. A pid reused by an unrelated process, o
 somebody wrote into the file, is never signalled. When nobody holds the lock the daemon died
 (SIGKILL, OOM): `remove_leftovers` removes the tree and the network namespace it recorded.
 
-What must not live here: click (hvuio/cli_sim.py), the tree's layout (tree.py).
+What must not live here: click and option checks (hvuio/cli/sim.py), the tree's layout
+(tree.py), the kernel and host emulation themselves (sim/kernel/, sim/vsp/, net.py).
 """
 
 from __future__ import annotations
@@ -18,18 +28,26 @@ import fcntl
 import os
 import select
 import signal
+import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hvuio import netns
 from hvuio.errors import UsageError
-from hvuio.safefs import open_file, write_file
-from hvuio.sim.platform import MARKER, state_dir
-from hvuio.sim.tree import SimTree
+from hvuio.safefs import make_dirs, open_file, write_file
+from hvuio.sim.kernel.shm import MARKER, state_dir
+from hvuio.sim.kernel.tree import SimTree
+
+if TYPE_CHECKING:
+    from hvuio.sim.net import FrameNetwork
 
 PID_NAME: Final = "kernel.pid"
 NETNS_NAME: Final = "netns"
+LOG_FILE: Final = "sim-kernel.log"
+START_TIMEOUT: Final = 10.0  # seconds for the daemon to build the tree and take its lock
 _POLL: Final = 0.02
 
 
@@ -110,7 +128,7 @@ def stop_daemon(sysroot: Path | str, timeout: float) -> int:
             os.close(pidfd)
         if not exited:
             raise UsageError(f"sim kernel pid {pid} did not stop within {timeout:g} s",
-                             f"See {Path(sysroot) / 'sim-kernel.log'}; 'kill -9 {pid}' then 'hvuio sim stop' cleans up.")
+                             f"See {Path(sysroot) / LOG_FILE}; 'kill -9 {pid}' then 'hvuio sim stop' cleans up.")
         return pid
     finally:
         os.close(fd)
@@ -157,3 +175,83 @@ def wait_started(sysroot: Path | str, child: int, timeout: float) -> bool:
         time.sleep(_POLL)
     return False
 
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
+    with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files."""
+
+    pcap_out: Path | None = None
+    pcap_in: Path | None = None
+    wire: bool = False
+
+
+def make_network(choice: NetworkChoice) -> FrameNetwork | None:
+    """The network `choice` names, created (None: no network)."""
+    if choice.wire:
+        from hvuio.sim.net import HostNetwork
+
+        return HostNetwork.create()
+    if choice.pcap_out is not None or choice.pcap_in is not None:
+        from hvuio.sim.net import PcapNetwork
+
+        return PcapNetwork(choice.pcap_out, choice.pcap_in)
+    return None
+
+
+def prepare_sysroot(root: Path) -> None:
+    """Refuse a sysroot that already holds a tree; create it (mode 0700) when missing."""
+    if (root / "sys").exists():
+        raise UsageError(f"{root}/sys already exists", "Run 'hvuio sim stop' first or pick another --sysroot.")
+    make_dirs(root, 0o700)
+
+
+def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None,
+        host: NetworkChoice | None = None) -> None:
+    """Run the emulated kernel (profile `kernel`, `nics` NICs) under `root` until SIGTERM/SIGINT,
+    with the emulated host and its network unless `host` is None; `ready` is set once the lock is
+    held. Installs the process's SIGTERM/SIGINT handlers: call it from the main thread."""
+    from hvuio.sim.kernel.bus import SimKernel
+    from hvuio.sim.net import HostNetwork
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with SimKernel(root, kernel, nics=nics) as k, contextlib.ExitStack() as stack:
+        if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
+            from hvuio.sim.vsp.control import run_host
+
+            network = make_network(host)
+            stack.enter_context(run_host(k, root, network=network))
+            if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
+                record_netns(root, network.netns)
+        stack.callback(os.close, hold_pid_file(root))   # held until this process ends
+        if ready is not None:
+            ready.set()
+        print(f"sim kernel {k.profile.name} running under {root}: "
+              + ", ".join(f"{d.ifname}={d.guid}" for d in k.nics))
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+
+
+def start_daemon(root: Path, kernel: str, nics: int, host: NetworkChoice | None = None,
+                 timeout: float = START_TIMEOUT) -> int:
+    """Fork the daemon that `run`s under `root` (see the module docstring); its pid once it holds
+    the lock. UsageError (pointing at the log) when it exited first or took longer than `timeout`."""
+    log = open_file(root / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    pid = os.fork()
+    if pid == 0:  # child: detach and run
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            run(root, kernel, nics, host=host)
+        finally:
+            os._exit(0)
+    os.close(log)
+    if not wait_started(root, pid, timeout):
+        raise UsageError(f"the sim kernel did not start; see {root / LOG_FILE}")
+    return pid

@@ -13,7 +13,7 @@ What lives here:
 The sim host calls `write_frame` for every frame the guest transmits and delivers every frame
 `read_frames` returns to the guest; it selects on `fileno()`.
 
-Offloads (host_offload.py): `HostNetwork` opens its tap with IFF_VNET_HDR and, with `offload=True`
+Offloads (hvuio.sim.host.offload): `HostNetwork` opens its tap with IFF_VNET_HDR and, with `offload=True`
 (the default), TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), so the host namespace's kernel
 hands over 64 KiB TCP GSO frames and frames with a partial checksum, and accepts them. A frame the
 guest sent with LSO arrives here as a `GsoFrame` (bytes + virtio_net_hdr): written with its header
@@ -23,7 +23,7 @@ unless `deliver_gso` is set, in which case GSO frames are returned as `GsoFrame`
 delivers them itself (vRSC or segmentation in HostNvsp). The C fast path reads and writes the tap fd
 itself with the same header (`vnet_hdr` / `offload` tell it how the fd is set up).
 
-What must not live here: NVSP/RNDIS (sim/host.py), ring code, pyroute2 (hvuio/tap.py owns it).
+What must not live here: NVSP/RNDIS (hvuio.sim.host), ring code, pyroute2 (hvuio/tap.py owns it).
 Unlike the rest of sim/, this module imports hvuio.tap and hvuio.netns: it is the emulator's
 one seam to the host kernel's network stack.
 """
@@ -43,8 +43,8 @@ from typing import BinaryIO, Protocol
 
 from hvuio import netns as netns_mod
 from hvuio.errors import UsageError
-from hvuio.sim import host_offload as ho
-from hvuio.sim.host_wire import HostWireError
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host.wire import HostWireError
 from hvuio.tap import ETH_HLEN, TUNSETOFFLOAD, VLAN_HLEN, Tap
 
 # RFC 2544 benchmarking range: never routed, and only ever configured inside our own namespaces.

@@ -6,7 +6,7 @@ completion packet, the transfer-page header and range (3.6), the GPA-direct head
 GUIDs (2.7). tests/test_wire_vmbus.py checks every size and offset against
 tests/golden/wire-layouts.json and against the C structs.
 
-What must not: any I/O, any ring logic (that is _native/ring.c and hvuio/sim/ring.py), any NVSP
+What must not: any I/O, any ring logic (that is _native/ring.c and hvuio/sim/vsp/ring.py), any NVSP
 or RNDIS message (hvuio/wire/nvsp.py, hvuio/wire/rndis.py).
 """
 

@@ -4,12 +4,13 @@ What lives here: `SimHost`, which plugs into the emulated kernel's host hooks an
 side for every simulated NIC (spec §5.7–5.12), and `SimEnvironment`, the in-process context
 manager tests use to get kernel + host in one line. Per opened NIC a `Session` maps the primary
 ring file (TX ring at 0 = the host reads, RX ring at S = size / 2 = the host writes, header page
-= PAGE_SIZE) and maps 3/4 (receive / send buffer), runs a `HostNvsp` (sans-IO, host_nvsp.py) and
+= PAGE_SIZE) and maps 3/4 (receive / send buffer), runs a `HostNvsp` (sans-IO, hvuio.sim.host) and
 one worker thread that
   * wakes on guest signals: the kernel's `on_guest_signal` hook for non-monitored channels, and
     for monitored channels its own poll of trigger_group[id / 32].pending bit id % 32 of the
     monitor page (spec §3.12) every `latency` seconds (the guest's latency[id] entry, clamped to
-    `monitor_latency`; its ceiling while the device is idle), clearing the bit atomically when consumed (`MonitorPage`);
+    `monitor_latency`; its ceiling while the device is idle), clearing the bit atomically when consumed
+    (`MonitorPage`, memory.py);
   * drains the guest's outbound rings with the strict HostRingReader (a ring violation stops the
     device's channels with a logged reason, as a real host's worker ends), feeds HostNvsp and
     writes every resulting packet into the inbound ring (a full ring queues the packet in order,
@@ -41,7 +42,7 @@ PUBLIC API (kept small; other people build on it):
         env.host.nvsp(env.nics[0])                     # the live HostNvsp (inspect only), or None
         env.host.wait_for(lambda: ..., timeout=5.0)    # poll helper for tests (no timed asserts)
 
-(HostProfile is hvuio.sim.host_profile.HostProfile; devices may be named by SimDevice, instance
+(HostProfile is hvuio.sim.host.profile.HostProfile; devices may be named by SimDevice, instance
 GUID or interface name.)
 
 `SimHost(kernel, profile, network)` alone attaches to a kernel built elsewhere (the CLI daemon);
@@ -54,9 +55,9 @@ calls back into the kernel (signal_guest, add_subchannel, ring lookup) only afte
 under `kernel.lock`, re-checking `stopped`. Lock order is kernel.lock -> session.lock, never the
 reverse, so on_close can stop a session synchronously without joining its thread.
 
-What must not live here: protocol rules (host_nvsp.py / host_rndis.py), ring layout rules
-(ring.py), kernel semantics (kernel.py), the per-device worker (vsp_session.py), the control
-socket (vsp_control.py).
+What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), kernel
+semantics (hvuio.sim.kernel), the per-device worker (session.py), the shared-memory mappings
+(memory.py), the control socket (control.py).
 """
 
 from __future__ import annotations
@@ -74,14 +75,15 @@ from types import TracebackType
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
-from hvuio.sim.host_nvsp import HostNvsp, RxFault, Step
-from hvuio.sim.host_profile import HostProfile
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.host.nvsp import HostNvsp, Step
+from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.host.receive import RxFault
+from hvuio.sim.kernel.bus import SimKernel
+from hvuio.sim.kernel.profiles import KernelProfile
+from hvuio.sim.kernel.tree import SimDevice
 from hvuio.sim.net import FrameNetwork
-from hvuio.sim.profiles import KernelProfile
-from hvuio.sim.tree import SimDevice
-from hvuio.sim.vsp_session import (DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, MonitorPage, Session,
-                                   VspCounters)
+from hvuio.sim.vsp.memory import MonitorPage
+from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
 
 __all__ = ["SimEnvironment", "SimHost", "VspCounters"]
 

@@ -20,7 +20,7 @@ VLAN/checksum/hash info of the first fragment; it reads no MSS or coalesced-segm
 is sent: the fragments concatenated are one valid coalesced frame); include/uapi/linux/virtio_net.h.
 The C fast path (_native/simhost/simhost.c) implements the same rules; tests compare the two.
 
-What must not live here: NVSP/RNDIS state (host_nvsp.py / host_rndis.py), rings, fds.
+What must not live here: NVSP/RNDIS state (nvsp.py / rndis.py), rings, fds.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from hvuio.sim.host_wire import HostWireError
+from hvuio.sim.host.wire import HostWireError
 
 # --- per-packet info (golden ndis_pktinfo_type, ndis_ppi_bits) -----------------------------------
 
@@ -148,7 +148,7 @@ class TxInfo:
 
 @dataclass(frozen=True, slots=True)
 class TxConfig:
-    """What the guest enabled with OID_TCP_OFFLOAD_PARAMETERS (host_rndis.OffloadState), flattened."""
+    """What the guest enabled with OID_TCP_OFFLOAD_PARAMETERS (rndis.OffloadState), flattened."""
 
     ip4: bool = False
     tcp4: bool = False

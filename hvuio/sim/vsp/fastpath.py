@@ -1,7 +1,7 @@
 """The emulated host's data path in C (hvuio.sim._simhost), typed and checked: `HostPump`.
 
-What lives here: the only importer of hvuio.sim._simhost; `GuestIrq` wraps a device's emulated
-uio interrupt (event count + open /dev/uioN sockets, raised from C or Python); `HostPump` wraps one `struct hvu_sim_pump`
+What lives here: the host's importer of hvuio.sim._simhost (the kernel's is hvuio.sim.kernel.uio,
+whose `GuestIrq`, a device's emulated uio interrupt, a pump raises from C); `HostPump` wraps one `struct hvu_sim_pump`
 (the host side of one channel: NVSP 107 data sends -> tap with their completions, tap -> receive
 sections -> transfer-page packets, the guest's completions of those, the monitor trigger bit,
 the poll loop without the GIL), `enabled()` (module built and HVUIO_SIM_FASTPATH != "0"), and
@@ -15,12 +15,13 @@ indices from the header at every `run()`: one thread alternates between the two,
 side publishes before handing over (see _native/simhost/simhost.c).
 
 Offloads: with `PumpConfig.vnet_hdr` the tap fd carries virtio_net_hdr; the pump applies the
-guest's checksum/LSO per-packet info (offload.c, the rules of host_offload.py), writes LSO frames
+guest's checksum/LSO per-packet info (offload.c, the rules of hvuio.sim.host.offload), writes LSO frames
 whole as GSO (`tap_gso`) or segments them, and turns tap GSO frames into vRSC fragments or MSS
 segments; a request it refuses is handed to Python (Reason.OFFLOAD), which logs and fails it.
 
-What must not live here: protocol decisions (host_nvsp.py), the session's threads and locks
-(vsp_session.py), any guest module (the emulator shares no ring code with the guest).
+What must not live here: protocol decisions (hvuio.sim.host.nvsp), the session's threads and locks
+(session.py), the device interrupt itself (hvuio.sim.kernel.uio), any guest module (the emulator
+shares no ring code with the guest).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
-from hvuio.sim import host_profile as hp
+from hvuio.sim.host import profile as hp
+from hvuio.sim.kernel.uio import GuestIrq
 
 try:
     from hvuio.sim import _simhost  # type: ignore[attr-defined]
@@ -52,7 +54,7 @@ COUNTER_NAMES = (
 )
 VNET_HDR_LEN = 12
 GSO_BUF_LEN = VNET_HDR_LEN + 65535 + 14 + 4 + 64  # a tap's largest GSO frame with its header
-LSO_MAX = 0xF53C  # host_profile.LSO_MAX_OFFLOAD: what the host advertises
+LSO_MAX = 0xF53C  # hvuio.sim.host.profile.LSO_MAX_OFFLOAD: what the host advertises
 
 
 def available() -> bool:
@@ -127,7 +129,7 @@ class PumpConfig:
     idle_after: float = 1.0
     # Offloads (offload.c): the tap carries a virtio_net_hdr (IFF_VNET_HDR) / takes and gives GSO
     # frames (TUNSETOFFLOAD CSUM|TSO4|TSO6); `offloads` returns the current (off_tx, off_rx) bits
-    # (host_offload.OFF_*; OffloadState.pump_bits) and is read before every run, so a guest's later
+    # (hvuio.sim.host.offload.OFF_*; OffloadState.pump_bits) and is read before every run, so a guest's later
     # OID_TCP_OFFLOAD_PARAMETERS reaches the pump without a restart.
     vnet_hdr: bool = False
     tap_gso: bool = False
@@ -137,52 +139,6 @@ class PumpConfig:
     # Python, which logs it (HostNvsp._split_rndis).
     rndis_max_packets: int = hp.RNDIS_MAX_PACKETS
     rndis_align: int = 1 << hp.RNDIS_ALIGN_SHIFT
-
-
-class GuestIrq:
-    """The emulated uio interrupt of one device (irq.c): its event count and the open
-    /dev/uioN sockets that receive it. The kernel owns it; a HostPump raises it without the GIL.
-
-    `set_conns` must be called with the new list *before* a listed socket is closed, so a pump
-    never sends to a closed or reused descriptor."""
-
-    def __init__(self) -> None:
-        if _simhost is None:
-            raise UsageError("the emulator's C core (hvuio.sim._simhost) is not built",
-                             "Reinstall with a C compiler: pip install -e .")
-        self._ffi, self._lib = _simhost.ffi, _simhost.lib
-        self._irq = self._ffi.new("struct hvu_sim_irq *")
-        self.max_conns = int(self._lib.HVU_SIM_IRQ_MAX_CONNS)
-
-    @property
-    def cptr(self) -> Any:
-        return self._irq
-
-    def set_conns(self, fds: list[int]) -> None:
-        if len(fds) > self.max_conns:
-            raise LocalProtocolError(f"{len(fds)} opens of one uio device; the emulator serves {self.max_conns}")
-        arr = self._ffi.new("int[]", fds or [0])
-        if self._lib.hvu_sim_irq_set_conns(self._irq, arr, len(fds)) != 0:
-            raise LocalProtocolError(f"uio connection list {fds} refused")
-
-    def raise_(self, in_ring: Any | None = None) -> int:
-        """Interrupt: mask `in_ring` (a writable buffer of the inbound ring) if given, count, wake
-        every open fd. Returns the new event count, or 0 when nobody has the device open."""
-        ring = self._ffi.NULL if in_ring is None else self._ffi.from_buffer("uint8_t[]", in_ring,
-                                                                           require_writable=True)
-        return int(self._lib.hvu_sim_irq_raise(self._irq, ring))
-
-    @property
-    def event(self) -> int:
-        return int(self._lib.hvu_sim_irq_event(self._irq))
-
-    @property
-    def raised(self) -> int:
-        return int(self._irq.raised)
-
-    @property
-    def send_failed(self) -> int:
-        return int(self._irq.send_failed)
 
 
 class HostPump:
@@ -277,7 +233,7 @@ class HostPump:
         self._p.rx_enabled = int(on)
 
     def set_offloads(self, off_tx: int, off_rx: int) -> None:
-        """Transmit offloads the guest enabled and receive marks/RSC (host_offload.OFF_* bits)."""
+        """Transmit offloads the guest enabled and receive marks/RSC (hvuio.sim.host.offload.OFF_* bits)."""
         self._p.off_tx = off_tx & 0x1FF
         self._p.off_rx = off_rx & 0x1FF
 

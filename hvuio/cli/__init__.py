@@ -1,9 +1,18 @@
 """The `hvuio` command line: one click group, thin commands.
 
+What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v),
+`main` (the console entry point and `python -m hvuio`) with the error rendering, and the explicit
+list of commands added to the group from the command modules: device.py (list, bind, unbind,
+doctor), net.py (up, status), sim.py (the `sim` group), demo.py (demo). The command modules take
+the `App` from app.py and never import this module, so there is no import cycle.
+
 Commands parse options, call the library and echo. Heavy modules (the compiled core, pyroute2,
 the emulator) are imported inside the commands, so `hvuio --help` works even where the C core
 failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code; a
 traceback is shown only with --debug.
+
+What must not live here: commands' bodies, library code (status files, bring-up, the emulator
+daemon), terminal rendering of results (the command modules, render.py).
 """
 
 from __future__ import annotations
@@ -11,26 +20,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hvuio import __version__
+from hvuio.cli import demo, device, net, sim
+from hvuio.cli.app import App
 from hvuio.errors import HvuioError, NotRootError
 
-
-@dataclass
-class App:
-    """What every command gets: where sysfs and /dev live, and how loud to be."""
-
-    sysroot: Path
-    debug: bool
-    verbose: int
-
-
-pass_app = click.make_pass_decorator(App)
+__all__ = ["App", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(70)
 
 
-# Commands live in their own modules and register themselves on `cli` when imported here.
-# Keep this list in dependency-free order; each module imports heavy code lazily.
-from hvuio import cli_device  # noqa: E402,F401
-from hvuio import cli_sim  # noqa: E402,F401
-from hvuio import cli_net  # noqa: E402,F401
-from hvuio import cli_demo  # noqa: E402,F401
+_COMMANDS: tuple[click.Command, ...] = (device.list_devices, device.bind, device.unbind, device.doctor,
+                                        net.up, net.status, sim.sim, demo.demo)
+for _command in _COMMANDS:
+    cli.add_command(_command)

@@ -1,4 +1,4 @@
-"""The emulated guest kernel: VMBus bus, hv_netvsc and uio_hv_generic semantics (spec §1, §2, §5).
+"""The emulated guest kernel's core: VMBus bus and driver binding, the kernel thread, the host API.
 
 `SimKernel(sysroot, profile, nics=1)` builds the tree (tree.py), then a watcher thread applies
 kernel semantics to what the guest writes: `new_id`, `remove_id`, `bind`, `unbind` of every
@@ -7,12 +7,12 @@ driver and the bus's `drivers_probe` (FIFOs, see tree.py), and each device's `dr
 them; for a FIFO an event consumes the lines in the pipe when it is handled (inotify merges
 identical unread events). Errors a real kernel returns from write() (EEXIST, ENODEV, EINVAL)
 cannot come back this way: they are logged in `dmesg` and the state is left unchanged; the
-guest verifies by reading back, as it must on real kernels too.
+guest verifies by reading back, as it must on real kernels too. Binding hv_netvsc adds the
+interface; binding uio_hv_generic is its probe (uio.py).
 
-The same thread serves the simulated `/dev/uioN` sockets (platform.py has the protocol): one
-connection = one open(); each connect is answered with a 4-byte open status (0 or -errno) before
-any event, so open() is synchronous as on a real kernel; opens are counted (first = channel open,
-last close = every channel closed), events and irqcontrol writes flow over it.
+The same thread serves the simulated `/dev/uioN` sockets, through uio.py (`UioDriver`: opens,
+irqcontrol, interrupts; shm.py has the sockets), runs delayed actions (late `ring` files) and
+refreshes the ring snapshot attributes.
 
 Use it in-process (tests) or through `hvuio sim start`:
 
@@ -40,7 +40,7 @@ them short and never block):
 HOST API (any thread):
 
 * `signal_guest(device, relid) -> bool`    host interrupt: event++ (auto-mask per profile); the
-                                           count lives in the device's `irq` (fastpath.GuestIrq),
+                                           count lives in the device's `irq` (uio.GuestIrq),
                                            which a host pump may also raise, from C;
 * `add_subchannel(device, index) -> relid` offer a subchannel: channels/<relid>/ now, its
                                            `ring` file `ring_delay` seconds later;
@@ -50,7 +50,9 @@ HOST API (any thread):
   the backing files (TX ring at 0, RX ring at S = size / 2), to be mmap'ed MAP_SHARED;
 * `fire_timers()`                          run delayed actions now (deterministic tests).
 
-No guest code here: the guest side of the seam is platform.py, used via hvuio.device.
+What must not live here: uio_hv_generic's probe, opens and interrupts (uio.py), the tree's
+layout (tree.py), host code of any kind. No guest code either: the guest side of the seam is
+hvuio.device.platform.
 """
 
 from __future__ import annotations
@@ -61,7 +63,6 @@ import logging
 import os
 import re
 import selectors
-import socket
 import struct
 import threading
 import time
@@ -70,11 +71,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from hvuio.sim import profiles as P
-from hvuio.sim.fastpath import GuestIrq
-from hvuio.sim.platform import (init_ring_headers, map_backing, ring_snapshot, seqpacket_listen,
-                                 set_inbound_mask, take_monitor_bits)
-from hvuio.sim.tree import SimChannel, SimDevice, SimTree
+from hvuio.sim.kernel import profiles as P
+from hvuio.sim.kernel.shm import map_backing
+from hvuio.sim.kernel.tree import SimChannel, SimDevice, SimTree
+from hvuio.sim.kernel.uio import GuestIrq, UioDriver
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +124,6 @@ class Inotify:
         os.close(self.fd)
 
 
-class _Conn:
-    """One open() of a simulated /dev/uioN."""
-
-    def __init__(self, sock: socket.socket, dev: SimDevice) -> None:
-        self.sock = sock
-        self.dev = dev
-        self.ready = False  # open status sent: from now on it receives interrupt counts
-
-
 class SimKernel:
     """The emulated kernel; see the module docstring for hooks and host API."""
 
@@ -168,7 +159,6 @@ class SimKernel:
         self.dmesg: list[str] = []
         self.trace: list[str] = []  # every guest write applied, in order (for tests and debugging)
         self.lock = threading.RLock()
-        self._next_gpadl = P.FIRST_GPADL
         self._next_relid = 1
         self._next_monitor = 1
         self._n_nics = nics
@@ -177,9 +167,8 @@ class SimKernel:
         self._extra = extra_devices
         self._modules = list(P.STATIC_DRIVERS) + (["uio_hv_generic"] if uio_module else [])
         self._timers: list[tuple[float, Callable[[], None]]] = []
-        self._listeners: dict[str, socket.socket] = {}
-        self._conns: dict[int, _Conn] = {}
         self._sel = selectors.DefaultSelector()
+        self._uio = UioDriver(self, self._sel)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inotify: Inotify | None = None
         self._fifos: dict[Path, int] = {}
@@ -231,15 +220,7 @@ class SimKernel:
             self._thread.join(timeout=5)
             self._thread = None
         with self.lock:
-            for dev in self.devices.values():
-                if dev.irq is not None:
-                    dev.irq.set_conns([])
-            for conn in list(self._conns.values()):
-                conn.sock.close()
-            self._conns.clear()
-            for sock in self._listeners.values():
-                sock.close()
-            self._listeners.clear()
+            self._uio.close()
             if self._inotify is not None:
                 self._inotify.close()
                 self._inotify = None
@@ -296,7 +277,8 @@ class SimKernel:
                 self._safe(fn)
             return len(due)
 
-    def _log(self, text: str) -> None:
+    def printk(self, text: str) -> None:
+        """A kernel message: kept in `dmesg` and logged."""
         self.dmesg.append(text)
         log.info("%s", text)
 
@@ -345,11 +327,6 @@ class SimKernel:
         self._next_monitor += 1
         return mid
 
-    def _gpadl(self) -> int:
-        handle = self._next_gpadl
-        self._next_gpadl += 1
-        return handle
-
     # -- driver matching (spec §2.3) -------------------------------------------------------------
 
     def _matches(self, dev: SimDevice, drv: str) -> bool:
@@ -371,7 +348,7 @@ class SimKernel:
 
     def _attach(self, dev: SimDevice, drv: str) -> bool:
         if drv == P.UIO_NAME:
-            if not self._uio_probe(dev):
+            if not self._uio.probe(dev):
                 return False
         elif drv == "hv_netvsc":
             self.tree.add_net(dev)
@@ -384,7 +361,7 @@ class SimKernel:
 
     def _detach(self, dev: SimDevice) -> None:
         if dev.driver == P.UIO_NAME:
-            self._uio_remove(dev)
+            self._uio.remove(dev)
         elif dev.driver == "hv_netvsc":
             self.tree.remove_net(dev)
         dev.state = 2
@@ -409,7 +386,7 @@ class SimKernel:
         if directory == self.tree.bus and name == "drivers_probe":
             dev = self.devices.get(value.lower())
             if dev is None:
-                self._log(f"drivers_probe {value!r}: ENODEV")
+                self.printk(f"drivers_probe {value!r}: ENODEV")
             else:
                 self._probe(dev)
         elif directory.parent == self.tree.drivers and name in ("new_id", "remove_id", "bind", "unbind"):
@@ -426,11 +403,11 @@ class SimKernel:
 
     def _drv_new_id(self, drv: str, value: str) -> None:
         if not _GUID_RE.match(value):
-            self._log(f"{drv}/new_id {value!r}: EINVAL")
+            self.printk(f"{drv}/new_id {value!r}: EINVAL")
             return
         guid = value.lower()
         if guid in self.dynids[drv]:
-            self._log(f"{drv}/new_id {guid}: EEXIST")
+            self.printk(f"{drv}/new_id {guid}: EEXIST")
             return
         self.dynids[drv].add(guid)
         for dev in list(self.devices.values()):
@@ -440,219 +417,30 @@ class SimKernel:
     def _drv_remove_id(self, drv: str, value: str) -> None:
         guid = value.lower()
         if guid not in self.dynids[drv]:
-            self._log(f"{drv}/remove_id {value!r}: ENODEV")
+            self.printk(f"{drv}/remove_id {value!r}: ENODEV")
             return
         self.dynids[drv].discard(guid)
 
     def _drv_bind(self, drv: str, value: str) -> None:
         dev = self.devices.get(value.lower())
         if dev is None or dev.driver is not None or not self._matches(dev, drv):
-            self._log(f"{drv}/bind {value!r}: ENODEV")
+            self.printk(f"{drv}/bind {value!r}: ENODEV")
             return
         if not self._attach(dev, drv):
-            self._log(f"{drv}/bind {value!r}: ENODEV (probe failed)")
+            self.printk(f"{drv}/bind {value!r}: ENODEV (probe failed)")
 
     def _drv_unbind(self, drv: str, value: str) -> None:
         dev = self.devices.get(value.lower())
         if dev is None or dev.driver != drv:
-            self._log(f"{drv}/unbind {value!r}: ENODEV")
+            self.printk(f"{drv}/unbind {value!r}: ENODEV")
             return
         self._detach(dev)
 
-    # -- uio_hv_generic probe/remove (spec §1.6) -------------------------------------------------
-
-    def _uio_probe(self, dev: SimDevice) -> bool:
-        prof = self.profile
-        if prof.refuse_unmonitored and dev.monitor_id is None:
-            self._log(f"{dev.guid}: vmbus channel requires hypercall (probe refused, ENOTSUPP)")
-            return False
-        used = {d.uio for d in self.devices.values() if d.uio}
-        number = next(n for n in range(len(used) + 1) if f"uio{n}" not in used)
-        size = P.primary_ring_size(prof, dev.class_id)
-        m12 = P.map12_size(prof)
-        dev.maps = [("txrx_rings", 2 * size), ("int_page", m12), ("monitor_page", m12)]
-        if P.has_buffers(prof, dev.class_id):
-            dev.maps.append((f"recv:{self._gpadl()}", P.RECV_BUFFER_SIZE))
-            dev.maps.append((f"send:{self._gpadl()}", P.SEND_BUFFER_SIZE))
-        backing = [max(s, P.ring_file_size(prof, 2 * size)) if k == 0 else s for k, (_, s) in enumerate(dev.maps)]
-        self.tree.add_uio(dev, number, backing)
-        assert dev.uio is not None
-        chan = dev.primary
-        chan.ring_size = size
-        chan.ring_backing = map_backing(self.sysroot, dev.uio, 0)
-        sock = seqpacket_listen(self.tree.dev / dev.uio)
-        sock.setblocking(False)
-        self._listeners[dev.guid] = sock
-        self._sel.register(sock, selectors.EVENT_READ, ("listen", dev))
-        dev.state = 2
-        if prof.ring_after_dev:
-            self.after(self.ring_delay, lambda: self.tree.show_ring(dev, chan))
-        else:
-            self.tree.show_ring(dev, chan)
-        return True
-
-    def _uio_remove(self, dev: SimDevice) -> None:
-        for fd, conn in list(self._conns.items()):
-            if conn.dev is dev:
-                self._drop_conn(fd, run_close=False)
-        dev.opens = 0
-        sock = self._listeners.pop(dev.guid, None)
-        if sock is not None:
-            self._sel.unregister(sock)
-            sock.close()
-        for chan in list(dev.channels.values()):
-            if chan.subchannel_id:
-                self.tree.remove_channel(dev, chan)
-        self.tree.hide_ring(dev, dev.primary)
-        dev.primary.ring_backing = None
-        self.tree.remove_uio(dev)
-        dev.maps = []
-
-    # -- open / close / irqcontrol / events ------------------------------------------------------
-
-    def _accept(self, dev: SimDevice) -> None:
-        sock = self._listeners.get(dev.guid)
-        if sock is None:
-            return
-        try:
-            conn_sock, _ = sock.accept()
-        except BlockingIOError:
-            return
-        conn_sock.setblocking(False)
-        # close(2) of /dev/uioN is synchronous on a real kernel: finish what older fds of this
-        # device already sent (irqcontrol writes, EOF = close) before this open counts.
-        for older in [c for c in self._conns.values() if c.dev is dev]:
-            while older.sock.fileno() in self._conns:
-                try:
-                    older.sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    pass
-                self._on_conn(older)
-        if dev.rescinded:
-            conn_sock.send(struct.pack("=i", -errno.ENODEV))
-            conn_sock.close()
-            return
-        conn = _Conn(conn_sock, dev)
-        self._conns[conn_sock.fileno()] = conn
-        self._sel.register(conn_sock, selectors.EVENT_READ, ("conn", conn))
-        dev.opens += 1
-        if dev.opens == 1:
-            try:
-                self._channel_open(dev)
-            except OSError as err:
-                self._log(f"{dev.guid}: open refused by the host: {os.strerror(err.errno or errno.EAGAIN)}")
-                self._conns.pop(conn_sock.fileno(), None)
-                self._sel.unregister(conn_sock)
-                dev.opens = 0
-                dev.state = 2
-                self.tree.set_state(dev)
-                conn_sock.send(struct.pack("=i", -(err.errno or errno.EAGAIN)))
-                conn_sock.close()
-                return
-        conn_sock.send(struct.pack("=i", 0))  # open() returns only now: the open status
-        conn.ready = True  # only now: an interrupt count must not arrive before the open status
-        self._sync_irq(dev)
-
-    def _init_ring(self, chan: SimChannel, mask: int) -> None:
-        assert chan.ring_backing is not None
-        init_ring_headers(chan.ring_backing, chan.ring_size, mask, self.profile.header_full_clear)
-
-    def _channel_open(self, dev: SimDevice) -> None:
-        self._init_ring(dev.primary, self.profile.mask_at_open)
-        dev.state = 3
-        self.tree.set_state(dev)
-        self._snapshot(dev)
-        if self.on_open is not None:
-            self.on_open(dev)
-
-    def _channel_close(self, dev: SimDevice) -> None:
-        for chan in list(dev.channels.values()):
-            if not chan.subchannel_id:
-                continue
-            if self.rescind_subchannels_on_close:
-                self.tree.remove_channel(dev, chan)
-            else:  # closed, ring freed, directory kept until a rescind that never comes (spec §6.1)
-                self.tree.hide_ring(dev, chan)
-                if chan.ring_backing is not None:
-                    chan.ring_backing.unlink(missing_ok=True)
-                    chan.ring_backing = None
-        dev.state = 2
-        if self.tree.device_dir(dev).is_dir():
-            self.tree.set_state(dev)
-        if self.on_close is not None:
-            self.on_close(dev)
-
-    def _drop_conn(self, fd: int, run_close: bool = True) -> None:
-        conn = self._conns.pop(fd, None)
-        if conn is None:
-            return
-        self._sel.unregister(conn.sock)
-        self._sync_irq(conn.dev)  # before close: a pump must never send to a closed fd number
-        conn.sock.close()
-        if run_close:
-            conn.dev.opens -= 1
-            if conn.dev.opens == 0:
-                self._channel_close(conn.dev)
-
-    def _on_conn(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_conn(conn.sock.fileno())
-            return
-        if len(data) != 4:
-            self._log(f"{conn.dev.uio}: write of {len(data)} bytes: EINVAL")
-            return
-        self._irqcontrol(conn.dev, struct.unpack("=i", data)[0])
-
-    def _set_in_mask(self, chan: SimChannel, value: int) -> None:
-        if chan.ring_backing is not None and chan.ring_backing.exists():
-            set_inbound_mask(chan.ring_backing, chan.ring_size, value)
-
-    def _irqcontrol(self, dev: SimDevice, value: int) -> None:
-        """write(4 bytes): 0 masks, non-zero unmasks (and signals non-monitored channels) per profile."""
-        prof = self.profile
-        chans = [c for c in dev.channels.values() if c.subchannel_id == 0 or prof.irqcontrol_all_channels]
-        for chan in chans:
-            self._set_in_mask(chan, 0 if value else 1)
-            may_signal = prof.signal_unmonitored if chan.subchannel_id == 0 else prof.irqcontrol_all_channels
-            if value and chan.monitor_id is None and may_signal:
-                chan.events += 1
-                if self.on_guest_signal is not None:
-                    self.on_guest_signal(dev, chan.relid)
-        self._snapshot(dev)
+    # -- host API --------------------------------------------------------------------------------
 
     def signal_guest(self, dev: SimDevice, relid: int) -> bool:
         """Host interrupt on channel `relid`: auto-mask per profile, event++, wake readers."""
-        with self.lock:
-            chan = dev.channels.get(relid)
-            if chan is None or dev.opens == 0 or dev.rescinded:
-                return False
-            if self.profile.auto_mask:
-                self._set_in_mask(chan, 1)
-            if not dev.irq.raise_():
-                return False
-            chan.interrupts += 1
-            self._sync_event(dev)
-            return True
-
-    def _sync_irq(self, dev: SimDevice) -> None:
-        """Hand the device's ready connections to its interrupt (which C pumps also raise)."""
-        dev.irq.set_conns([c.sock.fileno() for c in self._conns.values() if c.dev is dev and c.ready])
-
-    def _sync_event(self, dev: SimDevice) -> None:
-        """sysfs `event` follows the live count: at once for Python's raises, at the next
-        snapshot for a host pump's (it raises from C without the kernel lock)."""
-        event = dev.irq.event
-        if event != dev.event:
-            dev.event = event
-            self.tree.set_event(dev)
+        return self._uio.signal_guest(dev, relid)
 
     def add_subchannel(self, dev: SimDevice, index: int) -> int:
         """Offer subchannel `index` (>= 1): directory now, `ring` after `ring_delay` (spec §1.7)."""
@@ -672,7 +460,7 @@ class SimKernel:
                 backing = map_backing(self.sysroot, dev.uio, 0).parent / f"ring{relid}"
                 self.tree.backing_file(backing, P.ring_file_size(self.profile, 2 * chan.ring_size))
                 chan.ring_backing = backing
-                self._init_ring(chan, self.profile.mask_at_open)
+                self._uio.init_ring(chan, self.profile.mask_at_open)
                 self.tree.show_ring(dev, chan)
 
             self.after(self.ring_delay, make_ring)
@@ -682,10 +470,8 @@ class SimKernel:
         """Host rescind of the primary: EOF to every open fd, then the device disappears."""
         with self.lock:
             if dev.opens and not self.profile.rescind_fixed:
-                self._log(f"{dev.guid}: rescind of an open primary: kernel oops (pre-2024 bug); device is dead")
-                for fd, conn in list(self._conns.items()):
-                    if conn.dev is dev:
-                        self._drop_conn(fd, run_close=False)
+                self.printk(f"{dev.guid}: rescind of an open primary: kernel oops (pre-2024 bug); device is dead")
+                self._uio.close_fds(dev)
                 dev.rescinded = True
                 return
             dev.rescinded = True
@@ -711,25 +497,6 @@ class SimKernel:
     def int_page_path(self) -> Path:
         return self.tree.state / "int_page"
 
-    # -- monitor page (guest -> host signals of monitored channels, spec §3.12) -------------------
-
-    def _scan_monitor_page(self) -> None:
-        """Report trigger bits of opened monitored channels (consumed) as guest signals."""
-        wanted = {c.monitor_id: (d, c) for d in self.devices.values() if d.opens
-                  for c in d.channels.values() if c.monitor_id is not None}
-        for mid in take_monitor_bits(self.monitor_page_path(), set(wanted)):
-            dev, chan = wanted[mid]
-            if self.on_guest_signal is not None:
-                self.on_guest_signal(dev, chan.relid)
-
-    # -- ring snapshots --------------------------------------------------------------------------
-
-    def _snapshot(self, dev: SimDevice) -> None:
-        self._sync_event(dev)
-        for chan in list(dev.channels.values()):
-            if chan.ring_backing is not None and chan.ring_backing.exists():
-                self.tree.write_channel_counters(dev, chan, ring_snapshot(chan.ring_backing, chan.ring_size))
-
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -749,12 +516,12 @@ class SimKernel:
                 for key, _ in events:
                     self._safe(lambda: self._dispatch(key.data))
                 if self.monitor_poll is not None:
-                    self._safe(self._scan_monitor_page)
+                    self._safe(self._uio.scan_monitor_page)
                 if time.monotonic() - self._last_snapshot >= _SNAPSHOT_PERIOD:
                     self._last_snapshot = time.monotonic()
                     for dev in list(self.devices.values()):
                         if dev.opens:
-                            self._safe(lambda: self._snapshot(dev))
+                            self._safe(lambda: self._uio.snapshot(dev))
 
     def _safe(self, fn: Callable[[], None]) -> None:
         try:
@@ -774,11 +541,9 @@ class SimKernel:
             for directory, name in self._inotify.read():
                 self._on_write(directory, name)
         elif isinstance(data, tuple) and data[0] == "listen":
-            self._accept(data[1])
+            self._uio.accept(data[1])
         elif isinstance(data, tuple) and data[0] == "conn":
-            conn = data[1]
-            if conn.sock.fileno() in self._conns:
-                self._on_conn(conn)
+            self._uio.readable(data[1])
 
     def wait_idle(self, timeout: float = 2.0) -> None:
         """Wait until no timer is pending (e.g. every late `ring` file exists); for tests."""

@@ -9,8 +9,8 @@ accessors of the shared memory (ring header init, inbound mask, header snapshot,
 trigger bits) through plain pread/pwrite on the backing files, which the page cache keeps
 coherent with every MAP_SHARED mapping of them.
 
-No sysfs parsing (that is `hvuio.device.sysfs`) and no kernel policy (that is
-`hvuio.sim.kernel`).
+No sysfs parsing (that is `hvuio.device.sysfs`) and no kernel policy (that is bus.py and uio.py
+beside this module).
 """
 
 from __future__ import annotations

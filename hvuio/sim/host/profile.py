@@ -7,7 +7,7 @@ association policy, strictness) and the defaults with the source each mirrors. S
 [OV-BUF] the same crate's buffers.rs, [NVSC] torvalds/linux drivers/net/hyperv/netvsc.c,
 [RF] drivers/net/hyperv/rndis_filter.c, golden = shared/spec/golden/wire-layouts.json.
 
-What must not live here: protocol state or I/O (see host_nvsp.py / host_rndis.py).
+What must not live here: protocol state or I/O (see nvsp.py / rndis.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hvuio.errors import UsageError
-from hvuio.sim import host_wire as w
+from hvuio.sim.host import wire as w
 
 ETH_HEADER_LEN = 14
 # NDIS config MTU counts the Ethernet header ([NVSC] negotiate_nvsp_ver sends ndev->mtu + ETH_HLEN).

@@ -1,6 +1,7 @@
 """CLI commands about VMBus devices: list, bind, unbind, doctor.
 
-Thin: parse options, call hvuio.device, echo. Errors are HvuioError subclasses rendered by
+Thin: parse options, call hvuio.device, echo. The group adds these commands (hvuio/cli/__init__.py);
+this module takes the App from hvuio/cli/app.py. Errors are HvuioError subclasses rendered by
 `hvuio.cli.main`. Works the same on a real machine and on the emulator's tree (--sysroot).
 """
 
@@ -10,10 +11,10 @@ import json
 
 import click
 
-from hvuio.cli import App, cli, pass_app
+from hvuio.cli.app import App, pass_app
 
 
-@cli.command("list")
+@click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def list_devices(app: App, as_json: bool) -> None:
@@ -44,7 +45,7 @@ def list_devices(app: App, as_json: bool) -> None:
     click.echo("(* = channel not monitored: signalled with write(1))")
 
 
-@cli.command()
+@click.command()
 @click.argument("device")
 @click.option("--force", is_flag=True, help="Bind even if the NIC carries the default route or this SSH session.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the kernel.")
@@ -57,7 +58,7 @@ def bind(app: App, device: str, force: bool, timeout: float) -> None:
     click.echo(result.message)
 
 
-@cli.command()
+@click.command()
 @click.argument("device")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the kernel.")
 @pass_app
@@ -73,7 +74,7 @@ def unbind(app: App, device: str, timeout: float) -> None:
         click.echo(f"{result.guid} is not bound to uio_hv_generic (driver: {result.driver}); nothing to do")
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def doctor(app: App, as_json: bool) -> None:

@@ -1,8 +1,9 @@
 """`hvuio demo`: the whole stack on the emulator in one command (root), then everything removed.
 
-What lives here: the click command and the rendering of hvuio.demo.run_demo's result (the
-negotiated parameters block, ping summary, TCP throughput and sha256 check, data-path and host
-counters) as text or JSON, and the --keep mode that leaves the stack up until Ctrl-C, printing the
+What lives here: the click command (added to the group by hvuio/cli/__init__.py) and the
+rendering of hvuio.demo.run_demo's result (the negotiated parameters block of
+hvuio/cli/render.py, ping summary, TCP throughput and sha256 check, data-path and host counters)
+as text or JSON, and the --keep mode that leaves the stack up until Ctrl-C, printing the
 commands to poke at it. The work is hvuio/demo.py's (imported inside the command so `hvuio --help`
 stays cheap).
 
@@ -21,7 +22,8 @@ from typing import Any
 
 import click
 
-from hvuio.cli import App, cli, pass_app
+from hvuio.cli.app import App, pass_app
+from hvuio.cli.render import render_info
 
 
 def _counters_block(title: str, counters: dict[str, Any]) -> list[str]:
@@ -36,8 +38,6 @@ def _counters_block(title: str, counters: dict[str, Any]) -> list[str]:
 
 def render(result: dict[str, Any]) -> str:
     """The human-readable report of one demo run."""
-    from hvuio.cli_net import render_info
-
     out = [f"hvuio demo: emulated kernel {result['kernel']}, guest tap {result['tap']} in "
            f"{result['guest_netns']}, host network {result['host_ifname']} in {result['host_netns']}", "",
            "Negotiated (hvuio up):", render_info(result["nic"]), ""]
@@ -98,7 +98,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@cli.command()
+@click.command()
 @click.option("--kernel", default="6.17", show_default=True, help="Emulated kernel profile (see 'hvuio sim start').")
 @click.option("--mtu", type=int, default=1500, show_default=True,
               help="MTU of the guest NIC and the host network: 1500 up to the send section size - 58.")
@@ -111,8 +111,8 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
-    from hvuio.sim.host_profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
-    from hvuio.sim.profiles import PROFILES
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
+    from hvuio.sim.kernel.profiles import PROFILES
 
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")

@@ -1,10 +1,14 @@
-"""Typed wrapper of the C data path (issue 5): one `DataPath` per VMBus channel moves frames
-between a tap fd and the channel's rings without the GIL (cffi API-mode calls release it).
+"""Typed wrapper of the C data path (_native/datapath.c, rx.c, tx.c): one `DataPath` per VMBus
+channel moves frames between a tap fd and the channel's rings without the GIL (cffi API-mode
+calls release it).
 
 What lives here: building the C configuration from `Ring` objects and buffers, return code ->
-exception conversion, counters, and a background-thread pump (`start`/`stop`) that hands packets
-the C code does not handle (NVSP/RNDIS control) to a Python callback. What must not: protocol
-logic (``hvuio.proto``), opening devices or taps (the engine passes fds and maps in).
+exception conversion, counters, the sizes and limits the C data path exports (RNDIS packet
+header, NVS message, vnet header, ...; read from `lib`, never retyped), and a background-thread
+pump (`start`/`stop`) that hands packets the C code does not handle (NVSP/RNDIS control) to a
+Python callback. What must not: loading the compiled module (``hvuio.native``), ring logic
+(``hvuio.native.ring``), protocol logic (``hvuio.proto``), opening devices or taps (the engine
+passes fds and maps in).
 
 How the engine drives it:
   * Negotiate NVSP/RNDIS first (receive/send buffers connected, sections known), then build a
@@ -32,22 +36,32 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvuio import native
 from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError
-from hvuio.native import Buffer, Packet, PacketType, Ring
+from hvuio.native import MAX_LEN8, MONITOR_MAX_ID, Buffer
+from hvuio.native import ffi as _ffi
+from hvuio.native import lib as _lib
+from hvuio.native.ring import FLAG_COMPLETION_REQUESTED, Direction, Packet, PacketType, Ring
 
-# native.py's Lib stub (hvuio/_native.pyi) does not list the hvu_dp_* functions yet: use it untyped.
-_lib: Any = native.lib
-_ffi = native.ffi
+if TYPE_CHECKING:
+    from hvuio._native import CData, DpPtr
 
 TX_TAG = 1 << int(_lib.HVU_DP_TX_TAG_SHIFT)
 """Bit set in the trans_id of every data-path send; control requests must leave it clear."""
 RNDIS_PACKET_HEADER = int(_lib.HVU_DP_RNDIS_PKT_SIZE)
 NVS_MESSAGE_SIZE = int(_lib.HVU_DP_NVS_MSG_SIZE)
 VNET_HDR_SIZE = int(_lib.HVU_DP_VNET_HDR_SIZE)
+PPI_SIZE = int(_lib.HVU_DP_PPI_SIZE)
+"""Bytes of a checksum, LSO or hash per-packet info."""
+ETH_HLEN = int(_lib.HVU_DP_ETH_HLEN)
+VLAN_HLEN = int(_lib.HVU_DP_VLAN_HLEN)
 MAX_SECTIONS = int(_lib.HVU_DP_MAX_SECTIONS)
+MTU_MIN = int(_lib.HVU_DP_MTU_MIN)
+MTU_MAX = int(_lib.HVU_DP_MTU_MAX)
+OFFLOAD_HDRS_MIN = int(_lib.HVU_DP_OFFLOAD_HDRS_MIN)
+"""With tap offloads a send section holds at least this much header room after RNDIS + 2 pktinfo."""
+TX_AGG_ALIGN_MAX = int(_lib.HVU_DP_TX_AGG_ALIGN_MAX)
 DEFAULT_BUDGET = 64  # packets per rx/tx batch, NAPI's weight (Linux NAPI_POLL_WEIGHT)
 
 COUNTER_NAMES: tuple[str, ...] = tuple(
@@ -59,7 +73,7 @@ RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
 TX_RING_MIN = int(_lib.HVU_DP_TX_RING_MIN)
 """Smallest outbound data area: the largest message the pump writes plus what the ring keeps free."""
 _REASON_END = int(_lib.HVU_DP_REASON_END)
-_L2_MAX = int(_lib.HVU_DP_ETH_HLEN) + int(_lib.HVU_DP_VLAN_HLEN)
+_L2_MAX = ETH_HLEN + VLAN_HLEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +148,9 @@ class TxAggregation:
             v = getattr(self, name)
             if not 0 <= v <= 0xFFFFFFFF:
                 raise LocalProtocolError(f"TX aggregation {name} {v} is not a u32")
-        if not 1 <= self.alignment <= 4096 or self.alignment & (self.alignment - 1):
+        if not 1 <= self.alignment <= TX_AGG_ALIGN_MAX or self.alignment & (self.alignment - 1):
             raise LocalProtocolError(f"TX aggregation alignment {self.alignment} is not a power of two "
-                                     f"within [1, 4096]")
+                                     f"within [1, {TX_AGG_ALIGN_MAX}]")
 
 
 class Status(enum.IntEnum):
@@ -191,7 +205,7 @@ class DataPath:
                  budget: int = DEFAULT_BUDGET, busy_poll_us: int = 0,
                  offloads: Offloads | None = None, tap_offload: bool = False,
                  tx_aggregation: TxAggregation | None = None) -> None:
-        if tx_ring.direction is not native.Direction.TX or rx_ring.direction is not native.Direction.RX:
+        if tx_ring.direction is not Direction.TX or rx_ring.direction is not Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
         self._send = _ffi.from_buffer(send_buf, require_writable=True)
@@ -205,8 +219,8 @@ class DataPath:
                                      f"the send buffer of {len(self._send)} bytes")
         if (monitor_page is None) != (monitor_id is None):
             raise LocalProtocolError("monitor_page and monitor_id go together (both or neither)")
-        if monitor_id is not None and not 0 <= monitor_id < 128:
-            raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, 127] (spec 3.12)")
+        if monitor_id is not None and not 0 <= monitor_id < MONITOR_MAX_ID:
+            raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, {MONITOR_MAX_ID - 1}] (spec 3.12)")
         if budget < 1:
             raise LocalProtocolError(f"budget must be >= 1, not {budget}")
         if not 0 <= busy_poll_us <= 1_000_000:
@@ -220,8 +234,9 @@ class DataPath:
         self.tx_ring, self.rx_ring = tx_ring, rx_ring
         self.budget = budget
         self.mtu = mtu
-        self._mon = None if monitor_page is None else _ffi.from_buffer(monitor_page, require_writable=True)
-        pkt_size = min(rx_ring.data_size, native.MAX_LEN8 * 8)
+        self._mon: CData | None = (None if monitor_page is None
+                                   else _ffi.from_buffer(monitor_page, require_writable=True))
+        pkt_size = min(rx_ring.data_size, MAX_LEN8 * 8)
         self._pkt = _ffi.new("uint8_t[]", pkt_size)
         self._range = _ffi.new("uint8_t[]", recv_section_size)
         flags = ((_lib.HVU_DP_F_VNET_HDR if vnet_hdr else 0) | (_lib.HVU_DP_F_BUSY_POLL if busy_poll else 0)
@@ -242,8 +257,8 @@ class DataPath:
         cfg.busy_poll_us = busy_poll_us
         # offloads: the stage holds one tap frame (up to a 64 KiB GSO frame), rsc one RSC frame
         # and, for a tap without vnet header, the one segment of it being cut (mtu + 18)
-        self._stage = _ffi.new("uint8_t[]", VNET_HDR_SIZE + GSO_MAX) if tap_offload else _ffi.NULL
-        rsc_size = RSC_MAX_BYTES + (0 if vnet_hdr else min(max(mtu, 0), 0xFFFF) + _L2_MAX)
+        self._stage: CData = _ffi.new("uint8_t[]", VNET_HDR_SIZE + GSO_MAX) if tap_offload else _ffi.NULL
+        rsc_size = RSC_MAX_BYTES + (0 if vnet_hdr else min(max(mtu, 0), MTU_MAX) + _L2_MAX)
         self._rsc = _ffi.new("uint8_t[]", rsc_size)
         cfg.tx_stage, cfg.tx_stage_size = self._stage, VNET_HDR_SIZE + GSO_MAX if tap_offload else 0
         cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, rsc_size
@@ -253,7 +268,7 @@ class DataPath:
         cfg.tx_agg_packets, cfg.tx_agg_align, cfg.tx_agg_bytes = agg.max_packets, agg.alignment, agg.max_bytes
         cfg.flags = flags | offloads.dp_flags() | (_lib.HVU_DP_F_TAP_OFFLOAD if tap_offload else 0)
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
-        self._dp = _ffi.cast("struct hvu_dp *", self._mem)
+        self._dp: DpPtr = _ffi.cast("struct hvu_dp *", self._mem)
         rc = _lib.hvu_dp_init(self._dp, cfg)
         if rc == -errno.EMSGSIZE:
             raise LocalProtocolError(
@@ -264,10 +279,10 @@ class DataPath:
         if rc < 0:
             raise LocalProtocolError(
                 f"data path configuration refused: sections {send_section_count} x {send_section_size} bytes "
-                f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + 14), mtu {mtu} (68..65535), "
-                f"fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}"
-                + (f"; with tap offloads a section must also hold two 16-byte pktinfo and 128 bytes of "
-                   f"headers" if tap_offload else ""))
+                f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + {ETH_HLEN}), mtu {mtu} "
+                f"({MTU_MIN}..{MTU_MAX}), fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}"
+                + (f"; with tap offloads a section must also hold two {PPI_SIZE}-byte pktinfo and "
+                   f"{OFFLOAD_HDRS_MIN} bytes of headers" if tap_offload else ""))
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
@@ -283,7 +298,7 @@ class DataPath:
         _lib.hvu_dp_fault(self._dp, fault)
         if rc == -errno.EIO and fault.ring:
             ring = self.rx_ring if fault.ring == 1 else self.tx_ring
-            ring._check(-errno.EIO, what)  # raises RingCorruptError naming field, value and rule
+            raise ring.corrupt_error()  # RingCorruptError naming field, value and rule
         if rc == -errno.EINVAL:
             raise LocalProtocolError(f"data path {what}: invalid argument")
         if rc == -errno.EPIPE and fault.fd == _lib.HVU_DP_FD_TAP:
@@ -336,7 +351,7 @@ class DataPath:
         """Writes one control packet to the outbound ring and signals if needed (3.11 a)."""
         if trans_id & TX_TAG or not 0 <= trans_id < 1 << 64:
             raise LocalProtocolError(f"control trans_id {trans_id:#x} must be below 2**63 (bit 63 is the data path's)")
-        flags = native.FLAG_COMPLETION_REQUESTED if want_completion else 0
+        flags = FLAG_COMPLETION_REQUESTED if want_completion else 0
         if self.tx_ring.send(type, payload, flags=flags, trans_id=trans_id):
             self.signal()
 

@@ -1,12 +1,16 @@
-"""The emulated host's network VSP (NVSP over VMBus), sans-IO.
+"""The emulated host's network VSP (NVSP over VMBus), sans-IO: the protocol machine and its control plane.
 
 What lives here: `HostNvsp`, which takes guest packets already copied out of a ring
 (`GuestPacket`) and returns `Step`s — packets for the host→guest ring (`HostPacket`, with
 `encode()` giving descriptor + header + payload) and events (`FrameFromGuest`,
-`SubchannelsOffered`, `Rejection`, `ChannelFault`, ... from host_rndis.py). Receive-buffer
-sections (host → guest frames and RNDIS control replies) are tracked here; frames are delivered
-with `deliver(frame)` / `deliver_batch(frames)`, optionally corrupted on purpose (`inject`, for the
-guest's spec §4 checks). Memory is reached only through the accessors the emulator passes in.
+`SubchannelsOffered`, `Rejection`, `ChannelFault`, ... from events.py). Its control plane is
+here: dispatch and checks of every packet, INIT, NDIS config and version, the buffer connects,
+subchannels, revokes, replies and completions, RNDIS control messages handed to HostRndis, the
+send indirection table, faults. The data plane it drives lives beside it: the guest's RNDIS sends
+are read and split by send.py (`SendBuffer`); frames are delivered with `deliver(frame)` /
+`deliver_batch(frames)` through receive.py (`ReceiveBuffer`: sections, transfer-page packets,
+optionally corrupted on purpose with `inject`, for the guest's spec §4 checks). Memory is reached
+only through the accessors the emulator passes in.
 
 Behaviour follows OpenVMM's netvsp ([OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs),
 a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c. Per case:
@@ -27,7 +31,7 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
   the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
 * trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
-* Offloads (host_offload.py): checksum/LSO per-packet info of guest data is validated and applied
+* Offloads (offload.py): checksum/LSO per-packet info of guest data is validated and applied
   (a refused request completes with NVSP_STAT_FAIL and counts tx_failed, as any malformed data
   message; a checksum request for an offload not enabled is logged and the frame sent as is); an LSO
   frame leaves as a `GsoFrame` for the network. Network GSO frames become vRSC fragments (guest
@@ -39,46 +43,37 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   RNDIS messages in one send than max_packets_per_message, or one off the packet alignment →
   logged (the send is served).
 
-What must not live here: rings, fds, sockets, clocks, RNDIS message semantics (host_rndis.py).
+What must not live here: rings, fds, sockets, clocks, RNDIS message semantics (rndis.py), the
+receive buffer's sections and transfers (receive.py), splitting a send into frames (send.py).
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hvuio.errors import LocalProtocolError
-from hvuio.sim import host_offload as ho
-from hvuio.sim import host_profile as hp
-from hvuio.sim import host_wire as w
-from hvuio.sim.host_rndis import (
-    BufferRevoked, ChannelFault, FrameFromGuest, HostEvent, HostFault, HostRndis, NvspNegotiated,
-    ReceiveBufferConnected, Rejection, RejectionLog, RndisInitialized, SendBufferConnected,
-    SubchannelsOffered, fault,
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as w
+from hvuio.sim.host.events import (
+    BufferRevoked, ChannelFault, FrameFromGuest, HostEvent, HostFault, NvspNegotiated, ReceiveBufferConnected,
+    Rejection, RejectionLog, RndisInitialized, SendBufferConnected, SubchannelsOffered, fault,
 )
-from hvuio.sim.host_wire import GuestPacket, HostPacket, parse_guest_packet
+from hvuio.sim.host.receive import VF_ASSOCIATION_TID, ReceiveBuffer, RxFault, WriteRecvBuffer
+from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
+from hvuio.sim.host.wire import GuestPacket, HostPacket, parse_guest_packet
 
 __all__ = [
     "GuestPacket", "HostNvsp", "HostPacket", "ReadGuestPages", "ReadSendBuffer", "RxFault", "Step", "WriteRecvBuffer",
     "parse_guest_packet",
 ]
 
-ReadSendBuffer = Callable[[int, int], bytes]  # (offset, length) -> bytes of map 4
-WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
-ReadGuestPages = Callable[[tuple[int, ...], int, int], bytes]  # (pfns, offset, length) for GPA-direct
-
-VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID
 PACKET_SIZE_V1 = 0x1C  # [OV] replies are zero padded to this before NVSP 6.1 ...
 PACKET_SIZE_V61 = 0x28  # ... and to 40 bytes from 6.1 on
-
-# Deliberate host-side corruption of a receive, for the guest's spec §4 checks (spec §5.14):
-# pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
-# msg_len larger than the range, a data offset outside the message, an NVSP type other than 107.
-RxFault = Literal["pageset", "range_past_buffer", "range_over_section", "zero_length", "rndis_len",
-                  "data_offset", "nvsp_type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +108,12 @@ class HostNvsp:
     ) -> None:
         self.profile = profile
         self.gpadls = gpadls  # GPADL handle -> size in bytes, as registered by the (emulated) kernel
-        self._read_send = read_send_buffer
-        self._write_recv = write_recv_buffer
-        self._read_pages = read_guest_pages
         self.log = RejectionLog()
         self.state: State = "version"
         self.version = 0
         self.ndis_mtu: int | None = None
         self.ndis_caps = 0
         self.ndis_version: tuple[int, int] | None = None
-        self.recv: tuple[int, int, int, int] | None = None  # gpadl, pageset id, section size, count
-        self.send: tuple[int, int, int] | None = None  # gpadl, section size, buffer size
         self.rndis: HostRndis | None = None
         self.subchannels = 0
         self._link_up = profile.link_up
@@ -132,21 +122,32 @@ class HostNvsp:
             "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
-        self._free_data: deque[int] = deque()
-        self._free_control: deque[int] = deque()
-        self._control_ids: frozenset[int] = frozenset()
-        self._outstanding: dict[int, tuple[int, ...]] = {}  # host trans_id -> receive section indexes
-        self._pending_control: deque[bytes] = deque()
-        self._next_tid = 1
+        self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
+        self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
 
     @property
     def rejections(self) -> list[Rejection]:
         return self.log.records
 
     @property
+    def recv(self) -> tuple[int, int, int, int] | None:
+        """The receive buffer the guest connected: gpadl, pageset id, section size, count."""
+        return self._rx.layout
+
+    @property
+    def send(self) -> tuple[int, int, int] | None:
+        """The send buffer the guest connected: gpadl, section size, buffer size."""
+        return self._tx.layout
+
+    @property
     def outstanding_receives(self) -> int:
         """Receive sections the guest has not completed yet."""
-        return sum(len(v) for v in self._outstanding.values())
+        return self._rx.outstanding
+
+    @property
+    def _free_data(self) -> deque[int]:
+        """The free data sections of the receive buffer (the runtime lends them to its C pump)."""
+        return self._rx.free_data
 
     # ---------------------------------------------------------------- entry points
 
@@ -215,59 +216,10 @@ class HostNvsp:
             return out.step()
         assert self.recv is not None
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
-        batch: list[tuple[int, bytes]] = []
-        for frame in frames:
-            units = self._rx_units(frame, mtu, rndis)
-            for msgs in units:
-                if not msgs:
-                    continue  # counted by _rx_units
-                if len(batch) + len(msgs) > w.MAX_XFER_RANGES:
-                    self.counters["rx_dropped_no_section"] += 1
-                elif len(self._free_data) < len(msgs):
-                    self.counters["rx_dropped_no_section"] += 1
-                else:
-                    batch.extend((self._free_data.popleft(), m) for m in msgs)
-        if batch:
-            self._send_in_sections(batch, w.CHANNEL_TYPE_DATA, channel, out, inject)
-            self.counters["rx_delivered"] += len(batch)
+        pkt = self._rx.deliver(frames, channel, mtu, rndis.offload, self._pad, inject)
+        if pkt is not None:
+            out.packets.append(pkt)
         return out.step()
-
-    def _rx_units(self, frame: bytes, mtu: int, rndis: HostRndis) -> list[list[bytes]]:
-        """RNDIS messages for one network frame, grouped by what must be delivered together:
-        a plain frame is one message; a TCP GSO frame from the network becomes vRSC fragments of one
-        coalesced frame (guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
-        gets its checksum. Receive checksum info is marked when the guest enabled it."""
-        assert self.recv is not None
-        section = self.recv[2]
-        marks = rndis.offload.rx_marks()
-        vnet = frame.vnet if isinstance(frame, ho.GsoFrame) else None
-        frames = [frame]
-        try:
-            if vnet is not None and vnet.gso_type & ~ho.GSO_ECN in (ho.GSO_TCPV4, ho.GSO_TCPV6):
-                self.counters["rx_gso"] += 1
-                v6 = vnet.gso_type & ~ho.GSO_ECN == ho.GSO_TCPV6
-                if rndis.offload.rsc6 if v6 else rndis.offload.rsc4:
-                    whole = ho.fixup_rsc(frame)
-                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks))
-                    self.counters["rx_rsc_fragments"] += len(frags)
-                    return [frags]
-                frames = ho.segment_tcp(frame, vnet)
-            elif vnet is not None and vnet.flags & ho.VNET_F_NEEDS_CSUM:
-                frames = [ho.complete_csum(frame, vnet)]
-        except w.HostWireError:
-            self.counters["rx_dropped_bad_gso"] += 1
-            return []
-        units: list[list[bytes]] = []
-        for f in frames:
-            flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
-            msg = w.rndis_packet(f) if flags is None else ho.rndis_packet_ppi(
-                f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags)))
-            if not hp.ETH_HEADER_LEN <= len(f) <= mtu or len(msg) > section:
-                self.counters["rx_dropped_too_big"] += 1
-                units.append([])
-            else:
-                units.append([msg])
-        return units
 
     def set_link(self, up: bool, now: float | None = None) -> Step:
         """Scripted link change: an RNDIS media indication once RNDIS is up (see HostRndis.set_link)."""
@@ -419,11 +371,7 @@ class HostNvsp:
         count = size // section
         if count == 0:
             raise fault("receive buffer smaller than one section", mtype, "buffer size", size)
-        self.recv = (gpadl, buf_id, section, count)
-        reserve = min(self.profile.control_sections, count // 2)
-        self._control_ids = frozenset(range(reserve))
-        self._free_control = deque(range(reserve))
-        self._free_data = deque(range(reserve, count))
+        self._rx.connect(gpadl, buf_id, section, count, self.profile.control_sections)
         payload = w.recv_buf_complete(w.NVSP_STAT_SUCCESS, ((0, section, count, section * count),), self._pad)
         reply.send_raw(payload)
         reply.out.events.append(ReceiveBufferConnected(gpadl, section, count))
@@ -437,7 +385,7 @@ class HostNvsp:
         if self.recv is not None and self.profile.strict and self.recv[0] == gpadl:
             raise fault("send buffer GPADL is the receive buffer's (strict)", mtype, "gpadl_handle", gpadl)
         sec = self.profile.send_section_size
-        self.send = (gpadl, sec, size)
+        self._tx.connect(gpadl, sec, size)
         reply.send(w.NVSP_SEND_SEND_BUF_COMPLETE, w.NVSP_STAT_SUCCESS, sec)
         reply.out.events.append(SendBufferConnected(gpadl, sec, size // sec))
 
@@ -484,41 +432,23 @@ class HostNvsp:
     def _rndis_packet(self, pkt: GuestPacket, reply: _Reply) -> None:
         mtype = w.NVSP_SEND_RNDIS_PKT
         chan_type, index, size = w.u32s(pkt.payload, 4, 3, "RNDIS packet")
-        data = b""
-        if index != w.NO_SEND_SECTION:
-            if self.send is None:
-                raise fault("send-buffer section used without a send buffer", mtype, "section_index", index)
-            _, sec, buf_size = self.send
-            if index * sec > buf_size or size > buf_size - index * sec:
-                raise fault("send-buffer section outside the send buffer", mtype, "section_index", index)
-            if self.profile.strict and size > sec:
-                reply.out.events.append(self.log.add(Rejection(
-                    "send-buffer data larger than one section (strict)", mtype, "section_size", size,
-                    "failure-status")))
-                reply.complete(w.NVSP_STAT_FAIL)
-                return
-            data = self._read_send(index * sec, size)
-        if pkt.type == w.PKT_GPA_DIRECT:
-            ranges = w.parse_gpa_header(pkt.extra)
-            if self._read_pages is None:
-                reply.out.events.append(self.log.add(Rejection(
-                    "GPA-direct data but the emulator gave no guest-memory reader", mtype, "range_cnt",
-                    len(ranges), "failure-status")))
-                reply.complete(w.NVSP_STAT_FAIL)
-                return
-            data += b"".join(self._read_pages(r.pfns, r.byte_offset, r.byte_count) for r in ranges)
+        data = self._tx.read(pkt, index, size, reply.out.events)
+        if data is None:
+            reply.complete(w.NVSP_STAT_FAIL)
+            return
         if not pkt.flags & w.FLAG_COMPLETION_REQUESTED:  # [OV] MissingTransactionId
             reply.out.events.append(self.log.add(Rejection(
                 "RNDIS packet without completion requested", mtype, "flags", pkt.flags, "ignored")))
             return
+        mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
         try:
-            frames, controls = self._split_rndis(data, chan_type, pkt.channel, reply.out)
+            frames, controls = self._tx.split(data, chan_type, pkt.channel, self.rndis, mtu, reply.out.events)
         except w.HostWireError as exc:
             self.counters["tx_failed"] += 1
             reply.out.events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "failure-status")))
             reply.complete(w.NVSP_STAT_FAIL)
             return
-        except _TxRefused as exc:
+        except TxRefused as exc:
             self.counters["tx_failed"] += 1
             reply.out.events.append(self.log.add(exc.rejection))
             reply.complete(w.NVSP_STAT_FAIL)
@@ -529,69 +459,6 @@ class HostNvsp:
         reply.complete(w.NVSP_STAT_SUCCESS)  # [OV] completes the send before answering control messages
         for msg in controls:
             self._control(msg, reply.out)
-
-    def _split_rndis(
-        self, data: bytes, chan_type: int, channel: int, out: _Out,
-    ) -> tuple[list[bytes], list[bytes]]:
-        """All frames and control messages of one send, validated before any is acted on."""
-        frames: list[bytes] = []
-        controls: list[bytes] = []
-        pos = 0
-        while pos < len(data):
-            if len(data) - pos < w.RNDIS_HEADER_SIZE:
-                raise w.HostWireError("RNDIS header", pos, "fewer than 8 bytes left in the send")
-            mtype, mlen = struct.unpack_from("<II", data, pos)
-            if mlen < w.RNDIS_HEADER_SIZE or mlen > len(data) - pos:
-                raise w.HostWireError("RNDIS len", mlen, f"must lie in [8, {len(data) - pos}]")
-            if self.profile.strict and pos:
-                self._check_aggregation(mtype, pos, len(frames) + len(controls) + 1, out)
-            msg = data[pos:pos + mlen]
-            pos += mlen
-            is_data = mtype == w.RNDIS_PACKET_MSG
-            if self.profile.strict and chan_type != (w.CHANNEL_TYPE_DATA if is_data else w.CHANNEL_TYPE_CONTROL):
-                out.events.append(self.log.add(Rejection(
-                    "NVSP channel_type does not match the RNDIS message (strict)", mtype, "channel_type",
-                    chan_type, "logged")))
-            if not is_data:
-                if channel:
-                    raise fault("RNDIS control message on a subchannel", mtype, "channel", channel)
-                controls.append(msg)
-                continue
-            rndis = self.rndis
-            assert rndis is not None
-            if self.profile.strict and not rndis.operational:
-                raise _TxRefused(Rejection("RNDIS data before RNDIS INITIALIZE (strict)", mtype, "state", 0,
-                                           "failure-status"))
-            if self.profile.strict and rndis.packet_filter is None:
-                raise _TxRefused(Rejection("RNDIS data before a packet filter was set (strict)", mtype,
-                                           "packet_filter", 0, "failure-status"))
-            frame, info = HostRndis.parse_data_info(msg)
-            if info.csum is not None or info.lso is not None:
-                mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
-                try:
-                    frame = ho.apply_tx(frame, info, rndis.offload.tx_config(), mtu)
-                except ho.TxIgnored as exc:  # sent unchanged, as a host ignores what was not enabled
-                    self.counters["tx_offload_ignored"] += 1
-                    out.events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "ignored")))
-                if isinstance(frame, ho.GsoFrame):
-                    self.counters["tx_lso"] += 1
-            frames.append(frame)
-        return frames, controls
-
-    def _check_aggregation(self, mtype: int, pos: int, count: int, out: _Out) -> None:
-        """Strict: the RNDIS initialize completion told the guest at most RNDIS_MAX_PACKETS
-        messages per send, each after the first at a multiple of the packet alignment (Linux
-        max_pkt / pkt_align). [inference] Whether Hyper-V refuses more is not documented: the send
-        is served and the breach logged."""
-        align = 1 << hp.RNDIS_ALIGN_SHIFT
-        if count == hp.RNDIS_MAX_PACKETS + 1:  # once per send
-            out.events.append(self.log.add(Rejection(
-                f"more RNDIS messages in one send than max_packets_per_message {hp.RNDIS_MAX_PACKETS} (strict)",
-                mtype, "message_count", count, "logged")))
-        elif pos % align:
-            out.events.append(self.log.add(Rejection(
-                f"RNDIS message in a send not at the {align}-byte packet alignment (strict)", mtype,
-                "offset", pos, "logged")))
 
     def _control(self, msg: bytes, out: _Out) -> None:
         assert self.rndis is not None
@@ -614,60 +481,16 @@ class HostNvsp:
         entries = tuple(i % channels for i in range(w.SEND_INDIRECTION_ENTRIES))  # [OV] i % channels open
         out.packets.append(HostPacket(0, w.PKT_INBAND, 0, 0, w.indirection_table(entries)))
 
-    # ---------------------------------------------------------------- receive sections
+    # ---------------------------------------------------------------- receive buffer
 
     @property
     def _pad(self) -> int:
         return PACKET_SIZE_V61 if self.version >= w.NVSP_VERSION_61 else PACKET_SIZE_V1
 
     def _send_control(self, msg: bytes, out: _Out) -> None:
-        pool = self._free_control or self._free_data
-        if not pool:
-            self._pending_control.append(msg)
-            self.counters["control_queued"] += 1
-            return
-        self._send_in_section(pool.popleft(), msg, w.CHANNEL_TYPE_CONTROL, 0, out)
-
-    def _send_in_section(self, index: int, msg: bytes, chan_type: int, channel: int, out: _Out) -> None:
-        self._send_in_sections([(index, msg)], chan_type, channel, out, None)
-
-    def _send_in_sections(
-        self, batch: list[tuple[int, bytes]], chan_type: int, channel: int, out: _Out, inject: RxFault | None,
-    ) -> None:
-        assert self.recv is not None
-        _, pageset, section, count = self.recv
-        ranges: list[tuple[int, int]] = []
-        for index, msg in batch:
-            if len(msg) > section:
-                raise LocalProtocolError(f"host message of {len(msg)} bytes does not fit a {section}-byte section")
-            offset = index * section
-            if inject == "rndis_len":
-                msg = msg[:4] + struct.pack("<I", len(msg) + 100) + msg[8:]
-            elif inject == "data_offset":
-                msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
-            self._write_recv(offset, msg)
-            ranges.append((len(msg), offset))
-        tid = self._next_tid
-        while tid in self._outstanding or tid == 0:
-            tid = (tid + 1) % VF_ASSOCIATION_TID
-        self._next_tid = (tid + 1) % VF_ASSOCIATION_TID
-        self._outstanding[tid] = tuple(index for index, _ in batch)
-        nvsp_type = w.NVSP_SEND_RNDIS_PKT
-        if inject == "pageset":
-            pageset ^= 0x0101
-        elif inject == "range_past_buffer":
-            ranges[0] = (ranges[0][0], count * section)
-        elif inject == "range_over_section":
-            ranges[0] = (section + 8, ranges[0][1])
-        elif inject == "zero_length":
-            ranges[0] = (0, ranges[0][1])
-        elif inject == "nvsp_type":
-            nvsp_type = w.NVSP_SEND_RNDIS_PKT_COMPLETE
-        payload = w.nvsp(nvsp_type, chan_type, w.NO_SEND_SECTION, 0, pad_to=self._pad)
-        # Completion requested: the guest must complete every transfer-page packet, which frees the
-        # sections ([NVSC] enq_receive_complete; DPDK hn_nvs_ack_rxbuf). Linux ignores the flag itself.
-        out.packets.append(HostPacket(channel, w.PKT_XFER_PAGES, w.FLAG_COMPLETION_REQUESTED, tid, payload,
-                                      pageset, tuple(ranges)))
+        pkt = self._rx.send_control(msg, self._pad)
+        if pkt is not None:
+            out.packets.append(pkt)
 
     def _completion(self, pkt: GuestPacket, out: _Out) -> None:
         if pkt.trans_id == VF_ASSOCIATION_TID:
@@ -678,17 +501,13 @@ class HostNvsp:
         if mtype != w.NVSP_SEND_RNDIS_PKT_COMPLETE:
             raise fault("completion of an unknown NVSP type", mtype, "msg_type", mtype)
         _, status = w.u32s(pkt.payload, 0, 2, "RNDIS packet completion")
-        indexes = self._outstanding.pop(pkt.trans_id, None)
-        if indexes is None:
+        if not self._rx.complete(pkt.trans_id):
             raise fault("receive completion for no outstanding transfer (unknown or repeated id)",
                         mtype, "trans_id", pkt.trans_id)
         if status != w.NVSP_STAT_SUCCESS:
             out.events.append(self.log.add(Rejection(
                 "guest completed a receive with a failure status", mtype, "status", status, "logged")))
-        for index in indexes:
-            (self._free_control if index in self._control_ids else self._free_data).append(index)
-        while self._pending_control and (self._free_control or self._free_data):
-            self._send_control(self._pending_control.popleft(), out)
+        out.packets.extend(self._rx.send_pending(self._pad))
 
     def _fault(self, rej: Rejection, out: _Out) -> None:
         if self.profile.fatal_faults:
@@ -697,12 +516,6 @@ class HostNvsp:
             out.events.append(ChannelFault(rej.reason))
         else:
             out.events.append(self.log.add(Rejection(rej.reason, rej.message_type, rej.field, rej.value, "dropped")))
-
-
-class _TxRefused(Exception):
-    def __init__(self, rejection: Rejection) -> None:
-        super().__init__(rejection.reason)
-        self.rejection = rejection
 
 
 class _Reply:

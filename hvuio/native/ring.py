@@ -1,11 +1,14 @@
-"""Typed wrapper of the C core: the only module that imports hvuio._native.
+"""Typed wrapper of the C ring core (_native/ring.c, monitor.c): one VMBus ring direction.
 
-What lives here: loading the compiled module (``HVUIO_NATIVE=asan`` selects the ASan/UBSan build
-``hvuio._native_asan``), the ABI check, the `Ring` object over caller-owned memory, return code ->
-exception conversion, counters, and the pure signal-decision functions re-exported for tests.
+What lives here: the `Ring` object over caller-owned memory, return code -> exception conversion
+(C reason codes -> `RingCorruptError` naming field, value and rule), ring counters, the pure
+signal-decision functions re-exported for tests, the transfer-page header check, the monitor-page
+signal (`MonitorBell`), the C struct layout getters and the ring benchmark.
 
-What must not: protocol logic (NVSP/RNDIS live in ``hvuio.proto``), I/O on fds, sleeping. Later C
-layers (rx.c, tx.c) take ``struct hvu_ring *``; `Ring.cptr` hands that pointer over.
+What must not: loading the compiled module (``hvuio.native``), the data path (``hvuio.native.
+datapath``), protocol logic (NVSP/RNDIS live in ``hvuio.proto``), I/O on fds, sleeping. Later C
+layers (rx.c, tx.c) take ``struct hvu_ring *``; `Ring.cptr` hands that pointer over, and
+`Ring.corrupt_error` explains a fault they report on the ring.
 
 Errors: host data that fails validation -> `RingCorruptError(field, value, rule)`; a full ring ->
 `BlockingIOError` (EAGAIN, the caller retries after a signal); misuse (wrong direction, bad
@@ -16,49 +19,20 @@ from __future__ import annotations
 
 import enum
 import errno
-import importlib
 import mmap
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from hvuio.errors import LocalProtocolError, PlatformError, RingCorruptError
+from hvuio.errors import LocalProtocolError, RingCorruptError
+from hvuio.native import DESC_SIZE, HV_PAGE_SIZE, MAX_LEN8, MONITOR_MAX_ID, PAGE_SIZE, TRAILER_SIZE, Buffer, ffi, lib
 
 if TYPE_CHECKING:
-    from hvuio._native import FFI, Lib
+    from hvuio._native import CData, IntArray, PktDescArray, RingHdrPtr, RingPtr, SegArray
 
-ABI_VERSION = 2
-PAGE_SIZE = mmap.PAGESIZE
-DESC_SIZE = 16
-TRAILER_SIZE = 8
-MAX_LEN8 = 0xFFFF  # len8 is a u16 (spec 3.3)
-
-Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
-"""What the ring and its segments accept (collections.abc.Buffer needs Python 3.12)."""
-
-_MODULES = {"": "hvuio._native", "default": "hvuio._native", "asan": "hvuio._native_asan"}
-
-
-def _load() -> tuple[FFI, Lib, str]:
-    which = os.environ.get("HVUIO_NATIVE", "")
-    name = _MODULES.get(which)
-    if name is None:
-        raise PlatformError(f"HVUIO_NATIVE={which!r} is not one of {sorted(_MODULES)}",
-                            hint="Unset HVUIO_NATIVE, or set it to 'asan' for the sanitizer build.")
-    try:
-        mod = importlib.import_module(name)
-    except ImportError as exc:
-        raise PlatformError(f"the C core {name} is not built or cannot load: {exc}",
-                            hint="Run 'pip install -e .' (needs gcc and python3-dev).") from exc
-    have = int(mod.lib.hvu_abi_version())
-    if have != ABI_VERSION:
-        raise PlatformError(f"the C core {name} has ABI version {have}, this hvuio needs {ABI_VERSION}",
-                            hint="Rebuild it with 'pip install -e .'.")
-    return mod.ffi, mod.lib, name
-
-
-ffi, lib, MODULE_NAME = _load()
+RING_MIN_DATA: Final = int(lib.HVU_RING_MIN_DATA)
+"""Smallest data area a ring may have."""
+_MONITOR_PENDING_OFFSET: Final = int(lib.HVU_MONITOR_PENDING_OFFSET)
 
 COUNTER_NAMES: tuple[str, ...] = tuple(
     ffi.string(lib.hvu_counter_name(i)).decode() for i in range(lib.hvu_counter_count()))
@@ -111,11 +85,12 @@ def _fault_error(reason: int, value: int, data_size: int, max_packet: int, accep
     table: dict[int, tuple[str, str]] = {
         lib.HVU_BAD_WRITE_INDEX: ("write_index", _index_rule(data_size)),
         lib.HVU_BAD_READ_INDEX: ("read_index", _index_rule(data_size)),
-        lib.HVU_BAD_LEN8: ("len8", "len8*8 must be at least 16 and len8*8 + 8 must not exceed the readable bytes"),
-        lib.HVU_BAD_OFFSET8: ("offset8", "offset8*8 must be at least 16 and at most len8*8"),
+        lib.HVU_BAD_LEN8: ("len8", f"len8*8 must be at least {DESC_SIZE} and len8*8 + {TRAILER_SIZE} must not "
+                           "exceed the readable bytes"),
+        lib.HVU_BAD_OFFSET8: ("offset8", f"offset8*8 must be at least {DESC_SIZE} and at most len8*8"),
         lib.HVU_BAD_TYPE: ("type", f"accepted packet types are {accepted}"),
         lib.HVU_BAD_FLAGS: ("flags", "only bit 0 (completion requested) may be set"),
-        lib.HVU_SHORT: ("bytes_to_read", "a packet needs at least 16 + 8 readable bytes"),
+        lib.HVU_SHORT: ("bytes_to_read", f"a packet needs at least {DESC_SIZE} + {TRAILER_SIZE} readable bytes"),
         lib.HVU_TOO_BIG: ("len8*8", f"exceeds the packet buffer of {max_packet} bytes"),
         lib.HVU_BAD_XFER_HDR: ("offset8", "a transfer-page header needs offset8*8 >= 24 within the packet"),
         lib.HVU_BAD_PAGESET_ID: ("xfer_pageset_id", "must be the receive buffer's pageset id"),
@@ -152,12 +127,12 @@ class Ring:
         if rc == -errno.EINVAL:
             raise LocalProtocolError(
                 f"cannot attach a ring of {size} bytes with a {header_size}-byte header at offset {offset}: "
-                "needs an 8-aligned start, a header that is a multiple of 4096 and a data area that is a "
-                "multiple of 8 of at least 64 bytes")
+                f"needs an 8-aligned start, a header that is a multiple of {HV_PAGE_SIZE} and a data area that "
+                f"is a multiple of 8 of at least {RING_MIN_DATA} bytes")
         self.data_size = int(lib.hvu_ring_data_size(self._ring))
         self.max_packet = min(self.data_size, MAX_LEN8 * 8) if max_packet is None else max_packet
-        if not 16 <= self.max_packet <= self.data_size:
-            raise LocalProtocolError(f"max_packet {self.max_packet} must be within [16, {self.data_size}]")
+        if not DESC_SIZE <= self.max_packet <= self.data_size:
+            raise LocalProtocolError(f"max_packet {self.max_packet} must be within [{DESC_SIZE}, {self.data_size}]")
         self._accept = 0
         for t in accept_types:
             if not 0 <= t < 32:
@@ -166,16 +141,16 @@ class Ring:
         lib.hvu_ring_set_accept(self._ring, self._accept)
         self._hdr = ffi.new("struct hvu_ring_hdr *")
         self._sig = ffi.new("int *")
-        self._scratch: Any = None
+        self._scratch: IntArray | None = None
         self._batch_cap = 0
-        self._descs: Any = None
-        self._offsets: Any = None
+        self._descs: PktDescArray | None = None
+        self._offsets: IntArray | None = None
         self._check(rc, "attach")
 
     # ---- plumbing --------------------------------------------------------------------------------
 
     @property
-    def cptr(self) -> Any:
+    def cptr(self) -> RingPtr:
         """The ``struct hvu_ring *`` for C layers (valid while this object lives)."""
         return self._ring
 
@@ -183,19 +158,24 @@ class Ring:
     def direction(self) -> Direction:
         return self._direction
 
+    def corrupt_error(self) -> RingCorruptError:
+        """The error for this ring's sticky fault: which field held which value, breaking which
+        rule. For a caller whose C call on this ring returned -EIO (the data path does)."""
+        fault = ffi.new("struct hvu_fault *")
+        lib.hvu_ring_fault(self._ring, fault)
+        return _fault_error(fault.reason, fault.value, self.data_size, self.max_packet, self._accept)
+
     def _check(self, rc: int, what: str) -> int:
         if rc >= 0:
             return rc
         if rc == -errno.EIO:
-            fault = ffi.new("struct hvu_fault *")
-            lib.hvu_ring_fault(self._ring, fault)
-            raise _fault_error(fault.reason, fault.value, self.data_size, self.max_packet, self._accept)
+            raise self.corrupt_error()
         if rc == -errno.EAGAIN:
             raise BlockingIOError(errno.EAGAIN, f"ring full: {what} needs more than the "
                                   f"{self.bytes_free()} free bytes (the ring is never filled completely)")
         if rc == -errno.EMSGSIZE:
             raise LocalProtocolError(f"{what}: packet can never fit a ring with {self.data_size} data bytes "
-                                     f"(len8 max {MAX_LEN8}, packet + 8-byte trailer must be < data size)")
+                                     f"(len8 max {MAX_LEN8}, packet + {TRAILER_SIZE}-byte trailer must be < data size)")
         if rc == -errno.EPERM:
             raise LocalProtocolError(f"{what} is not allowed on a {self._direction.name} ring")
         raise LocalProtocolError(f"{what} failed with {errno.errorcode.get(-rc, rc)} (invalid argument)")
@@ -213,7 +193,7 @@ class Ring:
 
     # ---- header ------------------------------------------------------------------------------------
 
-    def _header(self) -> Any:
+    def _header(self) -> RingHdrPtr:
         lib.hvu_ring_header(self._ring, self._hdr)
         return self._hdr
 
@@ -260,7 +240,7 @@ class Ring:
     # ---- writer -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _segs(parts: Sequence[Buffer]) -> tuple[Any, list[Any]]:
+    def _segs(parts: Sequence[Buffer]) -> tuple[SegArray, list[CData]]:
         keep = [ffi.from_buffer(p) for p in parts]
         segs = ffi.new("struct hvu_seg[]", max(1, len(keep)))
         for i, cb in enumerate(keep):
@@ -303,19 +283,20 @@ class Ring:
             raise LocalProtocolError(f"max_packets must be >= 1, not {max_packets}")
         if self._scratch is None:
             self._scratch = ffi.new("uint8_t[]", self.data_size)
-        if max_packets > self._batch_cap:
+        if self._descs is None or self._offsets is None or max_packets > self._batch_cap:
             self._descs = ffi.new("struct hvu_pkt_desc[]", max_packets)
             self._offsets = ffi.new("uint32_t[]", max_packets)
             self._batch_cap = max_packets
+        scratch, descs, offsets = self._scratch, self._descs, self._offsets
         self._sig[0] = 0
-        n = self._check(lib.hvu_ring_read_batch(self._ring, self._scratch, self.data_size, self.max_packet,
-                                                self._descs, self._offsets, max_packets, self._sig),
+        n = self._check(lib.hvu_ring_read_batch(self._ring, scratch, self.data_size, self.max_packet,
+                                                descs, offsets, max_packets, self._sig),
                         "read")
-        raw = ffi.buffer(self._scratch)
+        raw = ffi.buffer(scratch)
         packets = []
         for i in range(n):
-            d = self._descs[i]
-            off = int(self._offsets[i])
+            d = descs[i]
+            off = int(offsets[i])
             hlen, plen = d.offset8 * 8, d.len8 * 8
             packets.append(Packet(type=int(d.type), flags=int(d.flags), trans_id=int(d.trans_id),
                                   header=raw[off + DESC_SIZE:off + hlen], payload=raw[off + hlen:off + plen]))
@@ -360,12 +341,13 @@ class MonitorBell:
     """
 
     def __init__(self, page: Buffer, monitor_id: int) -> None:
-        self._page: Any = ffi.from_buffer(page, require_writable=True)
+        self._page: CData | None = ffi.from_buffer(page, require_writable=True)
         self.monitor_id = monitor_id
-        if not 0 <= monitor_id < 128 or 8 + 8 * (monitor_id // 32) + 4 > len(self._page):
+        if (not 0 <= monitor_id < MONITOR_MAX_ID
+                or _MONITOR_PENDING_OFFSET + 8 * (monitor_id // 32) + 4 > len(self._page)):
             self.close()
             raise LocalProtocolError(f"monitor id {monitor_id} has no trigger bit in a "
-                                     f"{len(page)}-byte monitor page (ids 0..127)")
+                                     f"{len(page)}-byte monitor page (ids 0..{MONITOR_MAX_ID - 1})")
 
     def ring(self) -> None:
         if self._page is None:

@@ -1,11 +1,10 @@
-"""One opened simulated NIC as the emulated host serves it: the worker behind SimHost (vsp.py).
+"""One opened simulated NIC as the emulated host serves it: the worker behind SimHost (host.py).
 
-What lives here: `Session` (per open of one NIC: maps of the ring files and of maps 3/4, a
-`HostNvsp`, the attached `Channel`s with their HostRingReader/HostRingWriter and in-order backlog,
-and the worker thread's loop: signals, monitor bits, drain, deliver, tick, flush, kernel calls),
-`MonitorPage` (the shared monitor page with an atomic bit clear) and `VspCounters`.
-The behaviour and the locking rules are described in vsp.py's docstring; SimHost is the only
-user of this module and its public API is there.
+What lives here: `Session` (per open of one NIC: maps 3/4, a `HostNvsp`, the attached `Channel`s
+(memory.py: ring mapping, HostRingReader/HostRingWriter, in-order backlog), and the worker
+thread's loop: signals, monitor bits, drain, deliver, tick, flush, kernel calls, subchannels) and
+`VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
+is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
 (HostNetwork) hands the primary channel's data path to the C pump of fastpath.py (HVUIO_SIM_FASTPATH=0
@@ -19,15 +18,14 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
-What must not live here: protocol rules (host_nvsp.py / host_rndis.py), ring layout rules
-(ring.py), kernel semantics (kernel.py), anything spanning several devices (vsp.py).
+What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
+shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
+several devices (host.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import mmap
 import os
 import select
 import threading
@@ -35,30 +33,25 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hvuio.errors import HvuioError, LocalProtocolError, RingCorruptError
-from hvuio.sim import fastpath
-from hvuio.sim import host_wire as wire
-from hvuio.sim.host_nvsp import GuestPacket, HostNvsp, HostPacket, Step
-from hvuio.sim.host_profile import HostProfile
-from hvuio.sim.host_rndis import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
-                                  SubchannelsOffered)
-from hvuio.sim.ring import HostRingReader, HostRingWriter
-from hvuio.sim.tree import SimDevice
+from hvuio.sim.host import wire
+from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
+                                   SubchannelsOffered)
+from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
+from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.kernel.tree import SimDevice
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.memory import PAGE_SIZE, Channel, full_barrier, map_file
 
 if TYPE_CHECKING:
-    from hvuio.sim.vsp import SimHost
+    from hvuio.sim.vsp.host import SimHost
 
 log = logging.getLogger("hvuio.sim.vsp")
 
-PAGE_SIZE = mmap.PAGESIZE
-HV_PAGE = 4096
-MONITOR_PENDING = 8  # trigger_group[g].pending at 8 + 8 * g (spec §3.12 table)
-MONITOR_LATENCY = 576  # latency[4][32], u16 in 100 ns units (spec §3.12 table)
-MONITOR_IDS = 128  # only ids 0..127 are representable (spec §3.12)
 DEFAULT_MONITOR_LATENCY = (0.0001, 0.0005, 0.001)  # floor, default, ceiling in seconds
 TICK_INTERVAL = 0.05  # HostNvsp.tick period: link flap delays and keep-alives are seconds long
 READ_BATCH = 64  # packets per drain pass before re-checking (STYLE §13: a batch per wake-up)
@@ -66,13 +59,6 @@ NET_BATCH = 64  # frames read from the network per wake-up (net.DEFAULT_BATCH)
 INBOX_LIMIT = 4096  # frames queued for one NIC's worker before we count drops
 IDLE_AFTER = 0.1  # seconds without guest signals or frames before the monitor poll slows to its ceiling
 REJECTIONS_KEPT = 20  # last rejection reasons shown by status()
-
-# FUTEX_WAKE_OP with FUTEX_OP_ANDN | FUTEX_OP_OPARG_SHIFT: the kernel applies `*uaddr2 &= ~(1 << bit)`
-# atomically (man 2 futex), the only atomic read-modify-write on shared memory Python can reach.
-_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
-_FUTEX_WAKE_OP = 5
-_FUTEX_OP_ANDN = 3
-_FUTEX_OP_OPARG_SHIFT = 8
 
 
 @dataclass(slots=True)
@@ -106,100 +92,6 @@ class VspCounters:
     fastpath_completions_unknown: int = 0  # guest completions of no outstanding pump transfer
 
 
-class MonitorPage:
-    """The shared monitor page (map 2), mapped once; trigger bits are cleared atomically."""
-
-    def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            self.mm = mmap.mmap(fd, HV_PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
-        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self.mm)
-        self._base = ctypes.addressof(self._anchor)
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.syscall.restype = ctypes.c_long
-        self.atomic = _SYS_FUTEX is not None
-        self.lock = threading.Lock()  # serialises our own read-modify-writes (non-atomic fallback)
-
-    def take(self, monitor_id: int) -> bool:
-        """True (and the bit cleared) if the guest set monitor_id's trigger bit."""
-        if not 0 <= monitor_id < MONITOR_IDS:
-            return False
-        off = MONITOR_PENDING + 8 * (monitor_id // 32)
-        bit = monitor_id % 32
-        word = int.from_bytes(self.mm[off:off + 4], "little")
-        if not word >> bit & 1:
-            return False
-        with self.lock:
-            if self.atomic and self._andn(off, bit):
-                return True
-            # Fallback without futex: re-read and store at once; a bit the guest ORs into the same
-            # word between the two is lost (documented race, spec §3.12 asks for atomics).
-            word = int.from_bytes(self.mm[off:off + 4], "little")
-            self.mm[off:off + 4] = (word & ~(1 << bit)).to_bytes(4, "little")
-        return True
-
-    def _andn(self, off: int, bit: int) -> bool:
-        addr = ctypes.c_void_p(self._base + off)
-        op = ((_FUTEX_OP_ANDN | _FUTEX_OP_OPARG_SHIFT) << 28) | (bit << 12)
-        rc = self._libc.syscall(_SYS_FUTEX, addr, _FUTEX_WAKE_OP, 0, ctypes.c_void_p(0), addr, op)
-        if rc < 0:
-            log.warning("futex(FUTEX_WAKE_OP) failed (errno %d); clearing monitor bits non-atomically",
-                        ctypes.get_errno())
-            self.atomic = False
-            return False
-        return True
-
-    def latency(self, monitor_id: int) -> float | None:
-        """The guest's latency[id] in seconds (DPDK writes µs x 10), or None when unset."""
-        if not 0 <= monitor_id < MONITOR_IDS:
-            return None
-        off = MONITOR_LATENCY + 2 * monitor_id
-        value = int.from_bytes(self.mm[off:off + 2], "little")
-        return value * 1e-7 if value else None
-
-    def close(self) -> None:
-        self._anchor = None
-        try:
-            self.mm.close()
-        except BufferError:  # pragma: no cover - a ctypes view still alive; the GC unmaps it
-            pass
-
-
-def _map_file(path: Path, length: int) -> mmap.mmap:
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        if size < length:
-            raise LocalProtocolError(f"sim backing file {path} has {size} bytes, expected at least {length}")
-        return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-
-
-@dataclass(eq=False)
-class Channel:
-    """One attached channel: its ring mapping, reader/writer and the packets waiting for space."""
-
-    index: int  # HostNvsp channel number: 0 = primary, n = subchannel n
-    relid: int
-    monitor_id: int | None
-    mm: mmap.mmap
-    view: memoryview
-    reader: HostRingReader
-    writer: HostRingWriter
-    backlog: deque[bytes] = field(default_factory=deque)
-
-    def close(self) -> None:
-        del self.reader, self.writer  # drop the ring views before unmapping
-        try:
-            self.view.release()
-            self.mm.close()
-        except BufferError:  # pragma: no cover - a view escaped; the GC unmaps it
-            pass
-
-
 class Session:
     """One open of one NIC: HostNvsp + channels + the worker thread (see module docstring)."""
 
@@ -227,8 +119,8 @@ class Session:
             kind, _, handle = name.partition(":")
             if kind in ("recv", "send") and handle.isdigit():
                 gpadls[int(handle)] = size
-        self.recv_mm = _map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
-        self.send_mm = _map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
+        self.recv_mm = map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
+        self.send_mm = map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
         self.nvsp = HostNvsp(profile, gpadls=gpadls, read_send_buffer=self._read_send,
                              write_recv_buffer=self._write_recv)
         self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
@@ -254,11 +146,7 @@ class Session:
         self.recv_mm[offset:offset + len(data)] = data
 
     def _attach(self, index: int, relid: int, monitor_id: int | None, path: Path, ring_size: int) -> None:
-        mm = _map_file(path, 2 * ring_size)
-        view = memoryview(mm)
-        reader = HostRingReader(view, offset=0, size=ring_size, header_size=PAGE_SIZE)
-        writer = HostRingWriter(view, offset=ring_size, size=ring_size, header_size=PAGE_SIZE)
-        chan = Channel(index, relid, monitor_id, mm, view, reader, writer)
+        chan = Channel.attach(index, relid, monitor_id, path, ring_size)
         chan.backlog.extend(self.unattached.pop(index, ()))
         self.channels[index] = chan
 
@@ -422,7 +310,7 @@ class Session:
                     if self.fault is not None:
                         break
                 if not packets:
-                    _full_barrier()  # the unmask store must be visible before the re-check load
+                    full_barrier()  # the unmask store must be visible before the re-check load
                     if chan.reader.bytes_to_read() == 0:
                         break
         except RingCorruptError as exc:
@@ -698,17 +586,6 @@ class Session:
                 if self.kernel.signal_guest(self.dev, self.channels[index].relid):
                     self.counters.signals_to_guest += 1
         # pending ones: their ring files appear ring_delay later; the next pass looks again
-
-
-_BARRIER = threading.Lock()
-
-
-def _full_barrier() -> None:
-    """A full memory barrier from Python: a mutex acquire/release is a locked instruction on x86
-    and a barrier pair elsewhere. Needed where a store (interrupt_mask = 0) is followed by a load of
-    the guest's index, the store-load order of spec §3.10 (the Dekker pattern)."""
-    _BARRIER.acquire()
-    _BARRIER.release()
 
 
 def _flow_hash(frame: bytes) -> int:

@@ -1,10 +1,10 @@
-"""The emulated host's RNDIS device, plus the event and rejection records both host layers emit.
+"""The emulated host's RNDIS device, sans-IO.
 
 What lives here: `HostRndis`, which takes one guest RNDIS control message (bytes already read out
-of the send buffer by host_nvsp.py) and returns the RNDIS messages the host answers with, and
+of the send buffer by nvsp.py) and returns the RNDIS messages the host answers with, and
 which parses guest data messages into Ethernet frames; host-initiated messages (media
-indications, optional keep-alives) from `set_link` / `tick`; the frozen event dataclasses and
-`Rejection` records (logged under "hvuio.sim.host").
+indications, optional keep-alives) from `set_link` / `tick`; `OffloadState`, the offloads the
+guest enabled. The events and `Rejection` records it returns are events.py's.
 
 Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, the host side;
 [RF] = torvalds/linux drivers/net/hyperv/rndis_filter.c, the guest side). Per case:
@@ -15,150 +15,27 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
   (`validate_ndis_object_header`); too short a value: RNDIS_STATUS_FAILURE [OV] (access error).
 * HALT: no reply [OV]; we additionally stop answering afterwards.
 * OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
-  capabilities; `OffloadState` is what the data path (host_offload.py, the C pump) applies.
+  capabilities; `OffloadState` is what the data path (offload.py, the C pump) applies.
 * strict only (not enforced by [OV]): QUERY/SET before INITIALIZE → ADAPTER_NOT_READY; a bad RNDIS
   major version → INITIALIZE completion with BAD_VERSION; info buffer outside the message →
   INVALID_DATA (OpenVMM ignores the offset and reads right after the header).
 
-What must not live here: NVSP, sections, transaction ids, I/O, clocks (time comes via `tick`).
+What must not live here: NVSP, sections, transaction ids (nvsp.py, receive.py), the event and
+rejection records (events.py), I/O, clocks (time comes via `tick`).
 """
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from hvuio.sim import host_offload as ho
-from hvuio.sim import host_profile as hp
-from hvuio.sim import host_wire as w
-
-LOG = logging.getLogger("hvuio.sim.host")
-
-Action = Literal["fault", "failure-status", "ignored", "dropped", "substituted", "logged", "answered"]
-
-
-# --- records and events --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Something the guest sent that a real host would not accept as is, and what the host did."""
-
-    reason: str
-    message_type: int
-    field: str
-    value: int
-    action: Action = "ignored"
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelFault:
-    """The host stopped servicing the channel, as OpenVMM's worker does on a protocol error."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class NvspNegotiated:
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiveBufferConnected:
-    gpadl: int
-    section_size: int
-    section_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendBufferConnected:
-    gpadl: int
-    section_size: int
-    section_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class BufferRevoked:
-    """The guest revoked a buffer; like [OV] the host stops processing the channel afterwards."""
-
-    which: Literal["receive", "send"]
-
-
-@dataclass(frozen=True, slots=True)
-class SubchannelsOffered:
-    """The emulator must now create `count` subchannels (relids, rings) for this device."""
-
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class FrameFromGuest:
-    frame: bytes
-    channel: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RndisInitialized:
-    max_transfer_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class RndisHalted:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PacketFilterSet:
-    value: int
-
-
-@dataclass(frozen=True, slots=True)
-class LinkIndicated:
-    up: bool
-
-
-@dataclass(frozen=True, slots=True)
-class KeepaliveMissed:
-    request_id: int
-
-
-HostEvent = (
-    Rejection | ChannelFault | NvspNegotiated | ReceiveBufferConnected | SendBufferConnected
-    | BufferRevoked | SubchannelsOffered | FrameFromGuest | RndisInitialized | RndisHalted
-    | PacketFilterSet | LinkIndicated | KeepaliveMissed
-)
-
-
-class HostFault(Exception):
-    """Raised inside the host layers when the real host would stop the channel."""
-
-    def __init__(self, rejection: Rejection) -> None:
-        super().__init__(rejection.reason)
-        self.rejection = rejection
-
-
-class RejectionLog:
-    """Keeps every Rejection for tests and logs it once under "hvuio.sim.host"."""
-
-    def __init__(self) -> None:
-        self.records: list[Rejection] = []
-
-    def add(self, rej: Rejection, *, quiet: bool = False) -> Rejection:
-        """Record `rej`; `quiet` logs at DEBUG (used for the flood after a channel has stopped)."""
-        self.records.append(rej)
-        (LOG.debug if quiet else LOG.warning)(
-            "host rejected message type %#x: %s (%s = %#x) -> %s",
-            rej.message_type, rej.reason, rej.field, rej.value, rej.action,
-        )
-        return rej
-
-
-def fault(reason: str, message_type: int, field: str, value: int) -> HostFault:
-    return HostFault(Rejection(reason, message_type, field, value, "fault"))
-
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as w
+from hvuio.sim.host.events import (HostEvent, KeepaliveMissed, LinkIndicated, PacketFilterSet, Rejection,
+                                   RejectionLog, RndisHalted, RndisInitialized, fault)
 
 # --- the RNDIS device ----------------------------------------------------------------------------
 
@@ -170,7 +47,7 @@ DRIVER_VERSION = 0x0100  # [OV] u16 "1.0"
 
 OFFLOAD_FIELDS = ("ip4", "tcp4", "udp4", "tcp6", "udp6")  # ndis_offload_params bytes 4..8
 
-Reply = tuple[list[bytes], list["HostEvent"]]
+Reply = tuple[list[bytes], list[HostEvent]]
 
 
 @dataclass(slots=True)
@@ -200,7 +77,7 @@ class OffloadState:
                            hp.LSO_MAX_OFFLOAD)
 
     def pump_bits(self) -> tuple[int, int]:
-        """(off_tx, off_rx) for the C pump: host_offload.OFF_* of what is enabled now."""
+        """(off_tx, off_rx) for the C pump: offload.OFF_* of what is enabled now."""
         tx = sum(bit for name, bit in ho.OFF_CSUM_BITS.items() if self.tx[name])
         tx |= (ho.OFF_LSO4 if self.lso4 else 0) | (ho.OFF_LSO6 if self.lso6 else 0)
         rx = sum(bit for name, bit in ho.OFF_CSUM_BITS.items() if self.rx_marks().get(name))
@@ -542,7 +419,7 @@ class HostRndis:
 
     @staticmethod
     def parse_data_info(msg: bytes) -> tuple[bytes, ho.TxInfo]:
-        """The frame and its checksum/LSO requests (host_offload.parse_tx_ppis rules)."""
+        """The frame and its checksum/LSO requests (offload.parse_tx_ppis rules)."""
         mlen = len(msg)
         if mlen < w.RNDIS_PACKET_MSG_SIZE:
             raise w.HostWireError("len", mlen, f"RNDIS packet message needs {w.RNDIS_PACKET_MSG_SIZE} bytes")

@@ -10,7 +10,8 @@ write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_prob
 read by the kernel: every line written is one write(), none is lost to a later one, and reading
 them is pointless as on a real kernel.
 
-Only layout here: which writes mean what is `kernel.py`; opening maps/sockets is `platform.py`.
+Only layout here: which writes mean what is `bus.py` (and `uio.py` for uio_hv_generic); opening
+maps/sockets is `shm.py`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.safefs import make_dirs
-from hvuio.sim.platform import MARKER, map_backing, state_dir
-from hvuio.sim.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
+from hvuio.sim.kernel.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
+from hvuio.sim.kernel.shm import MARKER, map_backing, state_dir
 
 WRITE_ONLY: Final = ("new_id", "remove_id", "bind", "unbind")
 UIO_MAJOR: Final = 240
@@ -67,7 +68,7 @@ class SimDevice:
     event: int = 0  # last uio event count written to sysfs (the live count is irq.event)
     state: int = 0
     rescinded: bool = False
-    irq: Any = None  # the kernel's fastpath.GuestIrq: event count + open /dev/uioN sockets
+    irq: Any = None  # the kernel's uio.GuestIrq: event count + open /dev/uioN sockets
 
     @property
     def is_nic(self) -> bool:

@@ -13,7 +13,7 @@ NAME is an instance GUID or an interface name. A failure is {"ok": false, "error
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
 socket (mode 0600).
 
-What must not live here: host behaviour (vsp.py), click (hvuio/cli_sim.py).
+What must not live here: host behaviour (host.py), click (hvuio/cli/sim.py).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.errors import HvuioError, UsageError
-from hvuio.sim.host_profile import HostProfile
-from hvuio.sim.kernel import SimKernel
+from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.kernel.bus import SimKernel
+from hvuio.sim.kernel.shm import seqpacket_connect, seqpacket_listen, state_dir
 from hvuio.sim.net import FrameNetwork
-from hvuio.sim.platform import seqpacket_connect, seqpacket_listen, state_dir
-from hvuio.sim.vsp import SimHost
+from hvuio.sim.vsp.host import SimHost
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
         sock = seqpacket_connect(path)
     except OSError as exc:
         raise UsageError(f"no emulated host answers at {path}: {exc.strerror}",
-                         "Start it with 'hvuio sim start --sysroot DIR' (the host runs unless --no-host).") from None
+                         "Start it with 'hvuio --sysroot DIR sim start' (the host runs unless --no-host).") from None
     with sock:
         sock.settimeout(timeout)
         try:

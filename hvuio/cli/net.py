@@ -1,0 +1,101 @@
+"""`hvuio up` and `hvuio status`: bring a synthetic NIC up, print what was negotiated, run it,
+tear it down; show the counters of running instances.
+
+What lives here: the two click commands (added to the group by hvuio/cli/__init__.py) and the
+lines they print: `up` turns the events of hvuio.up.run_up into text or `--json` lines, `status`
+prints the records hvuio.status.read_status returns (text blocks from hvuio/cli/render.py).
+The work is hvuio/up.py's and hvuio/engine.py's; the C core and pyroute2 are imported only when
+`up` runs, so `hvuio --help` stays cheap.
+
+What must not live here: the bring-up and its status file (hvuio/up.py, hvuio/status.py),
+protocol or ring logic, sysfs parsing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from hvuio.cli.app import App, pass_app
+from hvuio.cli.render import render_counters, render_info
+from hvuio.status import read_status
+from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
+                      run_up)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Counters of every running 'hvuio up' (from their status files)."""
+    records = read_status(app.sysroot)
+    if as_json:
+        click.echo(json.dumps(records, sort_keys=True))
+        return
+    if not records:
+        click.echo("No running 'hvuio up'.")
+        return
+    for rec in records:
+        tap = f", tap {rec['tap']}" if rec.get("tap") else ""
+        click.echo(f"{rec['device']} (pid {rec['pid']}{tap})")
+        try:
+            if rec.get("nic"):
+                click.echo(render_info(rec["nic"]))
+            click.echo(render_counters(rec.get("counters", {})))
+        except (KeyError, TypeError, ValueError, AttributeError):  # a file someone else wrote
+            click.echo("  (status record is incomplete or malformed)")
+
+
+@click.command()
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True, help="Print the negotiated parameters (and counters) as JSON.")
+@click.option("--netns", metavar="NS", help="Move the tap into this existing network namespace.")
+@click.option("--ifname", metavar="NAME", help="Name of the tap (default: a random 'hvu-…' name).")
+@click.option("--no-datapath", is_flag=True, help="Bring the NIC up and serve control traffic only (no tap).")
+@click.option("--once", is_flag=True, help="Bring up, print, tear down and exit.")
+@click.option("--mtu", type=click.IntRange(68, 65521), default=1500, show_default=True,
+              help="MTU announced to the host in NDIS config.")
+@click.option("--max-nvsp", type=click.Choice(NVSP_CHOICES), default=None,
+              help="Offer NVSP versions up to this one only (debugging, host compatibility).")
+@click.option("--busy-poll", "busy_poll_us", type=click.IntRange(0, 1_000_000), default=BUSY_POLL_DEFAULT_US,
+              show_default=True, metavar="USEC",
+              help="After traffic, keep polling this many microseconds before sleeping (0: sleep at once).")
+@click.option("--offload/--no-offload", default=True, show_default=True,
+              help="Negotiate checksum, LSO and RSC offloads with the host and the tap.")
+@click.option("--tx-aggregation/--no-tx-aggregation", default=True, show_default=True,
+              help="Let frames read together share one send section, within the host's RNDIS limits.")
+@pass_app
+def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
+       once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
+       tx_aggregation: bool) -> None:
+    """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
+    options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
+                        mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
+                        tx_aggregation=tx_aggregation)
+
+    def echo(event: UpEvent) -> None:
+        if as_json:
+            line = event.json_line()
+            if line is not None:
+                click.echo(line)
+            return
+        for text in _up_text(event, once):
+            click.echo(text)
+
+    run_up(app.sysroot, options, on_event=echo)
+
+
+def _up_text(event: UpEvent, once: bool) -> list[str]:
+    """The lines `up` prints for one event without --json."""
+    if isinstance(event, Ready):
+        return [render_info(event.nic)]
+    if isinstance(event, Serving):
+        return ["Serving control traffic; Ctrl-C to stop."]
+    if isinstance(event, DatapathRunning):
+        where = " in " + event.netns if event.netns else ""
+        return [f"Data path running on tap {event.tap}{where}; Ctrl-C to stop."]
+    lines = [f"Down{' (signal ' + str(event.signal) + ')' if event.signal else ''}."]
+    if not once:
+        lines.append(render_counters(event.counters))
+    return lines

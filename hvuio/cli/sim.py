@@ -1,0 +1,144 @@
+"""`hvuio sim`: run the emulated guest kernel (VMBus + uio_hv_generic) under a sysroot.
+
+`hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree and runs the kernel
+emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
+--pcap-in / --wire for the network behind it) daemonised (it holds a lock on
+`DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
+with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
+the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
+sysroot is created with mode 0700, and an existing one must be a directory that only root or the
+caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
+the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
+refuse `/`. `hvuio sim status|link|rescind` talk to the running host through its control socket
+(hvuio.sim.vsp.control).
+
+What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
+checks and the lines it prints. Thin: starting, running and stopping the daemon is
+hvuio/sim/daemon.py's; the emulation itself is hvuio.sim.kernel and hvuio.sim.vsp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from hvuio.cli.app import App, pass_app
+from hvuio.errors import UsageError
+from hvuio.safefs import check_dir
+
+
+def _root(app: App) -> Path:
+    """The emulator's sysroot as given (never resolved: a symlinked sysroot is refused, not
+    followed), checked like sshd's StrictModes when it exists (hvuio.safefs)."""
+    root = Path(os.path.abspath(app.sysroot))
+    if root == Path("/"):
+        raise UsageError("the emulator needs its own --sysroot directory, not /",
+                         "Pass e.g. --sysroot /run/hvsim (it is created, mode 0700, if missing).")
+    if os.path.lexists(root):
+        check_dir(root)
+    return root
+
+
+@click.group()
+def sim() -> None:
+    """Run the emulated Hyper-V guest kernel (sysfs tree, /dev/uioN) under a sysroot."""
+
+
+@sim.command("start")
+@click.option("--kernel", default="6.17", show_default=True, help="Kernel profile to emulate.")
+@click.option("--nics", type=click.IntRange(0, 64), default=1, show_default=True)
+@click.option("--foreground", is_flag=True, help="Run in this process until interrupted.")
+@click.option("--no-host", is_flag=True, help="Kernel only: no emulated Hyper-V host (VSP) answers the NICs.")
+@click.option("--pcap-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the frames the guest sends to this pcap file.")
+@click.option("--pcap-in", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Deliver the frames of this pcap file to the guest once its packet filter is set.")
+@click.option("--wire", is_flag=True,
+              help="Connect the host to a tap with 198.18.0.1/24 in a new network namespace (root).")
+@pass_app
+def sim_start(app: App, kernel: str, nics: int, foreground: bool, no_host: bool,
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> None:
+    """Build the tree and start the emulated kernel and host."""
+    if wire and (pcap_out is not None or pcap_in is not None):
+        raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
+    from hvuio.sim import daemon
+    from hvuio.sim.kernel.profiles import PROFILES
+
+    host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire)
+    if kernel not in PROFILES:
+        raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
+    root = _root(app)
+    daemon.prepare_sysroot(root)
+    if foreground:
+        daemon.run(root, kernel, nics, host=host)
+        return
+    pid = daemon.start_daemon(root, kernel, nics, host=host)
+    click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
+
+
+@sim.command("stop")
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+@pass_app
+def sim_stop(app: App, timeout: float) -> None:
+    """Stop the emulated kernel started with 'sim start'; its tree is removed.
+
+    Only the daemon that holds the sysroot's pid-file lock is signalled (never a pid read from a
+    file); when that daemon died, what it left (the tree, its network namespace) is removed."""
+    from hvuio.sim.daemon import DaemonGone, remove_leftovers, stop_daemon
+
+    root = _root(app)
+    try:
+        pid = stop_daemon(root, timeout)
+    except DaemonGone as gone:
+        removed = remove_leftovers(root)
+        if not removed:
+            raise UsageError(f"no sim kernel runs under {root}",
+                             "Start one with 'hvuio --sysroot DIR sim start'.") from None
+        click.echo(f"sim kernel under {root} had died ({gone}); removed what it left: {', '.join(removed)}")
+        return
+    click.echo(f"sim kernel (pid {pid}) stopped; tree under {root} removed")
+
+
+@sim.command("link")
+@click.argument("device")
+@click.argument("state", type=click.Choice(["up", "down"]))
+@pass_app
+def sim_link(app: App, device: str, state: str) -> None:
+    """Scripted link change of a simulated NIC (GUID or interface name): an RNDIS indication."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "link", "device": device, "up": state == "up"})
+    click.echo(f"{device}: link {state}")
+
+
+@sim.command("rescind")
+@click.argument("device")
+@pass_app
+def sim_rescind(app: App, device: str) -> None:
+    """Host rescind of a simulated NIC: the guest sees EIO/EOF, the device disappears."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "rescind", "device": device})
+    click.echo(f"{device}: rescinded")
+
+
+@sim.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
+@pass_app
+def sim_status(app: App, as_json: bool) -> None:
+    """Per-NIC view of the emulated host: open, link, NVSP state, counters, fault."""
+    from hvuio.sim.vsp.control import request
+
+    devices = request(_root(app), {"cmd": "status"})["devices"]
+    if as_json:
+        click.echo(json.dumps(devices, indent=1, sort_keys=True))
+        return
+    for guid, d in devices.items():
+        state = d.get("nvsp_state", "closed") if d["open"] else "closed"
+        click.echo(f"{d['ifname'] or guid} {guid} {d['uio'] or '-'} {state} link {'up' if d['link_up'] else 'down'}"
+                   + (f" FAULT: {d['fault']}" if d["fault"] else ""))
+        counters = d["counters"]
+        click.echo("  " + " ".join(f"{k}={v}" for k, v in counters.items() if v))

@@ -1,0 +1,201 @@
+"""The emulated host's receive path, sans-IO: host -> guest messages through the receive buffer.
+
+What lives here: `ReceiveBuffer`, the guest's receive buffer (map 3) as the host hands it out
+once the guest connected it: sections split into a few reserved for RNDIS control replies and
+the rest for data (`HostProfile.control_sections`), one transfer-page packet per batch of
+sections (one range per message, completion requested: the guest must complete every such
+packet, which frees its sections), the host transaction ids of those packets, and the control
+replies queued while no section is free. `deliver` turns network frames into RNDIS packet
+messages first: a plain frame is one message; a TCP GSO frame becomes vRSC fragments of one
+coalesced frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
+gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
+rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given.
+`RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
+(spec §4, §5.14). Memory is reached only through the writer the emulator passes in.
+
+What must not live here: NVSP set-up and state (when a frame may be delivered at all, what the
+guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from hvuio.errors import LocalProtocolError
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as w
+from hvuio.sim.host.rndis import OffloadState
+from hvuio.sim.host.wire import HostPacket
+
+WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
+
+VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; transfer ids stay below
+
+# Deliberate host-side corruption of a receive, for the guest's spec §4 checks (spec §5.14):
+# pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
+# msg_len larger than the range, a data offset outside the message, an NVSP type other than 107.
+RxFault = Literal["pageset", "range_past_buffer", "range_over_section", "zero_length", "rndis_len",
+                  "data_offset", "nvsp_type"]
+
+
+class ReceiveBuffer:
+    """The receive buffer's sections, transfer-page packets and their completions (see the
+    module docstring). Empty until `connect`. Not thread-safe; owned by one HostNvsp."""
+
+    def __init__(self, write_recv_buffer: WriteRecvBuffer, counters: dict[str, int]) -> None:
+        self._write_recv = write_recv_buffer
+        self._counters = counters  # the HostNvsp's: rx_* drops and deliveries, control_queued
+        self.layout: tuple[int, int, int, int] | None = None  # gpadl, pageset id, section size, count
+        self.free_data: deque[int] = deque()
+        self.free_control: deque[int] = deque()
+        self._control_ids: frozenset[int] = frozenset()
+        self._outstanding: dict[int, tuple[int, ...]] = {}  # host trans_id -> receive section indexes
+        self._pending_control: deque[bytes] = deque()
+        self._next_tid = 1
+
+    def connect(self, gpadl: int, pageset: int, section: int, count: int, control_sections: int) -> None:
+        """The guest's receive buffer: `count` sections of `section` bytes, answered as `pageset`."""
+        self.layout = (gpadl, pageset, section, count)
+        reserve = min(control_sections, count // 2)
+        self._control_ids = frozenset(range(reserve))
+        self.free_control = deque(range(reserve))
+        self.free_data = deque(range(reserve, count))
+
+    @property
+    def outstanding(self) -> int:
+        """Receive sections the guest has not completed yet."""
+        return sum(len(v) for v in self._outstanding.values())
+
+    # -- host -> guest ---------------------------------------------------------------------------
+
+    def deliver(self, frames: Sequence[bytes], channel: int, mtu: int, offload: OffloadState, pad: int,
+                inject: RxFault | None) -> HostPacket | None:
+        """Frames as one transfer-page packet, one range per RNDIS message (as [OV] batches them);
+        None when no frame could be sent (each drop counted)."""
+        batch: list[tuple[int, bytes]] = []
+        for frame in frames:
+            units = self._rx_units(frame, mtu, offload)
+            for msgs in units:
+                if not msgs:
+                    continue  # counted by _rx_units
+                if len(batch) + len(msgs) > w.MAX_XFER_RANGES:
+                    self._counters["rx_dropped_no_section"] += 1
+                elif len(self.free_data) < len(msgs):
+                    self._counters["rx_dropped_no_section"] += 1
+                else:
+                    batch.extend((self.free_data.popleft(), m) for m in msgs)
+        if not batch:
+            return None
+        pkt = self._send_in_sections(batch, w.CHANNEL_TYPE_DATA, channel, pad, inject)
+        self._counters["rx_delivered"] += len(batch)
+        return pkt
+
+    def _rx_units(self, frame: bytes, mtu: int, offload: OffloadState) -> list[list[bytes]]:
+        """RNDIS messages for one network frame, grouped by what must be delivered together:
+        a plain frame is one message; a TCP GSO frame from the network becomes vRSC fragments of one
+        coalesced frame (guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
+        gets its checksum. Receive checksum info is marked when the guest enabled it."""
+        assert self.layout is not None
+        section = self.layout[2]
+        marks = offload.rx_marks()
+        vnet = frame.vnet if isinstance(frame, ho.GsoFrame) else None
+        frames = [frame]
+        try:
+            if vnet is not None and vnet.gso_type & ~ho.GSO_ECN in (ho.GSO_TCPV4, ho.GSO_TCPV6):
+                self._counters["rx_gso"] += 1
+                v6 = vnet.gso_type & ~ho.GSO_ECN == ho.GSO_TCPV6
+                if offload.rsc6 if v6 else offload.rsc4:
+                    whole = ho.fixup_rsc(frame)
+                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks))
+                    self._counters["rx_rsc_fragments"] += len(frags)
+                    return [frags]
+                frames = ho.segment_tcp(frame, vnet)
+            elif vnet is not None and vnet.flags & ho.VNET_F_NEEDS_CSUM:
+                frames = [ho.complete_csum(frame, vnet)]
+        except w.HostWireError:
+            self._counters["rx_dropped_bad_gso"] += 1
+            return []
+        units: list[list[bytes]] = []
+        for f in frames:
+            flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
+            msg = w.rndis_packet(f) if flags is None else ho.rndis_packet_ppi(
+                f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags)))
+            if not hp.ETH_HEADER_LEN <= len(f) <= mtu or len(msg) > section:
+                self._counters["rx_dropped_too_big"] += 1
+                units.append([])
+            else:
+                units.append([msg])
+        return units
+
+    def send_control(self, msg: bytes, pad: int) -> HostPacket | None:
+        """An RNDIS control message in a control section (a data section when none is free), or
+        queued until a completion frees one (None)."""
+        pool = self.free_control or self.free_data
+        if not pool:
+            self._pending_control.append(msg)
+            self._counters["control_queued"] += 1
+            return None
+        return self._send_in_sections([(pool.popleft(), msg)], w.CHANNEL_TYPE_CONTROL, 0, pad, None)
+
+    def _send_in_sections(
+        self, batch: list[tuple[int, bytes]], chan_type: int, channel: int, pad: int, inject: RxFault | None,
+    ) -> HostPacket:
+        assert self.layout is not None
+        _, pageset, section, count = self.layout
+        ranges: list[tuple[int, int]] = []
+        for index, msg in batch:
+            if len(msg) > section:
+                raise LocalProtocolError(f"host message of {len(msg)} bytes does not fit a {section}-byte section")
+            offset = index * section
+            if inject == "rndis_len":
+                msg = msg[:4] + struct.pack("<I", len(msg) + 100) + msg[8:]
+            elif inject == "data_offset":
+                msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
+            self._write_recv(offset, msg)
+            ranges.append((len(msg), offset))
+        tid = self._next_tid
+        while tid in self._outstanding or tid == 0:
+            tid = (tid + 1) % VF_ASSOCIATION_TID
+        self._next_tid = (tid + 1) % VF_ASSOCIATION_TID
+        self._outstanding[tid] = tuple(index for index, _ in batch)
+        nvsp_type = w.NVSP_SEND_RNDIS_PKT
+        if inject == "pageset":
+            pageset ^= 0x0101
+        elif inject == "range_past_buffer":
+            ranges[0] = (ranges[0][0], count * section)
+        elif inject == "range_over_section":
+            ranges[0] = (section + 8, ranges[0][1])
+        elif inject == "zero_length":
+            ranges[0] = (0, ranges[0][1])
+        elif inject == "nvsp_type":
+            nvsp_type = w.NVSP_SEND_RNDIS_PKT_COMPLETE
+        payload = w.nvsp(nvsp_type, chan_type, w.NO_SEND_SECTION, 0, pad_to=pad)
+        # Completion requested: the guest must complete every transfer-page packet, which frees the
+        # sections ([NVSC] enq_receive_complete; DPDK hn_nvs_ack_rxbuf). Linux ignores the flag itself.
+        return HostPacket(channel, w.PKT_XFER_PAGES, w.FLAG_COMPLETION_REQUESTED, tid, payload,
+                          pageset, tuple(ranges))
+
+    # -- guest -> host ---------------------------------------------------------------------------
+
+    def complete(self, trans_id: int) -> bool:
+        """The guest completed transfer `trans_id`: its sections are free again. False when no
+        such transfer is outstanding (unknown or repeated id)."""
+        indexes = self._outstanding.pop(trans_id, None)
+        if indexes is None:
+            return False
+        for index in indexes:
+            (self.free_control if index in self._control_ids else self.free_data).append(index)
+        return True
+
+    def send_pending(self, pad: int) -> list[HostPacket]:
+        """Queued control messages, in order, into the sections free now."""
+        packets: list[HostPacket] = []
+        while self._pending_control and (self.free_control or self.free_data):
+            pkt = self.send_control(self._pending_control.popleft(), pad)
+            if pkt is not None:
+                packets.append(pkt)
+        return packets

@@ -1,0 +1,146 @@
+"""The emulated host's send path, sans-IO: guest -> host RNDIS messages out of the send buffer.
+
+What lives here: `SendBuffer`, the guest's send buffer (map 4) once the guest connected it, and
+what the host does with the bytes of one NVSP RNDIS send: `read` takes them from a send-buffer
+section (checked against the buffer; strict: not larger than a section) and/or from guest pages
+(GPA-direct, through the reader the emulator passes in); `split` cuts them into RNDIS messages,
+all validated before any is acted on: data messages become Ethernet frames with their
+checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the network, a
+request for an offload the guest did not enable is logged and the frame sent as is), control
+messages are returned for HostRndis, in order. Strict only: data before RNDIS INITIALIZE or a
+packet filter is refused (`TxRefused`), a channel_type that does not match the message and a send
+past the aggregation limits the host announced are logged.
+
+What must not live here: NVSP set-up and state, completions and replies (nvsp.py), RNDIS control
+semantics (rndis.py), the receive buffer (receive.py), rings, fds, clocks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as w
+from hvuio.sim.host.events import HostEvent, Rejection, RejectionLog, fault
+from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.wire import GuestPacket
+
+ReadSendBuffer = Callable[[int, int], bytes]  # (offset, length) -> bytes of map 4
+ReadGuestPages = Callable[[tuple[int, ...], int, int], bytes]  # (pfns, offset, length) for GPA-direct
+
+
+class TxRefused(Exception):
+    """A data send the host fails with NVSP_STAT_FAIL (strict: RNDIS not ready for data)."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+class SendBuffer:
+    """Reads and splits the guest's RNDIS sends; see the module docstring. Not thread-safe; owned
+    by one HostNvsp, whose profile, rejection log and counters it shares."""
+
+    def __init__(self, profile: hp.HostProfile, log: RejectionLog, counters: dict[str, int],
+                 read_send_buffer: ReadSendBuffer, read_guest_pages: ReadGuestPages | None) -> None:
+        self.profile = profile
+        self.log = log
+        self._counters = counters  # the HostNvsp's: tx_offload_ignored, tx_lso
+        self._read_send = read_send_buffer
+        self._read_pages = read_guest_pages
+        self.layout: tuple[int, int, int] | None = None  # gpadl, section size, buffer size
+
+    def connect(self, gpadl: int, section: int, size: int) -> None:
+        self.layout = (gpadl, section, size)
+
+    def read(self, pkt: GuestPacket, index: int, size: int, events: list[HostEvent]) -> bytes | None:
+        """The bytes of one RNDIS send: section `index` (`size` bytes) unless NO_SEND_SECTION, then
+        the GPA-direct ranges. HostFault where the host stops the channel; None (a Rejection added
+        to `events`) where it fails the send with NVSP_STAT_FAIL."""
+        mtype = w.NVSP_SEND_RNDIS_PKT
+        data = b""
+        if index != w.NO_SEND_SECTION:
+            if self.layout is None:
+                raise fault("send-buffer section used without a send buffer", mtype, "section_index", index)
+            _, sec, buf_size = self.layout
+            if index * sec > buf_size or size > buf_size - index * sec:
+                raise fault("send-buffer section outside the send buffer", mtype, "section_index", index)
+            if self.profile.strict and size > sec:
+                events.append(self.log.add(Rejection(
+                    "send-buffer data larger than one section (strict)", mtype, "section_size", size,
+                    "failure-status")))
+                return None
+            data = self._read_send(index * sec, size)
+        if pkt.type == w.PKT_GPA_DIRECT:
+            ranges = w.parse_gpa_header(pkt.extra)
+            if self._read_pages is None:
+                events.append(self.log.add(Rejection(
+                    "GPA-direct data but the emulator gave no guest-memory reader", mtype, "range_cnt",
+                    len(ranges), "failure-status")))
+                return None
+            data += b"".join(self._read_pages(r.pfns, r.byte_offset, r.byte_count) for r in ranges)
+        return data
+
+    def split(
+        self, data: bytes, chan_type: int, channel: int, rndis: HostRndis | None, mtu: int, events: list[HostEvent],
+    ) -> tuple[list[bytes], list[bytes]]:
+        """All frames and control messages of one send, validated before any is acted on.
+        HostWireError or TxRefused fail the whole send; HostFault stops the channel."""
+        frames: list[bytes] = []
+        controls: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if len(data) - pos < w.RNDIS_HEADER_SIZE:
+                raise w.HostWireError("RNDIS header", pos, "fewer than 8 bytes left in the send")
+            mtype, mlen = struct.unpack_from("<II", data, pos)
+            if mlen < w.RNDIS_HEADER_SIZE or mlen > len(data) - pos:
+                raise w.HostWireError("RNDIS len", mlen, f"must lie in [8, {len(data) - pos}]")
+            if self.profile.strict and pos:
+                self._check_aggregation(mtype, pos, len(frames) + len(controls) + 1, events)
+            msg = data[pos:pos + mlen]
+            pos += mlen
+            is_data = mtype == w.RNDIS_PACKET_MSG
+            if self.profile.strict and chan_type != (w.CHANNEL_TYPE_DATA if is_data else w.CHANNEL_TYPE_CONTROL):
+                events.append(self.log.add(Rejection(
+                    "NVSP channel_type does not match the RNDIS message (strict)", mtype, "channel_type",
+                    chan_type, "logged")))
+            if not is_data:
+                if channel:
+                    raise fault("RNDIS control message on a subchannel", mtype, "channel", channel)
+                controls.append(msg)
+                continue
+            assert rndis is not None
+            if self.profile.strict and not rndis.operational:
+                raise TxRefused(Rejection("RNDIS data before RNDIS INITIALIZE (strict)", mtype, "state", 0,
+                                          "failure-status"))
+            if self.profile.strict and rndis.packet_filter is None:
+                raise TxRefused(Rejection("RNDIS data before a packet filter was set (strict)", mtype,
+                                          "packet_filter", 0, "failure-status"))
+            frame, info = HostRndis.parse_data_info(msg)
+            if info.csum is not None or info.lso is not None:
+                try:
+                    frame = ho.apply_tx(frame, info, rndis.offload.tx_config(), mtu)
+                except ho.TxIgnored as exc:  # sent unchanged, as a host ignores what was not enabled
+                    self._counters["tx_offload_ignored"] += 1
+                    events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "ignored")))
+                if isinstance(frame, ho.GsoFrame):
+                    self._counters["tx_lso"] += 1
+            frames.append(frame)
+        return frames, controls
+
+    def _check_aggregation(self, mtype: int, pos: int, count: int, events: list[HostEvent]) -> None:
+        """Strict: the RNDIS initialize completion told the guest at most RNDIS_MAX_PACKETS
+        messages per send, each after the first at a multiple of the packet alignment (Linux
+        max_pkt / pkt_align). [inference] Whether Hyper-V refuses more is not documented: the send
+        is served and the breach logged."""
+        align = 1 << hp.RNDIS_ALIGN_SHIFT
+        if count == hp.RNDIS_MAX_PACKETS + 1:  # once per send
+            events.append(self.log.add(Rejection(
+                f"more RNDIS messages in one send than max_packets_per_message {hp.RNDIS_MAX_PACKETS} (strict)",
+                mtype, "message_count", count, "logged")))
+        elif pos % align:
+            events.append(self.log.add(Rejection(
+                f"RNDIS message in a send not at the {align}-byte packet alignment (strict)", mtype,
+                "offset", pos, "logged")))

@@ -1,0 +1,85 @@
+"""The status record of a running `hvuio up`: written by the bring-up (hvuio/up.py), read by
+`hvuio status`.
+
+What lives here: the record's fields (`StatusRecord`), `StatusFile`, which keeps one record at
+`<sysroot>/run/hvuio/up/<guid>.json` (replaced atomically on every write, about twice a second
+while `up` runs, removed at exit), and `read_status`, which returns the records of the `up`
+processes still alive. Writing is best effort: a read-only /run never stops the NIC.
+
+What must not live here: click or printing (hvuio/cli/net.py renders the records), the bring-up
+itself (hvuio/up.py, hvuio/engine.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Final, TypedDict, Unpack, cast
+
+from hvuio.errors import UnsafePathError
+from hvuio.safefs import unlink, write_file
+
+STATUS_DIR: Final = "run/hvuio/up"
+
+
+class StatusRecord(TypedDict, total=False):
+    """One `<guid>.json`. Readers get what a file holds: fields may be missing or malformed."""
+
+    pid: int                    # the `hvuio up` process
+    device: str                 # instance GUID
+    started: float              # time.time() when the file was created
+    updated: float              # time.time() of the last write
+    nic: dict[str, Any]         # the negotiated values, as NicInfo.to_dict gives them
+    counters: dict[str, int]    # control-plane and data-path counters
+    tap: str | None             # the data path's tap, once it runs
+    netns: str | None           # the namespace the tap was moved into
+
+
+class StatusFile:
+    """`<sysroot>/run/hvuio/up/<guid>.json`, replaced atomically on every write."""
+
+    def __init__(self, sysroot: Path, guid: str) -> None:
+        self.path = Path(sysroot) / STATUS_DIR / f"{guid}.json"
+        self.record: StatusRecord = {"pid": os.getpid(), "device": guid, "started": time.time()}
+
+    def write(self, **fields: Unpack[StatusRecord]) -> None:
+        self.record.update(fields)
+        self.record["updated"] = time.time()
+        try:
+            write_file(self.path, (json.dumps(self.record, sort_keys=True) + "\n").encode(), 0o644,
+                       create_dirs=0o755)
+        except (OSError, UnsafePathError):
+            pass  # status is best effort: a read-only /run must not stop the NIC
+
+    def remove(self) -> None:
+        try:
+            unlink(self.path)
+        except (OSError, UnsafePathError):
+            pass
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(sysroot: Path) -> list[StatusRecord]:
+    """Records of running `hvuio up` instances (stale files of dead processes are skipped)."""
+    out = []
+    for path in sorted((Path(sysroot) / STATUS_DIR).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("device"), str) and _alive(rec.get("pid")):
+            out.append(cast(StatusRecord, rec))
+    return out

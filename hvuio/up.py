@@ -1,0 +1,162 @@
+"""`hvuio up` as a library call: bring a synthetic NIC up, keep its status file, run it (data path
+or control traffic only) until a signal, tear it down, and report what happened as events.
+
+What lives here: `UpOptions` (what the command's options mean), `run_up()`, the progress events it
+hands to the caller's callback in order — `Ready` (negotiated values), then `Serving` (control
+traffic only) or `DatapathRunning` (the tap is up), then `Down` (counters, the stopping signal),
+which is also its result — each with the exact line `up --json` prints for it. The status file
+(hvuio/status.py) is written before `Ready` is reported, so whoever reads the command's output
+finds it, refreshed on every tick while the NIC runs and removed before `Down`.
+
+The work is hvuio/engine.py's (`Nic`, `Engine`, `StopPipe`), imported inside `run_up` so that
+importing this module stays cheap where the C core is missing (`hvuio --help`).
+
+What must not live here: click or printing (hvuio/cli/net.py turns events into lines), protocol
+or ring logic (engine.py and below), the status record's format (status.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from hvuio.status import StatusFile
+
+if TYPE_CHECKING:
+    from hvuio.engine import Engine
+
+#: covers a same-host reply or ACK; costs CPU only while traffic flows
+BUSY_POLL_DEFAULT_US: Final = 50
+#: NVSP version names `--max-nvsp` accepts (hvuio.engine.NVSP_NAMES)
+NVSP_CHOICES: Final = ("1", "2", "4", "5", "6", "6.1")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """How to bring DEVICE (instance GUID or interface name) up and run it."""
+
+    device: str
+    #: move the tap into this existing network namespace
+    netns: str | None = None
+    #: the tap's name (None: a random 'hvu-…' name)
+    ifname: str | None = None
+    #: False: serve control traffic only, no tap
+    datapath: bool = True
+    #: bring up, report, tear down: no status file, no run
+    once: bool = False
+    mtu: int = 1500
+    #: offer NVSP versions up to this one only (a name of NVSP_CHOICES; None: all)
+    max_nvsp: str | None = None
+    busy_poll_us: int = BUSY_POLL_DEFAULT_US
+    offload: bool = True
+    tx_aggregation: bool = True
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The NIC is up: what bring-up negotiated (NicInfo.to_dict at that moment)."""
+
+    nic: dict[str, Any]
+
+    def json_line(self) -> str | None:
+        return json.dumps({"event": "ready", "nic": self.nic}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """No data path (UpOptions.datapath False): control traffic is served until a signal."""
+
+    def json_line(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class DatapathRunning:
+    """The data path runs on `tap` (in `netns` when given) until a signal."""
+
+    tap: str | None
+    netns: str | None
+
+    def json_line(self) -> str | None:
+        return json.dumps({"event": "datapath", "tap": self.tap, "netns": self.netns})
+
+
+@dataclass(frozen=True)
+class Down:
+    """The NIC was torn down: final counters and the signal that stopped it (None: none)."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    signal: int | None = None
+
+    def json_line(self) -> str | None:
+        return json.dumps({"event": "down", "counters": self.counters, "signal": self.signal}, sort_keys=True)
+
+
+UpEvent = Ready | Serving | DatapathRunning | Down
+
+
+def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
+    """The NVSP versions to offer: all supported ones, or those up to the named one."""
+    from hvuio.engine import NVSP_NAMES
+    from hvuio.wire import nvsp as wn
+
+    versions = tuple(wn.SUPPORTED_NVSP_VERSIONS)
+    if max_nvsp is not None:
+        cap = next(v for v, name in NVSP_NAMES.items() if name == max_nvsp)
+        versions = tuple(v for v in versions if v <= cap)
+    return versions
+
+
+def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None]) -> Down:
+    """Bring the NIC up, run it until SIGINT/SIGTERM/SIGHUP (unless `options.once`), tear it down.
+
+    `on_event` gets Ready, then Serving or DatapathRunning (not with `once`), then Down, in this
+    process's main thread or the data path's callbacks; the Down it got is returned. A signal
+    during a slow bring-up aborts it (KeyboardInterrupt); errors are HvuioError, raised after the
+    NIC is closed and the status file removed.
+    """
+    from hvuio.engine import Engine, Nic, StopPipe
+
+    versions = nvsp_versions(options.max_nvsp)
+    with StopPipe() as stop:
+        nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload)
+        nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
+        engine: Engine | None = None
+        state: StatusFile | None = None
+
+        def tick() -> None:
+            if state is not None and nic.info is not None:
+                live = engine.live_counters() if engine is not None else {}
+                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()})
+
+        def ready(e: Engine) -> None:
+            if state is not None:
+                state.write(tap=e.tap_name, netns=options.netns)
+            on_event(DatapathRunning(tap=e.tap_name, netns=options.netns))
+
+        counters: dict[str, int] = {}
+        try:
+            data = nic.open().to_dict()
+            if not options.once:  # written before Ready is reported, so a reader of the output finds it
+                state = StatusFile(sysroot, data["device"])
+                tick()
+            on_event(Ready(data))
+            if not options.once:
+                if not options.datapath:
+                    on_event(Serving())
+                    nic.serve(stop.read_fd, on_tick=tick)
+                else:
+                    engine = Engine(nic, ifname=options.ifname, netns=options.netns,
+                                    busy_poll_us=options.busy_poll_us, tx_aggregation=options.tx_aggregation)
+                    counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
+            counters.update(nic.counter_snapshot())
+        finally:
+            if state is not None:
+                state.remove()
+            nic.close()
+        down = Down(counters=counters, signal=stop.signal)
+        on_event(down)
+        return down
