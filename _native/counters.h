@@ -13,12 +13,12 @@
     X(rx_packets)         /* packets consumed by the reader */                                 \
     X(rx_bytes)           /* ring bytes consumed, trailers included */                         \
     X(rx_batches)         /* read batches closed (read_index published) */                     \
-    X(ring_full)          /* writes refused: free <= packet + trailer (spec 3.8 step 2) */     \
+    X(ring_full)          /* writes refused: free <= packet + trailer (VMBUS.md §3.8 step 2) */     \
     X(ring_empty)         /* reads that found no packet */                                     \
     X(tx_too_big)         /* writes refused: packet can never fit (len8 > 0xffff or > D - 8) */ \
     X(ring_signals)       /* signal decisions that said "signal the peer" */                   \
     X(ring_signals_masked) /* writer decisions suppressed because interrupt_mask was set */    \
-    X(ring_corrupt)       /* host data that failed a spec 4 check (first detection) */         \
+    X(ring_corrupt)       /* host data that failed a VMBUS.md §4 check (first detection) */         \
     X(ring_refused)       /* calls refused because the ring is already marked corrupt */
 
 #endif

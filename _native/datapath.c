@@ -1,8 +1,8 @@
 /* Data path glue: configuration checks, signalling the host, the pump loop, faults, counters.
  *
  * What lives here: hvu_dp_init (every size and pointer checked once, so rx.c/tx.c can trust
- * them), hvu_dp_signal (spec 3.12: monitor-page bit or a 4-byte write to the irq fd), hvu_dp_run
- * (poll on irq fd, tap fd and stop fd; interrupt mask handling, spec 3.11/1.10), the fault and
+ * them), hvu_dp_signal (VMBUS.md §3.12: monitor-page bit or a 4-byte write to the irq fd), hvu_dp_run
+ * (poll on irq fd, tap fd and stop fd; interrupt mask handling, VMBUS.md §3.11/1.10), the fault and
  * drop records, and the counter/name tables. What must not: packet parsing (rx.c, tx.c),
  * allocation, printing.
  */
@@ -190,14 +190,14 @@ uint64_t hvu_dp_counter(const struct hvu_dp *dp, int i)
     return v[i];
 }
 
-/* ---- signalling (spec 3.12) ---------------------------------------------------------------------- */
+/* ---- signalling (VMBUS.md §3.12) ---------------------------------------------------------------------- */
 
 /* One signal to the host for this channel. 0, or -errno if the irq fd write failed. */
 int hvu_dp_signal(struct hvu_dp *dp)
 {
     dp->need_signal = 0;
     dp->ctr.signals++;
-    if (dp->mon_page != NULL)   /* monitor.c: atomic OR of our trigger bit (spec 3.12) */
+    if (dp->mon_page != NULL)   /* monitor.c: atomic OR of our trigger bit (VMBUS.md §3.12) */
         return hvu_monitor_signal(dp->mon_page, HVU_HV_PAGE_SIZE, dp->mon_id);
     uint32_t one = 1;
     ssize_t w;
@@ -268,7 +268,7 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         if (!more && !spinning && !(dp->flags & HVU_DP_F_BUSY_POLL)) {
             if (manage) {
                 /* unmask, then re-check: a packet published before the unmask raised no
-                 * interrupt (the host interrupts on empty -> non-empty only, spec 3.11 d) */
+                 * interrupt (the host interrupts on empty -> non-empty only, VMBUS.md §3.11 d) */
                 hvu_ring_set_interrupt_mask(dp->rx, 0);
                 int64_t avail = hvu_ring_bytes_to_read(dp->rx);
                 if (avail < 0)

@@ -8,13 +8,13 @@
  * the caller. Unlike ring.c these files do syscalls (read/readv/writev/write/poll) on fds the
  * caller opened: they run with the GIL released (cffi API mode).
  *
- * Design and the facts behind it (shared/spec/vmbus-uio.md; Linux netvsc.c/rndis_filter.c and
+ * Design and the facts behind it (docs/VMBUS.md; Linux netvsc.c/rndis_filter.c and
  * DPDK hn_rxtx.c read for behaviour only):
  *  - One pump per channel, one thread per pump. The pump is the only writer of the outbound ring
  *    and the only reader of the inbound ring while it runs: Python's Ring calls on the same rings
  *    must happen on the pump's thread between pump calls (hvuio/native/datapath.py arranges that).
- *  - RX (rx.c): type 0x7 packets are checked with hvu_xfer_check (spec 4.11), their NVS payload
- *    must be type 107 (spec 4.13). Each range holds exactly one RNDIS message (Linux netvsc_receive
+ *  - RX (rx.c): type 0x7 packets are checked with hvu_xfer_check (VMBUS.md §4.11), their NVS payload
+ *    must be type 107 (VMBUS.md §4.13). Each range holds exactly one RNDIS message (Linux netvsc_receive
  *    and DPDK hn_nvs_handle_rxbuf both treat "one range = one RNDIS packet = one frame"); it is
  *    copied into private memory, bounded by the section size, before any header is read (4.16).
  *    The RNDIS packet checks follow DPDK hn_rndis_rx_data (msg_len within the range and >= data +

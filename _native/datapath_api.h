@@ -83,9 +83,9 @@ enum hvu_dp_const {
 };
 
 /* Why a packet or frame was dropped (hvu_dp_last_drop). Values below 32 are the ring's
- * enum hvu_reason codes from hvu_xfer_check (transfer-page header and ranges, spec 4.11). */
+ * enum hvu_reason codes from hvu_xfer_check (transfer-page header and ranges, VMBUS.md §4.11). */
 enum hvu_dp_reason {
-    HVU_DP_NVS_SHORT = 32,     /* NVS payload shorter than the fields read (spec 4.13) */
+    HVU_DP_NVS_SHORT = 32,     /* NVS payload shorter than the fields read (VMBUS.md §4.13) */
     HVU_DP_NVS_TYPE = 33,      /* transfer-page payload is not NVS type 107 / completion not 108 */
     HVU_DP_RNDIS_SHORT = 34,   /* range shorter than rndis_packet_msg */
     HVU_DP_RNDIS_LEN = 35,     /* msg_len beyond the range, or below data + pktinfo */

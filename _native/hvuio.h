@@ -21,11 +21,11 @@ struct hvu_ring {
     uint32_t dsize;             /* D = ring size - header size; multiple of 8 */
     int dir;                    /* enum hvu_ring_dir */
     uint32_t accept;            /* bit t set: packet type t accepted by the reader */
-    uint32_t windex;            /* TX: private copy of our write_index (spec 4.2) */
-    uint32_t rindex;            /* RX: private read index, published at close (spec 4.2) */
+    uint32_t windex;            /* TX: private copy of our write_index (VMBUS.md §4.2) */
+    uint32_t rindex;            /* RX: private read index, published at close (VMBUS.md §4.2) */
     uint32_t cur_total;         /* RX: len + trailer of the peeked packet, 0 if none */
     struct hvu_pkt_desc cur;    /* RX: the validated descriptor of that packet */
-    uint32_t batch_bytes;       /* RX: bytes consumed since the last close (spec 3.11 b: R) */
+    uint32_t batch_bytes;       /* RX: bytes consumed since the last close (VMBUS.md §3.11 b: R) */
     uint32_t attached;          /* 1 between attach and detach */
     struct hvu_fault fault;     /* first refused host value; sticky until re-attach */
     struct hvu_ring_counters ctr;

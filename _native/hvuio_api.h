@@ -11,7 +11,7 @@
 /* ---- ABI ---------------------------------------------------------------------------------- */
 int hvu_abi_version(void);
 
-/* ---- wire layouts (spec 3.1, 3.3, 3.6, 3.7); little-endian hosts only ---------------------- */
+/* ---- wire layouts (VMBUS.md §3.1, 3.3, 3.6, 3.7); little-endian hosts only ---------------------- */
 struct hvu_ring_hdr {          /* first 68 bytes of a ring's header page; data at header_size */
     uint32_t write_index;
     uint32_t read_index;
@@ -29,7 +29,7 @@ struct hvu_pkt_desc {          /* 16-byte packet descriptor (Linux vmpacket_desc
     uint64_t trans_id;
 };
 
-struct hvu_xfer_range {        /* one transfer-page range (spec 3.6) */
+struct hvu_xfer_range {        /* one transfer-page range (VMBUS.md §3.6) */
     uint32_t byte_count;
     uint32_t byte_offset;
 };
@@ -41,7 +41,7 @@ struct hvu_xfer_hdr {          /* type-specific header of a type 0x7 packet, aft
     uint32_t range_cnt;
 };
 
-struct hvu_gpa {               /* one page-buffer GPA range (DPDK vmbus_gpa, spec 3.7) */
+struct hvu_gpa {               /* one page-buffer GPA range (DPDK vmbus_gpa, VMBUS.md §3.7) */
     uint32_t len;
     uint32_t ofs;
     uint64_t page;
@@ -61,11 +61,11 @@ enum hvu_const {
     HVU_FEAT_PENDING_SEND_SZ = 1,
     HVU_HV_PAGE_SIZE = 4096,
     HVU_XFER_PAGESET_ID_NETVSC = 51966,  /* 0xCAFE */
-    /* types accepted by default: 0x6, 0x7, 0x9, 0xb as bits of a mask (spec 4.9) */
+    /* types accepted by default: 0x6, 0x7, 0x9, 0xb as bits of a mask (VMBUS.md §4.9) */
     HVU_ACCEPT_DEFAULT = 2752,
-    HVU_MAX_LEN8 = 65535,      /* len8 is a u16 (spec 3.3): a packet is at most 0xffff * 8 bytes */
+    HVU_MAX_LEN8 = 65535,      /* len8 is a u16 (VMBUS.md §3.3): a packet is at most 0xffff * 8 bytes */
     HVU_RING_MIN_DATA = 64,    /* smallest data area hvu_ring_attach takes (4 descriptors) */
-    /* monitor page (spec 3.12): trigger_group[g].pending at 8 + 8 * g, 4 groups x 32 bits */
+    /* monitor page (VMBUS.md §3.12): trigger_group[g].pending at 8 + 8 * g, 4 groups x 32 bits */
     HVU_MONITOR_PENDING_OFFSET = 8,
     HVU_MONITOR_MAX_ID = 128   /* monitor ids 0..127 are representable */
 };
@@ -73,17 +73,17 @@ enum hvu_const {
 /* ---- faults: why host data was refused ------------------------------------------------------ */
 enum hvu_reason {
     HVU_OK = 0,
-    HVU_BAD_WRITE_INDEX = 1,   /* peer write_index >= D or not 8-aligned (spec 4.1) */
-    HVU_BAD_READ_INDEX = 2,    /* peer read_index >= D or not 8-aligned (spec 4.17) */
-    HVU_BAD_LEN8 = 3,          /* len8*8 < 16 or len8*8 + 8 > readable (spec 4.5) */
-    HVU_BAD_OFFSET8 = 4,       /* offset8*8 < 16 or > len8*8 (spec 4.6) */
-    HVU_BAD_TYPE = 5,          /* type not in the accepted set (spec 4.9) */
-    HVU_BAD_FLAGS = 6,         /* a flag bit other than bit 0 (spec 4.10) */
-    HVU_SHORT = 7,             /* 0 < readable < 16 + 8 (spec 4.3) */
-    HVU_TOO_BIG = 8,           /* len8*8 > the caller's packet buffer (spec 4.5) */
-    HVU_BAD_XFER_HDR = 9,      /* transfer-page header does not fit offset8 (spec 4.11) */
-    HVU_BAD_PAGESET_ID = 10,   /* xfer_pageset_id is not the expected id (spec 4.11) */
-    HVU_BAD_RANGE_CNT = 11,    /* range_cnt 0 or ranges beyond the header (spec 4.11) */
+    HVU_BAD_WRITE_INDEX = 1,   /* peer write_index >= D or not 8-aligned (VMBUS.md §4.1) */
+    HVU_BAD_READ_INDEX = 2,    /* peer read_index >= D or not 8-aligned (VMBUS.md §4.17) */
+    HVU_BAD_LEN8 = 3,          /* len8*8 < 16 or len8*8 + 8 > readable (VMBUS.md §4.5) */
+    HVU_BAD_OFFSET8 = 4,       /* offset8*8 < 16 or > len8*8 (VMBUS.md §4.6) */
+    HVU_BAD_TYPE = 5,          /* type not in the accepted set (VMBUS.md §4.9) */
+    HVU_BAD_FLAGS = 6,         /* a flag bit other than bit 0 (VMBUS.md §4.10) */
+    HVU_SHORT = 7,             /* 0 < readable < 16 + 8 (VMBUS.md §4.3) */
+    HVU_TOO_BIG = 8,           /* len8*8 > the caller's packet buffer (VMBUS.md §4.5) */
+    HVU_BAD_XFER_HDR = 9,      /* transfer-page header does not fit offset8 (VMBUS.md §4.11) */
+    HVU_BAD_PAGESET_ID = 10,   /* xfer_pageset_id is not the expected id (VMBUS.md §4.11) */
+    HVU_BAD_RANGE_CNT = 11,    /* range_cnt 0 or ranges beyond the header (VMBUS.md §4.11) */
     HVU_BAD_RANGE = 12,        /* a range outside the receive buffer or over a section (4.11) */
     HVU_REASON_COUNT = 13
 };
@@ -129,10 +129,10 @@ int hvu_ring_send_hdr(struct hvu_ring *r, uint16_t type, uint16_t flags, uint64_
                       const void *hdr, size_t hdr_len,
                       const struct hvu_seg *payload, unsigned nseg, int *signal);
 
-/* reader (HVU_RING_RX): peek validates the next packet's descriptor (spec 4.1-4.10); copyout
+/* reader (HVU_RING_RX): peek validates the next packet's descriptor (VMBUS.md §4.1-4.10); copyout
  * copies that packet and writes the validated descriptor into the copy; consume advances the
  * private read index. first = peek, next = consume + peek, close publishes read_index once and
- * returns 1 if the host must be signalled (spec 3.11 b). */
+ * returns 1 if the host must be signalled (VMBUS.md §3.11 b). */
 int hvu_ring_peek(struct hvu_ring *r, struct hvu_pkt_desc *desc);
 int hvu_ring_copyout(struct hvu_ring *r, void *buf, size_t cap, struct hvu_pkt_desc *desc);
 int hvu_ring_consume(struct hvu_ring *r);
@@ -143,11 +143,11 @@ int hvu_ring_read_batch(struct hvu_ring *r, void *buf, size_t cap, size_t max_pk
                         struct hvu_pkt_desc *descs, uint32_t *offsets, unsigned max,
                         int *signal);
 
-/* transfer-page header check on a private copy (spec 4.11); 0 or -EIO with *fault set */
+/* transfer-page header check on a private copy (VMBUS.md §4.11); 0 or -EIO with *fault set */
 int hvu_xfer_check(const void *pkt, size_t len, uint16_t pageset_id, uint32_t recv_buf_size,
                    uint32_t section_size, struct hvu_fault *fault);
 
-/* ---- pure decision functions (spec 3.2, 3.11, 4.18) ----------------------------------------- */
+/* ---- pure decision functions (VMBUS.md §3.2, 3.11, 4.18) ----------------------------------------- */
 uint32_t hvu_ring_free_bytes(uint32_t write_index, uint32_t read_index, uint32_t data_size);
 uint32_t hvu_ring_avail_bytes(uint32_t write_index, uint32_t read_index, uint32_t data_size);
 uint32_t hvu_pending_send_clamp(uint32_t pending_send_sz, uint32_t data_size);
@@ -155,7 +155,7 @@ int hvu_signal_after_write(uint32_t interrupt_mask, uint32_t read_index, uint32_
 int hvu_signal_after_read(uint32_t feature_bits, uint32_t pending_send_sz, uint32_t data_size,
                           uint32_t free_now, uint32_t consumed);
 
-/* ---- monitored-channel signal (monitor.c, spec 3.12): atomic OR of the trigger bit ---------- */
+/* ---- monitored-channel signal (monitor.c, VMBUS.md §3.12): atomic OR of the trigger bit ---------- */
 int hvu_monitor_signal(void *page, size_t page_len, uint32_t monitor_id);
 
 /* ---- counters (counters.h) ------------------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* Guest -> host signal for a monitored channel (spec 3.12): set bit id % 32 in the `pending`
+/* Guest -> host signal for a monitored channel (VMBUS.md §3.12): set bit id % 32 in the `pending`
  * word of trigger group id / 32 of the monitor page (map 2); the hypervisor scans it.
  * The page is shared by every VMBus channel of the guest, so the OR must be atomic (item 61). */
 #include <errno.h>

@@ -5,7 +5,7 @@
  * functions, the transfer-page header check, and an in-C benchmark loop. No syscalls, no
  * allocation, no printing: the caller owns the ring memory, the struct and every buffer.
  *
- * Host/guest contract (docs: shared/spec/vmbus-uio.md):
+ * Host/guest contract (docs: docs/VMBUS.md):
  *  - Layout (1.4, 3.1): a ring is a header page of header_size (= the guest PAGE_SIZE, not 4096
  *    on 64 KiB-page kernels) followed by D = ring_size - header_size data bytes. Indices are byte
  *    offsets into the data area, in [0, D) and multiples of 8 (3.2). w == r means empty, so a
@@ -38,19 +38,19 @@
 
 /* ---- pure functions ------------------------------------------------------------------------ */
 
-/* Free bytes for the writer (spec 3.2 item 51); indices already validated to be < d. */
+/* Free bytes for the writer (VMBUS.md §3.2 item 51); indices already validated to be < d. */
 uint32_t hvu_ring_free_bytes(uint32_t w, uint32_t r, uint32_t d)
 {
     return w >= r ? d - (w - r) : r - w;
 }
 
-/* Readable bytes for the reader = D - free (spec 3.2 item 51). */
+/* Readable bytes for the reader = D - free (VMBUS.md §3.2 item 51). */
 uint32_t hvu_ring_avail_bytes(uint32_t w, uint32_t r, uint32_t d)
 {
     return d - hvu_ring_free_bytes(w, r, d);
 }
 
-/* Host pending_send_sz made usable: round down to 8, cap at D - 8 (spec 4.18). */
+/* Host pending_send_sz made usable: round down to 8, cap at D - 8 (VMBUS.md §4.18). */
 uint32_t hvu_pending_send_clamp(uint32_t p, uint32_t d)
 {
     uint32_t cap = d >= TRAILER ? d - TRAILER : 0;
@@ -58,7 +58,7 @@ uint32_t hvu_pending_send_clamp(uint32_t p, uint32_t d)
     return p > cap ? cap : p;
 }
 
-/* Writer decision after publishing (spec 3.11 a): masked => no; else empty -> non-empty only. */
+/* Writer decision after publishing (VMBUS.md §3.11 a): masked => no; else empty -> non-empty only. */
 int hvu_signal_after_write(uint32_t interrupt_mask, uint32_t read_index, uint32_t old_write_index)
 {
     if (interrupt_mask != 0)
@@ -66,7 +66,7 @@ int hvu_signal_after_write(uint32_t interrupt_mask, uint32_t read_index, uint32_
     return read_index == old_write_index;
 }
 
-/* Reader decision after publishing read_index (spec 3.11 b): W = free now, R = consumed. */
+/* Reader decision after publishing read_index (VMBUS.md §3.11 b): W = free now, R = consumed. */
 int hvu_signal_after_read(uint32_t feature_bits, uint32_t pending_send_sz, uint32_t data_size,
                           uint32_t free_now, uint32_t consumed)
 {
@@ -263,15 +263,15 @@ int64_t hvu_ring_bytes_free(struct hvu_ring *r)
     return avail < 0 ? avail : (int64_t)r->dsize - avail;
 }
 
-/* Our reader-side mask on the inbound ring (spec 3.1 item 49). */
+/* Our reader-side mask on the inbound ring (VMBUS.md §3.1 item 49). */
 void hvu_ring_set_interrupt_mask(struct hvu_ring *r, uint32_t mask)
 {
     __atomic_store_n(&r->hdr->interrupt_mask, mask, __ATOMIC_RELEASE);
-    /* seq_cst: the mask is visible before we re-check the ring or signal (spec 3.10 last row) */
+    /* seq_cst: the mask is visible before we re-check the ring or signal (VMBUS.md §3.10 last row) */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-/* Outbound pending_send_sz (spec 3.11 c): 0 or 8-aligned and <= D - 8. */
+/* Outbound pending_send_sz (VMBUS.md §3.11 c): 0 or 8-aligned and <= D - 8. */
 int hvu_ring_set_pending_send_sz(struct hvu_ring *r, uint32_t bytes)
 {
     int rc = usable(r, HVU_RING_TX);
@@ -290,7 +290,7 @@ void hvu_ring_set_feature_bits(struct hvu_ring *r, uint32_t bits)
     __atomic_store_n(&r->hdr->feature_bits, bits, __ATOMIC_RELEASE);
 }
 
-/* ---- copies with wrap (single mapping, spec 1.4 item 14) -------------------------------------- */
+/* ---- copies with wrap (single mapping, VMBUS.md §1.4 item 14) -------------------------------------- */
 
 /* off < D, len <= D: copy into the data area, splitting at its end; returns the next offset. */
 static uint32_t copy_in(struct hvu_ring *r, uint32_t off, const void *src, size_t len)
@@ -320,7 +320,7 @@ static void copy_out(const struct hvu_ring *r, uint32_t off, void *dst, size_t l
 
 static const uint8_t zeros[8];
 
-/* Gather-writes head[0..nhead) then segs[0..nseg) as one packet (spec 3.8). */
+/* Gather-writes head[0..nhead) then segs[0..nseg) as one packet (VMBUS.md §3.8). */
 static int ring_put(struct hvu_ring *r, const struct hvu_seg *head, unsigned nhead,
                     const struct hvu_seg *segs, unsigned nseg, int *signal)
 {
@@ -353,7 +353,7 @@ static int ring_put(struct hvu_ring *r, const struct hvu_seg *head, unsigned nhe
         return rc;
     uint32_t old = r->windex;
     if (hvu_ring_free_bytes(old, rd, r->dsize) <= total) {
-        r->ctr.ring_full++;   /* spec 3.8 step 2: never fill the ring completely */
+        r->ctr.ring_full++;   /* VMBUS.md §3.8 step 2: never fill the ring completely */
         return -EAGAIN;
     }
     uint32_t off = old;
@@ -372,7 +372,7 @@ static int ring_put(struct hvu_ring *r, const struct hvu_seg *head, unsigned nhe
     /* seq_cst: publish before reading interrupt_mask/read_index, or both sides may sleep */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint32_t mask = __atomic_load_n(&r->hdr->interrupt_mask, __ATOMIC_ACQUIRE);
-    /* acquire (with the load above): read_index is read after the mask, as spec 3.10 asks */
+    /* acquire (with the load above): read_index is read after the mask, as VMBUS.md §3.10 asks */
     uint32_t rd_now = __atomic_load_n(&r->hdr->read_index, __ATOMIC_ACQUIRE);
     int sig = hvu_signal_after_write(mask, rd_now, old);
     r->ctr.tx_packets++;
@@ -428,7 +428,7 @@ int hvu_ring_send(struct hvu_ring *r, uint16_t type, uint16_t flags, uint64_t tr
 
 /* ---- reader ----------------------------------------------------------------------------------- */
 
-/* Validates and describes the packet at the private read index (spec 3.9, 4.1-4.10). */
+/* Validates and describes the packet at the private read index (VMBUS.md §3.9, 4.1-4.10). */
 int hvu_ring_peek(struct hvu_ring *r, struct hvu_pkt_desc *desc)
 {
     int rc = usable(r, HVU_RING_RX);
@@ -466,7 +466,7 @@ int hvu_ring_peek(struct hvu_ring *r, struct hvu_pkt_desc *desc)
 }
 
 /* Copies the current packet (peeking first if none is peeked) into buf and writes the validated
- * descriptor into the copy (spec 4.7): whatever the host rewrites after the peek, the copy
+ * descriptor into the copy (VMBUS.md §4.7): whatever the host rewrites after the peek, the copy
  * carries the checked lengths. Returns the packet length in bytes; does not consume. */
 int hvu_ring_copyout(struct hvu_ring *r, void *buf, size_t cap, struct hvu_pkt_desc *desc)
 {
@@ -522,13 +522,13 @@ int hvu_ring_next(struct hvu_ring *r, struct hvu_pkt_desc *desc)
     return rc < 0 ? rc : hvu_ring_peek(r, desc);
 }
 
-/* Publishes read_index once and decides the flow-control signal (spec 3.9 step 4, 3.11 b). */
+/* Publishes read_index once and decides the flow-control signal (VMBUS.md §3.9 step 4, 3.11 b). */
 static int batch_close(struct hvu_ring *r)
 {
     uint32_t consumed = r->batch_bytes;
     r->cur_total = 0;
     if (consumed == 0)
-        return 0;   /* nothing freed: spec 3.11 b can never signal with R = 0 */
+        return 0;   /* nothing freed: VMBUS.md §3.11 b can never signal with R = 0 */
     r->batch_bytes = 0;
     r->ctr.rx_batches++;
     /* release: our copies out of the consumed packets finish before the host may reuse them */
@@ -536,7 +536,7 @@ static int batch_close(struct hvu_ring *r)
     /* seq_cst: read_index is visible before we read pending_send_sz (else the host may stall) */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint32_t feat = __atomic_load_n(&r->hdr->feature_bits, __ATOMIC_ACQUIRE);
-    /* acquire: pending_send_sz is read before write_index, as spec 3.10 asks */
+    /* acquire: pending_send_sz is read before write_index, as VMBUS.md §3.10 asks */
     uint32_t p = __atomic_load_n(&r->hdr->pending_send_sz, __ATOMIC_ACQUIRE);
     if ((feat & HVU_FEAT_PENDING_SEND_SZ) == 0 || hvu_pending_send_clamp(p, r->dsize) == 0)
         return 0;
@@ -608,7 +608,7 @@ int hvu_ring_read_batch(struct hvu_ring *r, void *buf, size_t cap, size_t max_pk
     return (int)n;
 }
 
-/* ---- transfer-page header (spec 3.6, 4.11), on a private copy --------------------------------- */
+/* ---- transfer-page header (VMBUS.md §3.6, 4.11), on a private copy --------------------------------- */
 
 static int xfer_bad(struct hvu_fault *f, int reason, uint64_t value)
 {

@@ -400,7 +400,7 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
             get_u32(dp->recv_buf + rg.byte_offset) != HVU_RNDIS_PACKET_MSG)
             return 1;
     }
-    /* Pass 2: copy each range out (spec 4.16), then parse only the copy. */
+    /* Pass 2: copy each range out (VMBUS.md §4.16), then parse only the copy. */
     uint32_t status = HVU_NVS_STATUS_OK;
     for (uint32_t i = 0; i < xh.range_cnt; i++) {
         struct hvu_xfer_range rg;

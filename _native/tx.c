@@ -100,7 +100,7 @@ static void tx_block(struct hvu_dp *dp, int ring_full)
         dp->ctr.stop_queue++;
     }
     if (ring_full && !dp->pending_sz_set) {
-        /* ask for an interrupt once a quarter of the ring is free (spec 3.11 c) */
+        /* ask for an interrupt once a quarter of the ring is free (VMBUS.md §3.11 c) */
         uint32_t want = (hvu_ring_data_size(dp->tx) / 4) & ~7u;
         if (want >= NVS_PKT_TOTAL && hvu_ring_set_pending_send_sz(dp->tx, want) == 0)
             dp->pending_sz_set = 1;

@@ -2,7 +2,7 @@
 
 What lives here:
   * `Channel` — built from an open `UioHandle` (the primary: map 0, TX ring at 0, RX ring at
-    S = size / 2, spec §1.4) or from a subchannel's `ring` file. `send()` writes an
+    S = size / 2, VMBUS.md §1.4) or from a subchannel's `ring` file. `send()` writes an
     `Outbound` (or raw bytes) and signals the host per §3.11(a); RNDIS control messages are first
     copied into a send-buffer section from a `SectionPool` and freed by `release()` when the host
     completes the send (at most MAX_QUEUED_CONTROL messages wait for a section; a host that never
@@ -49,7 +49,7 @@ from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv
 
-#: netvsc uses in-band, transfer-page and completion packets only (spec §4 item 9).
+#: netvsc uses in-band, transfer-page and completion packets only (VMBUS.md §4 item 9).
 NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP)
 #: Seconds a control send may wait for outbound ring space before the host is declared stuck
 #: (the same 5 s the protocol machines give a reply, hvuio/proto/limits.py).
@@ -66,7 +66,7 @@ _DESC: Final = struct.Struct("<HHHHQ")
 
 
 class Signaller(Protocol):
-    """How this channel tells the host "look at the outbound ring" (spec §3.12)."""
+    """How this channel tells the host "look at the outbound ring" (VMBUS.md §3.12)."""
 
     def signal(self) -> None: ...
 
@@ -182,7 +182,7 @@ class Channel:
 
     @classmethod
     def subchannel(cls, handle: UioHandle, relid: int) -> Channel:
-        """A subchannel from its `ring` file. Its inbound mask is never cleared (spec §1.10 item 39)."""
+        """A subchannel from its `ring` file. Its inbound mask is never cleared (VMBUS.md §1.10 item 39)."""
         ring = handle.open_subchannel_ring(relid)
         return cls._build(handle, ring, len(ring) // 2, handle.device.channel(relid).monitor_id,
                           f"{handle.device.guid} channel {relid}", False)
@@ -366,7 +366,7 @@ class Channel:
     # ---- waiting ------------------------------------------------------------------------------------
 
     def unmask(self) -> None:
-        """Ask for host interrupts on this channel: write 1 to the uio fd (spec §1.10)."""
+        """Ask for host interrupts on this channel: write 1 to the uio fd (VMBUS.md §1.10)."""
         if self.may_unmask:
             self.interrupt.enable()
 

@@ -4,7 +4,7 @@ What lives here:
   * `Nic` — the control plane of one device: resolve it (GUID or interface name), refuse it when
     another process has it open (the kernel would share the rings), open its UioHandle through
     the platform seam, build the primary `Channel`, drive `NvspGuest` then
-    `RndisGuest` to RndisConfigured (spec §1.13 steps 3–6), collect the negotiated values into a
+    `RndisGuest` to RndisConfigured (VMBUS.md §1.13 steps 3–6), collect the negotiated values into a
     `NicInfo`, keep serving control traffic (link indications, keep-alives), and tear down in the
     protocol's order: RNDIS halt (waiting for its send completion), NVSP revoke receive buffer
     and send buffer, then close the channel and the uio fd, so the device can be opened again.
@@ -219,7 +219,7 @@ class Nic:
         self.info: NicInfo | None = None
         self.ready = False
         #: the error that made the channel unusable (rescind, corrupt ring, protocol error):
-        #: close() then skips the protocol teardown and only unmaps and closes (spec §4 item 20)
+        #: close() then skips the protocol teardown and only unmaps and closes (VMBUS.md §4 item 20)
         self.broken: HvuioError | None = None
         self.data_sections = 0
         self.on_link: Callable[[bool], None] | None = None
@@ -337,7 +337,7 @@ class Nic:
         for item in items:
             if (item.kind is InboundKind.COMPLETION and not nvsp.expects(item.trans_id)
                     and (self.rndis is None or not self.rndis.expects(item.trans_id))):
-                # spec 4.15: a completion that matches no outstanding request is dropped (counted)
+                # VMBUS.md §4.15: a completion that matches no outstanding request is dropped (counted)
                 self.counters["unknown_completions"] += 1
                 log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
                             item.trans_id)

@@ -185,7 +185,7 @@ def test_rndis_sends_use_pool_sections_queue_and_release(pair: Pair) -> None:
 def test_signal_only_on_empty_to_non_empty(pair: Pair) -> None:
     pair.chan.send_raw(0x6, b"x" * 40, trans_id=1, want_completion=True)
     pair.chan.send_raw(0x6, b"y" * 40, trans_id=2, want_completion=True)
-    assert pair.sig.count == 1  # the second write found the ring non-empty (spec 3.11 a)
+    assert pair.sig.count == 1  # the second write found the ring non-empty (VMBUS.md §3.11 a)
     host_reads(pair)
     pair.chan.send_raw(0x6, b"z" * 40, trans_id=3, want_completion=False)
     assert pair.sig.count == 2

@@ -1,5 +1,5 @@
 """C data path, host -> guest: transfer-page packets -> frames on the tap, receive completions,
-control packets left for Python, every malformed input counted with its reason (spec 4.11,
+control packets left for Python, every malformed input counted with its reason (VMBUS.md §4.11,
 4.13, 4.16), and no completion ever lost when the outbound ring is full."""
 
 from __future__ import annotations

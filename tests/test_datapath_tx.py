@@ -1,6 +1,6 @@
 """C data path, guest -> host: tap frames -> RNDIS packet messages in send sections -> NVS 107
 in the outbound ring; completions free sections; section exhaustion and ring-full backpressure
-recover without loss; unknown/duplicate completions never double-free; signalling (spec 3.11/3.12)."""
+recover without loss; unknown/duplicate completions never double-free; signalling (VMBUS.md §3.11/3.12)."""
 
 from __future__ import annotations
 

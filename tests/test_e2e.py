@@ -238,7 +238,7 @@ def test_sigterm_stops_a_running_up_cleanly(stack: DemoStack) -> None:
                          ids=["4.19", "6.12", "6.17-irq-signal"])
 def test_ping_and_tcp_on_other_kernel_profiles(kernel: str, monitored: bool) -> None:
     """Kernels up to 6.16 mask the inbound ring on every interrupt; non-monitored channels are
-    signalled by write(1) on the uio fd (spec 1.10, 3.12): the data path must work with each."""
+    signalled by write(1) on the uio fd (VMBUS.md §1.10, 3.12): the data path must work with each."""
     reason = netns_skip_reason()
     if reason is not None:
         pytest.skip(reason)

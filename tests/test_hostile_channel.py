@@ -1,6 +1,6 @@
 """Hostile host packets through the guest's control path: Channel.ingest -> Nic.process.
 
-Invariant (the project standard, spec §4): whatever packet the host puts in the inbound ring —
+Invariant (the project standard, VMBUS.md §4): whatever packet the host puts in the inbound ring —
 any type, flags, trans_id, header and payload, any transfer-page ranges over the receive
 buffer, any bytes in that buffer — the control path either hands the machines what it found
 and acts on their events, or raises a host error: HostProtocolError (RingCorruptError is one)
@@ -300,7 +300,7 @@ def test_interrupt_fd_errors_are_hvuio_errors() -> None:
 
 def test_failed_channel_construction_releases_the_monitor_page() -> None:
     """Bring-up failing half way (here: a ring mapping too small for two rings) must not leave
-    the monitor bell's export on map 2, or the handle can never unmap it (spec §1.11 item 46)."""
+    the monitor bell's export on map 2, or the handle can never unmap it (VMBUS.md §1.11 item 46)."""
     from types import SimpleNamespace
 
     from hvuio.errors import SysfsError

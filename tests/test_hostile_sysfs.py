@@ -1,7 +1,7 @@
 """The sysfs parsers on values the kernel never writes: each is refused with SysfsError (naming the
 file), never accepted as something else and never a bare ValueError.
 
-Kernel formats (spec §1.2, §2): integers are %u / %d of non-negative values or 0x%llx, map names
+Kernel formats (VMBUS.md §1.2, §2): integers are %u / %d of non-negative values or 0x%llx, map names
 are `recv:%u` / `send:%u`, monitor ids are 0..127.
 """
 

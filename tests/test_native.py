@@ -57,7 +57,7 @@ def test_sizes_the_c_core_exports() -> None:
 
     assert (native.DESC_SIZE, native.TRAILER_SIZE, native.HV_PAGE_SIZE) == (w.DESC_SIZE, w.TRAILER_SIZE,
                                                                             w.HV_PAGE_SIZE)
-    assert native.MAX_LEN8 == 0xFFFF  # a u16 (spec 3.3)
+    assert native.MAX_LEN8 == 0xFFFF  # a u16 (VMBUS.md §3.3)
     assert (native.MONITOR_MAX_ID, lib.HVU_MONITOR_PENDING_OFFSET) == (sysfs.MONITOR_IDS, uio.MONITOR_PENDING_OFFSET)
 
 
@@ -174,7 +174,7 @@ def test_read_batch_stops_when_caller_buffer_is_full() -> None:
 
 
 def test_copy_keeps_validated_descriptor_when_host_rewrites() -> None:
-    """TOCTOU (spec 4.4, 4.7): the host rewrites the descriptor after the peek validated it; the
+    """TOCTOU (VMBUS.md §4.4, 4.7): the host rewrites the descriptor after the peek validated it; the
     copy carries the validated len8/offset8/type/flags and only len8*8 bytes are copied."""
     c = CRing(lib.HVU_RING_RX)
     mem = ffi.buffer(c.base, 4096 + D)

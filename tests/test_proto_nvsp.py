@@ -37,7 +37,7 @@ DPDK_SEND_ID = GOLDEN["constants"]["nvs_misc"]["NVS_CHIM_SIG"]
 VERSIONS = [V[k] for k in ("NVS_VERSION_61", "NVS_VERSION_6", "NVS_VERSION_5", "NVS_VERSION_4",
                            "NVS_VERSION_2", "NVS_VERSION_1")]
 NDIS = GOLDEN["constants"]["ndis_version"]
-RECV_SIZE = 31 << 20  # map 3 (spec §1.2)
+RECV_SIZE = 31 << 20  # map 3 (VMBUS.md §1.2)
 SEND_SIZE = 16 << 20  # map 4
 RECV_GPADL, SEND_GPADL = 0xE1E10, 0xE1E11
 

@@ -1,5 +1,5 @@
 """C ring core through hvuio.native.ring: round trips, exact full/empty edges, every hostile header
-(spec 4 items 1-10, 17) -> RingCorruptError naming the field, sticky refusal, counters."""
+(VMBUS.md §4 items 1-10, 17) -> RingCorruptError naming the field, sticky refusal, counters."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_trailer_and_padding_on_the_wire() -> None:
 
 
 def test_exact_full_boundary() -> None:
-    """free == total is refused, free == total + 8 accepted (spec 3.8 step 2)."""
+    """free == total is refused, free == total + 8 accepted (VMBUS.md §3.8 step 2)."""
     mem = new_mem()
     tx = Ring(mem, direction=Direction.TX)
     tx.send(6, b"")  # 24 bytes used, free 232
@@ -98,7 +98,7 @@ def test_never_fits_is_local_error() -> None:
     with pytest.raises(LocalProtocolError, match="never fit"):
         tx.send(6, bytes(D - 24))  # total = D, would need free > D
     assert tx.counters()["tx_too_big"] == 1
-    tx.send(6, bytes(D - 32))  # total = D - 8 is the maximum (spec 3.8)
+    tx.send(6, bytes(D - 32))  # total = D - 8 is the maximum (VMBUS.md §3.8)
 
 
 def test_empty_ring_reads_nothing() -> None:
@@ -127,7 +127,7 @@ def test_attach_rejects_buffer_overrun() -> None:
 
 
 def test_data_offset_follows_header_size() -> None:
-    """64 KiB pages: the data area starts at 65536, not 4096 (spec 1.4 item 13)."""
+    """64 KiB pages: the data area starts at 65536, not 4096 (VMBUS.md §1.4 item 13)."""
     header = 65536
     mem = bytearray(header + 1024)
     tx = Ring(mem, direction=Direction.TX, header_size=header)
@@ -144,7 +144,7 @@ def test_data_offset_follows_header_size() -> None:
     assert rx.read_batch().packets[0].payload == b"rx" + bytes(6)
 
 
-# ---- hostile host data (spec 4) -------------------------------------------------------------------
+# ---- hostile host data (VMBUS.md §4) -------------------------------------------------------------------
 
 def rx_ring(mem: bytearray, **kw: object) -> Ring:
     return Ring(mem, direction=Direction.RX, **kw)  # type: ignore[arg-type]

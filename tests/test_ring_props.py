@@ -1,8 +1,8 @@
 """Property tests: random write/read sequences across wrap-around.
 
 Three independent parties must agree: the C guest ring (hvuio.native), the Python host ring
-(hvuio.sim.vsp.ring, written separately from the spec) and `RefRing` below, which is nothing but the
-index arithmetic of spec 3.2/3.8. Invariant: for any sequence, every packet written comes out
+(hvuio.sim.vsp.ring, written separately from docs/VMBUS.md) and `RefRing` below, which is nothing but the
+index arithmetic of VMBUS.md §3.2/3.8. Invariant: for any sequence, every packet written comes out
 byte-exact and in order, full/empty decisions and indices match the model, and a C-written ring
 is byte-identical to a Python-written one.
 """

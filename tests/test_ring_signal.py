@@ -1,4 +1,4 @@
-"""Signal decisions (spec 3.11, 4.18): the pure C functions as tables, then the same rules seen
+"""Signal decisions (VMBUS.md §3.11, 4.18): the pure C functions as tables, then the same rules seen
 end to end between the C guest ring and the Python host ring."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_pending_send_clamp(p: int, clamped: int) -> None:
     (0, 40, 40, True),          # ring was empty before this write: empty -> non-empty
     (0, 32, 40, False),         # host still had data to read: it will see ours
     (1, 40, 40, False),         # host is draining (mask set)
-    (0xFFFFFFFF, 40, 40, False),  # any non-zero mask counts as masked (spec 4.17)
+    (0xFFFFFFFF, 40, 40, False),  # any non-zero mask counts as masked (VMBUS.md §4.17)
     (2, 0, 0, False),
 ])
 def test_signal_after_write_table(mask: int, read_index: int, old_write: int, expected: bool) -> None:

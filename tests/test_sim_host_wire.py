@@ -217,7 +217,7 @@ def test_parse_gpa_header() -> None:
 
 
 def test_host_modules_are_independent_of_the_guest_protocol_code() -> None:
-    # The host side is written from the spec and golden numbers only: it may import the standard
+    # The host side is written from docs/VMBUS.md and golden numbers only: it may import the standard
     # library, hvuio.errors and its own hvuio.sim.host modules, never hvuio.wire or hvuio.proto.
     import ast
     import pathlib

@@ -124,7 +124,7 @@ def test_pump_with_an_irq_interrupts_the_guest_itself(auto_mask: bool) -> None:
         assert struct.unpack("=i", kernel_end.recv(8))[0] == 1 and irq.raised == 1
         assert pump.counters()["signals"] == 1 and pump.counters()["rx_frames"] == 1
         assert struct.unpack_from("<I", mem, RING + 8)[0] == (1 if auto_mask else 0)
-        # masked by the guest: the next packet raises nothing (spec 3.11)
+        # masked by the guest: the next packet raises nothing (VMBUS.md §3.11)
         struct.pack_into("<I", mem, RING + 8, 1)
         net.send(bytes(14) + b"y" * 50)
         pump.run(timeout=0.05)

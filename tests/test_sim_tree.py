@@ -1,4 +1,4 @@
-"""The emulated kernel's tree and driver-core semantics (spec §2, §5.1–5.4), and `hvuio sim`."""
+"""The emulated kernel's tree and driver-core semantics (VMBUS.md §2, §5.1–5.4), and `hvuio sim`."""
 
 from __future__ import annotations
 

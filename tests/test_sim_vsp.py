@@ -132,7 +132,7 @@ class RingGuest:
         self._tx_tid = 1 << 40
         self.signals = 0
 
-    # -- host signalling (spec §3.12) -------------------------------------------------------------
+    # -- host signalling (VMBUS.md §3.12) -------------------------------------------------------------
 
     def signal(self) -> None:
         self.signals += 1
@@ -438,7 +438,7 @@ def test_bring_up_on_every_kernel_profile(tmp_path: Path, profile: str) -> None:
 def test_full_inbound_ring_queues_and_resumes_on_the_guests_signal(tmp_path: Path) -> None:
     """The host fills the inbound ring itself (as heavy traffic would), then a control packet
     (a link indication) must wait in order, with pending_send_sz set, until the guest frees space
-    and signals (spec §3.11 b/c); nothing is dropped."""
+    and signals (VMBUS.md §3.11 b/c); nothing is dropped."""
     with SimEnvironment(tmp_path, "6.17", nics=1) as env:
         nic = env.nics[0]
         g = RingGuest(tmp_path)
@@ -494,7 +494,7 @@ def test_two_nics_share_the_network_as_a_hub(tmp_path: Path, net: FakeNetwork) -
 
 
 def test_monitor_bit_clear_is_atomic_for_other_bits(tmp_path: Path) -> None:
-    """Consuming one trigger bit must leave every other bit of the shared word alone (spec §3.12)."""
+    """Consuming one trigger bit must leave every other bit of the shared word alone (VMBUS.md §3.12)."""
     from hvuio.sim.vsp.memory import MonitorPage
 
     page = tmp_path / "monitor_page"
@@ -556,7 +556,7 @@ def test_guest_arp_reaches_a_real_kernel_stack(tmp_path: Path) -> None:
 
 def test_deliver_and_rx_fault_injection(tmp_path: Path) -> None:
     """SimHost.deliver puts frames in the inbound ring without a network; `inject` corrupts what
-    the host writes (spec §5.14) so guest checks can be exercised: here the pageset id."""
+    the host writes (VMBUS.md §5.14) so guest checks can be exercised: here the pageset id."""
     with SimEnvironment(tmp_path, "6.17", nics=1) as env:
         nic = env.nics[0]
         g = RingGuest(tmp_path)

@@ -130,7 +130,7 @@ def test_subchannel_ring_appears_late(tmp_path: Path, profile: str, covers: bool
             assert len(ring) == os.stat(chan.ring_path).st_size == 2 * profiles.subchannel_ring_size(k.profile)
             mask_off = len(ring) // 2 + 8
             assert struct.unpack_from("<I", ring, mask_off)[0] == k.profile.mask_at_open
-            ring[mask_off:mask_off + 4] = struct.pack("<I", 1)  # spec §2.6.5 coverage probe
+            ring[mask_off:mask_off + 4] = struct.pack("<I", 1)  # VMBUS.md §2.6.5 coverage probe
             h.interrupt.enable()
             _until(lambda: _in_mask(h) == 0)
             time.sleep(0.05)  # the subchannel mask is written in the same kernel step as the primary's

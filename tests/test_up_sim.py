@@ -303,9 +303,9 @@ def test_silent_host_is_a_timeout_not_a_hang(sim: SimEnvironment, capsys: pytest
 @pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "irq-signal"])
 def test_bring_up_on_every_kernel_profile(tmp_path: Path, kernel: str, monitored: bool) -> None:
     """Kernels up to 6.16 mask the inbound ring on every interrupt, 6.17 never does; monitored
-    channels are signalled through the monitor page, others by write(1) (spec §1.10, §3.12)."""
+    channels are signalled through the monitor page, others by write(1) (VMBUS.md §1.10, §3.12)."""
     if kernel in ("4.17", "6.9") and not monitored:
-        pytest.skip("kernels before 6.10 refuse to bind non-monitored channels (spec §1.6 item 20)")
+        pytest.skip("kernels before 6.10 refuse to bind non-monitored channels (VMBUS.md §1.6 item 20)")
     with SimEnvironment(tmp_path, profile=kernel, nics=1, nic_monitored=monitored) as env:
         dev = env.nics[0]
         bind_device(env.sysroot, dev.guid, force=True)

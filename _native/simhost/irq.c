@@ -1,12 +1,12 @@
 /* The emulated uio_hv_generic interrupt of one device, raised from C or Python.
  *
  * What lives here: the device's event count and the list of open /dev/uioN connections (the
- * emulator's seam: each open is a seqpacket socket that receives the 4-byte count, spec 2.5),
+ * emulator's seam: each open is a seqpacket socket that receives the 4-byte count, VMBUS.md §1.9),
  * and hvu_sim_irq_raise, which does what the kernel's channel callback does for a host
  * interrupt: mask the channel's inbound interrupts when the profile says the ISR does, count
  * the event, wake every reader. The host pump calls it without the GIL, so a guest interrupt
  * costs a send() and no trip through Python. What must not: ring parsing, policy about *when*
- * to interrupt (the caller decides, spec 3.11), Python.
+ * to interrupt (the caller decides, VMBUS.md §3.11), Python.
  *
  * Locking: the kernel thread replaces the connection list while a pump may be raising. A small
  * spin lock orders the two; the kernel swaps the list before it closes a socket, so a raise
@@ -20,7 +20,7 @@
 
 #include "simhost.h"
 
-#define OFF_MASK 8   /* interrupt_mask in the ring header (spec 3.1) */
+#define OFF_MASK 8   /* interrupt_mask in the ring header (VMBUS.md §3.1) */
 
 static void irq_lock(struct hvu_sim_irq *irq)
 {

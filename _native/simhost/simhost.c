@@ -1,5 +1,5 @@
 /* The emulated Hyper-V host's data path for one NIC channel, in C, written from
- * shared/spec/vmbus-uio.md §3-§5 and hvuio/sim (the Python host is the reference behaviour).
+ * docs/VMBUS.md §3-§5 and hvuio/sim (the Python host is the reference behaviour).
  * Nothing here is shared with the guest's C core (_native/ring.c etc.): one ring bug must not
  * hide on both sides.
  *
@@ -12,7 +12,7 @@
  * does not own is left in the ring and handed to Python's HostNvsp: HVU_SIM_RUN_CONTROL),
  * allocation, logging, Python.
  *
- * Index ownership (the invariant that lets C and Python share one ring, spec 3.1 table 49):
+ * Index ownership (the invariant that lets C and Python share one ring, VMBUS.md §3.1 table 49):
  *   outbound read_index and inbound write_index are the HOST's. Exactly one thread (the
  *   session worker) touches either ring, alternating between this pump and Python's
  *   HostRingReader/Writer. Each side publishes its private index to the header before handing
@@ -172,7 +172,7 @@ int64_t hvu_sim_in_free(struct hvu_sim_pump *p)
 }
 
 /* One packet from two parts (+ zero padding + trailer). 1 written, 0 full, -1 fault.
- * Signal (spec 3.11 d): the ring was empty before this write and the guest's mask is 0. */
+ * Signal (VMBUS.md §3.11 d): the ring was empty before this write and the guest's mask is 0. */
 int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const void *b, uint32_t blen)
 {
     static const uint8_t zeros[8];
@@ -181,7 +181,7 @@ int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const
     int64_t room = hvu_sim_in_free(p);
     if (room < 0)
         return -1;
-    if (room <= (int64_t)need)  /* never fill completely (spec 3.8 step 2) */
+    if (room <= (int64_t)need)  /* never fill completely (VMBUS.md §3.8 step 2) */
         return 0;
     pos = copy_in(p, start, a, alen);
     if (blen)
@@ -199,7 +199,7 @@ int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const
 
 /* ---- outbound reader (guest -> host) ---------------------------------------------------------- */
 
-/* Publish our read index; signal if the guest waits for the space (spec 3.11 b from the host). */
+/* Publish our read index; signal if the guest waits for the space (VMBUS.md §3.11 b from the host). */
 static void out_commit(struct hvu_sim_pump *p, uint32_t consumed)
 {
     uint32_t d = dsize(p), want, w, free_after;
@@ -349,7 +349,7 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
         p->c.passes++;
         if (take_monitor(p))
             worked = 1;
-        /* the host is draining: the guest need not signal meanwhile (spec 5.10) */
+        /* the host is draining: the guest need not signal meanwhile (VMBUS.md §5.10) */
         st_rel(p->out_ring, OFF_MASK, 1);
         rc = drain(p, &worked);
         st_rel(p->out_ring, OFF_MASK, 0);

@@ -11,7 +11,7 @@ enum hvu_sim_run {                 /* why hvu_sim_pump_run returned */
 
 enum hvu_sim_reason {
     HVU_SIM_R_NONE = 0,
-    /* faults: the outbound or inbound ring is corrupt (spec 4.1-4.10) */
+    /* faults: the outbound or inbound ring is corrupt (VMBUS.md §4.1-4.10) */
     HVU_SIM_R_BAD_WRITE_INDEX = 1,
     HVU_SIM_R_BAD_READ_INDEX = 2,
     HVU_SIM_R_SHORT_AVAIL = 3,

@@ -3,7 +3,7 @@
 /* Internal header of the emulated host's C data path, shared by simhost.c (pump, outbound reader,
  * inbound writer, run loop), simhost_rx.c (network -> guest) and simhost_tx.c (guest -> network).
  *
- * What lives here: the wire and ring-header constants (kept as one table, as in the spec, though a
+ * What lives here: the wire and ring-header constants (kept as one table, as in docs/VMBUS.md, though a
  * few serve one file only), the tiny ring-access helpers (atomic header-field loads/stores,
  * unaligned u32 copies, the data size, the reject record), and the prototypes of the few functions
  * one of the files calls in another. What must not: anything Python calls (that is simhost_api.h,

@@ -1,4 +1,4 @@
-"""Bind a synthetic NIC to uio_hv_generic and give it back, safely and idempotently (spec §2.6).
+"""Bind a synthetic NIC to uio_hv_generic and give it back, safely and idempotently (VMBUS.md §2.6).
 
 `bind_device()` prefers the per-device `driver_override` procedure (§2.6.2) when the kernel has
 the file, else `new_id` + unbind + bind (§2.6.1); it records the previous driver in a journal
@@ -335,7 +335,7 @@ def uio_holders(dev_path: Path, proc: Path = Path("/proc")) -> list[int]:
     return pids
 
 
-#: Channel state CHANNEL_OPENED_STATE in the device's `state` attribute (spec §2.1).
+#: Channel state CHANNEL_OPENED_STATE in the device's `state` attribute (VMBUS.md §2.1).
 CHANNEL_OPENED: Final = 3
 #: How long check_not_busy lets an opened state settle: a close that is still being processed
 #: (the emulator handles close(2) asynchronously) must not read as "busy".

@@ -1,4 +1,4 @@
-"""Well-known VMBus class GUIDs and their names (spec §2.7).
+"""Well-known VMBus class GUIDs and their names (VMBUS.md §2.7).
 
 Pure data: no I/O, no imports from the rest of hvuio. `hvuio list` and `hvuio doctor` use it to
 name devices; the emulator keeps its own copy of the few GUIDs it offers (sim imports nothing
@@ -12,7 +12,7 @@ from typing import Final
 NIC_CLASS: Final = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
 FCOPY_CLASS: Final = "34d14be3-dee4-41c8-9ae7-6b174977c192"
 
-# class GUID (lowercase, no braces) -> (short name, description); spec §2.7
+# class GUID (lowercase, no braces) -> (short name, description); VMBUS.md §2.7
 CLASS_NAMES: Final[dict[str, tuple[str, str]]] = {
     NIC_CLASS: ("nic", "Synthetic NIC (netvsc)"),
     "32412632-86cb-44a2-9b5c-50d1417354f5": ("ide", "IDE (storvsc)"),

@@ -1,4 +1,4 @@
-"""`hvuio doctor`: is this a Hyper-V guest, can it run hvuio, and what to do next (spec §1.12, §2.6.5).
+"""`hvuio doctor`: is this a Hyper-V guest, can it run hvuio, and what to do next (VMBUS.md §1.12, §2.6.5).
 
 Each check yields a `Finding` (ok / warn / fail / info, one sentence, optional hint); `diagnose()`
 returns them in order plus one "next step" sentence. Hyper-V detection reads CPUID leaf
@@ -101,7 +101,7 @@ def _module_available(sysroot: Path, name: str) -> tuple[bool, bool]:
 
 
 def device_quirks(dev: VmbusDevice) -> list[Finding]:
-    """Runtime feature detection on a device bound to uio_hv_generic (spec §2.6.5)."""
+    """Runtime feature detection on a device bound to uio_hv_generic (VMBUS.md §2.6.5)."""
     out: list[Finding] = []
     uio = dev.uio
     if uio is None:

@@ -1,4 +1,4 @@
-"""Read-only model of VMBus devices, channels and UIO nodes in sysfs (spec §2).
+"""Read-only model of VMBus devices, channels and UIO nodes in sysfs (VMBUS.md §2).
 
 Like pyudev, but every path is resolved under an injectable `sysroot` (default "/"), so the same
 code reads a real machine and the emulator's tree. Objects are cheap views: each attribute is
@@ -25,9 +25,9 @@ _MAP_NAME_RE = re.compile(r"^(recv|send):([1-9][0-9]*|0[xX][0-9a-fA-F]+)$")
 #: An unsigned sysfs integer as the kernel prints it (%u, %d of a non-negative value, 0x%llx);
 #: no sign, no underscores, no Unicode digits.
 _UINT_RE = re.compile(r"^(?:0[xX][0-9a-fA-F]+|[0-9]+)$")
-#: Largest GPADL handle: the NVSP connect messages carry it in a u32 (spec §1.2.4).
+#: Largest GPADL handle: the NVSP connect messages carry it in a u32 (VMBUS.md §1.2.4).
 MAX_GPADL = 0xFFFFFFFF
-#: Monitor ids index 4 trigger groups of 32 bits (spec §3.12).
+#: Monitor ids index 4 trigger groups of 32 bits (VMBUS.md §3.12).
 MONITOR_IDS = 128
 #: Hint for every malformed or missing sysfs value: the tree is not what uio_hv_generic makes.
 SYSFS_HINT = ("The sysfs files of this device are not what uio_hv_generic and hv_vmbus write; "
@@ -91,7 +91,7 @@ class _Node:
 
 @dataclass(frozen=True)
 class UioMap:
-    """One memory region of /dev/uioN as listed in maps/mapK (spec §1.2, §2.4)."""
+    """One memory region of /dev/uioN as listed in maps/mapK (VMBUS.md §1.2, §2.4)."""
 
     index: int
     name: str
@@ -101,7 +101,7 @@ class UioMap:
 
     @property
     def gpadl(self) -> int | None:
-        """GPADL handle published in a `recv:<n>` / `send:<n>` name (spec §1.2.4), else None.
+        """GPADL handle published in a `recv:<n>` / `send:<n>` name (VMBUS.md §1.2.4), else None.
 
         None also for a handle the host could not have made: 0 or above the u32 the NVSP connect
         messages carry (the caller reports the name as malformed)."""
@@ -151,7 +151,7 @@ class UioDevice(_Node):
     def maps(self) -> list[UioMap]:
         """maps/map0.. in index order, stopping at the first missing one (like DPDK)."""
         out: list[UioMap] = []
-        for k in range(5):  # MAX_UIO_MAPS in uio_hv_generic (spec §1.3.8)
+        for k in range(5):  # MAX_UIO_MAPS of the UIO core (VMBUS.md §1.3.8)
             m = _Node(self.path / "maps" / f"map{k}")
             if not m.path.is_dir():
                 break
@@ -161,7 +161,7 @@ class UioDevice(_Node):
 
 
 class VmbusChannel(_Node):
-    """/sys/bus/vmbus/devices/<guid>/channels/<relid>/ (spec §2.2)."""
+    """/sys/bus/vmbus/devices/<guid>/channels/<relid>/ (VMBUS.md §2.2)."""
 
     def __init__(self, device: VmbusDevice, relid: int) -> None:
         super().__init__(device.path / "channels" / str(relid))
@@ -187,7 +187,7 @@ class VmbusChannel(_Node):
 
 
 class VmbusDevice(_Node):
-    """/sys/bus/vmbus/devices/<guid> (spec §2.1); the device is its primary channel."""
+    """/sys/bus/vmbus/devices/<guid> (VMBUS.md §2.1); the device is its primary channel."""
 
     def __init__(self, sysroot: Path, guid: str) -> None:
         super().__init__(sys_path(sysroot, f"/sys/bus/vmbus/devices/{guid}"))
@@ -204,7 +204,7 @@ class VmbusDevice(_Node):
 
     @classmethod
     def from_netdev(cls, sysroot: Path | str, ifname: str) -> VmbusDevice:
-        """The VMBus device behind a network interface (spec §2.5), via class/net/<if>/device."""
+        """The VMBus device behind a network interface (VMBUS.md §2.5), via class/net/<if>/device."""
         link = sys_path(sysroot, f"/sys/class/net/{ifname}/device")
         if "/" in ifname or not os.path.lexists(link):
             raise DeviceNotFoundError(f"no network interface {ifname!r} backed by a device")

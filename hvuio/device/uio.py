@@ -1,4 +1,4 @@
-"""The UIO device of a bound VMBus device: maps, interrupt fd, subchannel rings (spec §1.2–1.10).
+"""The UIO device of a bound VMBus device: maps, interrupt fd, subchannel rings (VMBUS.md §1.2–1.10).
 
 Maps and the interrupt fd are opened through a `Platform` (hvuio.device.platform: the one seam
 between a real kernel and the emulator's tree); everything here (sysfs, checks, ring files) is
@@ -15,7 +15,7 @@ the host interrupts), `enable()` / `disable()`, and turns EIO (real) or EOF (sim
 `RescindedError`; any other errno is a SysfsError, use after close a LocalProtocolError.
 
 Monitor page: signalling a monitored channel needs an atomic OR of one bit into a u32 shared with
-every other channel (spec §3.12); Python cannot do an atomic RMW on an mmap, so this module only
+every other channel (VMBUS.md §3.12); Python cannot do an atomic RMW on an mmap, so this module only
 computes the offsets (`monitor_trigger`) and leaves the OR to the C core.
 
 Nothing here parses ring contents (that is the ring/channel layer).
@@ -41,14 +41,14 @@ from hvuio.errors import (HostRefusedError, LocalProtocolError, NotRootError, Re
 MAP_NAMES: Final = ("txrx_rings", "int_page", "monitor_page", "recv:", "send:")
 MIN_MAPS: Final = 3
 NIC_MAPS: Final = 5
-INT_PAGE_SEND_OFFSET: Final = 2048  # spec §3.12: send half of the interrupt page
-MONITOR_PENDING_OFFSET: Final = 8  # spec §3.12: trigger_group[g].pending at 8 + 8*g
+INT_PAGE_SEND_OFFSET: Final = 2048  # VMBUS.md §3.12: send half of the interrupt page
+MONITOR_PENDING_OFFSET: Final = 8  # VMBUS.md §3.12: trigger_group[g].pending at 8 + 8*g
 MONITOR_LATENCY_OFFSET: Final = 576  # latency[4][32] u16
-SUBCHANNEL_RING_POLL: Final = 0.01  # DPDK retries every 10 ms (spec §1.7.29)
+SUBCHANNEL_RING_POLL: Final = 0.01  # DPDK retries every 10 ms (VMBUS.md §1.7.29)
 #: Largest region accepted from maps/mapK/size: ring indices, GPADL buffer sizes and transfer-page
-#: offsets are u32 on the wire (spec §3.1, §3.6), so no region of a netvsc device is larger.
+#: offsets are u32 on the wire (VMBUS.md §3.1, §3.6), so no region of a netvsc device is larger.
 MAX_MAP_SIZE: Final = 0xFFFFF000
-#: Interrupt counts read per wake-up at most: the counter coalesces (spec §1.9 item 37), so a
+#: Interrupt counts read per wake-up at most: the counter coalesces (VMBUS.md §1.9 item 37), so a
 #: host that interrupts faster than we read must not keep wait() from returning.
 MAX_COUNT_READS: Final = 64
 _UIO_HINT: Final = "Check 'dmesg' for uio_hv_generic errors and run 'hvuio doctor'."
@@ -72,7 +72,7 @@ class Interrupt:
         return RescindedError(f"{self.name}: the host rescinded the device ({why})")
 
     def _os_error(self, err: OSError, what: str) -> Exception:
-        """The HvuioError for a failed read/write of the uio fd (spec §1.9)."""
+        """The HvuioError for a failed read/write of the uio fd (VMBUS.md §1.9)."""
         if err.errno == errno.EBADF:
             return LocalProtocolError(f"{self.name}: interrupt fd {what} after close")
         return SysfsError(f"{self.name}: {what} of the interrupt fd failed: {os.strerror(err.errno or errno.EIO)}",
@@ -113,7 +113,7 @@ class Interrupt:
         if not ready:
             return None
         # no test of the revents bits: a rescinded uio fd reports -EIO cast to a mask (every bit,
-        # POLLNVAL included, spec §1.9); the read below tells rescind (EIO) from a closed fd (EBADF)
+        # POLLNVAL included, VMBUS.md §1.9); the read below tells rescind (EIO) from a closed fd (EBADF)
         count = self._read_one()
         reads = 1
         while reads < MAX_COUNT_READS and poller.poll(0):  # bounded: a flood must not pin us here
@@ -149,7 +149,7 @@ class Interrupt:
 
 @dataclass(frozen=True)
 class MonitorTrigger:
-    """Where a monitored channel's trigger bit lives in map 2 (spec §3.12)."""
+    """Where a monitored channel's trigger bit lives in map 2 (VMBUS.md §3.12)."""
 
     group: int
     bit: int
@@ -160,7 +160,7 @@ class MonitorTrigger:
 def monitor_trigger(monitor_id: int) -> MonitorTrigger:
     """Offsets for `monitor_id` (0..127); ValueError outside that range."""
     if not 0 <= monitor_id < 128:
-        raise ValueError(f"monitor_id {monitor_id} outside 0..127 (spec §3.12)")
+        raise ValueError(f"monitor_id {monitor_id} outside 0..127 (VMBUS.md §3.12)")
     group, bit = divmod(monitor_id, 32)
     return MonitorTrigger(group, bit, MONITOR_PENDING_OFFSET + 8 * group,
                           MONITOR_LATENCY_OFFSET + 2 * (32 * group + bit))
@@ -210,7 +210,7 @@ class UioHandle:
 
     @classmethod
     def open(cls, device: VmbusDevice, platform: Platform | None = None) -> UioHandle:
-        """Open the device's UIO node and map every region (spec §1.13 steps 2–4)."""
+        """Open the device's UIO node and map every region (VMBUS.md §1.13 steps 2–4)."""
         uio = device.uio
         if uio is None:
             raise SysfsError(f"{device.guid} has no uio/ directory; it is not bound to uio_hv_generic",
@@ -224,7 +224,7 @@ class UioHandle:
             raise SysfsError(f"{uio.dev_path} does not exist", _UIO_HINT) from None
         except PermissionError:
             raise NotRootError(f"cannot open {uio.dev_path}: permission denied", _NO_ACCESS_HINT) from None
-        except OSError as err:  # open() opens the primary channel (spec §1.6.21)
+        except OSError as err:  # open() opens the primary channel (VMBUS.md §1.6.21)
             if err.errno == errno.EAGAIN:
                 raise HostRefusedError(f"the host refused to open channel {device.relid} of {device.guid}") from None
             if err.errno == errno.ENODEV:
@@ -277,7 +277,7 @@ class UioHandle:
         return self.maps[4].gpadl if len(self.maps) > 4 else None
 
     def wait_primary_ring(self, timeout: float = 2.0) -> bool:
-        """Whether the primary's `ring` file exists, waiting up to `timeout` for it (spec §1.8.35).
+        """Whether the primary's `ring` file exists, waiting up to `timeout` for it (VMBUS.md §1.8.35).
 
         DPDK treats its presence as "subchannels supported"; since 6.15 it can appear a little
         after /dev/uioN.
@@ -293,7 +293,7 @@ class UioHandle:
     def open_subchannel_ring(self, relid: int, timeout: float = 10.0) -> mmap.mmap:
         """Map channels/<relid>/ring whole (size from st_size), waiting for it to appear.
 
-        The kernel makes the directory first and the `ring` later (spec §1.7.28); like DPDK we
+        The kernel makes the directory first and the `ring` later (VMBUS.md §1.7.28); like DPDK we
         retry every 10 ms, here until `timeout`.
         """
         if relid in self._sub_rings:

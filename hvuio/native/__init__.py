@@ -62,13 +62,13 @@ PAGE_SIZE: Final = mmap.PAGESIZE
 """The guest page size: a ring's header size (at least HV_PAGE_SIZE, a multiple of it)."""
 HV_PAGE_SIZE: Final = int(lib.HVU_HV_PAGE_SIZE)
 DESC_SIZE: Final = int(lib.HVU_DESC_SIZE)
-"""Bytes of a VMBus packet descriptor (spec 3.3)."""
+"""Bytes of a VMBus packet descriptor (VMBUS.md §3.3)."""
 TRAILER_SIZE: Final = int(lib.HVU_TRAILER_SIZE)
-"""Bytes of the trailer after every packet in a ring (spec 3.3)."""
+"""Bytes of the trailer after every packet in a ring (VMBUS.md §3.3)."""
 MAX_LEN8: Final = int(lib.HVU_MAX_LEN8)
-"""Largest len8: len8 is a u16 (spec 3.3), a packet is at most MAX_LEN8 * 8 bytes."""
+"""Largest len8: len8 is a u16 (VMBUS.md §3.3), a packet is at most MAX_LEN8 * 8 bytes."""
 MONITOR_MAX_ID: Final = int(lib.HVU_MONITOR_MAX_ID)
-"""Monitor ids 0..MONITOR_MAX_ID - 1 have a trigger bit (spec 3.12)."""
+"""Monitor ids 0..MONITOR_MAX_ID - 1 have a trigger bit (VMBUS.md §3.12)."""
 
 
 __all__ = ["ABI_VERSION", "Buffer", "DESC_SIZE", "HV_PAGE_SIZE", "MAX_LEN8", "MODULE_NAME",

@@ -184,7 +184,7 @@ class DataPath:
     `monitor_page` (map 2) with `monitor_id` selects monitor-bit signalling, otherwise the pump
     writes a 4-byte 1 to `irq_fd`; `vnet_hdr` when the tap has IFF_VNET_HDR (12-byte header, no
     offloads enabled); `manage_interrupt_mask=False` for channels whose inbound mask must never be
-    cleared (subchannels on kernels without linux d062463edf17, spec 1.10 item 39) — then use
+    cleared (subchannels on kernels without linux d062463edf17, VMBUS.md §1.10 item 39) — then use
     `busy_poll` or a short `timeout_ms`; `tx_hash_value` adds a hash-value per-packet info with
     that value to every send (Linux/DPDK do so on multi-queue devices so the completion comes back
     on this channel). `busy_poll_us` > 0: after traffic, keep polling rings and tap that long
@@ -220,7 +220,7 @@ class DataPath:
         if (monitor_page is None) != (monitor_id is None):
             raise LocalProtocolError("monitor_page and monitor_id go together (both or neither)")
         if monitor_id is not None and not 0 <= monitor_id < MONITOR_MAX_ID:
-            raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, {MONITOR_MAX_ID - 1}] (spec 3.12)")
+            raise LocalProtocolError(f"monitor_id {monitor_id} must be within [0, {MONITOR_MAX_ID - 1}] (VMBUS.md §3.12)")
         if budget < 1:
             raise LocalProtocolError(f"budget must be >= 1, not {budget}")
         if not 0 <= busy_poll_us <= 1_000_000:

@@ -46,7 +46,7 @@ class Direction(enum.IntEnum):
 
 
 class PacketType(enum.IntEnum):
-    """Packet types the C reader knows by name (spec 3.4)."""
+    """Packet types the C reader knows by name (VMBUS.md §3.4)."""
 
     INBAND = lib.HVU_PKT_INBAND
     XFER_PAGES = lib.HVU_PKT_XFER_PAGES
@@ -80,7 +80,7 @@ def _index_rule(data_size: int) -> str:
 
 
 def _fault_error(reason: int, value: int, data_size: int, max_packet: int, accept: int) -> RingCorruptError:
-    """One sentence per reason code: the field, the value read, the rule it broke (spec 4)."""
+    """One sentence per reason code: the field, the value read, the rule it broke (VMBUS.md §4)."""
     accepted = ", ".join(f"{t:#x}" for t in range(32) if accept >> t & 1)
     table: dict[int, tuple[str, str]] = {
         lib.HVU_BAD_WRITE_INDEX: ("write_index", _index_rule(data_size)),
@@ -218,11 +218,11 @@ class Ring:
         return int(self._header().feature_bits)
 
     def set_interrupt_mask(self, mask: int) -> None:
-        """Inbound ring: 1 = do not interrupt me on empty -> non-empty (spec 3.1)."""
+        """Inbound ring: 1 = do not interrupt me on empty -> non-empty (VMBUS.md §3.1)."""
         lib.hvu_ring_set_interrupt_mask(self._ring, mask)
 
     def set_pending_send_sz(self, nbytes: int) -> None:
-        """Outbound ring: ask the host to signal when `nbytes` are free; 0 clears (spec 3.11 c)."""
+        """Outbound ring: ask the host to signal when `nbytes` are free; 0 clears (VMBUS.md §3.11 c)."""
         self._check(lib.hvu_ring_set_pending_send_sz(self._ring, nbytes), "set_pending_send_sz")
 
     def set_feature_bits(self, bits: int) -> None:
@@ -250,7 +250,7 @@ class Ring:
 
     def write_segments(self, segments: Sequence[Buffer]) -> bool:
         """Writes one packet gathered from `segments` (descriptor first, as built by the caller);
-        the ring adds padding and trailer. Returns whether to signal the host (spec 3.11 a)."""
+        the ring adds padding and trailer. Returns whether to signal the host (VMBUS.md §3.11 a)."""
         segs, keep = self._segs(segments)
         self._sig[0] = 0
         self._check(lib.hvu_ring_write(self._ring, segs, len(keep), self._sig), "write")
@@ -276,7 +276,7 @@ class Ring:
 
     def read_batch(self, max_packets: int = 64) -> ReadBatch:
         """Copies up to `max_packets` packets out (validated, len8/offset8 fixed in the copy),
-        publishes read_index once and returns them with the flow-control decision (spec 3.11 b).
+        publishes read_index once and returns them with the flow-control decision (VMBUS.md §3.11 b).
         If host data fails validation after some packets, those are returned and the next call
         raises RingCorruptError."""
         if max_packets < 1:
@@ -303,7 +303,7 @@ class Ring:
         return ReadBatch(packets, bool(self._sig[0]))
 
 
-# ---- pure functions (spec 3.2, 3.11, 4.18), for tests and for the channel layer ---------------------
+# ---- pure functions (VMBUS.md §3.2, 3.11, 4.18), for tests and for the channel layer ---------------------
 
 def free_bytes(write_index: int, read_index: int, data_size: int) -> int:
     return int(lib.hvu_ring_free_bytes(write_index, read_index, data_size))
@@ -335,7 +335,7 @@ def check_xfer_header(packet: Buffer, *, pageset_id: int, recv_buf_size: int, se
 
 
 class MonitorBell:
-    """Signals the host for a monitored channel: an atomic OR of its trigger bit (spec 3.12).
+    """Signals the host for a monitored channel: an atomic OR of its trigger bit (VMBUS.md §3.12).
 
     Holds an export of `page` (map 2) until `close()`, so close it before unmapping.
     """

@@ -8,9 +8,9 @@ control message into a send-buffer section.
 The contract with the engine (hvuio/engine.py, not written here):
 
 * `Inbound(kind, trans_id, payload)` is one packet already copied out of the ring and validated
-  at the VMBus level (spec §4 items 1-12): `kind` is the VMBus packet type (INBAND 0x6 or
+  at the VMBus level (VMBUS.md §4 items 1-12): `kind` is the VMBus packet type (INBAND 0x6 or
   COMPLETION 0xb) for NVSP, or `RNDIS` for one RNDIS control message copied out of a
-  receive-buffer range (spec §4 item 16). `payload` is the bytes after the VMBus header.
+  receive-buffer range (VMBUS.md §4 item 16). `payload` is the bytes after the VMBus header.
   Completions go to the machine whose `expects(trans_id)` is true (NvspGuest otherwise); in-band
   packets go to NvspGuest. A host in-band packet flagged COMPLETION_REQUESTED (the VF
   association) needs no completion: Linux sends none and OpenVMM accepts its absence. Every
@@ -57,7 +57,7 @@ def _u32(name: str, value: int) -> None:
 
 
 class InboundKind(IntEnum):
-    """Where an inbound item came from; the NVSP kinds are the VMBus packet types (spec §3.4)."""
+    """Where an inbound item came from; the NVSP kinds are the VMBus packet types (VMBUS.md §3.4)."""
 
     INBAND = 0x6
     COMPLETION = 0xB

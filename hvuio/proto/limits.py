@@ -1,6 +1,6 @@
 """Named protocol limits for the NVSP and RNDIS guest machines, each with its reason.
 
-What lives here: numbers only, each next to the spec section or the Linux/DPDK value it mirrors.
+What lives here: numbers only, each next to the docs/VMBUS.md section or the Linux/DPDK value it mirrors.
 The machines in hvuio/proto/nvsp.py and hvuio/proto/rndis.py read them; tests refer to them by
 name so a change here changes the tests' expectations too.
 
@@ -61,7 +61,7 @@ MAX_SUBCHANNELS = 63
 #: Transaction-id space: NVSP requests use ids from NVSP_XID_BASE, RNDIS control sends from
 #: RNDIS_XID_BASE; both stay below the next base, so the engine can route a completion by its id.
 #: Id 0 is never used: Hyper-V does not answer completion-requested packets with id 0
-#: (spec §3.5 item 56).
+#: (VMBUS.md §3.5 item 56).
 NVSP_XID_BASE = 1
 RNDIS_XID_BASE = 1 << 32
 XID_SPAN = 1 << 32

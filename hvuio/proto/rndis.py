@@ -7,7 +7,7 @@ halt — and the validation of every RNDIS message the host sends.
 Transport. RNDIS control messages travel inside NVSP "send RNDIS packet" messages (type 107,
 channel type CONTROL). Linux points them at a GPA-direct page and DPDK at an IOVA scatter list
 (`hn_nvs_send_rndis_ctrl`); a user-space guest cannot learn guest physical addresses cheaply
-(spec §3.7 item 60), so hvuio copies each control message into a send-buffer section, as DPDK's
+(VMBUS.md §3.7 item 60), so hvuio copies each control message into a send-buffer section, as DPDK's
 data path does for small packets. Every `Outbound` from this machine therefore carries the RNDIS
 bytes in `rndis`: the engine copies them into a free section and sends `placed(section)`. The host
 completes the send with an NVSP type-108 completion; feed it back as

@@ -1,6 +1,6 @@
 """VMBus ring wire formats: ctypes structs (little-endian, packed) and constants.
 
-What lives here: the ring header fields (spec 3.1), the 16-byte packet descriptor (3.3), the
+What lives here: the ring header fields (VMBUS.md §3.1), the 16-byte packet descriptor (3.3), the
 completion packet, the transfer-page header and range (3.6), the GPA-direct header and the
 16-byte page-buffer GPA range (3.7), packet types and flags (3.4, 3.5) and the well-known class
 GUIDs (2.7). tests/test_wire_vmbus.py checks every size and offset against
@@ -17,23 +17,23 @@ import enum
 import uuid
 
 HV_PAGE_SIZE = 4096
-"""Hyper-V's page unit (HV_HYP_PAGE_SIZE); GPA page numbers count in it (spec 0, 3.7)."""
+"""Hyper-V's page unit (HV_HYP_PAGE_SIZE); GPA page numbers count in it (VMBUS.md §0, 3.7)."""
 
 RING_HEADER_FIELDS_SIZE = 68
 """Bytes of the header page that carry fields; the data area starts at the guest PAGE_SIZE,
-not here and not necessarily at 4096 (spec 1.4 item 13)."""
+not here and not necessarily at 4096 (VMBUS.md §1.4 item 13)."""
 
 DESC_SIZE = 16
-TRAILER_SIZE = 8  # old write_index << 32 after every packet, not counted in len8 (spec 3.3)
+TRAILER_SIZE = 8  # old write_index << 32 after every packet, not counted in len8 (VMBUS.md §3.3)
 PACKET_ALIGN = 8  # len8/offset8 count 8-byte units (DPDK VMBUS_CHANPKT_SIZE_SHIFT 3)
 INBAND_OFFSET8 = 2  # descriptor only: DPDK VMBUS_CHANPKT_HLEN_MIN
-FEAT_PENDING_SEND_SZ = 0x1  # feature_bits bit 0 (spec 3.1)
-XFER_PAGESET_ID_NETVSC = 0xCAFE  # netvsc receive buffer id (spec 3.6; DPDK NVS_RXBUF_SIG)
-MAX_PAGE_BUFFER_COUNT = 32  # ranges in a page-buffer GPA packet (Linux, spec 3.7 item 58)
+FEAT_PENDING_SEND_SZ = 0x1  # feature_bits bit 0 (VMBUS.md §3.1)
+XFER_PAGESET_ID_NETVSC = 0xCAFE  # netvsc receive buffer id (VMBUS.md §3.6; DPDK NVS_RXBUF_SIG)
+MAX_PAGE_BUFFER_COUNT = 32  # ranges in a page-buffer GPA packet (Linux, VMBUS.md §3.7 item 58)
 
 
 class PacketType(enum.IntEnum):
-    """enum vmbus_packet_type (spec 3.4); DPDK names INBAND, RXBUF, GPA, COMP for 6, 7, 9, 11."""
+    """enum vmbus_packet_type (VMBUS.md §3.4); DPDK names INBAND, RXBUF, GPA, COMP for 6, 7, 9, 11."""
 
     INVALID = 0x0
     SYNCH = 0x1
@@ -52,7 +52,7 @@ class PacketType(enum.IntEnum):
 
 
 class PacketFlag(enum.IntFlag):
-    """Descriptor flags (spec 3.5): only bit 0 exists; any other bit is corruption."""
+    """Descriptor flags (VMBUS.md §3.5): only bit 0 exists; any other bit is corruption."""
 
     NONE = 0
     COMPLETION_REQUESTED = 0x1
@@ -60,7 +60,7 @@ class PacketFlag(enum.IntFlag):
 
 ACCEPTED_TYPES = frozenset({PacketType.DATA_INBAND, PacketType.DATA_USING_XFER_PAGES,
                             PacketType.DATA_USING_GPA_DIRECT, PacketType.COMP})
-"""The only types a strict reader accepts (OpenVMM, spec 3.4 and 4.9)."""
+"""The only types a strict reader accepts (OpenVMM, VMBUS.md §3.4 and 4.9)."""
 
 
 class _Struct(ctypes.LittleEndianStructure):
@@ -81,7 +81,7 @@ class RingHeader(_Struct):
 
 
 class PacketDescriptor(_Struct):
-    """vmpacket_descriptor / vmbus_chanpkt_hdr: offset8 and len8 in 8-byte units (spec 3.3)."""
+    """vmpacket_descriptor / vmbus_chanpkt_hdr: offset8 and len8 in 8-byte units (VMBUS.md §3.3)."""
 
     _fields_ = [
         ("type", ctypes.c_uint16),
@@ -108,7 +108,7 @@ class TransferPageRange(_Struct):
 
 
 class TransferPageHeader(_Struct):
-    """Header of a type 0x7 packet; `range_cnt` TransferPageRange entries follow (spec 3.6)."""
+    """Header of a type 0x7 packet; `range_cnt` TransferPageRange entries follow (VMBUS.md §3.6)."""
 
     _fields_ = [
         ("hdr", PacketDescriptor),
@@ -139,7 +139,7 @@ class GpaDirectHeader(_Struct):
     ]
 
 
-# Well-known VMBus class GUIDs (spec 2.7). Keys follow the golden file's names.
+# Well-known VMBus class GUIDs (VMBUS.md §2.7). Keys follow the golden file's names.
 CLASS_GUIDS: dict[str, uuid.UUID] = {
     name: uuid.UUID(text) for name, text in {
         "network": "f8615163-df3e-46c5-913f-f2d2f965ed0e",
@@ -162,7 +162,7 @@ CLASS_GUIDS: dict[str, uuid.UUID] = {
         "avma2": "3375baf4-9e15-4b30-b765-67acb10d607b",
         "rdv": "276aacf4-ac15-426c-98dd-7521ad3f01fe",
         "imc": "c376c1c3-d276-48d2-90a9-c04748072c60",
-        # OpenHCL devices (spec 2.7, [OV-INIT]); not in the kernel's table.
+        # OpenHCL devices (VMBUS.md §2.7, [OV-INIT]); not in the kernel's table.
         "openhcl_get": "8dedd1aa-9056-49e4-bfd6-1bf90dc38ef0",
         "openhcl_uart": "8b60ccf6-709f-4c11-90b5-229c959a9e6a",
         "openhcl_crashdump": "427b03e7-4ceb-4286-b5fc-486f4a1dd439",
@@ -170,7 +170,7 @@ CLASS_GUIDS: dict[str, uuid.UUID] = {
 }
 
 NIC_CLASS_GUID = CLASS_GUIDS["network"]
-FCOPY_UIO_INSTANCE_GUID = uuid.UUID("eb765408-105f-49b6-b4aa-c123b64d17d4")  # [FCD], spec 2.7
+FCOPY_UIO_INSTANCE_GUID = uuid.UUID("eb765408-105f-49b6-b4aa-c123b64d17d4")  # [FCD], VMBUS.md §2.7
 
 
 def guid_wire_bytes(guid: uuid.UUID) -> bytes:

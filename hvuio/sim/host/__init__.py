@@ -9,6 +9,6 @@ NDIS task offloads on frames (`offload.py`).
 What must not live here: I/O of any kind (fds, sockets, mmap, threads, clocks: time comes in as an
 argument), the emulated kernel (`hvuio.sim.kernel`), the runtime that feeds these machines from
 the rings (`hvuio.sim.vsp`), and any guest code (`hvuio.wire`, `hvuio.proto`): the host is written
-from the spec on its own so one misreading cannot hide on both sides. Import from the modules;
+from docs/VMBUS.md on its own so one misreading cannot hide on both sides. Import from the modules;
 nothing is re-exported here.
 """

@@ -9,7 +9,7 @@ subchannels, revokes, replies and completions, RNDIS control messages handed to 
 send indirection table, faults. The data plane it drives lives beside it: the guest's RNDIS sends
 are read and split by send.py (`SendBuffer`); frames are delivered with `deliver(frame)` /
 `deliver_batch(frames)` through receive.py (`ReceiveBuffer`: sections, transfer-page packets,
-optionally corrupted on purpose with `inject`, for the guest's spec §4 checks). Memory is reached
+optionally corrupted on purpose with `inject`, for the guest's VMBUS.md §4 checks). Memory is reached
 only through the accessors the emulator passes in.
 
 Behaviour follows OpenVMM's netvsp ([OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs),
@@ -202,7 +202,7 @@ class HostNvsp:
 
         Frames that cannot be sent are dropped and counted: before RNDIS is up, with no packet
         filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, or with no free section.
-        `inject` corrupts what the host writes, to exercise the guest's checks (spec §4, §5.14).
+        `inject` corrupts what the host writes, to exercise the guest's checks (VMBUS.md §4, §5.14).
         """
         if not 0 <= channel <= self.subchannels:
             raise LocalProtocolError(f"deliver on channel {channel}: only {self.subchannels} subchannels granted")

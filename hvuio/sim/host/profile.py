@@ -5,7 +5,7 @@ subchannels, buffer layout, offloads, optional host keep-alives, indirection tab
 association policy, strictness) and the defaults with the source each mirrors. Source key:
 [OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs (a real host implementation),
 [OV-BUF] the same crate's buffers.rs, [NVSC] torvalds/linux drivers/net/hyperv/netvsc.c,
-[RF] drivers/net/hyperv/rndis_filter.c, golden = shared/spec/golden/wire-layouts.json.
+[RF] drivers/net/hyperv/rndis_filter.c, golden = tests/golden/wire-layouts.json.
 
 What must not live here: protocol state or I/O (see nvsp.py / rndis.py).
 """

@@ -11,7 +11,7 @@ coalesced frame (the guest enabled RSC for that IP version) or MSS segments; a N
 gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
 rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given.
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
-(spec §4, §5.14). Memory is reached only through the writer the emulator passes in.
+(VMBUS.md §4, §5.14). Memory is reached only through the writer the emulator passes in.
 
 What must not live here: NVSP set-up and state (when a frame may be delivered at all, what the
 guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
@@ -35,7 +35,7 @@ WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
 
 VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; transfer ids stay below
 
-# Deliberate host-side corruption of a receive, for the guest's spec §4 checks (spec §5.14):
+# Deliberate host-side corruption of a receive, for the guest's VMBUS.md §4 checks (VMBUS.md §5.14):
 # pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
 # msg_len larger than the range, a data offset outside the message, an NVSP type other than 107.
 RxFault = Literal["pageset", "range_past_buffer", "range_over_section", "zero_length", "rndis_len",

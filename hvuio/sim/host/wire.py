@@ -1,9 +1,9 @@
 """Host-side wire codecs for the emulated network VSP: NVSP and RNDIS with `struct` only.
 
 What lives here: the numbers (message types, status codes, OIDs, sizes) and small pack/parse
-helpers the emulated host uses, written from shared/spec/golden/wire-layouts.json (DPDK
+helpers the emulated host uses, written from tests/golden/wire-layouts.json (DPDK
 `hn_nvs_*`, `rndis_*`, `ndis_*` structs and the `nvs_*`, `rndis_*`, `ndis_*` constant groups) and
-from spec §3.4–3.7. They are deliberately independent of `hvuio.wire` / `hvuio.proto` (the guest
+from VMBUS.md §3.4–3.7. They are deliberately independent of `hvuio.wire` / `hvuio.proto` (the guest
 side) so that one misreading of the layouts cannot hide on both sides; tests/test_sim_host_wire.py
 checks every size and constant here against the golden file.
 
@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-# --- VMBus packet (spec §3.4–3.7) --------------------------------------------------------------
+# --- VMBus packet (VMBUS.md §3.4–3.7) --------------------------------------------------------------
 
 PKT_INBAND: Final = 0x6  # VMBUS_CHANPKT_TYPE_INBAND
 PKT_XFER_PAGES: Final = 0x7  # VMBUS_CHANPKT_TYPE_RXBUF
@@ -273,7 +273,7 @@ class GpaRange:
 
 
 def parse_gpa_header(extra: bytes) -> tuple[GpaRange, ...]:
-    """Parse the type-0x9 header bytes after the descriptor (spec §3.7): rsvd, range_cnt, ranges."""
+    """Parse the type-0x9 header bytes after the descriptor (VMBUS.md §3.7): rsvd, range_cnt, ranges."""
     if len(extra) < GPA_HEADER_SIZE - DESCRIPTOR_SIZE:
         raise HostWireError("gpa header length", len(extra), "needs 8 bytes (reserved, range_cnt)")
     (count,) = struct.unpack_from("<I", extra, 4)
@@ -334,7 +334,7 @@ class GuestPacket:
 def parse_guest_packet(raw: bytes, channel: int = 0) -> GuestPacket:
     """Split one guest packet as read from the ring (descriptor .. padding, no trailer).
 
-    Rules of spec §3.3/§4 (5, 6) as OpenVMM's ring parser applies them: `len8 * 8` equals the bytes
+    Rules of VMBUS.md §3.3/§4 (5, 6) as OpenVMM's ring parser applies them: `len8 * 8` equals the bytes
     given, `16 <= offset8 * 8 <= len8 * 8`. HostWireError names the offending field.
     """
     if len(raw) < DESCRIPTOR_SIZE:

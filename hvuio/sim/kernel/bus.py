@@ -22,7 +22,7 @@ Use it in-process (tests) or through `hvuio sim start`:
 
 Options: `ifnames`, `nic_monitored`, `extra_devices` (keyboard, SCSI, heartbeat, shutdown),
 `uio_module` (False = module missing), `ring_delay` (late `ring` files), `monitor_poll`,
-`rescind_subchannels_on_close` (spec §6.1). `dmesg` lists refused writes, `trace` every write.
+`rescind_subchannels_on_close` (VMBUS.md §6.1). `dmesg` lists refused writes, `trace` every write.
 
 HOST HOOKS (the VSP plugs in here; all run on the kernel thread with the kernel lock held; keep
 them short and never block):
@@ -30,7 +30,7 @@ them short and never block):
 * `on_open(device)`       first open of /dev/uioN: the primary channel was opened, ring headers
                           were reinitialised; the host may start reading the guest's TX ring.
                           Raise OSError(errno) to fail the guest's open() (a host refusing
-                          OPENCHANNEL: the kernel reports EAGAIN, spec §1.6.21).
+                          OPENCHANNEL: the kernel reports EAGAIN, VMBUS.md §1.6.21).
 * `on_close(device)`      last close: subchannels were closed, then the primary.
 * `on_guest_signal(device, relid)`
                           the guest signalled the host: write(1) on a non-monitored channel (per
@@ -149,7 +149,7 @@ class SimKernel:
         self.tree = SimTree(self.sysroot)
         self.ring_delay = ring_delay
         self.monitor_poll = monitor_poll
-        # spec §6.1 leaves open whether the host rescinds subchannels when the primary closes
+        # VMBUS.md §6.1 leaves open whether the host rescinds subchannels when the primary closes
         self.rescind_subchannels_on_close = rescind_subchannels_on_close
         self.on_open = on_open
         self.on_close = on_close
@@ -327,7 +327,7 @@ class SimKernel:
         self._next_monitor += 1
         return mid
 
-    # -- driver matching (spec §2.3) -------------------------------------------------------------
+    # -- driver matching (VMBUS.md §2.3) -------------------------------------------------------------
 
     def _matches(self, dev: SimDevice, drv: str) -> bool:
         if drv not in self.dynids:
@@ -443,7 +443,7 @@ class SimKernel:
         return self._uio.signal_guest(dev, relid)
 
     def add_subchannel(self, dev: SimDevice, index: int) -> int:
-        """Offer subchannel `index` (>= 1): directory now, `ring` after `ring_delay` (spec §1.7)."""
+        """Offer subchannel `index` (>= 1): directory now, `ring` after `ring_delay` (VMBUS.md §1.7)."""
         with self.lock:
             if dev.opens == 0 or dev.uio is None:
                 raise RuntimeError(f"{dev.guid}: subchannels need an opened primary")

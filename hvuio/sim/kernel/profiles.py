@@ -1,8 +1,8 @@
-"""Kernel-version profiles of the emulated guest kernel (spec §1.5, §1.10, §1.12, §5.4).
+"""Kernel-version profiles of the emulated guest kernel (VMBUS.md §1.5, §1.10, §1.12, §5.4).
 
 A `KernelProfile` is a frozen bag of switches; `PROFILES` names the variants the emulator
 offers ("4.17", "4.19", "6.9", "6.12", "6.15", "6.16", "6.17"). Ring-size and map-size rules live
-here as small pure functions so tests can compare them with the spec tables. Also the few class
+here as small pure functions so tests can compare them with the tables of docs/VMBUS.md. Also the few class
 GUIDs the emulator offers (the sim must not import `hvuio.device`; a test checks these agree with
 `hvuio.device.classes`).
 
@@ -19,9 +19,9 @@ from typing import Final
 PAGE_SIZE: Final = mmap.PAGESIZE
 HV_PAGE: Final = 4096
 SZ_2M: Final = 2 * 1024 * 1024
-RECV_BUFFER_SIZE: Final = 0x1F00000  # 31 MiB, spec §1.2 map 3
-SEND_BUFFER_SIZE: Final = 0x1000000  # 16 MiB, spec §1.2 map 4
-FIRST_GPADL: Final = 0xE1E10  # spec §1.2.5: next_gpadl_handle starts here
+RECV_BUFFER_SIZE: Final = 0x1F00000  # 31 MiB, VMBUS.md §1.2 map 3
+SEND_BUFFER_SIZE: Final = 0x1000000  # 16 MiB, VMBUS.md §1.2 map 4
+FIRST_GPADL: Final = 0xE1E10  # VMBUS.md §1.2.5: next_gpadl_handle starts here
 UIO_NAME: Final = "uio_hv_generic"
 UIO_VERSION: Final = "0.02.1"
 
@@ -31,7 +31,7 @@ KEYBOARD_CLASS: Final = "f912ad6d-2b17-48ea-bd65-f927a61c7684"
 SCSI_CLASS: Final = "ba6163d9-04a1-4d29-b605-72e2ffb1dc7f"
 HEARTBEAT_CLASS: Final = "57164f39-9115-4e78-ab55-382f3bd5422d"
 SHUTDOWN_CLASS: Final = "0e0b6031-5213-4934-818b-38d90ced39db"
-# Classes in the kernel's vmbus_devs[] table (spec §1.5: everything known except FCOPY uses the
+# Classes in the kernel's vmbus_devs[] table (VMBUS.md §1.5: everything known except FCOPY uses the
 # driver default ring size); a class outside it is HV_UNKNOWN.
 KERNEL_TABLE: Final = frozenset(
     {NIC_CLASS, FCOPY_CLASS, KEYBOARD_CLASS, SCSI_CLASS, HEARTBEAT_CLASS, SHUTDOWN_CLASS}
@@ -47,7 +47,7 @@ STATIC_DRIVERS: Final[dict[str, frozenset[str]]] = {
 
 @dataclass(frozen=True)
 class KernelProfile:
-    """Switches of one emulated kernel version; the comment names the spec row for each."""
+    """Switches of one emulated kernel version; the comment names the docs/VMBUS.md row for each."""
 
     name: str
     driver_override: bool  # 4.18+ (§1.12)
@@ -122,13 +122,13 @@ def get_profile(name: str) -> KernelProfile:
 
 
 def vmbus_ring_size(payload: int, page_size: int = PAGE_SIZE) -> int:
-    """VMBUS_RING_SIZE(payload): add a header page only when payload < 8 pages (spec §1.5.16)."""
+    """VMBUS_RING_SIZE(payload): add a header page only when payload < 8 pages (VMBUS.md §1.5.16)."""
     header = page_size if payload < 8 * page_size else 0
     return (payload + header + page_size - 1) // page_size * page_size
 
 
 def primary_ring_size(profile: KernelProfile, class_id: str, page_size: int = PAGE_SIZE) -> int:
-    """Per-direction ring size S of a primary channel (spec §1.5 table)."""
+    """Per-direction ring size S of a primary channel (VMBUS.md §1.5 table)."""
     if not profile.per_class_ring_size:
         return 512 * page_size
     if class_id == FCOPY_CLASS:

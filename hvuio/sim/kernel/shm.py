@@ -86,7 +86,7 @@ def seqpacket_connect(path: Path) -> socket.socket:
     return _seqpacket_at(path, lambda sock, name: sock.connect(name))
 
 
-# -- shared memory as the emulated kernel touches it (spec §3.1, §3.12) ----------------------------
+# -- shared memory as the emulated kernel touches it (VMBUS.md §3.1, §3.12) ----------------------------
 
 _HDR = struct.Struct("<IIII")  # write_index, read_index, interrupt_mask, pending_send_sz
 _FEATURE_OFFSET: Final = 64
@@ -94,9 +94,9 @@ _MASK_OFFSET: Final = 8
 
 
 def init_ring_headers(path: Path, ring_size: int, inbound_mask: int, full_clear: bool) -> None:
-    """Both headers at open: indices 0, feature bit 1, inbound mask as given (spec §1.6.22).
+    """Both headers at open: indices 0, feature bit 1, inbound mask as given (VMBUS.md §1.6.22).
 
-    `full_clear` = newer kernels zero the first HV page of each header first (spec §6.7).
+    `full_clear` = newer kernels zero the first HV page of each header first (VMBUS.md §6.7).
     """
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -119,7 +119,7 @@ def set_inbound_mask(path: Path, ring_size: int, value: int) -> None:
 
 
 def ring_snapshot(path: Path, ring_size: int) -> dict[str, int]:
-    """The values the kernel's ring snapshot attributes show (spec §2.1, §2.2)."""
+    """The values the kernel's ring snapshot attributes show (VMBUS.md §2.1, §2.2)."""
     with open(path, "rb") as f:
         tx = _HDR.unpack(os.pread(f.fileno(), _HDR.size, 0))
         rx = _HDR.unpack(os.pread(f.fileno(), _HDR.size, ring_size))
@@ -136,7 +136,7 @@ def ring_snapshot(path: Path, ring_size: int) -> dict[str, int]:
 
 
 def take_monitor_bits(path: Path, monitor_ids: set[int]) -> list[int]:
-    """Clear and return the set trigger bits of `monitor_ids` in the monitor page (spec §3.12).
+    """Clear and return the set trigger bits of `monitor_ids` in the monitor page (VMBUS.md §3.12).
 
     The guest sets bit id % 32 of trigger_group[id / 32].pending (offset 8 + 8 * group) with an
     atomic OR. Python has no atomic AND on a mapping: the word is re-read just before the write,

@@ -1,4 +1,4 @@
-"""The emulated guest kernel's sysfs / dev layout under a sysroot (spec §2.1–2.4, §5.1–5.3).
+"""The emulated guest kernel's sysfs / dev layout under a sysroot (VMBUS.md §2.1–2.4, §5.1–5.3).
 
 `SimDevice` / `SimChannel` are the emulator's model of a VMBus device and its channels;
 `SimTree` writes what the VMBus bus, hv_netvsc and uio_hv_generic expose for them:
@@ -30,7 +30,7 @@ from hvuio.sim.kernel.shm import MARKER, map_backing, state_dir
 
 WRITE_ONLY: Final = ("new_id", "remove_id", "bind", "unbind")
 UIO_MAJOR: Final = 240
-_PHYS_BASE: Final = 0x0000000104000000  # fake guest-physical base of map 0 (opaque, spec §1.2.7)
+_PHYS_BASE: Final = 0x0000000104000000  # fake guest-physical base of map 0 (opaque, VMBUS.md §1.2.7)
 _VIRT_BASE: Final = 0xFFFFB0A000000000  # fake kernel-virtual base of maps 1..4
 
 

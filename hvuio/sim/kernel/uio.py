@@ -2,7 +2,7 @@
 
 What lives here: `GuestIrq`, a device's emulated uio interrupt (its event count and the open
 /dev/uioN sockets, in C: _native/simhost/irq.c, which a host pump also raises without the GIL),
-and `UioDriver`, the uio_hv_generic half of `SimKernel` (spec §1.6, §1.10):
+and `UioDriver`, the uio_hv_generic half of `SimKernel` (VMBUS.md §1.6, §1.10):
 
 * probe: maps 0..4 (ring, int page, monitor page, receive / send buffer with their GPADL
   handles), the backing files, the listening /dev/uioN socket and the primary `ring` file (late
@@ -132,7 +132,7 @@ class UioDriver:
         self._next_gpadl += 1
         return handle
 
-    # -- uio_hv_generic probe/remove (spec §1.6) -------------------------------------------------
+    # -- uio_hv_generic probe/remove (VMBUS.md §1.6) -------------------------------------------------
 
     def probe(self, dev: SimDevice) -> bool:
         kernel = self._kernel
@@ -254,7 +254,7 @@ class UioDriver:
                 continue
             if kernel.rescind_subchannels_on_close:
                 kernel.tree.remove_channel(dev, chan)
-            else:  # closed, ring freed, directory kept until a rescind that never comes (spec §6.1)
+            else:  # closed, ring freed, directory kept until a rescind that never comes (VMBUS.md §6.1)
                 kernel.tree.hide_ring(dev, chan)
                 if chan.ring_backing is not None:
                     chan.ring_backing.unlink(missing_ok=True)
@@ -341,7 +341,7 @@ class UioDriver:
             dev.event = event
             self._kernel.tree.set_event(dev)
 
-    # -- monitor page (guest -> host signals of monitored channels, spec §3.12) -------------------
+    # -- monitor page (guest -> host signals of monitored channels, VMBUS.md §3.12) -------------------
 
     def scan_monitor_page(self) -> None:
         """Report trigger bits of opened monitored channels (consumed) as guest signals."""

@@ -1,21 +1,21 @@
 """The emulated host's network VSP runner: HostNvsp over the real shared memory of SimKernel.
 
 What lives here: `SimHost`, which plugs into the emulated kernel's host hooks and plays Hyper-V's
-side for every simulated NIC (spec §5.7–5.12), and `SimEnvironment`, the in-process context
+side for every simulated NIC (VMBUS.md §5.7–5.12), and `SimEnvironment`, the in-process context
 manager tests use to get kernel + host in one line. Per opened NIC a `Session` maps the primary
 ring file (TX ring at 0 = the host reads, RX ring at S = size / 2 = the host writes, header page
 = PAGE_SIZE) and maps 3/4 (receive / send buffer), runs a `HostNvsp` (sans-IO, hvuio.sim.host) and
 one worker thread that
   * wakes on guest signals: the kernel's `on_guest_signal` hook for non-monitored channels, and
     for monitored channels its own poll of trigger_group[id / 32].pending bit id % 32 of the
-    monitor page (spec §3.12) every `latency` seconds (the guest's latency[id] entry, clamped to
+    monitor page (VMBUS.md §3.12) every `latency` seconds (the guest's latency[id] entry, clamped to
     `monitor_latency`; its ceiling while the device is idle), clearing the bit atomically when consumed
     (`MonitorPage`, memory.py);
   * drains the guest's outbound rings with the strict HostRingReader (a ring violation stops the
     device's channels with a logged reason, as a real host's worker ends), feeds HostNvsp and
     writes every resulting packet into the inbound ring (a full ring queues the packet in order,
     sets the inbound pending_send_sz and retries when the guest frees space: nothing is dropped);
-  * interrupts the guest only as a host does (spec §3.11 d, §5.10): empty -> non-empty of an
+  * interrupts the guest only as a host does (VMBUS.md §3.11 d, §5.10): empty -> non-empty of an
     inbound ring whose interrupt_mask is 0, and outbound free space crossing pending_send_sz;
     one interrupt per channel per batch;
   * handles HostNvsp events: FrameFromGuest -> network, SubchannelsOffered -> kernel.add_subchannel
@@ -151,7 +151,7 @@ class SimHost:
             _ = self.monitor  # map it now, not on the worker's first pass
             session = Session(self, dev, profile)
         except (OSError, ValueError, LocalProtocolError) as exc:
-            # like a host refusing OPENCHANNEL: the kernel fails the guest's open() (spec §1.6)
+            # like a host refusing OPENCHANNEL: the kernel fails the guest's open() (VMBUS.md §1.6)
             log.error("%s: sim host cannot serve the device: %s", dev.guid, exc)
             raise OSError(errno.EAGAIN, f"sim host cannot serve {dev.guid}: {exc}") from exc
         self._sessions[dev.guid] = session
@@ -209,7 +209,7 @@ class SimHost:
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
         """Frames for an open NIC as one transfer-page packet, optionally corrupted on purpose
-        (`inject`, HostNvsp's RxFault names: spec §4 / §5.14 fault injection); no network needed."""
+        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed."""
         dev = self._device(device)
         session = self._sessions.get(dev.guid)
         if session is None:

@@ -6,7 +6,7 @@ which it writes with a HostRingWriter; header page = PAGE_SIZE) and the packets 
 inbound space; `MonitorPage`, the shared monitor page (map 2, one per host), whose trigger bits
 are cleared atomically with futex(FUTEX_WAKE_OP, FUTEX_OP_ANDN) and whose latency entries set
 the poll period; `map_file` for the receive / send buffers (maps 3/4); `full_barrier`, the
-store-load fence the host needs between unmasking and re-checking a ring (spec §3.10).
+store-load fence the host needs between unmasking and re-checking a ring (VMBUS.md §3.10).
 
 What must not live here: ring layout rules (ring.py), the worker, its threads and locks
 (session.py), protocol rules (hvuio.sim.host), which file backs which map (hvuio.sim.kernel).
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = mmap.PAGESIZE
 HV_PAGE = 4096
-MONITOR_PENDING = 8  # trigger_group[g].pending at 8 + 8 * g (spec §3.12 table)
-MONITOR_LATENCY = 576  # latency[4][32], u16 in 100 ns units (spec §3.12 table)
-MONITOR_IDS = 128  # only ids 0..127 are representable (spec §3.12)
+MONITOR_PENDING = 8  # trigger_group[g].pending at 8 + 8 * g (VMBUS.md §3.12 table)
+MONITOR_LATENCY = 576  # latency[4][32], u16 in 100 ns units (VMBUS.md §3.12 table)
+MONITOR_IDS = 128  # only ids 0..127 are representable (VMBUS.md §3.12)
 
 # FUTEX_WAKE_OP with FUTEX_OP_ANDN | FUTEX_OP_OPARG_SHIFT: the kernel applies `*uaddr2 &= ~(1 << bit)`
 # atomically (man 2 futex), the only atomic read-modify-write on shared memory Python can reach.
@@ -71,7 +71,7 @@ class MonitorPage:
             if self.atomic and self._andn(off, bit):
                 return True
             # Fallback without futex: re-read and store at once; a bit the guest ORs into the same
-            # word between the two is lost (documented race, spec §3.12 asks for atomics).
+            # word between the two is lost (documented race, VMBUS.md §3.12 asks for atomics).
             word = int.from_bytes(self.mm[off:off + 4], "little")
             self.mm[off:off + 4] = (word & ~(1 << bit)).to_bytes(4, "little")
         return True
@@ -152,6 +152,6 @@ _BARRIER = threading.Lock()
 def full_barrier() -> None:
     """A full memory barrier from Python: a mutex acquire/release is a locked instruction on x86
     and a barrier pair elsewhere. Needed where a store (interrupt_mask = 0) is followed by a load of
-    the guest's index, the store-load order of spec §3.10 (the Dekker pattern)."""
+    the guest's index, the store-load order of VMBUS.md §3.10 (the Dekker pattern)."""
     _BARRIER.acquire()
     _BARRIER.release()

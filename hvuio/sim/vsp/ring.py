@@ -4,11 +4,11 @@ What lives here: `HostRingReader` drains the guest's outbound ring (strictly: th
 write_index and every descriptor are checked, a violation raises RingCorruptError naming field,
 value and rule, and is logged); `HostRingWriter` fills the guest's inbound ring (gather, zero
 padding, trailer, never completely full). Both decide when the host would interrupt the guest
-(spec 3.11 d, 5.10): the writer on empty -> non-empty while the inbound interrupt_mask is 0, the
+(VMBUS.md §3.11 d, 5.10): the writer on empty -> non-empty while the inbound interrupt_mask is 0, the
 reader when freed space crosses the guest's pending_send_sz with feature bit 0 set; the reader
 sets the outbound interrupt_mask while it drains.
 
-Written from shared/spec/vmbus-uio.md sections 3 and 4 only, independently of _native/ring.c, so
+Written from docs/VMBUS.md sections 3 and 4 only, independently of _native/ring.c, so
 the two can check each other. What must not: imports beyond hvuio.errors, fds, threads, sleeping.
 Single-process use: Python's stores happen in program order, which is all the emulator needs.
 Header fields are stored with one aligned 32-bit store each (`_put`): the guest reads them from
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from hvuio.errors import RingCorruptError
 
 # Python has no memory fences. Taking and releasing a lock is a full barrier in CPython (a locked
-# instruction in the mutex), which is what spec 3.10 asks for between publishing an index and
+# instruction in the mutex), which is what VMBUS.md §3.10 asks for between publishing an index and
 # reading the peer's mask / pending_send_sz: without it a wake-up can be lost.
 _FENCE = threading.Lock()
 
@@ -39,7 +39,7 @@ def _full_barrier() -> None:
 
 log = logging.getLogger(__name__)
 
-# Header page offsets (spec 3.1).
+# Header page offsets (VMBUS.md §3.1).
 OFF_WRITE_INDEX = 0
 OFF_READ_INDEX = 4
 OFF_INTERRUPT_MASK = 8
@@ -47,10 +47,10 @@ OFF_PENDING_SEND_SZ = 12
 OFF_FEATURE_BITS = 64
 FEAT_PENDING_SEND_SZ = 1
 
-DESC = struct.Struct("<HHHHQ")  # type, offset8, len8, flags, trans_id (spec 3.3)
+DESC = struct.Struct("<HHHHQ")  # type, offset8, len8, flags, trans_id (VMBUS.md §3.3)
 TRAILER = 8
 MIN_PACKET = DESC.size
-GUEST_TYPES = frozenset({0x6, 0x7, 0x9, 0xB})  # what a strict reader accepts (spec 3.4)
+GUEST_TYPES = frozenset({0x6, 0x7, 0x9, 0xB})  # what a strict reader accepts (VMBUS.md §3.4)
 FLAG_COMPLETION_REQUESTED = 1
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -123,7 +123,7 @@ class _HostRing:
         return self._get(OFF_FEATURE_BITS)
 
     def reset(self, feature_bits: int = FEAT_PENDING_SEND_SZ) -> None:
-        """What the kernel does at channel open: indices 0, mask 0, feature bit set (spec 5.5)."""
+        """What the kernel does at channel open: indices 0, mask 0, feature bit set (VMBUS.md §5.5)."""
         self._ring[:64] = bytes(64)
         self._put(OFF_FEATURE_BITS, feature_bits)
         self.broken = None
@@ -132,7 +132,7 @@ class _HostRing:
     def _reload(self) -> None:
         """Takes our own index from the header again (only at open / reset)."""
 
-    # space accounting (spec 3.2)
+    # space accounting (VMBUS.md §3.2)
     def _free(self, w: int, r: int) -> int:
         return self.data_size - (w - r) if w >= r else r - w
 
@@ -143,7 +143,7 @@ class _HostRing:
         return err
 
     def _guest_index(self, off: int, name: str) -> int:
-        value = self._get(off)  # loaded once per pass (spec 4.1)
+        value = self._get(off)  # loaded once per pass (VMBUS.md §4.1)
         if value >= self.data_size or value % 8:
             raise self._fail(name, value, f"must be below the data size {self.data_size:#x} and a multiple of 8")
         return value
@@ -183,7 +183,7 @@ class HostRingReader(_HostRing):
         self._consumed = 0
 
     def begin_drain(self) -> None:
-        """Mask: the guest need not signal while we are draining (spec 5.10)."""
+        """Mask: the guest need not signal while we are draining (VMBUS.md §5.10)."""
         self._put(OFF_INTERRUPT_MASK, 1)
 
     def end_drain(self) -> bool:
@@ -197,7 +197,7 @@ class HostRingReader(_HostRing):
         return self.data_size - self._free(w, self._rd)
 
     def read_packet(self) -> RingPacket | None:
-        """The next packet, validated against spec 4.1-4.10, or None when the ring is empty.
+        """The next packet, validated against VMBUS.md §4.1-4.10, or None when the ring is empty.
         The private read index advances; `commit` publishes it."""
         avail = self.bytes_to_read()
         if avail == 0:
@@ -222,7 +222,7 @@ class HostRingReader(_HostRing):
     def commit(self) -> bool:
         """Publishes read_index; True if the guest is waiting for the space just freed: free space
         went from <= P to > P, P = the guest's pending_send_sz rounded down to 8 and capped at
-        D - 8, and the guest set feature bit 0 (spec 3.11 b seen from the host, 4.18)."""
+        D - 8, and the guest set feature bit 0 (VMBUS.md §3.11 b seen from the host, 4.18)."""
         consumed, self._consumed = self._consumed, 0
         self._put(OFF_READ_INDEX, self._rd)
         _full_barrier()
@@ -258,7 +258,7 @@ class HostRingWriter(_HostRing):
         self._reload()
 
     def _reload(self) -> None:
-        self._wr = self.write_index  # private copy (spec 4.2)
+        self._wr = self.write_index  # private copy (VMBUS.md §4.2)
 
     def bytes_free(self) -> int:
         self._live()
@@ -269,7 +269,7 @@ class HostRingWriter(_HostRing):
 
     def write_raw(self, parts: Sequence[BufferLike]) -> bool:
         """One packet from `parts` (descriptor included). Zero padding to 8 and the trailer are
-        added. Raises BlockingIOError when free space <= packet + trailer (spec 3.8). Returns
+        added. Raises BlockingIOError when free space <= packet + trailer (VMBUS.md §3.8). Returns
         whether the guest gets an interrupt: ring was empty and its interrupt_mask is 0."""
         chunks = [memoryview(p).cast("B") for p in parts]
         length = sum(len(c) for c in chunks)

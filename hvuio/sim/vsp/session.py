@@ -74,7 +74,7 @@ class VspCounters:
     packets_from_guest: int = 0
     signals_to_guest: int = 0  # guest interrupts: kernel.signal_guest plus those the C pump raised
     guest_signals: int = 0  # irqcontrol signals (hook) + monitor trigger bits consumed
-    # Spec §5.12 "unnecessary" signals, as far as the host can see them (irqcontrol signals only:
+    # VMBUS.md §5.12 "unnecessary" signals, as far as the host can see them (irqcontrol signals only:
     # monitor bits merge, so repeated monitored signals are invisible by design):
     guest_signals_masked: int = 0  # the outbound interrupt_mask was 1 (the host was draining)
     guest_signals_redundant: int = 0  # the previous signal of that channel was not consumed yet:
