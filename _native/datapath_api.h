@@ -106,9 +106,8 @@ enum hvu_dp_reason {
     HVU_DP_RSC_SEQUENCE = 49,  /* RSC fragment out of order: no first, new first before the last,
                                 * another packet in between, or a pkt_id change (value = flags) */
     HVU_DP_RSC_TOO_LONG = 50,  /* RSC: more than 562 fragments or 64 KiB (value = bytes so far) */
-    HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths; or, to
-                                * be cut for a tap without vnet header, IP + TCP headers alone fill
-                                * the MTU (value = their length) */
+    HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths; or its
+                                * IP + TCP headers alone fill the MTU (value = their length) */
     HVU_DP_RSC_CSUM = 52,      /* RSC frame to be cut for a tap without vnet header whose TCP
                                 * checksum is wrong and was not vouched for by the host (value = the
                                 * checksum found): cutting would launder it into valid segments */

@@ -220,7 +220,9 @@ static int rsc_emit(struct hvu_dp *dp)
         hvu_off_ip4_csum(f, &h);
         /* MSS = MTU - IP - TCP headers: no segment count comes with the frame */
         uint32_t l34 = h.hdrs - h.l3;
-        uint32_t mss = dp->mtu > l34 ? dp->mtu - l34 : 1;
+        if (l34 >= dp->mtu)         /* headers alone fill the MTU: no segment of it can exist */
+            return rsc_drop(dp, HVU_DP_RSC_FRAME, l34, frags);
+        uint32_t mss = dp->mtu - l34;
         if (len - h.hdrs > mss && vnet) {
             v.gso_type = (uint8_t)(h.ipv6 ? HVU_VNET_GSO_TCPV6 : HVU_VNET_GSO_TCPV4);
             v.gso_size = (uint16_t)mss;
@@ -228,8 +230,6 @@ static int rsc_emit(struct hvu_dp *dp)
         } else if (len - h.hdrs > mss) {
             /* no vnet header: cut here, as GSO would, with fresh checksums, so one the host did
              * not vouch for must be right first (the stack would have checked it) */
-            if (dp->mtu <= l34)
-                return rsc_drop(dp, HVU_DP_RSC_FRAME, l34, frags);
             if (!valid && !tcp_csum_ok(f, len, &h)) {
                 const uint8_t *c = f + h.l4 + HVU_TCP_CSUM_OFF;
                 return rsc_drop(dp, HVU_DP_RSC_CSUM, (uint32_t)((c[0] << 8) | c[1]), frags);

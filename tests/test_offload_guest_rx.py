@@ -374,15 +374,23 @@ def test_rsc_without_vnet_header_bad_checksum_is_dropped_not_laundered() -> None
         host.close()
 
 
-def test_rsc_without_vnet_header_whose_headers_fill_the_mtu_is_dropped() -> None:
+@pytest.mark.parametrize("vnet, payload", [(False, 3000), (True, 3000), (True, 1), (False, 1)])
+def test_rsc_frame_whose_headers_fill_the_mtu_is_dropped(vnet: bool, payload: int) -> None:
     """IPv6 + TCP with 40 bytes of options is 100 bytes of headers: at MTU 68 no segment of it
-    fits, so there is nothing to cut (and no room was kept for such a segment)."""
-    host = PlainHost(mtu=68)
+    fits, with or without a vnet header, and even with one payload byte the frame is longer than
+    the MTU allows: dropped whole and counted (found by the dp_rx fuzzer)."""
+    host: FakeHost = Host(mtu=68, recv_size=256 * 1024) if vnet else PlainHost(mtu=68)
     try:
-        orig = coalesced(3000, v6=True, tcp_opts=bytes(40))
+        orig = coalesced(payload, v6=True, tcp_opts=bytes(40))
+        if isinstance(host, Host):
+            host.packet(fragments(orig.frame, 3000, csum=None))
+            outs = host.run()
+        else:
+            assert isinstance(host, PlainHost)
+            host.rsc(orig.frame, csum=None)
+            outs = host.tap_frames()
         nfrags = len(fragments(orig.frame, 3000))
-        host.rsc(orig.frame, csum=None)
-        assert host.tap_frames() == []
+        assert outs == []
         assert host.dp.last_drop() == ("rsc_frame", 100)
         assert host.dp.counters()["rx_rsc_drop"] == nfrags
     finally:
