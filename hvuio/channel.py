@@ -44,7 +44,7 @@ from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolErro
 from hvuio.native.ring import (FLAG_COMPLETION_REQUESTED, Direction, MonitorBell, Packet, PacketType, Ring,
                                check_xfer_header)
 from hvuio.proto.events import Inbound, InboundKind, Outbound
-from hvuio.sections import SectionPool
+from hvuio.proto.sections import SectionPool
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv

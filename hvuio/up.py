@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from hvuio.status import StatusFile
 
 if TYPE_CHECKING:
-    from hvuio.engine import Engine
+    from hvuio.nic import Engine
 
 #: covers a same-host reply or ACK; costs CPU only while traffic flows
 BUSY_POLL_DEFAULT_US: Final = 50
@@ -100,7 +100,7 @@ UpEvent = Ready | Serving | DatapathRunning | Down
 
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
-    from hvuio.engine import NVSP_NAMES
+    from hvuio.nic import NVSP_NAMES
     from hvuio.wire import nvsp as wn
 
     versions = tuple(wn.SUPPORTED_NVSP_VERSIONS)
@@ -118,7 +118,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     during a slow bring-up aborts it (KeyboardInterrupt); errors are HvuioError, raised after the
     NIC is closed and the status file removed.
     """
-    from hvuio.engine import Engine, Nic, StopPipe
+    from hvuio.nic import Engine, Nic, StopPipe
 
     versions = nvsp_versions(options.max_nvsp)
     with StopPipe() as stop:

@@ -19,7 +19,7 @@ from hvuio.channel import Channel, MonitorSignal
 from hvuio.device.uio import Interrupt, monitor_trigger
 from hvuio.errors import HostProtocolError, LocalProtocolError, RescindedError, RingCorruptError
 from hvuio.proto.events import Inbound, InboundKind, Outbound
-from hvuio.sections import SectionPool, split_send_sections
+from hvuio.proto.sections import SectionPool, split_send_sections
 from hvuio.sim.host import wire as hw
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 from hvuio.wire import nvsp as wn

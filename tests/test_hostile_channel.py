@@ -29,12 +29,12 @@ from hypothesis import strategies as st
 
 from hvuio.channel import MAX_QUEUED_CONTROL, Channel
 from hvuio.device.uio import Interrupt
-from hvuio.engine import Nic, NicInfo
+from hvuio.nic import Nic, NicInfo
 from hvuio.errors import HostProtocolError, HostRefusedError, RingCorruptError
 from hvuio.native.ring import Packet, PacketType
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
-from hvuio.sections import SectionPool
+from hvuio.proto.sections import SectionPool
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv

@@ -56,7 +56,7 @@ def _within(mod: str, package: str) -> bool:
 def test_modules_found() -> None:
     assert {"hvuio.native", "hvuio.native.ring", "hvuio.native.datapath", "hvuio.proto.nvsp", "hvuio.sim.vsp.host",
             "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
-            "hvuio.engine"} <= MODULES.keys()
+            "hvuio.nic", "hvuio.netdev.tap"} <= MODULES.keys()
 
 
 @pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
@@ -80,10 +80,11 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 def test_emulator_is_independent_of_the_guest() -> None:
     guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native",
-             "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
+             "hvuio.channel", "hvuio.nic", "hvuio.engine", "hvuio.device", "hvuio.cli")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
-    extra = {"hvuio.sim.net": ("hvuio.tap", "hvuio.netns"), "hvuio.sim.daemon": ("hvuio.netns",)}
+    extra = {"hvuio.sim.net": ("hvuio.netdev.tap", "hvuio.netdev.netns"),
+             "hvuio.sim.daemon": ("hvuio.netdev.netns",)}
     for mod, imps in MODULES.items():
         if not mod.startswith("hvuio.sim"):
             continue
@@ -91,7 +92,7 @@ def test_emulator_is_independent_of_the_guest() -> None:
         assert not bad, f"{mod} imports guest code {sorted(bad)}"
         allowed_extra = extra.get(mod, ())
         other = {i for i in imps if i.startswith("hvuio.") and not i.startswith(("hvuio.sim", "hvuio.errors", "hvuio.safefs"))
-                 and not i.startswith(allowed_extra)}
+                 and not i.startswith(allowed_extra) and not (allowed_extra and i == "hvuio.netdev")}
         assert not other, f"{mod} imports {sorted(other)}"
 
 
@@ -171,7 +172,7 @@ def test_guest_code_calls_c_through_the_wrappers_only() -> None:
 
 def test_only_tap_imports_pyroute2() -> None:
     users = {m for m, imps in _importers("pyroute2").items() if imps}
-    assert users <= {"hvuio.tap"}, users
+    assert users <= {"hvuio.netdev.tap"}, users
 
 
 def test_the_guest_never_imports_the_emulator() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hvuio.engine import datapath_offloads, offloads_enabled
+from hvuio.nic import datapath_offloads, offloads_enabled
 from hvuio.proto.events import ControlSendComplete, OffloadCaps, OffloadsConfigured, RequestFailed, RndisConfigured, SetComplete
 from hvuio.proto.nvsp import default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.rndis import OffloadWanted, RndisGuest
@@ -191,7 +191,7 @@ def test_nvsp_rsc_capability_only_from_61() -> None:
 @pytest.mark.parametrize("bits, vnet_hdr", [(0x8, True), (0x2, True), (0x1, False), (0x40, True)])
 def test_tap_refuses_offload_bits_it_cannot_carry(bits: int, vnet_hdr: bool) -> None:
     from hvuio.errors import UsageError
-    from hvuio.tap import Tap
+    from hvuio.netdev.tap import Tap
 
     with pytest.raises(UsageError, match="tap offload bits"):    # checked before any syscall
         Tap.open("hvu-never", bytes.fromhex("020000000001"), 1500, vnet_hdr=vnet_hdr, offload=bits)

@@ -21,7 +21,7 @@ import pytest
 
 from hvuio.cli import main
 from hvuio.device.bind import bind_device
-from hvuio.engine import Nic
+from hvuio.nic import Nic
 from hvuio.errors import HostRefusedError
 from hvuio.proto import limits
 from hvuio.sim.host import profile as hp

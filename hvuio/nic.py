@@ -45,7 +45,7 @@ from hvuio.proto.events import NEED_DATA, Inbound, InboundKind
 from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.offload import OffloadRequest, OffloadWanted
 from hvuio.proto.rndis import RndisGuest
-from hvuio.sections import SectionPool, split_send_sections
+from hvuio.proto.sections import SectionPool, split_send_sections
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 
@@ -525,7 +525,7 @@ class Engine:
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
         from hvuio.native.datapath import MAX_SECTIONS, DataPath, TxAggregation
-        from hvuio.tap import Tap
+        from hvuio.netdev.tap import Tap
 
         nic = self.nic
         info, chan = nic._info(), nic._chan()
