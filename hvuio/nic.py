@@ -1,51 +1,52 @@
-"""The engine: brings a synthetic NIC up through NVSP and RNDIS, runs it, and tears it down.
+"""The control plane of one synthetic NIC: bring it up through NVSP and RNDIS, serve it, tear it down.
 
 What lives here:
-  * `Nic` — the control plane of one device: resolve it (GUID or interface name), refuse it when
-    another process has it open (the kernel would share the rings), open its UioHandle through
-    the platform seam, build the primary `Channel`, drive `NvspGuest` then
-    `RndisGuest` to RndisConfigured (VMBUS.md §1.13 steps 3–6), collect the negotiated values into a
-    `NicInfo`, keep serving control traffic (link indications, keep-alives), and tear down in the
-    protocol's order: RNDIS halt (waiting for its send completion), NVSP revoke receive buffer
-    and send buffer, then close the channel and the uio fd, so the device can be opened again.
-    The clock lives here: machines get `tick(time.monotonic())`; they raise HostTimeoutError.
-  * `Engine` — the data path around a ready Nic: a tap with the NIC's MAC and MTU (carrier
-    follows RNDIS link status), the C pump of hvuio.native.datapath in its thread; control packets the
-    pump leaves (CONTROL_PENDING) are read in the pump's thread and fed to the machines; ticks
-    are queued into that thread too (hvuio/native/datapath.py's threading rule). Teardown stops the pump
-    first, so the halt and revokes run on the caller's thread with the rings to themselves.
-  * `StopPipe` — SIGINT/SIGTERM/SIGHUP write a byte to a pipe; loops select on it.
+  * `Nic` — resolve the device (GUID or interface name), refuse it when another process has it
+    open (the kernel would share the rings), open its UioHandle through the platform seam, build
+    the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
+    channel reads, perform the effects it returns (write its `Send`s, act on its events) until
+    RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
+    indications, keep-alives); tear down in the protocol's order: RNDIS halt (waiting for its
+    send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
+    uio fd, so the device can be opened again. The clock lives here: the guest gets
+    `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
+    NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
+    `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
+  * `NicInfo` — what bring-up negotiated, as typed values (the MAC as bytes, the host's TX
+    aggregation limits as a TxAggregation, the offloads as a NicOffloads); `to_dict()` is its one
+    text form, the one `up --json` prints and the status record keeps.
 
-What must not live here: ring code (channel.py, hvuio/native/), protocol parsing (proto/), sysfs
-details (device/), printing (hvuio/cli/).
+What must not live here: ring code (channel.py, hvuio/native/), protocol parsing or the routing
+between NVSP and RNDIS (proto/), the offload mapping (offloads.py), sysfs details (device/), the
+tap and the data path (engine.py, netdev/), printing (hvuio/cli/).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
-import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
 from hvuio.device.platform import Platform
 from hvuio.device.uio import UioHandle
-from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError,
-                          LocalProtocolError, SysfsError, WrongDeviceError)
+from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError, SysfsError,
+                          WrongDeviceError)
+from hvuio.native.datapath import TxAggregation
+from hvuio.native.ring import Packet
+from hvuio.netdev.tap import format_mac
+from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev
-from hvuio.proto.events import NEED_DATA, Inbound, InboundKind
-from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
-from hvuio.proto.offload import OffloadRequest, OffloadWanted
-from hvuio.proto.rndis import RndisGuest
-from hvuio.proto.sections import SectionPool, split_send_sections
+from hvuio.proto.events import Inbound, Send
+from hvuio.proto.netvsc import Effect, NetvscGuest
+from hvuio.proto.nvsp import BufferGrant
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 
@@ -72,43 +73,6 @@ def ndis_name(version: int) -> str:
     return f"{version >> 16}.{version & 0xFFFF}"
 
 
-def mac_text(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
-def _tx_on(v: int) -> bool:
-    return v in (wr.NdisOffloadParam.TX, wr.NdisOffloadParam.TX_RX)
-
-
-def _rx_on(v: int) -> bool:
-    return v in (wr.NdisOffloadParam.RX, wr.NdisOffloadParam.TX_RX)
-
-
-def offloads_enabled(o: ev.OffloadsConfigured) -> dict[str, Any]:
-    """What the host accepted, by data-path meaning (NicInfo.offloads["enabled"])."""
-    on = wr.NdisOffloadToggle.ON
-    return {"ip4_csum": _tx_on(o.ip4_checksum), "tx_csum_tcp4": _tx_on(o.tcp4_checksum),
-            "tx_csum_udp4": _tx_on(o.udp4_checksum), "tx_csum_tcp6": _tx_on(o.tcp6_checksum),
-            "tx_csum_udp6": _tx_on(o.udp6_checksum),
-            "rx_csum": any(_rx_on(v) for v in (o.tcp4_checksum, o.udp4_checksum, o.tcp6_checksum,
-                                              o.udp6_checksum)),
-            "lso4": o.lsov2_ip4 == on, "lso6": o.lsov2_ip6 == on, "lso_max_size": o.lso_max_size,
-            "rsc": o.rsc_ip4 == on and o.rsc_ip6 == on}
-
-
-def datapath_offloads(o: ev.OffloadsConfigured | None) -> Any:
-    """hvuio.native.datapath.Offloads for what the host accepted (all off for None)."""
-    from hvuio.native.datapath import Offloads
-
-    if o is None:
-        return Offloads()
-    d = offloads_enabled(o)
-    return Offloads(tx_csum_tcp4=d["tx_csum_tcp4"], tx_csum_udp4=d["tx_csum_udp4"],
-                    tx_csum_tcp6=d["tx_csum_tcp6"], tx_csum_udp6=d["tx_csum_udp6"],
-                    lso4=d["lso4"], lso6=d["lso6"], lso_max_size=d["lso_max_size"],
-                    rx_csum=d["rx_csum"], rsc=d["rsc"])
-
-
 @dataclass
 class NicInfo:
     """What bring-up negotiated (None until known)."""
@@ -120,12 +84,13 @@ class NicInfo:
     ring_size: int
     nvsp_version: int | None = None
     ndis_version: int | None = None
-    rndis_version: str | None = None
+    #: RNDIS (major, minor) from the initialize completion
+    rndis_version: tuple[int, int] | None = None
     #: the host's limits for several RNDIS packets per send (max_packets, alignment, max_bytes)
-    tx_aggregation: dict[str, int] = field(default_factory=dict)
+    tx_aggregation: TxAggregation | None = None
     mtu: int | None = None
-    mac: str | None = None
-    permanent_mac: str | None = None
+    mac: bytes | None = None
+    permanent_mac: bytes | None = None
     recv_buffer_size: int = 0
     recv_section_size: int | None = None
     recv_section_count: int | None = None
@@ -136,64 +101,32 @@ class NicInfo:
     link_up: bool | None = None
     link_speed_bps: int | None = None
     queues: int = 1
-    offloads: dict[str, Any] = field(default_factory=dict)
+    #: known from the moment the send buffer is connected (RNDIS starts then)
+    offloads: NicOffloads | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["nvsp"] = None if self.nvsp_version is None else nvsp_name(self.nvsp_version)
-        d["ndis"] = None if self.ndis_version is None else ndis_name(self.ndis_version)
-        return d
-
-
-class StopPipe:
-    """A pipe that SIGINT/SIGTERM/SIGHUP (or `stop()`) make readable; install() / restore() the handlers."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-        self._pid = os.getpid()
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        # Children forked without exec (pyroute2 forks to open sockets in a netns) inherit this
-        # handler and the pipe; a signal meant for them must not stop us.
-        if os.getpid() != self._pid:
-            os._exit(128 + signum)
-        self.signal = signum
-        self.stop()
-
-    def stop(self) -> None:
-        try:
-            os.write(self.write_fd, b"s")
-        except (BlockingIOError, OSError):
-            pass
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # HUP: the terminal went away
-            self._old[sig] = signal.signal(sig, self._handler)
-
-    @property
-    def stopped(self) -> bool:
-        return bool(select.select([self.read_fd], [], [], 0)[0])
-
-    def close(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __enter__(self) -> StopPipe:
-        self.install()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
+        agg = self.tx_aggregation
+        return {
+            "device": self.device, "uio": self.uio, "relid": self.relid, "monitored": self.monitored,
+            "ring_size": self.ring_size, "nvsp_version": self.nvsp_version,
+            "ndis_version": self.ndis_version,
+            "rndis_version": None if self.rndis_version is None else "{}.{}".format(*self.rndis_version),
+            "tx_aggregation": {} if agg is None else {"max_packets": agg.max_packets,
+                                                      "alignment": agg.alignment,
+                                                      "max_bytes": agg.max_bytes},
+            "mtu": self.mtu,
+            "mac": None if self.mac is None else format_mac(self.mac),
+            "permanent_mac": None if self.permanent_mac is None else format_mac(self.permanent_mac),
+            "recv_buffer_size": self.recv_buffer_size, "recv_section_size": self.recv_section_size,
+            "recv_section_count": self.recv_section_count, "send_buffer_size": self.send_buffer_size,
+            "send_section_size": self.send_section_size, "send_section_count": self.send_section_count,
+            "control_sections": self.control_sections, "link_up": self.link_up,
+            "link_speed_bps": self.link_speed_bps, "queues": self.queues,
+            "offloads": {} if self.offloads is None else self.offloads.to_dict(),
+            "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
+            "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
+        }
 
 
 class Nic:
@@ -206,22 +139,19 @@ class Nic:
         self.name = name
         #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
         self.offload = offload
-        #: what the host accepted (None: offloads off, refused, or not negotiated yet)
-        self.offloads: ev.OffloadsConfigured | None = None
         self.mtu = mtu
         self.versions = versions
         self.clock = clock
         self._platform = platform
         self.handle: UioHandle | None = None
         self.channel: Channel | None = None
-        self.nvsp: NvspGuest | None = None
-        self.rndis: RndisGuest | None = None
+        #: NVSP and RNDIS of the primary channel (a fresh one for every open)
+        self.guest: NetvscGuest | None = None
         self.info: NicInfo | None = None
         self.ready = False
         #: the error that made the channel unusable (rescind, corrupt ring, protocol error):
         #: close() then skips the protocol teardown and only unmaps and closes (VMBUS.md §4 item 20)
         self.broken: HvuioError | None = None
-        self.data_sections = 0
         self.on_link: Callable[[bool], None] | None = None
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
@@ -234,13 +164,12 @@ class Nic:
     def open(self, timeout: float = BRINGUP_TIMEOUT) -> NicInfo:
         """Open the device and negotiate until RNDIS is configured; NicInfo of the result.
 
-        A closed Nic may be opened again: every open starts fresh machines (the host does too).
+        A closed Nic may be opened again: every open starts a fresh NetvscGuest (the host does too).
         """
         if self.channel is not None:
             raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
-        self.nvsp = self.rndis = None
-        self.info, self.ready, self.broken, self.data_sections = None, False, None, 0
-        self.offloads = None
+        self.guest = None
+        self.info, self.ready, self.broken = None, False, None
         device = resolve_device(self.sysroot, self.name)
         if not device.is_nic:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
@@ -266,12 +195,11 @@ class Nic:
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,
                                 recv_buffer_size=len(recv), send_buffer_size=len(send))
             chan.unmask()
-            self.nvsp = NvspGuest(recv_buf=BufferGrant(handle.recv_gpadl, len(recv)),
-                                  send_buf=BufferGrant(handle.send_gpadl, len(send)),
-                                  mtu=self.mtu, versions=self.versions,
-                                  capabilities=rsc_ndis_capabilities if self.offload
-                                  else default_ndis_capabilities)
-            chan.send_all(self.nvsp.start())
+            self.guest = NetvscGuest(recv_buf=BufferGrant(handle.recv_gpadl, len(recv)),
+                                     send_buf=BufferGrant(handle.send_gpadl, len(send)),
+                                     mtu=self.mtu, versions=self.versions, offload=self.offload,
+                                     name=chan.name)
+            self._perform(self.guest.start())
             self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
         except HostRefusedError as err:
             if "every version" in err.message:
@@ -305,7 +233,7 @@ class Nic:
             if chan.wait(timeout):
                 self.process(chan.receive())
         except HvuioError as err:
-            self.broken = self.broken or err
+            self.mark_broken(err)
             raise
 
     def serve(self, stop_fd: int, on_tick: Callable[[], None] | None = None) -> None:
@@ -323,107 +251,152 @@ class Nic:
                 return
 
     def _tick(self, now: float) -> None:
-        chan = self._chan()
-        for m in (self.nvsp, self.rndis):
-            if m is not None and m.error is None and m.state.value not in ("revoked", "halted"):
-                chan.send_all(m.tick(now))
+        self._perform(self._guest().tick(now))
 
-    # ---- routing ------------------------------------------------------------------------------------
+    # ---- for the data path (hvuio/engine.py) ----------------------------------------------------------
+
+    @property
+    def negotiated(self) -> NicInfo:
+        """The NicInfo of the open NIC (LocalProtocolError when it is not open)."""
+        return self._info()
+
+    @property
+    def primary_channel(self) -> Channel:
+        """The open NIC's primary channel (LocalProtocolError when it is not open)."""
+        return self._chan()
+
+    @property
+    def uio_handle(self) -> UioHandle:
+        """The open device: its maps, interrupt fd and monitor page (LocalProtocolError when closed)."""
+        if self.handle is None:
+            raise LocalProtocolError("NIC is not open")
+        return self.handle
+
+    @property
+    def data_sections(self) -> int:
+        """Send sections [0, data_sections) belong to the data path (0 until the send buffer is connected)."""
+        return self.guest.data_sections if self.guest is not None else 0
+
+    def tick(self) -> None:
+        """Time for the machines (they raise HostTimeoutError on a late reply); in the thread
+        that owns the rings."""
+        try:
+            self._tick(self.clock())
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def take_control_packet(self, pkt: Packet) -> None:
+        """One packet the data path left in the inbound ring for the control plane (read by it)."""
+        try:
+            self.process(self._chan().ingest(pkt))
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def mark_broken(self, err: HvuioError) -> None:
+        """The channel is unusable after `err` (the first such error is kept): close() skips the
+        protocol teardown."""
+        self.broken = self.broken or err
+
+    # ---- the guest's effects ----------------------------------------------------------------------------
 
     def process(self, items: list[Inbound]) -> None:
-        """Feed copied-out packets to the machines, send their answers, act on their events."""
-        chan = self._chan()
-        nvsp = self._nvsp()
+        """Feed copied-out packets to the guest; write what it sends, act on its events."""
+        guest = self._guest()
         for item in items:
-            if (item.kind is InboundKind.COMPLETION and not nvsp.expects(item.trans_id)
-                    and (self.rndis is None or not self.rndis.expects(item.trans_id))):
-                # VMBUS.md §4.15: a completion that matches no outstanding request is dropped (counted)
-                self.counters["unknown_completions"] += 1
-                log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
-                            item.trans_id)
+            self._perform(guest.receive(item))
+
+    def _perform(self, effects: list[Effect]) -> None:
+        chan = self._chan()
+        for effect in effects:
+            if isinstance(effect, Send):
+                chan.send(effect)
                 continue
-            if item.kind is InboundKind.RNDIS or (item.kind is InboundKind.COMPLETION
-                                                  and self.rndis is not None and self.rndis.expects(item.trans_id)):
-                if self.rndis is None:
-                    raise HostProtocolError(f"RNDIS message (trans_id {item.trans_id:#x}) before RNDIS was started")
-                chan.send_all(self.rndis.receive(item))
-            else:
-                chan.send_all(nvsp.receive(item))
-            self._events()
+            log.debug("event %r", effect)
+            handler = _ON_EVENT.get(type(effect))
+            if handler is not None:
+                handler(self, effect)
 
-    def _events(self) -> None:
-        for machine in (self.nvsp, self.rndis):
-            while machine is not None and (e := machine.next_event()) is not NEED_DATA:
-                self._handle(e)  # type: ignore[arg-type]
+    def _nvsp_ready(self, e: ev.NvspReady) -> None:
+        info = self._info()
+        info.nvsp_version, info.ndis_version = e.version, e.ndis_version
 
-    def _handle(self, e: ev.Event) -> None:
-        info, chan = self._info(), self._chan()
-        log.debug("event %r", e)
-        if isinstance(e, ev.NvspReady):
-            info.nvsp_version, info.ndis_version = e.version, e.ndis_version
-        elif isinstance(e, ev.RecvBufReady):
-            s = e.sections[0]
-            info.recv_section_size, info.recv_section_count = s.sub_alloc_size, s.num_sub_allocs
-            chan.set_recv_section(s.sub_alloc_size)
-        elif isinstance(e, ev.SendBufReady):
-            self.data_sections, first_ctl = split_send_sections(e.count)
-            info.send_section_size, info.send_section_count = e.section_size, e.count
-            info.control_sections = e.count - first_ctl
-            chan.set_control_sections(SectionPool(first_ctl, e.count - first_ctl, e.section_size))
-            assert info.ndis_version is not None
-            assert info.nvsp_version is not None
-            self.rndis = RndisGuest(ndis_version=info.ndis_version, offload=(
-                OffloadWanted(rsc=info.nvsp_version >= wn.NvspVersion.V61) if self.offload
-                else OffloadRequest()))
-            info.offloads = {"requested": self.offload, "enabled": {}}
-            chan.send_all(self.rndis.start())
-        elif isinstance(e, ev.RndisReady):
-            info.rndis_version = f"{e.major_version}.{e.minor_version}"
-            info.tx_aggregation = {"max_packets": e.max_packets_per_message, "alignment": e.alignment,
-                                   "max_bytes": e.max_transfer_size}
-        elif isinstance(e, ev.MacAddress):
-            if e.permanent:
-                info.permanent_mac = str(e)
-                info.mac = info.mac or str(e)
-            else:
-                info.mac = str(e)
-        elif isinstance(e, ev.Mtu):
-            info.mtu = e.mtu
-        elif isinstance(e, ev.LinkStatus):
-            changed = info.link_up is not None and info.link_up != e.up
-            info.link_up = e.up
-            if changed:
-                self.counters["link_changes"] += 1
-            if self.on_link is not None:
-                self.on_link(e.up)
-        elif isinstance(e, ev.LinkSpeed):
-            info.link_speed_bps = e.bits_per_second
-        elif isinstance(e, ev.OffloadCaps):
-            info.offloads["host"] = {
-                "ip4_tx_csum": e.ip4_tx_csum, "ip4_rx_csum": e.ip4_rx_csum, "ip6_tx_csum": e.ip6_tx_csum,
-                "ip6_rx_csum": e.ip6_rx_csum, "lsov2_ip4_max_size": e.lsov2_ip4_max_size,
-                "lsov2_ip6_max_size": e.lsov2_ip6_max_size, "rsc_ip4": e.rsc_ip4, "rsc_ip6": e.rsc_ip6}
-        elif isinstance(e, ev.OffloadsConfigured):
-            self.offloads = e
-            info.offloads["enabled"] = offloads_enabled(e)
-        elif isinstance(e, ev.RndisConfigured):
-            if info.mtu is None:
-                info.mtu = self.mtu
-            self.ready = True
-        elif isinstance(e, ev.ControlSendComplete):
-            chan.release(e.trans_id)
-        elif isinstance(e, ev.KeepaliveAnswered):
-            self.counters["keepalives"] += 1
-        elif isinstance(e, ev.RequestFailed):
-            self.counters["requests_failed"] += 1
-            if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
-                log.warning("host refused %s (status %#x): running without offloads",
-                            wr.Oid(e.oid).name, e.status)
-            else:
-                log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
-        elif isinstance(e, (ev.NetworkChange, ev.StatusIndication, ev.IndirectionTable, ev.VfAssociation)):
-            self.counters["indications"] += 1
-            log.debug("host indication: %r", e)
+    def _recv_buffer_ready(self, e: ev.RecvBufReady) -> None:
+        info, s = self._info(), e.sections[0]
+        info.recv_section_size, info.recv_section_count = s.sub_alloc_size, s.num_sub_allocs
+        self._chan().set_recv_section(s.sub_alloc_size)
+
+    def _send_buffer_ready(self, e: ev.SendBufReady) -> None:
+        info, sections = self._info(), self._guest().sections
+        info.send_section_size, info.send_section_count = e.section_size, e.count
+        info.control_sections = sections.pool.count if sections is not None else None
+        info.offloads = NicOffloads(requested=self.offload)
+
+    def _rndis_ready(self, e: ev.RndisReady) -> None:
+        info = self._info()
+        info.rndis_version = (e.major_version, e.minor_version)
+        info.tx_aggregation = TxAggregation(max_packets=e.max_packets_per_message, alignment=e.alignment,
+                                            max_bytes=e.max_transfer_size)
+
+    def _mac_address(self, e: ev.MacAddress) -> None:
+        info = self._info()
+        if e.permanent:
+            info.permanent_mac = e.mac
+            info.mac = info.mac or e.mac
+        else:
+            info.mac = e.mac
+
+    def _mtu(self, e: ev.Mtu) -> None:
+        self._info().mtu = e.mtu
+
+    def _link_status(self, e: ev.LinkStatus) -> None:
+        info = self._info()
+        changed = info.link_up is not None and info.link_up != e.up
+        info.link_up = e.up
+        if changed:
+            self.counters["link_changes"] += 1
+        if self.on_link is not None:
+            self.on_link(e.up)
+
+    def _link_speed(self, e: ev.LinkSpeed) -> None:
+        self._info().link_speed_bps = e.bits_per_second
+
+    def _offload_caps(self, e: ev.OffloadCaps) -> None:
+        info = self._info()
+        info.offloads = dataclasses.replace(self._offloads(info), host=e)
+
+    def _offloads_configured(self, e: ev.OffloadsConfigured) -> None:
+        info = self._info()
+        info.offloads = dataclasses.replace(self._offloads(info), accepted=e)
+
+    def _configured(self, e: ev.RndisConfigured) -> None:
+        info = self._info()
+        if info.mtu is None:
+            info.mtu = self.mtu
+        self.ready = True
+
+    def _keepalive(self, e: ev.KeepaliveAnswered) -> None:
+        self.counters["keepalives"] += 1
+
+    def _request_failed(self, e: ev.RequestFailed) -> None:
+        self.counters["requests_failed"] += 1
+        if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
+            log.warning("host refused %s (status %#x): running without offloads",
+                        wr.Oid(e.oid).name, e.status)
+        else:
+            log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
+
+    def _indication(self, e: ev.NetworkChange | ev.StatusIndication | ev.IndirectionTable
+                    | ev.VfAssociation) -> None:
+        self.counters["indications"] += 1
+        log.debug("host indication: %r", e)
+
+    def _completion_dropped(self, e: ev.CompletionDropped) -> None:
+        # VMBUS.md §4.15: a completion that matches no outstanding request is dropped (counted)
+        self.counters["unknown_completions"] += 1
+        log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
+                    e.trans_id)
 
     # ---- teardown -------------------------------------------------------------------------------------
 
@@ -438,19 +411,15 @@ class Nic:
             self._abort()
 
     def _stop_protocols(self) -> None:
-        chan = self._chan()
-        rndis, nvsp = self.rndis, self.nvsp
-        if rndis is not None and rndis.error is None and rndis.state.value not in ("halted", "idle"):
-            msgs = rndis.halt()
-            chan.send_all(msgs)
-            halt_xids = {m.trans_id for m in msgs}
-            try:
-                self._run_until(lambda: not any(rndis.expects(x) for x in halt_xids), HALT_TIMEOUT, "RNDIS halt")
-            except HostTimeoutError as err:
-                log.warning("teardown: %s; revoking the buffers anyway", err.message)
-        if nvsp is not None and nvsp.error is None and nvsp.state.value not in ("revoked", "idle"):
-            chan.send_all(nvsp.stop())
-            self._events()
+        guest = self.guest
+        if guest is None:
+            return
+        self._perform(guest.halt())
+        try:
+            self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")
+        except HostTimeoutError as err:
+            log.warning("teardown: %s; revoking the buffers anyway", err.message)
+        self._perform(guest.stop())
 
     def _abort(self) -> None:
         """Close without protocol messages (after an error, or as the last teardown step)."""
@@ -470,6 +439,9 @@ class Nic:
         out = dict(self.counters)
         if self.channel is not None:
             out.update({f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()})
+            # control messages that waited for a free send section of this channel
+            sections = self.guest.sections if self.guest is not None else None
+            out["channel_control_queued"] = sections.queued if sections is not None else 0
         return out
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -479,15 +451,21 @@ class Nic:
             raise LocalProtocolError("NIC is not open")
         return self.channel
 
-    def _nvsp(self) -> NvspGuest:
-        if self.nvsp is None:
+    def _guest(self) -> NetvscGuest:
+        if self.guest is None:
             raise LocalProtocolError("NVSP was not started")
-        return self.nvsp
+        return self.guest
 
     def _info(self) -> NicInfo:
         if self.info is None:
             raise LocalProtocolError("NIC is not open")
         return self.info
+
+    @staticmethod
+    def _offloads(info: NicInfo) -> NicOffloads:
+        if info.offloads is None:
+            raise LocalProtocolError("offload results before the send buffer was connected")
+        return info.offloads
 
     def __enter__(self) -> Nic:
         return self
@@ -496,120 +474,24 @@ class Nic:
         self.close()
 
 
-class Engine:
-    """A ready Nic plus a tap and the C data path pump (see module docstring)."""
-
-    def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
-                 vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True) -> None:
-        self.nic = nic
-        #: batch small frames into one send within the host's RNDIS limits (NicInfo.tx_aggregation)
-        self.tx_aggregation = tx_aggregation
-        self.ifname = ifname
-        self.netns = netns
-        self.vnet_hdr = vnet_hdr
-        self.busy_poll_us = busy_poll_us
-        self.tap_name: str | None = None
-        self.counters: dict[str, int] = {}
-        self._exit_r, self._exit_w = -1, -1
-        self._dp: Any = None
-
-    def live_counters(self) -> dict[str, int]:
-        """The pump's counters now (read while it runs: each value is one aligned u64 load)."""
-        dp = self._dp
-        return dict(self.counters) if dp is None else dict(dp.counters())
-
-    def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
-            on_tick: Callable[[], None] | None = None) -> dict[str, int]:
-        """Open the tap, pump until `stop_fd` is readable or the pump fails; the pump's counters.
-
-        The Nic stays open (the caller closes it); the tap is removed on return.
-        """
-        from hvuio.native.datapath import MAX_SECTIONS, DataPath, TxAggregation
-        from hvuio.netdev.tap import Tap
-
-        nic = self.nic
-        info, chan = nic._info(), nic._chan()
-        handle = nic.handle
-        if handle is None or not nic.ready or info.mac is None or info.mtu is None:
-            raise LocalProtocolError("Engine.run needs a Nic that finished bring-up")
-        assert handle.recv_buffer is not None and handle.send_buffer is not None
-        assert info.recv_section_size is not None and info.send_section_size is not None
-        offloads = datapath_offloads(nic.offloads)
-        tap = Tap.open(self.ifname, bytes.fromhex(info.mac.replace(":", "")), info.mtu,
-                       netns=self.netns, vnet_hdr=self.vnet_hdr,
-                       offload=offloads.tap_flags() if self.vnet_hdr else 0)
-        self.tap_name = tap.name
-        dp: DataPath | None = None
-        self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            tap.set_carrier(bool(info.link_up))
-            tap.up()
-            nic.on_link = tap.set_carrier
-            mid = handle.device.monitor_id
-            dp = DataPath(tx_ring=chan.tx, rx_ring=chan.rx, recv_buf=handle.recv_buffer,
-                          recv_section_size=info.recv_section_size, send_buf=handle.send_buffer,
-                          send_section_size=info.send_section_size,
-                          send_section_count=min(nic.data_sections, MAX_SECTIONS),
-                          tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
-                          monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
-                          mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
-                          offloads=offloads, tap_offload=tap.offload != 0,
-                          tx_aggregation=TxAggregation(**info.tx_aggregation)
-                          if self.tx_aggregation and info.tx_aggregation else None)
-            self._dp = dp
-            dp.start(self._on_control, on_exit=self._on_exit)
-            if on_ready is not None:
-                on_ready(self)
-            while True:
-                ready, _, _ = select.select([stop_fd, self._exit_r], [], [], TICK_PERIOD)
-                if ready:
-                    break
-                dp.call_soon(self._pump_tick)
-                if on_tick is not None:
-                    on_tick()
-            dp.stop()
-            self.counters = dp.counters()
-            if dp.error is not None:
-                if isinstance(dp.error, HvuioError):
-                    nic.broken = nic.broken or dp.error
-                raise dp.error
-            return self.counters
-        finally:
-            nic.on_link = None
-            if dp is not None:
-                try:
-                    dp.stop()
-                except LocalProtocolError as err:
-                    log.warning("teardown: %s", err.message)
-                self.counters = self.counters or dp.counters()
-                self._dp = dp = None  # drop its references to the rings and buffers before the Nic closes
-            for fd in (self._exit_r, self._exit_w):
-                os.close(fd)
-            self._exit_r = self._exit_w = -1
-            tap.close()
-
-    def _on_control(self, dp: Any) -> None:
-        """In the pump thread: the packet the pump left goes to the machines."""
-        nic = self.nic
-        try:
-            nic.process(nic._chan().ingest(dp.read_control()))
-        except HvuioError as err:
-            nic.broken = nic.broken or err
-            raise
-
-    def _pump_tick(self) -> None:
-        """In the pump thread: time for the machines (they raise HostTimeoutError on a late reply)."""
-        nic = self.nic
-        try:
-            nic._tick(nic.clock())
-        except HvuioError as err:
-            nic.broken = nic.broken or err
-            raise
-
-    def _on_exit(self, result: Any, error: BaseException | None) -> None:
-        if error is not None:
-            log.debug("data path ended with %r", error)
-        try:
-            os.write(self._exit_w, b"x")
-        except OSError:
-            pass
+#: What each event of the guest does to the NicInfo and the Nic (events not listed need nothing).
+_ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
+    ev.NvspReady: Nic._nvsp_ready,
+    ev.RecvBufReady: Nic._recv_buffer_ready,
+    ev.SendBufReady: Nic._send_buffer_ready,
+    ev.RndisReady: Nic._rndis_ready,
+    ev.MacAddress: Nic._mac_address,
+    ev.Mtu: Nic._mtu,
+    ev.LinkStatus: Nic._link_status,
+    ev.LinkSpeed: Nic._link_speed,
+    ev.OffloadCaps: Nic._offload_caps,
+    ev.OffloadsConfigured: Nic._offloads_configured,
+    ev.RndisConfigured: Nic._configured,
+    ev.KeepaliveAnswered: Nic._keepalive,
+    ev.RequestFailed: Nic._request_failed,
+    ev.NetworkChange: Nic._indication,
+    ev.StatusIndication: Nic._indication,
+    ev.IndirectionTable: Nic._indication,
+    ev.VfAssociation: Nic._indication,
+    ev.CompletionDropped: Nic._completion_dropped,
+}

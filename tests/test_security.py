@@ -213,7 +213,7 @@ def test_a_namespace_is_a_name_never_a_path(name: str) -> None:
 
 
 def test_sighup_stops_up_like_sigterm() -> None:
-    from hvuio.nic import StopPipe
+    from hvuio.netdev.signals import StopPipe
 
     pipe = StopPipe()
     pipe.install()

@@ -1,8 +1,11 @@
-"""Send-buffer sections reserved for RNDIS control messages (the data path owns the rest).
+"""Send-buffer sections reserved for RNDIS control messages (the data path owns the rest), sans-IO.
 
 What lives here: `SectionPool`, a tiny allocator over a contiguous range of send-buffer section
-indices, and `split_send_sections`, the one rule that decides which indices the C data path gets
-and which stay with the control path.
+indices; `split_send_sections`, the one rule that decides which indices the C data path gets
+and which stay with the control path; and `ControlSections`, the accounting of the control
+range NetvscGuest (proto/netvsc.py) keeps: each RNDIS control message gets a free section (a
+`Send` that says where), waits in a bounded queue when every section is in flight, and gives its
+section back when the host completes the send.
 
 Why a split: RNDIS control messages travel in send-buffer sections (hvuio/proto/rndis.py
 explains why), and so do data frames (`_native/tx.c` tracks its sections in a bitmap that starts
@@ -11,15 +14,19 @@ must never hand out the same index: the data path gets sections [0, n - reserve)
 path [n - reserve, n). Section indices in the NVSP message are absolute, so both sides address
 the buffer the same way.
 
-What must not live here: ring access, protocol parsing, I/O.
+What must not live here: ring access, copying bytes into the buffer (hvuio/channel.py), protocol
+parsing, I/O.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Final
 
 from hvuio.errors import HostProtocolError, LocalProtocolError
+from hvuio.proto import limits
+from hvuio.proto.events import Outbound, Send
 
 #: Sections kept for control messages. RNDIS allows at most limits.MAX_OUTSTANDING_RNDIS (8)
 #: requests in flight; keep-alive answers and the halt may add a few; 16 leaves room for all of
@@ -81,3 +88,68 @@ class SectionPool:
     @property
     def available(self) -> int:
         return len(self._free)
+
+
+class ControlSections:
+    """The control range of the send buffer: RNDIS control messages -> `Send`s naming a section.
+
+    `place()` gives each message with RNDIS bytes a free section (messages without them pass
+    through); when none is free the message waits, at most `limit` of them (a host that never
+    completes our sends is a HostProtocolError, not unbounded growth). `release(trans_id)` frees
+    the section of a completed send and places what waited. `name` prefixes error messages.
+    """
+
+    def __init__(self, pool: SectionPool, *, limit: int = limits.MAX_QUEUED_CONTROL,
+                 name: str = "send buffer") -> None:
+        self.pool = pool
+        self.limit = limit
+        self.name = name
+        #: messages that had to wait for a section (a counter; `waiting` is how many wait now)
+        self.queued = 0
+        self._inflight: dict[int, int] = {}  # trans_id -> section index
+        self._waiting: deque[Outbound] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def place(self, msgs: Iterable[Outbound]) -> list[Send]:
+        """`Send`s for the messages that can go now, in order; the others wait."""
+        out: list[Send] = []
+        for msg in msgs:
+            if msg.rndis is None:
+                out.append(Send(msg))
+                continue
+            if len(msg.rndis) > self.pool.size:
+                # the section size is the host's choice (NVSP send-buffer reply); the machines'
+                # messages are bounded by limits.MAX_RNDIS_CONTROL_MESSAGE
+                raise HostProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes does not fit the "
+                                        f"host's send section_size {self.pool.size} (control messages travel "
+                                        "in send sections)")
+            index = self.pool.alloc()
+            if index is None:
+                if len(self._waiting) >= self.limit:
+                    raise HostProtocolError(f"{self.name}: {len(self._waiting)} control messages wait for one of "
+                                            f"{self.pool.count} send sections the host never completed "
+                                            f"(limit {self.limit})")
+                self.queued += 1
+                self._waiting.append(msg)
+                continue
+            self._inflight[msg.trans_id] = index
+            out.append(Send(msg, index, self.pool.offset(index)))
+        return out
+
+    def release(self, trans_id: int) -> list[Send]:
+        """The host completed RNDIS send `trans_id`: free its section; what waited goes out now."""
+        index = self._inflight.pop(trans_id, None)
+        if index is None:
+            return []
+        self.pool.free(index)
+        out: list[Send] = []
+        while self._waiting and self.pool.available:
+            out += self.place([self._waiting.popleft()])
+        return out

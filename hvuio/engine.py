@@ -1,0 +1,131 @@
+"""The engine: a NIC that is up, run as a Linux network interface — a tap plus the C data path.
+
+What lives here: `Engine`, around a `Nic` that finished bring-up (hvuio/nic.py): a tap
+(hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status and
+its TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); the C pump of
+hvuio.native.datapath in its thread, with the NIC's data sections, offloads and TX aggregation
+limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
+handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
+(hvuio/native/datapath.py's threading rule). The run loop waits on the caller's stop fd
+(netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
+halt and revokes run on the caller's thread with the rings to themselves; the tap is removed.
+
+What must not live here: bring-up and teardown of the protocols, the NIC's negotiated values and
+their text (hvuio/nic.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
+code (channel.py, hvuio/native/), tap plumbing (hvuio/netdev/), printing (hvuio/cli/).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+from collections.abc import Callable
+
+from hvuio.errors import HvuioError, LocalProtocolError
+from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
+from hvuio.netdev.tap import Tap, TunOffload
+from hvuio.nic import TICK_PERIOD, Nic
+from hvuio.offloads import datapath_offloads, tun_offload
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """A ready Nic plus a tap and the C data path pump (see module docstring)."""
+
+    def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
+                 vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True) -> None:
+        self.nic = nic
+        #: batch small frames into one send within the host's RNDIS limits (NicInfo.tx_aggregation)
+        self.tx_aggregation = tx_aggregation
+        self.ifname = ifname
+        self.netns = netns
+        self.vnet_hdr = vnet_hdr
+        self.busy_poll_us = busy_poll_us
+        self.tap_name: str | None = None
+        self.counters: dict[str, int] = {}
+        self._exit_r, self._exit_w = -1, -1
+        self._dp: DataPath | None = None
+
+    def live_counters(self) -> dict[str, int]:
+        """The pump's counters now (read while it runs: each value is one aligned u64 load)."""
+        dp = self._dp
+        return dict(self.counters) if dp is None else dict(dp.counters())
+
+    def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
+            on_tick: Callable[[], None] | None = None) -> dict[str, int]:
+        """Open the tap, pump until `stop_fd` is readable or the pump fails; the pump's counters.
+
+        The Nic stays open (the caller closes it); the tap is removed on return.
+        """
+        nic = self.nic
+        info, chan = nic.negotiated, nic.primary_channel
+        if not nic.ready or info.mac is None or info.mtu is None:
+            raise LocalProtocolError("Engine.run needs a Nic that finished bring-up")
+        handle = nic.uio_handle
+        assert handle.recv_buffer is not None and handle.send_buffer is not None
+        assert info.recv_section_size is not None and info.send_section_size is not None
+        offloads = datapath_offloads(None if info.offloads is None else info.offloads.accepted)
+        tap = Tap.open(self.ifname, info.mac, info.mtu, netns=self.netns, vnet_hdr=self.vnet_hdr,
+                       offload=tun_offload(offloads) if self.vnet_hdr else TunOffload(0))
+        self.tap_name = tap.name
+        dp: DataPath | None = None
+        self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            tap.set_carrier(bool(info.link_up))
+            tap.up()
+            nic.on_link = tap.set_carrier
+            mid = handle.device.monitor_id
+            dp = DataPath(tx_ring=chan.tx, rx_ring=chan.rx, recv_buf=handle.recv_buffer,
+                          recv_section_size=info.recv_section_size, send_buf=handle.send_buffer,
+                          send_section_size=info.send_section_size,
+                          send_section_count=min(nic.data_sections, MAX_SECTIONS),
+                          tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
+                          monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
+                          mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
+                          offloads=offloads, tap_offload=bool(tap.offload),
+                          tx_aggregation=info.tx_aggregation if self.tx_aggregation else None)
+            self._dp = dp
+            dp.start(self._on_control, on_exit=self._on_exit)
+            if on_ready is not None:
+                on_ready(self)
+            while True:
+                ready, _, _ = select.select([stop_fd, self._exit_r], [], [], TICK_PERIOD)
+                if ready:
+                    break
+                dp.call_soon(nic.tick)
+                if on_tick is not None:
+                    on_tick()
+            dp.stop()
+            self.counters = dp.counters()
+            if dp.error is not None:
+                if isinstance(dp.error, HvuioError):
+                    nic.mark_broken(dp.error)
+                raise dp.error
+            return self.counters
+        finally:
+            nic.on_link = None
+            if dp is not None:
+                try:
+                    dp.stop()
+                except LocalProtocolError as err:
+                    log.warning("teardown: %s", err.message)
+                self.counters = self.counters or dp.counters()
+                self._dp = dp = None  # drop its references to the rings and buffers before the Nic closes
+            for fd in (self._exit_r, self._exit_w):
+                os.close(fd)
+            self._exit_r = self._exit_w = -1
+            tap.close()
+
+    def _on_control(self, dp: DataPath) -> None:
+        """In the pump thread: the packet the pump left goes to the Nic."""
+        self.nic.take_control_packet(dp.read_control())
+
+    def _on_exit(self, result: RunResult, error: BaseException | None) -> None:
+        if error is not None:
+            log.debug("data path ended with %r", error)
+        try:
+            os.write(self._exit_w, b"x")
+        except OSError:
+            pass
