@@ -2,11 +2,11 @@
 
 What lives here:
   * `Channel` — built from an open `UioHandle` (the primary: map 0, TX ring at 0, RX ring at
-    S = size / 2, VMBUS.md §1.4) or from a subchannel's `ring` file. `send()` writes an
-    `Outbound` (or raw bytes) and signals the host per §3.11(a); RNDIS control messages are first
-    copied into a send-buffer section from a `SectionPool` and freed by `release()` when the host
-    completes the send (at most MAX_QUEUED_CONTROL messages wait for a section; a host that never
-    completes is a HostProtocolError, not unbounded growth). `receive()` copies packets out (the C core validates §4 items 1–10),
+    S = size / 2, VMBUS.md §1.4) or from a subchannel's `ring` file. `send()` writes a `Send`
+    (an Outbound with its place, from hvuio/proto/netvsc.py) or `send_raw()` raw bytes, and
+    signals the host per §3.11(a); an RNDIS control message is first copied into the send-buffer
+    section the Send names (which section is free is proto/sections.py's accounting, not the
+    channel's). `receive()` copies packets out (the C core validates §4 items 1–10),
     signals for flow control (§3.11 b) and turns them into proto `Inbound`s; `ingest()` does the
     same for one packet read elsewhere (the data path's `read_control`).
   * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
@@ -23,8 +23,9 @@ What lives here:
     to 1 on each interrupt, and a write(1) would also signal the host each time), re-checks the
     ring, then polls. EIO / EOF become `RescindedError` (uio.Interrupt does that).
 
-What must not live here: protocol state (hvuio/proto), device discovery (hvuio/device), the hot
-data path (hvuio/native/datapath.py + _native/), timers other than the bounded wait for ring space.
+What must not live here: protocol state and send-section accounting (hvuio/proto), device
+discovery (hvuio/device), the hot data path (hvuio/native/datapath.py + _native/), timers other
+than the bounded wait for ring space.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import mmap
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -43,8 +43,7 @@ from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolErro
                           SysfsError)
 from hvuio.native.ring import (FLAG_COMPLETION_REQUESTED, Direction, MonitorBell, Packet, PacketType, Ring,
                                check_xfer_header)
-from hvuio.proto.events import Inbound, InboundKind, Outbound
-from hvuio.sections import SectionPool
+from hvuio.proto.events import Inbound, InboundKind, Send
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv
@@ -55,11 +54,6 @@ NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP
 #: (the same 5 s the protocol machines give a reply, hvuio/proto/limits.py).
 RING_SPACE_TIMEOUT: Final = 5.0
 _SPACE_POLL: Final = 0.005
-#: Control messages that may wait for a free send section. Every one of them is a reply or request
-#: the machines made (at most MAX_OUTSTANDING_RNDIS requests, plus one keep-alive answer per host
-#: keep-alive); more than this waiting means the host keeps asking but never completes our sends,
-#: so the queue would grow without bound: the channel is stopped instead.
-MAX_QUEUED_CONTROL: Final = 64
 _XFER_HEAD: Final = struct.Struct("<HBBI")  # pageset id, sender_owns, reserved, range_cnt
 _RANGE: Final = struct.Struct("<II")  # byte_count, byte_offset
 _DESC: Final = struct.Struct("<HHHHQ")
@@ -116,7 +110,6 @@ class ChannelCounters:
     rndis_control: int = 0
     rndis_data_dropped: int = 0
     acks_sent: int = 0
-    control_queued: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -150,9 +143,6 @@ class Channel:
         self.counters = ChannelCounters()
         self._signaller = signaller
         self._recv_section: int | None = None
-        self._pool: SectionPool | None = None
-        self._inflight: dict[int, int] = {}  # trans_id -> section index
-        self._waiting: deque[Outbound] = deque()
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -211,67 +201,25 @@ class Channel:
         """Receive-buffer slot size from RecvBufReady: the largest transfer-page range allowed."""
         self._recv_section = section_size
 
-    def set_control_sections(self, pool: SectionPool) -> None:
-        """Send-buffer sections this channel may use for RNDIS control messages."""
-        if self.send_buf is None:
-            raise LocalProtocolError(f"{self.name}: no send buffer to hold control messages")
-        if (pool.first + pool.count) * pool.size > len(self.send_buf):
-            raise LocalProtocolError(f"{self.name}: control sections end past the send buffer")
-        self._pool = pool
-
     # ---- sending --------------------------------------------------------------------------------------
 
     def signal(self) -> None:
         self.counters.signals += 1
         self._signaller.signal()
 
-    def send(self, msg: Outbound) -> None:
-        """Send one message of a protocol machine; an RNDIS message goes into a free section first.
+    def send(self, msg: Send) -> None:
+        """Write one message NetvscGuest placed; an RNDIS message goes into its section first."""
+        rndis = msg.message.rndis
+        if rndis is not None:
+            if self.send_buf is None:
+                raise LocalProtocolError(f"{self.name}: no send buffer to hold control messages")
+            if msg.offset + len(rndis) > len(self.send_buf):
+                raise LocalProtocolError(f"{self.name}: control section {msg.section} ends past the send buffer")
+            self.send_buf[msg.offset:msg.offset + len(rndis)] = rndis
+        self.send_raw(PacketType.INBAND, msg.payload, trans_id=msg.message.trans_id,
+                      want_completion=msg.message.want_completion)
 
-        When every control section is in flight the message waits and goes out on `release()`.
-        """
-        if msg.rndis is None:
-            self.send_raw(PacketType.INBAND, msg.payload, trans_id=msg.trans_id,
-                          want_completion=msg.want_completion)
-            return
-        if self._pool is None:
-            raise LocalProtocolError(f"{self.name}: RNDIS send before the send buffer was connected")
-        if len(msg.rndis) > self._pool.size:
-            # the section size is the host's choice (NVSP send-buffer reply); the machines'
-            # messages are bounded by limits.MAX_RNDIS_CONTROL_MESSAGE
-            raise HostProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes does not fit the "
-                                    f"host's send section_size {self._pool.size} (control messages travel "
-                                    "in send sections)")
-        index = self._pool.alloc()
-        if index is None:
-            if len(self._waiting) >= MAX_QUEUED_CONTROL:
-                raise HostProtocolError(f"{self.name}: {len(self._waiting)} control messages wait for one of "
-                                        f"{self._pool.count} send sections the host never completed "
-                                        f"(limit {MAX_QUEUED_CONTROL})")
-            self.counters.control_queued += 1
-            self._waiting.append(msg)
-            return
-        assert self.send_buf is not None
-        off = self._pool.offset(index)
-        self.send_buf[off:off + len(msg.rndis)] = msg.rndis
-        self._inflight[msg.trans_id] = index
-        try:
-            self.send_raw(PacketType.INBAND, msg.placed(index), trans_id=msg.trans_id, want_completion=True)
-        except BaseException:
-            self._inflight.pop(msg.trans_id, None)
-            self._pool.free(index)
-            raise
-
-    def release(self, trans_id: int) -> None:
-        """The host completed RNDIS send `trans_id` (ControlSendComplete): free its section."""
-        index = self._inflight.pop(trans_id, None)
-        if index is None or self._pool is None:
-            return
-        self._pool.free(index)
-        while self._waiting and self._pool.available:
-            self.send(self._waiting.popleft())
-
-    def send_all(self, msgs: list[Outbound]) -> None:
+    def send_all(self, msgs: list[Send]) -> None:
         for m in msgs:
             self.send(m)
 
@@ -389,5 +337,3 @@ class Channel:
             ring.detach()
         self._rings = None  # drops the rings' exports of the mapping (others may hold DataPath's)
         self._signaller.close()
-        self._waiting.clear()
-        self._inflight.clear()

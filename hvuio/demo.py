@@ -7,7 +7,7 @@ What lives here:
     simulated NIC to uio_hv_generic through `hvuio.device.bind` (the code `hvuio bind` runs), and
     starts `hvuio up DEVICE --json --netns GUEST` as a child process (the real CLI; its own process
     also keeps the guest's Python off the emulator's GIL). Every step registers its undo in a
-    `hvuio.netns.Cleanup`, so `close()` removes processes, taps, namespaces and the sysroot even
+    `hvuio.netdev.netns.Cleanup`, so `close()` removes processes, taps, namespaces and the sysroot even
     when a step failed half-way or the user pressed Ctrl-C.
   * Traffic between the two namespaces: `ping`, a TCP bulk transfer with a sha256 check on the
     receiving side, a UDP datagram check and a UDP small-packet blaster — small Python programs
@@ -15,7 +15,7 @@ What lives here:
   * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
 
 What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
-pyroute2 (hvuio/tap.py). Traffic only ever goes between the namespaces made here.
+pyroute2 (hvuio/netdev/tap.py). Traffic only ever goes between the namespaces made here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
 from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER
 

@@ -7,7 +7,7 @@ while `up` runs, removed at exit), and `read_status`, which returns the records 
 processes still alive. Writing is best effort: a read-only /run never stops the NIC.
 
 What must not live here: click or printing (hvuio/cli/net.py renders the records), the bring-up
-itself (hvuio/up.py, hvuio/engine.py).
+itself (hvuio/up.py, hvuio/nic.py).
 """
 
 from __future__ import annotations

@@ -8,11 +8,13 @@ which is also its result — each with the exact line `up --json` prints for it.
 (hvuio/status.py) is written before `Ready` is reported, so whoever reads the command's output
 finds it, refreshed on every tick while the NIC runs and removed before `Down`.
 
-The work is hvuio/engine.py's (`Nic`, `Engine`, `StopPipe`), imported inside `run_up` so that
-importing this module stays cheap where the C core is missing (`hvuio --help`).
+The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvuio/engine.py's
+(`Engine`: tap and data path), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
+imported inside `run_up` so that importing this module stays cheap where the C core is missing
+(`hvuio --help`).
 
 What must not live here: click or printing (hvuio/cli/net.py turns events into lines), protocol
-or ring logic (engine.py and below), the status record's format (status.py).
+or ring logic (nic.py, engine.py and below), the status record's format (status.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 #: covers a same-host reply or ACK; costs CPU only while traffic flows
 BUSY_POLL_DEFAULT_US: Final = 50
-#: NVSP version names `--max-nvsp` accepts (hvuio.engine.NVSP_NAMES)
+#: NVSP version names `--max-nvsp` accepts (hvuio.nic.NVSP_NAMES)
 NVSP_CHOICES: Final = ("1", "2", "4", "5", "6", "6.1")
 
 
@@ -100,7 +102,7 @@ UpEvent = Ready | Serving | DatapathRunning | Down
 
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
-    from hvuio.engine import NVSP_NAMES
+    from hvuio.nic import NVSP_NAMES
     from hvuio.wire import nvsp as wn
 
     versions = tuple(wn.SUPPORTED_NVSP_VERSIONS)
@@ -118,7 +120,9 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     during a slow bring-up aborts it (KeyboardInterrupt); errors are HvuioError, raised after the
     NIC is closed and the status file removed.
     """
-    from hvuio.engine import Engine, Nic, StopPipe
+    from hvuio.engine import Engine
+    from hvuio.netdev.signals import StopPipe
+    from hvuio.nic import Nic
 
     versions = nvsp_versions(options.max_nvsp)
     with StopPipe() as stop:

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvuio import netns  # noqa: E402
+from hvuio.netdev import netns  # noqa: E402
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, require_root  # noqa: E402
 
 VETH_GUEST, VETH_HOST = "198.18.1.2/24", "198.18.1.1/24"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hvuio import netns
+from hvuio.netdev import netns
 
 ReadFn = Callable[[], "list[bytes]"]
 WriteFn = Callable[[bytes], object]

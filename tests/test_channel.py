@@ -19,7 +19,7 @@ from hvuio.channel import Channel, MonitorSignal
 from hvuio.device.uio import Interrupt, monitor_trigger
 from hvuio.errors import HostProtocolError, LocalProtocolError, RescindedError, RingCorruptError
 from hvuio.proto.events import Inbound, InboundKind, Outbound
-from hvuio.sections import SectionPool, split_send_sections
+from hvuio.proto.sections import ControlSections, SectionPool, split_send_sections
 from hvuio.sim.host import wire as hw
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter
 from hvuio.wire import nvsp as wn
@@ -165,18 +165,18 @@ def rndis_out(tid: int, body: bytes) -> Outbound:
 
 
 def test_rndis_sends_use_pool_sections_queue_and_release(pair: Pair) -> None:
-    pair.chan.set_control_sections(SectionPool(6, 2, SEND_SECTION))
+    sections = ControlSections(SectionPool(6, 2, SEND_SECTION))
     bodies = [bytes([i]) * (16 + i) for i in range(3)]
     for i, body in enumerate(bodies):
-        pair.chan.send(rndis_out(100 + i, body))
-    assert pair.chan.counters.control_queued == 1
+        pair.chan.send_all(sections.place([rndis_out(100 + i, body)]))
+    assert sections.queued == 1
     sent = host_reads(pair)
     assert [s[2] for s in sent] == [100, 101]
     for (_, flags, _, payload), body in zip(sent, bodies):
         _, chan_type, index, size = struct.unpack_from("<IIII", payload)
         assert flags == 1 and index in (6, 7) and size == len(body)
         assert bytes(pair.send[index * SEND_SECTION:index * SEND_SECTION + size]) == body
-    pair.chan.release(100)  # the host completed the first: the queued one goes out in its section
+    pair.chan.send_all(sections.release(100))  # the host completed the first: the queued one goes out in its section
     (queued,) = host_reads(pair)
     _, _, index, size = struct.unpack_from("<IIII", queued[3])
     assert queued[2] == 102 and bytes(pair.send[index * SEND_SECTION:index * SEND_SECTION + size]) == bodies[2]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from hvuio.native.datapath import DataPath, RunResult
-from hvuio.tap import Tap
+from hvuio.netdev.tap import Tap
 from netns_fixtures import NetnsFactory, netns_factory, ping  # noqa: F401  (fixture)
 from test_datapath_host import FakeHost, rndis_packet
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from netns_fixtures import netns_skip_reason
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.cli import main
 from hvuio.errors import NotRootError
 

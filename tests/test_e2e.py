@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from netns_fixtures import netns_skip_reason
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, max_guest_mtu, ping, tcp_transfer, udp_check
 from hvuio.sim.host.profile import SEND_SECTION_SIZE
 
@@ -204,7 +204,7 @@ def test_host_link_changes_follow_on_the_tap_carrier(stack: DemoStack) -> None:
     def lower_up() -> bool:
         return "LOWER_UP" in link(stack.guest_ns, stack.tap)["flags"]
 
-    # a tap with carrier reports operstate UNKNOWN (tun never sets dormant/up itself), as hvuio.tap expects
+    # a tap with carrier reports operstate UNKNOWN (tun never sets dormant/up itself), as hvuio.netdev.tap expects
     assert lower_up() and link(stack.guest_ns, stack.tap)["operstate"] in ("UP", "UNKNOWN")
     stack.env.host.set_link(dev, up=False)
     assert stack.env.host.wait_for(lambda: not lower_up(), timeout=10)

@@ -1,4 +1,4 @@
-"""Hostile host packets through the guest's control path: Channel.ingest -> Nic.process.
+"""Hostile host packets through the guest's control path: Channel.ingest -> Nic.process (NetvscGuest).
 
 Invariant (the project standard, VMBUS.md §4): whatever packet the host puts in the inbound ring —
 any type, flags, trans_id, header and payload, any transfer-page ranges over the receive
@@ -9,8 +9,8 @@ ValueError, KeyError, OverflowError, and no LocalProtocolError (that would blame
 the host did). Every RNDIS message found in a range is either handed up or counted as dropped.
 
 The harness needs no emulator: a Channel over anonymous mappings (TX ring, RX ring, a small
-receive and send buffer), an interrupt fd from a socketpair, and an engine `Nic` whose machines
-are driven to a chosen stage with well-formed replies first.
+receive and send buffer), an interrupt fd from a socketpair, and a `Nic` whose NetvscGuest is
+driven to a chosen stage with well-formed replies first.
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hvuio.channel import MAX_QUEUED_CONTROL, Channel
+from hvuio.channel import Channel
 from hvuio.device.uio import Interrupt
-from hvuio.engine import Nic, NicInfo
 from hvuio.errors import HostProtocolError, HostRefusedError, RingCorruptError
 from hvuio.native.ring import Packet, PacketType
+from hvuio.nic import Nic, NicInfo
 from hvuio.proto.events import Inbound, InboundKind, Outbound
-from hvuio.proto.nvsp import BufferGrant, NvspGuest
-from hvuio.sections import SectionPool
+from hvuio.proto.limits import MAX_QUEUED_CONTROL
+from hvuio.proto.netvsc import NetvscGuest
+from hvuio.proto.nvsp import BufferGrant
+from hvuio.proto.sections import ControlSections, SectionPool
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv
@@ -107,21 +109,21 @@ def xfer_packet(trans_id: int, ranges: list[tuple[int, int]], *, pageset: int = 
 
 
 def nic_at(tmp: Path, chan: RecordingChannel, stage: int) -> Nic:
-    """An engine Nic over `chan`, its machines driven with well-formed host replies to `stage`:
+    """A Nic over `chan`, its NetvscGuest driven with well-formed host replies to `stage`:
     0 INIT sent, 1 receive buffer connect sent, 2 send buffer connect sent, 3 RNDIS init sent,
     4 RNDIS initialized (bring-up queries in flight)."""
     nic = Nic(tmp, "hostile")
     nic.channel = chan
     nic.info = NicInfo(device="hostile", uio="uio0", relid=1, monitored=False, ring_size=RING,
                        recv_buffer_size=RECV_SIZE, send_buffer_size=SEND_SIZE)
-    nic.nvsp = NvspGuest(recv_buf=BufferGrant(1, RECV_SIZE), send_buf=BufferGrant(2, SEND_SIZE))
-    chan.send_all(nic.nvsp.start())
+    nic.guest = NetvscGuest(recv_buf=BufferGrant(1, RECV_SIZE), send_buf=BufferGrant(2, SEND_SIZE))
+    nic._perform(nic.guest.start())  # what Nic.open does once the channel is built
     replies = [init_resp(), rxbuf_resp(sections=[(0, SECTION, RECV_SIZE // SECTION, RECV_SIZE)]),
                chim_resp(sectsz=SEND_SECTION)]
     for reply in replies[:min(stage, 3)]:
         nic.process([Inbound(InboundKind.COMPLETION, chan.sent[-1], reply)])
     if stage >= 4:
-        assert nic.rndis is not None
+        assert nic.guest.rndis is not None
         nic.process([Inbound(InboundKind.RNDIS, 0, init_cmplt(1))])
     return nic
 
@@ -250,20 +252,21 @@ def test_host_that_never_completes_control_sends_cannot_grow_the_queue(tmp_path:
     bounded and the channel stops with a host error instead of growing without limit."""
     with channel() as chan:
         nic = nic_at(tmp_path, chan, 4)
-        assert chan._pool is not None
+        assert nic.guest is not None
+        sections = nic.guest.sections
+        assert sections is not None
         keepalive = struct.pack("<III", wr.RndisType.KEEPALIVE, 12, 7)
         with pytest.raises(HostProtocolError, match="never completed"):
-            for i in range(chan._pool.count + MAX_QUEUED_CONTROL + 16):
+            for i in range(sections.pool.count + MAX_QUEUED_CONTROL + 16):
                 nic.process([Inbound(InboundKind.RNDIS, 0, keepalive)])
-        assert len(chan._waiting) <= MAX_QUEUED_CONTROL
+        assert sections.waiting <= MAX_QUEUED_CONTROL
 
 
 def test_section_smaller_than_a_control_message_is_the_hosts_limit(tmp_path: Path) -> None:
-    with channel() as chan:
-        chan.set_control_sections(SectionPool(0, 2, 72))
-        big = Outbound(b"\0" * 40, 1 << 32, True, rndis=b"\0" * 100)
-        with pytest.raises(HostProtocolError, match="section_size 72"):
-            chan.send(big)
+    sections = ControlSections(SectionPool(0, 2, 72))
+    big = Outbound(b"\0" * 40, 1 << 32, True, rndis=b"\0" * 100)
+    with pytest.raises(HostProtocolError, match="section_size 72"):
+        sections.place([big])
 
 
 def test_interrupt_flood_does_not_pin_wait() -> None:
@@ -330,8 +333,8 @@ def test_completion_matching_no_request_is_dropped_and_counted(tmp_path: Path, s
     counted); the bring-up it arrives in goes on."""
     with channel() as chan:
         nic = nic_at(tmp_path, chan, stage)
-        before = nic.nvsp.state if nic.nvsp is not None else None
+        before = nic.guest.nvsp.state if nic.guest is not None else None
         for xid in (0, 0x7777, 1 << 62):
             nic.process([Inbound(InboundKind.COMPLETION, xid, init_resp())])
         assert nic.counters["unknown_completions"] == 3
-        assert nic.nvsp is not None and nic.nvsp.state == before
+        assert nic.guest is not None and nic.guest.nvsp.state == before

@@ -1,7 +1,8 @@
-"""Dependency direction between the layers (STYLE: wire <- proto <- engine; native <- channel <-
-engine; the emulator independent of the guest; the compiled C core behind the hvuio.native
-package alone; the CLI's command modules added to the group by hvuio/cli/__init__.py, never
-importing it or each other, and click nowhere but in hvuio/cli), checked on the source with `ast`.
+"""Dependency direction between the layers (STYLE: wire <- proto <- nic <- engine; native <- channel
+<- nic; netdev (the Linux side) <- engine, knowing nothing of the protocol; the emulator
+independent of the guest; the compiled C core behind the hvuio.native package alone; the CLI's
+command modules added to the group by hvuio/cli/__init__.py, never importing it or each other, and
+click nowhere but in hvuio/cli), checked on the source with `ast`.
 
 Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
 code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
@@ -56,7 +57,8 @@ def _within(mod: str, package: str) -> bool:
 def test_modules_found() -> None:
     assert {"hvuio.native", "hvuio.native.ring", "hvuio.native.datapath", "hvuio.proto.nvsp", "hvuio.sim.vsp.host",
             "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
-            "hvuio.engine"} <= MODULES.keys()
+            "hvuio.proto.netvsc", "hvuio.proto.machine", "hvuio.proto.sections", "hvuio.nic", "hvuio.engine",
+            "hvuio.offloads", "hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= MODULES.keys()
 
 
 @pytest.mark.parametrize("layer", ["hvuio.proto", "hvuio.wire"])
@@ -80,10 +82,11 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 def test_emulator_is_independent_of_the_guest() -> None:
     guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native",
-             "hvuio.channel", "hvuio.engine", "hvuio.device", "hvuio.sections", "hvuio.cli")
+             "hvuio.channel", "hvuio.nic", "hvuio.engine", "hvuio.offloads", "hvuio.device", "hvuio.cli")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
-    extra = {"hvuio.sim.net": ("hvuio.tap", "hvuio.netns"), "hvuio.sim.daemon": ("hvuio.netns",)}
+    extra = {"hvuio.sim.net": ("hvuio.netdev.tap", "hvuio.netdev.netns"),
+             "hvuio.sim.daemon": ("hvuio.netdev.netns",)}
     for mod, imps in MODULES.items():
         if not mod.startswith("hvuio.sim"):
             continue
@@ -91,8 +94,31 @@ def test_emulator_is_independent_of_the_guest() -> None:
         assert not bad, f"{mod} imports guest code {sorted(bad)}"
         allowed_extra = extra.get(mod, ())
         other = {i for i in imps if i.startswith("hvuio.") and not i.startswith(("hvuio.sim", "hvuio.errors", "hvuio.safefs"))
-                 and not i.startswith(allowed_extra)}
+                 and not i.startswith(allowed_extra) and not (allowed_extra and i == "hvuio.netdev")}
         assert not other, f"{mod} imports {sorted(other)}"
+
+
+def test_netdev_knows_no_protocol() -> None:
+    """hvuio.netdev (tap, namespaces, signals) is the Linux side: it imports nothing of the protocol,
+    the rings, the device layer or the modules that drive the NIC (the emulator uses it too)."""
+    above = ("hvuio.wire", "hvuio.proto", "hvuio.native", "hvuio._native", "hvuio.device",
+             "hvuio.channel", "hvuio.nic", "hvuio.engine", "hvuio.offloads", "hvuio.up", "hvuio.cli",
+             "hvuio.sim", "hvuio.demo")
+    mods = [m for m in MODULES if _within(m, "hvuio.netdev")]
+    assert {"hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= set(mods)
+    for mod in mods:
+        bad = {i for i in MODULES[mod] if any(_within(i, a) for a in above)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_control_plane_below_the_engine() -> None:
+    """The Nic (control plane) never imports the engine (tap + data path) or what stops a run;
+    the protocol composition (proto/netvsc.py) is the only way the Nic reaches the machines."""
+    nic = MODULES["hvuio.nic"]
+    bad = {i for i in nic if _within(i, "hvuio.engine") or _within(i, "hvuio.netdev.signals")
+           or _within(i, "hvuio.proto.nvsp.NvspGuest") or _within(i, "hvuio.proto.rndis")}
+    assert not bad, f"hvuio.nic imports {sorted(bad)}"
+    assert "hvuio.proto.netvsc" in nic
 
 
 def test_emulated_host_protocols_do_no_io() -> None:
@@ -171,7 +197,7 @@ def test_guest_code_calls_c_through_the_wrappers_only() -> None:
 
 def test_only_tap_imports_pyroute2() -> None:
     users = {m for m, imps in _importers("pyroute2").items() if imps}
-    assert users <= {"hvuio.tap"}, users
+    assert users <= {"hvuio.netdev.tap"}, users
 
 
 def test_the_guest_never_imports_the_emulator() -> None:

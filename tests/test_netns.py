@@ -1,11 +1,11 @@
-"""hvuio.netns: names, namespace lifetime, commands inside, veth pairs, leak listing, Cleanup."""
+"""hvuio.netdev.netns: names, namespace lifetime, commands inside, veth pairs, leak listing, Cleanup."""
 
 from __future__ import annotations
 
 import pytest
 from netns_fixtures import NetnsFactory, netns_factory, ping, require_netns  # noqa: F401  (fixture)
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.errors import PlatformError, UsageError
 
 

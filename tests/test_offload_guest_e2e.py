@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from netns_fixtures import netns_skip_reason
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, tcp_transfer
 from test_e2e import assert_nothing_leaked
 

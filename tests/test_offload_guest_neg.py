@@ -1,4 +1,4 @@
-"""Guest offload negotiation (RndisGuest with OffloadWanted, the engine's mapping, the tap bits).
+"""Guest offload negotiation (RndisGuest with OffloadWanted, hvuio.offloads' mapping, the tap bits).
 
 Host replies are packed with struct from the golden numbers (test_proto_rndis's scripted Host);
 the capability object is built here field by field from golden offsets, so the guest's decoder
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hvuio.engine import datapath_offloads, offloads_enabled
+from hvuio.offloads import datapath_offloads, offloads_enabled, tun_offload
 from hvuio.proto.events import ControlSendComplete, OffloadCaps, OffloadsConfigured, RequestFailed, RndisConfigured, SetComplete
 from hvuio.proto.nvsp import default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.rndis import OffloadWanted, RndisGuest
@@ -92,7 +92,7 @@ def test_full_host_enables_everything_both_want() -> None:
                        "tx_csum_udp6": True, "rx_csum": True, "lso4": True, "lso6": True,
                        "lso_max_size": 60000, "rsc": True}
     dpo = datapath_offloads(conf)
-    assert dpo.tap_flags() == 1 | 2 | 4 and dpo.lso_max_size == 60000
+    assert tun_offload(dpo) == 1 | 2 | 4 and dpo.lso_max_size == 60000
 
 
 def test_host_without_offloads_sets_everything_off() -> None:
@@ -103,7 +103,7 @@ def test_host_without_offloads_sets_everything_off() -> None:
     for name in ("ndis_lsov2_ip4", "ndis_lsov2_ip6", "ndis_rsc_ip4", "ndis_rsc_ip6"):
         assert pv(p, name) == NOFF["NDIS_OFFLOAD_LSOV2_OFF"], name
     conf = next(e for e in events if isinstance(e, OffloadsConfigured))
-    assert datapath_offloads(conf).tap_flags() == 0
+    assert tun_offload(datapath_offloads(conf)) == 0
     assert not any(v for k, v in offloads_enabled(conf).items() if k != "lso_max_size")
 
 
@@ -151,7 +151,7 @@ def test_refused_set_continues_without_offloads() -> None:
     assert not any(isinstance(e, OffloadsConfigured) for e in events)
     assert SetComplete(OID["OID_GEN_CURRENT_PACKET_FILTER"]) in events     # bring-up went on
     assert isinstance(events[-1], RndisConfigured)
-    assert datapath_offloads(None).tap_flags() == 0
+    assert tun_offload(datapath_offloads(None)) == 0
 
 
 def test_failed_caps_query_skips_the_set() -> None:
@@ -191,7 +191,7 @@ def test_nvsp_rsc_capability_only_from_61() -> None:
 @pytest.mark.parametrize("bits, vnet_hdr", [(0x8, True), (0x2, True), (0x1, False), (0x40, True)])
 def test_tap_refuses_offload_bits_it_cannot_carry(bits: int, vnet_hdr: bool) -> None:
     from hvuio.errors import UsageError
-    from hvuio.tap import Tap
+    from hvuio.netdev.tap import Tap
 
     with pytest.raises(UsageError, match="tap offload bits"):    # checked before any syscall
         Tap.open("hvu-never", bytes.fromhex("020000000001"), 1500, vnet_hdr=vnet_hdr, offload=bits)

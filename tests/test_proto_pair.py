@@ -1,10 +1,11 @@
 """Our guest machines joined in memory to the emulator's host machines (hvuio.sim.host.nvsp).
 
 The two sides were written independently from the sources (ours from Linux/DPDK, the host from
-OpenVMM's netvsp), so agreement here is evidence, not tautology. `GuestHostPair` plays the engine:
-it copies RNDIS control messages into send-buffer sections, routes completions with
-`expects()`, copies RNDIS messages out of receive-buffer ranges and acks each transfer-page
-packet. Both sides' events are recorded and asserted; the host's rejection log must stay empty.
+OpenVMM's netvsp), so agreement here is evidence, not tautology. `GuestHostPair` plays the I/O
+side of hvuio/nic.py around the same NetvscGuest: it writes the guest's Sends (RNDIS control
+messages into the send-buffer sections the guest picked), copies RNDIS messages out of
+receive-buffer ranges, acks each transfer-page packet and feeds everything back to the guest.
+Both sides' events are recorded and asserted; the host's rejection log must stay empty.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 import pytest
 
 from hvuio.proto.events import (
-    NEED_DATA, BuffersRevoked, ControlSendComplete, Inbound, InboundKind, IndirectionTable,
-    LinkStatus, MacAddress, NvspReady, Outbound, RecvBufReady, RndisConfigured, RndisReady,
-    SendBufReady, StatusIndication, SubchannelsGranted,
+    BuffersRevoked, Inbound, InboundKind, IndirectionTable, LinkStatus, MacAddress, NvspReady,
+    RecvBufReady, RndisConfigured, RndisReady, Send, SendBufReady, StatusIndication,
+    SubchannelsGranted,
 )
+from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.rndis import RndisGuest
 from hvuio.proto.states import NvspState, RndisState
@@ -53,32 +55,32 @@ class GuestHostPair:
             gpadls={RECV_GPADL: RECV_SIZE, SEND_GPADL: SEND_SIZE},
             read_send_buffer=lambda o, n: bytes(self.send[o:o + n]),
             write_recv_buffer=self._write_recv)
-        self.nvsp = NvspGuest(recv_buf=BufferGrant(RECV_GPADL, RECV_SIZE),
-                              send_buf=BufferGrant(SEND_GPADL, SEND_SIZE), **guest_kw)
-        self.rndis: RndisGuest | None = None
-        self.section_size = 0
-        self.free: deque[int] = deque()
-        self.in_use: dict[int, int] = {}
+        self.guest = NetvscGuest(recv_buf=BufferGrant(RECV_GPADL, RECV_SIZE),
+                                 send_buf=BufferGrant(SEND_GPADL, SEND_SIZE), **guest_kw)
         self.guest_events: list[Any] = []
         self.host_events: list[Any] = []
         self._to_guest: deque[Any] = deque()
+
+    @property
+    def nvsp(self) -> NvspGuest:
+        return self.guest.nvsp
+
+    @property
+    def rndis(self) -> RndisGuest | None:
+        return self.guest.rndis
 
     def _write_recv(self, offset: int, data: bytes) -> None:
         self.recv[offset:offset + len(data)] = data
 
     # guest -> host
-    def send_all(self, outs: list[Outbound]) -> None:
-        for o in outs:
-            payload = o.payload
-            if o.rndis is not None:
-                section = self.free.popleft()
-                assert len(o.rndis) <= self.section_size
-                start = section * self.section_size
-                self.send[start:start + len(o.rndis)] = o.rndis
-                self.in_use[o.trans_id] = section
-                payload = o.placed(section)
-            pkt = host_nvsp.GuestPacket(INBAND, RC if o.want_completion else 0, o.trans_id, payload)
-            self._host_step(self.host.receive(pkt))
+    def write(self, msg: Send) -> None:
+        if msg.message.rndis is not None:
+            assert msg.section is not None and self.guest.sections is not None
+            assert len(msg.message.rndis) <= self.guest.sections.pool.size
+            self.send[msg.offset:msg.offset + len(msg.message.rndis)] = msg.message.rndis
+        pkt = host_nvsp.GuestPacket(INBAND, RC if msg.message.want_completion else 0,
+                                    msg.message.trans_id, msg.payload)
+        self._host_step(self.host.receive(pkt))
         self.pump()
 
     def _host_step(self, step: Any) -> None:
@@ -91,45 +93,35 @@ class GuestHostPair:
             pkt = self._to_guest.popleft()
             assert pkt.channel == 0
             if pkt.type == COMP:
-                rndis = self.rndis
-                target: NvspGuest | RndisGuest = (
-                    rndis if rndis is not None and rndis.expects(pkt.trans_id) else self.nvsp)
-                self._feed(target, Inbound(InboundKind.COMPLETION, pkt.trans_id, pkt.payload))
+                self._feed(Inbound(InboundKind.COMPLETION, pkt.trans_id, pkt.payload))
             elif pkt.type == INBAND:
-                self._feed(self.nvsp, Inbound(InboundKind.INBAND, pkt.trans_id, pkt.payload))
+                self._feed(Inbound(InboundKind.INBAND, pkt.trans_id, pkt.payload))
             else:
                 assert pkt.type == RXBUF and pkt.xfer_pageset_id == wn.RECV_BUFFER_ID
                 nv = wn.NvspSendRndisPacket.from_buffer_copy(pkt.payload.ljust(40, b"\0"))
                 assert nv.type == wn.NvspType.SEND_RNDIS_PACKET
                 assert nv.channel_type == wn.RndisChannelType.CONTROL
                 for count, offset in pkt.ranges:
-                    assert self.rndis is not None
                     msg = bytes(self.recv[offset:offset + count])
-                    self._feed(self.rndis, Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
+                    self._feed(Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
                 ack = host_nvsp.GuestPacket(COMP, 0, pkt.trans_id, wn.receive_ack())
                 self._host_step(self.host.receive(ack))
 
-    def _feed(self, machine: NvspGuest | RndisGuest, item: Inbound) -> None:
-        self.do(machine, machine.receive(item))
+    def _feed(self, item: Inbound) -> None:
+        self.do(self.guest.receive(item))
 
-    def do(self, machine: NvspGuest | RndisGuest, outs: list[Outbound]) -> None:
-        """Handle the machine's queued events, then send what it returned (engine order)."""
-        while (ev := machine.next_event()) is not NEED_DATA:
-            self.guest_events.append(ev)
-            if isinstance(ev, NvspReady):
-                self.rndis = RndisGuest(ndis_version=ev.ndis_version)
-            elif isinstance(ev, SendBufReady):
-                self.section_size = ev.section_size
-                self.free = deque(range(ev.count))
-            elif isinstance(ev, ControlSendComplete):
-                self.free.append(self.in_use.pop(ev.trans_id))
-        for o in outs:  # sent after the events were handled (sections known)
-            self.send_all([o])
+    def do(self, effects: list[Effect]) -> None:
+        """Perform the guest's effects in order: record its events, write its Sends."""
+        for e in effects:
+            if isinstance(e, Send):
+                self.write(e)
+            else:
+                self.guest_events.append(e)
 
     def bring_up(self) -> None:
-        self.do(self.nvsp, self.nvsp.start())
+        self.do(self.guest.start())
         assert self.nvsp.state is NvspState.READY and self.rndis is not None
-        self.do(self.rndis, self.rndis.start())
+        assert self.guest.ready
 
     def host_of(self, cls: type) -> list[Any]:
         return [e for e in self.host_events if isinstance(e, cls)]
@@ -157,7 +149,9 @@ def test_bring_up_against_the_emulated_host() -> None:
     assert pair.host_of(sim_events.PacketFilterSet) == [sim_events.PacketFilterSet(0x0D)]
     assert pair.host_of(sim_events.RndisInitialized) == [sim_events.RndisInitialized(0x4000)]
     assert pair.host.outstanding_receives == 0  # every transfer-page packet was acked
-    assert sorted(pair.free) == list(range(SEND_SIZE // 6144))  # every section came back
+    sections = pair.guest.sections
+    assert sections is not None and sections.in_flight == 0 and sections.waiting == 0  # every section came back
+    assert sections.pool.available == sections.pool.count
     # the host indicated its offload config after our set; we report what we do not interpret
     assert all(isinstance(e, StatusIndication) for e in pair.guest_of(StatusIndication))
 
@@ -177,7 +171,7 @@ def test_version_walk_against_an_older_host(max_version: int) -> None:
 def test_subchannels_link_changes_and_teardown() -> None:
     pair = GuestHostPair()
     pair.bring_up()
-    pair.do(pair.nvsp, pair.nvsp.request_subchannels(3))
+    pair.do(pair.guest.request_subchannels(3))
     assert pair.guest_of(SubchannelsGranted) == [SubchannelsGranted(3)]
     assert pair.host_of(sim_events.SubchannelsOffered) == [sim_events.SubchannelsOffered(3)]
     pair._host_step(pair.host.subchannels_opened())
@@ -190,8 +184,8 @@ def test_subchannels_link_changes_and_teardown() -> None:
     assert pair.guest_events[-1] == LinkStatus(False)
 
     assert pair.rndis is not None
-    pair.do(pair.rndis, pair.rndis.halt())
-    pair.do(pair.nvsp, pair.nvsp.stop())
+    pair.do(pair.guest.halt())
+    pair.do(pair.guest.stop())
     assert pair.host_of(sim_events.RndisHalted) == [sim_events.RndisHalted()]
     # both revokes are part of a clean teardown: taken, neither is a rejection
     assert pair.host_of(sim_events.BufferRevoked) == [sim_events.BufferRevoked("receive"),

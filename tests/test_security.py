@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from netns_fixtures import netns_skip_reason
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.errors import UnsafePathError, UsageError
 
 NOBODY = 65534
@@ -206,14 +206,14 @@ def test_commands_in_a_namespace_start_in_the_root_directory() -> None:
 
 @pytest.mark.parametrize("name", ["/proc/1/ns/net", "../../proc/1/ns/net", "..", "", "a/b"])
 def test_a_namespace_is_a_name_never_a_path(name: str) -> None:
-    from hvuio.tap import check_netns_name
+    from hvuio.netdev.tap import check_netns_name
 
     with pytest.raises(UsageError, match="not a name"):
         check_netns_name(name)
 
 
 def test_sighup_stops_up_like_sigterm() -> None:
-    from hvuio.engine import StopPipe
+    from hvuio.netdev.signals import StopPipe
 
     pipe = StopPipe()
     pipe.install()

@@ -12,7 +12,7 @@ import pytest
 from netns_fixtures import netns_factory  # noqa: F401  (fixture)
 from test_up_datapath import HOST_IP, Running, running  # noqa: F401  (fixture)
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.sim.vsp import fastpath
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="hvuio.sim._simhost not built")

@@ -18,7 +18,7 @@ from netns_fixtures import (  # noqa: F401  (netns_factory is a fixture)
     single_reader,
 )
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.errors import UsageError
 from hvuio.sim.net import (
     DEFAULT_GUEST_ADDRESS,
@@ -28,7 +28,7 @@ from hvuio.sim.net import (
     PcapSink,
     PcapSource,
 )
-from hvuio.tap import Tap
+from hvuio.netdev.tap import Tap
 
 GUEST_MAC = bytes.fromhex("02ee00000001")
 HOST_IP = DEFAULT_HOST_ADDRESS.split("/")[0]

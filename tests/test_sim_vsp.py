@@ -2,8 +2,9 @@
 
 `RingGuest` plays a minimal engine with the existing guest parts only: hvuio.device (bind,
 UioHandle, the irq socket), hvuio.native.ring.Ring (the C ring core) for both directions, and the
-sans-IO NvspGuest / RndisGuest. RNDIS control messages are copied into send-buffer sections,
-transfer-page packets are parsed out of the receive buffer and acked, the host is signalled
+sans-IO NetvscGuest (NVSP and RNDIS composed). RNDIS control messages are copied into the
+send-buffer sections the guest picked, data frames go into the data sections, transfer-page
+packets are parsed out of the receive buffer and acked, the host is signalled
 through the monitor page (atomic OR, libatomic) or write(1) for non-monitored channels. The host
 side is SimHost in its own threads, so everything crosses the mapping and the sockets exactly as
 with a separate guest process. No timed assertions: waits are bounded polls that fail with a
@@ -29,11 +30,11 @@ from hvuio.device.uio import UioHandle
 from hvuio.errors import RescindedError, UsageError
 from hvuio.native.ring import Direction, Ring
 from hvuio.proto.events import (
-    NEED_DATA, ControlSendComplete, IndirectionTable, Inbound, InboundKind, LinkStatus, MacAddress,
-    Mtu, NvspReady, Outbound, RndisConfigured, SendBufReady, SubchannelsGranted,
+    IndirectionTable, Inbound, InboundKind, LinkStatus, MacAddress, Mtu, NvspReady, RndisConfigured,
+    Send, SubchannelsGranted,
 )
-from hvuio.proto.nvsp import BufferGrant, NvspGuest
-from hvuio.proto.rndis import RndisGuest
+from hvuio.proto.netvsc import Effect, NetvscGuest
+from hvuio.proto.nvsp import BufferGrant
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel import profiles
 from hvuio.sim.net import NetCounters
@@ -120,11 +121,10 @@ class RingGuest:
         assert self.h.recv_gpadl is not None and self.h.send_gpadl is not None
         assert self.h.recv_buffer is not None and self.h.send_buffer is not None
         self.recv_buf, self.send_buf = self.h.recv_buffer, self.h.send_buffer
-        self.nvsp = NvspGuest(recv_buf=BufferGrant(self.h.recv_gpadl, len(self.recv_buf)),
-                              send_buf=BufferGrant(self.h.send_gpadl, len(self.send_buf)))
-        self.rndis: RndisGuest | None = None
+        self.guest = NetvscGuest(recv_buf=BufferGrant(self.h.recv_gpadl, len(self.recv_buf)),
+                                 send_buf=BufferGrant(self.h.send_gpadl, len(self.send_buf)))
         self.section_size = 0
-        self.free: deque[int] = deque()
+        self.free: deque[int] = deque()  # data sections (the guest keeps the control ones)
         self.in_use: dict[int, int] = {}
         self.events: list[Any] = []
         self.frames: list[bytes] = []  # frames the host delivered in data transfer-page packets
@@ -149,16 +149,11 @@ class RingGuest:
         if self.tx.send(ptype, payload, flags=flags, trans_id=trans_id):
             self.signal()
 
-    def send(self, outs: list[Outbound]) -> None:
-        for o in outs:
-            payload = o.payload
-            if o.rndis is not None:
-                section = self.free.popleft()
-                start = section * self.section_size
-                self.send_buf[start:start + len(o.rndis)] = o.rndis
-                self.in_use[o.trans_id] = section
-                payload = o.placed(section)
-            self.send_packet(INBAND, payload, o.trans_id, RC if o.want_completion else 0)
+    def send(self, msg: Send) -> None:
+        rndis = msg.message.rndis
+        if rndis is not None:
+            self.send_buf[msg.offset:msg.offset + len(rndis)] = rndis
+        self.send_packet(INBAND, msg.payload, msg.message.trans_id, RC if msg.message.want_completion else 0)
 
     def send_frame(self, frame: bytes) -> int:
         """One data frame in a send-buffer section (NVSP 107, channel type data); its trans_id."""
@@ -199,11 +194,9 @@ class RingGuest:
                 self.tx_done[pkt.trans_id] = status
                 self.free.append(self.in_use.pop(pkt.trans_id))
                 return
-            rndis = self.rndis
-            target: NvspGuest | RndisGuest = rndis if rndis is not None and rndis.expects(pkt.trans_id) else self.nvsp
-            self._feed(target, Inbound(InboundKind.COMPLETION, pkt.trans_id, bytes(pkt.payload)))
+            self._feed(Inbound(InboundKind.COMPLETION, pkt.trans_id, bytes(pkt.payload)))
         elif pkt.type == INBAND:
-            self._feed(self.nvsp, Inbound(InboundKind.INBAND, pkt.trans_id, bytes(pkt.payload)))
+            self._feed(Inbound(InboundKind.INBAND, pkt.trans_id, bytes(pkt.payload)))
         else:
             assert pkt.type == XFER
             pageset, _owns, _rsvd, count = struct.unpack_from("<HBBI", pkt.header)
@@ -218,32 +211,27 @@ class RingGuest:
                     assert mtype == 1 and mlen <= length
                     self.frames.append(msg[8 + doff:8 + doff + dlen])
                 else:
-                    assert self.rndis is not None
-                    self._feed(self.rndis, Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
+                    self._feed(Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
             self.send_packet(COMP, wn.receive_ack(), pkt.trans_id, 0)
 
-    def _feed(self, machine: NvspGuest | RndisGuest, item: Inbound) -> None:
-        self.do(machine, machine.receive(item))
+    def _feed(self, item: Inbound) -> None:
+        self.do(self.guest.receive(item))
 
-    def do(self, machine: NvspGuest | RndisGuest, outs: list[Outbound]) -> None:
-        while (ev := machine.next_event()) is not NEED_DATA:
-            self.events.append(ev)
-            if isinstance(ev, NvspReady):
-                self.rndis = RndisGuest(ndis_version=ev.ndis_version)
-            elif isinstance(ev, SendBufReady):
-                self.section_size = ev.section_size
-                self.free = deque(range(ev.count))
-            elif isinstance(ev, ControlSendComplete):
-                self.free.append(self.in_use.pop(ev.trans_id))
-        self.send(outs)
+    def do(self, effects: list[Effect]) -> None:
+        """Perform the guest's effects in order: record its events, write its Sends."""
+        for e in effects:
+            if isinstance(e, Send):
+                self.send(e)
+            else:
+                self.events.append(e)
+        sections = self.guest.sections
+        if sections is not None and not self.section_size:  # the send buffer is connected
+            self.section_size = sections.pool.size
+            self.free = deque(range(self.guest.data_sections))
 
     def bring_up(self) -> None:
-        self.do(self.nvsp, self.nvsp.start())
-        self.pump(lambda: self.rndis is not None and any(isinstance(e, SendBufReady) for e in self.events),
-                  "NVSP negotiation and buffer connects")
-        assert self.rndis is not None
-        self.do(self.rndis, self.rndis.start())
-        self.pump(lambda: RndisConfigured() in self.events, "RNDIS bring-up")
+        self.do(self.guest.start())
+        self.pump(lambda: RndisConfigured() in self.events, "NVSP and RNDIS bring-up")
 
     def of(self, cls: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, cls)]
@@ -343,7 +331,7 @@ def test_protocol_fault_stops_serving(tmp_path: Path) -> None:
             g.send_packet(COMP, wn.receive_ack(), 42, 0)
             wait_until(lambda: env.host.fault(nic) is not None, "the protocol fault")
             assert "completion" in (env.host.fault(nic) or "")
-            g.do(g.nvsp, g.nvsp.start())  # the host stays silent afterwards
+            g.do(g.guest.start())  # the host stays silent afterwards
             g.pump(lambda: True, "one pass")
             assert not g.of(NvspReady)
         finally:
@@ -356,7 +344,7 @@ def test_subchannels_offered_and_attached(tmp_path: Path) -> None:
         g = RingGuest(tmp_path)
         try:
             g.bring_up()
-            g.do(g.nvsp, g.nvsp.request_subchannels(2))
+            g.do(g.guest.request_subchannels(2))
             g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table after the subchannels open")
             assert g.of(SubchannelsGranted) == [SubchannelsGranted(2)]
             subs = [c for c in nic.channels.values() if c.subchannel_id]

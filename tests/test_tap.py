@@ -1,4 +1,4 @@
-"""hvuio.tap: a tap opened by us, checked independently through pyroute2, TUN ioctls and the
+"""hvuio.netdev.tap: a tap opened by us, checked independently through pyroute2, TUN ioctls and the
 namespace's own stack. Root-only tests skip with the reason; argument and errno-mapping tests run
 everywhere."""
 
@@ -19,9 +19,9 @@ from netns_fixtures import NetnsFactory, netns_factory  # noqa: F401  (fixture)
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from hvuio import netns, tap
+from hvuio.netdev import netns, tap
 from hvuio.errors import DeviceNotFoundError, NotRootError, PlatformError, UsageError
-from hvuio.tap import Tap
+from hvuio.netdev.tap import Tap
 
 MAC_A = bytes.fromhex("02aa00000001")
 MAC_B = bytes.fromhex("02bb00000002")
@@ -228,7 +228,7 @@ def test_frame_crosses_from_one_namespace_to_another(netns_factory: NetnsFactory
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("capsh") is None, reason="needs root and capsh to drop a capability")
 def test_without_cap_net_admin_is_not_root_error() -> None:
     code = (
-        "import hvuio.tap as t, hvuio.errors as e\n"
+        "import hvuio.netdev.tap as t, hvuio.errors as e\n"
         "try:\n    t.Tap.open(None, bytes.fromhex('020000000001'), 1500)\n"
         "except e.NotRootError as x:\n    print('NotRootError:', x)\n"
     )

@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 from netns_fixtures import NetnsFactory, netns_factory  # noqa: F401  (fixture)
 
-from hvuio import netns
 from hvuio.device.bind import bind_device
-from hvuio.engine import Engine, Nic, StopPipe
+from hvuio.engine import Engine
+from hvuio.netdev import netns
+from hvuio.netdev.signals import StopPipe
+from hvuio.nic import Nic
 from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS, DEFAULT_HOST_ADDRESS, HostNetwork
 from hvuio.sim.vsp.host import SimEnvironment

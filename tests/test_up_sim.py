@@ -1,4 +1,4 @@
-"""`hvuio up` and hvuio.engine.Nic against the emulator (SimEnvironment), no root needed.
+"""`hvuio up` and hvuio.nic.Nic against the emulator (SimEnvironment), no root needed.
 
 Every expected value comes from the emulated host's profile or device, never from a constant
 written here; waits are bounded polls, not timed assertions.
@@ -21,7 +21,7 @@ import pytest
 
 from hvuio.cli import main
 from hvuio.device.bind import bind_device
-from hvuio.engine import Nic
+from hvuio.nic import Nic
 from hvuio.errors import HostRefusedError
 from hvuio.proto import limits
 from hvuio.sim.host import profile as hp
@@ -208,11 +208,10 @@ def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:
         info = nic.open()
         assert info.send_section_count is not None and info.control_sections is not None
         assert nic.data_sections == info.send_section_count - info.control_sections
-        chan = nic.channel
-        assert chan is not None
+        assert nic.guest is not None and nic.guest.sections is not None
         # every RNDIS control send of the bring-up was completed and its section returned
-        assert chan.counters.control_queued == 0
-        assert not chan._inflight
+        assert nic.guest.sections.queued == 0
+        assert not nic.guest.sections.in_flight
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -326,9 +325,9 @@ def test_host_keepalives_are_answered_from_control_sections(sim: SimEnvironment)
     with Nic(sim.sysroot, dev.guid) as nic:
         nic.open()
         assert poll_until(nic, lambda: nic.counters["keepalives"] >= 3)
-        chan = nic.channel
-        assert chan is not None
-        assert poll_until(nic, lambda: not chan._inflight)  # every answer's section came back
+        sections = nic.guest.sections if nic.guest is not None else None
+        assert sections is not None
+        assert poll_until(nic, lambda: not sections.in_flight)  # every answer's section came back
         assert sim.host.fault(dev) is None
         assert not [r for r in sim.host.status()[dev.guid]["rejections"] if "keep" in r.lower()]
 

@@ -3,7 +3,7 @@ the negotiated parameters (NicInfo.to_dict, as `up` reports them and status reco
 as one aligned block, and non-zero counters as a list.
 
 What must not live here: click, commands, the data behind the text (hvuio/up.py,
-hvuio/status.py, hvuio/engine.py).
+hvuio/status.py, hvuio/nic.py).
 """
 
 from __future__ import annotations

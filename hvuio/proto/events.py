@@ -1,26 +1,30 @@
-"""What the guest protocol machines take in and give out: Inbound, Outbound and the events.
+"""What the guest protocol machines take in and give out: Inbound, Outbound, Send and the events.
 
 What lives here: frozen, slotted dataclasses that validate their own fields in `__post_init__`
 (so a bad value is caught where it is made), the `NEED_DATA` sentinel returned by `next_event()`
-when nothing is queued, and `Outbound.placed()`, the one helper an engine needs to put an RNDIS
-control message into a send-buffer section.
+when nothing is queued, `Outbound.placed()`, which names the send-buffer section an RNDIS
+control message was put in, and `Send`, an Outbound with its place: what NetvscGuest
+(hvuio/proto/netvsc.py) hands the channel to write.
 
-The contract with the engine (hvuio/engine.py, not written here):
+The contract with the I/O side (hvuio/nic.py and hvuio/channel.py, not written here):
 
 * `Inbound(kind, trans_id, payload)` is one packet already copied out of the ring and validated
   at the VMBus level (VMBUS.md §4 items 1-12): `kind` is the VMBus packet type (INBAND 0x6 or
   COMPLETION 0xb) for NVSP, or `RNDIS` for one RNDIS control message copied out of a
   receive-buffer range (VMBUS.md §4 item 16). `payload` is the bytes after the VMBus header.
-  Completions go to the machine whose `expects(trans_id)` is true (NvspGuest otherwise); in-band
-  packets go to NvspGuest. A host in-band packet flagged COMPLETION_REQUESTED (the VF
+  NetvscGuest routes it: completions to the machine whose `expects(trans_id)` is true (a
+  completion no machine expects is dropped, `CompletionDropped`), in-band packets to NvspGuest,
+  RNDIS messages to RndisGuest. A host in-band packet flagged COMPLETION_REQUESTED (the VF
   association) needs no completion: Linux sends none and OpenVMM accepts its absence. Every
-  transfer-page packet is acked by the engine (`wire.nvsp.receive_ack()`), control or data.
-* `Outbound(payload, trans_id, want_completion, rndis)`: send `payload` as an in-band packet
-  (type 0x6) with `trans_id`, and flag COMPLETION_REQUESTED when `want_completion`. When
+  transfer-page packet is acked by the channel (`wire.nvsp.receive_ack()`), control or data.
+* `Outbound(payload, trans_id, want_completion, rndis)`: what a machine wants sent: `payload` as
+  an in-band packet (type 0x6) with `trans_id`, COMPLETION_REQUESTED when `want_completion`. When
   `rndis` is not None, the packet is an NVSP "send RNDIS packet" (type 107) whose RNDIS message
-  travels in the send buffer: the engine copies `rndis` into a free section `i` (it must fit the
-  section size from SendBufReady), sends `placed(i)` instead of `payload`, and frees the section
-  when the machine reports `ControlSendComplete(trans_id)`.
+  travels in the send buffer.
+* `Send(message, section, offset)`: an Outbound ready to write. For an RNDIS message NetvscGuest
+  has picked a free control section (hvuio/proto/sections.py): copy `message.rndis` to byte
+  `offset` of the send buffer and write `payload` (the NVSP message naming `section`); the
+  section is free again when the host completes the send (`ControlSendComplete(trans_id)`).
 
 What must not live here: parsing, state, I/O.
 """
@@ -41,6 +45,7 @@ __all__ = [
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
     "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
+    "Send", "CompletionDropped",
 ]
 
 _U32 = 0xFFFFFFFF
@@ -101,6 +106,26 @@ class Outbound:
         msg.section_index = section_index
         msg.section_size = len(self.rndis)
         return wn.to_bytes(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """`message` with its place: `section` (None for a message without RNDIS bytes) and the
+    byte `offset` of that section in the send buffer."""
+
+    message: Outbound
+    section: int | None = None
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        _need((self.section is None) == (self.message.rndis is None),
+              "Send.section goes with an RNDIS message, and only with one")
+        _need(self.offset >= 0, f"Send.offset {self.offset!r} is negative")
+
+    @property
+    def payload(self) -> bytes:
+        """The NVSP message to write: `message.payload`, naming `section` when there is one."""
+        return self.message.payload if self.section is None else self.message.placed(self.section)
 
 
 class NeedData:
@@ -367,10 +392,21 @@ class Halted:
     """The halt message was sent (RNDIS has no reply to it)."""
 
 
+# ---- composition events (NetvscGuest) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionDropped:
+    """A completion whose trans_id matches no outstanding request of either machine was dropped
+    (VMBUS.md §4.15)."""
+
+    trans_id: int
+
+
 Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
     | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
-    | ControlSendComplete | Halted
+    | ControlSendComplete | Halted | CompletionDropped
 )

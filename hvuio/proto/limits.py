@@ -1,8 +1,9 @@
 """Named protocol limits for the NVSP and RNDIS guest machines, each with its reason.
 
 What lives here: numbers only, each next to the docs/VMBUS.md section or the Linux/DPDK value it mirrors.
-The machines in hvuio/proto/nvsp.py and hvuio/proto/rndis.py read them; tests refer to them by
-name so a change here changes the tests' expectations too.
+The machines in hvuio/proto/nvsp.py and hvuio/proto/rndis.py and the control-section accounting
+(hvuio/proto/sections.py) read them; tests refer to them by name so a change here changes the
+tests' expectations too.
 
 What must not live here: logic, I/O, clocks.
 """
@@ -55,11 +56,17 @@ MAX_RNDIS_ALIGNMENT_SHIFT = 12
 #: serialises the bring-up too. 8 gives an engine room to batch sets later.
 MAX_OUTSTANDING_RNDIS = 8
 
+#: RNDIS control messages that may wait for a free send section. Every one of them is a reply or
+#: request the machines made (at most MAX_OUTSTANDING_RNDIS requests, plus one keep-alive answer
+#: per host keep-alive); more than this waiting means the host keeps asking but never completes
+#: our sends, so the queue would grow without bound: the channel is stopped instead.
+MAX_QUEUED_CONTROL = 64
+
 #: Subchannels we may ask for: Linux VRSS_CHANNEL_MAX = 64 channels, minus the primary.
 MAX_SUBCHANNELS = 63
 
 #: Transaction-id space: NVSP requests use ids from NVSP_XID_BASE, RNDIS control sends from
-#: RNDIS_XID_BASE; both stay below the next base, so the engine can route a completion by its id.
+#: RNDIS_XID_BASE; both stay below the next base, so NetvscGuest routes a completion by its id.
 #: Id 0 is never used: Hyper-V does not answer completion-requested packets with id 0
 #: (VMBUS.md §3.5 item 56).
 NVSP_XID_BASE = 1

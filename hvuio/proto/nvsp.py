@@ -1,11 +1,11 @@
 """NvspGuest: the guest side of NVSP on the primary netvsc channel, sans-IO.
 
 What lives here: the NVSP machine (version negotiation, NDIS config and version, receive- and
-send-buffer connect, subchannel allocation, datapath switch, teardown) and `_Machine`, the
-plumbing it shares with RndisGuest (event queue, outstanding requests with deadlines, the ERROR
-rule, conversion of the internal error to the public ones at the single receive entry point).
+send-buffer connect, subchannel allocation, datapath switch, teardown). The plumbing it shares
+with RndisGuest (event queue, outstanding requests with deadlines, the ERROR rule) is
+proto/machine.py's; NetvscGuest (proto/netvsc.py) composes the two machines for the NIC.
 
-How an engine drives it (see hvuio/proto/events.py for Inbound/Outbound)::
+How it is driven (NetvscGuest does this; see hvuio/proto/events.py for Inbound/Outbound)::
 
     nvsp = NvspGuest(recv_buf=BufferGrant(gpadl, size), send_buf=BufferGrant(gpadl, size))
     send_all(nvsp.start())                       # INIT with the newest version
@@ -24,135 +24,29 @@ after RNDIS has read the RSS capabilities. Teardown sends revoke-receive-buffer 
 revoke-send-buffer, neither answered; the caller then closes the channel (Linux
 `netvsc_revoke_buf`, DPDK `hn_nvs_detach`).
 
-What must not live here: rings, fds, clocks, sleeps, RNDIS parsing (hvuio/proto/rndis.py).
+What must not live here: rings, fds, clocks, sleeps, RNDIS parsing (hvuio/proto/rndis.py), the
+routing between the two machines (hvuio/proto/netvsc.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hvuio.errors import (
-    HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
-)
+from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    NEED_DATA, BuffersRevoked, DatapathSwitched, Event, Inbound, InboundKind, IndirectionTable,
-    NdisConfigured, NeedData, NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady,
-    SubchannelsGranted, VfAssociation,
+    BuffersRevoked, DatapathSwitched, Inbound, InboundKind, IndirectionTable, NdisConfigured,
+    NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady, SubchannelsGranted,
+    VfAssociation,
 )
+from hvuio.proto.machine import Machine, Pending, Reject
 from hvuio.proto.states import NVSP_TRANSITIONS, NvspInput, NvspState, advance
 from hvuio.wire import nvsp as wn
 
 __all__ = ["BufferGrant", "NvspGuest", "default_ndis_capabilities", "rsc_ndis_capabilities"]
-
-
-class _Reject(Exception):
-    """The one internal error: the host broke a rule (or refused, when `refused`)."""
-
-    def __init__(self, message: str, *, refused: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.refused = refused
-
-
-@dataclass(slots=True)
-class _Pending:
-    what: str  # for messages: "NVSP INIT (version 0x60001)"
-    tag: int  # machine-specific: the request type or the RNDIS message kind
-    deadline: float | None = None  # set by the first tick() after sending
-
-
-class _Machine:
-    """Shared plumbing of NvspGuest and RndisGuest (not public)."""
-
-    _name = "machine"
-
-    def __init__(self, *, timeout: float, xid_base: int) -> None:
-        if not (1 <= xid_base and xid_base + limits.XID_SPAN <= 1 << 64):
-            raise LocalProtocolError(f"{self._name}: xid_base {xid_base:#x} out of range")
-        self._events: deque[Event] = deque()
-        self._error: HvuioError | None = None
-        self._timeout = timeout
-        self._xid_base = xid_base
-        self._next_xid = xid_base
-        self._awaiting: dict[int, _Pending] = {}  # VMBus trans_id -> request awaiting completion
-
-    # -- public, shared ------------------------------------------------------------------------
-
-    def next_event(self) -> Event | NeedData:
-        """The oldest queued event, or NEED_DATA."""
-        self._check_alive()
-        return self._events.popleft() if self._events else NEED_DATA
-
-    def expects(self, trans_id: int) -> bool:
-        """Whether a completion with `trans_id` belongs to this machine (engine routing)."""
-        return trans_id in self._awaiting
-
-    def tick(self, now: float) -> list[Outbound]:
-        """Advance time to `now` (seconds, monotonic); raise HostTimeoutError for a late reply.
-
-        A request's clock starts at the first tick() after it was sent, so a reply is never
-        declared late before `timeout` seconds of caller time have passed. Returns the messages
-        time makes due (none today: neither machine sends anything on a timer).
-        """
-        self._check_alive()
-        for pending in self._all_pending():
-            if pending.deadline is None:
-                pending.deadline = now + self._timeout
-            elif now >= pending.deadline:
-                err = HostTimeoutError(
-                    f"{self._name}: no reply to {pending.what} within {self._timeout:g} s")
-                self._enter_error(err)
-                raise err
-        return []
-
-    @property
-    def error(self) -> HvuioError | None:
-        """The error that put the machine in ERROR, if any."""
-        return self._error
-
-    # -- for subclasses --------------------------------------------------------------------------
-
-    def _all_pending(self) -> list[_Pending]:
-        return list(self._awaiting.values())
-
-    def _check_alive(self) -> None:
-        if self._error is not None:
-            raise LocalProtocolError(
-                f"{self._name} is in ERROR (after: {self._error.message}); it accepts no more calls")
-
-    def _enter_error(self, err: HvuioError) -> None:
-        if self._error is None:
-            self._error = err
-        self._set_error_state()
-
-    def _set_error_state(self) -> None:
-        raise NotImplementedError
-
-    def _xid(self) -> int:
-        xid = self._next_xid
-        self._next_xid += 1
-        if self._next_xid >= self._xid_base + limits.XID_SPAN:
-            self._next_xid = self._xid_base
-        return xid
-
-    def _run(self, fn: Callable[[], list[Outbound]]) -> list[Outbound]:
-        """Call `fn`; convert the internal error; any error puts the machine in ERROR."""
-        self._check_alive()
-        try:
-            return fn()
-        except _Reject as r:
-            err: HvuioError = (HostRefusedError(r.message) if r.refused
-                               else HostProtocolError(r.message))
-            self._enter_error(err)
-            raise err from None
-        except HvuioError as e:
-            self._enter_error(e)
-            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +111,7 @@ def _status_name(status: int) -> str:
         return f"{status:#x}"
 
 
-class NvspGuest(_Machine):
+class NvspGuest(Machine):
     """Guest NVSP machine for the primary channel. No I/O: bytes in, events and bytes out."""
 
     _name = "NVSP"
@@ -334,11 +228,11 @@ class NvspGuest(_Machine):
         if item.kind is InboundKind.RNDIS:
             raise LocalProtocolError("RNDIS messages go to RndisGuest, not NvspGuest")
         if self._state is NvspState.IDLE:
-            raise _Reject(f"NVSP: host sent a packet (kind {item.kind.name}) before INIT")
+            raise Reject(f"NVSP: host sent a packet (kind {item.kind.name}) before INIT")
         data = item.payload
         if len(data) > limits.MAX_NVSP_MESSAGE:
-            raise _Reject(f"NVSP: message length {len(data)} exceeds the limit "
-                          f"{limits.MAX_NVSP_MESSAGE}")
+            raise Reject(f"NVSP: message length {len(data)} exceeds the limit "
+                         f"{limits.MAX_NVSP_MESSAGE}")
         if item.kind is InboundKind.COMPLETION:
             return self._completion(item.trans_id, data)
         return self._inband(data)
@@ -346,23 +240,23 @@ class NvspGuest(_Machine):
     def _completion(self, xid: int, data: bytes) -> list[Outbound]:
         pending = self._awaiting.pop(xid, None)
         if pending is None:
-            raise _Reject(f"NVSP completion: trans_id {xid:#x} matches no outstanding request")
+            raise Reject(f"NVSP completion: trans_id {xid:#x} matches no outstanding request")
         want = _REPLY_TYPE[pending.tag]
         if want is None:  # datapath switch: a bare VMBus completion
             if data and (len(data) < 4 or struct.unpack_from("<I", data)[0] != pending.tag):
-                raise _Reject(f"completion of {pending.what}: payload of {len(data)} bytes "
-                              f"is neither empty nor a type-{pending.tag} message")
+                raise Reject(f"completion of {pending.what}: payload of {len(data)} bytes "
+                             f"is neither empty nor a type-{pending.tag} message")
             return self._datapath_done()
         if len(data) < 4:
-            raise _Reject(f"completion of {pending.what}: length {len(data)} is shorter "
-                          f"than the 4-byte header")
+            raise Reject(f"completion of {pending.what}: length {len(data)} is shorter "
+                         f"than the 4-byte header")
         mtype = struct.unpack_from("<I", data)[0]
         if mtype != want:
-            raise _Reject(f"completion of {pending.what}: type {mtype} (expected {want})")
+            raise Reject(f"completion of {pending.what}: type {mtype} (expected {want})")
         cls = _REPLY_STRUCT[want]
         if len(data) < cls.MIN_LEN:
-            raise _Reject(f"completion of {pending.what}: length {len(data)} is shorter "
-                          f"than the {cls.MIN_LEN} bytes of a type-{want} reply")
+            raise Reject(f"completion of {pending.what}: length {len(data)} is shorter "
+                         f"than the {cls.MIN_LEN} bytes of a type-{want} reply")
         if want == wn.NvspType.INIT_COMPLETE:
             return self._init_done(wn.from_prefix(wn.NvspInitComplete, data))
         if want == wn.NvspType.SEND_RECV_BUF_COMPLETE:
@@ -373,13 +267,13 @@ class NvspGuest(_Machine):
 
     def _inband(self, data: bytes) -> list[Outbound]:
         if len(data) < 4:
-            raise _Reject(f"NVSP in-band message: length {len(data)} is shorter than the "
-                          f"4-byte header")
+            raise Reject(f"NVSP in-band message: length {len(data)} is shorter than the "
+                         f"4-byte header")
         mtype = struct.unpack_from("<I", data)[0]
         if mtype == wn.NvspType.SEND_VF_ASSOCIATION:
             if len(data) < wn.NvspVfAssociation.MIN_LEN:
-                raise _Reject(f"NVSP VF association: length {len(data)} is shorter than "
-                              f"{wn.NvspVfAssociation.MIN_LEN}")
+                raise Reject(f"NVSP VF association: length {len(data)} is shorter than "
+                             f"{wn.NvspVfAssociation.MIN_LEN}")
             vf = wn.from_prefix(wn.NvspVfAssociation, data)
             self._events.append(VfAssociation(allocated=vf.allocated != 0, serial=vf.serial))
         elif mtype == wn.NvspType.SEND_INDIRECTION_TABLE:
@@ -396,8 +290,8 @@ class NvspGuest(_Machine):
             remaining = self._versions[len(self._tried):]
             if not remaining:
                 offered = ", ".join(f"{v:#x}" for v in self._tried)
-                raise _Reject(f"NVSP INIT: the host refused every version offered ({offered}); "
-                              f"last status {_status_name(msg.status)}", refused=True)
+                raise Reject(f"NVSP INIT: the host refused every version offered ({offered}); "
+                             f"last status {_status_name(msg.status)}", refused=True)
             self._move(NvspInput.VERSION_REFUSED)
             return [self._init_request(remaining[0])]
         # negotiated_version is not checked: Linux and DPDK both ignore it (we offered min == max).
@@ -427,15 +321,15 @@ class NvspGuest(_Machine):
         what = "NVSP receive buffer reply"
         head = wn.from_prefix(wn.NvspRecvBufComplete, data)
         if head.status != wn.NvspStatus.SUCCESS:
-            raise _Reject(f"{what}: status {_status_name(head.status)}", refused=True)
+            raise Reject(f"{what}: status {_status_name(head.status)}", refused=True)
         count = head.num_sections
         if not (1 <= count <= limits.MAX_RECV_BUF_SECTIONS):
-            raise _Reject(f"{what}: num_sections {count} outside [1, "
-                          f"{limits.MAX_RECV_BUF_SECTIONS}]")
+            raise Reject(f"{what}: num_sections {count} outside [1, "
+                         f"{limits.MAX_RECV_BUF_SECTIONS}]")
         need = wn.NvspRecvBufComplete.HEAD_LEN + count * ctypes.sizeof(wn.NvspRecvBufSection)
         if len(data) < need:
-            raise _Reject(f"{what}: length {len(data)} cannot hold {count} sections "
-                          f"({need} bytes)")
+            raise Reject(f"{what}: length {len(data)} cannot hold {count} sections "
+                         f"({need} bytes)")
         size = self._recv_buf.size
         sections = []
         for i in range(count):
@@ -443,23 +337,23 @@ class NvspGuest(_Machine):
             s = wn.NvspRecvBufSection.from_buffer_copy(data, off)
             name = f"{what}: section {i}"
             if i == 0 and s.offset != 0:
-                raise _Reject(f"{name} offset {s.offset:#x} is not 0 (the section covers the "
-                              f"whole buffer)")
+                raise Reject(f"{name} offset {s.offset:#x} is not 0 (the section covers the "
+                             f"whole buffer)")
             if s.sub_alloc_size < limits.MIN_SECTION_SIZE:
-                raise _Reject(f"{name} sub_alloc_size {s.sub_alloc_size} is below "
-                              f"{limits.MIN_SECTION_SIZE}")
+                raise Reject(f"{name} sub_alloc_size {s.sub_alloc_size} is below "
+                             f"{limits.MIN_SECTION_SIZE}")
             if s.num_sub_allocs == 0:
-                raise _Reject(f"{name} num_sub_allocs is 0")
+                raise Reject(f"{name} num_sub_allocs is 0")
             # end_offset is only checked for order and bounds: Linux and DPDK never read it, so
             # its relation to sub_alloc_size * num_sub_allocs is not something hosts are held to.
             if not (s.offset <= s.end_offset <= size):
-                raise _Reject(f"{name} offset {s.offset:#x} / end_offset {s.end_offset:#x} not "
-                              f"ordered inside the buffer of {size:#x} bytes")
+                raise Reject(f"{name} offset {s.offset:#x} / end_offset {s.end_offset:#x} not "
+                             f"ordered inside the buffer of {size:#x} bytes")
             span = s.sub_alloc_size * s.num_sub_allocs
             if s.offset + span > size:
-                raise _Reject(f"{name} offset {s.offset:#x} + sub_alloc_size {s.sub_alloc_size} "
-                              f"* num_sub_allocs {s.num_sub_allocs} exceeds the buffer size "
-                              f"{size:#x}")
+                raise Reject(f"{name} offset {s.offset:#x} + sub_alloc_size {s.sub_alloc_size} "
+                             f"* num_sub_allocs {s.num_sub_allocs} exceeds the buffer size "
+                             f"{size:#x}")
             sections.append(RecvBufSection(s.offset, s.sub_alloc_size, s.num_sub_allocs,
                                            s.end_offset))
         self._move(NvspInput.RECV_BUF_CONNECTED)
@@ -473,15 +367,15 @@ class NvspGuest(_Machine):
     def _send_buf_done(self, msg: wn.NvspSendBufComplete) -> list[Outbound]:
         what = "NVSP send buffer reply"
         if msg.status != wn.NvspStatus.SUCCESS:
-            raise _Reject(f"{what}: status {_status_name(msg.status)}", refused=True)
+            raise Reject(f"{what}: status {_status_name(msg.status)}", refused=True)
         sect, size = msg.section_size, self._send_buf.size
         if sect < limits.MIN_SECTION_SIZE:
-            raise _Reject(f"{what}: section_size {sect} is below {limits.MIN_SECTION_SIZE}")
+            raise Reject(f"{what}: section_size {sect} is below {limits.MIN_SECTION_SIZE}")
         if sect % limits.SEND_SECTION_ALIGN:
-            raise _Reject(f"{what}: section_size {sect} is not a multiple of "
-                          f"{limits.SEND_SECTION_ALIGN}")
+            raise Reject(f"{what}: section_size {sect} is not a multiple of "
+                         f"{limits.SEND_SECTION_ALIGN}")
         if sect > size:
-            raise _Reject(f"{what}: section_size {sect:#x} exceeds the send buffer size {size:#x}")
+            raise Reject(f"{what}: section_size {sect:#x} exceeds the send buffer size {size:#x}")
         count = size // sect  # so section_size * count <= size
         self._move(NvspInput.SEND_BUF_CONNECTED)
         self.send_connected = True
@@ -492,10 +386,10 @@ class NvspGuest(_Machine):
     def _subchannels_done(self, msg: wn.NvspSubchannelComplete) -> list[Outbound]:
         what = "NVSP subchannel reply"
         if msg.status != wn.NvspStatus.SUCCESS:
-            raise _Reject(f"{what}: status {_status_name(msg.status)}", refused=True)
+            raise Reject(f"{what}: status {_status_name(msg.status)}", refused=True)
         if msg.count > self._subchannels_asked:
-            raise _Reject(f"{what}: count {msg.count} exceeds the {self._subchannels_asked} "
-                          f"requested")
+            raise Reject(f"{what}: count {msg.count} exceeds the {self._subchannels_asked} "
+                         f"requested")
         self._move(NvspInput.SUBCHANNELS_GRANTED)
         self._events.append(SubchannelsGranted(count=msg.count))
         return []
@@ -508,12 +402,12 @@ class NvspGuest(_Machine):
     def _indirection_table(self, data: bytes) -> IndirectionTable:
         what = "NVSP indirection table"
         if len(data) < wn.NvspIndirectionTable.MIN_LEN:
-            raise _Reject(f"{what}: length {len(data)} is shorter than "
-                          f"{wn.NvspIndirectionTable.MIN_LEN}")
+            raise Reject(f"{what}: length {len(data)} is shorter than "
+                         f"{wn.NvspIndirectionTable.MIN_LEN}")
         head = wn.from_prefix(wn.NvspIndirectionTable, data)
         count, offset = head.count, head.offset
         if count != wn.INDIRECTION_TABLE_SIZE:
-            raise _Reject(f"{what}: count {count} is not {wn.INDIRECTION_TABLE_SIZE}")
+            raise Reject(f"{what}: count {count} is not {wn.INDIRECTION_TABLE_SIZE}")
         table_len = 4 * count
         # Hosts up to NVSP 6 put a wrong offset in this message; Linux (netvsc_send_table) then
         # reads the table right after the 40-byte nvsp_message when the message is long enough.
@@ -521,8 +415,8 @@ class NvspGuest(_Machine):
                 len(data) >= wn.NVSP_MESSAGE_SIZE + table_len:
             offset = wn.NVSP_MESSAGE_SIZE
         if len(data) < table_len or offset > len(data) - table_len:
-            raise _Reject(f"{what}: offset {offset:#x} + {table_len} bytes exceeds message "
-                          f"length {len(data):#x}")
+            raise Reject(f"{what}: offset {offset:#x} + {table_len} bytes exceeds message "
+                         f"length {len(data):#x}")
         return IndirectionTable(channels=struct.unpack_from(f"<{count}I", data, offset))
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -534,5 +428,5 @@ class NvspGuest(_Machine):
 
     def _request(self, msg: wn.NvspStruct, tag: int, what: str) -> Outbound:
         xid = self._xid()
-        self._awaiting[xid] = _Pending(what=f"NVSP {what}", tag=tag)
+        self._awaiting[xid] = Pending(what=f"NVSP {what}", tag=tag)
         return Outbound(wn.to_bytes(msg), xid, True)

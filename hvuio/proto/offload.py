@@ -3,7 +3,8 @@
 What lives here: `OffloadRequest` (the values of OID_TCP_OFFLOAD_PARAMETERS and their encoding),
 `OffloadWanted` (what the guest's data path can use) and `negotiate_offloads` (the host's
 capabilities + what we want -> the request, by Linux rndis_netdev_set_hwcaps' rules). RndisGuest
-(proto/rndis.py) sends the query and the set; the engine maps the accepted values to the data path.
+(proto/rndis.py) sends the query and the set; hvuio/offloads.py maps the accepted values to the
+data path and the tap.
 
 What must not live here: messages, state, I/O, the data path itself (_native/tx.c, rx.c).
 """

@@ -9,12 +9,12 @@ channel type CONTROL). Linux points them at a GPA-direct page and DPDK at an IOV
 (`hn_nvs_send_rndis_ctrl`); a user-space guest cannot learn guest physical addresses cheaply
 (VMBUS.md §3.7 item 60), so hvuio copies each control message into a send-buffer section, as DPDK's
 data path does for small packets. Every `Outbound` from this machine therefore carries the RNDIS
-bytes in `rndis`: the engine copies them into a free section and sends `placed(section)`. The host
-completes the send with an NVSP type-108 completion; feed it back as
-`Inbound(COMPLETION, trans_id, payload)` and free the section on `ControlSendComplete`. Replies
-(initialize/query/set complete, indications, keepalives) arrive in the receive buffer; feed each
-one, copied out, as `Inbound(RNDIS, rxbuf_trans_id, message)` (the engine acks the receive-buffer
-packet itself).
+bytes in `rndis`: NetvscGuest (proto/netvsc.py) gives it a free control section and the channel
+copies them there and sends `placed(section)`. The host completes the send with an NVSP type-108
+completion; fed back as `Inbound(COMPLETION, trans_id, payload)`, it gives `ControlSendComplete`,
+which frees the section. Replies (initialize/query/set complete, indications, keepalives) arrive
+in the receive buffer; each one, copied out, is fed as `Inbound(RNDIS, rxbuf_trans_id, message)`
+(the channel acks the receive-buffer packet itself).
 
 Bring-up, as Linux `rndis_filter_device_add` and DPDK `hn_rndis_attach`/`hn_dev_configure` do it,
 one request at a time: INITIALIZE; query permanent MAC, current MAC*, maximum frame size*,
@@ -25,7 +25,7 @@ the host's capabilities reply (`negotiate_offloads`, Linux rndis_netdev_set_hwca
 requests are optional (a refusal gives RequestFailed and the NIC runs without offloads) and an
 accepted set gives OffloadsConfigured. Offsets in replies count from byte 8 (wire.rndis.RNDIS_OFFSET_BASE).
 
-Usage::
+Usage (NetvscGuest does this: it starts RNDIS when the send buffer is connected)::
 
     rndis = RndisGuest(ndis_version=ev.ndis_version)      # from NvspReady
     send_all(rndis.start())
@@ -33,7 +33,8 @@ Usage::
     rndis.query(Oid.GEN_LINK_SPEED); rndis.set_packet_filter(PacketFilter.PROMISCUOUS)
     send_all(rndis.halt())                                 # before NvspGuest.stop()
 
-What must not live here: rings, fds, clocks, the data path (RNDIS_PACKET messages, _native/).
+What must not live here: rings, fds, clocks, the data path (RNDIS_PACKET messages, _native/),
+send-section accounting (proto/sections.py), routing between NVSP and RNDIS (proto/netvsc.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from hvuio.proto.events import (
     MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
     RndisConfigured, RndisReady, SetComplete, StatusIndication,
 )
-from hvuio.proto.nvsp import _Machine, _Pending, _Reject
+from hvuio.proto.machine import Machine, Pending, Reject
 from hvuio.proto.offload import OffloadRequest, OffloadWanted, negotiate_offloads
 from hvuio.proto.states import RNDIS_TRANSITIONS, RndisInput, RndisState, advance
 from hvuio.wire import nvsp as wn
@@ -66,7 +67,7 @@ DEFAULT_PACKET_FILTER = (wr.PacketFilter.DIRECTED | wr.PacketFilter.ALL_MULTICAS
 _T = wr.NdisOffloadToggle
 
 
-# Request kinds (the _Pending.tag of an RNDIS request).
+# Request kinds (the Pending.tag of an RNDIS request).
 _INIT, _QUERY, _SET = 1, 2, 3
 _KIND_NAME = {_INIT: "initialize", _QUERY: "query", _SET: "set"}
 _REPLY_KIND = {wr.RndisType.INITIALIZE_COMPLETE: _INIT, wr.RndisType.QUERY_COMPLETE: _QUERY,
@@ -92,7 +93,7 @@ class _Step:
 
 @dataclass(slots=True)
 class _Request:
-    pending: _Pending
+    pending: Pending
     oid: int
     step: _Step | None  # None: the caller's own query/set
 
@@ -111,7 +112,7 @@ def _status_name(status: int) -> str:
         return f"{status:#010x}"
 
 
-class RndisGuest(_Machine):
+class RndisGuest(Machine):
     """Guest RNDIS control machine. No I/O: bytes in, events and bytes out."""
 
     _name = "RNDIS"
@@ -147,7 +148,7 @@ class RndisGuest(_Machine):
     def _move(self, inp: RndisInput) -> None:
         self._state = advance(RNDIS_TRANSITIONS, self._state, inp)
 
-    def _all_pending(self) -> list[_Pending]:
+    def _all_pending(self) -> list[Pending]:
         return [r.pending for r in self._requests.values()] + list(self._awaiting.values())
 
     # -- commands ---------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class RndisGuest(_Machine):
         if item.kind is InboundKind.COMPLETION:
             return self._send_completion(item.trans_id, item.payload)
         if self._state is RndisState.IDLE:
-            raise _Reject("RNDIS: host sent a message before INITIALIZE")
+            raise Reject("RNDIS: host sent a message before INITIALIZE")
         if self._state is RndisState.HALTED:
             return []  # a message racing the halt; RNDIS is gone
         return self._message(item.payload)
@@ -211,29 +212,29 @@ class RndisGuest(_Machine):
         pending = self._awaiting.pop(xid, None)
         what = "NVSP completion of an RNDIS send"
         if pending is None:
-            raise _Reject(f"{what}: trans_id {xid:#x} matches no outstanding send")
+            raise Reject(f"{what}: trans_id {xid:#x} matches no outstanding send")
         if len(data) < wn.NvspSendRndisPacketComplete.MIN_LEN:
-            raise _Reject(f"{what}: length {len(data)} is shorter than "
-                          f"{wn.NvspSendRndisPacketComplete.MIN_LEN}")
+            raise Reject(f"{what}: length {len(data)} is shorter than "
+                         f"{wn.NvspSendRndisPacketComplete.MIN_LEN}")
         msg = wn.from_prefix(wn.NvspSendRndisPacketComplete, data)
         if msg.type != wn.NvspType.SEND_RNDIS_PACKET_COMPLETE:
-            raise _Reject(f"{what}: type {msg.type} (expected "
-                          f"{int(wn.NvspType.SEND_RNDIS_PACKET_COMPLETE)})")
+            raise Reject(f"{what}: type {msg.type} (expected "
+                         f"{int(wn.NvspType.SEND_RNDIS_PACKET_COMPLETE)})")
         if msg.status != wn.NvspStatus.SUCCESS:
-            raise _Reject(f"{what} ({pending.what}): status {msg.status}", refused=True)
+            raise Reject(f"{what} ({pending.what}): status {msg.status}", refused=True)
         self._events.append(ControlSendComplete(trans_id=xid))
         return []
 
     def _message(self, data: bytes) -> list[Outbound]:
         if len(data) < wr.RNDIS_HEADER_SIZE:
-            raise _Reject(f"RNDIS message: length {len(data)} is shorter than the 8-byte header")
+            raise Reject(f"RNDIS message: length {len(data)} is shorter than the 8-byte header")
         if len(data) > limits.MAX_RNDIS_CONTROL_MESSAGE:
-            raise _Reject(f"RNDIS message: length {len(data)} exceeds the limit "
-                          f"{limits.MAX_RNDIS_CONTROL_MESSAGE}")
+            raise Reject(f"RNDIS message: length {len(data)} exceeds the limit "
+                         f"{limits.MAX_RNDIS_CONTROL_MESSAGE}")
         mtype, length = struct.unpack_from("<II", data)
         if not (wr.RNDIS_HEADER_SIZE <= length <= len(data)):
-            raise _Reject(f"RNDIS message type {mtype:#x}: length field {length} outside "
-                          f"[8, {len(data)}] (bytes received)")
+            raise Reject(f"RNDIS message type {mtype:#x}: length field {length} outside "
+                         f"[8, {len(data)}] (bytes received)")
         msg = data[:length]
         if mtype in _REPLY_KIND:
             return self._reply(wr.RndisType(mtype), msg)
@@ -245,25 +246,25 @@ class RndisGuest(_Machine):
         try:
             name = wr.RndisType(mtype).name
         except ValueError:
-            raise _Reject(f"RNDIS message: unknown type {mtype:#x}") from None
-        raise _Reject(f"RNDIS message: type {mtype:#x} ({name}) is not one a host sends "
-                      f"on the control path")
+            raise Reject(f"RNDIS message: unknown type {mtype:#x}") from None
+        raise Reject(f"RNDIS message: type {mtype:#x} ({name}) is not one a host sends "
+                     f"on the control path")
 
     # -- replies ------------------------------------------------------------------------------------
 
     def _reply(self, mtype: wr.RndisType, msg: bytes) -> list[Outbound]:
         what = _REPLY_NAME[mtype]
         if len(msg) < 12:
-            raise _Reject(f"{what}: length {len(msg)} is shorter than 12 (no request_id)")
+            raise Reject(f"{what}: length {len(msg)} is shorter than 12 (no request_id)")
         rid = struct.unpack_from("<I", msg, 8)[0]
         req = self._requests.get(rid)
         if req is None:
-            raise _Reject(f"{what}: request_id {rid:#x} matches no outstanding request")
+            raise Reject(f"{what}: request_id {rid:#x} matches no outstanding request")
         if req.pending.tag != _REPLY_KIND[mtype]:
-            raise _Reject(f"{what}: request_id {rid:#x} names a "
-                          f"{_KIND_NAME[req.pending.tag]} request")
+            raise Reject(f"{what}: request_id {rid:#x} names a "
+                         f"{_KIND_NAME[req.pending.tag]} request")
         if len(msg) < _REPLY_MIN[mtype]:
-            raise _Reject(f"{what}: length {len(msg)} is shorter than {_REPLY_MIN[mtype]}")
+            raise Reject(f"{what}: length {len(msg)} is shorter than {_REPLY_MIN[mtype]}")
         del self._requests[rid]
         if mtype == wr.RndisType.INITIALIZE_COMPLETE:
             self._init_complete(_parse(wr.RndisInitComplete, msg))
@@ -271,8 +272,8 @@ class RndisGuest(_Machine):
         status = struct.unpack_from("<I", msg, 12)[0]
         if status != wr.RndisStatus.SUCCESS:
             if req.step is not None and not req.step.optional:
-                raise _Reject(f"{what} for {_oid_name(req.oid)}: status {_status_name(status)}",
-                              refused=True)
+                raise Reject(f"{what} for {_oid_name(req.oid)}: status {_status_name(status)}",
+                             refused=True)
             self._events.append(RequestFailed(oid=req.oid, status=status))
         elif mtype == wr.RndisType.SET_COMPLETE:
             if req.step is not None and req.step.handle is not None:
@@ -292,12 +293,12 @@ class RndisGuest(_Machine):
     def _init_complete(self, c: wr.RndisInitComplete) -> None:
         what = "RNDIS initialize completion"
         if c.status != wr.RndisStatus.SUCCESS:
-            raise _Reject(f"{what}: status {_status_name(c.status)}", refused=True)
+            raise Reject(f"{what}: status {_status_name(c.status)}", refused=True)
         if c.medium != wr.RndisMedium.MEDIUM_802_3:
-            raise _Reject(f"{what}: medium {c.medium:#x} is not 802.3 (0)")
+            raise Reject(f"{what}: medium {c.medium:#x} is not 802.3 (0)")
         if c.alignment_shift > limits.MAX_RNDIS_ALIGNMENT_SHIFT:
-            raise _Reject(f"{what}: alignment_shift {c.alignment_shift} exceeds "
-                          f"{limits.MAX_RNDIS_ALIGNMENT_SHIFT}")
+            raise Reject(f"{what}: alignment_shift {c.alignment_shift} exceeds "
+                         f"{limits.MAX_RNDIS_ALIGNMENT_SHIFT}")
         self._move(RndisInput.INIT_COMPLETED)
         self._events.append(RndisReady(
             major_version=c.major_version, minor_version=c.minor_version,
@@ -311,28 +312,28 @@ class RndisGuest(_Machine):
             return b""
         start = wr.RNDIS_OFFSET_BASE + offset
         if start < ctypes.sizeof(wr.RndisQueryComplete):
-            raise _Reject(f"{what}: info_buffer_offset {offset:#x} points into the 24-byte head")
+            raise Reject(f"{what}: info_buffer_offset {offset:#x} points into the 24-byte head")
         if start + length > len(msg):
-            raise _Reject(f"{what}: info_buffer_offset {offset:#x} + length {length:#x} exceeds "
-                          f"message length {len(msg):#x}")
+            raise Reject(f"{what}: info_buffer_offset {offset:#x} + length {length:#x} exceeds "
+                         f"message length {len(msg):#x}")
         return msg[start:start + length]
 
     def _indication(self, msg: bytes) -> None:
         what = "RNDIS indicate-status"
         head_len = ctypes.sizeof(wr.RndisIndicateStatus)
         if len(msg) < head_len:
-            raise _Reject(f"{what}: length {len(msg)} is shorter than {head_len}")
+            raise Reject(f"{what}: length {len(msg)} is shorter than {head_len}")
         m = _parse(wr.RndisIndicateStatus, msg)
         data = b""
         if m.status_buffer_length:
             start = wr.RNDIS_OFFSET_BASE + m.status_buffer_offset
             if start < head_len:
-                raise _Reject(f"{what}: status_buffer_offset {m.status_buffer_offset:#x} points "
-                              f"into the {head_len}-byte head")
+                raise Reject(f"{what}: status_buffer_offset {m.status_buffer_offset:#x} points "
+                             f"into the {head_len}-byte head")
             if start + m.status_buffer_length > len(msg):
-                raise _Reject(f"{what}: status_buffer_offset {m.status_buffer_offset:#x} + "
-                              f"length {m.status_buffer_length:#x} exceeds message length "
-                              f"{len(msg):#x}")
+                raise Reject(f"{what}: status_buffer_offset {m.status_buffer_offset:#x} + "
+                             f"length {m.status_buffer_length:#x} exceeds message length "
+                             f"{len(msg):#x}")
             data = msg[start:start + m.status_buffer_length]
         if m.status == wr.RndisStatus.MEDIA_CONNECT:
             self._events.append(LinkStatus(up=True))
@@ -342,15 +343,15 @@ class RndisGuest(_Machine):
             self._events.append(NetworkChange())
         elif m.status == wr.RndisStatus.LINK_SPEED_CHANGE:
             if len(data) < 4:
-                raise _Reject(f"{what}: link speed change with a {len(data)}-byte status buffer "
-                              f"(needs 4)")
+                raise Reject(f"{what}: link speed change with a {len(data)}-byte status buffer "
+                             f"(needs 4)")
             self._events.append(LinkSpeed(bits_per_second=struct.unpack_from("<I", data)[0] * 100))
         else:
             self._events.append(StatusIndication(status=m.status, data=data))
 
     def _keepalive(self, msg: bytes) -> list[Outbound]:
         if len(msg) < ctypes.sizeof(wr.RndisKeepaliveRequest):
-            raise _Reject(f"RNDIS keepalive: length {len(msg)} is shorter than 12")
+            raise Reject(f"RNDIS keepalive: length {len(msg)} is shorter than 12")
         rid = struct.unpack_from("<I", msg, 8)[0]
         reply = wr.RndisKeepaliveComplete(
             type=wr.RndisType.KEEPALIVE_COMPLETE, length=ctypes.sizeof(wr.RndisKeepaliveComplete),
@@ -413,15 +414,15 @@ class RndisGuest(_Machine):
     def _on_mtu(self, info: bytes) -> None:
         value = _u32_info(info, wr.Oid.GEN_MAXIMUM_FRAME_SIZE)
         if not (limits.MIN_MTU <= value <= limits.MAX_MTU):
-            raise _Reject(f"RNDIS query completion for GEN_MAXIMUM_FRAME_SIZE: value {value} "
-                          f"outside [{limits.MIN_MTU}, {limits.MAX_MTU}]")
+            raise Reject(f"RNDIS query completion for GEN_MAXIMUM_FRAME_SIZE: value {value} "
+                         f"outside [{limits.MIN_MTU}, {limits.MAX_MTU}]")
         self._events.append(Mtu(mtu=value))
 
     def _on_media(self, info: bytes) -> None:
         value = _u32_info(info, wr.Oid.GEN_MEDIA_CONNECT_STATUS)
         if value not in (wr.MediaState.CONNECTED, wr.MediaState.DISCONNECTED):
-            raise _Reject(f"RNDIS query completion for GEN_MEDIA_CONNECT_STATUS: value {value:#x} "
-                          f"is neither 0 (connected) nor 1 (disconnected)")
+            raise Reject(f"RNDIS query completion for GEN_MEDIA_CONNECT_STATUS: value {value:#x} "
+                         f"is neither 0 (connected) nor 1 (disconnected)")
         self._events.append(LinkStatus(up=value == wr.MediaState.CONNECTED))
 
     def _on_speed(self, info: bytes) -> None:
@@ -432,15 +433,15 @@ class RndisGuest(_Machine):
         what = "RNDIS query completion for TCP_OFFLOAD_HARDWARE_CAPABILITIES"
         hdr_len = ctypes.sizeof(wr.NdisObjectHeader)
         if len(info) < hdr_len:
-            raise _Reject(f"{what}: info buffer of {len(info)} bytes has no NDIS object header")
+            raise Reject(f"{what}: info buffer of {len(info)} bytes has no NDIS object header")
         otype, rev, size = struct.unpack_from("<BBH", info)
         if otype != wr.NdisObjectType.OFFLOAD:
-            raise _Reject(f"{what}: object type {otype:#x} is not {int(wr.NdisObjectType.OFFLOAD):#x}")
+            raise Reject(f"{what}: object type {otype:#x} is not {int(wr.NdisObjectType.OFFLOAD):#x}")
         if rev < wr.NDIS_OFFLOAD_REV_1:
-            raise _Reject(f"{what}: object revision {rev} is below {wr.NDIS_OFFLOAD_REV_1}")
+            raise Reject(f"{what}: object revision {rev} is below {wr.NDIS_OFFLOAD_REV_1}")
         if not (wr.NDIS_OFFLOAD_SIZE_6_0 <= size <= min(len(info), wr.NDIS_OFFLOAD_SIZE)):
-            raise _Reject(f"{what}: object size {size} outside [{wr.NDIS_OFFLOAD_SIZE_6_0}, "
-                          f"min(info buffer {len(info)}, {wr.NDIS_OFFLOAD_SIZE})]")
+            raise Reject(f"{what}: object size {size} outside [{wr.NDIS_OFFLOAD_SIZE_6_0}, "
+                         f"min(info buffer {len(info)}, {wr.NDIS_OFFLOAD_SIZE})]")
         c = wr.NdisOffload.from_buffer_copy(info[:size] + bytes(wr.NDIS_OFFLOAD_SIZE - size))
         has_rsc = size >= wr.NdisOffload.rsc.offset + ctypes.sizeof(wr.NdisRscOffload)
         caps = OffloadCaps(
@@ -495,8 +496,8 @@ class RndisGuest(_Machine):
         return self._send(raw)
 
     def _track(self, rid: int, kind: int, oid: int, step: _Step | None, what: str) -> None:
-        self._requests[rid] = _Request(_Pending(what=f"RNDIS {what} (request_id {rid:#x})",
-                                                tag=kind), oid, step)
+        self._requests[rid] = _Request(Pending(what=f"RNDIS {what} (request_id {rid:#x})",
+                                               tag=kind), oid, step)
 
     def _send(self, rndis: bytes) -> Outbound:
         xid = self._xid()
@@ -504,7 +505,7 @@ class RndisGuest(_Machine):
                                     channel_type=wn.RndisChannelType.CONTROL,
                                     section_index=wn.SEND_SECTION_NONE, section_size=0)
         mtype = struct.unpack_from("<I", rndis)[0]
-        self._awaiting[xid] = _Pending(what=f"RNDIS send of type {mtype:#x}", tag=mtype)
+        self._awaiting[xid] = Pending(what=f"RNDIS send of type {mtype:#x}", tag=mtype)
         return Outbound(wn.to_bytes(nv), xid, True, rndis)
 
     def _rid(self) -> int:
@@ -528,8 +529,8 @@ def _parse(cls: type[_C], msg: bytes) -> _C:
 
 def _need_len(info: bytes, want: int, oid: int) -> None:
     if len(info) != want:
-        raise _Reject(f"RNDIS query completion for {_oid_name(oid)}: info_buffer_length "
-                      f"{len(info)}, expected {want}")
+        raise Reject(f"RNDIS query completion for {_oid_name(oid)}: info_buffer_length "
+                     f"{len(info)}, expected {want}")
 
 
 def _u32_info(info: bytes, oid: int) -> int:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from hvuio import netns
+from hvuio.netdev import netns
 from hvuio.errors import UsageError
 from hvuio.safefs import make_dirs, open_file, write_file
 from hvuio.sim.kernel.shm import MARKER, state_dir

@@ -23,8 +23,8 @@ unless `deliver_gso` is set, in which case GSO frames are returned as `GsoFrame`
 delivers them itself (vRSC or segmentation in HostNvsp). The C fast path reads and writes the tap fd
 itself with the same header (`vnet_hdr` / `offload` tell it how the fd is set up).
 
-What must not live here: NVSP/RNDIS (hvuio.sim.host), ring code, pyroute2 (hvuio/tap.py owns it).
-Unlike the rest of sim/, this module imports hvuio.tap and hvuio.netns: it is the emulator's
+What must not live here: NVSP/RNDIS (hvuio.sim.host), ring code, pyroute2 (hvuio/netdev/tap.py owns it).
+Unlike the rest of sim/, this module imports hvuio.netdev.tap and hvuio.netdev.netns: it is the emulator's
 one seam to the host kernel's network stack.
 """
 
@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
-from hvuio import netns as netns_mod
+from hvuio.netdev import netns as netns_mod
 from hvuio.errors import UsageError
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host.wire import HostWireError
-from hvuio.tap import ETH_HLEN, TUNSETOFFLOAD, VLAN_HLEN, Tap
+from hvuio.netdev.tap import ETH_HLEN, TUNSETOFFLOAD, VLAN_HLEN, Tap
 
 # RFC 2544 benchmarking range: never routed, and only ever configured inside our own namespaces.
 DEFAULT_HOST_ADDRESS = "198.18.0.1/24"

@@ -5,11 +5,13 @@ What lives here:
     IFF_VNET_HDR and IFF_MULTI_QUEUE), keeps that fd non-blocking, and uses pyroute2's `IPRoute`
     only for configuration: MAC, MTU, moving the link into a named network namespace, admin state,
     addresses and (as a fallback) carrier.
+  * `TunOffload`, the TUNSETOFFLOAD bits a tap is opened with.
   * The mapping of netlink / ioctl errno values to `hvuio.errors` (`netlink_error`, `os_error`).
 
-What must not live here: packet processing. The hot path (C, `_native/rx.c` / `tx.c`) reads and
-writes the fd returned by `Tap.fileno()` directly; `read_frame` / `write_frame` are helpers for
-tests and the emulator's slow path.
+What must not live here: packet processing, and anything of the protocol (which offload bits a
+NIC gets is hvuio/offloads.py's decision; this module applies them). The hot path (C,
+`_native/rx.c` / `tx.c`) reads and writes the fd returned by `Tap.fileno()` directly;
+`read_frame` / `write_frame` are helpers for tests and the emulator's slow path.
 
 This is the ONLY module in hvuio that imports pyroute2.
 
@@ -31,11 +33,12 @@ With ``vnet_hdr=True`` (the default) every read returns, and every write must su
 TUNSETVNETHDRSZ is set to 12 (sizeof virtio_net_hdr_mrg_rxbuf) and TUNSETVNETLE to 1, so the
 layout does not depend on the host's byte order. Offloads are TUNSETOFFLOAD(`offload`), 0 by
 default: the kernel then hands us complete, checksummed, non-GSO frames (gso_type 0, flags 0 or
-DATA_VALID) and we write headers of all zeros. With TUN_F_CSUM (and TUN_F_TSO4/TUN_F_TSO6) the
-kernel may hand over frames with NEEDS_CSUM (csum_start/csum_offset; the checksum field holds the
-pseudo-header sum) and TCP GSO super-frames (gso_type TCPV4 = 1 / TCPV6 = 4, gso_size = MSS) up
-to 64 KiB; the data path maps them to RNDIS checksum/LSO per-packet info (_native/tx.c), and
-writes DATA_VALID / NEEDS_CSUM / GSO headers for what the host verified or coalesced (rx.c).
+DATA_VALID) and we write headers of all zeros. With TUN_F_CSUM (and TUN_F_TSO4/TUN_F_TSO6; the
+`TunOffload` flags) the kernel may hand over frames with NEEDS_CSUM (csum_start/csum_offset;
+the checksum field holds the pseudo-header sum) and TCP GSO super-frames (gso_type TCPV4 = 1 /
+TCPV6 = 4, gso_size = MSS) up to 64 KiB; the data path maps them to RNDIS checksum/LSO
+per-packet info (_native/tx.c), and writes DATA_VALID / NEEDS_CSUM / GSO headers for what the
+host verified or coalesced (rx.c).
 The Ethernet frame carries no FCS. With ``vnet_hdr=False`` the fd
 carries bare Ethernet frames.
 
@@ -46,6 +49,7 @@ down (and writes then fail with EIO, reported as a dropped frame).
 
 from __future__ import annotations
 
+import enum
 import errno
 import fcntl
 import ipaddress
@@ -84,12 +88,20 @@ TUNSETCARRIER = _iow("T", 226)
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
-# TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h)
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
-TUN_F_TSO6 = 0x04
-TUN_F_SUPPORTED = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 IFF_MULTI_QUEUE = 0x0100
+
+
+class TunOffload(enum.IntFlag):
+    """TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h TUN_F_*): what the kernel may hand the tap
+    unfinished. hvuio/offloads.py derives them from what the host granted."""
+
+    CSUM = 0x01  # TUN_F_CSUM: partial checksums (NEEDS_CSUM)
+    TSO4 = 0x02  # TUN_F_TSO4: TCP GSO over IPv4
+    TSO6 = 0x04  # TUN_F_TSO6: TCP GSO over IPv6
+
+
+#: Every TunOffload bit a tap of ours accepts.
+TUN_OFFLOAD_SUPPORTED = TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6
 
 IFF_UP = 0x1  # link flag (include/uapi/linux/if.h)
 
@@ -223,7 +235,7 @@ class Tap:
         self._vnet_hdr = vnet_hdr
         self._multi_queue = multi_queue
         self._ipr = ipr
-        self._offload = 0
+        self._offload = TunOffload(0)
         self._carrier_ioctl = True  # cleared when the kernel lacks TUNSETCARRIER
         self._carrier = True
 
@@ -237,16 +249,17 @@ class Tap:
         netns: str | None = None,
         vnet_hdr: bool = True,
         multi_queue: bool = False,
-        offload: int = 0,
+        offload: TunOffload = TunOffload(0),
     ) -> Tap:
         """Create tap `name` (random "hvu-…" name if None), set MAC and MTU, move it into `netns`.
 
-        `offload`: TUNSETOFFLOAD bits (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6; needs `vnet_hdr`).
+        `offload`: TUNSETOFFLOAD bits (TunOffload CSUM | TSO4 | TSO6; needs `vnet_hdr`).
         The link is left administratively down with carrier on; call `up()`.
         """
-        if offload & ~TUN_F_SUPPORTED or (offload and not vnet_hdr) or (
-                offload & (TUN_F_TSO4 | TUN_F_TSO6) and not offload & TUN_F_CSUM):
-            raise UsageError(f"tap offload bits {offload:#x}: only TUN_F_CSUM/TSO4/TSO6, TSO needs CSUM, "
+        bits = int(offload)
+        if bits & ~int(TUN_OFFLOAD_SUPPORTED) or (bits and not vnet_hdr) or (
+                bits & (TunOffload.TSO4 | TunOffload.TSO6) and not bits & TunOffload.CSUM):
+            raise UsageError(f"tap offload bits {bits:#x}: only TUN_F_CSUM/TSO4/TSO6, TSO needs CSUM, "
                              f"and both need the vnet header")
         final = random_ifname() if name is None else name
         check_ifname(final)
@@ -278,7 +291,7 @@ class Tap:
                 if vnet_hdr:
                     fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
                     _set_vnet_le(fd)
-                fcntl.ioctl(fd, TUNSETOFFLOAD, offload)  # see the module docstring
+                fcntl.ioctl(fd, TUNSETOFFLOAD, bits)  # see the module docstring
             except OSError as exc:
                 raise os_error(exc, "create tap", create_name) from exc
             index = _lookup(root_ipr, create_name, None)
@@ -290,7 +303,7 @@ class Tap:
             else:
                 ipr, root_ipr = root_ipr, None
             tap = cls(fd, final, index, netns, vnet_hdr, multi_queue, ipr)
-            tap._offload = offload
+            tap._offload = TunOffload(bits)
             tap._set(address=format_mac(mac), mtu=mtu, action="set MAC and MTU")
             return tap
         except BaseException:
@@ -321,7 +334,7 @@ class Tap:
         return self._vnet_hdr
 
     @property
-    def offload(self) -> int:
+    def offload(self) -> TunOffload:
         """The TUNSETOFFLOAD bits in effect."""
         return self._offload
 

@@ -1,0 +1,497 @@
+"""The control plane of one synthetic NIC: bring it up through NVSP and RNDIS, serve it, tear it down.
+
+What lives here:
+  * `Nic` — resolve the device (GUID or interface name), refuse it when another process has it
+    open (the kernel would share the rings), open its UioHandle through the platform seam, build
+    the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
+    channel reads, perform the effects it returns (write its `Send`s, act on its events) until
+    RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
+    indications, keep-alives); tear down in the protocol's order: RNDIS halt (waiting for its
+    send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
+    uio fd, so the device can be opened again. The clock lives here: the guest gets
+    `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
+    NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
+    `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
+  * `NicInfo` — what bring-up negotiated, as typed values (the MAC as bytes, the host's TX
+    aggregation limits as a TxAggregation, the offloads as a NicOffloads); `to_dict()` is its one
+    text form, the one `up --json` prints and the status record keeps.
+
+What must not live here: ring code (channel.py, hvuio/native/), protocol parsing or the routing
+between NVSP and RNDIS (proto/), the offload mapping (offloads.py), sysfs details (device/), the
+tap and the data path (engine.py, netdev/), printing (hvuio/cli/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from hvuio.channel import Channel
+from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
+from hvuio.device.platform import Platform
+from hvuio.device.uio import UioHandle
+from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError, SysfsError,
+                          WrongDeviceError)
+from hvuio.native.datapath import TxAggregation
+from hvuio.native.ring import Packet
+from hvuio.netdev.tap import format_mac
+from hvuio.offloads import NicOffloads
+from hvuio.proto import events as ev
+from hvuio.proto.events import Inbound, Send
+from hvuio.proto.netvsc import Effect, NetvscGuest
+from hvuio.proto.nvsp import BufferGrant
+from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
+
+log = logging.getLogger(__name__)
+
+#: Longest a whole bring-up may take. Each request has its own 5 s limit in the machines
+#: (proto/limits.py); NVSP may walk six versions, so the overall bound is generous.
+BRINGUP_TIMEOUT: Final = 30.0
+#: How long teardown waits for the host to complete the RNDIS halt send before revoking anyway
+#: (Linux waits for the halt's send completion in rndis_filter_halt_device).
+HALT_TIMEOUT: Final = 2.0
+#: Control-loop wake-up period: machines are ticked at least this often.
+TICK_PERIOD: Final = 0.5
+
+NVSP_NAMES: Final[dict[int, str]] = {wn.NvspVersion.V1: "1", wn.NvspVersion.V2: "2", wn.NvspVersion.V4: "4",
+                     wn.NvspVersion.V5: "5", wn.NvspVersion.V6: "6", wn.NvspVersion.V61: "6.1"}
+
+
+def nvsp_name(version: int) -> str:
+    return NVSP_NAMES.get(version, f"{version:#x}")
+
+
+def ndis_name(version: int) -> str:
+    return f"{version >> 16}.{version & 0xFFFF}"
+
+
+@dataclass
+class NicInfo:
+    """What bring-up negotiated (None until known)."""
+
+    device: str
+    uio: str
+    relid: int
+    monitored: bool
+    ring_size: int
+    nvsp_version: int | None = None
+    ndis_version: int | None = None
+    #: RNDIS (major, minor) from the initialize completion
+    rndis_version: tuple[int, int] | None = None
+    #: the host's limits for several RNDIS packets per send (max_packets, alignment, max_bytes)
+    tx_aggregation: TxAggregation | None = None
+    mtu: int | None = None
+    mac: bytes | None = None
+    permanent_mac: bytes | None = None
+    recv_buffer_size: int = 0
+    recv_section_size: int | None = None
+    recv_section_count: int | None = None
+    send_buffer_size: int = 0
+    send_section_size: int | None = None
+    send_section_count: int | None = None
+    control_sections: int | None = None
+    link_up: bool | None = None
+    link_speed_bps: int | None = None
+    queues: int = 1
+    #: known from the moment the send buffer is connected (RNDIS starts then)
+    offloads: NicOffloads | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
+        agg = self.tx_aggregation
+        return {
+            "device": self.device, "uio": self.uio, "relid": self.relid, "monitored": self.monitored,
+            "ring_size": self.ring_size, "nvsp_version": self.nvsp_version,
+            "ndis_version": self.ndis_version,
+            "rndis_version": None if self.rndis_version is None else "{}.{}".format(*self.rndis_version),
+            "tx_aggregation": {} if agg is None else {"max_packets": agg.max_packets,
+                                                      "alignment": agg.alignment,
+                                                      "max_bytes": agg.max_bytes},
+            "mtu": self.mtu,
+            "mac": None if self.mac is None else format_mac(self.mac),
+            "permanent_mac": None if self.permanent_mac is None else format_mac(self.permanent_mac),
+            "recv_buffer_size": self.recv_buffer_size, "recv_section_size": self.recv_section_size,
+            "recv_section_count": self.recv_section_count, "send_buffer_size": self.send_buffer_size,
+            "send_section_size": self.send_section_size, "send_section_count": self.send_section_count,
+            "control_sections": self.control_sections, "link_up": self.link_up,
+            "link_speed_bps": self.link_speed_bps, "queues": self.queues,
+            "offloads": {} if self.offloads is None else self.offloads.to_dict(),
+            "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
+            "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
+        }
+
+
+class Nic:
+    """The control plane of one synthetic NIC (see module docstring)."""
+
+    def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
+                 versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
+                 clock: Callable[[], float] = time.monotonic, offload: bool = True) -> None:
+        self.sysroot = Path(sysroot)
+        self.name = name
+        #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
+        self.offload = offload
+        self.mtu = mtu
+        self.versions = versions
+        self.clock = clock
+        self._platform = platform
+        self.handle: UioHandle | None = None
+        self.channel: Channel | None = None
+        #: NVSP and RNDIS of the primary channel (a fresh one for every open)
+        self.guest: NetvscGuest | None = None
+        self.info: NicInfo | None = None
+        self.ready = False
+        #: the error that made the channel unusable (rescind, corrupt ring, protocol error):
+        #: close() then skips the protocol teardown and only unmaps and closes (VMBUS.md §4 item 20)
+        self.broken: HvuioError | None = None
+        self.on_link: Callable[[bool], None] | None = None
+        #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
+        self.stop_fd: int | None = None
+        self._lock: int | None = None  # claim_device's flock fd while open
+        self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
+                                         "requests_failed": 0, "unknown_completions": 0}
+
+    # ---- bring-up ---------------------------------------------------------------------------------
+
+    def open(self, timeout: float = BRINGUP_TIMEOUT) -> NicInfo:
+        """Open the device and negotiate until RNDIS is configured; NicInfo of the result.
+
+        A closed Nic may be opened again: every open starts a fresh NetvscGuest (the host does too).
+        """
+        if self.channel is not None:
+            raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
+        self.guest = None
+        self.info, self.ready, self.broken = None, False, None
+        device = resolve_device(self.sysroot, self.name)
+        if not device.is_nic:
+            raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
+        if device.uio is None:
+            raise SysfsError(f"{device.guid} is not bound to uio_hv_generic (driver: {device.driver or 'none'})",
+                             f"Run 'hvuio bind {self.name}' first.")
+        # the kernel lets a second open share the rings; two drivers of one channel corrupt both
+        self._lock = claim_device(device)
+        try:
+            check_not_busy(device, settle=BUSY_SETTLE)
+            handle = UioHandle.open(device, self._platform)
+        except BaseException:
+            self._abort()
+            raise
+        self.handle = handle
+        try:
+            recv, send = handle.recv_buffer, handle.send_buffer
+            if recv is None or send is None or handle.recv_gpadl is None or handle.send_gpadl is None:
+                raise WrongDeviceError(f"{device.guid} has no receive/send buffer maps")
+            chan = Channel.primary(handle)
+            self.channel = chan
+            self.info = NicInfo(device=device.guid, uio=handle.uio.name, relid=device.relid,
+                                monitored=device.monitor_id is not None, ring_size=handle.ring_size,
+                                recv_buffer_size=len(recv), send_buffer_size=len(send))
+            chan.unmask()
+            self.guest = NetvscGuest(recv_buf=BufferGrant(handle.recv_gpadl, len(recv)),
+                                     send_buf=BufferGrant(handle.send_gpadl, len(send)),
+                                     mtu=self.mtu, versions=self.versions, offload=self.offload,
+                                     name=chan.name)
+            self._perform(self.guest.start())
+            self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
+        except HostRefusedError as err:
+            if "every version" in err.message:
+                err.hint = ("The host accepts none of the NVSP versions offered; "
+                            "raise --max-nvsp or use a newer host.")
+            self._abort()
+            raise
+        except BaseException:
+            self._abort()
+            raise
+        return self.info
+
+    def _run_until(self, done: Callable[[], bool], timeout: float, what: str, interruptible: bool = False) -> None:
+        chan = self._chan()
+        deadline = self.clock() + timeout
+        while not done():
+            if interruptible and self.stop_fd is not None and select.select([self.stop_fd], [], [], 0)[0]:
+                raise KeyboardInterrupt(f"{what} interrupted")
+            now = self.clock()
+            if now >= deadline:
+                raise HostTimeoutError(f"{what} did not finish within {timeout:g} s")
+            self._tick(now)
+            if chan.wait(min(TICK_PERIOD, deadline - now)):
+                self.process(chan.receive())
+
+    def poll(self, timeout: float) -> None:
+        """Serve control traffic for up to `timeout` seconds (one wait, then what arrived)."""
+        chan = self._chan()
+        try:
+            self._tick(self.clock())
+            if chan.wait(timeout):
+                self.process(chan.receive())
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def serve(self, stop_fd: int, on_tick: Callable[[], None] | None = None) -> None:
+        """Serve control traffic until `stop_fd` is readable (link changes, keep-alives);
+        `on_tick()` runs about every TICK_PERIOD seconds (status file updates)."""
+        irq = self._chan().interrupt.fileno()
+        next_tick = self.clock()
+        while True:
+            self.poll(0)
+            if on_tick is not None and self.clock() >= next_tick:
+                on_tick()
+                next_tick = self.clock() + TICK_PERIOD
+            ready, _, _ = select.select([stop_fd, irq], [], [], TICK_PERIOD)
+            if stop_fd in ready:
+                return
+
+    def _tick(self, now: float) -> None:
+        self._perform(self._guest().tick(now))
+
+    # ---- for the data path (hvuio/engine.py) ----------------------------------------------------------
+
+    @property
+    def negotiated(self) -> NicInfo:
+        """The NicInfo of the open NIC (LocalProtocolError when it is not open)."""
+        return self._info()
+
+    @property
+    def primary_channel(self) -> Channel:
+        """The open NIC's primary channel (LocalProtocolError when it is not open)."""
+        return self._chan()
+
+    @property
+    def uio_handle(self) -> UioHandle:
+        """The open device: its maps, interrupt fd and monitor page (LocalProtocolError when closed)."""
+        if self.handle is None:
+            raise LocalProtocolError("NIC is not open")
+        return self.handle
+
+    @property
+    def data_sections(self) -> int:
+        """Send sections [0, data_sections) belong to the data path (0 until the send buffer is connected)."""
+        return self.guest.data_sections if self.guest is not None else 0
+
+    def tick(self) -> None:
+        """Time for the machines (they raise HostTimeoutError on a late reply); in the thread
+        that owns the rings."""
+        try:
+            self._tick(self.clock())
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def take_control_packet(self, pkt: Packet) -> None:
+        """One packet the data path left in the inbound ring for the control plane (read by it)."""
+        try:
+            self.process(self._chan().ingest(pkt))
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def mark_broken(self, err: HvuioError) -> None:
+        """The channel is unusable after `err` (the first such error is kept): close() skips the
+        protocol teardown."""
+        self.broken = self.broken or err
+
+    # ---- the guest's effects ----------------------------------------------------------------------------
+
+    def process(self, items: list[Inbound]) -> None:
+        """Feed copied-out packets to the guest; write what it sends, act on its events."""
+        guest = self._guest()
+        for item in items:
+            self._perform(guest.receive(item))
+
+    def _perform(self, effects: list[Effect]) -> None:
+        chan = self._chan()
+        for effect in effects:
+            if isinstance(effect, Send):
+                chan.send(effect)
+                continue
+            log.debug("event %r", effect)
+            handler = _ON_EVENT.get(type(effect))
+            if handler is not None:
+                handler(self, effect)
+
+    def _nvsp_ready(self, e: ev.NvspReady) -> None:
+        info = self._info()
+        info.nvsp_version, info.ndis_version = e.version, e.ndis_version
+
+    def _recv_buffer_ready(self, e: ev.RecvBufReady) -> None:
+        info, s = self._info(), e.sections[0]
+        info.recv_section_size, info.recv_section_count = s.sub_alloc_size, s.num_sub_allocs
+        self._chan().set_recv_section(s.sub_alloc_size)
+
+    def _send_buffer_ready(self, e: ev.SendBufReady) -> None:
+        info, sections = self._info(), self._guest().sections
+        info.send_section_size, info.send_section_count = e.section_size, e.count
+        info.control_sections = sections.pool.count if sections is not None else None
+        info.offloads = NicOffloads(requested=self.offload)
+
+    def _rndis_ready(self, e: ev.RndisReady) -> None:
+        info = self._info()
+        info.rndis_version = (e.major_version, e.minor_version)
+        info.tx_aggregation = TxAggregation(max_packets=e.max_packets_per_message, alignment=e.alignment,
+                                            max_bytes=e.max_transfer_size)
+
+    def _mac_address(self, e: ev.MacAddress) -> None:
+        info = self._info()
+        if e.permanent:
+            info.permanent_mac = e.mac
+            info.mac = info.mac or e.mac
+        else:
+            info.mac = e.mac
+
+    def _mtu(self, e: ev.Mtu) -> None:
+        self._info().mtu = e.mtu
+
+    def _link_status(self, e: ev.LinkStatus) -> None:
+        info = self._info()
+        changed = info.link_up is not None and info.link_up != e.up
+        info.link_up = e.up
+        if changed:
+            self.counters["link_changes"] += 1
+        if self.on_link is not None:
+            self.on_link(e.up)
+
+    def _link_speed(self, e: ev.LinkSpeed) -> None:
+        self._info().link_speed_bps = e.bits_per_second
+
+    def _offload_caps(self, e: ev.OffloadCaps) -> None:
+        info = self._info()
+        info.offloads = dataclasses.replace(self._offloads(info), host=e)
+
+    def _offloads_configured(self, e: ev.OffloadsConfigured) -> None:
+        info = self._info()
+        info.offloads = dataclasses.replace(self._offloads(info), accepted=e)
+
+    def _configured(self, e: ev.RndisConfigured) -> None:
+        info = self._info()
+        if info.mtu is None:
+            info.mtu = self.mtu
+        self.ready = True
+
+    def _keepalive(self, e: ev.KeepaliveAnswered) -> None:
+        self.counters["keepalives"] += 1
+
+    def _request_failed(self, e: ev.RequestFailed) -> None:
+        self.counters["requests_failed"] += 1
+        if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
+            log.warning("host refused %s (status %#x): running without offloads",
+                        wr.Oid(e.oid).name, e.status)
+        else:
+            log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
+
+    def _indication(self, e: ev.NetworkChange | ev.StatusIndication | ev.IndirectionTable
+                    | ev.VfAssociation) -> None:
+        self.counters["indications"] += 1
+        log.debug("host indication: %r", e)
+
+    def _completion_dropped(self, e: ev.CompletionDropped) -> None:
+        # VMBUS.md §4.15: a completion that matches no outstanding request is dropped (counted)
+        self.counters["unknown_completions"] += 1
+        log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
+                    e.trans_id)
+
+    # ---- teardown -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may be reopened."""
+        try:
+            if self.channel is not None and not self.channel.closed and self.broken is None:
+                self._stop_protocols()
+        except HvuioError as err:
+            log.warning("teardown: %s", err.message)
+        finally:
+            self._abort()
+
+    def _stop_protocols(self) -> None:
+        guest = self.guest
+        if guest is None:
+            return
+        self._perform(guest.halt())
+        try:
+            self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")
+        except HostTimeoutError as err:
+            log.warning("teardown: %s; revoking the buffers anyway", err.message)
+        self._perform(guest.stop())
+
+    def _abort(self) -> None:
+        """Close without protocol messages (after an error, or as the last teardown step)."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the claim (flock)
+            self._lock = None
+        self.ready = False
+
+    def counter_snapshot(self) -> dict[str, int]:
+        """Control-path counters of this Nic and, while open, of its primary channel."""
+        out = dict(self.counters)
+        if self.channel is not None:
+            out.update({f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()})
+            # control messages that waited for a free send section of this channel
+            sections = self.guest.sections if self.guest is not None else None
+            out["channel_control_queued"] = sections.queued if sections is not None else 0
+        return out
+
+    # ---- helpers --------------------------------------------------------------------------------------
+
+    def _chan(self) -> Channel:
+        if self.channel is None:
+            raise LocalProtocolError("NIC is not open")
+        return self.channel
+
+    def _guest(self) -> NetvscGuest:
+        if self.guest is None:
+            raise LocalProtocolError("NVSP was not started")
+        return self.guest
+
+    def _info(self) -> NicInfo:
+        if self.info is None:
+            raise LocalProtocolError("NIC is not open")
+        return self.info
+
+    @staticmethod
+    def _offloads(info: NicInfo) -> NicOffloads:
+        if info.offloads is None:
+            raise LocalProtocolError("offload results before the send buffer was connected")
+        return info.offloads
+
+    def __enter__(self) -> Nic:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: What each event of the guest does to the NicInfo and the Nic (events not listed need nothing).
+_ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
+    ev.NvspReady: Nic._nvsp_ready,
+    ev.RecvBufReady: Nic._recv_buffer_ready,
+    ev.SendBufReady: Nic._send_buffer_ready,
+    ev.RndisReady: Nic._rndis_ready,
+    ev.MacAddress: Nic._mac_address,
+    ev.Mtu: Nic._mtu,
+    ev.LinkStatus: Nic._link_status,
+    ev.LinkSpeed: Nic._link_speed,
+    ev.OffloadCaps: Nic._offload_caps,
+    ev.OffloadsConfigured: Nic._offloads_configured,
+    ev.RndisConfigured: Nic._configured,
+    ev.KeepaliveAnswered: Nic._keepalive,
+    ev.RequestFailed: Nic._request_failed,
+    ev.NetworkChange: Nic._indication,
+    ev.StatusIndication: Nic._indication,
+    ev.IndirectionTable: Nic._indication,
+    ev.VfAssociation: Nic._indication,
+    ev.CompletionDropped: Nic._completion_dropped,
+}

@@ -1,0 +1,207 @@
+"""NetvscGuest: NVSP and RNDIS of one netvsc primary channel, composed into one sans-IO object.
+
+What lives here: `NetvscGuest`, which owns NvspGuest and, once the send buffer is connected,
+RndisGuest, and does everything joining the two takes (as h11's Connection does for HTTP):
+
+* routing: a completion goes to the machine that expects its trans_id (proto/limits.py gives the
+  two machines disjoint id ranges); one that no machine expects is dropped and reported as
+  `CompletionDropped` (VMBUS.md §4.15); in-band packets go to NVSP, RNDIS messages to RNDIS (an
+  RNDIS message before RNDIS was started is the host's error);
+* starting RNDIS when the send buffer is ready (`SendBufReady`, the last NVSP bring-up step), with
+  the offloads asked for: checksum and LSO, RSC from NVSP 6.1 (`offload=True`), or all off;
+* the send buffer's split (data sections for the data path, a control range for RNDIS) and the
+  accounting of the control sections (`ControlSections`, proto/sections.py);
+* time (`tick`) and the orderly teardown: RNDIS halt, then NVSP revoke.
+
+Every call returns effects, in the order they must be performed: `Send`s (write them to the
+channel) and events (proto/events.py: update what is known about the NIC, follow the link, count).
+The I/O side (hvuio/nic.py) feeds it the `Inbound`s it reads and performs the effects; it never
+drives the machines itself::
+
+    guest = NetvscGuest(recv_buf=BufferGrant(gpadl, size), send_buf=BufferGrant(gpadl, size))
+    perform(guest.start())
+    for each Inbound read from the primary channel: perform(guest.receive(item))
+    on every loop turn: perform(guest.tick(time.monotonic()))
+    until guest.ready (RndisConfigured); at the end: perform(guest.halt()), wait while
+    guest.halting, perform(guest.stop()), then close the channel.
+
+What must not live here: rings, fds, clocks (callers pass `now`), logging, the NIC's record of
+negotiated values (hvuio/nic.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from hvuio.errors import HostProtocolError, LocalProtocolError
+from hvuio.proto.events import (
+    CompletionDropped, ControlSendComplete, Event, Inbound, InboundKind, NeedData, NvspReady,
+    Outbound, RndisConfigured, Send, SendBufReady,
+)
+from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
+from hvuio.proto.offload import OffloadRequest, OffloadWanted
+from hvuio.proto.rndis import RndisGuest
+from hvuio.proto.sections import CONTROL_SECTIONS, ControlSections, SectionPool, split_send_sections
+from hvuio.proto.states import NvspState, RndisState
+from hvuio.wire import nvsp as wn
+
+__all__ = ["Effect", "NetvscGuest"]
+
+Effect = Send | Event
+"""What NetvscGuest returns: a message to write, or an event to act on."""
+
+#: A machine in one of these states no longer keeps time.
+_STOPPED: Final = frozenset({NvspState.REVOKED, RndisState.HALTED})
+
+
+class NetvscGuest:
+    """The guest side of one netvsc primary channel: Inbound in, Sends and events out."""
+
+    def __init__(self, *, recv_buf: BufferGrant, send_buf: BufferGrant, mtu: int = 1500,
+                 versions: Sequence[int] = wn.SUPPORTED_NVSP_VERSIONS, offload: bool = False,
+                 control_sections: int = CONTROL_SECTIONS, name: str = "netvsc") -> None:
+        self._nvsp = NvspGuest(recv_buf=recv_buf, send_buf=send_buf, mtu=mtu, versions=versions,
+                               capabilities=rsc_ndis_capabilities if offload else default_ndis_capabilities)
+        self._rndis: RndisGuest | None = None
+        #: negotiate NDIS offloads (checksum, LSOv2, RSC); False sets them all off
+        self.offload = offload
+        self.name = name
+        self._reserve = control_sections
+        self._ndis_version: int | None = None
+        self._sections: ControlSections | None = None
+        self._data_sections = 0
+        self._ready = False
+        self._halt_xids: frozenset[int] = frozenset()
+
+    # ---- what is known ------------------------------------------------------------------------
+
+    @property
+    def nvsp(self) -> NvspGuest:
+        return self._nvsp
+
+    @property
+    def rndis(self) -> RndisGuest | None:
+        """The RNDIS machine, from the moment the send buffer is connected."""
+        return self._rndis
+
+    @property
+    def ready(self) -> bool:
+        """RNDIS finished its bring-up (RndisConfigured): the data path may start."""
+        return self._ready
+
+    @property
+    def sections(self) -> ControlSections | None:
+        """The control range of the send buffer, from the moment the send buffer is connected."""
+        return self._sections
+
+    @property
+    def data_sections(self) -> int:
+        """Send sections [0, data_sections) belong to the data path (0 until known)."""
+        return self._data_sections
+
+    @property
+    def halting(self) -> bool:
+        """The RNDIS halt was sent and the host has not completed its send yet."""
+        rndis = self._rndis
+        return rndis is not None and any(rndis.expects(x) for x in self._halt_xids)
+
+    # ---- commands -------------------------------------------------------------------------------
+
+    def start(self) -> list[Effect]:
+        """NVSP INIT; the rest of the bring-up follows the host's replies."""
+        return self._commit(self._nvsp.start())
+
+    def receive(self, item: Inbound) -> list[Effect]:
+        """One packet (or RNDIS message) from the primary channel: route it, act on the events."""
+        nvsp, rndis = self._nvsp, self._rndis
+        if item.kind is InboundKind.COMPLETION:
+            if rndis is not None and rndis.expects(item.trans_id):
+                return self._commit(rndis.receive(item))
+            if not nvsp.expects(item.trans_id):
+                return [CompletionDropped(trans_id=item.trans_id)]
+            return self._commit(nvsp.receive(item))
+        if item.kind is InboundKind.RNDIS:
+            if rndis is None:
+                raise HostProtocolError(f"RNDIS message (trans_id {item.trans_id:#x}) before RNDIS was started")
+            return self._commit(rndis.receive(item))
+        return self._commit(nvsp.receive(item))
+
+    def tick(self, now: float) -> list[Effect]:
+        """Advance time to `now` (seconds, monotonic); the machines raise HostTimeoutError for a
+        reply that is late."""
+        out: list[Effect] = []
+        for machine in (self._nvsp, self._rndis):
+            if machine is not None and machine.error is None and machine.state not in _STOPPED:
+                out += self._place(machine.tick(now))
+        return out
+
+    def request_subchannels(self, count: int) -> list[Effect]:
+        """Ask the host for `count` subchannels (NVSP >= 5); answered by SubchannelsGranted."""
+        return self._commit(self._nvsp.request_subchannels(count))
+
+    def halt(self) -> list[Effect]:
+        """RNDIS halt, when RNDIS runs (nothing otherwise); `halting` until the host completed it."""
+        rndis = self._rndis
+        if rndis is None or rndis.error is not None or rndis.state in (RndisState.HALTED, RndisState.IDLE):
+            return []
+        msgs = rndis.halt()
+        self._halt_xids = frozenset(m.trans_id for m in msgs)
+        return self._commit(msgs)
+
+    def stop(self) -> list[Effect]:
+        """NVSP revoke of the receive and send buffers, when NVSP runs; then close the channel."""
+        nvsp = self._nvsp
+        if nvsp.error is not None or nvsp.state in (NvspState.REVOKED, NvspState.IDLE):
+            return []
+        return self._commit(nvsp.stop())
+
+    # ---- composition ------------------------------------------------------------------------------
+
+    def _commit(self, outs: list[Outbound]) -> list[Effect]:
+        """A machine's messages, then its queued events, each followed by what it sets off."""
+        effects: list[Effect] = list(self._place(outs))
+        for machine in (self._nvsp, self._rndis):
+            while machine is not None and not isinstance(e := machine.next_event(), NeedData):
+                effects.append(e)
+                step = _ON_EVENT.get(type(e))
+                if step is not None:
+                    effects += step(self, e)
+        return effects
+
+    def _place(self, outs: list[Outbound]) -> list[Send]:
+        if self._sections is not None:
+            return self._sections.place(outs)
+        if any(o.rndis is not None for o in outs):
+            raise LocalProtocolError(f"{self.name}: RNDIS send before the send buffer was connected")
+        return [Send(o) for o in outs]
+
+    def _nvsp_ready(self, e: NvspReady) -> list[Effect]:
+        self._ndis_version = e.ndis_version
+        return []
+
+    def _send_buffer_ready(self, e: SendBufReady) -> list[Effect]:
+        self._data_sections, first = split_send_sections(e.count, self._reserve)
+        self._sections = ControlSections(SectionPool(first, e.count - first, e.section_size), name=self.name)
+        version = self._nvsp.version
+        if self._ndis_version is None or version is None:
+            raise LocalProtocolError(f"{self.name}: send buffer connected before NVSP was negotiated")
+        self._rndis = RndisGuest(ndis_version=self._ndis_version, offload=(
+            OffloadWanted(rsc=version >= wn.NvspVersion.V61) if self.offload else OffloadRequest()))
+        return list(self._place(self._rndis.start()))
+
+    def _control_send_complete(self, e: ControlSendComplete) -> list[Effect]:
+        return list(self._sections.release(e.trans_id)) if self._sections is not None else []
+
+    def _configured(self, e: RndisConfigured) -> list[Effect]:
+        self._ready = True
+        return []
+
+
+#: What an event of a machine sets off in the composition (other events only go to the caller).
+_ON_EVENT: Final[dict[type[object], Callable[..., list[Effect]]]] = {
+    NvspReady: NetvscGuest._nvsp_ready,
+    SendBufReady: NetvscGuest._send_buffer_ready,
+    ControlSendComplete: NetvscGuest._control_send_complete,
+    RndisConfigured: NetvscGuest._configured,
+}
