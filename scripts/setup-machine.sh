@@ -28,7 +28,7 @@ have gcc || need+=(gcc)
 have ip || need+=(iproute2)
 have iperf3 || need+=(iperf3)
 have ping || need+=(iputils-ping)
-have sysctl || need+=(procps)           # hvuio.netns sets sysctls in the namespaces
+have sysctl || need+=(procps)           # hvuio.netdev.netns sets sysctls in the namespaces
 have capsh || need+=(libcap2-bin)       # a tap test drops a capability with it
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # pip's HTTPS to the index
 if ! command -v python3 >/dev/null; then

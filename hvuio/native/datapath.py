@@ -79,7 +79,7 @@ _L2_MAX = ETH_HLEN + VLAN_HLEN
 @dataclass(frozen=True, slots=True)
 class Offloads:
     """What the data path may use: the host side as RNDIS negotiated it, the tap side as set with
-    TUNSETOFFLOAD (`tap_flags`). Default: nothing (frames as before, vnet headers ignored on TX).
+    TUNSETOFFLOAD (hvuio.offloads.tun_offload). Default: nothing (frames as before, vnet headers ignored on TX).
 
     `tx_csum_*`: the host finishes that checksum from the checksum pktinfo (else software does);
     `lso4`/`lso6`: the host segments TCP (LSOv2 pktinfo) up to `lso_max_size` bytes (else GSO
@@ -102,16 +102,6 @@ class Offloads:
     def any_tx(self) -> bool:
         return (self.tx_csum_tcp4 or self.tx_csum_udp4 or self.tx_csum_tcp6 or self.tx_csum_udp6
                 or self.lso4 or self.lso6)
-
-    def tap_flags(self) -> int:
-        """TUNSETOFFLOAD bits for what was negotiated: TUN_F_CSUM (1) for any TX checksum,
-        TUN_F_TSO4 (2) / TUN_F_TSO6 (4) for LSO of that family (the kernel wants CSUM with TSO)."""
-        bits = 1 if self.any_tx else 0
-        if self.lso4:
-            bits |= 2
-        if self.lso6:
-            bits |= 4
-        return bits
 
     def dp_flags(self) -> int:
         f = 0
@@ -190,7 +180,7 @@ class DataPath:
     on this channel). `busy_poll_us` > 0: after traffic, keep polling rings and tap that long
     before sleeping (lower latency for a core's worth of spinning while packets flow; 0 sleeps at
     once, interrupt-driven). `offloads` (Offloads) says what the host accepted; `tap_offload` that
-    the tap has TUNSETOFFLOAD bits set (Offloads.tap_flags), so its vnet headers may carry
+    the tap has TUNSETOFFLOAD bits set (hvuio.offloads.tun_offload), so its vnet headers may carry
     NEEDS_CSUM and TCP GSO frames (needs `vnet_hdr`). `tx_aggregation` (TxAggregation) lets
     several frames of one batch share a send section and its NVS message, within the host's
     limits. The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1)) so the host
