@@ -1,8 +1,9 @@
 """Offloads end to end (root, namespaces): guest tap netns <-> `hvuio up` <-> emulator <-> host
-netns, as tests/e2e/test_e2e.py builds it with hvuio.demo.DemoStack, once with offloads negotiated
-(the default) and once with --no-offload. TCP both ways must be byte exact; the guest's counters
-must show that the path the negotiation chose was the one used. What the emulated host offers is
-read from the NIC's reported offloads, so the test holds whether or not the host enables them.
+netns, as tests/e2e/test_e2e.py builds it with hvuio.demo.DemoStack, once with offloads
+negotiated (the default) and once with --no-offload. TCP both ways must be byte exact; the guest's
+counters must show that the path the negotiation chose was the one used. What the emulated host
+offers is read from the NIC's reported offloads, so the test holds whether or not the host
+enables them.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
 UioHandle, the irq socket), hvuio.native.ring.Ring (the C ring core) for both directions, and the
 sans-IO NvspGuest / RndisGuest. RNDIS control messages are copied into send-buffer sections,
 transfer-page packets are parsed out of the receive buffer and acked, the host is signalled
-through the monitor page (atomic OR, libatomic) or write(1) for non-monitored channels. Waits are
-bounded polls that fail with a message (`RingGuest.pump`; support.waiting for the tests). Used by the emulator's
-tests (tests/sim/test_sim_vsp.py, test_sim_vsp_cli.py, test_sim_offload_netns.py).
+through the monitor page (atomic OR, libatomic) or write(1) for non-monitored channels.
+`RingGuest.pump` waits in bounded polls that fail with a message (WAIT seconds by default, from
+support.waiting). Used by the emulator's tests (tests/sim/test_sim_vsp.py, test_sim_vsp_cli.py,
+test_sim_offload_netns.py).
 """
 
 from __future__ import annotations
