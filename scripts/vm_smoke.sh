@@ -14,4 +14,4 @@ if [ -z "${HVUIO_TEST_NIC:-}" ]; then
     exit 2
 fi
 scripts/setup-machine.sh
-exec python3 -m pytest -m real_vm -v -rs tests/test_real_vm.py
+exec python3 -m pytest -m real_vm -v -rs tests/e2e/test_real_vm.py

@@ -1,41 +1,36 @@
-"""Shared fixtures: the golden wire layouts, capability checks for root-only tests, a stop pipe."""
+"""Fixtures of more than one folder: per-test network namespaces, and the guest engine running
+against the emulator between two of them.
+
+Fixtures used by one folder only live in that folder's conftest.py; helpers (not fixtures) live
+in tests/support/, which pytest makes importable (``pythonpath`` in pyproject.toml).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import shutil
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden" / "wire-layouts.json"
-
-
-@pytest.fixture(scope="session")
-def golden() -> dict[str, Any]:
-    """Sizes, offsets and constants compiled from DPDK's and Linux's public netvsc/VMBus headers."""
-    return json.loads(GOLDEN.read_text())  # type: ignore[no-any-return]
-
-
-def have_netns() -> str | None:
-    """None when this process can make network namespaces and taps, else the reason it cannot."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    if shutil.which("ip") is None:
-        return "needs iproute2 ('ip')"
-    return None
+from support.engine_stack import Running, running_engine
+from support.namespaces import NetnsFactory, require_netns
 
 
 @pytest.fixture
-def stop_pipe() -> Iterator[tuple[int, int]]:
-    """A pipe whose read end a data-path run polls as its stop fd."""
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
+def netns_factory() -> Iterator[NetnsFactory]:
+    """Namespaces for one test, all undone afterwards and checked for leaks (skips without root,
+    /dev/net/tun or iproute2)."""
+    require_netns()
+    factory = NetnsFactory()
+    try:
+        yield factory
+    finally:
+        factory.finish()
+
+
+@pytest.fixture
+def running(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Running]:
+    """The guest engine (tap in one namespace) running against the emulator, whose HostNetwork
+    tap is in another namespace; see support.engine_stack."""
+    with running_engine(netns_factory, tmp_path) as r:
+        yield r

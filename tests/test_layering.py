@@ -3,6 +3,8 @@
 independent of the guest; the compiled C core behind the hvuio.native package alone; the CLI's
 command modules added to the group by hvuio/cli/__init__.py, never importing it or each other, and
 click nowhere but in hvuio/cli), checked on the source with `ast`.
+The test tree keeps a direction too: test modules import helpers from tests/support (helpers only,
+no tests, no fixtures) and fixtures come from conftest.py files, never from another test module.
 
 Why it matters: the emulator is our only test peer; if it imported the guest's protocol or ring
 code, one bug could hide on both sides. And proto/ must stay sans-IO so its tests need no clock,
@@ -297,3 +299,60 @@ def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
 def test_only_the_cli_imports_click() -> None:
     users = {m for m, imps in _importers("click").items() if imps}
     assert users and all(_within_any(m, (CLI,)) for m in users), users
+
+
+# ---- the test tree: helpers in tests/support, fixtures in conftest.py, no test imports another ---
+
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def _test_tree_imports(path: pathlib.Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in `path`: statements, and __import__ / import_module calls
+    with a literal name."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and ((isinstance(node.func, ast.Name) and node.func.id == "__import__")
+                   or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"))):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_no_test_module_imports_another_or_a_conftest() -> None:
+    """Helpers live in tests/support and fixtures in conftest.py: nothing under tests/ imports a
+    module whose name starts with test_, nor a conftest."""
+    bad = [f"{path.relative_to(TESTS)}:{line} imports {mod}"
+           for path in sorted(TESTS.rglob("*.py"))
+           for line, mod in _test_tree_imports(path)
+           if any(part.startswith("test_") or part == "conftest" for part in mod.split("."))]
+    assert not bad, bad
+
+
+def test_support_holds_helpers_only() -> None:
+    """No test function, test class or fixture in tests/support: pytest would not collect the
+    tests there, and a fixture imported into a test module hides where it comes from."""
+    support = TESTS / "support"
+    assert (support / "__init__.py").exists()
+    for path in sorted(support.rglob("*.py")):
+        assert not path.name.startswith("test_"), path
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                assert not node.name.startswith(("test_", "Test")), f"{path.name}: {node.name}"
+                decorators = [ast.unparse(d) for d in getattr(node, "decorator_list", [])]
+                assert not any("fixture" in d for d in decorators), f"{path.name}: {node.name} is a fixture"
+
+
+def test_test_module_names_are_unique() -> None:
+    """The test folders are not packages, so pytest imports each test module by its file name
+    (rootdir-relative import with the folder on sys.path): two with one name would clash."""
+    names: dict[str, list[str]] = {}
+    for path in TESTS.rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(TESTS)))
+    clashes = {n: p for n, p in names.items() if len(p) > 1}
+    assert not clashes, clashes

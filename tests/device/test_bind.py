@@ -1,0 +1,254 @@
+"""bind/unbind against the emulated kernel on every profile, every refusal, the CLI exit codes,
+and the default-route safety check inside a network namespace (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hvuio.device import bind as B
+from hvuio.device.sysfs import VmbusDevice
+from hvuio.device.uio import UioHandle
+from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
+                          UnsafeBindError, WrongDeviceError)
+from hvuio.sim.kernel import profiles
+from hvuio.sim.kernel.bus import SimKernel
+
+from support.cli import run_main
+from support.namespaces import have_netns
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code, out, err = run_main(capsys, *args)
+    return code, out + err
+
+
+@pytest.mark.parametrize("profile", list(profiles.PROFILES))
+def test_bind_unbind_round_trip(tmp_path: Path, profile: str) -> None:
+    with SimKernel(tmp_path, profile, nics=2) as k:
+        nic, other = k.nics
+        res = B.bind_device(tmp_path, "hveth0")
+        assert res.changed and res.uio == "uio0"
+        assert res.method == ("driver_override" if k.profile.driver_override else "new_id")
+        dev = VmbusDevice.from_uuid(tmp_path, nic.guid)
+        assert dev.driver == "uio_hv_generic" and (tmp_path / "dev" / "uio0").exists()
+        journal = json.loads(B.journal_path(tmp_path, nic.guid).read_text())
+        assert journal["previous_driver"] == "hv_netvsc" and journal["netdevs"] == ["hveth0"]
+        assert VmbusDevice.from_uuid(tmp_path, other.guid).driver == "hv_netvsc"  # untouched
+        again = B.bind_device(tmp_path, nic.guid)
+        assert not again.changed and "already bound" in again.message
+        back = B.unbind_device(tmp_path, "hveth0")  # the interface name is found via the journal
+        assert back.changed and back.driver == "hv_netvsc" and back.netdevs == ("hveth0",)
+        assert dev.driver == "hv_netvsc" and dev.uio is None and dev.driver_override is None
+        assert not B.journal_path(tmp_path, nic.guid).exists()
+        assert not B.unbind_device(tmp_path, "hveth0").changed
+        B.bind_device(tmp_path, "hveth0")  # a second cycle works (new_id already present: EEXIST path)
+        assert dev.driver == "uio_hv_generic"
+        B.unbind_device(tmp_path, nic.guid)
+        assert dev.driver == "hv_netvsc"
+
+
+def test_new_id_path_forced_on_new_kernel(tmp_path: Path) -> None:
+    prof = profiles.get_profile("6.17").with_changes(driver_override=False)
+    with SimKernel(tmp_path, prof, nics=1) as k:
+        assert not (tmp_path / "sys/bus/vmbus/devices" / k.nics[0].guid / "driver_override").exists()
+        assert B.bind_device(tmp_path, "hveth0").method == "new_id"
+        assert B.unbind_device(tmp_path, "hveth0").driver == "hv_netvsc"
+        assert k.dynids["uio_hv_generic"] == set()  # remove_id undid new_id
+
+
+def test_unbind_without_journal_restores_netvsc(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1) as k:
+        B.bind_device(tmp_path, "hveth0")
+        B.journal_path(tmp_path, k.nics[0].guid).unlink()
+        assert B.unbind_device(tmp_path, k.nics[0].guid).driver == "hv_netvsc"
+
+
+def test_refusals(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1, ifnames=["lo"]) as k:
+        with pytest.raises(DeviceNotFoundError, match="nosuch"):
+            B.bind_device(tmp_path, "nosuch")
+        with pytest.raises(DeviceNotFoundError):
+            B.bind_device(tmp_path, str(uuid.uuid4()))
+        kbd = next(d for d in k.devices.values() if d.class_id == profiles.KEYBOARD_CLASS)
+        with pytest.raises(WrongDeviceError, match="keyboard"):
+            B.bind_device(tmp_path, kbd.guid)
+        with pytest.raises(NotRootError):
+            B.bind_device(tmp_path, "lo", euid=12345)
+        ssh = {"SSH_CONNECTION": "192.0.2.9 50000 127.0.0.1 22"}
+        with pytest.raises(UnsafeBindError, match="SSH session"):
+            B.bind_device(tmp_path, "lo", env=ssh)
+        assert VmbusDevice.from_uuid(tmp_path, k.nics[0].guid).driver == "hv_netvsc"
+        assert B.bind_device(tmp_path, "lo", env=ssh, force=True).changed
+        with UioHandle.open(VmbusDevice.from_uuid(tmp_path, k.nics[0].guid)):
+            with pytest.raises(DeviceBusyError):
+                B.unbind_device(tmp_path, "lo")
+        B.unbind_device(tmp_path, "lo")
+
+
+def test_owner_of_sim_tree_needs_no_root(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1):
+        B.check_root(tmp_path, euid=os.stat(tmp_path / "sys").st_uid)
+        with pytest.raises(NotRootError):
+            B.check_root(tmp_path, euid=os.stat(tmp_path / "sys").st_uid + 1)
+
+
+def test_module_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1, uio_module=False):
+        with pytest.raises(ModuleMissingError):
+            B.bind_device(tmp_path, "hveth0")
+        code, out = run_cli(["--sysroot", str(tmp_path), "bind", "hveth0"], capsys)
+        assert code == ModuleMissingError.exit_code and "uio_hv_generic" in out and "Hint:" in out
+
+
+def test_cli_bind_unbind_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SimKernel(tmp_path, "6.16", nics=1) as k:
+        root = ["--sysroot", str(tmp_path)]
+        code, out = run_cli(root + ["bind", "hveth0"], capsys)
+        assert code == 0 and "bound to uio_hv_generic" in out
+        code, out = run_cli(root + ["bind", "hveth0"], capsys)
+        assert code == 0 and "already bound" in out
+        code, out = run_cli(root + ["unbind", "hveth0"], capsys)
+        assert code == 0 and "restored to hv_netvsc" in out
+        code, out = run_cli(root + ["bind", "eth9"], capsys)
+        assert code == DeviceNotFoundError.exit_code and out.startswith("Error:") and "Traceback" not in out
+        scsi = next(d for d in k.devices.values() if d.class_id == profiles.SCSI_CLASS)
+        code, out = run_cli(root + ["bind", scsi.guid], capsys)
+        assert code == WrongDeviceError.exit_code
+
+
+def test_default_route_interfaces_parsing(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "route").write_text(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+        "eth1\t00000000\t0200090A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "eth2\t0000090A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+    (tmp_path / "net" / "ipv6_route").write_text(
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fe800000000000000000000000000001 00000400 00000000 00000000 00000003     eth3\n")
+    assert B.default_route_interfaces(tmp_path) == {"eth1", "eth3"}
+
+
+NETNS = f"hvuio-bind{os.getpid()}"
+
+
+@pytest.mark.skipif(have_netns() is not None, reason=str(have_netns()))
+def test_default_route_in_netns_refuses(tmp_path: Path) -> None:
+    """A netns with veth 'hvdflt0' holding the default route; the sim NIC carries that name."""
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+    try:
+        ip("netns", "add", NETNS)
+        ip("-n", NETNS, "link", "add", "hvdflt0", "type", "veth", "peer", "name", "hvdflt1")
+        ip("-n", NETNS, "addr", "add", "10.77.0.1/24", "dev", "hvdflt0")
+        ip("-n", NETNS, "link", "set", "hvdflt0", "up")
+        ip("-n", NETNS, "link", "set", "hvdflt1", "up")
+        ip("-n", NETNS, "route", "add", "default", "via", "10.77.0.2")
+        with SimKernel(tmp_path, "6.17", nics=2, ifnames=["hvdflt0", "hvdflt1"]) as k:
+            cmd = ["ip", "netns", "exec", NETNS, sys.executable, "-c",
+                   "import sys; from hvuio.cli import main; main(sys.argv[1:])",
+                   "--sysroot", str(tmp_path), "bind"]
+            env = {k_: v for k_, v in os.environ.items() if k_ != "SSH_CONNECTION"}
+            out = subprocess.run(cmd + ["hvdflt0"], capture_output=True, text=True, env=env)
+            assert out.returncode == UnsafeBindError.exit_code, out.stderr
+            assert "default route" in out.stderr
+            assert VmbusDevice.from_uuid(tmp_path, k.nics[0].guid).driver == "hv_netvsc"
+            out = subprocess.run(cmd + ["hvdflt1"], capture_output=True, text=True, env=env)
+            assert out.returncode == 0, out.stderr
+            out = subprocess.run(cmd + ["--force", "hvdflt0"], capture_output=True, text=True, env=env)
+            assert out.returncode == 0, out.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+def test_uio_holders_finds_this_process(tmp_path: Path) -> None:
+    target = tmp_path / "uio3"
+    target.write_bytes(b"")
+    with open(target, "rb"):
+        assert os.getpid() in B.uio_holders(target)
+    assert os.getpid() not in B.uio_holders(target)
+
+
+def test_stale_sim_tree_does_not_hang(tmp_path: Path) -> None:
+    """A tree left behind without its kernel: the control FIFO has no reader -> SysfsError, no hang."""
+    k = SimKernel(tmp_path, "6.17", nics=1)
+    k.start()
+    k.stop(remove_tree=False)
+    try:
+        with pytest.raises(B.SysfsError, match="nobody reads"):
+            B.bind_device(tmp_path, "hveth0")
+    finally:
+        k.tree.destroy()
+
+
+def test_refused_probe_rolls_back(tmp_path: Path) -> None:
+    """6.9 refuses a non-monitored channel: bind fails with a hint and hv_netvsc gets it back."""
+    with SimKernel(tmp_path, "6.9", nics=1, nic_monitored=False) as k:
+        with pytest.raises(B.SysfsError) as err:
+            B.bind_device(tmp_path, "hveth0", timeout=0.5)
+        assert "previous driver was restored" in err.value.message and "6.10" in err.value.hint
+        assert any("requires hypercall" in m for m in k.dmesg)
+        dev = VmbusDevice.from_uuid(tmp_path, k.nics[0].guid)
+        assert dev.driver == "hv_netvsc" and dev.driver_override is None
+        assert not B.journal_path(tmp_path, dev.guid).exists()
+
+
+def _fake_proc(root: Path, comm: str, state: str, v6: bool = False) -> Path:
+    """A /proc with one process `comm` holding socket inode 4242, and a TCP table where that
+    socket's local address is 127.0.0.1:22 (or ::ffff:127.0.0.1) in `state`."""
+    proc = root / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "777" / "fd").mkdir(parents=True)
+    (proc / "777" / "comm").write_text(comm + "\n")
+    os.symlink("socket:[4242]", proc / "777" / "fd" / "3")
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    local = "0000000000000000FFFF00000100007F:0016" if v6 else "0100007F:0016"
+    remote = "0000000000000000FFFF00000900020C:C350" if v6 else "090002C0:C350"
+    row = f"   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+    (proc / "net" / ("tcp6" if v6 else "tcp")).write_text(head + row)
+    (proc / "net" / ("tcp" if v6 else "tcp6")).write_text(head)
+    return proc
+
+
+@pytest.mark.parametrize("comm, state, v6, found", [
+    ("sshd", "01", False, True),
+    ("sshd-session", "01", True, True),
+    ("sshd", "0A", False, False),          # listening, not a session
+    ("nginx", "01", False, False),         # not sshd's socket
+])
+def test_ssh_sessions_are_found_from_the_kernel_view(tmp_path: Path, comm: str, state: str, v6: bool,
+                                                     found: bool) -> None:
+    """`sudo` drops SSH_CONNECTION: the guard also reads sshd's established sockets."""
+    proc = _fake_proc(tmp_path, comm, state, v6)
+    assert B.ssh_session_interfaces(proc) == ({"lo"} if found else set())
+    if found:
+        with pytest.raises(UnsafeBindError, match="SSH session"):
+            B.check_safe(["lo"], env={}, proc=proc)
+    else:
+        B.check_safe(["lo"], env={}, proc=proc)
+
+
+def test_ctrl_c_during_bind_gives_the_nic_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1) as k:
+        guid = k.nics[0].guid
+        real_wait = B._wait_for
+
+        def interrupted(what: str, cond: object, timeout: float) -> None:
+            real_wait(what, cond, timeout)  # type: ignore[arg-type]
+            if what.endswith("to be bound to uio_hv_generic with its /dev/uioN"):
+                raise KeyboardInterrupt   # Ctrl-C as the bind completes (the emulated kernel is settled)
+
+        monkeypatch.setattr(B, "_wait_for", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            B.bind_device(tmp_path, "hveth0")
+        monkeypatch.setattr(B, "_wait_for", real_wait)
+        B._wait_for("the rollback", lambda: VmbusDevice.from_uuid(tmp_path, guid).driver == "hv_netvsc", 5)
+        assert B.read_journal(tmp_path, guid) is None

@@ -1,0 +1,349 @@
+"""`hvuio up` and hvuio.nic.Nic against the emulator (SimEnvironment), no root needed.
+
+Every expected value comes from the emulated host's profile or device, never from a constant
+written here; waits are bounded polls, not timed assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hvuio.device.bind import bind_device
+from hvuio.nic import Nic
+from hvuio.errors import HostRefusedError
+from hvuio.proto import limits
+from hvuio.sim.host import profile as hp
+from hvuio.sim.host import wire as hw
+from hvuio.sim.vsp.host import SimEnvironment
+from hvuio.wire import nvsp as wn
+
+from support.cli import run_main as run_cli
+
+
+
+@pytest.fixture
+def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimEnvironment]:
+    """One NIC, bound to uio_hv_generic; `@pytest.mark.parametrize("sim", [HostProfile(...)],
+    indirect=True)` picks the host profile."""
+    profile = getattr(request, "param", None)
+    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=profile) as env:
+        bind_device(env.sysroot, env.nics[0].guid, force=True)
+        yield env
+
+
+def host_saw_close(env: SimEnvironment, guid: str) -> bool:
+    """Wait until the emulated kernel processed our last close. The emulator handles a close
+    asynchronously (a real kernel's release() runs inside close(2)); reopening before it did would
+    be counted as a second open of a still-open channel."""
+    return env.host.wait_for(lambda: not env.host.status()[guid]["open"])
+
+
+def json_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("cap", hw.NVSP_VERSIONS, ids=[f"{v:#x}" for v in hw.NVSP_VERSIONS])
+def test_up_once_json_negotiates_the_host_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str], cap: int) -> None:
+    profile = hp.HostProfile(max_version=cap)
+    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=profile) as env:
+        dev = env.nics[0]
+        bind_device(env.sysroot, dev.guid, force=True)
+        code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.guid, "--once", "--json")
+        assert code == 0, err
+        lines = json_lines(out)
+        assert [line["event"] for line in lines] == ["ready", "down"]
+        nic = lines[0]["nic"]
+        assert nic["nvsp_version"] == cap
+        assert nic["ndis_version"] == wn.ndis_version_for(cap)
+        assert dev.mac is not None and nic["mac"] == dev.mac.lower()
+        assert nic["mtu"] == 1500
+        assert nic["link_up"] is profile.link_up
+        assert nic["link_speed_bps"] == profile.link_speed_bps
+        assert nic["send_section_size"] == profile.send_section_size
+        ndis_mtu = 1500 + 14 if cap >= hw.NVSP_VERSION_2 else hp.DEFAULT_NDIS_MTU
+        assert nic["recv_section_size"] == profile.recv_section_for_mtu(ndis_mtu)
+        assert nic["device"] == dev.guid
+        # the device was closed: the host saw one open and the guest's revoke
+        assert env.host.counters(dev).opens == 1
+        assert env.host.wait_for(lambda: not env.host.status()[dev.guid]["open"])
+
+
+def test_up_prints_a_readable_block(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = sim.nics[0]
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", dev.guid, "--once")
+    assert code == 0, err
+    assert "NVSP     6.1 (0x60001), NDIS 6.30" in out
+    assert f"MAC      {dev.mac.lower() if dev.mac else ''}" in out
+    assert "Link     up, 10 Gbit/s" in out
+
+
+def test_run_up_reports_events_and_returns_down(sim: SimEnvironment) -> None:
+    """hvuio.up.run_up without the CLI: Ready, then Down, which is also its result; with `once`
+    no status file is left."""
+    from hvuio.status import read_status
+    from hvuio.up import Down, Ready, UpEvent, UpOptions, run_up
+
+    dev = sim.nics[0]
+    events: list[UpEvent] = []
+    down = run_up(sim.sysroot, UpOptions(device=dev.guid, once=True), events.append)
+    assert [type(e) for e in events] == [Ready, Down] and events[-1] is down
+    ready = events[0]
+    assert isinstance(ready, Ready) and ready.nic["device"] == dev.guid
+    assert json.loads(ready.json_line() or "")["event"] == "ready"
+    assert down.signal is None and down.counters["channel_acks_sent"] >= 1
+    assert read_status(sim.sysroot) == []
+    assert sim.host.wait_for(lambda: not sim.host.status()[dev.guid]["open"])
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(min_version=hw.NVSP_VERSION_61)], indirect=True)
+def test_host_refusing_every_version_is_one_sentence_and_a_hint(
+        sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once",
+                             "--max-nvsp", "6")
+    assert code == HostRefusedError.exit_code
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("Error: NVSP INIT: the host refused every version offered (0x60000, 0x50000")
+    assert lines[1].startswith("Hint: ") and "--max-nvsp" in lines[1]
+    assert "Traceback" not in err
+    # the failed bring-up closed the device: it opens again
+    assert host_saw_close(sim, sim.nics[0].guid)
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once", "--json")
+    assert code == 0, err
+
+
+def test_unknown_device(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(uuid.uuid4())
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", missing, "--once")
+    assert code == 4
+    assert err.startswith(f"Error: no VMBus device {missing}")
+    assert "\nHint: " in err
+
+
+def test_device_not_bound_to_uio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
+        dev = env.nics[0]
+        code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.guid, "--once")
+        assert code == 8
+        assert err.startswith(f"Error: {dev.guid} is not bound to uio_hv_generic (driver: hv_netvsc)")
+        assert f"Hint: Run 'hvuio bind {dev.guid}' first." in err
+        # an interface name resolves to the same device
+        assert dev.ifname is not None
+        code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.ifname, "--once")
+        assert code == 8 and dev.guid in err
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(link_up=False)], indirect=True)
+def test_link_down_at_bring_up(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once", "--json")
+    assert code == 0, err
+    assert json_lines(out)[0]["nic"]["link_up"] is False
+
+
+def poll_until(nic: Nic, cond: Any, limit: float = 10.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        nic.poll(0.05)
+    return True
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(link_flap_delay=0.0)], indirect=True)
+def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    seen: list[bool] = []
+    with Nic(sim.sysroot, dev.guid) as nic:
+        nic.on_link = seen.append
+        info = nic.open()
+        assert info.link_up is True
+        sim.host.set_link(dev, up=False)
+        assert poll_until(nic, lambda: info.link_up is False)
+        sim.host.set_link(dev, up=True)
+        assert poll_until(nic, lambda: info.link_up is True)
+        assert seen[-2:] == [False, True]
+        assert nic.counters["link_changes"] == 2
+
+
+def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    infos = []
+    for _ in range(3):
+        nic = Nic(sim.sysroot, dev.guid)
+        infos.append(nic.open().to_dict())
+        nic.close()
+        assert nic.channel is None and nic.handle is None
+        assert host_saw_close(sim, dev.guid)
+    same = Nic(sim.sysroot, dev.guid)  # one object, opened twice
+    for _ in range(2):
+        infos.append(same.open().to_dict())
+        same.close()
+        assert host_saw_close(sim, dev.guid)
+    assert infos[0] == infos[1] == infos[2] == infos[3] == infos[4]
+    assert sim.host.counters(dev).opens == 5
+    assert sim.host.fault(dev) is None
+
+
+def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:
+    with Nic(sim.sysroot, sim.nics[0].guid) as nic:
+        info = nic.open()
+        assert info.send_section_count is not None and info.control_sections is not None
+        assert nic.data_sections == info.send_section_count - info.control_sections
+        assert nic.guest is not None and nic.guest.sections is not None
+        # every RNDIS control send of the bring-up was completed and its section returned
+        assert nic.guest.sections.queued == 0
+        assert not nic.guest.sections.in_flight
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    return env
+
+
+_UP = "from hvuio.cli import main; main()"
+
+
+def test_sigterm_stops_a_running_up_cleanly(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = sim.nics[0]
+    proc = subprocess.Popen([sys.executable, "-c", _UP, "--sysroot", str(sim.sysroot), "up", dev.guid,
+                             "--no-datapath", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_subprocess_env())
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["event"] == "ready"
+        assert sim.host.status()[dev.guid]["open"]
+        code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "status", "--json")
+        assert code == 0, err
+        (record,) = json.loads(out)
+        assert record["pid"] == proc.pid and record["device"] == dev.guid
+        assert record["nic"]["nvsp_version"] == first["nic"]["nvsp_version"]
+        assert record["counters"]["channel_acks_sent"] >= 1
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    last = json_lines(out)[-1]
+    assert last["event"] == "down" and last["signal"] == signal.SIGTERM
+    assert last["counters"]["channel_acks_sent"] >= 1
+    assert sim.host.wait_for(lambda: not sim.host.status()[dev.guid]["open"])
+    assert run_cli(capsys, "--sysroot", str(sim.sysroot), "status")[1] == "No running 'hvuio up'.\n"
+    with Nic(sim.sysroot, dev.guid) as nic:  # re-openable
+        assert nic.open().nvsp_version == first["nic"]["nvsp_version"]
+
+
+def test_host_rescind_while_running_is_reported_and_stops(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    proc = subprocess.Popen([sys.executable, "-c", _UP, "--sysroot", str(sim.sysroot), "up", dev.guid,
+                             "--no-datapath", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_subprocess_env())
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        sim.host.rescind(dev)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 10, err
+    lines = err.strip().splitlines()
+    assert lines[-2].startswith("Error: ") and "rescinded" in lines[-2]
+    assert lines[-1].startswith("Hint: ")
+    assert "Traceback" not in err
+
+
+def test_host_refusing_the_channel_open(sim: SimEnvironment, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(dev: Any) -> None:  # the kernel's host hook: OPENCHANNEL answered with a failure
+        raise OSError(11, "host refuses OPENCHANNEL")
+
+    monkeypatch.setattr(sim.kernel, "on_open", refuse)
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once")
+    assert code == HostRefusedError.exit_code
+    lines = err.strip().splitlines()
+    assert lines[0] == f"Error: the host refused to open channel {sim.nics[0].relid} of {sim.nics[0].guid}"
+    assert lines[1].startswith("Hint: ")
+
+
+def test_silent_host_is_a_timeout_not_a_hang(sim: SimEnvironment, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sim.kernel, "on_open", lambda dev: None)  # channel opens, no VSP behind it
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once")
+    assert code == 11
+    newest, limit = wn.SUPPORTED_NVSP_VERSIONS[0], limits.NVSP_REPLY_TIMEOUT_S
+    assert err.startswith(f"Error: NVSP: no reply to NVSP INIT (version {newest:#x}) within {limit:g} s")
+    assert "\nHint: " in err
+
+
+@pytest.mark.parametrize("kernel", ["4.17", "6.9", "6.12", "6.16", "6.17"])
+@pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "irq-signal"])
+def test_bring_up_on_every_kernel_profile(tmp_path: Path, kernel: str, monitored: bool) -> None:
+    """Kernels up to 6.16 mask the inbound ring on every interrupt, 6.17 never does; monitored
+    channels are signalled through the monitor page, others by write(1) (VMBUS.md §1.10, §3.12)."""
+    if kernel in ("4.17", "6.9") and not monitored:
+        pytest.skip("kernels before 6.10 refuse to bind non-monitored channels (VMBUS.md §1.6 item 20)")
+    with SimEnvironment(tmp_path, profile=kernel, nics=1, nic_monitored=monitored) as env:
+        dev = env.nics[0]
+        bind_device(env.sysroot, dev.guid, force=True)
+        for _ in range(2):
+            with Nic(env.sysroot, dev.guid) as nic:
+                info = nic.open()
+                assert info.monitored is monitored
+                assert info.nvsp_version == wn.SUPPORTED_NVSP_VERSIONS[0]
+                assert info.link_up is True
+            assert host_saw_close(env, dev.guid)
+        assert env.host.counters(dev).opens == 2
+        assert env.host.fault(dev) is None
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(keepalive_interval=0.1)], indirect=True)
+def test_host_keepalives_are_answered_from_control_sections(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid) as nic:
+        nic.open()
+        assert poll_until(nic, lambda: nic.counters["keepalives"] >= 3)
+        sections = nic.guest.sections if nic.guest is not None else None
+        assert sections is not None
+        assert poll_until(nic, lambda: not sections.in_flight)  # every answer's section came back
+        assert sim.host.fault(dev) is None
+        assert not [r for r in sim.host.status()[dev.guid]["rejections"] if "keep" in r.lower()]
+
+
+def test_up_by_interface_name_after_bind(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = sim.nics[0]
+    assert dev.ifname is not None  # the interface hv_netvsc had; gone now, found via the bind journal
+    code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", dev.ifname, "--once", "--json")
+    assert code == 0, err
+    assert json_lines(out)[0]["nic"]["device"] == dev.guid
+
+
+def test_sigint_during_bring_up_aborts_and_closes(sim: SimEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = sim.nics[0]
+    monkeypatch.setattr(sim.kernel, "on_open", lambda d: None)  # nobody answers: bring-up waits
+    proc = subprocess.Popen([sys.executable, "-c", _UP, "--sysroot", str(sim.sysroot), "up", dev.guid, "--once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
+    try:
+        assert sim.host.wait_for(lambda: dev.opens == 1, timeout=20)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err  # not 11: the 5 s reply timeout did not have to pass
+    assert "Traceback" not in err
+    assert sim.host.wait_for(lambda: dev.opens == 0)

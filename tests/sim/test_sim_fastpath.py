@@ -1,0 +1,332 @@
+"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings.
+
+The guest is played with the Python ring classes of hvuio.sim.vsp.ring (a ring writer on the
+outbound ring, a reader on the inbound ring), the tap with a non-blocking AF_UNIX seqpacket pair.
+No root needed.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hvuio.sim.host import wire as w
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
+from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
+
+pytestmark = pytest.mark.skipif(not fastpath.available(), reason="hvuio.sim._simhost not built")
+
+HDR = 4096
+RING = HDR + 64 * 1024
+SEC = 1806  # not a multiple of 8, as the default 256 + 1514 + 36
+SEND_SEC = 6144
+PAD = 40
+
+
+@dataclass
+class Rig:
+    mem: bytearray
+    recv: bytearray
+    send: bytearray
+    monitor: bytearray
+    pump: HostPump
+    guest_out: HostRingWriter  # the guest writing its outbound ring
+    guest_in: HostRingReader  # the guest reading its inbound ring
+    host_out: HostRingReader  # Python's host reader (control hand-off)
+    host_in: HostRingWriter  # Python's host writer (control replies)
+    net: socket.socket  # the network's end of the "tap"
+
+
+def make_rig(sections: int = 8, strict: bool = False, **cfg_kw: Any) -> Iterator[Rig]:
+    mem = bytearray(2 * RING)
+    for off in (0, RING):
+        struct.pack_into("<I", mem, off + 64, 1)  # feature bit pending_send_sz
+    recv, send, monitor = bytearray(SEC * sections), bytearray(SEND_SEC * 16), bytearray(4096)
+    tap, net = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    tap.setblocking(False)
+    net.setblocking(False)
+    cfg = PumpConfig(ring_size=RING, header_size=HDR, recv_section=SEC, recv_count=sections,
+                     send_section=SEND_SEC, max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(),
+                     monitor_id=37, strict=strict, rx_batch=4, **cfg_kw)
+    pump = HostPump(cfg, mem, recv, send, monitor)
+    pump.add_sections(range(sections))
+    pump.rx_enabled = True
+    view = memoryview(mem)
+    rig = Rig(mem, recv, send, monitor, pump,
+              HostRingWriter(view, offset=0, size=RING), HostRingReader(view, offset=RING, size=RING),
+              HostRingReader(view, offset=0, size=RING), HostRingWriter(view, offset=RING, size=RING), net)
+    try:
+        yield rig
+    finally:
+        pump.close()
+        tap.close()
+        net.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    yield from make_rig()
+
+
+def frame(n: int, fill: int = 0xAB) -> bytes:
+    return bytes.fromhex("020000000001" "00155d000001" "0800") + bytes([fill]) * (n - 14)
+
+
+def guest_send(rig: Rig, section: int, msg: bytes, tid: int, *, size: int | None = None, flags: int = 1) -> None:
+    if (section + 1) * SEND_SEC <= len(rig.send):
+        rig.send[section * SEND_SEC:section * SEND_SEC + len(msg)] = msg
+    payload = w.nvsp(w.NVSP_SEND_RNDIS_PKT, 0, section, len(msg) if size is None else size, pad_to=PAD)
+    rig.guest_out.write(w.PKT_INBAND, payload, flags=flags, trans_id=tid)
+
+
+def inbound(rig: Rig) -> list[RingPacket]:
+    out = []
+    while (pkt := rig.guest_in.read_packet()) is not None:
+        out.append(pkt)
+    rig.guest_in.commit()
+    return out
+
+
+def test_guest_frame_reaches_the_tap_and_is_completed(rig: Rig) -> None:
+    f = frame(600)
+    guest_send(rig, 3, w.rndis_packet(f), tid=77)
+    assert rig.pump.run() == PumpResult.SIGNAL  # empty inbound ring, mask 0
+    assert rig.net.recv(4096) == f
+    (comp,) = inbound(rig)
+    assert (comp.type, comp.trans_id, comp.flags) == (w.PKT_COMPLETION, 77, 0)
+    assert comp.payload == w.nvsp(w.NVSP_SEND_RNDIS_PKT_COMPLETE, w.NVSP_STAT_SUCCESS, pad_to=PAD)
+    assert rig.pump.counters()["tx_frames"] == 1
+    assert struct.unpack_from("<I", rig.mem, 4)[0] == struct.unpack_from("<I", rig.mem, 0)[0]  # read_index published
+
+
+def test_no_signal_when_the_guest_masked_its_inbound_ring(rig: Rig) -> None:
+    struct.pack_into("<I", rig.mem, RING + 8, 1)
+    guest_send(rig, 0, w.rndis_packet(frame(60)), tid=5)
+    assert rig.pump.run() == PumpResult.TIMEOUT
+    assert not rig.pump.signal and len(inbound(rig)) == 1
+
+
+def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
+    frames = [frame(60 + i * 100, i) for i in range(3)]
+    for f in frames:
+        rig.net.send(f)
+    assert rig.pump.run() == PumpResult.SIGNAL
+    (pkt,) = inbound(rig)
+    assert pkt.type == w.PKT_XFER_PAGES and pkt.flags == 1 and pkt.trans_id >> 62 == 1
+    pageset, _owns, _rsvd, count = struct.unpack_from("<HBBI", pkt.header)
+    assert (pageset, count) == (0xCAFE, 3)
+    assert pkt.payload[:16] == struct.pack("<4I", w.NVSP_SEND_RNDIS_PKT, 0, w.NO_SEND_SECTION, 0)
+    for i, f in enumerate(frames):
+        length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
+        assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == w.rndis_packet(f)
+    assert rig.pump.sections_free == 5 and rig.pump.in_flight == 3
+    # the guest completes: the sections come back, once
+    done = w.nvsp(w.NVSP_SEND_RNDIS_PKT_COMPLETE, w.NVSP_STAT_SUCCESS, pad_to=PAD)
+    rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id)
+    rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id)  # repeated
+    rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id ^ (5 << 32))  # forged generation
+    rig.pump.run()
+    c = rig.pump.counters()
+    assert rig.pump.sections_free == 8 and rig.pump.in_flight == 0
+    assert (c["rx_completions"], c["completions_unknown"], c["rx_frames"]) == (1, 2, 3)
+    assert rig.pump.reason == Reason.UNKNOWN_TID
+
+
+def test_section_exhaustion_is_counted() -> None:
+    for rig in make_rig(sections=2):
+        for i in range(5):
+            rig.net.send(frame(100, i))
+        rig.pump.run()
+        c = rig.pump.counters()
+        assert (c["rx_frames"], c["rx_dropped_no_section"]) == (2, 3)
+        assert rig.pump.sections_free == 0
+        with pytest.raises(Exception, match="already the pump's"):
+            rig.pump.add_sections([0])
+
+
+def padded(msg: bytes, align: int = 8) -> bytes:
+    """An RNDIS message grown to the packet alignment (msg_len included), as one followed by another."""
+    n = -len(msg) % align
+    return msg[:4] + struct.pack("<I", len(msg) + n) + msg[8:] + bytes(n)
+
+
+def aggregated(frames: list[bytes], align: int = 8) -> bytes:
+    msgs = [w.rndis_packet(f) for f in frames]
+    return b"".join(padded(m, align) for m in msgs[:-1]) + msgs[-1]
+
+
+def test_aggregated_send_within_the_rndis_limits_is_served_in_c() -> None:
+    for rig in make_rig(strict=True):
+        frames = [frame(60 + i, i) for i in range(8)]   # max_packets_per_message, odd lengths padded
+        guest_send(rig, 2, aggregated(frames), tid=5)
+        assert rig.pump.run() == PumpResult.SIGNAL
+        assert [rig.net.recv(4096) for _ in frames] == frames
+        (comp,) = inbound(rig)
+        assert comp.trans_id == 5
+        assert rig.pump.counters()["tx_frames"] == 8 and rig.pump.counters()["handoffs"] == 0
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+@pytest.mark.parametrize("send, nframes", [
+    (aggregated([frame(60 + i, i) for i in range(9)]), 9),                  # one past max_packets
+    (w.rndis_packet(frame(61)) + w.rndis_packet(frame(60)), 2),              # second off the alignment
+], ids=["nine", "misaligned"])
+def test_sends_past_the_rndis_limits_go_to_python_when_strict(strict: bool, send: bytes, nframes: int) -> None:
+    for rig in make_rig(strict=strict):
+        guest_send(rig, 1, send, tid=9)
+        before = bytes(rig.mem[:8])
+        result = rig.pump.run()
+        if strict:
+            assert result == PumpResult.CONTROL and rig.pump.reason == Reason.AGGREGATION
+            assert bytes(rig.mem[:8]) == before  # left unread for HostNvsp, which logs and serves it
+            assert rig.pump.counters()["tx_frames"] == 0
+        else:
+            assert result == PumpResult.SIGNAL and rig.pump.counters()["tx_frames"] == nframes
+
+
+def test_oversized_network_frame_is_dropped(rig: Rig) -> None:
+    rig.net.send(bytes(1600))
+    rig.net.send(bytes(10))
+    rig.pump.run()
+    assert rig.pump.counters()["rx_dropped_too_big"] == 2 and rig.pump.sections_free == 8
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda rig: guest_send(rig, 5000, w.rndis_packet(frame(60)), 9), Reason.BAD_SECTION),
+    (lambda rig: guest_send(rig, 15, w.rndis_packet(frame(60)), 9, size=SEND_SEC + 8), Reason.BAD_SECTION),
+    (lambda rig: guest_send(rig, 1, w.rndis_packet(frame(60))[:4] + struct.pack("<I", 5000)
+                            + w.rndis_packet(frame(60))[8:], 9), Reason.RNDIS_LEN),
+    (lambda rig: guest_send(rig, 1, w.rndis_packet(frame(60))[:8] + struct.pack("<I", 4000)
+                            + w.rndis_packet(frame(60))[12:], 9), Reason.RNDIS_DATA),
+    (lambda rig: guest_send(rig, 1, w.rndis_packet(frame(60)), 9, flags=0), Reason.NO_COMPLETION_FLAG),
+    (lambda rig: guest_send(rig, 1, w.rndis(w.RNDIS_KEEPALIVE_MSG, bytes(4)), 9), Reason.RNDIS_TYPE),
+    (lambda rig: rig.guest_out.write(w.PKT_INBAND, w.nvsp(w.NVSP_INIT, 0x60001, 0x60001, pad_to=PAD),
+                                     flags=1, trans_id=1), Reason.CONTROL),
+    (lambda rig: rig.guest_out.write(w.PKT_COMPLETION, w.nvsp(w.NVSP_SEND_RNDIS_PKT_COMPLETE, 1, pad_to=PAD),
+                                     trans_id=12), Reason.CONTROL),
+])
+def test_what_the_pump_does_not_own_is_handed_over_unread(rig: Rig, mutate: object, reason: Reason) -> None:
+    mutate(rig)  # type: ignore[operator]
+    before = bytes(rig.mem[:8])
+    assert rig.pump.run() == PumpResult.CONTROL
+    assert rig.pump.reason == reason and rig.pump.fault_message()
+    assert bytes(rig.mem[:8]) == before  # nothing consumed
+    with pytest.raises(BlockingIOError):
+        rig.net.recv(2048)  # nothing reached the network
+    rig.host_out._reload()
+    assert rig.host_out.read_packet() is not None and rig.host_out.read_packet() is None
+    rig.host_out.commit()
+    assert rig.pump.counters()["tx_frames"] == 0
+
+
+def test_control_hand_off_both_directions(rig: Rig) -> None:
+    """C stops at a control packet; Python reads exactly it and answers; C resumes after both."""
+    guest_send(rig, 0, w.rndis_packet(frame(64, 1)), tid=1)
+    rig.guest_out.write(w.PKT_INBAND, w.nvsp(w.NVSP_SUBCHANNEL, 1, 2, pad_to=PAD), flags=1, trans_id=2)
+    guest_send(rig, 1, w.rndis_packet(frame(64, 2)), tid=3)
+    assert rig.pump.run() == PumpResult.CONTROL
+    assert rig.net.recv(2048) == frame(64, 1)
+    rig.host_out._reload()
+    pkt = rig.host_out.read_packet()
+    assert pkt is not None and pkt.trans_id == 2
+    rig.host_out.commit()
+    rig.host_in._reload()  # C wrote completion 1: take write_index from the header
+    rig.host_in.write(w.PKT_COMPLETION, w.nvsp(w.NVSP_SUBCHANNEL, 1, 0, pad_to=PAD), trans_id=2)
+    rig.pump.run()
+    assert rig.net.recv(2048) == frame(64, 2)
+    assert [p.trans_id for p in inbound(rig)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("offset", "value", "reason"), [
+    (0, 12, Reason.BAD_WRITE_INDEX),  # outbound write_index not a multiple of 8
+    (0, RING, Reason.BAD_WRITE_INDEX),  # beyond the data area
+    (RING + 4, 4, Reason.BAD_READ_INDEX),  # inbound read_index (hit when writing a completion)
+])
+def test_bad_ring_indices_fault_with_a_reason(rig: Rig, offset: int, value: int, reason: Reason) -> None:
+    guest_send(rig, 0, w.rndis_packet(frame(64)), tid=1)
+    struct.pack_into("<I", rig.mem, offset, value)
+    assert rig.pump.run() == PumpResult.FAULT
+    assert rig.pump.reason == reason and rig.pump.value == value
+    assert rig.pump.run() == PumpResult.FAULT  # stays dead
+
+
+def test_bad_len8_faults(rig: Rig) -> None:
+    guest_send(rig, 0, w.rndis_packet(frame(64)), tid=1)
+    struct.pack_into("<H", rig.mem, HDR + 4, 0x7FFF)
+    assert rig.pump.run() == PumpResult.FAULT and rig.pump.reason == Reason.BAD_LEN8
+
+
+def test_monitor_bit_is_consumed_and_others_kept(rig: Rig) -> None:
+    group_word = 8 + 8 * (37 // 32)
+    struct.pack_into("<I", rig.monitor, group_word, (1 << (37 % 32)) | 1)
+    rig.pump.run()
+    assert struct.unpack_from("<I", rig.monitor, group_word)[0] == 1
+    assert rig.pump.counters()["monitor_wakeups"] == 1
+
+
+@pytest.mark.parametrize("spin_us, busy", [(1_000_000, True), (0, False)])
+def test_after_traffic_the_pump_spins_for_spin_us_then_sleeps(spin_us: int, busy: bool) -> None:
+    # poll_us 50 ms: a pump that sleeps between looks makes at most a handful of passes in 0.2 s;
+    # one that spins (the window covers the whole run) makes thousands
+    for rig in make_rig(spin_us=spin_us, poll_us=50_000, idle_poll_us=50_000):
+        guest_send(rig, 0, w.rndis_packet(frame(60)), tid=1)
+        assert rig.pump.run() == PumpResult.SIGNAL  # the frame (no C irq here: returns to signal)
+        before = rig.pump.counters()["passes"]
+        assert rig.pump.run(timeout=0.2) == PumpResult.TIMEOUT
+        passes = rig.pump.counters()["passes"] - before
+        assert rig.net.recv(2048) == frame(60)
+        assert (passes > 500) if busy else (passes <= 8), passes
+
+
+def test_wake_fd_returns_control_to_python(rig: Rig) -> None:
+    import os
+    fd = os.eventfd(1, os.EFD_NONBLOCK)
+    try:
+        assert rig.pump.run(fd, timeout=5.0) == PumpResult.WAKE
+    finally:
+        os.close(fd)
+
+
+def test_full_inbound_ring_pauses_sends_until_room() -> None:
+    for rig in make_rig():
+        # fill the inbound ring from the "host" so that no completion fits
+        rig.host_in._reload()
+        filler = bytes(1000)
+        while rig.host_in.bytes_free() > 1100:
+            rig.host_in.write(w.PKT_INBAND, filler)
+        while rig.host_in.bytes_free() > 80:
+            rig.host_in.write(w.PKT_INBAND, bytes(8))
+        guest_send(rig, 0, w.rndis_packet(frame(64)), tid=44)
+        rig.pump.run()
+        assert rig.pump.counters()["tx_wait_ring_full"] >= 1 and rig.pump.counters()["tx_frames"] == 0
+        assert struct.unpack_from("<I", rig.mem, RING + 12)[0] > 0  # pending_send_sz set
+        assert all(p.trans_id != 44 for p in inbound(rig))  # the guest drains
+        rig.pump.run()
+        assert rig.net.recv(2048) == frame(64)
+        assert [p.trans_id for p in inbound(rig)] == [44]
+        assert struct.unpack_from("<I", rig.mem, RING + 12)[0] == 0
+
+
+@pytest.mark.parametrize(("pending", "signal"), [(RING - HDR - 8, True), (0, False)])
+def test_outbound_pending_send_sz_crossing_signals(rig: Rig, pending: int, signal: bool) -> None:
+    struct.pack_into("<I", rig.mem, RING + 8, 1)  # inbound masked: only the outbound rule can signal
+    guest_send(rig, 0, w.rndis_packet(frame(64)), tid=3)
+    struct.pack_into("<I", rig.mem, 12, pending)  # the guest waits for this much free space
+    rig.pump.run()
+    assert rig.pump.signal is signal
+
+
+def test_simhost_sources_share_nothing_with_the_guest_core() -> None:
+    from support.paths import ROOT
+    src = ROOT / "_native" / "simhost"
+    lines = [ln for p in sorted(src.glob("*.[ch]")) for ln in p.read_text().splitlines()]
+    includes = {ln.split()[1].strip('"<>') for ln in lines if ln.startswith("#include")}
+    assert includes & {"hvuio.h", "hvuio_api.h", "datapath.h", "datapath_api.h", "counters.h"} == set()
+    code = "\n".join(lines)
+    assert "hvu_ring_" not in code and "hvu_dp_" not in code and "hvu_rx_" not in code and "hvu_tx_" not in code

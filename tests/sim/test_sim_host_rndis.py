@@ -1,0 +1,397 @@
+"""Emulated host RNDIS: initialize, OID queries/sets, keep-alives, halt, link indications."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from hvuio.sim.host.events import (
+    KeepaliveMissed, LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized,
+)
+from hvuio.sim.host.profile import HostProfile, OffloadCaps
+from support.golden import GOLDEN, size
+from support.simhost import (
+    FRAME, MSG, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
+    r_query, r_set, r_simple,
+)
+
+
+def one_reply(env: Env, msg: bytes) -> bytes:
+    step = env.send_rndis(msg)
+    (out,) = env.rndis_out(step)
+    env.ack_all(step)
+    return out
+
+
+def query(env: Env, oid_name: str, rid: int = 50) -> tuple[int, bytes]:
+    """(status, info buffer) of a QUERY; checks the completion's framing on the way."""
+    msg = one_reply(env, r_query(rid, c(OID, oid_name)))
+    mtype, mlen, qrid, status, ilen, ioff = struct.unpack_from("<6I", msg)
+    assert (mtype, mlen, qrid) == (c(MSG, "RNDIS_QUERY_CMPLT"), len(msg), rid)
+    base = c("rndis_offset_bases", "RNDIS_QUERY_COMP_INFOBUFOFFSET_ABS(0)")
+    assert ilen == 0 or base + ioff + ilen <= mlen
+    return status, msg[base + ioff:base + ioff + ilen]
+
+
+def set_status(env: Env, oid: int, info: bytes, **kw: int) -> tuple[int, list[bytes]]:
+    step = env.send_rndis(r_set(77, oid, info, **kw))
+    out = env.rndis_out(step)
+    env.ack_all(step)
+    mtype, _, rid, status = struct.unpack_from("<4I", out[0])
+    assert (mtype, rid) == (c(MSG, "RNDIS_SET_CMPLT"), 77)
+    return status, out[1:]
+
+
+def test_initialize_completion_fields() -> None:
+    env = Env()
+    env.bring_up(rndis=False)
+    step = env.send_rndis(r_init(0x42))
+    init_c, link = env.rndis_out(step)
+    assert len(init_c) == size("rndis_init_comp")
+    f = struct.unpack_from("<13I", init_c)
+    assert f[0] == c(MSG, "RNDIS_INITIALIZE_CMPLT") and f[2] == 0x42 and f[3] == c(RST, "RNDIS_STATUS_SUCCESS")
+    assert (f[4], f[5]) == (c("rndis_version", "RNDIS_VERSION_MAJOR"), c("rndis_version", "RNDIS_VERSION_MINOR"))
+    assert f[6] == c("rndis_device_flags", "RNDIS_DF_CONNECTIONLESS")
+    assert f[7] == c("rndis_medium", "RNDIS_MEDIUM_802_3")
+    assert f[8] >= 1 and f[9] >= 16384 and f[10] == 3  # packets/message, max transfer, 2^3 alignment
+    assert struct.unpack_from("<3I", link, 8)[0] == c(RST, "RNDIS_STATUS_MEDIA_CONNECT")
+    assert RndisInitialized(16384) in step.events and LinkIndicated(True) in step.events
+    # every host message went through a receive section as a control-channel transfer
+    for p in step.packets:
+        if p.type == 7:
+            assert struct.unpack_from("<2I", p.payload)[1] == c("nvs_rndis_mtype", "NVS_RNDIS_MTYPE_CTRL")
+    # TX completion of the RNDIS send comes first (OpenVMM completes before answering control)
+    assert step.packets[0].type == 0xB
+
+
+def test_initialize_twice_faults() -> None:
+    env = Env()
+    env.bring_up()
+    step = env.send_rndis(r_init(9))
+    assert env.host.state == "stopped" and env.host.rejections[-1].message_type == c(MSG, "RNDIS_INITIALIZE_MSG")
+    assert completions(step)  # the NVSP send itself was completed before the control message failed
+
+
+def test_initialize_bad_major_strict() -> None:
+    env = Env()
+    env.bring_up(rndis=False)
+    (msg,) = env.rndis_out(env.send_rndis(r_init(3, major=2)))
+    assert struct.unpack_from("<4I", msg)[3] == c(RST, "RNDIS_STATUS_BAD_VERSION")
+    assert env.host.rejections[-1].field == "major_version"
+    assert env.host.rndis is not None and not env.host.rndis.operational
+
+
+@pytest.mark.parametrize("mtype", ["RNDIS_RESET_MSG", "RNDIS_INDICATE_STATUS_MSG"])
+def test_unimplemented_control_messages_fault(mtype: str) -> None:
+    env = Env()
+    env.bring_up()
+    env.send_rndis(struct.pack("<3I", c(MSG, mtype), 20, 5) + bytes(8))
+    assert env.host.state == "stopped" and env.host.rejections[-1].value == c(MSG, mtype)
+
+
+def test_short_control_message_faults() -> None:
+    env = Env()
+    env.bring_up()
+    env.send_rndis(r_query(1, c(OID, "OID_GEN_LINK_SPEED"))[:20].replace(b"\x1c", b"\x14", 1))
+    assert env.host.state == "stopped" and env.host.rejections[-1].field == "len"
+
+
+def test_query_before_initialize_is_not_ready() -> None:
+    env = Env()
+    env.bring_up(rndis=False)
+    status, _ = query(env, "OID_802_3_PERMANENT_ADDRESS")
+    assert status == c(RST, "RNDIS_STATUS_ADAPTER_NOT_READY")
+
+
+def test_queries_the_guest_makes() -> None:
+    profile = HostProfile(mac=bytes.fromhex("00155d123456"), link_speed_bps=40_000_000_000, max_subchannels=3)
+    env = Env(profile)
+    env.bring_up(NVS_V5)
+    u32 = lambda b: struct.unpack("<I", b)[0]  # noqa: E731
+    ok = c(RST, "RNDIS_STATUS_SUCCESS")
+    assert query(env, "OID_802_3_PERMANENT_ADDRESS") == (ok, profile.mac)
+    assert query(env, "OID_802_3_CURRENT_ADDRESS") == (ok, profile.mac)
+    assert u32(query(env, "OID_GEN_MAXIMUM_FRAME_SIZE")[1]) == 1500
+    assert u32(query(env, "OID_GEN_LINK_SPEED")[1]) == 400_000_000  # units of 100 bit/s
+    assert u32(query(env, "OID_GEN_MEDIA_CONNECT_STATUS")[1]) == c("ndis_media_state", "NDIS_MEDIA_STATE_CONNECTED")
+    assert u32(query(env, "OID_GEN_CURRENT_PACKET_FILTER")[1]) == 0xD
+    status, caps = query(env, "OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES")
+    assert len(caps) == c("ndis_offload", "NDIS_OFFLOAD_SIZE")
+    assert struct.unpack_from("<BBH", caps) == (c("ndis_objtype", "NDIS_OBJTYPE_OFFLOAD"), 3, len(caps))
+    tx4 = struct.unpack_from("<I", caps, 4 + 4)[0]  # ndis_csum.ndis_ip4_txcsum
+    assert tx4 & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_TCP4") and tx4 & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_IP4")
+    _, rss = query(env, "OID_GEN_RECEIVE_SCALE_CAPABILITIES")
+    assert len(rss) == c("ndis_rss", "NDIS_RSS_CAPS_SIZE")
+    hdr_type, _, _, flags, _nmsi, nrxr, nind = struct.unpack("<BBHIIIH", rss)
+    assert hdr_type == c("ndis_objtype", "NDIS_OBJTYPE_RSS_CAPS") and nrxr == 4 and nind == 128
+    assert flags & c("ndis_rss", "NDIS_RSS_CAP_HASH_TOEPLITZ")
+    _, supported = query(env, "OID_GEN_SUPPORTED_LIST")
+    oids = struct.unpack(f"<{len(supported) // 4}I", supported)
+    assert c(OID, "OID_802_3_PERMANENT_ADDRESS") in oids and c(OID, "OID_GEN_LINK_SPEED") in oids
+
+
+def test_offload_caps_follow_the_profile() -> None:
+    env = Env(HostProfile(offloads=OffloadCaps(csum_tx_tcp4=False, lso4=False, lso6=False)))
+    env.bring_up()
+    _, caps = query(env, "OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES")
+    tx4 = struct.unpack_from("<I", caps, 8)[0]
+    assert not tx4 & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_TCP4")
+    lsov2 = GOLDEN["structs"]["ndis_offload"]["fields"][4]
+    assert lsov2["name"] == "ndis_lsov2" and struct.unpack_from("<I", caps, lsov2["offset"] + 4)[0] == 0
+
+
+def test_unknown_oid_is_not_supported() -> None:
+    env = Env()
+    env.bring_up()
+    status, info = query(env, "OID_GEN_VLAN_ID")
+    assert (status, info) == (c(RST, "RNDIS_STATUS_NOT_SUPPORTED"), b"")
+    assert env.host.rejections[-1].value == c(OID, "OID_GEN_VLAN_ID")
+    status, _ = set_status(env, c(OID, "OID_802_3_MULTICAST_LIST"), bytes(6))
+    assert status == c(RST, "RNDIS_STATUS_NOT_SUPPORTED")
+
+
+def test_packet_filter_set_event_and_short_value() -> None:
+    env = Env()
+    env.bring_up(packet_filter=None)
+    step = env.send_rndis(r_set(8, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 0x2F)))
+    assert PacketFilterSet(0x2F) in step.events
+    status, _ = set_status(env, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), b"\x01\x00")
+    assert status == c(RST, "RNDIS_STATUS_FAILURE")
+
+
+def test_set_info_buffer_outside_message_is_invalid_data() -> None:
+    env = Env()
+    env.bring_up()
+    status, _ = set_status(env, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 1), info_offset=200)
+    assert status == c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert env.host.rejections[-1].field == "info_buffer_offset"
+
+
+def offload_params(otype: int = 0x80, rev: int = 2, osize: int = 28, lsov1: int = 0, tcp4: int = 4) -> bytes:
+    b = bytearray(28)
+    struct.pack_into("<BBH", b, 0, otype, rev, osize)
+    b[5] = tcp4  # ndis_tcp4csum
+    b[9] = lsov1  # ndis_lsov1
+    return bytes(b)
+
+
+def test_offload_parameters_are_validated_and_indicated() -> None:
+    env = Env()
+    env.bring_up()
+    oid = c(OID, "OID_TCP_OFFLOAD_PARAMETERS")
+    status, extra = set_status(env, oid, offload_params(tcp4=c("ndis_offload", "NDIS_OFFLOAD_PARAM_OFF")))
+    assert status == c(RST, "RNDIS_STATUS_SUCCESS")
+    (ind,) = extra
+    st, blen, boff = struct.unpack_from("<3I", ind, 8)
+    assert st == c(RST, "RNDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG") and blen == 156
+    assert not struct.unpack_from("<I", ind, 8 + boff + 8)[0] & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_TCP4")
+    bad = c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert set_status(env, oid, offload_params(otype=0x81))[0] == bad
+    assert set_status(env, oid, offload_params(rev=0))[0] == bad
+    assert set_status(env, oid, offload_params(osize=12))[0] == bad
+    assert set_status(env, oid, offload_params(osize=60))[0] == bad  # larger than what was sent
+    lsov1 = c("ndis_offload", "NDIS_OFFLOAD_LSOV1_ON")
+    assert set_status(env, oid, offload_params(lsov1=lsov1))[0] == c(RST, "RNDIS_STATUS_NOT_SUPPORTED")
+
+
+def test_rss_parameters() -> None:
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V5)
+    oid = c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS")
+
+    def params(key_size: int = 40, table: tuple[int, ...] = (0, 1, 2, 3)) -> bytes:
+        hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS"), 2, 40)
+        body = struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 4 * len(table), 0, 40, key_size, 0, 40 + 4 * len(table),
+                           0, 0, 0)
+        return hdr + body + struct.pack(f"<{len(table)}I", *table) + bytes(40)
+
+    assert set_status(env, oid, params())[0] == c(RST, "RNDIS_STATUS_SUCCESS")
+    assert env.host.rndis is not None and env.host.rndis.rss_table == (0, 1, 2, 3)
+    assert set_status(env, oid, params(key_size=16))[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert set_status(env, oid, params(table=(0, 4)))[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+
+
+def test_guest_keepalive_is_answered() -> None:
+    env = Env()
+    env.bring_up()
+    msg = one_reply(env, r_simple("RNDIS_KEEPALIVE_MSG", 0x77))
+    assert struct.unpack("<4I", msg) == (c(MSG, "RNDIS_KEEPALIVE_CMPLT"), 16, 0x77, 0)
+
+
+def test_host_keepalive_from_tick() -> None:
+    env = Env(HostProfile(keepalive_interval=10.0))
+    env.bring_up()
+    assert env.host.tick(100.0).packets == ()  # arms the timer
+    assert env.host.tick(105.0).packets == ()
+    step = env.host.tick(110.0)
+    (req,) = env.rndis_out(step)
+    env.ack_all(step)
+    mtype, mlen, rid = struct.unpack("<3I", req)
+    assert (mtype, mlen) == (c(MSG, "RNDIS_KEEPALIVE_MSG"), 12)
+    env.ack_all(env.send_rndis(r_keepalive_cmplt(rid)))
+    step = env.host.tick(120.0)
+    (req2,) = env.rndis_out(step)
+    env.ack_all(step)
+    rid2 = struct.unpack_from("<I", req2, 8)[0]
+    assert rid2 != rid
+    step = env.host.tick(130.0)  # not answered
+    assert KeepaliveMissed(rid2) in step.events
+    env.ack_all(step)
+    env.ack_all(env.send_rndis(r_keepalive_cmplt(0x1234)))  # matches nothing
+    assert env.host.rejections[-1].field == "request_id" and env.host.state == "ready"
+
+
+def test_no_host_keepalive_by_default() -> None:
+    env = Env()
+    env.bring_up()
+    assert all(env.host.tick(t).packets == () for t in (0.0, 1e6, 2e6))
+
+
+def test_halt_stops_answering() -> None:
+    env = Env()
+    env.bring_up()
+    step = env.send_rndis(r_simple("RNDIS_HALT_MSG", 4))
+    assert RndisHalted() in step.events and env.rndis_out(step) == []
+    step = env.send_rndis(r_query(5, c(OID, "OID_GEN_LINK_SPEED")))
+    assert env.rndis_out(step) == [] and env.host.rejections[-1].reason == "RNDIS message after HALT"
+    assert env.host.deliver(FRAME).packets == ()
+
+
+def status_of(env: Env, step: object) -> list[int]:
+    return [struct.unpack_from("<I", m, 8)[0] for m in env.rndis_out(step)]  # type: ignore[arg-type]
+
+
+def test_link_down_and_up_are_indicated_once() -> None:
+    env = Env()
+    env.bring_up()
+    down = env.host.set_link(False)
+    assert status_of(env, down) == [c(RST, "RNDIS_STATUS_MEDIA_DISCONNECT")] and LinkIndicated(False) in down.events
+    env.ack_all(down)
+    assert env.host.set_link(False).packets == ()
+    _, info = query(env, "OID_GEN_MEDIA_CONNECT_STATUS")
+    assert struct.unpack("<I", info)[0] == c("ndis_media_state", "NDIS_MEDIA_STATE_DISCONNECTED")
+    up = env.host.set_link(True)
+    assert status_of(env, up) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+
+
+def test_link_down_before_init_is_reported_at_init() -> None:
+    env = Env()
+    assert env.host.set_link(False).packets == ()
+    env.bring_up(rndis=False)
+    step = env.send_rndis(r_init(1))
+    assert status_of(env, step)[1] == c(RST, "RNDIS_STATUS_MEDIA_DISCONNECT")
+
+
+def test_vf_association_sent_after_rndis_init_when_configured() -> None:
+    env = Env(HostProfile(vf_serial=0x55, indirection_table="after_rndis_init"))
+    env.bring_up(NVS_V5, rndis=False)
+    step = env.send_rndis(r_init(1))
+    inband = [p for p in step.packets if p.type == 6]
+    types = [struct.unpack_from("<I", p.payload)[0] for p in inband]
+    assert types == [c("nvs_msg_type", "NVS_TYPE_TXTBL_NOTE"), c("nvs_msg_type", "NVS_TYPE_VFASSOC_NOTE")]
+    vf = inband[1]
+    assert struct.unpack_from("<3I", vf.payload) == (c("nvs_msg_type", "NVS_TYPE_VFASSOC_NOTE"), 1, 0x55)
+    assert vf.flags == 1
+    env.ack(vf)  # the guest's completion of the VF message is accepted silently
+    assert env.host.state == "ready"
+    env4 = Env(HostProfile(vf_serial=0x55))
+    env4.bring_up(NVS_V4, rndis=False)
+    assert [p for p in env4.send_rndis(r_init(1)).packets if p.type == 6] == []  # caps lack SR-IOV on v4
+
+
+def test_initialize_with_tiny_max_transfer_is_refused_strict() -> None:
+    env = Env()
+    env.bring_up(rndis=False)
+    (msg,) = env.rndis_out(env.send_rndis(r_init(3, max_xfer=16)))
+    assert struct.unpack_from("<4I", msg)[3] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert env.host.rejections[-1].field == "max_transfer_size"
+
+
+def test_rss_disable_and_bad_offsets() -> None:
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V5)
+    oid = c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS")
+    hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS"), 2, 40)
+    disable = hdr + struct.pack("<HHI", c("ndis_rss", "NDIS_RSS_FLAG_DISABLE"), 0, 0x101) + bytes(28)
+    assert set_status(env, oid, disable)[0] == c(RST, "RNDIS_STATUS_SUCCESS")
+    assert env.host.rndis is not None and env.host.rndis.rss_table is None
+    far = hdr + struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 16, 0, 4000, 40, 0, 40, 0, 0, 0)
+    assert set_status(env, oid, far)[0] == c(RST, "RNDIS_STATUS_FAILURE")
+    odd = hdr + struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 6, 0, 40, 40, 0, 48, 0, 0, 0) + bytes(88)
+    assert set_status(env, oid, odd)[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+
+
+def test_keepalive_completion_with_failure_status_is_logged() -> None:
+    env = Env(HostProfile(keepalive_interval=1.0))
+    env.bring_up()
+    env.host.tick(0.0)
+    step = env.host.tick(1.0)
+    (req,) = env.rndis_out(step)
+    env.ack_all(step)
+    rid = struct.unpack_from("<I", req, 8)[0]
+    env.ack_all(env.send_rndis(r_keepalive_cmplt(rid, status=c(RST, "RNDIS_STATUS_FAILURE"))))
+    assert env.host.rejections[-1].field == "status"
+
+
+def test_lax_profile_reads_info_right_after_the_header() -> None:
+    env = Env(HostProfile(strict=False))
+    env.bring_up()
+    status, _ = set_status(env, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 0x21), info_offset=999)
+    assert status == c(RST, "RNDIS_STATUS_SUCCESS")
+    assert env.host.rndis is not None and env.host.rndis.packet_filter == 0x21
+
+
+def test_config_parameter_bounds() -> None:
+    env = Env()
+    env.bring_up()
+    oid = c(OID, "OID_GEN_RNDIS_CONFIG_PARAMETER")
+    name = "*TCPChecksumOffloadIPv4".encode("utf-16-le")
+    good = struct.pack("<5I", 20, len(name), 2, 20 + len(name), 2) + name + "3".encode("utf-16-le")
+    assert set_status(env, oid, good)[0] == c(RST, "RNDIS_STATUS_SUCCESS")
+    too_long = struct.pack("<5I", 20, 300, 2, 0, 0) + bytes(8)
+    assert set_status(env, oid, too_long)[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert set_status(env, oid, struct.pack("<5I", 200, 4, 2, 0, 0))[0] == c(RST, "RNDIS_STATUS_FAILURE")
+    assert set_status(env, oid, b"\x00" * 8)[0] == c(RST, "RNDIS_STATUS_FAILURE")
+    assert set_status(env, c(OID, "OID_TCP_OFFLOAD_PARAMETERS"), b"\x80")[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+
+
+def test_query_info_outside_and_set_before_initialize() -> None:
+    env = Env()
+    env.bring_up(rndis=False)
+    step = env.send_rndis(r_set(4, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 1)))
+    assert struct.unpack_from("<4I", env.rndis_out(step)[0])[3] == c(RST, "RNDIS_STATUS_ADAPTER_NOT_READY")
+    env.ack_all(step)
+    assert env.host.set_link(False).packets == ()  # RNDIS not initialized: remembered, not indicated
+    env.ack_all(env.send_rndis(r_init(1)))
+    bad = bytearray(r_query(6, c(OID, "OID_GEN_LINK_SPEED"), b"\0" * 4))
+    struct.pack_into("<I", bad, 20, 64)  # info buffer offset beyond the message
+    (msg,) = env.rndis_out(env.send_rndis(bytes(bad)))
+    assert struct.unpack_from("<4I", msg)[3] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+
+
+def test_lsov2_parameters_are_masked_by_host_caps() -> None:
+    env = Env(HostProfile(offloads=OffloadCaps(lso6=False)))
+    env.bring_up()
+    p = bytearray(offload_params())
+    p[11] = p[12] = c("ndis_offload", "NDIS_OFFLOAD_LSOV2_ON")
+    assert set_status(env, c(OID, "OID_TCP_OFFLOAD_PARAMETERS"), bytes(p))[0] == c(RST, "RNDIS_STATUS_SUCCESS")
+    assert env.host.rndis is not None and (env.host.rndis.offload.lso4, env.host.rndis.offload.lso6) == (True, False)
+    assert set_status(env, c(OID, "OID_GEN_NETWORK_LAYER_ADDRESSES"), bytes(8))[0] == c(RST, "RNDIS_STATUS_SUCCESS")
+
+
+def test_quick_link_flaps_are_delayed_like_openvmm() -> None:
+    env = Env(HostProfile(link_flap_delay=5.0))
+    env.bring_up()
+    down = env.host.set_link(False, now=100.0)
+    assert status_of(env, down) == [c(RST, "RNDIS_STATUS_MEDIA_DISCONNECT")]  # first change: at once
+    env.ack_all(down)
+    assert env.host.set_link(True, now=101.0).packets == ()  # within 5 s of the last indication
+    assert env.host.tick(104.9).packets == ()
+    up = env.host.tick(105.0)
+    assert status_of(env, up) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")] and LinkIndicated(True) in up.events
+    env.ack_all(up)
+    # up -> down -> up inside the window: the guest already has "up", nothing is sent
+    assert env.host.set_link(False, now=106.0).packets == ()
+    assert env.host.set_link(True, now=107.0).packets == ()
+    assert env.host.tick(200.0).packets == ()

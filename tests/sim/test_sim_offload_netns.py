@@ -1,0 +1,155 @@
+"""Root/netns only: an LSO frame from the guest reaches the host network's namespace as ONE GSO
+packet (virtio_net_hdr written on the tap), seen by a packet socket inside that namespace with
+PACKET_VNET_HDR; and with offloads off the same frame arrives segmented."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+from support.namespaces import NetnsFactory
+from support.sim_offload import ALL, PPI_LSO, lso_info, payload, ppi, segments, tcp4
+
+from hvuio.sim.host import offload as ho
+from hvuio.sim.net import HostNetwork
+
+CLONE_NEWNET = 0x40000000
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+ETH_P_ALL = 0x0003
+
+
+def packet_socket_in(ns: str, ifname: str) -> socket.socket:
+    """An AF_PACKET socket created inside namespace `ns` (setns in a throw-away thread)."""
+    result: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            finally:
+                os.close(fd)
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            s.bind((ifname, ETH_P_ALL))
+            result.append(s)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            result.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def received(sock: socket.socket, count: int) -> list[tuple[tuple[int, ...], bytes]]:
+    sock.settimeout(5)
+    out = []
+    for _ in range(count):
+        data = sock.recv(1 << 17)
+        out.append((struct.unpack_from("<BBHHHH", data), data[10:]))  # packet sockets: 10-byte header
+    return out
+
+
+def make_net(f: NetnsFactory, offload: bool) -> HostNetwork:
+    net = HostNetwork.create(ifname=f.ifname("hn"), offload=offload)
+    f.namespaces.append(net.netns)
+    f.defer("close host network", net.close)
+    return net
+
+
+def test_lso_frame_arrives_in_the_host_namespace_as_one_gso_packet(netns_factory: NetnsFactory) -> None:
+    net = make_net(netns_factory, offload=True)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    data = payload(20000)
+    gso = ho.apply_tx(tcp4(data, lso=True), ho.TxInfo(lso=lso_info(1460, 34)), ALL, 1514)
+    assert isinstance(gso, ho.GsoFrame) and net.write_frame(gso)
+    ((hdr, frame),) = received(sock, 1)
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = hdr
+    assert (gso_type, gso_size, hdr_len) == (ho.GSO_TCPV4, 1460, 54)
+    assert (flags & ho.VNET_F_NEEDS_CSUM, csum_start, csum_offset) == (ho.VNET_F_NEEDS_CSUM, 34, 16)
+    assert frame == bytes(gso) and net.gso_written == 1
+
+
+def test_without_tap_offloads_the_frame_is_segmented_in_software(netns_factory: NetnsFactory) -> None:
+    net = make_net(netns_factory, offload=False)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    data = payload(5000)
+    gso = ho.apply_tx(tcp4(data, lso=True), ho.TxInfo(lso=lso_info(1460, 34)), ALL, 1514)
+    assert net.write_frame(gso)
+    got = received(sock, 4)
+    assert [f for _, f in got] == segments(tcp4, data, 1460, flags=0x18)
+    assert all(h[1] == ho.GSO_NONE for h, _ in got) and net.counters.to_net_frames == 4
+
+
+def _send_raw(g, msg: bytes) -> int:  # type: ignore[no-untyped-def]
+    """An RNDIS data message of our own (with per-packet info) through the guest's send buffer."""
+    from hvuio.wire import nvsp as wn
+    section = g.free.popleft()
+    start = section * g.section_size
+    g.send_buf[start:start + len(msg)] = msg
+    g._tx_tid += 1
+    g.in_use[g._tx_tid] = section
+    nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0, section_index=section,
+                                section_size=len(msg))
+    g.send_packet(0x6, wn.to_bytes(nv), g._tx_tid, 1)
+    return int(g._tx_tid)
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
+        tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """RingGuest (shared memory, rings) -> SimHost (C pump or Python host) -> HostNetwork tap ->
+    the namespace's kernel. The guest machine of this repository switches LSO off at start-up; the
+    host's LSOv2 state is switched on directly here (the data path, not the OID, is under test; the
+    pump reads the state before every run)."""
+    from support.ring_guest import RingGuest
+    from support.simhost import r_packet
+
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=True)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            nic = env.nics[0]
+            host = env.host.nvsp(nic)
+            assert host is not None and host.rndis is not None
+            host.rndis.offload.lso4 = True
+            if fast == "1":
+                assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
+            data = payload(4000)  # with headers and PPI it fits one 6144-byte send section
+            frame = tcp4(data, lso=True)
+            tid = _send_raw(g, r_packet(frame, ppi=ppi(PPI_LSO, lso_info(1460, 34))))
+            g.pump(lambda: tid in g.tx_done, "the send completion")
+            assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
+            ((hdr, got),) = received(sock, 1)
+            expect = ho.apply_tx(frame, ho.TxInfo(lso=lso_info(1460, 34)), ALL, 1514)
+            assert (hdr[1], hdr[3], got) == (ho.GSO_TCPV4, 1460, bytes(expect))
+            assert env.host.counters(nic).fastpath == int(fast)
+            assert host.counters["tx_lso"] == 1 - int(fast)  # with the pump, the C path sent it itself
+            bad = _send_raw(g, r_packet(frame, ppi=ppi(PPI_LSO, lso_info(0, 34))))  # mss 0
+            g.pump(lambda: bad in g.tx_done, "the refused send's completion")
+            assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
+            assert host.counters["tx_failed"] == 1 and host.rejections[-1].field == "lso_info.mss"
+        finally:
+            g.close()

@@ -1,0 +1,95 @@
+"""`hvuio sim start|status|link|rescind|stop` with the emulated host in a separate daemon process.
+
+The guest (RingGuest of tests/support/ring_guest.py) runs in this process and the kernel + host
+in the daemon, so everything crosses process boundaries as with a real guest: mmap'ed backing
+files, the monitor page and the /dev/uioN sockets. The control socket is exercised in-process too
+(ControlServer.handle) for its error replies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hvuio.errors import UsageError
+from hvuio.proto.events import LinkStatus
+from hvuio.sim.net import PcapSource
+from hvuio.sim.vsp.control import ControlServer, request
+from hvuio.sim.vsp.host import SimEnvironment
+
+from support.cli import hvuio_main as hvuio
+from support.ring_guest import RingGuest, eth_frame
+from support.waiting import wait_until
+
+PID_FILE = "run/hvuio-sim/kernel.pid"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "sim"
+    started = hvuio("--sysroot", str(root), "sim", "start", "--pcap-out", str(tmp_path / "out.pcap"))
+    assert started.returncode == 0, started.stderr
+    try:
+        yield root
+    finally:
+        stopped = hvuio("--sysroot", str(root), "sim", "stop")
+        if stopped.returncode != 0 and (root / PID_FILE).exists():  # never leave our daemon behind
+            os.kill(int((root / PID_FILE).read_text()), signal.SIGKILL)
+
+
+def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Path) -> None:
+    g = RingGuest(daemon)
+    try:
+        g.bring_up()
+        frame = eth_frame(b"to the pcap")
+        tid = g.send_frame(frame)
+        g.pump(lambda: tid in g.tx_done, "the send completion")
+
+        linked = hvuio("--sysroot", str(daemon), "sim", "link", "hveth0", "down")
+        assert linked.returncode == 0, linked.stderr
+        g.pump(lambda: g.events[-1] == LinkStatus(False), "the link-down indication")
+
+        status = hvuio("--sysroot", str(daemon), "sim", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        [dev] = json.loads(status.stdout).values()
+        assert dev["open"] and dev["nvsp_state"] == "ready" and dev["link_up"] is False
+        assert dev["counters"]["frames_from_guest"] == 1 and dev["counters"]["link_indications"] >= 2
+        human = hvuio("--sysroot", str(daemon), "sim", "status")
+        assert "hveth0" in human.stdout and "ready" in human.stdout and "link down" in human.stdout
+    finally:
+        g.close()
+    stopped = hvuio("--sysroot", str(daemon), "sim", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [frame]
+
+
+def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
+    bad = hvuio("--sysroot", str(daemon), "sim", "link", "nosuchnic", "up")
+    assert bad.returncode == 2 and "no simulated device 'nosuchnic'" in bad.stderr
+    none = hvuio("--sysroot", str(tmp_path / "elsewhere"), "sim", "status")
+    assert none.returncode == 2 and "no emulated host answers" in none.stderr
+
+
+def test_control_requests_in_process(tmp_path: Path) -> None:
+    with SimEnvironment(tmp_path, "6.17", nics=1) as env:
+        server = ControlServer(env.host, tmp_path)
+        try:
+            assert server.handle("status") == {"ok": False, "hint": "",
+                                               "error": "a control request is a JSON object with a string 'cmd'"}
+            assert server.handle({"cmd": "link", "device": "hveth0"})["error"] == \
+                "control command 'link' needs 'up': true or false"
+            assert "unknown control command 'reboot'" in server.handle({"cmd": "reboot", "device": "hveth0"})["error"]
+            assert request(tmp_path, {"cmd": "link", "device": "hveth0", "up": False}) == {"ok": True}
+            assert env.host.status()[env.nics[0].guid]["link_up"] is False
+            with pytest.raises(UsageError, match="no simulated device"):
+                request(tmp_path, {"cmd": "rescind", "device": "eth9"})
+            nic = env.nics[0]
+            assert request(tmp_path, {"cmd": "rescind", "device": "hveth0"}) == {"ok": True}
+            wait_until(lambda: nic.guid not in env.kernel.devices, "the rescinded device to go")
+        finally:
+            server.close()
