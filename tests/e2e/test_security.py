@@ -162,9 +162,10 @@ def _writable_by_others(top: Path) -> list[str]:
     return bad
 
 
-def test_modes_do_not_follow_the_umask_and_guest_memory_is_private(tmp_path: Path) -> None:
-    """Under umask 000 nothing hvuio makes is writable by others; maps, logs and sockets are 0600."""
-    root = tmp_path / "hvsim"
+def test_modes_do_not_follow_the_umask_and_guest_memory_is_private(shared_tmp: Path) -> None:
+    """Under umask 000 nothing hvuio makes is writable by others; maps, logs and sockets are 0600,
+    and another user, who can reach the directory the sysroot is in, reads none of them."""
+    root = shared_tmp / "hvsim"
     start = hvuio("--sysroot", str(root), "sim", "start", umask=0)
     assert start.returncode == 0, start.stderr
     try:
@@ -177,6 +178,8 @@ def test_modes_do_not_follow_the_umask_and_guest_memory_is_private(tmp_path: Pat
         state = root / "run" / "hvuio-sim"
         files = [p for p in state.rglob("*") if p.is_file() and not p.is_symlink()]
         assert any(p.name == "map3" for p in files)           # the receive buffer, guest memory
+        for p in files:                                       # another user reads none of it
+            as_nobody(f"! cat {p} >/dev/null 2>&1")
         assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
         assert stat.S_IMODE((root / "sim-kernel.log").stat().st_mode) == 0o600
         for sock in [*(root / "dev").iterdir(), state / "vsp.sock"]:
