@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets a fresh Debian/Ubuntu machine up for hvuio, from a clone:
 #   * apt (only what is missing): a C compiler and Python headers for the cffi core, python3-venv,
-#     iproute2 and procps (sysctl) for namespaces, iperf3, ping and capsh for the tests, CA
-#     certificates for pip;
+#     iproute2 and procps (sysctl) for namespaces, iperf3, ping and capsh for the tests, clang with
+#     libFuzzer for the fuzz harnesses, CA certificates for pip;
 #   * .venv/ in the clone: a virtual environment of `python3` (the first on PATH) holding the
 #     pinned, hash-checked runtime, test and build dependencies of requirements/lock.txt;
 #   * hvuio itself, built from the clone's current sources and installed into .venv/ as a
@@ -30,6 +30,12 @@ have iperf3 || need+=(iperf3)
 have ping || need+=(iputils-ping)
 have sysctl || need+=(procps)           # hvuio.netdev.netns sets sysctls in the namespaces
 have capsh || need+=(libcap2-bin)       # a tap test drops a capability with it
+have clang || need+=(clang)             # the fuzz harnesses (libFuzzer, ASan/UBSan) in tests/fuzz
+# libFuzzer's runtime: clang's own package on Debian 12 (libclang-rt-14-dev), newer names elsewhere
+if have clang && ! clang -print-file-name=libclang_rt.fuzzer-x86_64.a | grep -q /; then
+    ver="$(clang -dumpversion | cut -d. -f1)"
+    need+=("libclang-rt-$ver-dev")
+fi
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # pip's HTTPS to the index
 if ! command -v python3 >/dev/null; then
     need+=(python3 python3-venv python3-dev)

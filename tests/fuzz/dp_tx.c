@@ -9,8 +9,9 @@
  * comes from the input. The script: frames to the tap (random bytes, or Ethernet/IP/TCP|UDP frames
  * with a vnet header that asks for a checksum or carries a GSO super-frame, every field sometimes
  * wrong, an empty datagram = the end of the tap), completions (valid, duplicate, unknown, for the
- * section being filled, untagged = Python's, with good or bad NVS payloads), host drains of the
- * outbound ring, a corrupt outbound read_index, and pump calls with a budget.
+ * section being filled, untagged = Python's, with good or bad NVS payloads), received frames (their
+ * receive completions compete with the sends for the outbound ring and hold TX back), host drains
+ * of the outbound ring, a corrupt outbound read_index, and pump calls with a budget.
  *
  * Invariants (abort on violation), checked after every call:
  *  - a section is never reused while outstanding: every NVS 107 send the pump writes (seen by
@@ -22,18 +23,22 @@
  *    a duplicate / unknown / held one frees nothing; tx_completions, tx_bad_comp and tx_errors
  *    grow by exactly what the shadow says;
  *  - each send: type 0x6, completion requested, trans_id = tag | section, NVS {107, data, section,
- *    size}, size within the section and the host's aggregate limit; the RNDIS packet messages in
+ *    size}, size within the section (and the host's aggregate limit when aggregated); the messages in
  *    it tile [0, size) exactly, at most max_packets_per_message of them, each but the first at the
  *    host's alignment; each one's data and per-packet info lie inside it; the pktinfo are the hash
  *    (exactly when configured, with its value), at most one checksum or LSO, each only for an
  *    offload the host enabled and agreeing with the frame (family, protocol, transport offset);
  *    an LSO packet is >= 2 segments, within lso_max and the section, IPv4 checksum 0 and the
  *    length-less pseudo-header sum in TCP; a frame without LSO is within mtu + 18;
- *  - content: without tap offloads the frames sent are exactly the tap frames, in order, less those
- *    too short or too long (predicted from their lengths); with offloads every frame sent is a tap
- *    frame as it was, the same with only its requested checksum field filled, or the next segment
- *    of a GSO frame (payload and TCP sequence where they belong, IP lengths fixed, checksums right
- *    for the mode); at the end the frames skipped equal tx_runt + tx_oversize + tx_vnet_bad;
+ *  - content: a model of the drop rules (length, vnet flags / csum bounds / gso type / gso_size /
+ *    header stack, section room) says what becomes of each tap frame, in order: the frames sent are
+ *    exactly the kept tap frames (without offloads, byte for byte); with offloads a frame sent whole
+ *    differs at most in its requested checksum field (filled by the virtio rule when no pktinfo
+ *    asks the host), a GSO frame comes out as consecutive segments / LSO packets with the payload
+ *    and TCP sequence where they belong, IP lengths fixed and checksums right for the mode (full,
+ *    pseudo-header for the checksum pktinfo, length-less pseudo-header and IPv4 0 for LSO); at the
+ *    end the frames dropped equal tx_runt + tx_oversize + tx_vnet_bad;
+ *  - each received frame the pump took gets exactly one receive completion (NVS 108, OK or FAILED);
  *  - tx_sends / tx_packets / tx_bytes / tx_lso / tx_csum_ppi grow by what the scan saw; no counter
  *    decreases; the pump never writes the inbound data area or the receive buffer; only 4-byte 1s
  *    on the irq fd or the trigger bit on the monitor page.
@@ -70,6 +75,9 @@ struct srec {
 struct hpkt {                   /* a packet the host put in the inbound ring */
     uint64_t tid;
     int control;                /* Python's */
+    int consumed;               /* taken by the pump */
+    int xfer;                   /* a received frame (transfer pages): owes a receive completion */
+    int comps;                  /* receive completions seen for it */
     uint32_t plen;
     uint8_t pl[40];
 };
@@ -88,7 +96,6 @@ struct st {
     uint32_t nq, ti, seg_next, skipped;
     int eof;                    /* an empty datagram was sent */
     int tx_fault;               /* a bad outbound read_index was written */
-    int tx_dead;                /* ... and the pump refused it */
     /* sends */
     struct srec r[MAXS];
     uint32_t nr, drained;
@@ -365,7 +372,17 @@ static void scan(struct st *s)
         CHECK(desc.len8 * 8u >= 16 && total <= m_avail(w, s->scan_pos, d), "outbound packet len8 %u", desc.len8);
         CHECK(desc.len8 == 7, "outbound packet of %u bytes", desc.len8 * 8u);
         ring_get(data, d, (s->scan_pos + 16) % d, nvs, 40);
-        new_send(s, &desc, nvs);
+        if (desc.type == 11) {                           /* a receive completion */
+            uint32_t i = (uint32_t)desc.trans_id;
+            CHECK(desc.flags == 0 && desc.offset8 == 2 && rd32le(nvs) == 108 &&
+                      (rd32le(nvs + 4) == 1 || rd32le(nvs + 4) == 2),   /* 2: the frame was dropped (dp_rx checks why) */
+                  "receive completion flags %u NVS %u status %u", desc.flags, rd32le(nvs), rd32le(nvs + 4));
+            CHECK(i < s->np && s->p[i].tid == desc.trans_id && s->p[i].xfer && s->p[i].consumed,
+                  "receive completion for %llx, never received", (unsigned long long)desc.trans_id);
+            CHECK(s->p[i].comps++ == 0, "second receive completion for %llx", (unsigned long long)desc.trans_id);
+        } else {
+            new_send(s, &desc, nvs);
+        }
         s->scan_pos = (s->scan_pos + total) % d;
     }
 }
@@ -378,6 +395,8 @@ static void host_drain(struct st *s)
     int rc;
     for (rc = hvu_ring_first(&s->hr, &d); rc == 0; rc = hvu_ring_next(&s->hr, &d)) {
         int n = hvu_ring_copyout(&s->hr, s->buf, sizeof(s->buf), &d);
+        if (d.type == 11)
+            continue;                                    /* a receive completion: checked by scan */
         CHECK(n == 56 && s->drained < s->nr, "outbound packet %d bytes, %u of %u sends drained", n, s->drained, s->nr);
         struct srec *r = &s->r[s->drained++];
         CHECK(rd32le(s->buf + 16 + 8) == r->idx && rd32le(s->buf + 16 + 12) == r->size,
@@ -395,10 +414,43 @@ static void host_send_inbound(struct st *s, uint64_t tid, const uint8_t *pl, uin
     if (hvu_ring_send(&s->hw, 11, 0, tid, &seg, plen ? 1 : 0, NULL) != 0)
         return;
     struct hpkt *p = &s->p[s->np++];
+    memset(p, 0, sizeof(*p));
     p->tid = tid;
     p->control = control;
     p->plen = plen;
     memcpy(p->pl, pl, plen);
+}
+
+/* A received frame: one RNDIS packet in the receive buffer, one transfer-page packet for it. Its
+ * receive completion competes with the sends for the outbound ring (and blocks TX while held). */
+static void host_receive(struct st *s, struct fz *f)
+{
+    if (s->np >= MAXP)
+        return;
+    uint32_t flen = 14 + fz_pick(f, 100);
+    memset(s->recv, 0, 44);
+    wr32le(s->recv, 1);
+    wr32le(s->recv + 4, 44 + flen);
+    wr32le(s->recv + 8, 36);
+    wr32le(s->recv + 12, flen);
+    fz_blob(f, s->recv + 44, flen);
+    uint8_t hdr[16], nvs[40];
+    memset(hdr, 0, sizeof(hdr));
+    memset(nvs, 0, sizeof(nvs));
+    hdr[0] = 0xFE;
+    hdr[1] = 0xCA;
+    wr32le(hdr + 4, 1);
+    wr32le(hdr + 8, 44 + flen);
+    wr32le(nvs, 107);
+    wr32le(nvs + 8, 0xFFFFFFFFu);
+    uint64_t tid = (1ull << 40) | s->np;
+    struct hvu_seg seg = {nvs, sizeof(nvs)};
+    if (hvu_ring_send_hdr(&s->hw, 7, 1, tid, hdr, sizeof(hdr), &seg, 1, NULL) != 0)
+        return;
+    struct hpkt *p = &s->p[s->np++];
+    memset(p, 0, sizeof(*p));
+    p->tid = tid;
+    p->xfer = 1;
 }
 
 static void host_complete(struct st *s, struct fz *f, uint8_t kind)
@@ -565,6 +617,12 @@ static void post(struct st *s, struct snapc *c)
           "sections_in_use %u, outstanding %u, held %d", hvu_dp_sections_in_use(s->dp), s->ninflight, s->dp->held);
     if (s->dp->held >= 0)
         CHECK(s->inflight[s->dp->held] < 0, "the held section %d is outstanding", s->dp->held);
+    for (;;) {                                           /* received frames the pump wrote to the tap */
+        ssize_t r = recv(s->tap[1], s->buf, sizeof(s->buf), MSG_DONTWAIT);
+        if (r < 0)
+            break;
+        CHECK(r >= 12 + 14 || (!s->vnet && r >= 14), "received frame of %zd bytes on the tap", r);
+    }
     for (;;) {
         uint8_t sig[8];
         ssize_t r = recv(s->irq[1], sig, sizeof(sig), MSG_DONTWAIT);
@@ -589,7 +647,6 @@ static int guest_tx(struct st *s, unsigned budget)
         struct hvu_dp_fault fl;
         hvu_dp_fault(s->dp, &fl);
         CHECK(s->tx_fault && fl.ring == 2 && fl.reason == HVU_BAD_READ_INDEX, "TX -EIO with no corrupt read_index");
-        s->tx_dead = 1;
     } else if (rc == -EPIPE) {
         CHECK(s->eof, "TX -EPIPE without the end of the tap");
     } else {
@@ -597,7 +654,8 @@ static int guest_tx(struct st *s, unsigned budget)
     }
     if (rc == HVU_DP_BLOCKED) {
         int64_t room = hvu_ring_bytes_free(&s->tx);
-        CHECK(room <= 64 || hvu_dp_sections_in_use(s->dp) == s->count, "BLOCKED with %lld ring bytes free and %u of %u "
+        CHECK(room <= 64 || hvu_dp_sections_in_use(s->dp) == s->count || hvu_dp_pending_completions(s->dp) > 0,
+              "BLOCKED with %lld ring bytes free and %u of %u "
               "sections in use", (long long)room, hvu_dp_sections_in_use(s->dp), s->count);
     }
     post(s, &c);
@@ -611,13 +669,16 @@ static int guest_rx(struct st *s, unsigned budget)
     uint64_t ring0 = s->rx.ctr.rx_packets;
     int held = s->dp->held;
     int rc = hvu_dp_rx(s->dp, budget);
-    CHECK(rc >= 0, "hvu_dp_rx returned %d", rc);
+    CHECK(rc >= 0 || (rc == -EIO && s->tx_fault), "hvu_dp_rx returned %d", rc);
     uint32_t consumed = (uint32_t)(s->rx.ctr.rx_packets - ring0);
     uint64_t good = 0, bad = 0, errs = 0;
     for (uint32_t i = 0; i < consumed; i++) {
         CHECK(s->head < s->np, "the pump consumed more than was sent");
         struct hpkt *p = &s->p[s->head++];
         CHECK(!p->control, "the pump consumed an untagged completion");
+        p->consumed = 1;
+        if (p->xfer)
+            continue;                                    /* its completion shows up in the scan */
         uint64_t idx = p->tid & ~TAG;
         if (idx < s->count && s->inflight[idx] >= 0 && (int64_t)idx != held) {
             good++;
@@ -806,39 +867,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         } else if (op == 14) {
             host_drain(s);
+        } else if (op == 15) {
+            host_receive(s, &f);
         }
     }
-    /* final flush: complete everything, run both directions until the tap is empty */
-    int rc = 0;
-    for (int i = 0; i < 3000; i++) {
+    /* final flush: complete everything, run both directions until the tap is empty and nothing is
+     * owed (or the outbound ring was refused: then nothing more can go out) */
+    int rc = 0, quiet = 0, idle = 0;
+    uint64_t progress = ~0ull;
+    for (int i = 0; i < 3000 && idle < 3 && hvu_ring_fault(&s->tx, NULL) == HVU_OK; i++) {
+        uint64_t now = s->dp->ctr.tx_packets + s->dp->ctr.tx_completions + s->dp->ctr.rx_xfer + s->head + s->np +
+                       s->dp->ctr.tx_runt + s->dp->ctr.tx_oversize + s->dp->ctr.tx_vnet_bad + s->drained;
+        idle = now == progress ? idle + 1 : 0;           /* stuck (e.g. no room left to complete): stop */
+        progress = now;
         host_drain(s);
         for (uint32_t k = 0; k < s->count && s->np < MAXP; k++)
             if (s->inflight[k] >= 0) {
                 uint8_t pl[40] = {108, 0, 0, 0, 1};
-                struct hvu_seg seg = {pl, 40};
                 int already = 0;
                 for (uint32_t j = s->head; j < s->np; j++)
-                    already |= !s->p[j].control && s->p[j].tid == (TAG | k);
-                if (already)
-                    continue;
-                if (hvu_ring_send(&s->hw, 11, 0, TAG | k, &seg, 1, NULL) != 0)
-                    break;
-                struct hpkt *p = &s->p[s->np++];
-                p->tid = TAG | k;
-                p->control = 0;
-                p->plen = 40;
-                memcpy(p->pl, pl, 40);
+                    already |= !s->p[j].control && !s->p[j].xfer && s->p[j].tid == (TAG | k);
+                if (!already)
+                    host_send_inbound(s, TAG | k, pl, 40, 0);
             }
         int r = guest_rx(s, 256);
         if (r == HVU_DP_CONTROL)
             continue;
         rc = guest_tx(s, 256);
-        if ((rc == HVU_DP_IDLE && s->head == s->np) || rc < 0)
-            break;
-        if (s->np >= MAXP && s->head == s->np)
+        quiet = s->head == s->np && hvu_dp_pending_completions(s->dp) == 0;
+        if (quiet && (rc == HVU_DP_IDLE || rc == -EPIPE))
             break;
     }
-    if (rc == HVU_DP_IDLE && !s->eof && !s->tx_dead) {
+    int dead = hvu_ring_fault(&s->tx, NULL) != HVU_OK;
+    if (quiet && !dead)
+        for (uint32_t i = 0; i < s->np; i++)
+            CHECK(!s->p[i].xfer || s->p[i].comps == s->p[i].consumed, "received packet %u: %d receive completions", i,
+                  s->p[i].comps);
+    if (quiet && rc == HVU_DP_IDLE && !s->eof && !dead) {
         CHECK(s->seg_next == 0, "a GSO frame was left half sent");
         uint64_t drops = (s->dp->ctr.tx_runt - start.tx_runt) + (s->dp->ctr.tx_oversize - start.tx_oversize) +
                          (s->dp->ctr.tx_vnet_bad - start.tx_vnet_bad);

@@ -26,7 +26,7 @@ from types import ModuleType
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from support.paths import ROOT
 
 
 def _load_fuzz() -> ModuleType:
