@@ -48,8 +48,8 @@ def _check(fd: int, where: str, *, last: bool, euid: int) -> None:
         raise UnsafePathError(f"{where} is owned by uid {st.st_uid}, not by root or by us (uid {euid})")
     writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if writable and (last or not (st.st_mode & stat.S_ISVTX and st.st_uid == 0)):
-        raise UnsafePathError(f"{where} is writable by {'group' if writable & stat.S_IWGRP else 'others'} "
-                              f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        who = " and ".join(w for bit, w in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others")) if writable & bit)
+        raise UnsafePathError(f"{where} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def open_dir(path: Path | str, *, create: int | None = None) -> int:
