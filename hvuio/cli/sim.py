@@ -1,6 +1,7 @@
 """`hvuio sim`: run the emulated guest kernel (VMBus + uio_hv_generic) under a sysroot.
 
-`hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree and runs the kernel
+`hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree (with `--guest-memory MIB`
+of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
 --pcap-in / --wire for the network behind it) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
@@ -50,6 +51,9 @@ def sim() -> None:
 @sim.command("start")
 @click.option("--kernel", default="6.17", show_default=True, help="Kernel profile to emulate.")
 @click.option("--nics", type=click.IntRange(0, 64), default=1, show_default=True)
+@click.option("--guest-memory", "guest_memory_mib", type=int, default=64, show_default=True, metavar="MIB",
+              help="Guest-physical memory the guest may take for GPA-direct sends, in MiB (a multiple "
+                   "of 2; 0 = none, like a VM without huge pages).")
 @click.option("--foreground", is_flag=True, help="Run in this process until interrupted.")
 @click.option("--no-host", is_flag=True, help="Kernel only: no emulated Hyper-V host (VSP) answers the NICs.")
 @click.option("--pcap-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -59,12 +63,19 @@ def sim() -> None:
 @click.option("--wire", is_flag=True,
               help="Connect the host to a tap with 198.18.0.1/24 in a new network namespace (root).")
 @pass_app
-def sim_start(app: App, kernel: str, nics: int, foreground: bool, no_host: bool,
+def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
               pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
     from hvuio.sim import daemon
+    from hvuio.sim.kernel.memory import MIB, check_size_mib
+
+    refused = check_size_mib(guest_memory_mib)
+    if refused is not None:
+        raise UsageError(f"--guest-memory: {refused}",
+                         "Pass a multiple of 2 MiB, e.g. --guest-memory 64, or 0 for a VM without huge pages.")
+    guest_memory = guest_memory_mib * MIB
     from hvuio.sim.kernel.profiles import PROFILES
 
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire)
@@ -73,9 +84,9 @@ def sim_start(app: App, kernel: str, nics: int, foreground: bool, no_host: bool,
     root = _root(app)
     daemon.prepare_sysroot(root)
     if foreground:
-        daemon.run(root, kernel, nics, host=host)
+        daemon.run(root, kernel, nics, host=host, guest_memory=guest_memory)
         return
-    pid = daemon.start_daemon(root, kernel, nics, host=host)
+    pid = daemon.start_daemon(root, kernel, nics, host=host, guest_memory=guest_memory)
     click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
 
 

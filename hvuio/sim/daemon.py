@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Final
 from hvuio.netdev import netns
 from hvuio.errors import UsageError
 from hvuio.safefs import make_dirs, open_file, write_file
-from hvuio.sim.kernel.shm import MARKER, state_dir
+from hvuio.sim.kernel.memory import DEFAULT_GUEST_MEMORY_MIB, GUEST_MEMORY, MIB
+from hvuio.sim.kernel.shm import MARKER, STATE_DIR, state_dir
 from hvuio.sim.kernel.tree import SimTree
 
 if TYPE_CHECKING:
@@ -135,8 +136,8 @@ def stop_daemon(sysroot: Path | str, timeout: float) -> int:
 
 
 def remove_leftovers(sysroot: Path | str) -> list[str]:
-    """What a dead daemon left under `sysroot` (its tree, map files, network namespace), removed;
-    the names of what was there."""
+    """What a dead daemon left under `sysroot` (its tree, map files, guest memory, network
+    namespace), removed; the names of what was there."""
     root = Path(sysroot)
     removed = []
     with contextlib.suppress(FileNotFoundError, ValueError):
@@ -148,7 +149,8 @@ def remove_leftovers(sysroot: Path | str) -> list[str]:
         if name.startswith(netns.PREFIX) and netns.exists(name):
             netns.delete(name)
             removed.append(f"network namespace {name}")
-    present = [n for n in (MARKER, "sys", "dev", "run/hvuio-sim", "run/hvuio") if os.path.lexists(root / n)]
+    names = (MARKER, "sys", "dev", f"{STATE_DIR}/{GUEST_MEMORY}", STATE_DIR, "run/hvuio")
+    present = [n for n in names if os.path.lexists(root / n)]
     if present:
         SimTree(root).destroy()
         removed += present
@@ -207,17 +209,18 @@ def prepare_sysroot(root: Path) -> None:
 
 
 def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None,
-        host: NetworkChoice | None = None) -> None:
-    """Run the emulated kernel (profile `kernel`, `nics` NICs) under `root` until SIGTERM/SIGINT,
-    with the emulated host and its network unless `host` is None; `ready` is set once the lock is
-    held. Installs the process's SIGTERM/SIGINT handlers: call it from the main thread."""
+        host: NetworkChoice | None = None, guest_memory: int = DEFAULT_GUEST_MEMORY_MIB * MIB) -> None:
+    """Run the emulated kernel (profile `kernel`, `nics` NICs, `guest_memory` bytes of
+    guest-physical memory) under `root` until SIGTERM/SIGINT, with the emulated host and its
+    network unless `host` is None; `ready` is set once the lock is held. Installs the process's
+    SIGTERM/SIGINT handlers: call it from the main thread."""
     from hvuio.sim.kernel.bus import SimKernel
     from hvuio.sim.net import HostNetwork
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with SimKernel(root, kernel, nics=nics) as k, contextlib.ExitStack() as stack:
+    with SimKernel(root, kernel, nics=nics, guest_memory=guest_memory) as k, contextlib.ExitStack() as stack:
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
             from hvuio.sim.vsp.control import run_host
 
@@ -236,7 +239,7 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
 
 
 def start_daemon(root: Path, kernel: str, nics: int, host: NetworkChoice | None = None,
-                 timeout: float = START_TIMEOUT) -> int:
+                 timeout: float = START_TIMEOUT, guest_memory: int = DEFAULT_GUEST_MEMORY_MIB * MIB) -> int:
     """Fork the daemon that `run`s under `root` (see the module docstring); its pid once it holds
     the lock. UsageError (pointing at the log) when it exited first or took longer than `timeout`."""
     log = open_file(root / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -248,7 +251,7 @@ def start_daemon(root: Path, kernel: str, nics: int, host: NetworkChoice | None 
             os.dup2(devnull, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            run(root, kernel, nics, host=host)
+            run(root, kernel, nics, host=host, guest_memory=guest_memory)
         finally:
             os._exit(0)
     os.close(log)

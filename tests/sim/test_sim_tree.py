@@ -152,7 +152,7 @@ def test_sim_kernel_modules_import_only_sim_wire_errors() -> None:
     """Dependency direction (STYLE): the emulator never imports the guest's device layer; it
     shares only the foundations both sides stand on (errors, safe file creation)."""
     kernel_dir = ROOT / "hvuio" / "sim" / "kernel"
-    for name in ("tree.py", "bus.py", "uio.py", "shm.py", "profiles.py"):
+    for name in ("tree.py", "bus.py", "uio.py", "shm.py", "profiles.py", "memory.py"):
         tree = ast.parse((kernel_dir / name).read_text())
         for node in ast.walk(tree):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \

@@ -20,7 +20,8 @@ Use it in-process (tests) or through `hvuio sim start`:
         nic = kernel.nics[0]            # SimDevice: guid, ifname, relid, uio, channels ...
     # tree removed, every fd got EOF
 
-Options: `ifnames`, `nic_monitored`, `extra_devices` (keyboard, SCSI, heartbeat, shutdown),
+Options: `guest_memory` (bytes of the VM's guest-physical memory file, memory.py; 0 = none),
+`ifnames`, `nic_monitored`, `extra_devices` (keyboard, SCSI, heartbeat, shutdown),
 `uio_module` (False = module missing), `ring_delay` (late `ring` files), `monitor_poll`,
 `rescind_subchannels_on_close` (VMBUS.md §6.1). `dmesg` lists refused writes, `trace` every write.
 
@@ -46,7 +47,8 @@ HOST API (any thread):
                                            `ring` file `ring_delay` seconds later;
 * `rescind(device)`                        EOF to every open fd, tree removed;
 * `offer(class_id, ifname=..., guid=...)`  hot-add / re-offer a device (autoprobed);
-* `ring_path(device, relid)`, `map_path(device, k)`, `monitor_page_path()`, `int_page_path()`:
+* `ring_path(device, relid)`, `map_path(device, k)`, `monitor_page_path()`, `int_page_path()`,
+  `guest_memory_path()` (None when the VM has none; page p at (p - GUEST_PFN_BASE) * 4096):
   the backing files (TX ring at 0, RX ring at S = size / 2), to be mmap'ed MAP_SHARED;
 * `fire_timers()`                          run delayed actions now (deterministic tests).
 
@@ -72,6 +74,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hvuio.sim.kernel import profiles as P
+from hvuio.sim.kernel.memory import DEFAULT_GUEST_MEMORY_MIB, MIB, guest_memory_path
 from hvuio.sim.kernel.shm import map_backing
 from hvuio.sim.kernel.tree import SimChannel, SimDevice, SimTree
 from hvuio.sim.kernel.uio import GuestIrq, UioDriver
@@ -133,6 +136,7 @@ class SimKernel:
         profile: str | P.KernelProfile = "6.17",
         nics: int = 1,
         *,
+        guest_memory: int = DEFAULT_GUEST_MEMORY_MIB * MIB,
         ifnames: list[str] | None = None,
         nic_monitored: bool = True,
         extra_devices: bool = True,
@@ -148,6 +152,7 @@ class SimKernel:
         self.profile = profile if isinstance(profile, P.KernelProfile) else P.get_profile(profile)
         self.tree = SimTree(self.sysroot)
         self.ring_delay = ring_delay
+        self.guest_memory = guest_memory
         self.monitor_poll = monitor_poll
         # VMBUS.md §6.1 leaves open whether the host rescinds subchannels when the primary closes
         self.rescind_subchannels_on_close = rescind_subchannels_on_close
@@ -190,7 +195,7 @@ class SimKernel:
         """Build the tree, offer the devices, bind in-kernel drivers, start the watcher thread."""
         if (self.sysroot / "sys").exists():
             raise FileExistsError(f"{self.sysroot}/sys already exists; refusing to build a sim tree there")
-        self.tree.create(self.profile.name, self._modules)
+        self.tree.create(self.profile.name, self._modules, self.guest_memory)
         self._inotify = Inotify()
         self._inotify.watch(self.tree.bus)
         self._open_fifo(self.tree.bus / "drivers_probe")
@@ -496,6 +501,10 @@ class SimKernel:
 
     def int_page_path(self) -> Path:
         return self.tree.state / "int_page"
+
+    def guest_memory_path(self) -> Path | None:
+        """The VM's guest-physical memory file (memory.py), None when it has none."""
+        return guest_memory_path(self.sysroot) if self.guest_memory else None
 
     # -- the thread ------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 `SimDevice` / `SimChannel` are the emulator's model of a VMBus device and its channels;
 `SimTree` writes what the VMBus bus, hv_netvsc and uio_hv_generic expose for them:
 `sys/bus/vmbus/{devices,drivers}`, `sys/class/{uio,net}`, `sys/module`, `dev/uioN` (the socket
-itself is made by the kernel), map backing files under `run/hvuio-sim/` and the marker file.
+itself is made by the kernel), map backing files and the VM's guest-physical memory (memory.py)
+under `run/hvuio-sim/` and the marker file.
 Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
 reads half a value and the kernel's inotify watch only sees the guest's own writes. The
 write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.safefs import make_dirs
+from hvuio.sim.kernel.memory import CHUNK_SIZE, guest_memory_path
 from hvuio.sim.kernel.profiles import NIC_CLASS, UIO_NAME, UIO_VERSION
 from hvuio.sim.kernel.shm import MARKER, map_backing, state_dir
 
@@ -151,8 +153,9 @@ class SimTree:
 
     # -- bus, drivers, modules -------------------------------------------------------------------
 
-    def create(self, profile_name: str, modules: list[str]) -> None:
-        """Lay out the bus, the given driver modules, DMI identity and the shared pages.
+    def create(self, profile_name: str, modules: list[str], guest_memory: int = 0) -> None:
+        """Lay out the bus, the given driver modules, DMI identity, the shared pages and
+        `guest_memory` bytes of guest-physical memory (0: none; a multiple of 2 MiB).
 
         The sysroot is made 0700 when missing and must otherwise be a directory only root or we
         can write (hvuio.safefs): everything below is then out of other users' reach."""
@@ -171,6 +174,10 @@ class SimTree:
         self.write(dmi / "product_name", "Virtual Machine")
         for page in ("int_page", "monitor_page"):
             self.backing_file(self.state / page, 4096)
+        if guest_memory % CHUNK_SIZE or guest_memory < 0:
+            raise ValueError(f"guest memory of {guest_memory} bytes is not a multiple of {CHUNK_SIZE}")
+        if guest_memory:
+            self.backing_file(guest_memory_path(self.root), guest_memory)
         self.write(self.root / MARKER, f'{{"profile": "{profile_name}", "pid": {os.getpid()}}}')
 
     def add_driver(self, name: str) -> None:
@@ -183,6 +190,7 @@ class SimTree:
     def destroy(self) -> None:
         """Remove everything the emulator created under the sysroot (marker first)."""
         self._unlink(self.root / MARKER)
+        self._unlink(guest_memory_path(self.root))
         for top in (self.sys, self.dev, self.state, self.root / "run" / "hvuio"):  # + bind journals
             shutil.rmtree(top, ignore_errors=True)
         with contextlib.suppress(OSError):
