@@ -212,11 +212,18 @@ def test_the_guest_never_imports_the_emulator() -> None:
 
 
 def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
+    from hvuio.device import guestmem
     from hvuio.device import platform as guest
+    from hvuio.sim.kernel import memory
     from hvuio.sim.kernel import shm as emulator
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)
+    assert guest.GUEST_MEMORY == memory.GUEST_MEMORY
+    assert guest.guest_memory_file(tmp_path) == memory.guest_memory_path(tmp_path)
+    assert (guestmem.GUEST_PFN_BASE, guestmem.CHUNK_SIZE, guestmem.HV_PAGE) == \
+        (memory.GUEST_PFN_BASE, memory.CHUNK_SIZE, memory.HV_PAGE)
+    assert guestmem.NIC_POOL_SIZE == guestmem.CHUNK_SIZE and guestmem.CONTROL_PAGES * guestmem.HV_PAGE == 65536
 
 
 # ---- the command line: a package of thin commands ------------------------------------------------

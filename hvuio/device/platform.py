@@ -1,20 +1,28 @@
-"""The one seam between a real kernel and the emulator's tree: how the guest opens a UIO device.
+"""The one seam between a real kernel and the emulator's tree: how the guest opens a UIO device
+and gets guest memory the host can read.
 
-`Platform` has two methods: open the interrupt fd of `uioN`, and map region K of it.
+`Platform` has three services: open the interrupt fd of `uioN`, map region K of it, and hand out
+a pool of guest memory with its guest-physical page numbers (`guest_memory(size)`, for
+GPA-direct sends; hvuio/device/guestmem.py).
 
 * `RealPlatform`: `open("/dev/uioN", O_RDWR)`; region K is
   `mmap(fd, size, MAP_SHARED, PROT_READ|PROT_WRITE, offset=K*PAGE_SIZE)`, as uio_hv_generic
-  serves it (Linux drivers/uio/uio.c uio_mmap: the offset in pages selects the map).
+  serves it (Linux drivers/uio/uio.c uio_mmap: the offset in pages selects the map). Guest
+  memory is hugetlb memory whose page numbers come from /proc/self/pagemap (`hugetlb_memory`).
 * `TreePlatform`: a tree laid out by the emulator (`hvuio sim`) under a sysroot. The interrupt fd
   is a connected AF_UNIX SOCK_SEQPACKET socket at `<sysroot>/dev/uioN` that speaks the same
   4-byte read/write protocol; the emulated kernel first answers the connect with a 4-byte open
   status (0 or -errno: consumed here, so the open is synchronous like open(2)), and EOF stands
   for the EIO a real kernel returns after a rescind. Region K is the file
-  `<sysroot>/run/hvuio-sim/uioN/mapK` mapped MAP_SHARED.
+  `<sysroot>/run/hvuio-sim/uioN/mapK` mapped MAP_SHARED. Guest memory is a run of locked 2 MiB
+  chunks of the emulated VM's guest-physical memory file `<sysroot>/run/hvuio-sim/guest-memory`
+  (`emulated_memory`; byte o is page GUEST_PFN_BASE + o // 4096).
 
-`platform_for(sysroot)` picks `TreePlatform` iff `<sysroot>/.hvuio-sim` exists. Nothing else in
-the guest differs between the two. This is the guest's half of the seam: it imports nothing from
-`hvuio.sim`, which keeps its own copy of the marker and path names (a test holds the two equal).
+`platform_for(sysroot)` picks `TreePlatform` iff `<sysroot>/.hvuio-sim` exists, and
+`guest_memory_report(sysroot)` says which TX path a NIC would get there (for `hvuio doctor`).
+Nothing else in the guest differs between the two. This is the guest's half of the seam: it
+imports nothing from `hvuio.sim`, which keeps its own copy of the marker, path names and guest
+memory numbers (a test holds the two equal).
 
 What must not live here: sysfs parsing (sysfs.py), checks of what is mapped (uio.py).
 """
@@ -29,18 +37,23 @@ import struct
 from pathlib import Path
 from typing import Final, Protocol
 
+from hvuio.device.guestmem import GuestMemory, GuestMemoryReport, emulated_memory, hugetlb_memory, \
+    probe_emulated, probe_hugetlb
+
 PAGE_SIZE: Final = mmap.PAGESIZE
 #: The file whose presence marks a sysroot as a tree built by the emulator.
 MARKER: Final = ".hvuio-sim"
 #: Where, under the sysroot, the emulator keeps the backing files of the maps.
 STATE_DIR: Final = "run/hvuio-sim"
+#: The emulated VM's guest-physical memory file, in STATE_DIR.
+GUEST_MEMORY: Final = "guest-memory"
 OPEN_TIMEOUT: Final = 5.0  # seconds for the emulated kernel to answer an open
 _SUN_PATH_MAX: Final = 100  # sockaddr_un holds 108 bytes; leave room for the NUL
 _STATUS = struct.Struct("=i")
 
 
 class Platform(Protocol):
-    """The one sim/real seam: open the interrupt fd, map a region (see module docstring)."""
+    """The one sim/real seam: open the interrupt fd, map a region, guest memory (see module docstring)."""
 
     def open_interrupt(self, uio_name: str) -> int:
         """Open `uio_name` ('uio0'); the returned fd is one open() of the device."""
@@ -48,6 +61,11 @@ class Platform(Protocol):
 
     def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
         """Map `length` bytes of region `index`, MAP_SHARED, read/write."""
+        ...
+
+    def guest_memory(self, size: int) -> GuestMemory:
+        """`size` bytes (a multiple of 2 MiB) of memory the host reads by page number;
+        GuestMemoryUnavailable (one sentence + hint) when none can be had."""
         ...
 
 
@@ -64,6 +82,10 @@ class RealPlatform:
         return mmap.mmap(irq_fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
                          offset=index * PAGE_SIZE)
 
+    def guest_memory(self, size: int) -> GuestMemory:
+        """Hugetlb memory of this process (the sysroot plays no part)."""
+        return hugetlb_memory(size)
+
 
 def is_emulated(sysroot: Path | str) -> bool:
     """True when `sysroot` is a tree built by the emulator (the marker file exists)."""
@@ -73,6 +95,11 @@ def is_emulated(sysroot: Path | str) -> bool:
 def map_file(sysroot: Path | str, uio_name: str, index: int) -> Path:
     """The file standing for map `index` of `uio_name` in an emulator's tree."""
     return Path(sysroot) / STATE_DIR / uio_name / f"map{index}"
+
+
+def guest_memory_file(sysroot: Path | str) -> Path:
+    """The emulated VM's guest-physical memory file in an emulator's tree."""
+    return Path(sysroot) / STATE_DIR / GUEST_MEMORY
 
 
 def _connect(path: Path) -> socket.socket:
@@ -133,7 +160,19 @@ class TreePlatform:
         finally:
             os.close(fd)
 
+    def guest_memory(self, size: int) -> GuestMemory:
+        """Adjacent free 2 MiB chunks of the emulated VM's guest memory file, locked and mapped."""
+        return emulated_memory(guest_memory_file(self.sysroot), size)
+
 
 def platform_for(sysroot: Path | str) -> Platform:
     """TreePlatform iff the sysroot carries the emulator's marker file, else RealPlatform."""
     return TreePlatform(sysroot) if is_emulated(sysroot) else RealPlatform(sysroot)
+
+
+def guest_memory_report(sysroot: Path | str) -> GuestMemoryReport:
+    """Which TX path a NIC gets under `sysroot` (GPA-direct or the send buffer only, and why),
+    found without taking any memory."""
+    if is_emulated(sysroot):
+        return probe_emulated(guest_memory_file(sysroot))
+    return probe_hugetlb()
