@@ -78,12 +78,14 @@ def unbind(app: App, device: str, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def doctor(app: App, as_json: bool) -> None:
-    """Check that this machine can run hvuio and say what to do next."""
+    """Check that this machine can run hvuio, which TX path a NIC will use, and what to do next."""
     from hvuio.device import doctor as doc
+    from hvuio.device.platform import guest_memory_report
 
-    findings, step = doc.diagnose(app.sysroot)
+    tx = guest_memory_report(app.sysroot)
+    findings, step = doc.diagnose(app.sysroot, tx)
     if as_json:
-        click.echo(json.dumps(doc.as_json(findings, step), indent=2))
+        click.echo(json.dumps(doc.as_json(findings, step, tx), indent=2))
         return
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
     for f in findings:

@@ -4,9 +4,12 @@ Each check yields a `Finding` (ok / warn / fail / info, one sentence, optional h
 returns them in order plus one "next step" sentence. Hyper-V detection reads CPUID leaf
 0x40000000 ("Microsoft Hv") through /dev/cpu/0/cpuid when that exists (no C extension needed),
 else the /proc/cpuinfo `hypervisor` flag and the DMI vendor. Kernel quirks are detected at
-runtime from sysfs of a bound device, never from `uname -r` alone.
+runtime from sysfs of a bound device, never from `uname -r` alone. The "tx path" finding says
+whether a NIC will send large frames and control messages GPA-direct (a pool of guest memory:
+hugetlb pages on a real VM, the emulated VM's guest memory file in the emulator's tree) or
+through its send buffer only, and why (hvuio.device.platform `guest_memory_report`).
 
-Only reads; nothing here binds, opens /dev/uioN or changes state.
+Only reads; nothing here binds, opens /dev/uioN, takes guest memory or changes state.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.device.classes import NIC_CLASS
+from hvuio.device.guestmem import GuestMemoryReport
+from hvuio.device.platform import guest_memory_report
 from hvuio.device.sysfs import VmbusDevice, sys_path
 from hvuio.errors import SysfsError
 
@@ -139,8 +144,16 @@ def device_quirks(dev: VmbusDevice) -> list[Finding]:
     return out
 
 
-def diagnose(sysroot: Path | str) -> tuple[list[Finding], str]:
-    """All findings and one sentence saying what to do next."""
+def tx_path_finding(report: GuestMemoryReport) -> Finding:
+    """The TX path a NIC will use: GPA-direct (ok), or the send buffer only (warn; info on a
+    confidential VM, where nothing can change it)."""
+    status = "ok" if report.usable else "info" if "confidential" in report.reason else "warn"
+    return Finding("tx path", status, f"NIC TX path: {report.tx_path}", report.hint)
+
+
+def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None) -> tuple[list[Finding], str]:
+    """All findings and one sentence saying what to do next; `tx` is the guest memory report
+    (probed here when None)."""
     root = Path(sysroot)
     findings = [detect_hyperv(root)]
     findings.append(Finding("kernel", "info", f"kernel {pyplatform.release()}" +
@@ -165,6 +178,7 @@ def diagnose(sysroot: Path | str) -> tuple[list[Finding], str]:
             findings.append(Finding("driver_override", "ok" if override else "info",
                                     "driver_override supported (4.18+): per-device binding" if override else
                                     "no driver_override: binding uses new_id (affects every unbound NIC)"))
+    findings.append(tx_path_finding(tx if tx is not None else guest_memory_report(root)))
     bound = [d for d in nics if d.driver == "uio_hv_generic"]
     for d in bound:
         findings.extend(device_quirks(d))
@@ -188,6 +202,9 @@ def _safe_class(dev: VmbusDevice) -> str | None:
         return None
 
 
-def as_json(findings: list[Finding], step: str) -> dict[str, Any]:
-    return {"findings": [asdict(f) for f in findings], "next": step,
-            "ok": all(f.status != "fail" for f in findings)}
+def as_json(findings: list[Finding], step: str, tx: GuestMemoryReport | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"findings": [asdict(f) for f in findings], "next": step,
+                           "ok": all(f.status != "fail" for f in findings)}
+    if tx is not None:
+        out["tx_path"] = {"gpa_direct": tx.usable, "summary": tx.tx_path, **asdict(tx)}
+    return out

@@ -1,4 +1,5 @@
-"""hvuio doctor: CPUID parsing, sim tree, a machine without VMBus, runtime quirk detection."""
+"""hvuio doctor: CPUID parsing, sim tree, a machine without VMBus, runtime quirk detection, the
+TX path a NIC will use (GPA-direct from guest memory or the send buffer only)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from hvuio.cli import cli
-from hvuio.device import doctor
+from hvuio.device import doctor, guestmem
 from hvuio.device.bind import bind_device, resolve_device
+from hvuio.device.guestmem import CHUNK_SIZE, CVM_HINT, RESERVE_HINT, GuestMemoryReport
+from hvuio.device.platform import TreePlatform
 from hvuio.device.uio import UioHandle
 from hvuio.sim.kernel.bus import SimKernel
 
@@ -53,3 +56,70 @@ def test_doctor_reports_missing_module(tmp_path: Path) -> None:
         findings, step = doctor.diagnose(tmp_path)
         uio = next(f for f in findings if f.check == "uio_hv_generic")
         assert uio.status == "fail" and "Install" in step
+
+
+def test_doctor_reports_the_emulated_guest_memory_and_its_free_chunks(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1, guest_memory=8 * 1024 * 1024):
+        findings, _ = doctor.diagnose(tmp_path)
+        tx = next(f for f in findings if f.check == "tx path")
+        assert tx.status == "ok"
+        assert tx.message == "NIC TX path: GPA-direct (emulated guest memory, 8 MiB, 4 of 4 2 MiB chunks free)"
+        with TreePlatform(tmp_path).guest_memory(CHUNK_SIZE):
+            res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor", "--json"])
+            assert res.exit_code == 0, res.output
+            data = json.loads(res.output)["tx_path"]
+            assert data["gpa_direct"] and data["kind"] == "emulated" and (data["total"], data["free"]) == (4, 3)
+            assert data["summary"] == "GPA-direct (emulated guest memory, 8 MiB, 3 of 4 2 MiB chunks free)"
+
+
+def test_doctor_on_an_emulated_vm_without_guest_memory_says_send_buffer_only(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1, guest_memory=0):
+        res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor"])
+        assert res.exit_code == 0, res.output
+        lines = res.output.splitlines()
+        at = next(i for i, line in enumerate(lines) if "NIC TX path" in line)
+        assert lines[at] == ("[WARN] NIC TX path: send buffer only: the emulated VM has no guest memory "
+                             "(started with --guest-memory 0)")
+        assert lines[at + 1].strip().startswith("hint:") and "--guest-memory 64" in lines[at + 1]
+
+
+@pytest.mark.parametrize("report,status,text", [
+    (GuestMemoryReport("hugetlb", True, 4, 3, 0, True), "ok",
+     "NIC TX path: GPA-direct (hugetlb, 3 of 4 2 MiB huge pages free)"),
+    (GuestMemoryReport("hugetlb", False, 0, 0, 0, True, "no free 2 MiB huge pages (0 of 0 free)", RESERVE_HINT),
+     "warn", "NIC TX path: send buffer only: no free 2 MiB huge pages (0 of 0 free)"),
+    (GuestMemoryReport("hugetlb", False, 4, 4, 0, True, "a confidential VM (tdx_guest): the host cannot read "
+                       "guest memory", CVM_HINT), "info", "NIC TX path: send buffer only: a confidential VM"),
+])
+def test_doctor_tx_path_on_a_real_vm(tmp_path: Path, report: GuestMemoryReport, status: str, text: str) -> None:
+    findings, _ = doctor.diagnose(tmp_path, report)
+    tx = next(f for f in findings if f.check == "tx path")
+    assert tx.status == status and tx.message.startswith(text) and tx.hint == report.hint
+    data = doctor.as_json(findings, "next", report)["tx_path"]
+    assert data["gpa_direct"] == report.usable and data["summary"] == report.tx_path
+
+
+def test_probe_hugetlb_reads_meminfo_and_pagemap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guestmem, "confidential_vm", lambda: None)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100 kB\nHugePages_Total:       4\nHugePages_Free:        3\n"
+                       "HugePages_Rsvd:        1\nHugepagesize:       2048 kB\n")
+    unreadable = tmp_path / "no-pagemap"
+    report = guestmem.probe_hugetlb(meminfo, unreadable)
+    assert (report.total, report.free, report.pagemap_readable) == (4, 2, False)
+    assert not report.usable and "CAP_SYS_ADMIN" in report.reason and "root" in report.hint
+    meminfo.write_text("HugePages_Total: 0\nHugePages_Free: 0\nHugePages_Rsvd: 0\nHugepagesize: 2048 kB\n")
+    report = guestmem.probe_hugetlb(meminfo, unreadable)
+    assert report.tx_path == "send buffer only: no free 2 MiB huge pages (0 of 0 free)"
+    assert "echo 4 > /proc/sys/vm/nr_hugepages" in report.hint
+    if guestmem.pagemap_readable():          # root: the real pagemap shows frames
+        meminfo.write_text("HugePages_Total: 2\nHugePages_Free: 2\nHugePages_Rsvd: 0\nHugepagesize: 2048 kB\n")
+        assert guestmem.probe_hugetlb(meminfo).tx_path == "GPA-direct (hugetlb, 2 of 2 2 MiB huge pages free)"
+
+
+def test_huge_pages_of_another_default_size_come_from_sysfs(tmp_path: Path) -> None:
+    meminfo = "HugePages_Total: 1\nHugePages_Free: 1\nHugePages_Rsvd: 0\nHugepagesize: 1048576 kB\n"
+    assert guestmem.huge_pages_2mib(meminfo, tmp_path / "missing") is None
+    for name, value in (("nr_hugepages", "8"), ("free_hugepages", "6"), ("resv_hugepages", "1")):
+        (tmp_path / name).write_text(value + "\n")
+    assert guestmem.huge_pages_2mib(meminfo, tmp_path) == (8, 5)
