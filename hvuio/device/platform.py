@@ -24,7 +24,8 @@ Nothing else in the guest differs between the two. This is the guest's half of t
 imports nothing from `hvuio.sim`, which keeps its own copy of the marker, path names and guest
 memory numbers (a test holds the two equal).
 
-What must not live here: sysfs parsing (sysfs.py), checks of what is mapped (uio.py).
+What must not live here: sysfs parsing (sysfs.py), checks of what is mapped (uio.py), how guest
+memory is allocated and its page numbers found (guestmem.py).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import struct
 from pathlib import Path
 from typing import Final, Protocol
 
-from hvuio.device.guestmem import GuestMemory, GuestMemoryReport, emulated_memory, hugetlb_memory, \
-    probe_emulated, probe_hugetlb
+from hvuio.device.guestmem import (GuestMemory, GuestMemoryReport, emulated_memory, hugetlb_memory,
+                                   probe_emulated, probe_hugetlb)
 
 PAGE_SIZE: Final = mmap.PAGESIZE
 #: The file whose presence marks a sysroot as a tree built by the emulator.
