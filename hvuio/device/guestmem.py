@@ -75,7 +75,7 @@ class GuestRegion:
     page number of bytes [i * 4096, (i + 1) * 4096). Regions are page-aligned and never empty;
     every page number is non-zero and at most MAX_PFN (checked here, once, before any use)."""
 
-    def __init__(self, view: memoryview, pfns: array.array) -> None:
+    def __init__(self, view: memoryview, pfns: array.array[int]) -> None:
         if view.readonly or view.ndim != 1 or view.itemsize != 1:
             raise LocalProtocolError("a guest region needs a writable byte view")
         size = len(view)
@@ -102,7 +102,7 @@ class GuestRegion:
         """The page number of the page holding byte `offset`."""
         if not 0 <= offset < self.size:
             raise LocalProtocolError(f"offset {offset} outside a guest region of {self.size} bytes")
-        return self.pfns[offset // HV_PAGE]
+        return int(self.pfns[offset // HV_PAGE])
 
     def region(self, offset: int, length: int) -> GuestRegion:
         """The page-aligned sub-region [offset, offset + length), sharing this one's memory."""
