@@ -303,6 +303,8 @@ static int send_section(struct hvu_dp *dp, uint32_t idx, uint32_t msg_len)
 
 static int send_held(struct hvu_dp *dp)
 {
+    if (dp->held < 0)
+        return 0;   /* nothing held (the last packet went GPA-direct) */
     uint32_t idx = (uint32_t)dp->held;
     int rc = send_section(dp, idx, dp->held_msg);
     if (rc < 0)
@@ -451,7 +453,7 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
                 break;
             }
             done++;
-            if (rc != 1 || !held_full(dp))
+            if (rc != 1 || dp->held < 0 || !held_full(dp))   /* GPA-direct: nothing held */
                 continue;
         }
         rc = flush_held(dp);
