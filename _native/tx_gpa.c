@@ -204,7 +204,8 @@ static int gpa_go(struct hvu_dp *dp, uint32_t slot, uint32_t msg_len, uint32_t f
 /* The message built where hvu_dp_tx_dest said: joins the held send, or goes GPA-direct now.
  * 1 = done, HVU_DP_TX_WAIT = ring full (the slot is given back: the source keeps the packet and
  * builds it again), negative errno = the ring failed or a check refused the packet. */
-int hvu_dp_tx_done(struct hvu_dp *dp, const struct hvu_dp_dest *d, uint32_t msg_len, uint32_t frame_len, int lso)
+int hvu_dp_tx_done(struct hvu_dp *dp, const struct hvu_dp_dest *d, uint32_t msg_len,
+                   uint32_t frame_len, int lso)
 {
     if (d->slot < 0) {
         hvu_dp_tx_commit(dp, msg_len, frame_len, lso);
