@@ -120,6 +120,10 @@ class DpConfigPtr(CData):
     tx_agg_packets: int
     tx_agg_align: int
     tx_agg_bytes: int
+    gpa_buf: CData
+    gpa_buf_size: int
+    gpa_pfns: CData
+    gpa_slot_size: int
 
 class DpFaultPtr(CData):
     """``struct hvu_dp_fault *``"""
