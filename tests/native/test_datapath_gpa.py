@@ -404,3 +404,54 @@ def test_random_mix_is_delivered_in_order(sizes: list[int], slots: int, send_cou
         assert c["tx_gpa"] == sum(m.gpa for m in got)
     finally:
         h.close()
+
+
+# ---- the C checks of the pool, behind the Python ones --------------------------------------------
+
+
+def test_init_refuses_bad_pools_in_c() -> None:
+    """hvu_dp_init checks the pool itself (a caller other than DataPath gets no Python checks)."""
+    import errno
+
+    from hvuio.native import ffi, lib
+
+    h = jumbo()
+    try:
+        pool = FakePool(2)
+        buf = ffi.from_buffer(pool.view, require_writable=True)
+        pfns = ffi.new("uint64_t[]", list(pool.pfns))
+        send = ffi.from_buffer(h.send, require_writable=True)
+        recv = ffi.from_buffer(h.recv)
+        scratch = ffi.new("uint8_t[]", 65536)
+
+        def init(**over: object) -> int:
+            cfg = ffi.new("struct hvu_dp_config *")
+            cfg.tx_ring, cfg.rx_ring = h.tx_ring.cptr, h.rx_ring.cptr
+            cfg.recv_buf, cfg.recv_buf_size, cfg.recv_section_size = recv, len(h.recv), h.recv_section
+            cfg.send_buf, cfg.send_buf_size = send, len(h.send)
+            cfg.send_section_size, cfg.send_section_count = h.send_section, len(h.send) // h.send_section
+            cfg.pkt_buf, cfg.pkt_buf_size, cfg.range_buf, cfg.range_buf_size = scratch, 65536, scratch, 65536
+            cfg.tap_fd, cfg.irq_fd, cfg.mtu = h.tap_guest.fileno(), h.irq_guest.fileno(), 9000
+            cfg.gpa_buf, cfg.gpa_buf_size, cfg.gpa_pfns, cfg.gpa_slot_size = buf, len(pool.mem), pfns, GPA_SLOT_SIZE
+            for k, v in over.items():
+                setattr(cfg, k, v)
+            dp = ffi.new("uint64_t[]", (lib.hvu_dp_sizeof() + 7) // 8)
+            return int(lib.hvu_dp_init(ffi.cast("struct hvu_dp *", dp), cfg))
+
+        assert init() == 0
+        assert init(gpa_slot_size=0, gpa_buf=ffi.NULL, gpa_pfns=ffi.NULL) == 0       # off: the rest ignored
+        einval = -errno.EINVAL
+        assert init(gpa_pfns=ffi.NULL) == einval
+        assert init(gpa_buf=ffi.NULL) == einval
+        assert init(gpa_slot_size=GPA_SLOT_SIZE + 1) == einval                        # not whole pages
+        assert init(gpa_slot_size=16 * PAGE) == einval                                # 64 KiB: no room for a GSO frame
+        assert init(gpa_slot_size=33 * PAGE, gpa_buf_size=66 * PAGE) == einval        # more pages than a range may list
+        assert init(gpa_buf_size=GPA_SLOT_SIZE - PAGE) == einval                      # not even one slot
+        assert init(gpa_buf_size=len(pool.mem) - 1) == einval
+        for bad in (0, 1 << 40):
+            pfns[20] = bad
+            assert init() == einval
+        pfns[20] = (1 << 40) - 1
+        assert init() == 0
+    finally:
+        h.close()
