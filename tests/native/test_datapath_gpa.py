@@ -129,6 +129,15 @@ def test_small_frame_goes_gpa_direct_when_no_section_is_free() -> None:
         h.close()
 
 
+def test_counter_and_reason_names() -> None:
+    from hvuio.native import ffi, lib
+    from hvuio.native.datapath import COUNTER_NAMES
+
+    assert COUNTER_NAMES[-3:] == ("tx_gpa", "tx_gpa_bytes", "tx_gpa_busy")
+    assert ffi.string(lib.hvu_dp_reason_name(lib.HVU_DP_GPA_COMP_UNKNOWN)).decode() == "gpa_completion_id"
+    assert lib.HVU_DP_GPA_COMP_UNKNOWN == lib.HVU_DP_REASON_END - 1
+
+
 def test_gpa_off_drops_oversize_frames_as_before() -> None:
     h = FakeHost(mtu=9000, send_section=6144)
     try:
