@@ -19,7 +19,7 @@ size_t hvu_dp_sizeof(void) { return sizeof(struct hvu_dp); }
 
 /* cfg as documented in datapath_api.h; the rings must already be attached in the right
  * directions. Returns 0, -EINVAL, or -EMSGSIZE for an outbound ring too small for one message
- * (nothing is kept on failure). */
+ * (with a GPA pool: one type-9 packet naming a whole slot). Nothing is kept on failure. */
 int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
 {
     if (dp == NULL || cfg == NULL || cfg->tx_ring == NULL || cfg->rx_ring == NULL ||
@@ -97,6 +97,15 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->agg_align = cfg->tx_agg_align > 1 ? cfg->tx_agg_align : 1;
     dp->agg_size = cfg->tx_agg_bytes != 0 && cfg->tx_agg_bytes < dp->send_section ? cfg->tx_agg_bytes
                                                                                    : dp->send_section;
+    /* GPA-direct (tx_gpa.c): a slot holds the largest message, header with hash and one more
+     * pktinfo in front of a 64 KiB GSO frame */
+    int rc = hvu_dp_gpa_init(dp, cfg, hdr + HVU_DP_PPI_SIZE + HVU_DP_GSO_MAX);
+    if (rc < 0) {
+        memset(dp, 0, sizeof(*dp));
+        return rc;
+    }
+    dp->gpa_plain = dp->gpa_slot != 0 && !(dp->flags & HVU_DP_F_TAP_OFFLOAD) &&
+                    dp->send_section - hdr < dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
     dp->initialised = 1;
     return 0;
 }
@@ -154,7 +163,7 @@ static const char *const dp_reason_names[HVU_DP_REASON_END - HVU_DP_NVS_SHORT] =
     "nvs_short", "nvs_type", "rndis_short", "rndis_msg_len", "rndis_data_offset",
     "rndis_data_len", "rndis_pktinfo", "rx_oversize", "tap_write", "completion_id",
     "tx_oversize", "tx_runt", "rndis_type", "vnet_flags", "vnet_gso_type", "vnet_csum",
-    "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame", "rsc_csum",
+    "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame", "rsc_csum", "gpa_completion_id",
 };
 
 /* Names for both the ring's reasons (< 32) and the data path's. */

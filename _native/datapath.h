@@ -43,8 +43,8 @@
  *    107 {channel 0, section, msg_len} is sent in-band with completion requested and trans_id =
  *    HVU_DP_TX_TAG | section. Control requests never set bit 63, so ids cannot collide. The host's
  *    completion (0xb, NVS 108) frees the section; unknown or duplicate ids are counted and ignored
- *    (never a double free). Frames that do not fit a section are dropped (tx_oversize): a
- *    user-space guest cannot cheaply learn guest-physical addresses for GPA-direct sends (3.7).
+ *    (never a double free). Without a GPA pool, frames that do not fit a section are dropped
+ *    (tx_oversize).
  *    A tap read of 0 bytes is the end of the tap, not a runt (a tap never hands over an empty
  *    frame): it is reported once as a tap fault (-EPIPE) and the tap is never read again, so
  *    neither tx nor run spins on a fd that stays readable for ever.
@@ -57,11 +57,45 @@
  *    while the largest frame would still fit; a staged (offload) packet joins when its own size
  *    fits. What a call gathered is sent before it returns (never held for later traffic) unless
  *    the ring is full; tx_sends counts NVS messages, tx_packets the RNDIS packets in them.
- *  - Backpressure: the tap is read only while a section is free and the outbound ring has room
- *    for one NVS message; otherwise TX stops (stop_queue), sets the outbound pending_send_sz so
- *    the host interrupts when space frees (3.11 c), and resumes (wake_queue). hvu_dp_init
- *    refuses an outbound ring that cannot hold one message (HVU_DP_TX_RING_MIN): every
- *    completion would fail with -EMSGSIZE, and TX would never start.
+ *  - Backpressure: the tap is read only while a section is free and the outbound ring has room for
+ *    one NVS message (with a GPA pool: the rule of the GPA-direct item below); otherwise TX stops
+ *    (stop_queue), sets the outbound pending_send_sz so the host interrupts when space frees
+ *    (3.11 c), and resumes (wake_queue). hvu_dp_init refuses an outbound ring that cannot hold one
+ *    message (HVU_DP_TX_RING_MIN): every completion would fail with -EMSGSIZE, and TX would never
+ *    start.
+ *  - GPA-direct TX (tx_gpa.c; VMBUS.md §3.7; Linux netvsc_send_pkt / netvsc_build_mpb_array, DPDK
+ *    hn_xmit_sg read for behaviour): with a pool (gpa_slot_size != 0, pinned memory whose page
+ *    numbers the caller learned: hugetlb + pagemap on a VM, the emulator's guest-memory file) an
+ *    RNDIS packet whose message does not fit a section (and a plain tap's frame already read into
+ *    a slot when no section is free, below) is built at offset 0 of a free slot of the pool and
+ *    sent as one type-9 packet: reserved 0, range_count 1, one range {msg_len, offset 0, the PFNs
+ *    of the slot's pages that msg_len covers}, then NVS 107 {channel 0, section 0xFFFFFFFF, size
+ *    0}, completion requested (OpenVMM needs a transaction id), trans_id = HVU_DP_TX_TAG |
+ *    HVU_DP_GPA_BIT | slot. The whole message lies in the first (only) range: OpenVMM reads the
+ *    RNDIS header and its pktinfo from the first range only. Slots are tracked in a one-word
+ *    bitmap (at most 64); the completion frees the slot, unknown or duplicate ids are counted and
+ *    ignored as for sections. Before the packet is written, every page index is checked to lie
+ *    inside the pool and the range never to cover more pages than the slot, and every PFN to be
+ *    within 1 to 2^40 - 1 (the caller's array is read again at each send). A held section is sent
+ *    before a GPA-direct packet, so the host sees packets in the tap's order. Slot size: the
+ *    largest message (76-byte header: RNDIS + hash + one pktinfo, then HVU_DP_GSO_MAX) needs 17
+ *    pages; 16 would leave a 64 KiB GSO frame without room.
+ *    Plain taps (no offload): while the largest frame (mtu + 18) fits a section nothing changes.
+ *    When it does not (jumbo MTU), each frame is read into a free slot (the read needs a place for
+ *    the largest frame before its size is known); a frame whose message then fits a section is
+ *    copied into the held send or a free section (the send buffer stays the path of small frames),
+ *    and goes GPA-direct from its slot only when no section is free (it is read already; waiting
+ *    for a section would hold a slot for nothing). Offload taps: the stage decides per packet by
+ *    size. LSO with a pool: GSO frames are cut into packets up to min(lso_max_size, slot) instead
+ *    of one section (a 64 KiB frame is one or two sends; the host's LSO maximum is 62780 on
+ *    OpenVMM).
+ *    Backpressure with a pool: whether the next packet needs a section or a slot is known only
+ *    once it is read, so the packet source answers HVU_DP_TX_WAIT (tx_no_space or tx_gpa_busy, TX
+ *    stops) and keeps the packet (stage, or its slot); hvu_dp_tx_can_send then waits for that
+ *    resource. A held send still goes out at the end of the batch (only a full ring keeps it). The
+ *    room check asks for the larger type-9 packet (descriptor + 8 + 8 + 8 * slot pages + 40 +
+ *    trailer) whenever a packet may go GPA-direct, and hvu_dp_init refuses an outbound ring that
+ *    cannot hold it (-EMSGSIZE).
  *  - Signalling (3.11, 3.12): every write ORs its decision; read batches add the flow-control
  *    decision; the host is signalled once per rx/tx call: monitored channel = atomic OR of bit
  *    id % 32 into trigger_group[id / 32].pending (monitor page offset 8 + 8 * group); otherwise
@@ -112,6 +146,10 @@
 #include "offload.h"
 
 #define HVU_DP_TX_TAG (1ULL << HVU_DP_TX_TAG_SHIFT)
+#define HVU_DP_GPA_BIT (1ULL << HVU_DP_TX_GPA_SHIFT)
+#define HVU_DP_GPA_PFN_MAX ((1ULL << HVU_DP_GPA_PFN_BITS) - 1)
+/* the type-9 header after the descriptor: reserved, range_count, one range of at most a slot */
+#define HVU_DP_GPA_HDR_MAX (8u + 8u + 8u * HVU_DP_GPA_SLOT_PAGES_MAX)
 #define HVU_DP_RNDIS_OFFSET_BASE 8u     /* RNDIS offsets count from byte 8 (after type, len) */
 #define HVU_DP_RNDIS_OFFSET_MIN 36u     /* golden rndis_misc RNDIS_PACKET_MSG_OFFSET_MIN */
 #define HVU_DP_PPI_HEAD 12u             /* golden rndis_pktinfo size */
@@ -185,6 +223,20 @@ struct hvu_dp {
     int stage_lso;                  /* segments: emit LSO chunks (else single segments) */
     uint32_t stage_l3, stage_l4, stage_hdrs, stage_v6, stage_proto;   /* struct hvu_l34 of the frame */
     uint32_t lso_max;
+    /* GPA-direct TX (tx_gpa.c): slots of gpa_slot bytes in the caller's pinned pool */
+    uint8_t *gpa_buf;
+    const uint64_t *gpa_pfns;       /* one per 4 KiB page of gpa_buf */
+    uint32_t gpa_pages;             /* pages in the pool */
+    uint32_t gpa_slot;              /* slot size in bytes (0 = GPA-direct off) */
+    uint32_t gpa_slot_pages;
+    uint32_t gpa_count;             /* slots (<= HVU_DP_GPA_MAX_SLOTS) */
+    uint32_t gpa_used;
+    uint64_t gpa_map;               /* bit set = slot in flight or holding the read frame */
+    uint32_t gpa_pkt_total;         /* ring bytes of the largest type-9 packet (trailer included) */
+    int gpa_plain;                  /* plain tap, largest frame needs a slot (hvu_dp_tx_read_gpa) */
+    int gpa_frame;                  /* plain tap: slot holding a frame read but not sent, or -1 */
+    uint32_t gpa_frame_len;
+    int tx_wait;                    /* HVU_DP_WAIT_*: what the kept packet waits for */
     /* RX RSC assembly (rx.c) */
     uint8_t *rsc_buf;
     uint32_t rsc_cap;
@@ -225,8 +277,39 @@ struct iovec;
 /* > 0 bytes read (>= min), 0 a runt dropped, -EAGAIN tap empty, -EPIPE end of the tap (now and
  * on every later call), other negative errno a tap error */
 ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min);
+/* tx_gpa.c: where the next message goes when it may go GPA-direct */
+#define HVU_DP_TX_WAIT 3            /* a packet source's answer: no section / slot now, TX stopped */
+enum { HVU_DP_WAIT_NONE = 0, HVU_DP_WAIT_SECTION = 1, HVU_DP_WAIT_SLOT = 2 };   /* dp->tx_wait */
+struct hvu_dp_dest {
+    uint8_t *msg;                   /* where to build the message */
+    int slot;                       /* >= 0: GPA-direct from this slot, else the held send */
+};
+int hvu_dp_tx_dest(struct hvu_dp *dp, uint32_t msg_len, struct hvu_dp_dest *d);
+int hvu_dp_tx_done(struct hvu_dp *dp, const struct hvu_dp_dest *d, uint32_t msg_len,
+                   uint32_t frame_len, int lso);
+int hvu_dp_tx_wait_for(struct hvu_dp *dp, int what);   /* counts, sets tx_wait, stops TX */
+int hvu_dp_tx_read_gpa(struct hvu_dp *dp);             /* a plain tap's frame through a slot */
+/* tx.c */
+int hvu_dp_gpa_emit(const struct hvu_dp *dp);          /* 1: a packet may go GPA-direct */
+uint32_t hvu_dp_tx_msg_cap(const struct hvu_dp *dp);   /* largest message: section or slot */
+void hvu_dp_tx_block(struct hvu_dp *dp, int ring_full);
+/* tx.c: shared completion bookkeeping (NVS type / status of a completion that freed something) */
+void hvu_dp_tx_comp_status(struct hvu_dp *dp, const uint8_t *payload, uint32_t plen);
+/* tx_gpa.c: slots and the type-9 packet */
+int hvu_dp_gpa_find(struct hvu_dp *dp);
+void hvu_dp_gpa_take(struct hvu_dp *dp, uint32_t slot);
+void hvu_dp_gpa_release(struct hvu_dp *dp, uint32_t slot);
+uint8_t *hvu_dp_gpa_slot_mem(const struct hvu_dp *dp, uint32_t slot);
+/* sends the message of msg_len bytes at the start of slot (already taken): 0, -EAGAIN (ring
+ * full: nothing written, the slot stays taken), -EIO (ring fault), -EINVAL (a check failed:
+ * nothing written) */
+int hvu_dp_gpa_send(struct hvu_dp *dp, uint32_t slot, uint32_t msg_len);
+void hvu_dp_gpa_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *payload,
+                         uint32_t plen);
+/* tx_gpa.c, for hvu_dp_init: checks the pool configuration and fills the gpa_* fields */
+int hvu_dp_gpa_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg, uint32_t max_msg);
 /* tx_stage.c: the next RNDIS packet through the offload stage (1 placed, 0 dropped,
- * HVU_DP_TX_FLUSH, -EAGAIN tap empty, other negative errno) */
+ * HVU_DP_TX_FLUSH, HVU_DP_TX_WAIT, -EAGAIN tap empty, other negative errno) */
 int hvu_dp_tx_stage_next(struct hvu_dp *dp);
 
 #endif

@@ -47,6 +47,11 @@ enum hvu_dp_flag {
 
 enum hvu_dp_const {
     HVU_DP_TX_TAG_SHIFT = 63,          /* data-path TX trans_id = (1 << 63) | section index */
+    HVU_DP_TX_GPA_SHIFT = 62,          /* GPA-direct TX trans_id = (1 << 63) | (1 << 62) | slot */
+    HVU_DP_GPA_MAX_SLOTS = 64,         /* GPA-direct slots tracked (one bitmap word) */
+    HVU_DP_GPA_SLOT_PAGES_MAX = 32,    /* largest slot in 4 KiB pages (a range's PFN list) */
+    HVU_DP_GPA_PFN_BITS = 40,          /* a page number is 1 .. (1 << 40) - 1 (hvuio/device/guestmem.py
+                                        * MAX_PFN: 52-bit guest-physical addresses) */
     HVU_DP_NVS_MSG_SIZE = 40,          /* hn_nvs_rndis / hn_nvs_rndis_ack (golden) */
     HVU_DP_RNDIS_PKT_SIZE = 44,        /* rndis_packet_msg (golden) */
     HVU_DP_RNDIS_HASH_PPI_SIZE = 16,   /* RNDIS_PKTINFO_SIZE(4) (golden hn_derived) */
@@ -111,7 +116,8 @@ enum hvu_dp_reason {
     HVU_DP_RSC_CSUM = 52,      /* RSC frame to be cut for a tap without vnet header whose TCP
                                 * checksum is wrong and was not vouched for by the host (value = the
                                 * checksum found): cutting would launder it into valid segments */
-    HVU_DP_REASON_END = 53
+    HVU_DP_GPA_COMP_UNKNOWN = 53, /* GPA-direct completion for a slot not outstanding (unknown/duplicate) */
+    HVU_DP_REASON_END = 54
 };
 
 enum hvu_dp_fd {
@@ -158,6 +164,16 @@ struct hvu_dp_config {
                                 * a power of two <= 4096; 0 = 1 */
     uint32_t tx_agg_bytes;     /* most bytes of an aggregated send (max_transfer_size); 0 or more
                                 * than a section = a section */
+    /* GPA-direct TX (VMBUS.md §3.7; tx_gpa.c): RNDIS packets too large for a send section (jumbo
+     * frames, LSO packets) are built in a slot of this pinned pool and sent as a type-9 packet
+     * naming its pages. gpa_slot_size 0 = off (the other three are then ignored). */
+    void *gpa_buf;             /* the pool: writable, the host reads it by page number */
+    uint32_t gpa_buf_size;     /* a multiple of 4096 */
+    const uint64_t *gpa_pfns;  /* gpa_buf_size / 4096 page numbers: page i of gpa_buf is
+                                * gpa_pfns[i], each 1 .. (1 << 40) - 1 */
+    uint32_t gpa_slot_size;    /* a multiple of 4096, at most 32 pages, holding the largest RNDIS
+                                * message (header, hash + one more pktinfo, HVU_DP_GSO_MAX bytes:
+                                * 17 pages); slots = min(gpa_buf_size / gpa_slot_size, 64) */
 };
 
 struct hvu_dp_fault {
@@ -184,6 +200,8 @@ int hvu_dp_last_drop(const struct hvu_dp *dp, struct hvu_dp_drop *out);
 uint64_t hvu_dp_drop_count(const struct hvu_dp *dp, int reason);
 const char *hvu_dp_reason_name(int reason);
 uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp);
+uint32_t hvu_dp_gpa_slots_in_use(const struct hvu_dp *dp);
+uint32_t hvu_dp_gpa_slot_count(const struct hvu_dp *dp);
 uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);
 int hvu_dp_counter_count(void);
 const char *hvu_dp_counter_name(int i);

@@ -26,12 +26,12 @@
     X(tx_bytes)          /* bytes of those frames */                                           \
     X(tx_busy)           /* sends deferred: outbound ring full */                              \
     X(tx_no_space)       /* sends deferred: every send section is in flight */                 \
-    X(tx_oversize)       /* tap frames dropped: larger than a section (or mtu + 18) */         \
+    X(tx_oversize)       /* tap frames dropped: larger than a section/slot (or mtu + 18) */         \
     X(tx_runt)           /* tap frames dropped: shorter than an Ethernet header */             \
     X(tx_tap_err)        /* tap reads that failed with an error other than EAGAIN, or EOF */   \
-    X(tx_completions)    /* host completions that freed a send section */                      \
+    X(tx_completions)    /* host completions that freed a send section or GPA slot */              \
     X(tx_errors)         /* of those, completions with status != success or wrong NVS type */  \
-    X(tx_bad_comp)       /* tagged completions for no outstanding section: ignored */          \
+    X(tx_bad_comp)       /* tagged completions for no outstanding section/slot: ignored */          \
     X(stop_queue)        /* TX went from running to blocked (no section or ring full) */       \
     X(wake_queue)        /* TX went from blocked back to running */                            \
     X(signals)           /* host signals sent (one per batch at most) */                       \
@@ -49,6 +49,9 @@
     X(rx_rsc_frags)      /* RSC fragments taken into a frame that was written */               \
     X(rx_rsc_drop)       /* RSC fragments dropped: broken sequence, too long, bad frame */     \
     X(tx_sends)          /* NVS 107 messages sent: tx_packets / tx_sends = packets per send */  \
-    X(rx_rsc_sw_seg)     /* coalesced frames cut into MTU-sized segments here (no vnet header) */
+    X(rx_rsc_sw_seg)     /* coalesced frames cut into MTU-sized segments here (no vnet header) */\
+    X(tx_gpa)            /* RNDIS packets sent GPA-direct (type 9; also in tx_packets/tx_sends) */ \
+    X(tx_gpa_bytes)      /* bytes of their frames (also in tx_bytes) */                        \
+    X(tx_gpa_busy)       /* sends deferred: every GPA-direct slot is in flight */
 
 #endif

@@ -3,9 +3,11 @@
  *
  * What lives here: the section bitmap, the held send (one section being filled, several RNDIS
  * packets in it when the host allows aggregation), hvu_dp_tx (one batch of tap reads), stop/wake
- * of the queue with the outbound pending_send_sz, the handling of tagged completions. The offload
- * stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections) is tx_stage.c. The rules
- * and their sources are in datapath.h's header comment. No allocation, no printing.
+ * of the queue with the outbound pending_send_sz, the handling of tagged completions, where a
+ * message may be. The offload stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections
+ * or slots) is tx_stage.c; slots, the type-9 packet, where a message goes when GPA-direct is on
+ * and a plain tap's read into a slot are tx_gpa.c. The rules and their sources
+ * are in datapath.h's header comment. No allocation, no printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
 #include <errno.h>
@@ -21,6 +23,25 @@ _Static_assert(HVU_DP_TX_RING_MIN == NVS_PKT_TOTAL + 8,
                "the smallest outbound ring holds one NVS message and the 8 bytes kept free");
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
+
+/* 1 when a packet may go GPA-direct: a pool, and either offloads (the stage decides per packet)
+ * or a plain tap whose largest frame does not fit a section */
+int hvu_dp_gpa_emit(const struct hvu_dp *dp)
+{
+    return dp->gpa_slot != 0 && ((dp->flags & HVU_DP_F_TAP_OFFLOAD) || dp->gpa_plain);
+}
+
+/* Ring bytes the next packet may take (descriptor, payload, trailer). */
+static uint32_t pkt_need(const struct hvu_dp *dp)
+{
+    return hvu_dp_gpa_emit(dp) && dp->gpa_pkt_total > NVS_PKT_TOTAL ? dp->gpa_pkt_total : NVS_PKT_TOTAL;
+}
+
+/* The largest RNDIS message one packet may be: a section, or a slot when GPA-direct is on. */
+uint32_t hvu_dp_tx_msg_cap(const struct hvu_dp *dp)
+{
+    return hvu_dp_gpa_emit(dp) && dp->gpa_slot > dp->send_section ? dp->gpa_slot : dp->send_section;
+}
 
 /* ---- section bitmap ------------------------------------------------------------------------------ */
 
@@ -67,6 +88,10 @@ uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp) { return dp->sect_used;
  * is not NVS 108 with status OK counts as a TX error. */
 void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *payload, uint32_t plen)
 {
+    if (trans_id & HVU_DP_GPA_BIT) {
+        hvu_dp_gpa_complete(dp, trans_id, payload, plen);
+        return;
+    }
     uint64_t idx = trans_id & ~HVU_DP_TX_TAG;
     if (idx >= dp->send_count || !sect_busy(dp, (uint32_t)idx) || (int64_t)idx == dp->held) {
         dp->ctr.tx_bad_comp++;
@@ -75,6 +100,12 @@ void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *pay
     }
     sect_clear(dp, (uint32_t)idx);
     dp->ctr.tx_completions++;
+    hvu_dp_tx_comp_status(dp, payload, plen);
+}
+
+/* The NVS payload of a completion that freed a section or slot: not 108 / OK = a TX error. */
+void hvu_dp_tx_comp_status(struct hvu_dp *dp, const uint8_t *payload, uint32_t plen)
+{
     uint32_t type = 0, status = 0;
     if (plen >= 8) {
         memcpy(&type, payload, 4);
@@ -93,7 +124,7 @@ void hvu_dp_tx_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *pay
 
 /* ---- stop / wake ----------------------------------------------------------------------------------- */
 
-static void tx_block(struct hvu_dp *dp, int ring_full)
+void hvu_dp_tx_block(struct hvu_dp *dp, int ring_full)
 {
     if (!dp->tx_blocked) {
         dp->tx_blocked = 1;
@@ -102,7 +133,7 @@ static void tx_block(struct hvu_dp *dp, int ring_full)
     if (ring_full && !dp->pending_sz_set) {
         /* ask for an interrupt once a quarter of the ring is free (VMBUS.md §3.11 c) */
         uint32_t want = (hvu_ring_data_size(dp->tx) / 4) & ~7u;
-        if (want >= NVS_PKT_TOTAL && hvu_ring_set_pending_send_sz(dp->tx, want) == 0)
+        if (want >= pkt_need(dp) && hvu_ring_set_pending_send_sz(dp->tx, want) == 0)
             dp->pending_sz_set = 1;
     }
 }
@@ -123,20 +154,28 @@ static void tx_wake(struct hvu_dp *dp)
 int hvu_dp_tx_can_send(struct hvu_dp *dp)
 {
     if (dp->npend > 0) {   /* receive completions come first; they wait for ring space too */
-        tx_block(dp, 1);
+        hvu_dp_tx_block(dp, 1);
         return 0;
     }
     int64_t room = hvu_ring_bytes_free(dp->tx);
     if (room < 0)
         return (int)room;
-    if (room <= NVS_PKT_TOTAL) {
+    if (room <= pkt_need(dp)) {
         dp->ctr.tx_busy++;
-        tx_block(dp, 1);
+        hvu_dp_tx_block(dp, 1);
         return 0;
     }
-    if (dp->held < 0 && dp->sect_used >= dp->send_count) {
+    /* without GPA-direct every packet needs a section; with it the packet source says what the
+     * packet it keeps waits for (HVU_DP_TX_WAIT) and TX waits here for that */
+    int no_section = dp->held < 0 && dp->sect_used >= dp->send_count;
+    if (!hvu_dp_gpa_emit(dp) ? no_section : dp->tx_wait == HVU_DP_WAIT_SECTION && no_section) {
         dp->ctr.tx_no_space++;
-        tx_block(dp, 0);
+        hvu_dp_tx_block(dp, 0);
+        return 0;
+    }
+    if (hvu_dp_gpa_emit(dp) && dp->tx_wait == HVU_DP_WAIT_SLOT && dp->gpa_used >= dp->gpa_count) {
+        dp->ctr.tx_gpa_busy++;
+        hvu_dp_tx_block(dp, 0);
         return 0;
     }
     return 1;
@@ -264,6 +303,8 @@ static int send_section(struct hvu_dp *dp, uint32_t idx, uint32_t msg_len)
 
 static int send_held(struct hvu_dp *dp)
 {
+    if (dp->held < 0)
+        return 0;   /* nothing held (the last packet went GPA-direct) */
     uint32_t idx = (uint32_t)dp->held;
     int rc = send_section(dp, idx, dp->held_msg);
     if (rc < 0)
@@ -358,7 +399,7 @@ static int flush_held(struct hvu_dp *dp)
     int rc = send_held(dp);
     if (rc == -EAGAIN) {   /* not expected after can_send; the send stays held */
         dp->ctr.tx_busy++;
-        tx_block(dp, 1);
+        hvu_dp_tx_block(dp, 1);
         return 1;
     }
     return rc;
@@ -397,7 +438,12 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
             break;
         }
         tx_wake(dp);
-        int rc = (dp->flags & HVU_DP_F_TAP_OFFLOAD) ? hvu_dp_tx_stage_next(dp) : read_frame(dp);
+        int rc = (dp->flags & HVU_DP_F_TAP_OFFLOAD) ? hvu_dp_tx_stage_next(dp)
+                 : dp->gpa_plain ? hvu_dp_tx_read_gpa(dp) : read_frame(dp);
+        if (rc == HVU_DP_TX_WAIT) {   /* no section / slot or ring full: counted, TX stopped */
+            status = HVU_DP_BLOCKED;
+            break;
+        }
         /* HVU_DP_TX_FLUSH: nothing read yet, the next packet needs a section of its own */
         if (rc != HVU_DP_TX_FLUSH) {
             if (rc == -EAGAIN)
@@ -407,7 +453,7 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
                 break;
             }
             done++;
-            if (rc != 1 || !held_full(dp))
+            if (rc != 1 || dp->held < 0 || !held_full(dp))   /* GPA-direct: nothing held */
                 continue;
         }
         rc = flush_held(dp);
@@ -418,9 +464,9 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
         break_err(&err, rc);
         break;
     }
-    /* what the batch gathered goes now, unless TX is blocked (the ring is full: it goes when
-     * the host frees room, on a later call) */
-    if (dp->held >= 0 && !dp->tx_blocked) {
+    /* what the batch gathered goes now, unless TX is blocked by a full ring (it goes when the
+     * host frees room, on a later call); waiting for a section or slot does not hold it back */
+    if (dp->held >= 0 && (!dp->tx_blocked || dp->tx_wait != HVU_DP_WAIT_NONE)) {
         int rc = flush_held(dp);
         if (rc > 0 && err == 0)
             status = HVU_DP_BLOCKED;

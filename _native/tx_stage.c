@@ -3,10 +3,10 @@
  *
  * What lives here: the vnet header checks (every field, drops tx_vnet_bad with a reason), the
  * choice between the checksum pktinfo and a software checksum, and the cutting of a TCP GSO
- * frame into send-section-sized LSO packets or single segments (the rules and their sources are
- * in datapath.h's header comment). What must not: section bookkeeping, aggregation and sending
- * (tx.c: hvu_dp_tx_place / hvu_dp_tx_commit decide where each packet goes), ring access,
- * allocation, printing.
+ * frame into LSO packets or single segments that fit a send section, or a GPA-direct slot when
+ * there is a pool (the rules and their sources are in datapath.h's header comment). What must
+ * not: section and slot bookkeeping, aggregation and sending (tx.c / tx_gpa.c: hvu_dp_tx_dest /
+ * hvu_dp_tx_done decide where each packet goes), ring access, allocation, printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* readv under -std=c11 */
 #include <errno.h>
@@ -60,11 +60,12 @@ static uint32_t csum_ppi_for(const struct hvu_dp *dp, const uint8_t *f, uint32_t
 }
 
 /* A frame needing a checksum and sent whole: pktinfo if the host does it and the pktinfo fits
- * the section next to the frame (a frame of the largest MTU may not leave room), else software. */
+ * the section (or slot) next to the frame (a frame of the largest MTU may not leave room), else
+ * software. */
 static void stage_whole_csum(struct hvu_dp *dp, uint8_t *f, uint32_t len, const struct hvu_vnet *v)
 {
     uint32_t info = 0;
-    if ((uint64_t)dp->tx_hdr_len + HVU_DP_PPI_SIZE + len <= dp->send_section)
+    if ((uint64_t)dp->tx_hdr_len + HVU_DP_PPI_SIZE + len <= hvu_dp_tx_msg_cap(dp))
         info = csum_ppi_for(dp, f, len, v);
     if (info != 0) {
         dp->stage_kind = STAGE_CSUM;
@@ -118,9 +119,10 @@ static int stage_prepare(struct hvu_dp *dp, uint32_t len)
     }
     if (h.hdrs + mss > limit)
         return stage_oversize(dp, mss);
-    if (dp->send_section - dp->tx_hdr_len < h.hdrs + mss)
-        return stage_oversize(dp, mss);   /* not even one segment fits a section */
-    uint32_t room = dp->send_section - dp->tx_hdr_len - HVU_DP_PPI_SIZE;   /* with one pktinfo */
+    uint32_t cap = hvu_dp_tx_msg_cap(dp);   /* a section, or a slot with GPA-direct */
+    if (cap - dp->tx_hdr_len < h.hdrs + mss)
+        return stage_oversize(dp, mss);   /* not even one segment fits a section (slot) */
+    uint32_t room = cap - dp->tx_hdr_len - HVU_DP_PPI_SIZE;   /* with one pktinfo */
     uint32_t per = 1;
     int lso = (dp->flags & (h.ipv6 ? HVU_DP_F_TX_LSO6 : HVU_DP_F_TX_LSO4)) != 0 && h.l4 <= 0x3FF &&
               mss <= 0xFFFFF;
@@ -167,30 +169,36 @@ static int stage_read(struct hvu_dp *dp)
     return stage_prepare(dp, len);
 }
 
-/* Builds the next RNDIS packet of the staged frame where hvu_dp_tx_place puts it. 1 = placed,
- * 0 = the frame was dropped (counted), HVU_DP_TX_FLUSH = the held send must go out first (the
- * stage keeps the frame), negative = no section (cannot happen after hvu_dp_tx_can_send). */
+/* Builds the next RNDIS packet of the staged frame where hvu_dp_tx_dest puts it. 1 = placed or
+ * sent, 0 = the frame was dropped (counted), HVU_DP_TX_FLUSH = the held send must go out first,
+ * HVU_DP_TX_WAIT = no section / slot / ring room now (the stage keeps the frame either way, and
+ * the packet is built again next time: nothing advances before it is placed), negative errno. */
 static int stage_emit(struct hvu_dp *dp)
 {
     const uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE;
     uint32_t len = dp->stage_len, hdr;
     uint8_t *msg;
+    struct hvu_dp_dest d;
+    int rc;
     if (dp->stage_kind != STAGE_SEGS) {
         int csum = dp->stage_kind == STAGE_CSUM;
         hdr = dp->tx_hdr_len + (csum ? HVU_DP_PPI_SIZE : 0);
-        if ((uint64_t)hdr + len > dp->send_section) {
+        if ((uint64_t)hdr + len > hvu_dp_tx_msg_cap(dp)) {
             dp->stage_len = 0;
             return stage_oversize(dp, len);
         }
-        msg = hvu_dp_tx_place(dp, hdr + len);
-        if (msg == NULL)
-            return hvu_dp_tx_no_place(dp);
+        rc = hvu_dp_tx_dest(dp, hdr + len, &d);
+        if (rc != 1)
+            return rc;
+        msg = d.msg;
         hvu_dp_tx_header(dp, msg, len, csum ? HVU_NDIS_PKTINFO_CSUM : -1, dp->stage_csum);
         memcpy(msg + hdr, f, len);
+        rc = hvu_dp_tx_done(dp, &d, hdr + len, len, 0);
+        if (rc != 1)
+            return rc;
         dp->stage_len = 0;
         if (csum)
             dp->ctr.tx_csum_ppi++;
-        hvu_dp_tx_commit(dp, hdr + len, len, 0);
         return 1;
     }
     struct hvu_l34 h = {dp->stage_l3, dp->stage_l4, dp->stage_hdrs, (int)dp->stage_v6, dp->stage_proto};
@@ -206,16 +214,21 @@ static int stage_emit(struct hvu_dp *dp)
         ppi = HVU_NDIS_PKTINFO_LSO;
         mode = HVU_SEG_LSO;
     } else if ((dp->flags & (h.ipv6 ? HVU_DP_F_TX_CSUM_TCP6 : HVU_DP_F_TX_CSUM_TCP4)) &&
-               dp->tx_hdr_len + HVU_DP_PPI_SIZE + h.hdrs + pay <= dp->send_section) {
+               dp->tx_hdr_len + HVU_DP_PPI_SIZE + h.hdrs + pay <= hvu_dp_tx_msg_cap(dp)) {
         info = (h.ipv6 ? TXCSUM_IPV6 : TXCSUM_IPV4) | TXCSUM_TCP | (h.l4 << TXCSUM_THOFF_SHIFT);
         ppi = HVU_NDIS_PKTINFO_CSUM;
         mode = HVU_SEG_PARTIAL;
     }
     hdr = dp->tx_hdr_len + (ppi >= 0 ? HVU_DP_PPI_SIZE : 0);
-    msg = hvu_dp_tx_place(dp, hdr + h.hdrs + pay);
-    if (msg == NULL)
-        return hvu_dp_tx_no_place(dp);
+    rc = hvu_dp_tx_dest(dp, hdr + h.hdrs + pay, &d);
+    if (rc != 1)
+        return rc;
+    msg = d.msg;
     hvu_dp_tx_header(dp, msg, h.hdrs + pay, ppi, info);
+    uint32_t n = hvu_off_build_seg(msg + hdr, f, &h, dp->stage_next, pay, dp->stage_seg, first, last, mode);
+    rc = hvu_dp_tx_done(dp, &d, hdr + n, n, mode == HVU_SEG_LSO);
+    if (rc != 1)
+        return rc;
     if (mode != HVU_SEG_LSO) {
         dp->ctr.tx_sw_seg++;
         if (mode == HVU_SEG_PARTIAL)
@@ -223,12 +236,10 @@ static int stage_emit(struct hvu_dp *dp)
         else
             dp->ctr.tx_sw_csum++;
     }
-    uint32_t n = hvu_off_build_seg(msg + hdr, f, &h, dp->stage_next, pay, dp->stage_seg, first, last, mode);
     dp->stage_next += pay;
     dp->stage_seg += nseg;
     if (last)
         dp->stage_len = 0;
-    hvu_dp_tx_commit(dp, hdr + n, n, mode == HVU_SEG_LSO);
     return 1;
 }
 

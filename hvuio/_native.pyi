@@ -120,6 +120,10 @@ class DpConfigPtr(CData):
     tx_agg_packets: int
     tx_agg_align: int
     tx_agg_bytes: int
+    gpa_buf: CData
+    gpa_buf_size: int
+    gpa_pfns: CData
+    gpa_slot_size: int
 
 class DpFaultPtr(CData):
     """``struct hvu_dp_fault *``"""
@@ -233,6 +237,10 @@ class Lib:
     HVU_DP_F_RX_CSUM: int
     # enum hvu_dp_const
     HVU_DP_TX_TAG_SHIFT: int
+    HVU_DP_TX_GPA_SHIFT: int
+    HVU_DP_GPA_MAX_SLOTS: int
+    HVU_DP_GPA_SLOT_PAGES_MAX: int
+    HVU_DP_GPA_PFN_BITS: int
     HVU_DP_NVS_MSG_SIZE: int
     HVU_DP_RNDIS_PKT_SIZE: int
     HVU_DP_RNDIS_HASH_PPI_SIZE: int
@@ -282,6 +290,7 @@ class Lib:
     HVU_DP_RSC_TOO_LONG: int
     HVU_DP_RSC_FRAME: int
     HVU_DP_RSC_CSUM: int
+    HVU_DP_GPA_COMP_UNKNOWN: int
     HVU_DP_REASON_END: int
     # enum hvu_dp_fd
     HVU_DP_FD_NONE: int
@@ -368,6 +377,8 @@ class Lib:
     def hvu_dp_drop_count(self, dp: DpPtr, reason: int) -> int: ...
     def hvu_dp_reason_name(self, reason: int) -> CData: ...
     def hvu_dp_sections_in_use(self, dp: DpPtr) -> int: ...
+    def hvu_dp_gpa_slots_in_use(self, dp: DpPtr) -> int: ...
+    def hvu_dp_gpa_slot_count(self, dp: DpPtr) -> int: ...
     def hvu_dp_pending_completions(self, dp: DpPtr) -> int: ...
     def hvu_dp_counter_count(self) -> int: ...
     def hvu_dp_counter_name(self, i: int) -> CData: ...

@@ -8,7 +8,7 @@ drives (no Python, no cffi):
 
     ring_reader   _native/ring.c                        the guest's RX ring reader
     ring_writer   _native/ring.c                        the guest's TX ring writer
-    dp_rx         _native/{ring,rx,tx,tx_stage,datapath,offload,monitor}.c   the RX pump
+    dp_rx         _native/{ring,rx,tx,tx_stage,tx_gpa,datapath,offload,monitor}.c   the RX pump
     dp_tx         the same                              the TX pump and its completions
     simhost_tx    _native/simhost/*.c (-I _native/simhost only)   the emulator's host path
 
@@ -52,7 +52,7 @@ FUZZ = ROOT / "tests" / "fuzz"
 CORPUS = FUZZ / "corpus"
 REGRESSIONS = FUZZ / "regressions"
 
-GUEST_DP = ["ring.c", "rx.c", "tx.c", "tx_stage.c", "datapath.c", "offload.c", "monitor.c"]
+GUEST_DP = ["ring.c", "rx.c", "tx.c", "tx_stage.c", "tx_gpa.c", "datapath.c", "offload.c", "monitor.c"]
 SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_rx.c", "offload.c", "irq.c"]
 HARNESSES: dict[str, tuple[str, list[str]]] = {   # name: (include dir, sources in it)
     "ring_reader": ("_native", ["ring.c"]),
@@ -613,7 +613,10 @@ TX_LSOMAX, TX_AGGP, TX_AGGA = [0, 1500, 9000, 62780, 65535, 131072, 200, 0], [0,
 class DT:
     def __init__(self, *, txd: int, big_rx: bool, sect: int, count: int, mtu: int, vnet: bool = False,
                  offload: bool = False, offs: int = 0, hash_value: int | None = None, lso_max: int = 62780,
-                 agg_pkts: int = 0, agg_align: int = 0, agg_bytes: int | None = None, mon: int | None = None) -> None:
+                 agg_pkts: int = 0, agg_align: int = 0, agg_bytes: int | None = None, mon: int | None = None,
+                 gpa_slots: int = 0, gpa_extra: int = 0, gpa_rot: int = 0) -> None:
+        """gpa_slots 1-4: a GPA-direct pool of that many slots (+ gpa_extra pages, page numbers
+        rotated by gpa_rot and reversed); 0: none."""
         w = self.w = W()
         self.mtu = mtu
         assert 1 <= count <= 200
@@ -623,7 +626,7 @@ class DT:
         w.u8(byte_where(lambda c: c % 5 == mi and (c >> 3) & 7 == li and not c & 0xC0))
         w.u8((1 if vnet else 0) | (2 if offload else 0) | (4 if hash_value is not None else 0)
              | (8 if mon is not None else 0))
-        w.u8(offs)
+        w.u8(offs | (0x40 if gpa_slots else 0))
         if hash_value is not None:
             w.u32(hash_value)
         if count <= 51:
@@ -637,6 +640,8 @@ class DT:
         w.u16(0xFFF0).u16(0xFFF0)
         if mon is not None:
             w.u8(mon)
+        if gpa_slots:
+            w.pick(4, gpa_slots - 1).pick(3, gpa_extra).u8(gpa_rot)
         self.vnet = vnet
 
     def frame_raw(self, length: int) -> DT:
@@ -664,10 +669,11 @@ class DT:
         return self
 
     def complete(self, kind: int, k: int = 0, payload: int = 0) -> DT:
-        """kind 0 outstanding (k-th), 2 a completed one, 3 unknown, 4 the held section, 5 untagged."""
+        """kind 0 outstanding (k-th), 2 a completed one, 3 unknown, 4 the held section, 5 untagged,
+        6 an outstanding GPA-direct slot (k-th), 7 GPA slot k (any state)."""
         w = self.w
         w.u8(4).u8(kind).u8(payload)
-        if kind == 3:
+        if kind in (3, 7):
             w.rare(False).u16(k)
         elif kind == 5:
             w.u32(k)
@@ -746,6 +752,19 @@ def seeds_dp_tx() -> dict[str, bytes]:
     e = DT(txd=1024, big_rx=False, sect=1024, count=2, mtu=1500)
     e.frame_raw(300).frame_raw(300).frame_raw(300).tx(64).bad_read_index().tx(64).tx(64).drain().rx(32)
     out["seed-bad-read-index"] = e.w.bytes()
+    # GPA-direct: a plain tap with jumbo frames (2 slots: exhaustion, completions out of order,
+    # unknown and duplicate slot ids), and LSO packets up to OpenVMM's maximum from an offload tap
+    g = DT(txd=16384, big_rx=False, sect=6144, count=4, mtu=9000, gpa_slots=2, gpa_extra=1, gpa_rot=5)
+    for n in (60, 9000, 1500, 9018, 6100, 8000, 200, 7000):
+        g.frame_raw(n)
+    g.tx(64).drain().complete(6, 1).complete(7, 3).complete(6, 0).complete(7, 0).rx(32).tx(64).drain()
+    g.complete(0, 0).complete(6, 0).rx(32).tx(2).tx(64).drain().complete(6, 0).complete(6, 0).rx(32).tx(64)
+    out["seed-gpa-jumbo"] = g.w.bytes()
+    h = DT(txd=65536, big_rx=True, sect=6144, count=8, mtu=1500, vnet=True, offload=True, offs=0x3F,
+           lso_max=62780, gpa_slots=3, gpa_rot=17)
+    h.frame_tcp(60000, 0x08, 2, 1448).frame_tcp(30000, 0x09, 2, 1440).frame_tcp(600, 0x0C, 1).frame_raw(700)
+    h.tx(64).drain().complete(6, 0).complete(0, 0).rx(32).tx(64).drain().complete(6, 1).complete(7, 9).rx(32).tx(64)
+    out["seed-gpa-lso"] = h.w.bytes()
     return out
 
 

@@ -22,9 +22,14 @@ How the engine drives it:
     not data-path traffic; it is still unread. `read_control` reads exactly that one packet
     (through the normal Ring API) and signals the host if flow control asks for it; feed it to the
     protocol machines and resume.
-  * trans_id convention: the data path tags its sends with bit 63 (``TX_TAG | section``);
-    completions carrying the tag are consumed in C. Control requests must use ids below 2**63
-    (`send_control` enforces it); their completions come back as CONTROL_PENDING.
+  * trans_id convention: the data path tags its sends with bit 63 (``TX_TAG | section``, and
+    ``TX_TAG | GPA_TAG | slot`` for GPA-direct sends); completions carrying the tag are consumed
+    in C. Control requests must use ids below 2**63 (`send_control` enforces it); their
+    completions come back as CONTROL_PENDING.
+  * GPA-direct (VMBUS.md §3.7): with a `gpa_pool` (pinned memory whose guest-physical page numbers
+    are known: `GpaPool`), RNDIS packets too large for a send section (frames of a jumbo MTU, LSO
+    packets up to the host's LSO maximum) are built in a slot of the pool and sent as type-9
+    packets; small frames keep the send buffer. The pool is cut into `GPA_SLOT_SIZE` slots.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError
 from hvuio.native import MAX_LEN8, MONITOR_MAX_ID, Buffer
@@ -45,10 +50,14 @@ from hvuio.native import lib as _lib
 from hvuio.native.ring import FLAG_COMPLETION_REQUESTED, Direction, Packet, PacketType, Ring
 
 if TYPE_CHECKING:
+    import array
+
     from hvuio._native import CData, DpPtr
 
 TX_TAG = 1 << int(_lib.HVU_DP_TX_TAG_SHIFT)
 """Bit set in the trans_id of every data-path send; control requests must leave it clear."""
+GPA_TAG = 1 << int(_lib.HVU_DP_TX_GPA_SHIFT)
+"""Also set (with TX_TAG) in the trans_id of a GPA-direct send: ``TX_TAG | GPA_TAG | slot``."""
 RNDIS_PACKET_HEADER = int(_lib.HVU_DP_RNDIS_PKT_SIZE)
 NVS_MESSAGE_SIZE = int(_lib.HVU_DP_NVS_MSG_SIZE)
 VNET_HDR_SIZE = int(_lib.HVU_DP_VNET_HDR_SIZE)
@@ -73,7 +82,28 @@ RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
 TX_RING_MIN = int(_lib.HVU_DP_TX_RING_MIN)
 """Smallest outbound data area: the largest message the pump writes plus what the ring keeps free."""
 _REASON_END = int(_lib.HVU_DP_REASON_END)
+HV_PAGE = int(_lib.HVU_HV_PAGE_SIZE)
+GPA_MAX_SLOTS = int(_lib.HVU_DP_GPA_MAX_SLOTS)
+GPA_PFN_MAX = (1 << int(_lib.HVU_DP_GPA_PFN_BITS)) - 1
+GPA_SLOT_SIZE = 17 * HV_PAGE
+"""Bytes of one GPA-direct slot: the largest RNDIS message the data path builds is the 44-byte
+header, the hash and one checksum/LSO pktinfo (16 bytes each) and a 64 KiB GSO frame (GSO_MAX =
+65553 bytes), 65629 bytes: 17 pages (16 would be 60 bytes short). A 2 MiB pool less its 64 KiB
+of control pages holds 29 slots."""
+GPA_SLOT_MIN = RNDIS_PACKET_HEADER + 2 * PPI_SIZE + GSO_MAX
 _L2_MAX = ETH_HLEN + VLAN_HLEN
+
+
+class GpaPool(Protocol):
+    """Pinned memory the host reads by guest-physical page number (hvuio.device.guestmem's
+    GuestRegion is one): `view`, writable, a whole number of 4 KiB pages; `pfns`, array('Q') with
+    the page number of each 4 KiB page of `view`, each 1 .. 2**40 - 1."""
+
+    @property
+    def view(self) -> memoryview: ...
+
+    @property
+    def pfns(self) -> array.array[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +213,11 @@ class DataPath:
     the tap has TUNSETOFFLOAD bits set (hvuio.offloads.tun_offload), so its vnet headers may carry
     NEEDS_CSUM and TCP GSO frames (needs `vnet_hdr`). `tx_aggregation` (TxAggregation) lets
     several frames of one batch share a send section and its NVS message, within the host's
-    limits. The outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1)) so the host
+    limits. `gpa_pool` (GpaPool, or None = send buffer only): RNDIS packets whose message does not
+    fit a send section go GPA-direct from `GPA_SLOT_SIZE` slots of it (at most GPA_MAX_SLOTS), and
+    GSO frames are cut into LSO packets up to the host's `offloads.lso_max_size` instead of one
+    section; the pool must stay mapped while this object lives (it keeps a reference). The
+    outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1)) so the host
     honours the pending_send_sz the pump sets when the ring is full.
     """
 
@@ -194,7 +228,7 @@ class DataPath:
                  manage_interrupt_mask: bool = True, tx_hash_value: int | None = None,
                  budget: int = DEFAULT_BUDGET, busy_poll_us: int = 0,
                  offloads: Offloads | None = None, tap_offload: bool = False,
-                 tx_aggregation: TxAggregation | None = None) -> None:
+                 tx_aggregation: TxAggregation | None = None, gpa_pool: GpaPool | None = None) -> None:
         if tx_ring.direction is not Direction.TX or rx_ring.direction is not Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
@@ -257,9 +291,21 @@ class DataPath:
         self.tx_aggregation = agg
         cfg.tx_agg_packets, cfg.tx_agg_align, cfg.tx_agg_bytes = agg.max_packets, agg.alignment, agg.max_bytes
         cfg.flags = flags | offloads.dp_flags() | (_lib.HVU_DP_F_TAP_OFFLOAD if tap_offload else 0)
+        self.gpa_pool = gpa_pool
+        self._gpa: CData = _ffi.NULL
+        self._gpa_pfns: CData = _ffi.NULL
+        if gpa_pool is not None:
+            self._gpa, self._gpa_pfns = self._gpa_buffers(gpa_pool)
+            cfg.gpa_buf, cfg.gpa_buf_size = self._gpa, len(self._gpa)
+            cfg.gpa_pfns, cfg.gpa_slot_size = self._gpa_pfns, GPA_SLOT_SIZE
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
         self._dp: DpPtr = _ffi.cast("struct hvu_dp *", self._mem)
         rc = _lib.hvu_dp_init(self._dp, cfg)
+        if rc == -errno.EMSGSIZE and gpa_pool is not None and tx_ring.data_size >= TX_RING_MIN:
+            raise LocalProtocolError(
+                f"data path configuration refused: the outbound ring's data area of {tx_ring.data_size} bytes "
+                f"cannot hold one GPA-direct packet naming a {GPA_SLOT_SIZE}-byte slot",
+                hint="Give the channel a larger outbound ring, or run without GPA-direct (--no-gpa).")
         if rc == -errno.EMSGSIZE:
             raise LocalProtocolError(
                 f"data path configuration refused: the outbound ring's data area of {tx_ring.data_size} bytes "
@@ -272,12 +318,32 @@ class DataPath:
                 f"(each must hold the {RNDIS_PACKET_HEADER}-byte RNDIS header + {ETH_HLEN}), mtu {mtu} "
                 f"({MTU_MIN}..{MTU_MAX}), fds tap {tap_fd} irq {irq_fd}, receive section {recv_section_size}"
                 + (f"; with tap offloads a section must also hold two {PPI_SIZE}-byte pktinfo and "
-                   f"{OFFLOAD_HDRS_MIN} bytes of headers" if tap_offload else ""))
+                   f"{OFFLOAD_HDRS_MIN} bytes of headers" if tap_offload else "")
+                + (f"; GPA pool of {len(self._gpa)} bytes (at least one {GPA_SLOT_SIZE}-byte slot)"
+                   if gpa_pool is not None else ""))
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._calls: deque[Callable[[], None]] = deque()
         self.error: BaseException | None = None
+
+    @staticmethod
+    def _gpa_buffers(pool: GpaPool) -> tuple[CData, CData]:
+        """The pool's memory and page numbers as C pointers, checked (C checks them again)."""
+        view, pfns = pool.view, pool.pfns
+        size = len(view) * view.itemsize
+        if size % HV_PAGE or size < GPA_SLOT_SIZE:
+            raise LocalProtocolError(f"GPA pool of {size} bytes: must be a multiple of {HV_PAGE} and hold "
+                                     f"at least one {GPA_SLOT_SIZE}-byte slot")
+        if getattr(pfns, "typecode", None) != "Q" or len(pfns) != size // HV_PAGE:
+            raise LocalProtocolError(f"GPA pool of {size} bytes needs {size // HV_PAGE} page numbers "
+                                     f"as array('Q'), got {len(pfns)}")
+        bad = next((i for i, p in enumerate(pfns) if not 0 < p <= GPA_PFN_MAX), None)
+        if bad is not None:
+            raise LocalProtocolError(f"GPA pool page {bad} has page number {pfns[bad]:#x} "
+                                     f"(must be 1..{GPA_PFN_MAX:#x})")
+        buf = _ffi.from_buffer(view, require_writable=True)
+        return buf, _ffi.cast("const uint64_t *", _ffi.from_buffer(pfns))
 
     # ---- errors -------------------------------------------------------------------------------------
 
@@ -367,6 +433,16 @@ class DataPath:
         return int(_lib.hvu_dp_sections_in_use(self._dp))
 
     @property
+    def gpa_slots(self) -> int:
+        """GPA-direct slots (0 without a pool)."""
+        return int(_lib.hvu_dp_gpa_slot_count(self._dp))
+
+    @property
+    def gpa_slots_in_use(self) -> int:
+        """Slots in flight (sent, not completed) or holding a frame not sent yet."""
+        return int(_lib.hvu_dp_gpa_slots_in_use(self._dp))
+
+    @property
     def pending_completions(self) -> int:
         return int(_lib.hvu_dp_pending_completions(self._dp))
 
@@ -435,4 +511,5 @@ class DataPath:
             on_exit(result, self.error)
 
 
-__all__ = ["DataPath", "Offloads", "RunResult", "Status", "TX_TAG", "TX_RING_MIN", "COUNTER_NAMES"]
+__all__ = ["DataPath", "GpaPool", "Offloads", "RunResult", "Status", "TX_TAG", "GPA_TAG", "GPA_SLOT_SIZE",
+           "TX_RING_MIN", "COUNTER_NAMES"]

@@ -1,12 +1,12 @@
-/* libFuzzer harness: the guest's TX pump (hvu_dp_tx, tx.c / tx_stage.c / offload.c) and its
- * handling of the host's completions (hvu_dp_rx -> hvu_dp_tx_complete) against a hostile host.
+/* libFuzzer harness: the guest's TX pump (hvu_dp_tx, tx.c / tx_stage.c / tx_gpa.c / offload.c) and
+ * its handling of the host's completions (hvu_dp_rx -> hvu_dp_tx_complete) against a hostile host.
  *
  * Real memory and fds as in dp_rx.c: both rings, the send buffer (one heap block of exactly
  * sections x section size), the stage buffer, a SOCK_DGRAM socketpair as the tap (the host side
  * sends frames, with a vnet header when the configuration has one) and another as the irq fd, or a
  * monitor page. The configuration (section size and count across bitmap words, MTU, vnet header,
- * tap offloads, checksum / LSO offloads, hash pktinfo, the host's aggregation limits, ring sizes)
- * comes from the input. The script: frames to the tap (random bytes, or Ethernet/IP/TCP|UDP frames
+ * tap offloads, checksum / LSO offloads, hash pktinfo, the host's aggregation limits, ring sizes,
+ * a GPA-direct pool of 1-4 slots with shuffled page numbers) comes from the input. The script: frames to the tap (random bytes, or Ethernet/IP/TCP|UDP frames
  * with a vnet header that asks for a checksum or carries a GSO super-frame, every field sometimes
  * wrong, an empty datagram = the end of the tap), completions (valid, duplicate, unknown, for the
  * section being filled, untagged = Python's, with good or bad NVS payloads), received frames (their
@@ -18,9 +18,16 @@
  *    scanning the outbound ring right after the call) names a section not in the shadow set of
  *    sections sent and not validly completed since; the bytes of every outstanding section stay
  *    exactly as they were sent (the pump never writes a section the host may be reading);
- *    sections_in_use = outstanding + the one held;
- *  - completions: a valid one (tagged, outstanding, not the held section) frees exactly its section,
- *    a duplicate / unknown / held one frees nothing; tx_completions, tx_bad_comp and tx_errors
+ *    sections_in_use = outstanding + the one held; the same for GPA-direct slots (a type-9 send
+ *    names a slot not outstanding, its bytes stay as sent until completed, gpa_slots_in_use =
+ *    outstanding + the one holding a plain tap's frame not sent yet);
+ *  - each type-9 send: completion requested, trans_id = tag | GPA bit | slot, reserved 0, one
+ *    range at offset 0 of exactly the pages its byte count covers, and those are the slot's pages
+ *    of the pool by their page numbers (read back through the numbers, not the index); NVS {107,
+ *    data, 0xFFFFFFFF, 0}; the message larger than a section could hold (or, for a plain tap,
+ *    sent when no section was free); tx_gpa grows by what the scan saw;
+ *  - completions: a valid one (tagged, outstanding, not the held section) frees exactly its section
+ *    or slot, a duplicate / unknown / held one frees nothing (GPA ids included); tx_completions, tx_bad_comp and tx_errors
  *    grow by exactly what the shadow says;
  *  - each send: type 0x6, completion requested, trans_id = tag | section, NVS {107, data, section,
  *    size}, size within the section (and the host's aggregate limit when aggregated); the messages in
@@ -58,6 +65,9 @@
 #define MAXS 4096
 #define MAXP 512
 #define TAG (1ull << 63)
+#define GBIT (1ull << 62)
+#define GPA_SLOT (17u * 4096u)
+#define PFN0 0x5000u
 
 struct tframe {
     uint8_t *b;                 /* the frame (after the vnet header) */
@@ -69,7 +79,8 @@ struct tframe {
 struct srec {
     uint32_t idx, size;
     int done;                   /* validly completed */
-    uint8_t *snap;              /* the section as sent */
+    int gpa;                    /* a type-9 send: idx is the slot */
+    uint8_t *snap;              /* the section (slot) as sent */
 };
 
 struct hpkt {                   /* a packet the host put in the inbound ring */
@@ -101,6 +112,12 @@ struct st {
     uint32_t nr, drained;
     int32_t inflight[HVU_DP_MAX_SECTIONS];
     uint32_t ninflight;
+    /* GPA-direct pool */
+    uint8_t *gpa;
+    uint64_t *pfns;
+    uint32_t nslots, gpa_pages, seen_gpa;
+    int32_t ginflight[64];
+    uint32_t nginflight;
     uint32_t scan_pos;          /* outbound ring position scanned up to */
     uint64_t seen_pkts, seen_bytes, seen_lso, seen_csum;
     /* inbound packets */
@@ -152,10 +169,13 @@ enum { P_DROP, P_WHOLE, P_SEGS };
 static int predict(struct st *s, const struct tframe *t)
 {
     uint32_t vlen = s->vnet ? 12 : 0, len = t->len, limit = s->mtu + 18;
+    uint32_t cap = s->nslots && GPA_SLOT > s->sect ? GPA_SLOT : s->sect;   /* the largest message */
     if (t->dgram < vlen + 14)
         return P_DROP;                                   /* runt */
     if (!s->offload) {
-        uint32_t space = s->sect - s->hdr_len < limit ? s->sect - s->hdr_len : limit;
+        /* the largest frame fits a section: the send buffer as ever; else a slot (when there is a pool) */
+        uint32_t room = s->sect - s->hdr_len >= limit ? s->sect - s->hdr_len : cap - s->hdr_len;
+        uint32_t space = room < limit ? room : limit;
         return len > space ? P_DROP : P_WHOLE;
     }
     if (len > HVU_DP_GSO_MAX)
@@ -165,7 +185,7 @@ static int predict(struct st *s, const struct tframe *t)
     if ((flags & ~3u) || ((flags & 1) && (cs < 14 || cs + co + 2 > len)))
         return P_DROP;
     /* sent whole: within the MTU and, without the checksum pktinfo, the section */
-    int whole_drop = len > limit || s->hdr_len + len > s->sect;
+    int whole_drop = len > limit || s->hdr_len + len > cap;
     if (gso == 0)
         return whole_drop ? P_DROP : P_WHOLE;
     if ((gso != 1 && gso != 4) || !(flags & 1) || mss == 0 || hdr_len > len)
@@ -175,7 +195,7 @@ static int predict(struct st *s, const struct tframe *t)
         return P_DROP;
     if (len - nf.hdrs <= mss)
         return whole_drop ? P_DROP : P_WHOLE;
-    if (nf.hdrs + mss > limit || s->sect - s->hdr_len < nf.hdrs + mss)
+    if (nf.hdrs + mss > limit || cap - s->hdr_len < nf.hdrs + mss)
         return P_DROP;
     return P_SEGS;
 }
@@ -348,11 +368,64 @@ static void new_send(struct st *s, const struct hvu_pkt_desc *d, const uint8_t *
     r->idx = idx;
     r->size = size;
     r->done = 0;
+    r->gpa = 0;
     r->snap = malloc(s->sect);
     memcpy(r->snap, sec, s->sect);
     s->inflight[idx] = (int32_t)s->nr++;
     s->ninflight++;
     s->seen_pkts += n;
+    s->seen_bytes += fb;
+    s->seen_lso += lso;
+    s->seen_csum += csum;
+}
+
+/* A type-9 send: its header (after the descriptor, offset8 * 8 - 16 bytes) and NVS message. */
+static void new_gpa_send(struct st *s, const struct hvu_pkt_desc *d, const uint8_t *hdr, uint32_t hlen,
+                         const uint8_t *nvs)
+{
+    uint64_t slot = d->trans_id & ~(TAG | GBIT);
+    CHECK(d->flags == 1 && (d->trans_id & (TAG | GBIT)) == (TAG | GBIT), "type-9 flags %u trans_id %llx", d->flags,
+          (unsigned long long)d->trans_id);
+    CHECK(s->nslots > 0 && slot < s->nslots, "type-9 send for slot %llu of %u", (unsigned long long)slot, s->nslots);
+    CHECK(s->ginflight[slot] < 0, "slot %llu sent again while outstanding", (unsigned long long)slot);
+    CHECK(hlen >= 16 && rd32le(hdr) == 0 && rd32le(hdr + 4) == 1 && rd32le(hdr + 12) == 0,
+          "type-9 header: reserved %u, %u ranges, offset %u", rd32le(hdr), rd32le(hdr + 4), rd32le(hdr + 12));
+    uint32_t count = rd32le(hdr + 8), np = (count + 4095) / 4096;
+    CHECK(count > 0 && count <= GPA_SLOT && hlen == 16 + 8 * np, "range of %u bytes with a %u-byte header", count, hlen);
+    CHECK(d->len8 * 8u == 16 + hlen + 40, "type-9 packet of %u bytes", d->len8 * 8u);
+    CHECK(rd32le(nvs) == 107 && rd32le(nvs + 4) == 0 && rd32le(nvs + 8) == 0xFFFFFFFFu && rd32le(nvs + 12) == 0,
+          "type-9 NVS %u %u %x %u", rd32le(nvs), rd32le(nvs + 4), rd32le(nvs + 8), rd32le(nvs + 12));
+    for (int i = 16; i < 40; i++)
+        CHECK(nvs[i] == 0, "NVS reserved byte set");
+    uint8_t *msg = malloc(np * 4096);
+    for (uint32_t i = 0; i < np; i++) {                  /* the host's view: page by page number */
+        uint64_t pfn;
+        memcpy(&pfn, hdr + 16 + 8 * i, 8);
+        uint32_t page = UINT32_MAX;
+        for (uint32_t k = 0; k < s->gpa_pages; k++)
+            if (s->pfns[k] == pfn)
+                page = k;
+        CHECK(page != UINT32_MAX, "type-9 range names page number %llx outside the pool", (unsigned long long)pfn);
+        CHECK(page == slot * (GPA_SLOT / 4096) + i, "type-9 range page %u is pool page %u, not slot %llu's",
+              i, page, (unsigned long long)slot);
+        memcpy(msg + (size_t)i * 4096, s->gpa + (size_t)page * 4096, 4096);
+    }
+    CHECK(s->nr < MAXS, "too many sends");
+    uint32_t fb = 0;
+    int lso = 0, csum = 0;
+    check_message(s, msg, count, 1, &fb, &lso, &csum);
+    CHECK(s->offload ? count > s->sect : s->sect - s->hdr_len < s->mtu + 18,
+          "a message of %u bytes went GPA-direct (section %u, mtu %u, offload %d)", count, s->sect, s->mtu, s->offload);
+    struct srec *r = &s->r[s->nr];
+    r->idx = (uint32_t)slot;
+    r->size = count;
+    r->done = 0;
+    r->gpa = 1;
+    r->snap = msg;
+    s->ginflight[slot] = (int32_t)s->nr++;
+    s->nginflight++;
+    s->seen_pkts++;
+    s->seen_gpa++;
     s->seen_bytes += fb;
     s->seen_lso += lso;
     s->seen_csum += csum;
@@ -370,6 +443,17 @@ static void scan(struct st *s)
         ring_get(data, d, s->scan_pos, &desc, 16);
         uint32_t total = (uint32_t)desc.len8 * 8 + 8;
         CHECK(desc.len8 * 8u >= 16 && total <= m_avail(w, s->scan_pos, d), "outbound packet len8 %u", desc.len8);
+        if (desc.type == 9) {
+            uint8_t hdr[16 + 8 * 32];
+            uint32_t hlen = desc.offset8 * 8u - 16;
+            CHECK(desc.offset8 >= 2 && hlen <= sizeof(hdr) && desc.len8 * 8u == desc.offset8 * 8u + 40,
+                  "type-9 offset8 %u len8 %u", desc.offset8, desc.len8);
+            ring_get(data, d, (s->scan_pos + 16) % d, hdr, hlen);
+            ring_get(data, d, (s->scan_pos + desc.offset8 * 8u) % d, nvs, 40);
+            new_gpa_send(s, &desc, hdr, hlen, nvs);
+            s->scan_pos = (s->scan_pos + total) % d;
+            continue;
+        }
         CHECK(desc.len8 == 7, "outbound packet of %u bytes", desc.len8 * 8u);
         ring_get(data, d, (s->scan_pos + 16) % d, nvs, 40);
         if (desc.type == 11) {                           /* a receive completion */
@@ -397,8 +481,14 @@ static void host_drain(struct st *s)
         int n = hvu_ring_copyout(&s->hr, s->buf, sizeof(s->buf), &d);
         if (d.type == 11)
             continue;                                    /* a receive completion: checked by scan */
-        CHECK(n == 56 && s->drained < s->nr, "outbound packet %d bytes, %u of %u sends drained", n, s->drained, s->nr);
+        CHECK(s->drained < s->nr, "outbound packet of %d bytes, %u of %u sends drained", n, s->drained, s->nr);
         struct srec *r = &s->r[s->drained++];
+        if (d.type == 9) {
+            CHECK(r->gpa && (d.trans_id & ~(TAG | GBIT)) == r->idx && rd32le(s->buf + 16 + 8) == r->size,
+                  "the host read a type-9 send other than the one scanned");
+            continue;
+        }
+        CHECK(n == 56 && !r->gpa, "outbound packet %d bytes", n);
         CHECK(rd32le(s->buf + 16 + 8) == r->idx && rd32le(s->buf + 16 + 12) == r->size,
               "the host read a send other than the one scanned");
     }
@@ -466,7 +556,7 @@ static void host_complete(struct st *s, struct fz *f, uint8_t kind)
     else if (pv >= 240)
         plen = 8;
     uint64_t tid;
-    switch (kind % 6) {
+    switch (kind % 8) {
     case 0:
     case 1: {                                              /* an outstanding one */
         uint32_t k = fz_u16(f), i;
@@ -494,6 +584,20 @@ static void host_complete(struct st *s, struct fz *f, uint8_t kind)
         tid = TAG | (uint32_t)(s->dp->held >= 0 ? (uint32_t)s->dp->held : k);
         break;
     }
+    case 6: {                                              /* an outstanding GPA-direct slot */
+        uint32_t k = fz_u16(f), i;
+        if (s->nginflight == 0)
+            return;
+        k %= s->nginflight;
+        for (i = 0; i < s->nslots; i++)
+            if (s->ginflight[i] >= 0 && k-- == 0)
+                break;
+        tid = TAG | GBIT | i;
+        break;
+    }
+    case 7:                                                /* a GPA id: any slot, the one holding a frame, junk */
+        tid = TAG | GBIT | (fz_rare(f, 64) ? fz_u64(f) : fz_range(f, s->nslots + 4));
+        break;
     default:                                               /* not tagged: a control completion */
         host_send_inbound(s, fz_u32(f), pl, plen, 1);
         return;
@@ -597,6 +701,7 @@ static void post(struct st *s, struct snapc *c)
     CHECK(memcmp(s->snap_in, s->rx_mem + HDR, s->rx_d) == 0, "the pump wrote the inbound data area");
     CHECK(memcmp(s->snap_recv, s->recv, 256) == 0, "the pump wrote the receive buffer");
     uint64_t p0 = s->seen_pkts, b0 = s->seen_bytes, l0 = s->seen_lso, c0 = s->seen_csum, n0 = s->nr;
+    uint32_t g0 = s->seen_gpa;
     if (hvu_ring_fault(&s->tx, NULL) == HVU_OK)
         scan(s);
     struct hvu_dp_counters *a = &s->dp->ctr;
@@ -605,14 +710,24 @@ static void post(struct st *s, struct snapc *c)
     CHECK(a->tx_packets - c->k.tx_packets == s->seen_pkts - p0, "tx_packets +%llu, %llu messages sent",
           (unsigned long long)(a->tx_packets - c->k.tx_packets), (unsigned long long)(s->seen_pkts - p0));
     CHECK(a->tx_bytes - c->k.tx_bytes == s->seen_bytes - b0, "tx_bytes");
+    CHECK(a->tx_gpa - c->k.tx_gpa == s->seen_gpa - g0, "tx_gpa +%llu, %u type-9 sends seen",
+          (unsigned long long)(a->tx_gpa - c->k.tx_gpa), s->seen_gpa - g0);
     CHECK(a->tx_lso - c->k.tx_lso == s->seen_lso - l0, "tx_lso");
     CHECK(a->tx_csum_ppi - c->k.tx_csum_ppi == s->seen_csum - c0, "tx_csum_ppi +%llu, %llu seen",
           (unsigned long long)(a->tx_csum_ppi - c->k.tx_csum_ppi), (unsigned long long)(s->seen_csum - c0));
     /* outstanding sections: untouched, and counted */
     for (uint32_t i = 0; i < s->nr; i++)
-        if (!s->r[i].done)
+        if (!s->r[i].done && s->r[i].gpa)
+            CHECK(memcmp(s->r[i].snap, s->gpa + (size_t)s->r[i].idx * GPA_SLOT, s->r[i].size) == 0,
+                  "slot %u was written while outstanding", s->r[i].idx);
+        else if (!s->r[i].done)
             CHECK(memcmp(s->r[i].snap, s->send + (size_t)s->r[i].idx * s->sect, s->sect) == 0,
                   "section %u was written while outstanding", s->r[i].idx);
+    CHECK(hvu_dp_gpa_slots_in_use(s->dp) == s->nginflight + (s->dp->gpa_frame >= 0),
+          "gpa_slots_in_use %u, outstanding %u, holding a frame %d", hvu_dp_gpa_slots_in_use(s->dp), s->nginflight,
+          s->dp->gpa_frame);
+    if (s->dp->gpa_frame >= 0)
+        CHECK(s->ginflight[s->dp->gpa_frame] < 0, "the slot holding a frame is outstanding");
     CHECK(hvu_dp_sections_in_use(s->dp) == s->ninflight + (s->dp->held >= 0),
           "sections_in_use %u, outstanding %u, held %d", hvu_dp_sections_in_use(s->dp), s->ninflight, s->dp->held);
     if (s->dp->held >= 0)
@@ -654,7 +769,9 @@ static int guest_tx(struct st *s, unsigned budget)
     }
     if (rc == HVU_DP_BLOCKED) {
         int64_t room = hvu_ring_bytes_free(&s->tx);
-        CHECK(room <= 64 || hvu_dp_sections_in_use(s->dp) == s->count || hvu_dp_pending_completions(s->dp) > 0,
+        uint32_t need = s->nslots ? 16 + 16 + 8 * (GPA_SLOT / 4096) + 40 + 8 : 64;
+        CHECK(room <= need || hvu_dp_sections_in_use(s->dp) == s->count || hvu_dp_pending_completions(s->dp) > 0 ||
+                  (s->nslots && hvu_dp_gpa_slots_in_use(s->dp) == s->nslots),
               "BLOCKED with %lld ring bytes free and %u of %u "
               "sections in use", (long long)room, hvu_dp_sections_in_use(s->dp), s->count);
     }
@@ -667,7 +784,7 @@ static int guest_rx(struct st *s, unsigned budget)
     struct snapc c;
     pre(s, &c);
     uint64_t ring0 = s->rx.ctr.rx_packets;
-    int held = s->dp->held;
+    int held = s->dp->held, gframe = s->dp->gpa_frame;
     int rc = hvu_dp_rx(s->dp, budget);
     CHECK(rc >= 0 || (rc == -EIO && s->tx_fault), "hvu_dp_rx returned %d", rc);
     uint32_t consumed = (uint32_t)(s->rx.ctr.rx_packets - ring0);
@@ -680,7 +797,19 @@ static int guest_rx(struct st *s, unsigned budget)
         if (p->xfer)
             continue;                                    /* its completion shows up in the scan */
         uint64_t idx = p->tid & ~TAG;
-        if (idx < s->count && s->inflight[idx] >= 0 && (int64_t)idx != held) {
+        if (p->tid & GBIT) {
+            uint64_t g = p->tid & ~(TAG | GBIT);
+            if (g < s->nslots && s->ginflight[g] >= 0 && (int64_t)g != gframe) {
+                good++;
+                s->r[s->ginflight[g]].done = 1;
+                s->ginflight[g] = -1;
+                s->nginflight--;
+                if (p->plen < 8 || rd32le(p->pl) != 108 || rd32le(p->pl + 4) != 1)
+                    errs++;
+            } else {
+                bad++;
+            }
+        } else if (idx < s->count && s->inflight[idx] >= 0 && (int64_t)idx != held) {
             good++;
             s->r[s->inflight[idx]].done = 1;
             s->inflight[idx] = -1;
@@ -725,8 +854,12 @@ static void setup(struct st *s, struct fz *f)
     memset(s, 0, offsetof(struct st, buf));
     for (uint32_t i = 0; i < HVU_DP_MAX_SECTIONS; i++)
         s->inflight[i] = -1;
+    for (uint32_t i = 0; i < 64; i++)
+        s->ginflight[i] = -1;
     uint8_t a = fz_u8(f), b = fz_u8(f), c = fz_u8(f), d = fz_u8(f), e = fz_u8(f);
     s->tx_d = TXD[a % 6];
+    if ((e & 0x40) && s->tx_d < 256)
+        s->tx_d = 256;                                      /* with a pool: room for one type-9 packet */
     s->rx_d = (a & 0x80) ? 16384 : 4096;
     s->vnet = (d & 1) != 0;
     s->offload = s->vnet && (d & 2);
@@ -770,6 +903,15 @@ static void setup(struct st *s, struct fz *f)
         s->mon = calloc(1, 4096);
         s->mon_id = fz_u8(f) % 128;
     }
+    if (e & 0x40) {                                         /* a GPA-direct pool: 1-4 slots, shuffled pages */
+        s->nslots = 1 + fz_pick(f, 4);
+        s->gpa_pages = s->nslots * (GPA_SLOT / 4096) + fz_pick(f, 3);
+        s->gpa = calloc(s->gpa_pages, 4096);
+        s->pfns = malloc(sizeof(uint64_t) * s->gpa_pages);
+        uint32_t rot = fz_u8(f);                            /* pages rotated and reversed: no page */
+        for (uint32_t k = 0; k < s->gpa_pages; k++)         /* number follows from its index */
+            s->pfns[k] = PFN0 + (s->gpa_pages - 1 - (k + rot) % s->gpa_pages);
+    }
     s->snap_in = malloc(s->rx_d);
     s->snap_recv = malloc(256);
     CHECK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s->tap) == 0, "socketpair");
@@ -804,6 +946,10 @@ static void setup(struct st *s, struct fz *f)
     cfg.tx_agg_packets = s->agg_pkts;
     cfg.tx_agg_align = s->agg_align;
     cfg.tx_agg_bytes = agg_bytes;
+    cfg.gpa_buf = s->gpa;
+    cfg.gpa_buf_size = s->gpa_pages * 4096;
+    cfg.gpa_pfns = s->pfns;
+    cfg.gpa_slot_size = s->nslots ? GPA_SLOT : 0;
     s->agg_pkts = s->agg_pkts > 1 ? s->agg_pkts : 1;
     s->agg_align = s->agg_align > 1 ? s->agg_align : 1;
     s->agg_size = agg_bytes && agg_bytes < s->sect ? agg_bytes : s->sect;
@@ -832,6 +978,8 @@ static void teardown(struct st *s)
     free(s->mon);
     free(s->snap_in);
     free(s->snap_recv);
+    free(s->gpa);
+    free(s->pfns);
     free(s->dp);
 }
 
@@ -889,6 +1037,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     already |= !s->p[j].control && !s->p[j].xfer && s->p[j].tid == (TAG | k);
                 if (!already)
                     host_send_inbound(s, TAG | k, pl, 40, 0);
+            }
+        for (uint32_t k = 0; k < s->nslots && s->np < MAXP; k++)
+            if (s->ginflight[k] >= 0) {
+                uint8_t pl[40] = {108, 0, 0, 0, 1};
+                int already = 0;
+                for (uint32_t j = s->head; j < s->np; j++)
+                    already |= !s->p[j].control && !s->p[j].xfer && s->p[j].tid == (TAG | GBIT | k);
+                if (!already)
+                    host_send_inbound(s, TAG | GBIT | k, pl, 40, 0);
             }
         int r = guest_rx(s, 256);
         if (r == HVU_DP_CONTROL)

@@ -3,7 +3,8 @@
 The sanitizer module is built with HVUIO_SANITIZE=1 into a temporary directory, then a child
 Python with libasan preloaded (ASAN_OPTIONS=detect_leaks=0: CPython itself leaks by design) runs
 a suite with HVUIO_NATIVE=asan: the ring tests (test_ring*.py, test_native.py and
-wire/test_wire_vmbus.py), the data-path tests (rx.c / tx.c / datapath.c on hostile host input)
+wire/test_wire_vmbus.py), the data-path tests (rx.c / tx.c / tx_gpa.c / datapath.c on hostile
+host input, GPA-direct sends included)
 and the offload tests (offload.c / tx.c / rx.c on vnet headers, GSO frames and RSC fragments).
 Any out-of-bounds access or undefined behaviour aborts the child. A last check proves the
 sanitizer is really armed. The build and the child: tests/support/sanitizers.py; the `asan_dir`
@@ -26,7 +27,8 @@ SUITES = {
              "tests/native/test_ring_signal.py", "tests/native/test_native.py", "tests/wire/test_wire_vmbus.py"],
     "datapath": ["tests/native/test_datapath_rx.py", "tests/native/test_datapath_tx.py",
                  "tests/native/test_datapath_run.py", "tests/native/test_datapath_tap.py",
-                 "tests/native/test_datapath_fuzz.py", "tests/native/test_datapath_tx_agg.py"],
+                 "tests/native/test_datapath_fuzz.py", "tests/native/test_datapath_tx_agg.py",
+                 "tests/native/test_datapath_gpa.py"],
     "offload": ["tests/native/test_offload_guest_tx.py", "tests/native/test_offload_guest_rx.py"],
 }
 

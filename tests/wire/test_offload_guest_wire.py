@@ -81,7 +81,7 @@ def test_c_constants_match_golden(golden: dict[str, Any]) -> None:
 
 
 def test_new_reason_and_counter_names() -> None:
-    names = [native.ffi.string(lib.hvu_dp_reason_name(r)).decode() for r in range(45, lib.HVU_DP_REASON_END)]
+    names = [native.ffi.string(lib.hvu_dp_reason_name(r)).decode() for r in range(45, lib.HVU_DP_RSC_CSUM + 1)]
     assert names == ["vnet_flags", "vnet_gso_type", "vnet_csum", "vnet_gso", "rsc_sequence", "rsc_too_long",
                      "rsc_frame", "rsc_csum"]
     from hvuio.native.datapath import COUNTER_NAMES
