@@ -4,9 +4,12 @@ What lives here:
   * `Channel` — built from an open `UioHandle` (the primary: map 0, TX ring at 0, RX ring at
     S = size / 2, VMBUS.md §1.4) or from a subchannel's `ring` file. `send()` writes a `Send`
     (an Outbound with its place, from hvuio/proto/netvsc.py) or `send_raw()` raw bytes, and
-    signals the host per §3.11(a); an RNDIS control message is first copied into the send-buffer
-    section the Send names (which section is free is proto/sections.py's accounting, not the
-    channel's). `receive()` copies packets out (the C core validates §4 items 1–10),
+    signals the host per §3.11(a); an RNDIS control message is first copied into the place the
+    Send names (which place is free is proto/sections.py's accounting, not the channel's): a
+    send-buffer section (then an in-band packet), or a control page of the NIC's guest-memory
+    pool (`control_pages`, a GuestRegion the Nic sets), then a GPA-direct packet (type 9,
+    §3.7): u32 reserved 0, u32 range count 1, the range {len, offset 0, page number}, then the
+    NVSP message, completion requested. `receive()` copies packets out (the C core validates §4 items 1–10),
     signals for flow control (§3.11 b) and turns them into proto `Inbound`s; `ingest()` does the
     same for one packet read elsewhere (the data path's `read_control`).
   * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from hvuio.device.guestmem import HV_PAGE, GuestRegion
 from hvuio.device.sysfs import SYSFS_HINT
 from hvuio.device.uio import Interrupt, UioHandle, monitor_trigger
 from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolError, PlatformError,
@@ -57,6 +61,8 @@ _SPACE_POLL: Final = 0.005
 _XFER_HEAD: Final = struct.Struct("<HBBI")  # pageset id, sender_owns, reserved, range_cnt
 _RANGE: Final = struct.Struct("<II")  # byte_count, byte_offset
 _DESC: Final = struct.Struct("<HHHHQ")
+#: GPA-direct header with one range (VMBUS.md §3.7): reserved, range_count, byte_count, byte_offset, pfn
+_GPA_ONE_RANGE: Final = struct.Struct("<IIIIQ")
 
 
 class Signaller(Protocol):
@@ -110,6 +116,8 @@ class ChannelCounters:
     rndis_control: int = 0
     rndis_data_dropped: int = 0
     acks_sent: int = 0
+    control_gpa: int = 0  # RNDIS control messages sent GPA-direct (from a control page)
+    control_sections: int = 0  # RNDIS control messages sent in a send-buffer section
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -143,6 +151,8 @@ class Channel:
         self.counters = ChannelCounters()
         self._signaller = signaller
         self._recv_section: int | None = None
+        #: the control pages of the NIC's guest-memory pool (GPA-direct control messages), if any
+        self.control_pages: GuestRegion | None = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -208,28 +218,52 @@ class Channel:
         self._signaller.signal()
 
     def send(self, msg: Send) -> None:
-        """Write one message NetvscGuest placed; an RNDIS message goes into its section first."""
+        """Write one message NetvscGuest placed; an RNDIS message goes into its page or section first."""
         rndis = msg.message.rndis
+        if rndis is not None and msg.page is not None:
+            self._send_gpa_direct(msg, rndis, msg.page)
+            return
         if rndis is not None:
             if self.send_buf is None:
                 raise LocalProtocolError(f"{self.name}: no send buffer to hold control messages")
             if msg.offset + len(rndis) > len(self.send_buf):
                 raise LocalProtocolError(f"{self.name}: control section {msg.section} ends past the send buffer")
             self.send_buf[msg.offset:msg.offset + len(rndis)] = rndis
+            self.counters.control_sections += 1
         self.send_raw(PacketType.INBAND, msg.payload, trans_id=msg.message.trans_id,
                       want_completion=msg.message.want_completion)
+
+    def _send_gpa_direct(self, msg: Send, rndis: bytes, page: int) -> None:
+        """The RNDIS bytes into control page `page`, then one type-9 packet naming its page number."""
+        pages = self.control_pages
+        if pages is None:
+            raise LocalProtocolError(f"{self.name}: a control message was placed in page {page} but the "
+                                     "channel has no control pages")
+        if not 0 <= page < pages.pages or msg.offset != page * HV_PAGE:
+            raise LocalProtocolError(f"{self.name}: control page {page} (offset {msg.offset}) is outside the "
+                                     f"{pages.pages} control pages")
+        if len(rndis) > HV_PAGE:
+            raise LocalProtocolError(f"{self.name}: control message of {len(rndis)} bytes would cross its "
+                                     f"{HV_PAGE}-byte page")
+        pages.view[msg.offset:msg.offset + len(rndis)] = rndis
+        header = _GPA_ONE_RANGE.pack(0, 1, len(rndis), 0, pages.pfns[page])
+        self.send_raw(PacketType.GPA_DIRECT, msg.payload, trans_id=msg.message.trans_id, want_completion=True,
+                      header=header)
+        self.counters.control_gpa += 1
 
     def send_all(self, msgs: list[Send]) -> None:
         for m in msgs:
             self.send(m)
 
-    def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool) -> None:
-        """One packet; waits (bounded) for ring space, then signals per §3.11(a)."""
+    def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool,
+                 header: bytes = b"") -> None:
+        """One packet (`header`: its type-specific header, a multiple of 8 bytes); waits (bounded)
+        for ring space, then signals per §3.11(a)."""
         flags = FLAG_COMPLETION_REQUESTED if want_completion else 0
         deadline: float | None = None
         while True:
             try:
-                need_signal = self.tx.send(ptype, payload, flags=flags, trans_id=trans_id)
+                need_signal = self.tx.send(ptype, payload, flags=flags, trans_id=trans_id, header=header)
                 break
             except BlockingIOError:
                 now = time.monotonic()
@@ -336,4 +370,5 @@ class Channel:
         for ring in self._rings:
             ring.detach()
         self._rings = None  # drops the rings' exports of the mapping (others may hold DataPath's)
+        self.control_pages = None  # its view is of the Nic's guest memory, released after this
         self._signaller.close()

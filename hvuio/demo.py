@@ -36,7 +36,6 @@ from typing import Any
 
 from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
-from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -52,8 +51,11 @@ DEFAULT_TCP_BYTES = 32 * 1024 * 1024
 
 
 def max_guest_mtu(send_section_size: int) -> int:
-    """The largest MTU whose frames fit one send section after the RNDIS header."""
-    return send_section_size - RNDIS_PACKET_HEADER - ETH_HLEN
+    """The largest MTU whose frames fit one send section after the RNDIS header (without
+    GPA-direct; hvuio.nic.section_mtu is the rule the NIC applies)."""
+    from hvuio.nic import section_mtu
+
+    return section_mtu(send_section_size)
 
 
 def require_root() -> None:
@@ -391,14 +393,15 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
 # ------------------------------------------------------------------------------------------ demo
 
 def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP_BYTES,
-             on_ready: Any = None) -> dict[str, Any]:
+             on_ready: Any = None, gpa: bool = True) -> dict[str, Any]:
     """Build the stack, ping, TCP transfer, stop `hvuio up`, collect counters, tear down.
 
     `on_ready(stack)` runs once traffic is done and before `hvuio up` is stopped (for --keep).
+    `gpa` False runs `hvuio up --no-gpa` (the send buffer only).
     Raises HvuioError subclasses for failures a user can meet; cleanup always runs.
     """
     result: dict[str, Any] = {"kernel": kernel, "mtu": mtu}
-    with DemoStack(kernel=kernel, mtu=mtu) as stack:
+    with DemoStack(kernel=kernel, mtu=mtu, up_args=() if gpa else ("--no-gpa",)) as stack:
         result.update(guest_netns=stack.guest_ns, host_netns=stack.host_ns, tap=stack.tap,
                       host_ifname=stack.host_ifname, nic=stack.nic, sysroot=str(stack.sysroot))
         try:

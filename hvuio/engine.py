@@ -6,7 +6,8 @@ its TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); the C pump of
 hvuio.native.datapath in its thread, with the NIC's data sections, offloads and TX aggregation
 limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
 handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
-(hvuio/native/datapath.py's threading rule). The run loop waits on the caller's stop fd
+(hvuio/native/datapath.py's threading rule). The data path gets the NIC's GPA TX area
+(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one. The run loop waits on the caller's stop fd
 (netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
 halt and revokes run on the caller's thread with the rings to themselves; the tap is removed.
 
@@ -29,6 +30,13 @@ from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
 
 log = logging.getLogger(__name__)
+
+
+def _gpa_pool_argument(nic: Nic) -> dict[str, object]:
+    """DataPath's `gpa_pool` keyword: the NIC's GPA TX area, given only when there is one (the
+    argument is new in hvuio/native/datapath.py; without a pool the call is as before)."""
+    pool = nic.gpa_pool
+    return {} if pool is None else {"gpa_pool": pool}
 
 
 class Engine:
@@ -85,7 +93,8 @@ class Engine:
                           monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
                           mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
                           offloads=offloads, tap_offload=bool(tap.offload),
-                          tx_aggregation=info.tx_aggregation if self.tx_aggregation else None)
+                          tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
+                          **_gpa_pool_argument(nic))
             self._dp = dp
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:

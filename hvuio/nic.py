@@ -12,6 +12,17 @@ What lives here:
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
+  * The NIC's guest-memory pool (GPA-direct, VMBUS.md §3.7): unless GPA-direct is turned off,
+    `open()` asks the platform for `NIC_POOL_SIZE` bytes (hvuio/device/platform.py
+    `guest_memory`; GuestMemoryUnavailable: one warning with the reason, the send buffer only).
+    The Nic owns the pool and closes it after the channel: pages [0, 16) are the control pages
+    (RNDIS control messages GPA-direct, hvuio/proto/sections.py and channel.py), the rest is the
+    data path's GPA TX area (`gpa_pool`, for hvuio/engine.py), None again when the host did not
+    take GPA-direct control messages (the control path fell back to send sections).
+  * The MTU that never lies: the tap's MTU (`NicInfo.mtu`) is min(asked, the host's
+    OID_GEN_MAXIMUM_FRAME_SIZE, what the TX path carries: a send section without a pool
+    (`section_mtu`), MAX_MTU with one), with a warning naming the limit when it is below the
+    MTU asked (Linux rndis_filter_device_add lowers its MTU to the host's maximum frame size).
   * `NicInfo` — what bring-up negotiated, as typed values (the MAC as bytes, the host's TX
     aggregation limits as a TxAggregation, the offloads as a NicOffloads); `to_dict()` is its one
     text form, the one `up --json` prints and the status record keeps.
@@ -35,15 +46,17 @@ from typing import Any, Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
-from hvuio.device.platform import Platform
+from hvuio.device.guestmem import HV_PAGE, GuestMemory, GuestMemoryUnavailable, GuestRegion
+from hvuio.device.platform import Platform, platform_for
 from hvuio.device.uio import UioHandle
-from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError, SysfsError,
-                          WrongDeviceError)
-from hvuio.native.datapath import TxAggregation
+from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
+                          SysfsError, WrongDeviceError)
+from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
 from hvuio.native.ring import Packet
 from hvuio.netdev.tap import format_mac
 from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev
+from hvuio.proto import limits
 from hvuio.proto.events import Inbound, Send
 from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.proto.nvsp import BufferGrant
@@ -60,6 +73,23 @@ BRINGUP_TIMEOUT: Final = 30.0
 HALT_TIMEOUT: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
+
+#: One NIC's guest-memory pool: one 2 MiB huge page. Pages [0, CONTROL_PAGES) hold RNDIS control
+#: messages (one per page), the rest is the data path's GPA TX area.
+NIC_POOL_SIZE: Final = 2 * 1024 * 1024
+CONTROL_PAGES: Final = limits.CONTROL_PAGES
+CONTROL_AREA: Final = CONTROL_PAGES * HV_PAGE
+#: Largest MTU a GPA-direct TX path carries: Linux's range ends at 65521 (NETVSC_MTU 65535 minus
+#: the Ethernet header).
+GPA_MTU: Final = limits.MAX_MTU
+
+
+def section_mtu(section_size: int) -> int:
+    """The largest MTU whose frames one send section carries after the RNDIS packet header (the
+    data path adds no pktinfo a frame needs: a checksum pktinfo that does not fit beside a
+    full-size frame becomes a software checksum, _native/tx_stage.c stage_whole_csum)."""
+    return section_size - RNDIS_PACKET_HEADER - ETH_HLEN
+
 
 NVSP_NAMES: Final[dict[int, str]] = {wn.NvspVersion.V1: "1", wn.NvspVersion.V2: "2", wn.NvspVersion.V4: "4",
                      wn.NvspVersion.V5: "5", wn.NvspVersion.V6: "6", wn.NvspVersion.V61: "6.1"}
@@ -103,6 +133,13 @@ class NicInfo:
     queues: int = 1
     #: known from the moment the send buffer is connected (RNDIS starts then)
     offloads: NicOffloads | None = None
+    #: how frames and control messages leave: "gpa-direct (<pool kind>)" or "send buffer (<reason>)"
+    tx_path: str | None = None
+    #: the MTU asked for (NDIS config), the host's OID_GEN_MAXIMUM_FRAME_SIZE (None: not answered),
+    #: and why `mtu` is below the MTU asked (None: it is not)
+    mtu_asked: int | None = None
+    host_max_frame: int | None = None
+    mtu_limited_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
@@ -124,6 +161,8 @@ class NicInfo:
             "control_sections": self.control_sections, "link_up": self.link_up,
             "link_speed_bps": self.link_speed_bps, "queues": self.queues,
             "offloads": {} if self.offloads is None else self.offloads.to_dict(),
+            "tx_path": self.tx_path, "mtu_asked": self.mtu_asked, "host_max_frame": self.host_max_frame,
+            "mtu_limited_by": self.mtu_limited_by,
             "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
             "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
         }
@@ -134,9 +173,13 @@ class Nic:
 
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
-                 clock: Callable[[], float] = time.monotonic, offload: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True) -> None:
         self.sysroot = Path(sysroot)
         self.name = name
+        #: send by guest-physical address when the platform has guest memory; False: send buffer only
+        self.gpa = gpa
+        #: the guest-memory pool while open (None: none, the send buffer carries everything)
+        self.memory: GuestMemory | None = None
         #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
         self.offload = offload
         self.mtu = mtu
@@ -157,7 +200,8 @@ class Nic:
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
-                                         "requests_failed": 0, "unknown_completions": 0}
+                                         "requests_failed": 0, "unknown_completions": 0,
+                                         "control_fallbacks": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -178,9 +222,10 @@ class Nic:
                              f"Run 'hvuio bind {self.name}' first.")
         # the kernel lets a second open share the rings; two drivers of one channel corrupt both
         self._lock = claim_device(device)
+        platform = self._platform if self._platform is not None else platform_for(self.sysroot)
         try:
             check_not_busy(device, settle=BUSY_SETTLE)
-            handle = UioHandle.open(device, self._platform)
+            handle = UioHandle.open(device, platform)
         except BaseException:
             self._abort()
             raise
@@ -193,11 +238,15 @@ class Nic:
             self.channel = chan
             self.info = NicInfo(device=device.guid, uio=handle.uio.name, relid=device.relid,
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,
-                                recv_buffer_size=len(recv), send_buffer_size=len(send))
+                                recv_buffer_size=len(recv), send_buffer_size=len(send), mtu_asked=self.mtu)
+            self.info.tx_path = self._open_memory(platform)
+            if self.memory is not None:
+                chan.control_pages = self.memory.whole.region(0, CONTROL_AREA)
             chan.unmask()
             self.guest = NetvscGuest(recv_buf=BufferGrant(handle.recv_gpadl, len(recv)),
                                      send_buf=BufferGrant(handle.send_gpadl, len(send)),
                                      mtu=self.mtu, versions=self.versions, offload=self.offload,
+                                     control_pages=CONTROL_PAGES if self.memory is not None else 0,
                                      name=chan.name)
             self._perform(self.guest.start())
             self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
@@ -211,6 +260,31 @@ class Nic:
             self._abort()
             raise
         return self.info
+
+    def _open_memory(self, platform: Platform) -> str:
+        """Get the guest-memory pool (unless GPA-direct is off); the TX path's description."""
+        if not self.gpa:
+            return "send buffer (GPA-direct turned off: --no-gpa)"
+        try:
+            memory = platform.guest_memory(NIC_POOL_SIZE)
+        except GuestMemoryUnavailable as err:
+            log.warning("no guest memory for GPA-direct sends: %s; using the send buffer only", err.message)
+            return f"send buffer ({err.message})"
+        if memory.size != NIC_POOL_SIZE:
+            memory.close()
+            raise LocalProtocolError(f"the platform gave a guest-memory pool of {memory.size} bytes for "
+                                     f"{NIC_POOL_SIZE} asked")
+        self.memory = memory
+        return f"gpa-direct ({memory.kind})"
+
+    @property
+    def gpa_pool(self) -> GuestRegion | None:
+        """The data path's GPA TX area of the pool (bytes [64 KiB, 2 MiB)), or None: no pool, or
+        the host did not take GPA-direct control messages (then it gets none for data either)."""
+        memory, guest = self.memory, self.guest
+        if memory is None or memory.closed or (guest is not None and guest.fallback_reason is not None):
+            return None
+        return memory.whole.region(CONTROL_AREA, memory.size - CONTROL_AREA)
 
     def _run_until(self, done: Callable[[], bool], timeout: float, what: str, interruptible: bool = False) -> None:
         chan = self._chan()
@@ -348,7 +422,8 @@ class Nic:
             info.mac = e.mac
 
     def _mtu(self, e: ev.Mtu) -> None:
-        self._info().mtu = e.mtu
+        # the machine checked it (limits.MIN_MTU..MAX_MTU, proto/rndis.py _on_mtu); used in _configured
+        self._info().host_max_frame = e.mtu
 
     def _link_status(self, e: ev.LinkStatus) -> None:
         info = self._info()
@@ -372,9 +447,40 @@ class Nic:
 
     def _configured(self, e: ev.RndisConfigured) -> None:
         info = self._info()
-        if info.mtu is None:
-            info.mtu = self.mtu
+        info.mtu, info.mtu_limited_by = self._tap_mtu(info)
+        if info.mtu_limited_by is not None:
+            log.warning("MTU %d instead of the %d asked: %s", info.mtu, self.mtu, info.mtu_limited_by)
         self.ready = True
+
+    def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
+        """min(asked, host's maximum frame size, what the TX path carries) and why, if below asked."""
+        mtu, why = self.mtu, None
+        host = info.host_max_frame
+        if host is not None and host < mtu:
+            mtu, why = host, f"the host allows at most {host}"
+        if self.gpa_pool is not None:
+            if GPA_MTU < mtu:
+                mtu, why = GPA_MTU, f"GPA-direct carries at most {GPA_MTU}"
+        else:
+            section = info.send_section_size
+            if section is None:
+                raise LocalProtocolError("RNDIS configured before the send buffer was connected")
+            path = section_mtu(section)
+            if path < limits.MIN_MTU:
+                raise HostProtocolError(f"the host's send sections of {section} bytes carry frames of at most "
+                                        f"{path} bytes, below the minimum MTU {limits.MIN_MTU}",
+                                        "Use a host with larger send sections, or GPA-direct (a platform "
+                                        "with huge pages).")
+            if path < mtu:
+                mtu, why = path, f"without GPA-direct a send section carries at most {path}"
+        return mtu, why
+
+    def _control_fallback(self, e: ev.ControlFallback) -> None:
+        info = self._info()
+        info.tx_path = f"send buffer ({e.reason})"
+        self.counters["control_fallbacks"] += 1
+        log.warning("GPA-direct control messages: %s; sending the RNDIS initialize again in a send section, "
+                    "and using the send buffer only", e.reason)
 
     def _keepalive(self, e: ev.KeepaliveAnswered) -> None:
         self.counters["keepalives"] += 1
@@ -426,6 +532,9 @@ class Nic:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        if self.memory is not None:
+            self.memory.close()  # after the channel, which wrote through a view of it
+            self.memory = None
         if self.handle is not None:
             self.handle.close()
             self.handle = None
@@ -494,4 +603,5 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.IndirectionTable: Nic._indication,
     ev.VfAssociation: Nic._indication,
     ev.CompletionDropped: Nic._completion_dropped,
+    ev.ControlFallback: Nic._control_fallback,
 }

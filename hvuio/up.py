@@ -55,6 +55,8 @@ class UpOptions:
     busy_poll_us: int = BUSY_POLL_DEFAULT_US
     offload: bool = True
     tx_aggregation: bool = True
+    #: send by guest-physical address when the platform has guest memory (False: send buffer only)
+    gpa: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,24 @@ class Down:
 
 UpEvent = Ready | Serving | DatapathRunning | Down
 
+#: The MTUs a netvsc NIC may ask for: ETH_MIN_MTU 68 to Linux's 65521 (NETVSC_MTU 65535 minus the
+#: Ethernet header); hvuio.proto.limits holds the same numbers for the protocol machines.
+MIN_MTU: Final = 68
+MAX_MTU: Final = 65521
+
+
+def check_mtu(mtu: int, option: str = "--mtu") -> None:
+    """UsageError for an MTU outside [MIN_MTU, MAX_MTU] (instead of a host silently using 1500)."""
+    from hvuio.errors import UsageError
+
+    if mtu < MIN_MTU:
+        raise UsageError(f"{option} {mtu} is below {MIN_MTU}, the smallest MTU IPv4 and the protocol allow "
+                         "(a host would silently use its default of 1500 instead)",
+                         f"Use {option} {MIN_MTU} to {MAX_MTU}.")
+    if mtu > MAX_MTU:
+        raise UsageError(f"{option} {mtu} is above {MAX_MTU}, the largest MTU a netvsc NIC carries "
+                         "(65535 minus the Ethernet header)", f"Use {option} {MIN_MTU} to {MAX_MTU}.")
+
 
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
@@ -124,9 +144,11 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     from hvuio.netdev.signals import StopPipe
     from hvuio.nic import Nic
 
+    check_mtu(options.mtu)
     versions = nvsp_versions(options.max_nvsp)
     with StopPipe() as stop:
-        nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload)
+        nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
+                  gpa=options.gpa)
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None

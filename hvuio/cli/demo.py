@@ -101,29 +101,36 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.command()
 @click.option("--kernel", default="6.17", show_default=True, help="Emulated kernel profile (see 'hvuio sim start').")
 @click.option("--mtu", type=int, default=1500, show_default=True,
-              help="MTU of the guest NIC and the host network: 1500 up to the send section size - 58.")
+              help="MTU of the guest NIC and the host network: 68 up to 9202 (the emulated host's largest "
+                   "frame), with --no-gpa up to the send section size - 58.")
 @click.option("--tcp-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="MiB sent through the TCP transfer.")
 @click.option("--keep", is_flag=True, help="Leave the stack running after the checks until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+@click.option("--gpa/--no-gpa", default=True, show_default=True,
+              help="Let 'hvuio up' send by guest-physical address from the emulator's guest memory; "
+                   "--no-gpa: the send buffer only.")
 @pass_app
-def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool) -> None:
+def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool, gpa: bool) -> None:
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
-    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU, SEND_SECTION_SIZE
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MAX_NDIS_MTU, SEND_SECTION_SIZE
     from hvuio.sim.kernel.profiles import PROFILES
+    from hvuio.up import check_mtu
 
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
+    check_mtu(mtu)
+    host_limit = MAX_NDIS_MTU - ETH_HEADER_LEN
+    if mtu > host_limit:
+        raise UsageError(f"--mtu {mtu} is larger than the {host_limit} bytes the emulated host allows "
+                         f"(frames up to {MAX_NDIS_MTU} bytes, as OpenVMM)", f"Use --mtu {host_limit} or less.")
     limit = max_guest_mtu(SEND_SECTION_SIZE)
-    floor = MIN_NDIS_MTU - ETH_HEADER_LEN
-    if mtu < floor:
-        raise UsageError(f"--mtu {mtu} is below {floor}: the emulated host, like Hyper-V, replaces NDIS MTUs "
-                         f"under {MIN_NDIS_MTU} bytes with its default", f"Use --mtu {floor} to {limit}.")
-    if mtu > limit:
+    if not gpa and mtu > limit:
         raise UsageError(f"--mtu {mtu} is larger than the {limit} bytes a {SEND_SECTION_SIZE}-byte send section "
-                         "can carry after the RNDIS and Ethernet headers", f"Use --mtu {limit} or less.")
+                         "can carry after the RNDIS and Ethernet headers (--no-gpa)",
+                         f"Use --mtu {limit} or less, or leave GPA-direct on.")
     require_root()
     if not as_json:
         click.echo(f"Starting: namespaces, emulated kernel {kernel} + host, bind, 'hvuio up' (MTU {mtu})…")
@@ -134,7 +141,7 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     old_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
-                          on_ready=_wait_for_ctrl_c if keep else None)
+                          on_ready=_wait_for_ctrl_c if keep else None, gpa=gpa)
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)

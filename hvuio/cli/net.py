@@ -21,7 +21,7 @@ from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info
 from hvuio.status import read_status
 from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
-                      run_up)
+                      check_mtu, run_up)
 
 
 @click.command()
@@ -54,8 +54,9 @@ def status(app: App, as_json: bool) -> None:
 @click.option("--ifname", metavar="NAME", help="Name of the tap (default: a random 'hvu-…' name).")
 @click.option("--no-datapath", is_flag=True, help="Bring the NIC up and serve control traffic only (no tap).")
 @click.option("--once", is_flag=True, help="Bring up, print, tear down and exit.")
-@click.option("--mtu", type=click.IntRange(68, 65521), default=1500, show_default=True,
-              help="MTU announced to the host in NDIS config.")
+@click.option("--mtu", type=int, default=1500, show_default=True,
+              help="MTU asked of the host (68 to 65521); the tap gets less when the host or the TX path "
+                   "carries less (a warning says why).")
 @click.option("--max-nvsp", type=click.Choice(NVSP_CHOICES), default=None,
               help="Offer NVSP versions up to this one only (debugging, host compatibility).")
 @click.option("--busy-poll", "busy_poll_us", type=click.IntRange(0, 1_000_000), default=BUSY_POLL_DEFAULT_US,
@@ -65,14 +66,18 @@ def status(app: App, as_json: bool) -> None:
               help="Negotiate checksum, LSO and RSC offloads with the host and the tap.")
 @click.option("--tx-aggregation/--no-tx-aggregation", default=True, show_default=True,
               help="Let frames read together share one send section, within the host's RNDIS limits.")
+@click.option("--gpa/--no-gpa", default=True, show_default=True,
+              help="Send control messages and large frames by guest-physical address (GPA-direct) from "
+                   "pinned guest memory when the platform has it; --no-gpa: the send buffer only.")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
-       tx_aggregation: bool) -> None:
+       tx_aggregation: bool, gpa: bool) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
+    check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
-                        tx_aggregation=tx_aggregation)
+                        tx_aggregation=tx_aggregation, gpa=gpa)
 
     def echo(event: UpEvent) -> None:
         if as_json:

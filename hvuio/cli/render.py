@@ -28,7 +28,8 @@ def render_info(info: dict[str, Any]) -> str:
                    f"{'monitored' if info['monitored'] else 'not monitored'})"),
         ("NVSP", f"{info['nvsp']} ({info['nvsp_version']:#x}), NDIS {info['ndis']}, RNDIS {info['rndis_version']}"),
         ("MAC", f"{info['mac']} (permanent {info['permanent_mac']})"),
-        ("MTU", str(info["mtu"])),
+        ("MTU", _mtu_text(info)),
+        ("TX path", str(info.get("tx_path") or "unknown")),
         ("Link", f"{link}, {_speed(info['link_speed_bps'])}"),
         ("Receive", f"{info['recv_section_count']} sections of {info['recv_section_size']} bytes "
                     f"({info['recv_buffer_size']} byte buffer)"),
@@ -39,6 +40,13 @@ def render_info(info: dict[str, Any]) -> str:
         ("Offload", _offload_text(info.get("offloads") or {})),
     ]
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
+
+
+def _mtu_text(info: dict[str, Any]) -> str:
+    why = info.get("mtu_limited_by")
+    if not why:
+        return str(info["mtu"])
+    return f"{info['mtu']} (asked {info.get('mtu_asked')}; {why})"
 
 
 def _aggregation_text(info: dict[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 What lives here: frozen, slotted dataclasses that validate their own fields in `__post_init__`
 (so a bad value is caught where it is made), the `NEED_DATA` sentinel returned by `next_event()`
-when nothing is queued, `Outbound.placed()`, which names the send-buffer section an RNDIS
-control message was put in, and `Send`, an Outbound with its place: what NetvscGuest
+when nothing is queued, `Outbound.placed()` / `Outbound.direct()`, the NVSP message naming the
+send-buffer section an RNDIS control message was put in or none (GPA-direct), and `Send`, an
+Outbound with its place: what NetvscGuest
 (hvuio/proto/netvsc.py) hands the channel to write.
 
 The contract with the I/O side (hvuio/nic.py and hvuio/channel.py, not written here):
@@ -21,10 +22,15 @@ The contract with the I/O side (hvuio/nic.py and hvuio/channel.py, not written h
   an in-band packet (type 0x6) with `trans_id`, COMPLETION_REQUESTED when `want_completion`. When
   `rndis` is not None, the packet is an NVSP "send RNDIS packet" (type 107) whose RNDIS message
   travels in the send buffer.
-* `Send(message, section, offset)`: an Outbound ready to write. For an RNDIS message NetvscGuest
-  has picked a free control section (hvuio/proto/sections.py): copy `message.rndis` to byte
-  `offset` of the send buffer and write `payload` (the NVSP message naming `section`); the
-  section is free again when the host completes the send (`ControlSendComplete(trans_id)`).
+* `Send(message, section, offset, page)`: an Outbound ready to write. For an RNDIS message
+  NetvscGuest has picked a place (hvuio/proto/sections.py), one of two:
+  - a control section of the send buffer (`section`): copy `message.rndis` to byte `offset` of
+    the send buffer and write `payload` (the NVSP message naming `section`) as an in-band packet;
+  - a control page of the NIC's guest-memory pool (`page`, GPA-direct, VMBUS.md §3.7): copy
+    `message.rndis` to byte `offset` (= page * 4096) of the control pages and write `payload`
+    (the NVSP message with section index 0xFFFFFFFF and size 0) as a GPA-direct packet (type 9)
+    with one range {len(rndis), offset 0, page number of that page}, completion requested.
+  Either place is free again when the host completes the send (`ControlSendComplete(trans_id)`).
 
 What must not live here: parsing, state, I/O.
 """
@@ -45,7 +51,7 @@ __all__ = [
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
     "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
-    "Send", "CompletionDropped",
+    "Send", "CompletionDropped", "ControlFallback",
 ]
 
 _U32 = 0xFFFFFFFF
@@ -107,25 +113,48 @@ class Outbound:
         msg.section_size = len(self.rndis)
         return wn.to_bytes(msg)
 
+    def direct(self) -> bytes:
+        """`payload` naming no section (index 0xFFFFFFFF, size 0): `rndis` travels GPA-direct
+        (Linux netvsc_send_pkt and DPDK hn_nvs_send_rndis_ctrl send control messages so)."""
+        _need(self.rndis is not None, "Outbound.direct() on a message without RNDIS bytes")
+        msg = wn.from_prefix(wn.NvspSendRndisPacket, self.payload)
+        msg.section_index = wn.SEND_SECTION_NONE
+        msg.section_size = 0
+        return wn.to_bytes(msg)
+
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """`message` with its place: `section` (None for a message without RNDIS bytes) and the
-    byte `offset` of that section in the send buffer."""
+    """`message` with its place: a send-buffer `section` or a control `page` (GPA-direct), one
+    of them for an RNDIS message and neither for others, and the byte `offset` of that place
+    (in the send buffer for a section, in the control pages for a page)."""
 
     message: Outbound
     section: int | None = None
     offset: int = 0
+    page: int | None = None
 
     def __post_init__(self) -> None:
-        _need((self.section is None) == (self.message.rndis is None),
-              "Send.section goes with an RNDIS message, and only with one")
+        placed = (self.section is not None) + (self.page is not None)
+        _need(placed == (self.message.rndis is not None),
+              "an RNDIS message goes in one section or one page; other messages in neither")
         _need(self.offset >= 0, f"Send.offset {self.offset!r} is negative")
+        _need(self.page is None or self.page >= 0, f"Send.page {self.page!r} is negative")
+
+    @property
+    def gpa_direct(self) -> bool:
+        """The RNDIS bytes travel in a control page, by guest-physical address (packet type 9)."""
+        return self.page is not None
 
     @property
     def payload(self) -> bytes:
-        """The NVSP message to write: `message.payload`, naming `section` when there is one."""
-        return self.message.payload if self.section is None else self.message.placed(self.section)
+        """The NVSP message to write: `message.payload`, naming `section` when there is one, no
+        section (0xFFFFFFFF, size 0) for a page."""
+        if self.section is not None:
+            return self.message.placed(self.section)
+        if self.page is not None:
+            return self.message.direct()
+        return self.message.payload
 
 
 class NeedData:
@@ -403,10 +432,18 @@ class CompletionDropped:
     trans_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class ControlFallback:
+    """The host did not take the RNDIS initialize sent GPA-direct (`reason`): control messages
+    now travel in send sections and the initialize was sent again there, once."""
+
+    reason: str
+
+
 Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
     | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
-    | ControlSendComplete | Halted | CompletionDropped
+    | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )

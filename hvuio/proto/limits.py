@@ -52,6 +52,17 @@ RNDIS_MAX_TRANSFER_SIZE = 0x4000
 #: DPDK take `1 << alignment` as is; a larger shift would make every packet pad past a section.
 MAX_RNDIS_ALIGNMENT_SHIFT = 12
 
+#: One GPA-direct control page: a control message sent by guest-physical address occupies one
+#: 4 KiB page and never crosses into the next (VMBUS.md §3.7; DPDK hn_nvs_send_rndis_ctrl refuses
+#: a request that would cross a page). Page numbers in GPA ranges count 4 KiB pages whatever the
+#: guest's page size.
+CONTROL_PAGE_SIZE = 4096
+
+#: Control pages of one NIC's guest-memory pool: one RNDIS control message in flight per page.
+#: 16 covers MAX_OUTSTANDING_RNDIS requests plus keep-alive answers and the halt, like
+#: sections.CONTROL_SECTIONS for the send buffer.
+CONTROL_PAGES = 16
+
 #: RNDIS requests (queries/sets) in flight at once. DPDK allows one (`rndis_pending`); Linux
 #: serialises the bring-up too. 8 gives an engine room to batch sets later.
 MAX_OUTSTANDING_RNDIS = 8

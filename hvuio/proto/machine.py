@@ -47,14 +47,16 @@ class Machine:
 
     _name = "machine"
 
-    def __init__(self, *, timeout: float, xid_base: int) -> None:
+    def __init__(self, *, timeout: float, xid_base: int, first_xid: int | None = None) -> None:
         if not (1 <= xid_base and xid_base + limits.XID_SPAN <= 1 << 64):
             raise LocalProtocolError(f"{self._name}: xid_base {xid_base:#x} out of range")
+        if first_xid is not None and not xid_base <= first_xid < xid_base + limits.XID_SPAN:
+            raise LocalProtocolError(f"{self._name}: first_xid {first_xid:#x} outside its id range")
         self._events: deque[Event] = deque()
         self._error: HvuioError | None = None
         self._timeout = timeout
         self._xid_base = xid_base
-        self._next_xid = xid_base
+        self._next_xid = xid_base if first_xid is None else first_xid
         self._awaiting: dict[int, Pending] = {}  # VMBus trans_id -> request awaiting completion
 
     # -- public, shared ------------------------------------------------------------------------
@@ -85,6 +87,12 @@ class Machine:
                 self._enter_error(err)
                 raise err
         return []
+
+    @property
+    def next_xid(self) -> int:
+        """The transaction id the next message will carry (a successor machine starts there, so
+        a late completion for this one's sends is never mistaken for its own)."""
+        return self._next_xid
 
     @property
     def error(self) -> HvuioError | None:

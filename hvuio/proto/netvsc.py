@@ -10,7 +10,13 @@ RndisGuest, and does everything joining the two takes (as h11's Connection does 
 * starting RNDIS when the send buffer is ready (`SendBufReady`, the last NVSP bring-up step), with
   the offloads asked for: checksum and LSO, RSC from NVSP 6.1 (`offload=True`), or all off;
 * the send buffer's split (data sections for the data path, a control range for RNDIS) and the
-  accounting of the control sections (`ControlSections`, proto/sections.py);
+  placement of control messages (`ControlSections`, proto/sections.py): in control pages of the
+  NIC's guest-memory pool, GPA-direct, when it was given `control_pages`, else in sections;
+* the fallback from GPA-direct to sections: when the host does not take the RNDIS initialize
+  sent GPA-direct (no reply within the RNDIS timeout, or a failed send completion), control
+  messages move to send sections for good and the initialize is sent once more there
+  (`ControlFallback`); as Hyper-V and OpenVMM accept GPA-direct control (Linux and DPDK send it),
+  a host that does not looks like one that cannot read the page;
 * time (`tick`) and the orderly teardown: RNDIS halt, then NVSP revoke.
 
 Every call returns effects, in the order they must be performed: `Send`s (write them to the
@@ -34,10 +40,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from hvuio.errors import HostProtocolError, LocalProtocolError
+from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError, LocalProtocolError
+from hvuio.proto import limits
 from hvuio.proto.events import (
-    CompletionDropped, ControlSendComplete, Event, Inbound, InboundKind, NeedData, NvspReady,
-    Outbound, RndisConfigured, Send, SendBufReady,
+    CompletionDropped, ControlFallback, ControlSendComplete, Event, Inbound, InboundKind, NeedData,
+    NvspReady, Outbound, RndisConfigured, Send, SendBufReady,
 )
 from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.offload import OffloadRequest, OffloadWanted
@@ -60,7 +67,8 @@ class NetvscGuest:
 
     def __init__(self, *, recv_buf: BufferGrant, send_buf: BufferGrant, mtu: int = 1500,
                  versions: Sequence[int] = wn.SUPPORTED_NVSP_VERSIONS, offload: bool = False,
-                 control_sections: int = CONTROL_SECTIONS, name: str = "netvsc") -> None:
+                 control_sections: int = CONTROL_SECTIONS, control_pages: int = 0,
+                 name: str = "netvsc") -> None:
         self._nvsp = NvspGuest(recv_buf=recv_buf, send_buf=send_buf, mtu=mtu, versions=versions,
                                capabilities=rsc_ndis_capabilities if offload else default_ndis_capabilities)
         self._rndis: RndisGuest | None = None
@@ -68,6 +76,12 @@ class NetvscGuest:
         self.offload = offload
         self.name = name
         self._reserve = control_sections
+        if not 0 <= control_pages <= limits.CONTROL_PAGES:
+            raise LocalProtocolError(f"{name}: control_pages {control_pages} outside [0, {limits.CONTROL_PAGES}]")
+        #: GPA-direct control pages of the NIC's pool (0: control messages use send sections only)
+        self.control_pages = control_pages
+        #: why control messages left the control pages for send sections (None: they did not)
+        self.fallback_reason: str | None = None
         self._ndis_version: int | None = None
         self._sections: ControlSections | None = None
         self._data_sections = 0
@@ -96,6 +110,11 @@ class NetvscGuest:
         return self._sections
 
     @property
+    def gpa_direct(self) -> bool:
+        """RNDIS control messages go GPA-direct (control pages given, no fallback happened)."""
+        return self.control_pages > 0 and self.fallback_reason is None
+
+    @property
     def data_sections(self) -> int:
         """Send sections [0, data_sections) belong to the data path (0 until known)."""
         return self._data_sections
@@ -117,7 +136,14 @@ class NetvscGuest:
         nvsp, rndis = self._nvsp, self._rndis
         if item.kind is InboundKind.COMPLETION:
             if rndis is not None and rndis.expects(item.trans_id):
-                return self._commit(rndis.receive(item))
+                may = (self._may_fall_back() and self._sections is not None
+                       and self._sections.is_gpa_direct(item.trans_id))
+                try:
+                    return self._commit(rndis.receive(item))
+                except HostRefusedError as err:
+                    if not may:
+                        raise
+                    return self._fall_back(f"the host failed the GPA-direct RNDIS initialize ({err.message})")
             if not nvsp.expects(item.trans_id):
                 return [CompletionDropped(trans_id=item.trans_id)]
             return self._commit(nvsp.receive(item))
@@ -133,7 +159,14 @@ class NetvscGuest:
         out: list[Effect] = []
         for machine in (self._nvsp, self._rndis):
             if machine is not None and machine.error is None and machine.state not in _STOPPED:
-                out += self._place(machine.tick(now))
+                may = machine is self._rndis and self._may_fall_back()
+                try:
+                    out += self._place(machine.tick(now))
+                except HostTimeoutError as err:
+                    if not may:
+                        raise
+                    out += self._fall_back(f"the host did not answer the RNDIS initialize sent GPA-direct "
+                                           f"({err.message})")
         return out
 
     def request_subchannels(self, count: int) -> list[Effect]:
@@ -182,13 +215,36 @@ class NetvscGuest:
 
     def _send_buffer_ready(self, e: SendBufReady) -> list[Effect]:
         self._data_sections, first = split_send_sections(e.count, self._reserve)
-        self._sections = ControlSections(SectionPool(first, e.count - first, e.section_size), name=self.name)
+        pages = (SectionPool(0, self.control_pages, limits.CONTROL_PAGE_SIZE) if self.control_pages else None)
+        self._sections = ControlSections(SectionPool(first, e.count - first, e.section_size), pages=pages,
+                                         name=self.name)
+        self._rndis = self._new_rndis()
+        return list(self._place(self._rndis.start()))
+
+    def _new_rndis(self, after: RndisGuest | None = None) -> RndisGuest:
+        """The RNDIS machine; `after`: the one it replaces (ids continue after that one's)."""
         version = self._nvsp.version
         if self._ndis_version is None or version is None:
             raise LocalProtocolError(f"{self.name}: send buffer connected before NVSP was negotiated")
-        self._rndis = RndisGuest(ndis_version=self._ndis_version, offload=(
-            OffloadWanted(rsc=version >= wn.NvspVersion.V61) if self.offload else OffloadRequest()))
-        return list(self._place(self._rndis.start()))
+        offload = OffloadWanted(rsc=version >= wn.NvspVersion.V61) if self.offload else OffloadRequest()
+        if after is None:
+            return RndisGuest(ndis_version=self._ndis_version, offload=offload)
+        return RndisGuest(ndis_version=self._ndis_version, offload=offload, first_xid=after.next_xid,
+                          first_request_id=after.next_request_id)
+
+    def _may_fall_back(self) -> bool:
+        """Control messages go GPA-direct and RNDIS still waits for its initialize completion."""
+        rndis = self._rndis
+        return (self.gpa_direct and self._sections is not None and rndis is not None
+                and rndis.state is RndisState.INIT_WAIT)
+
+    def _fall_back(self, reason: str) -> list[Effect]:
+        """GPA-direct -> send sections, for good: a fresh RNDIS machine sends INITIALIZE again."""
+        assert self._sections is not None and self._rndis is not None
+        self.fallback_reason = reason
+        self._sections.fall_back()
+        self._rndis = self._new_rndis(after=self._rndis)
+        return [ControlFallback(reason=reason), *self._commit(self._rndis.start())]
 
     def _control_send_complete(self, e: ControlSendComplete) -> list[Effect]:
         return list(self._sections.release(e.trans_id)) if self._sections is not None else []

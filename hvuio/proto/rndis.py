@@ -6,13 +6,14 @@ halt — and the validation of every RNDIS message the host sends.
 
 Transport. RNDIS control messages travel inside NVSP "send RNDIS packet" messages (type 107,
 channel type CONTROL). Linux points them at a GPA-direct page and DPDK at an IOVA scatter list
-(`hn_nvs_send_rndis_ctrl`); a user-space guest cannot learn guest physical addresses cheaply
-(VMBUS.md §3.7 item 60), so hvuio copies each control message into a send-buffer section, as DPDK's
-data path does for small packets. Every `Outbound` from this machine therefore carries the RNDIS
-bytes in `rndis`: NetvscGuest (proto/netvsc.py) gives it a free control section and the channel
-copies them there and sends `placed(section)`. The host completes the send with an NVSP type-108
+(`hn_nvs_send_rndis_ctrl`). hvuio does the same when the NIC has a guest-memory pool (a page of
+pinned memory whose guest-physical page number is known, VMBUS.md §3.7) and otherwise copies each
+control message into a send-buffer section, as DPDK's data path does for small packets. Every
+`Outbound` from this machine therefore carries the RNDIS bytes in `rndis`: NetvscGuest
+(proto/netvsc.py) gives it a control page or section (proto/sections.py) and the channel copies
+them there and sends `direct()` or `placed(section)`. The host completes the send with an NVSP type-108
 completion; fed back as `Inbound(COMPLETION, trans_id, payload)`, it gives `ControlSendComplete`,
-which frees the section. Replies (initialize/query/set complete, indications, keepalives) arrive
+which frees the page or section. Replies (initialize/query/set complete, indications, keepalives) arrive
 in the receive buffer; each one, copied out, is fed as `Inbound(RNDIS, rxbuf_trans_id, message)`
 (the channel acks the receive-buffer packet itself).
 
@@ -121,8 +122,11 @@ class RndisGuest(Machine):
                  packet_filter: int | None = DEFAULT_PACKET_FILTER,
                  offload: OffloadRequest | OffloadWanted | None = OffloadRequest(),
                  max_transfer_size: int = limits.RNDIS_MAX_TRANSFER_SIZE,
-                 xid_base: int = limits.RNDIS_XID_BASE) -> None:
-        super().__init__(timeout=limits.RNDIS_REPLY_TIMEOUT_S, xid_base=xid_base)
+                 xid_base: int = limits.RNDIS_XID_BASE, first_xid: int | None = None,
+                 first_request_id: int = 1) -> None:
+        super().__init__(timeout=limits.RNDIS_REPLY_TIMEOUT_S, xid_base=xid_base, first_xid=first_xid)
+        if not 0 < first_request_id <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"first_request_id {first_request_id!r} is not a u32 > 0")
         if ndis_version not in set(wn.NdisVersion):
             raise LocalProtocolError(f"NDIS version {ndis_version:#x} is not one hvuio knows")
         if packet_filter is not None and not (0 <= packet_filter <= 0xFFFFFFFF):
@@ -134,13 +138,18 @@ class RndisGuest(Machine):
         self._offload = offload
         self._max_transfer = max_transfer_size
         self._state = RndisState.IDLE
-        self._next_rid = 1
+        self._next_rid = first_request_id
         self._requests: dict[int, _Request] = {}  # RNDIS request id -> request
         self._plan: list[_Step] = []
 
     @property
     def state(self) -> RndisState:
         return self._state
+
+    @property
+    def next_request_id(self) -> int:
+        """The RNDIS request id the next request will carry (for a successor machine)."""
+        return self._next_rid
 
     def _set_error_state(self) -> None:
         self._state = RndisState.ERROR

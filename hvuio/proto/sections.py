@@ -1,11 +1,21 @@
-"""Send-buffer sections reserved for RNDIS control messages (the data path owns the rest), sans-IO.
+"""Where RNDIS control messages travel: control pages (GPA-direct) or send-buffer sections, sans-IO.
 
-What lives here: `SectionPool`, a tiny allocator over a contiguous range of send-buffer section
-indices; `split_send_sections`, the one rule that decides which indices the C data path gets
-and which stay with the control path; and `ControlSections`, the accounting of the control
-range NetvscGuest (proto/netvsc.py) keeps: each RNDIS control message gets a free section (a
-`Send` that says where), waits in a bounded queue when every section is in flight, and gives its
-section back when the host completes the send.
+What lives here: `SectionPool`, a tiny allocator over a contiguous range of indices of
+equal-sized places (send-buffer sections, or the control pages of a guest-memory pool);
+`split_send_sections`, the one rule that decides which send-buffer indices the C data path gets
+and which stay with the control path; and `ControlSections`, the placement NetvscGuest
+(proto/netvsc.py) keeps: each RNDIS control message gets a free control page when the NIC has a
+guest-memory pool (one message per 4 KiB page, never crossing it; a message larger than a page
+takes a section) or else a free control section (a `Send` that says which), waits in a bounded
+queue when none is free, and gives its place back when the host completes the send.
+`fall_back()` is the one state change from pages to sections (the host did not take GPA-direct
+control messages, proto/netvsc.py decides when).
+
+Control pages: pages [0, limits.CONTROL_PAGES) of the NIC's pool (hvuio/nic.py owns the memory);
+page i is byte offset i * 4096 of that area, its page number the channel looks up
+(hvuio/channel.py). Linux (hv_netvsc netvsc_send_pkt) and DPDK (hn_nvs_send_rndis_ctrl) send
+control messages GPA-direct; DPDK refuses one that would cross a page, as this placement never
+lets one.
 
 Why a split: RNDIS control messages travel in send-buffer sections (hvuio/proto/rndis.py
 explains why), and so do data frames (`_native/tx.c` tracks its sections in a bitmap that starts
@@ -91,23 +101,38 @@ class SectionPool:
 
 
 class ControlSections:
-    """The control range of the send buffer: RNDIS control messages -> `Send`s naming a section.
+    """Control placement: RNDIS control messages -> `Send`s naming a control page or section.
 
-    `place()` gives each message with RNDIS bytes a free section (messages without them pass
-    through); when none is free the message waits, at most `limit` of them (a host that never
-    completes our sends is a HostProtocolError, not unbounded growth). `release(trans_id)` frees
-    the section of a completed send and places what waited. `name` prefixes error messages.
+    `place()` gives each message with RNDIS bytes a free control page (`pages`, when the NIC has
+    them and the message fits one) or else a free control section of `pool`; messages without
+    RNDIS bytes pass through. When no place is free the message waits, in order (a message never
+    overtakes one that waits), at most `limit` of them (a host that never completes our sends is
+    a HostProtocolError, not unbounded growth). `release(trans_id)` frees the place of a
+    completed send and places what waited. `name` prefixes error messages.
     """
 
-    def __init__(self, pool: SectionPool, *, limit: int = limits.MAX_QUEUED_CONTROL,
-                 name: str = "send buffer") -> None:
+    def __init__(self, pool: SectionPool, *, pages: SectionPool | None = None,
+                 limit: int = limits.MAX_QUEUED_CONTROL, name: str = "send buffer") -> None:
+        if pages is not None and pages.size > limits.CONTROL_PAGE_SIZE:
+            raise LocalProtocolError(f"control pages of {pages.size} bytes: a GPA-direct control message may "
+                                     f"not cross a {limits.CONTROL_PAGE_SIZE}-byte page")
         self.pool = pool
+        #: the control pages (GPA-direct) while they are used; None: send sections only
+        self.pages = pages
         self.limit = limit
         self.name = name
-        #: messages that had to wait for a section (a counter; `waiting` is how many wait now)
+        #: messages that had to wait for a place (a counter; `waiting` is how many wait now)
         self.queued = 0
-        self._inflight: dict[int, int] = {}  # trans_id -> section index
+        #: messages placed in a control page / in a send section (counters)
+        self.sent_gpa = 0
+        self.sent_section = 0
+        self._inflight: dict[int, tuple[SectionPool, int]] = {}  # trans_id -> (pool, index)
         self._waiting: deque[Outbound] = deque()
+
+    @property
+    def gpa_direct(self) -> bool:
+        """Control messages go to control pages (GPA-direct) now."""
+        return self.pages is not None
 
     @property
     def waiting(self) -> int:
@@ -117,6 +142,18 @@ class ControlSections:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    def is_gpa_direct(self, trans_id: int) -> bool:
+        """Send `trans_id` is in flight in a control page."""
+        entry = self._inflight.get(trans_id)
+        return entry is not None and entry[0] is not self.pool
+
+    def fall_back(self) -> None:
+        """From now on control messages go to send sections only. Pages in flight are never used
+        again (a late completion still frees its entry); messages that waited are dropped: they
+        belonged to the RNDIS machine the caller replaces."""
+        self.pages = None
+        self._waiting.clear()
+
     def place(self, msgs: Iterable[Outbound]) -> list[Send]:
         """`Send`s for the messages that can go now, in order; the others wait."""
         out: list[Send] = []
@@ -124,32 +161,59 @@ class ControlSections:
             if msg.rndis is None:
                 out.append(Send(msg))
                 continue
-            if len(msg.rndis) > self.pool.size:
-                # the section size is the host's choice (NVSP send-buffer reply); the machines'
-                # messages are bounded by limits.MAX_RNDIS_CONTROL_MESSAGE
-                raise HostProtocolError(f"{self.name}: RNDIS message of {len(msg.rndis)} bytes does not fit the "
-                                        f"host's send section_size {self.pool.size} (control messages travel "
-                                        "in send sections)")
-            index = self.pool.alloc()
-            if index is None:
-                if len(self._waiting) >= self.limit:
-                    raise HostProtocolError(f"{self.name}: {len(self._waiting)} control messages wait for one of "
-                                            f"{self.pool.count} send sections the host never completed "
-                                            f"(limit {self.limit})")
-                self.queued += 1
-                self._waiting.append(msg)
-                continue
-            self._inflight[msg.trans_id] = index
-            out.append(Send(msg, index, self.pool.offset(index)))
+            send = None if self._waiting else self._try(msg)
+            if send is None:
+                self._wait(msg)
+            else:
+                out.append(send)
         return out
 
     def release(self, trans_id: int) -> list[Send]:
-        """The host completed RNDIS send `trans_id`: free its section; what waited goes out now."""
-        index = self._inflight.pop(trans_id, None)
-        if index is None:
+        """The host completed RNDIS send `trans_id`: free its place; what waited goes out now."""
+        entry = self._inflight.pop(trans_id, None)
+        if entry is None:
             return []
-        self.pool.free(index)
+        pool, index = entry
+        pool.free(index)
         out: list[Send] = []
-        while self._waiting and self.pool.available:
-            out += self.place([self._waiting.popleft()])
+        while self._waiting:
+            send = self._try(self._waiting[0])
+            if send is None:
+                break
+            self._waiting.popleft()
+            out.append(send)
         return out
+
+    def _try(self, msg: Outbound) -> Send | None:
+        """A place for `msg` now, or None when the one it needs is busy."""
+        assert msg.rndis is not None
+        size = len(msg.rndis)
+        pages = self.pages
+        if pages is not None and size <= pages.size:
+            index = pages.alloc()
+            if index is None:
+                return None
+            self._inflight[msg.trans_id] = (pages, index)
+            self.sent_gpa += 1
+            return Send(msg, offset=pages.offset(index) - pages.offset(pages.first), page=index)
+        if size > self.pool.size:
+            # the section size is the host's choice (NVSP send-buffer reply); the machines'
+            # messages are bounded by limits.MAX_RNDIS_CONTROL_MESSAGE
+            raise HostProtocolError(f"{self.name}: RNDIS message of {size} bytes does not fit the "
+                                    f"host's send section_size {self.pool.size} (control messages travel "
+                                    "in send sections)")
+        index = self.pool.alloc()
+        if index is None:
+            return None
+        self._inflight[msg.trans_id] = (self.pool, index)
+        self.sent_section += 1
+        return Send(msg, index, self.pool.offset(index))
+
+    def _wait(self, msg: Outbound) -> None:
+        if len(self._waiting) >= self.limit:
+            where = (f"{self.pages.count} control pages and {self.pool.count} send sections"
+                     if self.pages is not None else f"{self.pool.count} send sections")
+            raise HostProtocolError(f"{self.name}: {len(self._waiting)} control messages wait for one of "
+                                    f"{where} the host never completed (limit {self.limit})")
+        self.queued += 1
+        self._waiting.append(msg)
