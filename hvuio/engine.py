@@ -22,6 +22,7 @@ import logging
 import os
 import select
 from collections.abc import Callable
+from typing import Any
 
 from hvuio.errors import HvuioError, LocalProtocolError
 from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
@@ -32,7 +33,7 @@ from hvuio.offloads import datapath_offloads, tun_offload
 log = logging.getLogger(__name__)
 
 
-def _gpa_pool_argument(nic: Nic) -> dict[str, object]:
+def _gpa_pool_argument(nic: Nic) -> dict[str, Any]:
     """DataPath's `gpa_pool` keyword: the NIC's GPA TX area, given only when there is one (the
     argument is new in hvuio/native/datapath.py; without a pool the call is as before)."""
     pool = nic.gpa_pool

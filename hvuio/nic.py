@@ -12,17 +12,14 @@ What lives here:
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
-  * The NIC's guest-memory pool (GPA-direct, VMBUS.md §3.7): unless GPA-direct is turned off,
-    `open()` asks the platform for `NIC_POOL_SIZE` bytes (hvuio/device/platform.py
-    `guest_memory`; GuestMemoryUnavailable: one warning with the reason, the send buffer only).
-    The Nic owns the pool and closes it after the channel: pages [0, 16) are the control pages
-    (RNDIS control messages GPA-direct, hvuio/proto/sections.py and channel.py), the rest is the
-    data path's GPA TX area (`gpa_pool`, for hvuio/engine.py), None again when the host did not
-    take GPA-direct control messages (the control path fell back to send sections).
-  * The MTU that never lies: the tap's MTU (`NicInfo.mtu`) is min(asked, the host's
-    OID_GEN_MAXIMUM_FRAME_SIZE, what the TX path carries: a send section without a pool
-    (`section_mtu`), MAX_MTU with one), with a warning naming the limit when it is below the
-    MTU asked (Linux rndis_filter_device_add lowers its MTU to the host's maximum frame size).
+  * The NIC's guest-memory pool (VMBUS.md §3.7): unless GPA-direct is off, `open()` asks the
+    platform for `NIC_POOL_SIZE` bytes (GuestMemoryUnavailable: one warning, the send buffer
+    only), owns it and closes it after the channel: pages [0, 16) are the control pages
+    (proto/sections.py, channel.py), the rest the data path's GPA TX area (`gpa_pool`), None
+    when there is none or the control path fell back to send sections.
+  * The MTU that never lies: the tap's MTU is min(asked, the host's OID_GEN_MAXIMUM_FRAME_SIZE,
+    what the TX path carries: `section_mtu` without a pool, GPA_MTU with one), with a warning
+    naming the limit when below the MTU asked (as Linux rndis_filter_device_add lowers it).
   * `NicInfo` — what bring-up negotiated, as typed values (the MAC as bytes, the host's TX
     aggregation limits as a TxAggregation, the offloads as a NicOffloads); `to_dict()` is its one
     text form, the one `up --json` prints and the status record keeps.
@@ -270,11 +267,9 @@ class Nic:
         except GuestMemoryUnavailable as err:
             log.warning("no guest memory for GPA-direct sends: %s; using the send buffer only", err.message)
             return f"send buffer ({err.message})"
+        self.memory = memory  # closed by _abort, also when the check below fails
         if memory.size != NIC_POOL_SIZE:
-            memory.close()
-            raise LocalProtocolError(f"the platform gave a guest-memory pool of {memory.size} bytes for "
-                                     f"{NIC_POOL_SIZE} asked")
-        self.memory = memory
+            raise LocalProtocolError(f"guest-memory pool of {memory.size} bytes for {NIC_POOL_SIZE} asked")
         return f"gpa-direct ({memory.kind})"
 
     @property
@@ -458,10 +453,9 @@ class Nic:
         host = info.host_max_frame
         if host is not None and host < mtu:
             mtu, why = host, f"the host allows at most {host}"
-        if self.gpa_pool is not None:
-            if GPA_MTU < mtu:
-                mtu, why = GPA_MTU, f"GPA-direct carries at most {GPA_MTU}"
-        else:
+        if self.gpa_pool is not None and GPA_MTU < mtu:
+            mtu, why = GPA_MTU, f"GPA-direct carries at most {GPA_MTU}"
+        elif self.gpa_pool is None:
             section = info.send_section_size
             if section is None:
                 raise LocalProtocolError("RNDIS configured before the send buffer was connected")
@@ -476,8 +470,7 @@ class Nic:
         return mtu, why
 
     def _control_fallback(self, e: ev.ControlFallback) -> None:
-        info = self._info()
-        info.tx_path = f"send buffer ({e.reason})"
+        self._info().tx_path = f"send buffer ({e.reason})"
         self.counters["control_fallbacks"] += 1
         log.warning("GPA-direct control messages: %s; sending the RNDIS initialize again in a send section, "
                     "and using the send buffer only", e.reason)

@@ -184,17 +184,30 @@ def test_demo_interrupted_mid_transfer_cleans_up() -> None:
     assert not _up_children(sysroot)
 
 
-def test_demo_mtu_above_a_send_section_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_mtu_above_a_send_section_is_refused_without_gpa(capsys: pytest.CaptureFixture[str]) -> None:
     from hvuio.demo import max_guest_mtu
     from hvuio.sim.host.profile import SEND_SECTION_SIZE
 
     limit = max_guest_mtu(SEND_SECTION_SIZE)
     assert limit == SEND_SECTION_SIZE - 44 - 14
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--mtu", str(limit + 1)])
+        main(["demo", "--no-gpa", "--mtu", str(limit + 1)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"Error: --mtu {limit + 1} is larger than the {limit} bytes")
+    assert f"Hint: Use --mtu {limit} or less, or leave GPA-direct on." in err
+
+
+def test_demo_mtu_above_the_emulated_hosts_largest_frame_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from hvuio.sim.host.profile import ETH_HEADER_LEN, MAX_NDIS_MTU
+
+    limit = MAX_NDIS_MTU - ETH_HEADER_LEN
+    assert limit == 9202
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--mtu", str(limit + 1)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: --mtu {limit + 1} is larger than the {limit} bytes the emulated host allows")
     assert f"Hint: Use --mtu {limit} or less." in err
 
 
@@ -205,10 +218,8 @@ def test_demo_unknown_kernel_profile(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err.startswith("Error: unknown kernel profile '2.6'")
 
 
-def test_demo_mtu_below_the_host_minimum_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from hvuio.sim.host.profile import ETH_HEADER_LEN, MIN_NDIS_MTU
-
+def test_demo_mtu_below_the_protocol_minimum_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--mtu", str(MIN_NDIS_MTU - ETH_HEADER_LEN - 1)])
+        main(["demo", "--mtu", "67"])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.startswith(f"Error: --mtu {MIN_NDIS_MTU - ETH_HEADER_LEN - 1} is below 1500")
+    assert capsys.readouterr().err.startswith("Error: --mtu 67 is below 68")

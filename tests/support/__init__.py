@@ -11,7 +11,10 @@ What lives here:
                      host NVSP / RNDIS messages packed from the golden numbers for the guest's
                      sans-IO machines; `rndis_host.Host`, a scripted host answering by OID.
   * strategies       hypothesis strategies for the bytes a hostile host sends.
-  * fakehost         a fake netvsc host around the C data path (rings, buffers, tap, irq).
+  * fakehost         a fake netvsc host around the C data path (rings, buffers, tap, irq);
+                     reading a GPA-direct (type 9) packet by page number.
+  * guestpool        a fake guest-memory pool (scrambled page numbers) and a platform that
+                     hands it out, for the control path's GPA-direct tests.
   * offload_frames, offload_tx
                      reference frames for the C data path's offloads; what the guest sent.
   * sanitizers       the ASan/UBSan build of the C core and a child Python under it.

@@ -25,6 +25,8 @@ STATUS_OK, STATUS_FAILED = 1, 2
 RNDIS_PACKET = 1
 RNDIS_INIT_CMPLT = 0x80000002
 PKT_INBAND, PKT_XFER, PKT_COMP = 0x6, 0x7, 0xB
+PKT_GPA = 0x9
+GPA_PAGE = 4096
 
 
 def rndis_packet(frame: bytes, *, ppi: bytes = b"", data_offset: int | None = None,
@@ -160,4 +162,30 @@ class FakeHost:
         return t, s
 
 
-__all__ = ["FakeHost", "TX_TAG", "rndis_packet", "pktinfo", "nvs_rndis", "xfer_header", "frame"]
+def gpa_direct_ranges(header: bytes) -> list[tuple[int, int, tuple[int, ...]]]:
+    """The ranges of a type-9 packet's header as the guest wrote it: u32 reserved (0), u32
+    range_count, then per range u32 byte_count, u32 byte_offset and ceil((offset + count) / 4096)
+    u64 page numbers. Asserts the layout (VMBUS.md §3.7)."""
+    reserved, count = struct.unpack_from("<II", header)
+    assert reserved == 0 and count >= 1, (reserved, count)
+    out, pos = [], 8
+    for _ in range(count):
+        byte_count, byte_offset = struct.unpack_from("<II", header, pos)
+        assert byte_count > 0 and byte_offset < GPA_PAGE
+        npages = (byte_offset + byte_count + GPA_PAGE - 1) // GPA_PAGE
+        pfns = struct.unpack_from(f"<{npages}Q", header, pos + 8)
+        out.append((byte_count, byte_offset, tuple(pfns)))
+        pos += 8 + 8 * npages
+    assert pos <= len(header)
+    return out
+
+
+def gpa_direct_bytes(pkt: RingPacket, read: Any) -> bytes:
+    """The bytes a type-9 packet names, read by page number: `read(pfns, offset, length)` (the
+    shape of support.guestpool.FakePool.read)."""
+    assert pkt.type == PKT_GPA
+    return b"".join(read(pfns, offset, count) for count, offset, pfns in gpa_direct_ranges(pkt.header))
+
+
+__all__ = ["FakeHost", "TX_TAG", "rndis_packet", "pktinfo", "nvs_rndis", "xfer_header", "frame",
+           "gpa_direct_ranges", "gpa_direct_bytes"]
