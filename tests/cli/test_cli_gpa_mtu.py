@@ -77,3 +77,25 @@ def test_up_no_gpa_reports_the_send_buffer_path(sim: SimEnvironment, capsys: pyt
     assert "MTU      6086 (asked 9000; without GPA-direct a send section carries at most 6086)" in out
     assert "MTU 6086 instead of the 9000 asked: without GPA-direct a send section carries at most 6086" in [
         r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_status_shows_the_tx_path_and_why_the_mtu_is_lower(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from hvuio.nic import NicInfo
+    from hvuio.status import StatusFile
+
+    info = NicInfo(device="guid-1", uio="uio0", relid=14, monitored=True, ring_size=0x40000,
+                   nvsp_version=0x60001, ndis_version=0x6001E, rndis_version=(1, 0), mtu=1500,
+                   mac=bytes(6), permanent_mac=bytes(6), recv_section_size=1806, recv_section_count=10,
+                   send_section_size=6144, send_section_count=2730, control_sections=16, link_up=True,
+                   tx_path="gpa-direct (hugetlb 2 MiB pages)", mtu_asked=9000, host_max_frame=1500,
+                   mtu_limited_by="the host allows at most 1500")
+    state = StatusFile(tmp_path, "guid-1")
+    state.write(nic=info.to_dict(), counters={})
+    try:
+        code, out, err = run_main(capsys, "--sysroot", str(tmp_path), "status")
+    finally:
+        state.remove()
+    assert code == 0, err
+    assert "TX path  gpa-direct (hugetlb 2 MiB pages)" in out
+    assert "MTU      1500 (asked 9000; the host allows at most 1500)" in out
