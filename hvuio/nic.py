@@ -541,7 +541,7 @@ class Nic:
         out = dict(self.counters)
         if self.channel is not None:
             out.update({f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()})
-            # control messages that waited for a free send section of this channel
+            # control messages that waited for a free control page or send section of this channel
             sections = self.guest.sections if self.guest is not None else None
             out["channel_control_queued"] = sections.queued if sections is not None else 0
         return out

@@ -106,7 +106,8 @@ class NetvscGuest:
 
     @property
     def sections(self) -> ControlSections | None:
-        """The control range of the send buffer, from the moment the send buffer is connected."""
+        """The control placement (control pages and/or the send buffer's control range), from
+        the moment the send buffer is connected."""
         return self._sections
 
     @property
