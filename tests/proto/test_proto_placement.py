@@ -2,7 +2,8 @@
 one-way fallback from pages to sections (hvuio/proto/sections.py, hvuio/proto/netvsc.py).
 
 NetvscGuest is driven with hand-built host replies (tests/support/nvsp_host.py, rndis_host.py);
-ControlSections is exercised alone for the allocation rules. Time is the caller's: `tick(now)`.
+ControlSections is exercised alone for the allocation rules, and under any order of sends,
+completions and the fallback for its invariants. Time is the caller's: `tick(now)`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError
 from hvuio.proto import limits
@@ -221,3 +224,46 @@ def test_no_fallback_once_rndis_answered_gpa_direct() -> None:
     with pytest.raises(HostTimeoutError):
         g.tick(100.0 + limits.RNDIS_REPLY_TIMEOUT_S)
     assert g.gpa_direct and g.fallback_reason is None
+
+
+# ---- placement invariants under any order of sends and completions --------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(st.one_of(st.tuples(st.just("send"), st.one_of(st.sampled_from([1, PAGE, PAGE + 1, SECTION]),
+                                                                 st.integers(1, SECTION))),
+                              st.tuples(st.just("complete"), st.integers(0, 40)),
+                              st.tuples(st.just("fall_back"), st.just(0))), max_size=60))
+@example(ops=[("send", SECTION), ("send", SECTION), ("send", 1), ("complete", 0), ("complete", 0)])
+def test_no_place_is_ever_held_twice_and_messages_leave_in_order(ops: list[tuple[str, int]]) -> None:
+    cs = ControlSections(SectionPool(10, 1, SECTION), pages=SectionPool(0, 2, PAGE), limit=1000)
+    held: dict[tuple[str, int], int] = {}   # place -> trans_id
+    placed: list[int] = []
+    xid = 0
+
+    def take(out: list[Send]) -> None:
+        for s in out:
+            size = len(s.message.rndis or b"")
+            if s.page is not None:
+                assert size <= PAGE and s.offset == s.page * PAGE and 0 <= s.page < 2
+                key = ("page", s.page)
+            else:
+                assert s.section == 10 and s.offset == s.section * SECTION
+                key = ("section", s.section)
+            assert key not in held, f"{key} given to {s.message.trans_id} while {held.get(key)} holds it"
+            held[key] = s.message.trans_id
+            placed.append(s.message.trans_id)
+
+    for op, arg in ops:
+        if op == "send":
+            xid += 1
+            take(cs.place([msg(xid, arg)]))
+        elif op == "fall_back":
+            cs.fall_back()
+            placed.clear()  # what waited was dropped; order is checked from here on
+        elif held:
+            key, tid = sorted(held.items())[arg % len(held)]
+            del held[key]
+            take(cs.release(tid))
+    assert placed == sorted(placed)  # first placed first, whichever place each took
+    assert cs.in_flight >= len(held)
