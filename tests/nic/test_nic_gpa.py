@@ -149,8 +149,8 @@ def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
         cls = IgnoringGpaHost if host == "ignores" else host_nvsp.HostNvsp
 
         def hostnvsp(*args: Any, **kw: Any) -> host_nvsp.HostNvsp:
-            if host != "no-reader":
-                kw["read_guest_pages"] = rig.platform.read_guest_pages
+            # the fake pool's reader, or none (whatever the emulator itself would pass)
+            kw["read_guest_pages"] = None if host == "no-reader" else rig.platform.read_guest_pages
             h = cls(*args, **kw)
             rig.hosts.append(h)
             return h
