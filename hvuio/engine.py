@@ -22,7 +22,6 @@ import logging
 import os
 import select
 from collections.abc import Callable
-from typing import Any
 
 from hvuio.errors import HvuioError, LocalProtocolError
 from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
@@ -31,13 +30,6 @@ from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
 
 log = logging.getLogger(__name__)
-
-
-def _gpa_pool_argument(nic: Nic) -> dict[str, Any]:
-    """DataPath's `gpa_pool` keyword: the NIC's GPA TX area, given only when there is one (the
-    argument is new in hvuio/native/datapath.py; without a pool the call is as before)."""
-    pool = nic.gpa_pool
-    return {} if pool is None else {"gpa_pool": pool}
 
 
 class Engine:
@@ -95,7 +87,7 @@ class Engine:
                           mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
                           offloads=offloads, tap_offload=bool(tap.offload),
                           tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
-                          **_gpa_pool_argument(nic))
+                          gpa_pool=nic.gpa_pool)
             self._dp = dp
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:

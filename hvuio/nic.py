@@ -43,7 +43,8 @@ from typing import Any, Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
-from hvuio.device.guestmem import HV_PAGE, GuestMemory, GuestMemoryUnavailable, GuestRegion
+from hvuio.device.guestmem import (CONTROL_AREA, CONTROL_PAGES, NIC_POOL_SIZE, GuestMemory, GuestMemoryUnavailable,
+                                   GuestRegion)
 from hvuio.device.platform import Platform, platform_for
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
@@ -71,11 +72,6 @@ HALT_TIMEOUT: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
 
-#: One NIC's guest-memory pool: one 2 MiB huge page. Pages [0, CONTROL_PAGES) hold RNDIS control
-#: messages (one per page), the rest is the data path's GPA TX area.
-NIC_POOL_SIZE: Final = 2 * 1024 * 1024
-CONTROL_PAGES: Final = limits.CONTROL_PAGES
-CONTROL_AREA: Final = CONTROL_PAGES * HV_PAGE
 #: Largest MTU a GPA-direct TX path carries: Linux's range ends at 65521 (NETVSC_MTU 65535 minus
 #: the Ethernet header).
 GPA_MTU: Final = limits.MAX_MTU

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Final
 
 from hvuio.errors import LocalProtocolError, PlatformError
+from hvuio.proto import limits
 
 #: Page numbers in GPA-direct ranges count 4 KiB pages whatever the guest's page size (VMBUS.md §3.7).
 HV_PAGE: Final = 4096
@@ -59,8 +60,10 @@ CHUNK_SIZE: Final = 2 * 1024 * 1024
 #: One NIC's pool: one huge page.
 NIC_POOL_SIZE: Final = CHUNK_SIZE
 #: Pages [0, CONTROL_PAGES) of a NIC's pool carry RNDIS control messages (one per 4 KiB page, never
-#: crossing one); the rest, from CONTROL_PAGES * HV_PAGE on, is the data path's GPA TX area.
-CONTROL_PAGES: Final = 16
+#: crossing one; the number is the protocol's, hvuio/proto/limits.py); the rest, from CONTROL_AREA
+#: on, is the data path's GPA TX area.
+CONTROL_PAGES: Final = limits.CONTROL_PAGES
+CONTROL_AREA: Final = CONTROL_PAGES * HV_PAGE
 #: Emulator: the guest-physical page number of byte 0 of its guest memory file (4 GiB). The
 #: emulator keeps its own copy (hvuio.sim.kernel.memory); a test holds the two equal.
 GUEST_PFN_BASE: Final = 0x100000
