@@ -58,16 +58,21 @@ def sim() -> None:
               help="Deliver the frames of this pcap file to the guest once its packet filter is set.")
 @click.option("--wire", is_flag=True,
               help="Connect the host to a tap with 198.18.0.1/24 in a new network namespace (root).")
+@click.option("--guest-memory-mode", type=click.Choice(["file", "proc"]), default="file", show_default=True,
+              help="How the host reads GPA-direct pages: 'file', the emulated VM's guest memory; 'proc', an "
+                   "emulator convenience for a foreign guest process with IOVA = VA (e.g. DPDK netvsc): page "
+                   "numbers are its virtual addresses, read from /proc/<pid>/mem.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, foreground: bool, no_host: bool,
-              pcap_out: Path | None, pcap_in: Path | None, wire: bool) -> None:
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
     from hvuio.sim import daemon
     from hvuio.sim.kernel.profiles import PROFILES
 
-    host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire)
+    host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
+                                                     guest_memory_mode=guest_memory_mode)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)

@@ -44,7 +44,7 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp import fastpath, guestmem
 from hvuio.sim.vsp.memory import PAGE_SIZE, Channel, full_barrier, map_file
 
 if TYPE_CHECKING:
@@ -121,8 +121,10 @@ class Session:
                 gpadls[int(handle)] = size
         self.recv_mm = map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
         self.send_mm = map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
+        self.guest_mem = self._open_guest_memory()
         self.nvsp = HostNvsp(profile, gpadls=gpadls, read_send_buffer=self._read_send,
-                             write_recv_buffer=self._write_recv)
+                             write_recv_buffer=self._write_recv,
+                             read_guest_pages=None if self.guest_mem is None else self.guest_mem.read)
         self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
         self.rx_ready = False
         self._next_tick = 0.0
@@ -134,6 +136,20 @@ class Session:
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
+
+    def _open_guest_memory(self) -> guestmem.GuestMemoryFile | guestmem.ProcMemReader | None:
+        """GPA-direct's reader (guestmem.py): the VM's guest-memory file, or in "proc" mode the
+        memory of the process that opened /dev/uioN. None: GPA-direct sends are refused."""
+        mode = self.host.guest_memory_mode
+        try:
+            reader = guestmem.open_reader(mode, self.kernel.sysroot, self.dev.opener_pid)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: guest memory not mapped, GPA-direct sends are refused: %s", self.dev.guid, exc)
+            return None
+        if isinstance(reader, guestmem.ProcMemReader):
+            log.warning("%s: guest memory mode 'proc' (IOVA = VA only): page numbers are virtual addresses "
+                        "of pid %d%s", self.dev.guid, reader.pid, f"; {reader.error}" if reader.error else "")
+        return reader
 
     def _read_send(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > len(self.send_mm):
@@ -235,6 +251,8 @@ class Session:
             self.channels.clear()
             for mm in (self.recv_mm, self.send_mm):
                 mm.close()
+            if self.guest_mem is not None:  # after the pump: it held a pointer into the mapping
+                self.guest_mem.close()
         with self._inbox_lock:
             os.close(self._wake_fd)
             self._wake_fd = -1
