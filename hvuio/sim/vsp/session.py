@@ -430,6 +430,7 @@ class Session:
             send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
             nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
             tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
+            guest_memory=self.guest_mem if isinstance(self.guest_mem, guestmem.GuestMemoryFile) else None,
             vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(self.host.network, "offload", False)),
             offloads=self._pump_offloads)
         try:
@@ -543,6 +544,12 @@ class Session:
         c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]
         c.fastpath_completions_unknown += d["completions_unknown"]
+        if d["tx_gpa_rejected"]:  # completed FAILED by the pump: logged here, as HostNvsp would
+            c.rejections += d["tx_gpa_rejected"]
+            self.rejections.append(f"GPA-direct page outside guest memory (pfn = {pump.value:#x}) -> failure-status"
+                                   f" ({d['tx_gpa_rejected']} send(s), fast path)")
+            log.warning("%s: host rejected %d GPA-direct send(s) with a page outside guest memory (last pfn %#x)",
+                        self.dev.guid, d["tx_gpa_rejected"], pump.value)
         if d["rx_frames"] or d["tx_frames"]:
             self._last_activity = time.monotonic()
         # the pump does the work HostNvsp and the network would count: keep their books whole
@@ -551,6 +558,7 @@ class Session:
         nc["rx_dropped_no_section"] += d["rx_dropped_no_section"]
         nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
+        nc["tx_failed"] += d["tx_gpa_rejected"]
         net = getattr(self.host.network, "counters", None)
         if net is not None and hasattr(net, "to_net_frames"):
             net.to_net_frames += d["tx_frames"]
