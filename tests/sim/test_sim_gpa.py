@@ -11,6 +11,7 @@ an RNDIS control message sent GPA-direct is answered and completed.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,6 @@ def test_file_reader_reads_the_last_byte_of_guest_memory(image: Any, reader: Gue
 
 def test_proc_reader_reads_this_process_and_refuses_unmapped_pages() -> None:
     import ctypes
-    import os
 
     buf = ctypes.create_string_buffer(b"foreign guest bytes", 64)
     addr = ctypes.addressof(buf)
@@ -186,8 +186,6 @@ def test_malformed_ranges_stop_the_channel() -> None:
 
 class Net:
     def __init__(self) -> None:
-        import os
-
         self.sent: list[bytes] = []
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -202,8 +200,6 @@ class Net:
         return True
 
     def close(self) -> None:
-        import os
-
         os.close(self._efd)
 
 
@@ -274,3 +270,68 @@ def test_without_guest_memory_gpa_direct_is_refused(tmp_path: Path) -> None:
                 g.close()
     finally:
         net.close()
+
+
+def _ptrace_scope() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and _ptrace_scope() > 1,
+                    reason="reading a child's memory needs root or kernel.yama.ptrace_scope <= 1")
+def test_proc_mode_reads_a_foreign_guest_process_by_virtual_address(tmp_path: Path) -> None:
+    """`sim start --guest-memory-mode proc`: a foreign guest (IOVA = VA) in its own process sends
+    from its own memory; the host reads /proc/<pid>/mem of the process that opened /dev/uioN."""
+    import json
+    import subprocess
+    import sys
+
+    from support.paths import ROOT
+
+    net = Net()
+    try:
+        with SimEnvironment(tmp_path, "6.17", nics=1, network=net, guest_memory_mode="proc") as env:
+            env_vars = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+            proc = subprocess.run([sys.executable, "-m", "support.foreign_guest", str(tmp_path)],
+                                  capture_output=True, text=True, env=env_vars, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+            assert net.sent == [bytes.fromhex(out["frame"])]
+            nic = env.nics[0]
+            assert nic.opener_pid == out["pid"]  # SO_PEERCRED of its /dev/uioN connection
+            assert env.host.counters(nic).rejections == 1  # the unmapped page, logged
+    finally:
+        net.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and _ptrace_scope() > 0,
+                    reason="the daemon reads a sibling process's memory: needs root or kernel.yama.ptrace_scope 0")
+def test_cli_sim_start_guest_memory_mode_proc(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from hvuio.sim.net import PcapSource
+    from support.cli import hvuio_main as hvuio
+    from support.paths import ROOT
+
+    root = tmp_path / "sim"
+    bad = hvuio("--sysroot", str(root), "sim", "start", "--guest-memory-mode", "iova")
+    assert bad.returncode == 2 and "iova" in bad.stderr
+    started = hvuio("--sysroot", str(root), "sim", "start", "--guest-memory-mode", "proc",
+                    "--pcap-out", str(tmp_path / "out.pcap"))
+    assert started.returncode == 0, started.stderr
+    try:
+        env_vars = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+        proc = subprocess.run([sys.executable, "-m", "support.foreign_guest", str(root)],
+                              capture_output=True, text=True, env=env_vars, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+    finally:
+        stopped = hvuio("--sysroot", str(root), "sim", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+    assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [bytes.fromhex(out["frame"])]
