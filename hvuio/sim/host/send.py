@@ -3,8 +3,10 @@
 What lives here: `SendBuffer`, the guest's send buffer (map 4) once the guest connected it, and
 what the host does with the bytes of one NVSP RNDIS send: `read` takes them from a send-buffer
 section (checked against the buffer; strict: not larger than a section) and/or from guest pages
-(GPA-direct, through the reader the emulator passes in); `split` cuts them into RNDIS messages,
-all validated before any is acted on: data messages become Ethernet frames with their
+(GPA-direct, through the reader the emulator passes in, which refuses a page outside guest memory
+with `GuestPagesUnreadable`: that send fails, the channel goes on); `split` cuts them into RNDIS
+messages, all validated before any is acted on (a data message's header and per-packet info must
+lie in the range it starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with their
 checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the network, a
 request for an offload the guest did not enable is logged and the frame sent as is), control
 messages are returned for HostRndis, in order. Strict only: data before RNDIS INITIALIZE or a

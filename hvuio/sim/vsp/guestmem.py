@@ -28,6 +28,7 @@ guest's pool (hvuio.device.guestmem: the guest never imports hvuio.sim).
 from __future__ import annotations
 
 import errno
+import logging
 import mmap
 import os
 from collections.abc import Callable
@@ -50,13 +51,20 @@ PROC_PFN_LIMIT: Final = 1 << (57 - 12)
 
 MODES: Final = ("file", "proc")
 
+log = logging.getLogger("hvuio.sim.vsp")
+
 
 def open_reader(mode: str, sysroot: Path | str, pid: int | None) -> GuestMemoryFile | ProcMemReader | None:
     """The reader of one session: mode "file" maps the guest-memory file when the emulated VM
     has one (None: a VM without guest memory, GPA-direct sends are refused); mode "proc" reads
     the process `pid` (None when no pid is known). OSError/ValueError: the file cannot be mapped."""
     if mode == "proc":
-        return ProcMemReader(pid) if pid is not None else None
+        if pid is None:
+            return None
+        reader = ProcMemReader(pid)
+        log.warning("guest memory mode 'proc' (IOVA = VA only): page numbers are virtual addresses of pid %d%s",
+                    pid, f"; {reader.error}" if reader.error else "")
+        return reader
     if mode != "file":
         raise ValueError(f"guest memory mode {mode!r} is not one of {', '.join(MODES)}")
     path = guest_memory_path(sysroot)

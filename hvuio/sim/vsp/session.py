@@ -18,6 +18,11 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
+Guest memory: at open the session takes its GPA-direct reader (guestmem.py: the VM's guest-memory
+file, or in "proc" mode the memory of the process that opened /dev/uioN) and gives it to
+HostNvsp; the pump gets the file's mapping too, and its `tx_gpa_rejected` sends (a page outside
+guest memory, completed FAILED in C) are logged here as rejections.
+
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
 shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
 several devices (host.py).
@@ -140,16 +145,11 @@ class Session:
     def _open_guest_memory(self) -> guestmem.GuestMemoryFile | guestmem.ProcMemReader | None:
         """GPA-direct's reader (guestmem.py): the VM's guest-memory file, or in "proc" mode the
         memory of the process that opened /dev/uioN. None: GPA-direct sends are refused."""
-        mode = self.host.guest_memory_mode
         try:
-            reader = guestmem.open_reader(mode, self.kernel.sysroot, self.dev.opener_pid)
+            return guestmem.open_reader(self.host.guest_memory_mode, self.kernel.sysroot, self.dev.opener_pid)
         except (OSError, ValueError) as exc:
             log.warning("%s: guest memory not mapped, GPA-direct sends are refused: %s", self.dev.guid, exc)
             return None
-        if isinstance(reader, guestmem.ProcMemReader):
-            log.warning("%s: guest memory mode 'proc' (IOVA = VA only): page numbers are virtual addresses "
-                        "of pid %d%s", self.dev.guid, reader.pid, f"; {reader.error}" if reader.error else "")
-        return reader
 
     def _read_send(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > len(self.send_mm):
