@@ -2,7 +2,8 @@
 
 `hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it) daemonised (it holds a lock on
+--pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
+process with IOVA = VA, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
 the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
