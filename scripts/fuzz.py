@@ -53,7 +53,7 @@ CORPUS = FUZZ / "corpus"
 REGRESSIONS = FUZZ / "regressions"
 
 GUEST_DP = ["ring.c", "rx.c", "tx.c", "tx_stage.c", "tx_gpa.c", "datapath.c", "offload.c", "monitor.c"]
-SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_rx.c", "offload.c", "irq.c"]
+SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_gpa.c", "simhost_rx.c", "offload.c", "irq.c"]
 HARNESSES: dict[str, tuple[str, list[str]]] = {   # name: (include dir, sources in it)
     "ring_reader": ("_native", ["ring.c"]),
     "ring_writer": ("_native", ["ring.c"]),
@@ -777,18 +777,68 @@ SH_RD, SH_SECT, SH_MAXF, SH_PADS, SH_LSOM = [128, 256, 4096, 16384], [256, 2048,
 class SH:
     def __init__(self, *, d: int, sect: int, count: int, maxf: int, pad: int, strict: bool = False,
                  max_pkts: int = 1, align_log2: int = 0, vnet: bool = False, tap_gso: bool = False,
-                 off_tx: int = 0, lso: int = 65535, tap: bool = True) -> None:
+                 off_tx: int = 0, lso: int = 65535, tap: bool = True, guest_memory: bool = True,
+                 gpa_buf: int = 0) -> None:
         w = self.w = W()
         self.sect, self.count, self.align = sect, count, 1 << align_log2
         w.u8(SH_RD.index(d)).u8(SH_SECT.index(sect) + 4 * (count - 1))
         w.u8(SH_MAXF.index(maxf) | SH_PADS.index(pad) << 2 | (0x10 if strict else 0) | (max_pkts - 1) << 5)
         w.u8(align_log2 | (8 if vnet else 0) | (16 if tap_gso else 0) | SH_LSOM.index(lso) << 6)
         w.u16(0xFFF0).u16(0xFFF0).u8(off_tx).rare(False).rare(not tap)
+        w.u8((0 if guest_memory else 1) | gpa_buf << 1)     # guest memory; gather buffer GPAB[gpa_buf]
 
     def send(self, idx: int, msgs: list[tuple], *, flags_rc: bool = True, chan: int = 0, size_delta: int = 0) -> SH:
         """msgs: ('tcp', payload, how, csum?, lso_mss?) | ('raw', length)."""
         w = self.w
         w.u8(0).rare(False).range(self.count, idx)
+        self._msgs(msgs)
+        if size_delta:
+            w.u8(240).u8(size_delta & 0xFF)              # mutate(): size + a small delta
+        else:
+            w.u8(0)
+        w.rare(chan != 0)
+        if chan:
+            w.pick(3, chan)
+        w.rare(False).rare(False).rare(not flags_rc).u16(1)
+        return self
+
+    def gpa(self, msgs: list[tuple], ranges: list[tuple[int, int, list[int]]], *, outside: int | None = None,
+            chan: int = 0) -> SH:
+        """A GPA-direct send (guest_gpa_send): msgs as for send(), unaligned (align 1), cut into
+        ranges (byte_count, byte_offset, guest-memory page indexes); `outside`: that page number
+        of the first range is below guest memory."""
+        w = self.w
+        w.u8(12)
+        size = self._msgs(msgs)
+        w.u8(0)                                          # mutate(): size unchanged
+        assert sum(r[0] for r in ranges) == size, (size, [r[0] for r in ranges])
+        w.rare(False).pick(4, len(ranges) - 1)
+        done = 0
+        for i, (count, offset, pages) in enumerate(ranges):
+            if i != len(ranges) - 1:
+                w.range(size - done - (len(ranges) - 1 - i), count - 1)
+            if offset:
+                w.chance(False).range(4096, offset)
+            else:
+                w.chance(True)
+            assert len(pages) == (offset + count + 4095) // 4096
+            for k, page in enumerate(pages):
+                w.range(24, page)
+                if i == 0 and k == outside:
+                    w.rare(True).chance(True).u8(0)      # GM_BASE - 1
+                else:
+                    w.rare(False)
+            done += count
+        w.rare(False)                                    # header well formed
+        w.rare(chan != 0)
+        if chan:
+            w.pick(3, chan)
+        w.rare(False).rare(False).rare(False).u16(2)     # section NONE, 40-byte NVSP, completion requested
+        return self
+
+    def _msgs(self, msgs: list[tuple]) -> int:
+        """fill_msgs' reads for msgs; their size when unaligned (align 1)."""
+        w, size = self.w, 0
         if len(msgs) <= 3:
             w.rare(False).pick(3, len(msgs) - 1)
         else:
@@ -801,24 +851,19 @@ class SH:
                 flag = 1 | (2 if csum else 0) | (4 if lso_mss else 0) | (0x80 if payload >= 1600 else 0)
                 w.u8(flag)
                 w.range(65000 if payload >= 1600 else 1600, payload).u8(how)
-                fn_build(w, payload, how)
+                fn_len = fn_build(w, payload, how)
                 if csum:
                     w.rare(False).u8(0)                  # IP bit no; mutate(): unchanged
                 if lso_mss:
                     w.range(9000, lso_mss - 1).chance(True).u8(0)
+                flen = fn_len
+                size += 44 + (16 if csum else 0) + (16 if lso_mss else 0) + flen
             else:
                 w.u8(0).range(1600, m[1]).blob(m[1], b"\x02\x00\x00\x00\x00\x01\x02")
+                size += 44 + m[1]
             for _ in range(8):
                 w.u8(0)                                  # mutate() x 8: unchanged
-        if size_delta:
-            w.u8(240).u8(size_delta & 0xFF)              # mutate(): size + a small delta
-        else:
-            w.u8(0)
-        w.rare(chan != 0)
-        if chan:
-            w.pick(3, chan)
-        w.rare(False).rare(False).rare(not flags_rc).u16(1)
-        return self
+        return size
 
     def completion(self, tagged: bool = True) -> SH:
         self.w.u8(4).pick(9, 1).copy(struct.pack("<II", 108, 1), 8).chance(tagged)
@@ -868,6 +913,15 @@ def seeds_simhost_tx() -> dict[str, bytes]:
     d.send(0, [("raw", 64)], chan=1).run().send(1, [("raw", 64)]).send(0, [("raw", 64)]).run().run().read().run()
     d.read().bad_desc().run().run()
     out["seed-strict-small-ring"] = d.w.bytes()
+    e = SH(d=16384, sect=6144, count=2, maxf=1514, pad=40, off_tx=0x7F, lso=62780)
+    e.gpa([("raw", 60)], [(104, 0, [3])]).run().read()
+    e.gpa([("raw", 1500), ("tcp", 300, 0x08)], [(1000, 4000, [5, 6]), (44 + 1500 - 1000, 0, [9]),
+                                                (44 + 354, 100, [1])]).run().read()
+    e.gpa([("raw", 200)], [(244, 0, [7])], outside=0).gpa([("raw", 64)], [(108, 8, [2])], chan=1).run().read()
+    e.gpa([("raw", 100)], [(20, 0, [4]), (124, 20, [4])]).run().read()       # the header crosses its range
+    e.gpa([("tcp", 20000, 0x08, False, 1000)], [(44 + 16 + 20054, 0, [10, 11, 12, 13, 14])]).run().read()
+    e.send(0, [("raw", 64)]).run().read()
+    out["seed-gpa-direct"] = e.w.bytes()
     return out
 
 

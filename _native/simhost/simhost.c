@@ -70,6 +70,10 @@ const char *hvu_sim_reason_text(uint32_t r)
     case HVU_SIM_R_AGGREGATION: return "RNDIS packets in one send past the host's count or alignment";
     case HVU_SIM_R_UNKNOWN_TID: return "receive completion for no outstanding transfer (unknown or repeated id)";
     case HVU_SIM_R_COMPLETION_TYPE: return "receive completion is not NVSP 108";
+    case HVU_SIM_R_RNDIS_HDR_RANGE: return "RNDIS packet header or per-packet info past the end of its range";
+    case HVU_SIM_R_GPA_HEADER: return "GPA-direct range header malformed";
+    case HVU_SIM_R_GPA_PYTHON: return "GPA-direct send the fast path leaves to Python";
+    case HVU_SIM_R_GPA_PAGE: return "GPA-direct page outside guest memory";
     default: return "unknown reason";
     }
 }
@@ -272,8 +276,18 @@ static int drain(struct hvu_sim_pump *p, int *worked)
         copy_out(p, ppos, pl, plen < sizeof pl ? plen : (uint32_t)sizeof pl);
         if (type == PKT_COMP && (tid & TAG_MASK) == TAG) {
             hvu_sim_rx_completion(p, tid, pl, plen);
-        } else if (type == PKT_INBAND && plen >= 4 && rd32(pl) == NVSP_RNDIS_PKT) {
-            rc = hvu_sim_tx_send(p, (uint8_t)flags, tid, pl, plen);
+        } else if ((type == PKT_INBAND || (type == PKT_GPA && hlen - DESC <= GPA_HDR_MAX)) && plen >= 4
+                   && rd32(pl) == NVSP_RNDIS_PKT) {
+            if (type == PKT_INBAND) {
+                rc = hvu_sim_tx_send(p, (uint8_t)flags, tid, pl, plen);
+            } else {  /* the range header, read once into our copy */
+                uint8_t gh[GPA_HDR_MAX];
+                uint32_t hpos = p->rd + DESC;
+                if (hpos >= d)
+                    hpos -= d;
+                copy_out(p, hpos, gh, hlen - DESC);
+                rc = hvu_sim_tx_gpa(p, (uint8_t)flags, tid, gh, hlen - DESC, pl, plen);
+            }
             if (rc < 0) { result = DRAIN_FAULT; break; }
             if (rc == 0) { result = DRAIN_CONTROL; break; }
             if (rc == 2) { result = DRAIN_BLOCKED; break; }

@@ -34,9 +34,15 @@ enum hvu_sim_reason {
     HVU_SIM_R_OFFLOAD = 27,        /* a checksum/LSO request the fast path refuses (Python re-checks) */
     HVU_SIM_R_AGGREGATION = 28,    /* strict: more RNDIS packets than max_packets_per_message, or one
                                     * not at the packet alignment (Python logs it) */
+    HVU_SIM_R_RNDIS_HDR_RANGE = 29, /* an RNDIS packet header / per-packet info past the end of the
+                                    * range it starts in (Python fails the send) */
+    HVU_SIM_R_GPA_HEADER = 30,     /* a malformed GPA-direct range header (Python ends the channel) */
+    HVU_SIM_R_GPA_PYTHON = 31,     /* a GPA-direct send the fast path leaves to Python: no guest memory
+                                    * mapped, a send-buffer section too, or past the gather buffer */
     /* counted and consumed by the pump */
     HVU_SIM_R_UNKNOWN_TID = 32,
-    HVU_SIM_R_COMPLETION_TYPE = 33
+    HVU_SIM_R_COMPLETION_TYPE = 33,
+    HVU_SIM_R_GPA_PAGE = 34        /* a GPA-direct page outside guest memory: completed FAILED */
 };
 
 struct hvu_sim_counters {
@@ -69,6 +75,9 @@ struct hvu_sim_counters {
     uint64_t rx_rsc_fragments;     /* ... sent as vRSC fragments */
     uint64_t rx_csum_completed;    /* NEEDS_CSUM frames whose checksum the host finished */
     uint64_t rx_dropped_bad_gso;   /* GSO/partial-checksum frames that did not parse */
+    /* GPA-direct (simhost_gpa.c) */
+    uint64_t tx_gpa;               /* type-9 data sends served from guest memory */
+    uint64_t tx_gpa_rejected;      /* ... with a page outside guest memory: completed FAILED */
 };
 
 enum hvu_sim_off {                 /* offload bits of hvu_sim_pump.off_tx / off_rx */
@@ -143,6 +152,12 @@ struct hvu_sim_pump {
     uint32_t lso_max;        /* the LSO maximum the host advertised */
     uint8_t *gso_buf;        /* caller-owned: vnet header + a 64 KiB frame (tap reads, tx copies) */
     uint32_t gso_buf_len;
+    /* --- guest memory (GPA-direct, simhost_gpa.c); gmem NULL: type-9 sends are Python's --- */
+    const uint8_t *gmem;     /* the emulated VM's guest-memory file, mapped whole (read-only) */
+    uint64_t gmem_size;      /* its bytes, a multiple of 4096 */
+    uint64_t gmem_first_pfn; /* guest-physical page number of gmem[0] (GUEST_PFN_BASE) */
+    uint8_t *gpa_buf;        /* caller-owned: one gathered send, gpa_buf_len bytes */
+    uint32_t gpa_buf_len;
     /* --- state --- */
     uint32_t nfree;
     uint32_t nslots_free;

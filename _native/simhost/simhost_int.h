@@ -30,6 +30,7 @@
 #define NVSP_RNDIS_PKT 107u
 #define NVSP_RNDIS_PKT_COMPLETE 108u
 #define NVSP_STAT_SUCCESS 1u
+#define NVSP_STAT_FAIL 2u
 #define NO_SECTION 0xFFFFFFFFu
 #define PAGESET_ID 0xCAFEu
 #define RNDIS_PACKET_MSG 1u
@@ -45,6 +46,7 @@
 #define TAG (1ull << TAG_SHIFT)
 #define NONE 0xFFFFFFFFu
 #define MAX_NVSP_PAD 64u
+#define GPA_HDR_MAX 2048u          /* GPA-direct range headers the fast path copies; larger -> Python */
 #define SEC_NOT_OURS 0
 #define SEC_FREE 1
 #define SEC_BUSY 2
@@ -89,5 +91,18 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p);
 
 /* An in-band NVSP 107 data send: 1 handled, 0 hand to Python (reason set), 2 no room yet, -1 fault. */
 int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *nv, uint32_t plen);
+/* The RNDIS data of one send (a private copy or the send buffer) to the tap, then its completion;
+ * ends/nends: where its ranges end (GPA-direct) or NULL. Same returns as hvu_sim_tx_send. */
+int hvu_sim_tx_data(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *data, uint32_t size,
+                    const uint32_t *ends, uint32_t nends);
+/* Just a completion with `status`: 1 written, 2 no room yet (pending_send_sz set), -1 fault. */
+int hvu_sim_tx_complete(struct hvu_sim_pump *p, uint64_t tid, uint32_t status);
+
+/* simhost_gpa.c: GPA-direct (type 9) data sends */
+
+/* hdr/hlen: the type-specific header after the descriptor (reserved, range_count, ranges), a
+ * private copy; nv/plen the NVSP message. Same returns as hvu_sim_tx_send. */
+int hvu_sim_tx_gpa(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *hdr, uint32_t hlen,
+                   const uint8_t *nv, uint32_t plen);
 
 #endif

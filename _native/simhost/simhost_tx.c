@@ -1,11 +1,14 @@
 /* The emulated host's guest -> network path (the C fast path of simhost.c's pump).
  *
- * What lives here: one in-band NVSP 107 data send, checked whole before anything is sent (section
- * bounds, every RNDIS_PACKET_MSG as HostRndis.parse_data, checksum/LSO per-packet info against the
+ * What lives here: the RNDIS data of one NVSP 107 send, checked whole before anything is sent
+ * (every RNDIS_PACKET_MSG as HostRndis.parse_data, its packet header and per-packet info inside
+ * the range it starts in when the data came in ranges, checksum/LSO per-packet info against the
  * offloads on offer), its frames written to the tap (as given, checksummed, GSO or cut into
- * segments), and its NVSP 108 completion. What must not: reading the outbound ring (simhost.c's
- * drain hands the send here and consumes it on 1), ring index handling (the completion goes out
- * through hvu_sim_in_write), the network -> guest path (simhost_rx.c), allocation, logging, Python.
+ * segments), and its NVSP 108 completion; the in-band send out of a send-buffer section
+ * (hvu_sim_tx_send). GPA-direct sends are gathered in simhost_gpa.c and come back here
+ * (hvu_sim_tx_data). What must not: reading the outbound ring (simhost.c's drain hands the send
+ * here and consumes it on 1), ring index handling (the completion goes out through
+ * hvu_sim_in_write), the network -> guest path (simhost_rx.c), allocation, logging, Python.
  */
 #define _GNU_SOURCE
 #include <string.h>
@@ -90,9 +93,26 @@ static void tx_offloaded(struct hvu_sim_pump *p, const struct frame_ref *fr, str
     }
 }
 
+/* [OV] handle_rndis_packet_message reads the packet header and per-packet info from one range
+ * only: the one holding the first byte after the message header (hvuio.sim.host.send
+ * _check_header_range). ends: where each range of the send ends in it, or NULL (one section). */
+static int header_in_range(const uint32_t *ends, uint32_t nends, uint32_t body, uint32_t ppi_off,
+                           uint32_t ppi_len)
+{
+    uint32_t i, end, need = RNDIS_PKT_SIZE - RNDIS_HDR;
+    if (!ends || !nends)
+        return 1;
+    end = ends[nends - 1];
+    for (i = 0; i < nends; i++)
+        if (ends[i] > body) { end = ends[i]; break; }
+    if (ppi_len && ppi_off + ppi_len > need)  /* both checked against the message before */
+        need = ppi_off + ppi_len;
+    return (uint64_t)body + need <= end;
+}
+
 /* Validate every RNDIS message of one send (as HostRndis.parse_data); fill frames. */
-static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size, struct frame_ref *out,
-                      uint32_t *nout)
+static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size, const uint32_t *ends,
+                      uint32_t nends, struct frame_ref *out, uint32_t *nout)
 {
     uint32_t pos = 0, n = 0;
     while (pos < size) {
@@ -144,6 +164,8 @@ static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size
                 e += sz;
             }
         }
+        if (!header_in_range(ends, nends, pos + RNDIS_HDR, ppi_off, ppi_len))
+            return reject(p, HVU_SIM_R_RNDIS_HDR_RANGE, pos);
         out[n].data = data + pos + RNDIS_HDR + d_off;
         out[n].len = d_len;
         n++;
@@ -153,16 +175,89 @@ static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size
     return 0;
 }
 
-/* An in-band NVSP 107 data send: 1 handled, 0 hand to Python (reason set), 2 no room yet. */
-int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *nv, uint32_t plen)
+/* Room for one completion, or 2 (pending_send_sz set: the drain waits), -1 on a corrupt ring. */
+static int completion_room(struct hvu_sim_pump *p)
+{
+    uint32_t need = ((DESC + p->nvsp_pad + 7) & ~7u) + TRAILER;
+    int64_t room = hvu_sim_in_free(p);
+    if (room < 0)
+        return -1;
+    if (room <= (int64_t)need) {
+        st_rel(p->in_ring, OFF_PENDING, need);
+        p->pending_set = 1;
+        p->c.tx_wait_ring_full++;
+        return 2;
+    }
+    return 1;
+}
+
+static int write_completion(struct hvu_sim_pump *p, uint64_t tid, uint32_t status)
+{
+    uint8_t comp[DESC + MAX_NVSP_PAD];
+    uint32_t comp_len = DESC + p->nvsp_pad;
+    memset(comp, 0, sizeof comp);
+    comp[0] = PKT_COMP;
+    comp[2] = 2;
+    comp[4] = (uint8_t)((comp_len + 7) / 8);
+    memcpy(comp + 8, &tid, 8);
+    wr32(comp + DESC, NVSP_RNDIS_PKT_COMPLETE);
+    wr32(comp + DESC + 4, status);
+    if (hvu_sim_in_write(p, comp, comp_len, NULL, 0) < 0)
+        return -1;
+    if (p->pending_set) {
+        st_rel(p->in_ring, OFF_PENDING, 0);
+        p->pending_set = 0;
+    }
+    p->c.tx_completions++;
+    return 1;
+}
+
+int hvu_sim_tx_complete(struct hvu_sim_pump *p, uint64_t tid, uint32_t status)
+{
+    int rc = completion_room(p);
+    return rc == 1 ? write_completion(p, tid, status) : rc;
+}
+
+int hvu_sim_tx_data(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *data, uint32_t size,
+                    const uint32_t *ends, uint32_t nends)
 {
     struct frame_ref frames[MAX_MSGS];
     struct hvu_off_plan plans[MAX_MSGS];
-    uint32_t chan_type, index, size, nframes = 0, i, comp_len;
-    uint8_t comp[DESC + MAX_NVSP_PAD];
-    uint64_t base;
-    int64_t room;
+    uint32_t nframes = 0, i;
     int rc;
+
+    if (parse_send(p, data, size, ends, nends, frames, &nframes) != 0)
+        return 0;
+    /* offload requests: all checked before anything is sent; a refusal is Python's (it logs why
+     * and completes with NVSP_STAT_FAIL, as for any malformed data message) */
+    for (i = 0; i < nframes; i++) {
+        plans[i].action = HVU_OFF_TX_ASIS;
+        if (!frames[i].has_csum && !frames[i].has_lso)
+            continue;
+        if (frames[i].len > p->gso_buf_len
+            || hvu_off_tx_check(frames[i].data, frames[i].len, (int)frames[i].has_csum, frames[i].csum,
+                                (int)frames[i].has_lso, frames[i].lso, p->off_tx, p->lso_max, p->max_frame,
+                                &plans[i]) != 0)
+            return reject(p, HVU_SIM_R_OFFLOAD, i), 0;
+    }
+    /* room for the completion first: a send is consumed only when it can be completed */
+    rc = completion_room(p);
+    if (rc != 1)
+        return rc;
+    for (i = 0; i < nframes; i++) {
+        if (frames[i].has_csum || frames[i].has_lso)
+            tx_offloaded(p, &frames[i], &plans[i]);
+        else
+            tx_count(p, tap_write(p, NULL, frames[i].data, frames[i].len), frames[i].len);
+    }
+    return write_completion(p, tid, NVSP_STAT_SUCCESS);
+}
+
+/* An in-band NVSP 107 data send: 1 handled, 0 hand to Python (reason set), 2 no room yet. */
+int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const uint8_t *nv, uint32_t plen)
+{
+    uint32_t chan_type, index, size;
+    uint64_t base;
 
     if (plen < 16)
         return reject(p, HVU_SIM_R_NVSP_SHORT, plen), 0;
@@ -178,52 +273,5 @@ int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const u
         return reject(p, HVU_SIM_R_BAD_SECTION, index), 0;
     if (p->strict && size > p->send_section)
         return reject(p, HVU_SIM_R_SECTION_OVERSIZE, size), 0;
-    if (parse_send(p, p->send_buf + base, size, frames, &nframes) != 0)
-        return 0;
-    /* offload requests: all checked before anything is sent; a refusal is Python's (it logs why
-     * and completes with NVSP_STAT_FAIL, as for any malformed data message) */
-    for (i = 0; i < nframes; i++) {
-        plans[i].action = HVU_OFF_TX_ASIS;
-        if (!frames[i].has_csum && !frames[i].has_lso)
-            continue;
-        if (frames[i].len > p->gso_buf_len
-            || hvu_off_tx_check(frames[i].data, frames[i].len, (int)frames[i].has_csum, frames[i].csum,
-                                (int)frames[i].has_lso, frames[i].lso, p->off_tx, p->lso_max, p->max_frame,
-                                &plans[i]) != 0)
-            return reject(p, HVU_SIM_R_OFFLOAD, i), 0;
-    }
-    /* room for the completion first: a send is consumed only when it can be completed */
-    comp_len = DESC + p->nvsp_pad;
-    room = hvu_sim_in_free(p);
-    if (room < 0)
-        return -1;
-    if (room <= (int64_t)(((comp_len + 7) & ~7u) + TRAILER)) {
-        uint32_t need = ((comp_len + 7) & ~7u) + TRAILER;
-        st_rel(p->in_ring, OFF_PENDING, need);
-        p->pending_set = 1;
-        p->c.tx_wait_ring_full++;
-        return 2;
-    }
-    for (i = 0; i < nframes; i++) {
-        if (frames[i].has_csum || frames[i].has_lso)
-            tx_offloaded(p, &frames[i], &plans[i]);
-        else
-            tx_count(p, tap_write(p, NULL, frames[i].data, frames[i].len), frames[i].len);
-    }
-    memset(comp, 0, sizeof comp);
-    comp[0] = PKT_COMP;
-    comp[2] = 2;
-    comp[4] = (uint8_t)((comp_len + 7) / 8);
-    memcpy(comp + 8, &tid, 8);
-    wr32(comp + DESC, NVSP_RNDIS_PKT_COMPLETE);
-    wr32(comp + DESC + 4, NVSP_STAT_SUCCESS);
-    rc = hvu_sim_in_write(p, comp, comp_len, NULL, 0);
-    if (rc < 0)
-        return -1;
-    if (p->pending_set) {
-        st_rel(p->in_ring, OFF_PENDING, 0);
-        p->pending_set = 0;
-    }
-    p->c.tx_completions++;
-    return 1;
+    return hvu_sim_tx_data(p, tid, p->send_buf + base, size, NULL, 0);
 }

@@ -181,11 +181,14 @@ def wait_started(sysroot: Path | str, child: int, timeout: float) -> bool:
 @dataclass(frozen=True)
 class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
-    with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files."""
+    with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
+    how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
+    "proc")."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
     wire: bool = False
+    guest_memory_mode: str = "file"
 
 
 def make_network(choice: NetworkChoice) -> FrameNetwork | None:
@@ -225,7 +228,7 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
             from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
-            stack.enter_context(run_host(k, root, network=network))
+            stack.enter_context(run_host(k, root, network=network, guest_memory_mode=host.guest_memory_mode))
             if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
                 record_netns(root, network.netns)
         stack.callback(os.close, hold_pid_file(root))   # held until this process ends

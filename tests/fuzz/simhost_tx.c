@@ -1,36 +1,43 @@
 /* libFuzzer harness: the emulator's C host path for guest sends (_native/simhost), driven through
  * its entry point hvu_sim_pump_run, which reads the guest's outbound ring (simhost.c drain), hands
  * NVSP 107 data sends to simhost_tx.c (send-buffer sections, RNDIS packet messages, checksum / LSO
- * per-packet info -> offload.c, frames to the tap, NVSP 108 completions into the inbound ring) and
- * tagged receive completions to simhost_rx.c. Only simhost sources are compiled in (the emulator
+ * per-packet info -> offload.c, frames to the tap, NVSP 108 completions into the inbound ring),
+ * GPA-direct (type 9) data sends to simhost_gpa.c (range header, pages of a guest memory, the
+ * gather, the same RNDIS handling) and tagged receive completions to simhost_rx.c. Only simhost sources are compiled in (the emulator
  * shares no code with the guest core); the harness is the guest: it writes the outbound ring by
  * hand (any descriptor), fills the send buffer, and reads the inbound ring as a guest would.
  *
  * Everything the pump touches is one heap block of exactly its size (rings, send buffer, receive
- * buffer, scratch, GSO buffer): ASan sees any read outside the send buffer. The tap is a SOCK_DGRAM
+ * buffer, scratch, GSO buffer, guest memory, gather buffer): ASan sees any read outside them. The tap is a SOCK_DGRAM
  * socketpair (or none). The input: configuration (ring and section sizes, max frame, NVSP padding,
  * strict RNDIS limits, vnet header / tap GSO / offloads on offer, lso_max), then a script of sends
  * (1..20 RNDIS messages in a section, every field sometimes wrong, frames plain or Ethernet/IP/TCP
  * with checksum / LSO pktinfo), raw packets of every type, descriptors that break the ring rules,
- * tagged (forged) receive completions, a bad write_index, rewrites of the send buffer, guest reads
+ * tagged (forged) receive completions, a bad write_index, rewrites of the send buffer, GPA-direct
+ * sends (the same RNDIS messages scattered over 1..4 or 60..68 ranges of guest-memory pages picked
+ * one by one, a page sometimes outside guest memory, the range header sometimes malformed or past
+ * the fast path's copy, no guest memory or a small gather buffer by configuration), guest reads
  * of the inbound ring, and pump runs.
  *
  * Invariants (abort on violation), checked after every run:
  *  - the pump consumes exactly a prefix of the guest's packets; each one it consumed is a tagged
  *    completion (counted in completions_unknown: none is outstanding) or a data send that passed
- *    every check; each send it consumed gets exactly one completion, in order, well formed (type
- *    0xb, offset8 2, len8 for the configured padding, NVSP 108 success, zero padding, trailer =
- *    old write_index << 32); nothing else gets one;
+ *    every check, or a GPA-direct send with a page outside guest memory; each send it consumed
+ *    gets exactly one completion, in order, well formed (type 0xb, offset8 2, len8 for the
+ *    configured padding, NVSP 108 success, or failed for that GPA-direct send, zero padding,
+ *    trailer = old write_index << 32); nothing else gets one; tx_gpa / tx_gpa_rejected count them;
  *  - a run that stops at a packet stops for a reason the code's contract names: CONTROL with
  *    reason and hand-off counted, exactly the reason a model of the checks (NVSP, section bounds,
- *    strict size, every RNDIS field, pktinfo walk, strict aggregation; OFFLOAD allowed only for a
+ *    strict size, every RNDIS field, pktinfo walk, strict aggregation; for GPA-direct the range
+ *    rules of OpenVMM's gparange.rs, the gather buffer, and each packet header + pktinfo inside
+ *    the range it starts in; OFFLOAD allowed only for a
  *    send with checksum / LSO pktinfo) gives; FAULT exactly at a packet that breaks VMBUS.md §4 (or a bad
  *    write_index), with the reason docs/VMBUS.md §4 gives, and every later run FAULT; otherwise the send at
  *    the head waits for room in the inbound ring (tx_wait_ring_full counted, the room really short);
  *  - frames: a consumed send without offload pktinfo puts exactly its frames on the tap, in order,
- *    byte for byte (behind a zero vnet header when configured); tx_frames + tx_net_errors account
+ *    byte for byte (GPA-direct: against the model's own gather of the listed pages) (behind a zero vnet header when configured); tx_frames + tx_net_errors account
  *    for every frame; offloaded frames stay within the GSO frame size;
- *  - the pump never writes the outbound data area, the send or receive buffer, nor the inbound
+ *  - the pump never writes the outbound data area, the send or receive buffer, guest memory, nor the inbound
  *    ring outside the free space it computed (the guest's unread completions are byte-compared), and
  *    only its own header fields.
  */
@@ -50,8 +57,13 @@
 #define PAD_MAX 64
 #define TAGM (3ull << 62)
 #define TAGV (1ull << 62)
+#define GM_PAGES 24u            /* the guest memory: pages GM_BASE .. GM_BASE + GM_PAGES - 1 */
+#define GM_BASE 0x100000ull
+#define GPA_FULL (65535u + 14u + 4u + 4096u)   /* the gather buffer the session gives the pump */
+#define GH_MAX 2048u            /* range headers the fast path copies (simhost_int.h GPA_HDR_MAX) */
+#define ARENA (1u << 20)
 
-enum { K_SEND, K_COMP, K_OTHER, K_BAD };
+enum { K_SEND, K_COMP, K_OTHER, K_BAD, K_GPA };
 
 struct gdesc {                  /* the 16-byte packet descriptor, as the guest writes it (VMBUS.md §3.3) */
     uint16_t type, offset8, len8, flags;
@@ -65,6 +77,8 @@ struct gpkt {
     struct gdesc d;
     uint8_t pl[16];             /* first payload bytes (zeros past the end) */
     uint32_t plen;
+    uint8_t *gh;                /* the type-specific header (GPA ranges), malloc'd, or NULL */
+    uint32_t ghlen;
     int who;                    /* 0 pending, 1 the pump, 2 Python */
 };
 
@@ -81,11 +95,16 @@ struct st {
     struct gpkt g[MAXG];
     uint32_t ng, head;
     uint64_t comp_q[MAXG];      /* trans_ids owed a completion, in order */
+    uint32_t comp_st[MAXG];     /* ... and the NVSP status each must carry */
     uint32_t cq_head, cq_n;
     int bad_w;                  /* the guest published a bad write_index */
     int dead;
     uint8_t *snap_in, *snap_send, *snap_out;
+    uint8_t *gmem, *gpa_buf, *snap_gmem, *mg, *arena;
+    uint32_t arena_used;
     uint8_t buf[70000];         /* from here on: scratch, not cleared per input */
+    uint8_t stage[GPA_FULL + 4096];
+    uint8_t gh_stage[GH_MAX + 64];
     uint8_t frame[HVU_GSO_MAX_FRAME + 64];
 };
 
@@ -95,17 +114,20 @@ static uint32_t hdr(uint8_t *ring, uint32_t off) { return rd32le(ring + off); }
 
 /* ---- the guest writes its outbound ring ----------------------------------------------------------- */
 
-static int guest_put(struct st *s, const struct gdesc *d, const uint8_t *pl, uint32_t plen, int kind)
+static int guest_put_h(struct st *s, const struct gdesc *d, const uint8_t *h, uint32_t hl, const uint8_t *pl,
+                       uint32_t plen, int kind)
 {
     if (s->ng >= MAXG || s->bad_w)
         return 0;
-    uint32_t len = 16 + plen, padded = (len + 7) & ~7u, total = padded + 8;
+    uint32_t len = 16 + hl + plen, padded = (len + 7) & ~7u, total = padded + 8;
     uint32_t r = hdr(s->out, 4);
     if (!m_index_ok(r, s->out_d) || m_free(s->gw, r, s->out_d) <= total)
         return 0;
     uint8_t *b = calloc(1, total);
     memcpy(b, d, 16);
-    memcpy(b + 16, pl, plen);
+    if (hl)
+        memcpy(b + 16, h, hl);
+    memcpy(b + 16 + hl, pl, plen);
     uint64_t tr = (uint64_t)s->gw << 32;
     memcpy(b + padded, &tr, 8);
     struct gpkt *g = &s->g[s->ng++];
@@ -116,11 +138,21 @@ static int guest_put(struct st *s, const struct gdesc *d, const uint8_t *pl, uin
     g->kind = kind;
     g->d = *d;
     memcpy(g->pl, pl, plen < 16 ? plen : 16);
-    g->plen = padded - 16;                                   /* the payload as the host sees it: padded */
+    g->plen = padded - 16 - hl;                              /* the payload as the host sees it: padded */
+    if (hl) {
+        g->gh = malloc(hl);
+        memcpy(g->gh, h, hl);
+        g->ghlen = hl;
+    }
     s->gw = ring_put_bytes(s->out + HDR, s->out_d, s->gw, b, total);
     wr32le(s->out, s->gw);
     free(b);
     return 1;
+}
+
+static int guest_put(struct st *s, const struct gdesc *d, const uint8_t *pl, uint32_t plen, int kind)
+{
+    return guest_put_h(s, d, NULL, 0, pl, plen, kind);
 }
 
 static uint32_t mutate(struct fz *f, uint32_t v)
@@ -142,14 +174,10 @@ static uint32_t put_ppi(uint8_t *p, uint32_t type, uint32_t value)
     return 16;
 }
 
-/* RNDIS packet messages into section idx (as much as fits the send buffer); returns the size */
-static uint32_t fill_section(struct st *s, struct fz *f, uint32_t idx)
+/* RNDIS packet messages into sec (room bytes); returns the size */
+static uint32_t fill_msgs(struct st *s, struct fz *f, uint8_t *sec, uint32_t room)
 {
-    uint64_t base = (uint64_t)idx * s->p.send_section;
-    if (base >= s->p.send_size)
-        return fz_u16(f);
-    uint8_t *sec = s->send + base;
-    uint32_t room = (uint32_t)(s->p.send_size - base), pos = 0;
+    uint32_t pos = 0;
     uint32_t nmsg = 1 + (fz_rare(f, 48) ? fz_pick(f, 20) : fz_pick(f, 3));
     uint32_t align = s->p.rndis_align;
     uint8_t *fr = s->frame;
@@ -224,6 +252,15 @@ static uint32_t fill_section(struct st *s, struct fz *f, uint32_t idx)
     return mutate(f, pos);
 }
 
+/* RNDIS packet messages into section idx (as much as fits the send buffer); returns the size */
+static uint32_t fill_section(struct st *s, struct fz *f, uint32_t idx)
+{
+    uint64_t base = (uint64_t)idx * s->p.send_section;
+    if (base >= s->p.send_size)
+        return fz_u16(f);
+    return fill_msgs(s, f, s->send + base, (uint32_t)(s->p.send_size - base));
+}
+
 static void guest_send(struct st *s, struct fz *f)
 {
     uint32_t count = (uint32_t)(s->p.send_size / s->p.send_section);
@@ -242,6 +279,79 @@ static void guest_send(struct st *s, struct fz *f)
     uint64_t tid = ((uint64_t)fz_u16(f) << 32) | s->ng;
     struct gdesc d = {6, 2, (uint16_t)((16 + plen + 7) / 8), flags, tid};
     guest_put(s, &d, nv, plen, K_SEND);
+}
+
+static int gm_inside(uint64_t pfn) { return pfn >= GM_BASE && pfn - GM_BASE < GM_PAGES; }
+
+/* A GPA-direct send (type 9): RNDIS messages scattered over 1..4 ranges (rarely 60..68) of
+ * guest-memory pages picked one by one, a page sometimes outside guest memory, the range header
+ * sometimes malformed or too large for the fast path's copy. */
+static void guest_gpa_send(struct st *s, struct fz *f)
+{
+    uint32_t cap = s->p.gpa_buf_len + 64, i, k;
+    if (cap > sizeof(s->stage))
+        cap = sizeof(s->stage);
+    uint32_t size = fill_msgs(s, f, s->stage, cap);
+    if (size > cap)
+        size = cap;
+    uint32_t nr = 1 + (fz_rare(f, 8) ? 59 + fz_pick(f, 10) : fz_pick(f, 4));
+    if (nr > size)
+        nr = size ? size : 1;
+    uint8_t *h = s->gh_stage;
+    uint32_t hl = 8, done = 0;
+    wr32le(h, 0);
+    for (i = 0; i < nr && done < size; i++) {
+        uint32_t cnt = i == nr - 1 ? size - done : 1 + fz_range(f, size - done - (nr - 1 - i));
+        uint32_t off = fz_chance(f, 128) ? 0 : fz_range(f, 4096);
+        uint32_t pages = (off + cnt + 4095) / 4096, left = cnt, o = off, src = done;
+        if (hl + 8 + 8 * pages > GH_MAX)
+            break;
+        wr32le(h + hl, cnt);
+        wr32le(h + hl + 4, off);
+        for (k = 0; k < pages; k++) {
+            uint64_t pfn = GM_BASE + fz_range(f, GM_PAGES);
+            uint32_t n = 4096 - o < left ? 4096 - o : left;
+            if (fz_rare(f, 4))
+                pfn = fz_chance(f, 128) ? GM_BASE - 1 - fz_u8(f) : GM_BASE + GM_PAGES + fz_u16(f);
+            memcpy(h + hl + 8 + 8 * k, &pfn, 8);
+            if (s->gmem && gm_inside(pfn))
+                memcpy(s->gmem + (pfn - GM_BASE) * 4096 + o, s->stage + src, n);
+            src += n;
+            left -= n;
+            o = 0;
+        }
+        hl += 8 + 8 * pages;
+        done += cnt;
+    }
+    wr32le(h + 4, i);
+    if (fz_rare(f, 16)) {                                    /* a malformed header */
+        uint8_t bad = fz_u8(f) % 6;
+        if (bad == 0)
+            wr32le(h + 4, 0);                                /* no range */
+        else if (bad == 1 && hl >= 16)
+            wr32le(h + 8, 0);                                /* byte_count 0 */
+        else if (bad == 2 && hl >= 16)
+            wr32le(h + 12, 0x1000 + fz_u16(f));              /* byte_offset past the first page */
+        else if (bad == 3 && hl >= 24)
+            hl -= 8;                                         /* the last page number missing */
+        else if (bad == 4)
+            hl = 0;                                          /* no header at all */
+        else if (bad == 5) {                                 /* past what the fast path copies */
+            uint32_t to = GH_MAX + 8 + 8 * fz_pick(f, 4);
+            memset(h + hl, 0, to - hl);
+            hl = to;
+        }
+    }
+    uint8_t nv[40];
+    memset(nv, 0, sizeof(nv));
+    wr32le(nv, 107);
+    wr32le(nv + 4, fz_rare(f, 8) ? fz_pick(f, 3) : 0);
+    wr32le(nv + 8, fz_rare(f, 8) ? fz_u32(f) : 0xFFFFFFFFu);
+    uint32_t plen = fz_rare(f, 8) ? 4 + fz_pick(f, 12) : 40;
+    uint16_t flags = fz_rare(f, 8) ? 0 : 1;
+    uint64_t tid = ((uint64_t)fz_u16(f) << 32) | s->ng;
+    struct gdesc d = {9, (uint16_t)((16 + hl) / 8), (uint16_t)((16 + hl + plen + 7) / 8), flags, tid};
+    guest_put_h(s, &d, h, hl, nv, plen, K_GPA);
 }
 
 static void guest_other(struct st *s, struct fz *f, int op)
@@ -299,8 +409,9 @@ static void guest_read(struct st *s)
               "inbound packet type %u flags %u offset8 %u len8 %u", desc.type, desc.flags, desc.offset8, desc.len8);
         CHECK(len + 8 <= m_avail(w, s->gr, d), "inbound packet beyond write_index");
         ring_get(data, d, s->gr, pkt, len + 8);
-        CHECK(rd32le(pkt + 16) == 108 && rd32le(pkt + 20) == 1, "completion NVSP %u status %u", rd32le(pkt + 16),
-              rd32le(pkt + 20));
+        CHECK(s->cq_n > 0, "a completion for trans_id %llx, none owed", (unsigned long long)desc.trans_id);
+        CHECK(rd32le(pkt + 16) == 108 && rd32le(pkt + 20) == s->comp_st[s->cq_head], "completion NVSP %u status %u,"
+              " %u owed", rd32le(pkt + 16), rd32le(pkt + 20), s->comp_st[s->cq_head]);
         for (uint32_t i = 24; i < len; i++)
             CHECK(pkt[i] == 0, "completion padding byte %u", i);
         uint64_t tr;
@@ -319,12 +430,14 @@ static void guest_read(struct st *s)
 /* ---- the model of one send (simhost_tx.c's contract, written again) ------------------------------- */
 
 struct mframe {
-    uint32_t off, len;          /* data, within the send buffer */
+    const uint8_t *data;        /* the frame, in the send buffer or the model's gathered copy */
+    uint32_t len;
     int off_ppi;                /* checksum or LSO pktinfo given */
 };
 
-static uint32_t m_parse(struct st *s, const uint8_t *data, uint32_t size, uint64_t dbase, struct mframe *fr,
-                        uint32_t *nfr)
+/* ends/nends: where the ranges of a GPA-direct send end in it (NULL: a section) */
+static uint32_t m_parse(struct st *s, const uint8_t *data, uint32_t size, const uint32_t *ends, uint32_t nends,
+                        struct mframe *fr, uint32_t *nfr)
 {
     uint32_t pos = 0, n = 0;
     while (pos < size) {
@@ -368,7 +481,19 @@ static uint32_t m_parse(struct st *s, const uint8_t *data, uint32_t size, uint64
                 e += sz;
             }
         }
-        fr[n].off = (uint32_t)(dbase + pos + 8 + doff);
+        if (ends) {                                          /* [OV]: header + pktinfo in one range */
+            uint32_t b = pos + 8, end = ends[nends - 1], need = 36;
+            for (uint32_t k = 0; k < nends; k++)
+                if (ends[k] > b) {
+                    end = ends[k];
+                    break;
+                }
+            if (plen && poff + plen > need)
+                need = poff + plen;
+            if ((uint64_t)b + need > end)
+                return HVU_SIM_R_RNDIS_HDR_RANGE;
+        }
+        fr[n].data = data + pos + 8 + doff;
         fr[n].len = dlen;
         fr[n].off_ppi = has_c || has_l;
         n++;
@@ -396,10 +521,78 @@ static uint32_t m_send(struct st *s, const struct gpkt *g, struct mframe *fr, ui
         return HVU_SIM_R_BAD_SECTION;
     if (s->p.strict && size > s->p.send_section)
         return HVU_SIM_R_SECTION_OVERSIZE;
-    uint32_t r = m_parse(s, s->send + base, size, base, fr, nfr);
+    uint32_t r = m_parse(s, s->send + base, size, NULL, 0, fr, nfr);
     if (r)
         return r;
     for (uint32_t i = 0; i < *nfr; i++)
+        *maybe_offload |= fr[i].off_ppi;
+    return 0;
+}
+
+/* What the pump must do with GPA-direct send g: 0 take it (frames in fr, gathered into s->mg),
+ * HVU_SIM_R_GPA_PAGE take it and complete it FAILED, or the hand-off reason. */
+static uint32_t m_gpa(struct st *s, const struct gpkt *g, struct mframe *fr, uint32_t *nfr, int *maybe_offload)
+{
+    *maybe_offload = 0;
+    *nfr = 0;
+    if (g->plen < 16)
+        return HVU_SIM_R_NVSP_SHORT;
+    if (rd32le(g->pl + 4) != 0)
+        return HVU_SIM_R_CONTROL;
+    if (rd32le(g->pl + 8) != 0xFFFFFFFFu)
+        return HVU_SIM_R_GPA_PYTHON;
+    if (!(g->d.flags & 1))
+        return HVU_SIM_R_NO_COMPLETION_FLAG;
+    if (!s->p.gmem)
+        return HVU_SIM_R_GPA_PYTHON;
+    const uint8_t *h = g->gh;
+    uint32_t hl = g->ghlen, ends[64], offs[64], cnts[64], at[64], pos = 8, total = 0, i, k;
+    if (hl < 8 || rd32le(h + 4) == 0)
+        return HVU_SIM_R_GPA_HEADER;
+    uint32_t nr = rd32le(h + 4);
+    if (nr > 64)
+        return HVU_SIM_R_GPA_PYTHON;
+    for (i = 0; i < nr; i++) {                               /* gparange.rs rules, then the buffer's size */
+        if (hl - pos < 8)
+            return HVU_SIM_R_GPA_HEADER;
+        cnts[i] = rd32le(h + pos);
+        offs[i] = rd32le(h + pos + 4);
+        if (cnts[i] == 0 || offs[i] > 4095)
+            return HVU_SIM_R_GPA_HEADER;
+        uint64_t pages = ((uint64_t)offs[i] + cnts[i] + 4095) / 4096;
+        if (pages > (hl - pos - 8) / 8)
+            return HVU_SIM_R_GPA_HEADER;
+        if (cnts[i] > s->p.gpa_buf_len - total)
+            return HVU_SIM_R_GPA_PYTHON;
+        total += cnts[i];
+        ends[i] = total;
+        at[i] = pos;
+        pos += 8 + 8 * (uint32_t)pages;
+    }
+    for (i = 0; i < nr; i++)                                 /* every page before any byte */
+        for (k = 0; k < (offs[i] + cnts[i] + 4095) / 4096; k++) {
+            uint64_t pfn;
+            memcpy(&pfn, h + at[i] + 8 + 8 * k, 8);
+            if (!gm_inside(pfn))
+                return HVU_SIM_R_GPA_PAGE;
+        }
+    uint32_t o = 0;
+    for (i = 0; i < nr; i++) {
+        uint32_t left = cnts[i], off = offs[i];
+        for (k = 0; left; k++) {
+            uint64_t pfn;
+            memcpy(&pfn, h + at[i] + 8 + 8 * k, 8);
+            uint32_t n = 4096 - off < left ? 4096 - off : left;
+            memcpy(s->mg + o, s->gmem + (pfn - GM_BASE) * 4096 + off, n);
+            o += n;
+            left -= n;
+            off = 0;
+        }
+    }
+    uint32_t r = m_parse(s, s->mg, total, ends, nr, fr, nfr);
+    if (r)
+        return r;
+    for (i = 0; i < *nfr; i++)
         *maybe_offload |= fr[i].off_ppi;
     return 0;
 }
@@ -421,6 +614,10 @@ static uint32_t m_desc_fault(const struct gpkt *g, uint32_t avail)
 
 static int is_send(const struct gpkt *g) { return g->d.type == 6 && g->plen >= 4 && rd32le(g->pl) == 107; }
 static int is_comp(const struct gpkt *g) { return g->d.type == 11 && (g->tid & TAGM) == TAGV; }
+static int is_gpa(const struct gpkt *g)
+{
+    return g->d.type == 9 && g->plen >= 4 && rd32le(g->pl) == 107 && g->d.offset8 * 8u - 16 <= GH_MAX;
+}
 
 /* ---- one run ---------------------------------------------------------------------------------------- */
 
@@ -431,6 +628,9 @@ static void run(struct st *s)
     memcpy(s->snap_send, s->send, s->p.send_size);
     uint8_t *snap_out = s->snap_out;
     memcpy(snap_out, s->out, HDR + s->out_d);
+    if (s->gmem)
+        memcpy(s->snap_gmem, s->gmem, GM_PAGES * 4096);
+    s->arena_used = 0;
     uint32_t in_w0 = hdr(s->in, 0);
     uint32_t rd0 = hdr(s->out, 4);
 
@@ -443,6 +643,7 @@ static void run(struct st *s)
     CHECK(hdr(s->out, 8) == 0 || rc == HVU_SIM_RUN_FAULT || s->dead, "outbound interrupt_mask left %u",
           hdr(s->out, 8));
     CHECK(memcmp(s->snap_send, s->send, s->p.send_size) == 0, "the pump wrote the send buffer");
+    CHECK(!s->gmem || memcmp(s->snap_gmem, s->gmem, GM_PAGES * 4096) == 0, "the pump wrote guest memory");
     for (uint32_t i = 0; i < 1024; i++)
         CHECK(s->recv[i] == 0, "the pump wrote the receive buffer");
     CHECK(memcmp(s->snap_in + 4, s->in + 4, 8) == 0 && memcmp(s->snap_in + 16, s->in + 16, HDR - 16) == 0,
@@ -461,33 +662,53 @@ static void run(struct st *s)
     /* what was consumed */
     uint32_t rd1 = hdr(s->out, 4);
     uint32_t moved = m_avail(rd1, rd0, s->out_d), acc = 0;
-    uint64_t sends = 0, comps = 0, frames = 0;
+    uint64_t sends = 0, comps = 0, frames = 0, gpa_ok = 0, gpa_failed = 0;
     int offl = 0;
     struct mframe fr[16];
     uint32_t nfr;
-    uint32_t ne = 0, elen[256], eoff[256];
+    uint32_t ne = 0, elen[256];
+    const uint8_t *eptr[256];
     int lost = 0;
     while (acc < moved) {
         CHECK(s->head < s->ng, "the pump consumed %u bytes past the guest's packets", moved - acc);
         struct gpkt *g = &s->g[s->head];
         acc += g->total;
         CHECK(acc <= moved, "the pump's read_index %u is inside packet %u", rd1, s->head);
-        CHECK(is_send(g) || is_comp(g), "the pump consumed packet %u of kind %d", s->head, g->kind);
-        if (is_send(g)) {
+        CHECK(is_send(g) || is_comp(g) || is_gpa(g), "the pump consumed packet %u of kind %d", s->head, g->kind);
+        if (is_send(g) || is_gpa(g)) {
             int mo;
-            uint32_t r = m_send(s, g, fr, &nfr, &mo);
-            CHECK(r == 0, "the pump took send %u the model hands to Python (reason %u)", s->head, r);
+            uint32_t r = is_send(g) ? m_send(s, g, fr, &nfr, &mo) : m_gpa(s, g, fr, &nfr, &mo);
+            uint32_t st = r == HVU_SIM_R_GPA_PAGE ? 2 : 1;
+            CHECK(r == 0 || (r == HVU_SIM_R_GPA_PAGE && is_gpa(g)),
+                  "the pump took send %u the model hands to Python (reason %u)", s->head, r);
+            if (is_gpa(g)) {
+                gpa_ok += r == 0;
+                gpa_failed += r != 0;
+                if (r == 0 && nfr) {                         /* keep the gathered bytes for the tap check */
+                    const uint8_t *last = fr[nfr - 1].data + fr[nfr - 1].len;
+                    uint32_t used = (uint32_t)(last - s->mg);
+                    if (ARENA - s->arena_used < used)
+                        lost = 1;
+                    else {
+                        memcpy(s->arena + s->arena_used, s->mg, used);
+                        for (uint32_t i = 0; i < nfr; i++)
+                            fr[i].data = s->arena + s->arena_used + (fr[i].data - s->mg);
+                        s->arena_used += used;
+                    }
+                }
+            }
             offl |= mo;
             sends++;
             frames += nfr;
             CHECK(s->cq_n < MAXG, "completion queue");
+            s->comp_st[(s->cq_head + s->cq_n) % MAXG] = st;
             s->comp_q[(s->cq_head + s->cq_n++) % MAXG] = g->tid;
             for (uint32_t i = 0; i < nfr; i++) {
                 if (ne == 256) {
                     lost = 1;
                     break;
                 }
-                eoff[ne] = fr[i].off;
+                eptr[ne] = fr[i].data;
                 elen[ne++] = fr[i].len;
             }
         } else {
@@ -501,6 +722,10 @@ static void run(struct st *s)
     CHECK(s->p.c.completions_unknown - c0.completions_unknown == comps, "completions_unknown +%llu for %llu",
           (unsigned long long)(s->p.c.completions_unknown - c0.completions_unknown), (unsigned long long)comps);
     CHECK(s->p.c.rx_completions == 0, "a forged completion freed sections");
+    CHECK(s->p.c.tx_gpa - c0.tx_gpa == gpa_ok && s->p.c.tx_gpa_rejected - c0.tx_gpa_rejected == gpa_failed,
+          "tx_gpa +%llu / tx_gpa_rejected +%llu for %llu / %llu", (unsigned long long)(s->p.c.tx_gpa - c0.tx_gpa),
+          (unsigned long long)(s->p.c.tx_gpa_rejected - c0.tx_gpa_rejected), (unsigned long long)gpa_ok,
+          (unsigned long long)gpa_failed);
     uint64_t out_frames = (s->p.c.tx_frames - c0.tx_frames) + (s->p.c.tx_net_errors - c0.tx_net_errors);
     if (!offl)
         CHECK(out_frames == frames, "%llu frames out or failed for %llu frames sent", (unsigned long long)out_frames,
@@ -520,7 +745,7 @@ static void run(struct st *s)
             CHECK(got < ne, "more frames on the tap than sent");
             static const uint8_t z[12];
             CHECK((uint32_t)n == vlen + elen[got] && memcmp(s->buf, z, vlen) == 0 &&
-                      memcmp(s->buf + vlen, s->send + eoff[got], elen[got]) == 0,
+                      memcmp(s->buf + vlen, eptr[got], elen[got]) == 0,
                   "tap frame %u differs from the data of its RNDIS message", got);
         }
         got++;
@@ -561,8 +786,9 @@ static void run(struct st *s)
         uint32_t want = HVU_SIM_R_CONTROL;
         int mo = 0;
         CHECK(!is_comp(g), "CONTROL at a tagged completion");
-        if (is_send(g)) {
-            want = m_send(s, g, fr, &nfr, &mo);
+        if (is_send(g) || is_gpa(g)) {
+            want = is_send(g) ? m_send(s, g, fr, &nfr, &mo) : m_gpa(s, g, fr, &nfr, &mo);
+            CHECK(want != HVU_SIM_R_GPA_PAGE, "CONTROL at a GPA-direct send with a page outside guest memory");
             if (want == 0 && mo)
                 want = HVU_SIM_R_OFFLOAD;
         }
@@ -573,7 +799,7 @@ static void run(struct st *s)
         g->who = 2;
         s->head++;
     } else if (rc != HVU_SIM_RUN_FAULT && g) {
-        CHECK(is_send(g), "the pump stopped before packet %u of kind %d", s->head, g->kind);
+        CHECK(is_send(g) || is_gpa(g), "the pump stopped before packet %u of kind %d", s->head, g->kind);
         CHECK(s->p.c.tx_wait_ring_full > c0.tx_wait_ring_full, "the pump stopped at a send without waiting for room");
         uint32_t need = ((16 + s->p.nvsp_pad + 7) & ~7u) + 8;
         CHECK(m_free(hdr(s->in, 0), s->gr, s->in_d) <= need, "the pump waited with room in the inbound ring");
@@ -662,6 +888,20 @@ static void setup(struct st *s, struct fz *f)
     s->snap_in = malloc(HDR + s->in_d);
     s->snap_out = malloc(HDR + s->out_d);
     s->snap_send = malloc(p->send_size);
+    uint8_t gm = fz_u8(f);                                   /* guest memory: bit 0 none; bits 1-2 buffer */
+    static const uint32_t GPAB[] = {GPA_FULL, 4096, 300, 65536};
+    if (!(gm & 1)) {
+        s->gmem = calloc(GM_PAGES, 4096);
+        s->snap_gmem = malloc(GM_PAGES * 4096);
+        p->gmem = s->gmem;
+        p->gmem_size = GM_PAGES * 4096;
+        p->gmem_first_pfn = GM_BASE;
+        p->gpa_buf_len = GPAB[(gm >> 1) & 3];
+        s->gpa_buf = malloc(p->gpa_buf_len);                 /* exactly its size: ASan sees any overrun */
+        p->gpa_buf = s->gpa_buf;
+    }
+    s->mg = malloc(GPA_FULL);
+    s->arena = malloc(ARENA);
     int rc = hvu_sim_pump_init(p);
     CHECK(rc == 0, "hvu_sim_pump_init refused a valid configuration: %d", rc);
 }
@@ -686,6 +926,13 @@ static void teardown(struct st *s)
     free(s->snap_in);
     free(s->snap_out);
     free(s->snap_send);
+    free(s->gmem);
+    free(s->snap_gmem);
+    free(s->gpa_buf);
+    free(s->mg);
+    free(s->arena);
+    for (uint32_t i = 0; i < s->ng; i++)
+        free(s->g[i].gh);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -695,7 +942,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct st *s = &S;
     setup(s, &f);
     for (int n = 0; n < MAX_OPS && fz_left(&f) > 0; n++) {
-        uint8_t op = fz_u8(&f) % 12;
+        uint8_t op = fz_u8(&f) % 13;
         if (op <= 3)
             guest_send(s, &f);
         else if (op == 4)
@@ -718,6 +965,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         } else if (op == 8)
             guest_read(s);
+        else if (op == 12)
+            guest_gpa_send(s, &f);
         else
             run(s);
     }

@@ -153,3 +153,54 @@ def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
             assert host.counters["tx_failed"] == 1 and host.rejections[-1].field == "lso_info.mss"
         finally:
             g.close()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_guest_gpa_direct_lso_send_larger_than_a_section_crosses_the_whole_host(
+        tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """GPA-direct (type 9) from the emulated VM's guest-memory file: a 30 000-byte LSO frame (five
+    send sections' worth) reaches the namespace as one GSO packet through the C pump or the Python
+    host; a page outside guest memory fails that send only (status FAILED, a logged rejection)."""
+    from support.gpa import make_guest_memory, send_gpa
+    from support.ring_guest import RingGuest
+    from support.simhost import r_packet
+
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.guestmem import GUEST_PFN_BASE
+    from hvuio.sim.vsp.host import SimEnvironment
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=True)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        image = make_guest_memory(tmp_path)
+        netns_factory.defer("unmap guest memory", image.close)
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            nic = env.nics[0]
+            host = env.host.nvsp(nic)
+            assert host is not None and host.rndis is not None
+            host.rndis.offload.lso4 = True
+            if fast == "1":
+                assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
+            frame = tcp4(payload(30000), lso=True)
+            msg = r_packet(frame, ppi=ppi(PPI_LSO, lso_info(1460, 34)))
+            tid = send_gpa(g, [(len(msg), 0x123, image.write(7, 0x123, msg))])
+            g.pump(lambda: tid in g.tx_done, "the GPA-direct send's completion")
+            assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
+            ((hdr, got),) = received(sock, 1)
+            expect = ho.apply_tx(frame, ho.TxInfo(lso=lso_info(1460, 34)), ALL, 1514)
+            assert (hdr[1], hdr[3], got) == (ho.GSO_TCPV4, 1460, bytes(expect))
+            bad = send_gpa(g, [(64, 0, [GUEST_PFN_BASE + (4 << 20) // 4096])])
+            g.pump(lambda: bad in g.tx_done, "the failed send's completion")
+            assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
+            counters = env.host.counters(nic)  # the pump's counts reach the session when it returns
+            assert env.host.wait_for(lambda: counters.rejections == 1, timeout=10.0), counters
+            assert counters.fastpath == int(fast)
+            assert any("outside guest memory" in r for r in env.host.status()[nic.guid]["rejections"])
+        finally:
+            g.close()

@@ -134,7 +134,9 @@ class RingGuest:
                 (mtype, status) = struct.unpack_from("<II", pkt.payload)
                 assert mtype == wn.NvspType.SEND_RNDIS_PACKET_COMPLETE
                 self.tx_done[pkt.trans_id] = status
-                self.free.append(self.in_use.pop(pkt.trans_id))
+                section = self.in_use.pop(pkt.trans_id, None)  # None: a GPA-direct send (no section)
+                if section is not None:
+                    self.free.append(section)
                 return
             self._feed(Inbound(InboundKind.COMPLETION, pkt.trans_id, bytes(pkt.payload)))
         elif pkt.type == INBAND:

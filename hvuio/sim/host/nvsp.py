@@ -432,17 +432,18 @@ class HostNvsp:
     def _rndis_packet(self, pkt: GuestPacket, reply: _Reply) -> None:
         mtype = w.NVSP_SEND_RNDIS_PKT
         chan_type, index, size = w.u32s(pkt.payload, 4, 3, "RNDIS packet")
-        data = self._tx.read(pkt, index, size, reply.out.events)
-        if data is None:
+        got = self._tx.read(pkt, index, size, reply.out.events)
+        if got is None:
             reply.complete(w.NVSP_STAT_FAIL)
             return
+        data, ends = got
         if not pkt.flags & w.FLAG_COMPLETION_REQUESTED:  # [OV] MissingTransactionId
             reply.out.events.append(self.log.add(Rejection(
                 "RNDIS packet without completion requested", mtype, "flags", pkt.flags, "ignored")))
             return
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
         try:
-            frames, controls = self._tx.split(data, chan_type, pkt.channel, self.rndis, mtu, reply.out.events)
+            frames, controls = self._tx.split(data, chan_type, pkt.channel, self.rndis, mtu, reply.out.events, ends)
         except w.HostWireError as exc:
             self.counters["tx_failed"] += 1
             reply.out.events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "failure-status")))

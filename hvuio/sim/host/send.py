@@ -3,8 +3,10 @@
 What lives here: `SendBuffer`, the guest's send buffer (map 4) once the guest connected it, and
 what the host does with the bytes of one NVSP RNDIS send: `read` takes them from a send-buffer
 section (checked against the buffer; strict: not larger than a section) and/or from guest pages
-(GPA-direct, through the reader the emulator passes in); `split` cuts them into RNDIS messages,
-all validated before any is acted on: data messages become Ethernet frames with their
+(GPA-direct, through the reader the emulator passes in, which refuses a page outside guest memory
+with `GuestPagesUnreadable`: that send fails, the channel goes on); `split` cuts them into RNDIS
+messages, all validated before any is acted on (a data message's header and per-packet info must
+lie in the range it starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with their
 checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the network, a
 request for an offload the guest did not enable is logged and the frame sent as is), control
 messages are returned for HostRndis, in order. Strict only: data before RNDIS INITIALIZE or a
@@ -29,6 +31,20 @@ from hvuio.sim.host.wire import GuestPacket
 
 ReadSendBuffer = Callable[[int, int], bytes]  # (offset, length) -> bytes of map 4
 ReadGuestPages = Callable[[tuple[int, ...], int, int], bytes]  # (pfns, offset, length) for GPA-direct
+#: The RNDIS packet header after its 8-byte message header: 9 u32 (data / OOB / PPI offsets, ...).
+RNDIS_PACKET_BODY = 36
+
+
+class GuestPagesUnreadable(Exception):
+    """A `ReadGuestPages` reader's refusal: a page outside the guest's memory, or a range the reader's
+    own bounds refuse. The send fails with NVSP_STAT_FAIL and the channel goes on ([OV] handle_rndis
+    probes every page of every range first: GpaDirectError -> complete_tx_packet(FAILURE))."""
+
+    def __init__(self, reason: str, field: str, value: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.value = value
 
 
 class TxRefused(Exception):
@@ -55,12 +71,17 @@ class SendBuffer:
     def connect(self, gpadl: int, section: int, size: int) -> None:
         self.layout = (gpadl, section, size)
 
-    def read(self, pkt: GuestPacket, index: int, size: int, events: list[HostEvent]) -> bytes | None:
-        """The bytes of one RNDIS send: section `index` (`size` bytes) unless NO_SEND_SECTION, then
-        the GPA-direct ranges. HostFault where the host stops the channel; None (a Rejection added
-        to `events`) where it fails the send with NVSP_STAT_FAIL."""
+    def read(self, pkt: GuestPacket, index: int, size: int,
+             events: list[HostEvent]) -> tuple[bytes, tuple[int, ...]] | None:
+        """The bytes of one RNDIS send and where each of its ranges ends in them: section `index`
+        (`size` bytes) unless NO_SEND_SECTION, then the GPA-direct ranges, appended in order ([OV]
+        parse_packet pushes the section sub-range before the packet's external ranges). HostFault
+        where the host stops the channel (a malformed GPA header: [OV] parse_packet fails the
+        channel); None (a Rejection added to `events`) where it fails the send with NVSP_STAT_FAIL
+        (no reader, a page outside guest memory)."""
         mtype = w.NVSP_SEND_RNDIS_PKT
         data = b""
+        ends: list[int] = []
         if index != w.NO_SEND_SECTION:
             if self.layout is None:
                 raise fault("send-buffer section used without a send buffer", mtype, "section_index", index)
@@ -73,21 +94,38 @@ class SendBuffer:
                     "failure-status")))
                 return None
             data = self._read_send(index * sec, size)
+            ends.append(len(data))
         if pkt.type == w.PKT_GPA_DIRECT:
             ranges = w.parse_gpa_header(pkt.extra)
             if self._read_pages is None:
                 events.append(self.log.add(Rejection(
-                    "GPA-direct data but the emulator gave no guest-memory reader", mtype, "range_cnt",
+                    "GPA-direct data but the emulated VM has no guest memory", mtype, "range_cnt",
                     len(ranges), "failure-status")))
                 return None
-            data += b"".join(self._read_pages(r.pfns, r.byte_offset, r.byte_count) for r in ranges)
-        return data
+            parts = [data]
+            try:
+                for r in ranges:
+                    got = self._read_pages(r.pfns, r.byte_offset, r.byte_count)
+                    if len(got) != r.byte_count:
+                        raise GuestPagesUnreadable("guest-memory reader returned a short range", "byte_count",
+                                                   r.byte_count)
+                    parts.append(got)
+                    ends.append(ends[-1] + r.byte_count if ends else r.byte_count)
+            except GuestPagesUnreadable as exc:
+                self._counters["tx_failed"] += 1
+                events.append(self.log.add(Rejection(exc.reason, mtype, exc.field, exc.value, "failure-status")))
+                return None
+            data = b"".join(parts)
+        return data, tuple(ends)
 
     def split(
         self, data: bytes, chan_type: int, channel: int, rndis: HostRndis | None, mtu: int, events: list[HostEvent],
+        ends: tuple[int, ...] = (),
     ) -> tuple[list[bytes], list[bytes]]:
         """All frames and control messages of one send, validated before any is acted on.
-        HostWireError or TxRefused fail the whole send; HostFault stops the channel."""
+        HostWireError or TxRefused fail the whole send; HostFault stops the channel. `ends` are the
+        offsets where the send's ranges end (`read`): a data message's packet header and per-packet
+        info must lie in the range its header starts in (`_check_header_range`)."""
         frames: list[bytes] = []
         controls: list[bytes] = []
         pos = 0
@@ -119,6 +157,7 @@ class SendBuffer:
                 raise TxRefused(Rejection("RNDIS data before a packet filter was set (strict)", mtype,
                                           "packet_filter", 0, "failure-status"))
             frame, info = HostRndis.parse_data_info(msg)
+            _check_header_range(msg, pos - mlen, ends)
             if info.csum is not None or info.lso is not None:
                 try:
                     frame = ho.apply_tx(frame, info, rndis.offload.tx_config(), mtu)
@@ -144,3 +183,20 @@ class SendBuffer:
             events.append(self.log.add(Rejection(
                 f"RNDIS message in a send not at the {align}-byte packet alignment (strict)", mtype,
                 "offset", pos, "logged")))
+
+
+def _check_header_range(msg: bytes, start: int, ends: tuple[int, ...]) -> None:
+    """[OV] handle_rndis_packet_message reads the RNDIS packet header and its per-packet info from
+    one paged range only ("Headers are guaranteed to be in a single PagedRange"): the range holding
+    the first byte after the message header. Anything of them past that range's end fails the send
+    (HostWireError -> NVSP_STAT_FAIL). `msg` was validated by parse_data_info; `start` is its offset
+    in the send."""
+    if not ends:
+        return
+    body = start + w.RNDIS_HEADER_SIZE
+    end = next((e for e in ends if e > body), ends[-1])
+    ppi_off, ppi_len = struct.unpack_from("<II", msg, w.RNDIS_HEADER_SIZE + 20)
+    need = max(RNDIS_PACKET_BODY, ppi_off + ppi_len if ppi_len else 0)
+    if body + need > end:
+        raise w.HostWireError("RNDIS packet header", need,
+                              f"header and per-packet info cross the end of their range at offset {end - start}")

@@ -286,6 +286,10 @@ def parse_gpa_header(extra: bytes) -> tuple[GpaRange, ...]:
             raise HostWireError(f"ranges[{i}]", pos, "range header runs past the packet header")
         byte_count, byte_offset = struct.unpack_from("<II", extra, pos)
         pos += 8
+        if byte_count == 0:  # [OV] vmbus_ring gparange.rs parse: EmptyByteCount
+            raise HostWireError(f"ranges[{i}].byte_count", byte_count, "a GPA range needs at least one byte")
+        if byte_offset > HV_PAGE_SIZE - 1:  # [OV] gparange.rs parse: OffsetTooLarge
+            raise HostWireError(f"ranges[{i}].byte_offset", byte_offset, "must be at most 0xFFF")
         npages = (byte_offset + byte_count + HV_PAGE_SIZE - 1) // HV_PAGE_SIZE
         if npages == 0 or pos + 8 * npages > len(extra):
             raise HostWireError(f"ranges[{i}].pfn count", npages, "PFN list runs past the header")

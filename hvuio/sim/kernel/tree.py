@@ -71,6 +71,7 @@ class SimDevice:
     state: int = 0
     rescinded: bool = False
     irq: Any = None  # the kernel's uio.GuestIrq: event count + open /dev/uioN sockets
+    opener_pid: int | None = None  # SO_PEERCRED pid of the /dev/uioN connection that opened the channel
 
     @property
     def is_nic(self) -> bool:

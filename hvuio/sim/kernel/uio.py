@@ -9,8 +9,9 @@ and `UioDriver`, the uio_hv_generic half of `SimKernel` (VMBUS.md §1.6, §1.10)
   on 6.15+); remove undoes it and gives EOF to every open fd.
 * /dev/uioN (shm.py has the sockets): one connection = one open(); each connect is answered with
   a 4-byte open status (0 or -errno) before any event, so open() is synchronous as on a real
-  kernel; opens are counted (first = channel open: ring headers reinitialised, then the host's
-  `on_open`; last close = subchannels closed, then the primary and `on_close`); a 4-byte write is
+  kernel; opens are counted (first = channel open: ring headers reinitialised, the connecting
+  process's SO_PEERCRED pid kept as `SimDevice.opener_pid` for the host's "proc" guest-memory
+  mode, then the host's `on_open`; last close = subchannels closed, then the primary and `on_close`); a 4-byte write is
   irqcontrol (mask / unmask per profile, a signal to the host for non-monitored channels); an
   interrupt (`signal_guest`, or a host pump from C) sends the event count to every open fd.
 * the kernel's periodic views of the shared memory: ring snapshot attributes, the sysfs `event`
@@ -92,6 +93,17 @@ class GuestIrq:
     @property
     def send_failed(self) -> int:
         return int(self._irq.send_failed)
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a /dev/uioN connection (SO_PEERCRED: the
+    process that connected, i.e. called open()); None when the kernel gives none."""
+    try:
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid if pid > 0 else None
 
 
 class Conn:
@@ -218,6 +230,7 @@ class UioDriver:
         self._sel.register(conn_sock, selectors.EVENT_READ, ("conn", conn))
         dev.opens += 1
         if dev.opens == 1:
+            dev.opener_pid = _peer_pid(conn_sock)  # for the host's "proc" guest-memory mode
             try:
                 self._channel_open(dev)
             except OSError as err:

@@ -140,13 +140,13 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
 
 @contextlib.contextmanager
 def run_host(kernel: SimKernel, sysroot: Path | str, *, profile: HostProfile | None = None,
-             network: FrameNetwork | None = None) -> Iterator[SimHost]:
+             network: FrameNetwork | None = None, guest_memory_mode: str = "file") -> Iterator[SimHost]:
     """SimHost + ControlServer for a kernel that runs elsewhere in this process (the CLI daemon).
 
     Start it before the guest opens a device (a host attached later misses that open). The
     network, if any, is closed on the way out: the daemon hands it over.
     """
-    host = SimHost(kernel, profile, network)
+    host = SimHost(kernel, profile, network, guest_memory_mode=guest_memory_mode)
     try:
         server = ControlServer(host, sysroot)
     except BaseException:

@@ -50,11 +50,14 @@ COUNTER_NAMES = (
     "rx_packets", "rx_dropped_no_section", "rx_dropped_too_big", "rx_dropped_ring_full", "rx_completions",
     "rx_completion_failed", "completions_unknown", "handoffs", "monitor_wakeups", "signals", "passes",
     "tx_csum", "tx_gso", "tx_segments", "tx_offload_ignored", "tx_offload_race", "rx_gso", "rx_segments",
-    "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso",
+    "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso", "tx_gpa", "tx_gpa_rejected",
 )
 VNET_HDR_LEN = 12
 GSO_BUF_LEN = VNET_HDR_LEN + 65535 + 14 + 4 + 64  # a tap's largest GSO frame with its header
 LSO_MAX = 0xF53C  # hvuio.sim.host.profile.LSO_MAX_OFFLOAD: what the host advertises
+# One GPA-direct send gathered (simhost_gpa.c): the largest LSO frame with its RNDIS header and
+# per-packet info; a larger send goes to Python.
+GPA_BUF_LEN = 65535 + 14 + 4 + 4096
 
 
 def available() -> bool:
@@ -97,8 +100,12 @@ class Reason(enum.IntEnum):
     TOO_MANY_MSGS = 26
     OFFLOAD = 27
     AGGREGATION = 28
+    RNDIS_HDR_RANGE = 29
+    GPA_HEADER = 30
+    GPA_PYTHON = 31
     UNKNOWN_TID = 32
     COMPLETION_TYPE = 33
+    GPA_PAGE = 34
 
 
 _FIELDS = {Reason.BAD_WRITE_INDEX: "write_index", Reason.BAD_READ_INDEX: "read_index",
@@ -139,6 +146,9 @@ class PumpConfig:
     # Python, which logs it (HostNvsp._split_rndis).
     rndis_max_packets: int = hp.RNDIS_MAX_PACKETS
     rndis_align: int = 1 << hp.RNDIS_ALIGN_SHIFT
+    # GPA-direct: the emulated VM's guest memory (guestmem.GuestMemoryFile: `mapping`, `size`,
+    # `first_pfn`), read by the pump for type-9 data sends; None: they go to Python (proc mode).
+    guest_memory: Any = None
 
 
 class HostPump:
@@ -204,6 +214,15 @@ class HostPump:
         p.tap_gso = int(cfg.tap_gso and cfg.vnet_hdr)
         p.lso_max = cfg.lso_max
         p.off_tx = p.off_rx = 0
+        gm = cfg.guest_memory
+        if gm is not None:
+            gview = ffi.from_buffer("uint8_t[]", gm.mapping)  # read-only: the host never writes it
+            if len(gview) != gm.size or gm.size % 4096:
+                raise LocalProtocolError(f"guest memory mapping of {len(gview)} bytes is not {gm.size}")
+            self._views.append(gview)
+            self._gpa_buf = ffi.new("uint8_t[]", GPA_BUF_LEN)
+            p.gmem, p.gmem_size, p.gmem_first_pfn = gview, gm.size, gm.first_pfn
+            p.gpa_buf, p.gpa_buf_len = self._gpa_buf, GPA_BUF_LEN
         rc = lib.hvu_sim_pump_init(p)
         if rc != 0:
             self.close()

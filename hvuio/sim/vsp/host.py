@@ -83,6 +83,7 @@ from hvuio.sim.kernel.profiles import KernelProfile
 from hvuio.sim.kernel.tree import SimDevice
 from hvuio.sim.net import FrameNetwork
 from hvuio.sim.vsp.memory import MonitorPage
+from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
 
 __all__ = ["SimEnvironment", "SimHost", "VspCounters"]
@@ -96,10 +97,13 @@ class SimHost:
     def __init__(self, kernel: SimKernel, profile: HostProfile | None = None,
                  network: FrameNetwork | None = None, *,
                  monitor_latency: tuple[float, float, float] = DEFAULT_MONITOR_LATENCY,
-                 tick_interval: float = TICK_INTERVAL) -> None:
+                 tick_interval: float = TICK_INTERVAL, guest_memory_mode: str = "file") -> None:
         floor, default, ceiling = monitor_latency
         if not 0 < floor <= default <= ceiling:
             raise UsageError(f"monitor_latency {monitor_latency} must be 0 < floor <= default <= ceiling")
+        if guest_memory_mode not in GUEST_MEMORY_MODES:
+            raise UsageError(f"guest memory mode {guest_memory_mode!r} is not one of {', '.join(GUEST_MEMORY_MODES)}")
+        self.guest_memory_mode = guest_memory_mode  # guestmem.py: "file" (the VM's memory) or "proc" (IOVA = VA)
         self.kernel = kernel
         self.profile = profile if profile is not None else HostProfile()
         self.network = network
@@ -339,10 +343,11 @@ class SimEnvironment:
 
     def __init__(self, sysroot: Path | str, profile: str | KernelProfile = "6.17", nics: int = 1, *,
                  host_profile: HostProfile | None = None, network: FrameNetwork | None = None,
-                 **kernel_options: Any) -> None:
+                 guest_memory_mode: str = "file", **kernel_options: Any) -> None:
         self.sysroot = Path(sysroot)
         self.kernel = SimKernel(self.sysroot, profile, nics=nics, **kernel_options)
         self._host_profile = host_profile
+        self._guest_memory_mode = guest_memory_mode
         self._network = network
         self._host: SimHost | None = None
 
@@ -357,7 +362,8 @@ class SimEnvironment:
         return self.kernel.nics
 
     def __enter__(self) -> SimEnvironment:
-        self._host = SimHost(self.kernel, self._host_profile, self._network)
+        self._host = SimHost(self.kernel, self._host_profile, self._network,
+                             guest_memory_mode=self._guest_memory_mode)
         try:
             self.kernel.start()
         except BaseException:

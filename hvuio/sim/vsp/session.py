@@ -18,6 +18,11 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
+Guest memory: at open the session takes its GPA-direct reader (guestmem.py: the VM's guest-memory
+file, or in "proc" mode the memory of the process that opened /dev/uioN) and gives it to
+HostNvsp; the pump gets the file's mapping too, and its `tx_gpa_rejected` sends (a page outside
+guest memory, completed FAILED in C) are logged here as rejections.
+
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
 shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
 several devices (host.py).
@@ -44,7 +49,7 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp import fastpath, guestmem
 from hvuio.sim.vsp.memory import PAGE_SIZE, Channel, full_barrier, map_file
 
 if TYPE_CHECKING:
@@ -121,8 +126,10 @@ class Session:
                 gpadls[int(handle)] = size
         self.recv_mm = map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
         self.send_mm = map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
+        self.guest_mem = self._open_guest_memory()
         self.nvsp = HostNvsp(profile, gpadls=gpadls, read_send_buffer=self._read_send,
-                             write_recv_buffer=self._write_recv)
+                             write_recv_buffer=self._write_recv,
+                             read_guest_pages=None if self.guest_mem is None else self.guest_mem.read)
         self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
         self.rx_ready = False
         self._next_tick = 0.0
@@ -134,6 +141,15 @@ class Session:
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
+
+    def _open_guest_memory(self) -> guestmem.GuestMemoryFile | guestmem.ProcMemReader | None:
+        """GPA-direct's reader (guestmem.py): the VM's guest-memory file, or in "proc" mode the
+        memory of the process that opened /dev/uioN. None: GPA-direct sends are refused."""
+        try:
+            return guestmem.open_reader(self.host.guest_memory_mode, self.kernel.sysroot, self.dev.opener_pid)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: guest memory not mapped, GPA-direct sends are refused: %s", self.dev.guid, exc)
+            return None
 
     def _read_send(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > len(self.send_mm):
@@ -235,6 +251,8 @@ class Session:
             self.channels.clear()
             for mm in (self.recv_mm, self.send_mm):
                 mm.close()
+            if self.guest_mem is not None:  # after the pump: it held a pointer into the mapping
+                self.guest_mem.close()
         with self._inbox_lock:
             os.close(self._wake_fd)
             self._wake_fd = -1
@@ -412,6 +430,7 @@ class Session:
             send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
             nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
             tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
+            guest_memory=self.guest_mem if isinstance(self.guest_mem, guestmem.GuestMemoryFile) else None,
             vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(self.host.network, "offload", False)),
             offloads=self._pump_offloads)
         try:
@@ -525,6 +544,12 @@ class Session:
         c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]
         c.fastpath_completions_unknown += d["completions_unknown"]
+        if d["tx_gpa_rejected"]:  # completed FAILED by the pump: logged here, as HostNvsp would
+            c.rejections += d["tx_gpa_rejected"]
+            self.rejections.append(f"GPA-direct page outside guest memory (pfn = {pump.value:#x}) -> failure-status"
+                                   f" ({d['tx_gpa_rejected']} send(s), fast path)")
+            log.warning("%s: host rejected %d GPA-direct send(s) with a page outside guest memory (last pfn %#x)",
+                        self.dev.guid, d["tx_gpa_rejected"], pump.value)
         if d["rx_frames"] or d["tx_frames"]:
             self._last_activity = time.monotonic()
         # the pump does the work HostNvsp and the network would count: keep their books whole
@@ -533,6 +558,7 @@ class Session:
         nc["rx_dropped_no_section"] += d["rx_dropped_no_section"]
         nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
+        nc["tx_failed"] += d["tx_gpa_rejected"]
         net = getattr(self.host.network, "counters", None)
         if net is not None and hasattr(net, "to_net_frames"):
             net.to_net_frames += d["tx_frames"]
