@@ -40,6 +40,8 @@ from hvuio.errors import NotRootError, PlatformError
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
 HOST_IP = HOST_ADDRESS.split("/")[0]
+#: IPv4 + ICMP echo headers: a ping payload of MTU - 28 bytes fills the MTU.
+PING_OVERHEAD = 28
 GUEST_IP = GUEST_ADDRESS.split("/")[0]
 TCP_PORT = 5201
 UDP_PORT = 5202
@@ -408,6 +410,13 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
             result["ping"] = ping(stack.guest_ns, HOST_IP, count=5)
             if not result["ping"]["ok"]:
                 raise PlatformError(f"ping from the guest namespace to {HOST_IP} failed: {result['ping']['output']}")
+            # frames that fill the tap's MTU, never fragmented: jumbo frames cross whole or not at all
+            payload = int(stack.nic.get("mtu") or mtu) - PING_OVERHEAD
+            result["ping_full"] = ping(stack.guest_ns, HOST_IP, count=3, size=payload, dont_fragment=True)
+            result["ping_full"]["payload"] = payload
+            if not result["ping_full"]["ok"]:
+                raise PlatformError(f"ping with {payload}-byte payloads (the full MTU, not fragmented) to {HOST_IP} "
+                                    f"failed: {result['ping_full']['output']}")
             # at least 1 MiB/s: far below any working path, so only a dead one times out
             tcp = tcp_transfer(stack.guest_ns, stack.host_ns, HOST_IP, tcp_bytes,
                                timeout=max(60.0, tcp_bytes / 2**20))

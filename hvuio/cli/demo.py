@@ -43,6 +43,10 @@ def render(result: dict[str, Any]) -> str:
            "Negotiated (hvuio up):", render_info(result["nic"]), ""]
     p = result["ping"]
     out.append(f"Ping {p.get('sent', '?')} sent, {p.get('received', '?')} received; {p.get('summary', 'no rtt summary')}")
+    if "ping_full" in result:
+        f = result["ping_full"]
+        out.append(f"Ping {f.get('sent', '?')} sent, {f.get('received', '?')} received with {f.get('payload')}-byte "
+                   f"payloads (the full MTU, don't fragment); {f.get('summary', 'no rtt summary')}")
     t = result["tcp"]
     exact = "byte-exact (sha256 match)" if t["exact"] else "MISMATCH"
     out.append(f"TCP  {t['received']['bytes']} bytes in {t['received']['seconds']:.2f} s = "

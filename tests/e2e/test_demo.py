@@ -79,6 +79,24 @@ def test_demo_json_runs_and_leaves_nothing() -> None:
     assert not _up_children(result["sysroot"])
 
 
+def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
+    """`hvuio demo --mtu 9000 --json`: full-MTU pings and the TCP transfer cross byte-exact, and
+    the frames larger than a send section went GPA-direct from the guest's memory."""
+    _need_root()
+    proc = subprocess.run([*DEMO, "--json", "--mtu", "9000", "--tcp-mib", "16"], capture_output=True, text=True,
+                          env=_env(), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["nic"]["mtu"] == 9000 and result["nic"]["tx_path"].startswith("gpa-direct")
+    full = result["ping_full"]
+    assert full["ok"] and full["received"] == 3 and full["payload"] == 9000 - 28
+    assert result["tcp"]["exact"] and result["tcp"]["received"]["bytes"] == 16 * 1024 * 1024
+    counters = result["datapath_counters"]
+    assert counters["tx_gpa"] > 0 and counters["channel_control_gpa"] > 0, counters
+    assert counters["tx_oversize"] == 0 and counters["tx_errors"] == 0
+    assert result["host_counters"]["frames_from_guest"] == counters["tx_packets"]
+
+
 def test_demo_text_output_has_the_summary() -> None:
     _need_root()
     proc = subprocess.run([*DEMO, "--tcp-mib", "8", "--mtu", "4000"], capture_output=True, text=True,

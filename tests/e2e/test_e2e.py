@@ -21,10 +21,11 @@ from support.namespaces import netns_skip_reason
 
 from hvuio.netdev import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, max_guest_mtu, ping, tcp_transfer, udp_check
-from hvuio.sim.host.profile import SEND_SECTION_SIZE
+from hvuio.sim.host.profile import ETH_HEADER_LEN, MAX_NDIS_MTU, SEND_SECTION_SIZE
 
 JUMBO_MTU = 4000
-MAX_MTU = max_guest_mtu(SEND_SECTION_SIZE)  # 6144 - 44 - 14 = 6086
+MAX_MTU = max_guest_mtu(SEND_SECTION_SIZE)  # 6144 - 44 - 14 = 6086: the largest without GPA-direct
+HOST_MAX_MTU = MAX_NDIS_MTU - ETH_HEADER_LEN  # 9202: the emulated host allows frames up to 9216 (OpenVMM)
 
 
 @contextlib.contextmanager
@@ -146,6 +147,39 @@ def test_full_size_frames_with_dont_fragment(stack: DemoStack) -> None:
     assert counter(stack, "tx_packets", 3)
     live = stack.live_counters()
     assert live.get("tx_oversize", 0) == 0 and live.get("rx_oversize", 0) == 0
+
+
+@pytest.mark.parametrize("stack", [9000, HOST_MAX_MTU], indirect=True, ids=lambda m: f"mtu{m}")
+def test_jumbo_frames_cross_gpa_direct_both_ways(stack: DemoStack) -> None:
+    """Frames larger than a send section leave the guest GPA-direct from its guest memory; the
+    host delivers them whole into receive sections sized for the MTU. Full-MTU pings both ways
+    unfragmented, and TCP both ways byte-exact."""
+    mtu = stack.mtu
+    assert stack.nic["mtu"] == mtu and stack.nic["tx_path"].startswith("gpa-direct")
+    assert link(stack.guest_ns, stack.tap)["mtu"] == mtu
+    payload = mtu - 28
+    out = ping(stack.guest_ns, HOST_IP, count=3, size=payload, dont_fragment=True)
+    assert out["ok"] and out["received"] == 3, out["output"]
+    back = ping(stack.host_ns, GUEST_IP, count=3, size=payload, dont_fragment=True)
+    assert back["ok"] and back["received"] == 3, back["output"]
+    assert counter(stack, "tx_gpa", 3), stack.live_counters()
+    there = tcp_transfer(stack.guest_ns, stack.host_ns, HOST_IP, 8 << 20, seed=21)
+    assert there["exact"], there
+    home = tcp_transfer(stack.host_ns, stack.guest_ns, GUEST_IP, 8 << 20, seed=22)
+    assert home["exact"], home
+    live = stack.live_counters()
+    assert live.get("tx_oversize", 0) == 0 and live.get("rx_oversize", 0) == 0 and live.get("tx_errors", 0) == 0
+    assert stack.host_status()["rejections"] == []
+
+
+def test_without_gpa_direct_a_jumbo_mtu_is_lowered_to_what_a_section_carries() -> None:
+    with running_stack(9000, up_args=("--no-gpa",)) as stack:
+        assert stack.nic["mtu"] == MAX_MTU and stack.nic["mtu_asked"] == 9000
+        assert stack.nic["tx_path"].startswith("send buffer")
+        assert link(stack.guest_ns, stack.tap)["mtu"] == MAX_MTU
+        out = ping(stack.guest_ns, HOST_IP, count=3, size=MAX_MTU - 28, dont_fragment=True)
+        assert out["ok"] and out["received"] == 3, out["output"]
+        assert stack.live_counters().get("tx_gpa", 0) == 0
 
 
 def test_guest_frame_larger_than_the_nic_mtu_is_dropped_and_counted(stack: DemoStack) -> None:

@@ -65,3 +65,27 @@ def test_bind_up_twice_and_unbind() -> None:
         back = hvuio("unbind", guid)
     assert back.returncode == 0, back.stderr
     assert Path(f"/sys/bus/vmbus/devices/{guid}/driver").resolve().name == "hv_netvsc"
+
+
+def test_control_messages_go_gpa_direct_on_the_real_host() -> None:
+    """With huge pages reserved, every RNDIS control message of the bring-up travels GPA-direct
+    from hugetlb memory (page numbers from /proc/self/pagemap), and the real host answers them
+    (no fallback to send sections). Without huge pages doctor says why and the test says so."""
+    doctor = json.loads(hvuio("doctor", "--json").stdout)
+    tx = doctor.get("tx_path", {})
+    if not tx.get("usable"):
+        pytest.skip(f"no guest memory for GPA-direct here: {tx.get('reason')} ({tx.get('hint')})")
+    guid = Path(f"/sys/class/net/{NIC}/device").resolve().name
+    bound = hvuio("bind", NIC)
+    assert bound.returncode == 0, bound.stderr
+    try:
+        up = hvuio("up", guid, "--once", "--json")
+        assert up.returncode == 0, up.stderr
+        events = [json.loads(line) for line in up.stdout.splitlines() if line.startswith("{")]
+        info = next(e["nic"] for e in events if e["event"] == "ready")
+        assert info["tx_path"].startswith("gpa-direct"), info
+        down = next(e for e in events if e["event"] == "down")
+        assert down["counters"]["channel_control_gpa"] > 0 and down["counters"]["control_fallbacks"] == 0, down
+    finally:
+        back = hvuio("unbind", guid)
+    assert back.returncode == 0, back.stderr

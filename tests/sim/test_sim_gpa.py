@@ -218,7 +218,7 @@ def test_gpa_direct_end_to_end_through_the_python_host(tmp_path: Path) -> None:
                 g.pump(lambda: tid in g.tx_done, "the GPA-direct send's completion")
                 assert g.tx_done[tid] == wn.NvspStatus.SUCCESS and net.sent == [frame]
 
-                bad = send_gpa(g, [(64, 0, [GUEST_PFN_BASE + (4 << 20) // PAGE])])
+                bad = send_gpa(g, [(64, 0, [GUEST_PFN_BASE + image.size // PAGE])])
                 g.pump(lambda: bad in g.tx_done, "the failed send's completion")
                 assert g.tx_done[bad] == wn.NvspStatus.FAIL
                 status_ = env.host.status()[nic.guid]
@@ -257,7 +257,7 @@ def test_gpa_direct_end_to_end_through_the_python_host(tmp_path: Path) -> None:
 def test_without_guest_memory_gpa_direct_is_refused(tmp_path: Path) -> None:
     net = Net()
     try:
-        with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        with SimEnvironment(tmp_path, "6.17", nics=1, network=net, guest_memory=0) as env:
             g = RingGuest(tmp_path)
             try:
                 g.bring_up()

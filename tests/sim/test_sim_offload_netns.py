@@ -195,7 +195,7 @@ def test_guest_gpa_direct_lso_send_larger_than_a_section_crosses_the_whole_host(
             ((hdr, got),) = received(sock, 1)
             expect = ho.apply_tx(frame, ho.TxInfo(lso=lso_info(1460, 34)), ALL, 1514)
             assert (hdr[1], hdr[3], got) == (ho.GSO_TCPV4, 1460, bytes(expect))
-            bad = send_gpa(g, [(64, 0, [GUEST_PFN_BASE + (4 << 20) // 4096])])
+            bad = send_gpa(g, [(64, 0, [GUEST_PFN_BASE + image.size // 4096])])
             g.pump(lambda: bad in g.tx_done, "the failed send's completion")
             assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
             counters = env.host.counters(nic)  # the pump's counts reach the session when it returns

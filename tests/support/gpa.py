@@ -1,8 +1,8 @@
 """GPA-direct from the test side: the emulated VM's guest memory and type-9 packets by hand.
 
-`make_guest_memory` creates `<sysroot>/run/hvuio-sim/guest-memory` with the layout of the
-emulator's contract (byte o = page GUEST_PFN_BASE + o // 4096), as the emulated kernel does at
-`sim start`, and maps it for the test to write into; `gpa_header` builds a type-9 packet's
+`make_guest_memory` maps `<sysroot>/run/hvuio-sim/guest-memory` (byte o = page
+GUEST_PFN_BASE + o // 4096) for the test to write into, creating it where the emulated kernel
+made none; `gpa_header` builds a type-9 packet's
 range header (VMBUS.md §3.7); `rndis_data` one RNDIS_PACKET_MSG (optionally with per-packet
 info); `send_gpa` sends one NVSP 107 GPA-direct over a RingGuest's outbound ring and returns its
 trans_id (the completion lands in `RingGuest.tx_done`).
@@ -31,14 +31,16 @@ class GuestMemoryImage:
     the start of the file, `pfn(page)` its guest-physical page number."""
 
     def __init__(self, path: Path, size: int) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(fd, size)
+            if os.fstat(fd).st_size < size:  # the emulated kernel's file is 64 MiB already
+                os.ftruncate(fd, size)
+            size = os.fstat(fd).st_size
             self.mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         self.path = path
-        self.size = size
+        self.size = size  # the whole file: page GUEST_PFN_BASE + size // PAGE is the first outside
 
     @staticmethod
     def pfn(page: int) -> int:
