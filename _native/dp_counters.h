@@ -52,6 +52,10 @@
     X(rx_rsc_sw_seg)     /* coalesced frames cut into MTU-sized segments here (no vnet header) */\
     X(tx_gpa)            /* RNDIS packets sent GPA-direct (type 9; also in tx_packets/tx_sends) */ \
     X(tx_gpa_bytes)      /* bytes of their frames (also in tx_bytes) */                        \
-    X(tx_gpa_busy)       /* sends deferred: every GPA-direct slot is in flight */
+    X(tx_gpa_busy)       /* sends deferred: every GPA-direct slot is in flight */              \
+    X(rx_ranges)         /* receive-buffer ranges of data packets taken (one RNDIS message each) */\
+    X(rx_ranges_written) /* of those, whose frame reached the tap (a fragment: its whole frame) */ \
+    X(rx_range_drops)    /* of those, dropped and counted (bad, oversize, RSC, tap refused); the */\
+                         /* rest sit in an RSC sequence still open */
 
 #endif

@@ -77,6 +77,7 @@ static int complete_rx(struct hvu_dp *dp, uint64_t trans_id, uint32_t status)
 static int rndis_bad(struct hvu_dp *dp, int reason, uint64_t value)
 {
     dp->ctr.rx_bad_rndis++;
+    dp->ctr.rx_range_drops++;
     hvu_dp_drop_note(dp, reason, value);
     return -1;
 }
@@ -161,6 +162,7 @@ static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t 
 static int rsc_drop(struct hvu_dp *dp, int reason, uint64_t value, uint32_t frags)
 {
     dp->ctr.rx_rsc_drop += frags;
+    dp->ctr.rx_range_drops += frags;
     hvu_dp_drop_note(dp, reason, value);
     dp->rsc_cnt = 0;
     dp->rsc_len = 0;
@@ -258,10 +260,13 @@ static int rsc_emit(struct hvu_dp *dp)
     }
     if (dp->rsc_has_csum && (dp->rsc_csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)))
         dp->ctr.rx_csum_bad++;
-    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len)) < 0)
+    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len)) < 0) {
+        dp->ctr.rx_range_drops += frags;   /* not delivered whole: every fragment counts as dropped */
         return -1;
+    }
     dp->ctr.rx_rsc_frames++;
     dp->ctr.rx_rsc_frags += frags;
+    dp->ctr.rx_ranges_written += frags;
     return 0;
 }
 
@@ -336,6 +341,7 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
         rsc_drop(dp, HVU_DP_RSC_SEQUENCE, 0, dp->rsc_cnt);
     if (data_len > dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN) {
         dp->ctr.rx_oversize++;
+        dp->ctr.rx_range_drops++;
         hvu_dp_drop_note(dp, HVU_DP_RX_OVERSIZE, data_len);
         return -1;
     }
@@ -348,7 +354,12 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
             dp->ctr.rx_csum_bad++;
         }
     }
-    return tap_write(dp, &v, data, data_len);
+    if (tap_write(dp, &v, data, data_len) < 0) {
+        dp->ctr.rx_range_drops++;
+        return -1;
+    }
+    dp->ctr.rx_ranges_written++;
+    return 0;
 }
 
 /* ---- one transfer-page packet ----------------------------------------------------------------- */
@@ -405,8 +416,10 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
     for (uint32_t i = 0; i < xh.range_cnt; i++) {
         struct hvu_xfer_range rg;
         memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));
+        dp->ctr.rx_ranges++;
         if (bad_ranges && !range_ok(dp, &rg)) {
             dp->ctr.rx_bad_xfer++;
+            dp->ctr.rx_range_drops++;
             hvu_dp_drop_note(dp, HVU_BAD_RANGE,
                              rg.byte_offset > dp->recv_size ? rg.byte_offset : rg.byte_count);
             status = HVU_NVS_STATUS_FAILED;

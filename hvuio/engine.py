@@ -7,7 +7,10 @@ hvuio.native.datapath in its thread, with the NIC's data sections, offloads and 
 limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
 handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
 (hvuio/native/datapath.py's threading rule). The data path gets the NIC's GPA TX area
-(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one. The run loop waits on the caller's stop fd
+(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one. Every
+tick the pump's health is looked at (hvuio/health.py: host stalls, drops per reason) and what it
+reports is logged; `live_counters()` adds what is in flight, drops per reason and the stall
+counters to the pump's counters. The run loop waits on the caller's stop fd
 (netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
 halt and revokes run on the caller's thread with the rings to themselves; the tap is removed.
 
@@ -21,9 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import select
+import time
 from collections.abc import Callable
 
 from hvuio.errors import HvuioError, LocalProtocolError
+from hvuio.health import HealthWatch, Sample
 from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
 from hvuio.netdev.tap import Tap, TunOffload
 from hvuio.nic import TICK_PERIOD, Nic
@@ -48,11 +53,30 @@ class Engine:
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
         self._dp: DataPath | None = None
+        self.health = HealthWatch()
 
     def live_counters(self) -> dict[str, int]:
-        """The pump's counters now (read while it runs: each value is one aligned u64 load)."""
+        """The pump's counters now (read while it runs: each value is one aligned u64 load), what it
+        has in flight, its drops per reason (`drop_<reason>`) and the stall counters (health.py)."""
         dp = self._dp
-        return dict(self.counters) if dp is None else dict(dp.counters())
+        if dp is None:
+            return dict(self.counters)
+        live = dict(dp.counters())
+        live.update(sections_in_use=dp.sections_in_use, gpa_slots_in_use=dp.gpa_slots_in_use,
+                    pending_completions=dp.pending_completions)
+        live.update({f"drop_{reason}": n for reason, n in dp.drop_counts().items()})
+        live.update(self.health.counters())
+        return live
+
+    def _watch(self, dp: DataPath) -> None:
+        """One health look at the running pump (engine tick, caller's thread): log what changed."""
+        c = dp.counters()
+        events = self.health.observe(Sample(
+            now=time.monotonic(), progress=c["tx_completions"] + c["tx_bad_comp"] + c["rx_comp_sent"] + c["rx_xfer"],
+            sends_in_flight=dp.sections_in_use + dp.gpa_slots_in_use, completions_waiting=dp.pending_completions,
+            drops=dp.drop_counts(), last_drop=dp.last_drop()))
+        for event in events:
+            log.warning("%s: %s", self.tap_name or "data path", event.text())
 
     def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
             on_tick: Callable[[], None] | None = None) -> dict[str, int]:
@@ -97,10 +121,11 @@ class Engine:
                 if ready:
                     break
                 dp.call_soon(nic.tick)
+                self._watch(dp)
                 if on_tick is not None:
                     on_tick()
             dp.stop()
-            self.counters = dp.counters()
+            self.counters = self.live_counters()
             if dp.error is not None:
                 if isinstance(dp.error, HvuioError):
                     nic.mark_broken(dp.error)

@@ -27,7 +27,9 @@
  *    rx_oversize, tx_bad_comp match the classifier; frames written + tap drops = plain frames when
  *    no RSC fragment was involved; RSC fragments are conserved (open before + taken = written in
  *    frames + dropped + open after, exactly when no tap write failed); rx_packets / rx_bytes equal
- *    the datagrams and bytes on the tap; no counter ever decreases;
+ *    the datagrams and bytes on the tap; every data range taken is written, counted as dropped
+ *    or in the open RSC sequence (rx_ranges = rx_ranges_written + rx_range_drops + open);
+ *    no counter ever decreases;
  *  - every frame on the tap is at least an Ethernet header and at most mtu + 18 bytes, unless it is
  *    a GSO frame behind a vnet header (then at most 64 KiB + 18, gso_size > 0, hdr_len + gso_size
  *    within mtu + 18); vnet flags and gso_type are known values, NEEDS_CSUM points inside the
@@ -655,6 +657,10 @@ static int guest_rx(struct st *s, unsigned budget)
     }
     if (rc != HVU_DP_CONTROL)
         CHECK(a->rx_control == before.rx_control, "rx_control counted without CONTROL");
+    /* every data range taken ends written, counted as a drop, or in the RSC sequence still open */
+    CHECK(a->rx_ranges == a->rx_ranges_written + a->rx_range_drops + s->dp->rsc_cnt,
+          "ranges %llu != written %llu + dropped %llu + open %u", (unsigned long long)a->rx_ranges,
+          (unsigned long long)a->rx_ranges_written, (unsigned long long)a->rx_range_drops, s->dp->rsc_cnt);
     CHECK(a->rx_xfer - before.rx_xfer == xfer, "rx_xfer +%llu, expected +%llu",
           (unsigned long long)(a->rx_xfer - before.rx_xfer), (unsigned long long)xfer);
     CHECK(a->rx_bad_xfer - before.rx_bad_xfer == bad_xfer, "rx_bad_xfer +%llu, expected +%llu",

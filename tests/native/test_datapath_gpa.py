@@ -133,7 +133,7 @@ def test_counter_and_reason_names() -> None:
     from hvuio.native import ffi, lib
     from hvuio.native.datapath import COUNTER_NAMES
 
-    assert COUNTER_NAMES[-3:] == ("tx_gpa", "tx_gpa_bytes", "tx_gpa_busy")
+    assert {"tx_gpa", "tx_gpa_bytes", "tx_gpa_busy"} <= set(COUNTER_NAMES)
     assert ffi.string(lib.hvu_dp_reason_name(lib.HVU_DP_GPA_COMP_UNKNOWN)).decode() == "gpa_completion_id"
     assert lib.HVU_DP_GPA_COMP_UNKNOWN == lib.HVU_DP_REASON_END - 1
 

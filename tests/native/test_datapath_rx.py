@@ -188,6 +188,20 @@ def test_drops_are_counted_per_reason(host: FakeHost) -> None:
     assert host.dp.last_drop() == ("rx_oversize", 1519)
 
 
+def test_every_range_taken_is_written_or_counted_as_dropped(host: FakeHost) -> None:
+    """rx_ranges = rx_ranges_written + rx_range_drops: the accounting a soak checks against the
+    host's count of ranges it filled. A packet with a bad NVS type is not taken (no ranges)."""
+    a, b = frame(70, 1), frame(80, 2)
+    host.send_xfer([host.place(0, rndis_packet(a)), (64, len(host.recv)), host.place(2, rndis_packet(b))], trans_id=5)
+    host.dp.rx()
+    for build in (_oversize, _rndis_short, _wrong_nvs_type):
+        build(host)
+        host.dp.rx()
+    host.drain()
+    c = host.dp.counters()
+    assert (c["rx_ranges"], c["rx_ranges_written"], c["rx_range_drops"]) == (5, 2, 3), c
+
+
 def test_good_ranges_of_a_partly_bad_packet_are_delivered(host: FakeHost) -> None:
     a, b = frame(70, 1), frame(80, 2)
     ranges = [host.place(0, rndis_packet(a)), (64, len(host.recv)), host.place(2, rndis_packet(b))]
