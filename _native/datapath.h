@@ -277,6 +277,9 @@ struct iovec;
 /* > 0 bytes read (>= min), 0 a runt dropped, -EAGAIN tap empty, -EPIPE end of the tap (now and
  * on every later call), other negative errno a tap error */
 ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min);
+/* tx.c: one tap frame into dst (room bytes; the MTU bounds it too): > 0 its length, 0 dropped
+ * (runt or oversize, counted), negative as hvu_dp_tap_readv */
+ssize_t hvu_dp_tap_read_frame(struct hvu_dp *dp, uint8_t *dst, uint32_t room);
 /* tx_gpa.c: where the next message goes when it may go GPA-direct */
 #define HVU_DP_TX_WAIT 3            /* a packet source's answer: no section / slot now, TX stopped */
 enum { HVU_DP_WAIT_NONE = 0, HVU_DP_WAIT_SECTION = 1, HVU_DP_WAIT_SLOT = 2 };   /* dp->tx_wait */

@@ -352,6 +352,39 @@ ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min
     return r;
 }
 
+/* Reads one tap frame into dst, which has room for the largest frame the MTU allows (at most
+ * `room` bytes); the vnet header, if the tap has one, is read aside and dropped. > 0 the frame's
+ * length, 0 = dropped (runt or larger than the room: counted), -EAGAIN = tap empty, other negative
+ * errno = tap error or its end (hvu_dp_tap_readv). */
+ssize_t hvu_dp_tap_read_frame(struct hvu_dp *dp, uint8_t *dst, uint32_t room)
+{
+    uint32_t space = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    if (space > room)
+        space = room;
+    uint8_t vnet[HVU_DP_VNET_HDR_SIZE], probe;
+    struct iovec iov[3];
+    int n = 0;
+    uint32_t vlen = (dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0;
+    if (vlen) {
+        iov[n].iov_base = vnet;
+        iov[n++].iov_len = vlen;
+    }
+    iov[n].iov_base = dst;
+    iov[n++].iov_len = space;
+    iov[n].iov_base = &probe;   /* one byte past the room: a frame reaching it is too big */
+    iov[n++].iov_len = 1;
+    ssize_t r = hvu_dp_tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
+    if (r <= 0)
+        return r;
+    uint32_t frame = (uint32_t)((size_t)r - vlen);
+    if (frame > space) {
+        dp->ctr.tx_oversize++;
+        hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
+        return 0;
+    }
+    return frame;
+}
+
 /* Reads one frame straight into its place in the send buffer: after the held message when the
  * largest frame would still fit there, else in a free section. 1 = the frame joined the held
  * send, 0 = frame dropped (counted), HVU_DP_TX_FLUSH = send the held section first, -EAGAIN =
@@ -365,29 +398,11 @@ static int read_frame(struct hvu_dp *dp)
     uint8_t *msg = hvu_dp_tx_place(dp, dp->tx_hdr_len + space);   /* room for the largest frame */
     if (msg == NULL)
         return hvu_dp_tx_no_place(dp);
-    uint8_t vnet[HVU_DP_VNET_HDR_SIZE], probe;
-    struct iovec iov[3];
-    int n = 0;
-    uint32_t vlen = (dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0;
-    if (vlen) {
-        iov[n].iov_base = vnet;
-        iov[n++].iov_len = vlen;
-    }
-    iov[n].iov_base = msg + dp->tx_hdr_len;
-    iov[n++].iov_len = space;
-    iov[n].iov_base = &probe;   /* one byte past the room: a frame reaching it is too big */
-    iov[n++].iov_len = 1;
-    ssize_t r = hvu_dp_tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
-    if (r <= 0)
-        return (int)r;
-    uint32_t frame = (uint32_t)((size_t)r - vlen);
-    if (frame > space) {
-        dp->ctr.tx_oversize++;
-        hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
-        return 0;
-    }
-    uint32_t hdr = hvu_dp_tx_header(dp, msg, frame, -1, 0);
-    hvu_dp_tx_commit(dp, hdr + frame, frame, 0);
+    ssize_t frame = hvu_dp_tap_read_frame(dp, msg + dp->tx_hdr_len, space);
+    if (frame <= 0)
+        return (int)frame;
+    uint32_t hdr = hvu_dp_tx_header(dp, msg, (uint32_t)frame, -1, 0);
+    hvu_dp_tx_commit(dp, hdr + (uint32_t)frame, (uint32_t)frame, 0);
     return 1;
 }
 

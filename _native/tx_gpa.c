@@ -230,31 +230,10 @@ int hvu_dp_tx_read_gpa(struct hvu_dp *dp)
         int slot = hvu_dp_gpa_find(dp);
         if (slot < 0)
             return hvu_dp_tx_wait_for(dp, HVU_DP_WAIT_SLOT);
-        uint32_t space = dp->gpa_slot - hdr;
-        uint32_t limit = dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
-        if (space > limit)
-            space = limit;
-        uint8_t vnet[HVU_DP_VNET_HDR_SIZE], probe;
-        struct iovec iov[3];
-        int n = 0;
-        uint32_t vlen = (dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0;
-        if (vlen) {
-            iov[n].iov_base = vnet;
-            iov[n++].iov_len = vlen;
-        }
-        iov[n].iov_base = hvu_dp_gpa_slot_mem(dp, (uint32_t)slot) + hdr;
-        iov[n++].iov_len = space;
-        iov[n].iov_base = &probe;
-        iov[n++].iov_len = 1;
-        ssize_t r = hvu_dp_tap_readv(dp, iov, n, vlen + HVU_DP_ETH_HLEN);
+        ssize_t r = hvu_dp_tap_read_frame(dp, hvu_dp_gpa_slot_mem(dp, (uint32_t)slot) + hdr, dp->gpa_slot - hdr);
         if (r <= 0)
             return (int)r;
-        uint32_t frame = (uint32_t)((size_t)r - vlen);
-        if (frame > space) {
-            dp->ctr.tx_oversize++;
-            hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
-            return 0;
-        }
+        uint32_t frame = (uint32_t)r;
         hvu_dp_gpa_take(dp, (uint32_t)slot);
         dp->gpa_frame = slot;
         dp->gpa_frame_len = frame;

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.device.classes import NIC_CLASS
-from hvuio.device.guestmem import GuestMemoryReport
+from hvuio.device.guestmem import GuestMemoryReport, cpuid
 from hvuio.device.platform import guest_memory_report
 from hvuio.device.sysfs import VmbusDevice, sys_path
 from hvuio.errors import SysfsError
@@ -42,19 +42,10 @@ class Finding:
 
 def cpuid_vendor(dev: Path = Path("/dev/cpu/0/cpuid"), leaf: int = HV_CPUID_LEAF) -> str | None:
     """The 12-byte hypervisor vendor of `leaf` (EBX, ECX, EDX), or None when unreadable."""
-    try:
-        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    regs = cpuid(leaf, dev)
+    if regs is None:
         return None
-    try:
-        data = os.pread(fd, 16, leaf)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) != 16:
-        return None
-    _eax, ebx, ecx, edx = struct.unpack("<4I", data)
+    _eax, ebx, ecx, edx = regs
     return struct.pack("<3I", ebx, ecx, edx).decode("ascii", errors="replace").rstrip("\0")
 
 
