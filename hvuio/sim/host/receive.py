@@ -11,7 +11,8 @@ coalesced frame (the guest enabled RSC for that IP version) or MSS segments; a N
 gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
 rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given.
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
-(VMBUS.md §4, §5.14). Memory is reached only through the writer the emulator passes in.
+(VMBUS.md §4, §5.14). `flow_hash` picks a frame's channel when several are open (per flow, as
+vRSS keeps a flow on one queue). Memory is reached only through the writer the emulator passes in.
 
 What must not live here: NVSP set-up and state (when a frame may be delivered at all, what the
 guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
@@ -20,6 +21,7 @@ guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -199,3 +201,10 @@ class ReceiveBuffer:
             if pkt is not None:
                 packets.append(pkt)
         return packets
+
+
+def flow_hash(frame: bytes) -> int:
+    """A per-flow channel choice: CRC32 of the addresses (IPv4 src/dst when present, else MACs)."""
+    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+        return zlib.crc32(frame[26:34])
+    return zlib.crc32(frame[:12])

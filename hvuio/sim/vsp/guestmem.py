@@ -47,10 +47,12 @@ MODES: Final = ("file", "proc")
 log = logging.getLogger("hvuio.sim.vsp")
 
 
-def open_reader(mode: str, sysroot: Path | str, pid: int | None) -> GuestMemoryFile | ProcMemReader | None:
+def open_reader(mode: str, sysroot: Path | str, pid: int | None,
+                name: str = "guest") -> GuestMemoryFile | ProcMemReader | None:
     """The reader of one session: mode "file" maps the guest-memory file when the emulated VM
-    has one (None: a VM without guest memory, GPA-direct sends are refused); mode "proc" reads
-    the process `pid` (None when no pid is known). OSError/ValueError: the file cannot be mapped."""
+    has one, mode "proc" reads the process `pid`. None (GPA-direct sends are then refused): a VM
+    without guest memory, no pid known, or a file that cannot be mapped (logged, naming `name`).
+    ValueError: an unknown mode."""
     if mode == "proc":
         if pid is None:
             return None
@@ -61,7 +63,13 @@ def open_reader(mode: str, sysroot: Path | str, pid: int | None) -> GuestMemoryF
     if mode != "file":
         raise ValueError(f"guest memory mode {mode!r} is not one of {', '.join(MODES)}")
     path = guest_memory_path(sysroot)
-    return GuestMemoryFile(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return GuestMemoryFile(path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: guest memory not mapped, GPA-direct sends are refused: %s", name, exc)
+        return None
 
 
 def check_range(pfns: tuple[int, ...], offset: int, length: int, first: int, end: int) -> None:

@@ -35,7 +35,6 @@ import os
 import select
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +47,9 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
                                    SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.host.receive import flow_hash
 from hvuio.sim.kernel.tree import SimDevice
+from hvuio.sim.net import NetCounters
 from hvuio.sim.vsp import fastpath, guestmem
 from hvuio.sim.vsp.memory import PAGE_SIZE, Channel, full_barrier, map_file
 
@@ -126,7 +127,7 @@ class Session:
                 gpadls[int(handle)] = size
         self.recv_mm = map_file(host.kernel.map_path(dev, 3), dev.maps[3][1])
         self.send_mm = map_file(host.kernel.map_path(dev, 4), dev.maps[4][1])
-        self.guest_mem = self._open_guest_memory()
+        self.guest_mem = guestmem.open_reader(host.guest_memory_mode, self.kernel.sysroot, dev.opener_pid, dev.guid)
         self.nvsp = HostNvsp(profile, gpadls=gpadls, read_send_buffer=self._read_send,
                              write_recv_buffer=self._write_recv,
                              read_guest_pages=None if self.guest_mem is None else self.guest_mem.read)
@@ -141,15 +142,6 @@ class Session:
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
-
-    def _open_guest_memory(self) -> guestmem.GuestMemoryFile | guestmem.ProcMemReader | None:
-        """GPA-direct's reader (guestmem.py): the VM's guest-memory file, or in "proc" mode the
-        memory of the process that opened /dev/uioN. None: GPA-direct sends are refused."""
-        try:
-            return guestmem.open_reader(self.host.guest_memory_mode, self.kernel.sysroot, self.dev.opener_pid)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: guest memory not mapped, GPA-direct sends are refused: %s", self.dev.guid, exc)
-            return None
 
     def _read_send(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > len(self.send_mm):
@@ -342,7 +334,7 @@ class Session:
         open_channels = sorted(self.channels) if self.subchannels_announced else [0]
         groups: dict[int, list[bytes]] = {}
         for frame in frames:
-            groups.setdefault(open_channels[_flow_hash(frame) % len(open_channels)], []).append(frame)
+            groups.setdefault(open_channels[flow_hash(frame) % len(open_channels)], []).append(frame)
         for index, group in groups.items():
             before = self.nvsp.counters["rx_delivered"]
             self._apply(self.nvsp.deliver_batch(group, index), signal_out, deferred)
@@ -546,10 +538,9 @@ class Session:
         c.fastpath_completions_unknown += d["completions_unknown"]
         if d["tx_gpa_rejected"]:  # completed FAILED by the pump: logged here, as HostNvsp would
             c.rejections += d["tx_gpa_rejected"]
-            self.rejections.append(f"GPA-direct page outside guest memory (pfn = {pump.value:#x}) -> failure-status"
-                                   f" ({d['tx_gpa_rejected']} send(s), fast path)")
-            log.warning("%s: host rejected %d GPA-direct send(s) with a page outside guest memory (last pfn %#x)",
-                        self.dev.guid, d["tx_gpa_rejected"], pump.value)
+            why = f"GPA-direct page outside guest memory (pfn = {pump.value:#x}) -> failure-status"
+            self.rejections.append(f"{why} ({d['tx_gpa_rejected']} send(s), fast path)")
+            log.warning("%s: host rejected %d send(s): %s", self.dev.guid, d["tx_gpa_rejected"], why)
         if d["rx_frames"] or d["tx_frames"]:
             self._last_activity = time.monotonic()
         # the pump does the work HostNvsp and the network would count: keep their books whole
@@ -560,13 +551,8 @@ class Session:
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
         nc["tx_failed"] += d["tx_gpa_rejected"]
         net = getattr(self.host.network, "counters", None)
-        if net is not None and hasattr(net, "to_net_frames"):
-            net.to_net_frames += d["tx_frames"]
-            net.to_net_bytes += d["tx_bytes"]
-            net.to_net_drops += d["tx_net_errors"]
-            net.from_net_frames += (d["rx_frames"] + d["rx_dropped_no_section"] + d["rx_dropped_too_big"]
-                                    + d["rx_dropped_ring_full"])
-            net.from_net_bytes += d["rx_bytes"]
+        if isinstance(net, NetCounters):
+            net.add_pump(d)
 
     # -- kernel calls (after session.lock is released; under kernel.lock) -------------------------
 
@@ -612,11 +598,3 @@ class Session:
                 if self.kernel.signal_guest(self.dev, self.channels[index].relid):
                     self.counters.signals_to_guest += 1
         # pending ones: their ring files appear ring_delay later; the next pass looks again
-
-
-def _flow_hash(frame: bytes) -> int:
-    """A per-flow channel choice: CRC32 of the addresses (IPv4 src/dst when present, else MACs)."""
-    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
-        return zlib.crc32(frame[26:34])
-    return zlib.crc32(frame[:12])
-
