@@ -260,7 +260,7 @@ class TreePlatform:
         while True:
             running, pid = emulator_state(self.sysroot)
             if running is False:
-                return emulator_gone(self.sysroot, pid, f"{uio_name} lost its host with it")
+                return emulator_gone(self.sysroot, pid, f"{uio_name} has no host any more")
             if (running is None or not os.path.lexists(self.sysroot / "dev" / uio_name)
                     or time.monotonic() >= deadline):
                 return rescinded
