@@ -24,7 +24,8 @@ What lives here:
   * Interrupt policy (§1.10, §1.13 step 5): `unmask()` writes 1 to the uio fd once; `wait()`
     re-clears the inbound mask by a direct store after every wake-up (kernels up to 6.16 set it
     to 1 on each interrupt, and a write(1) would also signal the host each time), re-checks the
-    ring, then polls. EIO / EOF become `RescindedError` (uio.Interrupt does that).
+    ring, then polls. EIO / EOF become `RescindedError`, or what the platform explains the loss
+    as (the emulator gone; uio.Interrupt does that).
 
 What must not live here: protocol state and send-section accounting (hvuio/proto), device
 discovery (hvuio/device), the hot data path (hvuio/native/datapath.py + _native/), timers other

@@ -12,7 +12,9 @@ tick the pump's health is looked at (hvuio/health.py: host stalls, drops per rea
 reports is logged; `live_counters()` adds what is in flight, drops per reason and the stall
 counters to the pump's counters. The run loop waits on the caller's stop fd
 (netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
-halt and revokes run on the caller's thread with the rings to themselves; the tap is removed.
+halt and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
+RescindedError of the pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
+(`Platform.explain_loss`: a rescind, or the emulator gone).
 
 What must not live here: bring-up and teardown of the protocols, the NIC's negotiated values and
 their text (hvuio/nic.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
@@ -27,7 +29,7 @@ import select
 import time
 from collections.abc import Callable
 
-from hvuio.errors import HvuioError, LocalProtocolError
+from hvuio.errors import HvuioError, LocalProtocolError, RescindedError
 from hvuio.health import HealthWatch, Sample
 from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
 from hvuio.netdev.tap import Tap, TunOffload
@@ -127,9 +129,7 @@ class Engine:
             dp.stop()
             self.counters = self.live_counters()
             if dp.error is not None:
-                if isinstance(dp.error, HvuioError):
-                    nic.mark_broken(dp.error)
-                raise dp.error
+                raise self._pump_error(dp)
             return self.counters
         finally:
             nic.on_link = None
@@ -145,13 +145,30 @@ class Engine:
             self._exit_r = self._exit_w = -1
             tap.close()
 
+    def _pump_error(self, dp: DataPath) -> BaseException:
+        """What the pump's error means, marked on the Nic: a RescindedError as the platform
+        explains it (a rescind, or the emulator gone). Taken off the DataPath, without the pump
+        thread's traceback (logged with --debug as the pump ended): those frames hold the
+        DataPath, and the Nic keeps the error (`broken`), so the DataPath and its cffi buffers
+        would end in a reference cycle, which the garbage collector clears in an order that
+        crashes the interpreter (a memoryview cleared while exported)."""
+        error, dp.error = dp.error, None
+        assert error is not None
+        error.__traceback__ = None
+        if isinstance(error, RescindedError):
+            handle = self.nic.uio_handle
+            error = handle.platform.explain_loss(handle.uio.name, error)
+        if isinstance(error, HvuioError):
+            self.nic.mark_broken(error)
+        return error
+
     def _on_control(self, dp: DataPath) -> None:
         """In the pump thread: the packet the pump left goes to the Nic."""
         self.nic.take_control_packet(dp.read_control())
 
     def _on_exit(self, result: RunResult, error: BaseException | None) -> None:
         if error is not None:
-            log.debug("data path ended with %r", error)
+            log.debug("data path ended with %r", error, exc_info=error)
         try:
             os.write(self._exit_w, b"x")
         except OSError:

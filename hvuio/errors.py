@@ -84,6 +84,14 @@ class RescindedError(HvuioError):
     default_hint = "The host removed the device; wait for it to be offered again and re-run 'hvuio bind'."
 
 
+class EmulatorGoneError(HvuioError):
+    """The emulator's process (`hvuio sim`) that served the device is gone: its uio socket
+    reached end of file with nobody holding the emulator's lock (not a rescind)."""
+
+    exit_code = 13
+    default_hint = "Start the emulator again with 'hvuio --sysroot DIR sim start' (after 'hvuio --sysroot DIR sim stop')."
+
+
 class HostError(HvuioError):
     """The host (or the emulator) broke the protocol or refused a request."""
 

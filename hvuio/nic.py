@@ -8,7 +8,8 @@ What lives here:
     RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
     indications, keep-alives); tear down in the protocol's order: RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
-    uio fd, so the device can be opened again. The clock lives here: the guest gets
+    uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
+    device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
@@ -42,13 +43,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from hvuio.channel import Channel
-from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, resolve_device
+from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, forget_device, resolve_device
 from hvuio.device.guestmem import (CONTROL_AREA, CONTROL_PAGES, NIC_POOL_SIZE, GuestMemory, GuestMemoryUnavailable,
                                    GuestRegion)
 from hvuio.device.platform import Platform, platform_for
+from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
-                          SysfsError, WrongDeviceError)
+                          RescindedError, SysfsError, WrongDeviceError)
 from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
 from hvuio.native.ring import Packet
 from hvuio.netdev.tap import format_mac
@@ -69,6 +71,9 @@ BRINGUP_TIMEOUT: Final = 30.0
 #: How long teardown waits for the host to complete the RNDIS halt send before revoking anyway
 #: (Linux waits for the halt's send completion in rndis_filter_halt_device).
 HALT_TIMEOUT: Final = 2.0
+#: How long closing a rescinded NIC waits for its device to leave sysfs before it forgets the
+#: device's binding (bind journal and lock; hvuio.device.bind.forget_device).
+RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
 
@@ -192,6 +197,7 @@ class Nic:
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
+        self._device: VmbusDevice | None = None  # the device claimed while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0}
@@ -215,12 +221,13 @@ class Nic:
                              f"Run 'hvuio bind {self.name}' first.")
         # the kernel lets a second open share the rings; two drivers of one channel corrupt both
         self._lock = claim_device(device)
+        self._device = device
         platform = self._platform if self._platform is not None else platform_for(self.sysroot)
         try:
             check_not_busy(device, settle=BUSY_SETTLE)
             handle = UioHandle.open(device, platform)
-        except BaseException:
-            self._abort()
+        except BaseException as err:
+            self._abort(err)
             raise
         self.handle = handle
         try:
@@ -247,10 +254,10 @@ class Nic:
             if "every version" in err.message:
                 err.hint = ("The host accepts none of the NVSP versions offered; "
                             "raise --max-nvsp or use a newer host.")
-            self._abort()
+            self._abort(err)
             raise
-        except BaseException:
-            self._abort()
+        except BaseException as err:
+            self._abort(err)
             raise
         return self.info
 
@@ -516,8 +523,12 @@ class Nic:
             log.warning("teardown: %s; revoking the buffers anyway", err.message)
         self._perform(guest.stop())
 
-    def _abort(self) -> None:
-        """Close without protocol messages (after an error, or as the last teardown step)."""
+    def _abort(self, err: BaseException | None = None) -> None:
+        """Close without protocol messages (after an error, or as the last teardown step). When
+        the NIC ends rescinded (`err` or the error that broke it), the device's binding is
+        forgotten once the device has left sysfs."""
+        if isinstance(err, HvuioError):
+            self.mark_broken(err)
         if self.channel is not None:
             self.channel.close()
             self.channel = None
@@ -528,9 +539,21 @@ class Nic:
             self.handle.close()
             self.handle = None
         if self._lock is not None:
+            if isinstance(self.broken, RescindedError) and self._device is not None:
+                self._forget(self._device)  # still holding the claim
             os.close(self._lock)  # releases the claim (flock)
             self._lock = None
+        self._device = None
         self.ready = False
+
+    @staticmethod
+    def _forget(device: VmbusDevice) -> None:
+        """The host removed `device`: drop its bind journal and lock once it left sysfs."""
+        try:
+            if forget_device(device, settle=RESCIND_SETTLE):
+                log.info("%s was removed by the host; its binding was forgotten", device.guid)
+        except (OSError, HvuioError) as err:
+            log.warning("could not forget the binding of the removed device %s: %s", device.guid, err)
 
     def counter_snapshot(self) -> dict[str, int]:
         """Control-path counters of this Nic and, while open, of its primary channel."""

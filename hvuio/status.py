@@ -3,8 +3,10 @@
 
 What lives here: the record's fields (`StatusRecord`), `StatusFile`, which keeps one record at
 `<sysroot>/run/hvuio/up/<guid>.json` (replaced atomically on every write, about twice a second
-while `up` runs, removed at exit), and `read_status`, which returns the records of the `up`
-processes still alive. Writing is best effort: a read-only /run never stops the NIC.
+while `up` runs, removed at exit), `read_status`, which returns the records of the `up`
+processes still alive (read-only), and `sweep_stale`, which removes the records of `up` processes
+that are no longer running (killed: nobody removed them) and says whose they were (used by
+`hvuio status` and by `up` at start). Writing is best effort: a read-only /run never stops the NIC.
 
 What must not live here: click or printing (hvuio/cli/net.py renders the records), the bring-up
 itself (hvuio/up.py, hvuio/nic.py).
@@ -16,6 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final, TypedDict, Unpack, cast
 
 from hvuio.errors import UnsafePathError
@@ -83,3 +86,45 @@ def read_status(sysroot: Path) -> list[StatusRecord]:
         if isinstance(rec, dict) and isinstance(rec.get("device"), str) and _alive(rec.get("pid")):
             out.append(cast(StatusRecord, rec))
     return out
+
+
+@dataclass(frozen=True)
+class StaleRecord:
+    """A record `sweep_stale` removed: its file, the pid of the `up` that is no longer running
+    and the device it named (None when the record names none)."""
+
+    path: Path
+    pid: int
+    device: str | None
+
+    @property
+    def message(self) -> str:
+        of = f" of device {self.device}" if self.device else ""
+        return f"removed the stale record of hvuio up pid {self.pid} (not running){of}"
+
+
+def sweep_stale(sysroot: Path) -> list[StaleRecord]:
+    """Remove the records whose `up` process is no longer running; what was removed. Files that
+    are not records (junk, no pid) are left alone; a record replaced since it was read (an `up`
+    that just started for the device) is kept."""
+    removed = []
+    for path in sorted((Path(sysroot) / STATUS_DIR).glob("*.json")):
+        try:
+            with path.open("rb") as f:
+                seen = os.fstat(f.fileno())
+                rec = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        pid = rec.get("pid") if isinstance(rec, dict) else None
+        if not isinstance(pid, int) or pid <= 0 or _alive(pid):
+            continue
+        try:
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+                continue
+            unlink(path)
+        except (OSError, UnsafePathError):
+            continue
+        device = rec.get("device")
+        removed.append(StaleRecord(path, pid, device if isinstance(device, str) else None))
+    return removed

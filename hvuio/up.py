@@ -6,7 +6,8 @@ hands to the caller's callback in order — `Ready` (negotiated values), then `S
 traffic only) or `DatapathRunning` (the tap is up), then `Down` (counters, the stopping signal),
 which is also its result — each with the exact line `up --json` prints for it. The status file
 (hvuio/status.py) is written before `Ready` is reported, so whoever reads the command's output
-finds it, refreshed on every tick while the NIC runs and removed before `Down`.
+finds it, refreshed on every tick while the NIC runs and removed before `Down`; records that
+`up` processes no longer running left behind are swept first (hvuio.status.sweep_stale).
 
 The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvuio/engine.py's
 (`Engine`: tap and data path), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
@@ -20,15 +21,18 @@ or ring logic (nic.py, engine.py and below), the status record's format (status.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hvuio.status import StatusFile
+from hvuio.status import StatusFile, sweep_stale
 
 if TYPE_CHECKING:
     from hvuio.engine import Engine
+
+log = logging.getLogger(__name__)
 
 #: covers a same-host reply or ACK; costs CPU only while traffic flows
 BUSY_POLL_DEFAULT_US: Final = 50
@@ -146,6 +150,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
 
     check_mtu(options.mtu)
     versions = nvsp_versions(options.max_nvsp)
+    for stale in sweep_stale(sysroot):  # what a killed `up` left
+        log.info("%s", stale.message)
     with StopPipe() as stop:
         nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
                   gpa=options.gpa)

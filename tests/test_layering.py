@@ -214,10 +214,12 @@ def test_the_guest_never_imports_the_emulator() -> None:
 def test_both_halves_of_the_seam_agree_on_names(tmp_path: pathlib.Path) -> None:
     from hvuio.device import guestmem
     from hvuio.device import platform as guest
+    from hvuio.sim import daemon
     from hvuio.sim.kernel import memory
     from hvuio.sim.kernel import shm as emulator
 
     assert (guest.MARKER, guest.STATE_DIR) == (emulator.MARKER, emulator.STATE_DIR)
+    assert guest.PID_FILE == daemon.PID_NAME and guest.pid_file(tmp_path) == daemon.pid_path(tmp_path)
     assert guest.map_file(tmp_path, "uio3", 4) == emulator.map_backing(tmp_path, "uio3", 4)
     assert guest.GUEST_MEMORY == memory.GUEST_MEMORY
     assert guest.guest_memory_file(tmp_path) == memory.guest_memory_path(tmp_path)

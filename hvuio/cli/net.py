@@ -3,7 +3,9 @@ tear it down; show the counters of running instances.
 
 What lives here: the two click commands (added to the group by hvuio/cli/__init__.py) and the
 lines they print: `up` turns the events of hvuio.up.run_up into text or `--json` lines, `status`
-prints the records hvuio.status.read_status returns (text blocks from hvuio/cli/render.py).
+first removes the records of `up` processes that are no longer running (hvuio.status.sweep_stale,
+one line each saying so: on stderr with --json) and prints the records hvuio.status.read_status
+returns (text blocks from hvuio/cli/render.py).
 The work is hvuio/up.py's and hvuio/engine.py's; the C core and pyroute2 are imported only when
 `up` runs, so `hvuio --help` stays cheap.
 
@@ -19,7 +21,7 @@ import click
 
 from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info
-from hvuio.status import read_status
+from hvuio.status import read_status, sweep_stale
 from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
                       check_mtu, run_up)
 
@@ -28,7 +30,10 @@ from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, DatapathRunning, Ready
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """Counters of every running 'hvuio up' (from their status files)."""
+    """Counters of every running 'hvuio up' (from their status files); records of processes
+    that are no longer running are removed."""
+    for stale in sweep_stale(app.sysroot):
+        click.echo(stale.message[0].upper() + stale.message[1:] + ".", err=as_json)
     records = read_status(app.sysroot)
     if as_json:
         click.echo(json.dumps(records, sort_keys=True))

@@ -6,6 +6,12 @@ the file, else `new_id` + unbind + bind (§2.6.1); it records the previous drive
 no journal). Sysfs writes cannot report the kernel's errors reliably (and the emulator cannot at
 all), so both verify the result by reading back with a bounded poll.
 
+A binding ends with its device: after the host removed a device (rescind) and it has left sysfs,
+`forget_device()` removes its journal and its lock file (a re-offered device starts unbound, as
+the kernel probes it afresh). A journal whose device no longer exists is ignored when an
+interface name is looked up, and one that a device offered again under the same GUID does not
+match (other interfaces) is replaced when that device is bound.
+
 Refusals, each one sentence + hint: not root (`NotRootError`), module missing
 (`ModuleMissingError`), unknown device (`DeviceNotFoundError`), not a NIC (`WrongDeviceError`),
 the NIC carries the default route or this SSH session (`UnsafeBindError`, unless force),
@@ -136,7 +142,9 @@ def _journal_by_ifname(sysroot: Path | str, ifname: str) -> str | None:
     for n in sorted(names):
         data = read_journal(sysroot, n.removesuffix(".json"))
         if data and ifname in (data.get("netdevs") or []):  # type: ignore[operator]
-            return str(data["guid"])
+            guid = str(data["guid"])
+            if VmbusDevice(Path(sysroot), guid).path.is_dir():  # else a device the host removed
+                return guid
     return None
 
 
@@ -361,6 +369,11 @@ def check_not_busy(device: VmbusDevice, settle: float = 0.0) -> None:
 
 
 LOCK_DIR: Final = "/run/hvuio/lock"
+_CLAIM_TRIES: Final = 3
+
+
+def lock_path(sysroot: Path | str, guid: str) -> Path:
+    return sys_path(sysroot, f"{LOCK_DIR}/{guid}.lock")
 
 
 def claim_device(device: VmbusDevice) -> int:
@@ -371,23 +384,54 @@ def claim_device(device: VmbusDevice) -> int:
     holds it. It fails closed: a lock that cannot be made or taken is an error, never skipped
     (UnsafePathError when its directory could be changed by another user, hvuio.safefs).
     """
-    path = sys_path(device.sysroot, f"{LOCK_DIR}/{device.guid}.lock")
+    path = lock_path(device.sysroot, device.guid)
+    for _ in range(_CLAIM_TRIES):
+        try:
+            fd = open_file(path, os.O_RDWR | os.O_CREAT, 0o600, create_dirs=0o755)
+        except PermissionError:
+            raise NotRootError(f"cannot create the device lock {path}") from None
+        except OSError as err:
+            raise SysfsError(f"cannot create the device lock {path}: {err.strerror}",
+                             "Check that /run is mounted and writable by root.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DeviceBusyError(f"{device.guid} is driven by another hvuio process (lock {path} is held)",
+                                      "Stop the other 'hvuio up' of this device (see 'hvuio status'), then retry.") from None
+            raise SysfsError(f"cannot lock {path}: {err.strerror}") from None
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)  # forget_device removed the file between our open and our lock: take the new one
+    raise DeviceBusyError(f"the device lock {path} keeps being replaced while it is taken",
+                          "Stop the other hvuio processes of this device, then retry.")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (a lock on a removed file guards nothing)."""
     try:
-        fd = open_file(path, os.O_RDWR | os.O_CREAT, 0o600, create_dirs=0o755)
-    except PermissionError:
-        raise NotRootError(f"cannot create the device lock {path}") from None
-    except OSError as err:
-        raise SysfsError(f"cannot create the device lock {path}: {err.strerror}",
-                         "Check that /run is mounted and writable by root.") from None
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def forget_device(device: VmbusDevice, settle: float = 0.0) -> bool:
+    """Remove the bind journal and the lock file of `device` once it has left sysfs (the host
+    removed it), waiting up to `settle` seconds for it to go; True when it is gone (its files are
+    removed, missing ones are fine), False when it still exists (nothing is touched).
+
+    Call it holding the device's claim (claim_device's fd): nobody else then holds the lock file
+    removed here, and claim_device takes the new file when it raced with the removal."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        os.close(fd)
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise DeviceBusyError(f"{device.guid} is driven by another hvuio process (lock {path} is held)",
-                                  "Stop the other 'hvuio up' of this device (see 'hvuio status'), then retry.") from None
-        raise SysfsError(f"cannot lock {path}: {err.strerror}") from None
-    return fd
+        _wait_for(f"{device.guid} to leave sysfs", lambda: not device.path.is_dir(), settle)
+    except SysfsError:
+        return False
+    unlink(journal_path(device.sysroot, device.guid))
+    unlink(lock_path(device.sysroot, device.guid))
+    return True
 
 
 # -- bind / unbind ---------------------------------------------------------------------------------
@@ -399,6 +443,16 @@ def _bound_to(device: VmbusDevice, driver: str) -> bool:
         return True
     uio = device.uio
     return uio is not None and os.path.exists(uio.dev_path)
+
+
+def _journal_is_current(journal: dict[str, object] | None, driver: str | None, netdevs: list[str]) -> bool:
+    """Whether an existing journal describes the device as it is now, so a bind run again after
+    one that failed half way keeps it (it knows the driver from before). A journal naming other
+    interfaces than those the device has now under a driver belongs to an earlier device of this
+    GUID (removed by the host and offered again): it is replaced."""
+    if journal is None:
+        return False
+    return driver is None or not netdevs or set(netdevs) == set(journal.get("netdevs") or [])  # type: ignore[call-overload]
 
 
 def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: int | None = None,
@@ -417,7 +471,7 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
         check_safe(netdevs, env)
     previous = device.driver
     journal = journal_path(sysroot, device.guid)
-    if read_journal(sysroot, device.guid) is None:
+    if not _journal_is_current(read_journal(sysroot, device.guid), previous, netdevs):
         method = "driver_override" if device.has_driver_override else "new_id"
         record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
                   "previous_override": device.driver_override, "netdevs": netdevs, "method": method,

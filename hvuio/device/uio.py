@@ -12,7 +12,8 @@ maps (a NIC needs 5), parses the GPADL handles from the names (1..0xFFFFFFFF), b
 S = size(map0) / 2 and data size D = S - PAGE_SIZE. `Interrupt` wraps the fd:
 `wait(timeout)` -> event count or None (at most MAX_COUNT_READS reads per wake-up, however fast
 the host interrupts), `enable()` / `disable()`, and turns EIO (real) or EOF (simulated) into
-`RescindedError`; any other errno is a SysfsError, use after close a LocalProtocolError.
+`RescindedError`, or into what the platform says explains the loss better (`Platform.explain_loss`:
+the emulator itself gone); any other errno is a SysfsError, use after close a LocalProtocolError.
 
 Monitor page: signalling a monitored channel needs an atomic OR of one bit into a u32 shared with
 every other channel (VMBUS.md §3.12); Python cannot do an atomic RMW on an mmap, so this module only
@@ -29,14 +30,15 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from hvuio.device.platform import PAGE_SIZE, Platform, platform_for
 from hvuio.device.sysfs import MAX_GPADL, SYSFS_HINT, UioDevice, UioMap, VmbusDevice
-from hvuio.errors import (HostRefusedError, LocalProtocolError, NotRootError, RescindedError, SysfsError,
-                          WrongDeviceError)
+from hvuio.errors import (HostRefusedError, HvuioError, LocalProtocolError, NotRootError, RescindedError,
+                          SysfsError, WrongDeviceError)
 
 MAP_NAMES: Final = ("txrx_rings", "int_page", "monitor_page", "recv:", "send:")
 MIN_MAPS: Final = 3
@@ -60,16 +62,20 @@ _COUNT = struct.Struct("=i")
 class Interrupt:
     """The interrupt side of an open /dev/uioN (pyudev Monitor-like)."""
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str,
+                 explain_loss: Callable[[RescindedError], HvuioError] | None = None) -> None:
         self._fd = fd
         self.name = name
         self.last_count: int | None = None
+        #: turns the RescindedError of a lost device into the error to raise (the platform's)
+        self._explain_loss = explain_loss
 
     def fileno(self) -> int:
         return self._fd
 
-    def _rescinded(self, why: str) -> RescindedError:
-        return RescindedError(f"{self.name}: the host rescinded the device ({why})")
+    def _rescinded(self, why: str) -> HvuioError:
+        err = RescindedError(f"{self.name}: the host rescinded the device ({why})")
+        return err if self._explain_loss is None else self._explain_loss(err)
 
     def _os_error(self, err: OSError, what: str) -> Exception:
         """The HvuioError for a failed read/write of the uio fd (VMBUS.md §1.9)."""
@@ -228,10 +234,12 @@ class UioHandle:
             if err.errno == errno.EAGAIN:
                 raise HostRefusedError(f"the host refused to open channel {device.relid} of {device.guid}") from None
             if err.errno == errno.ENODEV:
-                raise RescindedError(f"{device.guid} was rescinded while opening {uio.dev_path}") from None
+                raise plat.explain_loss(uio.name, RescindedError(
+                    f"{device.guid} was rescinded while opening {uio.dev_path}")) from None
             why = os.strerror(err.errno) if err.errno else str(err)
             raise SysfsError(f"cannot open {uio.dev_path}: {why}", _UIO_HINT) from None
-        irq = Interrupt(fd, uio.name)
+        name = uio.name
+        irq = Interrupt(fd, name, lambda err: plat.explain_loss(name, err))
         regions: list[mmap.mmap] = []
         try:
             for m in maps:

@@ -1,5 +1,6 @@
 """The status record a running `hvuio up` keeps (hvuio/status.py): written atomically, read back
-while its process lives, skipped once it is gone, removed at exit."""
+while its process lives, skipped once it is gone (reading removes nothing), removed at exit; the
+records of processes no longer running are swept (and said whose they were)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hvuio.status import STATUS_DIR, StatusFile, read_status
+from hvuio.status import STATUS_DIR, StatusFile, read_status, sweep_stale
 
 
 def test_written_record_is_read_back_and_removed(tmp_path: Path) -> None:
@@ -36,3 +37,32 @@ def test_records_of_dead_processes_and_junk_are_skipped(tmp_path: Path) -> None:
     (d / "list.json").write_text("[1, 2]")
     (d / "nodevice.json").write_text(json.dumps({"pid": os.getpid()}))
     assert read_status(tmp_path) == []
+    assert len(list(d.glob("*.json"))) == 4  # reading is read-only
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def test_records_of_processes_no_longer_running_are_swept(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    d = tmp_path / STATUS_DIR
+    d.mkdir(parents=True)
+    (d / "dead.json").write_text(json.dumps({"pid": dead, "device": "guid-dead"}))
+    (d / "nodevice.json").write_text(json.dumps({"pid": dead}))
+    (d / "junk.json").write_text("{not json")
+    (d / "nopid.json").write_text(json.dumps({"device": "guid-x"}))
+    live = StatusFile(tmp_path, "guid-live")
+    live.write(counters={})
+    try:
+        swept = sweep_stale(tmp_path)
+        assert [(r.path.name, r.pid, r.device) for r in swept] == [("dead.json", dead, "guid-dead"),
+                                                                  ("nodevice.json", dead, None)]
+        assert swept[0].message == f"removed the stale record of hvuio up pid {dead} (not running) of device guid-dead"
+        assert sorted(p.name for p in d.glob("*.json")) == ["guid-live.json", "junk.json", "nopid.json"]
+        assert [r["device"] for r in read_status(tmp_path)] == ["guid-live"]
+        assert sweep_stale(tmp_path) == []
+    finally:
+        live.remove()
+    assert sweep_stale(tmp_path / "nothing-here") == []

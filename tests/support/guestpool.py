@@ -19,6 +19,7 @@ import mmap
 from typing import Any
 
 from hvuio.device.guestmem import HV_PAGE, GuestMemory, GuestMemoryUnavailable, GuestRegion
+from hvuio.errors import HvuioError, RescindedError
 
 #: the first made-up page number (4 GiB, where the emulator's guest memory starts too)
 PFN_BASE = 0x100000
@@ -77,6 +78,9 @@ class FakePlatform:
     def open_map(self, uio_name: str, index: int, length: int, irq_fd: int) -> mmap.mmap:
         result: mmap.mmap = self.inner.open_map(uio_name, index, length, irq_fd)
         return result
+
+    def explain_loss(self, uio_name: str, rescinded: RescindedError) -> HvuioError:
+        return self.inner.explain_loss(uio_name, rescinded)  # type: ignore[no-any-return]
 
     def guest_memory(self, size: int) -> GuestMemory:
         self.asked.append(size)

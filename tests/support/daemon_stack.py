@@ -1,0 +1,159 @@
+"""The demo's path with the emulator in its own process, so tests can kill, stop and resume it.
+
+`DaemonStack`: `hvuio sim start --wire` (the emulated kernel + host + a host network namespace,
+as a daemon), `hvuio bind`, then `hvuio up` as a child process with its tap in a guest namespace
+this stack made, the guest address on it. The daemon's pid lets a test SIGKILL, SIGSTOP or
+SIGCONT the host; `up` can be killed and started again. `close()` stops whatever is left and
+removes the namespaces; `leftovers()` lists what a dead process left in the sysroot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from hvuio.device.classes import NIC_CLASS
+from hvuio.netdev import netns
+
+from support.cli import child_env, hvuio_main
+
+HOST_IP = "198.18.0.1"  # the address `sim start --wire` gives its host tap (hvuio.sim.net)
+GUEST_ADDRESS = "198.18.0.2/24"
+STATE = "run/hvuio-sim"
+UP_START = 30.0
+
+
+class DaemonStack:
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "sim"
+        self.cleanup = netns.Cleanup()
+        self.guest_ns = ""
+        self.host_ns = ""
+        self.guid = ""
+        self.tap = ""
+        self.up: subprocess.Popen[str] | None = None
+        self.events: list[dict[str, Any]] = []
+
+    # ---- the emulator -------------------------------------------------------------------------
+
+    def start(self) -> DaemonStack:
+        started = hvuio_main("--sysroot", str(self.root), "sim", "start", "--wire")
+        assert started.returncode == 0, started.stderr
+        self.cleanup.push("stop the emulator", self.stop_daemon)
+        self.host_ns = (self.root / STATE / "netns").read_text().strip()
+        listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        bound = hvuio_main("--sysroot", str(self.root), "bind", self.guid, "--force")
+        assert bound.returncode == 0, bound.stderr
+        self.guest_ns = self.cleanup.namespace("guest", ipv6=False)
+        self.start_up()
+        return self
+
+    @property
+    def daemon_pid(self) -> int:
+        return int((self.root / STATE / "kernel.pid").read_text())
+
+    def signal_daemon(self, sig: int) -> None:
+        os.kill(self.daemon_pid, sig)
+
+    def stop_daemon(self) -> None:
+        try:
+            pid = self.daemon_pid
+        except (OSError, ValueError):
+            pid = 0
+        if pid:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        stopped = hvuio_main("--sysroot", str(self.root), "sim", "stop")
+        if stopped.returncode != 0 and pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            hvuio_main("--sysroot", str(self.root), "sim", "stop")
+
+    # ---- hvuio up -----------------------------------------------------------------------------
+
+    def start_up(self, *extra: str) -> None:
+        self.tap = netns.random_ifname("g")
+        argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.root), "up", self.guid, "--json",
+                                 "--netns", self.guest_ns, "--ifname", self.tap, *extra)
+        self.up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=child_env(), start_new_session=True, cwd=netns.CHILD_CWD)
+        self.cleanup.push("stop hvuio up", self.stop_up)
+        deadline = time.monotonic() + UP_START
+        while True:
+            event = self.next_event(deadline - time.monotonic())
+            assert event is not None, f"hvuio up did not start: {self.stop_up()[1]}"
+            if event.get("event") == "datapath":
+                break
+        netns.add_address(self.guest_ns, self.tap, GUEST_ADDRESS)
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        """The next JSON event `up` prints, or None at EOF / after `timeout` seconds."""
+        proc = self.up
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
+            if not ready:
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                return None
+            if line.startswith("{"):
+                event = dict(json.loads(line))
+                self.events.append(event)
+                return event
+        return None
+
+    def wait_up_exit(self, timeout: float = 30.0) -> tuple[int, str]:
+        """(exit code, stderr) of `up` once it ends by itself."""
+        proc = self.up
+        assert proc is not None
+        out, err = proc.communicate(timeout=timeout)
+        for line in out.splitlines():
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+        self.up = None
+        return proc.returncode, err
+
+    def stop_up(self, sig: int = signal.SIGTERM) -> tuple[int | None, str]:
+        proc, self.up = self.up, None
+        if proc is None:
+            return None, ""
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        return proc.returncode, err
+
+    # ---- what is left ---------------------------------------------------------------------------
+
+    def status_files(self) -> list[Path]:
+        return sorted((self.root / "run/hvuio/up").glob("*.json"))
+
+    def close(self) -> None:
+        self.cleanup.close()
+
+    def __enter__(self) -> DaemonStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
