@@ -54,8 +54,8 @@ DEFAULT_TCP_BYTES = 32 * 1024 * 1024
 
 def max_guest_mtu(send_section_size: int) -> int:
     """The largest MTU whose frames fit one send section after the RNDIS header (without
-    GPA-direct; hvuio.nic.section_mtu is the rule the NIC applies)."""
-    from hvuio.nic import section_mtu
+    GPA-direct; hvuio.nicinfo.section_mtu is the rule the NIC applies)."""
+    from hvuio.nicinfo import section_mtu
 
     return section_mtu(send_section_size)
 

@@ -18,12 +18,9 @@ What lives here:
     only), owns it and closes it after the channel: pages [0, 16) are the control pages
     (proto/sections.py, channel.py), the rest the data path's GPA TX area (`gpa_pool`), None
     when there is none or the control path fell back to send sections.
-  * The MTU that never lies: the tap's MTU is min(asked, the host's OID_GEN_MAXIMUM_FRAME_SIZE,
-    what the TX path carries: `section_mtu` without a pool, GPA_MTU with one), with a warning
-    naming the limit when below the MTU asked (as Linux rndis_filter_device_add lowers it).
-  * `NicInfo` — what bring-up negotiated, as typed values (the MAC as bytes, the host's TX
-    aggregation limits as a TxAggregation, the offloads as a NicOffloads); `to_dict()` is its one
-    text form, the one `up --json` prints and the status record keeps.
+  * The MTU that never lies: the tap's MTU follows nicinfo.py's rule (min of asked, the host's
+    OID_GEN_MAXIMUM_FRAME_SIZE and what the TX path carries), with a warning naming the limit
+    when below the MTU asked. What bring-up negotiated is a `NicInfo` (hvuio/nicinfo.py).
 
 What must not live here: ring code (channel.py, hvuio/native/), protocol parsing or the routing
 between NVSP and RNDIS (proto/), the offload mapping (offloads.py), sysfs details (device/), the
@@ -38,9 +35,8 @@ import os
 import select
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, forget_device, resolve_device
@@ -49,16 +45,16 @@ from hvuio.device.guestmem import (CONTROL_AREA, CONTROL_PAGES, NIC_POOL_SIZE, G
 from hvuio.device.platform import Platform, platform_for
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
-from hvuio.errors import (HostProtocolError, HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
+from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
                           RescindedError, SysfsError, WrongDeviceError)
-from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
+from hvuio.native.datapath import TxAggregation
 from hvuio.native.ring import Packet
-from hvuio.netdev.tap import format_mac
 from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev
 from hvuio.proto import limits
 from hvuio.proto.events import Inbound, Send
 from hvuio.proto.netvsc import Effect, NetvscGuest
+from hvuio.nicinfo import NicInfo, tap_mtu
 from hvuio.proto.nvsp import BufferGrant
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
@@ -76,95 +72,6 @@ HALT_TIMEOUT: Final = 2.0
 RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
-
-#: Largest MTU a GPA-direct TX path carries: Linux's range ends at 65521 (NETVSC_MTU 65535 minus
-#: the Ethernet header).
-GPA_MTU: Final = limits.MAX_MTU
-
-
-def section_mtu(section_size: int) -> int:
-    """The largest MTU whose frames one send section carries after the RNDIS packet header (the
-    data path adds no pktinfo a frame needs: a checksum pktinfo that does not fit beside a
-    full-size frame becomes a software checksum, _native/tx_stage.c stage_whole_csum)."""
-    return section_size - RNDIS_PACKET_HEADER - ETH_HLEN
-
-
-NVSP_NAMES: Final[dict[int, str]] = {wn.NvspVersion.V1: "1", wn.NvspVersion.V2: "2", wn.NvspVersion.V4: "4",
-                     wn.NvspVersion.V5: "5", wn.NvspVersion.V6: "6", wn.NvspVersion.V61: "6.1"}
-
-
-def nvsp_name(version: int) -> str:
-    return NVSP_NAMES.get(version, f"{version:#x}")
-
-
-def ndis_name(version: int) -> str:
-    return f"{version >> 16}.{version & 0xFFFF}"
-
-
-@dataclass
-class NicInfo:
-    """What bring-up negotiated (None until known)."""
-
-    device: str
-    uio: str
-    relid: int
-    monitored: bool
-    ring_size: int
-    nvsp_version: int | None = None
-    ndis_version: int | None = None
-    #: RNDIS (major, minor) from the initialize completion
-    rndis_version: tuple[int, int] | None = None
-    #: the host's limits for several RNDIS packets per send (max_packets, alignment, max_bytes)
-    tx_aggregation: TxAggregation | None = None
-    mtu: int | None = None
-    mac: bytes | None = None
-    permanent_mac: bytes | None = None
-    recv_buffer_size: int = 0
-    recv_section_size: int | None = None
-    recv_section_count: int | None = None
-    send_buffer_size: int = 0
-    send_section_size: int | None = None
-    send_section_count: int | None = None
-    control_sections: int | None = None
-    link_up: bool | None = None
-    link_speed_bps: int | None = None
-    queues: int = 1
-    #: known from the moment the send buffer is connected (RNDIS starts then)
-    offloads: NicOffloads | None = None
-    #: how frames and control messages leave: "gpa-direct (<pool kind>)" or "send buffer (<reason>)"
-    tx_path: str | None = None
-    #: the MTU asked for (NDIS config), the host's OID_GEN_MAXIMUM_FRAME_SIZE (None: not answered),
-    #: and why `mtu` is below the MTU asked (None: it is not)
-    mtu_asked: int | None = None
-    host_max_frame: int | None = None
-    mtu_limited_by: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
-        agg = self.tx_aggregation
-        return {
-            "device": self.device, "uio": self.uio, "relid": self.relid, "monitored": self.monitored,
-            "ring_size": self.ring_size, "nvsp_version": self.nvsp_version,
-            "ndis_version": self.ndis_version,
-            "rndis_version": None if self.rndis_version is None else "{}.{}".format(*self.rndis_version),
-            "tx_aggregation": {} if agg is None else {"max_packets": agg.max_packets,
-                                                      "alignment": agg.alignment,
-                                                      "max_bytes": agg.max_bytes},
-            "mtu": self.mtu,
-            "mac": None if self.mac is None else format_mac(self.mac),
-            "permanent_mac": None if self.permanent_mac is None else format_mac(self.permanent_mac),
-            "recv_buffer_size": self.recv_buffer_size, "recv_section_size": self.recv_section_size,
-            "recv_section_count": self.recv_section_count, "send_buffer_size": self.send_buffer_size,
-            "send_section_size": self.send_section_size, "send_section_count": self.send_section_count,
-            "control_sections": self.control_sections, "link_up": self.link_up,
-            "link_speed_bps": self.link_speed_bps, "queues": self.queues,
-            "offloads": {} if self.offloads is None else self.offloads.to_dict(),
-            "tx_path": self.tx_path, "mtu_asked": self.mtu_asked, "host_max_frame": self.host_max_frame,
-            "mtu_limited_by": self.mtu_limited_by,
-            "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
-            "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
-        }
-
 
 class Nic:
     """The control plane of one synthetic NIC (see module docstring)."""
@@ -451,26 +358,11 @@ class Nic:
         self.ready = True
 
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
-        """min(asked, host's maximum frame size, what the TX path carries) and why, if below asked."""
-        mtu, why = self.mtu, None
-        host = info.host_max_frame
-        if host is not None and host < mtu:
-            mtu, why = host, f"the host allows at most {host}"
-        if self.gpa_pool is not None and GPA_MTU < mtu:
-            mtu, why = GPA_MTU, f"GPA-direct carries at most {GPA_MTU}"
-        elif self.gpa_pool is None:
-            section = info.send_section_size
-            if section is None:
-                raise LocalProtocolError("RNDIS configured before the send buffer was connected")
-            path = section_mtu(section)
-            if path < limits.MIN_MTU:
-                raise HostProtocolError(f"the host's send sections of {section} bytes carry frames of at most "
-                                        f"{path} bytes, below the minimum MTU {limits.MIN_MTU}",
-                                        "Use a host with larger send sections, or GPA-direct (a platform "
-                                        "with huge pages).")
-            if path < mtu:
-                mtu, why = path, f"without GPA-direct a send section carries at most {path}"
-        return mtu, why
+        """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
+        if self.gpa_pool is None and info.send_section_size is None:
+            raise LocalProtocolError("RNDIS configured before the send buffer was connected")
+        return tap_mtu(self.mtu, info.host_max_frame, gpa=self.gpa_pool is not None,
+                       send_section_size=info.send_section_size or 0)
 
     def _control_fallback(self, e: ev.ControlFallback) -> None:
         self._info().tx_path = f"send buffer ({e.reason})"

@@ -126,7 +126,7 @@ def check_mtu(mtu: int, option: str = "--mtu") -> None:
 
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
-    from hvuio.nic import NVSP_NAMES
+    from hvuio.nicinfo import NVSP_NAMES
     from hvuio.wire import nvsp as wn
 
     versions = tuple(wn.SUPPORTED_NVSP_VERSIONS)

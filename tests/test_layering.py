@@ -71,6 +71,12 @@ def test_sans_io_layers_do_no_io(layer: str) -> None:
             assert not bad, f"{mod} imports {sorted(bad)}; {layer} must stay sans-IO"
 
 
+def test_health_watch_is_pure() -> None:
+    """hvuio.health judges samples the engine hands it: no I/O, no clock, no hvuio module."""
+    imps = MODULES["hvuio.health"]
+    assert not {i.split(".")[0] for i in imps} & IO_MODULES and not {i for i in imps if i.startswith("hvuio")}
+
+
 def test_wire_and_proto_import_downwards_only() -> None:
     allowed = {"hvuio.wire": ("hvuio.errors", "hvuio.wire"),
                "hvuio.proto": ("hvuio.errors", "hvuio.wire", "hvuio.proto")}
@@ -83,8 +89,8 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 
 def test_emulator_is_independent_of_the_guest() -> None:
-    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native",
-             "hvuio.channel", "hvuio.nic", "hvuio.engine", "hvuio.offloads", "hvuio.device", "hvuio.cli")
+    guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.channel", "hvuio.nic",
+             "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads", "hvuio.device", "hvuio.cli")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
     extra = {"hvuio.sim.net": ("hvuio.netdev.tap", "hvuio.netdev.netns"),
@@ -104,8 +110,8 @@ def test_netdev_knows_no_protocol() -> None:
     """hvuio.netdev (tap, namespaces, signals) is the Linux side: it imports nothing of the protocol,
     the rings, the device layer or the modules that drive the NIC (the emulator uses it too)."""
     above = ("hvuio.wire", "hvuio.proto", "hvuio.native", "hvuio._native", "hvuio.device",
-             "hvuio.channel", "hvuio.nic", "hvuio.engine", "hvuio.offloads", "hvuio.up", "hvuio.cli",
-             "hvuio.sim", "hvuio.demo")
+             "hvuio.channel", "hvuio.nic", "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads",
+             "hvuio.up", "hvuio.cli", "hvuio.sim", "hvuio.demo")
     mods = [m for m in MODULES if _within(m, "hvuio.netdev")]
     assert {"hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= set(mods)
     for mod in mods:

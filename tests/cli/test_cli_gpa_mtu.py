@@ -81,7 +81,7 @@ def test_up_no_gpa_reports_the_send_buffer_path(sim: SimEnvironment, capsys: pyt
 
 def test_status_shows_the_tx_path_and_why_the_mtu_is_lower(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from hvuio.nic import NicInfo
+    from hvuio.nicinfo import NicInfo
     from hvuio.status import StatusFile
 
     info = NicInfo(device="guid-1", uio="uio0", relid=14, monitored=True, ring_size=0x40000,

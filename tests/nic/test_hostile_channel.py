@@ -31,7 +31,8 @@ from hvuio.channel import Channel
 from hvuio.device.uio import Interrupt
 from hvuio.errors import HostProtocolError, HostRefusedError, RingCorruptError
 from hvuio.native.ring import Packet, PacketType
-from hvuio.nic import Nic, NicInfo
+from hvuio.nic import Nic
+from hvuio.nicinfo import NicInfo
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.proto.limits import MAX_QUEUED_CONTROL
 from hvuio.proto.netvsc import NetvscGuest

@@ -29,7 +29,8 @@ from hvuio.device.bind import bind_device
 from hvuio.device.platform import TreePlatform
 from hvuio.device.uio import Interrupt
 from hvuio.errors import HostProtocolError, LocalProtocolError
-from hvuio.nic import CONTROL_AREA, NIC_POOL_SIZE, Nic, section_mtu
+from hvuio.nic import CONTROL_AREA, NIC_POOL_SIZE, Nic
+from hvuio.nicinfo import section_mtu
 from hvuio.proto.events import Outbound, Send
 from hvuio.sim.host import nvsp as host_nvsp
 from hvuio.sim.host import profile as hp

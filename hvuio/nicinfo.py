@@ -1,0 +1,133 @@
+"""What a NIC's bring-up negotiated, as the user sees it, and the rule for the tap's MTU.
+
+What lives here: `NicInfo` (the negotiated values, None until known, and their JSON form that
+`up --json`, the status record and hvuio/cli/render.py use), the names of NVSP and NDIS versions,
+and the MTU rule: the tap gets min(the MTU asked, the host's maximum frame size
+(OID_GEN_MAXIMUM_FRAME_SIZE, as Linux lowers its MTU to it in rndis_filter_device_add), what the
+TX path carries: GPA_MTU with GPA-direct, `section_mtu` of the host's send section without), with
+the reason when that is below the MTU asked (`tap_mtu`).
+
+What must not live here: the bring-up that fills NicInfo (hvuio/nic.py), printing (hvuio/cli).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hvuio.errors import HostProtocolError
+from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
+from hvuio.netdev.tap import format_mac
+from hvuio.offloads import NicOffloads
+from hvuio.proto import limits
+from hvuio.wire import nvsp as wn
+
+#: Largest MTU a GPA-direct TX path carries: Linux's range ends at 65521 (NETVSC_MTU 65535 minus
+#: the Ethernet header).
+GPA_MTU: Final = limits.MAX_MTU
+
+
+def section_mtu(section_size: int) -> int:
+    """The largest MTU whose frames one send section carries after the RNDIS packet header (the
+    data path adds no pktinfo a frame needs: a checksum pktinfo that does not fit beside a
+    full-size frame becomes a software checksum, _native/tx_stage.c stage_whole_csum)."""
+    return section_size - RNDIS_PACKET_HEADER - ETH_HLEN
+
+
+NVSP_NAMES: Final[dict[int, str]] = {wn.NvspVersion.V1: "1", wn.NvspVersion.V2: "2", wn.NvspVersion.V4: "4",
+                     wn.NvspVersion.V5: "5", wn.NvspVersion.V6: "6", wn.NvspVersion.V61: "6.1"}
+
+
+def nvsp_name(version: int) -> str:
+    return NVSP_NAMES.get(version, f"{version:#x}")
+
+
+def ndis_name(version: int) -> str:
+    return f"{version >> 16}.{version & 0xFFFF}"
+
+
+@dataclass
+class NicInfo:
+    """What bring-up negotiated (None until known)."""
+
+    device: str
+    uio: str
+    relid: int
+    monitored: bool
+    ring_size: int
+    nvsp_version: int | None = None
+    ndis_version: int | None = None
+    #: RNDIS (major, minor) from the initialize completion
+    rndis_version: tuple[int, int] | None = None
+    #: the host's limits for several RNDIS packets per send (max_packets, alignment, max_bytes)
+    tx_aggregation: TxAggregation | None = None
+    mtu: int | None = None
+    mac: bytes | None = None
+    permanent_mac: bytes | None = None
+    recv_buffer_size: int = 0
+    recv_section_size: int | None = None
+    recv_section_count: int | None = None
+    send_buffer_size: int = 0
+    send_section_size: int | None = None
+    send_section_count: int | None = None
+    control_sections: int | None = None
+    link_up: bool | None = None
+    link_speed_bps: int | None = None
+    queues: int = 1
+    #: known from the moment the send buffer is connected (RNDIS starts then)
+    offloads: NicOffloads | None = None
+    #: how frames and control messages leave: "gpa-direct (<pool kind>)" or "send buffer (<reason>)"
+    tx_path: str | None = None
+    #: the MTU asked for (NDIS config), the host's OID_GEN_MAXIMUM_FRAME_SIZE (None: not answered),
+    #: and why `mtu` is below the MTU asked (None: it is not)
+    mtu_asked: int | None = None
+    host_max_frame: int | None = None
+    mtu_limited_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
+        agg = self.tx_aggregation
+        return {
+            "device": self.device, "uio": self.uio, "relid": self.relid, "monitored": self.monitored,
+            "ring_size": self.ring_size, "nvsp_version": self.nvsp_version,
+            "ndis_version": self.ndis_version,
+            "rndis_version": None if self.rndis_version is None else "{}.{}".format(*self.rndis_version),
+            "tx_aggregation": {} if agg is None else {"max_packets": agg.max_packets,
+                                                      "alignment": agg.alignment,
+                                                      "max_bytes": agg.max_bytes},
+            "mtu": self.mtu,
+            "mac": None if self.mac is None else format_mac(self.mac),
+            "permanent_mac": None if self.permanent_mac is None else format_mac(self.permanent_mac),
+            "recv_buffer_size": self.recv_buffer_size, "recv_section_size": self.recv_section_size,
+            "recv_section_count": self.recv_section_count, "send_buffer_size": self.send_buffer_size,
+            "send_section_size": self.send_section_size, "send_section_count": self.send_section_count,
+            "control_sections": self.control_sections, "link_up": self.link_up,
+            "link_speed_bps": self.link_speed_bps, "queues": self.queues,
+            "offloads": {} if self.offloads is None else self.offloads.to_dict(),
+            "tx_path": self.tx_path, "mtu_asked": self.mtu_asked, "host_max_frame": self.host_max_frame,
+            "mtu_limited_by": self.mtu_limited_by,
+            "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
+            "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
+        }
+
+
+def tap_mtu(asked: int, host_max_frame: int | None, *, gpa: bool, send_section_size: int) -> tuple[int, str | None]:
+    """min(asked, the host's maximum frame, what the TX path carries) and why, if below asked.
+    HostProtocolError when the host's send sections cannot carry a minimum-MTU frame and there is
+    no GPA-direct path."""
+    mtu, why = asked, None
+    if host_max_frame is not None and host_max_frame < mtu:
+        mtu, why = host_max_frame, f"the host allows at most {host_max_frame}"
+    if gpa:
+        if GPA_MTU < mtu:
+            mtu, why = GPA_MTU, f"GPA-direct carries at most {GPA_MTU}"
+        return mtu, why
+    path = section_mtu(send_section_size)
+    if path < limits.MIN_MTU:
+        raise HostProtocolError(f"the host's send sections of {send_section_size} bytes carry frames of at most "
+                                f"{path} bytes, below the minimum MTU {limits.MIN_MTU}",
+                                "Use a host with larger send sections, or GPA-direct (a platform "
+                                "with huge pages).")
+    if path < mtu:
+        mtu, why = path, f"without GPA-direct a send section carries at most {path}"
+    return mtu, why
