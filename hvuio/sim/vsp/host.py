@@ -308,6 +308,7 @@ class SimHost:
                     os.read(self._net_wake_r, 4096)
                 except BlockingIOError:
                     pass
+                continue  # a NIC became ready or stopped: take the new list before reading frames
             if ready and net.fileno() in readable:
                 try:
                     frames = net.read_frames(NET_BATCH)

@@ -18,10 +18,9 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
-Guest memory: at open the session takes its GPA-direct reader (guestmem.py: the VM's guest-memory
-file, or in "proc" mode the memory of the process that opened /dev/uioN) and gives it to
-HostNvsp; the pump gets the file's mapping too, and its `tx_gpa_rejected` sends (a page outside
-guest memory, completed FAILED in C) are logged here as rejections.
+Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
+mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
+`tx_gpa_rejected` sends (a page outside guest memory, completed FAILED in C) are logged here.
 
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
 shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
@@ -374,6 +373,7 @@ class Session:
         """Write queued packets in order; a full ring leaves the rest queued (never dropped)."""
         if not chan.backlog:
             return
+        self._update_rx_ready()  # before the guest can read a packet filter's reply and expect frames
         if self.fast is not None and chan.index == 0:
             chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
         try:
