@@ -18,9 +18,8 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
-Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
-mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
-`tx_gpa_rejected` sends (a page outside guest memory, completed FAILED in C) are logged here.
+Guest memory: the GPA-direct reader (guestmem.py: the guest-memory file, or the uio opener's memory
+in "proc" mode) goes to HostNvsp, the file's mapping to the pump (its `tx_gpa_rejected` logged here).
 
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
 shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
@@ -84,8 +83,7 @@ class VspCounters:
     guest_signals_masked: int = 0  # the outbound interrupt_mask was 1 (the host was draining)
     guest_signals_redundant: int = 0  # the previous signal of that channel was not consumed yet:
     #                                   the ring was not empty before the write that signalled
-    guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: the host
-    #                              may have drained the data already on an earlier pass)
+    guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: drained earlier)
     inbound_full: int = 0  # packets that met a full inbound ring and were queued
     backlog_max: int = 0  # the longest such queue
     rejections: int = 0
@@ -370,10 +368,11 @@ class Session:
         chan.backlog.append(data)
 
     def _flush(self, chan: Channel, signal_out: set[int]) -> None:
-        """Write queued packets in order; a full ring leaves the rest queued (never dropped)."""
+        """Write queued packets in order; a full ring leaves the rest queued (never dropped). The
+        network learns first whether the NIC takes frames (a packet filter's reply may be next)."""
         if not chan.backlog:
             return
-        self._update_rx_ready()  # before the guest can read a packet filter's reply and expect frames
+        self._update_rx_ready()
         if self.fast is not None and chan.index == 0:
             chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
         try:
@@ -396,8 +395,9 @@ class Session:
             self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
 
     def _update_rx_ready(self) -> None:
-        rndis = self.nvsp.rndis
-        ready = self.fault is None and rndis is not None and rndis.operational and bool(rndis.packet_filter)
+        rndis = self.nvsp.rndis  # while the C pump runs, it reads the tap: the network thread must not
+        ready = (self.fault is None and self.fast is None and rndis is not None and rndis.operational
+                 and bool(rndis.packet_filter))
         if ready != self.rx_ready:
             self.rx_ready = ready
             self.host.wake_network()
