@@ -204,3 +204,34 @@ def test_guest_gpa_direct_lso_send_larger_than_a_section_crosses_the_whole_host(
             assert any("outside guest memory" in r for r in env.host.status()[nic.guid]["rejections"])
         finally:
             g.close()
+
+
+def test_while_the_c_pump_reads_the_tap_no_other_thread_does(
+        tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control packets the session flushes while the C pump serves the NIC (link indications
+    here) must not make the NIC 'ready' for the host's network thread: two readers of one tap
+    split and reorder its frames (TCP through the emulator fell to nothing after link flaps)."""
+    from support.ring_guest import RingGuest
+
+    from hvuio.proto.events import LinkStatus
+    from hvuio.sim.host.profile import HostProfile
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+
+    if not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, "1")
+    net = make_net(netns_factory, offload=True)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(link_flap_delay=0.0)) as env:
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            nic = env.nics[0]
+            assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
+            session = env.host._sessions[nic.guid]
+            for up in (False, True, False, True):
+                env.host.set_link(nic, up)
+                g.pump(lambda up=up: g.events and g.events[-1] == LinkStatus(up), "the link indication")  # type: ignore[misc]
+                assert not session.rx_ready, "the network thread would read the C pump's tap too"
+        finally:
+            g.close()
