@@ -121,7 +121,7 @@
  *    RX: the receive checksum pktinfo turns into vnet DATA_VALID when TCP or UDP checksum
  *    succeeded and none failed (Linux netvsc_alloc_recv_skb; HVU_DP_F_RX_CSUM). RSC fragments
  *    (RNDIS_PKTINFO_ID with SUBALLOC; Linux rndis_filter_receive_data) are concatenated, at most
- *    562 fragments (NVSP_RSC_MAX) and 64 KiB, same pkt_id, checksum info of the first, and the
+ *    562 fragments (NVSP_RSC_MAX) and 64 KiB, checksum info of the first, and the
  *    frame is written once with the IP length checked and the IPv4 header checksum recomputed;
  *    longer than one MSS (MTU - IP - TCP headers: Hyper-V gives no segment count, and this MSS
  *    keeps the frame forwardable) it becomes a TCP GSO frame. Tun ignores DATA_VALID on write,
@@ -244,7 +244,6 @@ struct hvu_dp {
     uint32_t rsc_cnt;               /* fragments assembled, 0 = no sequence open */
     uint32_t rsc_csum;              /* checksum info of the first fragment */
     int rsc_has_csum;
-    uint32_t rsc_id;                /* pkt_id of the first fragment */
     int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
     int err_no;
     int tap_eof;                    /* a tap read returned 0: the tap is not read again */

@@ -109,7 +109,7 @@ enum hvu_dp_reason {
     HVU_DP_VNET_GSO = 48,      /* GSO frame: gso_size 0, no NEEDS_CSUM, hdr_len beyond the frame, or
                                 * headers that are not Ethernet/IP/TCP of the gso_type at csum_start */
     HVU_DP_RSC_SEQUENCE = 49,  /* RSC fragment out of order: no first, new first before the last,
-                                * another packet in between, or a pkt_id change (value = flags) */
+                                * or another packet in between (value = flags) */
     HVU_DP_RSC_TOO_LONG = 50,  /* RSC: more than 562 fragments or 64 KiB (value = bytes so far) */
     HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths; or its
                                 * IP + TCP headers alone fill the MTU (value = their length) */

@@ -270,23 +270,21 @@ static int rsc_emit(struct hvu_dp *dp)
     return 0;
 }
 
-/* One RSC fragment (pktinfo id with SUBALLOC; Linux rndis_filter_receive_data's rules, plus a
- * pkt_id that must not change inside a sequence). 0 = taken (or frame written), -1 = dropped. */
+/* One RSC fragment (pktinfo id with SUBALLOC; Linux rndis_filter_receive_data's rules: the
+ * first/last flags delimit a sequence, the pkt_id is not looked at). 0 = taken (or frame
+ * written), -1 = dropped. */
 static int rsc_add(struct hvu_dp *dp, uint32_t id, const uint8_t *data, uint32_t len, int has_csum,
                    uint32_t csum)
 {
-    uint32_t flag = (id >> 8) & 0xFF, pkt_id = id >> 16;
+    uint32_t flag = (id >> 8) & 0xFF;
     if (flag & PKTID_FIRST) {
         if (dp->rsc_cnt > 0)   /* the open sequence never got its last fragment */
             rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt);
         dp->rsc_len = 0;
         dp->rsc_has_csum = has_csum;
         dp->rsc_csum = csum;
-        dp->rsc_id = pkt_id;
     } else if (dp->rsc_cnt == 0) {
         return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, 1);
-    } else if (pkt_id != dp->rsc_id) {
-        return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt + 1);
     }
     if (dp->rsc_buf == NULL || dp->rsc_cnt >= HVU_DP_RSC_MAX_FRAGS || len > dp->rsc_cap - dp->rsc_len)
         return rsc_drop(dp, HVU_DP_RSC_TOO_LONG, (uint64_t)dp->rsc_len + len, dp->rsc_cnt + 1);

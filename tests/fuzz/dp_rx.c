@@ -7,7 +7,8 @@
  * writes packets into the inbound ring with ring.c's writer (attached TX over the same memory) and
  * reads the outbound ring with ring.c's reader. The input is a script: transfer-page packets
  * (headers, ranges, NVS messages, RNDIS packet messages with checksum / RSC-id / other per-packet
- * info, every field sometimes wrong), whole RSC sequences of a TCP frame (sometimes broken), tagged
+ * info, every field sometimes wrong), whole RSC sequences of a TCP frame (sometimes broken, sometimes
+ * with a pkt_id that changes midway, which is no break), tagged
  * and untagged completions, control packets, packets with a bad descriptor, rewrites of the
  * receive buffer, host drains of the outbound ring, and pump calls with a budget.
  *
@@ -422,7 +423,7 @@ static void host_rsc(struct st *s, struct fz *f)
         uint8_t brk = fz_u8(f);
         if (brk > 250)
             flags ^= 1u << fz_pick(f, 3);                  /* a wrong flag */
-        uint32_t id = (brk == 250 ? pkt_id + 1 : pkt_id);
+        uint32_t id = (brk == 250 ? pkt_id + 1 : pkt_id);  /* not a break: the flags delimit */
         uint8_t ppi[32];
         uint32_t pl = 0;
         if (pos == 0 && (how & 0x40))
