@@ -192,6 +192,10 @@ struct hvu_dp_drop {
 size_t hvu_dp_sizeof(void);
 int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg);
 int hvu_dp_rx(struct hvu_dp *dp, unsigned budget);
+/* One RNDIS data message of a transfer-page packet the control path read (a mixed packet):
+ * 0 frame written or RSC fragment taken, 1 dropped (counted), -EINVAL (longer than a receive
+ * section, or no data path). Only on the pump's thread, between pump calls. */
+int hvu_dp_rx_data(struct hvu_dp *dp, const uint8_t *msg, uint32_t len);
 int hvu_dp_tx(struct hvu_dp *dp, unsigned budget);
 int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget);
 int hvu_dp_signal(struct hvu_dp *dp);

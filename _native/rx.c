@@ -3,7 +3,8 @@
  * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
  * packet checks, the receive offloads (checksum info -> vnet flags, RSC fragment assembly), the
  * frame write to the tap, and the receive-completion queue. Completions of our
- * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL). The rules
+ * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
+ * messages of a mixed packet come back from Python through hvu_dp_rx_data. The rules
  * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
@@ -360,6 +361,20 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
     return 0;
 }
 
+/* One RNDIS data message the control path met in a transfer-page packet it owns (a packet that
+ * holds control messages too: datapath.h, "Mixed packets"). msg: the caller's private copy, len
+ * bytes, at most a receive section. The same checks, offloads and RSC sequence as a range the
+ * pump reads itself; the caller completes the packet. 0 = frame written or RSC fragment taken,
+ * 1 = dropped (counted), -EINVAL. */
+int hvu_dp_rx_data(struct hvu_dp *dp, const uint8_t *msg, uint32_t len)
+{
+    if (dp == NULL || !dp->initialised || msg == NULL || len > dp->recv_section)
+        return -EINVAL;
+    dp->ctr.rx_ranges++;
+    dp->ctr.rx_ctl_data++;
+    return deliver(dp, msg, len) < 0 ? 1 : 0;
+}
+
 /* ---- one transfer-page packet ----------------------------------------------------------------- */
 
 static int range_ok(const struct hvu_dp *dp, const struct hvu_xfer_range *rg)
@@ -401,7 +416,8 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
     struct hvu_xfer_hdr xh;
     memcpy(&xh, pkt + HVU_DESC_SIZE, sizeof(xh));
     const uint8_t *ranges = pkt + HVU_DESC_SIZE + sizeof(xh);
-    /* Pass 1: any RNDIS message that is not a data packet makes the whole packet Python's. */
+    /* Pass 1: any RNDIS message that is not a data packet makes the whole packet Python's (its
+     * data messages come back one by one through hvu_dp_rx_data). */
     for (uint32_t i = 0; i < xh.range_cnt; i++) {
         struct hvu_xfer_range rg;
         memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));
