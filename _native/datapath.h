@@ -33,9 +33,24 @@
  *    transfer-page packet is only consumed when pend[] has room, so none is ever lost.
  *  - Packets C does not handle are left unread and reported as HVU_DP_CONTROL: in-band (0x6),
  *    GPA-direct (0x9), completions without the TX tag (control requests), transfer-page packets
- *    with NVS channel type 1 or whose RNDIS message is not a data packet (RNDIS control replies
- *    and status indications travel through the receive buffer too, DPDK hn_rndis_receive), and
- *    packets larger than pkt_buf.
+ *    with NVS channel type 1 or with any range whose RNDIS message is not a data packet (RNDIS
+ *    control replies and status indications travel through the receive buffer too, DPDK
+ *    hn_rndis_receive), and packets larger than pkt_buf.
+ *  - Mixed packets: Linux (netvsc_receive -> rndis_filter_receive) and DPDK
+ *    (hn_nvs_handle_rxbuf -> hn_rndis_receive) dispatch each range on its own RNDIS message type,
+ *    so one transfer-page packet may carry frames and a control reply together. Such a packet is
+ *    left whole to Python, which reads it from the ring (one reader of the ring at a time, the
+ *    threading rule above), hands the control messages to the protocol machines and each data
+ *    message back through hvu_dp_rx_data, and completes the packet itself, once (status FAILED
+ *    when a data message was dropped, as below). hvu_dp_rx_data runs the same checks, offloads
+ *    and RSC sequence as a range the pump reads (a control message between two fragments leaves
+ *    the sequence open, as in Linux) and counts the message in rx_ranges (and rx_ctl_data), so
+ *    rx_ranges = rx_ranges_written + rx_range_drops + open RSC fragments holds across both
+ *    paths. It is called on the pump's thread between pump calls (hvuio/native/datapath.py). The
+ *    choice over copying control bytes out in C: the pump keeps one rule (a packet is C's whole or
+ *    Python's whole), Python's control path stays the only parser of control messages, and no
+ *    second completion owner or bounded control queue is needed; mixed packets are rare (a
+ *    control reply or status indication), so the extra Python hop costs nothing that matters.
  *  - TX (tx.c): the send buffer is send_section_count sections of send_section_size bytes,
  *    tracked in a bitmap. A frame is read from the tap straight into a free section after the
  *    RNDIS header space (readv; the vnet header goes to scratch and is dropped); the RNDIS packet
@@ -121,7 +136,7 @@
  *    RX: the receive checksum pktinfo turns into vnet DATA_VALID when TCP or UDP checksum
  *    succeeded and none failed (Linux netvsc_alloc_recv_skb; HVU_DP_F_RX_CSUM). RSC fragments
  *    (RNDIS_PKTINFO_ID with SUBALLOC; Linux rndis_filter_receive_data) are concatenated, at most
- *    562 fragments (NVSP_RSC_MAX) and 64 KiB, same pkt_id, checksum info of the first, and the
+ *    562 fragments (NVSP_RSC_MAX) and 64 KiB, checksum info of the first, and the
  *    frame is written once with the IP length checked and the IPv4 header checksum recomputed;
  *    longer than one MSS (MTU - IP - TCP headers: Hyper-V gives no segment count, and this MSS
  *    keeps the frame forwardable) it becomes a TCP GSO frame. Tun ignores DATA_VALID on write,
@@ -244,7 +259,6 @@ struct hvu_dp {
     uint32_t rsc_cnt;               /* fragments assembled, 0 = no sequence open */
     uint32_t rsc_csum;              /* checksum info of the first fragment */
     int rsc_has_csum;
-    uint32_t rsc_id;                /* pkt_id of the first fragment */
     int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
     int err_no;
     int tap_eof;                    /* a tap read returned 0: the tap is not read again */

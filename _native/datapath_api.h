@@ -109,7 +109,7 @@ enum hvu_dp_reason {
     HVU_DP_VNET_GSO = 48,      /* GSO frame: gso_size 0, no NEEDS_CSUM, hdr_len beyond the frame, or
                                 * headers that are not Ethernet/IP/TCP of the gso_type at csum_start */
     HVU_DP_RSC_SEQUENCE = 49,  /* RSC fragment out of order: no first, new first before the last,
-                                * another packet in between, or a pkt_id change (value = flags) */
+                                * or another packet in between (value = flags) */
     HVU_DP_RSC_TOO_LONG = 50,  /* RSC: more than 562 fragments or 64 KiB (value = bytes so far) */
     HVU_DP_RSC_FRAME = 51,     /* RSC frame too long and not IP/TCP with matching lengths; or its
                                 * IP + TCP headers alone fill the MTU (value = their length) */
@@ -192,6 +192,10 @@ struct hvu_dp_drop {
 size_t hvu_dp_sizeof(void);
 int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg);
 int hvu_dp_rx(struct hvu_dp *dp, unsigned budget);
+/* One RNDIS data message of a transfer-page packet the control path read (a mixed packet):
+ * 0 frame written or RSC fragment taken, 1 dropped (counted), -EINVAL (longer than a receive
+ * section, or no data path). Only on the pump's thread, between pump calls. */
+int hvu_dp_rx_data(struct hvu_dp *dp, const uint8_t *msg, uint32_t len);
 int hvu_dp_tx(struct hvu_dp *dp, unsigned budget);
 int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget);
 int hvu_dp_signal(struct hvu_dp *dp);

@@ -56,6 +56,8 @@
     X(rx_ranges)         /* receive-buffer ranges of data packets taken (one RNDIS message each) */\
     X(rx_ranges_written) /* of those, whose frame reached the tap (a fragment: its whole frame) */ \
     X(rx_range_drops)    /* of those, dropped and counted (bad, oversize, RSC, tap refused); the */\
-                         /* rest sit in an RSC sequence still open */
+                         /* rest sit in an RSC sequence still open */                          \
+    X(rx_ctl_data)       /* RNDIS data messages the control path handed over (mixed packets; */\
+                         /* also in rx_ranges) */
 
 #endif

@@ -3,7 +3,8 @@
  * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
  * packet checks, the receive offloads (checksum info -> vnet flags, RSC fragment assembly), the
  * frame write to the tap, and the receive-completion queue. Completions of our
- * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL). The rules
+ * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
+ * messages of a mixed packet come back from Python through hvu_dp_rx_data. The rules
  * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
@@ -270,23 +271,21 @@ static int rsc_emit(struct hvu_dp *dp)
     return 0;
 }
 
-/* One RSC fragment (pktinfo id with SUBALLOC; Linux rndis_filter_receive_data's rules, plus a
- * pkt_id that must not change inside a sequence). 0 = taken (or frame written), -1 = dropped. */
+/* One RSC fragment (pktinfo id with SUBALLOC; Linux rndis_filter_receive_data's rules: the
+ * first/last flags delimit a sequence, the pkt_id is not looked at). 0 = taken (or frame
+ * written), -1 = dropped. */
 static int rsc_add(struct hvu_dp *dp, uint32_t id, const uint8_t *data, uint32_t len, int has_csum,
                    uint32_t csum)
 {
-    uint32_t flag = (id >> 8) & 0xFF, pkt_id = id >> 16;
+    uint32_t flag = (id >> 8) & 0xFF;
     if (flag & PKTID_FIRST) {
         if (dp->rsc_cnt > 0)   /* the open sequence never got its last fragment */
             rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt);
         dp->rsc_len = 0;
         dp->rsc_has_csum = has_csum;
         dp->rsc_csum = csum;
-        dp->rsc_id = pkt_id;
     } else if (dp->rsc_cnt == 0) {
         return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, 1);
-    } else if (pkt_id != dp->rsc_id) {
-        return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, dp->rsc_cnt + 1);
     }
     if (dp->rsc_buf == NULL || dp->rsc_cnt >= HVU_DP_RSC_MAX_FRAGS || len > dp->rsc_cap - dp->rsc_len)
         return rsc_drop(dp, HVU_DP_RSC_TOO_LONG, (uint64_t)dp->rsc_len + len, dp->rsc_cnt + 1);
@@ -362,6 +361,20 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
     return 0;
 }
 
+/* One RNDIS data message the control path met in a transfer-page packet it owns (a packet that
+ * holds control messages too: datapath.h, "Mixed packets"). msg: the caller's private copy, len
+ * bytes, at most a receive section. The same checks, offloads and RSC sequence as a range the
+ * pump reads itself; the caller completes the packet. 0 = frame written or RSC fragment taken,
+ * 1 = dropped (counted), -EINVAL. */
+int hvu_dp_rx_data(struct hvu_dp *dp, const uint8_t *msg, uint32_t len)
+{
+    if (dp == NULL || !dp->initialised || msg == NULL || len > dp->recv_section)
+        return -EINVAL;
+    dp->ctr.rx_ranges++;
+    dp->ctr.rx_ctl_data++;
+    return deliver(dp, msg, len) < 0 ? 1 : 0;
+}
+
 /* ---- one transfer-page packet ----------------------------------------------------------------- */
 
 static int range_ok(const struct hvu_dp *dp, const struct hvu_xfer_range *rg)
@@ -403,7 +416,8 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
     struct hvu_xfer_hdr xh;
     memcpy(&xh, pkt + HVU_DESC_SIZE, sizeof(xh));
     const uint8_t *ranges = pkt + HVU_DESC_SIZE + sizeof(xh);
-    /* Pass 1: any RNDIS message that is not a data packet makes the whole packet Python's. */
+    /* Pass 1: any RNDIS message that is not a data packet makes the whole packet Python's (its
+     * data messages come back one by one through hvu_dp_rx_data). */
     for (uint32_t i = 0; i < xh.range_cnt; i++) {
         struct hvu_xfer_range rg;
         memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));

@@ -15,8 +15,13 @@ What lives here:
   * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
     the C core's `check_xfer_header`), the NVSP payload checked to be type 107 (§4.13), every
     range copied out of the receive buffer before it is parsed (§4.16), split into RNDIS
-    messages, and the packet completed with NVSP type 108 and the same trans_id (§3.6). RNDIS data
-    messages met here (no data path running) are counted and dropped.
+    messages, and the packet completed once with NVSP type 108 and the same trans_id (§3.6).
+    Each message is dispatched on its own type, as Linux netvsc_receive / DPDK
+    hn_nvs_handle_rxbuf do per range: control messages go up as Inbound items, data messages to
+    `data_sink` (the running data path's `deliver_data`, which writes their frames to the tap; a
+    packet mixing both reaches this path because the pump leaves it whole), or, with no data path
+    running, are counted and dropped. A data message the sink dropped makes the completion FAILED,
+    as the pump's own completions.
   * Signalling (§3.12): a monitored channel ORs its trigger bit into the monitor page atomically;
     a non-monitored one writes 1 to the uio fd (the kernel's irqcontrol then signals the host).
     `MonitorSignal` uses the C core's `hvu_monitor_signal` (a locked OR, never a plain store: the
@@ -116,6 +121,7 @@ class ChannelCounters:
     xfer_packets: int = 0
     rndis_control: int = 0
     rndis_data_dropped: int = 0
+    rndis_data_handed: int = 0  # data messages given to the data path (`Channel.data_sink`)
     acks_sent: int = 0
     control_gpa: int = 0  # RNDIS control messages sent GPA-direct (from a control page)
     control_sections: int = 0  # RNDIS control messages sent in a send-buffer section
@@ -154,6 +160,9 @@ class Channel:
         self._recv_section: int | None = None
         #: the control pages of the NIC's guest-memory pool (GPA-direct control messages), if any
         self.control_pages: GuestRegion | None = None
+        #: where RNDIS data messages met on this path go while a data path runs (its
+        #: `deliver_data`: True = frame written, False = dropped); None: counted and dropped
+        self.data_sink: Callable[[bytes], bool] | None = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -319,16 +328,20 @@ class Channel:
                                     "(send RNDIS packet)")
         _, _, _, count = _XFER_HEAD.unpack_from(pkt.header)
         out: list[Inbound] = []
+        delivered = True
         for i in range(count):
             length, offset = _RANGE.unpack_from(pkt.header, _XFER_HEAD.size + 8 * i)
             data = bytes(self.recv_buf[offset:offset + length])  # private copy before parsing (§4.16)
-            out.extend(self._split_rndis(data, pkt.trans_id, f"{what} range {i}"))
-        self.send_raw(PacketType.COMP, wn.receive_ack(), trans_id=pkt.trans_id, want_completion=False)
+            delivered &= self._split_rndis(data, pkt.trans_id, f"{what} range {i}", out)
+        status = wn.NvspStatus.SUCCESS if delivered else wn.NvspStatus.FAIL
+        self.send_raw(PacketType.COMP, wn.receive_ack(status), trans_id=pkt.trans_id, want_completion=False)
         self.counters.acks_sent += 1
         return out
 
-    def _split_rndis(self, data: bytes, trans_id: int, what: str) -> list[Inbound]:
-        out: list[Inbound] = []
+    def _split_rndis(self, data: bytes, trans_id: int, what: str, out: list[Inbound]) -> bool:
+        """The RNDIS messages of one range: control ones appended to `out`, data ones to the
+        sink. False when the sink dropped one."""
+        delivered = True
         pos = 0
         while pos < len(data):
             if len(data) - pos < wr.RNDIS_HEADER_SIZE:
@@ -338,13 +351,16 @@ class Channel:
             if not wr.RNDIS_HEADER_SIZE <= mlen <= len(data) - pos:
                 raise HostProtocolError(f"{what}: RNDIS message_length {mlen} at offset {pos} outside "
                                         f"[8, {len(data) - pos}] (bytes left in the range)")
-            if mtype == wr.RndisType.PACKET:
+            if mtype == wr.RndisType.PACKET and self.data_sink is not None:
+                self.counters.rndis_data_handed += 1
+                delivered &= self.data_sink(data[pos:pos + mlen])
+            elif mtype == wr.RndisType.PACKET:
                 self.counters.rndis_data_dropped += 1
             else:
                 self.counters.rndis_control += 1
                 out.append(Inbound(InboundKind.RNDIS, trans_id, data[pos:pos + mlen]))
             pos += mlen
-        return out
+        return delivered
 
     # ---- waiting ------------------------------------------------------------------------------------
 

@@ -115,6 +115,7 @@ class Engine:
                           tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
                           gpa_pool=nic.gpa_pool)
             self._dp = dp
+            chan.data_sink = dp.deliver_data  # data messages of mixed packets (the pump's thread)
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:
                 on_ready(self)
@@ -133,6 +134,7 @@ class Engine:
             return self.counters
         finally:
             nic.on_link = None
+            chan.data_sink = None
             if dp is not None:
                 try:
                     dp.stop()

@@ -17,11 +17,14 @@ How the engine drives it:
   * Threading rule: while the pump runs, it is the only user of both rings. Python code that must
     read or write the rings (control requests, keep-alives) runs in the pump's thread: inside the
     ``on_control`` callback, or queued with `call_soon`. Outside a running pump, call `rx`, `tx`,
-    `run`, `read_control` and `send_control` from one thread.
+    `run`, `read_control`, `deliver_data` and `send_control` from one thread.
   * ``run`` / the thread return CONTROL_PENDING when the packet at the head of the inbound ring is
     not data-path traffic; it is still unread. `read_control` reads exactly that one packet
     (through the normal Ring API) and signals the host if flow control asks for it; feed it to the
-    protocol machines and resume.
+    protocol machines and resume. A transfer-page packet whose ranges mix RNDIS control and data
+    messages is one of those: its reader hands each data message to `deliver_data` (the frames
+    reach the tap, Linux netvsc_receive / DPDK hn_nvs_handle_rxbuf dispatch per range) and
+    completes the packet once itself.
   * trans_id convention: the data path tags its sends with bit 63 (``TX_TAG | section``, and
     ``TX_TAG | GPA_TAG | slot`` for GPA-direct sends); completions carrying the tag are consumed
     in C. Control requests must use ids below 2**63 (`send_control` enforces it); their
@@ -372,6 +375,15 @@ class DataPath:
     def rx(self, budget: int | None = None) -> Status:
         """One read batch: frames to the tap, completions to the host, TX sections freed."""
         return Status(self._check(_lib.hvu_dp_rx(self._dp, budget or self.budget), "rx"))
+
+    def deliver_data(self, msg: bytes) -> bool:
+        """One RNDIS data message the control path met in a transfer-page packet it read (a
+        packet that also held control messages): checked and written to the tap like a range the
+        pump reads, RSC fragments joining the pump's open sequence. True when the frame went out
+        (or the fragment was taken), False when it was dropped (counted). The caller completes the
+        packet. Threading rule as for the rings: on the pump's thread, between pump calls."""
+        buf = _ffi.from_buffer(msg)
+        return self._check(_lib.hvu_dp_rx_data(self._dp, buf, len(msg)), "rx_data") == 0
 
     def tx(self, budget: int | None = None) -> Status:
         """Up to `budget` frames from the tap to the host."""

@@ -7,9 +7,12 @@
  * writes packets into the inbound ring with ring.c's writer (attached TX over the same memory) and
  * reads the outbound ring with ring.c's reader. The input is a script: transfer-page packets
  * (headers, ranges, NVS messages, RNDIS packet messages with checksum / RSC-id / other per-packet
- * info, every field sometimes wrong), whole RSC sequences of a TCP frame (sometimes broken), tagged
- * and untagged completions, control packets, packets with a bad descriptor, rewrites of the
- * receive buffer, host drains of the outbound ring, and pump calls with a budget.
+ * info, every field sometimes wrong), whole RSC sequences of a TCP frame (sometimes broken, sometimes
+ * with a pkt_id that changes midway, which is no break), tagged
+ * and untagged completions, control packets, RNDIS control messages among a packet's data ranges,
+ * packets with a bad descriptor, rewrites of the receive buffer, host drains of the outbound
+ * ring, and pump calls with a budget. The harness also plays Python's reader of the packets the
+ * pump leaves: their data messages come back through hvu_dp_rx_data (python_hands_back).
  *
  * A classifier (the dispatch rules of datapath.h / rx.c, written here) says for each packet what
  * the pump must do with it, from its bytes and the receive buffer at the time of the call.
@@ -29,6 +32,9 @@
  *    frames + dropped + open after, exactly when no tap write failed); rx_packets / rx_bytes equal
  *    the datagrams and bytes on the tap; every data range taken is written, counted as dropped
  *    or in the open RSC sequence (rx_ranges = rx_ranges_written + rx_range_drops + open);
+ *  - every data message handed back from a packet the pump left is counted once (rx_ranges,
+ *    rx_ctl_data), dropped exactly when the classifier says malformed or oversize (or the tap or
+ *    the RSC rules refuse it), and keeps the range accounting and the tap's frame count true;
  *    no counter ever decreases;
  *  - every frame on the tap is at least an Ethernet header and at most mtu + 18 bytes, unless it is
  *    a GSO frame behind a vnet header (then at most 64 KiB + 18, gso_size > 0, hdr_len + gso_size
@@ -373,6 +379,16 @@ static void host_xfer(struct st *s, struct fz *f)
             uint32_t mlen = build_msg(f, msg, ppi, pl, fr, flen);
             rc[i] = mutate(f, mlen);
             ro[i] = place(s, msg, mlen);
+        } else if (mode < 228) {                               /* an RNDIS control message */
+            static const uint32_t CTL[] = {0x80000002u, 0x80000004u, 0x80000005u, 7u};
+            uint32_t body = 8 + fz_pick(f, 64) * 4;
+            if (body > s->sect)
+                body = s->sect;
+            memset(msg, 0, body);
+            wr32le(msg, CTL[fz_pick(f, 4)]);
+            wr32le(msg + 4, body);
+            rc[i] = body;
+            ro[i] = place(s, msg, body);
         } else if (mode < 240) {
             rc[i] = fz_range(f, 2 * s->sect);
             ro[i] = fz_range(f, s->recv_size + 64);
@@ -422,7 +438,7 @@ static void host_rsc(struct st *s, struct fz *f)
         uint8_t brk = fz_u8(f);
         if (brk > 250)
             flags ^= 1u << fz_pick(f, 3);                  /* a wrong flag */
-        uint32_t id = (brk == 250 ? pkt_id + 1 : pkt_id);
+        uint32_t id = (brk == 250 ? pkt_id + 1 : pkt_id);  /* not a break: the flags delimit */
         uint8_t ppi[32];
         uint32_t pl = 0;
         if (pos == 0 && (how & 0x40))
@@ -561,6 +577,73 @@ static void snapshot_counters(struct st *s, uint64_t *c)
         c[i] = hvu_dp_counter(s->dp, i);
 }
 
+/* Python's reader of a transfer-page packet the pump left whole (hvuio/channel.py
+ * _transfer_pages): when every range passes, each range is walked message by message (msg_len)
+ * and every RNDIS data message goes back to the pump with hvu_dp_rx_data (datapath.h "Mixed
+ * packets"); a walk that fails ends the packet, as Python's HostProtocolError does. Each hand-back
+ * is checked against the classifier: counted in rx_ranges and rx_ctl_data, a malformed message
+ * in rx_bad_rndis and an oversize one in rx_oversize (both reported as dropped), the range
+ * accounting kept, and the tap holding exactly the frames rx_packets counted. */
+static void python_hands_back(struct st *s, const struct hpkt *p)
+{
+    const uint8_t *b = p->bytes;
+    uint32_t hlen = (uint32_t)(b[2] | b[3] << 8) * 8u;
+    if (b[0] != 7 || p->len < 24 || hlen < 24 || hlen > p->len)
+        return;
+    uint32_t cnt = rd32le(b + 20);
+    if (cnt == 0 || 24 + (uint64_t)cnt * 8 > hlen)
+        return;
+    for (uint32_t i = 0; i < cnt; i++)
+        if (!range_good(s, rd32le(b + 24 + 8 * i), rd32le(b + 28 + 8 * i)))
+            return;
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint32_t c = rd32le(b + 24 + 8 * i), o = rd32le(b + 28 + 8 * i);
+        for (uint32_t pos = 0; pos < c;) {
+            if (c - pos < 8)
+                return;
+            uint32_t type = rd32le(s->recv + o + pos), mlen = rd32le(s->recv + o + pos + 4);
+            if (mlen < 8 || mlen > c - pos)
+                return;
+            if (type == 1) {
+                uint8_t *m = malloc(mlen);              /* Python's private copy, exactly mlen bytes */
+                memcpy(m, s->recv + o + pos, mlen);
+                int want = cls_msg(s, m, mlen);
+                struct hvu_dp_counters before = s->dp->ctr;
+                int rc = hvu_dp_rx_data(s->dp, m, mlen);
+                free(m);
+                struct hvu_dp_counters *a = &s->dp->ctr;
+                CHECK(rc == 0 || rc == 1, "hvu_dp_rx_data returned %d", rc);
+                CHECK(a->rx_ranges == before.rx_ranges + 1 && a->rx_ctl_data == before.rx_ctl_data + 1,
+                      "a handed-back message not counted");
+                CHECK(a->rx_bad_rndis - before.rx_bad_rndis == (want == R_BADRNDIS) &&
+                          a->rx_oversize - before.rx_oversize == (want == R_OVERSIZE),
+                      "handed-back message of class %d counted as bad %llu oversize %llu", want,
+                      (unsigned long long)(a->rx_bad_rndis - before.rx_bad_rndis),
+                      (unsigned long long)(a->rx_oversize - before.rx_oversize));
+                if (want == R_BADRNDIS || want == R_OVERSIZE)
+                    CHECK(rc == 1, "a handed-back message of class %d reported taken", want);
+                CHECK(a->rx_ranges == a->rx_ranges_written + a->rx_range_drops + s->dp->rsc_cnt,
+                      "after a hand-back: ranges %llu != written %llu + dropped %llu + open %u",
+                      (unsigned long long)a->rx_ranges, (unsigned long long)a->rx_ranges_written,
+                      (unsigned long long)a->rx_range_drops, s->dp->rsc_cnt);
+                uint64_t frames = 0, bytes = 0;
+                for (;;) {
+                    ssize_t r = recv(s->tap[1], s->buf, sizeof(s->buf), MSG_DONTWAIT);
+                    if (r < 0)
+                        break;
+                    check_frame(s, s->buf, (uint32_t)r);
+                    frames++;
+                    bytes += (uint64_t)r - ((s->flags & HVU_DP_F_VNET_HDR) ? 12 : 0);
+                }
+                CHECK(frames == a->rx_packets - before.rx_packets && bytes == a->rx_bytes - before.rx_bytes,
+                      "a hand-back put %llu frames on the tap, rx_packets +%llu", (unsigned long long)frames,
+                      (unsigned long long)(a->rx_packets - before.rx_packets));
+            }
+            pos += mlen;
+        }
+    }
+}
+
 static void python_reads_head(struct st *s)
 {
     struct hvu_pkt_desc d;
@@ -573,6 +656,8 @@ static void python_reads_head(struct st *s)
     hvu_ring_close(&s->rx);
     p->who = 2;
     s->head++;
+    if (p->cls == C_PYTHON)
+        python_hands_back(s, p);
 }
 
 #define NC 64

@@ -466,7 +466,29 @@ def test_interleaved_sequences_are_dropped(h: Host) -> None:
     h.packet(mixed)
     outs = h.run()
     assert outs == []                                  # never a frame made of both
-    assert h.dp.counters()["rx_rsc_drop"] == len(mixed)
+    c = h.dp.counters()
+    assert c["rx_rsc_drop"] == len(mixed) and c["rx_rsc_frames"] == 0
+    # a's first fragment is cut off by b's first; b's sequence then takes a's middle fragments (the
+    # pkt_id does not delimit, Linux rndis_filter_receive_data) and fails the IP length check; b's
+    # last fragment comes after that sequence closed
+    assert h.dp.drop_counts() == {"rsc_sequence": 2, "rsc_frame": 1}
+
+
+@pytest.mark.parametrize("ids", [[7, 8, 9, 10, 11], [1, 1, 2, 1, 1], [0, 65535, 0, 65535, 0]])
+def test_pkt_id_change_inside_a_sequence_is_taken(h: Host, ids: list[int]) -> None:
+    """Linux keys reassembly on the first/last flags alone (rndis_filter_receive_data): fragments
+    whose pkt_id changes midway still make one frame."""
+    orig = coalesced(8000)
+    frags = fragments(orig.frame, 2000)
+    assert len(frags) == len(ids)
+    h.packet([fragments(orig.frame, 2000, pkt_id=i)[k] for k, i in enumerate(ids)])
+    [out] = h.run()
+    check_rsc_frame(out, orig)
+    c = h.dp.counters()
+    assert c["rx_rsc_frames"] == 1 and c["rx_rsc_frags"] == len(ids) and c["rx_rsc_drop"] == 0
+    assert h.dp.drop_counts() == {}
+    assert c["rx_ranges"] == c["rx_ranges_written"] + c["rx_range_drops"]
+    assert [h.comp_fields(p) for p in h.drain()] == [(108, STATUS_OK)]
 
 
 def test_foreign_fragment_of_another_length_fails_the_length_check(h: Host) -> None:
@@ -505,12 +527,12 @@ def test_oversize_non_tcp_frame_is_dropped(h: Host) -> None:
 
 
 def model(ops: list[tuple[str, int, int]]) -> tuple[int, int, int, int]:
-    """Reference for the rules (Linux rndis_filter_receive_data, plus the pkt_id check):
-    returns (plain frames, RSC frames, fragments in RSC frames, fragments dropped)."""
+    """Reference for the rules (Linux rndis_filter_receive_data: the first/last flags delimit a
+    sequence, the pkt_id is not looked at): returns (plain frames, RSC frames, fragments in RSC
+    frames, fragments dropped)."""
     flags = {"first": SUB | FIRST, "mid": SUB, "last": SUB | LAST, "firstlast": SUB | FIRST | LAST}
     plain = frames = in_frames = dropped = cnt = length = 0
-    pid0 = -1
-    for kind, pid, n in ops:
+    for kind, _pid, n in ops:
         if kind == "plain":
             dropped += cnt
             cnt = length = 0
@@ -519,13 +541,9 @@ def model(ops: list[tuple[str, int, int]]) -> tuple[int, int, int, int]:
         f = flags[kind]
         if f & FIRST:
             dropped += cnt
-            cnt, length, pid0 = 0, 0, pid
+            cnt = length = 0
         elif cnt == 0:
             dropped += 1
-            continue
-        elif pid != pid0:
-            dropped += cnt + 1
-            cnt = length = 0
             continue
         cnt += 1
         length += n

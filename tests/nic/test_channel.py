@@ -7,6 +7,7 @@ host could have written. Interrupt = one end of a socketpair (the emulator's fd 
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import socket
 import struct
@@ -18,6 +19,7 @@ import pytest
 from hvuio.channel import Channel, MonitorSignal
 from hvuio.device.uio import Interrupt, monitor_trigger
 from hvuio.errors import HostProtocolError, LocalProtocolError, RescindedError, RingCorruptError
+from hvuio.native.datapath import DataPath, Status
 from hvuio.proto.events import Inbound, InboundKind, Outbound
 from hvuio.proto.sections import ControlSections, SectionPool, split_send_sections
 from hvuio.sim.host import wire as hw
@@ -111,6 +113,62 @@ def test_transfer_page_control_messages_are_split_and_acked(pair: Pair) -> None:
     ptype, flags, tid, payload = sent[0]
     assert (ptype, flags, tid) == (0xB, 0, 0x1234)
     assert struct.unpack_from("<II", payload) == (wn.NvspType.SEND_RNDIS_PACKET_COMPLETE, wn.NvspStatus.SUCCESS)
+
+
+@contextlib.contextmanager
+def data_path(p: Pair) -> Iterator[tuple[DataPath, socket.socket]]:
+    """The C pump over the channel's rings, its tap a datagram socketpair (the test reads the other
+    end), wired as the engine wires it (`data_sink`)."""
+    tap_guest, tap_host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    irq_guest, irq_host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (tap_guest, tap_host, irq_guest, irq_host):
+        sock.setblocking(False)
+    dp = DataPath(tx_ring=p.chan.tx, rx_ring=p.chan.rx, recv_buf=p.recv, recv_section_size=SECTION,
+                  send_buf=p.send, send_section_size=SEND_SECTION, send_section_count=8,
+                  tap_fd=tap_guest.fileno(), irq_fd=irq_guest.fileno())
+    p.chan.data_sink = dp.deliver_data
+    try:
+        yield dp, tap_host
+    finally:
+        p.chan.data_sink = None
+        for sock in (tap_guest, tap_host, irq_guest, irq_host):
+            sock.close()
+
+
+def tap_frames(tap: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(tap.recv(70000))
+        except BlockingIOError:
+            return out
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_mixed_packet_frames_reach_the_tap_and_control_the_machines(pair: Pair, bad: bool) -> None:
+    """Data, control reply, data in one packet (ranges dispatched on their own type, as Linux
+    netvsc_receive): both frames on the tap, the reply handed up, one completion (FAILED when a
+    data message was dropped)."""
+    a, b = bytes(range(60)), bytes(range(100, 200))
+    reply = hw.rndis_query_complete(5, 0, b"\x01\x02\x03\x04")
+    last = bytearray(hw.rndis_packet(b))
+    if bad:
+        struct.pack_into("<I", last, 8, 8)               # data_offset below 36: the pump drops it
+    with data_path(pair) as (dp, tap):
+        pair.xfer(0x77, [hw.rndis_packet(a), reply, bytes(last)], chan_type=0)
+        assert dp.rx() is Status.CONTROL                 # the engine's on_control: read, then ingest
+        items = pair.chan.ingest(dp.read_control())
+        assert items == [Inbound(InboundKind.RNDIS, 0x77, reply)]
+        assert tap_frames(tap) == ([a] if bad else [a, b])
+        c = dp.counters()
+        assert c["rx_ctl_data"] == 2 and c["rx_comp_sent"] == 0
+        assert c["rx_ranges"] == c["rx_ranges_written"] + c["rx_range_drops"]
+        assert dp.rx() is Status.IDLE
+    assert pair.chan.counters.rndis_data_handed == 2 and pair.chan.counters.rndis_data_dropped == 0
+    sent = host_reads(pair)
+    assert [(ptype, flags, tid) for ptype, flags, tid, _ in sent] == [(0xB, 0, 0x77)]
+    status = wn.NvspStatus.FAIL if bad else wn.NvspStatus.SUCCESS
+    assert struct.unpack_from("<II", sent[0][3]) == (wn.NvspType.SEND_RNDIS_PACKET_COMPLETE, status)
 
 
 def test_received_bytes_are_a_private_copy(pair: Pair) -> None:
