@@ -67,7 +67,10 @@ class HostProfile:
     mtu_max: int = MAX_NDIS_MTU
     link_up: bool = True
     link_speed_bps: int = 10_000_000_000
-    max_subchannels: int = 7  # queues - 1; Linux VRSS_CHANNEL_DEFAULT is 8 channels
+    # The host's receive queues less the primary ([OV] max_queues - 1, max_queues being the
+    # configured count clamped to [1, min(backend, 64)]); 7 = Linux VRSS_CHANNEL_DEFAULT's 8 channels.
+    # Reported as OID_GEN_RECEIVE_SCALE_CAPABILITIES' number of receive queues (+ 1).
+    max_subchannels: int = 7
     # None: [OV-BUF] layout (256 + mtu + 36 per section). Hyper-V is reported to use 1728-byte
     # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that.
     recv_section_size: int | None = None
