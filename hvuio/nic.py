@@ -78,7 +78,8 @@ class Nic:
 
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
-                 clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
+                 channels: int = 1) -> None:
         self.sysroot = Path(sysroot)
         self.name = name
         #: send by guest-physical address when the platform has guest memory; False: send buffer only
@@ -88,6 +89,9 @@ class Nic:
         #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
         self.offload = offload
         self.mtu = mtu
+        #: channels to negotiate, the primary included (NetvscGuest asks the host for the rest as
+        #: subchannels); the data path serves the primary only, so the engine leaves this at 1
+        self.channels = channels
         self.versions = versions
         self.clock = clock
         self._platform = platform
@@ -154,9 +158,11 @@ class Nic:
                                      send_buf=BufferGrant(handle.send_gpadl, len(send)),
                                      mtu=self.mtu, versions=self.versions, offload=self.offload,
                                      control_pages=CONTROL_PAGES if self.memory is not None else 0,
-                                     name=chan.name)
-            self._perform(self.guest.start())
-            self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
+                                     channels=self.channels, name=chan.name)
+            guest = self.guest
+            self._perform(guest.start())
+            self._run_until(lambda: guest.ready, timeout, "bring-up", interruptible=True)
+            self.ready = True
         except HostRefusedError as err:
             if "every version" in err.message:
                 err.hint = ("The host accepts none of the NVSP versions offered; "
@@ -355,7 +361,13 @@ class Nic:
         info.mtu, info.mtu_limited_by = self._tap_mtu(info)
         if info.mtu_limited_by is not None:
             log.warning("MTU %d instead of the %d asked: %s", info.mtu, self.mtu, info.mtu_limited_by)
-        self.ready = True
+
+    def _subchannels_refused(self, e: ev.SubchannelsRefused) -> None:
+        log.warning("the host refused %d subchannel(s) (status %#x); running on the primary channel only",
+                    e.asked, e.status)
+
+    def _subchannels_granted(self, e: ev.SubchannelsGranted) -> None:
+        log.info("the host granted %d subchannel(s)", e.count)
 
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
         """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
@@ -500,6 +512,8 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.OffloadCaps: Nic._offload_caps,
     ev.OffloadsConfigured: Nic._offloads_configured,
     ev.RndisConfigured: Nic._configured,
+    ev.SubchannelsRefused: Nic._subchannels_refused,
+    ev.SubchannelsGranted: Nic._subchannels_granted,
     ev.KeepaliveAnswered: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
     ev.NetworkChange: Nic._indication,

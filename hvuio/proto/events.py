@@ -47,7 +47,7 @@ from hvuio.wire import nvsp as wn
 __all__ = [
     "InboundKind", "Inbound", "Outbound", "NeedData", "NEED_DATA", "Event",
     "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
-    "SubchannelsGranted", "DatapathSwitched", "VfAssociation", "IndirectionTable",
+    "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "DatapathSwitched", "VfAssociation", "IndirectionTable",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
     "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
@@ -233,6 +233,25 @@ class SubchannelsGranted:
 
     def __post_init__(self) -> None:
         _u32("count", self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class SubchannelsRefused:
+    """The host answered the subchannel request for `asked` with a failure `status` (OpenVMM
+    does when more are asked than it has queues): the NIC runs on the primary channel only."""
+
+    asked: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class RssCaps:
+    """OID_GEN_RECEIVE_SCALE_CAPABILITIES: the host's receive queues (the primary's included)."""
+
+    receive_queues: int
+
+    def __post_init__(self) -> None:
+        _u32("receive_queues", self.receive_queues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,9 +460,9 @@ class ControlFallback:
 
 
 Event = (
-    NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
+    NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
-    | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
+    | RssCaps | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )
