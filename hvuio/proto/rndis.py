@@ -19,7 +19,8 @@ in the receive buffer; each one, copied out, is fed as `Inbound(RNDIS, rxbuf_tra
 
 Bring-up, as Linux `rndis_filter_device_add` and DPDK `hn_rndis_attach`/`hn_dev_configure` do it,
 one request at a time: INITIALIZE; query permanent MAC, current MAC*, maximum frame size*,
-media connect status, link speed*, offload hardware capabilities; set offload parameters; set
+media connect status, link speed*, RSS capabilities* (with `rss`: NVSP >= 5, as Linux),
+offload hardware capabilities; set offload parameters; set
 the packet filter. (* optional: a failure status gives RequestFailed and bring-up goes on.)
 Then RndisConfigured. With `offload=OffloadWanted(...)` the offload parameters are computed from
 the host's capabilities reply (`negotiate_offloads`, Linux rndis_netdev_set_hwcaps rules), both
