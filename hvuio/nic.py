@@ -6,7 +6,8 @@ What lives here:
     the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
     channel reads, perform the effects it returns (write its `Send`s, act on its events) until
     RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
-    indications, keep-alives); tear down in the protocol's order: RNDIS halt (waiting for its
+    indications; a host keep-alive is dropped and counted, VMBUS.md §4 item 21); tear down in the
+    protocol's order: RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
     uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
     device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
@@ -109,7 +110,7 @@ class Nic:
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self._device: VmbusDevice | None = None  # the device claimed while open
-        self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
+        self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0}
 
@@ -222,7 +223,7 @@ class Nic:
             raise
 
     def serve(self, stop_fd: int, on_tick: Callable[[], None] | None = None) -> None:
-        """Serve control traffic until `stop_fd` is readable (link changes, keep-alives);
+        """Serve control traffic until `stop_fd` is readable (link changes, indications);
         `on_tick()` runs about every TICK_PERIOD seconds (status file updates)."""
         irq = self._chan().interrupt.fileno()
         next_tick = self.clock()
@@ -382,8 +383,12 @@ class Nic:
         log.warning("GPA-direct control messages: %s; sending the RNDIS initialize again in a send section, "
                     "and using the send buffer only", e.reason)
 
-    def _keepalive(self, e: ev.KeepaliveAnswered) -> None:
-        self.counters["keepalives"] += 1
+    def _keepalive(self, e: ev.KeepaliveDropped) -> None:
+        # VMBUS.md §4 item 21: no real host sends one, and answering would be fatal to OpenVMM
+        self.counters["keepalives_dropped"] += 1
+        if self.counters["keepalives_dropped"] == 1:
+            log.warning("dropped a KEEPALIVE request from the host (request id %#x) unanswered, as Linux "
+                        "does; further ones are only counted (keepalives_dropped)", e.request_id)
 
     def _request_failed(self, e: ev.RequestFailed) -> None:
         self.counters["requests_failed"] += 1
@@ -514,7 +519,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.RndisConfigured: Nic._configured,
     ev.SubchannelsRefused: Nic._subchannels_refused,
     ev.SubchannelsGranted: Nic._subchannels_granted,
-    ev.KeepaliveAnswered: Nic._keepalive,
+    ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
     ev.NetworkChange: Nic._indication,
     ev.StatusIndication: Nic._indication,

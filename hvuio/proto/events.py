@@ -50,7 +50,7 @@ __all__ = [
     "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "DatapathSwitched", "VfAssociation", "IndirectionTable",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
-    "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
+    "NetworkChange", "StatusIndication", "KeepaliveDropped", "ControlSendComplete", "Halted",
     "Send", "CompletionDropped", "ControlFallback",
 ]
 
@@ -424,7 +424,10 @@ class StatusIndication:
 
 
 @dataclass(frozen=True, slots=True)
-class KeepaliveAnswered:
+class KeepaliveDropped:
+    """A KEEPALIVE request from the host, dropped unanswered: no real host sends one (OpenVMM has
+    no sender and fails a guest's KEEPALIVE_CMPLT; Linux leaves one unhandled), VMBUS.md §4 item 21."""
+
     request_id: int
 
 
@@ -463,6 +466,6 @@ Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
     | RssCaps | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
-    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
+    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveDropped
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )

@@ -1,8 +1,8 @@
 """RndisGuest: the guest side of RNDIS control on a netvsc channel, sans-IO.
 
 What lives here: the RNDIS control machine — initialize, the bring-up queries and sets, the
-caller's own queries and sets, answers to host keepalives, indicate-status turned into events,
-halt — and the validation of every RNDIS message the host sends.
+caller's own queries and sets, indicate-status turned into events, host keepalives dropped
+unanswered (`KeepaliveDropped`, VMBUS.md §4 item 21), halt — and the validation of every RNDIS message the host sends.
 
 Transport. RNDIS control messages travel inside NVSP "send RNDIS packet" messages (type 107,
 channel type CONTROL). Linux points them at a GPA-direct page and DPDK at an IOVA scatter list
@@ -13,7 +13,7 @@ control message into a send-buffer section, as DPDK's data path does for small p
 (proto/netvsc.py) gives it a control page or section (proto/sections.py) and the channel copies
 them there and sends `direct()` or `placed(section)`. The host completes the send with an NVSP type-108
 completion; fed back as `Inbound(COMPLETION, trans_id, payload)`, it gives `ControlSendComplete`,
-which frees the page or section. Replies (initialize/query/set complete, indications, keepalives) arrive
+which frees the page or section. Replies (initialize/query/set complete, indications) arrive
 in the receive buffer; each one, copied out, is fed as `Inbound(RNDIS, rxbuf_trans_id, message)`
 (the channel acks the receive-buffer packet itself).
 
@@ -50,7 +50,7 @@ from typing import TypeVar
 from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveAnswered, LinkSpeed, LinkStatus,
+    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveDropped, LinkSpeed, LinkStatus,
     MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
     RndisConfigured, RndisReady, RssCaps, SetComplete, StatusIndication,
 )
@@ -369,14 +369,13 @@ class RndisGuest(Machine):
             self._events.append(StatusIndication(status=m.status, data=data))
 
     def _keepalive(self, msg: bytes) -> list[Outbound]:
+        # Never answered: a KEEPALIVE_CMPLT is fatal to OpenVMM's worker, and Linux (rndis_filter_receive)
+        # and DPDK answer none either; dropped and reported (VMBUS.md §4 item 21).
         if len(msg) < ctypes.sizeof(wr.RndisKeepaliveRequest):
             raise Reject(f"RNDIS keepalive: length {len(msg)} is shorter than 12")
         rid = struct.unpack_from("<I", msg, 8)[0]
-        reply = wr.RndisKeepaliveComplete(
-            type=wr.RndisType.KEEPALIVE_COMPLETE, length=ctypes.sizeof(wr.RndisKeepaliveComplete),
-            request_id=rid, status=wr.RndisStatus.SUCCESS)
-        self._events.append(KeepaliveAnswered(request_id=rid))
-        return [self._send(_raw(reply))]
+        self._events.append(KeepaliveDropped(request_id=rid))
+        return []
 
     # -- bring-up plan ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hvuio.proto.events import (
-    BuffersRevoked, Inbound, InboundKind, IndirectionTable, LinkStatus, MacAddress, NvspReady,
+    BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
     RecvBufReady, RndisConfigured, RndisReady, RssCaps, Send, SendBufReady, StatusIndication,
     SubchannelsGranted, SubchannelsRefused,
 )
@@ -235,12 +235,21 @@ def test_refused_subchannels_leave_the_primary_running() -> None:
     assert pair.guest_events[-1] == LinkStatus(False)
 
 
-def test_host_keepalives_are_answered() -> None:
+def test_host_keepalives_are_dropped_and_the_host_stays_up() -> None:
+    # a non-default host that sends KEEPALIVEs: the guest answers none (a KEEPALIVE_CMPLT would
+    # be a fault to this host, as to OpenVMM) and counts each
     profile = dataclasses.replace(host_profile.HostProfile(), keepalive_interval=1.0)
     pair = GuestHostPair(profile)
     pair.bring_up()
     for now in (10.0, 11.5, 13.0, 14.5):
         pair._host_step(pair.host.tick(now))
         pair.pump()
-    assert pair.host_of(sim_events.KeepaliveMissed) == []
-    assert pair.host.rejections == []
+    assert len(pair.guest_of(KeepaliveDropped)) == 3
+    assert pair.host.state == "ready" and pair.host.rejections == []
+
+
+def test_no_link_indication_at_initialize_the_query_tells_the_link() -> None:
+    pair = GuestHostPair()
+    pair.bring_up()
+    assert pair.host_of(sim_events.LinkIndicated) == []
+    assert pair.guest_of(LinkStatus) == [LinkStatus(True)]  # from OID_GEN_MEDIA_CONNECT_STATUS
