@@ -6,7 +6,8 @@ What lives here:
     the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
     channel reads, perform the effects it returns (write its `Send`s, act on its events) until
     RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
-    indications, keep-alives); tear down in the protocol's order: RNDIS halt (waiting for its
+    indications; a host keep-alive is dropped and counted, VMBUS.md §4 item 21); tear down in the
+    protocol's order: RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
     uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
     device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
@@ -78,7 +79,8 @@ class Nic:
 
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
-                 clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
+                 channels: int = 1) -> None:
         self.sysroot = Path(sysroot)
         self.name = name
         #: send by guest-physical address when the platform has guest memory; False: send buffer only
@@ -88,6 +90,9 @@ class Nic:
         #: negotiate NDIS offloads (checksum, LSOv2, RSC) with the host; False sets them all off
         self.offload = offload
         self.mtu = mtu
+        #: channels to negotiate, the primary included (NetvscGuest asks the host for the rest as
+        #: subchannels); the data path serves the primary only, so the engine leaves this at 1
+        self.channels = channels
         self.versions = versions
         self.clock = clock
         self._platform = platform
@@ -105,7 +110,7 @@ class Nic:
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self._device: VmbusDevice | None = None  # the device claimed while open
-        self.counters: dict[str, int] = {"link_changes": 0, "keepalives": 0, "indications": 0,
+        self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0}
 
@@ -154,9 +159,11 @@ class Nic:
                                      send_buf=BufferGrant(handle.send_gpadl, len(send)),
                                      mtu=self.mtu, versions=self.versions, offload=self.offload,
                                      control_pages=CONTROL_PAGES if self.memory is not None else 0,
-                                     name=chan.name)
-            self._perform(self.guest.start())
-            self._run_until(lambda: self.ready, timeout, "bring-up", interruptible=True)
+                                     channels=self.channels, name=chan.name)
+            guest = self.guest
+            self._perform(guest.start())
+            self._run_until(lambda: guest.ready, timeout, "bring-up", interruptible=True)
+            self.ready = True
         except HostRefusedError as err:
             if "every version" in err.message:
                 err.hint = ("The host accepts none of the NVSP versions offered; "
@@ -216,7 +223,7 @@ class Nic:
             raise
 
     def serve(self, stop_fd: int, on_tick: Callable[[], None] | None = None) -> None:
-        """Serve control traffic until `stop_fd` is readable (link changes, keep-alives);
+        """Serve control traffic until `stop_fd` is readable (link changes, indications);
         `on_tick()` runs about every TICK_PERIOD seconds (status file updates)."""
         irq = self._chan().interrupt.fileno()
         next_tick = self.clock()
@@ -355,7 +362,13 @@ class Nic:
         info.mtu, info.mtu_limited_by = self._tap_mtu(info)
         if info.mtu_limited_by is not None:
             log.warning("MTU %d instead of the %d asked: %s", info.mtu, self.mtu, info.mtu_limited_by)
-        self.ready = True
+
+    def _subchannels_refused(self, e: ev.SubchannelsRefused) -> None:
+        log.warning("the host refused %d subchannel(s) (status %#x); running on the primary channel only",
+                    e.asked, e.status)
+
+    def _subchannels_granted(self, e: ev.SubchannelsGranted) -> None:
+        log.info("the host granted %d subchannel(s)", e.count)
 
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
         """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
@@ -370,8 +383,12 @@ class Nic:
         log.warning("GPA-direct control messages: %s; sending the RNDIS initialize again in a send section, "
                     "and using the send buffer only", e.reason)
 
-    def _keepalive(self, e: ev.KeepaliveAnswered) -> None:
-        self.counters["keepalives"] += 1
+    def _keepalive(self, e: ev.KeepaliveDropped) -> None:
+        # VMBUS.md §4 item 21: no real host sends one, and answering would be fatal to OpenVMM
+        self.counters["keepalives_dropped"] += 1
+        if self.counters["keepalives_dropped"] == 1:
+            log.warning("dropped a KEEPALIVE request from the host (request id %#x) unanswered, as Linux "
+                        "does; further ones are only counted (keepalives_dropped)", e.request_id)
 
     def _request_failed(self, e: ev.RequestFailed) -> None:
         self.counters["requests_failed"] += 1
@@ -500,7 +517,9 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.OffloadCaps: Nic._offload_caps,
     ev.OffloadsConfigured: Nic._offloads_configured,
     ev.RndisConfigured: Nic._configured,
-    ev.KeepaliveAnswered: Nic._keepalive,
+    ev.SubchannelsRefused: Nic._subchannels_refused,
+    ev.SubchannelsGranted: Nic._subchannels_granted,
+    ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
     ev.NetworkChange: Nic._indication,
     ev.StatusIndication: Nic._indication,

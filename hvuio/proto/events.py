@@ -47,10 +47,10 @@ from hvuio.wire import nvsp as wn
 __all__ = [
     "InboundKind", "Inbound", "Outbound", "NeedData", "NEED_DATA", "Event",
     "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
-    "SubchannelsGranted", "DatapathSwitched", "VfAssociation", "IndirectionTable",
+    "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "DatapathSwitched", "VfAssociation", "IndirectionTable",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
-    "NetworkChange", "StatusIndication", "KeepaliveAnswered", "ControlSendComplete", "Halted",
+    "NetworkChange", "StatusIndication", "KeepaliveDropped", "ControlSendComplete", "Halted",
     "Send", "CompletionDropped", "ControlFallback",
 ]
 
@@ -236,6 +236,25 @@ class SubchannelsGranted:
 
 
 @dataclass(frozen=True, slots=True)
+class SubchannelsRefused:
+    """The host answered the subchannel request for `asked` with a failure `status` (OpenVMM
+    does when more are asked than it has queues): the NIC runs on the primary channel only."""
+
+    asked: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class RssCaps:
+    """OID_GEN_RECEIVE_SCALE_CAPABILITIES: the host's receive queues (the primary's included)."""
+
+    receive_queues: int
+
+    def __post_init__(self) -> None:
+        _u32("receive_queues", self.receive_queues)
+
+
+@dataclass(frozen=True, slots=True)
 class DatapathSwitched:
     vf: bool
 
@@ -405,7 +424,10 @@ class StatusIndication:
 
 
 @dataclass(frozen=True, slots=True)
-class KeepaliveAnswered:
+class KeepaliveDropped:
+    """A KEEPALIVE request from the host, dropped unanswered: no real host sends one (OpenVMM has
+    no sender and fails a guest's KEEPALIVE_CMPLT; Linux leaves one unhandled), VMBUS.md §4 item 21."""
+
     request_id: int
 
 
@@ -441,9 +463,9 @@ class ControlFallback:
 
 
 Event = (
-    NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted
+    NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
     | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
-    | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
-    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveAnswered
+    | RssCaps | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
+    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveDropped
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )

@@ -59,7 +59,7 @@ MAX_RNDIS_ALIGNMENT_SHIFT = 12
 CONTROL_PAGE_SIZE = 4096
 
 #: Control pages of one NIC's guest-memory pool: one RNDIS control message in flight per page.
-#: 16 covers MAX_OUTSTANDING_RNDIS requests plus keep-alive answers and the halt, like
+#: 16 covers MAX_OUTSTANDING_RNDIS requests and the halt with room to spare, like
 #: sections.CONTROL_SECTIONS for the send buffer.
 CONTROL_PAGES = 16
 
@@ -67,10 +67,10 @@ CONTROL_PAGES = 16
 #: serialises the bring-up too. 8 gives an engine room to batch sets later.
 MAX_OUTSTANDING_RNDIS = 8
 
-#: RNDIS control messages that may wait for a free send section. Every one of them is a reply or
-#: request the machines made (at most MAX_OUTSTANDING_RNDIS requests, plus one keep-alive answer
-#: per host keep-alive); more than this waiting means the host keeps asking but never completes
-#: our sends, so the queue would grow without bound: the channel is stopped instead.
+#: RNDIS control messages that may wait for a free send section. Every one of them is a request
+#: the machines made (at most MAX_OUTSTANDING_RNDIS requests and the halt; host keep-alives are
+#: not answered, VMBUS.md §4 item 21); more than this waiting would mean messages pile up while
+#: the host never completes our sends, so the channel is stopped instead of growing a queue.
 MAX_QUEUED_CONTROL = 64
 
 #: Subchannels we may ask for: Linux VRSS_CHANNEL_MAX = 64 channels, minus the primary.

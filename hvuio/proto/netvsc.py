@@ -17,6 +17,11 @@ RndisGuest, and does everything joining the two takes (as h11's Connection does 
   messages move to send sections for good and the initialize is sent once more there
   (`ControlFallback`); as Hyper-V and OpenVMM accept GPA-direct control (Linux and DPDK send it),
   a host that does not looks like one that cannot read the page;
+* subchannels, as Linux (rndis_filter_device_add, rndis_set_subchannel, netvsc_subchan_work):
+  from NVSP 5 on RNDIS asks OID_GEN_RECEIVE_SCALE_CAPABILITIES; once RNDIS is configured, a NIC
+  that wants `channels` > 1 asks for min(channels, the host's receive queues, 64) - 1 subchannels
+  and is `ready` when the host answered. A failure answer (OpenVMM gives one when more are asked
+  than it has queues) is `SubchannelsRefused` and the NIC runs on the primary only;
 * time (`tick`) and the orderly teardown: RNDIS halt, then NVSP revoke.
 
 Every call returns effects, in the order they must be performed: `Send`s (write them to the
@@ -28,7 +33,7 @@ drives the machines itself::
     perform(guest.start())
     for each Inbound read from the primary channel: perform(guest.receive(item))
     on every loop turn: perform(guest.tick(time.monotonic()))
-    until guest.ready (RndisConfigured); at the end: perform(guest.halt()), wait while
+    until guest.ready (RndisConfigured, and the subchannel answer if any); at the end: perform(guest.halt()), wait while
     guest.halting, perform(guest.stop()), then close the channel.
 
 What must not live here: rings, fds, clocks (callers pass `now`), logging, the NIC's record of
@@ -44,7 +49,7 @@ from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError, 
 from hvuio.proto import limits
 from hvuio.proto.events import (
     CompletionDropped, ControlFallback, ControlSendComplete, Event, Inbound, InboundKind, NeedData,
-    NvspReady, Outbound, RndisConfigured, Send, SendBufReady,
+    NvspReady, Outbound, RndisConfigured, RssCaps, Send, SendBufReady, SubchannelsGranted, SubchannelsRefused,
 )
 from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.offload import OffloadRequest, OffloadWanted
@@ -68,7 +73,7 @@ class NetvscGuest:
     def __init__(self, *, recv_buf: BufferGrant, send_buf: BufferGrant, mtu: int = 1500,
                  versions: Sequence[int] = wn.SUPPORTED_NVSP_VERSIONS, offload: bool = False,
                  control_sections: int = CONTROL_SECTIONS, control_pages: int = 0,
-                 name: str = "netvsc") -> None:
+                 channels: int = 1, name: str = "netvsc") -> None:
         self._nvsp = NvspGuest(recv_buf=recv_buf, send_buf=send_buf, mtu=mtu, versions=versions,
                                capabilities=rsc_ndis_capabilities if offload else default_ndis_capabilities)
         self._rndis: RndisGuest | None = None
@@ -80,12 +85,21 @@ class NetvscGuest:
             raise LocalProtocolError(f"{name}: control_pages {control_pages} outside [0, {limits.CONTROL_PAGES}]")
         #: GPA-direct control pages of the NIC's pool (0: control messages use send sections only)
         self.control_pages = control_pages
+        if not 1 <= channels <= limits.MAX_SUBCHANNELS + 1:
+            raise LocalProtocolError(f"{name}: channels {channels} outside [1, {limits.MAX_SUBCHANNELS + 1}]")
+        #: channels wanted, the primary included (1: no subchannel request)
+        self.channels_wanted = channels
+        #: channels the host gave, the primary included (1 until subchannels are granted)
+        self.channels = 1
+        #: the host's receive queues (OID_GEN_RECEIVE_SCALE_CAPABILITIES; None: not known)
+        self.host_queues: int | None = None
         #: why control messages left the control pages for send sections (None: they did not)
         self.fallback_reason: str | None = None
         self._ndis_version: int | None = None
         self._sections: ControlSections | None = None
         self._data_sections = 0
         self._ready = False
+        self._subchannels_pending = False
         self._halt_xids: frozenset[int] = frozenset()
 
     # ---- what is known ------------------------------------------------------------------------
@@ -101,8 +115,18 @@ class NetvscGuest:
 
     @property
     def ready(self) -> bool:
-        """RNDIS finished its bring-up (RndisConfigured): the data path may start."""
+        """RNDIS finished its bring-up (RndisConfigured) and the subchannel request, if one was
+        made, was answered: the data path may start."""
         return self._ready
+
+    def subchannels_to_ask(self) -> int:
+        """Subchannels to ask for: min(channels wanted, the host's receive queues, 64) - 1 from
+        NVSP 5 on (Linux rndis_filter_device_add), 0 when the host reported fewer than 2 queues
+        or none at all."""
+        version = self._nvsp.version
+        if version is None or version < wn.NvspVersion.V5 or self.host_queues is None or self.host_queues < 2:
+            return 0
+        return min(self.channels_wanted, self.host_queues, limits.MAX_SUBCHANNELS + 1) - 1
 
     @property
     def sections(self) -> ControlSections | None:
@@ -228,10 +252,11 @@ class NetvscGuest:
         if self._ndis_version is None or version is None:
             raise LocalProtocolError(f"{self.name}: send buffer connected before NVSP was negotiated")
         offload = OffloadWanted(rsc=version >= wn.NvspVersion.V61) if self.offload else OffloadRequest()
+        rss = version >= wn.NvspVersion.V5
         if after is None:
-            return RndisGuest(ndis_version=self._ndis_version, offload=offload)
+            return RndisGuest(ndis_version=self._ndis_version, offload=offload, rss=rss)
         return RndisGuest(ndis_version=self._ndis_version, offload=offload, first_xid=after.next_xid,
-                          first_request_id=after.next_request_id)
+                          first_request_id=after.next_request_id, rss=rss)
 
     def _may_fall_back(self) -> bool:
         """Control messages go GPA-direct and RNDIS still waits for its initialize completion."""
@@ -250,8 +275,24 @@ class NetvscGuest:
     def _control_send_complete(self, e: ControlSendComplete) -> list[Effect]:
         return list(self._sections.release(e.trans_id)) if self._sections is not None else []
 
+    def _rss_caps(self, e: RssCaps) -> list[Effect]:
+        self.host_queues = e.receive_queues
+        return []
+
     def _configured(self, e: RndisConfigured) -> list[Effect]:
-        self._ready = True
+        count = self.subchannels_to_ask()
+        if count == 0:
+            self._ready = True
+            return []
+        self._subchannels_pending = True
+        return list(self._place(self._nvsp.request_subchannels(count)))
+
+    def _subchannels_answered(self, e: SubchannelsGranted | SubchannelsRefused) -> list[Effect]:
+        if isinstance(e, SubchannelsGranted):
+            self.channels = 1 + e.count
+        if self._subchannels_pending:
+            self._subchannels_pending = False
+            self._ready = True
         return []
 
 
@@ -261,4 +302,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., list[Effect]]]] = {
     SendBufReady: NetvscGuest._send_buffer_ready,
     ControlSendComplete: NetvscGuest._control_send_complete,
     RndisConfigured: NetvscGuest._configured,
+    RssCaps: NetvscGuest._rss_caps,
+    SubchannelsGranted: NetvscGuest._subchannels_answered,
+    SubchannelsRefused: NetvscGuest._subchannels_answered,
 }

@@ -20,7 +20,8 @@ The sequence is Linux's `netvsc_connect_vsp`/`netvsc_init_buf` and DPDK's `hn_nv
 INIT (one version per message, min == max, newest first; a failure status means "try the next");
 then, for NVSP >= 2, NDIS config; then NDIS version; neither has a reply. Then receive-buffer
 connect (reply 102) and send-buffer connect (reply 105). Subchannels (NVSP >= 5) are asked for
-after RNDIS has read the RSS capabilities. Teardown sends revoke-receive-buffer then
+after RNDIS has read the RSS capabilities; a failure status to that request is no error but
+`SubchannelsRefused` (the primary runs alone). Teardown sends revoke-receive-buffer then
 revoke-send-buffer, neither answered; the caller then closes the channel (Linux
 `netvsc_revoke_buf`, DPDK `hn_nvs_detach`).
 
@@ -39,7 +40,7 @@ from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
     BuffersRevoked, DatapathSwitched, Inbound, InboundKind, IndirectionTable, NdisConfigured,
-    NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady, SubchannelsGranted,
+    NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady, SubchannelsGranted, SubchannelsRefused,
     VfAssociation,
 )
 from hvuio.proto.machine import Machine, Pending, Reject
@@ -386,7 +387,10 @@ class NvspGuest(Machine):
     def _subchannels_done(self, msg: wn.NvspSubchannelComplete) -> list[Outbound]:
         what = "NVSP subchannel reply"
         if msg.status != wn.NvspStatus.SUCCESS:
-            raise Reject(f"{what}: status {_status_name(msg.status)}", refused=True)
+            # not fatal: the primary carries on alone (Linux netvsc_subchan_work, OpenVMM's FAILURE)
+            self._move(NvspInput.SUBCHANNELS_GRANTED)
+            self._events.append(SubchannelsRefused(asked=self._subchannels_asked, status=msg.status))
+            return []
         if msg.count > self._subchannels_asked:
             raise Reject(f"{what}: count {msg.count} exceeds the {self._subchannels_asked} "
                          f"requested")

@@ -1,8 +1,8 @@
 """RndisGuest: the guest side of RNDIS control on a netvsc channel, sans-IO.
 
 What lives here: the RNDIS control machine — initialize, the bring-up queries and sets, the
-caller's own queries and sets, answers to host keepalives, indicate-status turned into events,
-halt — and the validation of every RNDIS message the host sends.
+caller's own queries and sets, indicate-status turned into events, host keepalives dropped
+unanswered (`KeepaliveDropped`, VMBUS.md §4 item 21), halt — and the validation of every RNDIS message the host sends.
 
 Transport. RNDIS control messages travel inside NVSP "send RNDIS packet" messages (type 107,
 channel type CONTROL). Linux points them at a GPA-direct page and DPDK at an IOVA scatter list
@@ -13,13 +13,14 @@ control message into a send-buffer section, as DPDK's data path does for small p
 (proto/netvsc.py) gives it a control page or section (proto/sections.py) and the channel copies
 them there and sends `direct()` or `placed(section)`. The host completes the send with an NVSP type-108
 completion; fed back as `Inbound(COMPLETION, trans_id, payload)`, it gives `ControlSendComplete`,
-which frees the page or section. Replies (initialize/query/set complete, indications, keepalives) arrive
+which frees the page or section. Replies (initialize/query/set complete, indications) arrive
 in the receive buffer; each one, copied out, is fed as `Inbound(RNDIS, rxbuf_trans_id, message)`
 (the channel acks the receive-buffer packet itself).
 
 Bring-up, as Linux `rndis_filter_device_add` and DPDK `hn_rndis_attach`/`hn_dev_configure` do it,
 one request at a time: INITIALIZE; query permanent MAC, current MAC*, maximum frame size*,
-media connect status, link speed*, offload hardware capabilities; set offload parameters; set
+media connect status, link speed*, RSS capabilities* (with `rss`: NVSP >= 5, as Linux),
+offload hardware capabilities; set offload parameters; set
 the packet filter. (* optional: a failure status gives RequestFailed and bring-up goes on.)
 Then RndisConfigured. With `offload=OffloadWanted(...)` the offload parameters are computed from
 the host's capabilities reply (`negotiate_offloads`, Linux rndis_netdev_set_hwcaps rules), both
@@ -49,9 +50,9 @@ from typing import TypeVar
 from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveAnswered, LinkSpeed, LinkStatus,
+    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveDropped, LinkSpeed, LinkStatus,
     MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
-    RndisConfigured, RndisReady, SetComplete, StatusIndication,
+    RndisConfigured, RndisReady, RssCaps, SetComplete, StatusIndication,
 )
 from hvuio.proto.machine import Machine, Pending, Reject
 from hvuio.proto.offload import OffloadRequest, OffloadWanted, negotiate_offloads
@@ -79,6 +80,13 @@ _REPLY_NAME = {wr.RndisType.INITIALIZE_COMPLETE: "RNDIS initialize completion",
 _REPLY_MIN = {wr.RndisType.INITIALIZE_COMPLETE: wr.RNDIS_INIT_COMPLETE_MIN_LEN,
               wr.RndisType.QUERY_COMPLETE: ctypes.sizeof(wr.RndisQueryComplete),
               wr.RndisType.SET_COMPLETE: ctypes.sizeof(wr.RndisSetComplete)}
+
+
+def _rss_caps_input() -> bytes:
+    """The query's input buffer: an RSS-capabilities object header, as Linux
+    (rndis_filter_query_device) and DPDK (hn_rndis_query_rsscaps) send it."""
+    return struct.pack("<BBH", wr.NdisObjectType.RSS_CAPS, wr.NDIS_RSS_CAPS_REV_2,
+                       wr.NDIS_RSS_CAPS_SIZE)
 
 
 @dataclass(slots=True)
@@ -123,7 +131,7 @@ class RndisGuest(Machine):
                  offload: OffloadRequest | OffloadWanted | None = OffloadRequest(),
                  max_transfer_size: int = limits.RNDIS_MAX_TRANSFER_SIZE,
                  xid_base: int = limits.RNDIS_XID_BASE, first_xid: int | None = None,
-                 first_request_id: int = 1) -> None:
+                 first_request_id: int = 1, rss: bool = False) -> None:
         super().__init__(timeout=limits.RNDIS_REPLY_TIMEOUT_S, xid_base=xid_base, first_xid=first_xid)
         if not 0 < first_request_id <= 0xFFFFFFFF:
             raise LocalProtocolError(f"first_request_id {first_request_id!r} is not a u32 > 0")
@@ -141,6 +149,8 @@ class RndisGuest(Machine):
         self._next_rid = first_request_id
         self._requests: dict[int, _Request] = {}  # RNDIS request id -> request
         self._plan: list[_Step] = []
+        #: ask OID_GEN_RECEIVE_SCALE_CAPABILITIES in bring-up (Linux does from NVSP 5 on)
+        self._rss = rss
 
     @property
     def state(self) -> RndisState:
@@ -359,14 +369,13 @@ class RndisGuest(Machine):
             self._events.append(StatusIndication(status=m.status, data=data))
 
     def _keepalive(self, msg: bytes) -> list[Outbound]:
+        # Never answered: a KEEPALIVE_CMPLT is fatal to OpenVMM's worker, and Linux (rndis_filter_receive)
+        # and DPDK answer none either; dropped and reported (VMBUS.md §4 item 21).
         if len(msg) < ctypes.sizeof(wr.RndisKeepaliveRequest):
             raise Reject(f"RNDIS keepalive: length {len(msg)} is shorter than 12")
         rid = struct.unpack_from("<I", msg, 8)[0]
-        reply = wr.RndisKeepaliveComplete(
-            type=wr.RndisType.KEEPALIVE_COMPLETE, length=ctypes.sizeof(wr.RndisKeepaliveComplete),
-            request_id=rid, status=wr.RndisStatus.SUCCESS)
-        self._events.append(KeepaliveAnswered(request_id=rid))
-        return [self._send(_raw(reply))]
+        self._events.append(KeepaliveDropped(request_id=rid))
+        return []
 
     # -- bring-up plan ------------------------------------------------------------------------------
 
@@ -379,6 +388,9 @@ class RndisGuest(Machine):
             _Step(_QUERY, O.GEN_MEDIA_CONNECT_STATUS, b"", False, self._on_media),
             _Step(_QUERY, O.GEN_LINK_SPEED, b"", True, self._on_speed),
         ]
+        if self._rss:   # Linux rndis_filter_device_add: after the link speed, before subchannels
+            steps.append(_Step(_QUERY, O.GEN_RECEIVE_SCALE_CAPABILITIES, _rss_caps_input(), True,
+                               self._on_rss_caps))
         if isinstance(self._offload, OffloadWanted):   # the set follows the caps reply (_on_caps)
             steps.append(_Step(_QUERY, O.TCP_OFFLOAD_HARDWARE_CAPABILITIES, self._caps_input(),
                                True, self._on_caps))
@@ -437,6 +449,17 @@ class RndisGuest(Machine):
     def _on_speed(self, info: bytes) -> None:
         value = _u32_info(info, wr.Oid.GEN_LINK_SPEED)  # in units of 100 bit/s
         self._events.append(LinkSpeed(bits_per_second=value * 100))
+
+    def _on_rss_caps(self, info: bytes) -> None:
+        what = "RNDIS query completion for GEN_RECEIVE_SCALE_CAPABILITIES"
+        need = wr.NdisRssCaps.num_receive_queues.offset + 4
+        if len(info) < need:
+            raise Reject(f"{what}: info buffer of {len(info)} bytes is shorter than {need}")
+        otype = info[0]
+        if otype != wr.NdisObjectType.RSS_CAPS:
+            raise Reject(f"{what}: object type {otype:#x} is not {int(wr.NdisObjectType.RSS_CAPS):#x}")
+        queues = struct.unpack_from("<I", info, wr.NdisRssCaps.num_receive_queues.offset)[0]
+        self._events.append(RssCaps(receive_queues=queues))
 
     def _on_caps(self, info: bytes) -> None:
         what = "RNDIS query completion for TCP_OFFLOAD_HARDWARE_CAPABILITIES"

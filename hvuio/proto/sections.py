@@ -39,7 +39,7 @@ from hvuio.proto import limits
 from hvuio.proto.events import Outbound, Send
 
 #: Sections kept for control messages. RNDIS allows at most limits.MAX_OUTSTANDING_RNDIS (8)
-#: requests in flight; keep-alive answers and the halt may add a few; 16 leaves room for all of
+#: requests in flight; the halt may add one; 16 leaves room for all of
 #: them without queueing (and is 0.6 % of the 2730 sections a 16 MiB buffer has at 6144 bytes).
 CONTROL_SECTIONS: Final = 16
 

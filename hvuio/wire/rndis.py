@@ -26,7 +26,7 @@ __all__ = [
     "NdisTxCsumCap", "NdisLsov2Cap", "NDIS_OFFLOAD_PARAMS_REV_2", "NDIS_OFFLOAD_PARAMS_REV_3",
     "NDIS_OFFLOAD_PARAMS_SIZE", "NDIS_OFFLOAD_PARAMS_SIZE_6_1", "NDIS_OFFLOAD_REV_1",
     "NDIS_OFFLOAD_REV_2", "NDIS_OFFLOAD_REV_3", "NDIS_OFFLOAD_SIZE", "NDIS_OFFLOAD_SIZE_6_0",
-    "NDIS_OFFLOAD_SIZE_6_1", "RndisStruct", "RndisHeader", "RndisInitRequest",
+    "NDIS_OFFLOAD_SIZE_6_1", "NDIS_RSS_CAPS_REV_2", "NDIS_RSS_CAPS_SIZE", "RndisStruct", "RndisHeader", "RndisInitRequest",
     "RndisInitComplete", "RndisHaltRequest", "RndisQueryRequest", "RndisQueryComplete",
     "RndisSetRequest", "RndisSetComplete", "RndisResetRequest", "RndisResetComplete",
     "RndisIndicateStatus", "RndisKeepaliveRequest", "RndisKeepaliveComplete", "RndisPacket",
@@ -220,6 +220,8 @@ NDIS_OFFLOAD_REV_3 = 3
 NDIS_OFFLOAD_SIZE = 156
 NDIS_OFFLOAD_SIZE_6_0 = 112
 NDIS_OFFLOAD_SIZE_6_1 = 144
+NDIS_RSS_CAPS_REV_2 = 2
+NDIS_RSS_CAPS_SIZE = 18  # NdisRssCaps without its trailing pad (linux ndis_recv_scale_cap)
 
 _u8 = ctypes.c_uint8
 _u16 = ctypes.c_uint16

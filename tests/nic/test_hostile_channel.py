@@ -250,19 +250,24 @@ def test_any_inbound_ring_bytes_yield_packets_or_ring_corrupt(words: list[int], 
 
 # ---- flooding hosts -----------------------------------------------------------------------------
 
-def test_host_that_never_completes_control_sends_cannot_grow_the_queue(tmp_path: Path) -> None:
-    """Keep-alives answered into send sections the host never frees: the waiting queue is
-    bounded and the channel stops with a host error instead of growing without limit."""
-    with channel() as chan:
+def test_host_keepalive_flood_is_dropped_and_counted_never_answered(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """KEEPALIVEs from a host are not answered (VMBUS.md §4 item 21): a flood of them sends
+    nothing, takes no control section and queues nothing; each is counted, one warning."""
+    with channel() as chan, caplog.at_level("WARNING", logger="hvuio.nic"):
         nic = nic_at(tmp_path, chan, 4)
         assert nic.guest is not None
         sections = nic.guest.sections
         assert sections is not None
-        keepalive = struct.pack("<III", wr.RndisType.KEEPALIVE, 12, 7)
-        with pytest.raises(HostProtocolError, match="never completed"):
-            for i in range(sections.pool.count + MAX_QUEUED_CONTROL + 16):
-                nic.process([Inbound(InboundKind.RNDIS, 0, keepalive)])
-        assert sections.waiting <= MAX_QUEUED_CONTROL
+        in_flight, sent = sections.in_flight, len(chan.sent)
+        flood = sections.pool.count + MAX_QUEUED_CONTROL + 16
+        for i in range(flood):
+            keepalive = struct.pack("<III", wr.RndisType.KEEPALIVE, 12, i)
+            nic.process([Inbound(InboundKind.RNDIS, 0, keepalive)])
+        assert (sections.in_flight, sections.waiting, sections.queued) == (in_flight, 0, 0)
+        assert len(chan.sent) == sent
+        assert nic.counters["keepalives_dropped"] == flood
+        assert len([r for r in caplog.records if "KEEPALIVE" in r.getMessage()]) == 1
 
 
 def test_section_smaller_than_a_control_message_is_the_hosts_limit(tmp_path: Path) -> None:

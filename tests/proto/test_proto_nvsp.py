@@ -18,7 +18,7 @@ from hvuio.proto import limits
 from hvuio.proto.events import (
     NEED_DATA, BuffersRevoked, DatapathSwitched, Inbound, InboundKind, IndirectionTable,
     NdisConfigured, NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady,
-    SubchannelsGranted, VfAssociation,
+    SubchannelsGranted, SubchannelsRefused, VfAssociation,
 )
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.states import NvspState
@@ -373,8 +373,20 @@ def test_subchannel_request_and_grant() -> None:
     assert drain(m) == [SubchannelsGranted(3)] and m.state.value == "ready"
 
 
+def test_subchannel_failure_is_a_refusal_not_an_error() -> None:
+    # OpenVMM answers FAILURE (count 0) when more are asked than it has queues; the primary goes on
+    m = guest()
+    to_ready(m)
+    [req] = m.request_subchannels(4)
+    assert m.receive(comp(req, subch_resp(FAIL, 0))) == []
+    assert drain(m) == [SubchannelsRefused(asked=4, status=FAIL)]
+    assert m.state is NvspState.READY and m.error is None
+    [again] = m.request_subchannels(1)  # the machine is usable afterwards
+    m.receive(comp(again, subch_resp(OK, 1)))
+    assert drain(m) == [SubchannelsGranted(1)]
+
+
 @pytest.mark.parametrize("reply,error,text", [
-    (subch_resp(FAIL, 0), HostRefusedError, "status 2"),
     (subch_resp(OK, 5), HostProtocolError, "count 5 exceeds the 4 requested"),
     (subch_resp(OK, 1)[:8], HostProtocolError, "shorter than the 12 bytes"),
 ])

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from hvuio.proto.events import (
-    BuffersRevoked, Inbound, InboundKind, IndirectionTable, LinkStatus, MacAddress, NvspReady,
-    RecvBufReady, RndisConfigured, RndisReady, Send, SendBufReady, StatusIndication,
-    SubchannelsGranted,
+    BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
+    RecvBufReady, RndisConfigured, RndisReady, RssCaps, Send, SendBufReady, StatusIndication,
+    SubchannelsGranted, SubchannelsRefused,
 )
 from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
@@ -192,12 +192,64 @@ def test_subchannels_link_changes_and_teardown() -> None:
     assert pair.host.rejections == []
 
 
-def test_host_keepalives_are_answered() -> None:
+@pytest.mark.parametrize("wanted,host_subchannels,asked", [
+    (8, 3, 3),    # the host's 4 queues cap the request at 3 subchannels
+    (2, 7, 1),    # the guest wants fewer than the host has
+    (64, 63, 63),  # 64 queues on both sides
+])
+def test_subchannels_asked_within_the_host_queues(wanted: int, host_subchannels: int, asked: int) -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=host_subchannels), channels=wanted)
+    pair.bring_up()
+    assert pair.guest_of(RssCaps) == [RssCaps(host_subchannels + 1)]
+    assert pair.guest_of(SubchannelsGranted) == [SubchannelsGranted(asked)]
+    assert pair.host_of(sim_events.SubchannelsOffered) == [sim_events.SubchannelsOffered(asked)]
+    assert pair.guest.channels == asked + 1
+    assert pair.host.rejections == []
+
+
+@pytest.mark.parametrize("profile,guest_kw", [
+    (dict(max_subchannels=0), dict(channels=8)),                      # one host queue
+    (dict(), dict(channels=1)),                                       # the guest wants one channel
+    (dict(), dict(channels=8, versions=(wn.NvspVersion.V4,))),        # NVSP 4: no vRSS
+])
+def test_no_subchannel_request_when_nothing_to_ask(profile: dict[str, Any], guest_kw: dict[str, Any]) -> None:
+    pair = GuestHostPair(host_profile.HostProfile(**profile), **guest_kw)
+    pair.bring_up()
+    assert pair.guest_of(SubchannelsGranted) == [] and pair.guest_of(SubchannelsRefused) == []
+    assert pair.guest.channels == 1 and pair.host.rejections == []
+    if guest_kw.get("versions"):
+        assert pair.guest_of(RssCaps) == []  # Linux asks RSS capabilities from NVSP 5 on only
+
+
+def test_refused_subchannels_leave_the_primary_running() -> None:
+    # 64 queues but a receive buffer too small to give each a data section: OpenVMM answers FAILURE
+    profile = host_profile.HostProfile(max_subchannels=63, recv_section_size=128 * 1024)
+    pair = GuestHostPair(profile, channels=64)
+    pair.bring_up()  # ready: the refusal is no error
+    assert pair.guest_of(SubchannelsRefused) == [SubchannelsRefused(asked=63, status=2)]
+    assert pair.guest.channels == 1 and pair.nvsp.state is NvspState.READY
+    assert [r.action for r in pair.host.rejections] == ["failure-status"]
+    assert pair.host_of(sim_events.SubchannelsOffered) == []
+    pair._host_step(pair.host.set_link(False))  # the primary still carries control traffic
+    pair.pump()
+    assert pair.guest_events[-1] == LinkStatus(False)
+
+
+def test_host_keepalives_are_dropped_and_the_host_stays_up() -> None:
+    # a non-default host that sends KEEPALIVEs: the guest answers none (a KEEPALIVE_CMPLT would
+    # be a fault to this host, as to OpenVMM) and counts each
     profile = dataclasses.replace(host_profile.HostProfile(), keepalive_interval=1.0)
     pair = GuestHostPair(profile)
     pair.bring_up()
     for now in (10.0, 11.5, 13.0, 14.5):
         pair._host_step(pair.host.tick(now))
         pair.pump()
-    assert pair.host_of(sim_events.KeepaliveMissed) == []
-    assert pair.host.rejections == []
+    assert len(pair.guest_of(KeepaliveDropped)) == 3
+    assert pair.host.state == "ready" and pair.host.rejections == []
+
+
+def test_no_link_indication_at_initialize_the_query_tells_the_link() -> None:
+    pair = GuestHostPair()
+    pair.bring_up()
+    assert pair.host_of(sim_events.LinkIndicated) == []
+    assert pair.guest_of(LinkStatus) == [LinkStatus(True)]  # from OID_GEN_MEDIA_CONNECT_STATUS

@@ -16,9 +16,9 @@ import pytest
 from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError, LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveAnswered, LinkSpeed,
+    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveDropped, LinkSpeed,
     LinkStatus, MacAddress, Mtu, NetworkChange, OffloadCaps, Outbound, QueryResult,
-    RequestFailed, RndisConfigured, RndisReady, SetComplete, StatusIndication,
+    RequestFailed, RndisConfigured, RndisReady, RssCaps, SetComplete, StatusIndication,
 )
 from hvuio.proto.rndis import OffloadRequest, RndisGuest
 from hvuio.proto.states import RndisState
@@ -337,17 +337,14 @@ def test_indication_validation(raw: bytes, text: str) -> None:
         m.receive(rx(raw))
 
 
-def test_host_keepalive_is_answered() -> None:
+def test_host_keepalive_is_dropped_never_answered() -> None:
+    # no real host sends one; OpenVMM ends the channel on a guest's KEEPALIVE_CMPLT (VMBUS.md §4 item 21)
     m, _, _ = up()
     raw = pack("rndis_keepalive_req", type=MT["RNDIS_KEEPALIVE_MSG"],
                len=size("rndis_keepalive_req"), rid=0x77)
-    [reply] = m.receive(rx(raw))
-    assert drain(m) == [KeepaliveAnswered(0x77)]
-    assert field(reply, "rndis_keepalive_comp", "type") == MT["RNDIS_KEEPALIVE_CMPLT"]
-    assert field(reply, "rndis_keepalive_comp", "len") == size("rndis_keepalive_comp")
-    assert field(reply, "rndis_keepalive_comp", "rid") == 0x77
-    assert field(reply, "rndis_keepalive_comp", "status") == SUCCESS
-    assert reply.want_completion and m.expects(reply.trans_id)
+    assert m.receive(rx(raw)) == []
+    assert drain(m) == [KeepaliveDropped(0x77)]
+    assert m.state is RndisState.READY and m.error is None
     with pytest.raises(HostProtocolError, match="keepalive: length 8"):
         m.receive(rx(struct.pack("<II", MT["RNDIS_KEEPALIVE_MSG"], 8)))
 
@@ -426,3 +423,49 @@ def test_outbound_placed_checks() -> None:
         Outbound(b"\0" * 40, 0, False)
     with pytest.raises(LocalProtocolError):
         RndisGuest(ndis_version=0x50000)
+
+
+# ---- RSS capabilities (asked from NVSP 5 on, before subchannels) --------------------------------
+
+
+def rss_caps(queues: int, objtype: int = C["ndis_objtype"]["NDIS_OBJTYPE_RSS_CAPS"]) -> bytes:
+    return struct.pack("<BBHIIIH", objtype, 2, 18, 0, 1, queues, 128)
+
+
+def test_rss_capabilities_query_gives_the_host_queues() -> None:
+    oid = OID["OID_GEN_RECEIVE_SCALE_CAPABILITIES"]
+    m = RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"], rss=True)
+    host = Host(m, {oid: rss_caps(8)})
+    host.run(m.start())
+    events = drain(m)
+    assert RssCaps(receive_queues=8) in events and events[-1] == RndisConfigured()
+    [(_, _, info)] = [s for s in host.seen if s[1] == oid]
+    # the input buffer is an RSS-capabilities object header (Linux, DPDK)
+    assert struct.unpack("<BBH", info) == (C["ndis_objtype"]["NDIS_OBJTYPE_RSS_CAPS"], 2, 18)
+    # after the link speed, before the offload queries
+    oids = [s[1] for s in host.seen]
+    assert oids.index(OID["OID_GEN_LINK_SPEED"]) < oids.index(oid) < \
+        oids.index(OID["OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"])
+
+
+def test_rss_capabilities_not_asked_without_rss_and_optional_with_it() -> None:
+    oid = OID["OID_GEN_RECEIVE_SCALE_CAPABILITIES"]
+    m, host, events = up()
+    assert oid not in [s[1] for s in host.seen]
+    m = RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"], rss=True)
+    host = Host(m, {oid: NOT_SUPPORTED})
+    host.run(m.start())
+    events = drain(m)
+    assert RequestFailed(oid, NOT_SUPPORTED) in events and events[-1] == RndisConfigured()
+    assert not any(isinstance(e, RssCaps) for e in events)
+
+
+@pytest.mark.parametrize("value,text", [
+    (rss_caps(4)[:15], "shorter than 16"),
+    (rss_caps(4, objtype=0x80), "object type 0x80"),
+])
+def test_bad_rss_capabilities(value: bytes, text: str) -> None:
+    m = RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"], rss=True)
+    host = Host(m, {OID["OID_GEN_RECEIVE_SCALE_CAPABILITIES"]: value})
+    with pytest.raises(HostProtocolError, match=re.escape(text)):
+        host.run(m.start())

@@ -255,14 +255,13 @@ def test_teardown_after_revoke_is_quiet() -> None:
 # --- subchannels ---------------------------------------------------------------------------------
 
 
-def test_subchannel_grant_is_capped_by_the_profile_and_table_follows_open() -> None:
+def test_subchannel_grant_in_full_and_table_follows_open() -> None:
     env = Env(HostProfile(max_subchannels=3))
     env.bring_up(NVS_V5)
-    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 16))
+    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 3))
     (p,) = step.packets
     assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), OK, 3)
     assert SubchannelsOffered(3) in step.events
-    assert env.host.rejections[-1].action == "substituted"
     (table,) = env.host.subchannels_opened().packets
     assert (table.type, table.flags, table.trans_id) == (INBAND, 0, 0)
     mtype, count, offset = struct.unpack_from("<3I", table.payload)
@@ -273,6 +272,35 @@ def test_subchannel_grant_is_capped_by_the_profile_and_table_follows_open() -> N
     assert env.host.deliver(FRAME, channel=2).packets[0].channel == 2
     with pytest.raises(LocalProtocolError):
         env.host.deliver(FRAME, channel=4)
+
+
+@pytest.mark.parametrize("asked", [4, 16, 63])
+def test_subchannel_request_beyond_the_queues_fails_and_grants_nothing(asked: int) -> None:
+    # OpenVMM: count must stay below max_queues (max_subchannels + 1); no partial grant
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V5)
+    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), asked))
+    (p,) = step.packets
+    assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), FAILED, 0)
+    assert not any(isinstance(e, SubchannelsOffered) for e in step.events)
+    assert env.host.rejections[-1].action == "failure-status"
+    assert env.host.subchannels_opened().packets == ()  # nothing granted, no table
+    with pytest.raises(LocalProtocolError):
+        env.host.deliver(FRAME, channel=1)
+    # the channel goes on: a request the host can grant is granted in full
+    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 3))
+    assert struct.unpack_from("<3I", step.packets[0].payload)[1:] == (OK, 3)
+
+
+def test_subchannel_request_needs_a_data_section_per_queue() -> None:
+    env = Env(HostProfile(max_subchannels=63))
+    env.bring_up(NVS_V5)
+    data = env.host._rx.data_sections
+    assert 1 <= data < 64, "the test's receive buffer must hold fewer data sections than 64 queues"
+    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), data))  # data + 1 queues
+    assert struct.unpack_from("<3I", step.packets[0].payload)[1:] == (FAILED, 0)
+    step = env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), data - 1))
+    assert struct.unpack_from("<3I", step.packets[0].payload)[1:] == (OK, data - 1)
 
 
 def test_subchannel_request_exact_and_bad_op() -> None:

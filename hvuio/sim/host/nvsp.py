@@ -25,9 +25,10 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * NDIS config MTU outside [1514, mtu_max]: silently replaced by 1514 ([OV] "as in the vmswitch").
 * A malformed RNDIS data message: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV] process_ring_buffer).
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
-* Subchannel request: grants min(count, max) — [OV] refuses counts above its maximum with
-  FAILURE, but Linux reads the granted count back from the reply ([NVSC] subchannel path),
-  so a host may grant fewer; we grant fewer (documented divergence).
+* Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
+  below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every
+  queue (count + 1) at least one data section; anything else is FAILURE with count 0, never a
+  smaller grant ([OV] the worker's SubChannelRequest case, RxBufferRanges::validate_params).
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
   the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
 * trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
@@ -408,15 +409,18 @@ class HostNvsp:
                     "subchannel operation is not ALLOCATE", mtype, "op", op, "failure-status")))
                 reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_FAIL, 0)
                 return
-            granted = min(count, self.profile.max_subchannels)
-            if granted < count:
+            queues = self.profile.max_subchannels + 1  # [OV] adapter max_queues
+            if count >= queues or self._rx.data_sections < count + 1:
                 reply.out.events.append(self.log.add(Rejection(
-                    "more subchannels requested than the host offers; granted fewer", mtype,
-                    "num_subchannels", count, "substituted")))
-            reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, granted)
-            if granted:
-                self.subchannels = granted
-                reply.out.events.append(SubchannelsOffered(granted))
+                    f"subchannel request asks for more than the host's {queues} queue(s) less the "
+                    f"primary, or more than the receive buffer can give each queue a section",
+                    mtype, "num_subchannels", count, "failure-status")))
+                reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_FAIL, 0)
+                return
+            reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, count)
+            if count:
+                self.subchannels = count
+                reply.out.events.append(SubchannelsOffered(count))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"
             which: Literal["receive", "send"] = "receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"

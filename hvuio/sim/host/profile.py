@@ -1,7 +1,7 @@
 """What the emulated Hyper-V network VSP offers: one frozen `HostProfile` plus its checked limits.
 
 What lives here: the knobs of the emulated host (NVSP version range, MTU bounds, MAC, link,
-subchannels, buffer layout, offloads, optional host keep-alives, indirection table / VF
+subchannels, buffer layout, offloads, optional (non-default) host keep-alives, indirection table / VF
 association policy, strictness) and the defaults with the source each mirrors. Source key:
 [OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs (a real host implementation),
 [OV-BUF] the same crate's buffers.rs, [NVSC] torvalds/linux drivers/net/hyperv/netvsc.c,
@@ -67,7 +67,10 @@ class HostProfile:
     mtu_max: int = MAX_NDIS_MTU
     link_up: bool = True
     link_speed_bps: int = 10_000_000_000
-    max_subchannels: int = 7  # queues - 1; Linux VRSS_CHANNEL_DEFAULT is 8 channels
+    # The host's receive queues less the primary ([OV] max_queues - 1, max_queues being the
+    # configured count clamped to [1, min(backend, 64)]); 7 = Linux VRSS_CHANNEL_DEFAULT's 8 channels.
+    # Reported as OID_GEN_RECEIVE_SCALE_CAPABILITIES' number of receive queues (+ 1).
+    max_subchannels: int = 7
     # None: [OV-BUF] layout (256 + mtu + 36 per section). Hyper-V is reported to use 1728-byte
     # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that.
     recv_section_size: int | None = None
@@ -75,12 +78,15 @@ class HostProfile:
     control_sections: int = CONTROL_SECTIONS
     offloads: OffloadCaps = field(default_factory=OffloadCaps)
     rss_table_entries: int = 128  # [OV] reports 128 when the endpoint has none ("DPDK gets confused by 0")
-    # Host-initiated RNDIS keep-alive period in seconds; None = never. Real hosts do not send them:
-    # neither Linux ([RF] rndis_filter_receive: "unhandled rndis message") nor DPDK answers one.
+    # Host-initiated RNDIS KEEPALIVE period in seconds; None (the default) = never, as [OV], which
+    # has no sender of them. Not a real host's behaviour: a test option to see that a guest drops
+    # an unsolicited KEEPALIVE as Linux does ([RF] rndis_filter_receive: "unhandled rndis
+    # message"). The host expects no answer; a guest's KEEPALIVE_CMPLT is a fault either way.
     keepalive_interval: float | None = None
-    # Send an RNDIS media indication right after the RNDIS init completion. Not done by [OV]
-    # (its guests query OID_GEN_MEDIA_CONNECT_STATUS instead); harmless for Linux and DPDK.
-    indicate_link_at_init: bool = True
+    # Send an RNDIS media indication right after the RNDIS init completion. [OV] does not (the
+    # guest queries OID_GEN_MEDIA_CONNECT_STATUS; indications follow link changes only); a
+    # non-default option for guests that must cope with an early indication.
+    indicate_link_at_init: bool = False
     # Seconds a link change waits after the previous indication when set_link() is given `now`
     # ([OV] LINK_DELAY_DURATION = 5 s: "Linux guests are known to not act on link state change
     # notifications if they happen in quick succession").

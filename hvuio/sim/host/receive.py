@@ -68,6 +68,13 @@ class ReceiveBuffer:
         self.free_data = deque(range(reserve, count))
 
     @property
+    def data_sections(self) -> int:
+        """Sections kept for data (the receive buffer less the control reserve); 0 before connect."""
+        if self.layout is None:
+            return 0
+        return self.layout[3] - len(self._control_ids)
+
+    @property
     def outstanding(self) -> int:
         """Receive sections the guest has not completed yet."""
         return sum(len(v) for v in self._outstanding.values())

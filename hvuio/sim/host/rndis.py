@@ -14,6 +14,13 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
 * SET with a malformed NDIS object: completion with RNDIS_STATUS_INVALID_DATA [OV]
   (`validate_ndis_object_header`); too short a value: RNDIS_STATUS_FAILURE [OV] (access error).
 * HALT: no reply [OV]; we additionally stop answering afterwards.
+* KEEPALIVE from the guest: KEEPALIVE_CMPLT with success [OV]. KEEPALIVE_CMPLT from the guest:
+  [OV] has no case for it (an unknown RNDIS message type ends the worker) → fault. The host sends
+  no KEEPALIVE of its own ([OV] has no sender) unless profile.keepalive_interval asks for them.
+* Link: OID_GEN_MEDIA_CONNECT_STATUS answers the host's link; no indication at INITIALIZE unless
+  profile.indicate_link_at_init ([OV] sends indications only when the link changes). [OV] always
+  answers "connected" and indicates a link that is down afterwards; we answer the link as it is
+  (the guest ends up knowing the same).
 * OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
   capabilities; `OffloadState` is what the data path (offload.py, the C pump) applies.
 * strict only (not enforced by [OV]): QUERY/SET before INITIALIZE → ADAPTER_NOT_READY; a bad RNDIS
@@ -34,7 +41,7 @@ from typing import Literal
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
-from hvuio.sim.host.events import (HostEvent, KeepaliveMissed, LinkIndicated, PacketFilterSet, Rejection,
+from hvuio.sim.host.events import (HostEvent, LinkIndicated, PacketFilterSet, Rejection,
                                    RejectionLog, RndisHalted, RndisInitialized, fault)
 
 # --- the RNDIS device ----------------------------------------------------------------------------
@@ -130,7 +137,6 @@ class HostRndis:
         self.offload.rsc4 = self.offload.rsc6 = False
         self.rss_table: tuple[int, ...] | None = None
         self._next_keepalive: float | None = None
-        self._keepalive_outstanding: int | None = None
         self._host_rid = 0x4B410000  # host-originated request ids (keep-alives); any value works
 
     @property
@@ -378,17 +384,6 @@ class HostRndis:
         (rid,) = struct.unpack_from("<I", msg, 8)
         return [w.rndis(w.RNDIS_KEEPALIVE_CMPLT, struct.pack("<II", rid, w.RNDIS_STATUS_SUCCESS))], []
 
-    def _keepalive_done(self, msg: bytes) -> Reply:
-        rid, status = struct.unpack_from("<II", msg, 8)
-        if rid != self._keepalive_outstanding:
-            return [], [self.log.add(Rejection("KEEPALIVE completion for no outstanding request",
-                                               w.RNDIS_KEEPALIVE_CMPLT, "request_id", rid, "ignored"))]
-        self._keepalive_outstanding = None
-        if status != w.RNDIS_STATUS_SUCCESS:
-            return [], [self.log.add(Rejection("KEEPALIVE completion with failure status",
-                                               w.RNDIS_KEEPALIVE_CMPLT, "status", status, "logged"))]
-        return [], []
-
     def _halt(self, msg: bytes) -> Reply:
         self.state = "halted"
         return [], [RndisHalted()]
@@ -398,7 +393,6 @@ class HostRndis:
         w.RNDIS_QUERY_MSG: _query,
         w.RNDIS_SET_MSG: _set,
         w.RNDIS_KEEPALIVE_MSG: _keepalive,
-        w.RNDIS_KEEPALIVE_CMPLT: _keepalive_done,
         w.RNDIS_HALT_MSG: _halt,
     }
     _SIZES: dict[int, int] = {
@@ -406,7 +400,6 @@ class HostRndis:
         w.RNDIS_QUERY_MSG: w.RNDIS_QUERY_REQ_SIZE,
         w.RNDIS_SET_MSG: w.RNDIS_SET_REQ_SIZE,
         w.RNDIS_KEEPALIVE_MSG: w.RNDIS_KEEPALIVE_REQ_SIZE,
-        w.RNDIS_KEEPALIVE_CMPLT: w.RNDIS_KEEPALIVE_COMP_SIZE,
         w.RNDIS_HALT_MSG: w.RNDIS_HALT_REQ_SIZE,
     }
 
@@ -463,7 +456,8 @@ class HostRndis:
         return [self._link_message()], [LinkIndicated(self.link_up)]
 
     def tick(self, now: float) -> Reply:
-        """Delayed link indications and host keep-alives; `now` is any monotonic time in seconds."""
+        """Delayed link indications and (profile.keepalive_interval only) host keep-alives, which
+        expect no answer; `now` is any monotonic time in seconds."""
         out, events = self._indicate_link(now)
         interval = self.profile.keepalive_interval
         if interval is None or not self.operational:
@@ -473,12 +467,6 @@ class HostRndis:
             return out, events
         if now < self._next_keepalive:
             return out, events
-        if self._keepalive_outstanding is not None:
-            events.append(self.log.add(Rejection("guest did not answer the host KEEPALIVE in time",
-                                                 w.RNDIS_KEEPALIVE_MSG, "request_id",
-                                                 self._keepalive_outstanding, "logged")))
-            events.append(KeepaliveMissed(self._keepalive_outstanding))
         self._host_rid = (self._host_rid + 1) & 0xFFFFFFFF
-        self._keepalive_outstanding = self._host_rid
         self._next_keepalive = now + interval
         return [*out, w.rndis(w.RNDIS_KEEPALIVE_MSG, struct.pack("<I", self._host_rid))], events
