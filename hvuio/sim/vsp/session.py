@@ -397,7 +397,8 @@ class Session:
 
     def _update_rx_ready(self) -> None:
         rndis = self.nvsp.rndis
-        ready = self.fault is None and rndis is not None and rndis.operational and bool(rndis.packet_filter)
+        ready = (self.fast is None  # the pump reads the tap itself: the network thread must not
+                 and self.fault is None and rndis is not None and rndis.operational and bool(rndis.packet_filter))
         if ready != self.rx_ready:
             self.rx_ready = ready
             self.host.wake_network()
