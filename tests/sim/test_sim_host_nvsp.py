@@ -17,8 +17,9 @@ from hvuio.sim.host.profile import HostProfile
 from support.golden import size
 from support.simhost import (
     COMP, FAILED, FRAME, GPA, INBAND, NO_SECTION, NVS_V2, NVS_V4, NVS_V5, OK, RC, RECV_GPADL, RECV_SIZE,
-    RXBUF, RXBUF_SIG, SEND_GPADL, SEND_SIZE, T, VERSIONS, Env, c, completions, nvs_chim, nvs_init,
-    nvs_ndis_conf, nvs_ndis_init, nvs_rndis, nvs_rndis_ack, nvs_rxbuf, nvs_subch, r_packet, r_query,
+    OID, RXBUF, RXBUF_SIG, SEND_GPADL, SEND_SIZE, T, VERSIONS, Env, c, completions, nvs_chim, nvs_init,
+    nvs_ndis_conf, nvs_ndis_init, nvs_rndis, nvs_rndis_ack, nvs_rxbuf, nvs_subch, r_init, r_packet, r_query,
+    r_set,
 )
 
 
@@ -467,6 +468,28 @@ def test_rx_section_is_freed_only_by_the_completion_and_drops_are_counted() -> N
     env.ack(delivered[0])
     again = env.host.deliver(FRAME).packets
     assert again and again[0].ranges[0][1] == delivered[0].ranges[0][1]
+
+
+def test_rx_transfer_id_is_the_first_section_of_the_batch() -> None:
+    # OpenVMM process_endpoint_rx / release_recv_buffers; DPDK hn_nvs_handle_rxbuf indexes by it.
+    section = 2048
+    env = Env(HostProfile(recv_section_size=section))
+    env.bring_up(rndis=False)
+    replies = [q for q in env.send_rndis(r_init(1)).packets if q.type == RXBUF]
+    assert [q.trans_id for q in replies] == [q.ranges[0][1] // section for q in replies]
+    assert replies[0].trans_id == 0  # the first control reply: section 0, id 0
+    for q in replies:
+        assert env.ack(q).events == ()
+    assert env.host.outstanding_receives == 0
+    env.ack_all(env.send_rndis(r_set(2, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 0xD))))
+    step = env.host.deliver_batch([FRAME, FRAME, FRAME])
+    (p,) = step.packets
+    assert len(p.ranges) == 3 and p.trans_id == p.ranges[0][1] // section
+    assert env.host.receive(GuestPacket(COMP, 0, p.ranges[1][1] // section, nvs_rndis_ack())).events  # not its id
+    env = Env()
+    env.bring_up()
+    p = env.host.deliver_batch([FRAME, FRAME]).packets[0]
+    assert env.ack(p).events == () and env.host.outstanding_receives == 0
 
 
 def test_rx_unknown_and_duplicate_completion_fault() -> None:

@@ -4,8 +4,8 @@ What lives here: `ReceiveBuffer`, the guest's receive buffer (map 3) as the host
 once the guest connected it: sections split into a few reserved for RNDIS control replies and
 the rest for data (`HostProfile.control_sections`), one transfer-page packet per batch of
 sections (one range per message, completion requested: the guest must complete every such
-packet, which frees its sections), the host transaction ids of those packets, and the control
-replies queued while no section is free. `deliver` turns network frames into RNDIS packet
+packet, which frees its sections), the transaction id of such a packet (the index of its first
+section, as OpenVMM's), and the control replies queued while no section is free. `deliver` turns network frames into RNDIS packet
 messages first: a plain frame is one message; a TCP GSO frame becomes vRSC fragments of one
 coalesced frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
 gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
@@ -35,7 +35,7 @@ from hvuio.sim.host.wire import HostPacket
 
 WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
 
-VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; transfer ids stay below
+VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; no section has this index
 
 # Deliberate host-side corruption of a receive, for the guest's VMBUS.md §4 checks (VMBUS.md §5.14):
 # pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
@@ -55,9 +55,8 @@ class ReceiveBuffer:
         self.free_data: deque[int] = deque()
         self.free_control: deque[int] = deque()
         self._control_ids: frozenset[int] = frozenset()
-        self._outstanding: dict[int, tuple[int, ...]] = {}  # host trans_id -> receive section indexes
+        self._outstanding: dict[int, tuple[int, ...]] = {}  # first section (the trans_id) -> the batch's
         self._pending_control: deque[bytes] = deque()
-        self._next_tid = 1
 
     def connect(self, gpadl: int, pageset: int, section: int, count: int, control_sections: int) -> None:
         """The guest's receive buffer: `count` sections of `section` bytes, answered as `pageset`."""
@@ -159,10 +158,11 @@ class ReceiveBuffer:
                 msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
             self._write_recv(offset, msg)
             ranges.append((len(msg), offset))
-        tid = self._next_tid
-        while tid in self._outstanding or tid == 0:
-            tid = (tid + 1) % VF_ASSOCIATION_TID
-        self._next_tid = (tid + 1) % VF_ASSOCIATION_TID
+        # The batch's first section is its id, 0 included: OpenVMM process_endpoint_rx sends
+        # `rx_ready[0]` and release_recv_buffers frees the batch by it (microsoft/openvmm
+        # vm/devices/net/netvsp/src/lib.rs); DPDK indexes its per-section table by it (hn_rxtx.c
+        # hn_nvs_handle_rxbuf). A section is in at most one batch, so ids of batches in flight differ.
+        tid = batch[0][0]
         self._outstanding[tid] = tuple(index for index, _ in batch)
         nvsp_type = w.NVSP_SEND_RNDIS_PKT
         if inject == "pageset":
