@@ -209,14 +209,19 @@ def test_bad_flags_and_packet_types_fault() -> None:
     faulted(env, env.send_nvsp(nvs_init(NVS_V5), ptype=RXBUF).events, "type")
 
 
-def test_trans_id_zero_with_completion_requested() -> None:
+def test_trans_id_zero_with_completion_requested_is_answered_quietly() -> None:
+    # DPDK's NVS and RNDIS control requests all carry id 0 with completion requested ([OV] answers).
     env = Env()
     step = env.send_nvsp(nvs_init(NVS_V5), tid=0)
-    assert step.packets and env.host.rejections[-1].action == "answered"
-    env = Env(HostProfile(trans_id_zero="ignore"))
-    step = env.send_nvsp(nvs_init(NVS_V5), tid=0)
-    assert step.packets == () and env.host.rejections[-1].action == "ignored"
-    assert env.host.state == "init"  # processed, just not answered
+    (p,) = completions(step)
+    assert p.trans_id == 0 and env.host.state == "init"
+    assert env.send_nvsp(nvs_ndis_conf(1514, 0), flags=0, tid=0).packets == ()  # none asked, none sent
+    assert env.send_nvsp(nvs_ndis_init(6, 30), flags=0, tid=0).packets == ()
+    assert [q.trans_id for q in completions(env.send_nvsp(nvs_rxbuf(), tid=0))] == [0]
+    assert [q.trans_id for q in completions(env.send_nvsp(nvs_chim(), tid=0))] == [0]
+    step = env.send_rndis(r_init(1), tid=0)
+    assert [q.trans_id for q in completions(step)] == [0]  # the RNDIS message's own completion
+    assert env.host.rejections == [] and not any(isinstance(e, Rejection) for e in step.events)
 
 
 def test_completion_during_setup_faults() -> None:

@@ -30,7 +30,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   so a host may grant fewer; we grant fewer (documented divergence).
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
   the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
-* trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
+* trans_id 0 with completion requested: answered like any other id, not logged ([OV]
+  send_completion; DPDK relies on it).
 * Offloads (offload.py): checksum/LSO per-packet info of guest data is validated and applied
   (a refused request completes with NVSP_STAT_FAIL and counts tx_failed, as any malformed data
   message; a checksum request for an offload not enabled is logged and the frame sent as is); an LSO
@@ -264,12 +265,10 @@ class HostNvsp:
         if pkt.type not in (w.PKT_INBAND, w.PKT_GPA_DIRECT):
             raise fault("packet type the network VSP does not accept", pkt.type, "type", pkt.type)
         (mtype,) = w.u32s(pkt.payload, 0, 1, "NVSP header")
+        # Completion requested: answered whatever the id, 0 included, quietly ([OV] the packet's
+        # transaction id is set iff a completion was requested, and send_completion answers it;
+        # DPDK sends NVS init, buffer connects and RNDIS control with id 0, VMBUS.md §3.5).
         answer = bool(pkt.flags & w.FLAG_COMPLETION_REQUESTED)
-        if answer and pkt.trans_id == 0:
-            answer = self.profile.trans_id_zero == "answer"
-            out.events.append(self.log.add(Rejection(
-                "trans_id 0 with completion requested (Linux: Hyper-V does not answer these)",
-                mtype, "trans_id", 0, "answered" if answer else "ignored")))
         need_version = 0 if mtype == w.NVSP_INIT else w.NVSP_MIN_VERSION.get(mtype)
         if need_version is None or self.version < need_version:  # version is 0 until INIT succeeds
             raise fault("NVSP message type unknown at this protocol version", mtype, "msg_type", mtype)
