@@ -744,3 +744,20 @@ def test_injected_receive_faults_break_the_rule_they_name(inject: str) -> None:
     assert broken[inject] and sum(broken.values()) == 1
     env.ack(p, status=FAILED)  # the section is still the guest's to complete
     assert env.host.outstanding_receives == 0
+
+
+def test_rx_batch_that_does_not_fit_the_ring_is_dropped_counted_and_its_sections_freed() -> None:
+    # [OV] process_endpoint_rx: try_send fails -> rx_dropped_ring_full, receive buffers freed.
+    env = Env()
+    env.bring_up()
+    free_before = len(env.host._rx.free_data)
+    assert env.host.deliver_batch([FRAME, FRAME], room=64).packets == ()
+    assert env.host.counters["rx_dropped_ring_full"] == 2 and env.host.counters["rx_delivered"] == 0
+    assert env.host.outstanding_receives == 0 and len(env.host._rx.free_data) == free_before
+    (p,) = env.host.deliver_batch([FRAME, FRAME], room=1 << 20).packets
+    assert len(p.ranges) == 2 and env.host.counters["rx_delivered"] == 2
+    need = -(-len(p.encode()) // 8) * 8 + 8
+    env.ack(p)
+    assert env.host.deliver_batch([FRAME, FRAME], room=need).packets == ()  # never filled completely
+    assert env.host.deliver_batch([FRAME, FRAME], room=need + 1).packets
+    assert env.host.counters["rx_dropped_ring_full"] == 4

@@ -119,8 +119,8 @@ class HostNvsp:
         self.subchannels = 0
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
-            "rx_delivered", "rx_dropped_no_section", "rx_dropped_filtered", "rx_dropped_not_ready",
-            "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
+            "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
+            "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
@@ -198,11 +198,14 @@ class HostNvsp:
         """Send one Ethernet frame to the guest through a free receive section, or count a drop."""
         return self.deliver_batch((frame,), channel, inject=inject)
 
-    def deliver_batch(self, frames: Sequence[bytes], channel: int = 0, *, inject: RxFault | None = None) -> Step:
+    def deliver_batch(self, frames: Sequence[bytes], channel: int = 0, *, inject: RxFault | None = None,
+                      room: int | None = None) -> Step:
         """Send frames as one transfer-page packet, one range per frame (as [OV] batches them).
 
         Frames that cannot be sent are dropped and counted: before RNDIS is up, with no packet
-        filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, or with no free section.
+        filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, with no free section,
+        or when the packet does not fit `room`, the bytes free in the channel's inbound ring
+        (None: no limit; [OV] process_endpoint_rx drops rather than queue: rx_dropped_ring_full).
         `inject` corrupts what the host writes, to exercise the guest's checks (VMBUS.md §4, §5.14).
         """
         if not 0 <= channel <= self.subchannels:
@@ -217,7 +220,7 @@ class HostNvsp:
             return out.step()
         assert self.recv is not None
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
-        pkt = self._rx.deliver(frames, channel, mtu, rndis.offload, self._pad, inject)
+        pkt = self._rx.deliver(frames, channel, mtu, rndis.offload, self._pad, inject, room)
         if pkt is not None:
             out.packets.append(pkt)
         return out.step()

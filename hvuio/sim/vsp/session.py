@@ -46,7 +46,7 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
                                    SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
-from hvuio.sim.host.receive import flow_hash
+from hvuio.sim.host.receive import RxFault, flow_hash
 from hvuio.sim.kernel.tree import SimDevice
 from hvuio.sim.net import NetCounters
 from hvuio.sim.vsp import fastpath, guestmem
@@ -86,8 +86,9 @@ class VspCounters:
     #                                   the ring was not empty before the write that signalled
     guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: the host
     #                              may have drained the data already on an earlier pass)
-    inbound_full: int = 0  # packets that met a full inbound ring and were queued
+    inbound_full: int = 0  # control packets and completions that met a full inbound ring and were queued
     backlog_max: int = 0  # the longest such queue
+    rx_ring_full: int = 0  # network frames dropped: their packet did not fit the inbound ring (both paths)
     rejections: int = 0
     faults: int = 0
     link_indications: int = 0
@@ -117,7 +118,7 @@ class Session:
         self._inbox_lock = threading.Lock()
         self._signals: set[int] = set()
         self._frames: deque[bytes] = deque()
-        self._commands: deque[Callable[[], Step]] = deque()
+        self._commands: deque[Callable[[set[int], list[tuple[str, int]]], None]] = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         gpadls: dict[int, int] = {}
         for name, size in dev.maps[3:5]:
@@ -179,6 +180,21 @@ class Session:
         self._wake()
 
     def post(self, command: Callable[[], Step]) -> None:
+        """Run `command` in the worker's next pass and apply its Step."""
+        self._post(lambda signal_out, deferred: self._apply(command(), signal_out, deferred))
+
+    def post_delivery(self, frames: list[bytes], channel: int, inject: RxFault | None) -> None:
+        """Frames for `channel` as one transfer-page packet in the worker's next pass, by the rules
+        of frames from the network (dropped and counted when the inbound ring has no room)."""
+        def run(signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+            if not 0 <= channel <= self.nvsp.subchannels:
+                log.error("%s: deliver on channel %d: only %d subchannels granted", self.dev.guid, channel,
+                          self.nvsp.subchannels)
+                return
+            self._deliver_group(channel, frames, signal_out, deferred, inject)
+        self._post(run)
+
+    def _post(self, command: Callable[[set[int], list[tuple[str, int]]], None]) -> None:
         with self._inbox_lock:
             self._commands.append(command)
         self._wake()
@@ -277,7 +293,7 @@ class Session:
                 self._last_activity = time.monotonic()
             if self.fault is None:
                 for command in commands:
-                    self._apply(command(), signal_out, deferred)
+                    command(signal_out, deferred)
                 for index in sorted(wake):
                     self._drain(self.channels[index], signal_out, deferred)
                 self._end_pass(frames, signal_out, deferred)
@@ -335,9 +351,39 @@ class Session:
         for frame in frames:
             groups.setdefault(open_channels[flow_hash(frame) % len(open_channels)], []).append(frame)
         for index, group in groups.items():
-            before = self.nvsp.counters["rx_delivered"]
-            self._apply(self.nvsp.deliver_batch(group, index), signal_out, deferred)
-            self.counters.frames_to_guest += self.nvsp.counters["rx_delivered"] - before
+            self._deliver_group(index, group, signal_out, deferred, None)
+
+    def _deliver_group(self, index: int, frames: list[bytes], signal_out: set[int],
+                       deferred: list[tuple[str, int]], inject: RxFault | None) -> None:
+        """Frames for channel `index` as one transfer-page packet, written at once or dropped."""
+        nc = self.nvsp.counters
+        chan = self.channels.get(index)
+        room = None if chan is None else self._room(chan, signal_out)
+        if self.fault is not None:
+            return
+        before, dropped = nc["rx_delivered"], nc["rx_dropped_ring_full"]
+        self._apply(self.nvsp.deliver_batch(frames, index, inject=inject, room=room), signal_out, deferred)
+        self.counters.frames_to_guest += nc["rx_delivered"] - before
+        self.counters.rx_ring_full += nc["rx_dropped_ring_full"] - dropped
+        if chan is not None:
+            self._flush(chan, signal_out)  # the data packet fits (room only grows): written now
+
+    def _room(self, chan: Channel, signal_out: set[int]) -> int:
+        """Bytes a data packet may use in `chan`'s inbound ring: none while anything is queued
+        (packets go in order), else the free bytes. Data is dropped, not queued, when it does not
+        fit ([OV] process_endpoint_rx, rx_dropped_ring_full)."""
+        self._flush(chan, signal_out)  # what is queued goes first
+        if chan.backlog or self.fault is not None:
+            return 0
+        if self.fast is not None and chan.index == 0:
+            chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
+        try:
+            return chan.writer.bytes_free()
+        except RingCorruptError as exc:
+            self.counters.rejections += 1
+            self.rejections.append(f"ring {chan.relid}: {exc.message}")
+            self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
+            return 0
 
     def _apply(self, step: Step, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
         for pkt in step.packets:
@@ -370,7 +416,8 @@ class Session:
         chan.backlog.append(data)
 
     def _flush(self, chan: Channel, signal_out: set[int]) -> None:
-        """Write queued packets in order; a full ring leaves the rest queued (never dropped)."""
+        """Write queued packets in order; a full ring leaves the rest queued (never dropped: control
+        replies and completions; data packets are only queued when they fit, see `_room`)."""
         if not chan.backlog:
             return
         self._update_rx_ready()  # before the guest can read a packet filter's reply and expect frames
@@ -475,7 +522,7 @@ class Session:
                 self._fast_control(signal_out, deferred)
             if self.fault is None:
                 for command in commands:
-                    self._apply(command(), signal_out, deferred)
+                    command(signal_out, deferred)
                 by_relid = {c.relid: c for c in self.channels.values()}
                 wake = {by_relid[r].index for r in signals if r in by_relid}
                 for chan in self.channels.values():
@@ -535,6 +582,7 @@ class Session:
         if primary is not None:
             primary.interrupts += d["signals"]
         c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
+        c.rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]
         c.fastpath_completions_unknown += d["completions_unknown"]
         if d["tx_gpa_rejected"]:  # completed FAILED by the pump: logged here, as HostNvsp would
@@ -548,6 +596,7 @@ class Session:
         nc = self.nvsp.counters
         nc["rx_delivered"] += d["rx_frames"]
         nc["rx_dropped_no_section"] += d["rx_dropped_no_section"]
+        nc["rx_dropped_ring_full"] += d["rx_dropped_ring_full"]
         nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
         nc["tx_failed"] += d["tx_gpa_rejected"]
