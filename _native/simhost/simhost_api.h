@@ -59,7 +59,7 @@ struct hvu_sim_counters {
     uint64_t rx_dropped_ring_full;
     uint64_t rx_completions;       /* guest completions that freed our sections */
     uint64_t rx_completion_failed; /* ... whose NVSP status was not success */
-    uint64_t completions_unknown;  /* tagged trans_id not outstanding (unknown or repeated) */
+    uint64_t completions_unknown;  /* id of a pump section that heads no batch in flight (repeated, forged) */
     uint64_t handoffs;             /* packets left for Python */
     uint64_t monitor_wakeups;      /* monitor trigger bits consumed */
     uint64_t signals;              /* guest interrupts (raised on irq, else requested from Python) */
