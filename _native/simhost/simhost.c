@@ -19,10 +19,12 @@
  *   over and re-syncs its private index from the header when it takes over (here: at every
  *   hvu_sim_pump_run entry). Re-reading a header field we own is safe: the guest never writes it.
  *
- * Receive sections: Python hands the pump a set of section indexes (hvu_sim_pump_add_sections);
- * the pump tags its transfer-page trans_ids with bit 62 (HostNvsp's ids stay below 2^62; bit 63
- * is its VF-association id), so a completion is the pump's iff bits 63..62 == 01; slot and
- * generation in the id make repeated or forged completions counted, never a double free.
+ * Receive sections: Python hands the pump a set of section indexes (hvu_sim_pump_add_sections)
+ * and never uses them again. A transfer-page packet's trans_id is the index of its first section,
+ * as OpenVMM's (microsoft/openvmm vm/devices/net/netvsp/src/lib.rs process_endpoint_rx: the first
+ * rx id of the batch; release_recv_buffers frees the batch by it), so a completion is the pump's
+ * iff its id names a section the pump owns; it frees sections only when that section is the first
+ * of a batch in flight (SEC_HEAD): a repeated or forged id is counted, never a double free.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,7 +84,7 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
 {
     uint32_t i;
     if (!p || !p->out_ring || !p->in_ring || !p->recv_buf || !p->send_buf || !p->sec_state
-        || !p->free_stack || !p->sec_next || !p->slot_head || !p->slot_gen || !p->slot_stack || !p->scratch)
+        || !p->free_stack || !p->sec_next || !p->scratch)
         return -EINVAL;
     if (p->header_size < 4096 || p->ring_size <= p->header_size + 64 || dsize(p) % 8)
         return -EINVAL;
@@ -102,11 +104,7 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     for (i = 0; i < p->recv_count; i++) {
         p->sec_state[i] = SEC_NOT_OURS;
         p->sec_next[i] = NONE;
-        p->slot_head[i] = NONE;
-        p->slot_gen[i] = 0;
-        p->slot_stack[i] = p->recv_count - 1 - i;
     }
-    p->nslots_free = p->recv_count;
     p->nfree = p->owned = 0;
     p->dead = 0;
     p->signal = 0;
@@ -274,7 +272,7 @@ static int drain(struct hvu_sim_pump *p, int *worked)
             ppos -= d;
         memset(pl, 0, sizeof pl);
         copy_out(p, ppos, pl, plen < sizeof pl ? plen : (uint32_t)sizeof pl);
-        if (type == PKT_COMP && (tid & TAG_MASK) == TAG) {
+        if (type == PKT_COMP && tid < p->recv_count && p->sec_state[tid] != SEC_NOT_OURS) {
             hvu_sim_rx_completion(p, tid, pl, plen);
         } else if ((type == PKT_INBAND || (type == PKT_GPA && hlen - DESC <= GPA_HDR_MAX)) && plen >= 4
                    && rd32(pl) == NVSP_RNDIS_PKT) {

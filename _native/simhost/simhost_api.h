@@ -59,7 +59,7 @@ struct hvu_sim_counters {
     uint64_t rx_dropped_ring_full;
     uint64_t rx_completions;       /* guest completions that freed our sections */
     uint64_t rx_completion_failed; /* ... whose NVSP status was not success */
-    uint64_t completions_unknown;  /* tagged trans_id not outstanding (unknown or repeated) */
+    uint64_t completions_unknown;  /* id of a pump section that heads no batch in flight (repeated, forged) */
     uint64_t handoffs;             /* packets left for Python */
     uint64_t monitor_wakeups;      /* monitor trigger bits consumed */
     uint64_t signals;              /* guest interrupts (raised on irq, else requested from Python) */
@@ -136,12 +136,9 @@ struct hvu_sim_pump {
     struct hvu_sim_irq *irq; /* the device's interrupt: raise it here, or NULL = return SIGNAL */
     uint32_t auto_mask;      /* raising masks the inbound ring first (kernel profile) */
     /* caller-owned arrays of recv_count entries each, and a scratch buffer of max_frame+ bytes */
-    uint8_t *sec_state;      /* 0 not ours, 1 free, 2 in flight */
+    uint8_t *sec_state;      /* 0 not ours, 1 free, 2 in flight, 3 in flight and first of its batch */
     uint32_t *free_stack;
-    uint32_t *sec_next;
-    uint32_t *slot_head;
-    uint32_t *slot_gen;
-    uint32_t *slot_stack;
+    uint32_t *sec_next;      /* the next section of the same batch, or none */
     uint8_t *scratch;
     uint32_t scratch_len;
     /* --- offloads (offload.c; fields may change between runs) --- */
@@ -160,7 +157,6 @@ struct hvu_sim_pump {
     uint32_t gpa_buf_len;
     /* --- state --- */
     uint32_t nfree;
-    uint32_t nslots_free;
     uint32_t owned;          /* sections given to the pump */
     uint32_t rd;             /* private outbound read index (re-synced from the header per run) */
     uint32_t wr;             /* private inbound write index (re-synced from the header per run) */

@@ -41,15 +41,13 @@
 #define ETH_HLEN 14u
 #define MAX_BATCH 64u
 #define MAX_MSGS 16u               /* RNDIS messages per send handled here; more -> Python */
-#define TAG_SHIFT 62
-#define TAG_MASK (3ull << TAG_SHIFT)
-#define TAG (1ull << TAG_SHIFT)
 #define NONE 0xFFFFFFFFu
 #define MAX_NVSP_PAD 64u
 #define GPA_HDR_MAX 2048u          /* GPA-direct range headers the fast path copies; larger -> Python */
 #define SEC_NOT_OURS 0
 #define SEC_FREE 1
 #define SEC_BUSY 2
+#define SEC_HEAD 3                 /* in flight, first of its batch: the batch's trans_id */
 
 static inline uint32_t *hdr32(uint8_t *ring, uint32_t off) { return (uint32_t *)(void *)(ring + off); }
 static inline uint32_t ld_acq(uint8_t *ring, uint32_t off)

@@ -2,8 +2,8 @@
  *
  * What lives here: frames read from the tap (plain, or with a virtio_net_hdr: GSO -> vRSC fragments
  * or software segments, NEEDS_CSUM completed) -> RNDIS_PACKET_MSGs in free receive sections ->
- * transfer-page packets (several frames per packet, completion requested, trans_id tagged as
- * simhost.c's top comment describes), and the guest's completions of those, which free the
+ * transfer-page packets (several frames per packet, completion requested, trans_id = the first
+ * section's index, as simhost.c's top comment describes), and the guest's completions of those, which free the
  * sections once. What must not: reading the outbound ring (simhost.c's drain hands completions
  * here), ring index handling (packets go out through hvu_sim_in_write), the guest -> network path
  * (simhost_tx.c), allocation, logging, Python.
@@ -18,9 +18,10 @@
 
 /* ---- receive sections ------------------------------------------------------------------------- */
 
-static void free_slot(struct hvu_sim_pump *p, uint32_t slot)
+/* Free the batch whose first section is `head`. */
+static void free_batch(struct hvu_sim_pump *p, uint32_t head)
 {
-    uint32_t s = p->slot_head[slot];
+    uint32_t s = head;
     while (s != NONE) {
         uint32_t next = p->sec_next[s];
         p->sec_state[s] = SEC_FREE;
@@ -28,15 +29,12 @@ static void free_slot(struct hvu_sim_pump *p, uint32_t slot)
         p->free_stack[p->nfree++] = s;
         s = next;
     }
-    p->slot_head[slot] = NONE;
-    p->slot_stack[p->nslots_free++] = slot;
 }
 
-/* A guest completion carrying our tag: free its sections once. */
+/* A guest completion naming one of our sections: free its batch once. */
 void hvu_sim_rx_completion(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *payload, uint32_t plen)
 {
-    uint32_t slot = (uint32_t)(tid & 0xFFFFFFFFu), gen = (uint32_t)((tid >> 32) & 0x3FFFFFFFu);
-    if (slot >= p->recv_count || p->slot_head[slot] == NONE || p->slot_gen[slot] != gen) {
+    if (tid >= p->recv_count || p->sec_state[tid] != SEC_HEAD) {
         p->c.completions_unknown++;
         reject(p, HVU_SIM_R_UNKNOWN_TID, tid);
         return;
@@ -48,7 +46,7 @@ void hvu_sim_rx_completion(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *
     } else if (rd32(payload + 4) != NVSP_STAT_SUCCESS) {
         p->c.rx_completion_failed++;
     }
-    free_slot(p, slot);
+    free_batch(p, (uint32_t)tid);
     p->c.rx_completions++;
 }
 
@@ -66,17 +64,14 @@ static int rx_flush(struct hvu_sim_pump *p, struct rxb *b)
 {
     uint8_t hdr[24 + 8 * MAX_BATCH];
     uint8_t nv[MAX_NVSP_PAD];
-    uint32_t n = b->n, slot, gen, i, hlen;
+    uint32_t n = b->n, i, hlen;
     uint64_t tid;
     int rc;
 
     if (n == 0)
         return 0;
     b->n = 0;
-    slot = p->slot_stack[--p->nslots_free];
-    gen = (p->slot_gen[slot] + 1) & 0x3FFFFFFFu;
-    p->slot_gen[slot] = gen;
-    tid = TAG | ((uint64_t)gen << 32) | slot;
+    tid = b->secs[0];  /* OpenVMM: the batch's first rx id (netvsp lib.rs process_endpoint_rx) */
     hlen = 24 + 8 * n;
     hdr[0] = PKT_XFER; hdr[1] = 0;
     hdr[2] = (uint8_t)(hlen / 8); hdr[3] = (uint8_t)((hlen / 8) >> 8);
@@ -97,17 +92,16 @@ static int rx_flush(struct hvu_sim_pump *p, struct rxb *b)
     wr32(nv + 4, 0);            /* channel type: data */
     wr32(nv + 8, NO_SECTION);
     wr32(nv + 12, 0);
-    /* link the sections to the slot before writing: the guest may complete at once */
-    p->slot_head[slot] = b->secs[0];
+    /* link the batch before writing: the guest may complete at once */
     for (i = 0; i < n; i++) {
-        p->sec_state[b->secs[i]] = SEC_BUSY;
+        p->sec_state[b->secs[i]] = i == 0 ? SEC_HEAD : SEC_BUSY;
         p->sec_next[b->secs[i]] = i + 1 < n ? b->secs[i + 1] : NONE;
     }
     rc = hvu_sim_in_write(p, hdr, hlen, nv, p->nvsp_pad);
     if (rc < 0)
         return -1;
     if (rc == 0) {
-        free_slot(p, slot);
+        free_batch(p, b->secs[0]);
         p->c.rx_dropped_ring_full += n;
         return 0;
     }
@@ -166,7 +160,7 @@ static int rx_room(struct hvu_sim_pump *p, struct rxb *b, uint32_t k)
         return -1;
     if (b->n + k > MAX_BATCH && rx_flush(p, b) < 0)
         return -1;
-    if (p->nfree < k || (b->n == 0 && p->nslots_free == 0)) {
+    if (p->nfree < k) {
         p->c.rx_dropped_no_section++;
         return 0;
     }
@@ -278,7 +272,7 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
         uint8_t *dst;
         uint32_t room, s;
         ssize_t r;
-        if (p->nfree == 0 || (b.n == 0 && p->nslots_free == 0)) {
+        if (p->nfree == 0) {
             r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);  /* a host with no section drops */
             if (r < 0)
                 break;

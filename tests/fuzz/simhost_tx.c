@@ -3,7 +3,7 @@
  * NVSP 107 data sends to simhost_tx.c (send-buffer sections, RNDIS packet messages, checksum / LSO
  * per-packet info -> offload.c, frames to the tap, NVSP 108 completions into the inbound ring),
  * GPA-direct (type 9) data sends to simhost_gpa.c (range header, pages of a guest memory, the
- * gather, the same RNDIS handling) and tagged receive completions to simhost_rx.c. Only simhost sources are compiled in (the emulator
+ * gather, the same RNDIS handling) and receive completions naming its sections to simhost_rx.c. Only simhost sources are compiled in (the emulator
  * shares no code with the guest core); the harness is the guest: it writes the outbound ring by
  * hand (any descriptor), fills the send buffer, and reads the inbound ring as a guest would.
  *
@@ -13,15 +13,15 @@
  * strict RNDIS limits, vnet header / tap GSO / offloads on offer, lso_max), then a script of sends
  * (1..20 RNDIS messages in a section, every field sometimes wrong, frames plain or Ethernet/IP/TCP
  * with checksum / LSO pktinfo), raw packets of every type, descriptors that break the ring rules,
- * tagged (forged) receive completions, a bad write_index, rewrites of the send buffer, GPA-direct
+ * forged receive completions (ids of sections the pump owns, of Python's, or any), a bad write_index, rewrites of the send buffer, GPA-direct
  * sends (the same RNDIS messages scattered over 1..4 or 60..68 ranges of guest-memory pages picked
  * one by one, a page sometimes outside guest memory, the range header sometimes malformed or past
  * the fast path's copy, no guest memory or a small gather buffer by configuration), guest reads
  * of the inbound ring, and pump runs.
  *
  * Invariants (abort on violation), checked after every run:
- *  - the pump consumes exactly a prefix of the guest's packets; each one it consumed is a tagged
- *    completion (counted in completions_unknown: none is outstanding) or a data send that passed
+ *  - the pump consumes exactly a prefix of the guest's packets; each one it consumed is a
+ *    completion naming a section the pump owns (counted in completions_unknown: none is outstanding) or a data send that passed
  *    every check, or a GPA-direct send with a page outside guest memory; each send it consumed
  *    gets exactly one completion, in order, well formed (type 0xb, offset8 2, len8 for the
  *    configured padding, NVSP 108 success, or failed for that GPA-direct send, zero padding,
@@ -55,8 +55,7 @@
 #define MAX_OPS 300
 #define MAXG 1024
 #define PAD_MAX 64
-#define TAGM (3ull << 62)
-#define TAGV (1ull << 62)
+#define NSECT 4u                /* receive sections; the pump owns those in st.owned */
 #define GM_PAGES 24u            /* the guest memory: pages GM_BASE .. GM_BASE + GM_PAGES - 1 */
 #define GM_BASE 0x100000ull
 #define GPA_FULL (65535u + 14u + 4u + 4096u)   /* the gather buffer the session gives the pump */
@@ -87,7 +86,8 @@ struct st {
     uint32_t out_d, in_d;
     uint8_t *out, *in, *recv, *send, *scratch, *gso;
     uint8_t *sec_state;
-    uint32_t *free_stack, *sec_next, *slot_head, *slot_gen, *slot_stack;
+    uint32_t *free_stack, *sec_next;
+    uint32_t owned;             /* bit i: section i was given to the pump */
     uint32_t monitor;
     int tap[2];
     uint32_t gw;                /* guest's write index (outbound) */
@@ -361,18 +361,17 @@ static void guest_other(struct st *s, struct fz *f, int op)
     fz_copy(f, pl, plen);
     struct gdesc d = {11, 2, (uint16_t)((16 + plen) / 8), 0, 0};
     if (op == 0) {                                           /* a receive completion, forged */
-        uint64_t tag = fz_chance(f, 200) ? TAGV : (uint64_t)fz_pick(f, 4) << 62;
-        d.trans_id = tag | (fz_u64(f) & ~TAGM);
+        d.trans_id = fz_chance(f, 200) ? fz_pick(f, 2 * NSECT) : fz_u64(f);
         if (fz_chance(f, 160) && plen >= 8) {
             wr32le(pl, 108);
             wr32le(pl + 4, 1);
         }
-        guest_put(s, &d, pl, plen, (d.trans_id & TAGM) == TAGV ? K_COMP : K_OTHER);
+        guest_put(s, &d, pl, plen, d.trans_id < NSECT && (s->owned >> d.trans_id & 1) ? K_COMP : K_OTHER);
     } else if (op == 1) {                                    /* other packets: Python's */
         static const uint16_t types[] = {6, 7, 9, 11};
         d.type = types[fz_pick(f, 4)];
         d.flags = fz_pick(f, 2);
-        d.trans_id = fz_u64(f) & ~TAGM;
+        d.trans_id = fz_u64(f) | (1ull << 63);  /* no section's index */
         if (d.type == 6 && plen >= 8 && fz_chance(f, 128))
             wr32le(pl, 107);                                 /* 107 too short or for control */
         guest_put(s, &d, pl, plen, K_OTHER);
@@ -613,7 +612,10 @@ static uint32_t m_desc_fault(const struct gpkt *g, uint32_t avail)
 }
 
 static int is_send(const struct gpkt *g) { return g->d.type == 6 && g->plen >= 4 && rd32le(g->pl) == 107; }
-static int is_comp(const struct gpkt *g) { return g->d.type == 11 && (g->tid & TAGM) == TAGV; }
+static int is_comp(const struct st *s, const struct gpkt *g)
+{
+    return g->d.type == 11 && g->tid < NSECT && (s->owned >> g->tid & 1);
+}
 static int is_gpa(const struct gpkt *g)
 {
     return g->d.type == 9 && g->plen >= 4 && rd32le(g->pl) == 107 && g->d.offset8 * 8u - 16 <= GH_MAX;
@@ -674,7 +676,7 @@ static void run(struct st *s)
         struct gpkt *g = &s->g[s->head];
         acc += g->total;
         CHECK(acc <= moved, "the pump's read_index %u is inside packet %u", rd1, s->head);
-        CHECK(is_send(g) || is_comp(g) || is_gpa(g), "the pump consumed packet %u of kind %d", s->head, g->kind);
+        CHECK(is_send(g) || is_comp(s, g) || is_gpa(g), "the pump consumed packet %u of kind %d", s->head, g->kind);
         if (is_send(g) || is_gpa(g)) {
             int mo;
             uint32_t r = is_send(g) ? m_send(s, g, fr, &nfr, &mo) : m_gpa(s, g, fr, &nfr, &mo);
@@ -785,7 +787,7 @@ static void run(struct st *s)
         CHECK(s->p.c.handoffs == c0.handoffs + 1, "hand-off not counted");
         uint32_t want = HVU_SIM_R_CONTROL;
         int mo = 0;
-        CHECK(!is_comp(g), "CONTROL at a tagged completion");
+        CHECK(!is_comp(s, g), "CONTROL at a completion naming a section of the pump's");
         if (is_send(g) || is_gpa(g)) {
             want = is_send(g) ? m_send(s, g, fr, &nfr, &mo) : m_gpa(s, g, fr, &nfr, &mo);
             CHECK(want != HVU_SIM_R_GPA_PAGE, "CONTROL at a GPA-direct send with a page outside guest memory");
@@ -838,7 +840,7 @@ static void setup(struct st *s, struct fz *f)
     p->recv_buf = s->recv;
     p->recv_size = 1024;
     p->recv_section = 256;
-    p->recv_count = 4;
+    p->recv_count = NSECT;
     p->send_section = SSECT[b % 4];
     uint32_t count = 1 + (b / 4) % 8;
     p->send_size = (uint64_t)p->send_section * count + ((b & 0x80) ? fz_u16(f) % 4096 : 0);
@@ -859,18 +861,12 @@ static void setup(struct st *s, struct fz *f)
         p->monitor_word = &s->monitor;
         p->monitor_bit = fz_pick(f, 32);
     }
-    s->sec_state = calloc(4, 1);
-    s->free_stack = calloc(4, 4);
-    s->sec_next = calloc(4, 4);
-    s->slot_head = calloc(4, 4);
-    s->slot_gen = calloc(4, 4);
-    s->slot_stack = calloc(4, 4);
+    s->sec_state = calloc(NSECT, 1);
+    s->free_stack = calloc(NSECT, 4);
+    s->sec_next = calloc(NSECT, 4);
     p->sec_state = s->sec_state;
     p->free_stack = s->free_stack;
     p->sec_next = s->sec_next;
-    p->slot_head = s->slot_head;
-    p->slot_gen = s->slot_gen;
-    p->slot_stack = s->slot_stack;
     s->scratch = malloc(p->max_frame);
     p->scratch = s->scratch;
     p->scratch_len = p->max_frame;
@@ -904,6 +900,12 @@ static void setup(struct st *s, struct fz *f)
     s->arena = malloc(ARENA);
     int rc = hvu_sim_pump_init(p);
     CHECK(rc == 0, "hvu_sim_pump_init refused a valid configuration: %d", rc);
+    uint32_t idx[NSECT], n = 0;
+    s->owned = fz_u8(f) % (1u << NSECT);                     /* the rest stay Python's */
+    for (uint32_t i = 0; i < NSECT; i++)
+        if (s->owned >> i & 1)
+            idx[n++] = i;
+    CHECK(hvu_sim_pump_add_sections(p, idx, n) == (int)n, "hvu_sim_pump_add_sections refused free sections");
 }
 
 static void teardown(struct st *s)
@@ -918,9 +920,6 @@ static void teardown(struct st *s)
     free(s->sec_state);
     free(s->free_stack);
     free(s->sec_next);
-    free(s->slot_head);
-    free(s->slot_gen);
-    free(s->slot_stack);
     free(s->scratch);
     free(s->gso);
     free(s->snap_in);

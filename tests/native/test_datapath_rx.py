@@ -345,3 +345,15 @@ def test_corrupt_outbound_ring_keeps_the_completion_and_raises(host: FakeHost) -
     assert host.dp.pending_completions == 1                 # remembered, never silently dropped
     assert host.rx_ring.bytes_to_read() == 0                # the packet itself was handled once
     assert host.tap_frames() == [frame(64)]
+
+
+def test_transfer_page_id_zero_is_delivered_and_completed_as_zero(host: FakeHost) -> None:
+    # OpenVMM names a receive batch by its first section (netvsp lib.rs process_endpoint_rx), and
+    # section 0 is a valid one: id 0 is an ordinary transfer-page id, not "no id".
+    host.send_frames([frame(60, 7)], trans_id=0)
+    assert host.dp.rx() is Status.IDLE
+    assert host.tap_frames() == [frame(60, 7)]
+    comps = host.drain()
+    assert [p.trans_id for p in comps] == [0]
+    assert [host.comp_fields(p) for p in comps] == [(NVS_RNDIS_ACK, STATUS_OK)]
+    assert host.dp.last_drop() is None

@@ -171,6 +171,15 @@ def test_mixed_packet_frames_reach_the_tap_and_control_the_machines(pair: Pair, 
     assert struct.unpack_from("<II", sent[0][3]) == (wn.NvspType.SEND_RNDIS_PACKET_COMPLETE, status)
 
 
+def test_transfer_page_id_zero_is_acked_with_id_zero(pair: Pair) -> None:
+    # OpenVMM names a transfer by its first receive section, and section 0 exists (VMBUS.md §3.6).
+    msg = hw.rndis_status(0x4001000B)
+    pair.xfer(0, [msg])
+    assert pair.chan.receive() == [Inbound(InboundKind.RNDIS, 0, msg)]
+    ptype, flags, tid, _ = host_reads(pair)[0]
+    assert (ptype, flags, tid) == (0xB, 0, 0)
+
+
 def test_received_bytes_are_a_private_copy(pair: Pair) -> None:
     msg = hw.rndis_status(0x4001000C)
     pair.xfer(1, [msg])

@@ -43,7 +43,7 @@ class Rig:
     net: socket.socket  # the network's end of the "tap"
 
 
-def make_rig(sections: int = 8, strict: bool = False, **cfg_kw: Any) -> Iterator[Rig]:
+def make_rig(sections: int = 8, strict: bool = False, owned: int | None = None, **cfg_kw: Any) -> Iterator[Rig]:
     mem = bytearray(2 * RING)
     for off in (0, RING):
         struct.pack_into("<I", mem, off + 64, 1)  # feature bit pending_send_sz
@@ -55,7 +55,7 @@ def make_rig(sections: int = 8, strict: bool = False, **cfg_kw: Any) -> Iterator
                      send_section=SEND_SEC, max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(),
                      monitor_id=37, strict=strict, rx_batch=4, **cfg_kw)
     pump = HostPump(cfg, mem, recv, send, monitor)
-    pump.add_sections(range(sections))
+    pump.add_sections(range(sections if owned is None else owned))
     pump.rx_enabled = True
     view = memoryview(mem)
     rig = Rig(mem, recv, send, monitor, pump,
@@ -118,24 +118,43 @@ def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
         rig.net.send(f)
     assert rig.pump.run() == PumpResult.SIGNAL
     (pkt,) = inbound(rig)
-    assert pkt.type == w.PKT_XFER_PAGES and pkt.flags == 1 and pkt.trans_id >> 62 == 1
+    assert pkt.type == w.PKT_XFER_PAGES and pkt.flags == 1
     pageset, _owns, _rsvd, count = struct.unpack_from("<HBBI", pkt.header)
     assert (pageset, count) == (0xCAFE, 3)
     assert pkt.payload[:16] == struct.pack("<4I", w.NVSP_SEND_RNDIS_PKT, 0, w.NO_SEND_SECTION, 0)
     for i, f in enumerate(frames):
         length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
         assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == w.rndis_packet(f)
+    sections = [struct.unpack_from("<I", pkt.header, 12 + 8 * i)[0] // SEC for i in range(3)]
+    assert pkt.trans_id == sections[0]  # the batch's first section, as OpenVMM's process_endpoint_rx
     assert rig.pump.sections_free == 5 and rig.pump.in_flight == 3
     # the guest completes: the sections come back, once
     done = w.nvsp(w.NVSP_SEND_RNDIS_PKT_COMPLETE, w.NVSP_STAT_SUCCESS, pad_to=PAD)
+    rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=sections[1])  # in the batch, not its id
     rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id)
     rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id)  # repeated
-    rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id ^ (5 << 32))  # forged generation
     rig.pump.run()
     c = rig.pump.counters()
     assert rig.pump.sections_free == 8 and rig.pump.in_flight == 0
     assert (c["rx_completions"], c["completions_unknown"], c["rx_frames"]) == (1, 2, 3)
     assert rig.pump.reason == Reason.UNKNOWN_TID
+
+
+def test_transfer_ids_are_section_indexes_from_zero() -> None:
+    for rig in make_rig(sections=4, owned=2):
+        rig.pump.rx_enabled = True
+        rig.net.send(frame(60, 1))
+        rig.pump.run()
+        (pkt,) = inbound(rig)
+        assert pkt.trans_id in (0, 1) and struct.unpack_from("<I", pkt.header, 12)[0] == pkt.trans_id * SEC
+        done = w.nvsp(w.NVSP_SEND_RNDIS_PKT_COMPLETE, w.NVSP_STAT_SUCCESS, pad_to=PAD)
+        rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=pkt.trans_id)
+        rig.guest_out.write(w.PKT_COMPLETION, done, trans_id=3)  # a section Python kept: Python's
+        assert rig.pump.run() == PumpResult.CONTROL
+        assert rig.pump.counters()["rx_completions"] == 1 and rig.pump.in_flight == 0
+        rig.host_out._reload()
+        left = rig.host_out.read_packet()
+        assert left is not None and left.trans_id == 3
 
 
 def test_section_exhaustion_is_counted() -> None:

@@ -17,8 +17,9 @@ from hvuio.sim.host.profile import HostProfile
 from support.golden import size
 from support.simhost import (
     COMP, FAILED, FRAME, GPA, INBAND, NO_SECTION, NVS_V2, NVS_V4, NVS_V5, OK, RC, RECV_GPADL, RECV_SIZE,
-    RXBUF, RXBUF_SIG, SEND_GPADL, SEND_SIZE, T, VERSIONS, Env, c, completions, nvs_chim, nvs_init,
-    nvs_ndis_conf, nvs_ndis_init, nvs_rndis, nvs_rndis_ack, nvs_rxbuf, nvs_subch, r_packet, r_query,
+    OID, RXBUF, RXBUF_SIG, SEND_GPADL, SEND_SIZE, T, VERSIONS, Env, c, completions, nvs_chim, nvs_init,
+    nvs_ndis_conf, nvs_ndis_init, nvs_rndis, nvs_rndis_ack, nvs_rxbuf, nvs_subch, r_init, r_packet, r_query,
+    r_set,
 )
 
 
@@ -208,14 +209,19 @@ def test_bad_flags_and_packet_types_fault() -> None:
     faulted(env, env.send_nvsp(nvs_init(NVS_V5), ptype=RXBUF).events, "type")
 
 
-def test_trans_id_zero_with_completion_requested() -> None:
+def test_trans_id_zero_with_completion_requested_is_answered_quietly() -> None:
+    # DPDK's NVS and RNDIS control requests all carry id 0 with completion requested ([OV] answers).
     env = Env()
     step = env.send_nvsp(nvs_init(NVS_V5), tid=0)
-    assert step.packets and env.host.rejections[-1].action == "answered"
-    env = Env(HostProfile(trans_id_zero="ignore"))
-    step = env.send_nvsp(nvs_init(NVS_V5), tid=0)
-    assert step.packets == () and env.host.rejections[-1].action == "ignored"
-    assert env.host.state == "init"  # processed, just not answered
+    (p,) = completions(step)
+    assert p.trans_id == 0 and env.host.state == "init"
+    assert env.send_nvsp(nvs_ndis_conf(1514, 0), flags=0, tid=0).packets == ()  # none asked, none sent
+    assert env.send_nvsp(nvs_ndis_init(6, 30), flags=0, tid=0).packets == ()
+    assert [q.trans_id for q in completions(env.send_nvsp(nvs_rxbuf(), tid=0))] == [0]
+    assert [q.trans_id for q in completions(env.send_nvsp(nvs_chim(), tid=0))] == [0]
+    step = env.send_rndis(r_init(1), tid=0)
+    assert [q.trans_id for q in completions(step)] == [0]  # the RNDIS message's own completion
+    assert env.host.rejections == [] and not any(isinstance(e, Rejection) for e in step.events)
 
 
 def test_completion_during_setup_faults() -> None:
@@ -497,6 +503,28 @@ def test_rx_section_is_freed_only_by_the_completion_and_drops_are_counted() -> N
     assert again and again[0].ranges[0][1] == delivered[0].ranges[0][1]
 
 
+def test_rx_transfer_id_is_the_first_section_of_the_batch() -> None:
+    # OpenVMM process_endpoint_rx / release_recv_buffers; DPDK hn_nvs_handle_rxbuf indexes by it.
+    section = 2048
+    env = Env(HostProfile(recv_section_size=section))
+    env.bring_up(rndis=False)
+    replies = [q for q in env.send_rndis(r_init(1)).packets if q.type == RXBUF]
+    assert [q.trans_id for q in replies] == [q.ranges[0][1] // section for q in replies]
+    assert replies[0].trans_id == 0  # the first control reply: section 0, id 0
+    for q in replies:
+        assert env.ack(q).events == ()
+    assert env.host.outstanding_receives == 0
+    env.ack_all(env.send_rndis(r_set(2, c(OID, "OID_GEN_CURRENT_PACKET_FILTER"), struct.pack("<I", 0xD))))
+    step = env.host.deliver_batch([FRAME, FRAME, FRAME])
+    (p,) = step.packets
+    assert len(p.ranges) == 3 and p.trans_id == p.ranges[0][1] // section
+    assert env.host.receive(GuestPacket(COMP, 0, p.ranges[1][1] // section, nvs_rndis_ack())).events  # not its id
+    env = Env()
+    env.bring_up()
+    p = env.host.deliver_batch([FRAME, FRAME]).packets[0]
+    assert env.ack(p).events == () and env.host.outstanding_receives == 0
+
+
 def test_rx_unknown_and_duplicate_completion_fault() -> None:
     env = Env()
     env.bring_up()
@@ -744,3 +772,20 @@ def test_injected_receive_faults_break_the_rule_they_name(inject: str) -> None:
     assert broken[inject] and sum(broken.values()) == 1
     env.ack(p, status=FAILED)  # the section is still the guest's to complete
     assert env.host.outstanding_receives == 0
+
+
+def test_rx_batch_that_does_not_fit_the_ring_is_dropped_counted_and_its_sections_freed() -> None:
+    # [OV] process_endpoint_rx: try_send fails -> rx_dropped_ring_full, receive buffers freed.
+    env = Env()
+    env.bring_up()
+    free_before = len(env.host._rx.free_data)
+    assert env.host.deliver_batch([FRAME, FRAME], room=64).packets == ()
+    assert env.host.counters["rx_dropped_ring_full"] == 2 and env.host.counters["rx_delivered"] == 0
+    assert env.host.outstanding_receives == 0 and len(env.host._rx.free_data) == free_before
+    (p,) = env.host.deliver_batch([FRAME, FRAME], room=1 << 20).packets
+    assert len(p.ranges) == 2 and env.host.counters["rx_delivered"] == 2
+    need = -(-len(p.encode()) // 8) * 8 + 8
+    env.ack(p)
+    assert env.host.deliver_batch([FRAME, FRAME], room=need).packets == ()  # never filled completely
+    assert env.host.deliver_batch([FRAME, FRAME], room=need + 1).packets
+    assert env.host.counters["rx_dropped_ring_full"] == 4

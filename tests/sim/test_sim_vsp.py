@@ -293,6 +293,48 @@ def test_full_inbound_ring_queues_and_resumes_on_the_guests_signal(tmp_path: Pat
             g.close()
 
 
+def test_network_frames_meeting_a_full_inbound_ring_are_dropped_and_counted(tmp_path: Path) -> None:
+    """Data is not queued behind a full ring: the batch is dropped, counted (rx_ring_full, as
+    OpenVMM's rx_dropped_ring_full) and its sections freed; once the guest reads, frames flow."""
+    with SimEnvironment(tmp_path, "6.17", nics=1) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            session = env.host._sessions[nic.guid]
+            writer = session.channels[0].writer
+            junk = 0
+            with session.lock:
+                for size in (4000, 16):
+                    while True:
+                        try:
+                            writer.write(INBAND, bytes(size), trans_id=0)
+                        except BlockingIOError:
+                            break
+                        junk += 1
+            frame = eth_frame(b"ring full")
+            env.host.deliver(nic, [frame, frame])
+            wait_until(lambda: env.host.counters(nic).rx_ring_full == 2, "the host to drop the batch")
+            c = env.host.counters(nic)
+            assert c.inbound_full == 0 and c.backlog_max == 0 and not session.channels[0].backlog
+            assert session.nvsp.counters["rx_dropped_ring_full"] == 2 and session.nvsp.outstanding_receives == 0
+            seen = 0
+            while seen < junk:
+                batch = g.rx.read_batch(64)
+                for p in batch.packets:
+                    if p.type == INBAND and p.trans_id == 0 and len(p.payload) in (4000, 16):
+                        seen += 1
+                    else:
+                        g._handle(p)
+                if batch.need_signal:
+                    g.signal()
+            env.host.deliver(nic, [frame])
+            g.pump(lambda: frame in g.frames, "the frame after the guest made room")
+            assert env.host.counters(nic).rx_ring_full == 2 and env.host.fault(nic) is None
+        finally:
+            g.close()
+
+
 def test_two_nics_share_the_network_as_a_hub(tmp_path: Path, net: FakeNetwork) -> None:
     with SimEnvironment(tmp_path, "6.17", nics=2, network=net) as env:
         guests = [RingGuest(tmp_path, "hveth0"), RingGuest(tmp_path, "hveth1")]

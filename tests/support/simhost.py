@@ -156,10 +156,11 @@ class Env:
         t = self.next_tid() if tid is None else tid
         return self.host.receive(GuestPacket(ptype, flags, t, payload, extra, channel))
 
-    def send_rndis(self, msgs: bytes, *, section: int = 0, chan_type: int = 1, channel: int = 0) -> Step:
+    def send_rndis(self, msgs: bytes, *, section: int = 0, chan_type: int = 1, channel: int = 0,
+                   tid: int | None = None) -> Step:
         sec = 6144
         self.send[section * sec:section * sec + len(msgs)] = msgs
-        return self.send_nvsp(nvs_rndis(chan_type, section, len(msgs)), channel=channel)
+        return self.send_nvsp(nvs_rndis(chan_type, section, len(msgs)), channel=channel, tid=tid)
 
     def rndis_out(self, step: Step) -> list[bytes]:
         """RNDIS messages the host put in receive sections (transfer-page packets of `step`)."""

@@ -21,7 +21,7 @@ from typing import Literal
 
 LOG = logging.getLogger("hvuio.sim.host")
 
-Action = Literal["fault", "failure-status", "ignored", "dropped", "substituted", "logged", "answered"]
+Action = Literal["fault", "failure-status", "ignored", "dropped", "substituted", "logged"]
 
 
 # --- records and events --------------------------------------------------------------------------

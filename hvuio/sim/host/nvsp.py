@@ -31,7 +31,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   smaller grant ([OV] the worker's SubChannelRequest case, RxBufferRanges::validate_params).
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
   the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
-* trans_id 0 with completion requested: logged; answered or not per profile.trans_id_zero.
+* trans_id 0 with completion requested: answered like any other id, not logged ([OV]
+  send_completion; DPDK relies on it).
 * Offloads (offload.py): checksum/LSO per-packet info of guest data is validated and applied
   (a refused request completes with NVSP_STAT_FAIL and counts tx_failed, as any malformed data
   message; a checksum request for an offload not enabled is logged and the frame sent as is); an LSO
@@ -119,8 +120,8 @@ class HostNvsp:
         self.subchannels = 0
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
-            "rx_delivered", "rx_dropped_no_section", "rx_dropped_filtered", "rx_dropped_not_ready",
-            "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
+            "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
+            "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
@@ -198,11 +199,14 @@ class HostNvsp:
         """Send one Ethernet frame to the guest through a free receive section, or count a drop."""
         return self.deliver_batch((frame,), channel, inject=inject)
 
-    def deliver_batch(self, frames: Sequence[bytes], channel: int = 0, *, inject: RxFault | None = None) -> Step:
+    def deliver_batch(self, frames: Sequence[bytes], channel: int = 0, *, inject: RxFault | None = None,
+                      room: int | None = None) -> Step:
         """Send frames as one transfer-page packet, one range per frame (as [OV] batches them).
 
         Frames that cannot be sent are dropped and counted: before RNDIS is up, with no packet
-        filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, or with no free section.
+        filter ([OV] NDIS_PACKET_TYPE_NONE), longer than the MTU or a section, with no free section,
+        or when the packet does not fit `room`, the bytes free in the channel's inbound ring
+        (None: no limit; [OV] process_endpoint_rx drops rather than queue: rx_dropped_ring_full).
         `inject` corrupts what the host writes, to exercise the guest's checks (VMBUS.md §4, §5.14).
         """
         if not 0 <= channel <= self.subchannels:
@@ -217,7 +221,7 @@ class HostNvsp:
             return out.step()
         assert self.recv is not None
         mtu = self.ndis_mtu if self.ndis_mtu is not None else hp.DEFAULT_NDIS_MTU
-        pkt = self._rx.deliver(frames, channel, mtu, rndis.offload, self._pad, inject)
+        pkt = self._rx.deliver(frames, channel, mtu, rndis.offload, self._pad, inject, room)
         if pkt is not None:
             out.packets.append(pkt)
         return out.step()
@@ -265,12 +269,10 @@ class HostNvsp:
         if pkt.type not in (w.PKT_INBAND, w.PKT_GPA_DIRECT):
             raise fault("packet type the network VSP does not accept", pkt.type, "type", pkt.type)
         (mtype,) = w.u32s(pkt.payload, 0, 1, "NVSP header")
+        # Completion requested: answered whatever the id, 0 included, quietly ([OV] the packet's
+        # transaction id is set iff a completion was requested, and send_completion answers it;
+        # DPDK sends NVS init, buffer connects and RNDIS control with id 0, VMBUS.md §3.5).
         answer = bool(pkt.flags & w.FLAG_COMPLETION_REQUESTED)
-        if answer and pkt.trans_id == 0:
-            answer = self.profile.trans_id_zero == "answer"
-            out.events.append(self.log.add(Rejection(
-                "trans_id 0 with completion requested (Linux: Hyper-V does not answer these)",
-                mtype, "trans_id", 0, "answered" if answer else "ignored")))
         need_version = 0 if mtype == w.NVSP_INIT else w.NVSP_MIN_VERSION.get(mtype)
         if need_version is None or self.version < need_version:  # version is 0 until INIT succeeds
             raise fault("NVSP message type unknown at this protocol version", mtype, "msg_type", mtype)

@@ -95,9 +95,6 @@ class HostProfile:
     # are open ("after_subchannels", the emulator calls HostNvsp.subchannels_opened()).
     indirection_table: Literal["after_subchannels", "after_rndis_init", "never"] = "after_subchannels"
     vf_serial: int | None = None  # send a VF association (v4+, guest advertised SR-IOV) when set
-    # "answer": reply to trans_id 0 requests (OpenVMM does; DPDK relies on it). "ignore": do not,
-    # as Linux says Hyper-V does ([CH] vmbus_next_request_id). Either way a Rejection is logged.
-    trans_id_zero: Literal["answer", "ignore"] = "answer"
     # Emulator-only checks beyond what OpenVMM enforces (each is marked "strict" where it is made).
     strict: bool = True
     # True: errors that stop OpenVMM's channel worker raise ChannelFault and the host goes silent.

@@ -4,12 +4,14 @@ What lives here: `ReceiveBuffer`, the guest's receive buffer (map 3) as the host
 once the guest connected it: sections split into a few reserved for RNDIS control replies and
 the rest for data (`HostProfile.control_sections`), one transfer-page packet per batch of
 sections (one range per message, completion requested: the guest must complete every such
-packet, which frees its sections), the host transaction ids of those packets, and the control
-replies queued while no section is free. `deliver` turns network frames into RNDIS packet
-messages first: a plain frame is one message; a TCP GSO frame becomes vRSC fragments of one
-coalesced frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
-gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
-rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given.
+packet, which frees its sections), the transaction id of such a packet (the index of its first
+section, as OpenVMM's), and the control replies queued while no section is free. `deliver`
+turns network frames into RNDIS packet messages first: a plain frame is one message; a TCP GSO
+frame becomes vRSC fragments of one coalesced frame (the guest enabled RSC for that IP version)
+or MSS segments; a NEEDS_CSUM frame gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
+rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
+whose transfer-page packet does not fit the room left in the guest's inbound ring included
+(`rx_dropped_ring_full`, as OpenVMM's process_endpoint_rx: data is never queued).
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
 (VMBUS.md §4, §5.14). `flow_hash` picks a frame's channel when several are open (per flow, as
 vRSS keeps a flow on one queue). Memory is reached only through the writer the emulator passes in.
@@ -35,7 +37,7 @@ from hvuio.sim.host.wire import HostPacket
 
 WriteRecvBuffer = Callable[[int, bytes], None]  # (offset, data) into map 3
 
-VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; transfer ids stay below
+VF_ASSOCIATION_TID = 0x8000000000000000  # [OV] VF_ASSOCIATION_TRANSACTION_ID; no section has this index
 
 # Deliberate host-side corruption of a receive, for the guest's VMBUS.md §4 checks (VMBUS.md §5.14):
 # pageset id not 0xCAFE, a range past the buffer, longer than a section, of length 0, an RNDIS
@@ -55,9 +57,8 @@ class ReceiveBuffer:
         self.free_data: deque[int] = deque()
         self.free_control: deque[int] = deque()
         self._control_ids: frozenset[int] = frozenset()
-        self._outstanding: dict[int, tuple[int, ...]] = {}  # host trans_id -> receive section indexes
+        self._outstanding: dict[int, tuple[int, ...]] = {}  # first section (the trans_id) -> the batch's
         self._pending_control: deque[bytes] = deque()
-        self._next_tid = 1
 
     def connect(self, gpadl: int, pageset: int, section: int, count: int, control_sections: int) -> None:
         """The guest's receive buffer: `count` sections of `section` bytes, answered as `pageset`."""
@@ -82,9 +83,10 @@ class ReceiveBuffer:
     # -- host -> guest ---------------------------------------------------------------------------
 
     def deliver(self, frames: Sequence[bytes], channel: int, mtu: int, offload: OffloadState, pad: int,
-                inject: RxFault | None) -> HostPacket | None:
+                inject: RxFault | None, room: int | None = None) -> HostPacket | None:
         """Frames as one transfer-page packet, one range per RNDIS message (as [OV] batches them);
-        None when no frame could be sent (each drop counted)."""
+        None when no frame could be sent (each drop counted). `room`: bytes free in the channel's
+        inbound ring (None: no limit); a packet that would not fit is dropped, its sections freed."""
         batch: list[tuple[int, bytes]] = []
         for frame in frames:
             units = self._rx_units(frame, mtu, offload)
@@ -100,6 +102,12 @@ class ReceiveBuffer:
         if not batch:
             return None
         pkt = self._send_in_sections(batch, w.CHANNEL_TYPE_DATA, channel, pad, inject)
+        if room is not None and room <= ring_need(pkt):
+            # [OV] process_endpoint_rx: try_send_rndis_message finds the ring full -> the batch is
+            # dropped, rx_dropped_ring_full counted, its receive buffers freed (never queued).
+            self._release(pkt.trans_id)
+            self._counters["rx_dropped_ring_full"] += len(batch)
+            return None
         self._counters["rx_delivered"] += len(batch)
         return pkt
 
@@ -166,10 +174,11 @@ class ReceiveBuffer:
                 msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
             self._write_recv(offset, msg)
             ranges.append((len(msg), offset))
-        tid = self._next_tid
-        while tid in self._outstanding or tid == 0:
-            tid = (tid + 1) % VF_ASSOCIATION_TID
-        self._next_tid = (tid + 1) % VF_ASSOCIATION_TID
+        # The batch's first section is its id, 0 included: OpenVMM process_endpoint_rx sends
+        # `rx_ready[0]` and release_recv_buffers frees the batch by it (microsoft/openvmm
+        # vm/devices/net/netvsp/src/lib.rs); DPDK indexes its per-section table by it (hn_rxtx.c
+        # hn_nvs_handle_rxbuf). A section is in at most one batch, so ids of batches in flight differ.
+        tid = batch[0][0]
         self._outstanding[tid] = tuple(index for index, _ in batch)
         nvsp_type = w.NVSP_SEND_RNDIS_PKT
         if inject == "pageset":
@@ -193,6 +202,9 @@ class ReceiveBuffer:
     def complete(self, trans_id: int) -> bool:
         """The guest completed transfer `trans_id`: its sections are free again. False when no
         such transfer is outstanding (unknown or repeated id)."""
+        return self._release(trans_id)
+
+    def _release(self, trans_id: int) -> bool:
         indexes = self._outstanding.pop(trans_id, None)
         if indexes is None:
             return False
@@ -208,6 +220,12 @@ class ReceiveBuffer:
             if pkt is not None:
                 packets.append(pkt)
         return packets
+
+
+def ring_need(pkt: HostPacket) -> int:
+    """Ring bytes `pkt` takes: the packet padded to 8 plus the 8-byte trailer. A writer needs more
+    free bytes than this: the ring is never filled completely (VMBUS.md §3.8)."""
+    return -(-len(pkt.encode()) // 8) * 8 + 8
 
 
 def flow_hash(frame: bytes) -> int:

@@ -204,10 +204,8 @@ class HostPump:
         p.auto_mask = int(auto_mask)
         n = cfg.recv_count
         self._arrays = [ffi.new("uint8_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
-                        ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n),
                         ffi.new("uint8_t[]", cfg.max_frame + 64), ffi.new("uint8_t[]", GSO_BUF_LEN)]
-        (p.sec_state, p.free_stack, p.sec_next, p.slot_head, p.slot_gen, p.slot_stack,
-         p.scratch, p.gso_buf) = self._arrays
+        (p.sec_state, p.free_stack, p.sec_next, p.scratch, p.gso_buf) = self._arrays
         p.scratch_len = cfg.max_frame + 64
         p.gso_buf_len = GSO_BUF_LEN
         p.vnet_hdr = int(cfg.vnet_hdr)

@@ -13,8 +13,10 @@ one worker thread that
     (`MonitorPage`, memory.py);
   * drains the guest's outbound rings with the strict HostRingReader (a ring violation stops the
     device's channels with a logged reason, as a real host's worker ends), feeds HostNvsp and
-    writes every resulting packet into the inbound ring (a full ring queues the packet in order,
-    sets the inbound pending_send_sz and retries when the guest frees space: nothing is dropped);
+    writes every resulting packet into the inbound ring (a full ring queues a control reply or
+    completion in order, sets the inbound pending_send_sz and retries when the guest frees space:
+    none is dropped; network frames whose packet does not fit are dropped and counted, as
+    OpenVMM's process_endpoint_rx does: rx_ring_full);
   * interrupts the guest only as a host does (VMBUS.md §3.11 d, §5.10): empty -> non-empty of an
     inbound ring whose interrupt_mask is 0, and outbound free space crossing pending_send_sz;
     one interrupt per channel per batch;
@@ -75,7 +77,7 @@ from types import TracebackType
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
-from hvuio.sim.host.nvsp import HostNvsp, Step
+from hvuio.sim.host.nvsp import HostNvsp
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.bus import SimKernel
@@ -218,20 +220,7 @@ class SimHost:
         session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.guid} is not open; the host delivers only to an opened NIC")
-        batch = [bytes(f) for f in frames]
-
-        def run() -> Step:
-            nvsp = session.nvsp
-            if not 0 <= channel <= nvsp.subchannels:
-                log.error("%s: deliver on channel %d: only %d subchannels granted", dev.guid, channel,
-                          nvsp.subchannels)
-                return Step()
-            before = nvsp.counters["rx_delivered"]
-            step = nvsp.deliver_batch(batch, channel, inject=inject)
-            session.counters.frames_to_guest += nvsp.counters["rx_delivered"] - before
-            return step
-
-        session.post(run)
+        session.post_delivery([bytes(f) for f in frames], channel, inject)
 
     def rescind(self, device: SimDevice | str) -> None:
         """Host rescind of the primary: the host stops serving, then the kernel removes the device."""

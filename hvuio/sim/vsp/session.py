@@ -2,13 +2,13 @@
 
 What lives here: `Session` (per open of one NIC: maps 3/4, a `HostNvsp`, the attached `Channel`s
 (memory.py: ring mapping, HostRingReader/HostRingWriter, in-order backlog), and the worker
-thread's loop: signals, monitor bits, drain, deliver, tick, flush, kernel calls, subchannels) and
-`VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
+thread's loop: signals, monitor bits, drain, deliver (network frames written at once or dropped
+and counted, never queued), tick, flush, kernel calls, subchannels) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
 is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
-(HostNetwork) hands the primary channel's data path to the C pump of fastpath.py (HVUIO_SIM_FASTPATH=0
-or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
+(HostNetwork) hands the primary channel's data path to the C pump of fastpath.py, driven by
+fastsession.py (HVUIO_SIM_FASTPATH=0 or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
 False, so SimHost's network thread leaves the tap alone), owns the data receive sections HostNvsp
 had free (HostNvsp keeps its control sections; data sections it frees later are handed over each
 pass), and returns to this worker for every outbound packet it does not own, which the worker
@@ -18,8 +18,10 @@ host-owned index (outbound read_index, inbound write_index) before the other run
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
 flushing). Subchannels, if granted later, stay on the Python path.
 
-Guest memory: the GPA-direct reader (guestmem.py: the guest-memory file, or the uio opener's memory
-in "proc" mode) goes to HostNvsp, the file's mapping to the pump (its `tx_gpa_rejected` logged here).
+Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
+mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
+`tx_gpa_rejected` sends (a page outside guest memory, completed FAILED in C) are logged by
+fastsession.py.
 
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), how the
 shared memory is mapped (memory.py), kernel semantics (hvuio.sim.kernel), anything spanning
@@ -39,17 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvuio.errors import HvuioError, LocalProtocolError, RingCorruptError
-from hvuio.sim.host import wire
+from hvuio.errors import LocalProtocolError, RingCorruptError
 from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
                                    SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
-from hvuio.sim.host.receive import flow_hash
+from hvuio.sim.host.receive import RxFault, flow_hash
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.net import NetCounters
-from hvuio.sim.vsp import fastpath, guestmem
-from hvuio.sim.vsp.memory import PAGE_SIZE, Channel, full_barrier, map_file
+from hvuio.sim.vsp import fastpath, fastsession, guestmem
+from hvuio.sim.vsp.memory import Channel, full_barrier, map_file
 
 if TYPE_CHECKING:
     from hvuio.sim.vsp.host import SimHost
@@ -83,9 +83,11 @@ class VspCounters:
     guest_signals_masked: int = 0  # the outbound interrupt_mask was 1 (the host was draining)
     guest_signals_redundant: int = 0  # the previous signal of that channel was not consumed yet:
     #                                   the ring was not empty before the write that signalled
-    guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: drained earlier)
-    inbound_full: int = 0  # packets that met a full inbound ring and were queued
+    guest_signals_idle: int = 0  # a wake-up that found nothing to read (informative: the host
+    #                              may have drained the data already on an earlier pass)
+    inbound_full: int = 0  # control packets and completions that met a full inbound ring and were queued
     backlog_max: int = 0  # the longest such queue
+    rx_ring_full: int = 0  # network frames dropped: their packet did not fit the inbound ring (both paths)
     rejections: int = 0
     faults: int = 0
     link_indications: int = 0
@@ -115,7 +117,7 @@ class Session:
         self._inbox_lock = threading.Lock()
         self._signals: set[int] = set()
         self._frames: deque[bytes] = deque()
-        self._commands: deque[Callable[[], Step]] = deque()
+        self._commands: deque[Callable[[set[int], list[tuple[str, int]]], None]] = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         gpadls: dict[int, int] = {}
         for name, size in dev.maps[3:5]:
@@ -177,6 +179,21 @@ class Session:
         self._wake()
 
     def post(self, command: Callable[[], Step]) -> None:
+        """Run `command` in the worker's next pass and apply its Step."""
+        self._post(lambda signal_out, deferred: self._apply(command(), signal_out, deferred))
+
+    def post_delivery(self, frames: list[bytes], channel: int, inject: RxFault | None) -> None:
+        """Frames for `channel` as one transfer-page packet in the worker's next pass, by the rules
+        of frames from the network (dropped and counted when the inbound ring has no room)."""
+        def run(signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+            if not 0 <= channel <= self.nvsp.subchannels:
+                log.error("%s: deliver on channel %d: only %d subchannels granted", self.dev.guid, channel,
+                          self.nvsp.subchannels)
+                return
+            self._deliver_group(channel, frames, signal_out, deferred, inject)
+        self._post(run)
+
+    def _post(self, command: Callable[[set[int], list[tuple[str, int]]], None]) -> None:
         with self._inbox_lock:
             self._commands.append(command)
         self._wake()
@@ -208,7 +225,7 @@ class Session:
         try:
             while not self.stopped:
                 if self.fast is not None:
-                    deferred = self._fast_pass()
+                    deferred = fastsession.fast_pass(self)
                     if deferred:
                         self._kernel_calls(deferred)
                     continue
@@ -275,12 +292,12 @@ class Session:
                 self._last_activity = time.monotonic()
             if self.fault is None:
                 for command in commands:
-                    self._apply(command(), signal_out, deferred)
+                    command(signal_out, deferred)
                 for index in sorted(wake):
                     self._drain(self.channels[index], signal_out, deferred)
                 self._end_pass(frames, signal_out, deferred)
                 self._update_rx_ready()
-                self._start_fast()
+                fastsession.start(self)
             deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
             if len(self.pending_subchannels) > 0 or self._want_subchannels():
                 deferred.append(("attach", 0))
@@ -333,9 +350,39 @@ class Session:
         for frame in frames:
             groups.setdefault(open_channels[flow_hash(frame) % len(open_channels)], []).append(frame)
         for index, group in groups.items():
-            before = self.nvsp.counters["rx_delivered"]
-            self._apply(self.nvsp.deliver_batch(group, index), signal_out, deferred)
-            self.counters.frames_to_guest += self.nvsp.counters["rx_delivered"] - before
+            self._deliver_group(index, group, signal_out, deferred, None)
+
+    def _deliver_group(self, index: int, frames: list[bytes], signal_out: set[int],
+                       deferred: list[tuple[str, int]], inject: RxFault | None) -> None:
+        """Frames for channel `index` as one transfer-page packet, written at once or dropped."""
+        nc = self.nvsp.counters
+        chan = self.channels.get(index)
+        room = None if chan is None else self._room(chan, signal_out)
+        if self.fault is not None:
+            return
+        before, dropped = nc["rx_delivered"], nc["rx_dropped_ring_full"]
+        self._apply(self.nvsp.deliver_batch(frames, index, inject=inject, room=room), signal_out, deferred)
+        self.counters.frames_to_guest += nc["rx_delivered"] - before
+        self.counters.rx_ring_full += nc["rx_dropped_ring_full"] - dropped
+        if chan is not None:
+            self._flush(chan, signal_out)  # the data packet fits (room only grows): written now
+
+    def _room(self, chan: Channel, signal_out: set[int]) -> int:
+        """Bytes a data packet may use in `chan`'s inbound ring: none while anything is queued
+        (packets go in order), else the free bytes. Data is dropped, not queued, when it does not
+        fit ([OV] process_endpoint_rx, rx_dropped_ring_full)."""
+        self._flush(chan, signal_out)  # what is queued goes first
+        if chan.backlog or self.fault is not None:
+            return 0
+        if self.fast is not None and chan.index == 0:
+            chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
+        try:
+            return chan.writer.bytes_free()
+        except RingCorruptError as exc:
+            self.counters.rejections += 1
+            self.rejections.append(f"ring {chan.relid}: {exc.message}")
+            self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
+            return 0
 
     def _apply(self, step: Step, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
         for pkt in step.packets:
@@ -395,164 +442,12 @@ class Session:
             self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
 
     def _update_rx_ready(self) -> None:
-        rndis = self.nvsp.rndis  # while the C pump runs, it reads the tap: the network thread must not
-        ready = (self.fault is None and self.fast is None and rndis is not None and rndis.operational
-                 and bool(rndis.packet_filter))
+        rndis = self.nvsp.rndis
+        ready = (self.fast is None  # the pump reads the tap itself: the network thread must not
+                 and self.fault is None and rndis is not None and rndis.operational and bool(rndis.packet_filter))
         if ready != self.rx_ready:
             self.rx_ready = ready
             self.host.wake_network()
-
-    # -- the C fast path (fastpath.py; see the module docstring) ----------------------------------
-
-    def _start_fast(self) -> None:
-        """Hand the primary's data path to the C pump when everything it needs is in place."""
-        if self._fast_tried or self.fault is not None or not self.rx_ready or not fastpath.enabled():
-            return
-        tap = getattr(self.host.network, "tap", None)  # HostNetwork: a tap fd both ways
-        chan = self.channels.get(0)
-        nvsp = self.nvsp
-        if (tap is None or len(self.kernel.nics) != 1 or nvsp.subchannels or self.pending_subchannels
-                or chan is None or chan.backlog or nvsp.recv is None or nvsp.send is None):
-            return
-        self._fast_tried = True
-        _, _, section, count = nvsp.recv
-        _, send_section, _ = nvsp.send
-        cfg = fastpath.PumpConfig(
-            ring_size=len(chan.mm) // 2, header_size=PAGE_SIZE, recv_section=section, recv_count=count,
-            send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
-            nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
-            tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
-            guest_memory=self.guest_mem if isinstance(self.guest_mem, guestmem.GuestMemoryFile) else None,
-            vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(self.host.network, "offload", False)),
-            offloads=self._pump_offloads)
-        try:
-            pump = fastpath.HostPump(cfg, chan.mm, self.recv_mm, self.send_mm, self.host.monitor.mm,
-                                     irq=self.dev.irq, auto_mask=self.kernel.profile.auto_mask)
-            pump.add_sections(nvsp._free_data)  # HostNvsp keeps its control sections
-        except (HvuioError, ValueError, TypeError, BufferError) as exc:
-            log.warning("%s: host fast path not started, Python serves the data path: %s", self.dev.guid, exc)
-            return
-        nvsp._free_data.clear()
-        pump.rx_enabled = True
-        self.fast = pump
-        self.counters.fastpath = 1
-        self.rx_ready = False  # the pump reads the tap now; SimHost's network thread must not
-        self.host.wake_network()
-        log.info("%s: host data path now in C (%d receive sections)", self.dev.guid, pump.sections_owned)
-
-    def _pump_offloads(self) -> tuple[int, int]:
-        """The pump's (off_tx, off_rx): what the guest enabled with OID_TCP_OFFLOAD_PARAMETERS."""
-        rndis = self.nvsp.rndis
-        return rndis.offload.pump_bits() if rndis is not None else (0, 0)
-
-    def _fast_pass(self) -> list[tuple[str, int]]:
-        """Run the pump until it needs Python, then do what it asked plus the inbox and tick."""
-        deferred: list[tuple[str, int]] = []
-        with self.lock:
-            pump = self.fast
-            if self.stopped or self._stop_requested or pump is None:
-                return []
-            timeout = max(0.0, self._next_tick - time.monotonic())
-            result = pump.run(self._wake_fd, timeout)
-            try:
-                os.eventfd_read(self._wake_fd)
-            except BlockingIOError:
-                pass
-            with self._inbox_lock:
-                signals, self._signals = self._signals, set()
-                frames = list(self._frames)
-                self._frames.clear()
-                commands = list(self._commands)
-                self._commands.clear()
-            signal_out: set[int] = {0} if pump.signal else set()
-            if result == fastpath.PumpResult.FAULT:
-                self.counters.rejections += 1
-                relid = self.channels[0].relid
-                self.rejections.append(f"ring {relid}: {pump.fault_message()}")
-                self._set_fault(f"ring of channel {relid}: {pump.fault_message()}")
-            elif result == fastpath.PumpResult.CONTROL:
-                self._fast_control(signal_out, deferred)
-            if self.fault is None:
-                for command in commands:
-                    self._apply(command(), signal_out, deferred)
-                by_relid = {c.relid: c for c in self.channels.values()}
-                wake = {by_relid[r].index for r in signals if r in by_relid}
-                for chan in self.channels.values():
-                    if chan.index and chan.monitor_id is not None and self.host.monitor.take(chan.monitor_id):
-                        self.counters.guest_signals += 1
-                        wake.add(chan.index)
-                for index in sorted(wake - {0}):  # subchannels stay on the Python path
-                    self._drain(self.channels[index], signal_out, deferred)
-                self._end_pass(frames, signal_out, deferred)
-                if self.nvsp._free_data:  # data sections HostNvsp freed (its earlier deliveries)
-                    pump.add_sections(self.nvsp._free_data)
-                    self.nvsp._free_data.clear()
-                rndis = self.nvsp.rndis
-                pump.rx_enabled = rndis is not None and rndis.operational and bool(rndis.packet_filter)
-            self._fast_count(pump)
-            if self.fault is not None:  # the host goes silent: back to the (faulted) Python loop
-                pump.close()
-                self.fast = None
-                self.counters.fastpath = 0
-            deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
-            if len(self.pending_subchannels) > 0 or self._want_subchannels():
-                deferred.append(("attach", 0))
-        return deferred
-
-    def _fast_control(self, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
-        """Read exactly the packet the pump stopped at, with Python's reader, and apply it."""
-        chan = self.channels[0]
-        try:
-            chan.reader._reload()  # the pump published read_index: continue from there
-            pkt = chan.reader.read_packet()
-            if chan.reader.commit():
-                signal_out.add(0)
-        except RingCorruptError as exc:
-            self.counters.rejections += 1
-            self.rejections.append(f"ring {chan.relid}: {exc.message}")
-            self._set_fault(f"outbound ring of channel {chan.relid}: {exc.message}")
-            return
-        if pkt is None:
-            return
-        self.counters.packets_from_guest += 1
-        guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, 0)
-        self._apply(self.nvsp.receive(guest), signal_out, deferred)
-
-    def _fast_count(self, pump: fastpath.HostPump) -> None:
-        now = pump.counters()
-        d = {k: now[k] - self._fast_seen[k] for k in now}
-        self._fast_seen = now
-        c = self.counters
-        c.frames_to_guest += d["rx_frames"]
-        c.frames_from_guest += d["tx_frames"] + d["tx_net_errors"]
-        c.frames_to_network_dropped += d["tx_net_errors"]
-        c.packets_to_guest += d["rx_packets"] + d["tx_completions"]
-        c.packets_from_guest += d["tx_completions"] + d["rx_completions"] + d["completions_unknown"]
-        c.guest_signals += d["monitor_wakeups"]
-        c.signals_to_guest += d["signals"]  # raised by the pump itself (it has the device's irq)
-        primary = self.dev.channels.get(self.channels[0].relid)
-        if primary is not None:
-            primary.interrupts += d["signals"]
-        c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
-        c.fastpath_handoffs += d["handoffs"]
-        c.fastpath_completions_unknown += d["completions_unknown"]
-        if d["tx_gpa_rejected"]:  # completed FAILED by the pump: logged here, as HostNvsp would
-            c.rejections += d["tx_gpa_rejected"]
-            why = f"GPA-direct page outside guest memory (pfn = {pump.value:#x}) -> failure-status"
-            self.rejections.append(f"{why} ({d['tx_gpa_rejected']} send(s), fast path)")
-            log.warning("%s: host rejected %d send(s): %s", self.dev.guid, d["tx_gpa_rejected"], why)
-        if d["rx_frames"] or d["tx_frames"]:
-            self._last_activity = time.monotonic()
-        # the pump does the work HostNvsp and the network would count: keep their books whole
-        nc = self.nvsp.counters
-        nc["rx_delivered"] += d["rx_frames"]
-        nc["rx_dropped_no_section"] += d["rx_dropped_no_section"]
-        nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
-        nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
-        nc["tx_failed"] += d["tx_gpa_rejected"]
-        net = getattr(self.host.network, "counters", None)
-        if isinstance(net, NetCounters):
-            net.add_pump(d)
 
     # -- kernel calls (after session.lock is released; under kernel.lock) -------------------------
 
