@@ -253,6 +253,22 @@ def test_bring_up_on_every_kernel_profile(tmp_path: Path, profile: str) -> None:
             g.close()
 
 
+def fill_inbound_ring(session: Any) -> int:
+    """Fill the primary's inbound ring from the host side (as heavy traffic would) with in-band
+    packets of 4000, then 16 bytes; how many were written."""
+    writer = session.channels[0].writer
+    junk = 0
+    with session.lock:
+        for size in (4000, 16):
+            while True:
+                try:
+                    writer.write(INBAND, bytes(size), trans_id=0)
+                except BlockingIOError:
+                    break
+                junk += 1
+    return junk
+
+
 def test_full_inbound_ring_queues_and_resumes_on_the_guests_signal(tmp_path: Path) -> None:
     """The host fills the inbound ring itself (as heavy traffic would), then a control packet
     (a link indication) must wait in order, with pending_send_sz set, until the guest frees space
@@ -263,16 +279,7 @@ def test_full_inbound_ring_queues_and_resumes_on_the_guests_signal(tmp_path: Pat
         try:
             g.bring_up()
             session = env.host._sessions[nic.guid]
-            writer = session.channels[0].writer
-            junk = 0
-            with session.lock:
-                for size in (4000, 16):
-                    while True:
-                        try:
-                            writer.write(INBAND, bytes(size), trans_id=0)
-                        except BlockingIOError:
-                            break
-                        junk += 1
+            junk = fill_inbound_ring(session)
             env.host.set_link(nic, False)
             wait_until(lambda: env.host.counters(nic).inbound_full >= 1, "the host to meet the full ring")
             assert g.rx.pending_send_sz > 0  # the host asked to be told when space is free
@@ -302,16 +309,7 @@ def test_network_frames_meeting_a_full_inbound_ring_are_dropped_and_counted(tmp_
         try:
             g.bring_up()
             session = env.host._sessions[nic.guid]
-            writer = session.channels[0].writer
-            junk = 0
-            with session.lock:
-                for size in (4000, 16):
-                    while True:
-                        try:
-                            writer.write(INBAND, bytes(size), trans_id=0)
-                        except BlockingIOError:
-                            break
-                        junk += 1
+            junk = fill_inbound_ring(session)
             frame = eth_frame(b"ring full")
             env.host.deliver(nic, [frame, frame])
             wait_until(lambda: env.host.counters(nic).rx_ring_full == 2, "the host to drop the batch")

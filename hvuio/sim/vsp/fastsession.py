@@ -70,10 +70,12 @@ def start(s: Session) -> None:
     s.host.wake_network()
     log.info("%s: host data path now in C (%d receive sections)", s.dev.guid, pump.sections_owned)
 
+
 def _pump_offloads(s: Session) -> tuple[int, int]:
     """The pump's (off_tx, off_rx): what the guest enabled with OID_TCP_OFFLOAD_PARAMETERS."""
     rndis = s.nvsp.rndis
     return rndis.offload.pump_bits() if rndis is not None else (0, 0)
+
 
 def fast_pass(s: Session) -> list[tuple[str, int]]:
     """Run the pump until it needs Python, then do what it asked plus the inbox and tick."""
@@ -88,12 +90,7 @@ def fast_pass(s: Session) -> list[tuple[str, int]]:
             os.eventfd_read(s._wake_fd)
         except BlockingIOError:
             pass
-        with s._inbox_lock:
-            signals, s._signals = s._signals, set()
-            frames = list(s._frames)
-            s._frames.clear()
-            commands = list(s._commands)
-            s._commands.clear()
+        signals, frames, commands = s.take_inbox()
         signal_out: set[int] = {0} if pump.signal else set()
         if result == fastpath.PumpResult.FAULT:
             s.counters.rejections += 1
@@ -129,6 +126,7 @@ def fast_pass(s: Session) -> list[tuple[str, int]]:
             deferred.append(("attach", 0))
     return deferred
 
+
 def _control(s: Session, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
     """Read exactly the packet the pump stopped at, with Python's reader, and apply it."""
     chan = s.channels[0]
@@ -147,6 +145,7 @@ def _control(s: Session, signal_out: set[int], deferred: list[tuple[str, int]]) 
     s.counters.packets_from_guest += 1
     guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, 0)
     s._apply(s.nvsp.receive(guest), signal_out, deferred)
+
 
 def _count(s: Session, pump: fastpath.HostPump) -> None:
     now = pump.counters()

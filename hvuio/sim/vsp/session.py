@@ -269,14 +269,18 @@ class Session:
             self.counters.faults += 1
             log.warning("%s: host stopped serving the channels: %s", self.dev.guid, reason)
 
-    def _iteration(self) -> list[tuple[str, int]]:
-        """One pass under session.lock; returns the kernel calls to make afterwards."""
+    def take_inbox(self) -> tuple[set[int], list[bytes], list[Callable[[set[int], list[tuple[str, int]]], None]]]:
+        """What other threads left for the worker: guest signals (relids), frames, commands."""
         with self._inbox_lock:
             signals, self._signals = self._signals, set()
-            frames = list(self._frames)
+            frames, commands = list(self._frames), list(self._commands)
             self._frames.clear()
-            commands = list(self._commands)
             self._commands.clear()
+        return signals, frames, commands
+
+    def _iteration(self) -> list[tuple[str, int]]:
+        """One pass under session.lock; returns the kernel calls to make afterwards."""
+        signals, frames, commands = self.take_inbox()
         deferred: list[tuple[str, int]] = []
         with self.lock:
             if self.stopped:
