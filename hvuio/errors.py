@@ -101,7 +101,7 @@ class HostError(HvuioError):
 class HostProtocolError(HostError):
     """The host sent something a correct host never sends: the message names field, value and rule."""
 
-    default_hint = "The channel was stopped; rerun with --debug --trace FILE and report the trace."
+    default_hint = "The channel was stopped; rerun with --debug (it logs the protocol messages) and report the log."
 
 
 class HostRefusedError(HostError):

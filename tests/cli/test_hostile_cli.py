@@ -280,3 +280,25 @@ def test_up_while_another_hvuio_claims_the_device(bound: tuple[SimEnvironment, V
         os.close(fd)
     proc = hvuio(env.sysroot, "up", dev.guid, "--once")  # released: the device works again
     assert proc.returncode == 0, proc.stderr
+
+
+def test_hints_name_only_options_that_exist() -> None:
+    """Every `--option` a default hint tells the user to pass is an option of hvuio's CLI."""
+    import re
+
+    import click
+
+    from hvuio import errors
+    from hvuio.cli import cli
+
+    def options(cmd: click.Command) -> set[str]:
+        found = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        for sub in getattr(cmd, "commands", {}).values():
+            found |= options(sub)
+        return found
+
+    known = options(cli)
+    for cls in vars(errors).values():
+        if isinstance(cls, type) and issubclass(cls, errors.HvuioError):
+            for opt in re.findall(r"--[a-z][a-z-]*", getattr(cls, "default_hint", "") or ""):
+                assert opt in known, f"{cls.__name__}'s hint names {opt}, which hvuio does not have"
