@@ -372,10 +372,10 @@ class Nic:
 
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
         """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
-        if self.gpa_pool is None and info.send_section_size is None:
+        gpa = self.gpa_pool is not None
+        if not gpa and info.send_section_size is None:
             raise LocalProtocolError("RNDIS configured before the send buffer was connected")
-        return tap_mtu(self.mtu, info.host_max_frame, gpa=self.gpa_pool is not None,
-                       send_section_size=info.send_section_size or 0)
+        return tap_mtu(self.mtu, info.host_max_frame, gpa=gpa, send_section_size=info.send_section_size or 0)
 
     def _control_fallback(self, e: ev.ControlFallback) -> None:
         self._info().tx_path = f"send buffer ({e.reason})"

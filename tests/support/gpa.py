@@ -16,13 +16,15 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from hvuio.sim.kernel.memory import GUEST_PFN_BASE, HV_PAGE
 from hvuio.sim.kernel.shm import STATE_DIR
 from hvuio.wire import nvsp as wn
 
+from support.simhost import r_packet
+
 GPA = 0x9
 RC = 1
-PAGE = 4096
-GUEST_PFN_BASE = 0x100000
+PAGE = HV_PAGE
 NO_SECTION = 0xFFFFFFFF
 
 
@@ -71,11 +73,8 @@ def gpa_header(ranges: list[tuple[int, int, list[int]]]) -> bytes:
 
 
 def rndis_data(frame: bytes, ppi: bytes = b"") -> bytes:
-    """RNDIS_PACKET_MSG: 44-byte head, per-packet info, frame (data offsets count from byte 8)."""
-    d_off = 36 + len(ppi)
-    head = struct.pack("<11I", 1, 44 + len(ppi) + len(frame), d_off, len(frame), 0, 0, 0,
-                       36 if ppi else 0, len(ppi), 0, 0)
-    return head + ppi + frame
+    """RNDIS_PACKET_MSG: 44-byte head, per-packet info, frame (support.simhost.r_packet's layout)."""
+    return r_packet(frame, ppi=ppi)
 
 
 def ppi(ptype: int, value: bytes) -> bytes:
