@@ -129,6 +129,8 @@ struct hvu_sim_pump {
     uint32_t rndis_align;    /* them is Python's (a logged rejection) */
     uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
     uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
+    uint32_t rx_layout;      /* 0 compact: range = message, frame after header + PPIs; 1 openvmm:
+                              * range = message = section, frame at byte 256, checksum info always */
     uint64_t spin_ns;        /* look without sleeping for this long after traffic */
     uint32_t poll_ns;        /* sleep between ring polls while active */
     uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support.sim_offload import BITS, RX_IP_OK, section_image, udp4
+from support.simhost import c
 
+from hvuio.sim.host import offload as ho
 from hvuio.sim.host import wire as w
+from hvuio.sim.host.receive import openvmm_message
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
@@ -27,6 +31,8 @@ RING = HDR + 64 * 1024
 SEC = 1806  # not a multiple of 8, as the default 256 + 1514 + 36
 SEND_SEC = 6144
 PAD = 40
+RX_UDP_OK = c(BITS, "NDIS_RXCSUM_INFO_UDPCS_OK")
+CSUM_NOT_CHECKED = ho.ppi(ho.PPI_CSUM, bytes(4))  # the openvmm layout's checksum info on an unmarked frame
 
 
 @dataclass
@@ -112,7 +118,13 @@ def test_no_signal_when_the_guest_masked_its_inbound_ring(rig: Rig) -> None:
     assert not rig.pump.signal and len(inbound(rig)) == 1
 
 
-def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_network_frames_batched_into_one_transfer_page_packet(layout: str) -> None:
+    for rig in make_rig(rx_layout=layout):
+        _frames_batched(rig, layout)
+
+
+def _frames_batched(rig: Rig, layout: str) -> None:
     frames = [frame(60 + i * 100, i) for i in range(3)]
     for f in frames:
         rig.net.send(f)
@@ -124,7 +136,9 @@ def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
     assert pkt.payload[:16] == struct.pack("<4I", w.NVSP_SEND_RNDIS_PKT, 0, w.NO_SEND_SECTION, 0)
     for i, f in enumerate(frames):
         length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
-        assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == w.rndis_packet(f)
+        want = (section_image(openvmm_message(f, CSUM_NOT_CHECKED, SEC)) if layout == "openvmm"
+                else w.rndis_packet(f))
+        assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == want
     sections = [struct.unpack_from("<I", pkt.header, 12 + 8 * i)[0] // SEC for i in range(3)]
     assert pkt.trans_id == sections[0]  # the batch's first section, as OpenVMM's process_endpoint_rx
     assert rig.pump.sections_free == 5 and rig.pump.in_flight == 3
@@ -138,6 +152,26 @@ def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
     assert rig.pump.sections_free == 8 and rig.pump.in_flight == 0
     assert (c["rx_completions"], c["completions_unknown"], c["rx_frames"]) == (1, 2, 3)
     assert rig.pump.reason == Reason.UNKNOWN_TID
+
+
+@pytest.mark.parametrize("marks", [False, True], ids=["direct-read", "marked"])
+def test_openvmm_layout_fills_the_whole_section_like_the_python_host(marks: bool) -> None:
+    """tests/sim/test_sim_rx_layout.py's checks on the pump: range and message_length = the
+    section, frame at 256, checksum info first (0: not checked), the rest of the section unwritten."""
+    off_rx = ho.OFF_IP4 | ho.OFF_UDP4 if marks else 0
+    for rig in make_rig(rx_layout="openvmm", offloads=lambda: (0, off_rx)):
+        rig.recv[:] = b"\xee" * len(rig.recv)
+        f = udp4(b"y" * 200) if marks else frame(1514, 3)
+        rig.net.send(f)
+        rig.pump.run()
+        (pkt,) = inbound(rig)
+        count, offset = struct.unpack_from("<II", pkt.header, 8)
+        sec = bytes(rig.recv[offset:offset + SEC])
+        flags = RX_UDP_OK | RX_IP_OK if marks else 0
+        assert count == SEC and struct.unpack_from("<9I", sec) == (1, SEC, 248, len(f), 0, 0, 0, 36, 16)
+        assert struct.unpack_from("<4I", sec, 44) == (16, ho.PPI_CSUM, 12, flags)
+        assert sec[256:256 + len(f)] == f
+        assert set(sec[60:256]) == {0xEE} and set(sec[256 + len(f):]) <= {0xEE}
 
 
 def test_transfer_ids_are_section_indexes_from_zero() -> None:

@@ -749,24 +749,26 @@ def test_deliver_batch_drops_what_does_not_fit() -> None:
     assert env.host.counters["rx_dropped_no_section"] == 2 and env.host.counters["rx_dropped_too_big"] == 1
 
 
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
 @pytest.mark.parametrize("inject", ["pageset", "range_past_buffer", "range_over_section", "zero_length",
                                     "rndis_len", "data_offset", "nvsp_type"])
-def test_injected_receive_faults_break_the_rule_they_name(inject: str) -> None:
-    env = Env()
+def test_injected_receive_faults_break_the_rule_they_name(inject: str, layout: str) -> None:
+    env = Env(HostProfile(rx_layout=layout))  # type: ignore[arg-type]
     env.bring_up()
     (p,) = env.host.deliver(FRAME, inject=inject).packets  # type: ignore[arg-type]
     assert env.host.recv is not None
     _, _, section, count = env.host.recv
     (byte_count, byte_offset), = p.ranges
     msg = bytes(env.recv[byte_offset % len(env.recv):][:section])
-    written = size("rndis_packet_msg") + len(FRAME)
+    # the message's length: the whole section in the openvmm layout, header + frame in the compact one
+    written = section if layout == "openvmm" else size("rndis_packet_msg") + len(FRAME)
     broken = {
         "pageset": p.xfer_pageset_id != RXBUF_SIG,
         "range_past_buffer": byte_offset >= section * count,
         "range_over_section": byte_count > section,
         "zero_length": byte_count == 0,
         "rndis_len": struct.unpack_from("<I", msg, 4)[0] > written,
-        "data_offset": struct.unpack_from("<I", msg, 8)[0] > written,
+        "data_offset": 8 + struct.unpack_from("<I", msg, 8)[0] + len(FRAME) > written,
         "nvsp_type": struct.unpack_from("<I", p.payload)[0] != c(T, "NVS_TYPE_RNDIS"),
     }
     assert broken[inject] and sum(broken.values()) == 1

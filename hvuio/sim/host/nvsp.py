@@ -124,7 +124,7 @@ class HostNvsp:
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
-        self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
+        self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
 
     @property
