@@ -243,6 +243,49 @@ def test_sends_past_the_rndis_limits_go_to_python_when_strict(strict: bool, send
             assert result == PumpResult.SIGNAL and rig.pump.counters()["tx_frames"] == nframes
 
 
+def messages_filling(total: int) -> tuple[list[bytes], bytes]:
+    """Frames and the send of their RNDIS packet messages (44 + 1500, then the rest: multiples of 8)
+    tiling `total` bytes."""
+    frames = []
+    while total > 1544 + 64:
+        frames.append(frame(1500, len(frames)))
+        total -= 1544
+    frames.append(frame(total - 44, len(frames)))
+    return frames, b"".join(w.rndis_packet(f) for f in frames)
+
+
+@pytest.mark.parametrize("section, size", [(2, 2 * SEND_SEC - 8), (14, 2 * SEND_SEC)],
+                         ids=["two-sections", "to-the-buffer-end"])
+def test_send_spanning_sections_is_served_in_c_when_strict(section: int, size: int) -> None:
+    # [OV] parse_packet takes any sub-range of the send buffer: the host's send may span sections.
+    for rig in make_rig(strict=True):
+        frames, send = messages_filling(size)
+        assert len(send) == size and (section * SEND_SEC + size <= len(rig.send)) and len(frames) <= 8
+        guest_send(rig, section, send, tid=6)
+        assert rig.pump.run() == PumpResult.SIGNAL
+        assert [rig.net.recv(4096) for _ in frames] == frames
+        (comp,) = inbound(rig)
+        assert comp.trans_id == 6 and struct.unpack_from("<2I", comp.payload) == (w.NVSP_SEND_RNDIS_PKT_COMPLETE,
+                                                                                   w.NVSP_STAT_SUCCESS)
+        assert rig.pump.counters()["handoffs"] == 0
+
+
+def test_a_send_one_byte_past_the_send_buffer_is_pythons(rig: Rig) -> None:
+    guest_send(rig, 14, w.rndis_packet(frame(60)), 9, size=2 * SEND_SEC + 1)
+    assert rig.pump.run() == PumpResult.CONTROL and rig.pump.reason == Reason.BAD_SECTION
+
+
+def test_data_then_another_message_type_is_handed_to_python_unread(rig: Rig) -> None:
+    # the Python host fails such a send ([OV] NonRndisPacketAfterPacket); the pump sends nothing of it
+    send = w.rndis_packet(frame(60)) + w.rndis(w.RNDIS_KEEPALIVE_MSG, bytes(4))
+    guest_send(rig, 1, send, 9)
+    before = bytes(rig.mem[:8])
+    assert rig.pump.run() == PumpResult.CONTROL
+    assert rig.pump.reason == Reason.RNDIS_TYPE and bytes(rig.mem[:8]) == before
+    with pytest.raises(BlockingIOError):
+        rig.net.recv(2048)
+
+
 def test_oversized_network_frame_is_dropped(rig: Rig) -> None:
     rig.net.send(bytes(1600))
     rig.net.send(bytes(10))

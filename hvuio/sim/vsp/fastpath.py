@@ -91,7 +91,6 @@ class Reason(enum.IntEnum):
     NO_COMPLETION_FLAG = 17
     NVSP_SHORT = 18
     BAD_SECTION = 19
-    SECTION_OVERSIZE = 20
     RNDIS_LEN = 21
     RNDIS_TYPE = 22
     RNDIS_DATA = 23
