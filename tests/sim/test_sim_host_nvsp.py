@@ -725,7 +725,10 @@ def test_rndis_data_on_subchannel_and_control_on_subchannel() -> None:
     env.send_nvsp(nvs_subch(1, 2))
     step = env.send_rndis(r_packet(FRAME), chan_type=0, channel=2)
     assert FrameFromGuest(FRAME, 2) in step.events and completions(step)[0].channel == 2
-    faulted(env, env.send_rndis(r_query(3, 0x00010107), channel=1).events, "channel")
+    # [OV] handle_rndis_message: NotSupportedOnSubChannel -> the send completes FAILURE, the channel goes on
+    step = env.send_rndis(r_query(3, 0x00010107), channel=1)
+    assert tx_status(step) == FAILED and not [p for p in step.packets if p.type == RXBUF]
+    assert env.host.rejections[-1].field == "channel" and env.host.state == "ready"
 
 
 def test_channel_type_mismatch_is_logged_strict() -> None:

@@ -23,10 +23,11 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * INIT with an unsupported version: INIT_COMPLETE with status NVSP_STAT_NONE (0) and
   negotiated version 0xFFFFFFFF, and the guest may retry ([OV] initialize; Linux walks its list).
 * NDIS config MTU outside [1514, mtu_max]: silently replaced by 1514 ([OV] "as in the vmswitch").
-* A malformed RNDIS data message, or another message type after a data message in one send:
-  RNDIS-packet-complete with NVSP_STAT_FAIL ([OV] process_ring_buffer, handle_rndis). A send may
-  span send-buffer sections (any sub-range of the buffer: [OV] parse_packet); a control message
-  takes the rest of its send (what follows it is logged, not read).
+* A malformed RNDIS data message, another message type after a data message in one send, an
+  RNDIS control message on a subchannel: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV]
+  process_ring_buffer, handle_rndis). A send may span send-buffer sections (any sub-range of
+  the buffer: [OV] parse_packet); a control message takes the rest of its send (what follows it
+  is logged, not read).
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
 * Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
   below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every

@@ -151,8 +151,8 @@ class SendBuffer:
                     "NVSP channel_type does not match the RNDIS message (strict)", mtype, "channel_type",
                     chan_type, "logged")))
             if not is_data:
-                if channel:
-                    raise fault("RNDIS control message on a subchannel", mtype, "channel", channel)
+                if channel:  # [OV] handle_rndis_message: NotSupportedOnSubChannel fails the send
+                    raise w.HostWireError("channel", channel, "an RNDIS control message goes on the primary channel")
                 if pos < len(data):
                     # [OV] handle_rndis / handle_rndis_message: a control message takes the rest of
                     # its send; nothing after it is read as a message.
