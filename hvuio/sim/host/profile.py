@@ -78,7 +78,8 @@ class HostProfile:
     # Reported as OID_GEN_RECEIVE_SCALE_CAPABILITIES' number of receive queues (+ 1).
     max_subchannels: int = 7
     # None: [OV-BUF] layout (256 + mtu + 36 per section). Hyper-V is reported to use 1728-byte
-    # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that.
+    # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that, with
+    # rx_layout "compact" (the openvmm layout keeps 256 + 36 bytes of a section besides the frame).
     recv_section_size: int | None = None
     send_section_size: int = SEND_SECTION_SIZE
     # How a received frame sits in its receive section (RX_LAYOUTS above); "openvmm" is [OV]'s.
