@@ -89,6 +89,7 @@ class DemoStack:
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
     up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
+    host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
     guest_ns: str = ""
@@ -133,8 +134,9 @@ class DemoStack:
         self.host_ns = self.net.netns
         # link_flap_delay 0: link changes are indicated at once (the 5 s Hyper-V delay is a host
         # courtesy to Linux guests; the demo and tests want to see them now).
+        profile = self.host_profile if self.host_profile is not None else HostProfile(link_flap_delay=0.0)
         self.env = SimEnvironment(self.sysroot, profile=self.kernel, nics=1, network=self.net,
-                                  host_profile=HostProfile(link_flap_delay=0.0),
+                                  host_profile=profile,
                                   nic_monitored=self.monitored)
         self.env.__enter__()
         c.push("stop the emulator", lambda: self.env.__exit__(None, None, None))

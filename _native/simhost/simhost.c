@@ -61,7 +61,6 @@ const char *hvu_sim_reason_text(uint32_t r)
     case HVU_SIM_R_NO_COMPLETION_FLAG: return "RNDIS data without completion requested";
     case HVU_SIM_R_NVSP_SHORT: return "NVSP 107 payload shorter than 16 bytes";
     case HVU_SIM_R_BAD_SECTION: return "send-buffer section outside the send buffer";
-    case HVU_SIM_R_SECTION_OVERSIZE: return "send-buffer data larger than one section";
     case HVU_SIM_R_RNDIS_LEN: return "RNDIS message length outside the sent data";
     case HVU_SIM_R_RNDIS_TYPE: return "RNDIS message on the data channel is not a packet message";
     case HVU_SIM_R_RNDIS_DATA: return "RNDIS packet data outside the message or empty";

@@ -24,7 +24,6 @@ enum hvu_sim_reason {
     HVU_SIM_R_NO_COMPLETION_FLAG = 17,
     HVU_SIM_R_NVSP_SHORT = 18,
     HVU_SIM_R_BAD_SECTION = 19,
-    HVU_SIM_R_SECTION_OVERSIZE = 20,
     HVU_SIM_R_RNDIS_LEN = 21,
     HVU_SIM_R_RNDIS_TYPE = 22,
     HVU_SIM_R_RNDIS_DATA = 23,
@@ -124,11 +123,13 @@ struct hvu_sim_pump {
     int tap_fd;              /* plain Ethernet frames both ways; -1 = none */
     uint32_t max_frame;      /* NDIS MTU (Ethernet header included) */
     uint32_t nvsp_pad;       /* completions zero padded to this many payload bytes */
-    uint32_t strict;         /* send data larger than a section is Python's (failure status) */
+    uint32_t strict;         /* the RNDIS limits below apply */
     uint32_t rndis_max_pkts; /* strict: the RNDIS initialize completion's limits; a send past */
     uint32_t rndis_align;    /* them is Python's (a logged rejection) */
     uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
     uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
+    uint32_t rx_layout;      /* 0 compact: range = message, frame after header + PPIs; 1 openvmm:
+                              * range = message = section, frame at byte 256, checksum info always */
     uint64_t spin_ns;        /* look without sleeping for this long after traffic */
     uint32_t poll_ns;        /* sleep between ring polls while active */
     uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */

@@ -39,6 +39,8 @@
 #define RNDIS_OFFSET_MIN 36u       /* data may not overlap the header */
 #define RNDIS_PPI_SIZE 12u
 #define ETH_HLEN 14u
+#define RX_HEADER_LEN 256u         /* openvmm receive layout: the frame's offset in its section */
+#define RX_FOOTER_LEN 36u          /* ... and the section's last bytes left unused */
 #define MAX_BATCH 64u
 #define MAX_MSGS 16u               /* RNDIS messages per send handled here; more -> Python */
 #define NONE 0xFFFFFFFFu

@@ -4,7 +4,7 @@
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
 --pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
-process with IOVA = VA, docs/EMULATOR.md) daemonised (it holds a lock on
+process with IOVA = VA; --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
 the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
@@ -67,9 +67,13 @@ def sim() -> None:
               help="How the host reads GPA-direct pages: 'file', the emulated VM's guest memory; 'proc', an "
                    "emulator convenience for a foreign guest process with IOVA = VA (e.g. DPDK netvsc): page "
                    "numbers are its virtual addresses, read from /proc/<pid>/mem.")
+@click.option("--rx-layout", type=click.Choice(["openvmm", "compact"]), default="openvmm", show_default=True,
+              help="Where the host puts a received frame in its receive section: 'openvmm', as OpenVMM's netvsp "
+                   "(the range is the whole section, the frame at byte 256, checksum info always); 'compact', "
+                   "the frame right after its RNDIS header, the range as long as the message.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
-              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str) -> None:
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str, rx_layout: str) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
@@ -84,7 +88,7 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
     from hvuio.sim.kernel.profiles import PROFILES
 
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
-                                                     guest_memory_mode=guest_memory_mode)
+                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)

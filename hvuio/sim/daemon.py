@@ -183,12 +183,13 @@ class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
-    "proc")."""
+    "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
     wire: bool = False
     guest_memory_mode: str = "file"
+    rx_layout: str = "openvmm"
 
 
 def make_network(choice: NetworkChoice) -> FrameNetwork | None:
@@ -228,7 +229,11 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
             from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
-            stack.enter_context(run_host(k, root, network=network, guest_memory_mode=host.guest_memory_mode))
+            from hvuio.sim.host.profile import HostProfile
+
+            profile = HostProfile(rx_layout=host.rx_layout)  # type: ignore[arg-type]  # checked by HostProfile
+            stack.enter_context(run_host(k, root, profile=profile, network=network,
+                                         guest_memory_mode=host.guest_memory_mode))
             if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
                 record_netns(root, network.netns)
         stack.callback(os.close, hold_pid_file(root))   # held until this process ends

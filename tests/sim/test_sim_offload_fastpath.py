@@ -24,6 +24,7 @@ from support.sim_offload import (
     lso_info,
     payload,
     ppi,
+    section_image,
     segments,
     split,
     tcp4,
@@ -33,6 +34,7 @@ from support.sim_offload import (
 
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import wire as w
+from hvuio.sim.host.receive import openvmm_rsc
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
@@ -60,7 +62,8 @@ class Rig:
     net: socket.socket
 
 
-def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, off_rx: int = 0) -> Iterator[Rig]:
+def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, off_rx: int = 0,
+             rx_layout: str = "openvmm") -> Iterator[Rig]:
     mem = bytearray(2 * RING)
     for off in (0, RING):
         struct.pack_into("<I", mem, off + 64, 1)
@@ -72,7 +75,7 @@ def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, 
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     cfg = PumpConfig(ring_size=RING, header_size=HDR, recv_section=SEC, recv_count=sections, send_section=SEND_SEC,
                      max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(), rx_batch=8, vnet_hdr=True, tap_gso=tap_gso,
-                     offloads=lambda: (off_tx, off_rx))
+                     offloads=lambda: (off_tx, off_rx), rx_layout=rx_layout)  # type: ignore[arg-type]
     pump = HostPump(cfg, mem, recv, send)
     pump.add_sections(range(sections))
     pump.rx_enabled = True
@@ -222,8 +225,9 @@ def test_gso_from_the_network_is_segmented_for_a_guest_without_rsc() -> None:
 
 
 @pytest.mark.parametrize("v6", [False, True])
-def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: bool) -> None:
-    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6):
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: bool, layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6, rx_layout=layout):
         data = payload(40000)
         gso = gso_from_net(data, 1448, v6)
         net_send(rig, bytes(gso), gso.vnet)
@@ -231,7 +235,11 @@ def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: boo
         msgs = delivered(rig)
         whole = ho.fixup_rsc(bytes(gso))
         marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
-        assert msgs == ho.rsc_fragments(whole, SEC, ho.rx_csum_flags(whole, gso.vnet, marks))
+        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
+        if layout == "openvmm":
+            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags)]
+        else:
+            assert msgs == ho.rsc_fragments(whole, SEC, flags)
         parts = [split(m) for m in msgs]
         assert b"".join(d for _, d in parts) == (tcp6 if v6 else tcp4)(data, flags=0x18)
         assert parts[-1][0][PPI_ID] >> 8 & SUBALLOC and rig.pump.counters()["rx_rsc_fragments"] == len(msgs)

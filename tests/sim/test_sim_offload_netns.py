@@ -1,6 +1,8 @@
 """Root/netns only: an LSO frame from the guest reaches the host network's namespace as ONE GSO
 packet (virtio_net_hdr written on the tap), seen by a packet socket inside that namespace with
-PACKET_VNET_HDR; and with offloads off the same frame arrives segmented."""
+PACKET_VNET_HDR; and with offloads off the same frame arrives segmented. Also OpenVMM's send rules
+across the whole host, C pump and Python host: a send spanning sections reaches the namespace, a
+data message followed by another type fails its send."""
 
 from __future__ import annotations
 
@@ -233,5 +235,64 @@ def test_while_the_c_pump_reads_the_tap_no_other_thread_does(
                 env.host.set_link(nic, up)
                 g.pump(lambda up=up: g.events and g.events[-1] == LinkStatus(up), "the link indication")  # type: ignore[misc]
                 assert not session.rx_ready, "the network thread would read the C pump's tap too"
+        finally:
+            g.close()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_send_rules_across_the_whole_host(tmp_path: Path, netns_factory: NetnsFactory,
+                                          monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """[OV] parse_packet / handle_rndis: frames of a send that spans two send sections reach the
+    namespace, in order; a data message followed by a control message fails the whole send (none
+    of its frames leaves, the rejection is logged); the channel goes on."""
+    from support.ring_guest import RingGuest
+    from support.simhost import OID, c, r_packet, r_query
+
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+    from hvuio.wire import nvsp as wn
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=False)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            nic = env.nics[0]
+            if fast == "1":
+                assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
+
+            def send(msg: bytes) -> int:
+                first = g.free[0]
+                assert first + 1 in g.free  # two adjacent sections
+                g.free.remove(first)
+                g.free.remove(first + 1)
+                start = first * g.section_size
+                g.send_buf[start:start + len(msg)] = msg
+                g._tx_tid += 1
+                g.in_use[g._tx_tid] = first
+                nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0,
+                                            section_index=first, section_size=len(msg))
+                g.send_packet(0x6, wn.to_bytes(nv), g._tx_tid, 1)
+                return int(g._tx_tid)
+
+            frames = [bytes.fromhex("020000000001" "00155d000001" "88b5") + bytes([i]) * 1486 for i in range(5)]
+            tid = send(b"".join(r_packet(f) for f in frames))  # 5 x 1544 bytes: two sections
+            g.pump(lambda: tid in g.tx_done, "the spanning send's completion")
+            assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
+            assert [f for _, f in received(sock, 5)] == frames
+            bad = send(r_packet(frames[0]) + r_query(40, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")))
+            g.pump(lambda: bad in g.tx_done, "the refused send's completion")
+            assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
+            host = env.host.nvsp(nic)
+            assert host is not None and host.rejections[-1].field == "RNDIS message type"
+            after = g.send_frame(frames[4][:60])  # the next frame in the namespace is this one
+            g.pump(lambda: after in g.tx_done, "the next send's completion")
+            assert [f for _, f in received(sock, 1)] == [frames[4][:60]]
+            assert env.host.fault(nic) is None and env.host.counters(nic).fastpath == int(fast)
         finally:
             g.close()

@@ -23,7 +23,11 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * INIT with an unsupported version: INIT_COMPLETE with status NVSP_STAT_NONE (0) and
   negotiated version 0xFFFFFFFF, and the guest may retry ([OV] initialize; Linux walks its list).
 * NDIS config MTU outside [1514, mtu_max]: silently replaced by 1514 ([OV] "as in the vmswitch").
-* A malformed RNDIS data message: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV] process_ring_buffer).
+* A malformed RNDIS data message, another message type after a data message in one send, an
+  RNDIS control message on a subchannel: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV]
+  process_ring_buffer, handle_rndis). A send may span send-buffer sections (any sub-range of
+  the buffer: [OV] parse_packet); a control message takes the rest of its send (what follows it
+  is logged, not read).
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
 * Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
   below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every
@@ -40,8 +44,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   enabled RSC, NVSP >= 6.1) or MSS segments; receive checksum info is marked once the guest set
   OID_TCP_OFFLOAD_PARAMETERS.
 * strict only: RNDIS data before RNDIS INITIALIZE and a packet filter → NVSP_STAT_FAIL; receive
-  buffer before NDIS version → fault; one GPADL for both buffers → fault; send section size
-  larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged; more
+  buffer before NDIS version → fault; one GPADL for both buffers → fault; receive buffer id
+  other than 0xCAFE → logged; more
   RNDIS messages in one send than max_packets_per_message, or one off the packet alignment →
   logged (the send is served).
 
@@ -124,7 +128,7 @@ class HostNvsp:
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
-        self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
+        self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
 
     @property

@@ -91,7 +91,6 @@ class Reason(enum.IntEnum):
     NO_COMPLETION_FLAG = 17
     NVSP_SHORT = 18
     BAD_SECTION = 19
-    SECTION_OVERSIZE = 20
     RNDIS_LEN = 21
     RNDIS_TYPE = 22
     RNDIS_DATA = 23
@@ -126,6 +125,8 @@ class PumpConfig:
     monitor_id: int | None = None
     strict: bool = False
     rx_batch: int = MAX_BATCH
+    # How frames sit in receive sections (HostProfile.rx_layout, hvuio.sim.host.receive).
+    rx_layout: hp.RxLayout = "openvmm"
     # How often the pump looks at the monitor bit: the emulator's stand-in for the hypervisor's
     # monitor-page scan. Without sleeping for spin_us after traffic (a timer wake-up costs ~20 us
     # on a VM, more than the work), then every 5 us, then after idle_after seconds every 100 us:
@@ -195,6 +196,7 @@ class HostPump:
         p.rndis_max_pkts, p.rndis_align = cfg.rndis_max_packets, cfg.rndis_align
         p.rx_enabled = 0
         p.rx_batch = cfg.rx_batch
+        p.rx_layout = int(cfg.rx_layout == "openvmm")
         p.spin_ns = cfg.spin_us * 1000
         p.poll_ns = cfg.poll_us * 1000
         p.idle_poll_ns = cfg.idle_poll_us * 1000

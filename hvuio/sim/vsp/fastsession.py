@@ -52,6 +52,7 @@ def start(s: Session) -> None:
         send_section=send_section, max_frame=nvsp.ndis_mtu or 1514,
         nvsp_pad=40 if nvsp.version >= wire.NVSP_VERSION_61 else 28,  # HostNvsp._pad
         tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
+        rx_layout=nvsp.profile.rx_layout,
         guest_memory=s.guest_mem if isinstance(s.guest_mem, guestmem.GuestMemoryFile) else None,
         vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(s.host.network, "offload", False)),
         offloads=lambda: _pump_offloads(s))

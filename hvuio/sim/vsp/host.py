@@ -250,7 +250,7 @@ class SimHost:
                 session = self._sessions.get(dev.guid)
                 entry: dict[str, Any] = {
                     "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
-                    "link_up": self._link.get(dev.guid, self.profile.link_up),
+                    "link_up": self._link.get(dev.guid, self.profile.link_up), "rx_layout": self.profile.rx_layout,
                     "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
                 }
                 if session is not None:
