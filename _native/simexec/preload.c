@@ -11,7 +11,8 @@
  *     kernel returns EIO after a rescind). O_CLOEXEC and O_NONBLOCK are honoured.
  *   - stat/lstat/fstatat/statx/access/faccessat (and glibc's older __xstat entry points) answer
  *     for <sysroot>/dev/uio<N> and show a character device with the dev_t that
- *     <sysroot>/sys/class/uio/uio<N>/dev names, so existence checks see what a real kernel shows.
+ *     <sysroot>/sys/class/uio/uio<N>/dev names, so existence checks see what a real kernel shows;
+ *     getxattr/lgetxattr/listxattr/llistxattr answer for it too (no attributes).
  * mmap/mmap64 of such a socket (recognised by its peer's address, so dup'ed and inherited fds
  * work too, with no table and no lock) maps region offset/PAGE_SIZE as Linux uio_mmap selects it
  * (drivers/uio/uio.c uio_mmap, uio_find_mem_index): the file
@@ -40,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define ENV_SYSROOT "HVUIO_SIM_SYSROOT"
@@ -447,6 +449,27 @@ HV_EXPORT int faccessat(int dirfd, const char *path, int how, int flags)
     }
     return real(dirfd, p ? p : path, how, flags);
 }
+
+/* extended attributes (what `ls -l` asks for ACLs): the emulated node's, i.e. none */
+#define XATTR_BODY(fn, ...)                                                             \
+    {                                                                                   \
+        char buf[PATH_MAX];                                                             \
+        int n;                                                                          \
+        const char *p = redirect(path, buf, sizeof(buf), &n);                           \
+        __typeof__(fn) *real = next(#fn);                                               \
+        if (real == NULL) {                                                             \
+            errno = ENOSYS;                                                             \
+            return -1;                                                                  \
+        }                                                                               \
+        return real(p ? p : path, __VA_ARGS__);                                         \
+    }
+
+HV_EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size)
+    XATTR_BODY(getxattr, name, value, size)
+HV_EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
+    XATTR_BODY(lgetxattr, name, value, size)
+HV_EXPORT ssize_t listxattr(const char *path, char *list, size_t size) XATTR_BODY(listxattr, list, size)
+HV_EXPORT ssize_t llistxattr(const char *path, char *list, size_t size) XATTR_BODY(llistxattr, list, size)
 
 /* ---- mmap ------------------------------------------------------------------------------------- */
 

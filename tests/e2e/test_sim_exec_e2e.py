@@ -21,6 +21,7 @@ from support.namespaces import netns_skip_reason
 from support.sim_exec import exec_skip_reason
 
 from hvuio.demo import ping, tcp_transfer
+from hvuio.netdev import netns
 
 
 @pytest.fixture
@@ -47,6 +48,10 @@ def test_up_under_exec_writes_its_status_into_the_tree(stack: DaemonStack) -> No
     status = hvuio_main("--sysroot", str(stack.root), "status", "--json")
     assert status.returncode == 0, status.stderr
     assert stack.guid in status.stdout
+    inside = hvuio_main("--sysroot", str(stack.root), "sim", "exec", "--",
+                        *netns.python_argv("-m", "hvuio", "status", "--json"))   # no --sysroot inside
+    assert inside.returncode == 0, inside.stderr
+    assert stack.guid in inside.stdout
 
 
 def test_sim_status_sees_the_nic_opened_by_the_process_under_exec(stack: DaemonStack) -> None:

@@ -9,9 +9,11 @@ are the command's. Needs root and mount namespaces (skipped with the reason othe
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,15 +27,21 @@ from hvuio.sim.exec import ENV_SYSROOT, child_env, preload_library
 
 from support.cli import child_env as cli_env
 from support.cli import hvuio_main as hvuio
-from support.sim_exec import PROBE, exec_skip_reason
+from support.sim_exec import C_PROBE, PROBE, exec_skip_reason
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    with running_tree(tmp_path / "sim") as found:
+        yield found
+
+
+@contextlib.contextmanager
+def running_tree(root: Path) -> Iterator[tuple[Path, str]]:
+    """(root, NIC GUID) of a `sim start --no-host` daemon serving `root`; stopped afterwards."""
     reason = exec_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    root = tmp_path / "sim"
     started = hvuio("--sysroot", str(root), "sim", "start", "--no-host")
     assert started.returncode == 0, started.stderr
     try:
@@ -81,6 +89,20 @@ def test_the_probe_finds_the_emulated_device_at_the_real_paths(tree: tuple[Path,
         size = int((root / f"sys/class/uio/uio0/maps/map{k}/size").read_text(), 0)
         assert data[size - len(token):size] == token
     assert host_view() == before
+
+
+def test_a_sysroot_too_long_for_a_socket_address(tmp_path: Path) -> None:
+    """S/dev/uio0 longer than sockaddr_un holds: opened through a directory fd, and the fd is
+    still recognised by mmap (its peer's address is the emulator's /proc/self/fd/N/uio0)."""
+    root = tmp_path / ("d" * 100) / "sim"
+    root.parent.mkdir()
+    with running_tree(root) as (_, guid):
+        assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
+        ran = in_tree(root, sys.executable, "-P", str(PROBE), str(root), guid)
+        assert ran.returncode == 0, ran.stderr
+        seen = json.loads(ran.stdout)
+        assert seen["maps_match_backing"] == {str(k): True for k in range(5)}
+        assert seen["bad_index_errno"] == errno.EINVAL and seen["dup_maps"]
 
 
 def test_hvuio_bind_and_list_unchanged_inside(tree: tuple[Path, str]) -> None:
@@ -132,3 +154,21 @@ def test_environment_of_the_command(tmp_path: Path) -> None:
 def test_the_preload_library_is_installed_with_the_package() -> None:
     path = preload_library()
     assert path.is_file() and path.parent.name == "_preload"
+
+
+def test_a_c_driver_calling_the_c_library_as_dpdk_does(tree: tuple[Path, str], tmp_path: Path) -> None:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc to build the C probe")
+    root, guid = tree
+    binary = tmp_path / "exec_probe"
+    subprocess.run([gcc, "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o", str(binary), str(C_PROBE)], check=True)
+    assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
+    relid = (root / "sys/bus/vmbus/devices" / guid / "id").read_text().strip()
+    ran = in_tree(root, str(binary), str(root), guid, relid)
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    seen = dict(line.split(" ", 1) for line in ran.stdout.splitlines())
+    assert seen == {"uio": "uio0", "stat_chr": "1", "open": "1", "openat": "1", "map1": "1",
+                    "map1_is_backing": "1", "bad_offset_errno": str(errno.EINVAL),
+                    "unaligned_errno": str(errno.EINVAL), "irqcontrol": "4", "epoll_add": "1",
+                    "epoll_idle": "0", "ring_access": "1", "ring_size_pages": "1", "ring_maps": "1"}

@@ -2,7 +2,8 @@
 
 `exec_skip_reason()` says why `sim exec` cannot run here (not root, or no mount namespace may be
 made: a container without CAP_SYS_ADMIN), None when it can. `PROBE` is the path of
-tests/support/exec_probe.py, a script that reports as JSON what an unchanged driver sees inside.
+tests/support/exec_probe.py, a script that reports as JSON what an unchanged driver sees inside;
+`C_PROBE` its C sibling, tests/support/exec_probe.c.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 PROBE = Path(__file__).resolve().parent / "exec_probe.py"
+#: the same from C, calling the C library as DPDK's vmbus bus does (built by the test with gcc)
+C_PROBE = Path(__file__).resolve().parent / "exec_probe.c"
 
 _UNSHARE = ("import ctypes, ctypes.util, sys\n"
             "libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)\n"
