@@ -116,8 +116,7 @@ def _enc(text: str | None) -> bytes | None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = _enc
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+    _check(_libc.mount(_enc(source), _enc(target), _enc(fstype), ctypes.c_ulong(flags), _enc(data)),
            f"mount {source or ''} on {target}")
 
 
@@ -156,8 +155,6 @@ def _mount_point(target: str) -> None:
         return
     try:
         os.mkdir(target, 0o755)
-    except FileNotFoundError:
-        raise
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
             raise

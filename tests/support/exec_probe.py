@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import socket
 import stat
 import struct
 import sys
@@ -38,6 +39,9 @@ def probe(sysroot: str, guid: str) -> dict[str, object]:
         "driver": os.path.basename(os.readlink(f"{dev_dir}/driver")),
         "ring_resolves": os.path.realpath(f"{dev_dir}/channels/{relid}/ring") == f"/run/hvuio-sim/{uio}/map0",
     }
+    out["sys_bus"] = sorted(os.listdir("/sys/bus"))        # the host's entries beside the emulated
+    out["sys_class"] = sorted(os.listdir("/sys/class"))
+    out["class_net_live"] = sorted(os.listdir("/sys/class/net")) == sorted(n for _, n in socket.if_nameindex())
     st = os.stat(f"/dev/{uio}")
     out["dev_is_chardev"] = stat.S_ISCHR(st.st_mode)
     out["dev_rdev"] = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
