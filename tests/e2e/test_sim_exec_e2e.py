@@ -59,3 +59,15 @@ def test_sim_status_sees_the_nic_opened_by_the_process_under_exec(stack: DaemonS
     assert status.returncode == 0, status.stderr
     device = json.loads(status.stdout)[stack.guid]
     assert device["open"] and device["uio"] == "uio0", device
+
+
+def test_a_rescind_reaches_the_process_under_exec(stack: DaemonStack) -> None:
+    """The host's rescind is EOF on the uio socket behind /dev/uio0: `up` on its real-VM path
+    ends as on a rescinded VM, and its journal and lock under /run/hvuio (the tree's) are gone."""
+    assert hvuio_main("--sysroot", str(stack.root), "sim", "rescind", stack.guid).returncode == 0
+    code, err = stack.wait_up_exit()
+    assert code == 10 and "Traceback" not in err
+    assert "removed the device" in err, err
+    assert stack.status_files() == []
+    left = sorted(p.name for p in (stack.root / "run/hvuio").rglob("*") if p.is_file())
+    assert left == [], left
