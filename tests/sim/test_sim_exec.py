@@ -3,8 +3,10 @@
 A daemon (`sim start --no-host`) serves the tree; its NIC is bound from outside; then
 tests/support/exec_probe.py runs inside `sim exec` and reports what it found at the real paths
 (/sys/bus/vmbus, /sys/class/uio, /dev/uioN: open, stat, mmap by offset, bad offsets,
-irqcontrol). Outside, the host's /sys and mount table must be as before. Exit status and signals
-are the command's. Needs root and mount namespaces (skipped with the reason otherwise).
+irqcontrol), and its C sibling tests/support/exec_probe.c does the same through the C library
+as DPDK's vmbus bus calls it. Outside, the host's /sys and mount table must be as before. Exit
+status and signals are the command's; a wheel built from the sources carries the preload
+library. Needs root and mount namespaces (skipped with the reason otherwise).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +177,22 @@ def test_a_c_driver_calling_the_c_library_as_dpdk_does(tree: tuple[Path, str], t
                     "map1_is_backing": "1", "bad_offset_errno": str(errno.EINVAL),
                     "unaligned_errno": str(errno.EINVAL), "irqcontrol": "4", "epoll_add": "1",
                     "epoll_idle": "0", "ring_access": "1", "ring_size_pages": "1", "ring_maps": "1"}
+
+
+def test_a_wheel_built_from_the_sources_carries_the_preload_library(tmp_path: Path) -> None:
+    """What scripts/setup-machine.sh installs (pip install of the sources, no *.so copied) has
+    the library: the normal build makes it, no step of its own."""
+    project = Path(__file__).resolve().parents[2]
+    if not (project / "setup.py").is_file():
+        pytest.skip("the tests do not run from a source tree")
+    src = tmp_path / "src"
+    shutil.copytree(project, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache",
+        ".mypy_cache", "_out", "*.so", "_native*.c"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                            "--no-index", "-w", str(tmp_path / "wheel"), str(src)],
+                           capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "wheel").glob("hvuio-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("hvuio/sim/_preload/simexec") and n.endswith(".so") for n in names), names
