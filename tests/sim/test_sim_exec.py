@@ -167,7 +167,8 @@ def test_a_c_driver_calling_the_c_library_as_dpdk_does(tree: tuple[Path, str], t
         pytest.skip("no gcc to build the C probe")
     root, guid = tree
     binary = tmp_path / "exec_probe"
-    subprocess.run([gcc, "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o", str(binary), str(C_PROBE)], check=True)
+    subprocess.run([gcc, "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o", str(binary), str(C_PROBE)],
+                   check=True)
     assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
     relid = (root / "sys/bus/vmbus/devices" / guid / "id").read_text().strip()
     ran = in_tree(root, str(binary), str(root), guid, relid)
@@ -175,7 +176,7 @@ def test_a_c_driver_calling_the_c_library_as_dpdk_does(tree: tuple[Path, str], t
     seen = dict(line.split(" ", 1) for line in ran.stdout.splitlines())
     assert seen == {"uio": "uio0", "stat_chr": "1", "open": "1", "openat": "1", "map1": "1",
                     "map1_is_backing": "1", "bad_offset_errno": str(errno.EINVAL),
-                    "unaligned_errno": str(errno.EINVAL), "irqcontrol": "4", "epoll_add": "1",
+                    "unaligned_errno": str(errno.EINVAL), "threaded_maps": "100", "irqcontrol": "4", "epoll_add": "1",
                     "epoll_idle": "0", "ring_access": "1", "ring_size_pages": "1", "ring_maps": "1"}
 
 

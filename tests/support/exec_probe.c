@@ -1,11 +1,13 @@
 /*
  * What a C driver calling the C library as DPDK's vmbus bus does (open, openat, mmap by offset,
- * write/read/epoll on the uio fd, access/open/fstat/mmap of a channel's `ring`, fopen of sysfs)
- * sees under `hvuio sim exec`; prints one "name value" line per finding, nothing asserted here.
+ * write/read/epoll on the uio fd, opens and maps from several threads at once, access/open/
+ * fstat/mmap of a channel's `ring`, fopen of sysfs) sees under `hvuio sim exec`; prints one
+ * "name value" line per finding, nothing asserted here.
  * Built and run by tests/sim/test_sim_exec.py: exec_probe SYSROOT GUID RELID.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,6 +28,30 @@ static unsigned long sysfs_ulong(const char *path)
     if (f)
         fclose(f);
     return v;
+}
+
+/* threads opening, mapping and closing the device at once, as a threaded driver may */
+#define THREADS 4
+#define ROUNDS 25
+static char g_dev[64];
+static size_t g_map1_size;
+
+static void *churn(void *arg)
+{
+    long page = sysconf(_SC_PAGESIZE), ok = 0;
+
+    (void)arg;
+    for (int i = 0; i < ROUNDS; i++) {
+        int fd = open(g_dev, O_RDWR | O_CLOEXEC);
+        void *m = fd >= 0 ? mmap(NULL, g_map1_size, PROT_READ, MAP_SHARED, fd, page) : MAP_FAILED;
+
+        ok += m != MAP_FAILED;
+        if (m != MAP_FAILED)
+            munmap(m, g_map1_size);
+        if (fd >= 0)
+            close(fd);
+    }
+    return (void *)ok;
 }
 
 int main(int argc, char **argv)
@@ -79,6 +105,19 @@ int main(int argc, char **argv)
     printf("bad_offset_errno %d\n", mmap(NULL, page, PROT_READ, MAP_SHARED, fd, 5 * page) == MAP_FAILED ? errno : 0);
     errno = 0;
     printf("unaligned_errno %d\n", mmap(NULL, page, PROT_READ, MAP_SHARED, fd, 100) == MAP_FAILED ? errno : 0);
+
+    pthread_t tid[THREADS];
+    long total = 0;
+    snprintf(g_dev, sizeof(g_dev), "%s", dev);
+    g_map1_size = size;
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&tid[i], NULL, churn, NULL);
+    for (int i = 0; i < THREADS; i++) {
+        void *ok;
+        pthread_join(tid[i], &ok);
+        total += (long)ok;
+    }
+    printf("threaded_maps %ld\n", total);
 
     printf("irqcontrol %d\n", (int)write(fd, &one, sizeof(one)));
     ep = epoll_create1(EPOLL_CLOEXEC);
