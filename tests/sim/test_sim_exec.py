@@ -6,7 +6,8 @@ tests/support/exec_probe.py runs inside `sim exec` and reports what it found at 
 irqcontrol), and its C sibling tests/support/exec_probe.c does the same through the C library
 as DPDK's vmbus bus calls it. Outside, the host's /sys and mount table must be as before. Exit
 status and signals are the command's; a wheel built from the sources carries the preload
-library. Needs root and mount namespaces (skipped with the reason otherwise).
+library; a foreign driver (IOVA = VA) sends GPA-direct from its own memory under
+`--guest-memory-mode proc`. Needs root and mount namespaces (skipped with the reason otherwise).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ import pytest
 
 from hvuio.device.classes import NIC_CLASS
 from hvuio.sim.exec import ENV_SYSROOT, child_env, preload_library
+from hvuio.sim.net import PcapSource
+from hvuio.wire import nvsp as wn
 
 from support.cli import child_env as cli_env
 from support.cli import hvuio_main as hvuio
+from support.paths import ROOT
 from support.sim_exec import C_PROBE, PROBE, exec_skip_reason
 
 
@@ -108,6 +112,34 @@ def test_a_sysroot_too_long_for_a_socket_address(tmp_path: Path) -> None:
         seen = json.loads(ran.stdout)
         assert seen["maps_match_backing"] == {str(k): True for k in range(5)}
         assert seen["bad_index_errno"] == errno.EINVAL and seen["dup_maps"]
+
+
+def test_a_foreign_driver_sends_gpa_direct_from_its_own_memory(tmp_path: Path) -> None:
+    """`sim start --guest-memory-mode proc` + `sim exec`: a driver that is not hvuio (IOVA = VA,
+    as DPDK's netvsc PMD with --iova-mode=va) opens /dev/uio0 at the real path and sends from its
+    own memory; the host reads it through the pid of that open and puts the frame on the wire."""
+    reason = exec_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    root = tmp_path / "sim"
+    started = hvuio("--sysroot", str(root), "sim", "start", "--guest-memory-mode", "proc",
+                    "--pcap-out", str(tmp_path / "out.pcap"))
+    assert started.returncode == 0, started.stderr
+    try:
+        listed = hvuio("--sysroot", str(root), "list", "--json")
+        guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
+        env = {**cli_env(), "PYTHONPATH": str(ROOT / "tests")}
+        proc = subprocess.run([sys.executable, "-P", "-m", "hvuio", "--sysroot", str(root), "sim", "exec", "--",
+                               sys.executable, "-P", "-m", "support.foreign_guest", "/", guid],
+                              capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+    finally:
+        stopped = hvuio("--sysroot", str(root), "sim", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+    assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [bytes.fromhex(out["frame"])]
 
 
 def test_hvuio_bind_and_list_unchanged_inside(tree: tuple[Path, str]) -> None:
