@@ -87,7 +87,7 @@ def test_the_probe_finds_the_emulated_device_at_the_real_paths(tree: tuple[Path,
     assert seen["maps_match_backing"] == {str(k): True for k in range(5)}
     assert seen["bad_index_errno"] == errno.EINVAL
     assert seen["too_long_errno"] == errno.EINVAL
-    assert seen["dup_maps"] and seen["plain_file_maps"]
+    assert seen["dup_maps"] and seen["inherited_maps"] and seen["plain_file_maps"]
     assert seen["sys_bus"] == sorted({*before[0], "vmbus"}) and seen["sys_class"] == sorted({*before[1], "uio"})
     assert seen["class_net_live"]
     assert seen["irqcontrol_write"] == 4

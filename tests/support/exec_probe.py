@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 
@@ -68,6 +69,11 @@ def probe(sysroot: str, guid: str) -> dict[str, object]:
     dup = os.dup(fd)
     out["dup_maps"] = _mmap_errno(dup, sizes["1"], PAGE) == 0
     os.close(dup)
+    os.set_inheritable(dup := os.dup(fd), True)   # a program this one executes maps an inherited fd
+    child = subprocess.run([sys.executable, "-P", "-c", _CHILD, str(dup), str(sizes["1"])], pass_fds=[dup],
+                           capture_output=True, text=True, check=False)
+    out["inherited_maps"] = child.returncode == 0 and child.stdout.strip() == "mapped"
+    os.close(dup)
     out["irqcontrol_write"] = os.write(fd, struct.pack("=i", 1))
     second = os.open(f"/dev/{uio}", os.O_RDWR | os.O_NONBLOCK)
     try:
@@ -83,6 +89,11 @@ def probe(sysroot: str, guid: str) -> dict[str, object]:
             out["plain_file_maps"] = m[:1] == b"x"
     os.close(fd)
     return out
+
+
+_CHILD = ("import mmap, sys\n"
+          "m = mmap.mmap(int(sys.argv[1]), int(sys.argv[2]), offset=mmap.PAGESIZE)\n"
+          "print('mapped')\n")
 
 
 def _stat_errno(path: str) -> int:
