@@ -6,7 +6,8 @@ emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, 
 --pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
 process with IOVA = VA, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
-with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
+with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim exec -- CMD` runs an unchanged
+driver against the tree (hvuio.sim.exec). `hvuio --sysroot DIR sim stop` stops the lock's holder;
 the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
@@ -94,6 +95,20 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
         return
     pid = daemon.start_daemon(root, kernel, nics, host=host, guest_memory=guest_memory)
     click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
+
+
+@sim.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def sim_exec(app: App, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --) with the emulated /sys/bus/vmbus, /sys/class/uio and /dev/uioN.
+
+    COMMAND replaces this process in a private mount namespace (root needed): any unchanged
+    uio_hv_generic driver (DPDK's netvsc PMD, hvuio up without --sysroot) runs against the
+    emulator; the exit status is COMMAND's."""
+    from hvuio.sim.exec import exec_in_tree
+
+    exec_in_tree(_root(app), list(command))
 
 
 @sim.command("stop")
