@@ -70,6 +70,7 @@ from hvuio.sim.host.events import (
 )
 from hvuio.sim.host.receive import VF_ASSOCIATION_TID, ReceiveBuffer, RxFault, WriteRecvBuffer
 from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.rss import RssState
 from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
 from hvuio.sim.host.wire import GuestPacket, HostPacket, parse_guest_packet
 
@@ -154,6 +155,17 @@ class HostNvsp:
     def _free_data(self) -> deque[int]:
         """The free data sections of the receive buffer (the runtime lends them to its C pump)."""
         return self._rx.free_data
+
+    @property
+    def rss(self) -> RssState | None:
+        """The guest's RSS parameters as accepted (None: RSS off, the default)."""
+        return self.rndis.rss if self.rndis is not None else None
+
+    def rx_queue(self, frame: bytes) -> int:
+        """The channel a frame from the network goes to: the guest's RSS table entry for its hash,
+        else (RSS off, a frame that cannot be hashed, an entry past the granted queues) 0 (rss.py)."""
+        rss = self.rss
+        return 0 if rss is None else rss.queue(frame, self.subchannels + 1)
 
     # ---------------------------------------------------------------- entry points
 

@@ -77,6 +77,7 @@ from types import TracebackType
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
+from hvuio.sim.host import rss
 from hvuio.sim.host.nvsp import HostNvsp
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.receive import RxFault
@@ -257,6 +258,7 @@ class SimHost:
                     entry["nvsp_state"] = session.nvsp.state
                     entry["nvsp_version"] = session.nvsp.version
                     entry["subchannels"] = sorted(c.relid for c in session.channels.values() if c.index)
+                    entry["rss"] = rss.status(session.nvsp.rss, session.nvsp.subchannels + 1)
                     entry["nvsp_counters"] = dict(session.nvsp.counters)
                     entry["rejections"] = list(session.rejections)
                 out[dev.guid] = entry
