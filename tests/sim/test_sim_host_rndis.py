@@ -14,7 +14,7 @@ from hvuio.sim.host.rss import status as rss_status
 from support.golden import GOLDEN, size
 from support.simhost import (
     FRAME, MSG, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
-    r_query, r_set, r_simple,
+    r_query, r_set, r_simple, rss_params, set_status,
 )
 
 
@@ -33,15 +33,6 @@ def query(env: Env, oid_name: str, rid: int = 50) -> tuple[int, bytes]:
     base = c("rndis_offset_bases", "RNDIS_QUERY_COMP_INFOBUFOFFSET_ABS(0)")
     assert ilen == 0 or base + ioff + ilen <= mlen
     return status, msg[base + ioff:base + ioff + ilen]
-
-
-def set_status(env: Env, oid: int, info: bytes, **kw: int) -> tuple[int, list[bytes]]:
-    step = env.send_rndis(r_set(77, oid, info, **kw))
-    out = env.rndis_out(step)
-    env.ack_all(step)
-    mtype, _, rid, status = struct.unpack_from("<4I", out[0])
-    assert (mtype, rid) == (c(MSG, "RNDIS_SET_CMPLT"), 77)
-    return status, out[1:]
 
 
 def test_initialize_completion_fields() -> None:
@@ -193,18 +184,6 @@ def test_offload_parameters_are_validated_and_indicated() -> None:
     assert set_status(env, oid, offload_params(osize=60))[0] == bad  # larger than what was sent
     lsov1 = c("ndis_offload", "NDIS_OFFLOAD_LSOV1_ON")
     assert set_status(env, oid, offload_params(lsov1=lsov1))[0] == c(RST, "RNDIS_STATUS_NOT_SUPPORTED")
-
-
-def rss_params(table: tuple[int, ...] = (0, 1, 2, 3), *, key_size: int = 40, flags: int = 0,
-               hash_info: int = 0x1701, ndis_type: int | None = None, key: bytes = bytes(range(40)),
-               ind_size: int | None = None, key_off: int | None = None) -> bytes:
-    """NDIS_RECEIVE_SCALE_PARAMETERS as Linux sends it (rndis_set_rss_param_msg): header, table, key."""
-    otype = c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS") if ndis_type is None else ndis_type
-    hdr = struct.pack("<BBH", otype, 2, c("ndis_rss", "NDIS_RSS_PARAMS_SIZE"))
-    size = 4 * len(table) if ind_size is None else ind_size
-    body = struct.pack("<HHIHHIHHIIII", flags, 0, hash_info, size, 0, 40, key_size, 0,
-                       40 + 4 * len(table) if key_off is None else key_off, 0, 0, 0)
-    return hdr + body + struct.pack(f"<{len(table)}I", *table) + key
 
 
 def test_rss_parameters_follow_openvmm() -> None:

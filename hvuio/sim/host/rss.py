@@ -5,7 +5,8 @@ What lives here: `RssState` (what a successful OID_GEN_RECEIVE_SCALE_PARAMETERS 
 indirection table at the host's size, hash information), `parse_parameters` (OpenVMM's acceptance
 rules and the RNDIS status of each refusal), `Toeplitz` (the Microsoft RSS hash over one key),
 `hash_input` (which bytes of a frame are hashed under the enabled hash types, and as which type)
-and `RssState.queue` (the channel a frame goes to).
+and `RssState.queue` (the channel a frame goes to). The C fast path has its own twin
+(_native/simhost/rss.c), held equal frame by frame by tests.
 
 Sources: [OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs `oid_set_rss_parameters`,
 `restart_queues`; [OV-MANA] vm/devices/net/net_mana/src/lib.rs `get_queues_inner` (the backend

@@ -6,8 +6,10 @@ packet filter, behind a tap network: it reads the tap itself, so the session's r
 False, and owns the data receive sections HostNvsp had free; HostNvsp keeps its control sections),
 `fast_pass(session)` (run the pump until it needs Python, read exactly the packet it stopped at
 with the channel's HostRingReader and give it to HostNvsp, then the inbox, the tick and the
-flush, and hand the pump the data sections HostNvsp freed since), and the counter bookkeeping
-(what the pump moved, counted as HostNvsp and the network would have). Session's module
+flush, and hand the pump the data sections HostNvsp freed since), the frames the pump's RSS hash
+put on other channels (delivered here on their channel, through HostNvsp, with sections taken
+back from the pump), and the counter bookkeeping (what the pump moved, counted as HostNvsp and
+the network would have). Session's module
 docstring gives the ring index invariant both sides keep.
 
 What must not live here: the pump itself (fastpath.py, _native/simhost/), protocol rules
@@ -86,6 +88,7 @@ def fast_pass(s: Session) -> list[tuple[str, int]]:
         if s.stopped or s._stop_requested or pump is None:
             return []
         timeout = max(0.0, s._next_tick - time.monotonic())
+        pump.set_rss(s.nvsp.rss, s.nvsp.subchannels + 1)  # the guest's RSS: the pump hashes alike
         result = pump.run(s._wake_fd, timeout)
         try:
             os.eventfd_read(s._wake_fd)
@@ -100,7 +103,10 @@ def fast_pass(s: Session) -> list[tuple[str, int]]:
             s._set_fault(f"ring of channel {relid}: {pump.fault_message()}")
         elif result == fastpath.PumpResult.CONTROL:
             _control(s, signal_out, deferred)
+        steered = pump.take_steered()
         if s.fault is None:
+            if steered:
+                _deliver_steered(s, pump, steered, signal_out, deferred)
             for command in commands:
                 command(signal_out, deferred)
             by_relid = {c.relid: c for c in s.channels.values()}
@@ -126,6 +132,20 @@ def fast_pass(s: Session) -> list[tuple[str, int]]:
         if len(s.pending_subchannels) > 0 or s._want_subchannels():
             deferred.append(("attach", 0))
     return deferred
+
+
+def _deliver_steered(s: Session, pump: fastpath.HostPump, steered: list[tuple[int, bytes]],
+                     signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+    """Frames the pump's RSS hash put on other channels: Python delivers them there, with the
+    sections the pump had free (those left free go back to it at the end of the pass)."""
+    s.nvsp._free_data.extend(pump.take_sections())
+    tap_frames = getattr(s.host.network, "tap_frames", None)
+    groups: dict[int, list[bytes]] = {}
+    for queue, data in steered:
+        frames = tap_frames(data) if pump.cfg.vnet_hdr and tap_frames is not None else [data]
+        groups.setdefault(queue, []).extend(frames)
+    for queue, frames in sorted(groups.items()):
+        s._deliver_group(queue, frames, signal_out, deferred, None)
 
 
 def _control(s: Session, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:

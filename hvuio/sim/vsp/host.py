@@ -24,8 +24,9 @@ one worker thread that
     (their rings appear later: attached when present) then HostNvsp.subchannels_opened(),
     ChannelFault -> stop serving the device with the reason logged and kept in `status()`;
   * delivers frames from the network (one reader thread; every NIC whose RNDIS filter is set
-    receives each frame: the network is a hub) with HostNvsp.deliver_batch, spread over the open
-    channels by a flow hash; HostNvsp counts what it drops;
+    receives each frame: the network is a hub) with HostNvsp.deliver_batch, each on the channel
+    HostNvsp.rx_queue names (the guest's RSS table; the primary without RSS); HostNvsp counts
+    what it drops;
   * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 

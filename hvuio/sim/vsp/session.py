@@ -16,7 +16,8 @@ reads with the channel's HostRingReader and gives to HostNvsp as before. Ring in
 thread (this worker) alternates between the pump and the Python reader/writer; each publishes its
 host-owned index (outbound read_index, inbound write_index) before the other runs, and each takes it
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
-flushing). Subchannels, if granted later, stay on the Python path.
+flushing). Subchannels, if granted later, stay on the Python path, and so do the frames the
+pump's RSS hash puts on them (it hands them over; fastsession.py delivers them).
 
 Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
 mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
@@ -46,7 +47,7 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
                                    SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
-from hvuio.sim.host.receive import RxFault, flow_hash
+from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.tree import SimDevice
 from hvuio.sim.vsp import fastpath, fastsession, guestmem
 from hvuio.sim.vsp.memory import Channel, full_barrier, map_file
@@ -349,10 +350,12 @@ class Session:
             self.counters.guest_signals_idle += 1
 
     def _deliver(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
-        open_channels = sorted(self.channels) if self.subchannels_announced else [0]
+        """Network frames to the channels HostNvsp.rx_queue names (the guest's RSS table; the
+        primary without RSS). A granted subchannel whose ring is not there yet gets its packet
+        when the ring appears (`unattached`); its frames hold their receive sections meanwhile."""
         groups: dict[int, list[bytes]] = {}
         for frame in frames:
-            groups.setdefault(open_channels[flow_hash(frame) % len(open_channels)], []).append(frame)
+            groups.setdefault(self.nvsp.rx_queue(frame), []).append(frame)
         for index, group in groups.items():
             self._deliver_group(index, group, signal_out, deferred, None)
 
