@@ -123,6 +123,7 @@ class HostNvsp:
         self.ndis_version: tuple[int, int] | None = None
         self.rndis: HostRndis | None = None
         self.subchannels = 0
+        self._table_sent = False  # the send indirection table went out for the last grant
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
@@ -264,12 +265,16 @@ class HostNvsp:
                 self._send_control(m, out)
         return out.step()
 
-    def subchannels_opened(self) -> Step:
-        """The emulator opened every granted subchannel: send the v5+ send indirection table."""
+    def channels_opened(self, opened: int) -> Step:
+        """`opened` channels of the NIC are open, the primary included. [OV] main_loop sends the
+        v5+ send indirection table once they are as many as the queues of the last grant
+        (`num_sub_channels_opened == requested_num_queues`, more than one), once per grant
+        (`tx_spread_sent`, cleared by a grant)."""
         out = _Out()
-        if (self.state == "ready" and self.subchannels and self.version >= w.NVSP_VERSION_5
-                and self.profile.indirection_table == "after_subchannels"):
-            self._send_table(self.subchannels + 1, out)
+        if (self.state == "ready" and self.subchannels and not self._table_sent and opened == self.subchannels + 1
+                and self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_subchannels"):
+            self._send_table(opened, out)
+            self._table_sent = True
         return out.step()
 
     # ---------------------------------------------------------------- dispatch
@@ -438,6 +443,7 @@ class HostNvsp:
             reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, count)
             if count:
                 self.subchannels = count
+                self._table_sent = False  # [OV] tx_spread_sent = false: sent again once all are open
                 reply.out.events.append(SubchannelsOffered(count))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"

@@ -21,7 +21,7 @@ one worker thread that
     inbound ring whose interrupt_mask is 0, and outbound free space crossing pending_send_sz;
     one interrupt per channel per batch;
   * handles HostNvsp events: FrameFromGuest -> network, SubchannelsOffered -> kernel.add_subchannel
-    (their rings appear later: attached when present) then HostNvsp.subchannels_opened(),
+    (their rings appear later: attached when present, each time HostNvsp.channels_opened(n)),
     ChannelFault -> stop serving the device with the reason logged and kept in `status()`;
   * delivers frames from the network (one reader thread; every NIC whose RNDIS filter is set
     receives each frame: the network is a hub) with HostNvsp.deliver_batch, each on the channel

@@ -114,7 +114,6 @@ class Session:
         self.pending_subchannels: dict[int, int] = {}  # index -> relid, ring not attached yet
         self.offered_subchannels = 0
         self.unattached: dict[int, deque[bytes]] = {}  # packets for channels whose ring is not there
-        self.subchannels_announced = False
         self._inbox_lock = threading.Lock()
         self._signals: set[int] = set()
         self._frames: deque[bytes] = deque()
@@ -469,11 +468,12 @@ class Session:
                 self._subchannels()
 
     def _subchannels(self) -> None:
-        """Offer what HostNvsp granted, attach rings that exist now, announce when all are open."""
+        """Offer what HostNvsp granted, attach rings that exist now, tell HostNvsp how many are open."""
         while self.offered_subchannels < self.nvsp.subchannels and self.fault is None:
             self.offered_subchannels += 1
             index = self.offered_subchannels
             self.pending_subchannels[index] = self.kernel.add_subchannel(self.dev, index)
+        attached = False
         for index, relid in sorted(self.pending_subchannels.items()):
             sub = self.dev.channels.get(relid)
             if sub is None or sub.ring_backing is None or not sub.ring_backing.exists():
@@ -483,17 +483,17 @@ class Session:
                     return
                 self._attach(index, relid, sub.monitor_id, sub.ring_backing, sub.ring_size)
                 del self.pending_subchannels[index]
+            attached = True
             with self._inbox_lock:  # drain once: a signal that came before the attach was dropped
                 self._signals.add(relid)
             self._wake()
-        if self.offered_subchannels and not self.pending_subchannels and not self.subchannels_announced:
+        if attached:  # HostNvsp sends the send indirection table once all granted ones are open
             with self.lock:
                 if self.stopped:
                     return
-                self.subchannels_announced = True
                 signal_out: set[int] = set()
                 deferred: list[tuple[str, int]] = []
-                self._apply(self.nvsp.subchannels_opened(), signal_out, deferred)
+                self._apply(self.nvsp.channels_opened(len(self.channels)), signal_out, deferred)
                 for chan in self.channels.values():
                     self._flush(chan, signal_out)
             for index in sorted(signal_out):
