@@ -153,7 +153,7 @@ class HostNvsp:
         return self._rx.outstanding
 
     @property
-    def _free_data(self) -> deque[int]:
+    def free_data(self) -> deque[int]:
         """The free data sections of the receive buffer (the runtime lends them to its C pump)."""
         return self._rx.free_data
 
