@@ -495,3 +495,43 @@ def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeN
             assert len(set(want.values())) == 4  # every queue got some
         finally:
             g.close()
+
+
+def test_frames_for_a_subchannel_not_open_yet_wait_for_its_ring(tmp_path: Path, net: FakeNetwork) -> None:
+    """A granted subchannel whose `ring` is not there yet: its frames sit in receive sections and
+    their packet goes out when the ring appears (OpenVMM's backend queue holds them until the
+    channel's worker runs); the primary's arrive at once."""
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3),
+                        ring_delay=3600) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            g.do(g.guest.request_subchannels(3))
+            g.pump(lambda: bool(g.of(SubchannelsGranted)), "the subchannel grant")
+            rnd = random.Random(8)
+            key = rnd.randbytes(40)
+            table = [rnd.randrange(4) for _ in range(128)]
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            frames = frames_of_flows(rnd, 24)
+            want = {f: expected_queue(f, key, table, 0x1701, 4) for f in frames}
+            net.inject(*frames)
+            g.pump(lambda: sum(f in g.frames for f in frames) == sum(1 for q in want.values() if q == 0),
+                   "the primary's frames")
+            session = env.host._sessions[nic.guid]
+            wait_until(lambda: env.host.counters(nic).frames_to_guest == len(frames), "every frame in a section")
+            assert not [ch for ch in nic.channels.values() if ch.subchannel_id and ch.ring_backing is not None]
+            assert sorted(session.unattached) == sorted({q for q in want.values() if q})  # waiting packets
+            assert not g.of(IndirectionTable)  # not all channels open yet
+            env.kernel.fire_timers()  # the rings appear
+            g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table once all are open")
+            subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
+            g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            g.read_subchannels()
+            got = {f: 0 for f in g.frames if f in want}
+            for index, fs in g.sub_frames.items():
+                got.update({f: index for f in fs})
+            assert got == want and not session.unattached
+        finally:
+            g.close()
