@@ -113,6 +113,19 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     return 0;
 }
 
+/* Free sections Python takes back (up to max, into out): they are no longer the pump's. */
+uint32_t hvu_sim_pump_take_sections(struct hvu_sim_pump *p, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max && p->nfree > 0) {
+        uint32_t s = p->free_stack[--p->nfree];
+        p->sec_state[s] = SEC_NOT_OURS;
+        p->owned--;
+        out[n++] = s;
+    }
+    return n;
+}
+
 /* Sections Python gives up (they must be free in HostNvsp's books); a repeat is refused. */
 int hvu_sim_pump_add_sections(struct hvu_sim_pump *p, const uint32_t *index, uint32_t n)
 {
@@ -390,6 +403,8 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
             return HVU_SIM_RUN_CONTROL;
         if (p->signal)
             return HVU_SIM_RUN_SIGNAL;
+        if (p->steer_used)
+            return HVU_SIM_RUN_STEER;
         if (woke)
             return HVU_SIM_RUN_WAKE;
         if (now >= deadline)

@@ -5,7 +5,8 @@
  * transfer-page packets (several frames per packet, completion requested, trans_id = the first
  * section's index, as simhost.c's top comment describes) in the receive layout the pump was
  * given (rx_layout: openvmm or compact, below), and the guest's completions of those, which free the
- * sections once. What must not: reading the outbound ring (simhost.c's drain hands completions
+ * sections once; with vRSS, frames the guest's table puts on another channel are handed over in
+ * steer_buf (rss.c picks the queue). What must not: reading the outbound ring (simhost.c's drain hands completions
  * here), ring index handling (packets go out through hvu_sim_in_write), the guest -> network path
  * (simhost_tx.c), allocation, logging, Python.
  */
@@ -282,21 +283,39 @@ static int rx_offloaded(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint3
     return rx_plain(p, b, f, n, trusted);
 }
 
+/* vRSS: a frame (the `r` tap bytes in gso_buf) the guest's table puts on queue `q` != 0 becomes
+ * a steer_buf record for Python ({u32 length, u32 queue, bytes, zero pad to 8}). */
+static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
+{
+    uint8_t *rec = p->steer_buf + p->steer_used;
+    uint32_t size = (8u + r + 7u) & ~7u;
+    wr32(rec, r);
+    wr32(rec + 4, q);
+    memcpy(rec + 8, p->gso_buf, r);
+    memset(rec + 8 + r, 0, size - 8 - r);
+    p->steer_used += size;
+    p->c.rx_steered++;
+}
+
 /* Read frames from the tap into free sections; one transfer-page packet per batch.
- * Without a vnet header or receive marks frames are read straight into their section; otherwise
- * through gso_buf (a GSO frame is up to 64 KiB). Returns frames read (0: none pending), -1 fault. */
+ * Without a vnet header, receive marks or vRSS frames are read straight into their section;
+ * otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for another
+ * queue goes to steer_buf (the read stops while steer_buf could not take one more).
+ * Returns frames read (0: none pending), -1 fault. */
 int hvu_sim_rx_batch(struct hvu_sim_pump *p)
 {
     struct rxb b;
     int got = 0;
-    int direct = !p->vnet_hdr && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
-                                                | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
+    int direct = !p->vnet_hdr && !p->rss_on && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
+                                                              | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
     b.n = 0;
     while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
         uint8_t *dst;
         uint32_t room, s, ppi_len;
         ssize_t r;
-        if (p->nfree == 0) {
+        if (p->rss_on && (!p->steer_buf || p->steer_buf_len - p->steer_used < 16u + p->gso_buf_len))
+            break;  /* Python first takes the frames steered so far (HVU_SIM_RUN_STEER) */
+        if (p->nfree == 0 && !p->rss_on) {
             r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);  /* a host with no section drops */
             if (r < 0)
                 break;
@@ -305,10 +324,20 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
             continue;
         }
         if (!direct) {
+            uint32_t vh = p->vnet_hdr ? HVU_VNET_HLEN : 0, q;
             r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);
             if (r < 0)
                 break;
             got++;
+            if (p->rss_on && (uint32_t)r >= vh
+                && (q = hvu_sim_rss_queue(p, p->gso_buf + vh, (uint32_t)r - vh)) != 0) {
+                rx_steer(p, (uint32_t)r, q);
+                continue;
+            }
+            if (p->nfree == 0) {  /* a host with no section drops (vRSS: the frame was queue 0's) */
+                p->c.rx_dropped_no_section++;
+                continue;
+            }
             if (!p->vnet_hdr) {
                 if (rx_plain(p, &b, p->gso_buf, (uint32_t)r, 0) < 0)
                     return -1;

@@ -176,5 +176,10 @@ def sim_status(app: App, as_json: bool) -> None:
         state = d.get("nvsp_state", "closed") if d["open"] else "closed"
         click.echo(f"{d['ifname'] or guid} {guid} {d['uio'] or '-'} {state} link {'up' if d['link_up'] else 'down'}"
                    + (f" FAULT: {d['fault']}" if d["fault"] else ""))
+        rss = d.get("rss")
+        if rss is not None:
+            click.echo(f"  rss {'on' if rss['enabled'] else 'off'}"
+                       + (f" hash {','.join(rss['hash_types']) or '-'} table {rss['table_size']}" if rss["enabled"] else "")
+                       + f" queues {rss['queues']}")
         counters = d["counters"]
         click.echo("  " + " ".join(f"{k}={v}" for k, v in counters.items() if v))

@@ -1,4 +1,5 @@
-"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings.
+"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings,
+its vRSS steering (rss.c) included: the same hash as hvuio.sim.host.rss and tests/support/toeplitz.py.
 
 The guest is played with the Python ring classes of hvuio.sim.vsp.ring (a ring writer on the
 outbound ring, a reader on the inbound ring), the tap with a non-blocking AF_UNIX seqpacket pair.
@@ -7,6 +8,7 @@ No root needed.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 from collections.abc import Iterator
@@ -16,8 +18,10 @@ from typing import Any
 import pytest
 from support.sim_offload import BITS, RX_IP_OK, section_image, udp4
 from support.simhost import c
+from support.toeplitz import expected_queue, flow_frame
 
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host import rss
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.receive import openvmm_message
 from hvuio.sim.vsp import fastpath
@@ -426,3 +430,106 @@ def test_simhost_sources_share_nothing_with_the_guest_core() -> None:
     assert includes & {"hvuio.h", "hvuio_api.h", "datapath.h", "datapath_api.h", "counters.h"} == set()
     code = "\n".join(lines)
     assert "hvu_ring_" not in code and "hvu_dp_" not in code and "hvu_rx_" not in code and "hvu_tx_" not in code
+
+
+# -- vRSS (rss.c): the pump hashes as hvuio.sim.host.rss and hands other channels' frames over --
+
+RSS_TYPES = [0x1701, 0x1 | 0x100 | 0x400, 0x1 | 0x200, 0x1 | 0x4000 | 0x8000 | 0x100, 0x1 | 0x1000 | 0x100, 0x1]
+
+
+def some_frames(rnd: random.Random, n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 4:  # not IP: never hashed
+            out.append(b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + rnd.randbytes(28))
+            continue
+        v6 = kind == 2
+        src = f"fd00::{rnd.randrange(1, 65535):x}" if v6 else f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.9"
+        dst = f"fd00::{rnd.randrange(1, 65535):x}" if v6 else "10.0.0.1"
+        f = flow_frame(src, dst, rnd.choice((6, 17, 47)), rnd.randrange(65536), rnd.randrange(65536),
+                       payload=i.to_bytes(4, "big"), fragment=kind == 3 and rnd.random() < 0.5)
+        if kind == 1 and rnd.random() < 0.3:
+            f = f[:12] + b"\x81\x00\x00\x07" + f[12:]  # one 802.1Q tag
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("types", RSS_TYPES)
+def test_c_hash_equals_the_python_hosts(types: int) -> None:
+    ffi, lib = fastpath._simhost.ffi, fastpath._simhost.lib
+    rnd = random.Random(types)
+    for f in some_frames(rnd, 200):
+        key = rnd.randbytes(40)
+        out = ffi.new("uint32_t *")
+        htype = int(lib.hvu_sim_rss_hash(key, types, f, len(f), out))
+        want = rss.RssState(key, (0,), types).hash(f)
+        assert (int(out[0]), htype) == want if want is not None else htype == 0, f.hex()
+
+
+def test_pump_keeps_queue_0_and_steers_the_rest_with_their_queue() -> None:
+    for rig in make_rig(sections=64):
+        _steers(rig)
+
+
+def _steers(rig: Rig) -> None:
+    rnd = random.Random(3)
+    key = rnd.randbytes(40)
+    table = tuple(rnd.randrange(4) for _ in range(128))
+    rig.pump.set_rss(rss.RssState(key, table, 0x1701), 3)  # entries of 3 name no granted queue: 0
+    frames = some_frames(rnd, 40)
+    want = {f: expected_queue(f, key, table, 0x1701, 3) for f in frames}
+    assert set(want.values()) == {0, 1, 2}
+    got: dict[bytes, int] = {}
+    for f in frames:
+        rig.net.send(f)
+    for _ in range(20):
+        result = rig.pump.run()
+        for queue, data in rig.pump.take_steered():
+            got[data] = queue
+        for pkt in inbound(rig):
+            assert pkt.type == w.PKT_XFER_PAGES
+            for i in range(struct.unpack_from("<I", pkt.header, 4)[0]):
+                length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
+                doff, dlen = struct.unpack_from("<II", rig.recv, offset + 8)
+                got[bytes(rig.recv[offset + 8 + doff:offset + 8 + doff + dlen])] = 0
+        if len(got) == len(frames):
+            break
+    assert got == want
+    assert rig.pump.counters()["rx_steered"] == sum(1 for q in want.values() if q)
+    assert result in (PumpResult.STEER, PumpResult.SIGNAL, PumpResult.TIMEOUT)
+
+
+def test_without_rss_or_with_one_queue_the_pump_keeps_every_frame() -> None:
+    for rig in make_rig(sections=64):
+        _keeps_all(rig)
+
+
+def _keeps_all(rig: Rig) -> None:
+    rnd = random.Random(4)
+    state = rss.RssState(rnd.randbytes(40), (1, 2, 3) * 40, 0x1701)
+    frames = some_frames(rnd, 8)
+    for setting in ((None, 4), (state, 1)):
+        rig.pump.set_rss(*setting)
+        for f in frames:
+            rig.net.send(f)
+        delivered = 0
+        for _ in range(10):
+            rig.pump.run()
+            assert rig.pump.take_steered() == [] and rig.pump.counters()["rx_steered"] == 0
+            delivered += sum(struct.unpack_from("<I", p.header, 4)[0] for p in inbound(rig))
+        assert delivered == len(frames)
+
+
+def test_take_sections_gives_back_only_free_ones() -> None:
+    for rig in make_rig(sections=64):
+        _take_sections(rig)
+
+
+def _take_sections(rig: Rig) -> None:
+    rig.net.send(flow_frame("10.0.0.2", "10.0.0.1"))
+    rig.pump.run()
+    assert rig.pump.in_flight == 1
+    taken = rig.pump.take_sections()
+    assert len(taken) == 63 and rig.pump.sections_free == 0 and rig.pump.in_flight == 1
+    assert rig.pump.add_sections(taken) == 63 and rig.pump.sections_free == 63

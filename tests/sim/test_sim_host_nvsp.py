@@ -268,16 +268,43 @@ def test_subchannel_grant_in_full_and_table_follows_open() -> None:
     (p,) = step.packets
     assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), OK, 3)
     assert SubchannelsOffered(3) in step.events
-    (table,) = env.host.subchannels_opened().packets
-    assert (table.type, table.flags, table.trans_id) == (INBAND, 0, 0)
+    assert env.host.channels_opened(1).packets == () and env.host.channels_opened(3).packets == ()  # not all yet
+    (table,) = env.host.channels_opened(4).packets
+    # [OV] guest_send_indirection_table: 76 bytes in-band on the primary, no completion, id 0
+    assert (table.channel, table.type, table.flags, table.trans_id, len(table.payload)) == (0, INBAND, 0, 0, 76)
     mtype, count, offset = struct.unpack_from("<3I", table.payload)
-    assert (mtype, count) == (c(T, "NVS_TYPE_TXTBL_NOTE"), 16)
+    assert (mtype, count, offset) == (c(T, "NVS_TYPE_TXTBL_NOTE"), c("linux:netvsc_misc", "VRSS_SEND_TAB_SIZE"), 12)
     entries = struct.unpack_from("<16I", table.payload, offset)
     assert entries == tuple(i % 4 for i in range(16))
+    assert env.host.channels_opened(4).packets == ()  # once per grant ([OV] tx_spread_sent)
     # a frame may now be delivered on subchannel 2, and packets arrive from it
     assert env.host.deliver(FRAME, channel=2).packets[0].channel == 2
     with pytest.raises(LocalProtocolError):
         env.host.deliver(FRAME, channel=4)
+
+
+def test_a_later_grant_sends_the_table_again_once_its_channels_are_open() -> None:
+    """[OV]: a grant clears tx_spread_sent and sets requested_num_queues; the table follows when
+    num_sub_channels_opened reaches it, with entries i % channels open."""
+    env = Env(HostProfile(max_subchannels=5))
+    env.bring_up(NVS_V5)
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 1))
+    (first,) = env.host.channels_opened(2).packets
+    assert struct.unpack_from("<16I", first.payload, 12) == tuple(i % 2 for i in range(16))
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 4))
+    assert env.host.channels_opened(2).packets == () and env.host.channels_opened(4).packets == ()
+    (second,) = env.host.channels_opened(5).packets
+    assert struct.unpack_from("<16I", second.payload, 12) == tuple(i % 5 for i in range(16))
+    # a grant of 0 subchannels changes nothing and sends nothing
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 0))
+    assert env.host.subchannels == 4 and env.host.channels_opened(5).packets == ()
+
+
+def test_no_send_table_below_nvsp_5() -> None:
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V4)
+    env.host.subchannels = 3  # cannot be granted below NVSP 5: forced to see the version check
+    assert env.host.channels_opened(4).packets == ()
 
 
 @pytest.mark.parametrize("asked", [4, 16, 63])
@@ -290,7 +317,7 @@ def test_subchannel_request_beyond_the_queues_fails_and_grants_nothing(asked: in
     assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), FAILED, 0)
     assert not any(isinstance(e, SubchannelsOffered) for e in step.events)
     assert env.host.rejections[-1].action == "failure-status"
-    assert env.host.subchannels_opened().packets == ()  # nothing granted, no table
+    assert env.host.channels_opened(1).packets == ()  # nothing granted, no table
     with pytest.raises(LocalProtocolError):
         env.host.deliver(FRAME, channel=1)
     # the channel goes on: a request the host can grant is granted in full

@@ -257,10 +257,10 @@ def test_rsc_without_enough_sections_is_a_counted_drop() -> None:
     env = Env()
     env.bring_up()
     set_offloads(env, rsc=2)
-    free = len(env.host._free_data)
+    free = len(env.host.free_data)
     big = gso_from_net(payload(60000), 1448)
     n = 0
-    while len(env.host._free_data) >= 40:
+    while len(env.host.free_data) >= 40:
         env.host.deliver_batch([big])
         n += 1
     before = env.host.counters["rx_dropped_no_section"]

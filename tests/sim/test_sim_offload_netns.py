@@ -2,12 +2,14 @@
 packet (virtio_net_hdr written on the tap), seen by a packet socket inside that namespace with
 PACKET_VNET_HDR; and with offloads off the same frame arrives segmented. Also OpenVMM's send rules
 across the whole host, C pump and Python host: a send spanning sections reaches the namespace, a
-data message followed by another type fails its send."""
+data message followed by another type fails its send. And vRSS across the whole host, C pump and
+Python host: frames sent into the namespace reach the channel the guest's RSS table names."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import random
 import socket
 import struct
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.namespaces import NetnsFactory
 from support.sim_offload import ALL, PPI_LSO, lso_info, payload, ppi, segments, tcp4
+from support.toeplitz import expected_queue, flow_frame
 
 from hvuio.sim.host import offload as ho
 from hvuio.sim.net import HostNetwork
@@ -294,5 +297,62 @@ def test_send_rules_across_the_whole_host(tmp_path: Path, netns_factory: NetnsFa
             g.pump(lambda: after in g.tx_done, "the next send's completion")
             assert [f for _, f in received(sock, 1)] == [frames[4][:60]]
             assert env.host.fault(nic) is None and env.host.counters(nic).fastpath == int(fast)
+        finally:
+            g.close()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_frames_from_the_network_reach_the_channel_the_rss_table_names(
+        tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    from support.ring_guest import RingGuest
+    from support.simhost import OID, RST, c, rss_params
+
+    from hvuio.proto.events import IndirectionTable
+    from hvuio.sim.host.profile import HostProfile
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=True)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3)) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            session = env.host._sessions[nic.guid]
+            g.pump(lambda: (session.fast is not None) == (fast == "1"), "the fast path to start (or not)")
+            g.do(g.guest.request_subchannels(3))
+            g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table after the subchannels open")
+            subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
+            g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            rnd = random.Random(11)
+            key = rnd.randbytes(40)
+            table = [rnd.randrange(4) for _ in range(128)]
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            frames = [flow_frame(f"198.18.{rnd.randrange(256)}.{rnd.randrange(1, 255)}", "198.18.0.9",
+                                 rnd.choice((6, 17)), rnd.randrange(65536), rnd.randrange(65536),
+                                 payload=b"rss-test" + i.to_bytes(4, "big")) for i in range(48)]
+            for f in frames:
+                sock.send(bytes(10) + f)  # packet sockets with PACKET_VNET_HDR: a zero virtio_net_hdr
+            ours = set(frames)
+
+            def arrived() -> int:
+                g.read_subchannels()
+                return sum(f in ours for f in g.frames) + sum(f in ours for fs in g.sub_frames.values() for f in fs)
+
+            g.pump(lambda: arrived() >= len(frames), "every frame on some channel")
+            got = {f: 0 for f in g.frames if f in ours}
+            for index, fs in g.sub_frames.items():
+                got.update({f: index for f in fs if f in ours})
+            want = {f: expected_queue(f, key, table, 0x1701, 4) for f in frames}  # Linux's hash types
+            assert got == want and len(set(want.values())) == 4
+            if fast == "1":
+                assert session.fast is not None and session.fast.counters()["rx_steered"] == sum(
+                    1 for q in want.values() if q)
         finally:
             g.close()

@@ -70,6 +70,7 @@ from hvuio.sim.host.events import (
 )
 from hvuio.sim.host.receive import VF_ASSOCIATION_TID, ReceiveBuffer, RxFault, WriteRecvBuffer
 from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.rss import RssState
 from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
 from hvuio.sim.host.wire import GuestPacket, HostPacket, parse_guest_packet
 
@@ -122,6 +123,7 @@ class HostNvsp:
         self.ndis_version: tuple[int, int] | None = None
         self.rndis: HostRndis | None = None
         self.subchannels = 0
+        self._table_sent = False  # the send indirection table went out for the last grant
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
@@ -151,9 +153,20 @@ class HostNvsp:
         return self._rx.outstanding
 
     @property
-    def _free_data(self) -> deque[int]:
+    def free_data(self) -> deque[int]:
         """The free data sections of the receive buffer (the runtime lends them to its C pump)."""
         return self._rx.free_data
+
+    @property
+    def rss(self) -> RssState | None:
+        """The guest's RSS parameters as accepted (None: RSS off, the default)."""
+        return self.rndis.rss if self.rndis is not None else None
+
+    def rx_queue(self, frame: bytes) -> int:
+        """The channel a frame from the network goes to: the guest's RSS table entry for its hash,
+        else (RSS off, a frame that cannot be hashed, an entry past the granted queues) 0 (rss.py)."""
+        rss = self.rss
+        return 0 if rss is None else rss.queue(frame, self.subchannels + 1)
 
     # ---------------------------------------------------------------- entry points
 
@@ -252,12 +265,16 @@ class HostNvsp:
                 self._send_control(m, out)
         return out.step()
 
-    def subchannels_opened(self) -> Step:
-        """The emulator opened every granted subchannel: send the v5+ send indirection table."""
+    def channels_opened(self, opened: int) -> Step:
+        """`opened` channels of the NIC are open, the primary included. [OV] main_loop sends the
+        v5+ send indirection table once they are as many as the queues of the last grant
+        (`num_sub_channels_opened == requested_num_queues`, more than one), once per grant
+        (`tx_spread_sent`, cleared by a grant)."""
         out = _Out()
-        if (self.state == "ready" and self.subchannels and self.version >= w.NVSP_VERSION_5
-                and self.profile.indirection_table == "after_subchannels"):
-            self._send_table(self.subchannels + 1, out)
+        if (self.state == "ready" and self.subchannels and not self._table_sent and opened == self.subchannels + 1
+                and self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_subchannels"):
+            self._send_table(opened, out)
+            self._table_sent = True
         return out.step()
 
     # ---------------------------------------------------------------- dispatch
@@ -426,6 +443,7 @@ class HostNvsp:
             reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, count)
             if count:
                 self.subchannels = count
+                self._table_sent = False  # [OV] tx_spread_sent = false: sent again once all are open
                 reply.out.events.append(SubchannelsOffered(count))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"

@@ -101,7 +101,7 @@ class HostProfile:
     # notifications if they happen in quick succession").
     link_flap_delay: float = 5.0
     # When to send the NVSP v5+ send indirection table: [OV] sends it once all granted subchannels
-    # are open ("after_subchannels", the emulator calls HostNvsp.subchannels_opened()).
+    # are open ("after_subchannels", the emulator calls HostNvsp.channels_opened(n)).
     indirection_table: Literal["after_subchannels", "after_rndis_init", "never"] = "after_subchannels"
     vf_serial: int | None = None  # send a VF association (v4+, guest advertised SR-IOV) when set
     # Emulator-only checks beyond what OpenVMM enforces (each is marked "strict" where it is made).

@@ -14,8 +14,8 @@ rules). What cannot be sent is dropped and counted in the HostNvsp counters it i
 whose transfer-page packet does not fit the room left in the guest's inbound ring included
 (`rx_dropped_ring_full`, as OpenVMM's process_endpoint_rx: data is never queued).
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
-(VMBUS.md §4, §5.14). `flow_hash` picks a frame's channel when several are open (per flow, as
-vRSS keeps a flow on one queue). Memory is reached only through the writer the emulator passes in.
+(VMBUS.md §4, §5.14). Memory is reached only through the writer the emulator passes in. Which
+channel a frame goes to is rss.py's (HostNvsp.rx_queue).
 
 What must not live here: NVSP set-up and state (when a frame may be delivered at all, what the
 guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
@@ -24,7 +24,6 @@ guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
@@ -293,10 +292,3 @@ def ring_need(pkt: HostPacket) -> int:
     """Ring bytes `pkt` takes: the packet padded to 8 plus the 8-byte trailer. A writer needs more
     free bytes than this: the ring is never filled completely (VMBUS.md §3.8)."""
     return -(-len(pkt.encode()) // 8) * 8 + 8
-
-
-def flow_hash(frame: bytes) -> int:
-    """A per-flow channel choice: CRC32 of the addresses (IPv4 src/dst when present, else MACs)."""
-    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
-        return zlib.crc32(frame[26:34])
-    return zlib.crc32(frame[:12])
