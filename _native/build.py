@@ -23,7 +23,8 @@ SANITIZE = os.environ.get("HVUIO_SANITIZE") == "1"
 def make_builder(sanitize: bool = SANITIZE, absolute: bool = False) -> cffi.FFI:
     """absolute=True names sources by absolute path: ffi.compile() runs the compiler in its tmpdir."""
     ffi = cffi.FFI()
-    ffi.cdef((HERE / "hvuio_api.h").read_text() + (HERE / "datapath_api.h").read_text())
+    ffi.cdef((HERE / "hvuio_api.h").read_text() + (HERE / "datapath_api.h").read_text()
+             + (HERE / "trace_api.h").read_text())
     flags = list(CFLAGS)
     link: list[str] = []
     if sanitize:
