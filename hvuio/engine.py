@@ -7,7 +7,8 @@ hvuio.native.datapath in its thread, with the NIC's data sections, offloads and 
 limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
 handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
 (hvuio/native/datapath.py's threading rule). The data path gets the NIC's GPA TX area
-(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one. Every
+(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one, and the
+NIC's trace (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every
 tick the pump's health is looked at (hvuio/health.py: host stalls, drops per reason) and what it
 reports is logged; `live_counters()` adds what is in flight, drops per reason and the stall
 counters to the pump's counters. The run loop waits on the caller's stop fd
@@ -115,6 +116,8 @@ class Engine:
                           tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
                           gpa_pool=nic.gpa_pool)
             self._dp = dp
+            if nic.trace is not None:
+                dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
             chan.data_sink = dp.deliver_data  # data messages of mixed packets (the pump's thread)
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:
@@ -129,6 +132,8 @@ class Engine:
                     on_tick()
             dp.stop()
             self.counters = self.live_counters()
+            if nic.trace is not None:
+                self.counters.update(nic.trace.counters())
             if dp.error is not None:
                 raise self._pump_error(dp)
             return self.counters

@@ -75,9 +75,10 @@ class RecordingChannel(Channel):
     mem: mmap.mmap  # the mapping under both rings (for tests that write the host's side)
 
     def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool,
-                 header: bytes = b"") -> None:
+                 header: bytes = b"", rndis: bytes = b"") -> None:
         self.sent.append(trans_id)
-        super().send_raw(ptype, payload, trans_id=trans_id, want_completion=want_completion, header=header)
+        super().send_raw(ptype, payload, trans_id=trans_id, want_completion=want_completion, header=header,
+                         rndis=rndis)
 
 
 @contextmanager
