@@ -29,7 +29,7 @@ from hvuio.errors import PlatformError
 if TYPE_CHECKING:
     from hvuio._native import FFI, Lib
 
-ABI_VERSION: Final = 4
+ABI_VERSION: Final = 5
 """The hvu_abi_version() this Python code needs (_native/version.c)."""
 
 Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap

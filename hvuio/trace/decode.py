@@ -164,7 +164,9 @@ class Decoder:
         if m is None:
             return (f"NVSP {name} truncated ({len(data)} bytes, needs {layout.MIN_LEN})",
                     {**f, "error": "truncated", "length": len(data)})
-        status = lambda v: _name(wn.NvspStatus, v)  # noqa: E731
+        def status(v: int) -> str:
+            return _name(wn.NvspStatus, v)
+
         if mtype == T.INIT:
             f.update(ver_min=nvsp_version(m.ver_min), ver_max=nvsp_version(m.ver_max))
             vers = f["ver_min"] if m.ver_min == m.ver_max else f"{f['ver_min']}..{f['ver_max']}"
@@ -263,7 +265,9 @@ class Decoder:
         if len(msg) < need:
             return f"RNDIS {name} truncated ({len(msg)} bytes, needs {need})", {**f, "error": "truncated"}
         m: Any = layout.from_buffer_copy(msg[:ctypes.sizeof(layout)].ljust(ctypes.sizeof(layout), b"\0"))
-        status = lambda v: _name(wr.RndisStatus, v)  # noqa: E731
+        def status(v: int) -> str:
+            return _name(wr.RndisStatus, v)
+
         if mtype == R.PACKET:
             f.update(data_length=m.data_length, ppi_length=m.ppi_length)
             return f"RNDIS PACKET data {m.data_length} ppi {m.ppi_length}", f

@@ -194,7 +194,7 @@ def _ts_units(options: bytes, order: str) -> int:
     for code, value in _options(options, order):
         if code == 9 and value:
             res = value[0]
-            return 2 ** (res & 0x7F) if res & 0x80 else 10 ** min(res, 18)
+            return 1 << (res & 0x7F) if res & 0x80 else int(10 ** min(res, 18))
     return 1_000_000
 
 
@@ -219,7 +219,7 @@ def _packet(body: bytes, order: str, links: list[tuple[int, int]], pos: int, nam
     direction = None
     for code, value in _options(body[20 + cap + (-cap % 4):], order):
         if code == OPT_EPB_FLAGS and len(value) == 4:
-            direction = struct.unpack(order + "I", value)[0] & 3 or None
+            direction = int(struct.unpack(order + "I", value)[0]) & 3 or None
     linktype, units = links[iface]
     ts_us = ((hi << 32) | lo) * 1_000_000 // units
     return Record(linktype, iface, ts_us, direction, bytes(body[20:20 + cap]), orig)

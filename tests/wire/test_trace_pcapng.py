@@ -98,3 +98,16 @@ def test_any_damage_is_a_trace_error_never_another_exception(junk: bytes, cut: i
                     pass
     except TraceFileError:
         pass
+
+
+def test_time_stamps_follow_the_interfaces_resolution() -> None:
+    """if_tsresol 9 (nanoseconds) and 0x8A (2^-10 s): times are read in microseconds either way."""
+    def idb(resol: int) -> bytes:
+        body = struct.pack("<HHI", LINKTYPE_ETHERNET, 0, 0) + struct.pack("<HHB3x", 9, 1, resol) + bytes(4)
+        return struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    shb = file_header()[:struct.unpack_from("<I", file_header(), 4)[0]]
+    data = shb + idb(9) + idb(0x8A) + enhanced_packet(0, 5_000_000_000, OUTBOUND, FRAME) \
+        + enhanced_packet(1, 3 * 1024, INBOUND, FRAME)
+    ns, binary = list(read_trace(data))
+    assert (ns.ts_us, binary.ts_us) == (5_000_000, 3_000_000)
