@@ -1,7 +1,7 @@
 """Typed stub of the compiled cffi module hvuio._native (and hvuio._native_asan, same API).
 
-Only the package hvuio.native imports the module; the declarations mirror _native/hvuio_api.h and
-_native/datapath_api.h (the cdef), which export every constant Python uses: in cffi API mode the
+Only the package hvuio.native imports the module; the declarations mirror _native/hvuio_api.h,
+_native/datapath_api.h and _native/trace_api.h (the cdef), which export every constant Python uses: in cffi API mode the
 enum values are ints on `lib`. tests/test_native.py checks that this stub names exactly what the
 compiled `lib` exports.
 

@@ -56,9 +56,9 @@ from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolErro
 from hvuio.native.ring import (FLAG_COMPLETION_REQUESTED, Direction, MonitorBell, Packet, PacketType, Ring,
                                check_xfer_header)
 from hvuio.proto.events import Inbound, InboundKind, Send
+from hvuio.trace.pcapng import INBOUND, OUTBOUND
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
-from hvuio.trace.pcapng import INBOUND, OUTBOUND
 from hvuio.wire import vmbus as wv
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that 
 (`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one, and the
 NIC's trace (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every
 tick the pump's health is looked at (hvuio/health.py: host stalls, drops per reason) and what it
-reports is logged; `live_counters()` adds what is in flight, drops per reason and the stall
-counters to the pump's counters. The run loop waits on the caller's stop fd
+reports is logged; `live_counters()` adds what is in flight, drops per reason, the stall
+counters and the trace's counters to the pump's counters. The run loop waits on the caller's stop fd
 (netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
 halt and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
 RescindedError of the pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
@@ -60,7 +60,8 @@ class Engine:
 
     def live_counters(self) -> dict[str, int]:
         """The pump's counters now (read while it runs: each value is one aligned u64 load), what it
-        has in flight, its drops per reason (`drop_<reason>`) and the stall counters (health.py)."""
+        has in flight, its drops per reason (`drop_<reason>`), the stall counters (health.py) and,
+        when the NIC is traced, the trace's counters."""
         dp = self._dp
         if dp is None:
             return dict(self.counters)
@@ -69,6 +70,8 @@ class Engine:
                     pending_completions=dp.pending_completions)
         live.update({f"drop_{reason}": n for reason, n in dp.drop_counts().items()})
         live.update(self.health.counters())
+        if self.nic.trace is not None:
+            live.update(self.nic.trace.counters())
         return live
 
     def _watch(self, dp: DataPath) -> None:
@@ -132,8 +135,6 @@ class Engine:
                     on_tick()
             dp.stop()
             self.counters = self.live_counters()
-            if nic.trace is not None:
-                self.counters.update(nic.trace.counters())
             if dp.error is not None:
                 raise self._pump_error(dp)
             return self.counters

@@ -6,6 +6,7 @@ always) and the control messages `hvuio trace` decodes (NVSP init, RNDIS initial
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,15 @@ def test_demo_trace_stops_at_the_cap_and_counts_what_it_left_out(tmp_path: Path)
     assert path.stat().st_size == tr["trace_bytes"] <= 1 << 20
     assert tr["trace_frames_capped"] > 0
     assert len(list(read_trace(path.read_bytes()))) == tr["trace_frames"] + tr["trace_control"]
+
+
+def test_demo_text_names_the_trace_and_how_to_read_it(tmp_path: Path) -> None:
+    _need_root()
+    path = tmp_path / "text.pcapng"
+    proc = subprocess.run([*DEMO, "--tcp-mib", "1", "--trace", str(path)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(rf"Trace {re.escape(str(path))}: (\d+) frames, (\d+) control messages, (\d+) bytes "
+                      rf"\('hvuio trace {re.escape(str(path))}'\)\.", proc.stdout)
+    assert found, proc.stdout
+    assert int(found.group(3)) == path.stat().st_size
