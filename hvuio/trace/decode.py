@@ -66,6 +66,11 @@ def oid_name(oid: int) -> str:
 
 
 def nvsp_version(value: int) -> str:
+    """`v6.1`; `unset` for 0xFFFFFFFF (NVSP_INVALID_PROTOCOL_VERSION), which a host leaves in
+    INIT_COMPLETE's version field after NVSP 1 (the emulated host does: hvuio/sim/host/nvsp.py
+    `_init`)."""
+    if value == 0xFFFFFFFF:
+        return "unset"
     return "v" + _NVSP_VERSIONS[value] if value in _NVSP_VERSIONS else f"{value:#x}"
 
 
@@ -174,7 +179,7 @@ class Decoder:
         if mtype == T.INIT_COMPLETE:
             f.update(version=nvsp_version(m.negotiated_version), status=status(m.status),
                      max_mdl_chain_len=m.max_mdl_chain_len)
-            return f"NVSP INIT_COMPLETE {f['version']} {f['status']}", f
+            return f"NVSP INIT_COMPLETE {f['status']} version {f['version']}", f
         if mtype == T.SEND_NDIS_VERSION:
             f.update(ndis=f"{m.ndis_major}.{m.ndis_minor}")
             return f"NVSP NDIS_VERSION {f['ndis']}", f

@@ -39,7 +39,9 @@ def line(rec: Record, dec: Decoder | None = None) -> str:
 NVSP_CASES = [
     (OUTBOUND, nv(wn.NvspInit, type=T.INIT, ver_min=0x60001, ver_max=0x60001), "-> host NVSP INIT v6.1"),
     (INBOUND, nv(wn.NvspInitComplete, type=T.INIT_COMPLETE, negotiated_version=0x50000, status=1),
-     "<- host NVSP INIT_COMPLETE v5 SUCCESS"),
+     "<- host NVSP INIT_COMPLETE SUCCESS version v5"),
+    (INBOUND, nv(wn.NvspInitComplete, type=T.INIT_COMPLETE, negotiated_version=0xFFFFFFFF, status=1),
+     "<- host NVSP INIT_COMPLETE SUCCESS version unset"),
     (OUTBOUND, nv(wn.NvspNdisConfig, type=T.SEND_NDIS_CONFIG, mtu=1514, capabilities=0x88),
      "NVSP NDIS_CONFIG mtu 1514 caps IEEE8021Q,RSC"),
     (OUTBOUND, nv(wn.NvspNdisVersion, type=T.SEND_NDIS_VERSION, ndis_major=6, ndis_minor=30), "NVSP NDIS_VERSION 6.30"),
