@@ -138,6 +138,7 @@ static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t 
     struct iovec iov[2];
     int niov = 0;
     size_t want = len;
+    if (dp->trace) hvu_trace_frame(dp->trace, HVU_TRACE_IN, data, len);   /* trace.h */
     if (dp->flags & HVU_DP_F_VNET_HDR) {
         hvu_vnet_write(vnet, v);
         iov[niov].iov_base = vnet;

@@ -20,6 +20,7 @@ or ring logic (nic.py, engine.py and below), the status record's format (status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -61,6 +62,10 @@ class UpOptions:
     tx_aggregation: bool = True
     #: send by guest-physical address when the platform has guest memory (False: send buffer only)
     gpa: bool = True
+    #: write a pcapng trace of the frames and control messages here (hvuio/trace/); None: no trace
+    trace: Path | None = None
+    #: the trace file's cap: once reached nothing more is written (counted, no rotation)
+    trace_max_mb: int = 64
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,13 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     versions = nvsp_versions(options.max_nvsp)
     for stale in sweep_stale(sysroot):  # what a killed `up` left
         log.info("%s", stale.message)
-    with StopPipe() as stop:
+    with StopPipe() as stop, contextlib.ExitStack() as closing:
+        trace = None
+        if options.trace is not None:
+            from hvuio.trace.writer import Trace
+            trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
         nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa)
+                  gpa=options.gpa, trace=trace)
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None
@@ -189,6 +198,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
             if state is not None:
                 state.remove()
             nic.close()
+        if trace is not None:  # after the teardown's messages were recorded
+            counters.update(trace.counters())
         down = Down(counters=counters, signal=stop.signal)
         on_event(down)
         return down
