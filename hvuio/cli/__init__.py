@@ -48,6 +48,7 @@ __all__ = ["App", "cli", "main"]
 @click.pass_context
 def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
     """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
+    sysroot = Path(os.path.abspath(sysroot))   # commands see one path, whatever their working directory
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if sysroot != Path("/") and os.path.lexists(sysroot):
