@@ -322,13 +322,21 @@ def test_guard_sees_secondary_and_ipv6_addresses(tmp_path: Path, netns_factory: 
         assert other is None, (address, seen)
 
 
-def _failing_write(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
-    """Make the first sysfs write to a file called `name` fail after it reached the kernel."""
+def _failing_write(monkeypatch: pytest.MonkeyPatch, k: SimKernel, name: str, late: bool) -> list[str]:
+    """Make the first sysfs write to a file called `name` fail: after the kernel carried it out
+    (as a real kernel has when write(2) returns), or, `late`, while the kernel has still to act on
+    it (a slow probe that completes after the bind gave up; the emulated kernel reads its FIFOs
+    in its own time)."""
     real = B._write
     written: list[str] = []
 
     def write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
+        entry = f"{path.parent.name}/{path.name} <- {text!r}"
+        seen = k.trace.count(entry)
         real(path, text, ignore)
+        if path.name == name and not late:
+            B._wait_for(f"the kernel to act on {entry}", lambda: k.trace.count(entry) > seen, 5)
+            k.wait_idle()   # takes the kernel's lock: the write's handler has finished
         written.append(f"{path.parent.name}/{path.name}")
         if path.name == name and [w.endswith("/" + name) for w in written].count(True) == 1:
             raise SysfsError(f"writing {text!r} to {path} failed: injected", "Injected.")
@@ -350,7 +358,7 @@ def _failing_wait(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("fail", ["new_id", "unbind", "bind", "wait"])
+@pytest.mark.parametrize("fail", ["new_id", "unbind", "bind", "bind-late", "wait"])
 def test_failed_new_id_bind_rolls_back_completely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str) -> None:
     """A kernel without driver_override: whichever step after new_id fails, the dynamic id is
     removed (a NIC offered later goes to hv_netvsc, not uio_hv_generic), the NIC is back with
@@ -361,15 +369,16 @@ def test_failed_new_id_bind_rolls_back_completely(tmp_path: Path, monkeypatch: p
         if fail == "wait":
             _failing_wait(monkeypatch)
         else:
-            _failing_write(monkeypatch, fail)
+            _failing_write(monkeypatch, k, fail.removesuffix("-late"), late=fail.endswith("-late"))
         with pytest.raises(SysfsError) as err:
             B.bind_device(tmp_path, "hveth0", timeout=2)
         assert "previous driver was restored" in err.value.message
         monkeypatch.undo()
-        k.wait_idle()
         dev = VmbusDevice.from_uuid(tmp_path, guid)
+        # the emulated kernel acts on the rollback's last writes in its own time
+        B._wait_for("the dynamic id to be removed", lambda: k.dynids["uio_hv_generic"] == set(), 5)
+        B._wait_for("hv_netvsc to have the NIC back", lambda: bool(dev.netdevs()), 5)
         assert dev.driver == "hv_netvsc" and [n for n, _ in dev.netdevs()] == ["hveth0"]
-        assert k.dynids["uio_hv_generic"] == set()
         assert B.read_journal(tmp_path, guid) is None and not B.journal_path(tmp_path, guid).exists()
         later = k.offer(profiles.NIC_CLASS, ifname="hveth9")
         B._wait_for("the new NIC's probe", lambda: VmbusDevice.from_uuid(tmp_path, later.guid).driver is not None, 5)
@@ -399,8 +408,7 @@ def test_failed_rollback_says_so_and_keeps_the_journal(tmp_path: Path, monkeypat
         assert "giving the NIC back to its previous driver failed too" in err.value.message
         assert f"'hvuio --sysroot {tmp_path} unbind {guid}'" in err.value.hint
         monkeypatch.undo()
-        k.wait_idle()
-        assert k.dynids["uio_hv_generic"] == set()
+        B._wait_for("the dynamic id to be removed", lambda: k.dynids["uio_hv_generic"] == set(), 5)
         assert B.read_journal(tmp_path, guid) is not None
         assert B.unbind_device(tmp_path, guid).driver == "hv_netvsc"
         assert B.read_journal(tmp_path, guid) is None
