@@ -90,9 +90,18 @@ def _write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
     except OSError as err:
         if err.errno == errno.ENXIO:
             raise SysfsError(f"nobody reads {path} (is the emulated kernel running?)",
-                             "Start the emulator ('hvuio sim start') or point --sysroot at a live tree.") from None
+                             f"Start the emulator ('hvuio{_sysroot_option(_tree_of(path))} sim start') or point "
+                             "--sysroot at a live tree.") from None
         if err.errno not in ignore:
             raise SysfsError(f"writing {text!r} to {path} failed: {err.strerror}", _WRITE_HINT) from None
+
+
+def _tree_of(path: Path) -> Path:
+    """The sysroot a sysfs path lies under (the directory holding its `sys`), else "/"."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.name == "sys":
+            return parent.parent
+    return Path("/")
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:

@@ -68,7 +68,7 @@ def test_up_refuses_before_touching_the_host(sim: SimEnvironment, capsys: pytest
 
 def test_existing_ifname_hint_offers_another_name(sim: SimEnvironment, capsys: pytest.CaptureFixture[str]) -> None:
     err = _refused(sim, capsys, "--ifname", "lo")
-    assert "Pick another name" in err and "'hvuio status'" in err
+    assert "Pick another name" in err and f"'hvuio --sysroot {sim.sysroot} status'" in err
 
 
 def test_up_refuses_an_ifname_that_exists_in_its_netns(sim: SimEnvironment, capsys: pytest.CaptureFixture[str],
