@@ -4,7 +4,11 @@
 the file, else `new_id` + unbind + bind (§2.6.1); it records the previous driver in a journal
 (`<sysroot>/run/hvuio/bind/<guid>.json`) so `unbind_device()` restores it (hv_netvsc when there is
 no journal). Sysfs writes cannot report the kernel's errors reliably (and the emulator cannot at
-all), so both verify the result by reading back with a bounded poll.
+all), so both verify the result by reading back with a bounded poll. A bind that fails (or is
+interrupted) after its first write is undone completely (`_rollback`, VMBUS.md §2.6.1 step 6): the
+dynamic id removed or the override restored, the NIC given back to its previous driver from
+whatever state the kernel shows, the journal removed unless the device stayed with uio_hv_generic;
+the error says whether giving it back worked.
 
 A binding ends with its device: after the host removed a device (rescind) and it has left sysfs,
 `forget_device()` removes its journal and its lock file (a re-offered device starts unbound, as
