@@ -12,7 +12,8 @@ What lives here:
   * Traffic between the two namespaces: `ping`, a TCP bulk transfer with a sha256 check on the
     receiving side, a UDP datagram check and a UDP small-packet blaster — small Python programs
     run with `ip netns exec` (so they measure what a user's program would see).
-  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
+  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict; its "stats" are
+    the data path's final counters under the names `hvuio stats` gives them (hvuio/stats.py).
 
 What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
 pyroute2 (hvuio/netdev/tap.py). Traffic only ever goes between the namespaces made here.
@@ -36,6 +37,7 @@ from typing import Any
 
 from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
+from hvuio.stats import ethtool_stats
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -441,6 +443,7 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
         result["host_nvsp_counters"] = live.get("nvsp_counters", {})
         down = stack.stop_up() or {}
         result["datapath_counters"] = down.get("counters", {})
+        result["stats"] = ethtool_stats(result["datapath_counters"])  # the names `hvuio stats` shows
         if trace is not None:
             result["trace"] = {"file": str(Path(trace).absolute()),
                                **{k: v for k, v in result["datapath_counters"].items() if k.startswith("trace_")}}

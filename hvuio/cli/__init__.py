@@ -3,8 +3,9 @@
 What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v),
 `main` (the console entry point and `python -m hvuio`) with the error rendering, and the explicit
 list of commands added to the group from the command modules: device.py (list, bind, unbind,
-doctor), net.py (up, status), sim.py (the `sim` group), demo.py (demo), trace.py (trace). The command modules take
-the `App` from app.py and never import this module, so there is no import cycle.
+doctor), net.py (up, status), stats.py (stats), sim.py (the `sim` group), demo.py (demo), trace.py
+(trace). The command modules take the `App` from app.py and never import this module, so there is
+no import cycle.
 
 Commands parse options, call the library and echo. Heavy modules (the compiled core, pyroute2,
 the emulator) are imported inside the commands, so `hvuio --help` works even where the C core
@@ -29,7 +30,7 @@ from typing import Any
 import click
 
 from hvuio import __version__
-from hvuio.cli import demo, device, net, sim, trace
+from hvuio.cli import demo, device, net, sim, stats, trace
 from hvuio.cli.app import App
 from hvuio.errors import HvuioError, NotRootError
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 _COMMANDS: tuple[click.Command, ...] = (device.list_devices, device.bind, device.unbind, device.doctor,
-                                        net.up, net.status, sim.sim, demo.demo, trace.trace)
+                                        net.up, net.status, stats.stats, sim.sim, demo.demo,
+                                        trace.trace)
 for _command in _COMMANDS:
     cli.add_command(_command)
