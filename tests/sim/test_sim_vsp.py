@@ -481,7 +481,7 @@ def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeN
                                rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
             assert env.host.status()[nic.guid]["rss"] == {
                 "enabled": True, "hash_types": ["IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"], "table_size": 128,
-                "queues": 4}
+                "queues": 4, "hash_info": 0x1701, "key": key.hex(), "table": table}
             frames = frames_of_flows(rnd, 40)
             g.frames.clear()
             net.inject(*frames)
