@@ -13,7 +13,7 @@ out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|rescind|reoffer` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
@@ -169,6 +169,18 @@ def sim_rescind(app: App, device: str) -> None:
 
     request(_root(app), {"cmd": "rescind", "device": device})
     click.echo(f"{device}: rescinded")
+
+
+@sim.command("reoffer")
+@click.argument("device")
+@pass_app
+def sim_reoffer(app: App, device: str) -> None:
+    """Offer a rescinded NIC again: a new VMBus device (new relid), same GUID and MAC, bound to
+    its default driver like any new offer (the guest binds it again)."""
+    from hvuio.sim.vsp.control import request
+
+    reply = request(_root(app), {"cmd": "reoffer", "device": device})
+    click.echo(f"{device}: re-offered as {reply['guid']} relid {reply['relid']} mac {reply['mac']}")
 
 
 @sim.command("status")

@@ -1,4 +1,4 @@
-"""Control socket of a running emulator: `hvuio sim link|status|rescind` talk to SimHost here.
+"""Control socket of a running emulator: `hvuio sim link|status|rescind|reoffer` talk to SimHost here.
 
 What lives here: `ControlServer`, a thread serving `<sysroot>/run/hvuio-sim/vsp.sock` (AF_UNIX
 SOCK_SEQPACKET, one JSON request per connection, one JSON reply), `request()` for the client
@@ -9,6 +9,7 @@ Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd"
   {"cmd": "status"}                               -> {"ok": true, "devices": {guid: {...}}}
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
+  {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
 NAME is an instance GUID or an interface name. A failure is {"ok": false, "error": "...",
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
 socket (mode 0600).
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME: Final = "vsp.sock"
 MAX_MESSAGE: Final = 1 << 20  # a status reply of 64 NICs stays far below this
 REQUEST_TIMEOUT: Final = 5.0
+COMMANDS: Final = ("status", "link", "rescind", "reoffer")
 
 
 def socket_path(sysroot: Path | str) -> Path:
@@ -97,8 +99,11 @@ class ControlServer:
                 self.host.set_link(device, up)
             elif cmd == "rescind":
                 self.host.rescind(device)
+            elif cmd == "reoffer":
+                dev = self.host.reoffer(device)
+                return {"ok": True, "guid": dev.guid, "relid": dev.relid, "mac": dev.mac}
             else:
-                raise UsageError(f"unknown control command {cmd!r}", "Known: status, link, rescind.")
+                raise UsageError(f"unknown control command {cmd!r}", f"Known: {', '.join(COMMANDS)}.")
         except HvuioError as err:
             return {"ok": False, "error": err.message, "hint": err.hint}
         return {"ok": True}

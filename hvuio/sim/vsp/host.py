@@ -37,6 +37,8 @@ PUBLIC API (kept small; other people build on it):
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
+        env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
+                                                       # device (new relid), same GUID and MAC
         env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
                                                        # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
@@ -120,6 +122,7 @@ class SimHost:
         self._counters: dict[str, VspCounters] = {}
         self._faults: dict[str, str] = {}
         self._link: dict[str, bool] = {}
+        self._rescinded: dict[str, SimDevice] = {}  # removed NICs a re-offer may bring back
         self._retired: list[threading.Thread] = []
         self._closed = False
         self._net_wake_r, self._net_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -230,6 +233,30 @@ class SimHost:
         with self.kernel.lock:
             self._end(dev, "rescinded by the host")
             self.kernel.rescind(dev)
+            if dev.is_nic and dev.guid not in self.kernel.devices:
+                self._rescinded[dev.guid] = dev
+
+    def reoffer(self, device: str) -> SimDevice:
+        """Offer a rescinded NIC again: a new VMBus device with a new relid and the same instance
+        GUID (hence the same MAC), probed like any fresh offer (docs/EMULATOR.md "Re-offer")."""
+        with self.kernel.lock:
+            gone = next((d for d in self._rescinded.values() if device in (d.guid, d.ifname)), None)
+            if gone is None:
+                try:
+                    dev = self.kernel.device(device)
+                except KeyError:
+                    raise UsageError(f"no rescinded simulated NIC {device!r}",
+                                     "Rescind it first ('hvuio sim rescind'); name it by instance GUID or "
+                                     "interface name.") from None
+                if dev.rescinded:
+                    raise UsageError(f"{device}: the rescinded device was never removed (this kernel profile "
+                                     "oopses on the rescind of an open primary), so no re-offer reaches it",
+                                     "Use a kernel profile with the 2024 rescind fixes, e.g. --kernel 6.17.")
+                raise UsageError(f"{device} is offered; only a rescinded NIC can be re-offered",
+                                 f"Rescind it first ('hvuio sim rescind {device}').")
+            del self._rescinded[gone.guid]
+            return self.kernel.offer(gone.class_id, ifname=gone.ifname, monitored=gone.monitor_id is not None,
+                                     guid=gone.guid)
 
     def fault(self, device: SimDevice | str) -> str | None:
         """Why the host stopped serving the device's current (or last) open, if it did."""
