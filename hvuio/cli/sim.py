@@ -13,7 +13,7 @@ out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind|reoffer` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|rescind|reoffer|stall` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
@@ -181,6 +181,18 @@ def sim_reoffer(app: App, device: str) -> None:
 
     reply = request(_root(app), {"cmd": "reoffer", "device": device})
     click.echo(f"{device}: re-offered as {reply['guid']} relid {reply['relid']} mac {reply['mac']}")
+
+
+@sim.command("stall")
+@click.argument("device")
+@pass_app
+def sim_stall(app: App, device: str) -> None:
+    """The host stops serving an open NIC without telling the guest (as a real host's channel
+    worker ends on a protocol error); only closing and re-opening the device starts afresh."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "stall", "device": device})
+    click.echo(f"{device}: host stopped serving the channel (the guest is not told)")
 
 
 @sim.command("status")

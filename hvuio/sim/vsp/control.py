@@ -1,4 +1,5 @@
-"""Control socket of a running emulator: `hvuio sim link|status|rescind|reoffer` talk to SimHost here.
+"""Control socket of a running emulator: `hvuio sim link|status|rescind|reoffer|stall`
+talk to SimHost here.
 
 What lives here: `ControlServer`, a thread serving `<sysroot>/run/hvuio-sim/vsp.sock` (AF_UNIX
 SOCK_SEQPACKET, one JSON request per connection, one JSON reply), `request()` for the client
@@ -10,6 +11,7 @@ Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd"
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
   {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
+  {"cmd": "stall", "device": NAME}                -> {"ok": true}
 NAME is an instance GUID or an interface name. A failure is {"ok": false, "error": "...",
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
 socket (mode 0600).
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME: Final = "vsp.sock"
 MAX_MESSAGE: Final = 1 << 20  # a status reply of 64 NICs stays far below this
 REQUEST_TIMEOUT: Final = 5.0
-COMMANDS: Final = ("status", "link", "rescind", "reoffer")
+COMMANDS: Final = ("status", "link", "rescind", "reoffer", "stall")
 
 
 def socket_path(sysroot: Path | str) -> Path:
@@ -99,6 +101,8 @@ class ControlServer:
                 self.host.set_link(device, up)
             elif cmd == "rescind":
                 self.host.rescind(device)
+            elif cmd == "stall":
+                self.host.stall(device)
             elif cmd == "reoffer":
                 dev = self.host.reoffer(device)
                 return {"ok": True, "guid": dev.guid, "relid": dev.relid, "mac": dev.mac}

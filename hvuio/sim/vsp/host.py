@@ -39,6 +39,7 @@ PUBLIC API (kept small; other people build on it):
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
         env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
                                                        # device (new relid), same GUID and MAC
+        env.host.stall(env.nics[0])                    # stop serving the open NIC, silently
         env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
                                                        # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
@@ -95,6 +96,8 @@ from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTER
 __all__ = ["SimEnvironment", "SimHost", "VspCounters"]
 
 log = logging.getLogger(__name__)
+
+STALL_REASON = "stalled on demand (sim stall): the channel's worker ended, nothing was sent to the guest"
 
 
 class SimHost:
@@ -257,6 +260,17 @@ class SimHost:
             del self._rescinded[gone.guid]
             return self.kernel.offer(gone.class_id, ifname=gone.ifname, monitored=gone.monitor_id is not None,
                                      guid=gone.guid)
+
+    def stall(self, device: SimDevice | str) -> None:
+        """Stop serving an open NIC without telling the guest (as OpenVMM's channel worker ends on
+        an NVSP-level error): a fault on demand; only a close and re-open starts a fresh host side."""
+        dev = self._device(device)
+        with self.kernel.lock:
+            session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.guid} is not open; only an open NIC's channel can stall",
+                             "Open it first (e.g. 'hvuio up'), then stall it.")
+        session.stall(STALL_REASON)
 
     def fault(self, device: SimDevice | str) -> str | None:
         """Why the host stopped serving the device's current (or last) open, if it did."""

@@ -196,6 +196,11 @@ class Session:
             self.deliver_group(channel, frames, signal_out, deferred, inject)
         self._post(run)
 
+    def stall(self, reason: str) -> None:
+        """Stop serving every channel in the worker's next pass, telling the guest nothing: a fault
+        on demand (the Python loop and the C pump both run posted commands, and a fault ends the pump)."""
+        self._post(lambda _signal_out, _deferred: self.set_fault(reason))
+
     def _post(self, command: Callable[[set[int], list[tuple[str, int]]], None]) -> None:
         with self._inbox_lock:
             self._commands.append(command)
