@@ -20,6 +20,7 @@ class FakeNetwork:
         self.sent: list[bytes] = []
         self._pending: deque[bytes] = deque()
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.closed = False
 
     def inject(self, *frames: bytes) -> None:
         self._pending.extend(frames)
@@ -44,3 +45,4 @@ class FakeNetwork:
 
     def close(self) -> None:
         os.close(self._efd)
+        self.closed = True
