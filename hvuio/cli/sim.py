@@ -3,7 +3,7 @@
 `hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree (with `--guest-memory MIB`
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
+--pcap-in / --wire for the network behind it, --vf for a VF per NIC; --guest-memory-mode proc for a foreign guest
 process with IOVA = VA; --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM; with --wire it prints the host's namespace and addresses.
@@ -13,7 +13,7 @@ out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind|reoffer|stall|vf` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|rescind|reoffer|stall|vf add|remove` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option

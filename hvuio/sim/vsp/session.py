@@ -22,6 +22,10 @@ steps the fast path shares are public (`apply`, `drain`, `deliver_group`, `end_p
 `set_fault`, `wants_subchannels`, `take_inbox`, `wake_fd`/`clear_wake`, `until_tick`,
 `mark_active`); the session starts, runs and ends its `FastSession` itself.
 
+VF: a `DataPathSwitched` event (hvuio.sim.host.vf) sets `vf_data_path`; while it is set SimHost's
+network thread sends this NIC's network frames to its VF path instead of `post_frames`, and the
+pump (if any) stops reading the tap.
+
 Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
 mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
 `tx_gpa_rejected` sends (a page outside guest memory, completed FAILED in C) are logged by
