@@ -3,7 +3,7 @@
 `hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree (with `--guest-memory MIB`
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
+--pcap-in / --wire for the network behind it, --vf for a VF per NIC; --guest-memory-mode proc for a foreign guest
 process with IOVA = VA; --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM; with --wire it prints the host's namespace and addresses.
@@ -13,7 +13,7 @@ out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|rescind|reoffer|stall|vf add|remove` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
@@ -70,16 +70,23 @@ def sim() -> None:
               help="How the host reads GPA-direct pages: 'file', the emulated VM's guest memory; 'proc', an "
                    "emulator convenience for a foreign guest process with IOVA = VA (e.g. DPDK netvsc): page "
                    "numbers are its virtual addresses, read from /proc/<pid>/mem.")
+@click.option("--vf", is_flag=True,
+              help="Accelerated networking (with --wire): every NIC gets a VF, a veth whose guest end hvvf<N> "
+                   "carries the NIC's MAC here; the host advertises it to a guest that offers SR-IOV and sends "
+                   "its frames there once the guest switches the data path.")
 @click.option("--rx-layout", type=click.Choice(["openvmm", "compact"]), default="openvmm", show_default=True,
               help="Where the host puts a received frame in its receive section: 'openvmm', as OpenVMM's netvsp "
                    "(the range is the whole section, the frame at byte 256, checksum info always); 'compact', "
                    "the frame right after its RNDIS header, the range as long as the message.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
-              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str, rx_layout: str) -> None:
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str, rx_layout: str,
+              vf: bool) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
+    if vf and (not wire or no_host):
+        raise UsageError("--vf needs the host's network namespace", "Add --wire (and drop --no-host).")
     from hvuio.sim import daemon
     from hvuio.sim.kernel.memory import MIB, check_size_mib
 
@@ -91,7 +98,7 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
     from hvuio.sim.kernel.profiles import PROFILES
 
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
-                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout)
+                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout, vf=vf)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)
@@ -169,6 +176,58 @@ def sim_rescind(app: App, device: str) -> None:
 
     request(_root(app), {"cmd": "rescind", "device": device})
     click.echo(f"{device}: rescinded")
+
+
+@sim.command("reoffer")
+@click.argument("device")
+@pass_app
+def sim_reoffer(app: App, device: str) -> None:
+    """Offer a rescinded NIC again: a new VMBus device (new relid), same GUID and MAC, bound to
+    its default driver like any new offer (the guest binds it again)."""
+    from hvuio.sim.vsp.control import request
+
+    reply = request(_root(app), {"cmd": "reoffer", "device": device})
+    click.echo(f"{device}: re-offered as {reply['guid']} relid {reply['relid']} mac {reply['mac']}")
+
+
+@sim.command("stall")
+@click.argument("device")
+@pass_app
+def sim_stall(app: App, device: str) -> None:
+    """The host stops serving an open NIC without telling the guest (as a real host's channel
+    worker ends on a protocol error); only closing and re-opening the device starts afresh."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "stall", "device": device})
+    click.echo(f"{device}: host stopped serving the channel (the guest is not told)")
+
+
+@sim.group("vf")
+def sim_vf() -> None:
+    """Accelerated networking of a NIC started with 'sim start --wire --vf': take its VF away, bring it back."""
+
+
+@sim_vf.command("remove")
+@click.argument("device")
+@pass_app
+def sim_vf_remove(app: App, device: str) -> None:
+    """The host loses DEVICE's VF: the VF netdev goes, then the guest hears 'data path synthetic' (if
+    it had switched) and 'VF removed' (as OpenVMM orders them)."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "vf", "device": device, "op": "remove"})
+    click.echo(f"{device}: VF removed")
+
+
+@sim_vf.command("add")
+@click.argument("device")
+@pass_app
+def sim_vf_add(app: App, device: str) -> None:
+    """The host gets DEVICE's VF back: a new VF netdev with the NIC's MAC, then the association."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "vf", "device": device, "op": "add"})
+    click.echo(f"{device}: VF added")
 
 
 @sim.command("status")

@@ -212,13 +212,15 @@ class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
-    "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout)."""
+    "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout); `vf` (with `wire`)
+    gives every NIC a VF path (net.VethVf: guest end `hvvf<serial>` in this namespace)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
     wire: bool = False
     guest_memory_mode: str = "file"
     rx_layout: str = "openvmm"
+    vf: bool = False
 
 
 def make_network(choice: NetworkChoice) -> FrameNetwork | None:
@@ -264,8 +266,16 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
             from hvuio.sim.host.profile import HostProfile
 
             profile = HostProfile(rx_layout=host.rx_layout)  # type: ignore[arg-type]  # checked by HostProfile
+            vf = None
+            if host.vf and isinstance(network, HostNetwork):
+                from hvuio.sim.net import VethVf
+
+                host_ns = network.netns
+                vf = lambda dev, serial: VethVf.create(  # noqa: E731
+                    guest_ifname=f"hvvf{serial}", mac=bytes.fromhex((dev.mac or "").replace(":", "")),
+                    host_netns=host_ns)
             stack.enter_context(run_host(k, root, profile=profile, network=network,
-                                         guest_memory_mode=host.guest_memory_mode))
+                                         guest_memory_mode=host.guest_memory_mode, vf=vf))
             if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
                 record_netns(root, network.netns)
                 wire = describe_wire(network.netns)

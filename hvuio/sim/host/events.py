@@ -3,7 +3,7 @@
 What lives here: the frozen event dataclasses HostNvsp and HostRndis return next to the packets
 they produce (`NvspNegotiated`, `ReceiveBufferConnected`, `SendBufferConnected`, `BufferRevoked`,
 `SubchannelsOffered`, `FrameFromGuest`, `RndisInitialized`, `RndisHalted`, `PacketFilterSet`,
-`LinkIndicated`; `HostEvent` is their union), `Rejection` (something the guest
+`LinkIndicated`, `DataPathSwitched`; `HostEvent` is their union), `Rejection` (something the guest
 sent that a real host would not accept as is, and what the host did: `Action`), `ChannelFault`
 (the host stopped servicing the channel), `HostFault` / `fault()` (raised inside the machines
 where a real host would stop the channel) and `RejectionLog`, which keeps every Rejection and
@@ -104,10 +104,18 @@ class LinkIndicated:
     up: bool
 
 
+@dataclass(frozen=True, slots=True)
+class DataPathSwitched:
+    """Frames from the network for this NIC now go over its VF (`to_vf`) or the synthetic rings."""
+
+    to_vf: bool
+    by: Literal["guest", "host"]  # the guest's SWITCH_DATA_PATH, or the host's (VF removal)
+
+
 HostEvent = (
     Rejection | ChannelFault | NvspNegotiated | ReceiveBufferConnected | SendBufferConnected
     | BufferRevoked | SubchannelsOffered | FrameFromGuest | RndisInitialized | RndisHalted
-    | PacketFilterSet | LinkIndicated
+    | PacketFilterSet | LinkIndicated | DataPathSwitched
 )
 
 
