@@ -74,22 +74,31 @@ def unbind(app: App, device: str, timeout: float) -> None:
         click.echo(f"{result.guid} is not bound to uio_hv_generic (driver: {result.driver}); nothing to do")
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_app
-def doctor(app: App, as_json: bool) -> None:
-    """Check that this machine can run hvuio, which TX path a NIC will use, and what to do next."""
+@click.command(epilog="Exit status: 0 when no check failed (warnings allowed); 9 when a check failed "
+                      "(this machine cannot run hvuio as it is); the other codes as for every command "
+                      "(hvuio --help).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the same findings, and the exit status).")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check that this machine can run hvuio, which TX path and how many queues a NIC can get,
+    and what to do next.
+
+    With --sysroot the kernel version, CPUs and hypervisor facts come from the tree where it has
+    them; a finding says when a fact came from the running machine instead."""
     from hvuio.device import doctor as doc
     from hvuio.device.platform import guest_memory_report
 
+    app: App = ctx.find_object(App)
     tx = guest_memory_report(app.sysroot)
     findings, step = doc.diagnose(app.sysroot, tx)
     if as_json:
         click.echo(json.dumps(doc.as_json(findings, step, tx), indent=2))
-        return
-    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
-    for f in findings:
-        click.echo(f"[{marks.get(f.status, f.status)}] {f.message}")
-        if f.hint:
-            click.echo(f"       hint: {f.hint}")
-    click.echo(f"Next: {step}")
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
+        for f in findings:
+            click.echo(f"[{marks.get(f.status, f.status)}] {f.message}")
+            if f.hint:
+                click.echo(f"       hint: {f.hint}")
+        click.echo(f"Next: {step}")
+    if doc.failed(findings):
+        ctx.exit(doc.EXIT_FAILED)

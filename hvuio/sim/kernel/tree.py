@@ -4,7 +4,10 @@
 `SimTree` writes what the VMBus bus, hv_netvsc and uio_hv_generic expose for them:
 `sys/bus/vmbus/{devices,drivers}`, `sys/class/{uio,net}`, `sys/module`, `dev/uioN` (the socket
 itself is made by the kernel), map backing files and the VM's guest-physical memory (memory.py)
-under `run/hvuio-sim/` and the marker file.
+under `run/hvuio-sim/` and the marker file; and the machine facts a guest tool reads: DMI
+identity, `proc/sys/kernel/osrelease` (the profile's version), `proc/cpuinfo` (with the
+`hypervisor` flag) and `sys/devices/system/cpu/online` (the emulated VM has as many CPUs as the
+emulator may run on).
 Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
 reads half a value and the kernel's inotify watch only sees the guest's own writes. The
 write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs
@@ -173,6 +176,7 @@ class SimTree:
         self.mkdir(dmi)
         self.write(dmi / "sys_vendor", "Microsoft Corporation")
         self.write(dmi / "product_name", "Virtual Machine")
+        self.write_machine(profile_name)
         for page in ("int_page", "monitor_page"):
             self.backing_file(self.state / page, 4096)
         if guest_memory % CHUNK_SIZE or guest_memory < 0:
@@ -180,6 +184,23 @@ class SimTree:
         if guest_memory:
             self.backing_file(guest_memory_path(self.root), guest_memory)
         self.write(self.root / MARKER, f'{{"profile": "{profile_name}", "pid": {os.getpid()}}}')
+
+    def write_machine(self, profile_name: str) -> None:
+        """proc/sys/kernel/osrelease, proc/cpuinfo and sys/devices/system/cpu/online of the
+        emulated VM: the kernel release of the profile; one cpuinfo entry per CPU, with the
+        `hypervisor` flag a Hyper-V guest's CPUs carry; CPUs 0..n-1 online."""
+        cpus = max(1, len(os.sched_getaffinity(0)))
+        kernel = self.root / "proc" / "sys" / "kernel"
+        self.mkdir(kernel)
+        self.write(kernel / "osrelease", f"{profile_name}.0-hvuio-sim", 0o444)
+        entries = [f"processor\t: {i}\nvendor_id\t: GenuineIntel\nmodel name\t: hvuio emulated CPU\n"
+                   f"flags\t\t: fpu tsc msr pae cx8 apic sep pge cmov pat clflush mmx fxsr sse sse2 "
+                   f"ht syscall nx lm constant_tsc rep_good nopl cpuid pni ssse3 cx16 sse4_1 sse4_2 "
+                   f"x2apic popcnt hypervisor lahf_lm\n" for i in range(cpus)]
+        self.write(self.root / "proc" / "cpuinfo", "\n".join(entries), 0o444)
+        cpu = self.sys / "devices" / "system" / "cpu"
+        self.mkdir(cpu)
+        self.write(cpu / "online", "0" if cpus == 1 else f"0-{cpus - 1}", 0o444)
 
     def add_driver(self, name: str) -> None:
         drv = self.drivers / name
@@ -192,7 +213,7 @@ class SimTree:
         """Remove everything the emulator created under the sysroot (marker first)."""
         self._unlink(self.root / MARKER)
         self._unlink(guest_memory_path(self.root))
-        for top in (self.sys, self.dev, self.state, self.root / "run" / "hvuio"):  # + bind journals
+        for top in (self.sys, self.dev, self.state, self.root / "proc", self.root / "run" / "hvuio"):  # + bind journals
             shutil.rmtree(top, ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / "run").rmdir()   # only when nothing else lives there
