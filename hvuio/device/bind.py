@@ -354,7 +354,7 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
     if not _journal_is_current(read_journal(sysroot, device.guid), previous, netdevs):
         record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
                   "previous_override": device.driver_override, "netdevs": netdevs, "method": method,
-                  "time": time.time()}
+                  "macs": [m.lower() for _, m in device.netdevs() if m], "time": time.time()}
         write_file(journal, (json.dumps(record, indent=1) + "\n").encode(), 0o644, create_dirs=0o755)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
     try:   # from the first write on, a failure or Ctrl-C gives the NIC back

@@ -7,7 +7,9 @@ itself is made by the kernel), map backing files and the VM's guest-physical mem
 under `run/hvuio-sim/` and the marker file; and the machine facts a guest tool reads: DMI
 identity, `proc/sys/kernel/osrelease` (the profile's version), `proc/cpuinfo` (with the
 `hypervisor` flag) and `sys/devices/system/cpu/online` (the emulated VM has as many CPUs as the
-emulator may run on).
+emulator may run on). With accelerated networking a PCI pass-through device carries a VF:
+`<vpci device>/pci<dom>:00/<dom>:00:02.0/` and its netdev in `sys/class/net` with the NIC's MAC
+(`add_vf`).
 Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
 reads half a value and the kernel's inotify watch only sees the guest's own writes. The
 write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs
@@ -346,6 +348,26 @@ class SimTree:
         self.write(n / "mtu", "1500", 0o444)
         self.write(n / "operstate", "up", 0o444)
         self._symlink(n / "device", self.device_dir(dev))
+
+    def add_vf(self, vpci: SimDevice, ifname: str, mac: str) -> Path:
+        """The PCI function of a VF under the PCI pass-through device `vpci` and its netdev
+        `ifname` with `mac` (VMBUS.md §2.5): the domain is bytes 4-5 of the instance GUID as
+        Linux's pci-hyperv takes it (drivers/pci/controller/pci-hyperv.c `hv_pci_probe`); slot
+        02.0 and the Mellanox VF ids are emulator choices. Returns the function's directory."""
+        raw = uuid.UUID(vpci.guid).bytes_le
+        domain = f"{raw[5] << 8 | raw[4]:04x}"
+        fn = self.device_dir(vpci) / f"pci{domain}:00" / f"{domain}:00:02.0"
+        self.mkdir(fn / "net")
+        for name, value in (("vendor", "0x15b3"), ("device", "0x101a"), ("class", "0x020000"), ("numa_node", "0")):
+            self.write(fn / name, value, 0o444)
+        n = self.class_net / ifname
+        self.mkdir(n)
+        self.write(n / "address", mac, 0o444)
+        self.write(n / "mtu", "1500", 0o444)
+        self.write(n / "operstate", "up", 0o444)
+        self._symlink(n / "device", fn)
+        self._symlink(fn / "net" / ifname, n)
+        return fn
 
     def remove_net(self, dev: SimDevice) -> None:
         if dev.ifname:
