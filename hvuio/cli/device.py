@@ -101,8 +101,8 @@ def unbind(app: App, device: str, timeout: float) -> None:
                       "(this machine cannot run hvuio as it is); the other codes as for every command "
                       "(hvuio --help).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the same findings, and the exit status).")
-@click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> None:
+@pass_app
+def doctor(app: App, as_json: bool) -> None:
     """Check that this machine can run hvuio, which TX path and how many queues a NIC can get,
     and what to do next.
 
@@ -111,7 +111,6 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     from hvuio.device import doctor as doc
     from hvuio.device.platform import guest_memory_report
 
-    app: App = ctx.find_object(App)
     tx = guest_memory_report(app.sysroot)
     findings, step = doc.diagnose(app.sysroot, tx)
     if as_json:
@@ -124,4 +123,4 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"       hint: {f.hint}")
         click.echo(f"Next: {step}")
     if doc.failed(findings):
-        ctx.exit(doc.EXIT_FAILED)
+        click.get_current_context().exit(doc.EXIT_FAILED)
