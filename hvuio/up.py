@@ -15,6 +15,10 @@ The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvui
 imported inside `run_up` so that importing this module stays cheap where the C core is missing
 (`hvuio --help`).
 
+Steps that take seconds (the bring-up: open, NVSP/RNDIS, subchannels; starting the data path) log
+one line each to the `hvuio.progress` logger first (the CLI shows them on stderr on a terminal or
+with -v, never in `--json` output).
+
 What must not live here: click or printing (hvuio/cli/net.py turns events into lines), protocol
 or ring logic (nic.py, engine.py and below), the status record's format (status.py).
 """
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from hvuio.engine import Engine
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("hvuio.progress")
 
 #: covers a same-host reply or ACK; costs CPU only while traffic flows
 BUSY_POLL_DEFAULT_US: Final = 50
@@ -226,6 +231,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
 
         counters: dict[str, int] = {}
         try:
+            progress.info("Bringing up %s: opening it, negotiating NVSP and RNDIS with the host, "
+                          "waiting for its subchannels...", options.device)
             data = nic.open().to_dict()
             if not options.once:  # written before Ready is reported, so a reader of the output finds it
                 state = StatusFile(sysroot, data["device"])
@@ -236,6 +243,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
                     on_event(Serving())
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
+                    progress.info("Starting the data path of %s...", data["device"])
                     engine = Engine(nic, ifname=options.ifname, netns=options.netns,
                                     busy_poll_us=options.busy_poll_us, tx_aggregation=options.tx_aggregation)
                     counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)

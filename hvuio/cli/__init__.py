@@ -1,6 +1,7 @@
 """The `hvuio` command line: one click group, thin commands.
 
-What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v),
+What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v, -q;
+-v and -q are also every command's own, hvuio/cli/logs.py) and the exit-code table in its help,
 `main` (the console entry point and `python -m hvuio`) with the error rendering, and the explicit
 list of commands added to the group from the command modules: device.py (list, bind, unbind,
 doctor), net.py (up, status), stats.py (stats), sim.py (the `sim` group), demo.py (demo), trace.py
@@ -19,7 +20,6 @@ daemon), terminal rendering of results (the command modules, render.py).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shlex
@@ -32,12 +32,20 @@ import click
 from hvuio import __version__
 from hvuio.cli import demo, device, net, sim, stats, trace
 from hvuio.cli.app import App
-from hvuio.errors import HvuioError, NotRootError
+from hvuio.cli.logs import QUIET_HELP, VERBOSE_HELP, configure, verbosity_options
+from hvuio.errors import EXIT_CODES, HvuioError, NotRootError
 
 __all__ = ["App", "cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    return ("\b\nExit codes:\n" + rows + "\n\n"
+            "\b\nShell completion (bash; zsh_source, fish_source likewise):\n"
+            "  eval \"$(_HVUIO_COMPLETE=bash_source hvuio)\"")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_epilog())
 @click.version_option(__version__, prog_name="hvuio")
 @click.option(
     "--sysroot",
@@ -48,18 +56,18 @@ __all__ = ["App", "cli", "main"]
     help="Resolve every /sys and /dev path under this directory (the emulator's tree).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and protocol debug logs.")
-@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", count=True, help=QUIET_HELP)
 @click.pass_context
-def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
+def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int, quiet: int) -> None:
     """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
     sysroot = Path(os.path.abspath(sysroot))   # commands see one path, whatever their working directory
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure(verbose, quiet, debug)
     if sysroot != Path("/") and os.path.lexists(sysroot):
         from hvuio.safefs import check_dir
 
         check_dir(sysroot)   # another user's directory would make them the host of our parsers
-    ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose)
+    ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose, quiet=quiet)
 
 
 def _sysroot_of(argv: list[str]) -> str:
@@ -130,3 +138,4 @@ _COMMANDS: tuple[click.Command, ...] = (device.list_devices, device.bind, device
                                         trace.trace)
 for _command in _COMMANDS:
     cli.add_command(_command)
+    verbosity_options(_command)

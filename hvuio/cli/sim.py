@@ -54,7 +54,8 @@ def sim() -> None:
 
 @sim.command("start")
 @click.option("--kernel", default="6.17", show_default=True, help="Kernel profile to emulate.")
-@click.option("--nics", type=click.IntRange(0, 64), default=1, show_default=True)
+@click.option("--nics", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Number of synthetic NICs the emulated VM has (0 to 64).")
 @click.option("--guest-memory", "guest_memory_mib", type=int, default=64, show_default=True, metavar="MIB",
               help="Guest-physical memory the guest may take for GPA-direct sends, in MiB (a multiple "
                    "of 2; 0 = none, like a VM without huge pages).")
@@ -128,7 +129,8 @@ def sim_exec(app: App, command: tuple[str, ...]) -> None:
 
 
 @sim.command("stop")
-@click.option("--timeout", type=float, default=10.0, show_default=True)
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the emulator to exit before giving up.")
 @pass_app
 def sim_stop(app: App, timeout: float) -> None:
     """Stop the emulated kernel started with 'sim start'; its tree is removed.

@@ -22,7 +22,9 @@ the NIC carries the default route or an SSH session on any of its addresses (`Un
 from guard.py, unless force),
 /dev/uioN open by someone (`DeviceBusyError`).
 
-Reads go through `hvuio.device.sysfs`; nothing here mmaps or opens /dev/uioN.
+Reads go through `hvuio.device.sysfs`; nothing here mmaps or opens /dev/uioN. Binding and
+unbinding wait for the kernel, so each logs one progress line first (the `hvuio.progress` logger,
+which the CLI shows on a terminal or with -v).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shlex
@@ -54,6 +57,7 @@ JOURNAL_DIR: Final = "/run/hvuio/bind"
 BIND_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to show the new binding
 _WRITE_HINT: Final = "Check 'dmesg' for errors from hv_vmbus or uio_hv_generic, and run 'hvuio doctor'."
 _DRIVER_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+progress = logging.getLogger("hvuio.progress")
 
 
 @dataclass(frozen=True)
@@ -354,8 +358,10 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
     if not _journal_is_current(read_journal(sysroot, device.guid), previous, netdevs):
         record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
                   "previous_override": device.driver_override, "netdevs": netdevs, "method": method,
-                  "time": time.time()}
+                  "macs": [m.lower() for _, m in device.netdevs() if m], "time": time.time()}
         write_file(journal, (json.dumps(record, indent=1) + "\n").encode(), 0o644, create_dirs=0o755)
+    progress.info("Binding %s%s to %s (%s); waiting for the kernel...", device.guid,
+                  f" ({', '.join(netdevs)})" if netdevs else "", UIO_DRIVER, method)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
     try:   # from the first write on, a failure or Ctrl-C gives the NIC back
         if method == "driver_override":
@@ -463,6 +469,7 @@ def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
                           netdevs=tuple(n for n, _ in device.netdevs()))
     check_root(sysroot, euid)
     check_not_busy(device)
+    progress.info("Giving %s back to %s; waiting for the kernel...", device.guid, target)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
     prev_override = journal.get("previous_override")
     if device.has_driver_override:
