@@ -7,7 +7,7 @@ What lives here:
     channel reads, perform the effects it returns (write its `Send`s, act on its events) until
     RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
     indications; a host keep-alive is dropped and counted, VMBUS.md §4 item 21); tear down in the
-    protocol's order: RNDIS halt (waiting for its
+    protocol's order: packet filter 0 (waiting for its reply), RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
     uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
     device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 #: Longest a whole bring-up may take. Each request has its own 5 s limit in the machines
 #: (proto/limits.py); NVSP may walk six versions, so the overall bound is generous.
 BRINGUP_TIMEOUT: Final = 30.0
-#: How long teardown waits for the host to complete the RNDIS halt send before revoking anyway
+#: How long teardown waits for the host to answer the packet filter 0 before halting anyway, and
+#: for it to complete the RNDIS halt send before revoking anyway
 #: (Linux waits for the halt's send completion in rndis_filter_halt_device).
 HALT_TIMEOUT: Final = 2.0
 #: How long closing a rescinded NIC waits for its device to leave sysfs before it forgets the
@@ -412,7 +413,8 @@ class Nic:
     # ---- teardown -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may be reopened."""
+        """Packet filter 0, RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may
+        be reopened."""
         try:
             if self.channel is not None and not self.channel.closed and self.broken is None:
                 self._stop_protocols()
@@ -425,6 +427,11 @@ class Nic:
         guest = self.guest
         if guest is None:
             return
+        self._perform(guest.close_filter())
+        try:
+            self._run_until(lambda: not guest.filter_closing, HALT_TIMEOUT, "packet filter 0")
+        except HostTimeoutError as err:
+            log.warning("teardown: %s; halting anyway", err.message)
         self._perform(guest.halt())
         try:
             self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")

@@ -194,6 +194,19 @@ def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
     assert sim.host.fault(dev) is None
 
 
+def test_close_sets_the_packet_filter_to_0_then_halts(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    nic = Nic(sim.sysroot, dev.guid)
+    nic.open()
+    assert sim.host.rndis_control(dev) == ["packet_filter 0xd"]
+    nic.close()
+    assert host_saw_close(sim, dev.guid)
+    # the host recorded the teardown in Linux's order: filter 0 answered, then the halt
+    assert sim.host.rndis_control(dev) == ["packet_filter 0xd", "packet_filter 0x0", "halt"]
+    assert sim.host.status()[dev.guid]["rndis_control"][-2:] == ["packet_filter 0x0", "halt"]
+    assert sim.host.fault(dev) is None and nic.counters["requests_failed"] == 0
+
+
 def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:
     with Nic(sim.sysroot, sim.nics[0].guid) as nic:
         info = nic.open()

@@ -12,7 +12,7 @@ from hvuio.sim.host.events import (
 from hvuio.sim.host.profile import HostProfile, OffloadCaps
 from support.golden import GOLDEN, size
 from support.simhost import (
-    FRAME, MSG, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
+    FRAME, MSG, NVS_V2, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
     r_query, r_set, r_simple,
 )
 
@@ -138,6 +138,21 @@ def test_offload_caps_follow_the_profile() -> None:
     assert not tx4 & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_TCP4")
     lsov2 = GOLDEN["structs"]["ndis_offload"]["fields"][4]
     assert lsov2["name"] == "ndis_lsov2" and struct.unpack_from("<I", caps, lsov2["offset"] + 4)[0] == 0
+
+
+@pytest.mark.parametrize("nvsp, rev, objsize", [
+    (NVS_V2, 1, "NDIS_OFFLOAD_SIZE_6_0"), (NVS_V4, 2, "NDIS_OFFLOAD_SIZE_6_1"), (NVS_V5, 3, "NDIS_OFFLOAD_SIZE"),
+])
+def test_caps_query_with_each_linux_header_is_answered(nvsp: int, rev: int, objsize: str) -> None:
+    # Linux's query input per NVSP version (rndis_filter_query_device); the host answers its caps
+    env = Env()
+    env.bring_up(nvsp)
+    n = c("ndis_offload", objsize)
+    hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_OFFLOAD"), rev, n) + bytes(n - 4)
+    msg = one_reply(env, r_query(60, c(OID, "OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"), hdr))
+    status, ilen = struct.unpack_from("<II", msg, 12)
+    assert status == c(RST, "RNDIS_STATUS_SUCCESS") and ilen == c("ndis_offload", "NDIS_OFFLOAD_SIZE")
+    assert not env.host.rejections
 
 
 def test_unknown_oid_is_not_supported() -> None:

@@ -40,6 +40,7 @@ PUBLIC API (kept small; other people build on it):
                                                        # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
         env.host.counters(env.nics[0])                 # VspCounters of one device
+        env.host.rndis_control(env.nics[0])            # the guest's filter sets and halts, in order
         env.host.fault(env.nics[0])                    # why the host stopped serving it, or None
         env.host.nvsp(env.nics[0])                     # the live HostNvsp (inspect only), or None
         env.host.wait_for(lambda: ..., timeout=5.0)    # poll helper for tests (no timed asserts)
@@ -71,6 +72,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -87,6 +89,8 @@ from hvuio.sim.net import FrameNetwork
 from hvuio.sim.vsp.memory import MonitorPage
 from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
+
+CONTROL_KEPT = 16  # RNDIS filter sets and halts kept per NIC (rndis_control)
 
 __all__ = ["SimEnvironment", "SimHost", "VspCounters"]
 
@@ -116,6 +120,7 @@ class SimHost:
         self._monitor: MonitorPage | None = None
         self._sessions: dict[str, Session] = {}
         self._counters: dict[str, VspCounters] = {}
+        self._control: dict[str, deque[str]] = {}
         self._faults: dict[str, str] = {}
         self._link: dict[str, bool] = {}
         self._retired: list[threading.Thread] = []
@@ -137,6 +142,14 @@ class SimHost:
 
     def counters(self, dev: SimDevice) -> VspCounters:
         return self._counters.setdefault(dev.guid, VspCounters())
+
+    def rndis_control(self, dev: SimDevice | str) -> list[str]:
+        """The guest's last RNDIS filter sets and halts on this NIC, oldest first, over opens
+        (`packet_filter 0x...`, `halt`): the order of its teardown steps."""
+        return list(self.control_log(self._device(dev)))
+
+    def control_log(self, dev: SimDevice) -> deque[str]:
+        return self._control.setdefault(dev.guid, deque(maxlen=CONTROL_KEPT))
 
     # -- kernel hooks (kernel thread, kernel.lock held) ------------------------------------------
 
@@ -252,6 +265,7 @@ class SimHost:
                     "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
                     "link_up": self._link.get(dev.guid, self.profile.link_up),
                     "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
+                    "rndis_control": list(self.control_log(dev)),
                 }
                 if session is not None:
                     entry["nvsp_state"] = session.nvsp.state

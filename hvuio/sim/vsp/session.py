@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hvuio.errors import LocalProtocolError, RingCorruptError
-from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
-                                   SubchannelsOffered)
+from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, PacketFilterSet,
+                                   Rejection, RndisHalted, SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.receive import RxFault, flow_hash
@@ -408,6 +408,13 @@ class Session:
                 deferred.append(("attach", 0))
             elif isinstance(ev, LinkIndicated):
                 self.counters.link_indications += 1
+            elif isinstance(ev, (PacketFilterSet, RndisHalted)):
+                self._record_control(ev)
+
+    def _record_control(self, ev: PacketFilterSet | RndisHalted) -> None:
+        """The guest's filter sets and halt, in order, kept per NIC over opens (SimHost.rndis_control)."""
+        text = f"packet_filter {ev.value:#x}" if isinstance(ev, PacketFilterSet) else "halt"
+        self.host.control_log(self.dev).append(text)
 
     def _queue(self, pkt: HostPacket, signal_out: set[int]) -> None:
         data = pkt.encode()
