@@ -11,7 +11,7 @@ the kernel removes its tree on the way out, and `sim stop` removes what a killed
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|indicate|rescind` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
@@ -129,6 +129,19 @@ def sim_link(app: App, device: str, state: str) -> None:
 
     request(_root(app), {"cmd": "link", "device": device, "up": state == "up"})
     click.echo(f"{device}: link {state}")
+
+
+@sim.command("indicate")
+@click.argument("device")
+@click.argument("status", type=click.Choice(["network-change", "media-connect"]))
+@pass_app
+def sim_indicate(app: App, device: str, status: str) -> None:
+    """Scripted RNDIS indication to an open simulated NIC: a network change, or a repeated media
+    connect while the link is up (the guest notifies its peers)."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "indicate", "device": device, "status": status.replace("-", "_")})
+    click.echo(f"{device}: indicated {status}")
 
 
 @sim.command("rescind")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hvuio.device.bind import bind_device
+from hvuio.linkwatch import LINKCHANGE_INT
 from hvuio.nic import Nic
 from hvuio.errors import HostRefusedError
 from hvuio.proto import limits
@@ -173,6 +174,50 @@ def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
         assert poll_until(nic, lambda: info.link_up is True)
         assert seen[-2:] == [False, True]
         assert nic.counters["link_changes"] == 2
+
+
+class StepClock:
+    """The Nic's clock, moved by the test (the 2 s reconnect is reached without sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_network_change_drops_the_carrier_and_restores_it_later(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    seen: list[bool] = []
+    clock = StepClock()
+    with Nic(sim.sysroot, dev.guid, clock=clock) as nic:
+        nic.on_link = seen.append
+        info = nic.open()
+        sim.host.indicate(dev, "network_change")
+        assert poll_until(nic, lambda: nic.counters["network_changes"] == 1)
+        # the bring-up query set the carrier on; the host's link itself did not change
+        assert seen == [True, False] and info.link_up is True
+        nic.poll(0)
+        assert seen == [True, False]                          # not before LINKCHANGE_INT
+        clock.offset += LINKCHANGE_INT
+        nic.tick()
+        assert seen == [True, False, True]
+        assert nic.counters["link_changes"] == 0 and nic.counters["peer_notifications"] == 0
+
+
+def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    notified: list[int] = []
+    seen: list[bool] = []
+    with Nic(sim.sysroot, dev.guid) as nic:
+        nic.on_link = seen.append
+        nic.on_notify_peers = lambda: notified.append(1)
+        nic.open()
+        sim.host.indicate(dev, "media_connect")
+        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 1)
+        assert notified == [1] and seen == [True]             # the carrier is left as bring-up set it
+        sim.host.indicate(dev, "media_connect")
+        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 2)
 
 
 def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from hvuio.sim.host.events import (
-    LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized,
+    LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized, StatusIndicated,
 )
 from hvuio.sim.host.profile import HostProfile, OffloadCaps
 from support.golden import GOLDEN, size
@@ -298,6 +298,23 @@ def test_link_down_and_up_are_indicated_once() -> None:
     assert struct.unpack("<I", info)[0] == c("ndis_media_state", "NDIS_MEDIA_STATE_DISCONNECTED")
     up = env.host.set_link(True)
     assert status_of(env, up) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+
+
+def test_scripted_network_change_and_repeated_media_connect() -> None:
+    env = Env()
+    assert env.host.indicate("network_change").packets == ()     # RNDIS not up yet: nothing
+    env.bring_up()
+    step = env.host.indicate("network_change")
+    assert status_of(env, step) == [c(RST, "RNDIS_STATUS_NETWORK_CHANGE")]
+    assert StatusIndicated(c(RST, "RNDIS_STATUS_NETWORK_CHANGE")) in step.events
+    env.ack_all(step)
+    step = env.host.indicate("media_connect")                     # a repeat while the link is up
+    assert status_of(env, step) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+    env.ack_all(step)
+    env.ack_all(env.host.set_link(False))
+    assert env.host.indicate("media_connect").packets == ()       # while down a connect is a link change
+    with pytest.raises(KeyError):
+        env.host.indicate("reset")
 
 
 def test_link_down_before_init_is_reported_by_the_query_not_indicated() -> None:

@@ -238,6 +238,18 @@ class HostNvsp:
             self._send_control(m, out)
         return out.step()
 
+    def indicate(self, kind: str) -> Step:
+        """A scripted RNDIS indication (HostRndis.indicate: "network_change", "media_connect") once
+        RNDIS is up; nothing before."""
+        out = _Out()
+        if self.rndis is None:
+            return out.step()
+        msgs, events = self.rndis.indicate(kind)
+        out.events.extend(events)
+        for m in msgs:
+            self._send_control(m, out)
+        return out.step()
+
     def tick(self, now: float) -> Step:
         """Time input (seconds, any monotonic origin): delayed link indications, host keep-alives."""
         out = _Out()

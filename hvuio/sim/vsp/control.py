@@ -1,4 +1,4 @@
-"""Control socket of a running emulator: `hvuio sim link|status|rescind` talk to SimHost here.
+"""Control socket of a running emulator: `hvuio sim link|indicate|status|rescind` talk to SimHost here.
 
 What lives here: `ControlServer`, a thread serving `<sysroot>/run/hvuio-sim/vsp.sock` (AF_UNIX
 SOCK_SEQPACKET, one JSON request per connection, one JSON reply), `request()` for the client
@@ -8,6 +8,7 @@ optional network) and the server next to the emulated kernel.
 Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd":
   {"cmd": "status"}                               -> {"ok": true, "devices": {guid: {...}}}
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
+  {"cmd": "indicate", "device": NAME, "status": "network_change" | "media_connect"} -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
 NAME is an instance GUID or an interface name. A failure is {"ok": false, "error": "...",
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
@@ -94,10 +95,15 @@ class ControlServer:
                 if not isinstance(up, bool):
                     raise UsageError("control command 'link' needs 'up': true or false")
                 self.host.set_link(device, up)
+            elif cmd == "indicate":
+                status = req.get("status")
+                if not isinstance(status, str):
+                    raise UsageError("control command 'indicate' needs a 'status' string")
+                self.host.indicate(device, status)
             elif cmd == "rescind":
                 self.host.rescind(device)
             else:
-                raise UsageError(f"unknown control command {cmd!r}", "Known: status, link, rescind.")
+                raise UsageError(f"unknown control command {cmd!r}", "Known: status, link, indicate, rescind.")
         except HvuioError as err:
             return {"ok": False, "error": err.message, "hint": err.hint}
         return {"ok": True}

@@ -35,6 +35,7 @@ PUBLIC API (kept small; other people build on it):
                         network=None) as env:
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
+        env.host.indicate(env.nics[0], "network_change")  # or "media_connect" (a repeat while up)
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
         env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
                                                        # = an RxFault name corrupts them (§5.14)
@@ -81,6 +82,7 @@ from typing import Any
 from hvuio.errors import LocalProtocolError, UsageError
 from hvuio.sim.host.nvsp import HostNvsp
 from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.host.rndis import INDICATIONS
 from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.profiles import KernelProfile
@@ -224,6 +226,18 @@ class SimHost:
             session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
+
+    def indicate(self, device: SimDevice | str, kind: str) -> None:
+        """A scripted RNDIS indication to an open NIC: "network_change" or "media_connect" (a repeat
+        while the link is up); nothing when RNDIS is not up (HostRndis.indicate)."""
+        if kind not in INDICATIONS:
+            raise UsageError(f"indication {kind!r} is not one the host sends on request",
+                             f"Known: {', '.join(sorted(INDICATIONS))}.")
+        dev = self._device(device)
+        session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.guid} is not open; the host indicates only to an opened NIC")
+        session.post(lambda: session.nvsp.indicate(kind))
 
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
