@@ -89,6 +89,7 @@ class DemoStack:
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
     up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
+    vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
     guest_ns: str = ""
@@ -134,7 +135,7 @@ class DemoStack:
         # link_flap_delay 0: link changes are indicated at once (the 5 s Hyper-V delay is a host
         # courtesy to Linux guests; the demo and tests want to see them now).
         self.env = SimEnvironment(self.sysroot, profile=self.kernel, nics=1, network=self.net,
-                                  host_profile=HostProfile(link_flap_delay=0.0),
+                                  host_profile=HostProfile(link_flap_delay=0.0, vlan_oob=self.vlan_oob),
                                   nic_monitored=self.monitored)
         self.env.__enter__()
         c.push("stop the emulator", lambda: self.env.__exit__(None, None, None))

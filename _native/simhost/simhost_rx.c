@@ -167,14 +167,17 @@ static int rx_room(struct hvu_sim_pump *p, struct rxb *b, uint32_t k)
     return 1;
 }
 
-/* One plain frame (checksums complete) to the guest, with the receive checksum info if marked. */
+/* One plain frame (checksums complete) to the guest, with the receive checksum info if marked
+ * and the 802.1Q info of the frame being delivered (rx_vlan_untag). */
 static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uint32_t n, int trusted)
 {
-    uint8_t ppi[RNDIS_PPI_SIZE + 4];
+    uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), ppi_len = 0;
     int rc;
     if (flags)
         ppi_len = put_ppi(ppi, HVU_PPI_CSUM, flags);
+    if (p->rx_vlan != NONE)
+        ppi_len += put_ppi(ppi + ppi_len, HVU_PPI_VLAN, p->rx_vlan);
     if (n < ETH_HLEN || n > p->max_frame || RNDIS_PKT_SIZE + ppi_len + n > p->recv_section) {
         p->c.rx_dropped_too_big++;
         return 0;
@@ -189,10 +192,12 @@ static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uin
 /* vRSC: the coalesced frame as fragments of one section each, all in one transfer-page packet. */
 static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n, int trusted)
 {
-    uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
+    uint8_t ppi[3 * (RNDIS_PPI_SIZE + 4)];
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), csum_len = flags ? RNDIS_PPI_SIZE + 4 : 0;
     uint32_t id_len = RNDIS_PPI_SIZE + 4, first, rest, k, pos, i;
     int rc;
+    if (p->rx_vlan != NONE)
+        csum_len += RNDIS_PPI_SIZE + 4;      /* the first fragment's 802.1Q info too */
     if (p->recv_section <= RNDIS_PKT_SIZE + id_len + csum_len) {
         p->c.rx_dropped_too_big++;
         return 0;
@@ -209,6 +214,8 @@ static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n,
                       | (i == k - 1 ? HVU_PKTINFO_LAST_FRAG : 0);
         if (i == 0 && flags)
             plen += put_ppi(ppi, HVU_PPI_CSUM, flags);
+        if (i == 0 && p->rx_vlan != NONE)
+            plen += put_ppi(ppi + plen, HVU_PPI_VLAN, p->rx_vlan);
         plen += put_ppi(ppi + plen, HVU_PPI_PKTINFO_ID, 1u | fl << 8);  /* ver 1, flag, pkt_id 0 */
         rx_put(p, b, ppi, plen, f + pos, len);
         pos += len;
@@ -258,6 +265,34 @@ static int rx_offloaded(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint3
     return rx_plain(p, b, f, n, trusted);
 }
 
+/* HostProfile.vlan_oob (a trunk-mode port): a frame read into gso_buf (vnet header first when the
+ * tap has one) loses its 802.1Q tag, which rx_plain / rx_rsc put in the 802.1Q info (p->rx_vlan;
+ * none without a tag). The MAC addresses move 4 bytes on; the vnet offsets move with them (a
+ * checksum offset inside the tag leaves the frame tagged). Returns the frame's new start. */
+static uint8_t *rx_vlan_untag(struct hvu_sim_pump *p, uint8_t *f, uint32_t *n, uint8_t *vh)
+{
+    p->rx_vlan = NONE;
+    if (!p->vlan_oob || *n < ETH_HLEN + 4 || f[12] != 0x81 || f[13] != 0x00)
+        return f;
+    uint32_t cs = vh ? ((uint32_t)vh[6] | (uint32_t)vh[7] << 8) : 0, hl = vh ? ((uint32_t)vh[2] | (uint32_t)vh[3] << 8) : 0;
+    if (vh && (vh[0] & HVU_VNET_F_NEEDS_CSUM) && cs < ETH_HLEN + 4)
+        return f;
+    uint32_t tci = (uint32_t)f[14] << 8 | f[15];
+    p->rx_vlan = (tci >> 13) | ((tci >> 12) & 1u) << 3 | (tci & 0xFFFu) << 4;
+    memmove(f + 4, f, 12);
+    *n -= 4;
+    if (vh && (vh[0] & HVU_VNET_F_NEEDS_CSUM)) {
+        vh[6] = (uint8_t)(cs - 4);
+        vh[7] = (uint8_t)((cs - 4) >> 8);
+    }
+    if (vh && hl > 4) {
+        vh[2] = (uint8_t)(hl - 4);
+        vh[3] = (uint8_t)((hl - 4) >> 8);
+    }
+    p->c.rx_vlan++;
+    return f + 4;
+}
+
 /* Read frames from the tap into free sections; one transfer-page packet per batch.
  * Without a vnet header or receive marks frames are read straight into their section; otherwise
  * through gso_buf (a GSO frame is up to 64 KiB). Returns frames read (0: none pending), -1 fault. */
@@ -265,9 +300,10 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
 {
     struct rxb b;
     int got = 0;
-    int direct = !p->vnet_hdr && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
+    int direct = !p->vnet_hdr && !p->vlan_oob && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
                                                 | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
     b.n = 0;
+    p->rx_vlan = NONE;
     while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
         uint8_t *dst;
         uint32_t room, s;
@@ -285,15 +321,20 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
             if (r < 0)
                 break;
             got++;
+            uint32_t n = (uint32_t)r;
             if (!p->vnet_hdr) {
-                if (rx_plain(p, &b, p->gso_buf, (uint32_t)r, 0) < 0)
+                uint8_t *f = rx_vlan_untag(p, p->gso_buf, &n, NULL);
+                if (rx_plain(p, &b, f, n, 0) < 0)
                     return -1;
-            } else if ((uint32_t)r < HVU_VNET_HLEN + ETH_HLEN) {
+            } else if (n < HVU_VNET_HLEN + ETH_HLEN) {
                 p->c.rx_dropped_too_big++;
-            } else if (rx_offloaded(p, &b, p->gso_buf + HVU_VNET_HLEN, (uint32_t)r - HVU_VNET_HLEN,
-                                    p->gso_buf) < 0) {
-                return -1;
+            } else {
+                n -= HVU_VNET_HLEN;
+                uint8_t *f = rx_vlan_untag(p, p->gso_buf + HVU_VNET_HLEN, &n, p->gso_buf);
+                if (rx_offloaded(p, &b, f, n, p->gso_buf) < 0)
+                    return -1;
             }
+            p->rx_vlan = NONE;
             continue;
         }
         s = p->free_stack[p->nfree - 1];

@@ -154,6 +154,8 @@ static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size
                 if (sz < RNDIS_PPI_SIZE || sz > end - e || poff < RNDIS_PPI_SIZE || poff > sz)
                     return reject(p, HVU_SIM_R_RNDIS_PPI, sz);
                 ptype = rd32(data + pos + e + 4);
+                if (ptype == HVU_PPI_VLAN)       /* the tag goes onto the wire frame: Python's */
+                    return reject(p, HVU_SIM_R_VLAN, e);
                 if (ptype == HVU_PPI_CSUM || ptype == HVU_PPI_LSO) {  /* others: skipped, as NDIS */
                     uint32_t *has = ptype == HVU_PPI_CSUM ? &out[n].has_csum : &out[n].has_lso;
                     if (sz - poff < 4 || *has)  /* 4 data bytes; given once */

@@ -3,8 +3,9 @@
 `hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree (with `--guest-memory MIB`
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it; --guest-memory-mode proc for a foreign guest
-process with IOVA = VA, docs/EMULATOR.md) daemonised (it holds a lock on
+--pcap-in / --wire for the network behind it; --vlan-oob for 802.1Q tags out of band, a
+trunk-mode port; --guest-memory-mode proc for a foreign guest process with IOVA = VA,
+docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
 the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
@@ -67,9 +68,13 @@ def sim() -> None:
               help="How the host reads GPA-direct pages: 'file', the emulated VM's guest memory; 'proc', an "
                    "emulator convenience for a foreign guest process with IOVA = VA (e.g. DPDK netvsc): page "
                    "numbers are its virtual addresses, read from /proc/<pid>/mem.")
+@click.option("--vlan-oob", is_flag=True,
+              help="Deliver the network's 802.1Q tags to the guest out of band (per-packet info), as a "
+                   "trunk-mode Hyper-V port does.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
-              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str) -> None:
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str,
+              vlan_oob: bool) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
@@ -83,8 +88,10 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
     guest_memory = guest_memory_mib * MIB
     from hvuio.sim.kernel.profiles import PROFILES
 
+    if no_host and vlan_oob:
+        raise UsageError("--vlan-oob is a host option and --no-host starts no host", "Drop one of them.")
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
-                                                     guest_memory_mode=guest_memory_mode)
+                                                     guest_memory_mode=guest_memory_mode, vlan_oob=vlan_oob)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)

@@ -77,6 +77,8 @@ def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no simulated device 'nosuchnic'" in bad.stderr
     none = hvuio("--sysroot", str(tmp_path / "elsewhere"), "sim", "status")
     assert none.returncode == 2 and "no emulated host answers" in none.stderr
+    both = hvuio("--sysroot", str(tmp_path / "other"), "sim", "start", "--no-host", "--vlan-oob")
+    assert both.returncode == 2 and "--vlan-oob is a host option" in both.stderr
 
 
 def test_control_requests_in_process(tmp_path: Path) -> None:

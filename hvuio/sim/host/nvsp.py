@@ -122,9 +122,10 @@ class HostNvsp:
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
-            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
+        self._rx.vlan_oob = profile.vlan_oob
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
 
     @property

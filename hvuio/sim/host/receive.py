@@ -31,6 +31,7 @@ from typing import Literal
 from hvuio.errors import LocalProtocolError
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import profile as hp
+from hvuio.sim.host import vlan
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.rndis import OffloadState
 from hvuio.sim.host.wire import HostPacket
@@ -59,6 +60,8 @@ class ReceiveBuffer:
         self._control_ids: frozenset[int] = frozenset()
         self._outstanding: dict[int, tuple[int, ...]] = {}  # first section (the trans_id) -> the batch's
         self._pending_control: deque[bytes] = deque()
+        #: HostProfile.vlan_oob: network frames lose their 802.1Q tag to the 802.1Q pktinfo (vlan.py)
+        self.vlan_oob = False
 
     def connect(self, gpadl: int, pageset: int, section: int, count: int, control_sections: int) -> None:
         """The guest's receive buffer: `count` sections of `section` bytes, answered as `pageset`."""
@@ -119,6 +122,7 @@ class ReceiveBuffer:
         assert self.layout is not None
         section = self.layout[2]
         marks = offload.rx_marks()
+        frame, vlan_ppi = self._vlan_oob(frame)
         vnet = frame.vnet if isinstance(frame, ho.GsoFrame) else None
         frames = [frame]
         try:
@@ -127,7 +131,7 @@ class ReceiveBuffer:
                 v6 = vnet.gso_type & ~ho.GSO_ECN == ho.GSO_TCPV6
                 if offload.rsc6 if v6 else offload.rsc4:
                     whole = ho.fixup_rsc(frame)
-                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks))
+                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks), vlan_ppi)
                     self._counters["rx_rsc_fragments"] += len(frags)
                     return [frags]
                 frames = ho.segment_tcp(frame, vnet)
@@ -139,14 +143,25 @@ class ReceiveBuffer:
         units: list[list[bytes]] = []
         for f in frames:
             flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
-            msg = w.rndis_packet(f) if flags is None else ho.rndis_packet_ppi(
-                f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags)))
+            ppis = (b"" if flags is None else ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags))) + vlan_ppi
+            msg = ho.rndis_packet_ppi(f, ppis) if ppis else w.rndis_packet(f)
             if not hp.ETH_HEADER_LEN <= len(f) <= mtu or len(msg) > section:
                 self._counters["rx_dropped_too_big"] += 1
                 units.append([])
             else:
                 units.append([msg])
         return units
+
+    def _vlan_oob(self, frame: bytes) -> tuple[bytes, bytes]:
+        """With vlan_oob, the frame without its 802.1Q tag and the 802.1Q pktinfo that carries it
+        (a trunk-mode port's delivery); else the frame as it is and no pktinfo."""
+        if not self.vlan_oob:
+            return frame, b""
+        frame, info = vlan.strip(frame)
+        if info is None:
+            return frame, b""
+        self._counters["rx_vlan"] += 1
+        return frame, ho.ppi(ho.PPI_VLAN, struct.pack("<I", info))
 
     def send_control(self, msg: bytes, pad: int) -> HostPacket | None:
         """An RNDIS control message in a control section (a data section when none is free), or

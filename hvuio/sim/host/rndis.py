@@ -49,7 +49,9 @@ from hvuio.sim.host.events import (HostEvent, LinkIndicated, PacketFilterSet, Re
 
 # --- the RNDIS device ----------------------------------------------------------------------------
 
-MAC_OPTIONS = 0x1 | 0x4 | 0x8  # COPY_LOOKAHEAD_DATA | TRANSFERS_NOT_PEND | NO_LOOPBACK, as [OV]
+# COPY_LOOKAHEAD_DATA | TRANSFERS_NOT_PEND | NO_LOOPBACK | 8021P_PRIORITY | 8021Q_VLAN, as [OV]
+# (the 802.1 bits since its VLAN support, microsoft/openvmm "netvsp: Add VLAN support")
+MAC_OPTIONS = 0x1 | 0x4 | 0x8 | 0x40 | 0x200
 BUFFER_SPACE = 256 * 1024  # [OV] "Return what vmswitch returns"
 VENDOR_ID = 0x0000155D  # [OV] first bytes of Microsoft's MAC prefix
 VENDOR_DESCRIPTION = b"Microsoft Corporation"

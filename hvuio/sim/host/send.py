@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host import vlan
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import HostEvent, Rejection, RejectionLog, fault
@@ -166,6 +167,9 @@ class SendBuffer:
                     events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "ignored")))
                 if isinstance(frame, ho.GsoFrame):
                     self._counters["tx_lso"] += 1
+            if info.vlan is not None:  # [OV]: the 802.1Q info is the frame's VLAN on the wire
+                frame = vlan.insert(frame, info.vlan)
+                self._counters["tx_vlan"] += 1
             frames.append(frame)
         return frames, controls
 

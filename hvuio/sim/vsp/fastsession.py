@@ -54,7 +54,7 @@ def start(s: Session) -> None:
         tap_fd=tap.fileno(), monitor_id=chan.monitor_id, strict=nvsp.profile.strict,
         guest_memory=s.guest_mem if isinstance(s.guest_mem, guestmem.GuestMemoryFile) else None,
         vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(s.host.network, "offload", False)),
-        offloads=lambda: _pump_offloads(s))
+        vlan_oob=nvsp.profile.vlan_oob, offloads=lambda: _pump_offloads(s))
     try:
         pump = fastpath.HostPump(cfg, chan.mm, s.recv_mm, s.send_mm, s.host.monitor.mm,
                                  irq=s.dev.irq, auto_mask=s.kernel.profile.auto_mask)
@@ -181,6 +181,7 @@ def _count(s: Session, pump: fastpath.HostPump) -> None:
     nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
     nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
     nc["tx_failed"] += d["tx_gpa_rejected"]
+    nc["rx_vlan"] += d["rx_vlan"]
     net = getattr(s.host.network, "counters", None)
     if isinstance(net, NetCounters):
         net.add_pump(d)
