@@ -1,7 +1,8 @@
 /* The emulated host's network -> guest path (the C fast path of simhost.c's pump).
  *
  * What lives here: frames read from the tap (plain, or with a virtio_net_hdr: GSO -> vRSC fragments
- * or software segments, NEEDS_CSUM completed) -> RNDIS_PACKET_MSGs in free receive sections ->
+ * or software segments, NEEDS_CSUM completed; with vlan_oob an 802.1Q tag moved into the 802.1Q
+ * per-packet info, rx_vlan_untag) -> RNDIS_PACKET_MSGs in free receive sections ->
  * transfer-page packets (several frames per packet, completion requested, trans_id = the first
  * section's index, as simhost.c's top comment describes), and the guest's completions of those, which free the
  * sections once. What must not: reading the outbound ring (simhost.c's drain hands completions

@@ -3,7 +3,7 @@
  * What lives here: the RNDIS data of one NVSP 107 send, checked whole before anything is sent
  * (every RNDIS_PACKET_MSG as HostRndis.parse_data, its packet header and per-packet info inside
  * the range it starts in when the data came in ranges, checksum/LSO per-packet info against the
- * offloads on offer), its frames written to the tap (as given, checksummed, GSO or cut into
+ * offloads on offer; a send with 802.1Q info is Python's, which tags the frame), its frames written to the tap (as given, checksummed, GSO or cut into
  * segments), and its NVSP 108 completion; the in-band send out of a send-buffer section
  * (hvu_sim_tx_send). GPA-direct sends are gathered in simhost_gpa.c and come back here
  * (hvu_sim_tx_data). What must not: reading the outbound ring (simhost.c's drain hands the send

@@ -2,8 +2,8 @@
 
 What lives here, all pure functions on bytes (no state, no I/O):
   * the per-packet-info (PPI) rules a host applies to a guest RNDIS_PACKET_MSG (`parse_tx_ppis`):
-    entry sizes/offsets, checksum/LSO data sizes, duplicates refused, unknown types skipped (NDIS
-    ignores info it does not know);
+    entry sizes/offsets, checksum/LSO/802.1Q data sizes, duplicates refused, unknown types
+    skipped (NDIS ignores info it does not know); the 802.1Q value is returned, vlan.py applies it;
   * `apply_tx`: the checksum-info transmit PPI (IPv4 header / TCP / UDP checksums computed at
     the offsets the PPI gives, validated against the frame) and the LSOv2 PPI (validated; the
     frame becomes one GSO frame, `GsoFrame`, with a virtio_net_hdr for the host network);

@@ -8,8 +8,9 @@ packet, which frees its sections), the transaction id of such a packet (the inde
 section, as OpenVMM's), and the control replies queued while no section is free. `deliver`
 turns network frames into RNDIS packet messages first: a plain frame is one message; a TCP GSO
 frame becomes vRSC fragments of one coalesced frame (the guest enabled RSC for that IP version)
-or MSS segments; a NEEDS_CSUM frame gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
-rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
+or MSS segments; a NEEDS_CSUM frame gets its checksum; receive checksum info is marked once the
+guest enabled it (offload.py has the rules); with `vlan_oob` a tagged frame loses its tag to the
+802.1Q info first (vlan.py). What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
 whose transfer-page packet does not fit the room left in the guest's inbound ring included
 (`rx_dropped_ring_full`, as OpenVMM's process_endpoint_rx: data is never queued).
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks

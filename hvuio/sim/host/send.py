@@ -8,7 +8,8 @@ with `GuestPagesUnreadable`: that send fails, the channel goes on); `split` cuts
 messages, all validated before any is acted on (a data message's header and per-packet info must
 lie in the range it starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with their
 checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the network, a
-request for an offload the guest did not enable is logged and the frame sent as is), control
+request for an offload the guest did not enable is logged and the frame sent as is) and the tag
+of their 802.1Q info put on (vlan.py), control
 messages are returned for HostRndis, in order. Strict only: data before RNDIS INITIALIZE or a
 packet filter is refused (`TxRefused`), a channel_type that does not match the message and a send
 past the aggregation limits the host announced are logged.

@@ -3,7 +3,8 @@
 What lives here: `Session` (per open of one NIC: maps 3/4, a `HostNvsp`, the attached `Channel`s
 (memory.py: ring mapping, HostRingReader/HostRingWriter, in-order backlog), and the worker
 thread's loop: signals, monitor bits, drain, deliver (network frames written at once or dropped
-and counted, never queued), tick, flush, kernel calls, subchannels) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
+and counted, never queued), tick, flush, kernel calls, subchannels; the guest's packet filter
+sets and halts recorded in order, SimHost.rndis_control) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
 is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
