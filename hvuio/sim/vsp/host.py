@@ -81,6 +81,7 @@ from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
 from hvuio.sim.host.nvsp import HostNvsp
+from hvuio.sim.host.offload import GsoFrame
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.rndis import INDICATIONS
 from hvuio.sim.host.receive import RxFault
@@ -242,12 +243,13 @@ class SimHost:
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
         """Frames for an open NIC as one transfer-page packet, optionally corrupted on purpose
-        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed."""
+        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed.
+        A GsoFrame (hvuio.sim.host.offload) keeps its virtio_net_hdr, as from a tap network."""
         dev = self._device(device)
         session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.guid} is not open; the host delivers only to an opened NIC")
-        session.post_delivery([bytes(f) for f in frames], channel, inject)
+        session.post_delivery([f if isinstance(f, GsoFrame) else bytes(f) for f in frames], channel, inject)
 
     def rescind(self, device: SimDevice | str) -> None:
         """Host rescind of the primary: the host stops serving, then the kernel removes the device."""
