@@ -4,13 +4,15 @@ direction, with the host's C fast path on and off:
   * tagged frames sent raw on one side arrive on the other with their tag (priority and DEI
     included), seen by a raw socket there (the kernel hands the tag over as packet metadata);
   * a tagged TCP GSO frame from the network reaches the guest's tap whole, as one coalesced frame
-    with its tag and a virtio_net_hdr the guest kernel accepts (Python host path);
+    with its tag and a virtio_net_hdr the guest kernel accepts (Python host path), and a tagged
+    GSO packet sent on the guest's tap leaves as LSO packets that reach the wire with the tag;
   * VLAN sub-interfaces on the guest's tap and on the wire's tap carry ping and TCP both ways
     (skipped on a kernel without 802.1Q support).
 Needs root, /dev/net/tun and iproute2; waits are bounded; nothing asserts on elapsed time."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -103,6 +105,27 @@ def test_a_coalesced_tagged_tcp_frame_reaches_the_tap_with_its_tag(stack: DemoSt
     assert stack.env.host.status()[stack.guid]["nvsp_counters"]["rx_rsc_fragments"] > 1
     assert counter(stack, "rx_rsc_frames", 1) and counter(stack, "rx_vlan", 1)
     assert stack.live_counters().get("rx_tap_drop", 0) == 0
+
+
+def test_a_tagged_tcp_gso_packet_from_the_guest_leaves_as_lso_with_its_tag(stack: DemoStack) -> None:
+    # a GSO packet on the guest tap: the data path takes the tag out (the vnet offsets then count
+    # from the untagged frame), sends LSO packets with the 802.1Q info, and the host puts the tag
+    # back onto the wire frame, whose virtio_net_hdr the wire kernel must accept
+    data = payload(8000)
+    tci = 5 << 13 | VID
+    frame = vlan.insert(gso_from_net(data, 1448), vlan.info_of_tci(tci))
+    v = frame.vnet
+    hdr = struct.pack("<BBHHHH", v.flags, v.gso_type, v.hdr_len, v.gso_size, v.csum_start, v.csum_offset)
+    with Capture(stack.host_ns, stack.host_ifname, (0x0800,)) as cap:
+        send_frame(stack.guest_ns, stack.tap, bytes(frame), hdr)
+        seen = b""
+        while not seen.endswith(data):
+            got = cap.wait_for_tagged(lambda f, t: t == tci and len(f) > 54)
+            assert got is not None, (len(seen), stack.live_counters())
+            seen += got[0][54:]
+    assert seen == data
+    assert counter(stack, "tx_gso", 1) and counter(stack, "tx_vlan", 1)
+    assert stack.env.host.status()[stack.guid]["fault"] is None
 
 
 def add_vlans(s: DemoStack) -> None:

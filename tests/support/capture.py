@@ -4,7 +4,7 @@ What lives here: `Capture`, a child Python process (`ip netns exec`) holding an 
 on one interface that prints every frame of the EtherTypes asked for (ARP and IPv6 by default) as
 a hex line with the 802.1Q TCI the kernel took off it (it strips a received tag into the packet's
 metadata before any capture sees it; PACKET_AUXDATA hands it over), and `send_frame`, one raw frame
-sent on an interface in a namespace. A raw socket stands in for tcpdump, which test machines may
+sent on an interface in a namespace (optionally behind a virtio_net_hdr: a GSO packet). A raw socket stands in for tcpdump, which test machines may
 lack; the test waits (bounded) for a frame it expects.
 """
 
@@ -45,14 +45,18 @@ while True:
 _SENDER = r"""
 import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+if len(sys.argv) > 3:
+    s.setsockopt(263, 15, 1)   # SOL_PACKET, PACKET_VNET_HDR: the frame follows a virtio_net_hdr
 s.bind((sys.argv[1], 0))
 s.send(bytes.fromhex(sys.argv[2]))
 """
 
 
-def send_frame(ns: str, ifname: str, frame: bytes) -> None:
-    """Transmit one raw Ethernet frame on `ifname` in namespace `ns`, as it is."""
-    netns.run(ns, netns.python_argv("-c", _SENDER, ifname, frame.hex()))
+def send_frame(ns: str, ifname: str, frame: bytes, vnet: bytes | None = None) -> None:
+    """Transmit one raw Ethernet frame on `ifname` in namespace `ns`, as it is; with `vnet` (a
+    10-byte virtio_net_hdr) the kernel takes it as one partial-checksum or GSO packet."""
+    args = [ifname, (vnet + frame).hex()] if vnet is not None else [ifname, frame.hex()]
+    netns.run(ns, netns.python_argv("-c", _SENDER, *args, *(["vnet"] if vnet is not None else [])))
 
 
 class Capture:
