@@ -465,8 +465,8 @@ class HostRndis:
 
     def indicate(self, kind: str) -> Reply:
         """A scripted indication that is not a link change, once RNDIS is up (nothing otherwise):
-        "network_change" (RNDIS_STATUS_NETWORK_CHANGE; [OV] never sends one, Hyper-V does when the
-        network behind the NIC changed) or "media_connect" (a MEDIA_CONNECT while the link is
+        "network_change" (RNDIS_STATUS_NETWORK_CHANGE; [OV] never sends one, Linux's guest handles
+        it) or "media_connect" (a MEDIA_CONNECT while the link is
         already up, a repeat Linux answers by notifying its peers). An emulator control."""
         status = INDICATIONS[kind]
         if not self.operational:
