@@ -6,7 +6,11 @@
 #   * .venv/ in the clone: a virtual environment of `python3` (the first on PATH) holding the
 #     pinned, hash-checked runtime, test and build dependencies of requirements/lock.txt;
 #   * hvuio itself, built from the clone's current sources and installed into .venv/ as a
-#     regular (not editable) package: .venv/ never imports code from the clone afterwards.
+#     regular (not editable) package: .venv/ never imports code from the clone afterwards;
+#   * optional, for the DPDK interop test (tests/e2e/test_dpdk_interop.py): Debian 12's DPDK 22.11
+#     netvsc runtime via apt (only what is missing) and libdpdk-dev's headers and pkg-config files
+#     unpacked, not installed, into .venv/dpdk/. Where apt cannot get them set-up goes on with a
+#     warning and that test skips saying so.
 # Safe to run again: apt and the venv are left alone when they already fit; hvuio is rebuilt
 # and reinstalled every time (the C core must match the sources).
 set -euo pipefail
@@ -88,6 +92,56 @@ if [ ! -e "$VENV" ]; then
     "$VENV/bin/python" -m pip install -q --require-hashes --only-binary :all: -r "$LOCK"
     echo "$want" >"$STAMP"
 fi
+
+# --- DPDK 22.11 for the netvsc interop test (optional) ------------------------------------------
+# The runtime: the netvsc PMD, the vmbus bus, the ring mempool driver and what they pull in (15
+# small librte-* packages and libfdt1 on Debian 12), and libbsd-dev (+ libmd-dev), whose
+# <bsd/string.h> the DPDK headers include. Headers: libdpdk-dev depends on every PMD's library
+# and many -dev packages, so it is only downloaded (the version the runtime has) and its include/
+# tree and pkg-config files unpacked into $DPDK_DEV, which the test compiles against
+# (tests/support/dpdk.py). A failure here is a warning: the rest of the suite needs none of it.
+DPDK_DEV="$VENV/dpdk"
+DPDK_PKGS=(librte-net-netvsc23 librte-bus-vmbus23 librte-mempool-ring23 libbsd-dev)
+dpdk_warn() { echo "setup: warning: $1; tests/e2e/test_dpdk_interop.py will skip." >&2; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+dpdk_setup() {
+    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || {
+        dpdk_warn "no apt-get/dpkg-deb to get DPDK 22.11 with"; return 0; }
+    local missing=() p
+    for p in "${DPDK_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
+            $SUDO apt-get update -qq || true
+        fi
+        echo "setup: apt-get install ${missing[*]}"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || {
+            dpdk_warn "apt-get could not install ${missing[*]} (DPDK 22.11 is Debian 12's)"; return 0; }
+    fi
+    local ver
+    ver="$(dpkg-query -W -f='${Version}' librte-ethdev23)"
+    [ -f "$DPDK_DEV/VERSION" ] && [ "$(cat "$DPDK_DEV/VERSION")" = "$ver" ] && return 0
+    echo "setup: unpacking libdpdk-dev $ver (headers, pkg-config) into $PWD/$DPDK_DEV"
+    local tmp
+    tmp="$(mktemp -d)"
+    # As root, apt-get download would drop to the _apt user, who cannot write to a 0700 mktemp dir.
+    local sandbox=()
+    [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)
+    if ! (cd "$tmp" && apt-get download -qq "${sandbox[@]}" "libdpdk-dev=$ver" >/dev/null); then
+        rm -rf "$tmp"; dpdk_warn "apt-get download libdpdk-dev=$ver failed"; return 0
+    fi
+    mkdir "$tmp/x"
+    if ! dpkg-deb --fsys-tarfile "$tmp"/libdpdk-dev_*.deb |
+            tar -C "$tmp/x" -x --wildcards './usr/include/*' './usr/lib/*/pkgconfig/*'; then
+        rm -rf "$tmp"; dpdk_warn "could not unpack libdpdk-dev"; return 0
+    fi
+    rm -rf "$DPDK_DEV"
+    mkdir -p "$DPDK_DEV"
+    mv "$tmp/x/usr/include" "$DPDK_DEV/include"
+    mv "$tmp"/x/usr/lib/*/pkgconfig "$DPDK_DEV/pkgconfig"
+    echo "$ver" >"$DPDK_DEV/VERSION"
+    rm -rf "$tmp"
+}
+dpdk_setup
 
 # --- hvuio itself --------------------------------------------------------------------------------
 # Built from a private copy of the clone's sources (mktemp -d), so the clone gets no build/ or

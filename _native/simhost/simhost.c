@@ -61,7 +61,6 @@ const char *hvu_sim_reason_text(uint32_t r)
     case HVU_SIM_R_NO_COMPLETION_FLAG: return "RNDIS data without completion requested";
     case HVU_SIM_R_NVSP_SHORT: return "NVSP 107 payload shorter than 16 bytes";
     case HVU_SIM_R_BAD_SECTION: return "send-buffer section outside the send buffer";
-    case HVU_SIM_R_SECTION_OVERSIZE: return "send-buffer data larger than one section";
     case HVU_SIM_R_RNDIS_LEN: return "RNDIS message length outside the sent data";
     case HVU_SIM_R_RNDIS_TYPE: return "RNDIS message on the data channel is not a packet message";
     case HVU_SIM_R_RNDIS_DATA: return "RNDIS packet data outside the message or empty";
@@ -114,6 +113,19 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     p->value = 0;
     memset(&p->c, 0, sizeof p->c);
     return 0;
+}
+
+/* Free sections Python takes back (up to max, into out): they are no longer the pump's. */
+uint32_t hvu_sim_pump_take_sections(struct hvu_sim_pump *p, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max && p->nfree > 0) {
+        uint32_t s = p->free_stack[--p->nfree];
+        p->sec_state[s] = SEC_NOT_OURS;
+        p->owned--;
+        out[n++] = s;
+    }
+    return n;
 }
 
 /* Sections Python gives up (they must be free in HostNvsp's books); a repeat is refused. */
@@ -393,6 +405,8 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
             return HVU_SIM_RUN_CONTROL;
         if (p->signal)
             return HVU_SIM_RUN_SIGNAL;
+        if (p->steer_used)
+            return HVU_SIM_RUN_STEER;
         if (woke)
             return HVU_SIM_RUN_WAKE;
         if (now >= deadline)

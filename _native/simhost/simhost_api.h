@@ -6,7 +6,8 @@ enum hvu_sim_run {                 /* why hvu_sim_pump_run returned */
     HVU_SIM_RUN_WAKE = 1,          /* wake_fd readable (Python has work; the fd is not read) */
     HVU_SIM_RUN_CONTROL = 2,       /* the next outbound packet is Python's: read exactly it */
     HVU_SIM_RUN_FAULT = 3,         /* ring violation: reason/value set, the pump is dead */
-    HVU_SIM_RUN_SIGNAL = 4         /* the guest must be interrupted (pump->signal = 1) */
+    HVU_SIM_RUN_SIGNAL = 4,        /* the guest must be interrupted (pump->signal = 1) */
+    HVU_SIM_RUN_STEER = 5          /* steer_buf holds frames for other channels (vRSS): Python's */
 };
 
 enum hvu_sim_reason {
@@ -24,7 +25,6 @@ enum hvu_sim_reason {
     HVU_SIM_R_NO_COMPLETION_FLAG = 17,
     HVU_SIM_R_NVSP_SHORT = 18,
     HVU_SIM_R_BAD_SECTION = 19,
-    HVU_SIM_R_SECTION_OVERSIZE = 20,
     HVU_SIM_R_RNDIS_LEN = 21,
     HVU_SIM_R_RNDIS_TYPE = 22,
     HVU_SIM_R_RNDIS_DATA = 23,
@@ -81,6 +81,8 @@ struct hvu_sim_counters {
     uint64_t tx_gpa;               /* type-9 data sends served from guest memory */
     uint64_t tx_gpa_rejected;      /* ... with a page outside guest memory: completed FAILED */
     uint64_t rx_vlan;              /* network frames delivered with their 802.1Q tag as per-packet info */
+    /* vRSS (rss.c) */
+    uint64_t rx_steered;           /* frames the guest's RSS table puts on another channel: to Python */
 };
 
 enum hvu_sim_off {                 /* offload bits of hvu_sim_pump.off_tx / off_rx */
@@ -127,11 +129,13 @@ struct hvu_sim_pump {
     int tap_fd;              /* plain Ethernet frames both ways; -1 = none */
     uint32_t max_frame;      /* NDIS MTU (Ethernet header included) */
     uint32_t nvsp_pad;       /* completions zero padded to this many payload bytes */
-    uint32_t strict;         /* send data larger than a section is Python's (failure status) */
+    uint32_t strict;         /* the RNDIS limits below apply */
     uint32_t rndis_max_pkts; /* strict: the RNDIS initialize completion's limits; a send past */
     uint32_t rndis_align;    /* them is Python's (a logged rejection) */
     uint32_t rx_enabled;     /* RNDIS packet filter non-zero: deliver frames */
     uint32_t rx_batch;       /* frames per transfer-page packet, 1..64 */
+    uint32_t rx_layout;      /* 0 compact: range = message, frame after header + PPIs; 1 openvmm:
+                              * range = message = section, frame at byte 256, checksum info always */
     uint64_t spin_ns;        /* look without sleeping for this long after traffic */
     uint32_t poll_ns;        /* sleep between ring polls while active */
     uint32_t idle_poll_ns;   /* ... after idle_after_ns without traffic */
@@ -160,6 +164,18 @@ struct hvu_sim_pump {
     uint64_t gmem_first_pfn; /* guest-physical page number of gmem[0] (GUEST_PFN_BASE) */
     uint8_t *gpa_buf;        /* caller-owned: one gathered send, gpa_buf_len bytes */
     uint32_t gpa_buf_len;
+    /* --- vRSS (rss.c; fields may change between runs): a frame whose queue is not 0 is not the
+     *     pump's: its tap bytes go to steer_buf as a record {u32 length, u32 queue, the bytes read
+     *     (virtio_net_hdr included), zero pad to 8} and the run returns HVU_SIM_RUN_STEER --- */
+    uint32_t rss_on;         /* the guest enabled RSS (and more than one queue was granted) */
+    uint32_t rss_hash_info;  /* the NDIS hash types the guest enabled */
+    uint32_t rss_queues;     /* primary + granted subchannels: a table entry at or past it is queue 0 */
+    uint32_t rss_table_len;  /* entries of rss_table in use, 1..256 */
+    uint8_t rss_key[40];
+    uint16_t rss_table[256];
+    uint8_t *steer_buf;      /* caller-owned */
+    uint32_t steer_buf_len;
+    uint32_t steer_used;     /* bytes of records in steer_buf; Python takes them and sets 0 */
     /* --- state --- */
     uint32_t nfree;
     uint32_t owned;          /* sections given to the pump */
@@ -178,7 +194,10 @@ struct hvu_sim_pump {
 
 int hvu_sim_pump_init(struct hvu_sim_pump *p);
 int hvu_sim_pump_add_sections(struct hvu_sim_pump *p, const uint32_t *index, uint32_t n);
+uint32_t hvu_sim_pump_take_sections(struct hvu_sim_pump *p, uint32_t *out, uint32_t max);
 int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us);
 uint32_t hvu_sim_in_flight(const struct hvu_sim_pump *p);
 const char *hvu_sim_reason_text(uint32_t reason);
+/* vRSS (rss.c): the NDIS hash type a frame is hashed as (0: not hashed) and its Toeplitz hash */
+uint32_t hvu_sim_rss_hash(const uint8_t *key, uint32_t hash_info, const uint8_t *f, uint32_t n, uint32_t *hash);
 

@@ -1,7 +1,8 @@
 #ifndef HVU_SIMHOST_INT_H
 #define HVU_SIMHOST_INT_H
 /* Internal header of the emulated host's C data path, shared by simhost.c (pump, outbound reader,
- * inbound writer, run loop), simhost_rx.c (network -> guest) and simhost_tx.c (guest -> network).
+ * inbound writer, run loop), simhost_rx.c (network -> guest), rss.c (its queue choice) and
+ * simhost_tx.c (guest -> network).
  *
  * What lives here: the wire and ring-header constants (kept as one table, as in docs/VMBUS.md, though a
  * few serve one file only), the tiny ring-access helpers (atomic header-field loads/stores,
@@ -39,6 +40,8 @@
 #define RNDIS_OFFSET_MIN 36u       /* data may not overlap the header */
 #define RNDIS_PPI_SIZE 12u
 #define ETH_HLEN 14u
+#define RX_HEADER_LEN 256u         /* openvmm receive layout: the frame's offset in its section */
+#define RX_FOOTER_LEN 36u          /* ... and the section's last bytes left unused */
 #define MAX_BATCH 64u
 #define MAX_MSGS 16u               /* RNDIS messages per send handled here; more -> Python */
 #define NONE 0xFFFFFFFFu
@@ -95,6 +98,11 @@ int hvu_sim_tx_data(struct hvu_sim_pump *p, uint64_t tid, const uint8_t *data, u
                     const uint32_t *ends, uint32_t nends);
 /* Just a completion with `status`: 1 written, 2 no room yet (pending_send_sz set), -1 fault. */
 int hvu_sim_tx_complete(struct hvu_sim_pump *p, uint64_t tid, uint32_t status);
+
+/* rss.c: vRSS */
+
+/* The queue the guest's RSS table names for a frame (0 without RSS or when it is not hashed). */
+uint32_t hvu_sim_rss_queue(const struct hvu_sim_pump *p, const uint8_t *f, uint32_t n);
 
 /* simhost_gpa.c: GPA-direct (type 9) data sends */
 

@@ -4,8 +4,10 @@
  * or software segments, NEEDS_CSUM completed; with vlan_oob an 802.1Q tag moved into the 802.1Q
  * per-packet info, rx_vlan_untag) -> RNDIS_PACKET_MSGs in free receive sections ->
  * transfer-page packets (several frames per packet, completion requested, trans_id = the first
- * section's index, as simhost.c's top comment describes), and the guest's completions of those, which free the
- * sections once. What must not: reading the outbound ring (simhost.c's drain hands completions
+ * section's index, as simhost.c's top comment describes) in the receive layout the pump was
+ * given (rx_layout: openvmm or compact, below), and the guest's completions of those, which free the
+ * sections once; with vRSS, frames the guest's table puts on another channel are handed over in
+ * steer_buf (rss.c picks the queue). What must not: reading the outbound ring (simhost.c's drain hands completions
  * here), ring index handling (packets go out through hvu_sim_in_write), the guest -> network path
  * (simhost_tx.c), allocation, logging, Python.
  */
@@ -111,18 +113,40 @@ static int rx_flush(struct hvu_sim_pump *p, struct rxb *b)
     return 0;
 }
 
-/* The RNDIS_PACKET_MSG header (44 bytes) for `len` data bytes after `ppi_len` bytes of PPIs. */
-static void rndis_hdr(uint8_t *dst, uint32_t ppi_len, uint32_t len)
+/* Receive layouts (hvu_sim_pump.rx_layout; hvuio.sim.host.receive has the Python host's twin):
+ * compact: the frame right after the 44-byte header and its PPIs, the range as long as the message;
+ * openvmm (microsoft/openvmm vm/devices/net/netvsp/src/buffers.rs BufferPool::write_header and
+ * lib.rs process_endpoint_rx): message_length and the range's byte count are the whole section,
+ * the frame at byte RX_HEADER_LEN, checksum info always the first PPI, the rest not written. */
+
+/* Where the frame starts in its section. */
+static uint32_t rx_data_at(const struct hvu_sim_pump *p, uint32_t ppi_len)
 {
+    return p->rx_layout ? RX_HEADER_LEN : RNDIS_PKT_SIZE + ppi_len;
+}
+
+/* Frame bytes a section holds after `ppi_len` bytes of PPIs (0: none). */
+static uint32_t rx_capacity(const struct hvu_sim_pump *p, uint32_t ppi_len)
+{
+    uint32_t used = p->rx_layout ? RX_HEADER_LEN + RX_FOOTER_LEN : RNDIS_PKT_SIZE + ppi_len;
+    return p->recv_section > used ? p->recv_section - used : 0;
+}
+
+/* The RNDIS_PACKET_MSG header (44 bytes) for `len` data bytes after `ppi_len` bytes of PPIs;
+ * returns the range's byte count (the message's length). */
+static uint32_t rndis_hdr(const struct hvu_sim_pump *p, uint8_t *dst, uint32_t ppi_len, uint32_t len)
+{
+    uint32_t msg_len = p->rx_layout ? p->recv_section : RNDIS_PKT_SIZE + ppi_len + len;
     wr32(dst, RNDIS_PACKET_MSG);
-    wr32(dst + 4, RNDIS_PKT_SIZE + ppi_len + len);
-    wr32(dst + 8, RNDIS_OFFSET_MIN + ppi_len);
+    wr32(dst + 4, msg_len);
+    wr32(dst + 8, rx_data_at(p, ppi_len) - RNDIS_HDR);
     wr32(dst + 12, len);
     memset(dst + 16, 0, RNDIS_PKT_SIZE - 16);
     if (ppi_len) {
         wr32(dst + 28, RNDIS_OFFSET_MIN);
         wr32(dst + 32, ppi_len);
     }
+    return msg_len;
 }
 
 static uint32_t put_ppi(uint8_t *dst, uint32_t type, uint32_t value)
@@ -140,11 +164,10 @@ static void rx_put(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *ppi, ui
 {
     uint32_t s = p->free_stack[--p->nfree];
     uint8_t *dst = p->recv_buf + (uint64_t)s * p->recv_section;
-    rndis_hdr(dst, ppi_len, len);
+    b->lens[b->n] = rndis_hdr(p, dst, ppi_len, len);
     memcpy(dst + RNDIS_PKT_SIZE, ppi, ppi_len);
-    memcpy(dst + RNDIS_PKT_SIZE + ppi_len, data, len);
+    memcpy(dst + rx_data_at(p, ppi_len), data, len);
     b->secs[b->n] = s;
-    b->lens[b->n] = RNDIS_PKT_SIZE + ppi_len + len;
     b->n++;
     p->c.rx_bytes += len;
 }
@@ -175,11 +198,11 @@ static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uin
     uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), ppi_len = 0;
     int rc;
-    if (flags)
+    if (flags || p->rx_layout)  /* openvmm: always, 0 = not checked */
         ppi_len = put_ppi(ppi, HVU_PPI_CSUM, flags);
-    if (p->rx_vlan != NONE)
+    if (p->rx_vlan != NONE)  /* after the checksum info, as OpenVMM orders them */
         ppi_len += put_ppi(ppi + ppi_len, HVU_PPI_VLAN, p->rx_vlan);
-    if (n < ETH_HLEN || n > p->max_frame || RNDIS_PKT_SIZE + ppi_len + n > p->recv_section) {
+    if (n < ETH_HLEN || n > p->max_frame || n > rx_capacity(p, ppi_len)) {
         p->c.rx_dropped_too_big++;
         return 0;
     }
@@ -197,14 +220,15 @@ static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n,
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), csum_len = flags ? RNDIS_PPI_SIZE + 4 : 0;
     uint32_t id_len = RNDIS_PPI_SIZE + 4, first, rest, k, pos, i;
     int rc;
-    if (p->rx_vlan != NONE)
-        csum_len += RNDIS_PPI_SIZE + 4;      /* the first fragment's 802.1Q info too */
-    if (p->recv_section <= RNDIS_PKT_SIZE + id_len + csum_len) {
+    uint32_t vlan_len = p->rx_vlan != NONE ? RNDIS_PPI_SIZE + 4 : 0;  /* the first fragment's */
+    if (p->rx_layout)  /* every fragment carries checksum info; 0 (not checked) after the first */
+        csum_len = RNDIS_PPI_SIZE + 4;
+    first = rx_capacity(p, id_len + csum_len + vlan_len);
+    rest = rx_capacity(p, id_len + (p->rx_layout ? csum_len : 0));
+    if (first == 0 || rest == 0) {
         p->c.rx_dropped_too_big++;
         return 0;
     }
-    first = p->recv_section - RNDIS_PKT_SIZE - id_len - csum_len;
-    rest = p->recv_section - RNDIS_PKT_SIZE - id_len;
     k = n <= first ? 1 : 1 + (n - first + rest - 1) / rest;
     rc = rx_room(p, b, k);
     if (rc <= 0)
@@ -213,9 +237,9 @@ static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n,
         uint32_t room = i == 0 ? first : rest, len = n - pos < room ? n - pos : room, plen = 0;
         uint32_t fl = HVU_PKTINFO_SUBALLOC | (i == 0 ? HVU_PKTINFO_1ST_FRAG : 0)
                       | (i == k - 1 ? HVU_PKTINFO_LAST_FRAG : 0);
-        if (i == 0 && flags)
-            plen += put_ppi(ppi, HVU_PPI_CSUM, flags);
-        if (i == 0 && p->rx_vlan != NONE)
+        if (csum_len && (i == 0 || p->rx_layout))
+            plen += put_ppi(ppi, HVU_PPI_CSUM, i == 0 ? flags : 0);
+        if (i == 0 && vlan_len)
             plen += put_ppi(ppi + plen, HVU_PPI_VLAN, p->rx_vlan);
         plen += put_ppi(ppi + plen, HVU_PPI_PKTINFO_ID, 1u | fl << 8);  /* ver 1, flag, pkt_id 0 */
         rx_put(p, b, ppi, plen, f + pos, len);
@@ -294,22 +318,41 @@ static uint8_t *rx_vlan_untag(struct hvu_sim_pump *p, uint8_t *f, uint32_t *n, u
     return f + 4;
 }
 
+/* vRSS: a frame (the `r` tap bytes in gso_buf) the guest's table puts on queue `q` != 0 becomes
+ * a steer_buf record for Python ({u32 length, u32 queue, bytes, zero pad to 8}). */
+static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
+{
+    uint8_t *rec = p->steer_buf + p->steer_used;
+    uint32_t size = (8u + r + 7u) & ~7u;
+    wr32(rec, r);
+    wr32(rec + 4, q);
+    memcpy(rec + 8, p->gso_buf, r);
+    memset(rec + 8 + r, 0, size - 8 - r);
+    p->steer_used += size;
+    p->c.rx_steered++;
+}
+
 /* Read frames from the tap into free sections; one transfer-page packet per batch.
- * Without a vnet header or receive marks frames are read straight into their section; otherwise
- * through gso_buf (a GSO frame is up to 64 KiB). Returns frames read (0: none pending), -1 fault. */
+ * Without a vnet header, receive marks, vlan_oob or vRSS frames are read straight into their
+ * section; otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for another
+ * queue goes to steer_buf (the read stops while steer_buf could not take one more).
+ * Returns frames read (0: none pending), -1 fault. */
 int hvu_sim_rx_batch(struct hvu_sim_pump *p)
 {
     struct rxb b;
     int got = 0;
-    int direct = !p->vnet_hdr && !p->vlan_oob && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
-                                                | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
+    int direct = !p->vnet_hdr && !p->rss_on && !p->vlan_oob
+                 && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
+                                   | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
     b.n = 0;
     p->rx_vlan = NONE;
     while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
         uint8_t *dst;
-        uint32_t room, s;
+        uint32_t room, s, ppi_len;
         ssize_t r;
-        if (p->nfree == 0) {
+        if (p->rss_on && (!p->steer_buf || p->steer_buf_len - p->steer_used < 16u + p->gso_buf_len))
+            break;  /* Python first takes the frames steered so far (HVU_SIM_RUN_STEER) */
+        if (p->nfree == 0 && !p->rss_on) {
             r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);  /* a host with no section drops */
             if (r < 0)
                 break;
@@ -318,10 +361,20 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
             continue;
         }
         if (!direct) {
+            uint32_t vh = p->vnet_hdr ? HVU_VNET_HLEN : 0, q;
             r = read(p->tap_fd, p->gso_buf, p->gso_buf_len);
             if (r < 0)
                 break;
             got++;
+            if (p->rss_on && (uint32_t)r >= vh
+                && (q = hvu_sim_rss_queue(p, p->gso_buf + vh, (uint32_t)r - vh)) != 0) {
+                rx_steer(p, (uint32_t)r, q);  /* tagged as read: Python's delivery moves the tag */
+                continue;
+            }
+            if (p->nfree == 0) {  /* a host with no section drops (vRSS: the frame was queue 0's) */
+                p->c.rx_dropped_no_section++;
+                continue;
+            }
             uint32_t n = (uint32_t)r;
             if (!p->vnet_hdr) {
                 uint8_t *f = rx_vlan_untag(p, p->gso_buf, &n, NULL);
@@ -340,19 +393,21 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
         }
         s = p->free_stack[p->nfree - 1];
         dst = p->recv_buf + (uint64_t)s * p->recv_section;
-        room = p->recv_section - RNDIS_PKT_SIZE;
-        r = read(p->tap_fd, dst + RNDIS_PKT_SIZE, room < p->max_frame + 1 ? room : p->max_frame + 1);
+        ppi_len = p->rx_layout ? RNDIS_PPI_SIZE + 4 : 0;  /* openvmm: checksum info 0, not checked */
+        room = p->recv_section - rx_data_at(p, ppi_len);  /* never past the section */
+        r = read(p->tap_fd, dst + rx_data_at(p, ppi_len), room < p->max_frame + 1 ? room : p->max_frame + 1);
         if (r < 0)
             break;  /* EAGAIN or error: nothing more now */
         got++;
-        if ((uint32_t)r < ETH_HLEN || (uint32_t)r > p->max_frame) {
+        if ((uint32_t)r < ETH_HLEN || (uint32_t)r > p->max_frame || (uint32_t)r > rx_capacity(p, ppi_len)) {
             p->c.rx_dropped_too_big++;
             continue;
         }
         p->nfree--;
-        rndis_hdr(dst, 0, (uint32_t)r);
+        if (ppi_len)
+            put_ppi(dst + RNDIS_PKT_SIZE, HVU_PPI_CSUM, 0);
+        b.lens[b.n] = rndis_hdr(p, dst, ppi_len, (uint32_t)r);
         b.secs[b.n] = s;
-        b.lens[b.n] = RNDIS_PKT_SIZE + (uint32_t)r;
         b.n++;
         p->c.rx_bytes += (uint64_t)r;
     }

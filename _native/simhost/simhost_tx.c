@@ -3,9 +3,10 @@
  * What lives here: the RNDIS data of one NVSP 107 send, checked whole before anything is sent
  * (every RNDIS_PACKET_MSG as HostRndis.parse_data, its packet header and per-packet info inside
  * the range it starts in when the data came in ranges, checksum/LSO per-packet info against the
- * offloads on offer; a send with 802.1Q info is Python's, which tags the frame), its frames written to the tap (as given, checksummed, GSO or cut into
- * segments), and its NVSP 108 completion; the in-band send out of a send-buffer section
- * (hvu_sim_tx_send). GPA-direct sends are gathered in simhost_gpa.c and come back here
+ * offloads on offer; a send with 802.1Q info is Python's, which tags the frame), its frames
+ * written to the tap (as given, checksummed, GSO or cut into segments), and its NVSP 108
+ * completion; the in-band send out of the send buffer (hvu_sim_tx_send: any sub-range of it, a
+ * send may span sections). GPA-direct sends are gathered in simhost_gpa.c and come back here
  * (hvu_sim_tx_data). What must not: reading the outbound ring (simhost.c's drain hands the send
  * here and consumes it on 1), ring index handling (the completion goes out through
  * hvu_sim_in_write), the network -> guest path (simhost_rx.c), allocation, logging, Python.
@@ -270,10 +271,10 @@ int hvu_sim_tx_send(struct hvu_sim_pump *p, uint8_t flags, uint64_t tid, const u
         return reject(p, HVU_SIM_R_CONTROL, chan_type), 0;
     if (!(flags & FLAG_RC))
         return reject(p, HVU_SIM_R_NO_COMPLETION_FLAG, flags), 0;
+    /* [OV] parse_packet: any sub-range of the send buffer, so a send may span sections; past
+     * the buffer it is Python's (the channel ends there) */
     base = (uint64_t)index * p->send_section;
     if (base > p->send_size || size > p->send_size - base)
         return reject(p, HVU_SIM_R_BAD_SECTION, index), 0;
-    if (p->strict && size > p->send_section)
-        return reject(p, HVU_SIM_R_SECTION_OVERSIZE, size), 0;
     return hvu_sim_tx_data(p, tid, p->send_buf + base, size, NULL, 0);
 }

@@ -4,10 +4,11 @@
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
 --pcap-in / --wire for the network behind it; --vlan-oob for 802.1Q tags out of band, a
-trunk-mode port; --guest-memory-mode proc for a foreign guest process with IOVA = VA,
-docs/EMULATOR.md) daemonised (it holds a lock on
+trunk-mode port; --guest-memory-mode proc for a foreign guest process with IOVA = VA;
+--rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
-with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim stop` stops the lock's holder;
+with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim exec -- CMD` runs an unchanged
+driver against the tree (hvuio.sim.exec). `hvuio --sysroot DIR sim stop` stops the lock's holder;
 the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
@@ -71,10 +72,14 @@ def sim() -> None:
 @click.option("--vlan-oob", is_flag=True,
               help="Deliver the network's 802.1Q tags to the guest out of band (per-packet info), as a "
                    "trunk-mode Hyper-V port does.")
+@click.option("--rx-layout", type=click.Choice(["openvmm", "compact"]), default="openvmm", show_default=True,
+              help="Where the host puts a received frame in its receive section: 'openvmm', as OpenVMM's netvsp "
+                   "(the range is the whole section, the frame at byte 256, checksum info always); 'compact', "
+                   "the frame right after its RNDIS header, the range as long as the message.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
               pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str,
-              vlan_oob: bool) -> None:
+              vlan_oob: bool, rx_layout: str) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
@@ -91,7 +96,8 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
     if no_host and vlan_oob:
         raise UsageError("--vlan-oob is a host option and --no-host starts no host", "Drop one of them.")
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
-                                                     guest_memory_mode=guest_memory_mode, vlan_oob=vlan_oob)
+                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout,
+                                                     vlan_oob=vlan_oob)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)
@@ -101,6 +107,20 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
         return
     pid = daemon.start_daemon(root, kernel, nics, host=host, guest_memory=guest_memory)
     click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
+
+
+@sim.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def sim_exec(app: App, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --) with the emulated /sys/bus/vmbus, /sys/class/uio and /dev/uioN.
+
+    COMMAND replaces this process in a private mount namespace (root needed): any unchanged
+    uio_hv_generic driver (DPDK's netvsc PMD, hvuio up without --sysroot) runs against the
+    emulator; the exit status is COMMAND's."""
+    from hvuio.sim.exec import exec_in_tree
+
+    exec_in_tree(_root(app), list(command))
 
 
 @sim.command("stop")
@@ -177,5 +197,10 @@ def sim_status(app: App, as_json: bool) -> None:
         state = d.get("nvsp_state", "closed") if d["open"] else "closed"
         click.echo(f"{d['ifname'] or guid} {guid} {d['uio'] or '-'} {state} link {'up' if d['link_up'] else 'down'}"
                    + (f" FAULT: {d['fault']}" if d["fault"] else ""))
+        rss = d.get("rss")
+        if rss is not None:
+            click.echo(f"  rss {'on' if rss['enabled'] else 'off'}"
+                       + (f" hash {','.join(rss['hash_types']) or '-'} table {rss['table_size']}" if rss["enabled"] else "")
+                       + f" queues {rss['queues']}")
         counters = d["counters"]
         click.echo("  " + " ".join(f"{k}={v}" for k, v in counters.items() if v))

@@ -183,12 +183,14 @@ class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
-    "proc") and whether it delivers 802.1Q tags out of band (`vlan_oob`)."""
+    "proc"), how it lays out received frames (`rx_layout`, HostProfile.rx_layout) and whether it
+    delivers 802.1Q tags out of band (`vlan_oob`)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
     wire: bool = False
     guest_memory_mode: str = "file"
+    rx_layout: str = "openvmm"
     vlan_oob: bool = False  # HostProfile.vlan_oob: deliver 802.1Q tags out of band (a trunk-mode port)
 
 
@@ -230,8 +232,12 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
             from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
-            stack.enter_context(run_host(k, root, network=network, guest_memory_mode=host.guest_memory_mode,
-                                         profile=HostProfile(vlan_oob=True) if host.vlan_oob else None))
+            from hvuio.sim.host.profile import HostProfile
+
+            profile = HostProfile(rx_layout=host.rx_layout,  # type: ignore[arg-type]  # checked by HostProfile
+                                  vlan_oob=host.vlan_oob)
+            stack.enter_context(run_host(k, root, profile=profile, network=network,
+                                         guest_memory_mode=host.guest_memory_mode))
             if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
                 record_netns(root, network.netns)
         stack.callback(os.close, hold_pid_file(root))   # held until this process ends

@@ -226,28 +226,34 @@ class HostNetwork:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 break
-            if len(data) < ho.VNET_HDR_LEN + ETH_HLEN:
-                self.counters.from_net_drops += 1
-                continue
-            vnet = ho.Vnet.decode(data)
-            frame: bytes = data[ho.VNET_HDR_LEN:]
-            if vnet.gso_type or vnet.flags:
-                self.gso_read += 1
-                frame = ho.GsoFrame.make(frame, vnet)
-                if not self.deliver_gso:  # frames_from_net counts what the reader gets
-                    try:
-                        segments = software_frames(frame)
-                    except HostWireError:
-                        self.counters.from_net_drops += 1
-                        continue
-                    self.counters.from_net_frames += len(segments)
-                    self.counters.from_net_bytes += sum(len(f) for f in segments)
-                    frames.extend(segments)
-                    continue
-            self.counters.from_net_frames += 1
-            self.counters.from_net_bytes += len(frame)
-            frames.append(frame)
+            frames.extend(self.tap_frames(data))
         return frames
+
+    def tap_frames(self, data: bytes) -> list[bytes]:
+        """The frames of one read from the tap (virtio_net_hdr + frame), counted: a GSO frame
+        whole (deliver_gso) or as software segments; [] for a read too short or a GSO frame that
+        does not parse (a counted drop). The host's C pump hands its reads for other channels
+        (vRSS) back through here."""
+        if len(data) < ho.VNET_HDR_LEN + ETH_HLEN:
+            self.counters.from_net_drops += 1
+            return []
+        vnet = ho.Vnet.decode(data)
+        frame: bytes = data[ho.VNET_HDR_LEN:]
+        if vnet.gso_type or vnet.flags:
+            self.gso_read += 1
+            frame = ho.GsoFrame.make(frame, vnet)
+            if not self.deliver_gso:  # frames_from_net counts what the reader gets
+                try:
+                    segments = software_frames(frame)
+                except HostWireError:
+                    self.counters.from_net_drops += 1
+                    return []
+                self.counters.from_net_frames += len(segments)
+                self.counters.from_net_bytes += sum(len(f) for f in segments)
+                return segments
+        self.counters.from_net_frames += 1
+        self.counters.from_net_bytes += len(frame)
+        return [frame]
 
     def write_frame(self, frame: bytes) -> bool:
         """Deliver one frame the guest sent; False (and a counted drop) if it could not be.

@@ -21,7 +21,8 @@ from support.namespaces import netns_skip_reason
 
 from hvuio.netdev import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, max_guest_mtu, ping, tcp_transfer, udp_check
-from hvuio.sim.host.profile import ETH_HEADER_LEN, MAX_NDIS_MTU, SEND_SECTION_SIZE
+from hvuio.sim.host.profile import ETH_HEADER_LEN, MAX_NDIS_MTU, SEND_SECTION_SIZE, HostProfile
+from hvuio.sim.vsp import fastpath
 
 JUMBO_MTU = 4000
 MAX_MTU = max_guest_mtu(SEND_SECTION_SIZE)  # 6144 - 44 - 14 = 6086: the largest without GPA-direct
@@ -269,6 +270,39 @@ def test_ping_and_tcp_on_other_kernel_profiles(kernel: str, monitored: bool) -> 
         tcp = tcp_transfer(s.guest_ns, s.host_ns, HOST_IP, 4 * 1024 * 1024, seed=21)
         assert tcp["received"]["sha256"] == tcp["sent"]["sha256"]
         assert s.env.host.fault(s.guid) is None
+    finally:
+        s.close()
+    assert_nothing_leaked(s, pid)
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["fast-path", "python-host"])
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_ping_and_tcp_under_each_receive_layout(layout: str, fast: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's receive layouts (HostProfile.rx_layout; openvmm: whole-section ranges, the frame
+    at byte 256) reach the guest's parser byte-exact, from the C host data path and the Python one."""
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    reason = netns_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.setenv(fastpath.ENV, fast)
+    s = DemoStack(host_profile=HostProfile(link_flap_delay=0.0, rx_layout=layout))  # type: ignore[arg-type]
+    pid: int | None = None
+    try:
+        s.start()
+        pid = s.up_pid
+        result = ping(s.guest_ns, HOST_IP, count=3)
+        assert result["ok"] and result["received"] == 3, result["output"]
+        for src, dst, ip, seed in ((s.guest_ns, s.host_ns, HOST_IP, 31), (s.host_ns, s.guest_ns, GUEST_IP, 32)):
+            tcp = tcp_transfer(src, dst, ip, 4 * 1024 * 1024, seed=seed)
+            assert tcp["received"]["bytes"] == 4 * 1024 * 1024
+            assert tcp["received"]["sha256"] == tcp["sent"]["sha256"]
+        c = s.env.host.counters(s.env.nics[0])
+        assert c.fastpath == int(fast) and s.env.host.fault(s.guid) is None
+        assert s.env.host.status()[s.guid]["rx_layout"] == layout
+        assert s.env.host.wait_for(lambda: s.live_counters().get("rx_ranges_written", 0) > 1000, timeout=10)
+        live = s.live_counters()
+        assert live["rx_range_drops"] == 0 and live["rx_bad_rndis"] == 0, live
     finally:
         s.close()
     assert_nothing_leaked(s, pid)

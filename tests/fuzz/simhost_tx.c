@@ -27,8 +27,8 @@
  *    configured padding, NVSP 108 success, or failed for that GPA-direct send, zero padding,
  *    trailer = old write_index << 32); nothing else gets one; tx_gpa / tx_gpa_rejected count them;
  *  - a run that stops at a packet stops for a reason the code's contract names: CONTROL with
- *    reason and hand-off counted, exactly the reason a model of the checks (NVSP, section bounds,
- *    strict size, every RNDIS field, pktinfo walk, strict aggregation; for GPA-direct the range
+ *    reason and hand-off counted, exactly the reason a model of the checks (NVSP, send-buffer
+ *    bounds (a send may span sections), every RNDIS field, pktinfo walk, strict aggregation; for GPA-direct the range
  *    rules of OpenVMM's gparange.rs, the gather buffer, and each packet header + pktinfo inside
  *    the range it starts in; OFFLOAD allowed only for a
  *    send with checksum / LSO pktinfo) gives; FAULT exactly at a packet that breaks VMBUS.md §4 (or a bad
@@ -520,8 +520,6 @@ static uint32_t m_send(struct st *s, const struct gpkt *g, struct mframe *fr, ui
     uint64_t base = (uint64_t)idx * s->p.send_section;
     if (base > s->p.send_size || size > s->p.send_size - base)
         return HVU_SIM_R_BAD_SECTION;
-    if (s->p.strict && size > s->p.send_section)
-        return HVU_SIM_R_SECTION_OVERSIZE;
     uint32_t r = m_parse(s, s->send + base, size, NULL, 0, fr, nfr);
     if (r)
         return r;

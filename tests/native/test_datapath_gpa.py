@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hvuio.errors import LocalProtocolError
 from hvuio.native.datapath import GPA_SLOT_SIZE, GPA_TAG, TX_TAG, Offloads, Status
 from support.fakehost import FakeHost, frame
-from support.gpa_host import PAGE, PKT_GPA, FakePool, GpaHost, frame_of
+from support.gpa_host import PAGE, PKT_GPA, GpaHost, frame_of, slot_pool
 from support.golden import GOLDEN
 from support.offload_frames import ACK, GSO_TCPV4, GSO_TCPV6, PSH, VNET_NEEDS_CSUM, Pkt, build, parse, vnet
 from support.offload_tx import ALL, decode_msg
@@ -264,23 +264,23 @@ def test_smallest_ring_for_gpa_direct() -> None:
 
 
 def test_pool_checks() -> None:
-    pool = FakePool(1)
+    pool = slot_pool(1)
     pool.pfns[3] = 0
     with pytest.raises(LocalProtocolError, match="page 3 has page number 0x0"):
         jumbo(pool=pool)
-    pool = FakePool(1)
+    pool = slot_pool(1)
     pool.pfns[0] = 1 << 40
     with pytest.raises(LocalProtocolError, match="page 0"):
         jumbo(pool=pool)
-    pool = FakePool(1)
+    pool = slot_pool(1)
     pool.view = pool.view[:GPA_SLOT_SIZE - PAGE]
     with pytest.raises(LocalProtocolError, match="at least one"):
         jumbo(pool=pool)
-    pool = FakePool(1, extra=1)
+    pool = slot_pool(1, extra=1)
     pool.pfns = pool.pfns[:-1]
     with pytest.raises(LocalProtocolError, match="needs 18 page numbers"):
         jumbo(pool=pool)
-    h = jumbo(pool=FakePool(100))
+    h = jumbo(pool=slot_pool(100))
     try:
         assert h.dp.gpa_slots == 64                                      # capped: one bitmap word
     finally:
@@ -426,7 +426,7 @@ def test_init_refuses_bad_pools_in_c() -> None:
 
     h = jumbo()
     try:
-        pool = FakePool(2)
+        pool = slot_pool(2)
         buf = ffi.from_buffer(pool.view, require_writable=True)
         pfns = ffi.new("uint64_t[]", list(pool.pfns))
         send = ffi.from_buffer(h.send, require_writable=True)

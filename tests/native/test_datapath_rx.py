@@ -9,9 +9,10 @@ import struct
 import pytest
 
 from hvuio.errors import RingCorruptError
-from hvuio.native.datapath import COUNTER_NAMES, Status
-from support.fakehost import (NVS_RNDIS_ACK, PKT_INBAND, RNDIS_INIT_CMPLT, STATUS_FAILED, STATUS_OK,
-                              TX_TAG, FakeHost, frame, nvs_rndis, pktinfo, rndis_packet, xfer_header)
+from hvuio.native.datapath import COUNTER_NAMES, Offloads, Status
+from support.fakehost import (NVS_RNDIS_ACK, PKT_INBAND, RNDIS_INIT_CMPLT, RX_FOOTER_LEN, RX_HEADER_LEN,
+                              STATUS_FAILED, STATUS_OK, TX_TAG, FakeHost, frame, full_section_packet, nvs_rndis,
+                              pktinfo, rndis_packet, xfer_header)
 
 
 def test_frames_byte_exact_and_completions(host: FakeHost) -> None:
@@ -46,6 +47,42 @@ def test_valid_pktinfo_is_skipped_and_frame_delivered(host: FakeHost) -> None:
     host.dp.rx()
     assert host.tap_frames() == [frame(80)]
     assert host.comp_fields(host.drain()[0]) == (NVS_RNDIS_ACK, STATUS_OK)
+
+
+OPENVMM_SECTION = RX_HEADER_LEN + 1514 + RX_FOOTER_LEN  # OpenVMM's sub-allocation for a 1500-byte MTU
+
+
+@pytest.mark.parametrize("rx_csum", [False, True])
+def test_whole_section_ranges_deliver_exactly_the_frame(rx_csum: bool) -> None:
+    """OpenVMM's receive layout: each range is the whole section, the frame at byte 256, checksum
+    info 0 (not checked), stale bytes around the frame: only data_length bytes reach the tap."""
+    h = FakeHost(recv_section=OPENVMM_SECTION, vnet_hdr=rx_csum, offloads=Offloads(rx_csum=rx_csum))
+    try:
+        frames = [frame(60, 1), frame(1514, 2), frame(14, 3)]
+        ranges = [h.place(i, full_section_packet(f, OPENVMM_SECTION)) for i, f in enumerate(frames)]
+        assert all(n == OPENVMM_SECTION for n, _ in ranges)
+        h.send_xfer(ranges, trans_id=0)
+        assert h.dp.rx() is Status.IDLE
+        vnet = bytes(12) if rx_csum else b""  # "not checked" sets no DATA_VALID
+        assert h.tap_frames() == [vnet + f for f in frames]
+        assert [(p.trans_id, h.comp_fields(p)[1]) for p in h.drain()] == [(0, STATUS_OK)]
+        c = h.dp.counters()
+        assert c["rx_ranges_written"] == 3 and c["rx_range_drops"] == 0 and c["rx_csum_valid"] == 0
+    finally:
+        h.close()
+
+
+def test_whole_section_range_with_data_past_the_message_is_dropped_and_counted() -> None:
+    h = FakeHost(recv_section=OPENVMM_SECTION)
+    try:
+        too_long = OPENVMM_SECTION - RX_HEADER_LEN + 1  # one byte past message_length
+        h.send_xfer([h.place(0, full_section_packet(frame(60), OPENVMM_SECTION, data_len=too_long))], trans_id=4)
+        h.dp.rx()
+        assert h.tap_frames() == []
+        assert h.dp.counters()["rx_bad_rndis"] == 1 and h.dp.last_drop() == ("rndis_data_offset", 248)
+        assert [(p.trans_id, h.comp_fields(p)[1]) for p in h.drain()] == [(4, STATUS_FAILED)]
+    finally:
+        h.close()
 
 
 def test_budget_limits_the_batch(host: FakeHost) -> None:

@@ -173,7 +173,7 @@ def test_subchannels_link_changes_and_teardown() -> None:
     pair.do(pair.guest.request_subchannels(3))
     assert pair.guest_of(SubchannelsGranted) == [SubchannelsGranted(3)]
     assert pair.host_of(sim_events.SubchannelsOffered) == [sim_events.SubchannelsOffered(3)]
-    pair._host_step(pair.host.subchannels_opened())
+    pair._host_step(pair.host.channels_opened(4))  # the primary and the 3 granted subchannels
     pair.pump()
     [table] = pair.guest_of(IndirectionTable)
     assert set(table.channels) == {0, 1, 2, 3}

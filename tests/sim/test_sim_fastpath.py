@@ -1,4 +1,5 @@
-"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings.
+"""The emulator's C host data path (hvuio.sim._simhost via hvuio.sim.vsp.fastpath) on in-memory rings,
+its vRSS steering (rss.c) included: the same hash as hvuio.sim.host.rss and tests/support/toeplitz.py.
 
 The guest is played with the Python ring classes of hvuio.sim.vsp.ring (a ring writer on the
 outbound ring, a reader on the inbound ring), the tap with a non-blocking AF_UNIX seqpacket pair.
@@ -7,6 +8,7 @@ No root needed.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 from collections.abc import Iterator
@@ -14,8 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support.sim_offload import BITS, RX_IP_OK, section_image, udp4
+from support.simhost import c
+from support.toeplitz import expected_queue, flow_frame
 
+from hvuio.sim.host import offload as ho
+from hvuio.sim.host import rss
 from hvuio.sim.host import wire as w
+from hvuio.sim.host.receive import openvmm_message
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
@@ -27,6 +35,8 @@ RING = HDR + 64 * 1024
 SEC = 1806  # not a multiple of 8, as the default 256 + 1514 + 36
 SEND_SEC = 6144
 PAD = 40
+RX_UDP_OK = c(BITS, "NDIS_RXCSUM_INFO_UDPCS_OK")
+CSUM_NOT_CHECKED = ho.ppi(ho.PPI_CSUM, bytes(4))  # the openvmm layout's checksum info on an unmarked frame
 
 
 @dataclass
@@ -112,7 +122,13 @@ def test_no_signal_when_the_guest_masked_its_inbound_ring(rig: Rig) -> None:
     assert not rig.pump.signal and len(inbound(rig)) == 1
 
 
-def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_network_frames_batched_into_one_transfer_page_packet(layout: str) -> None:
+    for rig in make_rig(rx_layout=layout):
+        _frames_batched(rig, layout)
+
+
+def _frames_batched(rig: Rig, layout: str) -> None:
     frames = [frame(60 + i * 100, i) for i in range(3)]
     for f in frames:
         rig.net.send(f)
@@ -124,7 +140,9 @@ def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
     assert pkt.payload[:16] == struct.pack("<4I", w.NVSP_SEND_RNDIS_PKT, 0, w.NO_SEND_SECTION, 0)
     for i, f in enumerate(frames):
         length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
-        assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == w.rndis_packet(f)
+        want = (section_image(openvmm_message(f, CSUM_NOT_CHECKED, SEC)) if layout == "openvmm"
+                else w.rndis_packet(f))
+        assert offset % SEC == 0 and bytes(rig.recv[offset:offset + length]) == want
     sections = [struct.unpack_from("<I", pkt.header, 12 + 8 * i)[0] // SEC for i in range(3)]
     assert pkt.trans_id == sections[0]  # the batch's first section, as OpenVMM's process_endpoint_rx
     assert rig.pump.sections_free == 5 and rig.pump.in_flight == 3
@@ -138,6 +156,26 @@ def test_network_frames_batched_into_one_transfer_page_packet(rig: Rig) -> None:
     assert rig.pump.sections_free == 8 and rig.pump.in_flight == 0
     assert (c["rx_completions"], c["completions_unknown"], c["rx_frames"]) == (1, 2, 3)
     assert rig.pump.reason == Reason.UNKNOWN_TID
+
+
+@pytest.mark.parametrize("marks", [False, True], ids=["direct-read", "marked"])
+def test_openvmm_layout_fills_the_whole_section_like_the_python_host(marks: bool) -> None:
+    """tests/sim/test_sim_rx_layout.py's checks on the pump: range and message_length = the
+    section, frame at 256, checksum info first (0: not checked), the rest of the section unwritten."""
+    off_rx = ho.OFF_IP4 | ho.OFF_UDP4 if marks else 0
+    for rig in make_rig(rx_layout="openvmm", offloads=lambda: (0, off_rx)):
+        rig.recv[:] = b"\xee" * len(rig.recv)
+        f = udp4(b"y" * 200) if marks else frame(1514, 3)
+        rig.net.send(f)
+        rig.pump.run()
+        (pkt,) = inbound(rig)
+        count, offset = struct.unpack_from("<II", pkt.header, 8)
+        sec = bytes(rig.recv[offset:offset + SEC])
+        flags = RX_UDP_OK | RX_IP_OK if marks else 0
+        assert count == SEC and struct.unpack_from("<9I", sec) == (1, SEC, 248, len(f), 0, 0, 0, 36, 16)
+        assert struct.unpack_from("<4I", sec, 44) == (16, ho.PPI_CSUM, 12, flags)
+        assert sec[256:256 + len(f)] == f
+        assert set(sec[60:256]) == {0xEE} and set(sec[256 + len(f):]) <= {0xEE}
 
 
 def test_transfer_ids_are_section_indexes_from_zero() -> None:
@@ -207,6 +245,49 @@ def test_sends_past_the_rndis_limits_go_to_python_when_strict(strict: bool, send
             assert rig.pump.counters()["tx_frames"] == 0
         else:
             assert result == PumpResult.SIGNAL and rig.pump.counters()["tx_frames"] == nframes
+
+
+def messages_filling(total: int) -> tuple[list[bytes], bytes]:
+    """Frames and the send of their RNDIS packet messages (44 + 1500, then the rest: multiples of 8)
+    tiling `total` bytes."""
+    frames = []
+    while total > 1544 + 64:
+        frames.append(frame(1500, len(frames)))
+        total -= 1544
+    frames.append(frame(total - 44, len(frames)))
+    return frames, b"".join(w.rndis_packet(f) for f in frames)
+
+
+@pytest.mark.parametrize("section, size", [(2, 2 * SEND_SEC - 8), (14, 2 * SEND_SEC)],
+                         ids=["two-sections", "to-the-buffer-end"])
+def test_send_spanning_sections_is_served_in_c_when_strict(section: int, size: int) -> None:
+    # [OV] parse_packet takes any sub-range of the send buffer: the host's send may span sections.
+    for rig in make_rig(strict=True):
+        frames, send = messages_filling(size)
+        assert len(send) == size and (section * SEND_SEC + size <= len(rig.send)) and len(frames) <= 8
+        guest_send(rig, section, send, tid=6)
+        assert rig.pump.run() == PumpResult.SIGNAL
+        assert [rig.net.recv(4096) for _ in frames] == frames
+        (comp,) = inbound(rig)
+        assert comp.trans_id == 6 and struct.unpack_from("<2I", comp.payload) == (w.NVSP_SEND_RNDIS_PKT_COMPLETE,
+                                                                                   w.NVSP_STAT_SUCCESS)
+        assert rig.pump.counters()["handoffs"] == 0
+
+
+def test_a_send_one_byte_past_the_send_buffer_is_pythons(rig: Rig) -> None:
+    guest_send(rig, 14, w.rndis_packet(frame(60)), 9, size=2 * SEND_SEC + 1)
+    assert rig.pump.run() == PumpResult.CONTROL and rig.pump.reason == Reason.BAD_SECTION
+
+
+def test_data_then_another_message_type_is_handed_to_python_unread(rig: Rig) -> None:
+    # the Python host fails such a send ([OV] NonRndisPacketAfterPacket); the pump sends nothing of it
+    send = w.rndis_packet(frame(60)) + w.rndis(w.RNDIS_KEEPALIVE_MSG, bytes(4))
+    guest_send(rig, 1, send, 9)
+    before = bytes(rig.mem[:8])
+    assert rig.pump.run() == PumpResult.CONTROL
+    assert rig.pump.reason == Reason.RNDIS_TYPE and bytes(rig.mem[:8]) == before
+    with pytest.raises(BlockingIOError):
+        rig.net.recv(2048)
 
 
 def test_oversized_network_frame_is_dropped(rig: Rig) -> None:
@@ -349,3 +430,106 @@ def test_simhost_sources_share_nothing_with_the_guest_core() -> None:
     assert includes & {"hvuio.h", "hvuio_api.h", "datapath.h", "datapath_api.h", "counters.h"} == set()
     code = "\n".join(lines)
     assert "hvu_ring_" not in code and "hvu_dp_" not in code and "hvu_rx_" not in code and "hvu_tx_" not in code
+
+
+# -- vRSS (rss.c): the pump hashes as hvuio.sim.host.rss and hands other channels' frames over --
+
+RSS_TYPES = [0x1701, 0x1 | 0x100 | 0x400, 0x1 | 0x200, 0x1 | 0x4000 | 0x8000 | 0x100, 0x1 | 0x1000 | 0x100, 0x1]
+
+
+def some_frames(rnd: random.Random, n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 4:  # not IP: never hashed
+            out.append(b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + rnd.randbytes(28))
+            continue
+        v6 = kind == 2
+        src = f"fd00::{rnd.randrange(1, 65535):x}" if v6 else f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.9"
+        dst = f"fd00::{rnd.randrange(1, 65535):x}" if v6 else "10.0.0.1"
+        f = flow_frame(src, dst, rnd.choice((6, 17, 47)), rnd.randrange(65536), rnd.randrange(65536),
+                       payload=i.to_bytes(4, "big"), fragment=kind == 3 and rnd.random() < 0.5)
+        if kind == 1 and rnd.random() < 0.3:
+            f = f[:12] + b"\x81\x00\x00\x07" + f[12:]  # one 802.1Q tag
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("types", RSS_TYPES)
+def test_c_hash_equals_the_python_hosts(types: int) -> None:
+    ffi, lib = fastpath._simhost.ffi, fastpath._simhost.lib
+    rnd = random.Random(types)
+    for f in some_frames(rnd, 200):
+        key = rnd.randbytes(40)
+        out = ffi.new("uint32_t *")
+        htype = int(lib.hvu_sim_rss_hash(key, types, f, len(f), out))
+        want = rss.RssState(key, (0,), types).hash(f)
+        assert (int(out[0]), htype) == want if want is not None else htype == 0, f.hex()
+
+
+def test_pump_keeps_queue_0_and_steers_the_rest_with_their_queue() -> None:
+    for rig in make_rig(sections=64):
+        _steers(rig)
+
+
+def _steers(rig: Rig) -> None:
+    rnd = random.Random(3)
+    key = rnd.randbytes(40)
+    table = tuple(rnd.randrange(4) for _ in range(128))
+    rig.pump.set_rss(rss.RssState(key, table, 0x1701), 3)  # entries of 3 name no granted queue: 0
+    frames = some_frames(rnd, 40)
+    want = {f: expected_queue(f, key, table, 0x1701, 3) for f in frames}
+    assert set(want.values()) == {0, 1, 2}
+    got: dict[bytes, int] = {}
+    for f in frames:
+        rig.net.send(f)
+    for _ in range(20):
+        result = rig.pump.run()
+        for queue, data in rig.pump.take_steered():
+            got[data] = queue
+        for pkt in inbound(rig):
+            assert pkt.type == w.PKT_XFER_PAGES
+            for i in range(struct.unpack_from("<I", pkt.header, 4)[0]):
+                length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
+                doff, dlen = struct.unpack_from("<II", rig.recv, offset + 8)
+                got[bytes(rig.recv[offset + 8 + doff:offset + 8 + doff + dlen])] = 0
+        if len(got) == len(frames):
+            break
+    assert got == want
+    assert rig.pump.counters()["rx_steered"] == sum(1 for q in want.values() if q)
+    assert result in (PumpResult.STEER, PumpResult.SIGNAL, PumpResult.TIMEOUT)
+
+
+def test_without_rss_or_with_one_queue_the_pump_keeps_every_frame() -> None:
+    for rig in make_rig(sections=64):
+        _keeps_all(rig)
+
+
+def _keeps_all(rig: Rig) -> None:
+    rnd = random.Random(4)
+    state = rss.RssState(rnd.randbytes(40), (1, 2, 3) * 40, 0x1701)
+    frames = some_frames(rnd, 8)
+    for setting in ((None, 4), (state, 1)):
+        rig.pump.set_rss(*setting)
+        for f in frames:
+            rig.net.send(f)
+        delivered = 0
+        for _ in range(10):
+            rig.pump.run()
+            assert rig.pump.take_steered() == [] and rig.pump.counters()["rx_steered"] == 0
+            delivered += sum(struct.unpack_from("<I", p.header, 4)[0] for p in inbound(rig))
+        assert delivered == len(frames)
+
+
+def test_take_sections_gives_back_only_free_ones() -> None:
+    for rig in make_rig(sections=64):
+        _take_sections(rig)
+
+
+def _take_sections(rig: Rig) -> None:
+    rig.net.send(flow_frame("10.0.0.2", "10.0.0.1"))
+    rig.pump.run()
+    assert rig.pump.in_flight == 1
+    taken = rig.pump.take_sections()
+    assert len(taken) == 63 and rig.pump.sections_free == 0 and rig.pump.in_flight == 1
+    assert rig.pump.add_sections(taken) == 63 and rig.pump.sections_free == 63

@@ -2,7 +2,7 @@
 
 Invariant: any sequence of guest bytes — whole packets of any type/flags/id, mutated valid NVSP
 messages, arbitrary send-buffer contents behind RNDIS sends, guest completions — interleaved with
-host-side calls (deliver, tick, set_link, subchannels_opened) yields Steps whose packets are
+host-side calls (deliver, tick, set_link, channels_opened) yields Steps whose packets are
 well-formed, or Rejection records; never an uncaught exception, never a write outside the
 receive buffer or across a section, never more outstanding receives than sections.
 """
@@ -101,7 +101,7 @@ def run(env: Env, plan: list[tuple[Any, ...]]) -> None:
         elif kind == "raw":
             step = env.host.receive_raw(act[1], act[2])
         else:
-            step = env.host.subchannels_opened()
+            step = env.host.channels_opened(env.host.subchannels + 1)
         sent.extend(p.trans_id for p in step.packets if p.type == 0x7)
         recv = env.host.recv
         section, count = (recv[2], recv[3]) if recv else (1, 0)

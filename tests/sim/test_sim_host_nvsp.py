@@ -268,16 +268,43 @@ def test_subchannel_grant_in_full_and_table_follows_open() -> None:
     (p,) = step.packets
     assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), OK, 3)
     assert SubchannelsOffered(3) in step.events
-    (table,) = env.host.subchannels_opened().packets
-    assert (table.type, table.flags, table.trans_id) == (INBAND, 0, 0)
+    assert env.host.channels_opened(1).packets == () and env.host.channels_opened(3).packets == ()  # not all yet
+    (table,) = env.host.channels_opened(4).packets
+    # [OV] guest_send_indirection_table: 76 bytes in-band on the primary, no completion, id 0
+    assert (table.channel, table.type, table.flags, table.trans_id, len(table.payload)) == (0, INBAND, 0, 0, 76)
     mtype, count, offset = struct.unpack_from("<3I", table.payload)
-    assert (mtype, count) == (c(T, "NVS_TYPE_TXTBL_NOTE"), 16)
+    assert (mtype, count, offset) == (c(T, "NVS_TYPE_TXTBL_NOTE"), c("linux:netvsc_misc", "VRSS_SEND_TAB_SIZE"), 12)
     entries = struct.unpack_from("<16I", table.payload, offset)
     assert entries == tuple(i % 4 for i in range(16))
+    assert env.host.channels_opened(4).packets == ()  # once per grant ([OV] tx_spread_sent)
     # a frame may now be delivered on subchannel 2, and packets arrive from it
     assert env.host.deliver(FRAME, channel=2).packets[0].channel == 2
     with pytest.raises(LocalProtocolError):
         env.host.deliver(FRAME, channel=4)
+
+
+def test_a_later_grant_sends_the_table_again_once_its_channels_are_open() -> None:
+    """[OV]: a grant clears tx_spread_sent and sets requested_num_queues; the table follows when
+    num_sub_channels_opened reaches it, with entries i % channels open."""
+    env = Env(HostProfile(max_subchannels=5))
+    env.bring_up(NVS_V5)
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 1))
+    (first,) = env.host.channels_opened(2).packets
+    assert struct.unpack_from("<16I", first.payload, 12) == tuple(i % 2 for i in range(16))
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 4))
+    assert env.host.channels_opened(2).packets == () and env.host.channels_opened(4).packets == ()
+    (second,) = env.host.channels_opened(5).packets
+    assert struct.unpack_from("<16I", second.payload, 12) == tuple(i % 5 for i in range(16))
+    # a grant of 0 subchannels changes nothing and sends nothing
+    env.send_nvsp(nvs_subch(c("nvs_subch_op", "NVS_SUBCH_OP_ALLOC"), 0))
+    assert env.host.subchannels == 4 and env.host.channels_opened(5).packets == ()
+
+
+def test_no_send_table_below_nvsp_5() -> None:
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V4)
+    env.host.subchannels = 3  # cannot be granted below NVSP 5: forced to see the version check
+    assert env.host.channels_opened(4).packets == ()
 
 
 @pytest.mark.parametrize("asked", [4, 16, 63])
@@ -290,7 +317,7 @@ def test_subchannel_request_beyond_the_queues_fails_and_grants_nothing(asked: in
     assert struct.unpack_from("<3I", p.payload) == (c(T, "NVS_TYPE_SUBCH_RESP"), FAILED, 0)
     assert not any(isinstance(e, SubchannelsOffered) for e in step.events)
     assert env.host.rejections[-1].action == "failure-status"
-    assert env.host.subchannels_opened().packets == ()  # nothing granted, no table
+    assert env.host.channels_opened(1).packets == ()  # nothing granted, no table
     with pytest.raises(LocalProtocolError):
         env.host.deliver(FRAME, channel=1)
     # the channel goes on: a request the host can grant is granted in full
@@ -426,11 +453,74 @@ def test_tx_section_outside_send_buffer_faults() -> None:
     faulted(env, env.send_nvsp(nvs_rndis(0, SEND_SIZE // 6144 + 1, 100)).events, "section_index")
 
 
-def test_tx_section_larger_than_a_section_fails() -> None:
+def frames_filling(total: int) -> list[bytes]:
+    """Frames whose RNDIS packet messages (44 + frame bytes, each a multiple of 8) tile `total` bytes."""
+    out = []
+    while total:
+        n = min(1500, total - 44) if total - 1544 < 58 else 1500  # never leave a remainder below a frame
+        out.append(bytes([len(out) + 1]) * n)
+        total -= 44 + n
+    assert all((44 + len(f)) % 8 == 0 and len(f) >= 14 for f in out)
+    return out
+
+
+def tx_status(step) -> int:  # type: ignore[no-untyped-def]
+    return int(struct.unpack_from("<2I", completions(step)[0].payload)[1])
+
+
+@pytest.mark.parametrize("section, size", [(2, 5 * 1544), (9, SEND_SIZE - 9 * 6144)],
+                         ids=["two-sections", "to-the-buffer-end"])
+def test_tx_send_spanning_sections_is_served(section: int, size: int) -> None:
+    # [OV] parse_packet: the send is any sub-range of the send buffer, section index x 6144 + size.
     env = Env()
     env.bring_up()
-    step = env.send_nvsp(nvs_rndis(0, 0, 6145))
-    assert struct.unpack_from("<2I", completions(step)[0].payload)[1] == FAILED
+    frames = frames_filling(size)
+    assert size > 6144 and len(frames) <= 8  # more than a section, within max_packets_per_message
+    step = env.send_rndis(b"".join(r_packet(f) for f in frames), section=section, chan_type=0)
+    assert tx_status(step) == OK
+    assert [e.frame for e in step.events if isinstance(e, FrameFromGuest)] == frames
+    assert not [e for e in step.events if isinstance(e, Rejection)]
+
+
+def test_tx_send_one_byte_past_the_send_buffer_faults() -> None:
+    # [OV] parse_packet: try_subrange fails -> InvalidSendBufferIndex, the channel worker ends.
+    env = Env()
+    env.bring_up()
+    faulted(env, env.send_nvsp(nvs_rndis(0, 9, SEND_SIZE - 9 * 6144 + 1)).events, "section_index")
+
+
+@pytest.mark.parametrize("after", [
+    r_query(5, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")),
+    struct.pack("<II", 0x80000004, 16) + bytes(8),  # any other type, a completion's included
+], ids=["control", "other-type"])
+def test_tx_data_then_another_message_type_fails_the_whole_send(after: bytes) -> None:
+    # [OV] handle_rndis_packet_messages: NonRndisPacketAfterPacket -> the send completes FAILURE.
+    env = Env()
+    env.bring_up()
+    first = r_packet(bytes(60))  # 104 bytes: at the packet alignment
+    step = env.send_rndis(first + after, chan_type=0)
+    assert tx_status(step) == FAILED
+    assert not [e for e in step.events if isinstance(e, FrameFromGuest)]
+    assert not [p for p in step.packets if p.type == RXBUF]  # the control message was not answered
+    rej = env.host.rejections[-1]
+    assert (rej.field, rej.value, rej.action) == ("RNDIS message type", struct.unpack_from("<I", after)[0],
+                                                  "failure-status")
+    assert env.host.state == "ready" and env.host.counters["tx_failed"] == 1
+
+
+def test_tx_control_message_takes_the_rest_of_its_send() -> None:
+    # [OV] handle_rndis -> handle_rndis_message: a control message's data is the rest of the send;
+    # nothing after it is read as a message (logged here, as the frame in it is lost).
+    env = Env()
+    env.bring_up()
+    query = r_query(5, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS"))
+    step = env.send_rndis(query + r_packet(FRAME) + r_query(6, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")))
+    assert tx_status(step) == OK
+    assert not [e for e in step.events if isinstance(e, FrameFromGuest)]
+    replies = env.rndis_out(step)
+    assert [struct.unpack_from("<I", r, 8)[0] for r in replies] == [5]  # the first query only
+    rej = env.host.rejections[-1]
+    assert (rej.field, rej.value, rej.action) == ("offset", len(query), "ignored")
 
 
 def test_tx_without_completion_requested_is_logged_not_answered() -> None:
@@ -662,7 +752,10 @@ def test_rndis_data_on_subchannel_and_control_on_subchannel() -> None:
     env.send_nvsp(nvs_subch(1, 2))
     step = env.send_rndis(r_packet(FRAME), chan_type=0, channel=2)
     assert FrameFromGuest(FRAME, 2) in step.events and completions(step)[0].channel == 2
-    faulted(env, env.send_rndis(r_query(3, 0x00010107), channel=1).events, "channel")
+    # [OV] handle_rndis_message: NotSupportedOnSubChannel -> the send completes FAILURE, the channel goes on
+    step = env.send_rndis(r_query(3, 0x00010107), channel=1)
+    assert tx_status(step) == FAILED and not [p for p in step.packets if p.type == RXBUF]
+    assert env.host.rejections[-1].field == "channel" and env.host.state == "ready"
 
 
 def test_channel_type_mismatch_is_logged_strict() -> None:
@@ -749,24 +842,26 @@ def test_deliver_batch_drops_what_does_not_fit() -> None:
     assert env.host.counters["rx_dropped_no_section"] == 2 and env.host.counters["rx_dropped_too_big"] == 1
 
 
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
 @pytest.mark.parametrize("inject", ["pageset", "range_past_buffer", "range_over_section", "zero_length",
                                     "rndis_len", "data_offset", "nvsp_type"])
-def test_injected_receive_faults_break_the_rule_they_name(inject: str) -> None:
-    env = Env()
+def test_injected_receive_faults_break_the_rule_they_name(inject: str, layout: str) -> None:
+    env = Env(HostProfile(rx_layout=layout))  # type: ignore[arg-type]
     env.bring_up()
     (p,) = env.host.deliver(FRAME, inject=inject).packets  # type: ignore[arg-type]
     assert env.host.recv is not None
     _, _, section, count = env.host.recv
     (byte_count, byte_offset), = p.ranges
     msg = bytes(env.recv[byte_offset % len(env.recv):][:section])
-    written = size("rndis_packet_msg") + len(FRAME)
+    # the message's length: the whole section in the openvmm layout, header + frame in the compact one
+    written = section if layout == "openvmm" else size("rndis_packet_msg") + len(FRAME)
     broken = {
         "pageset": p.xfer_pageset_id != RXBUF_SIG,
         "range_past_buffer": byte_offset >= section * count,
         "range_over_section": byte_count > section,
         "zero_length": byte_count == 0,
         "rndis_len": struct.unpack_from("<I", msg, 4)[0] > written,
-        "data_offset": struct.unpack_from("<I", msg, 8)[0] > written,
+        "data_offset": 8 + struct.unpack_from("<I", msg, 8)[0] + len(FRAME) > written,
         "nvsp_type": struct.unpack_from("<I", p.payload)[0] != c(T, "NVS_TYPE_RNDIS"),
     }
     assert broken[inject] and sum(broken.values()) == 1

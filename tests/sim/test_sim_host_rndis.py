@@ -10,10 +10,11 @@ from hvuio.sim.host.events import (
     LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized, StatusIndicated,
 )
 from hvuio.sim.host.profile import HostProfile, OffloadCaps
+from hvuio.sim.host.rss import status as rss_status
 from support.golden import GOLDEN, size
 from support.simhost import (
     FRAME, MSG, NVS_V2, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
-    r_query, r_set, r_simple,
+    r_query, r_set, r_simple, rss_params, set_status,
 )
 
 
@@ -32,15 +33,6 @@ def query(env: Env, oid_name: str, rid: int = 50) -> tuple[int, bytes]:
     base = c("rndis_offset_bases", "RNDIS_QUERY_COMP_INFOBUFOFFSET_ABS(0)")
     assert ilen == 0 or base + ioff + ilen <= mlen
     return status, msg[base + ioff:base + ioff + ilen]
-
-
-def set_status(env: Env, oid: int, info: bytes, **kw: int) -> tuple[int, list[bytes]]:
-    step = env.send_rndis(r_set(77, oid, info, **kw))
-    out = env.rndis_out(step)
-    env.ack_all(step)
-    mtype, _, rid, status = struct.unpack_from("<4I", out[0])
-    assert (mtype, rid) == (c(MSG, "RNDIS_SET_CMPLT"), 77)
-    return status, out[1:]
 
 
 def test_initialize_completion_fields() -> None:
@@ -209,21 +201,44 @@ def test_offload_parameters_are_validated_and_indicated() -> None:
     assert set_status(env, oid, offload_params(lsov1=lsov1))[0] == c(RST, "RNDIS_STATUS_NOT_SUPPORTED")
 
 
-def test_rss_parameters() -> None:
-    env = Env(HostProfile(max_subchannels=3))
+def test_rss_parameters_follow_openvmm() -> None:
+    """[OV] oid_set_rss_parameters: accepted, stored at the host's table size (a shorter table
+    repeated), refused with INVALID_DATA for a key size other than 40, a table size 0 or not a
+    multiple of 4, an entry >= the host's queues; the NDIS header is not checked."""
+    env = Env(HostProfile(max_subchannels=3))  # 4 queues
     env.bring_up(NVS_V5)
     oid = c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS")
+    ok, invalid = c(RST, "RNDIS_STATUS_SUCCESS"), c(RST, "RNDIS_STATUS_INVALID_DATA")
+    assert env.host.rss is None  # off until the guest sets it
+    assert set_status(env, oid, rss_params())[0] == ok
+    rss = env.host.rss
+    assert rss is not None and rss.table == (0, 1, 2, 3) * 32 and rss.key == bytes(range(40))
+    assert rss.hash_types == ["IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"]  # Linux's 0x1701
+    assert set_status(env, oid, rss_params((3,) * 128))[0] == ok  # Linux's full 128-entry table
+    assert env.host.rss is not None and env.host.rss.table == (3,) * 128
+    # refusals keep what was set
+    for bad, field in ((rss_params(key_size=16), "hash_secret_key_size"),
+                       (rss_params(ind_size=0), "indirection_table_size"),
+                       (rss_params(ind_size=6), "indirection_table_size"),
+                       (rss_params((0, 4)), "indirection_table")):
+        assert set_status(env, oid, bad)[0] == invalid
+        assert env.host.rejections[-1].field == field and env.host.rss.table == (3,) * 128
+    # an entry naming a host queue that was not granted is accepted ([OV] checks max_queues)
+    assert set_status(env, oid, rss_params((0, 3)))[0] == ok and env.host.subchannels == 0
+    # the NDIS header is not validated ("Vmswitch doesn't validate the NDIS header")
+    assert set_status(env, oid, rss_params(ndis_type=0))[0] == ok
+    # at most the host's 128 entries are read: a bad entry past them is never seen
+    assert set_status(env, oid, rss_params((1,) * 128 + (9,)))[0] == ok
+    assert env.host.rss is not None and env.host.rss.table == (1,) * 128
 
-    def params(key_size: int = 40, table: tuple[int, ...] = (0, 1, 2, 3)) -> bytes:
-        hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS"), 2, 40)
-        body = struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 4 * len(table), 0, 40, key_size, 0, 40 + 4 * len(table),
-                           0, 0, 0)
-        return hdr + body + struct.pack(f"<{len(table)}I", *table) + bytes(40)
 
-    assert set_status(env, oid, params())[0] == c(RST, "RNDIS_STATUS_SUCCESS")
-    assert env.host.rndis is not None and env.host.rndis.rss_table == (0, 1, 2, 3)
-    assert set_status(env, oid, params(key_size=16))[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
-    assert set_status(env, oid, params(table=(0, 4)))[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+def test_rss_status_as_sim_status_shows_it() -> None:
+    env = Env(HostProfile(max_subchannels=3))
+    env.bring_up(NVS_V5)
+    assert rss_status(env.host.rss, 1) == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1}
+    set_status(env, c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"), rss_params(hash_info=0x201))
+    assert rss_status(env.host.rss, 4) == {"enabled": True, "hash_types": ["TCP_IPV4"], "table_size": 128,
+                                           "queues": 4}
 
 
 def test_guest_keepalive_is_answered() -> None:
@@ -363,17 +378,22 @@ def test_initialize_with_tiny_max_transfer_is_refused_strict() -> None:
 
 
 def test_rss_disable_and_bad_offsets() -> None:
+    """[OV]: the DISABLE flag or no hash function bit turns RSS off (success); a key or table
+    outside the info buffer is an access error: FAILURE."""
     env = Env(HostProfile(max_subchannels=3))
     env.bring_up(NVS_V5)
     oid = c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS")
-    hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS"), 2, 40)
-    disable = hdr + struct.pack("<HHI", c("ndis_rss", "NDIS_RSS_FLAG_DISABLE"), 0, 0x101) + bytes(28)
-    assert set_status(env, oid, disable)[0] == c(RST, "RNDIS_STATUS_SUCCESS")
-    assert env.host.rndis is not None and env.host.rndis.rss_table is None
-    far = hdr + struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 16, 0, 4000, 40, 0, 40, 0, 0, 0)
-    assert set_status(env, oid, far)[0] == c(RST, "RNDIS_STATUS_FAILURE")
-    odd = hdr + struct.pack("<HHIHHIHHIIII", 0, 0, 0x101, 6, 0, 40, 40, 0, 48, 0, 0, 0) + bytes(88)
-    assert set_status(env, oid, odd)[0] == c(RST, "RNDIS_STATUS_INVALID_DATA")
+    ok, failure = c(RST, "RNDIS_STATUS_SUCCESS"), c(RST, "RNDIS_STATUS_FAILURE")
+    for off in (rss_params(flags=c("ndis_rss", "NDIS_RSS_FLAG_DISABLE")), rss_params(hash_info=0x1700),
+                rss_params(key_size=16, hash_info=0x1700)):  # nothing else is checked then
+        assert set_status(env, oid, rss_params())[0] == ok and env.host.rss is not None
+        assert set_status(env, oid, off)[0] == ok and env.host.rss is None
+    assert set_status(env, oid, rss_params(key_off=4000))[0] == failure
+    assert env.host.rejections[-1].field == "hash_secret_key_offset"
+    assert set_status(env, oid, rss_params(ind_size=512))[0] == failure  # 4 entries sent, 128 read
+    assert env.host.rejections[-1].field == "indirection_table_offset"
+    short = rss_params()[:8]  # read as far as it goes, the rest zero: no hash function = off
+    assert set_status(env, oid, short)[0] == ok and env.host.rss is None
 
 
 def test_lax_profile_reads_info_right_after_the_header() -> None:

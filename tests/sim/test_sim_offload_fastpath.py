@@ -24,6 +24,7 @@ from support.sim_offload import (
     lso_info,
     payload,
     ppi,
+    section_image,
     segments,
     split,
     tcp4,
@@ -34,6 +35,7 @@ from support.sim_offload import (
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import vlan
 from hvuio.sim.host import wire as w
+from hvuio.sim.host.receive import openvmm_rsc
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
@@ -62,7 +64,7 @@ class Rig:
 
 
 def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, off_rx: int = 0,
-             vlan_oob: bool = False) -> Iterator[Rig]:
+             rx_layout: str = "openvmm", vlan_oob: bool = False) -> Iterator[Rig]:
     mem = bytearray(2 * RING)
     for off in (0, RING):
         struct.pack_into("<I", mem, off + 64, 1)
@@ -74,7 +76,7 @@ def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, 
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     cfg = PumpConfig(ring_size=RING, header_size=HDR, recv_section=SEC, recv_count=sections, send_section=SEND_SEC,
                      max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(), rx_batch=8, vnet_hdr=True, tap_gso=tap_gso,
-                     vlan_oob=vlan_oob, offloads=lambda: (off_tx, off_rx))
+                     vlan_oob=vlan_oob, offloads=lambda: (off_tx, off_rx), rx_layout=rx_layout)  # type: ignore[arg-type]
     pump = HostPump(cfg, mem, recv, send)
     pump.add_sections(range(sections))
     pump.rx_enabled = True
@@ -224,8 +226,9 @@ def test_gso_from_the_network_is_segmented_for_a_guest_without_rsc() -> None:
 
 
 @pytest.mark.parametrize("v6", [False, True])
-def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: bool) -> None:
-    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6):
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: bool, layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6, rx_layout=layout):
         data = payload(40000)
         gso = gso_from_net(data, 1448, v6)
         net_send(rig, bytes(gso), gso.vnet)
@@ -233,7 +236,11 @@ def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: boo
         msgs = delivered(rig)
         whole = ho.fixup_rsc(bytes(gso))
         marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
-        assert msgs == ho.rsc_fragments(whole, SEC, ho.rx_csum_flags(whole, gso.vnet, marks))
+        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
+        if layout == "openvmm":
+            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags)]
+        else:
+            assert msgs == ho.rsc_fragments(whole, SEC, flags)
         parts = [split(m) for m in msgs]
         assert b"".join(d for _, d in parts) == (tcp6 if v6 else tcp4)(data, flags=0x18)
         assert parts[-1][0][PPI_ID] >> 8 & SUBALLOC and rig.pump.counters()["rx_rsc_fragments"] == len(msgs)
@@ -287,9 +294,10 @@ def test_a_send_with_vlan_info_is_handed_to_python_unread(rig: Rig) -> None:
     assert struct.unpack_from("<I", rig.mem, 4)[0] == read_before and tap_out(rig) == []
 
 
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
 @pytest.mark.parametrize("oob", [True, False])
-def test_tagged_network_frames_with_and_without_vlan_oob(oob: bool) -> None:
-    for rig in make_rig(off_rx=RX_MARKS, vlan_oob=oob):
+def test_tagged_network_frames_with_and_without_vlan_oob(oob: bool, layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS, vlan_oob=oob, rx_layout=layout):
         plain = tcp4(payload(300))
         tci = 3 << 13 | 1 << 12 | 42
         tagged = plain[:12] + struct.pack("!HH", 0x8100, tci) + plain[12:]
@@ -299,14 +307,16 @@ def test_tagged_network_frames_with_and_without_vlan_oob(oob: bool) -> None:
         (p1, d1), (p2, d2) = (split(m) for m in delivered(rig))
         if oob:
             assert d1 == plain and p1 == {PPI_CSUM: RX_TCP_OK | RX_IP_OK, PPI_VLAN: vlan.info_of_tci(tci)}
+            assert list(p1) == [PPI_CSUM, PPI_VLAN]  # the 802.1Q info after the checksum info
         else:
             assert d1 == tagged and PPI_VLAN not in p1
         assert d2 == plain and p2 == {PPI_CSUM: RX_TCP_OK | RX_IP_OK}
         assert rig.pump.counters()["rx_vlan"] == (1 if oob else 0)
 
 
-def test_tagged_gso_becomes_rsc_fragments_like_the_python_host() -> None:
-    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6, vlan_oob=True):
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_tagged_gso_becomes_rsc_fragments_like_the_python_host(layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6, vlan_oob=True, rx_layout=layout):
         data = payload(20000)
         gso = gso_from_net(data, 1448)
         tagged = vlan.insert(gso, 9 << 4 | 5)
@@ -316,5 +326,9 @@ def test_tagged_gso_becomes_rsc_fragments_like_the_python_host() -> None:
         msgs = delivered(rig)
         whole = ho.fixup_rsc(bytes(gso))
         marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
-        assert msgs == ho.rsc_fragments(whole, SEC, ho.rx_csum_flags(whole, gso.vnet, marks),
-                                        ppi(PPI_VLAN, 9 << 4 | 5))
+        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
+        if layout == "openvmm":
+            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))]
+        else:
+            assert msgs == ho.rsc_fragments(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))
+        assert list(split(msgs[0])[0]) == [PPI_CSUM, PPI_VLAN, PPI_ID]

@@ -1,11 +1,15 @@
 """Root/netns only: an LSO frame from the guest reaches the host network's namespace as ONE GSO
 packet (virtio_net_hdr written on the tap), seen by a packet socket inside that namespace with
-PACKET_VNET_HDR; and with offloads off the same frame arrives segmented."""
+PACKET_VNET_HDR; and with offloads off the same frame arrives segmented. Also OpenVMM's send rules
+across the whole host, C pump and Python host: a send spanning sections reaches the namespace, a
+data message followed by another type fails its send. And vRSS across the whole host, C pump and
+Python host: frames sent into the namespace reach the channel the guest's RSS table names."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import random
 import socket
 import struct
 import threading
@@ -14,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.namespaces import NetnsFactory
 from support.sim_offload import ALL, PPI_LSO, lso_info, payload, ppi, segments, tcp4
+from support.toeplitz import expected_queue, flow_frame
 
 from hvuio.sim.host import offload as ho
 from hvuio.sim.net import HostNetwork
@@ -233,5 +238,121 @@ def test_while_the_c_pump_reads_the_tap_no_other_thread_does(
                 env.host.set_link(nic, up)
                 g.pump(lambda up=up: g.events and g.events[-1] == LinkStatus(up), "the link indication")  # type: ignore[misc]
                 assert not session.rx_ready, "the network thread would read the C pump's tap too"
+        finally:
+            g.close()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_send_rules_across_the_whole_host(tmp_path: Path, netns_factory: NetnsFactory,
+                                          monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """[OV] parse_packet / handle_rndis: frames of a send that spans two send sections reach the
+    namespace, in order; a data message followed by a control message fails the whole send (none
+    of its frames leaves, the rejection is logged); the channel goes on."""
+    from support.ring_guest import RingGuest
+    from support.simhost import OID, c, r_packet, r_query
+
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+    from hvuio.wire import nvsp as wn
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=False)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            nic = env.nics[0]
+            if fast == "1":
+                assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
+
+            def send(msg: bytes) -> int:
+                first = g.free[0]
+                assert first + 1 in g.free  # two adjacent sections
+                g.free.remove(first)
+                g.free.remove(first + 1)
+                start = first * g.section_size
+                g.send_buf[start:start + len(msg)] = msg
+                g._tx_tid += 1
+                g.in_use[g._tx_tid] = first
+                nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0,
+                                            section_index=first, section_size=len(msg))
+                g.send_packet(0x6, wn.to_bytes(nv), g._tx_tid, 1)
+                return int(g._tx_tid)
+
+            frames = [bytes.fromhex("020000000001" "00155d000001" "88b5") + bytes([i]) * 1486 for i in range(5)]
+            tid = send(b"".join(r_packet(f) for f in frames))  # 5 x 1544 bytes: two sections
+            g.pump(lambda: tid in g.tx_done, "the spanning send's completion")
+            assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
+            assert [f for _, f in received(sock, 5)] == frames
+            bad = send(r_packet(frames[0]) + r_query(40, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")))
+            g.pump(lambda: bad in g.tx_done, "the refused send's completion")
+            assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
+            host = env.host.nvsp(nic)
+            assert host is not None and host.rejections[-1].field == "RNDIS message type"
+            after = g.send_frame(frames[4][:60])  # the next frame in the namespace is this one
+            g.pump(lambda: after in g.tx_done, "the next send's completion")
+            assert [f for _, f in received(sock, 1)] == [frames[4][:60]]
+            assert env.host.fault(nic) is None and env.host.counters(nic).fastpath == int(fast)
+        finally:
+            g.close()
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
+def test_frames_from_the_network_reach_the_channel_the_rss_table_names(
+        tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    from support.ring_guest import RingGuest
+    from support.simhost import OID, RST, c, rss_params
+
+    from hvuio.proto.events import IndirectionTable
+    from hvuio.sim.host.profile import HostProfile
+    from hvuio.sim.vsp import fastpath
+    from hvuio.sim.vsp.host import SimEnvironment
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(netns_factory, offload=True)
+    sock = packet_socket_in(net.netns, net.ifname)
+    netns_factory.defer("close packet socket", sock.close)
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3)) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            session = env.host._sessions[nic.guid]
+            g.pump(lambda: (session.fast is not None) == (fast == "1"), "the fast path to start (or not)")
+            g.do(g.guest.request_subchannels(3))
+            g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table after the subchannels open")
+            subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
+            g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            rnd = random.Random(11)
+            key = rnd.randbytes(40)
+            table = [rnd.randrange(4) for _ in range(128)]
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            frames = [flow_frame(f"198.18.{rnd.randrange(256)}.{rnd.randrange(1, 255)}", "198.18.0.9",
+                                 rnd.choice((6, 17)), rnd.randrange(65536), rnd.randrange(65536),
+                                 payload=b"rss-test" + i.to_bytes(4, "big")) for i in range(48)]
+            for f in frames:
+                sock.send(bytes(10) + f)  # packet sockets with PACKET_VNET_HDR: a zero virtio_net_hdr
+            ours = set(frames)
+
+            def arrived() -> int:
+                g.read_subchannels()
+                return sum(f in ours for f in g.frames) + sum(f in ours for fs in g.sub_frames.values() for f in fs)
+
+            g.pump(lambda: arrived() >= len(frames), "every frame on some channel")
+            got = {f: 0 for f in g.frames if f in ours}
+            for index, fs in g.sub_frames.items():
+                got.update({f: index for f in fs if f in ours})
+            want = {f: expected_queue(f, key, table, 0x1701, 4) for f in frames}  # Linux's hash types
+            assert got == want and len(set(want.values())) == 4
+            if fast == "1":
+                assert session.fast is not None and session.fast.counters()["rx_steered"] == sum(
+                    1 for q in want.values() if q)
         finally:
             g.close()

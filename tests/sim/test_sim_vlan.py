@@ -85,12 +85,15 @@ def rx_messages(env: Env, frames: list[bytes]) -> list[tuple[dict[int, int], byt
     return out
 
 
-def test_tagged_network_frames_reach_the_guest_out_of_band_with_vlan_oob() -> None:
-    env = Env(HostProfile(vlan_oob=True))
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_tagged_network_frames_reach_the_guest_out_of_band_with_vlan_oob(layout: str) -> None:
+    env = Env(HostProfile(vlan_oob=True, rx_layout=layout))  # type: ignore[arg-type]
     env.bring_up()
     f = tcp4(payload(300))
     [(ppis, data), (ppis2, data2)] = rx_messages(env, [tagged(f, 5, 2), f])
     assert data == f and ppis[PPI_VLAN] == info(5, 2)
+    if layout == "openvmm":  # checksum info first (0: not checked), the 802.1Q info after it
+        assert list(ppis) == [PPI_CSUM, PPI_VLAN] and ppis[PPI_CSUM] == 0
     assert data2 == f and PPI_VLAN not in ppis2
     assert env.host.counters["rx_vlan"] == 1
 

@@ -13,6 +13,7 @@ that fail with a message.
 from __future__ import annotations
 
 import os
+import random
 import struct
 from collections import deque
 from pathlib import Path
@@ -31,6 +32,8 @@ from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
 from support.ring_guest import COMP, INBAND, XFER, RingGuest, eth_frame
+from support.simhost import OID, RST, c, rss_params
+from support.toeplitz import expected_queue, flow_frame
 from support.waiting import wait_until
 
 
@@ -443,3 +446,92 @@ def test_deliver_and_rx_fault_injection(tmp_path: Path) -> None:
         wait_until(lambda: not env.host.status()[nic.guid]["open"], "the close to reach the host")
         with pytest.raises(UsageError, match="is not open"):
             env.host.deliver(nic, [frame])
+
+
+def frames_of_flows(rnd: random.Random, n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        v6 = i % 3 == 2
+        src = f"fd00::{rnd.randrange(1, 65535):x}" if v6 else f"198.18.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+        dst = "fd00::1" if v6 else "198.18.0.1"
+        out.append(flow_frame(src, dst, rnd.choice((6, 17)), rnd.randrange(65536), rnd.randrange(65536),
+                              payload=i.to_bytes(4, "big")))
+    return out
+
+
+def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeNetwork) -> None:
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3)) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            g.do(g.guest.request_subchannels(3))
+            g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table after the subchannels open")
+            subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
+            g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            rnd = random.Random(5)
+            before = frames_of_flows(rnd, 12)
+            net.inject(*before)  # RSS not set yet: OpenVMM's backend has RSS off, queue 0 takes all
+            g.pump(lambda: all(f in g.frames for f in before), "the frames on the primary")
+            assert g.read_subchannels() == 0
+
+            key = rnd.randbytes(40)
+            table = [rnd.randrange(4) for _ in range(128)]
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            assert env.host.status()[nic.guid]["rss"] == {
+                "enabled": True, "hash_types": ["IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"], "table_size": 128,
+                "queues": 4}
+            frames = frames_of_flows(rnd, 40)
+            g.frames.clear()
+            net.inject(*frames)
+            g.pump(lambda: g.read_subchannels() >= 0 and len(g.frames) + sum(map(len, g.sub_frames.values()))
+                   >= len(frames), "every frame on some channel")
+            got = {f: 0 for f in g.frames}
+            for index, fs in g.sub_frames.items():
+                got.update({f: index for f in fs})
+            want = {f: expected_queue(f, key, table, 0x1701, 4) for f in frames}  # Linux's hash types
+            assert got == want
+            assert len(set(want.values())) == 4  # every queue got some
+        finally:
+            g.close()
+
+
+def test_frames_for_a_subchannel_not_open_yet_wait_for_its_ring(tmp_path: Path, net: FakeNetwork) -> None:
+    """A granted subchannel whose `ring` is not there yet: its frames sit in receive sections and
+    their packet goes out when the ring appears (OpenVMM's backend queue holds them until the
+    channel's worker runs); the primary's arrive at once."""
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3),
+                        ring_delay=3600) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        try:
+            g.bring_up()
+            g.do(g.guest.request_subchannels(3))
+            g.pump(lambda: bool(g.of(SubchannelsGranted)), "the subchannel grant")
+            rnd = random.Random(8)
+            key = rnd.randbytes(40)
+            table = [rnd.randrange(4) for _ in range(128)]
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            frames = frames_of_flows(rnd, 24)
+            want = {f: expected_queue(f, key, table, 0x1701, 4) for f in frames}
+            net.inject(*frames)
+            g.pump(lambda: sum(f in g.frames for f in frames) == sum(1 for q in want.values() if q == 0),
+                   "the primary's frames")
+            session = env.host._sessions[nic.guid]
+            wait_until(lambda: env.host.counters(nic).frames_to_guest == len(frames), "every frame in a section")
+            assert not [ch for ch in nic.channels.values() if ch.subchannel_id and ch.ring_backing is not None]
+            assert sorted(session.unattached) == sorted({q for q in want.values() if q})  # waiting packets
+            assert not g.of(IndirectionTable)  # not all channels open yet
+            env.kernel.fire_timers()  # the rings appear
+            g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table once all are open")
+            subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
+            g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            g.read_subchannels()
+            got = {f: 0 for f in g.frames if f in want}
+            for index, fs in g.sub_frames.items():
+                got.update({f: index for f in fs})
+            assert got == want and not session.unattached
+        finally:
+            g.close()

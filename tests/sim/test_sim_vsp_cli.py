@@ -62,9 +62,12 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         assert status.returncode == 0, status.stderr
         [dev] = json.loads(status.stdout).values()
         assert dev["open"] and dev["nvsp_state"] == "ready" and dev["link_up"] is False
+        assert dev["rx_layout"] == "openvmm"  # the default: OpenVMM's receive layout
+        assert dev["rss"] == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1}  # until the guest sets it
         assert dev["counters"]["frames_from_guest"] == 1 and dev["counters"]["link_indications"] == 1  # the change only: none at initialize
         human = hvuio("--sysroot", str(daemon), "sim", "status")
         assert "hveth0" in human.stdout and "ready" in human.stdout and "link down" in human.stdout
+        assert "rss off queues 1" in human.stdout
     finally:
         g.close()
     stopped = hvuio("--sysroot", str(daemon), "sim", "stop")
@@ -79,6 +82,25 @@ def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
     assert none.returncode == 2 and "no emulated host answers" in none.stderr
     both = hvuio("--sysroot", str(tmp_path / "other"), "sim", "start", "--no-host", "--vlan-oob")
     assert both.returncode == 2 and "--vlan-oob is a host option" in both.stderr
+
+
+def test_cli_rx_layout_reaches_the_host(tmp_path: Path) -> None:
+    root = tmp_path / "sim"
+    bad = hvuio("--sysroot", str(root), "sim", "start", "--rx-layout", "dense")
+    assert bad.returncode == 2 and "dense" in bad.stderr
+    started = hvuio("--sysroot", str(root), "sim", "start", "--rx-layout", "compact")
+    assert started.returncode == 0, started.stderr
+    try:
+        g = RingGuest(root)
+        try:
+            g.bring_up()
+            [dev] = json.loads(hvuio("--sysroot", str(root), "sim", "status", "--json").stdout).values()
+            assert dev["rx_layout"] == "compact" and dev["nvsp_state"] == "ready"
+        finally:
+            g.close()
+    finally:
+        stopped = hvuio("--sysroot", str(root), "sim", "stop")
+        assert stopped.returncode == 0, stopped.stderr
 
 
 def test_control_requests_in_process(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ What lives here:
   * strategies       hypothesis strategies for the bytes a hostile host sends.
   * fakehost         a fake netvsc host around the C data path (rings, buffers, tap, irq);
                      reading a GPA-direct (type 9) packet by page number.
-  * guestpool        a fake guest-memory pool (scrambled page numbers) and a platform that
-                     hands it out, for the control path's GPA-direct tests.
+  * guestpool        a fake guest-memory pool (shuffled page numbers) and a platform that
+                     hands it out, for the GPA-direct tests.
+  * gpa_host         fakehost's FakeHost with such a pool as the C data path's GPA slots,
+                     reading type-9 sends by page number.
   * offload_frames, offload_tx
                      reference frames for the C data path's offloads; what the guest sent.
   * sanitizers       the ASan/UBSan build of the C core and a child Python under it.

@@ -2,8 +2,10 @@
 
 `DaemonStack`: `hvuio sim start --wire` (the emulated kernel + host + a host network namespace,
 as a daemon), `hvuio bind`, then `hvuio up` as a child process with its tap in a guest namespace
-this stack made, the guest address on it. The daemon's pid lets a test SIGKILL, SIGSTOP or
-SIGCONT the host; `up` can be killed and started again. `close()` stops whatever is left and
+this stack made, the guest address on it. With `via_exec=True` the bind and `up` are hvuio's
+real-VM code path unchanged (no --sysroot) under `hvuio sim exec`, `up` with --no-gpa (the
+emulator cannot read the pagemap page numbers hvuio's real GPA path uses). The daemon's pid
+lets a test SIGKILL, SIGSTOP or SIGCONT the host; `up` can be killed and started again. `close()` stops whatever is left and
 removes the namespaces; `leftovers()` lists what a dead process left in the sysroot.
 """
 
@@ -30,8 +32,9 @@ UP_START = 30.0
 
 
 class DaemonStack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, via_exec: bool = False) -> None:
         self.root = tmp / "sim"
+        self.via_exec = via_exec
         self.cleanup = netns.Cleanup()
         self.guest_ns = ""
         self.host_ns = ""
@@ -50,7 +53,11 @@ class DaemonStack:
         listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
         assert listed.returncode == 0, listed.stderr
         self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
-        bound = hvuio_main("--sysroot", str(self.root), "bind", self.guid, "--force")
+        if self.via_exec:
+            bound = hvuio_main("--sysroot", str(self.root), "sim", "exec", "--",
+                               *netns.python_argv("-m", "hvuio", "bind", self.guid, "--force"))
+        else:
+            bound = hvuio_main("--sysroot", str(self.root), "bind", self.guid, "--force")
         assert bound.returncode == 0, bound.stderr
         self.guest_ns = self.cleanup.namespace("guest", ipv6=False)
         self.start_up()
@@ -85,8 +92,12 @@ class DaemonStack:
 
     def start_up(self, *extra: str) -> None:
         self.tap = netns.random_ifname("g")
-        argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.root), "up", self.guid, "--json",
-                                 "--netns", self.guest_ns, "--ifname", self.tap, *extra)
+        up = ("up", self.guid, "--json", "--netns", self.guest_ns, "--ifname", self.tap, *extra)
+        if self.via_exec:
+            argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.root), "sim", "exec", "--",
+                                     *netns.python_argv("-m", "hvuio", *up, "--no-gpa"))
+        else:
+            argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.root), *up)
         self.up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env=child_env(), start_new_session=True, cwd=netns.CHILD_CWD)
         self.cleanup.push("stop hvuio up", self.stop_up)

@@ -43,6 +43,23 @@ def rndis_packet(frame: bytes, *, ppi: bytes = b"", data_offset: int | None = No
                        ppi_off if ppi_offset is None else ppi_offset, len(ppi), 0, 0) + body
 
 
+RX_HEADER_LEN = 256  # OpenVMM's receive layout: the frame's offset in its sub-allocation
+RX_FOOTER_LEN = 36  # ... and the sub-allocation's unused tail
+
+
+def full_section_packet(frame: bytes, section: int, *, csum: int = 0, stale: int = 0xA5,
+                        data_len: int | None = None) -> bytes:
+    """A whole receive section as OpenVMM's host fills it (netvsp buffers.rs write_header): an
+    RNDIS packet whose message_length is the section, checksum info (`csum`, 0 = not checked) as
+    its only per-packet info, the frame at byte 256, every other byte left as it was (`stale`)."""
+    out = bytearray([stale]) * section
+    out[:44] = struct.pack("<11I", RNDIS_PACKET, section, RX_HEADER_LEN - 8,
+                           len(frame) if data_len is None else data_len, 0, 0, 0, 36, 16, 0, 0)
+    out[44:60] = pktinfo(0, struct.pack("<I", csum))
+    out[RX_HEADER_LEN:RX_HEADER_LEN + len(frame)] = frame
+    return bytes(out)
+
+
 def pktinfo(ptype: int, data: bytes, *, size: int | None = None, offset: int = 12) -> bytes:
     return struct.pack("<III", 12 + len(data) if size is None else size, ptype, offset) + data
 

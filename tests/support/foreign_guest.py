@@ -1,7 +1,8 @@
 """A foreign guest process for the emulator's "proc" guest-memory mode (IOVA = VA).
 
-Run as its own process (`python -m support.foreign_guest SYSROOT`, tests/ on the path): it opens
-the emulated /dev/uioN and brings the NIC up as RingGuest does, then behaves like a user-space
+Run as its own process (`python -m support.foreign_guest SYSROOT [DEVICE]`, tests/ on the path;
+DEVICE defaults to hveth0, SYSROOT / with a GUID under `hvuio sim exec`): it opens the emulated
+/dev/uioN and brings the NIC up as RingGuest does, then behaves like a user-space
 driver that is not hvuio and uses its virtual addresses as I/O addresses (DPDK's netvsc PMD with
 IOVA = VA): it writes an RNDIS data message into its own memory (a ctypes buffer across a page
 boundary) and sends it GPA-direct with page numbers = virtual address >> 12, then a send whose
@@ -23,8 +24,8 @@ from support.ring_guest import RingGuest, eth_frame
 PAGE = 4096
 
 
-def main(sysroot: str) -> int:
-    g = RingGuest(Path(sysroot))
+def main(sysroot: str, device: str = "hveth0") -> int:
+    g = RingGuest(Path(sysroot), device)
     try:
         g.bring_up()
         frame = eth_frame(bytes(range(256)) * 12)  # 3086 bytes
@@ -49,4 +50,4 @@ def main(sysroot: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -1,9 +1,9 @@
 """A fake host that also reads GPA-direct (type 9) sends, for the C data path's GPA tests
 (tests/native/test_datapath_gpa.py).
 
-`FakePool` is anonymous memory standing in for pinned guest memory: a bytearray with made-up page
-numbers, pfn = 0x5000 + a shuffled page index, so a host that took "consecutive pages" for granted
-would read the wrong bytes. `GpaHost` is tests/support/fakehost.py's FakeHost with such a pool
+`slot_pool` is a tests/support/guestpool.py FakePool sized in GPA slots, page numbers from 0x5000
+(shuffled, so a host that took "consecutive pages" for granted would read the wrong bytes).
+`GpaHost` is tests/support/fakehost.py's FakeHost with such a pool
 given to the DataPath; `messages` turns what the guest wrote to its outbound ring into the RNDIS
 packet messages the host would see, in ring order: from send sections (split at msg_len when the
 guest aggregated several) or by page number from the pool. A type-9 packet is checked as the
@@ -14,8 +14,6 @@ completion requested; trans_id TX_TAG | GPA_TAG | slot.
 
 from __future__ import annotations
 
-import array
-import random
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -23,31 +21,16 @@ from typing import Any
 from hvuio.native.datapath import GPA_SLOT_SIZE, GPA_TAG, TX_TAG, Status
 from hvuio.sim.vsp.ring import RingPacket
 from support.fakehost import NVS_RNDIS, PKT_INBAND, FakeHost
+from support.guestpool import FakePool
 
 PAGE = 4096
 PKT_GPA = 0x9
 PFN_BASE = 0x5000
 
 
-class FakePool:
-    """`slots` GPA slots of anonymous memory (plus `extra` pages) with shuffled page numbers."""
-
-    def __init__(self, slots: int, *, extra: int = 0, seed: int = 1) -> None:
-        pages = slots * (GPA_SLOT_SIZE // PAGE) + extra
-        self.mem = bytearray(pages * PAGE)
-        self.view = memoryview(self.mem)
-        order = list(range(pages))
-        random.Random(seed).shuffle(order)
-        self.pfns = array.array("Q", (PFN_BASE + i for i in order))
-        self._page_of = {pfn: i for i, pfn in enumerate(self.pfns)}
-
-    def read(self, pfns: list[int], count: int) -> bytes:
-        """`count` bytes from the listed pages, each looked up by its page number."""
-        out = b"".join(bytes(self.mem[self._page_of[p] * PAGE:(self._page_of[p] + 1) * PAGE]) for p in pfns)
-        return out[:count]
-
-    def knows(self, pfn: int) -> bool:
-        return pfn in self._page_of
+def slot_pool(slots: int, *, extra: int = 0, seed: int = 1) -> FakePool:
+    """A FakePool of `slots` GPA slots plus `extra` pages."""
+    return FakePool(slots * GPA_SLOT_SIZE + extra * PAGE, pfn_base=PFN_BASE, seed=seed)
 
 
 @dataclass
@@ -63,7 +46,7 @@ class GpaHost(FakeHost):
     """FakeHost with a FakePool of `slots` slots handed to the DataPath as its gpa_pool."""
 
     def __init__(self, *, slots: int = 4, pool: FakePool | None = None, **kw: Any) -> None:
-        self.pool = pool if pool is not None else FakePool(slots)
+        self.pool = pool if pool is not None else slot_pool(slots)
         kw.setdefault("send_section", 6144)
         kw.setdefault("tx_data", 256 * 1024)
         super().__init__(gpa_pool=self.pool, **kw)
@@ -82,7 +65,7 @@ class GpaHost(FakeHost):
         nvs_type, chan, section, size = struct.unpack_from("<IIII", pkt.payload)
         assert (nvs_type, chan, section, size) == (NVS_RNDIS, 0, 0xFFFFFFFF, 0)
         assert len(pkt.payload) == 40 and pkt.payload[16:] == bytes(24)
-        msg = self.pool.read(pfns, count)
+        msg = self.pool.read(tuple(pfns), 0, count)
         assert struct.unpack_from("<II", msg) == (1, count)          # RNDIS packet, msg_len = the range
         return msg
 
@@ -133,4 +116,4 @@ def frame_of(msg: bytes) -> bytes:
     return msg[8 + doff:8 + doff + dlen]
 
 
-__all__ = ["FakePool", "GpaHost", "Msg", "frame_of", "PAGE", "PFN_BASE", "PKT_GPA"]
+__all__ = ["GpaHost", "slot_pool", "Msg", "frame_of", "PAGE", "PFN_BASE", "PKT_GPA"]

@@ -1,10 +1,12 @@
-"""A fake guest-memory pool and a platform that hands it out, for the control-path tests.
+"""A fake guest-memory pool and a platform that hands it out, for the GPA-direct tests.
 
 `FakePool` is a GuestMemory (hvuio/device/guestmem.py) over an anonymous mapping whose page
-numbers are made up and deliberately not contiguous (page i has number PFN_BASE + (i * 7) % pages,
-a permutation), so a reader that ignores the page numbers reads the wrong bytes. `read` is the
-emulated host's side: the bytes of one GPA-direct range given its page numbers (each checked to
-belong to the pool), the shape hvuio.sim.host.send.ReadGuestPages takes.
+numbers are made up and deliberately not contiguous (PFN_BASE + a seeded shuffle of the page
+indexes), so a reader that ignores the page numbers reads the wrong bytes. Its `view` and `pfns`
+are what the C data path takes as a GpaPool (hvuio/native/datapath.py); tests that check the data
+path's refusals replace them with bad ones. `read` is the emulated host's side: the bytes of one
+GPA-direct range given its page numbers (each checked to belong to the pool), the shape
+hvuio.sim.host.send.ReadGuestPages takes.
 
 `FakePlatform` wraps a real platform (the emulator's TreePlatform in tests) and adds
 `guest_memory`: a FakePool, or GuestMemoryUnavailable with `unavailable` as the reason.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import array
 import mmap
+import random
 from typing import Any
 
 from hvuio.device.guestmem import HV_PAGE, GuestMemory, GuestMemoryUnavailable, GuestRegion
@@ -26,25 +29,29 @@ PFN_BASE = 0x100000
 
 
 class FakePool:
-    """`size` bytes of anonymous memory as a GuestMemory with scrambled page numbers."""
+    """`size` bytes of anonymous memory as a GuestMemory with shuffled page numbers."""
 
-    def __init__(self, size: int, *, pfn_base: int = PFN_BASE, kind: str = "fake test memory") -> None:
+    def __init__(self, size: int, *, pfn_base: int = PFN_BASE, seed: int = 1,
+                 kind: str = "fake test memory") -> None:
         assert size > 0 and size % HV_PAGE == 0
         self.mem = mmap.mmap(-1, size)
-        pages = size // HV_PAGE
-        self.pfns = array.array("Q", (pfn_base + (i * 7) % pages for i in range(pages)))
+        order = list(range(size // HV_PAGE))
+        random.Random(seed).shuffle(order)
+        self.pfns = array.array("Q", (pfn_base + i for i in order))
         self._index = {pfn: i for i, pfn in enumerate(self.pfns)}
-        assert len(self._index) == pages  # a permutation: every page its own number
         self.reads = 0
-        self._view = memoryview(self.mem)
-        self.memory = GuestMemory(GuestRegion(self._view, self.pfns), kind, self._release)
+        self.view = memoryview(self.mem)
+        self.memory = GuestMemory(GuestRegion(self.view, self.pfns), kind, self._release)
 
     def _release(self) -> None:
-        self._view.release()
+        self.view.release()
         try:
             self.mem.close()
         except BufferError:  # a region view still alive somewhere: left to the garbage collector
             pass
+
+    def knows(self, pfn: int) -> bool:
+        return pfn in self._index
 
     def page_of(self, pfn: int) -> int:
         """The pool page holding page number `pfn` (KeyError: not one of the pool's)."""

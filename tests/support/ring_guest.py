@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
+import os
 import struct
 import time
 from collections import deque
@@ -31,6 +33,7 @@ from hvuio.wire import nvsp as wn
 from support.waiting import WAIT
 
 INBAND, XFER, COMP = 0x6, 0x7, 0xB
+SET_CMPLT = 0x80000005  # RNDIS_SET_CMPLT
 RC = 1
 RNDIS_PACKET = struct.Struct("<11I")  # RNDIS_PACKET_MSG head, 44 bytes
 
@@ -71,6 +74,9 @@ class RingGuest:
         self.events: list[Any] = []
         self.frames: list[bytes] = []  # frames the host delivered in data transfer-page packets
         self.tx_done: dict[int, int] = {}  # our data sends: trans_id -> NVSP status
+        self.raw_sets: dict[int, int | None] = {}  # rndis_set request ids -> RNDIS status (None: pending)
+        self.sub_frames: dict[int, list[bytes]] = {}  # subchannel index -> frames delivered on it
+        self._subs: dict[int, tuple[Any, Ring]] = {}  # subchannel index -> (mapping, inbound ring)
         self._tx_tid = 1 << 40
         self.signals = 0
 
@@ -154,9 +160,61 @@ class RingGuest:
                     mtype, mlen, doff, dlen = struct.unpack_from("<IIII", msg)
                     assert mtype == 1 and mlen <= length
                     self.frames.append(msg[8 + doff:8 + doff + dlen])
+                elif struct.unpack_from("<I", msg)[0] == SET_CMPLT and struct.unpack_from("<I", msg, 8)[0] in self.raw_sets:
+                    self.raw_sets[struct.unpack_from("<I", msg, 8)[0]] = struct.unpack_from("<I", msg, 12)[0]
                 else:
                     self._feed(Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
             self.send_packet(COMP, wn.receive_ack(), pkt.trans_id, 0)
+
+    def rndis_set(self, oid: int, info: bytes) -> int:
+        """An RNDIS SET the guest engine does not make (OID_GEN_RECEIVE_SCALE_PARAMETERS...), sent
+        as Linux sends control messages (a send section, NVSP 107 control); its completion status."""
+        rid = 0x5E70000 + len(self.raw_sets)
+        self.raw_sets[rid] = None
+        msg = struct.pack("<7I", 5, 28 + len(info), rid, oid, len(info), 20, 0) + info
+        section = self.free.popleft()
+        start = section * self.section_size
+        self.send_buf[start:start + len(msg)] = msg
+        self._tx_tid += 1
+        self.in_use[self._tx_tid] = section
+        nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=1,
+                                    section_index=section, section_size=len(msg))
+        self.send_packet(INBAND, wn.to_bytes(nv), self._tx_tid, RC)
+        self.pump(lambda: self.raw_sets[rid] is not None, "the SET completion")
+        status = self.raw_sets[rid]
+        assert status is not None
+        return status
+
+    def attach_subchannels(self, rings: list[tuple[int, Path, int]]) -> None:
+        """Map the inbound ring of each subchannel (index, its `ring` file, ring size) given."""
+        for index, path, size in rings:
+            if index in self._subs:
+                continue
+            fd = os.open(path, os.O_RDWR)
+            try:
+                mm = mmap.mmap(fd, 2 * size)
+            finally:
+                os.close(fd)
+            ring = Ring(mm, direction=Direction.RX, offset=size, size=size)
+            ring.set_interrupt_mask(0)
+            self._subs[index] = (mm, ring)
+
+    def read_subchannels(self) -> int:
+        """Read what the host put on the subchannels' inbound rings into sub_frames (frames of
+        data transfer-page packets); the packets are not completed, their sections stay in use."""
+        got = 0
+        for index, (_mm, ring) in sorted(self._subs.items()):
+            batch = ring.read_batch(64)
+            for pkt in batch.packets:
+                assert pkt.type == XFER
+                count = struct.unpack_from("<HBBI", pkt.header)[3]
+                for i in range(count):
+                    length, offset = struct.unpack_from("<II", pkt.header, 8 + 8 * i)
+                    msg = bytes(self.recv_buf[offset:offset + length])
+                    doff, dlen = struct.unpack_from("<II", msg, 8)
+                    self.sub_frames.setdefault(index, []).append(msg[8 + doff:8 + doff + dlen])
+                    got += 1
+        return got
 
     def _feed(self, item: Inbound) -> None:
         self.do(self.guest.receive(item))
@@ -181,6 +239,11 @@ class RingGuest:
         return [e for e in self.events if isinstance(e, cls)]
 
     def close(self) -> None:
+        for index in list(self._subs):
+            mm, ring = self._subs.pop(index)
+            ring.detach()
+            del ring
+            mm.close()
         self.tx.detach()
         self.rx.detach()
         del self.tx, self.rx

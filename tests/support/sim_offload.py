@@ -3,7 +3,8 @@
 Frames are built here from RFC 791/793/768/8200 layouts with a checksum written independently of
 hvuio.sim.host.offload (a plain 16-bit word loop). The NDIS per-packet info (checksum, LSOv2,
 packet id) is packed from the golden numbers; `split` reads one RNDIS packet message back into
-its per-packet info and frame; `gso_from_net` is a TCP GSO frame as a tap hands it over.
+its per-packet info and frame; `gso_from_net` is a TCP GSO frame as a tap hands it over;
+`section_image` is what a host receive message leaves in a section that held zeros.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import struct
 
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host.receive import RxMessage
 from support.simhost import c
 
 MAC = bytes.fromhex("00155d000001" "020000000002")
@@ -160,3 +162,12 @@ def gso_from_net(data: bytes, mss: int, v6: bool = False) -> ho.GsoFrame:
     struct.pack_into("!H", whole, l4 + 16, ~cs(pseudo) & 0xFFFF)
     return ho.GsoFrame.make(bytes(whole), ho.Vnet(ho.VNET_F_NEEDS_CSUM, ho.GSO_TCPV6 if v6 else ho.GSO_TCPV4,
                                                   l4 + 20, mss, l4, 16))
+
+
+def section_image(msg: RxMessage) -> bytes:
+    """The range's bytes after the host wrote `msg` into a zeroed section (the parts it leaves
+    unwritten stay 0)."""
+    out = bytearray(msg.length)
+    out[:len(msg.head)] = msg.head
+    out[msg.body_at:msg.body_at + len(msg.body)] = msg.body
+    return bytes(out[:msg.length])

@@ -204,3 +204,24 @@ class Env:
 
 def completions(step: Step) -> list[HostPacket]:
     return [p for p in step.packets if p.type == COMP]
+
+
+def set_status(env: Env, oid: int, info: bytes, **kw: int) -> tuple[int, list[bytes]]:
+    step = env.send_rndis(r_set(77, oid, info, **kw))
+    out = env.rndis_out(step)
+    env.ack_all(step)
+    mtype, _, rid, status = struct.unpack_from("<4I", out[0])
+    assert (mtype, rid) == (c(MSG, "RNDIS_SET_CMPLT"), 77)
+    return status, out[1:]
+
+
+def rss_params(table: tuple[int, ...] = (0, 1, 2, 3), *, key_size: int = 40, flags: int = 0,
+               hash_info: int = 0x1701, ndis_type: int | None = None, key: bytes = bytes(range(40)),
+               ind_size: int | None = None, key_off: int | None = None) -> bytes:
+    """NDIS_RECEIVE_SCALE_PARAMETERS as Linux sends it (rndis_set_rss_param_msg): header, table, key."""
+    otype = c("ndis_objtype", "NDIS_OBJTYPE_RSS_PARAMS") if ndis_type is None else ndis_type
+    hdr = struct.pack("<BBH", otype, 2, c("ndis_rss", "NDIS_RSS_PARAMS_SIZE"))
+    size = 4 * len(table) if ind_size is None else ind_size
+    body = struct.pack("<HHIHHIHHIIII", flags, 0, hash_info, size, 0, 40, key_size, 0,
+                       40 + 4 * len(table) if key_off is None else key_off, 0, 0, 0)
+    return hdr + body + struct.pack(f"<{len(table)}I", *table) + key

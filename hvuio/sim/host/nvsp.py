@@ -23,7 +23,11 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * INIT with an unsupported version: INIT_COMPLETE with status NVSP_STAT_NONE (0) and
   negotiated version 0xFFFFFFFF, and the guest may retry ([OV] initialize; Linux walks its list).
 * NDIS config MTU outside [1514, mtu_max]: silently replaced by 1514 ([OV] "as in the vmswitch").
-* A malformed RNDIS data message: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV] process_ring_buffer).
+* A malformed RNDIS data message, another message type after a data message in one send, an
+  RNDIS control message on a subchannel: RNDIS-packet-complete with NVSP_STAT_FAIL ([OV]
+  process_ring_buffer, handle_rndis). A send may span send-buffer sections (any sub-range of
+  the buffer: [OV] parse_packet); a control message takes the rest of its send (what follows it
+  is logged, not read).
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
 * Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
   below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every
@@ -40,8 +44,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   enabled RSC, NVSP >= 6.1) or MSS segments; receive checksum info is marked once the guest set
   OID_TCP_OFFLOAD_PARAMETERS.
 * strict only: RNDIS data before RNDIS INITIALIZE and a packet filter → NVSP_STAT_FAIL; receive
-  buffer before NDIS version → fault; one GPADL for both buffers → fault; send section size
-  larger than a section → NVSP_STAT_FAIL; receive buffer id other than 0xCAFE → logged; more
+  buffer before NDIS version → fault; one GPADL for both buffers → fault; receive buffer id
+  other than 0xCAFE → logged; more
   RNDIS messages in one send than max_packets_per_message, or one off the packet alignment →
   logged (the send is served).
 
@@ -66,6 +70,7 @@ from hvuio.sim.host.events import (
 )
 from hvuio.sim.host.receive import VF_ASSOCIATION_TID, ReceiveBuffer, RxFault, WriteRecvBuffer
 from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.rss import RssState
 from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
 from hvuio.sim.host.wire import GuestPacket, HostPacket, parse_guest_packet
 
@@ -118,13 +123,14 @@ class HostNvsp:
         self.ndis_version: tuple[int, int] | None = None
         self.rndis: HostRndis | None = None
         self.subchannels = 0
+        self._table_sent = False  # the send indirection table went out for the last grant
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
             "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
-        self._rx = ReceiveBuffer(write_recv_buffer, self.counters)
+        self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
         self._rx.vlan_oob = profile.vlan_oob
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
 
@@ -148,9 +154,20 @@ class HostNvsp:
         return self._rx.outstanding
 
     @property
-    def _free_data(self) -> deque[int]:
+    def free_data(self) -> deque[int]:
         """The free data sections of the receive buffer (the runtime lends them to its C pump)."""
         return self._rx.free_data
+
+    @property
+    def rss(self) -> RssState | None:
+        """The guest's RSS parameters as accepted (None: RSS off, the default)."""
+        return self.rndis.rss if self.rndis is not None else None
+
+    def rx_queue(self, frame: bytes) -> int:
+        """The channel a frame from the network goes to: the guest's RSS table entry for its hash,
+        else (RSS off, a frame that cannot be hashed, an entry past the granted queues) 0 (rss.py)."""
+        rss = self.rss
+        return 0 if rss is None else rss.queue(frame, self.subchannels + 1)
 
     # ---------------------------------------------------------------- entry points
 
@@ -261,12 +278,16 @@ class HostNvsp:
                 self._send_control(m, out)
         return out.step()
 
-    def subchannels_opened(self) -> Step:
-        """The emulator opened every granted subchannel: send the v5+ send indirection table."""
+    def channels_opened(self, opened: int) -> Step:
+        """`opened` channels of the NIC are open, the primary included. [OV] main_loop sends the
+        v5+ send indirection table once they are as many as the queues of the last grant
+        (`num_sub_channels_opened == requested_num_queues`, more than one), once per grant
+        (`tx_spread_sent`, cleared by a grant)."""
         out = _Out()
-        if (self.state == "ready" and self.subchannels and self.version >= w.NVSP_VERSION_5
-                and self.profile.indirection_table == "after_subchannels"):
-            self._send_table(self.subchannels + 1, out)
+        if (self.state == "ready" and self.subchannels and not self._table_sent and opened == self.subchannels + 1
+                and self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_subchannels"):
+            self._send_table(opened, out)
+            self._table_sent = True
         return out.step()
 
     # ---------------------------------------------------------------- dispatch
@@ -435,6 +456,7 @@ class HostNvsp:
             reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, count)
             if count:
                 self.subchannels = count
+                self._table_sent = False  # [OV] tx_spread_sent = false: sent again once all are open
                 reply.out.events.append(SubchannelsOffered(count))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"

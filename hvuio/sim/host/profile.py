@@ -1,7 +1,7 @@
 """What the emulated Hyper-V network VSP offers: one frozen `HostProfile` plus its checked limits.
 
 What lives here: the knobs of the emulated host (NVSP version range, MTU bounds, MAC, link,
-subchannels, buffer layout, offloads, optional (non-default) host keep-alives, indirection table / VF
+subchannels, buffer and receive layout, offloads, optional (non-default) host keep-alives, indirection table / VF
 association policy, strictness) and the defaults with the source each mirrors. Source key:
 [OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs (a real host implementation),
 [OV-BUF] the same crate's buffers.rs, [NVSC] torvalds/linux drivers/net/hyperv/netvsc.c,
@@ -33,6 +33,12 @@ RNDIS_MAX_TRANSFER = 0xEFFFFFFF  # [OV] max_transfer_size in the RNDIS init comp
 RNDIS_MAX_PACKETS = 8  # [OV] max_packets_per_message
 RNDIS_ALIGN_SHIFT = 3  # [OV] packet_alignment_factor (2^3 = 8 bytes)
 MAX_MDL_CHAIN = 34  # [OV] maximum_mdl_chain_length in the init completion
+# Receive layouts ([OV-BUF] BufferPool::write_header / lib.rs process_endpoint_rx for "openvmm"):
+# "openvmm" = every range is the whole sub-allocation (message_length too), the frame at byte
+# RX_HEADER_RESERVE of the section, checksum info always the first per-packet info;
+# "compact" = the frame right after the header and its per-packet info, the range as long as the message.
+RxLayout = Literal["openvmm", "compact"]
+RX_LAYOUTS: tuple[RxLayout, ...] = ("openvmm", "compact")
 # Smallest receive section we allow: must hold every host control reply (largest: a QUERY
 # completion carrying the 156-byte NDIS_OFFLOAD, 180 bytes) and a minimal frame.
 MIN_RECV_SECTION = 512
@@ -72,9 +78,12 @@ class HostProfile:
     # Reported as OID_GEN_RECEIVE_SCALE_CAPABILITIES' number of receive queues (+ 1).
     max_subchannels: int = 7
     # None: [OV-BUF] layout (256 + mtu + 36 per section). Hyper-V is reported to use 1728-byte
-    # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that.
+    # sections for a 1500-byte MTU (golden NETVSC_RECV_SECTION_SIZE); set 1728 to mimic that, with
+    # rx_layout "compact" (the openvmm layout keeps 256 + 36 bytes of a section besides the frame).
     recv_section_size: int | None = None
     send_section_size: int = SEND_SECTION_SIZE
+    # How a received frame sits in its receive section (RX_LAYOUTS above); "openvmm" is [OV]'s.
+    rx_layout: RxLayout = "openvmm"
     control_sections: int = CONTROL_SECTIONS
     offloads: OffloadCaps = field(default_factory=OffloadCaps)
     rss_table_entries: int = 128  # [OV] reports 128 when the endpoint has none ("DPDK gets confused by 0")
@@ -92,7 +101,7 @@ class HostProfile:
     # notifications if they happen in quick succession").
     link_flap_delay: float = 5.0
     # When to send the NVSP v5+ send indirection table: [OV] sends it once all granted subchannels
-    # are open ("after_subchannels", the emulator calls HostNvsp.subchannels_opened()).
+    # are open ("after_subchannels", the emulator calls HostNvsp.channels_opened(n)).
     indirection_table: Literal["after_subchannels", "after_rndis_init", "never"] = "after_subchannels"
     vf_serial: int | None = None  # send a VF association (v4+, guest advertised SR-IOV) when set
     # Emulator-only checks beyond what OpenVMM enforces (each is marked "strict" where it is made).
@@ -126,6 +135,8 @@ class HostProfile:
             raise UsageError(f"host profile: max_subchannels {self.max_subchannels} must lie in [0, 63]")
         if self.recv_section_size is not None and self.recv_section_size < MIN_RECV_SECTION:
             raise UsageError(f"host profile: recv_section_size {self.recv_section_size} cannot hold a frame")
+        if self.rx_layout not in RX_LAYOUTS:
+            raise UsageError(f"host profile: rx_layout {self.rx_layout!r} must be one of {', '.join(RX_LAYOUTS)}")
         if self.send_section_size <= w.RNDIS_PACKET_MSG_SIZE or self.send_section_size % 8:
             raise UsageError(f"host profile: send_section_size {self.send_section_size} must be a multiple of 8 > 44")
         if self.link_flap_delay < 0:

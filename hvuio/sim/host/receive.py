@@ -5,17 +5,19 @@ once the guest connected it: sections split into a few reserved for RNDIS contro
 the rest for data (`HostProfile.control_sections`), one transfer-page packet per batch of
 sections (one range per message, completion requested: the guest must complete every such
 packet, which frees its sections), the transaction id of such a packet (the index of its first
-section, as OpenVMM's), and the control replies queued while no section is free. `deliver`
-turns network frames into RNDIS packet messages first: a plain frame is one message; a TCP GSO
-frame becomes vRSC fragments of one coalesced frame (the guest enabled RSC for that IP version)
-or MSS segments; a NEEDS_CSUM frame gets its checksum; receive checksum info is marked once the
-guest enabled it (offload.py has the rules); with `vlan_oob` a tagged frame loses its tag to the
-802.1Q info first (vlan.py). What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
+section, as OpenVMM's), and the control replies queued while no section is free. How a message
+sits in its section is `HostProfile.rx_layout` (`RxMessage`, `openvmm_message`, `openvmm_rsc`;
+docs/EMULATOR.md "Receive layout"). `deliver` turns network frames into RNDIS packet messages
+first: a plain frame is one message; a TCP GSO frame becomes vRSC fragments of one coalesced
+frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame gets its
+checksum; receive checksum info is marked once the guest enabled it (offload.py has the rules);
+with `vlan_oob` a tagged frame loses its tag to the 802.1Q info first (vlan.py), which follows
+the checksum info. What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
 whose transfer-page packet does not fit the room left in the guest's inbound ring included
 (`rx_dropped_ring_full`, as OpenVMM's process_endpoint_rx: data is never queued).
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
-(VMBUS.md §4, §5.14). `flow_hash` picks a frame's channel when several are open (per flow, as
-vRSS keeps a flow on one queue). Memory is reached only through the writer the emulator passes in.
+(VMBUS.md §4, §5.14). Memory is reached only through the writer the emulator passes in. Which
+channel a frame goes to is rss.py's (HostNvsp.rx_queue).
 
 What must not live here: NVSP set-up and state (when a frame may be delivered at all, what the
 guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
@@ -24,10 +26,9 @@ guest negotiated: nvsp.py), RNDIS semantics (rndis.py), rings, fds, clocks.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from hvuio.errors import LocalProtocolError
 from hvuio.sim.host import offload as ho
@@ -52,8 +53,10 @@ class ReceiveBuffer:
     """The receive buffer's sections, transfer-page packets and their completions (see the
     module docstring). Empty until `connect`. Not thread-safe; owned by one HostNvsp."""
 
-    def __init__(self, write_recv_buffer: WriteRecvBuffer, counters: dict[str, int]) -> None:
+    def __init__(self, write_recv_buffer: WriteRecvBuffer, counters: dict[str, int],
+                 layout: hp.RxLayout = "openvmm") -> None:
         self._write_recv = write_recv_buffer
+        self._layout = layout  # HostProfile.rx_layout
         self._counters = counters  # the HostNvsp's: rx_* drops and deliveries, control_queued
         self.layout: tuple[int, int, int, int] | None = None  # gpadl, pageset id, section size, count
         self.free_data: deque[int] = deque()
@@ -91,7 +94,7 @@ class ReceiveBuffer:
         """Frames as one transfer-page packet, one range per RNDIS message (as [OV] batches them);
         None when no frame could be sent (each drop counted). `room`: bytes free in the channel's
         inbound ring (None: no limit); a packet that would not fit is dropped, its sections freed."""
-        batch: list[tuple[int, bytes]] = []
+        batch: list[tuple[int, RxMessage]] = []
         for frame in frames:
             units = self._rx_units(frame, mtu, offload)
             for msgs in units:
@@ -115,7 +118,7 @@ class ReceiveBuffer:
         self._counters["rx_delivered"] += len(batch)
         return pkt
 
-    def _rx_units(self, frame: bytes, mtu: int, offload: OffloadState) -> list[list[bytes]]:
+    def _rx_units(self, frame: bytes, mtu: int, offload: OffloadState) -> list[list[RxMessage]]:
         """RNDIS messages for one network frame, grouped by what must be delivered together:
         a plain frame is one message; a TCP GSO frame from the network becomes vRSC fragments of one
         coalesced frame (guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame
@@ -132,7 +135,9 @@ class ReceiveBuffer:
                 v6 = vnet.gso_type & ~ho.GSO_ECN == ho.GSO_TCPV6
                 if offload.rsc6 if v6 else offload.rsc4:
                     whole = ho.fixup_rsc(frame)
-                    frags = ho.rsc_fragments(whole, section, ho.rx_csum_flags(whole, vnet, marks), vlan_ppi)
+                    csum = ho.rx_csum_flags(whole, vnet, marks)
+                    frags = (openvmm_rsc(whole, section, csum, vlan_ppi) if self._layout == "openvmm"
+                             else [RxMessage.whole(m) for m in ho.rsc_fragments(whole, section, csum, vlan_ppi)])
                     self._counters["rx_rsc_fragments"] += len(frags)
                     return [frags]
                 frames = ho.segment_tcp(frame, vnet)
@@ -141,12 +146,15 @@ class ReceiveBuffer:
         except w.HostWireError:
             self._counters["rx_dropped_bad_gso"] += 1
             return []
-        units: list[list[bytes]] = []
+        units: list[list[RxMessage]] = []
         for f in frames:
             flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
-            ppis = (b"" if flags is None else ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags))) + vlan_ppi
-            msg = ho.rndis_packet_ppi(f, ppis) if ppis else w.rndis_packet(f)
-            if not hp.ETH_HEADER_LEN <= len(f) <= mtu or len(msg) > section:
+            if self._layout == "openvmm":  # checksum info first (0: not checked), then the 802.1Q info
+                msg = openvmm_message(f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags or 0)) + vlan_ppi, section)
+            else:
+                ppis = (b"" if flags is None else ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags))) + vlan_ppi
+                msg = RxMessage.whole(ho.rndis_packet_ppi(f, ppis) if ppis else w.rndis_packet(f))
+            if not hp.ETH_HEADER_LEN <= len(f) <= mtu or not msg.fits(section):
                 self._counters["rx_dropped_too_big"] += 1
                 units.append([])
             else:
@@ -172,24 +180,29 @@ class ReceiveBuffer:
             self._pending_control.append(msg)
             self._counters["control_queued"] += 1
             return None
-        return self._send_in_sections([(pool.popleft(), msg)], w.CHANNEL_TYPE_CONTROL, 0, pad, None)
+        # [OV] send_rndis_control_message: a control reply's range is as long as the message.
+        return self._send_in_sections([(pool.popleft(), RxMessage.whole(msg))], w.CHANNEL_TYPE_CONTROL, 0, pad,
+                                      None)
 
     def _send_in_sections(
-        self, batch: list[tuple[int, bytes]], chan_type: int, channel: int, pad: int, inject: RxFault | None,
+        self, batch: list[tuple[int, RxMessage]], chan_type: int, channel: int, pad: int, inject: RxFault | None,
     ) -> HostPacket:
         assert self.layout is not None
         _, pageset, section, count = self.layout
         ranges: list[tuple[int, int]] = []
         for index, msg in batch:
-            if len(msg) > section:
-                raise LocalProtocolError(f"host message of {len(msg)} bytes does not fit a {section}-byte section")
+            if not msg.fits(section):
+                raise LocalProtocolError(f"host message of {msg.length} bytes does not fit a {section}-byte section")
             offset = index * section
+            head = msg.head
             if inject == "rndis_len":
-                msg = msg[:4] + struct.pack("<I", len(msg) + 100) + msg[8:]
+                head = head[:4] + struct.pack("<I", msg.length + 100) + head[8:]
             elif inject == "data_offset":
-                msg = msg[:8] + struct.pack("<I", 0x7FFFFFF0) + msg[12:]
-            self._write_recv(offset, msg)
-            ranges.append((len(msg), offset))
+                head = head[:8] + struct.pack("<I", 0x7FFFFFF0) + head[12:]
+            self._write_recv(offset, head)
+            if msg.body:
+                self._write_recv(offset + msg.body_at, msg.body)
+            ranges.append((msg.length, offset))
         # The batch's first section is its id, 0 included: OpenVMM process_endpoint_rx sends
         # `rx_ready[0]` and release_recv_buffers frees the batch by it (microsoft/openvmm
         # vm/devices/net/netvsp/src/lib.rs); DPDK indexes its per-section table by it (hn_rxtx.c
@@ -238,14 +251,63 @@ class ReceiveBuffer:
         return packets
 
 
+class RxMessage(NamedTuple):
+    """One RNDIS message as it goes into a receive section: `head` at the section's start, `body`
+    (may be empty) at `body_at`, and `length`, the range's byte count; the last `footer` bytes of
+    the section must stay unused. Bytes in between and after are not written: they keep what the
+    section held."""
+
+    head: bytes
+    body: bytes
+    body_at: int
+    length: int
+    footer: int = 0
+
+    @classmethod
+    def whole(cls, msg: bytes) -> RxMessage:
+        """A message written in one piece, its range exactly as long (the compact layout, control replies)."""
+        return cls(msg, b"", len(msg), len(msg))
+
+    def fits(self, section: int) -> bool:
+        return self.length <= section and self.body_at + len(self.body) <= section - self.footer
+
+
+def openvmm_message(frame: bytes, ppis: bytes, section: int) -> RxMessage:
+    """An RNDIS_PACKET_MSG laid out as OpenVMM's receive path writes it ([OV-BUF] buffers.rs
+    BufferPool::write_header and write_data, lib.rs process_endpoint_rx): message_length and the
+    range's byte count are the whole sub-allocation; the frame at byte RX_HEADER_RESERVE (256) of it
+    (data_offset 248, counted from byte 8); the per-packet info right after the 44-byte header
+    (offset 36), checksum info first; the rest of the section is not written. A frame that would
+    reach the 36-byte footer does not fit (`RxMessage.fits`): [OV-BUF] capacity() is the MTU."""
+    body = struct.pack("<9I", hp.RX_HEADER_RESERVE - w.RNDIS_HEADER_SIZE, len(frame), 0, 0, 0,
+                       w.RNDIS_PACKET_MSG_SIZE - w.RNDIS_HEADER_SIZE, len(ppis), 0, 0)
+    head = struct.pack("<II", w.RNDIS_PACKET_MSG, section) + body + ppis
+    if len(head) > hp.RX_HEADER_RESERVE:
+        raise LocalProtocolError(f"{len(ppis)} bytes of per-packet info do not fit the receive header reserve")
+    return RxMessage(head, frame, hp.RX_HEADER_RESERVE, section, hp.RX_FOOTER_RESERVE)
+
+
+def openvmm_rsc(frame: bytes, section: int, csum_flags: int | None, first_extra: bytes = b"") -> list[RxMessage]:
+    """vRSC fragments (offload.rsc_fragments' pktinfo id flags) in the openvmm layout. [OV] has no
+    receive coalescing; emulator choice: each fragment is laid out as a frame (openvmm_message) and
+    carries checksum info first, the coalesced frame's on the first fragment and 0 (not checked)
+    on the others, as Linux takes it from the first fragment only (rndis_filter.c rsc_add_data);
+    `first_extra` (the 802.1Q info) follows the first fragment's checksum info."""
+    room = section - hp.RX_HEADER_RESERVE - hp.RX_FOOTER_RESERVE
+    if room <= 0:
+        raise w.HostWireError("receive section", section, "too small for an RSC fragment")
+    out: list[RxMessage] = []
+    for pos in range(0, len(frame), room):
+        last = pos + room >= len(frame)
+        flag = ho.PKTINFO_SUBALLOC | (0 if pos else ho.PKTINFO_1ST_FRAG) | (ho.PKTINFO_LAST_FRAG if last else 0)
+        ppis = ho.ppi(ho.PPI_CSUM, struct.pack("<I", (csum_flags or 0) if pos == 0 else 0))
+        ppis += first_extra if pos == 0 else b""
+        ppis += ho.ppi(ho.PPI_PKTINFO_ID, struct.pack("<BBH", ho.PKTINFO_ID_V1, flag, 0))
+        out.append(openvmm_message(frame[pos:pos + room], ppis, section))
+    return out
+
+
 def ring_need(pkt: HostPacket) -> int:
     """Ring bytes `pkt` takes: the packet padded to 8 plus the 8-byte trailer. A writer needs more
     free bytes than this: the ring is never filled completely (VMBUS.md §3.8)."""
     return -(-len(pkt.encode()) // 8) * 8 + 8
-
-
-def flow_hash(frame: bytes) -> int:
-    """A per-flow channel choice: CRC32 of the addresses (IPv4 src/dst when present, else MACs)."""
-    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
-        return zlib.crc32(frame[26:34])
-    return zlib.crc32(frame[:12])

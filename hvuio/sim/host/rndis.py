@@ -26,6 +26,8 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
   (carrier off/on; notify peers: [RF] and netvsc_drv.c netvsc_link_change).
 * OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
   capabilities; `OffloadState` is what the data path (offload.py, the C pump) applies.
+* OID_GEN_RECEIVE_SCALE_PARAMETERS: [OV] `oid_set_rss_parameters`'s rules (rss.py); the accepted
+  state is `HostRndis.rss`, the channel choice for received frames.
 * strict only (not enforced by [OV]): QUERY/SET before INITIALIZE → ADAPTER_NOT_READY; a bad RNDIS
   major version → INITIALIZE completion with BAD_VERSION; info buffer outside the message →
   INVALID_DATA (OpenVMM ignores the offset and reads right after the header).
@@ -46,6 +48,7 @@ from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import (HostEvent, LinkIndicated, PacketFilterSet, Rejection,
                                    RejectionLog, RndisHalted, RndisInitialized, StatusIndicated, fault)
+from hvuio.sim.host.rss import RssState, parse_parameters
 
 # --- the RNDIS device ----------------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ class HostRndis:
         self._indicated_at: float | None = None
         self.offload = OffloadState.from_caps(profile.offloads)
         self.offload.rsc4 = self.offload.rsc6 = False
-        self.rss_table: tuple[int, ...] | None = None
+        self.rss: RssState | None = None  # OID_GEN_RECEIVE_SCALE_PARAMETERS as accepted (None: off)
         self._next_keepalive: float | None = None
         self._host_rid = 0x4B410000  # host-originated request ids (keep-alives); any value works
 
@@ -366,27 +369,10 @@ class HostRndis:
         return caps
 
     def _set_rss(self, info: bytes) -> tuple[int, str, int, list[bytes], list[HostEvent]]:
-        # [OV] does not validate the NDIS header of this object; it reads what was sent.
-        params = info[:w.NDIS_RSS_PARAMS_SIZE].ljust(w.NDIS_RSS_PARAMS_SIZE, b"\0")
-        flags, _bcpu, hash_info, ind_size = struct.unpack_from("<HHIH", params, 4)
-        (ind_off,) = struct.unpack_from("<I", params, 16)
-        (key_size,) = struct.unpack_from("<H", params, 20)
-        (key_off,) = struct.unpack_from("<I", params, 24)
-        if flags & w.NDIS_RSS_FLAG_DISABLE or hash_info & w.NDIS_HASH_FUNCTION_MASK == 0:
-            self.rss_table = None
-            return w.RNDIS_STATUS_SUCCESS, "", 0, [], []
-        if key_size != w.NDIS_HASH_KEYSIZE_TOEPLITZ:
-            return w.RNDIS_STATUS_INVALID_DATA, "hash_secret_key_size", key_size, [], []
-        if ind_size % 4:
-            return w.RNDIS_STATUS_INVALID_DATA, "indirection_table_size", ind_size, [], []
-        if key_off + key_size > len(info) or ind_off + ind_size > len(info):
-            return w.RNDIS_STATUS_FAILURE, "table_or_key_offset", max(key_off, ind_off), [], []
-        table = struct.unpack_from(f"<{ind_size // 4}I", info, ind_off)
-        bad = [q for q in table if q >= self.num_queues]
-        if bad:
-            return w.RNDIS_STATUS_INVALID_DATA, "indirection_table", bad[0], [], []
-        self.rss_table = tuple(table)
-        return w.RNDIS_STATUS_SUCCESS, "", 0, [], []
+        # [OV] oid_set_rss_parameters; the rules are in rss.parse_parameters
+        status, field, value, self.rss = parse_parameters(
+            info, self.num_queues, self.profile.rss_table_entries, self.rss)
+        return status, field, value, [], []
 
     def _keepalive(self, msg: bytes) -> Reply:
         (rid,) = struct.unpack_from("<I", msg, 8)

@@ -2,17 +2,19 @@
 
 What lives here: `SendBuffer`, the guest's send buffer (map 4) once the guest connected it, and
 what the host does with the bytes of one NVSP RNDIS send: `read` takes them from a send-buffer
-section (checked against the buffer; strict: not larger than a section) and/or from guest pages
-(GPA-direct, through the reader the emulator passes in, which refuses a page outside guest memory
-with `GuestPagesUnreadable`: that send fails, the channel goes on); `split` cuts them into RNDIS
-messages, all validated before any is acted on (a data message's header and per-packet info must
-lie in the range it starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with their
-checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the network, a
-request for an offload the guest did not enable is logged and the frame sent as is) and the tag
-of their 802.1Q info put on (vlan.py), control
-messages are returned for HostRndis, in order. Strict only: data before RNDIS INITIALIZE or a
-packet filter is refused (`TxRefused`), a channel_type that does not match the message and a send
-past the aggregation limits the host announced are logged.
+section (checked against the buffer: a send may span sections, as OpenVMM's parse_packet takes
+any sub-range of the buffer) and/or from guest pages (GPA-direct, through the reader the emulator
+passes in, which refuses a page outside guest memory with `GuestPagesUnreadable`: that send
+fails, the channel goes on); `split` walks them as OpenVMM does (a send that starts with a data
+message holds data messages only; a control message takes the rest of its send), all validated
+before any is acted on (a data message's header and per-packet info must lie in the range it
+starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with
+their checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the
+network, a request for an offload the guest did not enable is logged and the frame sent as is)
+and the tag of their 802.1Q info put on (vlan.py), a control message is returned for HostRndis.
+Strict only: data before RNDIS INITIALIZE or a packet filter is refused (`TxRefused`), a
+channel_type that does not match the message and a send past the aggregation limits the host
+announced are logged.
 
 What must not live here: NVSP set-up and state, completions and replies (nvsp.py), RNDIS control
 semantics (rndis.py), the receive buffer (receive.py), rings, fds, clocks.
@@ -88,13 +90,11 @@ class SendBuffer:
             if self.layout is None:
                 raise fault("send-buffer section used without a send buffer", mtype, "section_index", index)
             _, sec, buf_size = self.layout
+            # [OV] parse_packet: the send is the sub-range [index * section, + size) of the send
+            # buffer, any size that stays inside it (a send may span sections); outside it the
+            # packet does not parse (InvalidSendBufferIndex) and the channel ends.
             if index * sec > buf_size or size > buf_size - index * sec:
                 raise fault("send-buffer section outside the send buffer", mtype, "section_index", index)
-            if self.profile.strict and size > sec:
-                events.append(self.log.add(Rejection(
-                    "send-buffer data larger than one section (strict)", mtype, "section_size", size,
-                    "failure-status")))
-                return None
             data = self._read_send(index * sec, size)
             ends.append(len(data))
         if pkt.type == w.PKT_GPA_DIRECT:
@@ -124,12 +124,14 @@ class SendBuffer:
         self, data: bytes, chan_type: int, channel: int, rndis: HostRndis | None, mtu: int, events: list[HostEvent],
         ends: tuple[int, ...] = (),
     ) -> tuple[list[bytes], list[bytes]]:
-        """All frames and control messages of one send, validated before any is acted on.
-        HostWireError or TxRefused fail the whole send; HostFault stops the channel. `ends` are the
-        offsets where the send's ranges end (`read`): a data message's packet header and per-packet
-        info must lie in the range its header starts in (`_check_header_range`)."""
+        """The frames, or the control message, of one send, validated before any is acted on, by
+        [OV]'s walk (lib.rs handle_rndis): a send that starts with a data message holds data
+        messages only (another type after one fails the send); a control message takes the rest of
+        its send (bytes after it are logged, not read: `([], [msg])`). HostWireError or TxRefused
+        fail the whole send; HostFault stops the channel. `ends` are the offsets where the send's
+        ranges end (`read`): a data message's packet header and per-packet info must lie in the
+        range its header starts in (`_check_header_range`)."""
         frames: list[bytes] = []
-        controls: list[bytes] = []
         pos = 0
         while pos < len(data):
             if len(data) - pos < w.RNDIS_HEADER_SIZE:
@@ -137,20 +139,29 @@ class SendBuffer:
             mtype, mlen = struct.unpack_from("<II", data, pos)
             if mlen < w.RNDIS_HEADER_SIZE or mlen > len(data) - pos:
                 raise w.HostWireError("RNDIS len", mlen, f"must lie in [8, {len(data) - pos}]")
+            is_data = mtype == w.RNDIS_PACKET_MSG
+            if pos and not is_data:
+                # [OV] handle_rndis_packet_messages: NonRndisPacketAfterPacket fails the send.
+                raise w.HostWireError("RNDIS message type", mtype,
+                                      f"at offset {pos}: only RNDIS packet messages may follow one in a send")
             if self.profile.strict and pos:
-                self._check_aggregation(mtype, pos, len(frames) + len(controls) + 1, events)
+                self._check_aggregation(mtype, pos, len(frames) + 1, events)
             msg = data[pos:pos + mlen]
             pos += mlen
-            is_data = mtype == w.RNDIS_PACKET_MSG
             if self.profile.strict and chan_type != (w.CHANNEL_TYPE_DATA if is_data else w.CHANNEL_TYPE_CONTROL):
                 events.append(self.log.add(Rejection(
                     "NVSP channel_type does not match the RNDIS message (strict)", mtype, "channel_type",
                     chan_type, "logged")))
             if not is_data:
-                if channel:
-                    raise fault("RNDIS control message on a subchannel", mtype, "channel", channel)
-                controls.append(msg)
-                continue
+                if channel:  # [OV] handle_rndis_message: NotSupportedOnSubChannel fails the send
+                    raise w.HostWireError("channel", channel, "an RNDIS control message goes on the primary channel")
+                if pos < len(data):
+                    # [OV] handle_rndis / handle_rndis_message: a control message takes the rest of
+                    # its send; nothing after it is read as a message.
+                    events.append(self.log.add(Rejection(
+                        "bytes after an RNDIS control message are not read (a control message takes the "
+                        "rest of its send)", mtype, "offset", pos, "ignored")))
+                return [], [msg]
             assert rndis is not None
             if self.profile.strict and not rndis.operational:
                 raise TxRefused(Rejection("RNDIS data before RNDIS INITIALIZE (strict)", mtype, "state", 0,
@@ -172,7 +183,7 @@ class SendBuffer:
                 frame = vlan.insert(frame, info.vlan)
                 self._counters["tx_vlan"] += 1
             frames.append(frame)
-        return frames, controls
+        return frames, []
 
     def _check_aggregation(self, mtype: int, pos: int, count: int, events: list[HostEvent]) -> None:
         """Strict: the RNDIS initialize completion told the guest at most RNDIS_MAX_PACKETS

@@ -22,6 +22,12 @@ segments; a request it refuses is handed to Python (Reason.OFFLOAD), which logs 
 the 802.1Q per-packet info; a send carrying that info is handed to Python (Reason.VLAN), which
 puts the tag onto the wire frame (hvuio.sim.host.vlan).
 
+vRSS: `set_rss` gives the pump the guest's key, table and hash types (hvuio.sim.host.rss); the
+pump hashes every frame from the tap as rss.py does (_native/simhost/rss.c) and keeps those of
+queue 0; the others wait in its steer buffer and `run()` returns STEER: `take_steered()` gives
+them to the caller, which delivers them on their channels (the pump serves the primary only),
+with sections taken back by `take_sections()`.
+
 What must not live here: protocol decisions (hvuio.sim.host.nvsp), the session's threads and locks
 (session.py), the device interrupt itself (hvuio.sim.kernel.uio), any guest module (the emulator
 shares no ring code with the guest).
@@ -37,6 +43,7 @@ from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
 from hvuio.sim.host import profile as hp
+from hvuio.sim.host.rss import RssState
 from hvuio.sim.kernel.uio import GuestIrq
 
 try:
@@ -54,6 +61,7 @@ COUNTER_NAMES = (
     "rx_completion_failed", "completions_unknown", "handoffs", "monitor_wakeups", "signals", "passes",
     "tx_csum", "tx_gso", "tx_segments", "tx_offload_ignored", "tx_offload_race", "rx_gso", "rx_segments",
     "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso", "tx_gpa", "tx_gpa_rejected", "rx_vlan",
+    "rx_steered",
 )
 VNET_HDR_LEN = 12
 GSO_BUF_LEN = VNET_HDR_LEN + 65535 + 14 + 4 + 64  # a tap's largest GSO frame with its header
@@ -61,6 +69,8 @@ LSO_MAX = 0xF53C  # hvuio.sim.host.profile.LSO_MAX_OFFLOAD: what the host advert
 # One GPA-direct send gathered (simhost_gpa.c): the largest LSO frame with its RNDIS header and
 # per-packet info; a larger send goes to Python.
 GPA_BUF_LEN = 65535 + 14 + 4 + 4096
+STEER_BUF_LEN = 4 * (GSO_BUF_LEN + 16)  # frames for other channels (vRSS) until Python takes them
+RSS_TABLE_MAX = 256  # rss_table entries in struct hvu_sim_pump
 
 
 def available() -> bool:
@@ -79,6 +89,7 @@ class PumpResult(enum.IntEnum):
     CONTROL = 2  # the next outbound packet is Python's
     FAULT = 3  # ring violation; `fault_message()` says which; the pump stays dead
     SIGNAL = 4  # interrupt the guest (pumps without an irq; also see `signal` after CONTROL)
+    STEER = 5  # frames the guest's RSS table puts on other channels wait: `take_steered()`
 
 
 class Reason(enum.IntEnum):
@@ -94,7 +105,6 @@ class Reason(enum.IntEnum):
     NO_COMPLETION_FLAG = 17
     NVSP_SHORT = 18
     BAD_SECTION = 19
-    SECTION_OVERSIZE = 20
     RNDIS_LEN = 21
     RNDIS_TYPE = 22
     RNDIS_DATA = 23
@@ -130,6 +140,8 @@ class PumpConfig:
     monitor_id: int | None = None
     strict: bool = False
     rx_batch: int = MAX_BATCH
+    # How frames sit in receive sections (HostProfile.rx_layout, hvuio.sim.host.receive).
+    rx_layout: hp.RxLayout = "openvmm"
     # How often the pump looks at the monitor bit: the emulator's stand-in for the hypervisor's
     # monitor-page scan. Without sleeping for spin_us after traffic (a timer wake-up costs ~20 us
     # on a VM, more than the work), then every 5 us, then after idle_after seconds every 100 us:
@@ -200,6 +212,7 @@ class HostPump:
         p.rndis_max_pkts, p.rndis_align = cfg.rndis_max_packets, cfg.rndis_align
         p.rx_enabled = 0
         p.rx_batch = cfg.rx_batch
+        p.rx_layout = int(cfg.rx_layout == "openvmm")
         p.spin_ns = cfg.spin_us * 1000
         p.poll_ns = cfg.poll_us * 1000
         p.idle_poll_ns = cfg.idle_poll_us * 1000
@@ -218,6 +231,10 @@ class HostPump:
         p.vlan_oob = int(cfg.vlan_oob)
         p.lso_max = cfg.lso_max
         p.off_tx = p.off_rx = 0
+        self._steer = ffi.new("uint8_t[]", STEER_BUF_LEN)
+        p.steer_buf, p.steer_buf_len, p.steer_used = self._steer, STEER_BUF_LEN, 0
+        p.rss_on = 0
+        self._rss: tuple[object, int] | None = None
         gm = cfg.guest_memory
         if gm is not None:
             gview = ffi.from_buffer("uint8_t[]", gm.mapping)  # read-only: the host never writes it
@@ -246,6 +263,49 @@ class HostPump:
         if rc < 0:
             raise LocalProtocolError(f"receive sections {idx[:8]}... are out of range or already the pump's")
         return rc
+
+    def take_sections(self) -> list[int]:
+        """Take back every free section (Python delivers with them; the free ones go back by
+        `add_sections`)."""
+        n = int(self._p.nfree)
+        if n == 0:
+            return []
+        arr = self._ffi.new("uint32_t[]", n)
+        got = int(self._lib.hvu_sim_pump_take_sections(self._p, arr, n))
+        return [int(arr[i]) for i in range(got)]
+
+    def set_rss(self, state: RssState | None, queues: int) -> None:
+        """The guest's RSS (hvuio.sim.host.rss) and the granted queue count: with RSS on and more
+        than one queue the pump steers each frame by the same hash, and hands those for another
+        channel over (STEER). Applied only when it changed."""
+        if self._rss is not None and self._rss[0] is state and self._rss[1] == queues:
+            return
+        self._rss = (state, queues)
+        p = self._p
+        if state is None or queues < 2 or not 1 <= len(state.table) <= RSS_TABLE_MAX:
+            p.rss_on = 0
+            return
+        p.rss_key = list(state.key)
+        for i, q in enumerate(state.table):
+            p.rss_table[i] = q
+        p.rss_table_len = len(state.table)
+        p.rss_hash_info = state.hash_info
+        p.rss_queues = queues
+        p.rss_on = 1
+
+    def take_steered(self) -> list[tuple[int, bytes]]:
+        """(queue, tap bytes: the virtio_net_hdr included when `vnet_hdr`) of every frame the pump
+        steered to another channel since the last call."""
+        used = int(self._p.steer_used)
+        raw = bytes(self._ffi.buffer(self._steer, used))
+        self._p.steer_used = 0
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        while pos + 8 <= used:
+            length, queue = int.from_bytes(raw[pos:pos + 4], "little"), int.from_bytes(raw[pos + 4:pos + 8], "little")
+            out.append((queue, raw[pos + 8:pos + 8 + length]))
+            pos += (8 + length + 7) & ~7
+        return out
 
     @property
     def rx_enabled(self) -> bool:

@@ -21,11 +21,12 @@ one worker thread that
     inbound ring whose interrupt_mask is 0, and outbound free space crossing pending_send_sz;
     one interrupt per channel per batch;
   * handles HostNvsp events: FrameFromGuest -> network, SubchannelsOffered -> kernel.add_subchannel
-    (their rings appear later: attached when present) then HostNvsp.subchannels_opened(),
+    (their rings appear later: attached when present, each time HostNvsp.channels_opened(n)),
     ChannelFault -> stop serving the device with the reason logged and kept in `status()`;
   * delivers frames from the network (one reader thread; every NIC whose RNDIS filter is set
-    receives each frame: the network is a hub) with HostNvsp.deliver_batch, spread over the open
-    channels by a flow hash; HostNvsp counts what it drops;
+    receives each frame: the network is a hub) with HostNvsp.deliver_batch, each on the channel
+    HostNvsp.rx_queue names (the guest's RSS table; the primary without RSS); HostNvsp counts
+    what it drops;
   * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 
@@ -80,6 +81,7 @@ from types import TracebackType
 from typing import Any
 
 from hvuio.errors import LocalProtocolError, UsageError
+from hvuio.sim.host import rss
 from hvuio.sim.host.nvsp import HostNvsp
 from hvuio.sim.host.offload import GsoFrame
 from hvuio.sim.host.profile import HostProfile
@@ -279,7 +281,7 @@ class SimHost:
                 session = self._sessions.get(dev.guid)
                 entry: dict[str, Any] = {
                     "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
-                    "link_up": self._link.get(dev.guid, self.profile.link_up),
+                    "link_up": self._link.get(dev.guid, self.profile.link_up), "rx_layout": self.profile.rx_layout,
                     "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
                     "rndis_control": list(self.control_log(dev)),
                 }
@@ -287,6 +289,7 @@ class SimHost:
                     entry["nvsp_state"] = session.nvsp.state
                     entry["nvsp_version"] = session.nvsp.version
                     entry["subchannels"] = sorted(c.relid for c in session.channels.values() if c.index)
+                    entry["rss"] = rss.status(session.nvsp.rss, session.nvsp.subchannels + 1)
                     entry["nvsp_counters"] = dict(session.nvsp.counters)
                     entry["rejections"] = list(session.rejections)
                 out[dev.guid] = entry

@@ -9,7 +9,7 @@ is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
 (HostNetwork) hands the primary channel's data path to the C pump of fastpath.py, driven by
-fastsession.py (HVUIO_SIM_FASTPATH=0 or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
+fastsession.py's FastSession (HVUIO_SIM_FASTPATH=0 or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
 False, so SimHost's network thread leaves the tap alone), owns the data receive sections HostNvsp
 had free (HostNvsp keeps its control sections; data sections it frees later are handed over each
 pass), and returns to this worker for every outbound packet it does not own, which the worker
@@ -17,7 +17,11 @@ reads with the channel's HostRingReader and gives to HostNvsp as before. Ring in
 thread (this worker) alternates between the pump and the Python reader/writer; each publishes its
 host-owned index (outbound read_index, inbound write_index) before the other runs, and each takes it
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
-flushing). Subchannels, if granted later, stay on the Python path.
+flushing). Subchannels, if granted later, stay on the Python path, and so do the frames the
+pump's RSS hash puts on them (it hands them over; fastsession.py delivers them). The worker's
+steps the fast path shares are public (`apply`, `drain`, `deliver_group`, `end_pass`,
+`set_fault`, `wants_subchannels`, `take_inbox`, `wake_fd`/`clear_wake`, `until_tick`,
+`mark_active`); the session starts, runs and ends its `FastSession` itself.
 
 Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
 mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
@@ -47,9 +51,10 @@ from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, 
                                    Rejection, RndisHalted, SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
-from hvuio.sim.host.receive import RxFault, flow_hash
+from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.vsp import fastpath, fastsession, guestmem
+from hvuio.sim.vsp import guestmem
+from hvuio.sim.vsp.fastsession import FastSession
 from hvuio.sim.vsp.memory import Channel, full_barrier, map_file
 
 if TYPE_CHECKING:
@@ -114,7 +119,6 @@ class Session:
         self.pending_subchannels: dict[int, int] = {}  # index -> relid, ring not attached yet
         self.offered_subchannels = 0
         self.unattached: dict[int, deque[bytes]] = {}  # packets for channels whose ring is not there
-        self.subchannels_announced = False
         self._inbox_lock = threading.Lock()
         self._signals: set[int] = set()
         self._frames: deque[bytes] = deque()
@@ -135,10 +139,9 @@ class Session:
         self.rx_ready = False
         self._next_tick = 0.0
         self._last_activity = time.monotonic()
-        self.fast: fastpath.HostPump | None = None
+        self.fast: FastSession | None = None  # the C pump serving the primary's data path
         self._fast_tried = False
         self._stop_requested = False
-        self._fast_seen: dict[str, int] = dict.fromkeys(fastpath.COUNTER_NAMES, 0)
         self.thread = threading.Thread(target=self._run, name=f"hvuio-sim-vsp-{dev.uio}", daemon=True)
 
     # -- memory accessors given to HostNvsp (it has validated offsets; we check again) ----------
@@ -181,7 +184,7 @@ class Session:
 
     def post(self, command: Callable[[], Step]) -> None:
         """Run `command` in the worker's next pass and apply its Step."""
-        self._post(lambda signal_out, deferred: self._apply(command(), signal_out, deferred))
+        self._post(lambda signal_out, deferred: self.apply(command(), signal_out, deferred))
 
     def post_delivery(self, frames: list[bytes], channel: int, inject: RxFault | None) -> None:
         """Frames for `channel` as one transfer-page packet in the worker's next pass, by the rules
@@ -191,7 +194,7 @@ class Session:
                 log.error("%s: deliver on channel %d: only %d subchannels granted", self.dev.guid, channel,
                           self.nvsp.subchannels)
                 return
-            self._deliver_group(channel, frames, signal_out, deferred, inject)
+            self.deliver_group(channel, frames, signal_out, deferred, inject)
         self._post(run)
 
     def _post(self, command: Callable[[set[int], list[tuple[str, int]]], None]) -> None:
@@ -226,7 +229,7 @@ class Session:
         try:
             while not self.stopped:
                 if self.fast is not None:
-                    deferred = fastsession.fast_pass(self)
+                    deferred = self._fast_iteration()
                     if deferred:
                         self._kernel_calls(deferred)
                     continue
@@ -241,7 +244,7 @@ class Session:
         except Exception as exc:  # the emulator must report, never die silently
             log.exception("%s: sim host worker failed", self.dev.guid)
             with self.kernel.lock:
-                self._set_fault(f"host worker failed: {type(exc).__name__}: {exc}")
+                self.set_fault(f"host worker failed: {type(exc).__name__}: {exc}")
                 self.stop("worker failed")
         finally:
             self._release()
@@ -264,7 +267,7 @@ class Session:
             os.close(self._wake_fd)
             self._wake_fd = -1
 
-    def _set_fault(self, reason: str) -> None:
+    def set_fault(self, reason: str) -> None:
         if self.fault is None:
             self.fault = reason
             self.counters.faults += 1
@@ -299,16 +302,64 @@ class Session:
                 for command in commands:
                     command(signal_out, deferred)
                 for index in sorted(wake):
-                    self._drain(self.channels[index], signal_out, deferred)
-                self._end_pass(frames, signal_out, deferred)
+                    self.drain(self.channels[index], signal_out, deferred)
+                self.end_pass(frames, signal_out, deferred)
                 self._update_rx_ready()
-                fastsession.start(self)
+                self._start_fast()
             deferred.extend(("signal", self.channels[i].relid) for i in sorted(signal_out) if i in self.channels)
-            if len(self.pending_subchannels) > 0 or self._want_subchannels():
+            if len(self.pending_subchannels) > 0 or self.wants_subchannels():
                 deferred.append(("attach", 0))
         return deferred
 
-    def _end_pass(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+    def _start_fast(self) -> None:
+        """Hand the primary's data path to the C pump (fastsession.py) once, when it can serve."""
+        if self._fast_tried or self.fault is not None or not self.rx_ready or not FastSession.can_serve(self):
+            return
+        self._fast_tried = True
+        fast = FastSession.start(self)
+        if fast is None:
+            return
+        self.fast = fast
+        self.counters.fastpath = 1
+        self.rx_ready = False  # the pump reads the tap now; SimHost's network thread must not
+        self.host.wake_network()
+        log.info("%s: host data path now in C (%d receive sections)", self.dev.guid, fast.pump.sections_owned)
+
+    def _fast_iteration(self) -> list[tuple[str, int]]:
+        """One pass of the C pump under session.lock; returns the kernel calls to make afterwards."""
+        with self.lock:
+            fast = self.fast
+            if self.stopped or self._stop_requested or fast is None:
+                return []
+            deferred = fast.run_pass()
+            if fast.ended:  # a fault: the host goes silent, back to the (faulted) Python loop
+                fast.close()
+                self.fast = None
+                self.counters.fastpath = 0
+            return deferred
+
+    # -- the worker's steps, also the fast path's (fastsession.py) ---------------------------------
+
+    @property
+    def wake_fd(self) -> int:
+        """The eventfd other threads write to wake the worker (the pump polls it too)."""
+        return self._wake_fd
+
+    def clear_wake(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+
+    def until_tick(self) -> float:
+        """Seconds until HostNvsp's next tick is due (0: now)."""
+        return max(0.0, self._next_tick - time.monotonic())
+
+    def mark_active(self) -> None:
+        """Traffic flowed: monitor polling stays at the guest's latency."""
+        self._last_activity = time.monotonic()
+
+    def end_pass(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
         """How every worker pass ends (Python or fast path): network frames in, the host's clock,
         then whatever is queued for the guest out."""
         if frames:
@@ -316,14 +367,14 @@ class Session:
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.host.tick_interval
-            self._apply(self.nvsp.tick(now), signal_out, deferred)
+            self.apply(self.nvsp.tick(now), signal_out, deferred)
         for chan in self.channels.values():
             self._flush(chan, signal_out)
 
-    def _want_subchannels(self) -> bool:
+    def wants_subchannels(self) -> bool:
         return self.fault is None and self.offered_subchannels < self.nvsp.subchannels
 
-    def _drain(self, chan: Channel, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+    def drain(self, chan: Channel, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
         """Read the guest's outbound ring until empty (re-checked after unmasking)."""
         got = 0
         try:
@@ -335,7 +386,7 @@ class Session:
                     got += 1
                     self.counters.packets_from_guest += 1
                     guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, chan.index)
-                    self._apply(self.nvsp.receive(guest), signal_out, deferred)
+                    self.apply(self.nvsp.receive(guest), signal_out, deferred)
                     if self.fault is not None:
                         break
                 if not packets:
@@ -345,19 +396,21 @@ class Session:
         except RingCorruptError as exc:
             self.counters.rejections += 1
             self.rejections.append(f"ring {chan.relid}: {exc.message}")
-            self._set_fault(f"outbound ring of channel {chan.relid}: {exc.message}")
+            self.set_fault(f"outbound ring of channel {chan.relid}: {exc.message}")
         if got == 0 and self.fault is None:
             self.counters.guest_signals_idle += 1
 
     def _deliver(self, frames: list[bytes], signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
-        open_channels = sorted(self.channels) if self.subchannels_announced else [0]
+        """Network frames to the channels HostNvsp.rx_queue names (the guest's RSS table; the
+        primary without RSS). A granted subchannel whose ring is not there yet gets its packet
+        when the ring appears (`unattached`); its frames hold their receive sections meanwhile."""
         groups: dict[int, list[bytes]] = {}
         for frame in frames:
-            groups.setdefault(open_channels[flow_hash(frame) % len(open_channels)], []).append(frame)
+            groups.setdefault(self.nvsp.rx_queue(frame), []).append(frame)
         for index, group in groups.items():
-            self._deliver_group(index, group, signal_out, deferred, None)
+            self.deliver_group(index, group, signal_out, deferred, None)
 
-    def _deliver_group(self, index: int, frames: list[bytes], signal_out: set[int],
+    def deliver_group(self, index: int, frames: list[bytes], signal_out: set[int],
                        deferred: list[tuple[str, int]], inject: RxFault | None) -> None:
         """Frames for channel `index` as one transfer-page packet, written at once or dropped."""
         nc = self.nvsp.counters
@@ -366,7 +419,7 @@ class Session:
         if self.fault is not None:
             return
         before, dropped = nc["rx_delivered"], nc["rx_dropped_ring_full"]
-        self._apply(self.nvsp.deliver_batch(frames, index, inject=inject, room=room), signal_out, deferred)
+        self.apply(self.nvsp.deliver_batch(frames, index, inject=inject, room=room), signal_out, deferred)
         self.counters.frames_to_guest += nc["rx_delivered"] - before
         self.counters.rx_ring_full += nc["rx_dropped_ring_full"] - dropped
         if chan is not None:
@@ -386,10 +439,10 @@ class Session:
         except RingCorruptError as exc:
             self.counters.rejections += 1
             self.rejections.append(f"ring {chan.relid}: {exc.message}")
-            self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
+            self.set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
             return 0
 
-    def _apply(self, step: Step, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
+    def apply(self, step: Step, signal_out: set[int], deferred: list[tuple[str, int]]) -> None:
         for pkt in step.packets:
             self._queue(pkt, signal_out)
         for ev in step.events:
@@ -402,7 +455,7 @@ class Session:
                 self.counters.rejections += 1
                 self.rejections.append(f"{ev.reason} ({ev.field} = {ev.value:#x}) -> {ev.action}")
             elif isinstance(ev, ChannelFault):
-                self._set_fault(ev.reason)
+                self.set_fault(ev.reason)
             elif isinstance(ev, BufferRevoked):
                 log.info("%s: guest revoked the %s buffer; channel no longer serviced", self.dev.guid, ev.which)
             elif isinstance(ev, SubchannelsOffered):
@@ -451,7 +504,7 @@ class Session:
         except RingCorruptError as exc:
             self.counters.rejections += 1
             self.rejections.append(f"ring {chan.relid}: {exc.message}")
-            self._set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
+            self.set_fault(f"inbound ring of channel {chan.relid}: {exc.message}")
 
     def _update_rx_ready(self) -> None:
         rndis = self.nvsp.rndis
@@ -474,11 +527,12 @@ class Session:
                 self._subchannels()
 
     def _subchannels(self) -> None:
-        """Offer what HostNvsp granted, attach rings that exist now, announce when all are open."""
+        """Offer what HostNvsp granted, attach rings that exist now, tell HostNvsp how many are open."""
         while self.offered_subchannels < self.nvsp.subchannels and self.fault is None:
             self.offered_subchannels += 1
             index = self.offered_subchannels
             self.pending_subchannels[index] = self.kernel.add_subchannel(self.dev, index)
+        attached = False
         for index, relid in sorted(self.pending_subchannels.items()):
             sub = self.dev.channels.get(relid)
             if sub is None or sub.ring_backing is None or not sub.ring_backing.exists():
@@ -488,17 +542,17 @@ class Session:
                     return
                 self._attach(index, relid, sub.monitor_id, sub.ring_backing, sub.ring_size)
                 del self.pending_subchannels[index]
+            attached = True
             with self._inbox_lock:  # drain once: a signal that came before the attach was dropped
                 self._signals.add(relid)
             self._wake()
-        if self.offered_subchannels and not self.pending_subchannels and not self.subchannels_announced:
+        if attached:  # HostNvsp sends the send indirection table once all granted ones are open
             with self.lock:
                 if self.stopped:
                     return
-                self.subchannels_announced = True
                 signal_out: set[int] = set()
                 deferred: list[tuple[str, int]] = []
-                self._apply(self.nvsp.subchannels_opened(), signal_out, deferred)
+                self.apply(self.nvsp.channels_opened(len(self.channels)), signal_out, deferred)
                 for chan in self.channels.values():
                     self._flush(chan, signal_out)
             for index in sorted(signal_out):
