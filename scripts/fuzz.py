@@ -53,7 +53,7 @@ CORPUS = FUZZ / "corpus"
 REGRESSIONS = FUZZ / "regressions"
 
 GUEST_DP = ["ring.c", "rx.c", "tx.c", "tx_stage.c", "tx_gpa.c", "datapath.c", "offload.c", "monitor.c", "vlan.c"]
-SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_gpa.c", "simhost_rx.c", "offload.c", "irq.c"]
+SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_gpa.c", "simhost_rx.c", "offload.c", "irq.c", "rss.c"]
 HARNESSES: dict[str, tuple[str, list[str]]] = {   # name: (include dir, sources in it)
     "ring_reader": ("_native", ["ring.c"]),
     "ring_writer": ("_native", ["ring.c"]),
