@@ -4,8 +4,9 @@ The echo program of tests/support/dpdk_echo.c runs under `hvuio sim exec` on the
 (`sim start --wire --guest-memory-mode proc`: the PMD runs with IOVA = VA and sends frames over
 its copy threshold GPA-direct, by virtual address) and answers ARP and ICMP echo; the host
 network namespace pings it with small frames (send-buffer sections) and 1,400-byte frames
-(GPA-direct), with one queue and with two (a subchannel; the sources are picked so that the
-emulator's flow hash puts one on each channel), on the oldest and the newest kernel profile.
+(GPA-direct), with one queue and with two (a subchannel; the sources are picked so that the RSS
+key and table the PMD set put one on each channel, predicted with the independent Toeplitz of
+tests/support/toeplitz.py), on the oldest and the newest kernel profile.
 Both sides' counters must agree: every echo request reached the PMD and was answered on the queue
 it came in on, the PMD's stats and xstats say the same, the emulator delivered and received
 exactly those frames and logged no rejection, drop or fault. The program alone is checked too:
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import dpdk
+from support import dpdk, toeplitz
 from support.namespaces import netns_skip_reason
 
-from hvuio.sim.host.receive import flow_hash
 from hvuio.sim.kernel.profiles import PROFILES
 
 pytestmark = pytest.mark.skipif(dpdk.skip_reason() is not None, reason=str(dpdk.skip_reason()))
@@ -64,34 +65,33 @@ def test_echo_refuses_bad_arguments(echo_binary: Path, args: tuple[str, ...]) ->
     assert sum(line.startswith("dpdk_echo: ") for line in proc.stderr.splitlines()) == 1, proc.stderr
 
 
-def _request_frame(source: str) -> bytes:
-    """The first 34 bytes of an IPv4 frame from `source` to the echo program (what flow_hash reads)."""
-    ip = bytes(12) + bytes(int(x) for x in source.split(".")) + bytes(int(x) for x in dpdk.GUEST_IP.split("."))
-    return bytes(12) + b"\x08\x00" + ip
-
-
-def sources_per_channel(channels: int) -> list[str]:
-    """One host source address per channel, in channel order, by the emulator's own flow hash."""
+def sources_per_channel(rss: dict[str, Any], channels: int) -> list[str]:
+    """One host source address per channel, in channel order: the queue of an ICMP request from
+    each candidate to the echo program, predicted from the RSS key, table and hash types the PMD
+    set (the emulator's `sim status --json`) with the independent Toeplitz of support.toeplitz."""
+    assert rss["enabled"], rss
+    key, table = bytes.fromhex(rss["key"]), rss["table"]
     found: dict[int, str] = {}
     for last in range(1, 255):
         source = f"198.18.0.{last}"
         if source == dpdk.GUEST_IP:
             continue
-        found.setdefault(flow_hash(_request_frame(source)) % channels, source)
+        frame = toeplitz.flow_frame(source, dpdk.GUEST_IP, proto=1)
+        found.setdefault(toeplitz.expected_queue(frame, key, table, rss["hash_info"], channels), source)
         if len(found) == channels:
             return [found[i] for i in range(channels)]
-    raise AssertionError("no source address for every channel")
+    raise AssertionError(f"no source address for every channel under {rss}")
 
 
 @needs_netns
 @pytest.mark.parametrize("queues", [1, 2])
 @pytest.mark.parametrize("kernel", [OLDEST, NEWEST])
 def test_dpdk_netvsc_answers_pings(echo_binary: Path, tmp_path: Path, kernel: str, queues: int) -> None:
-    sources = [dpdk.HOST_IP] if queues == 1 else sources_per_channel(queues)
     with dpdk.EchoStack(tmp_path, kernel) as stack:
         ready = stack.start_echo(echo_binary, queues)
         assert ready["driver"] == "net_netvsc" and ready["queues"] == queues
         assert ready["link"]["up"] and ready["mtu"] == 1500, ready
+        sources = [dpdk.HOST_IP] if queues == 1 else sources_per_channel(stack.status()["rss"], queues)
         for source in sources:
             if source != dpdk.HOST_IP:
                 stack.add_host_address(source)

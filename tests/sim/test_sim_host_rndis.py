@@ -235,10 +235,12 @@ def test_rss_parameters_follow_openvmm() -> None:
 def test_rss_status_as_sim_status_shows_it() -> None:
     env = Env(HostProfile(max_subchannels=3))
     env.bring_up(NVS_V5)
-    assert rss_status(env.host.rss, 1) == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1}
+    assert rss_status(env.host.rss, 1) == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1,
+                                           "hash_info": 0, "key": "", "table": []}
     set_status(env, c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"), rss_params(hash_info=0x201))
     assert rss_status(env.host.rss, 4) == {"enabled": True, "hash_types": ["TCP_IPV4"], "table_size": 128,
-                                           "queues": 4}
+                                           "queues": 4, "hash_info": 0x201, "key": bytes(range(40)).hex(),
+                                           "table": [0, 1, 2, 3] * 32}  # the 4-entry table repeated to 128
 
 
 def test_guest_keepalive_is_answered() -> None:

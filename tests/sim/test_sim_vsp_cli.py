@@ -63,7 +63,8 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         [dev] = json.loads(status.stdout).values()
         assert dev["open"] and dev["nvsp_state"] == "ready" and dev["link_up"] is False
         assert dev["rx_layout"] == "openvmm"  # the default: OpenVMM's receive layout
-        assert dev["rss"] == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1}  # until the guest sets it
+        assert dev["rss"] == {"enabled": False, "hash_types": [], "table_size": 0, "queues": 1,  # until the guest sets it
+                              "hash_info": 0, "key": "", "table": []}
         assert dev["counters"]["frames_from_guest"] == 1 and dev["counters"]["link_indications"] == 1  # the change only: none at initialize
         human = hvuio("--sysroot", str(daemon), "sim", "status")
         assert "hveth0" in human.stdout and "ready" in human.stdout and "link down" in human.stdout

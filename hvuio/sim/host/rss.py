@@ -87,9 +87,13 @@ class RssState:
 
 
 def status(state: RssState | None, queues: int) -> dict[str, object]:
-    """What `hvuio sim status` shows of RSS: on/off, hash types, table size, queues granted."""
+    """What `hvuio sim status` shows of RSS: on/off, hash types, table size, queues granted, and
+    (for `--json`: what a test needs to predict a frame's queue) the NDIS hash information, the
+    key in hex and the table."""
     return {"enabled": state is not None, "hash_types": state.hash_types if state else [],
-            "table_size": len(state.table) if state else 0, "queues": queues}
+            "table_size": len(state.table) if state else 0, "queues": queues,
+            "hash_info": state.hash_info if state else 0, "key": state.key.hex() if state else "",
+            "table": list(state.table) if state else []}
 
 
 def parse_parameters(info: bytes, max_queues: int, table_size: int,
