@@ -1,7 +1,8 @@
 """cffi builder for hvuio._native (API mode, out of line).
 
-The cdef comes from hvuio_api.h (declarations only, no preprocessor lines), and the C sources
-include hvuio.h, which includes the same file: the compiler and cffi see one set of declarations.
+The cdef comes from hvuio_api.h, datapath_api.h and trace_api.h (declarations only, no
+preprocessor lines), and the C sources include hvuio.h, datapath.h and trace.h, which include the
+same files: the compiler and cffi see one set of declarations.
 
 HVUIO_SANITIZE=1 builds the ASan/UBSan variant as hvuio._native_asan (see tests/test_sanitized.py).
 """
@@ -23,7 +24,8 @@ SANITIZE = os.environ.get("HVUIO_SANITIZE") == "1"
 def make_builder(sanitize: bool = SANITIZE, absolute: bool = False) -> cffi.FFI:
     """absolute=True names sources by absolute path: ffi.compile() runs the compiler in its tmpdir."""
     ffi = cffi.FFI()
-    ffi.cdef((HERE / "hvuio_api.h").read_text() + (HERE / "datapath_api.h").read_text())
+    ffi.cdef((HERE / "hvuio_api.h").read_text() + (HERE / "datapath_api.h").read_text()
+             + (HERE / "trace_api.h").read_text())
     flags = list(CFLAGS)
     link: list[str] = []
     if sanitize:

@@ -166,6 +166,7 @@
 
 #include "hvuio.h"
 #include "datapath_api.h"
+#include "trace.h"
 #include "dp_counters.h"
 #include "offload.h"
 
@@ -283,6 +284,7 @@ struct hvu_dp {
     uint64_t drops[HVU_DP_REASON_END];   /* hvu_dp_drop_note calls per reason */
     uint64_t sect_map[HVU_DP_MAX_SECTIONS / 64];   /* bit set = section in flight */
     struct hvu_dp_counters ctr;
+    struct hvu_trace *trace;        /* frame capture (trace.c), NULL: off */
 };
 
 /* datapath.c */

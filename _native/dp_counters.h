@@ -2,7 +2,8 @@
  * (datapath.c), like counters.h does for the ring.
  *
  * Names follow the kernel's netvsc `ethtool -S` where the meaning is the same (tx_busy,
- * tx_no_space, rx_comp_busy, stop_queue, wake_queue); rx_packets/rx_bytes/tx_packets/tx_bytes
+ * rx_comp_busy, stop_queue, wake_queue); tx_no_space is what the kernel calls tx_send_full, and
+ * `hvuio stats` shows it under that name (docs/STATS.md); rx_packets/rx_bytes/tx_packets/tx_bytes
  * count Ethernet frames and their bytes (not ring packets: those are the ring's counters).
  * Every drop has a counter; nothing is dropped silently. The order is the index
  * hvu_dp_counter_name(i) reports; add a counter by adding one line.

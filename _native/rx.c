@@ -180,6 +180,9 @@ static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t 
     }
     iov[niov].iov_base = (void *)data;
     iov[niov++].iov_len = len;
+    if (dp->trace)   /* trace.h: the frame as written to the tap, its 802.1Q tag included */
+        hvu_trace_frame_iov(dp->trace, HVU_TRACE_IN, iov, niov, want,
+                            dp->flags & HVU_DP_F_VNET_HDR ? HVU_DP_VNET_HDR_SIZE : 0);
     ssize_t w;
     do {
         w = writev(dp->tap_fd, iov, niov);

@@ -364,6 +364,8 @@ ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min
         hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
         return 0;
     }
+    if (dp->trace)   /* trace.h; a frame too big for the room is recorded as read */
+        hvu_trace_frame_iov(dp->trace, HVU_TRACE_OUT, iov, n, (size_t)r, dp->flags & HVU_DP_F_VNET_HDR ? HVU_DP_VNET_HDR_SIZE : 0);
     return r;
 }
 

@@ -1,7 +1,7 @@
 """Typed stub of the compiled cffi module hvuio._native (and hvuio._native_asan, same API).
 
-Only the package hvuio.native imports the module; the declarations mirror _native/hvuio_api.h and
-_native/datapath_api.h (the cdef), which export every constant Python uses: in cffi API mode the
+Only the package hvuio.native imports the module; the declarations mirror _native/hvuio_api.h,
+_native/datapath_api.h and _native/trace_api.h (the cdef), which export every constant Python uses: in cffi API mode the
 enum values are ints on `lib`. tests/test_native.py checks that this stub names exactly what the
 compiled `lib` exports.
 
@@ -47,6 +47,9 @@ class RingPtr(CData):
 
 class DpPtr(CData):
     """``struct hvu_dp *``: opaque, allocated as hvu_dp_sizeof() bytes."""
+
+class TracePtr(CData):
+    """``struct hvu_trace *``: opaque, allocated as hvu_trace_sizeof() bytes."""
 
 class RingHdrPtr(CData):
     """``struct hvu_ring_hdr *``"""
@@ -169,6 +172,8 @@ class FFI:
     def cast(self, cdecl: Literal["struct hvu_ring *"], value: CData) -> RingPtr: ...
     @overload
     def cast(self, cdecl: Literal["struct hvu_dp *"], value: CData) -> DpPtr: ...
+    @overload
+    def cast(self, cdecl: Literal["struct hvu_trace *"], value: CData) -> TracePtr: ...
     @overload
     def cast(self, cdecl: str, value: CData | int) -> CData: ...
     def from_buffer(self, python_buffer: Buffer, require_writable: bool = ...) -> CData: ...
@@ -386,6 +391,26 @@ class Lib:
     def hvu_dp_counter_count(self) -> int: ...
     def hvu_dp_counter_name(self, i: int) -> CData: ...
     def hvu_dp_counter(self, dp: DpPtr, i: int) -> int: ...
+
+    # ---- trace_api.h ----
+    HVU_TRACE_IF_FRAMES: int
+    HVU_TRACE_IF_CONTROL: int
+    HVU_TRACE_IN: int
+    HVU_TRACE_OUT: int
+    HVU_TRACE_EPB_OVERHEAD: int
+    HVU_TRACE_MAX_DATA: int
+    HVU_TRACE_FRAMES: int
+    HVU_TRACE_FRAMES_CAPPED: int
+    HVU_TRACE_CONTROL: int
+    HVU_TRACE_CONTROL_CAPPED: int
+    HVU_TRACE_WRITE_ERRORS: int
+    HVU_TRACE_BYTES: int
+    HVU_TRACE_COUNTERS: int
+    def hvu_trace_sizeof(self) -> int: ...
+    def hvu_trace_init(self, t: TracePtr, fd: int, max_bytes: int, used: int) -> int: ...
+    def hvu_trace_block(self, t: TracePtr, iface: int, dir: int, data: CData | bytes, len: int) -> int: ...
+    def hvu_trace_counter(self, t: TracePtr, which: int) -> int: ...
+    def hvu_dp_set_trace(self, dp: DpPtr, t: TracePtr | CData) -> None: ...
 
 ffi: FFI
 lib: Lib

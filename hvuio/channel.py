@@ -11,7 +11,9 @@ What lives here:
     §3.7): u32 reserved 0, u32 range count 1, the range {len, offset 0, page number}, then the
     NVSP message, completion requested. `receive()` copies packets out (the C core validates §4 items 1–10),
     signals for flow control (§3.11 b) and turns them into proto `Inbound`s; `ingest()` does the
-    same for one packet read elsewhere (the data path's `read_control`).
+    same for one packet read elsewhere (the data path's `read_control`). With `trace` set
+    (hvuio/trace/writer.py) every packet in and out is recorded there, with the RNDIS bytes its
+    section, page or transfer-page ranges held.
   * Transfer-page packets (type 0x7) on the control path: header and ranges validated (§4.11, by
     the C core's `check_xfer_header`), the NVSP payload checked to be type 107 (§4.13), every
     range copied out of the receive buffer before it is parsed (§4.16), split into RNDIS
@@ -44,7 +46,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from hvuio.device.guestmem import HV_PAGE, GuestRegion
 from hvuio.device.sysfs import SYSFS_HINT
@@ -54,9 +56,13 @@ from hvuio.errors import (HostProtocolError, HostTimeoutError, LocalProtocolErro
 from hvuio.native.ring import (FLAG_COMPLETION_REQUESTED, Direction, MonitorBell, Packet, PacketType, Ring,
                                check_xfer_header)
 from hvuio.proto.events import Inbound, InboundKind, Send
+from hvuio.trace.pcapng import INBOUND, OUTBOUND
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 from hvuio.wire import vmbus as wv
+
+if TYPE_CHECKING:
+    from hvuio.trace.writer import Trace
 
 #: netvsc uses in-band, transfer-page and completion packets only (VMBUS.md §4 item 9).
 NETVSC_TYPES: Final = (PacketType.INBAND, PacketType.XFER_PAGES, PacketType.COMP)
@@ -138,11 +144,12 @@ class Channel:
 
     def __init__(self, rings: mmap.mmap, *, ring_size: int, interrupt: Interrupt, signaller: Signaller,
                  recv_buf: mmap.mmap | None, send_buf: mmap.mmap | None, name: str,
-                 may_unmask: bool = True) -> None:
+                 may_unmask: bool = True, relid: int = 0) -> None:
         if len(rings) < 2 * ring_size:
             raise SysfsError(f"{name}: ring mapping of {len(rings):#x} bytes cannot hold two rings of {ring_size:#x}",
                              SYSFS_HINT)
         self.name = name
+        self.relid = relid
         tx = Ring(rings, direction=Direction.TX, offset=0, size=ring_size, accept_types=NETVSC_TYPES)
         try:
             rx = Ring(rings, direction=Direction.RX, offset=ring_size, size=ring_size,
@@ -163,6 +170,8 @@ class Channel:
         #: where RNDIS data messages met on this path go while a data path runs (its
         #: `deliver_data`: True = frame written, False = dropped); None: counted and dropped
         self.data_sink: Callable[[bytes], bool] | None = None
+        #: where every control packet in and out is recorded (`up --trace`); None: not traced
+        self.trace: Trace | None = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -174,12 +183,12 @@ class Channel:
 
     @classmethod
     def _build(cls, handle: UioHandle, rings: mmap.mmap, ring_size: int, monitor_id: int | None,
-               name: str, may_unmask: bool) -> Channel:
+               name: str, may_unmask: bool, relid: int) -> Channel:
         sig = cls._make_signaller(handle, monitor_id)
         try:
             return cls(rings, ring_size=ring_size, interrupt=handle.interrupt, signaller=sig,
                        recv_buf=handle.recv_buffer, send_buf=handle.send_buffer, name=name,
-                       may_unmask=may_unmask)
+                       may_unmask=may_unmask, relid=relid)
         except BaseException:
             sig.close()  # the monitor bell exports map 2; the handle could not unmap it otherwise
             raise
@@ -188,14 +197,14 @@ class Channel:
     def primary(cls, handle: UioHandle) -> Channel:
         """The primary channel of an open device (map 0; monitor id from the device directory)."""
         return cls._build(handle, handle.rings, handle.ring_size, handle.device.monitor_id,
-                          f"{handle.device.guid} channel {handle.device.relid}", True)
+                          f"{handle.device.guid} channel {handle.device.relid}", True, handle.device.relid)
 
     @classmethod
     def subchannel(cls, handle: UioHandle, relid: int) -> Channel:
         """A subchannel from its `ring` file. Its inbound mask is never cleared (VMBUS.md §1.10 item 39)."""
         ring = handle.open_subchannel_ring(relid)
         return cls._build(handle, ring, len(ring) // 2, handle.device.channel(relid).monitor_id,
-                          f"{handle.device.guid} channel {relid}", False)
+                          f"{handle.device.guid} channel {relid}", False, relid)
 
     @property
     def tx(self) -> Ring:
@@ -241,7 +250,7 @@ class Channel:
             self.send_buf[msg.offset:msg.offset + len(rndis)] = rndis
             self.counters.control_sections += 1
         self.send_raw(PacketType.INBAND, msg.payload, trans_id=msg.message.trans_id,
-                      want_completion=msg.message.want_completion)
+                      want_completion=msg.message.want_completion, rndis=rndis or b"")
 
     def _send_gpa_direct(self, msg: Send, rndis: bytes, page: int) -> None:
         """The RNDIS bytes into control page `page`, then one type-9 packet naming its page number."""
@@ -258,7 +267,7 @@ class Channel:
         pages.view[msg.offset:msg.offset + len(rndis)] = rndis
         header = _GPA_ONE_RANGE.pack(0, 1, len(rndis), 0, pages.pfns[page])
         self.send_raw(PacketType.GPA_DIRECT, msg.payload, trans_id=msg.message.trans_id, want_completion=True,
-                      header=header)
+                      header=header, rndis=rndis)
         self.counters.control_gpa += 1
 
     def send_all(self, msgs: list[Send]) -> None:
@@ -266,9 +275,10 @@ class Channel:
             self.send(m)
 
     def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool,
-                 header: bytes = b"") -> None:
+                 header: bytes = b"", rndis: bytes = b"") -> None:
         """One packet (`header`: its type-specific header, a multiple of 8 bytes); waits (bounded)
-        for ring space, then signals per §3.11(a)."""
+        for ring space, then signals per §3.11(a). `rndis`: the RNDIS bytes the packet's section or
+        page holds, for the trace only."""
         flags = FLAG_COMPLETION_REQUESTED if want_completion else 0
         deadline: float | None = None
         while True:
@@ -284,6 +294,8 @@ class Channel:
                                            f"within {RING_SPACE_TIMEOUT:g} s") from None
                 time.sleep(_SPACE_POLL)
         self.counters.packets_out += 1
+        if self.trace is not None:
+            self.trace.control(OUTBOUND, self.relid, ptype, trans_id, payload, rndis)
         if need_signal:
             self.signal()
 
@@ -302,6 +314,8 @@ class Channel:
     def ingest(self, pkt: Packet) -> list[Inbound]:
         """One packet copied out of the inbound ring -> Inbound items (acks transfer pages)."""
         self.counters.packets_in += 1
+        if self.trace is not None and pkt.type != PacketType.XFER_PAGES:  # those once their ranges are read
+            self.trace.control(INBOUND, self.relid, pkt.type, pkt.trans_id, pkt.payload)
         if pkt.type == PacketType.INBAND:
             return [Inbound(InboundKind.INBAND, pkt.trans_id, pkt.payload)]
         if pkt.type == PacketType.COMP:
@@ -329,9 +343,13 @@ class Channel:
         _, _, _, count = _XFER_HEAD.unpack_from(pkt.header)
         out: list[Inbound] = []
         delivered = True
+        ranges: list[bytes] = []
         for i in range(count):
             length, offset = _RANGE.unpack_from(pkt.header, _XFER_HEAD.size + 8 * i)
-            data = bytes(self.recv_buf[offset:offset + length])  # private copy before parsing (§4.16)
+            ranges.append(bytes(self.recv_buf[offset:offset + length]))  # private copy before parsing (§4.16)
+        if self.trace is not None:
+            self.trace.control(INBOUND, self.relid, pkt.type, pkt.trans_id, pkt.payload, b"".join(ranges))
+        for i, data in enumerate(ranges):
             delivered &= self._split_rndis(data, pkt.trans_id, f"{what} range {i}", out)
         status = wn.NvspStatus.SUCCESS if delivered else wn.NvspStatus.FAIL
         self.send_raw(PacketType.COMP, wn.receive_ack(status), trans_id=pkt.trans_id, want_completion=False)

@@ -12,7 +12,8 @@ What lives here:
   * Traffic between the two namespaces: `ping`, a TCP bulk transfer with a sha256 check on the
     receiving side, a UDP datagram check and a UDP small-packet blaster — small Python programs
     run with `ip netns exec` (so they measure what a user's program would see).
-  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
+  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict; its "stats" are
+    the data path's final counters under the names `hvuio stats` gives them (hvuio/stats.py).
 
 What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
 pyroute2 (hvuio/netdev/tap.py). Traffic only ever goes between the namespaces made here.
@@ -36,6 +37,7 @@ from typing import Any
 
 from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
+from hvuio.stats import ethtool_stats
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -400,15 +402,21 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
 # ------------------------------------------------------------------------------------------ demo
 
 def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP_BYTES,
-             on_ready: Any = None, gpa: bool = True) -> dict[str, Any]:
+             on_ready: Any = None, gpa: bool = True, trace: Path | None = None,
+             trace_max_mb: int = 64) -> dict[str, Any]:
     """Build the stack, ping, TCP transfer, stop `hvuio up`, collect counters, tear down.
 
     `on_ready(stack)` runs once traffic is done and before `hvuio up` is stopped (for --keep).
-    `gpa` False runs `hvuio up --no-gpa` (the send buffer only).
+    `gpa` False runs `hvuio up --no-gpa` (the send buffer only). `trace`: `hvuio up` writes its
+    pcapng trace there (`--trace`, capped at `trace_max_mb`); result["trace"] names the file and
+    its counters.
     Raises HvuioError subclasses for failures a user can meet; cleanup always runs.
     """
     result: dict[str, Any] = {"kernel": kernel, "mtu": mtu}
-    with DemoStack(kernel=kernel, mtu=mtu, up_args=() if gpa else ("--no-gpa",)) as stack:
+    up_args: tuple[str, ...] = () if gpa else ("--no-gpa",)
+    if trace is not None:  # absolute: `hvuio up` runs in another directory
+        up_args += ("--trace", str(Path(trace).absolute()), "--trace-max-mb", str(trace_max_mb))
+    with DemoStack(kernel=kernel, mtu=mtu, up_args=up_args) as stack:
         result.update(guest_netns=stack.guest_ns, host_netns=stack.host_ns, tap=stack.tap,
                       host_ifname=stack.host_ifname, nic=stack.nic, sysroot=str(stack.sysroot))
         try:
@@ -438,6 +446,10 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
         result["host_nvsp_counters"] = live.get("nvsp_counters", {})
         down = stack.stop_up() or {}
         result["datapath_counters"] = down.get("counters", {})
+        result["stats"] = ethtool_stats(result["datapath_counters"])  # the names `hvuio stats` shows
+        if trace is not None:
+            result["trace"] = {"file": str(Path(trace).absolute()),
+                               **{k: v for k, v in result["datapath_counters"].items() if k.startswith("trace_")}}
         host = stack.host_status()
         result["host_counters"] = host["counters"]
         result["host_network_counters"] = _net_counters(stack)

@@ -9,10 +9,11 @@ hvuio.native.datapath in its thread, with the NIC's data sections, offloads and 
 limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
 handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
 (hvuio/native/datapath.py's threading rule). The data path gets the NIC's GPA TX area
-(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one. Every
+(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one, and the
+NIC's trace (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every
 tick the pump's health is looked at (hvuio/health.py: host stalls, drops per reason) and what it
-reports is logged; `live_counters()` adds what is in flight, drops per reason and the stall
-counters to the pump's counters. The run loop waits on the caller's stop fd
+reports is logged; `live_counters()` adds what is in flight, drops per reason, the stall
+counters and the trace's counters to the pump's counters. The run loop waits on the caller's stop fd
 (netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
 halt and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
 RescindedError of the pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
@@ -63,7 +64,8 @@ class Engine:
 
     def live_counters(self) -> dict[str, int]:
         """The pump's counters now (read while it runs: each value is one aligned u64 load), what it
-        has in flight, its drops per reason (`drop_<reason>`) and the stall counters (health.py)."""
+        has in flight, its drops per reason (`drop_<reason>`), the stall counters (health.py) and,
+        when the NIC is traced, the trace's counters."""
         dp = self._dp
         if dp is None:
             return dict(self.counters)
@@ -75,6 +77,8 @@ class Engine:
         peers = self._peers
         if peers is not None:
             live.update(peer_frames_sent=peers.sent, peer_frames_failed=peers.failed)
+        if self.nic.trace is not None:
+            live.update(self.nic.trace.counters())
         return live
 
     def _watch(self, dp: DataPath) -> None:
@@ -125,6 +129,8 @@ class Engine:
                           tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
                           gpa_pool=nic.gpa_pool)
             self._dp = dp
+            if nic.trace is not None:
+                dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
             chan.data_sink = dp.deliver_data  # data messages of mixed packets (the pump's thread)
             dp.start(self._on_control, on_exit=self._on_exit)
             if on_ready is not None:

@@ -142,3 +142,10 @@ class LocalProtocolError(HvuioError):
 
     exit_code = 70
     default_hint = "This is a bug in hvuio; rerun with --debug and report it."
+
+
+class TraceFileError(HvuioError):
+    """A trace file `hvuio trace` cannot read: not pcapng, truncated, or not written by hvuio."""
+
+    default_hint = ("Give 'hvuio trace' a file written by 'hvuio up --trace' or 'hvuio demo --trace'; "
+                    "tcpdump -r reads the frames of any pcapng.")

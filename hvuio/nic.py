@@ -24,6 +24,8 @@ What lives here:
   * The MTU that never lies: the tap's MTU follows nicinfo.py's rule (min of asked, the host's
     OID_GEN_MAXIMUM_FRAME_SIZE and what the TX path carries), with a warning naming the limit
     when below the MTU asked. What bring-up negotiated is a `NicInfo` (hvuio/nicinfo.py).
+  * `trace` (hvuio/trace/writer.py, `up --trace`): handed to the primary channel, which records
+    every control packet in it; the engine gives it to the data path for the frames.
 
 What must not live here: ring code (channel.py, hvuio/native/), protocol parsing or the routing
 between NVSP and RNDIS (proto/), the offload mapping (offloads.py), sysfs details (device/), the
@@ -39,7 +41,7 @@ import select
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hvuio.channel import Channel
 from hvuio.device.bind import BUSY_SETTLE, check_not_busy, claim_device, forget_device, resolve_device
@@ -63,6 +65,9 @@ from hvuio.proto.nvsp import BufferGrant
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
 
+if TYPE_CHECKING:
+    from hvuio.trace.writer import Trace
+
 log = logging.getLogger(__name__)
 
 #: Longest a whole bring-up may take. Each request has its own 5 s limit in the machines
@@ -84,8 +89,10 @@ class Nic:
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
                  clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
-                 channels: int = 1) -> None:
+                 channels: int = 1, trace: Trace | None = None) -> None:
         self.sysroot = Path(sysroot)
+        #: where the channel records every control packet (and the engine's data path the frames)
+        self.trace = trace
         self.name = name
         #: send by guest-physical address when the platform has guest memory; False: send buffer only
         self.gpa = gpa
@@ -157,6 +164,7 @@ class Nic:
             if recv is None or send is None or handle.recv_gpadl is None or handle.send_gpadl is None:
                 raise WrongDeviceError(f"{device.guid} has no receive/send buffer maps")
             chan = Channel.primary(handle)
+            chan.trace = self.trace
             self.channel = chan
             self.info = NicInfo(device=device.guid, uio=handle.uio.name, relid=device.relid,
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,

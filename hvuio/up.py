@@ -1,7 +1,8 @@
 """`hvuio up` as a library call: bring a synthetic NIC up, keep its status file, run it (data path
 or control traffic only) until a signal, tear it down, and report what happened as events.
 
-What lives here: `UpOptions` (what the command's options mean), `run_up()`, the progress events it
+What lives here: `UpOptions` (what the command's options mean), `check_options()` (options
+that cannot work, refused before the NIC is opened), `run_up()`, the progress events it
 hands to the caller's callback in order — `Ready` (negotiated values), then `Serving` (control
 traffic only) or `DatapathRunning` (the tap is up), then `Down` (counters, the stopping signal),
 which is also its result — each with the exact line `up --json` prints for it. The status file
@@ -20,8 +21,10 @@ or ring logic (nic.py, engine.py and below), the status record's format (status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +64,10 @@ class UpOptions:
     tx_aggregation: bool = True
     #: send by guest-physical address when the platform has guest memory (False: send buffer only)
     gpa: bool = True
+    #: write a pcapng trace of the frames and control messages here (hvuio/trace/); None: no trace
+    trace: Path | None = None
+    #: the trace file's cap: once reached nothing more is written (counted, no rotation)
+    trace_max_mb: int = 64
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,49 @@ def check_mtu(mtu: int, option: str = "--mtu") -> None:
                          "(65535 minus the Ethernet header)", f"Use {option} {MIN_MTU} to {MAX_MTU}.")
 
 
+def check_options(options: UpOptions) -> None:
+    """UsageError (one sentence + hint) for options that cannot work, found before anything of the
+    host is touched: --ifname or --netns without a tap to apply them to (--no-datapath, --once),
+    a --netns that does not exist, an --ifname that is malformed or already names an interface
+    where the tap would go. The hint never suggests deleting that interface: hvuio did not make it
+    (a tap of hvuio's lives only as long as its `up` process)."""
+    import socket
+
+    from hvuio.errors import UsageError
+    from hvuio.netdev import netns as netns_mod
+    from hvuio.netdev.tap import NETNS_RUN_DIR, check_ifname, check_netns_name
+
+    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns)) if value is not None]
+    without = "--no-datapath" if not options.datapath else "--once" if options.once else None
+    if given and without is not None:
+        raise UsageError(f"{' and '.join(given)} place the tap, and {without} runs no tap",
+                         f"Leave out {' and '.join(given)}, or {without}.")
+    if options.netns is not None:
+        check_netns_name(options.netns)
+        if not os.path.exists(os.path.join(NETNS_RUN_DIR, options.netns)):
+            raise UsageError(f"network namespace {options.netns!r} does not exist",
+                             f"Create it with 'ip netns add {options.netns}', or pick one 'ip netns list' shows.")
+    if options.ifname is None:
+        return
+    try:
+        check_ifname(options.ifname)
+    except UsageError as err:
+        raise UsageError(f"--ifname: {err.message}", "Leave --ifname out for a random 'hvu-…' name.") from None
+    if options.netns is None:
+        try:
+            socket.if_nametoindex(options.ifname)
+            taken = True
+        except OSError:
+            taken = False
+    else:
+        taken = options.ifname in netns_mod.list_links(prefix=options.ifname, netns=options.netns)
+    if taken:
+        where = f" in network namespace {options.netns!r}" if options.netns else ""
+        raise UsageError(f"--ifname {options.ifname}: an interface of that name already exists{where}",
+                         "Pick another name, or leave --ifname out for a random 'hvu-…' name; a tap an earlier "
+                         "'hvuio up' made goes away with that process ('hvuio status' lists the running ones).")
+
+
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
     from hvuio.nicinfo import NVSP_NAMES
@@ -149,12 +199,17 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     from hvuio.nic import Nic
 
     check_mtu(options.mtu)
+    check_options(options)   # before anything of the host is touched
     versions = nvsp_versions(options.max_nvsp)
     for stale in sweep_stale(sysroot):  # what a killed `up` left
         log.info("%s", stale.message)
-    with StopPipe() as stop:
+    with StopPipe() as stop, contextlib.ExitStack() as closing:
+        trace = None
+        if options.trace is not None:
+            from hvuio.trace.writer import Trace
+            trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
         nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa)
+                  gpa=options.gpa, trace=trace)
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None
@@ -189,6 +244,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
             if state is not None:
                 state.remove()
             nic.close()
+        if trace is not None:  # after the teardown's messages were recorded
+            counters.update(trace.counters())
         down = Down(counters=counters, signal=stop.signal)
         on_event(down)
         return down

@@ -35,6 +35,7 @@ have ping || need+=(iputils-ping)
 have sysctl || need+=(procps)           # hvuio.netdev.netns sets sysctls in the namespaces
 have capsh || need+=(libcap2-bin)       # a tap test drops a capability with it
 have clang || need+=(clang)             # the fuzz harnesses (libFuzzer, ASan/UBSan) in tests/fuzz
+have tcpdump || need+=(tcpdump)         # the demo's trace is read back with tcpdump -r (tests/e2e)
 # libFuzzer's runtime: clang's own package on Debian 12 (libclang-rt-14-dev), newer names elsewhere
 if have clang && ! clang -print-file-name=libclang_rt.fuzzer-x86_64.a | grep -q /; then
     ver="$(clang -dumpversion | cut -d. -f1)"

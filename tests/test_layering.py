@@ -90,7 +90,8 @@ def test_wire_and_proto_import_downwards_only() -> None:
 
 def test_emulator_is_independent_of_the_guest() -> None:
     guest = ("hvuio.proto", "hvuio.wire", "hvuio.native", "hvuio._native", "hvuio.channel", "hvuio.nic",
-             "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads", "hvuio.device", "hvuio.cli")
+             "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads", "hvuio.device", "hvuio.cli",
+             "hvuio.trace")
     # The network behind the host owns a real tap: it may use the tap/netns plumbing; the daemon
     # removes the namespace a killed daemon left. errors and safefs are foundations of both sides.
     extra = {"hvuio.sim.net": ("hvuio.netdev.tap", "hvuio.netdev.netns"),
@@ -111,12 +112,28 @@ def test_netdev_knows_no_protocol() -> None:
     the rings, the device layer or the modules that drive the NIC (the emulator uses it too)."""
     above = ("hvuio.wire", "hvuio.proto", "hvuio.native", "hvuio._native", "hvuio.device",
              "hvuio.channel", "hvuio.nic", "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads",
-             "hvuio.up", "hvuio.cli", "hvuio.sim", "hvuio.demo")
+             "hvuio.up", "hvuio.cli", "hvuio.sim", "hvuio.demo", "hvuio.trace")
     mods = [m for m in MODULES if _within(m, "hvuio.netdev")]
     assert {"hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= set(mods)
     for mod in mods:
         bad = {i for i in MODULES[mod] if any(_within(i, a) for a in above)}
         assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_trace_room_stands_on_wire_and_native() -> None:
+    """hvuio.trace (pcapng writer/reader, decoder) takes hvuio.wire's layouts and names, the C
+    writer's wrapper and the errors; the channel, NIC, engine and CLI call it, never the reverse.
+    Its format and decoder (pcapng, decode) stay sans-IO."""
+    mods = [m for m in MODULES if _within(m, "hvuio.trace")]
+    assert {"hvuio.trace.pcapng", "hvuio.trace.writer", "hvuio.trace.decode"} <= set(mods)
+    for mod in mods:
+        own = {i for i in MODULES[mod] if _within(i, "hvuio")}
+        bad = {i for i in own if not any(_within(i, ok) for ok in ("hvuio.trace", "hvuio.wire", "hvuio.errors",
+                                                                    "hvuio.native.trace"))}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+    for mod in ("hvuio.trace.pcapng", "hvuio.trace.decode"):
+        bad = {i.split(".")[0] for i in MODULES[mod]} & IO_MODULES
+        assert not bad, f"{mod} imports {sorted(bad)}; it must stay sans-IO"
 
 
 def test_control_plane_below_the_engine() -> None:
@@ -297,14 +314,15 @@ def test_every_command_is_added_to_the_group() -> None:
         reachable.add(id(cmd))
         if isinstance(cmd, click.Group):
             todo += cmd.commands.values()
-    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim", "hvuio.cli.demo"):
+    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.stats", "hvuio.cli.sim", "hvuio.cli.demo",
+                "hvuio.cli.trace"):
         defined = [v for v in vars(importlib.import_module(mod)).values() if isinstance(v, click.Command)]
         assert defined, mod
         missing = [c.name for c in defined if id(c) not in reachable]
         assert not missing, f"{mod} defines commands the group does not have: {missing}"
 
 
-@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.up", "hvuio.sim.daemon"])
+@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.stats", "hvuio.up", "hvuio.sim.daemon"])
 def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
     assert mod in MODULES
     bad = {i for i in MODULES[mod] if i.split(".")[0] == "click"}

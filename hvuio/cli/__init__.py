@@ -3,13 +3,15 @@
 What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v),
 `main` (the console entry point and `python -m hvuio`) with the error rendering, and the explicit
 list of commands added to the group from the command modules: device.py (list, bind, unbind,
-doctor), net.py (up, status), sim.py (the `sim` group), demo.py (demo). The command modules take
-the `App` from app.py and never import this module, so there is no import cycle.
+doctor), net.py (up, status), stats.py (stats), sim.py (the `sim` group), demo.py (demo), trace.py
+(trace). The command modules take the `App` from app.py and never import this module, so there is
+no import cycle.
 
 Commands parse options, call the library and echo. Heavy modules (the compiled core, pyroute2,
 the emulator) are imported inside the commands, so `hvuio --help` works even where the C core
-failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code; a
-traceback is shown only with --debug.
+failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code (a
+command the hint names gets the --sysroot of the command line, `with_sysroot`); a traceback is
+shown only with --debug. The sysroot reaches the commands as an absolute path.
 
 What must not live here: commands' bodies, library code (status files, bring-up, the emulator
 daemon), terminal rendering of results (the command modules, render.py).
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 import click
 
 from hvuio import __version__
-from hvuio.cli import demo, device, net, sim
+from hvuio.cli import demo, device, net, sim, stats, trace
 from hvuio.cli.app import App
 from hvuio.errors import HvuioError, NotRootError
 
@@ -48,6 +52,7 @@ __all__ = ["App", "cli", "main"]
 @click.pass_context
 def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
     """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
+    sysroot = Path(os.path.abspath(sysroot))   # commands see one path, whatever their working directory
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if sysroot != Path("/") and os.path.lexists(sysroot):
@@ -55,6 +60,29 @@ def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
 
         check_dir(sysroot)   # another user's directory would make them the host of our parsers
     ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose)
+
+
+def _sysroot_of(argv: list[str]) -> str:
+    """The --sysroot of a command line (or HVUIO_SYSROOT), made absolute; "/" when none."""
+    root = os.environ.get("HVUIO_SYSROOT") or "/"
+    for i, arg in enumerate(argv):
+        if arg == "--sysroot" and i + 1 < len(argv):
+            root = argv[i + 1]
+        elif arg.startswith("--sysroot="):
+            root = arg.split("=", 1)[1]
+        elif not arg.startswith("-") and (i == 0 or argv[i - 1] != "--sysroot"):
+            break   # the command: what follows are its own arguments
+    return os.path.abspath(root) if root else "/"
+
+
+def with_sysroot(hint: str, sysroot: str) -> str:
+    """`hint` with every command it names ('hvuio …', or 'hvuio --sysroot DIR …') run against
+    `sysroot`, so it can be pasted as it is; unchanged for "/"."""
+    if sysroot == "/":
+        return hint
+    option = f"--sysroot {shlex.quote(sysroot)}"
+    hint = hint.replace("--sysroot DIR", option)
+    return re.sub(r"'hvuio (?!--sysroot )", lambda _: f"'hvuio {option} ", hint)
 
 
 def _wants_debug(argv: list[str]) -> bool:
@@ -72,7 +100,7 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"Error: {err.message}", err=True)
         if err.hint:
-            click.echo(f"Hint: {err.hint}", err=True)
+            click.echo(f"Hint: {with_sysroot(err.hint, _sysroot_of(args))}", err=True)
         sys.exit(err.exit_code)
     except PermissionError as err:  # sysfs, /dev/uioN, /dev/net/tun: what a non-root user meets
         where = f" on {err.filename}" if err.filename else ""
@@ -98,6 +126,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 _COMMANDS: tuple[click.Command, ...] = (device.list_devices, device.bind, device.unbind, device.doctor,
-                                        net.up, net.status, sim.sim, demo.demo)
+                                        net.up, net.status, stats.stats, sim.sim, demo.demo,
+                                        trace.trace)
 for _command in _COMMANDS:
     cli.add_command(_command)

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -56,6 +57,12 @@ def render(result: dict[str, Any]) -> str:
     out += _counters_block("Emulated host counters", result.get("host_counters", {}))
     out += _counters_block("Emulated host NVSP counters", result.get("host_nvsp_counters", {}))
     out += _counters_block("Host network counters", result.get("host_network_counters", {}))
+    if "trace" in result:
+        tr = result["trace"]
+        capped = tr.get("trace_frames_capped", 0) + tr.get("trace_control_capped", 0)
+        out.append(f"Trace {tr['file']}: {tr.get('trace_frames', 0)} frames, {tr.get('trace_control', 0)} control "
+                   f"messages, {tr.get('trace_bytes', 0)} bytes" + (f", {capped} left out at the cap" if capped else "")
+                   + f" ('hvuio trace {tr['file']}').")
     out.append("Cleaned up: namespaces, taps, processes and the sysroot are gone.")
     return "\n".join(out)
 
@@ -114,8 +121,14 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--gpa/--no-gpa", default=True, show_default=True,
               help="Let 'hvuio up' send by guest-physical address from the emulator's guest memory; "
                    "--no-gpa: the send buffer only.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Let 'hvuio up' write a pcapng trace of the frames and control messages "
+                                   "('hvuio trace FILE' decodes it; tcpdump -r reads the frames).")
+@click.option("--trace-max-mb", type=click.IntRange(1, 4096), default=64, show_default=True, metavar="MB",
+              help="Cap of the trace file: once reached, nothing more is written (counted, no rotation).")
 @pass_app
-def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool, gpa: bool) -> None:
+def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool, gpa: bool,
+         trace_file: Path | None, trace_max_mb: int) -> None:
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
@@ -145,7 +158,8 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     old_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
-                          on_ready=_wait_for_ctrl_c if keep else None, gpa=gpa)
+                          on_ready=_wait_for_ctrl_c if keep else None, gpa=gpa, trace=trace_file,
+                          trace_max_mb=trace_max_mb)
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)

@@ -16,6 +16,7 @@ protocol or ring logic, sysfs parsing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -74,15 +75,22 @@ def status(app: App, as_json: bool) -> None:
 @click.option("--gpa/--no-gpa", default=True, show_default=True,
               help="Send control messages and large frames by guest-physical address (GPA-direct) from "
                    "pinned guest memory when the platform has it; --no-gpa: the send buffer only.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="Write a pcapng trace: the frames both ways (tcpdump -r, Wireshark) and every "
+                   "VMBus/NVSP/RNDIS control message ('hvuio trace FILE' decodes them).")
+@click.option("--trace-max-mb", type=click.IntRange(1, 4096), default=64, show_default=True, metavar="MB",
+              help="Cap of the trace file: once reached, nothing more is written (no rotation); the "
+                   "frames and messages left out are counted (trace_frames_capped, trace_control_capped).")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
-       tx_aggregation: bool, gpa: bool) -> None:
+       tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
-                        tx_aggregation=tx_aggregation, gpa=gpa)
+                        tx_aggregation=tx_aggregation, gpa=gpa, trace=trace_file, trace_max_mb=trace_max_mb)
 
     def echo(event: UpEvent) -> None:
         if as_json:

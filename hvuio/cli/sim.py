@@ -7,9 +7,10 @@ emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, 
 trunk-mode port; --guest-memory-mode proc for a foreign guest process with IOVA = VA;
 --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
-with --foreground until SIGINT/SIGTERM. `hvuio --sysroot DIR sim exec -- CMD` runs an unchanged
-driver against the tree (hvuio.sim.exec). `hvuio --sysroot DIR sim stop` stops the lock's holder;
-the kernel removes its tree on the way out, and `sim stop` removes what a killed daemon left. A
+with --foreground until SIGINT/SIGTERM; with --wire it prints the host's namespace and addresses.
+`hvuio --sysroot DIR sim exec -- CMD` runs an unchanged driver against the tree (hvuio.sim.exec).
+`hvuio --sysroot DIR sim stop` stops the lock's holder; the kernel removes its tree on the way
+out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import click
@@ -106,7 +108,10 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
         daemon.run(root, kernel, nics, host=host, guest_memory=guest_memory)
         return
     pid = daemon.start_daemon(root, kernel, nics, host=host, guest_memory=guest_memory)
-    click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {root} list")
+    click.echo(f"sim kernel {kernel} started (pid {pid}) under {root}; use: hvuio --sysroot {shlex.quote(str(root))} list")
+    name = daemon.recorded_netns(root) if wire else None
+    if name is not None:
+        click.echo(daemon.describe_wire(name))
 
 
 @sim.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -131,7 +136,7 @@ def sim_stop(app: App, timeout: float) -> None:
 
     Only the daemon that holds the sysroot's pid-file lock is signalled (never a pid read from a
     file); when that daemon died, what it left (the tree, its network namespace) is removed."""
-    from hvuio.sim.daemon import DaemonGone, remove_leftovers, stop_daemon
+    from hvuio.sim.daemon import DaemonGone, remove_leftovers, sim_command, stop_daemon
 
     root = _root(app)
     try:
@@ -140,8 +145,13 @@ def sim_stop(app: App, timeout: float) -> None:
         removed = remove_leftovers(root)
         if not removed:
             raise UsageError(f"no sim kernel runs under {root}",
-                             "Start one with 'hvuio --sysroot DIR sim start'.") from None
+                             f"Start one with '{sim_command(root, 'start')}'.") from None
         click.echo(f"sim kernel under {root} had died ({gone}); removed what it left: {', '.join(removed)}")
+        return
+    removed = remove_leftovers(root)   # a daemon being killed as we signalled it cleans up nothing
+    if removed:
+        click.echo(f"sim kernel (pid {pid}) ended without removing its tree (killed?); removed what it left: "
+                   f"{', '.join(removed)}")
         return
     click.echo(f"sim kernel (pid {pid}) stopped; tree under {root} removed")
 

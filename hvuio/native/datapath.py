@@ -6,7 +6,7 @@ What lives here: building the C configuration from `Ring` objects and buffers, r
 exception conversion, counters, the sizes and limits the C data path exports (RNDIS packet
 header, NVS message, vnet header, ...; read from `lib`, never retyped), and a background-thread
 pump (`start`/`stop`) that hands packets the C code does not handle (NVSP/RNDIS control) to a
-Python callback. What must not: loading the compiled module (``hvuio.native``), ring logic
+Python callback, and `set_trace` (the frames both ways into a hvuio.native.trace sink). What must not: loading the compiled module (``hvuio.native``), ring logic
 (``hvuio.native.ring``), protocol logic (``hvuio.proto``), opening devices or taps (the engine
 passes fds and maps in).
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import array
 
     from hvuio._native import CData, DpPtr
+    from hvuio.native.trace import TraceSink
 
 TX_TAG = 1 << int(_lib.HVU_DP_TX_TAG_SHIFT)
 """Bit set in the trans_id of every data-path send; control requests must leave it clear."""
@@ -325,6 +326,7 @@ class DataPath:
                 + (f"; GPA pool of {len(self._gpa)} bytes (at least one {GPA_SLOT_SIZE}-byte slot)"
                    if gpa_pool is not None else ""))
         self._thread: threading.Thread | None = None
+        self._trace: TraceSink | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._calls: deque[Callable[[], None]] = deque()
@@ -424,6 +426,12 @@ class DataPath:
             self.signal()
 
     # ---- state ------------------------------------------------------------------------------------
+
+    def set_trace(self, sink: TraceSink | None) -> None:
+        """Record every frame read from or written to the tap in `sink` (None: stop). Call it
+        before `start()` or on the pump's thread (the threading rule above)."""
+        self._trace = sink  # keeps the C struct alive while the pump may use it
+        _lib.hvu_dp_set_trace(self._dp, _ffi.NULL if sink is None else sink.cptr)
 
     def counters(self) -> dict[str, int]:
         return {name: int(_lib.hvu_dp_counter(self._dp, i)) for i, name in enumerate(COUNTER_NAMES)}

@@ -194,7 +194,7 @@ def netlink_error(code: int, action: str, ifname: str, netns: str | None = None)
     if code == errno.EEXIST:
         return UsageError(
             f"interface name {ifname!r} already exists{where}",
-            "Pick another name, or remove the existing interface with 'ip link del'.",
+            "Pick another name, or leave the name out for a random 'hvu-…' one.",
         )
     if code == errno.EBUSY:
         return UsageError(

@@ -75,9 +75,10 @@ class RecordingChannel(Channel):
     mem: mmap.mmap  # the mapping under both rings (for tests that write the host's side)
 
     def send_raw(self, ptype: int, payload: bytes, *, trans_id: int, want_completion: bool,
-                 header: bytes = b"") -> None:
+                 header: bytes = b"", rndis: bytes = b"") -> None:
         self.sent.append(trans_id)
-        super().send_raw(ptype, payload, trans_id=trans_id, want_completion=want_completion, header=header)
+        super().send_raw(ptype, payload, trans_id=trans_id, want_completion=want_completion, header=header,
+                         rndis=rndis)
 
 
 @contextmanager
@@ -221,6 +222,37 @@ def test_any_host_packet_yields_results_or_a_host_error(tmp_path: Path, stage: i
                 event(f"machines refused: {type(err).__name__}")
                 break
             event("machines accepted")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(stage=st.integers(0, 4), data=st.data(), recv=receive_buffer())
+def test_a_traced_channel_records_hostile_packets_and_each_decodes_to_a_line(tmp_path: Path, stage: int,
+                                                                            data: Any, recv: bytes) -> None:
+    """With `up --trace`, what a hostile host sends is recorded before it is refused, and `hvuio
+    trace` turns every record into one line without raising."""
+    from hvuio.trace.decode import Decoder
+    from hvuio.trace.pcapng import INBOUND, is_control, read_trace
+    from hvuio.trace.writer import Trace
+
+    with channel() as chan, Trace(tmp_path / "hostile.pcapng") as trace:
+        nic = nic_at(tmp_path, chan, stage)
+        assert chan.recv_buf is not None
+        chan.recv_buf[:len(recv)] = recv
+        chan.trace = trace
+        ingested = 0
+        for pkt in data.draw(st.lists(hostile_packet(list(chan.sent)), min_size=1, max_size=5)):
+            ingested += 1
+            try:
+                nic.process(chan.ingest(pkt))
+            except HOST_ERRORS:
+                break
+    recs = list(read_trace(trace.path.read_bytes()))
+    assert all(is_control(r) for r in recs)
+    inbound = [r for r in recs if r.direction == INBOUND]
+    assert len(inbound) <= ingested  # one record per packet at most (none when refused before)
+    dec = Decoder()
+    assert all("\n" not in dec.decode(r).line for r in recs)
 
 
 def recv_bytes(chan: Channel, pkt: Packet, i: int) -> bytes:

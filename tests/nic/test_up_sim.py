@@ -137,7 +137,7 @@ def test_device_not_bound_to_uio(tmp_path: Path, capsys: pytest.CaptureFixture[s
         code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.guid, "--once")
         assert code == 8
         assert err.startswith(f"Error: {dev.guid} is not bound to uio_hv_generic (driver: hv_netvsc)")
-        assert f"Hint: Run 'hvuio bind {dev.guid}' first." in err
+        assert f"Hint: Run 'hvuio --sysroot {env.sysroot} bind {dev.guid}' first." in err
         # an interface name resolves to the same device
         assert dev.ifname is not None
         code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.ifname, "--once")

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,9 +124,14 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
     path = socket_path(sysroot)
     try:
         sock = seqpacket_connect(path)
+    except PermissionError as exc:
+        raise UsageError(f"permission denied on the emulated host's control socket {path} ({exc.strerror})",
+                         "Run the command as root, or as the user who started the emulator.") from None
     except OSError as exc:
+        root = shlex.quote(os.path.abspath(sysroot))
         raise UsageError(f"no emulated host answers at {path}: {exc.strerror}",
-                         "Start it with 'hvuio --sysroot DIR sim start' (the host runs unless --no-host).") from None
+                         f"Start it with 'hvuio --sysroot {root} sim start' (the host runs unless --no-host); "
+                         f"after a crash, 'hvuio --sysroot {root} sim stop' first.") from None
     with sock:
         sock.settimeout(timeout)
         try:
