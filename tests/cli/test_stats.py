@@ -218,7 +218,8 @@ def test_stats_without_a_running_up_is_one_sentence_and_a_hint(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(capsys, "--sysroot", str(tmp_path), "stats")
     assert code == UsageError.exit_code and out == ""
-    assert err.startswith("Error: no 'hvuio up' is running\n") and "Hint: Start one with 'hvuio up DEVICE'" in err
+    assert err.startswith("Error: no 'hvuio up' is running\n")
+    assert f"Hint: Start one with 'hvuio --sysroot {tmp_path} up DEVICE'" in err  # the hint names the sysroot
 
 
 def test_stats_of_a_device_no_up_drives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
