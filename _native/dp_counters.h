@@ -59,6 +59,9 @@
     X(rx_range_drops)    /* of those, dropped and counted (bad, oversize, RSC, tap refused); the */\
                          /* rest sit in an RSC sequence still open */                          \
     X(rx_ctl_data)       /* RNDIS data messages the control path handed over (mixed packets; */\
-                         /* also in rx_ranges) */
+                         /* also in rx_ranges) */                                              \
+    X(rx_vlan)           /* frames written with the 802.1Q tag of their pktinfo re-inserted */  \
+    X(rx_vlan_bad)       /* ranges dropped: 802.1Q pktinfo too short for its 4-byte value */    \
+    X(tx_vlan)           /* RNDIS packets sent with the 802.1Q pktinfo (tag taken out of the frame) */
 
 #endif

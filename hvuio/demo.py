@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ class DemoStack:
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
     up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
+    vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
@@ -137,6 +138,8 @@ class DemoStack:
         # link_flap_delay 0: link changes are indicated at once (the 5 s Hyper-V delay is a host
         # courtesy to Linux guests; the demo and tests want to see them now).
         profile = self.host_profile if self.host_profile is not None else HostProfile(link_flap_delay=0.0)
+        if self.vlan_oob:
+            profile = replace(profile, vlan_oob=True)
         self.env = SimEnvironment(self.sysroot, profile=self.kernel, nics=1, network=self.net,
                                   host_profile=profile,
                                   nic_monitored=self.monitored)

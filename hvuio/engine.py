@@ -1,8 +1,10 @@
 """The engine: a NIC that is up, run as a Linux network interface — a tap plus the C data path.
 
 What lives here: `Engine`, around a `Nic` that finished bring-up (hvuio/nic.py): a tap
-(hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status and
-its TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); the C pump of
+(hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status (and
+network changes) as hvuio/linkwatch.py decides, its neighbours told of its addresses when the host
+repeats a media connect (hvuio/netdev/peers.py, in the pump's thread), and its TUNSETOFFLOAD bits
+what the host granted (hvuio/offloads.py); the C pump of
 hvuio.native.datapath in its thread, with the NIC's data sections, offloads and TX aggregation
 limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
 handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from hvuio.errors import HvuioError, LocalProtocolError, RescindedError
 from hvuio.health import HealthWatch, Sample
 from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
+from hvuio.netdev.peers import PeerNotifier
 from hvuio.netdev.tap import Tap, TunOffload
 from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
@@ -56,6 +59,7 @@ class Engine:
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
         self._dp: DataPath | None = None
+        self._peers: PeerNotifier | None = None
         self.health = HealthWatch()
 
     def live_counters(self) -> dict[str, int]:
@@ -70,6 +74,9 @@ class Engine:
                     pending_completions=dp.pending_completions)
         live.update({f"drop_{reason}": n for reason, n in dp.drop_counts().items()})
         live.update(self.health.counters())
+        peers = self._peers
+        if peers is not None:
+            live.update(peer_frames_sent=peers.sent, peer_frames_failed=peers.failed)
         if self.nic.trace is not None:
             live.update(self.nic.trace.counters())
         return live
@@ -102,11 +109,14 @@ class Engine:
                        offload=tun_offload(offloads) if self.vnet_hdr else TunOffload(0))
         self.tap_name = tap.name
         dp: DataPath | None = None
+        peers: PeerNotifier | None = None
         self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             tap.set_carrier(bool(info.link_up))
             tap.up()
             nic.on_link = tap.set_carrier
+            peers = self._peers = PeerNotifier(tap, info.mac)
+            nic.on_notify_peers = peers.notify
             mid = handle.device.monitor_id
             dp = DataPath(tx_ring=chan.tx, rx_ring=chan.rx, recv_buf=handle.recv_buffer,
                           recv_section_size=info.recv_section_size, send_buf=handle.send_buffer,
@@ -140,6 +150,10 @@ class Engine:
             return self.counters
         finally:
             nic.on_link = None
+            nic.on_notify_peers = None
+            self._peers = None
+            if peers is not None:
+                peers.close()
             chan.data_sink = None
             if dp is not None:
                 try:

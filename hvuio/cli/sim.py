@@ -3,8 +3,9 @@
 `hvuio --sysroot DIR sim start --kernel 6.17 --nics 2` builds the tree (with `--guest-memory MIB`
 of guest-physical memory, default 64, 0 = none: hvuio.sim.kernel.memory) and runs the kernel
 emulation and the emulated host (hvuio.sim.vsp; --no-host for the kernel alone, --pcap-out /
---pcap-in / --wire for the network behind it, --vf for a VF per NIC; --guest-memory-mode proc for a foreign guest
-process with IOVA = VA; --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
+--pcap-in / --wire for the network behind it, --vf for a VF per NIC; --vlan-oob for 802.1Q
+tags out of band, a trunk-mode port; --guest-memory-mode proc for a foreign guest process with
+IOVA = VA; --rx-layout for where received frames sit in a section, docs/EMULATOR.md) daemonised (it holds a lock on
 `DIR/run/hvuio-sim/kernel.pid` while it runs; log `DIR/sim-kernel.log`), or in the foreground
 with --foreground until SIGINT/SIGTERM; with --wire it prints the host's namespace and addresses.
 `hvuio --sysroot DIR sim exec -- CMD` runs an unchanged driver against the tree (hvuio.sim.exec).
@@ -13,7 +14,7 @@ out, and `sim stop` removes what a killed daemon left (and says so). A
 sysroot is created with mode 0700, and an existing one must be a directory that only root or the
 caller can write (hvuio.safefs). The sysroot is the group's global --sysroot (or HVUIO_SYSROOT),
 the same one every other command works against (`hvuio --sysroot DIR list`); the `sim` commands
-refuse `/`. `hvuio sim status|link|rescind|reoffer|stall|vf add|remove` talk to the running host through its control socket
+refuse `/`. `hvuio sim status|link|indicate|rescind|reoffer|stall|vf add|remove` talk to the running host through its control socket
 (hvuio.sim.vsp.control).
 
 What lives here: the `sim` click group (added to the group by hvuio/cli/__init__.py), its option
@@ -75,14 +76,17 @@ def sim() -> None:
               help="Accelerated networking (with --wire): every NIC gets a VF, a veth whose guest end hvvf<N> "
                    "carries the NIC's MAC here; the host advertises it to a guest that offers SR-IOV and sends "
                    "its frames there once the guest switches the data path.")
+@click.option("--vlan-oob", is_flag=True,
+              help="Deliver the network's 802.1Q tags to the guest out of band (per-packet info), as a "
+                   "trunk-mode Hyper-V port does.")
 @click.option("--rx-layout", type=click.Choice(["openvmm", "compact"]), default="openvmm", show_default=True,
               help="Where the host puts a received frame in its receive section: 'openvmm', as OpenVMM's netvsp "
                    "(the range is the whole section, the frame at byte 256, checksum info always); 'compact', "
                    "the frame right after its RNDIS header, the range as long as the message.")
 @pass_app
 def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foreground: bool, no_host: bool,
-              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str, rx_layout: str,
-              vf: bool) -> None:
+              pcap_out: Path | None, pcap_in: Path | None, wire: bool, guest_memory_mode: str,
+              vlan_oob: bool, rx_layout: str, vf: bool) -> None:
     """Build the tree and start the emulated kernel and host."""
     if wire and (pcap_out is not None or pcap_in is not None):
         raise UsageError("--wire and --pcap-in/--pcap-out exclude each other", "Pick one network.")
@@ -98,8 +102,11 @@ def sim_start(app: App, kernel: str, nics: int, guest_memory_mib: int, foregroun
     guest_memory = guest_memory_mib * MIB
     from hvuio.sim.kernel.profiles import PROFILES
 
+    if no_host and vlan_oob:
+        raise UsageError("--vlan-oob is a host option and --no-host starts no host", "Drop one of them.")
     host = None if no_host else daemon.NetworkChoice(pcap_out=pcap_out, pcap_in=pcap_in, wire=wire,
-                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout, vf=vf)
+                                                     guest_memory_mode=guest_memory_mode, rx_layout=rx_layout,
+                                                     vlan_oob=vlan_oob, vf=vf)
     if kernel not in PROFILES:
         raise UsageError(f"unknown kernel profile {kernel!r}", f"Known profiles: {', '.join(PROFILES)}.")
     root = _root(app)
@@ -167,6 +174,19 @@ def sim_link(app: App, device: str, state: str) -> None:
 
     request(_root(app), {"cmd": "link", "device": device, "up": state == "up"})
     click.echo(f"{device}: link {state}")
+
+
+@sim.command("indicate")
+@click.argument("device")
+@click.argument("status", type=click.Choice(["network-change", "media-connect"]))
+@pass_app
+def sim_indicate(app: App, device: str, status: str) -> None:
+    """Scripted RNDIS indication to an open simulated NIC: a network change, or a repeated media
+    connect while the link is up (the guest notifies its peers)."""
+    from hvuio.sim.vsp.control import request
+
+    request(_root(app), {"cmd": "indicate", "device": device, "status": status.replace("-", "_")})
+    click.echo(f"{device}: indicated {status}")
 
 
 @sim.command("rescind")

@@ -212,8 +212,9 @@ class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
-    "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout); `vf` (with `wire`)
-    gives every NIC a VF path (net.VethVf: guest end `hvvf<serial>` in this namespace)."""
+    "proc"), how it lays out received frames (`rx_layout`, HostProfile.rx_layout), whether it
+    delivers 802.1Q tags out of band (`vlan_oob`), and whether (with `wire`) every NIC gets a VF
+    path (`vf`: net.VethVf, guest end `hvvf<serial>` in this namespace)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
@@ -221,6 +222,7 @@ class NetworkChoice:
     guest_memory_mode: str = "file"
     rx_layout: str = "openvmm"
     vf: bool = False
+    vlan_oob: bool = False  # HostProfile.vlan_oob: deliver 802.1Q tags out of band (a trunk-mode port)
 
 
 def make_network(choice: NetworkChoice) -> FrameNetwork | None:
@@ -260,12 +262,12 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
     wire: str | None = None
     with SimKernel(root, kernel, nics=nics, guest_memory=guest_memory) as k, contextlib.ExitStack() as stack:
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
+            from hvuio.sim.host.profile import HostProfile
             from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
-            from hvuio.sim.host.profile import HostProfile
-
-            profile = HostProfile(rx_layout=host.rx_layout)  # type: ignore[arg-type]  # checked by HostProfile
+            profile = HostProfile(rx_layout=host.rx_layout,  # type: ignore[arg-type]  # checked by HostProfile
+                                  vlan_oob=host.vlan_oob)
             vf = None
             if host.vf and isinstance(network, HostNetwork):
                 from hvuio.sim.net import VethVf

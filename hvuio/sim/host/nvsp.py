@@ -129,9 +129,10 @@ class HostNvsp:
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
-            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
+        self._rx.vlan_oob = profile.vlan_oob
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
         self.vf = GuestVf(profile.vf_serial, self.log)  # accelerated networking (vf.py)
 
@@ -252,6 +253,18 @@ class HostNvsp:
             self._link_up = up  # applied when the RNDIS device comes up
             return out.step()
         msgs, events = self.rndis.set_link(up, now)
+        out.events.extend(events)
+        for m in msgs:
+            self._send_control(m, out)
+        return out.step()
+
+    def indicate(self, kind: str) -> Step:
+        """A scripted RNDIS indication (HostRndis.indicate: "network_change", "media_connect") once
+        RNDIS is up; nothing before."""
+        out = _Out()
+        if self.rndis is None:
+            return out.step()
+        msgs, events = self.rndis.indicate(kind)
         out.events.extend(events)
         for m in msgs:
             self._send_control(m, out)

@@ -1,4 +1,4 @@
-"""Control socket of a running emulator: `hvuio sim link|status|rescind|reoffer|stall|vf`
+"""Control socket of a running emulator: `hvuio sim link|indicate|status|rescind|reoffer|stall|vf`
 talk to SimHost here.
 
 What lives here: `ControlServer`, a thread serving `<sysroot>/run/hvuio-sim/vsp.sock` (AF_UNIX
@@ -9,6 +9,7 @@ optional network) and the server next to the emulated kernel.
 Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd":
   {"cmd": "status"}                               -> {"ok": true, "devices": {guid: {...}}}
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
+  {"cmd": "indicate", "device": NAME, "status": "network_change" | "media_connect"} -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
   {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
   {"cmd": "stall", "device": NAME}                -> {"ok": true}
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME: Final = "vsp.sock"
 MAX_MESSAGE: Final = 1 << 20  # a status reply of 64 NICs stays far below this
 REQUEST_TIMEOUT: Final = 5.0
-COMMANDS: Final = ("status", "link", "rescind", "reoffer", "stall", "vf")
+COMMANDS: Final = ("status", "link", "indicate", "rescind", "reoffer", "stall", "vf")
 
 
 def socket_path(sysroot: Path | str) -> Path:
@@ -100,6 +101,11 @@ class ControlServer:
                 if not isinstance(up, bool):
                     raise UsageError("control command 'link' needs 'up': true or false")
                 self.host.set_link(device, up)
+            elif cmd == "indicate":
+                status = req.get("status")
+                if not isinstance(status, str):
+                    raise UsageError("control command 'indicate' needs a 'status' string")
+                self.host.indicate(device, status)
             elif cmd == "rescind":
                 self.host.rescind(device)
             elif cmd == "stall":

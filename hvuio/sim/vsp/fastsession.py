@@ -84,7 +84,7 @@ class FastSession:
             rx_layout=nvsp.profile.rx_layout,
             guest_memory=s.guest_mem if isinstance(s.guest_mem, guestmem.GuestMemoryFile) else None,
             vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(s.host.network, "offload", False)),
-            offloads=lambda: cls._offloads(s))
+            vlan_oob=nvsp.profile.vlan_oob, offloads=lambda: cls._offloads(s))
         try:
             pump = fastpath.HostPump(cfg, chan.mm, s.recv_mm, s.send_mm, s.host.monitor.mm,
                                      irq=s.dev.irq, auto_mask=s.kernel.profile.auto_mask)
@@ -226,6 +226,7 @@ class FastSession:
         nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
         nc["tx_failed"] += d["tx_gpa_rejected"]
+        nc["rx_vlan"] += d["rx_vlan"]
         net = getattr(s.host.network, "counters", None)
         if isinstance(net, NetCounters):
             net.add_pump(d)

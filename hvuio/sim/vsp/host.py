@@ -42,6 +42,7 @@ PUBLIC API (kept small; other people build on it):
                         network=None) as env:
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
+        env.host.indicate(env.nics[0], "network_change")  # or "media_connect" (a repeat while up)
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
         env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
                                                        # device (new relid), same GUID and MAC
@@ -52,6 +53,7 @@ PUBLIC API (kept small; other people build on it):
                                                        # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
         env.host.counters(env.nics[0])                 # VspCounters of one device
+        env.host.rndis_control(env.nics[0])            # the guest's filter sets and halts, in order
         env.host.fault(env.nics[0])                    # why the host stopped serving it, or None
         env.host.nvsp(env.nics[0])                     # the live HostNvsp (inspect only), or None
         env.host.wait_for(lambda: ..., timeout=5.0)    # poll helper for tests (no timed asserts)
@@ -83,6 +85,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -91,7 +94,9 @@ from typing import Any
 from hvuio.errors import LocalProtocolError, UsageError
 from hvuio.sim.host import rss
 from hvuio.sim.host.nvsp import HostNvsp
+from hvuio.sim.host.offload import GsoFrame
 from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.host.rndis import INDICATIONS
 from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.profiles import KernelProfile
@@ -100,6 +105,8 @@ from hvuio.sim.net import FrameNetwork
 from hvuio.sim.vsp.memory import MonitorPage
 from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
+
+CONTROL_KEPT = 16  # RNDIS filter sets and halts kept per NIC (rndis_control)
 
 __all__ = ["SimEnvironment", "SimHost", "VfFactory", "VspCounters"]
 
@@ -136,6 +143,7 @@ class SimHost:
         self._monitor: MonitorPage | None = None
         self._sessions: dict[str, Session] = {}
         self._counters: dict[str, VspCounters] = {}
+        self._control: dict[str, deque[str]] = {}
         self._faults: dict[str, str] = {}
         self._link: dict[str, bool] = {}
         self._rescinded: dict[str, SimDevice] = {}  # removed NICs a re-offer may bring back
@@ -182,6 +190,14 @@ class SimHost:
 
     def counters(self, dev: SimDevice) -> VspCounters:
         return self._counters.setdefault(dev.guid, VspCounters())
+
+    def rndis_control(self, dev: SimDevice | str) -> list[str]:
+        """The guest's last RNDIS filter sets and halts on this NIC, oldest first, over opens
+        (`packet_filter 0x...`, `halt`): the order of its teardown steps."""
+        return list(self.control_log(self._device(dev)))
+
+    def control_log(self, dev: SimDevice) -> deque[str]:
+        return self._control.setdefault(dev.guid, deque(maxlen=CONTROL_KEPT))
 
     # -- kernel hooks (kernel thread, kernel.lock held) ------------------------------------------
 
@@ -260,15 +276,28 @@ class SimHost:
         if session is not None:
             session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
 
+    def indicate(self, device: SimDevice | str, kind: str) -> None:
+        """A scripted RNDIS indication to an open NIC: "network_change" or "media_connect" (a repeat
+        while the link is up); nothing when RNDIS is not up (HostRndis.indicate)."""
+        if kind not in INDICATIONS:
+            raise UsageError(f"indication {kind!r} is not one the host sends on request",
+                             f"Known: {', '.join(sorted(INDICATIONS))}.")
+        dev = self._device(device)
+        session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.guid} is not open; the host indicates only to an opened NIC")
+        session.post(lambda: session.nvsp.indicate(kind))
+
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
         """Frames for an open NIC as one transfer-page packet, optionally corrupted on purpose
-        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed."""
+        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed.
+        A GsoFrame (hvuio.sim.host.offload) keeps its virtio_net_hdr, as from a tap network."""
         dev = self._device(device)
         session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.guid} is not open; the host delivers only to an opened NIC")
-        session.post_delivery([bytes(f) for f in frames], channel, inject)
+        session.post_delivery([f if isinstance(f, GsoFrame) else bytes(f) for f in frames], channel, inject)
 
     def rescind(self, device: SimDevice | str) -> None:
         """Host rescind of the primary: the host stops serving, then the kernel removes the device;
@@ -381,6 +410,7 @@ class SimHost:
                     "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
                     "link_up": self._link.get(dev.guid, self.profile.link_up), "rx_layout": self.profile.rx_layout,
                     "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
+                    "rndis_control": list(self.control_log(dev)),
                 }
                 if session is not None:
                     entry["nvsp_state"] = session.nvsp.state

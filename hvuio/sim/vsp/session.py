@@ -3,7 +3,8 @@
 What lives here: `Session` (per open of one NIC: maps 3/4, a `HostNvsp`, the attached `Channel`s
 (memory.py: ring mapping, HostRingReader/HostRingWriter, in-order backlog), and the worker
 thread's loop: signals, monitor bits, drain, deliver (network frames written at once or dropped
-and counted, never queued), tick, flush, kernel calls, subchannels) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
+and counted, never queued), tick, flush, kernel calls, subchannels; the guest's packet filter
+sets and halts recorded in order, SimHost.rndis_control) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
 is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING
 
 from hvuio.errors import LocalProtocolError, RingCorruptError
 from hvuio.sim.host.events import (BufferRevoked, ChannelFault, DataPathSwitched, FrameFromGuest, LinkIndicated,
-                                   Rejection, SubchannelsOffered)
+                                   PacketFilterSet, Rejection, RndisHalted, SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.receive import RxFault
@@ -481,6 +482,13 @@ class Session:
                 log.info("%s: data path switched to %s by the %s", self.dev.guid, "VF" if ev.to_vf else "synthetic",
                          ev.by)
                 self.host.wake_network()
+            elif isinstance(ev, (PacketFilterSet, RndisHalted)):
+                self._record_control(ev)
+
+    def _record_control(self, ev: PacketFilterSet | RndisHalted) -> None:
+        """The guest's filter sets and halt, in order, kept per NIC over opens (SimHost.rndis_control)."""
+        text = f"packet_filter {ev.value:#x}" if isinstance(ev, PacketFilterSet) else "halt"
+        self.host.control_log(self.dev).append(text)
 
     def _queue(self, pkt: HostPacket, signal_out: set[int]) -> None:
         data = pkt.encode()
