@@ -73,8 +73,9 @@ def sim() -> None:
                    "numbers are its virtual addresses, read from /proc/<pid>/mem.")
 @click.option("--vf", is_flag=True,
               help="Accelerated networking (with --wire): every NIC gets a VF, a veth whose guest end hvvf<N> "
-                   "carries the NIC's MAC here; the host advertises it to a guest that offers SR-IOV and sends "
-                   "its frames there once the guest switches the data path.")
+                   "carries the NIC's MAC here and, in the emulated tree, a PCI pass-through device naming that "
+                   "veth as its VF ('hvuio list' pairs them); the host advertises it to a guest that offers "
+                   "SR-IOV and sends its frames there once the guest switches the data path.")
 @click.option("--rx-layout", type=click.Choice(["openvmm", "compact"]), default="openvmm", show_default=True,
               help="Where the host puts a received frame in its receive section: 'openvmm', as OpenVMM's netvsp "
                    "(the range is the whole section, the frame at byte 256, checksum info always); 'compact', "
@@ -213,8 +214,8 @@ def sim_vf() -> None:
 @click.argument("device")
 @pass_app
 def sim_vf_remove(app: App, device: str) -> None:
-    """The host loses DEVICE's VF: the VF netdev goes, then the guest hears 'data path synthetic' (if
-    it had switched) and 'VF removed' (as OpenVMM orders them)."""
+    """The host loses DEVICE's VF: the guest hears 'data path synthetic' (if it had switched) and 'VF
+    removed' (as OpenVMM orders them), then the PCI pass-through device and the VF's veth go."""
     from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "vf", "device": device, "op": "remove"})
@@ -225,7 +226,8 @@ def sim_vf_remove(app: App, device: str) -> None:
 @click.argument("device")
 @pass_app
 def sim_vf_add(app: App, device: str) -> None:
-    """The host gets DEVICE's VF back: a new VF netdev with the NIC's MAC, then the association."""
+    """The host gets DEVICE's VF back: a new veth with the NIC's MAC and its PCI pass-through device,
+    then the association."""
     from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "vf", "device": device, "op": "add"})

@@ -213,7 +213,8 @@ class NetworkChoice:
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
     "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout); `vf` (with `wire`)
-    gives every NIC a VF path (net.VethVf: guest end `hvvf<serial>` in this namespace)."""
+    gives every NIC a VF (net.VethVf: guest end `hvvf<serial>` in this namespace, which SimHost
+    also offers in the kernel's tree as the VF of a PCI pass-through device)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
