@@ -34,8 +34,9 @@ one worker thread that
     it (hvuio.sim.host.vf), and while the guest has switched the data path to the VF, frames from
     the network for that NIC go to its VF path instead of the rings; frames the guest sends on the
     VF go to the network. `vf_remove` / `vf_add` take it away and bring it back (removal: HostNvsp's
-    switch back and association 0 are queued for the guest first, then the pass-through device is
-    rescinded and the VF path closed; addition: device and path first, then the association).
+    switch back and association 0 are handed to the NIC's worker first, then the pass-through
+    device is rescinded and the VF path closed, without waiting for the guest; addition: path and
+    device first, then the association).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 
 PUBLIC API (kept small; other people build on it):
@@ -340,7 +341,7 @@ class SimHost:
 
     def vf_remove(self, device: SimDevice | str) -> None:
         """The host loses the NIC's VF: the guest is told first (HostNvsp: back to synthetic if
-        switched, then association 0, queued on the NIC's channel; [OV] `handle_state_change`),
+        switched, then association 0, handed to the NIC's worker; [OV] `handle_state_change`),
         then the PCI pass-through device is rescinded and the VF path closed (`_vf_leave`)."""
         dev = self._device(device)
         with self._vf_lock:
