@@ -74,8 +74,9 @@ def sim() -> None:
                    "numbers are its virtual addresses, read from /proc/<pid>/mem.")
 @click.option("--vf", is_flag=True,
               help="Accelerated networking (with --wire): every NIC gets a VF, a veth whose guest end hvvf<N> "
-                   "carries the NIC's MAC here; the host advertises it to a guest that offers SR-IOV and sends "
-                   "its frames there once the guest switches the data path.")
+                   "carries the NIC's MAC here and, in the emulated tree, a PCI pass-through device naming that "
+                   "veth as its VF ('hvuio list' pairs them); the host advertises it to a guest that offers "
+                   "SR-IOV and sends its frames there once the guest switches the data path.")
 @click.option("--vlan-oob", is_flag=True,
               help="Deliver the network's 802.1Q tags to the guest out of band (per-packet info), as a "
                    "trunk-mode Hyper-V port does.")
@@ -233,8 +234,8 @@ def sim_vf() -> None:
 @click.argument("device")
 @pass_app
 def sim_vf_remove(app: App, device: str) -> None:
-    """The host loses DEVICE's VF: the VF netdev goes, then the guest hears 'data path synthetic' (if
-    it had switched) and 'VF removed' (as OpenVMM orders them)."""
+    """The host loses DEVICE's VF: the guest hears 'data path synthetic' (if it had switched) and 'VF
+    removed' (as OpenVMM orders them), then the PCI pass-through device and the VF's veth go."""
     from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "vf", "device": device, "op": "remove"})
@@ -245,7 +246,8 @@ def sim_vf_remove(app: App, device: str) -> None:
 @click.argument("device")
 @pass_app
 def sim_vf_add(app: App, device: str) -> None:
-    """The host gets DEVICE's VF back: a new VF netdev with the NIC's MAC, then the association."""
+    """The host gets DEVICE's VF back: a new veth with the NIC's MAC and its PCI pass-through device,
+    then the association."""
     from hvuio.sim.vsp.control import request
 
     request(_root(app), {"cmd": "vf", "device": device, "op": "add"})

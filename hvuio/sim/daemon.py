@@ -214,7 +214,8 @@ class NetworkChoice:
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
     "proc"), how it lays out received frames (`rx_layout`, HostProfile.rx_layout), whether it
     delivers 802.1Q tags out of band (`vlan_oob`), and whether (with `wire`) every NIC gets a VF
-    path (`vf`: net.VethVf, guest end `hvvf<serial>` in this namespace)."""
+    (`vf`: net.VethVf, guest end `hvvf<serial>` in this namespace, which SimHost also offers in the
+    kernel's tree as the VF of a PCI pass-through device)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None

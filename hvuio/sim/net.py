@@ -14,6 +14,8 @@ What lives here:
     appears; the guest finds it by MAC as Linux and DPDK do) and whose host end, in the host
     network's namespace, the host reads and writes through a packet socket. Same interface as the
     networks: the host writes the frames it sends over the VF and reads what the guest sent on it.
+    `VfPath` is that interface with the guest end's name, which SimHost gives the kernel's tree as
+    the VF netdev of the NIC's PCI pass-through device.
 
 The sim host calls `write_frame` for every frame the guest transmits and delivers every frame
 `read_frames` returns to the guest; it selects on `fileno()`.
@@ -104,6 +106,13 @@ class FrameNetwork(Protocol):
     def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]: ...
     def write_frame(self, frame: bytes) -> bool: ...
     def close(self) -> None: ...
+
+
+class VfPath(FrameNetwork, Protocol):
+    """A NIC's VF path (`VethVf`): a FrameNetwork whose guest end is the netdev `guest_ifname`,
+    the name the emulated kernel's tree gives the VF."""
+
+    guest_ifname: str
 
 
 def random_mac() -> bytes:

@@ -13,7 +13,9 @@ from hvuio.sim.kernel.bus import SimKernel
 
 
 def test_list_text_and_json_carry_the_same_devices_in_the_same_order(tmp_path: Path) -> None:
-    with SimKernel(tmp_path, "6.17", nics=3, ifnames=["eth10", "eth2", "eth1"], vfs=True) as k:
+    with SimKernel(tmp_path, "6.17", nics=3, ifnames=["eth10", "eth2", "eth1"]) as k:
+        for i, nic in enumerate(k.nics):
+            k.offer_vf(nic, f"enP{i + 1}s1")
         text = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "list"])
         assert text.exit_code == 0, text.output
         lines = text.output.splitlines()

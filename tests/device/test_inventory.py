@@ -25,7 +25,9 @@ def test_the_emulators_vpci_class_is_the_guests() -> None:
 
 
 def test_nics_come_first_in_natural_order_each_with_its_vf(tmp_path: Path) -> None:
-    with SimKernel(tmp_path, "6.17", nics=3, ifnames=["eth10", "eth2", "eth1"], vfs=True) as k:
+    with SimKernel(tmp_path, "6.17", nics=3, ifnames=["eth10", "eth2", "eth1"]) as k:
+        for i, nic in enumerate(k.nics):
+            k.offer_vf(nic, f"enP{i + 1}s1")
         devices = inventory(tmp_path)
         nics = [d for d in devices if d["class"] == "nic"]
         assert [d["netdevs"][0]["name"] for d in nics] == ["eth1", "eth2", "eth10"]
@@ -57,7 +59,9 @@ def test_channel_cpus_and_numa_node_are_read_from_sysfs(tmp_path: Path) -> None:
 
 
 def test_a_bound_nic_keeps_its_name_and_vf(tmp_path: Path) -> None:
-    with SimKernel(tmp_path, "6.17", nics=2, ifnames=["eth0", "eth1"], vfs=True) as k:
+    with SimKernel(tmp_path, "6.17", nics=2, ifnames=["eth0", "eth1"]) as k:
+        for i, nic in enumerate(k.nics):
+            k.offer_vf(nic, f"enP{i + 1}s1")
         before = {d["device_id"]: d["vf"] for d in inventory(tmp_path) if d["class"] == "nic"}
         bind_device(tmp_path, "eth1", force=True)
         entries = inventory(tmp_path)

@@ -6,12 +6,14 @@ address to reach."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +158,51 @@ def test_start_wire_names_its_namespace_and_peer(tmp_path: Path) -> None:
         stop = hvuio_main("--sysroot", str(root), "sim", "stop")
     assert stop.returncode == 0 and "stopped" in stop.stdout, stop
     assert not netns.exists(name)
+
+
+def _listed(root: Path) -> dict[str, Any]:
+    """`hvuio list --json` of the emulated tree: NIC name -> its entry, plus "vpci" -> the
+    pass-through devices' entries (a list)."""
+    res = hvuio_main("--sysroot", str(root), "list", "--json")
+    assert res.returncode == 0, res.stderr
+    devices = json.loads(res.stdout)["devices"]
+    out: dict[str, Any] = {d["netdevs"][0]["name"]: d for d in devices if d["class"] == "nic"}
+    out["vpci"] = [d for d in devices if d["class"] == "vpci"]
+    return out
+
+
+def test_start_vf_pairs_each_nic_with_its_veth_and_vf_remove_add_takes_both_away_and_back(tmp_path: Path) -> None:
+    """`sim start --wire --vf`: per NIC one VF, seen by `hvuio list` as the NIC's pass-through
+    device whose VF netdev is the veth that carries the frames (same name, same MAC)."""
+    reason = netns_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    root = tmp_path / "root"
+    start = hvuio_main("--sysroot", str(root), "sim", "start", "--wire", "--vf", "--nics", "2", "--guest-memory", "0")
+    try:
+        assert start.returncode == 0, start.stderr
+        listed = _listed(root)
+        assert sorted(k for k in listed if k != "vpci") == ["hveth0", "hveth1"]
+        for serial, name in ((1, "hveth0"), (2, "hveth1")):
+            vf = listed[name]["vf"]
+            assert vf is not None and vf["name"] == f"hvvf{serial}", vf
+            shown = netns.ip("-br", "link", "show", vf["name"]).stdout.split()  # the real veth end
+            assert shown[0].split("@")[0] == vf["name"] and shown[2] == vf["mac"] == listed[name]["netdevs"][0]["mac"], shown
+        assert len(listed["vpci"]) == 2
+
+        removed = hvuio_main("--sysroot", str(root), "sim", "vf", "remove", "hveth0")
+        assert removed.returncode == 0, removed.stderr
+        listed = _listed(root)
+        assert listed["hveth0"]["vf"] is None and listed["hveth1"]["vf"]["name"] == "hvvf2"
+        assert [d["vf"]["name"] for d in listed["vpci"]] == ["hvvf2"]  # hveth0's pass-through device is gone
+        assert netns.ip("link", "show", "hvvf1", check=False).returncode != 0  # and its veth
+
+        added = hvuio_main("--sysroot", str(root), "sim", "vf", "add", "hveth0")
+        assert added.returncode == 0, added.stderr
+        listed = _listed(root)
+        assert listed["hveth0"]["vf"]["name"] == "hvvf1" and len(listed["vpci"]) == 2
+        assert netns.ip("link", "show", "hvvf1", check=False).returncode == 0
+    finally:
+        stop = hvuio_main("--sysroot", str(root), "sim", "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert netns.ip("link", "show", "hvvf1", check=False).returncode != 0  # the stop deletes the veths

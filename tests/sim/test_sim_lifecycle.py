@@ -18,6 +18,7 @@ import pytest
 
 from hvuio.errors import RescindedError, UsageError
 from hvuio.netdev import netns
+from hvuio.sim.kernel.profiles import VPCI_CLASS
 from hvuio.sim.net import HostNetwork, VethVf, packet_socket_in
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.control import ControlServer, request
@@ -210,6 +211,7 @@ class VfPaths:
 
     def __call__(self, dev: object, serial: int) -> FakeNetwork:
         port = FakeNetwork()
+        port.guest_ifname = f"hvvf{serial}"  # type: ignore[attr-defined]  # the VF netdev's name (VfPath)
         self.made.setdefault(getattr(dev, "guid"), []).append((serial, port))
         return port
 
@@ -370,23 +372,29 @@ def test_cli_refuses_a_vf_without_the_wire(tmp_path: Path, capsys: pytest.Captur
     assert code != 0 and "--vf needs the host's network namespace" in err and "--wire" in err
 
 
+def _vf_netdevs(env: SimEnvironment) -> list[str]:
+    """The VF netdev names of the PCI pass-through devices in the emulated kernel's tree."""
+    return sorted(str(d.ifname) for d in env.kernel.devices.values() if d.class_id == VPCI_CLASS)
+
+
 def test_vf_control_requests(tmp_path: Path, net: FakeNetwork) -> None:
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net, vf=VfPaths()) as env:
         server = ControlServer(env.host, tmp_path)
         try:
+            assert _vf_netdevs(env) == ["hvvf1"]  # the tree's pass-through device names the VF path's netdev
             assert request(tmp_path, {"cmd": "vf", "device": "hveth0", "op": "remove"}) == {"ok": True}
-            assert env.host.vf_port("hveth0") is None
+            assert env.host.vf_port("hveth0") is None and _vf_netdevs(env) == []
             assert env.host.status()[env.nics[0].guid]["vf"] == {"present": False, "serial": 1}
             assert request(tmp_path, {"cmd": "vf", "device": "hveth0", "op": "add"}) == {"ok": True}
-            assert env.host.vf_port("hveth0") is not None
+            assert env.host.vf_port("hveth0") is not None and _vf_netdevs(env) == ["hvvf1"]
             with pytest.raises(UsageError, match="'op'"):
                 request(tmp_path, {"cmd": "vf", "device": "hveth0", "op": "flap"})
             first = env.host.vf_port("hveth0")
             assert isinstance(first, FakeNetwork)
             env.host.rescind("hveth0")  # the NIC's VF goes with it ...
-            assert first.closed
+            assert first.closed and _vf_netdevs(env) == []
             env.host.reoffer("hveth0")  # ... and comes back with the re-offer
-            assert env.host.vf_port("hveth0") not in (None, first)
+            assert env.host.vf_port("hveth0") not in (None, first) and _vf_netdevs(env) == ["hvvf1"]
             assert env.host.status()[env.nics[0].guid]["vf"] == {"present": True, "serial": 1}
         finally:
             server.close()

@@ -22,7 +22,7 @@ Use it in-process (tests) or through `hvuio sim start`:
 
 Options: `guest_memory` (bytes of the VM's guest-physical memory file, memory.py; 0 = none),
 `ifnames`, `nic_monitored`, `extra_devices` (keyboard, SCSI, heartbeat, shutdown),
-`uio_module` (False = module missing), `vfs` (a VF per NIC), `ring_delay` (late `ring` files), `monitor_poll`,
+`uio_module` (False = module missing), `ring_delay` (late `ring` files), `monitor_poll`,
 `rescind_subchannels_on_close` (VMBUS.md §6.1). `dmesg` lists refused writes, `trace` every write.
 
 HOST HOOKS (the VSP plugs in here; all run on the kernel thread with the kernel lock held; keep
@@ -47,9 +47,10 @@ HOST API (any thread):
                                            `ring` file `ring_delay` seconds later;
 * `rescind(device)`                        EOF to every open fd, tree removed;
 * `offer(class_id, ifname=..., guid=...)`  hot-add / re-offer a device (autoprobed);
-* `offer_vf(nic, ifname=None)`             accelerated networking: a PCI pass-through device
-                                           (bound to hv_pci) whose VF netdev has the NIC's MAC
-                                           (`vfs=True` offers one per NIC at start);
+* `offer_vf(nic, ifname)`                  accelerated networking: a PCI pass-through device
+                                           (bound to hv_pci) whose VF netdev `ifname` has the
+                                           NIC's MAC (SimHost offers it with the VF's veth name
+                                           and rescinds it with `rescind`);
 * `ring_path(device, relid)`, `map_path(device, k)`, `monitor_page_path()`, `int_page_path()`,
   `guest_memory_path()` (None when the VM has none; page p at (p - GUEST_PFN_BASE) * 4096):
   the backing files (TX ring at 0, RX ring at S = size / 2), to be mmap'ed MAP_SHARED;
@@ -144,7 +145,6 @@ class SimKernel:
         nic_monitored: bool = True,
         extra_devices: bool = True,
         uio_module: bool = True,
-        vfs: bool = False,
         ring_delay: float = 0.05,
         monitor_poll: float | None = None,
         rescind_subchannels_on_close: bool = True,
@@ -174,7 +174,6 @@ class SimKernel:
         self._ifnames = ifnames or [f"hveth{i}" for i in range(nics)]
         self._nic_monitored = nic_monitored
         self._extra = extra_devices
-        self._vfs = vfs
         self._modules = list(P.STATIC_DRIVERS) + (["uio_hv_generic"] if uio_module else [])
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._sel = selectors.DefaultSelector()
@@ -213,9 +212,7 @@ class SimKernel:
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         with self.lock:
             for i in range(self._n_nics):
-                nic = self.offer(P.NIC_CLASS, ifname=self._ifnames[i], monitored=self._nic_monitored)
-                if self._vfs:
-                    self.offer_vf(nic)
+                self.offer(P.NIC_CLASS, ifname=self._ifnames[i], monitored=self._nic_monitored)
             if self._extra:
                 self.offer(P.HEARTBEAT_CLASS, monitored=False)
                 self.offer(P.SHUTDOWN_CLASS, monitored=False)
@@ -327,15 +324,14 @@ class SimKernel:
             self._probe(dev)
             return dev
 
-    def offer_vf(self, nic: SimDevice, ifname: str | None = None) -> SimDevice:
+    def offer_vf(self, nic: SimDevice, ifname: str) -> SimDevice:
         """Accelerated networking for `nic`: offer a PCI pass-through device (autoprobed by
-        hv_pci) whose PCI function carries a VF netdev with the NIC's MAC, as Azure does; Linux
-        pairs the two by MAC (netvsc_drv.c `get_netvsc_byslot`). The VF's name defaults to
-        enP<domain>s1 like Azure's, its domain in decimal."""
+        hv_pci) whose PCI function carries the VF netdev `ifname` with the NIC's MAC, as Azure
+        does; Linux pairs the two by MAC (netvsc_drv.c `get_netvsc_byslot`). `ifname` names a
+        netdev that carries the VF's frames (SimHost: the VF's veth); `rescind` takes it away."""
         with self.lock:
             vpci = self.offer(P.VPCI_CLASS, monitored=False)
-            raw = uuid.UUID(vpci.guid).bytes_le
-            vpci.ifname = ifname or f"enP{raw[5] << 8 | raw[4]}s1"
+            vpci.ifname = ifname
             vpci.mac = nic.mac
             self.tree.add_vf(vpci, vpci.ifname, nic.mac or "00:15:5d:00:00:00")
             return vpci

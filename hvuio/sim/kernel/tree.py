@@ -9,7 +9,7 @@ identity, `proc/sys/kernel/osrelease` (the profile's version), `proc/cpuinfo` (w
 `hypervisor` flag) and `sys/devices/system/cpu/online` (the emulated VM has as many CPUs as the
 emulator may run on). With accelerated networking a PCI pass-through device carries a VF:
 `<vpci device>/pci<dom>:00/<dom>:00:02.0/` and its netdev in `sys/class/net` with the NIC's MAC
-(`add_vf`).
+(`add_vf`; the netdev's name is the caller's: SimHost's VF veth).
 Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
 reads half a value and the kernel's inotify watch only sees the guest's own writes. The
 write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs

@@ -28,12 +28,15 @@ one worker thread that
     HostNvsp.rx_queue names (the guest's RSS table; the primary without RSS); HostNvsp counts
     what it drops;
   * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives);
-  * with `vf=` (a factory of one FrameNetwork per NIC: its VF path, e.g. net.VethVf) gives each
-    NIC a VF: HostNvsp advertises it (hvuio.sim.host.vf), and while the guest has switched the data
-    path to the VF, frames from the network for that NIC go to its VF path instead of the rings;
-    frames the guest sends on the VF go to the network. `vf_remove` / `vf_add` take it away and
-    bring it back (the VF path is closed first, as a surprise removal, then HostNvsp tells the
-    guest).
+  * with `vf=` (a factory of one VfPath per NIC, e.g. net.VethVf) gives each NIC a VF, one
+    model as on Azure: the VF path (its netdev) and, in the kernel's tree, a PCI pass-through
+    device whose VF netdev entry is that netdev's name (SimKernel.offer_vf). HostNvsp advertises
+    it (hvuio.sim.host.vf), and while the guest has switched the data path to the VF, frames from
+    the network for that NIC go to its VF path instead of the rings; frames the guest sends on the
+    VF go to the network. `vf_remove` / `vf_add` take it away and bring it back (removal: HostNvsp's
+    switch back and association 0 are handed to the NIC's worker first, then the pass-through
+    device is rescinded and the VF path closed, without waiting for the guest; addition: path and
+    device first, then the association).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 
 PUBLIC API (kept small; other people build on it):
@@ -101,7 +104,7 @@ from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.profiles import KernelProfile
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.net import FrameNetwork
+from hvuio.sim.net import FrameNetwork, VfPath
 from hvuio.sim.vsp.memory import MonitorPage
 from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
@@ -110,7 +113,7 @@ CONTROL_KEPT = 16  # RNDIS filter sets and halts kept per NIC (rndis_control)
 
 __all__ = ["SimEnvironment", "SimHost", "VfFactory", "VspCounters"]
 
-VfFactory = Callable[[SimDevice, int], FrameNetwork]  # (NIC, serial) -> that NIC's VF path
+VfFactory = Callable[[SimDevice, int], VfPath]  # (NIC, serial) -> that NIC's VF path
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,8 @@ class SimHost:
         self._rescinded: dict[str, SimDevice] = {}  # removed NICs a re-offer may bring back
         self._vf_factory = vf
         self._vf_lock = threading.Lock()  # the network thread writes to the VF paths
-        self._vf_ports: dict[str, FrameNetwork] = {}  # NIC GUID -> its VF path, while the host has a VF
+        self._vf_ports: dict[str, VfPath] = {}  # NIC GUID -> its VF path, while the host has a VF
+        self._vf_pci: dict[str, SimDevice] = {}  # NIC GUID -> its PCI pass-through device in the tree
         self._vf_serials: dict[str, int] = {}
         self._vf_after_reoffer: set[str] = set()  # rescinded NICs whose VF went with them
         self._retired: list[threading.Thread] = []
@@ -177,10 +181,36 @@ class SimHost:
             if dev.guid in self._vf_serials:
                 continue
             serial = self._vf_serials[dev.guid] = len(self._vf_serials) + 1  # [OV] the VF id is the serial
-            port = self._vf_factory(dev, serial)
-            with self._vf_lock:
-                self._vf_ports[dev.guid] = port
+            self._vf_arrive(dev, serial)
+
+    def _vf_arrive(self, dev: SimDevice, serial: int) -> None:
+        """The NIC's VF appears: its VF path, then the PCI pass-through device whose VF netdev
+        entry is the path's netdev (Linux and DPDK pair it with the NIC by MAC)."""
+        assert self._vf_factory is not None
+        port = self._vf_factory(dev, serial)
+        try:
+            pci = self.kernel.offer_vf(dev, port.guest_ifname)
+        except BaseException:
+            port.close()
+            raise
+        with self._vf_lock:
+            self._vf_ports[dev.guid] = port
+            self._vf_pci[dev.guid] = pci
         self.wake_network()
+
+    def _vf_leave(self, dev: SimDevice) -> VfPath | None:
+        """The NIC's VF goes: the PCI pass-through device is rescinded from the tree, then the VF
+        path is closed (its netdev deleted). Returns the closed path, None when there was none."""
+        with self._vf_lock:
+            port = self._vf_ports.pop(dev.guid, None)
+            pci = self._vf_pci.pop(dev.guid, None)
+        with self.kernel.lock:
+            if pci is not None and pci.guid in self.kernel.devices:
+                self.kernel.rescind(pci)
+        if port is not None:
+            port.close()
+            self.wake_network()
+        return port
 
     @property
     def monitor(self) -> MonitorPage:
@@ -308,10 +338,7 @@ class SimHost:
             self.kernel.rescind(dev)
             if dev.is_nic and dev.guid not in self.kernel.devices:
                 self._rescinded[dev.guid] = dev
-        with self._vf_lock:  # the NIC's VF goes with it; a re-offer brings both back
-            port = self._vf_ports.pop(dev.guid, None)
-        if port is not None:
-            port.close()
+        if self._vf_leave(dev) is not None:  # the NIC's VF goes with it; a re-offer brings both back
             self._vf_after_reoffer.add(dev.guid)
 
     def reoffer(self, device: str) -> SimDevice:
@@ -342,22 +369,23 @@ class SimHost:
         return dev
 
     def vf_remove(self, device: SimDevice | str) -> None:
-        """The host loses the NIC's VF: its VF path goes at once (a surprise removal), then the
-        guest hears of it (HostNvsp: back to synthetic if switched, then association 0)."""
+        """The host loses the NIC's VF: the guest is told first (HostNvsp: back to synthetic if
+        switched, then association 0, handed to the NIC's worker; [OV] `handle_state_change`),
+        then the PCI pass-through device is rescinded and the VF path closed (`_vf_leave`)."""
         dev = self._device(device)
         with self._vf_lock:
-            port = self._vf_ports.pop(dev.guid, None)
-        if port is None:
+            present = dev.guid in self._vf_ports
+        if not present:
             raise UsageError(f"{dev.ifname or dev.guid} has no VF to remove",
                              "Start the emulator with --vf; after 'sim vf remove', 'sim vf add' brings it back.")
-        port.close()
-        self.wake_network()
         session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(session.nvsp.vf_remove)
+        self._vf_leave(dev)
 
     def vf_add(self, device: SimDevice | str) -> None:
-        """The host gets the NIC's VF back: a new VF path, then the association (if the guest may hear it)."""
+        """The host gets the NIC's VF back: a new VF path and PCI pass-through device (`_vf_arrive`),
+        then the association (if the guest may hear it)."""
         dev = self._device(device)
         if self._vf_factory is None:
             raise UsageError("the emulator runs without VFs", "Start it with --vf (and --wire).")
@@ -365,13 +393,12 @@ class SimHost:
         with self._vf_lock:
             if dev.guid in self._vf_ports:
                 raise UsageError(f"{dev.ifname or dev.guid} has its VF already", "Remove it first ('sim vf remove').")
-            self._vf_ports[dev.guid] = self._vf_factory(dev, serial)
-        self.wake_network()
+        self._vf_arrive(dev, serial)
         session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(lambda: session.nvsp.vf_add(serial))
 
-    def vf_port(self, device: SimDevice | str) -> FrameNetwork | None:
+    def vf_port(self, device: SimDevice | str) -> VfPath | None:
         """The NIC's VF path while the host has a VF (tests inspect it), else None."""
         with self._vf_lock:
             return self._vf_ports.get(self._device(device).guid)
@@ -518,7 +545,7 @@ class SimHost:
         if self._net_thread is not None:
             self._net_thread.join(timeout=5)
         with self._vf_lock:
-            ports, self._vf_ports = list(self._vf_ports.values()), {}
+            ports, self._vf_ports, self._vf_pci = list(self._vf_ports.values()), {}, {}
         for port in ports:
             port.close()
         for thread in self._retired:
