@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
 from support.cli import run_main as run_cli
+from support.waiting import poll_nic_until
 
 
 
@@ -150,15 +150,6 @@ def test_link_down_at_bring_up(sim: SimEnvironment, capsys: pytest.CaptureFixtur
     assert json_lines(out)[0]["nic"]["link_up"] is False
 
 
-def poll_until(nic: Nic, cond: Any, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        nic.poll(0.05)
-    return True
-
-
 @pytest.mark.parametrize("sim", [hp.HostProfile(link_flap_delay=0.0)], indirect=True)
 def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
@@ -168,9 +159,9 @@ def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
         info = nic.open()
         assert info.link_up is True
         sim.host.set_link(dev, up=False)
-        assert poll_until(nic, lambda: info.link_up is False)
+        assert poll_nic_until(nic, lambda: info.link_up is False)
         sim.host.set_link(dev, up=True)
-        assert poll_until(nic, lambda: info.link_up is True)
+        assert poll_nic_until(nic, lambda: info.link_up is True)
         assert seen[-2:] == [False, True]
         assert nic.counters["link_changes"] == 2
 
@@ -316,7 +307,7 @@ def test_host_keepalives_are_dropped_unanswered(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     with Nic(sim.sysroot, dev.guid) as nic:
         nic.open()
-        assert poll_until(nic, lambda: nic.counters["keepalives_dropped"] >= 3)
+        assert poll_nic_until(nic, lambda: nic.counters["keepalives_dropped"] >= 3)
         sections = nic.guest.sections if nic.guest is not None else None
         assert sections is not None and sections.in_flight == 0
         assert sim.host.fault(dev) is None
