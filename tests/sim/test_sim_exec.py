@@ -33,6 +33,7 @@ from hvuio.sim.net import PcapSource
 from support import foreign_guest
 from support.cli import child_env as cli_env
 from support.cli import hvuio_main as hvuio
+from support.cli import nic_guid
 from support.sim_exec import C_PROBE, PROBE, exec_skip_reason
 
 
@@ -51,9 +52,7 @@ def running_tree(root: Path) -> Iterator[tuple[Path, str]]:
     started = hvuio("--sysroot", str(root), "sim", "start", "--no-host")
     assert started.returncode == 0, started.stderr
     try:
-        listed = hvuio("--sysroot", str(root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        guid = nic_guid(root)
         yield root, guid
     finally:
         stopped = hvuio("--sysroot", str(root), "sim", "stop")
@@ -125,8 +124,7 @@ def test_a_foreign_driver_sends_gpa_direct_from_its_own_memory(tmp_path: Path) -
                     "--pcap-out", str(tmp_path / "out.pcap"))
     assert started.returncode == 0, started.stderr
     try:
-        listed = hvuio("--sysroot", str(root), "list", "--json")
-        guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        guid = nic_guid(root)
         assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
         out = foreign_guest.run_checked("/", guid, [sys.executable, "-P", "-m", "hvuio", "--sysroot", str(root),
                                                      "sim", "exec", "--"])

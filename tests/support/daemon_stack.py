@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 
-from hvuio.device.classes import NIC_CLASS
 from hvuio.netdev import netns
 
-from support.cli import child_env, hvuio_main
+from support.cli import child_env, hvuio_main, nic_guid
 from support.namespaces import netns_skip_reason
 from support.sim_exec import exec_skip_reason
 from support.waiting import next_json_line
@@ -61,9 +60,7 @@ class DaemonStack:
         assert started.returncode == 0, started.stderr
         self.cleanup.push("stop the emulator", self.stop_daemon)
         self.host_ns = (self.root / STATE / "netns").read_text().strip()
-        listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        self.guid = nic_guid(self.root)
         if self.via_exec:
             bound = hvuio_main("--sysroot", str(self.root), "sim", "exec", "--",
                                *netns.python_argv("-m", "hvuio", "bind", self.guid, "--force"))

@@ -27,10 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hvuio.device.classes import NIC_CLASS
 from hvuio.netdev import netns
 
-from support.cli import child_env, hvuio_main
+from support.cli import child_env, hvuio_main, nic_guid
 from support.waiting import next_json_line, wait_until
 
 ECHO_SOURCE = Path(__file__).with_name("dpdk_echo.c")
@@ -132,9 +131,7 @@ class EchoStack:
         self.host_ns = (self.root / STATE / "netns").read_text().strip()
         links = json.loads(netns.run(self.host_ns, ["ip", "-j", "link", "show"]).stdout)
         self.host_if = next(link["ifname"] for link in links if link["ifname"] != "lo")
-        listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        self.guid = nic_guid(self.root)
         bound = hvuio_main("--sysroot", str(self.root), "bind", self.guid, "--force")
         assert bound.returncode == 0, bound.stderr
         # 22.11 offers more than one queue only if the primary's `ring` attribute exists when it
