@@ -7,12 +7,9 @@ Python host: frames sent into the namespace reach the channel the guest's RSS ta
 
 from __future__ import annotations
 
-import ctypes
-import os
 import random
 import socket
 import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,40 +19,15 @@ from support.toeplitz import expected_queue, flow_frame
 
 from hvuio.sim.host import offload as ho
 from hvuio.sim.net import HostNetwork
+from hvuio.sim.net import packet_socket_in as sim_packet_socket_in
 from hvuio.wire.nvsp import RndisChannelType
-
-CLONE_NEWNET = 0x40000000
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-ETH_P_ALL = 0x0003
 
 
 def packet_socket_in(ns: str, ifname: str) -> socket.socket:
-    """An AF_PACKET socket created inside namespace `ns` (setns in a throw-away thread)."""
-    result: list[socket.socket | BaseException] = []
-
-    def work() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            s.bind((ifname, ETH_P_ALL))
-            result.append(s)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            result.append(exc)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    """A blocking AF_PACKET socket on `ifname` in namespace `ns`, a virtio_net_hdr before each frame."""
+    sock = sim_packet_socket_in(ns, ifname, vnet_hdr=True)
+    sock.setblocking(True)
+    return sock
 
 
 def received(sock: socket.socket, count: int) -> list[tuple[tuple[int, ...], bytes]]:
