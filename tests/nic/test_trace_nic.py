@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from hvuio.device.bind import bind_device
 from hvuio.nic import Nic
 from hvuio.sim.host import profile as hp
 from hvuio.sim.vsp.host import SimEnvironment
@@ -18,13 +17,13 @@ from hvuio.trace.decode import Decoder
 from hvuio.trace.pcapng import file_header, read_trace
 from hvuio.trace.writer import Trace
 
+from support.bound_sim import bound_sim
 from support.waiting import poll_nic_until
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=hp.HostProfile(link_flap_delay=0.0)) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path, hp.HostProfile(link_flap_delay=0.0)) as env:
         yield env
 
 

@@ -27,6 +27,7 @@ from hvuio.sim.host import wire as hw
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
+from support.bound_sim import bound_sim
 from support.cli import run_main as run_cli
 from support.waiting import poll_nic_until
 
@@ -37,8 +38,7 @@ def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimEnvironme
     """One NIC, bound to uio_hv_generic; `@pytest.mark.parametrize("sim", [HostProfile(...)],
     indirect=True)` picks the host profile."""
     profile = getattr(request, "param", None)
-    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=profile) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path, profile) as env:
         yield env
 
 
