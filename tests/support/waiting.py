@@ -1,6 +1,6 @@
 """Bounded waits: poll a condition until it holds, fail the test if it does not in time; drive a
 guest Nic's poll loop until a condition holds; read the next JSON line a child process prints,
-giving up at EOF or when the bound is reached.
+giving up at EOF or when the bound is reached; `process_gone(pid)`, a condition for such waits.
 
 The bound makes a broken path fail instead of hanging the suite; it is never a speed claim, and
 no test asserts on elapsed time.
@@ -13,6 +13,7 @@ import select
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 WAIT = 10.0  # seconds a bounded wait of the emulator tests may take before the test fails
@@ -32,6 +33,14 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.002)
+
+
+def process_gone(pid: int) -> bool:
+    """The process exited (a zombie nobody reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def poll_nic_until(nic: Any, cond: Callable[[], object], limit: float = 10.0) -> bool:
