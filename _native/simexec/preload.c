@@ -213,46 +213,60 @@ static mode_t mode_arg(int flags, va_list ap)
     return ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? (mode_t)va_arg(ap, int) : 0;
 }
 
-#define OPEN_BODY(sym)                                                                  \
-    {                                                                                   \
-        va_list ap;                                                                     \
-        mode_t mode;                                                                    \
-        int n = uio_number(path);                                                       \
-        va_start(ap, flags);                                                            \
-        mode = mode_arg(flags, ap);                                                     \
-        va_end(ap);                                                                     \
-        if (n >= 0)                                                                     \
-            return open_uio(n, flags);                                                  \
-        open_fn real = (open_fn)next(sym);                                              \
-        if (real == NULL) {                                                             \
-            errno = ENOSYS;                                                             \
-            return -1;                                                                  \
-        }                                                                               \
-        return real(path, flags, mode);                                                 \
-    }
+/* The four open entry points: /dev/uio<N> becomes the emulator's socket, anything else goes to
+ * `real`, the next definition (the open form when `at` is 0, the openat form with `dirfd`). Each
+ * entry point resolves its own symbol: next() keeps one cached pointer per place it is written. */
+static int route_open(void *real, int at, int dirfd, const char *path, int flags, mode_t mode)
+{
+    int n = uio_number(path);
 
-#define OPENAT_BODY(sym)                                                                \
-    {                                                                                   \
-        va_list ap;                                                                     \
-        mode_t mode;                                                                    \
-        int n = uio_number(path);                                                       \
-        va_start(ap, flags);                                                            \
-        mode = mode_arg(flags, ap);                                                     \
-        va_end(ap);                                                                     \
-        if (n >= 0)                                                                     \
-            return open_uio(n, flags);                                                  \
-        openat_fn real = (openat_fn)next(sym);                                          \
-        if (real == NULL) {                                                             \
-            errno = ENOSYS;                                                             \
-            return -1;                                                                  \
-        }                                                                               \
-        return real(dirfd, path, flags, mode);                                          \
+    if (n >= 0)
+        return open_uio(n, flags);
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
     }
+    if (at)
+        return ((openat_fn)real)(dirfd, path, flags, mode);
+    return ((open_fn)real)(path, flags, mode);
+}
 
-HV_EXPORT int open(const char *path, int flags, ...) OPEN_BODY("open")
-HV_EXPORT int open64(const char *path, int flags, ...) OPEN_BODY("open64")
-HV_EXPORT int openat(int dirfd, const char *path, int flags, ...) OPENAT_BODY("openat")
-HV_EXPORT int openat64(int dirfd, const char *path, int flags, ...) OPENAT_BODY("openat64")
+/* The mode argument only exists with O_CREAT or O_TMPFILE; va_start needs the variadic caller. */
+#define MODE_OF(flags, mode)                    \
+    do {                                        \
+        va_list ap;                             \
+        va_start(ap, flags);                    \
+        mode = mode_arg(flags, ap);             \
+        va_end(ap);                             \
+    } while (0)
+
+HV_EXPORT int open(const char *path, int flags, ...)
+{
+    mode_t mode;
+    MODE_OF(flags, mode);
+    return route_open(next("open"), 0, -1, path, flags, mode);
+}
+
+HV_EXPORT int open64(const char *path, int flags, ...)
+{
+    mode_t mode;
+    MODE_OF(flags, mode);
+    return route_open(next("open64"), 0, -1, path, flags, mode);
+}
+
+HV_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode;
+    MODE_OF(flags, mode);
+    return route_open(next("openat"), 1, dirfd, path, flags, mode);
+}
+
+HV_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode;
+    MODE_OF(flags, mode);
+    return route_open(next("openat64"), 1, dirfd, path, flags, mode);
+}
 
 HV_EXPORT int __open_2(const char *path, int flags)
 {

@@ -489,12 +489,15 @@ class PcapNetwork:
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
 PACKET_OUTGOING = 4  # a packet socket's pkttype for frames the socket's own interface sent
 
 
-def packet_socket_in(netns: str, ifname: str) -> socket.socket:
+def packet_socket_in(netns: str, ifname: str, vnet_hdr: bool = False) -> socket.socket:
     """A non-blocking AF_PACKET socket bound to `ifname`, created inside namespace `netns` (a
-    socket keeps the namespace it was made in; setns only in a throw-away thread)."""
+    socket keeps the namespace it was made in; setns only in a throw-away thread); with `vnet_hdr`
+    every frame both ways carries a virtio_net_hdr first (PACKET_VNET_HDR)."""
     result: list[socket.socket | BaseException] = []
 
     def work() -> None:
@@ -507,6 +510,8 @@ def packet_socket_in(netns: str, ifname: str) -> socket.socket:
             finally:
                 os.close(fd)
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.htons(ETH_P_ALL))
+            if vnet_hdr:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.bind((ifname, ETH_P_ALL))
             result.append(sock)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hvuio.device.bind import bind_device
 from hvuio.errors import UsageError
 from hvuio.sim.vsp.host import SimEnvironment
 
+from support.bound_sim import bound_sim
 from support.cli import run_main
 
 
@@ -55,8 +55,7 @@ def test_help_shows_the_gpa_switches(capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path) as env:
         yield env
 
 

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from hvuio.device.bind import bind_device
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.trace.pcapng import IF_FRAMES, OUTBOUND, enhanced_packet, file_header
+from support.bound_sim import bound_sim
 from support.cli import assert_user_error, hvuio_module, run_main
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path / "sys", profile="6.17", nics=1) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path / "sys") as env:
         yield env
 
 

@@ -11,21 +11,20 @@ from typing import Any
 
 import pytest
 
-from hvuio.device.bind import bind_device
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.errors import UsageError
 from hvuio.netdev import netns
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.status import read_status
 
+from support.bound_sim import bound_sim
 from support.cli import assert_user_error, run_main
 from support.namespaces import NetnsFactory
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path) as env:
         yield env
 
 

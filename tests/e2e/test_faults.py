@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 from support.cli import hvuio_main
-from support.daemon_stack import HOST_IP, DaemonStack
-from support.namespaces import netns_skip_reason
+from support.daemon_stack import HOST_IP, DaemonStack, assert_rescind_ends_up, daemon_stack
 from support.waiting import wait_until
 
 from hvuio.demo import ping, tcp_transfer
@@ -29,16 +28,8 @@ from hvuio.demo import ping, tcp_transfer
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DaemonStack]:
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with DaemonStack(tmp_path) as s:
+    with daemon_stack(tmp_path) as s:
         yield s
-
-
-def counters(s: DaemonStack) -> dict[str, Any]:
-    [path] = s.status_files()
-    return dict(json.loads(path.read_text()).get("counters", {}))
 
 
 def test_link_flaps_in_the_middle_of_a_transfer_lose_no_byte(stack: DaemonStack) -> None:
@@ -74,24 +65,18 @@ def test_a_stopped_host_is_reported_as_a_stall_and_traffic_resumes(stack: Daemon
     stack.signal_daemon(signal.SIGSTOP)
     try:
         ping(stack.guest_ns, HOST_IP, count=20, interval=0.2)  # sends that the host never completes
-        wait_until(lambda: counters(stack).get("host_stalls", 0) >= 1, "the stall to be counted", timeout=15)
+        wait_until(lambda: stack.up_counters().get("host_stalls", 0) >= 1, "the stall to be counted", timeout=15)
     finally:
         stack.signal_daemon(signal.SIGCONT)
     wait_until(lambda: ping(stack.guest_ns, HOST_IP, count=1)["received"] == 1, "traffic after SIGCONT", timeout=20)
-    wait_until(lambda: counters(stack).get("host_stalled", 1) == 0, "the stall to end", timeout=10)
+    wait_until(lambda: stack.up_counters().get("host_stalled", 1) == 0, "the stall to end", timeout=10)
     code, err = stack.stop_up()
     assert code == 0, err
     assert "has not completed" in err and "resumed" in err, err  # logged when it began and ended
 
 
 def test_a_rescind_ends_up_and_leaves_no_binding_behind(stack: DaemonStack) -> None:
-    assert hvuio_main("--sysroot", str(stack.root), "sim", "rescind", stack.guid).returncode == 0
-    code, err = stack.wait_up_exit()
-    assert code == 10 and "Traceback" not in err
-    assert "removed the device" in err, err
-    assert stack.status_files() == []
-    left = sorted(p.name for p in (stack.root / "run/hvuio").rglob("*") if p.is_file())
-    assert left == [], left
+    assert_rescind_ends_up(stack)
 
 
 def test_up_killed_and_started_again(stack: DaemonStack) -> None:

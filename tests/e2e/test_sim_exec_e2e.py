@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import hvuio_main
-from support.daemon_stack import HOST_IP, DaemonStack
-from support.namespaces import netns_skip_reason
-from support.sim_exec import exec_skip_reason
+from support.daemon_stack import HOST_IP, DaemonStack, assert_rescind_ends_up, daemon_stack
 
 from hvuio.demo import ping, tcp_transfer
 from hvuio.netdev import netns
@@ -26,10 +24,7 @@ from hvuio.netdev import netns
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DaemonStack]:
-    reason = netns_skip_reason() or exec_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with DaemonStack(tmp_path, via_exec=True) as s:
+    with daemon_stack(tmp_path, via_exec=True) as s:
         yield s
 
 
@@ -64,10 +59,4 @@ def test_sim_status_sees_the_nic_opened_by_the_process_under_exec(stack: DaemonS
 def test_a_rescind_reaches_the_process_under_exec(stack: DaemonStack) -> None:
     """The host's rescind is EOF on the uio socket behind /dev/uio0: `up` on its real-VM path
     ends as on a rescinded VM, and its journal and lock under /run/hvuio (the tree's) are gone."""
-    assert hvuio_main("--sysroot", str(stack.root), "sim", "rescind", stack.guid).returncode == 0
-    code, err = stack.wait_up_exit()
-    assert code == 10 and "Traceback" not in err
-    assert "removed the device" in err, err
-    assert stack.status_files() == []
-    left = sorted(p.name for p in (stack.root / "run/hvuio").rglob("*") if p.is_file())
-    assert left == [], left
+    assert_rescind_ends_up(stack)

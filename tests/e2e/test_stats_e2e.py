@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from support.cli import assert_user_error, hvuio_main
-from support.daemon_stack import HOST_IP, DaemonStack
-from support.namespaces import netns_skip_reason
+from support.daemon_stack import HOST_IP, DaemonStack, daemon_stack
 from support.waiting import wait_until
 
 from hvuio.demo import ping
@@ -23,10 +22,7 @@ from hvuio.demo import ping
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DaemonStack]:
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with DaemonStack(tmp_path) as s:
+    with daemon_stack(tmp_path) as s:
         yield s
 
 

@@ -4,14 +4,12 @@ the subchannel request and teardown is in the trace, in order, with its channel 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hvuio.device.bind import bind_device
 from hvuio.nic import Nic
 from hvuio.sim.host import profile as hp
 from hvuio.sim.vsp.host import SimEnvironment
@@ -19,21 +17,14 @@ from hvuio.trace.decode import Decoder
 from hvuio.trace.pcapng import file_header, read_trace
 from hvuio.trace.writer import Trace
 
+from support.bound_sim import bound_sim
+from support.waiting import poll_nic_until
+
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=hp.HostProfile(link_flap_delay=0.0)) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path, hp.HostProfile(link_flap_delay=0.0)) as env:
         yield env
-
-
-def _poll_until(nic: Nic, cond: Any, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        nic.poll(0.05)
-    return True
 
 
 def _decoded(path: Path) -> list[dict[str, Any]]:
@@ -48,9 +39,9 @@ def test_bring_up_link_changes_and_teardown_are_traced(sim: SimEnvironment, tmp_
         try:
             info = nic.open()
             sim.host.set_link(dev, up=False)
-            assert _poll_until(nic, lambda: info.link_up is False)
+            assert poll_nic_until(nic, lambda: info.link_up is False)
             sim.host.set_link(dev, up=True)
-            assert _poll_until(nic, lambda: info.link_up is True)
+            assert poll_nic_until(nic, lambda: info.link_up is True)
         finally:
             nic.close()
         counters = trace.counters()

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from hvuio.device.bind import bind_device, journal_path, lock_path
+from hvuio.device.bind import journal_path, lock_path
 from hvuio.errors import RescindedError
 from hvuio.nic import Nic
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.status import STATUS_DIR
 from hvuio.up import UpOptions, run_up
 
+from support.bound_sim import bound_sim
+
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimEnvironment]:
-    with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path) as env:
         yield env
 
 

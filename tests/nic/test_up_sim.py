@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,9 @@ from hvuio.sim.host import wire as hw
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
+from support.bound_sim import bound_sim
 from support.cli import run_main as run_cli
+from support.waiting import poll_nic_until
 
 
 
@@ -38,8 +39,7 @@ def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimEnvironme
     """One NIC, bound to uio_hv_generic; `@pytest.mark.parametrize("sim", [HostProfile(...)],
     indirect=True)` picks the host profile."""
     profile = getattr(request, "param", None)
-    with SimEnvironment(tmp_path, profile="6.17", nics=1, host_profile=profile) as env:
-        bind_device(env.sysroot, env.nics[0].guid, force=True)
+    with bound_sim(tmp_path, profile) as env:
         yield env
 
 
@@ -151,15 +151,6 @@ def test_link_down_at_bring_up(sim: SimEnvironment, capsys: pytest.CaptureFixtur
     assert json_lines(out)[0]["nic"]["link_up"] is False
 
 
-def poll_until(nic: Nic, cond: Any, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        nic.poll(0.05)
-    return True
-
-
 @pytest.mark.parametrize("sim", [hp.HostProfile(link_flap_delay=0.0)], indirect=True)
 def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
@@ -169,9 +160,9 @@ def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
         info = nic.open()
         assert info.link_up is True
         sim.host.set_link(dev, up=False)
-        assert poll_until(nic, lambda: info.link_up is False)
+        assert poll_nic_until(nic, lambda: info.link_up is False)
         sim.host.set_link(dev, up=True)
-        assert poll_until(nic, lambda: info.link_up is True)
+        assert poll_nic_until(nic, lambda: info.link_up is True)
         assert seen[-2:] == [False, True]
         assert nic.counters["link_changes"] == 2
 
@@ -374,7 +365,7 @@ def test_host_keepalives_are_dropped_unanswered(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     with Nic(sim.sysroot, dev.guid) as nic:
         nic.open()
-        assert poll_until(nic, lambda: nic.counters["keepalives_dropped"] >= 3)
+        assert poll_nic_until(nic, lambda: nic.counters["keepalives_dropped"] >= 3)
         sections = nic.guest.sections if nic.guest is not None else None
         assert sections is not None and sections.in_flight == 0
         assert sim.host.fault(dev) is None

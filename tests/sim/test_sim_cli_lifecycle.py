@@ -27,7 +27,7 @@ from hvuio.sim.net import DEFAULT_HOST_ADDRESS
 
 from support.cli import assert_user_error, hvuio_main
 from support.namespaces import netns_skip_reason
-from support.waiting import wait_until
+from support.waiting import process_gone, wait_until
 
 NOBODY = 65534
 
@@ -43,13 +43,6 @@ time.sleep(600)
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def _tree_left(root: Path) -> list[str]:
     return [name for name in (MARKER, "sys", "dev", "run/hvuio-sim") if os.path.lexists(root / name)]
 
@@ -60,7 +53,7 @@ def test_stop_after_kill_9_says_so_and_start_works_again(tmp_path: Path) -> None
     assert start.returncode == 0, start.stderr
     pid = int(pid_path(root).read_text())
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: _gone(pid), f"killed sim kernel pid {pid} to exit")
+    wait_until(lambda: process_gone(pid), f"killed sim kernel pid {pid} to exit")
     stop = hvuio_main("--sysroot", str(root), "sim", "stop")
     assert stop.returncode == 0 and "had died" in stop.stdout and "removed what it left" in stop.stdout, stop
     assert "stopped" not in stop.stdout and _tree_left(root) == []

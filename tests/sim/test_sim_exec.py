@@ -29,11 +29,11 @@ import pytest
 from hvuio.device.classes import NIC_CLASS
 from hvuio.sim.exec import ENV_SYSROOT, child_env, preload_library
 from hvuio.sim.net import PcapSource
-from hvuio.wire import nvsp as wn
 
+from support import foreign_guest
 from support.cli import child_env as cli_env
 from support.cli import hvuio_main as hvuio
-from support.paths import ROOT
+from support.cli import nic_guid
 from support.sim_exec import C_PROBE, PROBE, exec_skip_reason
 
 
@@ -52,9 +52,7 @@ def running_tree(root: Path) -> Iterator[tuple[Path, str]]:
     started = hvuio("--sysroot", str(root), "sim", "start", "--no-host")
     assert started.returncode == 0, started.stderr
     try:
-        listed = hvuio("--sysroot", str(root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        guid = nic_guid(root)
         yield root, guid
     finally:
         stopped = hvuio("--sysroot", str(root), "sim", "stop")
@@ -126,16 +124,10 @@ def test_a_foreign_driver_sends_gpa_direct_from_its_own_memory(tmp_path: Path) -
                     "--pcap-out", str(tmp_path / "out.pcap"))
     assert started.returncode == 0, started.stderr
     try:
-        listed = hvuio("--sysroot", str(root), "list", "--json")
-        guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        guid = nic_guid(root)
         assert hvuio("--sysroot", str(root), "bind", guid, "--force").returncode == 0
-        env = {**cli_env(), "PYTHONPATH": str(ROOT / "tests")}
-        proc = subprocess.run([sys.executable, "-P", "-m", "hvuio", "--sysroot", str(root), "sim", "exec", "--",
-                               sys.executable, "-P", "-m", "support.foreign_guest", "/", guid],
-                              capture_output=True, text=True, env=env, timeout=120, check=False)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+        out = foreign_guest.run_checked("/", guid, [sys.executable, "-P", "-m", "hvuio", "--sysroot", str(root),
+                                                     "sim", "exec", "--"])
     finally:
         stopped = hvuio("--sysroot", str(root), "sim", "stop")
         assert stopped.returncode == 0, stopped.stderr

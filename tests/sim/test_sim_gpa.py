@@ -284,21 +284,12 @@ def _ptrace_scope() -> int:
 def test_proc_mode_reads_a_foreign_guest_process_by_virtual_address(tmp_path: Path) -> None:
     """`sim start --guest-memory-mode proc`: a foreign guest (IOVA = VA) in its own process sends
     from its own memory; the host reads /proc/<pid>/mem of the process that opened /dev/uioN."""
-    import json
-    import subprocess
-    import sys
-
-    from support.paths import ROOT
+    from support import foreign_guest
 
     net = Net()
     try:
         with SimEnvironment(tmp_path, "6.17", nics=1, network=net, guest_memory_mode="proc") as env:
-            env_vars = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-            proc = subprocess.run([sys.executable, "-m", "support.foreign_guest", str(tmp_path)],
-                                  capture_output=True, text=True, env=env_vars, timeout=120)
-            assert proc.returncode == 0, proc.stderr[-2000:]
-            out = json.loads(proc.stdout.strip().splitlines()[-1])
-            assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+            out = foreign_guest.run_checked(str(tmp_path))
             assert net.sent == [bytes.fromhex(out["frame"])]
             nic = env.nics[0]
             assert nic.opener_pid == out["pid"]  # SO_PEERCRED of its /dev/uioN connection
@@ -310,13 +301,9 @@ def test_proc_mode_reads_a_foreign_guest_process_by_virtual_address(tmp_path: Pa
 @pytest.mark.skipif(os.geteuid() != 0 and _ptrace_scope() > 0,
                     reason="the daemon reads a sibling process's memory: needs root or kernel.yama.ptrace_scope 0")
 def test_cli_sim_start_guest_memory_mode_proc(tmp_path: Path) -> None:
-    import json
-    import subprocess
-    import sys
-
     from hvuio.sim.net import PcapSource
+    from support import foreign_guest
     from support.cli import hvuio_main as hvuio
-    from support.paths import ROOT
 
     root = tmp_path / "sim"
     bad = hvuio("--sysroot", str(root), "sim", "start", "--guest-memory-mode", "iova")
@@ -325,12 +312,7 @@ def test_cli_sim_start_guest_memory_mode_proc(tmp_path: Path) -> None:
                     "--pcap-out", str(tmp_path / "out.pcap"))
     assert started.returncode == 0, started.stderr
     try:
-        env_vars = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-        proc = subprocess.run([sys.executable, "-m", "support.foreign_guest", str(root)],
-                              capture_output=True, text=True, env=env_vars, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+        out = foreign_guest.run_checked(str(root))
     finally:
         stopped = hvuio("--sysroot", str(root), "sim", "stop")
         assert stopped.returncode == 0, stopped.stderr

@@ -16,15 +16,7 @@ from hvuio.sim.kernel.memory import CHUNK_SIZE, GUEST_PFN_BASE, MIB, check_size_
 from hvuio.sim.kernel.tree import SimTree
 
 from support.cli import assert_user_error, hvuio_main
-from support.waiting import wait_until
-
-
-def _gone(pid: int) -> bool:
-    """The process exited (a zombie nobody reaped counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
+from support.waiting import process_gone, wait_until
 
 
 def test_the_kernel_makes_a_private_sparse_file_and_removes_it(tmp_path: Path) -> None:
@@ -96,7 +88,7 @@ def test_sim_stop_after_a_kill_removes_the_guest_memory(tmp_path: Path) -> None:
     assert start.returncode == 0, start.stderr
     pid = int((root / "run/hvuio-sim/kernel.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: _gone(pid), f"killed sim kernel pid {pid} to exit")
+    wait_until(lambda: process_gone(pid), f"killed sim kernel pid {pid} to exit")
     assert guest_memory_path(root).exists()
     stop = hvuio_main("--sysroot", str(root), "sim", "stop")
     assert stop.returncode == 0 and "guest-memory" in stop.stdout, stop.stderr

@@ -7,12 +7,9 @@ Python host: frames sent into the namespace reach the channel the guest's RSS ta
 
 from __future__ import annotations
 
-import ctypes
-import os
 import random
 import socket
 import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,39 +19,15 @@ from support.toeplitz import expected_queue, flow_frame
 
 from hvuio.sim.host import offload as ho
 from hvuio.sim.net import HostNetwork
-
-CLONE_NEWNET = 0x40000000
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-ETH_P_ALL = 0x0003
+from hvuio.sim.net import packet_socket_in as sim_packet_socket_in
+from hvuio.wire.nvsp import RndisChannelType
 
 
 def packet_socket_in(ns: str, ifname: str) -> socket.socket:
-    """An AF_PACKET socket created inside namespace `ns` (setns in a throw-away thread)."""
-    result: list[socket.socket | BaseException] = []
-
-    def work() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            s.bind((ifname, ETH_P_ALL))
-            result.append(s)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            result.append(exc)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    """A blocking AF_PACKET socket on `ifname` in namespace `ns`, a virtio_net_hdr before each frame."""
+    sock = sim_packet_socket_in(ns, ifname, vnet_hdr=True)
+    sock.setblocking(True)
+    return sock
 
 
 def received(sock: socket.socket, count: int) -> list[tuple[tuple[int, ...], bytes]]:
@@ -71,6 +44,21 @@ def make_net(f: NetnsFactory, offload: bool) -> HostNetwork:
     f.namespaces.append(net.netns)
     f.defer("close host network", net.close)
     return net
+
+
+def wire_and_socket(f: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str,
+                    offload: bool) -> tuple[HostNetwork, socket.socket]:
+    """The host's network and a packet socket on its tap, for a SimHost whose data path is the C
+    pump (`fast` "1"; skipped where it is not built) or the Python host ("0")."""
+    from hvuio.sim.vsp import fastpath
+
+    if fast == "1" and not fastpath.available():
+        pytest.skip("hvuio.sim._simhost not built")
+    monkeypatch.setenv(fastpath.ENV, fast)
+    net = make_net(f, offload)
+    sock = packet_socket_in(net.netns, net.ifname)
+    f.defer("close packet socket", sock.close)
+    return net, sock
 
 
 def test_lso_frame_arrives_in_the_host_namespace_as_one_gso_packet(netns_factory: NetnsFactory) -> None:
@@ -99,20 +87,6 @@ def test_without_tap_offloads_the_frame_is_segmented_in_software(netns_factory: 
     assert all(h[1] == ho.GSO_NONE for h, _ in got) and net.counters.to_net_frames == 4
 
 
-def _send_raw(g, msg: bytes) -> int:  # type: ignore[no-untyped-def]
-    """An RNDIS data message of our own (with per-packet info) through the guest's send buffer."""
-    from hvuio.wire import nvsp as wn
-    section = g.free.popleft()
-    start = section * g.section_size
-    g.send_buf[start:start + len(msg)] = msg
-    g._tx_tid += 1
-    g.in_use[g._tx_tid] = section
-    nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0, section_index=section,
-                                section_size=len(msg))
-    g.send_packet(0x6, wn.to_bytes(nv), g._tx_tid, 1)
-    return int(g._tx_tid)
-
-
 @pytest.mark.parametrize("fast", ["1", "0"], ids=["c-pump", "python-host"])
 def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
         tmp_path: Path, netns_factory: NetnsFactory, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
@@ -123,15 +97,9 @@ def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
     from support.ring_guest import RingGuest
     from support.simhost import r_packet
 
-    from hvuio.sim.vsp import fastpath
     from hvuio.sim.vsp.host import SimEnvironment
 
-    if fast == "1" and not fastpath.available():
-        pytest.skip("hvuio.sim._simhost not built")
-    monkeypatch.setenv(fastpath.ENV, fast)
-    net = make_net(netns_factory, offload=True)
-    sock = packet_socket_in(net.netns, net.ifname)
-    netns_factory.defer("close packet socket", sock.close)
+    net, sock = wire_and_socket(netns_factory, monkeypatch, fast, offload=True)
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
         g = RingGuest(tmp_path)
         try:
@@ -144,7 +112,7 @@ def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
                 assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
             data = payload(4000)  # with headers and PPI it fits one 6144-byte send section
             frame = tcp4(data, lso=True)
-            tid = _send_raw(g, r_packet(frame, ppi=ppi(PPI_LSO, lso_info(1460, 34))))
+            tid = g.send_in_sections(r_packet(frame, ppi=ppi(PPI_LSO, lso_info(1460, 34))), RndisChannelType.DATA)
             g.pump(lambda: tid in g.tx_done, "the send completion")
             assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
             ((hdr, got),) = received(sock, 1)
@@ -152,7 +120,7 @@ def test_guest_lso_send_crosses_the_whole_host_as_one_gso_packet(
             assert (hdr[1], hdr[3], got) == (ho.GSO_TCPV4, 1460, bytes(expect))
             assert env.host.counters(nic).fastpath == int(fast)
             assert host.counters["tx_lso"] == 1 - int(fast)  # with the pump, the C path sent it itself
-            bad = _send_raw(g, r_packet(frame, ppi=ppi(PPI_LSO, lso_info(0, 34))))  # mss 0
+            bad = g.send_in_sections(r_packet(frame, ppi=ppi(PPI_LSO, lso_info(0, 34))), RndisChannelType.DATA)  # mss 0
             g.pump(lambda: bad in g.tx_done, "the refused send's completion")
             assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
             assert host.counters["tx_failed"] == 1 and host.rejections[-1].field == "lso_info.mss"
@@ -170,16 +138,10 @@ def test_guest_gpa_direct_lso_send_larger_than_a_section_crosses_the_whole_host(
     from support.ring_guest import RingGuest
     from support.simhost import r_packet
 
-    from hvuio.sim.vsp import fastpath
     from hvuio.sim.vsp.guestmem import GUEST_PFN_BASE
     from hvuio.sim.vsp.host import SimEnvironment
 
-    if fast == "1" and not fastpath.available():
-        pytest.skip("hvuio.sim._simhost not built")
-    monkeypatch.setenv(fastpath.ENV, fast)
-    net = make_net(netns_factory, offload=True)
-    sock = packet_socket_in(net.netns, net.ifname)
-    netns_factory.defer("close packet socket", sock.close)
+    net, sock = wire_and_socket(netns_factory, monkeypatch, fast, offload=True)
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
         image = make_guest_memory(tmp_path)
         netns_factory.defer("unmap guest memory", image.close)
@@ -251,16 +213,9 @@ def test_send_rules_across_the_whole_host(tmp_path: Path, netns_factory: NetnsFa
     from support.ring_guest import RingGuest
     from support.simhost import OID, c, r_packet, r_query
 
-    from hvuio.sim.vsp import fastpath
     from hvuio.sim.vsp.host import SimEnvironment
-    from hvuio.wire import nvsp as wn
 
-    if fast == "1" and not fastpath.available():
-        pytest.skip("hvuio.sim._simhost not built")
-    monkeypatch.setenv(fastpath.ENV, fast)
-    net = make_net(netns_factory, offload=False)
-    sock = packet_socket_in(net.netns, net.ifname)
-    netns_factory.defer("close packet socket", sock.close)
+    net, sock = wire_and_socket(netns_factory, monkeypatch, fast, offload=False)
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
         g = RingGuest(tmp_path)
         try:
@@ -269,26 +224,14 @@ def test_send_rules_across_the_whole_host(tmp_path: Path, netns_factory: NetnsFa
             if fast == "1":
                 assert env.host.wait_for(lambda: env.host.counters(nic).fastpath == 1, timeout=10.0)
 
-            def send(msg: bytes) -> int:
-                first = g.free[0]
-                assert first + 1 in g.free  # two adjacent sections
-                g.free.remove(first)
-                g.free.remove(first + 1)
-                start = first * g.section_size
-                g.send_buf[start:start + len(msg)] = msg
-                g._tx_tid += 1
-                g.in_use[g._tx_tid] = first
-                nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0,
-                                            section_index=first, section_size=len(msg))
-                g.send_packet(0x6, wn.to_bytes(nv), g._tx_tid, 1)
-                return int(g._tx_tid)
-
             frames = [bytes.fromhex("020000000001" "00155d000001" "88b5") + bytes([i]) * 1486 for i in range(5)]
-            tid = send(b"".join(r_packet(f) for f in frames))  # 5 x 1544 bytes: two sections
+            msg = b"".join(r_packet(f) for f in frames)  # 5 x 1544 bytes: two sections
+            tid = g.send_in_sections(msg, RndisChannelType.DATA, sections=2)
             g.pump(lambda: tid in g.tx_done, "the spanning send's completion")
             assert g.tx_done[tid] == 1  # NVSP_STAT_SUCCESS
             assert [f for _, f in received(sock, 5)] == frames
-            bad = send(r_packet(frames[0]) + r_query(40, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")))
+            bad = g.send_in_sections(r_packet(frames[0]) + r_query(40, c(OID, "OID_GEN_MEDIA_CONNECT_STATUS")),
+                                     RndisChannelType.DATA, sections=2)
             g.pump(lambda: bad in g.tx_done, "the refused send's completion")
             assert g.tx_done[bad] == 2  # NVSP_STAT_FAIL
             host = env.host.nvsp(nic)
@@ -309,15 +252,9 @@ def test_frames_from_the_network_reach_the_channel_the_rss_table_names(
 
     from hvuio.proto.events import IndirectionTable
     from hvuio.sim.host.profile import HostProfile
-    from hvuio.sim.vsp import fastpath
     from hvuio.sim.vsp.host import SimEnvironment
 
-    if fast == "1" and not fastpath.available():
-        pytest.skip("hvuio.sim._simhost not built")
-    monkeypatch.setenv(fastpath.ENV, fast)
-    net = make_net(netns_factory, offload=True)
-    sock = packet_socket_in(net.netns, net.ifname)
-    netns_factory.defer("close packet socket", sock.close)
+    net, sock = wire_and_socket(netns_factory, monkeypatch, fast, offload=True)
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3)) as env:
         nic = env.nics[0]
         g = RingGuest(tmp_path)

@@ -12,10 +12,8 @@ that fail with a message.
 
 from __future__ import annotations
 
-import os
 import random
 import struct
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,48 +25,14 @@ from hvuio.proto.events import (
 )
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel import profiles
-from hvuio.sim.net import NetCounters
 from hvuio.sim.vsp.host import SimEnvironment
 from hvuio.wire import nvsp as wn
 
+from support.fakenet import FakeNetwork
 from support.ring_guest import COMP, INBAND, XFER, RingGuest, eth_frame
 from support.simhost import OID, RST, c, rss_params
 from support.toeplitz import expected_queue, flow_frame
 from support.waiting import wait_until
-
-
-class FakeNetwork:
-    """A FrameNetwork in memory: `inject` queues frames for the guest, `sent` collects the guest's."""
-
-    def __init__(self) -> None:
-        self.counters = NetCounters()
-        self.sent: list[bytes] = []
-        self._pending: deque[bytes] = deque()
-        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-
-    def inject(self, *frames: bytes) -> None:
-        self._pending.extend(frames)
-        os.eventfd_write(self._efd, 1)
-
-    def fileno(self) -> int:
-        return self._efd
-
-    def read_frames(self, max_frames: int = 64) -> list[bytes]:
-        try:
-            os.eventfd_read(self._efd)
-        except BlockingIOError:
-            pass
-        out = [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
-        if self._pending:
-            os.eventfd_write(self._efd, 1)
-        return out
-
-    def write_frame(self, frame: bytes) -> bool:
-        self.sent.append(frame)
-        return True
-
-    def close(self) -> None:
-        os.close(self._efd)
 
 
 def mac_of(nic: Any) -> bytes:

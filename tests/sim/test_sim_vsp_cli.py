@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,33 @@ def test_cli_rx_layout_reaches_the_host(tmp_path: Path) -> None:
     finally:
         stopped = hvuio("--sysroot", str(root), "sim", "stop")
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_a_host_that_does_not_answer_or_answers_garbage_is_one_sentence_and_a_hint(tmp_path: Path) -> None:
+    """A control socket whose owner accepts but never replies (a stopped emulator), then one that
+    replies with bytes that are not JSON: each request ends in a UsageError with a hint."""
+    from hvuio.sim.kernel.shm import seqpacket_listen
+    from hvuio.sim.vsp.control import socket_path
+
+    socket_path(tmp_path).parent.mkdir(parents=True)
+    with seqpacket_listen(socket_path(tmp_path)) as listener:
+        with pytest.raises(UsageError) as silent:
+            request(tmp_path, {"cmd": "status"}, timeout=0.2)
+        assert "failed" in silent.value.message and "kill -CONT" in silent.value.hint
+        listener.accept()[0].close()
+
+        def garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.send(b"not json")
+
+        server = threading.Thread(target=garbage)
+        server.start()
+        with pytest.raises(UsageError) as bad:
+            request(tmp_path, {"cmd": "status"})
+        server.join()
+        assert "malformed reply" in bad.value.message and bad.value.hint
 
 
 def test_control_requests_in_process(tmp_path: Path) -> None:

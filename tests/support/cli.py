@@ -3,7 +3,8 @@
 In-process: `run_main(capsys, *args)` calls hvuio.cli.main and returns (exit code, stdout,
 stderr). As a child process: `hvuio_main(*args)` runs main(sys.argv[1:]) in `python -c`,
 `hvuio_module(*args)` runs `python -m hvuio`; both start the same Python as the tests (the
-installed hvuio) and never raise on a non-zero exit. `child_env()` is this environment without
+installed hvuio) and never raise on a non-zero exit; `nic_guid(sysroot)` is the instance GUID of
+the first NIC `hvuio list --json` shows there. `child_env()` is this environment without
 the variables that change how hvuio reports (HVUIO_DEBUG) or where it looks (HVUIO_SYSROOT).
 `assert_user_error(proc)` checks what every refusal must look like: one "Error:" sentence, a
 "Hint:", a non-zero exit that is not the internal-error code, no traceback.
@@ -11,6 +12,7 @@ the variables that change how hvuio reports (HVUIO_DEBUG) or where it looks (HVU
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +47,14 @@ def hvuio_module(*args: str, env: dict[str, str] | None = None,
                  timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hvuio", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
+
+
+def nic_guid(sysroot: str | os.PathLike[str]) -> str:
+    from hvuio.device.classes import NIC_CLASS
+
+    listed = hvuio_main("--sysroot", str(sysroot), "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return str(next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS))
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], exit_code: int | None = None) -> None:

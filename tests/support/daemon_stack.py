@@ -5,25 +5,35 @@ as a daemon), `hvuio bind`, then `hvuio up` as a child process with its tap in a
 this stack made, the guest address on it. With `via_exec=True` the bind and `up` are hvuio's
 real-VM code path unchanged (no --sysroot) under `hvuio sim exec`, `up` with --no-gpa (the
 emulator cannot read the pagemap page numbers hvuio's real GPA path uses). The daemon's pid
-lets a test SIGKILL, SIGSTOP or SIGCONT the host; `up` can be killed and started again. `close()` stops whatever is left and
-removes the namespaces; `leftovers()` lists what a dead process left in the sysroot.
+lets a test SIGKILL, SIGSTOP or SIGCONT the host; `up` can be killed and started again.
+`close()` stops whatever is left and removes the namespaces; `status_files()` lists the status
+files `up` left in the sysroot, `up_counters()` the counters of the one it keeps.
+
+`daemon_stack(tmp, via_exec)` is the started stack for one test (skipped with the reason where
+namespaces or `sim exec` cannot run); `assert_rescind_ends_up(stack)` checks what a host rescind
+leaves: `up` ends with the rescind's exit code and message and nothing under /run/hvuio.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hvuio.device.classes import NIC_CLASS
+import pytest
+
 from hvuio.netdev import netns
 
-from support.cli import child_env, hvuio_main
+from support.cli import child_env, hvuio_main, nic_guid
+from support.namespaces import netns_skip_reason
+from support.sim_exec import exec_skip_reason
+from support.waiting import next_json_line
 
 HOST_IP = "198.18.0.1"  # the address `sim start --wire` gives its host tap (hvuio.sim.net)
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -50,9 +60,7 @@ class DaemonStack:
         assert started.returncode == 0, started.stderr
         self.cleanup.push("stop the emulator", self.stop_daemon)
         self.host_ns = (self.root / STATE / "netns").read_text().strip()
-        listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        self.guid = nic_guid(self.root)
         if self.via_exec:
             bound = hvuio_main("--sysroot", str(self.root), "sim", "exec", "--",
                                *netns.python_argv("-m", "hvuio", "bind", self.guid, "--force"))
@@ -112,20 +120,11 @@ class DaemonStack:
     def next_event(self, timeout: float) -> dict[str, Any] | None:
         """The next JSON event `up` prints, or None at EOF / after `timeout` seconds."""
         proc = self.up
-        assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
-            if not ready:
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                return None
-            if line.startswith("{"):
-                event = dict(json.loads(line))
-                self.events.append(event)
-                return event
-        return None
+        assert proc is not None
+        event = next_json_line(proc, timeout)
+        if event is not None:
+            self.events.append(event)
+        return event
 
     def wait_up_exit(self, timeout: float = 30.0) -> tuple[int, str]:
         """(exit code, stderr) of `up` once it ends by itself."""
@@ -156,6 +155,11 @@ class DaemonStack:
     def status_files(self) -> list[Path]:
         return sorted((self.root / "run/hvuio/up").glob("*.json"))
 
+    def up_counters(self) -> dict[str, Any]:
+        """The counters in the status file of the one `up` that runs."""
+        [path] = self.status_files()
+        return dict(json.loads(path.read_text()).get("counters", {}))
+
     def close(self) -> None:
         self.cleanup.close()
 
@@ -168,3 +172,25 @@ class DaemonStack:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def daemon_stack(tmp: Path, via_exec: bool = False) -> Iterator[DaemonStack]:
+    """A started DaemonStack, closed afterwards; skips the test where it cannot run."""
+    reason = netns_skip_reason() or (exec_skip_reason() if via_exec else None)
+    if reason is not None:
+        pytest.skip(reason)
+    with DaemonStack(tmp, via_exec=via_exec) as s:
+        yield s
+
+
+def assert_rescind_ends_up(stack: DaemonStack) -> None:
+    """`sim rescind` of the stack's NIC ends `up` with exit code 10 and the rescind's message, and
+    leaves no status file, journal or lock under /run/hvuio."""
+    assert hvuio_main("--sysroot", str(stack.root), "sim", "rescind", stack.guid).returncode == 0
+    code, err = stack.wait_up_exit()
+    assert code == 10 and "Traceback" not in err
+    assert "removed the device" in err, err
+    assert stack.status_files() == []
+    left = sorted(p.name for p in (stack.root / "run/hvuio").rglob("*") if p.is_file())
+    assert left == [], left

@@ -20,20 +20,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from hvuio.device.classes import NIC_CLASS
 from hvuio.netdev import netns
 
-from support.cli import child_env, hvuio_main
-from support.waiting import wait_until
+from support.cli import child_env, hvuio_main, nic_guid
+from support.waiting import next_json_line, wait_until
 
 ECHO_SOURCE = Path(__file__).with_name("dpdk_echo.c")
 ENV_DEV = "HVUIO_DPDK_DEV"
@@ -134,9 +131,7 @@ class EchoStack:
         self.host_ns = (self.root / STATE / "netns").read_text().strip()
         links = json.loads(netns.run(self.host_ns, ["ip", "-j", "link", "show"]).stdout)
         self.host_if = next(link["ifname"] for link in links if link["ifname"] != "lo")
-        listed = hvuio_main("--sysroot", str(self.root), "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        self.guid = next(d["device_id"] for d in json.loads(listed.stdout)["devices"] if d["class_id"] == NIC_CLASS)
+        self.guid = nic_guid(self.root)
         bound = hvuio_main("--sysroot", str(self.root), "bind", self.guid, "--force")
         assert bound.returncode == 0, bound.stderr
         # 22.11 offers more than one queue only if the primary's `ring` attribute exists when it
@@ -189,20 +184,11 @@ class EchoStack:
     def next_event(self, timeout: float) -> dict[str, Any] | None:
         """The next JSON line of the echo program, or None at EOF / after `timeout` seconds."""
         proc = self.echo
-        assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
-            if not ready:
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                return None
-            if line.startswith("{"):
-                event = dict(json.loads(line))
-                self.events.append(event)
-                return event
-        return None
+        assert proc is not None
+        event = next_json_line(proc, timeout)
+        if event is not None:
+            self.events.append(event)
+        return event
 
     def stop_echo(self) -> tuple[int | None, dict[str, Any] | None]:
         """SIGTERM to the program's process group; (exit code, its `exit` line if it printed one)."""

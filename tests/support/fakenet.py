@@ -1,7 +1,8 @@
 """`FakeNetwork`: a FrameNetwork in memory for emulator tests that need frames both ways.
 
 `inject` queues frames for the guest (the host's network thread reads them through `fileno` /
-`read_frames`), `sent` collects what the guest sent. Used by tests/sim/test_sim_lifecycle.py.
+`read_frames`), `sent` collects what the guest sent. Used by tests/sim/test_sim_vsp.py and
+tests/sim/test_sim_lifecycle.py.
 """
 
 from __future__ import annotations

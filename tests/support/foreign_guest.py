@@ -8,6 +8,10 @@ IOVA = VA): it writes an RNDIS data message into its own memory (a ctypes buffer
 boundary) and sends it GPA-direct with page numbers = virtual address >> 12, then a send whose
 page is never mapped (page 1, address 0x1000). It prints one JSON line: the frame it sent (hex),
 the NVSP status of each send and its pid, and exits 0.
+
+`run_checked(sysroot, device, prefix)` runs it from a test (after `prefix`, e.g. `hvuio sim exec
+--`), checks that it exited 0, that the send from its memory succeeded and the unmapped one
+failed, and returns its JSON line.
 """
 
 from __future__ import annotations
@@ -15,10 +19,17 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from hvuio.wire import nvsp as wn
+
+from support.cli import child_env
 from support.gpa import rndis_data, send_gpa
+from support.paths import ROOT
 from support.ring_guest import RingGuest, eth_frame
 
 PAGE = 4096
@@ -47,6 +58,17 @@ def main(sysroot: str, device: str = "hveth0") -> int:
     finally:
         g.close()
     return 0
+
+
+def run_checked(sysroot: str, device: str | None = None, prefix: Sequence[str] = ()) -> dict[str, Any]:
+    """Run this module as its own process (after `prefix`); its JSON line once it sent as it must."""
+    env = {**child_env(), "PYTHONPATH": str(ROOT / "tests")}
+    argv = [*prefix, sys.executable, "-P", "-m", "support.foreign_guest", sysroot, *([device] if device else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert (out["ok"], out["unmapped"]) == (wn.NvspStatus.SUCCESS, wn.NvspStatus.FAIL)
+    return out
 
 
 if __name__ == "__main__":

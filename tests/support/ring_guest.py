@@ -112,14 +112,23 @@ class RingGuest:
 
     def send_frame(self, frame: bytes) -> int:
         """One data frame in a send-buffer section (NVSP 107, channel type data); its trans_id."""
-        section = self.free.popleft()
         msg = RNDIS_PACKET.pack(1, 44 + len(frame), 36, len(frame), 0, 0, 0, 0, 0, 0, 0) + frame
-        start = section * self.section_size
+        return self.send_in_sections(msg, wn.RndisChannelType.DATA)
+
+    def send_in_sections(self, msg: bytes, channel_type: int, sections: int = 1) -> int:
+        """RNDIS bytes in `sections` adjacent send-buffer sections from the first free one (NVSP
+        107, completion requested); its trans_id. The first section comes back on completion."""
+        first = self.free[0]
+        span = range(first, first + sections)
+        assert all(s in self.free for s in span), f"{sections} adjacent free sections from {first}"
+        for s in span:
+            self.free.remove(s)
+        start = first * self.section_size
         self.send_buf[start:start + len(msg)] = msg
         self._tx_tid += 1
-        self.in_use[self._tx_tid] = section
-        nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=0,
-                                    section_index=section, section_size=len(msg))
+        self.in_use[self._tx_tid] = first
+        nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=channel_type,
+                                    section_index=first, section_size=len(msg))
         self.send_packet(INBAND, wn.to_bytes(nv), self._tx_tid, RC)
         return self._tx_tid
 
@@ -194,14 +203,7 @@ class RingGuest:
         rid = 0x5E70000 + len(self.raw_sets)
         self.raw_sets[rid] = None
         msg = struct.pack("<7I", 5, 28 + len(info), rid, oid, len(info), 20, 0) + info
-        section = self.free.popleft()
-        start = section * self.section_size
-        self.send_buf[start:start + len(msg)] = msg
-        self._tx_tid += 1
-        self.in_use[self._tx_tid] = section
-        nv = wn.NvspSendRndisPacket(type=wn.NvspType.SEND_RNDIS_PACKET, channel_type=1,
-                                    section_index=section, section_size=len(msg))
-        self.send_packet(INBAND, wn.to_bytes(nv), self._tx_tid, RC)
+        self.send_in_sections(msg, wn.RndisChannelType.CONTROL)
         self.pump(lambda: self.raw_sets[rid] is not None, "the SET completion")
         status = self.raw_sets[rid]
         assert status is not None

@@ -156,11 +156,15 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
             sock.send(json.dumps(req).encode())
             data = sock.recv(MAX_MESSAGE)
         except OSError as exc:
-            raise UsageError(f"control request to {path} failed: {exc}") from None
+            raise UsageError(f"control request to {path} failed: {exc}",
+                             "A stopped (SIGSTOP) or stuck emulator does not answer: resume it (kill -CONT), "
+                             "or stop it and start it again ('sim stop', 'sim start').") from None
     try:
         reply = json.loads(data)
     except ValueError:
-        raise UsageError(f"the emulator at {path} sent a malformed reply ({len(data)} bytes)") from None
+        raise UsageError(f"the emulator at {path} sent a malformed reply ({len(data)} bytes)",
+                         "Another program may hold the control socket; stop it, or stop and start the emulator "
+                         "again ('sim stop', 'sim start').") from None
     if not isinstance(reply, dict) or not reply.get("ok"):
         error = reply.get("error", "unknown error") if isinstance(reply, dict) else "malformed reply"
         hint = reply.get("hint") if isinstance(reply, dict) else None
