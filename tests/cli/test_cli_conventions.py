@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -180,8 +181,9 @@ def _smoke_tree(tmp_path: Path, test_body: str) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "id").write_text("#!/bin/sh\necho 0\n")
-    (bin_dir / "python3").symlink_to(sys.executable)
-    for f in (setup, bin_dir / "id", root / "scripts/vm_smoke.sh"):
+    # a wrapper, not a symlink: a venv's python finds its pyvenv.cfg (and pytest) by its own path
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    for f in (setup, bin_dir / "id", bin_dir / "python3", root / "scripts/vm_smoke.sh"):
         f.chmod(f.stat().st_mode | stat.S_IXUSR)
     return root
 
