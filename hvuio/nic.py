@@ -119,7 +119,7 @@ class Nic:
         self._device: VmbusDevice | None = None  # the device claimed while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
-                                         "control_fallbacks": 0}
+                                         "control_fallbacks": 0, "send_table_fixed": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -378,6 +378,15 @@ class Nic:
     def _subchannels_granted(self, e: ev.SubchannelsGranted) -> None:
         log.info("the host granted %d subchannel(s)", e.count)
 
+    def _rss_configured(self, e: ev.RssConfigured) -> None:
+        log.info("RSS on over %d queues: %d-entry table, hash information %#x", e.queues, len(e.table), e.hash_info)
+
+    def _send_table_fixed(self, e: ev.SendTableFixed) -> None:
+        # Linux takes any entry and reduces it at queue choice (netvsc_select_queue); so do we, counted
+        self.counters["send_table_fixed"] += 1
+        log.warning("the host's send indirection table names channel(s) %s, but %d are in use; "
+                    "those entries were reduced modulo %d", sorted(set(e.bad)), e.queues, e.queues)
+
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
         """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
         gpa = self.gpa_pool is not None
@@ -403,6 +412,9 @@ class Nic:
         if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
             log.warning("host refused %s (status %#x): running without offloads",
                         wr.Oid(e.oid).name, e.status)
+        elif e.oid == wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS:
+            log.warning("host refused the RSS parameters (status %#x): every received frame arrives on the "
+                        "primary channel", e.status)
         else:
             log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
 
@@ -527,6 +539,8 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.RndisConfigured: Nic._configured,
     ev.SubchannelsRefused: Nic._subchannels_refused,
     ev.SubchannelsGranted: Nic._subchannels_granted,
+    ev.RssConfigured: Nic._rss_configured,
+    ev.SendTableFixed: Nic._send_table_fixed,
     ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
     ev.NetworkChange: Nic._indication,

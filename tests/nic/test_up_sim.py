@@ -375,3 +375,28 @@ def test_subchannels_asked_no_more_than_the_host_queues_allow(sim: SimEnvironmen
         assert not [r for r in caplog.records if r.name == "hvuio.nic" and "subchannel" in r.getMessage()]
         assert sim.host.fault(dev) is None
         assert not sim.host.status()[dev.guid]["rejections"]
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(max_subchannels=3)], indirect=True)
+def test_rss_the_host_holds_is_what_the_guest_set(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid, channels=3) as nic:
+        nic.open()
+        guest = nic.guest
+        assert guest is not None and guest.channels == 3 and guest.rss is not None
+        state = sim.host.status()[dev.guid]["rss"]
+        assert state["enabled"] and state["queues"] == 3
+        assert state["key"] == guest.rss.key.hex() and tuple(state["table"]) == guest.rss.table
+        assert state["table"] == [i % 3 for i in range(sim.host.profile.rss_table_entries)]
+        assert state["hash_info"] == guest.rss.hash_info and set(state["hash_types"]) == {
+            "IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"}
+        assert not sim.host.status()[dev.guid]["rejections"] and sim.host.fault(dev) is None
+        assert nic.counters["send_table_fixed"] == 0 and nic.counters["requests_failed"] == 0
+
+
+def test_no_rss_on_one_channel(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid, channels=1) as nic:
+        nic.open()
+        assert nic.guest is not None and nic.guest.rss is None
+        assert sim.host.status()[dev.guid]["rss"]["enabled"] is False
