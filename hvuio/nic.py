@@ -14,6 +14,10 @@ What lives here:
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
+  * Subchannels: when the host granted some (NetvscGuest asks for `channels` - 1), open() waits
+    for the kernel to open each (its `ring` file, bounded by `subchannel_timeout`, one-sentence
+    error with a hint when one never appears) and maps them (`subchannels`, index order); NVSP
+    and RNDIS stay on the primary (netvsc spec A.4). A queue-count change is a new open.
   * The NIC's guest-memory pool (VMBUS.md §3.7): unless GPA-direct is off, `open()` asks the
     platform for `NIC_POOL_SIZE` bytes (GuestMemoryUnavailable: one warning, the send buffer
     only), owns it and closes it after the channel: pages [0, 16) are the control pages
@@ -78,6 +82,8 @@ HALT_TIMEOUT: Final = 2.0
 RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
+#: How long open() waits for the ring files of the granted subchannels (DPDK: 10 ms x 1000).
+SUBCHANNEL_TIMEOUT: Final = 10.0
 
 class Nic:
     """The control plane of one synthetic NIC (see module docstring)."""
@@ -85,7 +91,8 @@ class Nic:
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
                  clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
-                 channels: int = 1, trace: Trace | None = None) -> None:
+                 channels: int = 1, trace: Trace | None = None,
+                 subchannel_timeout: float = SUBCHANNEL_TIMEOUT) -> None:
         self.sysroot = Path(sysroot)
         #: where the channel records every control packet (and the engine's data path the frames)
         self.trace = trace
@@ -98,8 +105,11 @@ class Nic:
         self.offload = offload
         self.mtu = mtu
         #: channels to negotiate, the primary included (NetvscGuest asks the host for the rest as
-        #: subchannels); the data path serves the primary only, so the engine leaves this at 1
+        #: subchannels; open() maps every granted one: `subchannels`)
         self.channels = channels
+        self.subchannel_timeout = subchannel_timeout
+        #: the granted subchannels, mapped, in index order (queue k = subchannels[k - 1])
+        self.subchannels: list[Channel] = []
         self.versions = versions
         self.clock = clock
         self._platform = platform
@@ -171,6 +181,7 @@ class Nic:
             guest = self.guest
             self._perform(guest.start())
             self._run_until(lambda: guest.ready, timeout, "bring-up", interruptible=True)
+            self._open_subchannels(handle, guest.channels - 1)
             self.ready = True
         except HostRefusedError as err:
             if "every version" in err.message:
@@ -182,6 +193,22 @@ class Nic:
             self._abort(err)
             raise
         return self.info
+
+    def _open_subchannels(self, handle: UioHandle, count: int) -> None:
+        """Map the `count` granted subchannels once the kernel has opened them (their `ring`
+        files, VMBUS.md §1.7); they get no NVSP/RNDIS of their own (Linux netvsc_sc_open)."""
+        if count <= 0:
+            return
+        section = self._info().recv_section_size
+        for relid in handle.wait_subchannels(count, self.subchannel_timeout):
+            chan = Channel.subchannel(handle, relid)
+            self.subchannels.append(chan)  # closed by _abort from here on
+            chan.trace = self.trace
+            if section is not None:
+                chan.set_recv_section(section)
+        self._info().queues = 1 + count
+        log.info("%d queues: the primary and subchannel(s) %s", 1 + count,
+                 ", ".join(str(c.relid) for c in self.subchannels))
 
     def _open_memory(self, platform: Platform) -> str:
         """Get the guest-memory pool (unless GPA-direct is off); the TX path's description."""
@@ -284,6 +311,16 @@ class Nic:
         """One packet the data path left in the inbound ring for the control plane (read by it)."""
         try:
             self.process(self._chan().ingest(pkt))
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def read_subchannel_packet(self, chan: Channel, pkt: Packet) -> list[Inbound]:
+        """A packet a subchannel's pump left for the control path, taken apart on that
+        subchannel (in its pump's thread: transfer pages are acked on the channel they came on);
+        what it carries goes to `process` in the primary's thread."""
+        try:
+            return chan.ingest(pkt)
         except HvuioError as err:
             self.mark_broken(err)
             raise
@@ -458,6 +495,9 @@ class Nic:
         forgotten once the device has left sysfs."""
         if isinstance(err, HvuioError):
             self.mark_broken(err)
+        for sub in self.subchannels:
+            sub.close()
+        self.subchannels = []
         if self.channel is not None:
             self.channel.close()
             self.channel = None
