@@ -107,6 +107,7 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->rsc_cap = cfg->rsc_buf != NULL ? HVU_DP_RSC_MAX_BYTES : 0;
     dp->lso_max = cfg->lso_max_size;
     dp->held = -1;
+    dp->rsc_vlan = dp->stage_vlan = dp->gpa_frame_vlan = HVU_DP_NO_VLAN;
     dp->agg_pkts = cfg->tx_agg_packets > 1 ? cfg->tx_agg_packets : 1;
     dp->agg_align = cfg->tx_agg_align > 1 ? cfg->tx_agg_align : 1;
     dp->agg_size = cfg->tx_agg_bytes != 0 && cfg->tx_agg_bytes < dp->send_section ? cfg->tx_agg_bytes
@@ -178,6 +179,7 @@ static const char *const dp_reason_names[HVU_DP_REASON_END - HVU_DP_NVS_SHORT] =
     "rndis_data_len", "rndis_pktinfo", "rx_oversize", "tap_write", "completion_id",
     "tx_oversize", "tx_runt", "rndis_type", "vnet_flags", "vnet_gso_type", "vnet_csum",
     "vnet_gso", "rsc_sequence", "rsc_too_long", "rsc_frame", "rsc_csum", "gpa_completion_id",
+    "rx_vlan_pktinfo",
 };
 
 /* Names for both the ring's reasons (< 32) and the data path's. */

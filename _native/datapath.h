@@ -21,7 +21,8 @@
  *    pktinfo, data_offset >= 36 counted from byte 8, data inside msg_len, data_len >= 14
  *    for a whole frame or a first RSC fragment and >= 1 for a continuation fragment,
  *    pktinfo offset 4-aligned and >= 36, pktinfo elements walk inside their area). Per-packet
- *    info: checksum and RSC id are used (offloads below); VLAN and hash are skipped.
+ *    info: checksum and RSC id are used (offloads below), the 802.1Q info puts its tag back into
+ *    the frame (vlan.c; malformed: dropped, rx_vlan_bad), hash is skipped.
  *  - Transfer-page packets whose header or NVS type is bad are dropped without completion, like
  *    Linux (it returns before enq_receive_complete); a packet whose ranges are bad is completed
  *    with status FAILED after its good ranges were delivered (Linux's rule); a packet whose frames
@@ -120,6 +121,14 @@
  *    interrupt_mask directly (1 while draining, 0 then re-check before poll()); without it the mask
  *    is never touched (subchannels on kernels without linux d062463edf17, spec item 39) and the
  *    caller should use busy polling or a short timeout. A uio event is consumed by a 4-byte read.
+ *  - 802.1Q out of band (vlan.c; docs/VMBUS.md §4.26; Linux rndis_filter_receive_data /
+ *    netvsc_xmit): a received 802.1Q pktinfo puts its tag back after the MAC addresses (tap_write
+ *    gathers it in; an RSC frame gets its first fragment's tag in rsc_buf), the MTU check counting
+ *    it; a pktinfo of that type too short for its value drops the frame (rx_vlan_bad). A tagged
+ *    tap frame goes out without the tag, which becomes the 802.1Q pktinfo after the others: the
+ *    plain path moves the frame in its section (a message that then no longer fits is dropped as
+ *    oversize), a plain tap's slot read moves it at once, the offload stage drops the 4 bytes and
+ *    counts the vnet offsets from the untagged frame, so checksum and LSO offsets stay right.
  *  - Offloads (offload.c/.h; hvuio/native/datapath.py sets the flags from what RNDIS negotiated):
  *    TX with HVU_DP_F_TAP_OFFLOAD: the tap (TUNSETOFFLOAD) hands over frames whose vnet header
  *    may ask for a checksum (NEEDS_CSUM) or carry a TCP GSO super-frame; every field is checked
@@ -170,6 +179,7 @@
 #define HVU_DP_RNDIS_OFFSET_MIN 36u     /* golden rndis_misc RNDIS_PACKET_MSG_OFFSET_MIN */
 #define HVU_DP_PPI_HEAD 12u             /* golden rndis_pktinfo size */
 #define HVU_DP_NDIS_HASHVAL 8u          /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_HASHVAL */
+#define HVU_DP_NO_VLAN 0xFFFFFFFFu      /* no 802.1Q pktinfo (a real value has bits 16-31 clear) */
 
 struct hvu_dp_counters {
 #define HVU_DP_COUNTER_FIELD(name) uint64_t name;
@@ -243,6 +253,8 @@ struct hvu_dp {
     uint32_t stage_per;             /* segments: payload bytes per emitted packet */
     int stage_lso;                  /* segments: emit LSO chunks (else single segments) */
     uint32_t stage_l3, stage_l4, stage_hdrs, stage_v6, stage_proto;   /* struct hvu_l34 of the frame */
+    uint32_t stage_off;             /* the frame starts this far after the vnet header (4: untagged) */
+    uint32_t stage_vlan;            /* its 802.1Q pktinfo value, or HVU_DP_NO_VLAN */
     uint32_t lso_max;
     /* GPA-direct TX (tx_gpa.c): slots of gpa_slot bytes in the caller's pinned pool */
     uint8_t *gpa_buf;
@@ -257,6 +269,8 @@ struct hvu_dp {
     int gpa_plain;                  /* plain tap, largest frame needs a slot (hvu_dp_tx_read_gpa) */
     int gpa_frame;                  /* plain tap: slot holding a frame read but not sent, or -1 */
     uint32_t gpa_frame_len;
+    uint32_t gpa_frame_vlan;        /* its 802.1Q pktinfo (the frame then lies untagged 16 bytes
+                                     * further, after that pktinfo's room), or HVU_DP_NO_VLAN */
     int tx_wait;                    /* HVU_DP_WAIT_*: what the kept packet waits for */
     /* RX RSC assembly (rx.c) */
     uint8_t *rsc_buf;
@@ -265,6 +279,7 @@ struct hvu_dp {
     uint32_t rsc_cnt;               /* fragments assembled, 0 = no sequence open */
     uint32_t rsc_csum;              /* checksum info of the first fragment */
     int rsc_has_csum;
+    uint32_t rsc_vlan;              /* 802.1Q pktinfo of the first fragment, or HVU_DP_NO_VLAN */
     int err_fd;                     /* enum hvu_dp_fd of the last failed syscall */
     int err_no;
     int tap_eof;                    /* a tap read returned 0: the tap is not read again */
@@ -291,6 +306,14 @@ int hvu_dp_tx_can_send(struct hvu_dp *dp);
 #define HVU_DP_TX_FLUSH 2           /* a packet source's answer: send the held section first */
 uint32_t hvu_dp_tx_header(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type,
                           uint32_t ppi_value);
+/* the same with an 802.1Q pktinfo (vlan != HVU_DP_NO_VLAN) after the other ones */
+uint32_t hvu_dp_tx_header_vlan(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type,
+                               uint32_t ppi_value, uint32_t vlan);
+/* vlan.c: the 802.1Q tag of a frame <-> the pktinfo value (1 = tagged); the untagged copy */
+int hvu_dp_vlan_info(const uint8_t *f, uint32_t len, uint32_t *info);
+void hvu_dp_vlan_tag(uint32_t info, uint8_t tag[4]);
+void hvu_dp_vlan_untag(uint8_t *msg, uint32_t from, uint32_t to, uint32_t len);
+static inline uint32_t hvu_dp_vlan_ppi_len(uint32_t vlan) { return vlan == HVU_DP_NO_VLAN ? 0u : HVU_DP_PPI_SIZE; }
 uint8_t *hvu_dp_tx_place(struct hvu_dp *dp, uint32_t msg_len);
 int hvu_dp_tx_no_place(const struct hvu_dp *dp);
 void hvu_dp_tx_commit(struct hvu_dp *dp, uint32_t msg_len, uint32_t frame_len, int lso);

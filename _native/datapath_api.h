@@ -68,6 +68,7 @@ enum hvu_dp_const {
                                         * core always leaves free (ring.c ring_put) */
     HVU_NDIS_PKTINFO_CSUM = 0,         /* golden ndis_pktinfo_type NDIS_PKTINFO_TYPE_CSUM */
     HVU_NDIS_PKTINFO_LSO = 2,          /* NDIS_PKTINFO_TYPE_LSO */
+    HVU_NDIS_PKTINFO_VLAN = 6,         /* NDIS_PKTINFO_TYPE_VLAN (Linux IEEE_8021Q_INFO) */
     HVU_RNDIS_PKTINFO_ID_TYPE = -2147483647, /* 0x80000001: RNDIS_PKTINFO_ID with the internal bit
                                         * (golden linux:ppi_type_words) */
     HVU_DP_ETH_HLEN = 14,
@@ -119,7 +120,8 @@ enum hvu_dp_reason {
                                 * checksum is wrong and was not vouched for by the host (value = the
                                 * checksum found): cutting would launder it into valid segments */
     HVU_DP_GPA_COMP_UNKNOWN = 53, /* GPA-direct completion for a slot not outstanding (unknown/duplicate) */
-    HVU_DP_REASON_END = 54
+    HVU_DP_RX_VLAN_PPI = 54,   /* 802.1Q pktinfo with fewer than 4 data bytes (value = its size) */
+    HVU_DP_REASON_END = 55
 };
 
 enum hvu_dp_fd {

@@ -2,7 +2,8 @@
  * (datapath.c), like counters.h does for the ring.
  *
  * Names follow the kernel's netvsc `ethtool -S` where the meaning is the same (tx_busy,
- * tx_no_space, rx_comp_busy, stop_queue, wake_queue); rx_packets/rx_bytes/tx_packets/tx_bytes
+ * rx_comp_busy, stop_queue, wake_queue); tx_no_space is what the kernel calls tx_send_full, and
+ * `hvuio stats` shows it under that name (docs/STATS.md); rx_packets/rx_bytes/tx_packets/tx_bytes
  * count Ethernet frames and their bytes (not ring packets: those are the ring's counters).
  * Every drop has a counter; nothing is dropped silently. The order is the index
  * hvu_dp_counter_name(i) reports; add a counter by adding one line.
@@ -58,6 +59,9 @@
     X(rx_range_drops)    /* of those, dropped and counted (bad, oversize, RSC, tap refused); the */\
                          /* rest sit in an RSC sequence still open */                          \
     X(rx_ctl_data)       /* RNDIS data messages the control path handed over (mixed packets; */\
-                         /* also in rx_ranges) */
+                         /* also in rx_ranges) */                                              \
+    X(rx_vlan)           /* frames written with the 802.1Q tag of their pktinfo re-inserted */  \
+    X(rx_vlan_bad)       /* ranges dropped: 802.1Q pktinfo too short for its 4-byte value */    \
+    X(tx_vlan)           /* RNDIS packets sent with the 802.1Q pktinfo (tag taken out of the frame) */
 
 #endif

@@ -2,8 +2,8 @@
  *
  * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
  * packet checks, the receive offloads (checksum info -> vnet flags, RSC fragment assembly), the
- * frame write to the tap, and the receive-completion queue. Completions of our
- * own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
+ * 802.1Q pktinfo put back into the frame as a tag (vlan.c), the frame write to the tap, and the
+ * receive-completion queue. Completions of our own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
  * messages of a mixed packet come back from Python through hvu_dp_rx_data. The rules
  * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
@@ -115,6 +115,28 @@ static int pktinfo_find(const uint8_t *ppi, uint32_t len, uint32_t type, uint32_
     return 0;
 }
 
+/* The 802.1Q pktinfo of the area (checked by pktinfo_ok): 1 and *value when present, 0 when
+ * absent, -1 when an element of that type holds fewer than 4 data bytes (*value = its size):
+ * Linux's rndis_get_ppi skips such an element with an error, here the frame is dropped and
+ * counted, since delivering it untagged would put it on the wrong network. */
+static int pktinfo_vlan(const uint8_t *ppi, uint32_t len, uint32_t *value)
+{
+    while (len >= HVU_DP_PPI_HEAD) {
+        uint32_t size = get_u32(ppi), off = get_u32(ppi + 8);
+        if (get_u32(ppi + 4) == HVU_NDIS_PKTINFO_VLAN) {
+            if (size - off < 4) {
+                *value = size;
+                return -1;
+            }
+            *value = get_u32(ppi + off);
+            return 1;
+        }
+        ppi += size;
+        len -= size;
+    }
+    return 0;
+}
+
 /* receive checksum info bits (golden ndis_ppi_bits NDIS_RXCSUM_INFO_*) */
 #define RXCSUM_TCP_FAILED 0x1u
 #define RXCSUM_UDP_FAILED 0x2u
@@ -131,22 +153,36 @@ static int csum_ok(uint32_t info)
            (info & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)) == 0;
 }
 
-/* One frame (+ vnet header when the tap has one) to the tap. 0, or -1 when the write failed. */
-static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t *data, uint32_t len)
+/* One frame (+ vnet header when the tap has one) to the tap, with the 802.1Q tag of `vlan` put
+ * after its MAC addresses unless vlan is HVU_DP_NO_VLAN. 0, or -1 when the write failed. */
+static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t *data, uint32_t len,
+                     uint32_t vlan)
 {
-    uint8_t vnet[HVU_DP_VNET_HDR_SIZE];
-    struct iovec iov[2];
+    uint8_t vnet[HVU_DP_VNET_HDR_SIZE], tag[HVU_DP_VLAN_HLEN];
+    struct iovec iov[4];
     int niov = 0;
     size_t want = len;
-    if (dp->trace) hvu_trace_frame(dp->trace, HVU_TRACE_IN, data, len);   /* trace.h */
     if (dp->flags & HVU_DP_F_VNET_HDR) {
         hvu_vnet_write(vnet, v);
         iov[niov].iov_base = vnet;
         iov[niov++].iov_len = sizeof(vnet);
         want += sizeof(vnet);
     }
+    if (vlan != HVU_DP_NO_VLAN) {   /* the caller checked len >= 14 */
+        hvu_dp_vlan_tag(vlan, tag);
+        iov[niov].iov_base = (void *)data;
+        iov[niov++].iov_len = 12;
+        iov[niov].iov_base = tag;
+        iov[niov++].iov_len = sizeof(tag);
+        data += 12;
+        len -= 12;
+        want += sizeof(tag);
+    }
     iov[niov].iov_base = (void *)data;
     iov[niov++].iov_len = len;
+    if (dp->trace)   /* trace.h: the frame as written to the tap, its 802.1Q tag included */
+        hvu_trace_frame_iov(dp->trace, HVU_TRACE_IN, iov, niov, want,
+                            dp->flags & HVU_DP_F_VNET_HDR ? HVU_DP_VNET_HDR_SIZE : 0);
     ssize_t w;
     do {
         w = writev(dp->tap_fd, iov, niov);
@@ -157,7 +193,9 @@ static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t 
         return -1;
     }
     dp->ctr.rx_packets++;
-    dp->ctr.rx_bytes += len;
+    dp->ctr.rx_bytes += want - ((dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0);
+    if (vlan != HVU_DP_NO_VLAN)
+        dp->ctr.rx_vlan++;
     return 0;
 }
 
@@ -191,7 +229,7 @@ static int rsc_segment(struct hvu_dp *dp, const uint8_t *f, uint32_t len, const 
     for (uint32_t i = 0; i < nseg; i++) {
         uint32_t off = i * mss, pay = payload - off < mss ? payload - off : mss;
         uint32_t n = hvu_off_build_seg(out, f, h, off, pay, i, i == 0, i == nseg - 1, HVU_SEG_FULL);
-        if (tap_write(dp, &none, out, n) < 0) {
+        if (tap_write(dp, &none, out, n, HVU_DP_NO_VLAN) < 0) {
             dp->ctr.rx_tap_drop += nseg - 1 - i;
             return -1;
         }
@@ -213,8 +251,16 @@ static int rsc_emit(struct hvu_dp *dp)
     struct hvu_l34 h = {0, 0, 0, 0, 0};
     int valid = dp->rsc_has_csum && csum_ok(dp->rsc_csum) && (dp->flags & HVU_DP_F_RX_CSUM);
     int vnet = (dp->flags & HVU_DP_F_VNET_HDR) != 0;
+    int tagged = dp->rsc_vlan != HVU_DP_NO_VLAN;
     dp->rsc_cnt = 0;
     dp->rsc_len = 0;
+    if (tagged) {   /* the first fragment's 802.1Q tag goes back after the MAC addresses */
+        if (len + HVU_DP_VLAN_HLEN > dp->rsc_cap)
+            return rsc_drop(dp, HVU_DP_RSC_TOO_LONG, (uint64_t)len + HVU_DP_VLAN_HLEN, frags);
+        memmove(f + 16, f + 12, len - 12);
+        hvu_dp_vlan_tag(dp->rsc_vlan, f + 12);
+        len += HVU_DP_VLAN_HLEN;
+    }
     if (hvu_off_parse_tcp(f, len, &h) == 0) {
         uint32_t l3_len = len - h.l3;
         uint32_t ip_len = h.ipv6 ? (uint32_t)((f[h.l3 + 4] << 8) | f[h.l3 + 5]) + 40u
@@ -262,10 +308,12 @@ static int rsc_emit(struct hvu_dp *dp)
     }
     if (dp->rsc_has_csum && (dp->rsc_csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)))
         dp->ctr.rx_csum_bad++;
-    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len)) < 0) {
+    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len, HVU_DP_NO_VLAN)) < 0) {
         dp->ctr.rx_range_drops += frags;   /* not delivered whole: every fragment counts as dropped */
         return -1;
     }
+    if (tagged)
+        dp->ctr.rx_vlan++;
     dp->ctr.rx_rsc_frames++;
     dp->ctr.rx_rsc_frags += frags;
     dp->ctr.rx_ranges_written += frags;
@@ -276,7 +324,7 @@ static int rsc_emit(struct hvu_dp *dp)
  * first/last flags delimit a sequence, the pkt_id is not looked at). 0 = taken (or frame
  * written), -1 = dropped. */
 static int rsc_add(struct hvu_dp *dp, uint32_t id, const uint8_t *data, uint32_t len, int has_csum,
-                   uint32_t csum)
+                   uint32_t csum, uint32_t vlan)
 {
     uint32_t flag = (id >> 8) & 0xFF;
     if (flag & PKTID_FIRST) {
@@ -285,6 +333,7 @@ static int rsc_add(struct hvu_dp *dp, uint32_t id, const uint8_t *data, uint32_t
         dp->rsc_len = 0;
         dp->rsc_has_csum = has_csum;
         dp->rsc_csum = csum;
+        dp->rsc_vlan = vlan;
     } else if (dp->rsc_cnt == 0) {
         return rsc_drop(dp, HVU_DP_RSC_SEQUENCE, flag, 1);
     }
@@ -316,7 +365,7 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
     if (data_off < HVU_DP_RNDIS_OFFSET_MIN ||
         HVU_DP_RNDIS_OFFSET_BASE + (uint64_t)data_off + data_len > msg_len)
         return rndis_bad(dp, HVU_DP_RNDIS_OFFSET, data_off);
-    uint32_t csum = 0, id = 0;
+    uint32_t csum = 0, id = 0, vlan = HVU_DP_NO_VLAN;
     int has_csum = 0, has_id = 0;
     if (ppi_len > 0) {
         if (ppi_off < HVU_DP_RNDIS_OFFSET_MIN || (ppi_off & 3u) != 0 ||
@@ -327,6 +376,16 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
             return rndis_bad(dp, HVU_DP_RNDIS_PKTINFO, ppi_len);
         has_csum = pktinfo_find(ppi, ppi_len, HVU_NDIS_PKTINFO_CSUM, &csum);
         has_id = pktinfo_find(ppi, ppi_len, (uint32_t)HVU_RNDIS_PKTINFO_ID_TYPE, &id);
+        uint32_t value;
+        int v = pktinfo_vlan(ppi, ppi_len, &value);
+        if (v < 0) {
+            dp->ctr.rx_vlan_bad++;
+            dp->ctr.rx_range_drops++;
+            hvu_dp_drop_note(dp, HVU_DP_RX_VLAN_PPI, value);
+            return -1;
+        }
+        if (v > 0)
+            vlan = value & 0xFFFFu;   /* the reserved bits 16-31 are not looked at */
     }
     const uint8_t *data = msg + HVU_DP_RNDIS_OFFSET_BASE + data_off;
     uint32_t rsc_flag = has_id ? (id >> 8) & 0xFF : 0;
@@ -336,13 +395,14 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
     if (data_len < (continuation ? 1u : HVU_DP_ETH_HLEN))
         return rndis_bad(dp, HVU_DP_RNDIS_DATA_LEN, data_len);
     if (rsc_flag & PKTID_SUBALLOC)
-        return rsc_add(dp, id, data, data_len, has_csum, csum);
+        return rsc_add(dp, id, data, data_len, has_csum, csum, vlan);
     if (dp->rsc_cnt > 0)        /* a whole packet inside an open sequence: that sequence is broken */
         rsc_drop(dp, HVU_DP_RSC_SEQUENCE, 0, dp->rsc_cnt);
-    if (data_len > dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN) {
+    uint32_t tag_len = vlan == HVU_DP_NO_VLAN ? 0u : HVU_DP_VLAN_HLEN;
+    if (data_len + tag_len > dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN) {
         dp->ctr.rx_oversize++;
         dp->ctr.rx_range_drops++;
-        hvu_dp_drop_note(dp, HVU_DP_RX_OVERSIZE, data_len);
+        hvu_dp_drop_note(dp, HVU_DP_RX_OVERSIZE, data_len + tag_len);
         return -1;
     }
     struct hvu_vnet v = {0, HVU_VNET_GSO_NONE, 0, 0, 0, 0};
@@ -354,7 +414,7 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
             dp->ctr.rx_csum_bad++;
         }
     }
-    if (tap_write(dp, &v, data, data_len) < 0) {
+    if (tap_write(dp, &v, data, data_len, vlan) < 0) {
         dp->ctr.rx_range_drops++;
         return -1;
     }

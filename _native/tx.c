@@ -4,7 +4,7 @@
  * What lives here: the section bitmap, the held send (one section being filled, several RNDIS
  * packets in it when the host allows aggregation), hvu_dp_tx (one batch of tap reads), stop/wake
  * of the queue with the outbound pending_send_sz, the handling of tagged completions, where a
- * message may be. The offload stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections
+ * message may be; a tagged frame's tag moved into the 802.1Q pktinfo (vlan.c). The offload stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections
  * or slots) is tx_stage.c; slots, the type-9 packet, where a message goes when GPA-direct is on
  * and a plain tap's read into a slot are tx_gpa.c. The rules and their sources
  * are in datapath.h's header comment. No allocation, no printing.
@@ -187,7 +187,15 @@ int hvu_dp_tx_can_send(struct hvu_dp *dp)
  * more pktinfo of type ppi_type (checksum or LSO) when ppi_type >= 0. Returns the header length. */
 uint32_t hvu_dp_tx_header(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type, uint32_t ppi_value)
 {
-    uint32_t hdr = dp->tx_hdr_len + (ppi_type >= 0 ? HVU_DP_PPI_SIZE : 0);
+    return hvu_dp_tx_header_vlan(dp, msg, frame_len, ppi_type, ppi_value, HVU_DP_NO_VLAN);
+}
+
+/* The same, then the 802.1Q pktinfo when vlan != HVU_DP_NO_VLAN (Linux netvsc_xmit adds it next
+ * to the checksum or LSO one). */
+uint32_t hvu_dp_tx_header_vlan(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, int ppi_type,
+                               uint32_t ppi_value, uint32_t vlan)
+{
+    uint32_t hdr = dp->tx_hdr_len + (ppi_type >= 0 ? HVU_DP_PPI_SIZE : 0) + hvu_dp_vlan_ppi_len(vlan);
     uint32_t ppi_len = hdr - HVU_DP_RNDIS_PKT_SIZE;
     memset(msg, 0, hdr);
     put_u32(msg, HVU_RNDIS_PACKET_MSG);
@@ -211,6 +219,13 @@ uint32_t hvu_dp_tx_header(struct hvu_dp *dp, uint8_t *msg, uint32_t frame_len, i
         put_u32(ppi + 4, (uint32_t)ppi_type);
         put_u32(ppi + 8, HVU_DP_PPI_HEAD);
         put_u32(ppi + 12, ppi_value);
+        ppi += HVU_DP_PPI_SIZE;
+    }
+    if (vlan != HVU_DP_NO_VLAN) {
+        put_u32(ppi, HVU_DP_PPI_SIZE);
+        put_u32(ppi + 4, HVU_NDIS_PKTINFO_VLAN);
+        put_u32(ppi + 8, HVU_DP_PPI_HEAD);
+        put_u32(ppi + 12, vlan);
     }
     return hdr;
 }
@@ -387,6 +402,25 @@ ssize_t hvu_dp_tap_read_frame(struct hvu_dp *dp, uint8_t *dst, uint32_t room)
     return frame;
 }
 
+/* A tagged frame read at msg + tx_hdr_len: the tag becomes the 802.1Q pktinfo and the frame,
+ * 4 bytes shorter, moves behind it (12 bytes further), where the place still holds it; a frame
+ * that then no longer fits is dropped as oversize. 1 = joined the held send, 0 = dropped. */
+static int read_frame_tagged(struct hvu_dp *dp, uint8_t *msg, uint32_t frame, uint32_t vlan)
+{
+    uint32_t hdr = dp->tx_hdr_len + HVU_DP_PPI_SIZE, len = frame - HVU_DP_VLAN_HLEN;
+    uint32_t room = (dp->held >= 0 ? dp->agg_size : dp->send_section) - dp->place_off;
+    if (hdr + len > room) {
+        dp->ctr.tx_oversize++;
+        hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
+        return 0;
+    }
+    hvu_dp_vlan_untag(msg, dp->tx_hdr_len, hdr, frame);
+    hvu_dp_tx_header_vlan(dp, msg, len, -1, 0, vlan);
+    hvu_dp_tx_commit(dp, hdr + len, len, 0);
+    dp->ctr.tx_vlan++;
+    return 1;
+}
+
 /* Reads one frame straight into its place in the send buffer: after the held message when the
  * largest frame would still fit there, else in a free section. 1 = the frame joined the held
  * send, 0 = frame dropped (counted), HVU_DP_TX_FLUSH = send the held section first, -EAGAIN =
@@ -403,6 +437,9 @@ static int read_frame(struct hvu_dp *dp)
     ssize_t frame = hvu_dp_tap_read_frame(dp, msg + dp->tx_hdr_len, space);
     if (frame <= 0)
         return (int)frame;
+    uint32_t vlan;
+    if (hvu_dp_vlan_info(msg + dp->tx_hdr_len, (uint32_t)frame, &vlan))
+        return read_frame_tagged(dp, msg, (uint32_t)frame, vlan);
     uint32_t hdr = hvu_dp_tx_header(dp, msg, (uint32_t)frame, -1, 0);
     hvu_dp_tx_commit(dp, hdr + (uint32_t)frame, (uint32_t)frame, 0);
     return 1;

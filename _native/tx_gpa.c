@@ -218,7 +218,8 @@ int hvu_dp_tx_done(struct hvu_dp *dp, const struct hvu_dp_dest *d, uint32_t msg_
 }
 
 /* A plain tap whose largest frame needs a slot: the frame is read into a free slot after the RNDIS
- * header space; a frame whose message fits a section is copied into the held send or a free
+ * header space (a tagged frame moves behind room for its 802.1Q pktinfo, the tag taken out, at
+ * once); a frame whose message fits a section is copied into the held send or a free
  * section, else (or when no section is free) it goes GPA-direct from its slot. The slot keeps a
  * frame that must wait (held send first, ring full) in dp->gpa_frame. Returns as tx.c read_frame
  * (1 sent or joined, 0 dropped, HVU_DP_TX_FLUSH, -EAGAIN tap empty, other negative errno), or
@@ -233,28 +234,42 @@ int hvu_dp_tx_read_gpa(struct hvu_dp *dp)
         ssize_t r = hvu_dp_tap_read_frame(dp, hvu_dp_gpa_slot_mem(dp, (uint32_t)slot) + hdr, dp->gpa_slot - hdr);
         if (r <= 0)
             return (int)r;
-        uint32_t frame = (uint32_t)r;
+        uint32_t frame = (uint32_t)r, vlan = HVU_DP_NO_VLAN;
+        uint8_t *mem = hvu_dp_gpa_slot_mem(dp, (uint32_t)slot);
+        if (hvu_dp_vlan_info(mem + hdr, frame, &vlan)) {
+            /* the tag goes as the 802.1Q pktinfo: the frame, 4 bytes shorter, after its room */
+            if (hdr + HVU_DP_PPI_SIZE + frame - HVU_DP_VLAN_HLEN > dp->gpa_slot) {
+                dp->ctr.tx_oversize++;
+                hvu_dp_drop_note(dp, HVU_DP_TX_OVERSIZE, frame);
+                return 0;
+            }
+            hvu_dp_vlan_untag(mem, hdr, hdr + HVU_DP_PPI_SIZE, frame);
+            frame -= HVU_DP_VLAN_HLEN;
+        }
         hvu_dp_gpa_take(dp, (uint32_t)slot);
         dp->gpa_frame = slot;
         dp->gpa_frame_len = frame;
+        dp->gpa_frame_vlan = vlan;
     }
     dp->tx_wait = HVU_DP_WAIT_NONE;
-    uint32_t slot = (uint32_t)dp->gpa_frame, frame = dp->gpa_frame_len;
+    uint32_t slot = (uint32_t)dp->gpa_frame, frame = dp->gpa_frame_len, vlan = dp->gpa_frame_vlan;
     uint8_t *mem = hvu_dp_gpa_slot_mem(dp, slot);
+    hdr += hvu_dp_vlan_ppi_len(vlan);
     if (hdr + frame <= dp->send_section) {
         uint8_t *msg = hvu_dp_tx_place(dp, hdr + frame);
         if (msg != NULL) {
-            hvu_dp_tx_header(dp, msg, frame, -1, 0);
+            hvu_dp_tx_header_vlan(dp, msg, frame, -1, 0, vlan);
             memcpy(msg + hdr, mem + hdr, frame);
             hvu_dp_tx_commit(dp, hdr + frame, frame, 0);
             dp->gpa_frame = -1;
             hvu_dp_gpa_release(dp, slot);
+            dp->ctr.tx_vlan += vlan != HVU_DP_NO_VLAN;
             return 1;
         }
     }
     if (dp->held >= 0)
         return HVU_DP_TX_FLUSH;   /* it may not join, and a GPA-direct packet must not pass it */
-    hvu_dp_tx_header(dp, mem, frame, -1, 0);
+    hvu_dp_tx_header_vlan(dp, mem, frame, -1, 0, vlan);
     int rc = gpa_go(dp, slot, hdr + frame, frame, 0);
     if (rc == HVU_DP_TX_WAIT)
         return rc;                /* the slot keeps the frame */
@@ -263,5 +278,6 @@ int hvu_dp_tx_read_gpa(struct hvu_dp *dp)
         hvu_dp_gpa_release(dp, slot);
         return rc;
     }
+    dp->ctr.tx_vlan += vlan != HVU_DP_NO_VLAN;
     return 1;
 }

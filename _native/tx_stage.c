@@ -2,6 +2,7 @@
  * the private stage buffer, its vnet header checked, emitted as one or more RNDIS packets.
  *
  * What lives here: the vnet header checks (every field, drops tx_vnet_bad with a reason), the
+ * 802.1Q tag of a frame taken out into its pktinfo (offsets then count from the untagged frame), the
  * choice between the checksum pktinfo and a software checksum, and the cutting of a TCP GSO
  * frame into LSO packets or single segments that fit a send section, or a GPA-direct slot when
  * there is a pool (the rules and their sources are in datapath.h's header comment). What must
@@ -65,7 +66,8 @@ static uint32_t csum_ppi_for(const struct hvu_dp *dp, const uint8_t *f, uint32_t
 static void stage_whole_csum(struct hvu_dp *dp, uint8_t *f, uint32_t len, const struct hvu_vnet *v)
 {
     uint32_t info = 0;
-    if ((uint64_t)dp->tx_hdr_len + HVU_DP_PPI_SIZE + len <= hvu_dp_tx_msg_cap(dp))
+    if ((uint64_t)dp->tx_hdr_len + HVU_DP_PPI_SIZE + hvu_dp_vlan_ppi_len(dp->stage_vlan) + len <=
+        hvu_dp_tx_msg_cap(dp))
         info = csum_ppi_for(dp, f, len, v);
     if (info != 0) {
         dp->stage_kind = STAGE_CSUM;
@@ -75,6 +77,29 @@ static void stage_whole_csum(struct hvu_dp *dp, uint8_t *f, uint32_t len, const 
         dp->ctr.tx_sw_csum++;
         dp->stage_kind = STAGE_WHOLE;
     }
+}
+
+/* A tagged frame in the stage loses its tag (it goes as the 802.1Q pktinfo, vlan.c): the MAC
+ * addresses move 4 bytes on, the frame starts stage_off = 4 bytes later, and the vnet header's
+ * offsets, which count from the tagged frame, count from the untagged one. 1 = done (or not
+ * tagged), 0 = dropped (a checksum or header offset inside the tag: counted). */
+static int stage_untag(struct hvu_dp *dp, uint32_t *len, struct hvu_vnet *v)
+{
+    uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE;
+    dp->stage_off = 0;
+    dp->stage_vlan = HVU_DP_NO_VLAN;
+    if (!hvu_dp_vlan_info(f, *len, &dp->stage_vlan))
+        return 1;
+    if ((v->flags & HVU_VNET_F_NEEDS_CSUM) && v->csum_start < HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN)
+        return vnet_bad(dp, HVU_DP_VNET_CSUM, ((uint64_t)v->csum_start << 16) | v->csum_offset);
+    memmove(f + HVU_DP_VLAN_HLEN, f, 12);
+    dp->stage_off = HVU_DP_VLAN_HLEN;
+    *len -= HVU_DP_VLAN_HLEN;
+    if (v->flags & HVU_VNET_F_NEEDS_CSUM)
+        v->csum_start = (uint16_t)(v->csum_start - HVU_DP_VLAN_HLEN);
+    if (v->hdr_len > HVU_DP_VLAN_HLEN)
+        v->hdr_len = (uint16_t)(v->hdr_len - HVU_DP_VLAN_HLEN);
+    return 1;
 }
 
 /* Checks the vnet header of the frame in the stage and decides how it goes out.
@@ -87,6 +112,9 @@ static int stage_prepare(struct hvu_dp *dp, uint32_t len)
     hvu_vnet_read(dp->stage, &v);
     if (v.flags & ~(HVU_VNET_F_NEEDS_CSUM | HVU_VNET_F_DATA_VALID))
         return vnet_bad(dp, HVU_DP_VNET_FLAGS, v.flags);
+    if (stage_untag(dp, &len, &v) == 0)
+        return 0;
+    f += dp->stage_off;
     if ((v.flags & HVU_VNET_F_NEEDS_CSUM) &&
         (v.csum_start < HVU_DP_ETH_HLEN || (uint32_t)v.csum_start + v.csum_offset + 2u > len))
         return vnet_bad(dp, HVU_DP_VNET_CSUM, ((uint64_t)v.csum_start << 16) | v.csum_offset);
@@ -120,9 +148,10 @@ static int stage_prepare(struct hvu_dp *dp, uint32_t len)
     if (h.hdrs + mss > limit)
         return stage_oversize(dp, mss);
     uint32_t cap = hvu_dp_tx_msg_cap(dp);   /* a section, or a slot with GPA-direct */
-    if (cap - dp->tx_hdr_len < h.hdrs + mss)
+    uint32_t base = dp->tx_hdr_len + hvu_dp_vlan_ppi_len(dp->stage_vlan);
+    if (cap - base < h.hdrs + mss)
         return stage_oversize(dp, mss);   /* not even one segment fits a section (slot) */
-    uint32_t room = cap - dp->tx_hdr_len - HVU_DP_PPI_SIZE;   /* with one pktinfo */
+    uint32_t room = cap - base - HVU_DP_PPI_SIZE;   /* with one more pktinfo */
     uint32_t per = 1;
     int lso = (dp->flags & (h.ipv6 ? HVU_DP_F_TX_LSO6 : HVU_DP_F_TX_LSO4)) != 0 && h.l4 <= 0x3FF &&
               mss <= 0xFFFFF;
@@ -175,14 +204,14 @@ static int stage_read(struct hvu_dp *dp)
  * the packet is built again next time: nothing advances before it is placed), negative errno. */
 static int stage_emit(struct hvu_dp *dp)
 {
-    const uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE;
-    uint32_t len = dp->stage_len, hdr;
+    const uint8_t *f = dp->stage + HVU_DP_VNET_HDR_SIZE + dp->stage_off;
+    uint32_t len = dp->stage_len, hdr, vlan = dp->stage_vlan, vlan_len = hvu_dp_vlan_ppi_len(vlan);
     uint8_t *msg;
     struct hvu_dp_dest d;
     int rc;
     if (dp->stage_kind != STAGE_SEGS) {
         int csum = dp->stage_kind == STAGE_CSUM;
-        hdr = dp->tx_hdr_len + (csum ? HVU_DP_PPI_SIZE : 0);
+        hdr = dp->tx_hdr_len + (csum ? HVU_DP_PPI_SIZE : 0) + vlan_len;
         if ((uint64_t)hdr + len > hvu_dp_tx_msg_cap(dp)) {
             dp->stage_len = 0;
             return stage_oversize(dp, len);
@@ -191,7 +220,7 @@ static int stage_emit(struct hvu_dp *dp)
         if (rc != 1)
             return rc;
         msg = d.msg;
-        hvu_dp_tx_header(dp, msg, len, csum ? HVU_NDIS_PKTINFO_CSUM : -1, dp->stage_csum);
+        hvu_dp_tx_header_vlan(dp, msg, len, csum ? HVU_NDIS_PKTINFO_CSUM : -1, dp->stage_csum, vlan);
         memcpy(msg + hdr, f, len);
         rc = hvu_dp_tx_done(dp, &d, hdr + len, len, 0);
         if (rc != 1)
@@ -199,6 +228,8 @@ static int stage_emit(struct hvu_dp *dp)
         dp->stage_len = 0;
         if (csum)
             dp->ctr.tx_csum_ppi++;
+        if (vlan_len)
+            dp->ctr.tx_vlan++;
         return 1;
     }
     struct hvu_l34 h = {dp->stage_l3, dp->stage_l4, dp->stage_hdrs, (int)dp->stage_v6, dp->stage_proto};
@@ -214,21 +245,23 @@ static int stage_emit(struct hvu_dp *dp)
         ppi = HVU_NDIS_PKTINFO_LSO;
         mode = HVU_SEG_LSO;
     } else if ((dp->flags & (h.ipv6 ? HVU_DP_F_TX_CSUM_TCP6 : HVU_DP_F_TX_CSUM_TCP4)) &&
-               dp->tx_hdr_len + HVU_DP_PPI_SIZE + h.hdrs + pay <= hvu_dp_tx_msg_cap(dp)) {
+               dp->tx_hdr_len + vlan_len + HVU_DP_PPI_SIZE + h.hdrs + pay <= hvu_dp_tx_msg_cap(dp)) {
         info = (h.ipv6 ? TXCSUM_IPV6 : TXCSUM_IPV4) | TXCSUM_TCP | (h.l4 << TXCSUM_THOFF_SHIFT);
         ppi = HVU_NDIS_PKTINFO_CSUM;
         mode = HVU_SEG_PARTIAL;
     }
-    hdr = dp->tx_hdr_len + (ppi >= 0 ? HVU_DP_PPI_SIZE : 0);
+    hdr = dp->tx_hdr_len + (ppi >= 0 ? HVU_DP_PPI_SIZE : 0) + vlan_len;
     rc = hvu_dp_tx_dest(dp, hdr + h.hdrs + pay, &d);
     if (rc != 1)
         return rc;
     msg = d.msg;
-    hvu_dp_tx_header(dp, msg, h.hdrs + pay, ppi, info);
+    hvu_dp_tx_header_vlan(dp, msg, h.hdrs + pay, ppi, info, vlan);
     uint32_t n = hvu_off_build_seg(msg + hdr, f, &h, dp->stage_next, pay, dp->stage_seg, first, last, mode);
     rc = hvu_dp_tx_done(dp, &d, hdr + n, n, mode == HVU_SEG_LSO);
     if (rc != 1)
         return rc;
+    if (vlan_len)
+        dp->ctr.tx_vlan++;
     if (mode != HVU_SEG_LSO) {
         dp->ctr.tx_sw_seg++;
         if (mode == HVU_SEG_PARTIAL)

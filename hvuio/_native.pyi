@@ -263,6 +263,7 @@ class Lib:
     HVU_DP_TX_RING_MIN: int
     HVU_NDIS_PKTINFO_CSUM: int
     HVU_NDIS_PKTINFO_LSO: int
+    HVU_NDIS_PKTINFO_VLAN: int
     HVU_RNDIS_PKTINFO_ID_TYPE: int
     HVU_DP_ETH_HLEN: int
     HVU_DP_VLAN_HLEN: int
@@ -303,6 +304,7 @@ class Lib:
     HVU_DP_RSC_FRAME: int
     HVU_DP_RSC_CSUM: int
     HVU_DP_GPA_COMP_UNKNOWN: int
+    HVU_DP_RX_VLAN_PPI: int
     HVU_DP_REASON_END: int
     # enum hvu_dp_fd
     HVU_DP_FD_NONE: int

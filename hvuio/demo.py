@@ -12,7 +12,8 @@ What lives here:
   * Traffic between the two namespaces: `ping`, a TCP bulk transfer with a sha256 check on the
     receiving side, a UDP datagram check and a UDP small-packet blaster — small Python programs
     run with `ip netns exec` (so they measure what a user's program would see).
-  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict.
+  * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict; its "stats" are
+    the data path's final counters under the names `hvuio stats` gives them (hvuio/stats.py).
 
 What must not live here: click and printing (hvuio/cli/demo.py), emulator internals (hvuio/sim/),
 pyroute2 (hvuio/netdev/tap.py). Traffic only ever goes between the namespaces made here.
@@ -30,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
+from hvuio.stats import ethtool_stats
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -92,6 +94,7 @@ class DemoStack:
     #: queues `hvuio up` asks for: one by default, as the emulator's C fast path serves a NIC
     #: without subchannels (with them it moves every frame on its Python path, far slower)
     queues: int = 1
+    vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
@@ -138,6 +141,8 @@ class DemoStack:
         # link_flap_delay 0: link changes are indicated at once (the 5 s Hyper-V delay is a host
         # courtesy to Linux guests; the demo and tests want to see them now).
         profile = self.host_profile if self.host_profile is not None else HostProfile(link_flap_delay=0.0)
+        if self.vlan_oob:
+            profile = replace(profile, vlan_oob=True)
         self.env = SimEnvironment(self.sysroot, profile=self.kernel, nics=1, network=self.net,
                                   host_profile=profile,
                                   nic_monitored=self.monitored)
@@ -444,6 +449,7 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
         result["host_nvsp_counters"] = live.get("nvsp_counters", {})
         down = stack.stop_up() or {}
         result["datapath_counters"] = down.get("counters", {})
+        result["stats"] = ethtool_stats(result["datapath_counters"])  # the names `hvuio stats` shows
         if trace is not None:
             result["trace"] = {"file": str(Path(trace).absolute()),
                                **{k: v for k, v in result["datapath_counters"].items() if k.startswith("trace_")}}

@@ -1,8 +1,10 @@
 """The engine: a NIC that is up, run as a Linux network interface — a tap plus the C data path.
 
 What lives here: `Engine`, around a `Nic` that finished bring-up (hvuio/nic.py): a tap
-(hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status and
-its TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
+(hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status (and
+network changes) as hvuio/linkwatch.py decides, its neighbours told of its addresses when the host
+repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its
+TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
 hvuio.native.datapath per channel (the primary and every subchannel the Nic opened), each in its
 own thread with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
 of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything
@@ -46,6 +48,7 @@ from hvuio.device.guestmem import GuestRegion
 from hvuio.errors import HvuioError, LocalProtocolError, RescindedError
 from hvuio.health import HealthWatch, Sample
 from hvuio.native.datapath import GPA_SLOT_SIZE, MAX_SECTIONS, DataPath, RunResult
+from hvuio.netdev.peers import PeerNotifier
 from hvuio.netdev.tap import Tap, TunOffload
 from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
@@ -103,6 +106,7 @@ class Engine:
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
         self._pumps: list[DataPath] = []
+        self._peers: PeerNotifier | None = None
         self.health = HealthWatch()
 
     def live_counters(self) -> dict[str, int]:
@@ -130,6 +134,9 @@ class Engine:
                     pending_completions=sum(dp.pending_completions for dp in pumps))
         live.update({f"drop_{reason}": n for reason, n in drops.items()})
         live.update(self.health.counters())
+        peers = self._peers
+        if peers is not None:
+            live.update(peer_frames_sent=peers.sent, peer_frames_failed=peers.failed)
         if self.nic.trace is not None:
             live.update(self.nic.trace.counters())
         return live
@@ -175,11 +182,14 @@ class Engine:
         wakes: list[int] = []
         dp: DataPath | None = None
         primary: DataPath | None = None
+        peers: PeerNotifier | None = None
         self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             tap.set_carrier(bool(info.link_up))
             tap.up()
             nic.on_link = tap.set_carrier
+            peers = self._peers = PeerNotifier(tap, info.mac)
+            nic.on_notify_peers = peers.notify
             wakes = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(queues - 1)]
             irq = handle.interrupt.fileno()
             for k, c in enumerate(chans):
@@ -228,6 +238,10 @@ class Engine:
             return self.counters
         finally:
             nic.on_link = None
+            nic.on_notify_peers = None
+            self._peers = None
+            if peers is not None:
+                peers.close()
             for c in chans:
                 c.data_sink = None
             for dp in pumps:

@@ -4,10 +4,36 @@ An `HvuioError` carries one sentence (what went wrong) and a hint (what to do), 
 the CLI returns for it. `cli.main` prints these without a traceback. Anything else that escapes is
 a bug and is shown with its traceback only under `--debug`.
 
+`EXIT_CODES` lists every code the `hvuio` command returns with its meaning: `hvuio --help` and the
+README show it, and a test holds it equal to the classes below.
+
 No imports from the rest of hvuio: every layer may import this module.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+#: (exit code, meaning) of every code `hvuio` returns, in order.
+EXIT_CODES: Final[tuple[tuple[int, str], ...]] = (
+    (0, "success"),
+    (1, "failed (no more specific code; e.g. an unreadable trace file)"),
+    (2, "usage: a bad option or argument, or a request that cannot be done as asked"),
+    (3, "the uio_hv_generic module is missing"),
+    (4, "no such VMBus device or interface"),
+    (5, "the device is busy (another program holds it)"),
+    (6, "the device is not a synthetic NIC"),
+    (7, "bind refused: the NIC carries the default route or this SSH session"),
+    (8, "a sysfs or /dev file is missing or malformed"),
+    (9, "this machine cannot do it (not Hyper-V, no VMBus, ...); 'hvuio doctor': a check failed"),
+    (10, "the host rescinded the device"),
+    (11, "the host broke the protocol, refused a request or did not answer"),
+    (12, "an unsafe path (a directory another user can write)"),
+    (13, "the emulator ('hvuio sim') serving the device is gone"),
+    (70, "internal error: a bug in hvuio"),
+    (77, "permission denied: run as root"),
+    (130, "interrupted (Ctrl-C)"),
+)
 
 
 class HvuioError(Exception):

@@ -6,8 +6,10 @@ What lives here:
     the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
     channel reads, perform the effects it returns (write its `Send`s, act on its events) until
     RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
-    indications; a host keep-alive is dropped and counted, VMBUS.md §4 item 21); tear down in the
-    protocol's order: RNDIS halt (waiting for its
+    indications and network changes, turned into carrier changes and peer notifications by
+    hvuio/linkwatch.py through `on_link` / `on_notify_peers`; a host keep-alive is dropped and
+    counted, VMBUS.md §4 item 21); tear down in the
+    protocol's order: packet filter 0 (waiting for its reply), RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
     uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
     device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
@@ -54,6 +56,7 @@ from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
                           RescindedError, SysfsError, WrongDeviceError)
+from hvuio.linkwatch import Carrier, LinkAction, LinkWatch
 from hvuio.native.datapath import TxAggregation
 from hvuio.native.ring import Packet
 from hvuio.offloads import NicOffloads
@@ -74,7 +77,8 @@ log = logging.getLogger(__name__)
 #: Longest a whole bring-up may take. Each request has its own 5 s limit in the machines
 #: (proto/limits.py); NVSP may walk six versions, so the overall bound is generous.
 BRINGUP_TIMEOUT: Final = 30.0
-#: How long teardown waits for the host to complete the RNDIS halt send before revoking anyway
+#: How long teardown waits for the host to answer the packet filter 0 before halting anyway, and
+#: for it to complete the RNDIS halt send before revoking anyway
 #: (Linux waits for the halt's send completion in rndis_filter_halt_device).
 HALT_TIMEOUT: Final = 2.0
 #: How long closing a rescinded NIC waits for its device to leave sysfs before it forgets the
@@ -122,14 +126,19 @@ class Nic:
         #: the error that made the channel unusable (rescind, corrupt ring, protocol error):
         #: close() then skips the protocol teardown and only unmaps and closes (VMBUS.md §4 item 20)
         self.broken: HvuioError | None = None
+        #: the tap's carrier follows these calls (hvuio/linkwatch.py: link changes, network change)
         self.on_link: Callable[[bool], None] | None = None
+        #: announce the NIC's addresses (a repeated media connect, hvuio/linkwatch.py)
+        self.on_notify_peers: Callable[[], None] | None = None
+        self._links: LinkWatch | None = None  # from the bring-up's link query on
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self._device: VmbusDevice | None = None  # the device claimed while open
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
-                                         "control_fallbacks": 0, "send_table_fixed": 0}
+                                         "control_fallbacks": 0, "network_changes": 0,
+                                         "peer_notifications": 0, "send_table_fixed": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ class Nic:
             raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
         self.guest = None
         self.info, self.ready, self.broken = None, False, None
+        self._links = None
         device = resolve_device(self.sysroot, self.name)
         if not device.is_nic:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
@@ -273,6 +283,8 @@ class Nic:
 
     def _tick(self, now: float) -> None:
         self._perform(self._guest().tick(now))
+        if self._links is not None:
+            self._link_actions(self._links.tick(now))
 
     # ---- for the data path (hvuio/engine.py) ----------------------------------------------------------
 
@@ -388,8 +400,27 @@ class Nic:
         info.link_up = e.up
         if changed:
             self.counters["link_changes"] += 1
-        if self.on_link is not None:
-            self.on_link(e.up)
+        if self._links is None:  # the bring-up's query: the carrier starts as the link is
+            self._links = LinkWatch(e.up)
+            self._link_actions([Carrier(e.up)])
+        else:
+            self._link_actions(self._links.media(e.up))
+
+    def _network_change(self, e: ev.NetworkChange) -> None:
+        # VMBUS.md §4.25: carrier off, and on again LINKCHANGE_INT later (linkwatch.py)
+        self.counters["network_changes"] += 1
+        if self._links is not None:
+            self._link_actions(self._links.network_change(self.clock()))
+
+    def _link_actions(self, actions: list[LinkAction]) -> None:
+        for action in actions:
+            if isinstance(action, Carrier):
+                if self.on_link is not None:
+                    self.on_link(action.up)
+            else:
+                self.counters["peer_notifications"] += 1
+                if self.on_notify_peers is not None:
+                    self.on_notify_peers()
 
     def _link_speed(self, e: ev.LinkSpeed) -> None:
         self._info().link_speed_bps = e.bits_per_second
@@ -455,7 +486,7 @@ class Nic:
         else:
             log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
 
-    def _indication(self, e: ev.NetworkChange | ev.StatusIndication | ev.IndirectionTable
+    def _indication(self, e: ev.StatusIndication | ev.IndirectionTable
                     | ev.VfAssociation) -> None:
         self.counters["indications"] += 1
         log.debug("host indication: %r", e)
@@ -469,7 +500,8 @@ class Nic:
     # ---- teardown -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may be reopened."""
+        """Packet filter 0, RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may
+        be reopened."""
         try:
             if self.channel is not None and not self.channel.closed and self.broken is None:
                 self._stop_protocols()
@@ -482,6 +514,11 @@ class Nic:
         guest = self.guest
         if guest is None:
             return
+        self._perform(guest.close_filter())
+        try:
+            self._run_until(lambda: not guest.filter_closing, HALT_TIMEOUT, "packet filter 0")
+        except HostTimeoutError as err:
+            log.warning("teardown: %s; halting anyway", err.message)
         self._perform(guest.halt())
         try:
             self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")
@@ -583,7 +620,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.SendTableFixed: Nic._send_table_fixed,
     ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
-    ev.NetworkChange: Nic._indication,
+    ev.NetworkChange: Nic._network_change,
     ev.StatusIndication: Nic._indication,
     ev.IndirectionTable: Nic._indication,
     ev.VfAssociation: Nic._indication,

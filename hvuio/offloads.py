@@ -65,8 +65,9 @@ def tun_offload(d: Offloads) -> TunOffload:
 
 def offloads_enabled(o: OffloadsConfigured) -> dict[str, bool | int]:
     """What the host accepted, by data-path meaning: the `enabled` object of `up --json` (key
-    order is the order `up` prints them in). `ip4_csum` is the IPv4 header checksum, which the
-    host handles but the data path never needs (the kernel fills it)."""
+    order is the order `up` prints them in). `ip4_csum` is the IPv4 header checksum: always off,
+    since hvuio never asks for it and the kernel computes and checks it itself, as with Linux's
+    netvsc (VMBUS.md §4.22)."""
     d = datapath_offloads(o)
     return {"ip4_csum": o.ip4_checksum in _TX, "tx_csum_tcp4": d.tx_csum_tcp4,
             "tx_csum_udp4": d.tx_csum_udp4, "tx_csum_tcp6": d.tx_csum_tcp6,

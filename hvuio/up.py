@@ -1,7 +1,8 @@
 """`hvuio up` as a library call: bring a synthetic NIC up, keep its status file, run it (data path
 or control traffic only) until a signal, tear it down, and report what happened as events.
 
-What lives here: `UpOptions` (what the command's options mean), `run_up()`, the progress events it
+What lives here: `UpOptions` (what the command's options mean), `check_options()` (options
+that cannot work, refused before the NIC is opened), `run_up()`, the progress events it
 hands to the caller's callback in order — `Ready` (negotiated values), then `Serving` (control
 traffic only) or `DatapathRunning` (the tap is up), then `Down` (counters, the stopping signal),
 which is also its result — each with the exact line `up --json` prints for it. The status file
@@ -13,6 +14,10 @@ The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvui
 (`Engine`: tap and data path), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
 imported inside `run_up` so that importing this module stays cheap where the C core is missing
 (`hvuio --help`).
+
+Steps that take seconds (the bring-up: open, NVSP/RNDIS, subchannels; starting the data path) log
+one line each to the `hvuio.progress` logger first (the CLI shows them on stderr on a terminal or
+with -v, never in `--json` output).
 
 What must not live here: click or printing (hvuio/cli/net.py turns events into lines), protocol
 or ring logic (nic.py, engine.py and below), the status record's format (status.py).
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from hvuio.engine import Engine
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("hvuio.progress")
 
 #: covers a same-host reply or ACK; costs CPU only while traffic flows
 BUSY_POLL_DEFAULT_US: Final = 50
@@ -149,6 +155,49 @@ def check_mtu(mtu: int, option: str = "--mtu") -> None:
                          "(65535 minus the Ethernet header)", f"Use {option} {MIN_MTU} to {MAX_MTU}.")
 
 
+def check_options(options: UpOptions) -> None:
+    """UsageError (one sentence + hint) for options that cannot work, found before anything of the
+    host is touched: --ifname or --netns without a tap to apply them to (--no-datapath, --once),
+    a --netns that does not exist, an --ifname that is malformed or already names an interface
+    where the tap would go. The hint never suggests deleting that interface: hvuio did not make it
+    (a tap of hvuio's lives only as long as its `up` process)."""
+    import socket
+
+    from hvuio.errors import UsageError
+    from hvuio.netdev import netns as netns_mod
+    from hvuio.netdev.tap import NETNS_RUN_DIR, check_ifname, check_netns_name
+
+    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns)) if value is not None]
+    without = "--no-datapath" if not options.datapath else "--once" if options.once else None
+    if given and without is not None:
+        raise UsageError(f"{' and '.join(given)} place the tap, and {without} runs no tap",
+                         f"Leave out {' and '.join(given)}, or {without}.")
+    if options.netns is not None:
+        check_netns_name(options.netns)
+        if not os.path.exists(os.path.join(NETNS_RUN_DIR, options.netns)):
+            raise UsageError(f"network namespace {options.netns!r} does not exist",
+                             f"Create it with 'ip netns add {options.netns}', or pick one 'ip netns list' shows.")
+    if options.ifname is None:
+        return
+    try:
+        check_ifname(options.ifname)
+    except UsageError as err:
+        raise UsageError(f"--ifname: {err.message}", "Leave --ifname out for a random 'hvu-…' name.") from None
+    if options.netns is None:
+        try:
+            socket.if_nametoindex(options.ifname)
+            taken = True
+        except OSError:
+            taken = False
+    else:
+        taken = options.ifname in netns_mod.list_links(prefix=options.ifname, netns=options.netns)
+    if taken:
+        where = f" in network namespace {options.netns!r}" if options.netns else ""
+        raise UsageError(f"--ifname {options.ifname}: an interface of that name already exists{where}",
+                         "Pick another name, or leave --ifname out for a random 'hvu-…' name; a tap an earlier "
+                         "'hvuio up' made goes away with that process ('hvuio status' lists the running ones).")
+
+
 def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     """The NVSP versions to offer: all supported ones, or those up to the named one."""
     from hvuio.nicinfo import NVSP_NAMES
@@ -174,6 +223,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     from hvuio.nic import Nic
 
     check_mtu(options.mtu)
+    check_options(options)   # before anything of the host is touched
     versions = nvsp_versions(options.max_nvsp)
     for stale in sweep_stale(sysroot):  # what a killed `up` left
         log.info("%s", stale.message)
@@ -200,6 +250,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
 
         counters: dict[str, int] = {}
         try:
+            progress.info("Bringing up %s: opening it, negotiating NVSP and RNDIS with the host, "
+                          "waiting for its subchannels...", options.device)
             data = nic.open().to_dict()
             if not options.once:  # written before Ready is reported, so a reader of the output finds it
                 state = StatusFile(sysroot, data["device"])
@@ -210,6 +262,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
                     on_event(Serving())
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
+                    progress.info("Starting the data path of %s...", data["device"])
                     engine = Engine(nic, ifname=options.ifname, netns=options.netns,
                                     busy_poll_us=options.busy_poll_us, tx_aggregation=options.tx_aggregation)
                     counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)

@@ -314,14 +314,15 @@ def test_every_command_is_added_to_the_group() -> None:
         reachable.add(id(cmd))
         if isinstance(cmd, click.Group):
             todo += cmd.commands.values()
-    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.sim", "hvuio.cli.demo", "hvuio.cli.trace"):
+    for mod in ("hvuio.cli.device", "hvuio.cli.net", "hvuio.cli.stats", "hvuio.cli.sim", "hvuio.cli.demo",
+                "hvuio.cli.trace"):
         defined = [v for v in vars(importlib.import_module(mod)).values() if isinstance(v, click.Command)]
         assert defined, mod
         missing = [c.name for c in defined if id(c) not in reachable]
         assert not missing, f"{mod} defines commands the group does not have: {missing}"
 
 
-@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.up", "hvuio.sim.daemon"])
+@pytest.mark.parametrize("mod", ["hvuio.status", "hvuio.stats", "hvuio.up", "hvuio.sim.daemon"])
 def test_library_behind_the_commands_does_not_import_click(mod: str) -> None:
     assert mod in MODULES
     bad = {i for i in MODULES[mod] if i.split(".")[0] == "click"}

@@ -15,6 +15,7 @@
 #define HVU_GSO_MAX_FRAME (65535u + 14u + 4u)
 #define HVU_PPI_CSUM 0u
 #define HVU_PPI_LSO 2u
+#define HVU_PPI_VLAN 6u
 #define HVU_PPI_PKTINFO_ID 0x80000001u
 #define HVU_PKTINFO_SUBALLOC 1u
 #define HVU_PKTINFO_1ST_FRAG 2u

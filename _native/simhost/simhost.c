@@ -75,6 +75,7 @@ const char *hvu_sim_reason_text(uint32_t r)
     case HVU_SIM_R_GPA_HEADER: return "GPA-direct range header malformed";
     case HVU_SIM_R_GPA_PYTHON: return "GPA-direct send the fast path leaves to Python";
     case HVU_SIM_R_GPA_PAGE: return "GPA-direct page outside guest memory";
+    case HVU_SIM_R_VLAN: return "send with 802.1Q per-packet info (Python tags the frame)";
     default: return "unknown reason";
     }
 }
@@ -85,6 +86,7 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     if (!p || !p->out_ring || !p->in_ring || !p->recv_buf || !p->send_buf || !p->sec_state
         || !p->free_stack || !p->sec_next || !p->scratch)
         return -EINVAL;
+    p->rx_vlan = NONE;
     if (p->header_size < 4096 || p->ring_size <= p->header_size + 64 || dsize(p) % 8)
         return -EINVAL;
     if (p->recv_section < RNDIS_PKT_SIZE + ETH_HLEN || p->recv_count == 0

@@ -42,7 +42,9 @@ enum hvu_sim_reason {
     /* counted and consumed by the pump */
     HVU_SIM_R_UNKNOWN_TID = 32,
     HVU_SIM_R_COMPLETION_TYPE = 33,
-    HVU_SIM_R_GPA_PAGE = 34        /* a GPA-direct page outside guest memory: completed FAILED */
+    HVU_SIM_R_GPA_PAGE = 34,       /* a GPA-direct page outside guest memory: completed FAILED */
+    HVU_SIM_R_VLAN = 35            /* handed to Python: a send with 802.1Q per-packet info (Python puts
+                                    * the tag onto the wire frame) */
 };
 
 struct hvu_sim_counters {
@@ -78,6 +80,7 @@ struct hvu_sim_counters {
     /* GPA-direct (simhost_gpa.c) */
     uint64_t tx_gpa;               /* type-9 data sends served from guest memory */
     uint64_t tx_gpa_rejected;      /* ... with a page outside guest memory: completed FAILED */
+    uint64_t rx_vlan;              /* network frames delivered with their 802.1Q tag as per-packet info */
     /* vRSS (rss.c) */
     uint64_t rx_steered;           /* frames the guest's RSS table puts on another channel: to Python */
 };
@@ -153,6 +156,8 @@ struct hvu_sim_pump {
     uint32_t lso_max;        /* the LSO maximum the host advertised */
     uint8_t *gso_buf;        /* caller-owned: vnet header + a 64 KiB frame (tap reads, tx copies) */
     uint32_t gso_buf_len;
+    uint32_t vlan_oob;       /* tagged network frames reach the guest untagged, the tag in the
+                              * 802.1Q per-packet info (HostProfile.vlan_oob; simhost_rx.c) */
     /* --- guest memory (GPA-direct, simhost_gpa.c); gmem NULL: type-9 sends are Python's --- */
     const uint8_t *gmem;     /* the emulated VM's guest-memory file, mapped whole (read-only) */
     uint64_t gmem_size;      /* its bytes, a multiple of 4096 */
@@ -179,6 +184,7 @@ struct hvu_sim_pump {
     uint64_t last_activity_ns;
     uint32_t dead;
     uint32_t pending_set;    /* we set the inbound pending_send_sz (waiting for room) */
+    uint32_t rx_vlan;        /* 802.1Q per-packet info value of the frame being delivered, or none */
     /* --- results of the last run --- */
     uint32_t signal;         /* 1: interrupt the guest on this channel */
     uint32_t reason;         /* enum hvu_sim_reason of the fault / hand-off / last rejection */

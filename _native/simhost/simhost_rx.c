@@ -1,7 +1,8 @@
 /* The emulated host's network -> guest path (the C fast path of simhost.c's pump).
  *
  * What lives here: frames read from the tap (plain, or with a virtio_net_hdr: GSO -> vRSC fragments
- * or software segments, NEEDS_CSUM completed) -> RNDIS_PACKET_MSGs in free receive sections ->
+ * or software segments, NEEDS_CSUM completed; with vlan_oob an 802.1Q tag moved into the 802.1Q
+ * per-packet info, rx_vlan_untag) -> RNDIS_PACKET_MSGs in free receive sections ->
  * transfer-page packets (several frames per packet, completion requested, trans_id = the first
  * section's index, as simhost.c's top comment describes) in the receive layout the pump was
  * given (rx_layout: openvmm or compact, below), and the guest's completions of those, which free the
@@ -190,14 +191,17 @@ static int rx_room(struct hvu_sim_pump *p, struct rxb *b, uint32_t k)
     return 1;
 }
 
-/* One plain frame (checksums complete) to the guest, with the receive checksum info if marked. */
+/* One plain frame (checksums complete) to the guest, with the receive checksum info if marked
+ * and the 802.1Q info of the frame being delivered (rx_vlan_untag). */
 static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uint32_t n, int trusted)
 {
-    uint8_t ppi[RNDIS_PPI_SIZE + 4];
+    uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), ppi_len = 0;
     int rc;
     if (flags || p->rx_layout)  /* openvmm: always, 0 = not checked */
         ppi_len = put_ppi(ppi, HVU_PPI_CSUM, flags);
+    if (p->rx_vlan != NONE)  /* after the checksum info, as OpenVMM orders them */
+        ppi_len += put_ppi(ppi + ppi_len, HVU_PPI_VLAN, p->rx_vlan);
     if (n < ETH_HLEN || n > p->max_frame || n > rx_capacity(p, ppi_len)) {
         p->c.rx_dropped_too_big++;
         return 0;
@@ -212,13 +216,14 @@ static int rx_plain(struct hvu_sim_pump *p, struct rxb *b, const uint8_t *f, uin
 /* vRSC: the coalesced frame as fragments of one section each, all in one transfer-page packet. */
 static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n, int trusted)
 {
-    uint8_t ppi[2 * (RNDIS_PPI_SIZE + 4)];
+    uint8_t ppi[3 * (RNDIS_PPI_SIZE + 4)];
     uint32_t flags = hvu_off_rx_mark(f, n, p->off_rx, trusted), csum_len = flags ? RNDIS_PPI_SIZE + 4 : 0;
     uint32_t id_len = RNDIS_PPI_SIZE + 4, first, rest, k, pos, i;
     int rc;
+    uint32_t vlan_len = p->rx_vlan != NONE ? RNDIS_PPI_SIZE + 4 : 0;  /* the first fragment's */
     if (p->rx_layout)  /* every fragment carries checksum info; 0 (not checked) after the first */
         csum_len = RNDIS_PPI_SIZE + 4;
-    first = rx_capacity(p, id_len + csum_len);
+    first = rx_capacity(p, id_len + csum_len + vlan_len);
     rest = rx_capacity(p, id_len + (p->rx_layout ? csum_len : 0));
     if (first == 0 || rest == 0) {
         p->c.rx_dropped_too_big++;
@@ -234,6 +239,8 @@ static int rx_rsc(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint32_t n,
                       | (i == k - 1 ? HVU_PKTINFO_LAST_FRAG : 0);
         if (csum_len && (i == 0 || p->rx_layout))
             plen += put_ppi(ppi, HVU_PPI_CSUM, i == 0 ? flags : 0);
+        if (i == 0 && vlan_len)
+            plen += put_ppi(ppi + plen, HVU_PPI_VLAN, p->rx_vlan);
         plen += put_ppi(ppi + plen, HVU_PPI_PKTINFO_ID, 1u | fl << 8);  /* ver 1, flag, pkt_id 0 */
         rx_put(p, b, ppi, plen, f + pos, len);
         pos += len;
@@ -283,6 +290,34 @@ static int rx_offloaded(struct hvu_sim_pump *p, struct rxb *b, uint8_t *f, uint3
     return rx_plain(p, b, f, n, trusted);
 }
 
+/* HostProfile.vlan_oob (a trunk-mode port): a frame read into gso_buf (vnet header first when the
+ * tap has one) loses its 802.1Q tag, which rx_plain / rx_rsc put in the 802.1Q info (p->rx_vlan;
+ * none without a tag). The MAC addresses move 4 bytes on; the vnet offsets move with them (a
+ * checksum offset inside the tag leaves the frame tagged). Returns the frame's new start. */
+static uint8_t *rx_vlan_untag(struct hvu_sim_pump *p, uint8_t *f, uint32_t *n, uint8_t *vh)
+{
+    p->rx_vlan = NONE;
+    if (!p->vlan_oob || *n < ETH_HLEN + 4 || f[12] != 0x81 || f[13] != 0x00)
+        return f;
+    uint32_t cs = vh ? ((uint32_t)vh[6] | (uint32_t)vh[7] << 8) : 0, hl = vh ? ((uint32_t)vh[2] | (uint32_t)vh[3] << 8) : 0;
+    if (vh && (vh[0] & HVU_VNET_F_NEEDS_CSUM) && cs < ETH_HLEN + 4)
+        return f;
+    uint32_t tci = (uint32_t)f[14] << 8 | f[15];
+    p->rx_vlan = (tci >> 13) | ((tci >> 12) & 1u) << 3 | (tci & 0xFFFu) << 4;
+    memmove(f + 4, f, 12);
+    *n -= 4;
+    if (vh && (vh[0] & HVU_VNET_F_NEEDS_CSUM)) {
+        vh[6] = (uint8_t)(cs - 4);
+        vh[7] = (uint8_t)((cs - 4) >> 8);
+    }
+    if (vh && hl > 4) {
+        vh[2] = (uint8_t)(hl - 4);
+        vh[3] = (uint8_t)((hl - 4) >> 8);
+    }
+    p->c.rx_vlan++;
+    return f + 4;
+}
+
 /* vRSS: a frame (the `r` tap bytes in gso_buf) the guest's table puts on queue `q` != 0 becomes
  * a steer_buf record for Python ({u32 length, u32 queue, bytes, zero pad to 8}). */
 static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
@@ -298,17 +333,19 @@ static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
 }
 
 /* Read frames from the tap into free sections; one transfer-page packet per batch.
- * Without a vnet header, receive marks or vRSS frames are read straight into their section;
- * otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for another
+ * Without a vnet header, receive marks, vlan_oob or vRSS frames are read straight into their
+ * section; otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for another
  * queue goes to steer_buf (the read stops while steer_buf could not take one more).
  * Returns frames read (0: none pending), -1 fault. */
 int hvu_sim_rx_batch(struct hvu_sim_pump *p)
 {
     struct rxb b;
     int got = 0;
-    int direct = !p->vnet_hdr && !p->rss_on && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
-                                                              | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
+    int direct = !p->vnet_hdr && !p->rss_on && !p->vlan_oob
+                 && !(p->off_rx & (HVU_SIM_OFF_IP4 | HVU_SIM_OFF_TCP4 | HVU_SIM_OFF_UDP4
+                                   | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
     b.n = 0;
+    p->rx_vlan = NONE;
     while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
         uint8_t *dst;
         uint32_t room, s, ppi_len;
@@ -331,22 +368,27 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
             got++;
             if (p->rss_on && (uint32_t)r >= vh
                 && (q = hvu_sim_rss_queue(p, p->gso_buf + vh, (uint32_t)r - vh)) != 0) {
-                rx_steer(p, (uint32_t)r, q);
+                rx_steer(p, (uint32_t)r, q);  /* tagged as read: Python's delivery moves the tag */
                 continue;
             }
             if (p->nfree == 0) {  /* a host with no section drops (vRSS: the frame was queue 0's) */
                 p->c.rx_dropped_no_section++;
                 continue;
             }
+            uint32_t n = (uint32_t)r;
             if (!p->vnet_hdr) {
-                if (rx_plain(p, &b, p->gso_buf, (uint32_t)r, 0) < 0)
+                uint8_t *f = rx_vlan_untag(p, p->gso_buf, &n, NULL);
+                if (rx_plain(p, &b, f, n, 0) < 0)
                     return -1;
-            } else if ((uint32_t)r < HVU_VNET_HLEN + ETH_HLEN) {
+            } else if (n < HVU_VNET_HLEN + ETH_HLEN) {
                 p->c.rx_dropped_too_big++;
-            } else if (rx_offloaded(p, &b, p->gso_buf + HVU_VNET_HLEN, (uint32_t)r - HVU_VNET_HLEN,
-                                    p->gso_buf) < 0) {
-                return -1;
+            } else {
+                n -= HVU_VNET_HLEN;
+                uint8_t *f = rx_vlan_untag(p, p->gso_buf + HVU_VNET_HLEN, &n, p->gso_buf);
+                if (rx_offloaded(p, &b, f, n, p->gso_buf) < 0)
+                    return -1;
             }
+            p->rx_vlan = NONE;
             continue;
         }
         s = p->free_stack[p->nfree - 1];

@@ -3,9 +3,10 @@
  * What lives here: the RNDIS data of one NVSP 107 send, checked whole before anything is sent
  * (every RNDIS_PACKET_MSG as HostRndis.parse_data, its packet header and per-packet info inside
  * the range it starts in when the data came in ranges, checksum/LSO per-packet info against the
- * offloads on offer), its frames written to the tap (as given, checksummed, GSO or cut into
- * segments), and its NVSP 108 completion; the in-band send out of the send buffer
- * (hvu_sim_tx_send: any sub-range of it, a send may span sections). GPA-direct sends are gathered in simhost_gpa.c and come back here
+ * offloads on offer; a send with 802.1Q info is Python's, which tags the frame), its frames
+ * written to the tap (as given, checksummed, GSO or cut into segments), and its NVSP 108
+ * completion; the in-band send out of the send buffer (hvu_sim_tx_send: any sub-range of it, a
+ * send may span sections). GPA-direct sends are gathered in simhost_gpa.c and come back here
  * (hvu_sim_tx_data). What must not: reading the outbound ring (simhost.c's drain hands the send
  * here and consumes it on 1), ring index handling (the completion goes out through
  * hvu_sim_in_write), the network -> guest path (simhost_rx.c), allocation, logging, Python.
@@ -154,6 +155,8 @@ static int parse_send(struct hvu_sim_pump *p, const uint8_t *data, uint32_t size
                 if (sz < RNDIS_PPI_SIZE || sz > end - e || poff < RNDIS_PPI_SIZE || poff > sz)
                     return reject(p, HVU_SIM_R_RNDIS_PPI, sz);
                 ptype = rd32(data + pos + e + 4);
+                if (ptype == HVU_PPI_VLAN)       /* the tag goes onto the wire frame: Python's */
+                    return reject(p, HVU_SIM_R_VLAN, e);
                 if (ptype == HVU_PPI_CSUM || ptype == HVU_PPI_LSO) {  /* others: skipped, as NDIS */
                     uint32_t *has = ptype == HVU_PPI_CSUM ? &out[n].has_csum : &out[n].has_lso;
                     if (sz - poff < 4 || *has)  /* 4 data bytes; given once */

@@ -1,15 +1,18 @@
 """The `hvuio` command line: one click group, thin commands.
 
-What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v),
+What lives here: the group with the global options (--sysroot / HVUIO_SYSROOT, --debug, -v, -q;
+-v and -q are also every command's own, hvuio/cli/logs.py) and the exit-code table in its help,
 `main` (the console entry point and `python -m hvuio`) with the error rendering, and the explicit
 list of commands added to the group from the command modules: device.py (list, bind, unbind,
-doctor), net.py (up, status), sim.py (the `sim` group), demo.py (demo), trace.py (trace). The command modules take
-the `App` from app.py and never import this module, so there is no import cycle.
+doctor), net.py (up, status), stats.py (stats), sim.py (the `sim` group), demo.py (demo), trace.py
+(trace). The command modules take the `App` from app.py and never import this module, so there is
+no import cycle.
 
 Commands parse options, call the library and echo. Heavy modules (the compiled core, pyroute2,
 the emulator) are imported inside the commands, so `hvuio --help` works even where the C core
-failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code; a
-traceback is shown only with --debug.
+failed to build. Every `HvuioError` becomes "Error: ..." + "Hint: ..." and its exit code (a
+command the hint names gets the --sysroot of the command line, `with_sysroot`); a traceback is
+shown only with --debug. The sysroot reaches the commands as an absolute path.
 
 What must not live here: commands' bodies, library code (status files, bring-up, the emulator
 daemon), terminal rendering of results (the command modules, render.py).
@@ -17,8 +20,9 @@ daemon), terminal rendering of results (the command modules, render.py).
 
 from __future__ import annotations
 
-import logging
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,14 +30,22 @@ from typing import Any
 import click
 
 from hvuio import __version__
-from hvuio.cli import demo, device, net, sim, trace
+from hvuio.cli import demo, device, net, sim, stats, trace
 from hvuio.cli.app import App
-from hvuio.errors import HvuioError, NotRootError
+from hvuio.cli.logs import QUIET_HELP, VERBOSE_HELP, configure, verbosity_options
+from hvuio.errors import EXIT_CODES, HvuioError, NotRootError
 
 __all__ = ["App", "cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    return ("\b\nExit codes:\n" + rows + "\n\n"
+            "\b\nShell completion (bash; zsh_source, fish_source likewise):\n"
+            "  eval \"$(_HVUIO_COMPLETE=bash_source hvuio)\"")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_epilog())
 @click.version_option(__version__, prog_name="hvuio")
 @click.option(
     "--sysroot",
@@ -44,17 +56,41 @@ __all__ = ["App", "cli", "main"]
     help="Resolve every /sys and /dev path under this directory (the emulator's tree).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and protocol debug logs.")
-@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", count=True, help=QUIET_HELP)
 @click.pass_context
-def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int) -> None:
+def cli(ctx: click.Context, sysroot: Path, debug: bool, verbose: int, quiet: int) -> None:
     """Drive a Hyper-V / Azure synthetic NIC from user space (uio_hv_generic)."""
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    sysroot = Path(os.path.abspath(sysroot))   # commands see one path, whatever their working directory
+    configure(verbose, quiet, debug)
     if sysroot != Path("/") and os.path.lexists(sysroot):
         from hvuio.safefs import check_dir
 
         check_dir(sysroot)   # another user's directory would make them the host of our parsers
-    ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose)
+    ctx.obj = App(sysroot=sysroot, debug=debug, verbose=verbose, quiet=quiet)
+
+
+def _sysroot_of(argv: list[str]) -> str:
+    """The --sysroot of a command line (or HVUIO_SYSROOT), made absolute; "/" when none."""
+    root = os.environ.get("HVUIO_SYSROOT") or "/"
+    for i, arg in enumerate(argv):
+        if arg == "--sysroot" and i + 1 < len(argv):
+            root = argv[i + 1]
+        elif arg.startswith("--sysroot="):
+            root = arg.split("=", 1)[1]
+        elif not arg.startswith("-") and (i == 0 or argv[i - 1] != "--sysroot"):
+            break   # the command: what follows are its own arguments
+    return os.path.abspath(root) if root else "/"
+
+
+def with_sysroot(hint: str, sysroot: str) -> str:
+    """`hint` with every command it names ('hvuio …', or 'hvuio --sysroot DIR …') run against
+    `sysroot`, so it can be pasted as it is; unchanged for "/"."""
+    if sysroot == "/":
+        return hint
+    option = f"--sysroot {shlex.quote(sysroot)}"
+    hint = hint.replace("--sysroot DIR", option)
+    return re.sub(r"'hvuio (?!--sysroot )", lambda _: f"'hvuio {option} ", hint)
 
 
 def _wants_debug(argv: list[str]) -> bool:
@@ -72,7 +108,7 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"Error: {err.message}", err=True)
         if err.hint:
-            click.echo(f"Hint: {err.hint}", err=True)
+            click.echo(f"Hint: {with_sysroot(err.hint, _sysroot_of(args))}", err=True)
         sys.exit(err.exit_code)
     except PermissionError as err:  # sysfs, /dev/uioN, /dev/net/tun: what a non-root user meets
         where = f" on {err.filename}" if err.filename else ""
@@ -98,6 +134,8 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 _COMMANDS: tuple[click.Command, ...] = (device.list_devices, device.bind, device.unbind, device.doctor,
-                                        net.up, net.status, sim.sim, demo.demo, trace.trace)
+                                        net.up, net.status, stats.stats, sim.sim, demo.demo,
+                                        trace.trace)
 for _command in _COMMANDS:
     cli.add_command(_command)
+    verbosity_options(_command)

@@ -22,6 +22,7 @@ class App:
     sysroot: Path
     debug: bool
     verbose: int
+    quiet: int = 0
 
 
 pass_app = click.make_pass_decorator(App)

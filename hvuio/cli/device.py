@@ -8,6 +8,7 @@ this module takes the App from hvuio/cli/app.py. Errors are HvuioError subclasse
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -15,13 +16,18 @@ from hvuio.cli.app import App, pass_app
 
 
 @click.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the same facts, one object per device.")
 @pass_app
 def list_devices(app: App, as_json: bool) -> None:
-    """List VMBus devices: class, driver, interface, MAC, UIO node and maps, channels."""
-    from hvuio.device.sysfs import VmbusDevice, sys_path
+    """List VMBus devices by interface name: MAC, the Azure VF paired with a NIC, state, NUMA
+    node, channels and the CPU of each, driver, UIO node, class and instance GUID.
 
-    devices = [d.to_dict() for d in VmbusDevice.all(app.sysroot)]
+    A NIC bound to uio_hv_generic shows the interface it had in parentheses. CHANNELS is the
+    count, then relid@cpu of each channel (* = not monitored: signalled with write(1))."""
+    from hvuio.device.inventory import inventory
+    from hvuio.device.sysfs import sys_path
+
+    devices = inventory(app.sysroot)
     if as_json:
         click.echo(json.dumps({"devices": devices}, indent=2))
         return
@@ -29,20 +35,37 @@ def list_devices(app: App, as_json: bool) -> None:
         bus = sys_path(app.sysroot, "/sys/bus/vmbus/devices")
         click.echo(f"No VMBus devices under {bus} (not a Hyper-V guest? try 'hvuio doctor').")
         return
-    header = f"{'DEVICE':36}  {'RELID':>5}  {'CLASS':10}  {'DRIVER':16}  {'IFACE':10}  {'MAC':17}  {'UIO':6}  CHANNELS"
-    click.echo(header)
-    for d in devices:
-        net = d["netdevs"][0] if d["netdevs"] else {"name": "-", "mac": "-"}
-        uio = d["uio"]["name"] if d["uio"] else "-"
-        chans = ",".join(
-            f"{c['relid']}" + ("" if c["monitor_id"] is not None else "*") for c in d["channels"]
-        )
-        click.echo(f"{d['device_id']:36}  {d['relid']:>5}  {d['class']:10}  {d['driver'] or '-':16}  "
-                   f"{net['name']:10}  {net['mac'] or '-':17}  {uio:6}  {chans}")
+    header = ("IFACE", "MAC", "VF", "STATE", "NUMA", "CHANNELS", "DRIVER", "UIO", "CLASS", "DEVICE")
+    rows = [_list_row(d) for d in devices]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(f"{c:{w}}" for c, w in zip(r, widths)) + "  " + r[-1]
+
+    click.echo(line(header))
+    for d, r in zip(devices, rows):
+        click.echo(line(r))
         if d["uio"] and app.verbose:
             for m in d["uio"]["maps"]:
-                click.echo(f"{'':40}map{m['index']} {m['name']:14} size {m['size']:#x}")
-    click.echo("(* = channel not monitored: signalled with write(1))")
+                click.echo(f"{'':4}map{m['index']} {m['name']:14} size {m['size']:#x}")
+    click.echo("(CHANNELS: count, then relid@cpu; * = not monitored: signalled with write(1))")
+
+
+def _list_row(d: dict[str, Any]) -> tuple[str, ...]:
+    """One line of `hvuio list`: the columns of its header, text."""
+    if d["netdevs"]:
+        iface, mac = d["netdevs"][0]["name"], d["netdevs"][0]["mac"] or "-"
+    elif d["bound_from"]:
+        iface, mac = f"({d['bound_from'][0]})", "-"
+    else:
+        iface, mac = "-", "-"
+    vf = d["vf"]
+    vf_text = f"{vf['name']} ({vf['pci']})" if vf else "-"
+    chans = " ".join(f"{c['relid']}@{'?' if c['cpu'] is None else c['cpu']}"
+                     + ("" if c["monitor_id"] is not None else "*") for c in d["channels"])
+    return (iface, mac, vf_text, d["state_name"] or "-", "-" if d["numa_node"] is None else str(d["numa_node"]),
+            f"{d['channel_count']}: {chans}" if chans else "0", d["driver"] or "-",
+            d["uio"]["name"] if d["uio"] else "-", d["class"], d["device_id"])
 
 
 @click.command()
@@ -74,11 +97,17 @@ def unbind(app: App, device: str, timeout: float) -> None:
         click.echo(f"{result.guid} is not bound to uio_hv_generic (driver: {result.driver}); nothing to do")
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.command(epilog="Exit status: 0 when no check failed (warnings allowed); 9 when a check failed "
+                      "(this machine cannot run hvuio as it is); the other codes as for every command "
+                      "(hvuio --help).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the same findings, and the exit status).")
 @pass_app
 def doctor(app: App, as_json: bool) -> None:
-    """Check that this machine can run hvuio, which TX path a NIC will use, and what to do next."""
+    """Check that this machine can run hvuio, which TX path and how many queues a NIC can get,
+    and what to do next.
+
+    With --sysroot the kernel version, CPUs and hypervisor facts come from the tree where it has
+    them; a finding says when a fact came from the running machine instead."""
     from hvuio.device import doctor as doc
     from hvuio.device.platform import guest_memory_report
 
@@ -86,10 +115,12 @@ def doctor(app: App, as_json: bool) -> None:
     findings, step = doc.diagnose(app.sysroot, tx)
     if as_json:
         click.echo(json.dumps(doc.as_json(findings, step, tx), indent=2))
-        return
-    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
-    for f in findings:
-        click.echo(f"[{marks.get(f.status, f.status)}] {f.message}")
-        if f.hint:
-            click.echo(f"       hint: {f.hint}")
-    click.echo(f"Next: {step}")
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
+        for f in findings:
+            click.echo(f"[{marks.get(f.status, f.status)}] {f.message}")
+            if f.hint:
+                click.echo(f"       hint: {f.hint}")
+        click.echo(f"Next: {step}")
+    if doc.failed(findings):
+        click.get_current_context().exit(doc.EXIT_FAILED)

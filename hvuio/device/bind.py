@@ -4,7 +4,11 @@
 the file, else `new_id` + unbind + bind (§2.6.1); it records the previous driver in a journal
 (`<sysroot>/run/hvuio/bind/<guid>.json`) so `unbind_device()` restores it (hv_netvsc when there is
 no journal). Sysfs writes cannot report the kernel's errors reliably (and the emulator cannot at
-all), so both verify the result by reading back with a bounded poll.
+all), so both verify the result by reading back with a bounded poll. A bind that fails (or is
+interrupted) after its first write is undone completely (`_rollback`, VMBUS.md §2.6.1 step 6): the
+dynamic id removed or the override restored, the NIC given back to its previous driver from
+whatever state the kernel shows, the journal removed unless the device stayed with uio_hv_generic;
+the error says whether giving it back worked.
 
 A binding ends with its device: after the host removed a device (rescind) and it has left sysfs,
 `forget_device()` removes its journal and its lock file (a re-offered device starts unbound, as
@@ -14,22 +18,24 @@ match (other interfaces) is replaced when that device is bound.
 
 Refusals, each one sentence + hint: not root (`NotRootError`), module missing
 (`ModuleMissingError`), unknown device (`DeviceNotFoundError`), not a NIC (`WrongDeviceError`),
-the NIC carries the default route or this SSH session (`UnsafeBindError`, unless force),
+the NIC carries the default route or an SSH session on any of its addresses (`UnsafeBindError`
+from guard.py, unless force),
 /dev/uioN open by someone (`DeviceBusyError`).
 
-Reads go through `hvuio.device.sysfs`; nothing here mmaps or opens /dev/uioN.
+Reads go through `hvuio.device.sysfs`; nothing here mmaps or opens /dev/uioN. Binding and
+unbinding wait for the kernel, so each logs one progress line first (the `hvuio.progress` logger,
+which the CLI shows on a terminal or with -v).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import ipaddress
 import json
+import logging
 import os
 import re
-import socket
-import struct
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -38,19 +44,20 @@ from pathlib import Path
 from typing import Final
 
 from hvuio.device.classes import NIC_CLASS
+from hvuio.device.guard import check_safe
 from hvuio.device.platform import is_emulated
 from hvuio.device.sysfs import VmbusDevice, sys_path
 from hvuio.safefs import open_file, unlink, write_file
-from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
-                          SysfsError, UnsafeBindError, WrongDeviceError)
+from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, HvuioError, ModuleMissingError, NotRootError,
+                          SysfsError, WrongDeviceError)
 
 UIO_DRIVER: Final = "uio_hv_generic"
 DEFAULT_DRIVER: Final = "hv_netvsc"
 JOURNAL_DIR: Final = "/run/hvuio/bind"
 BIND_TIMEOUT: Final = 5.0  # seconds to wait for the kernel to show the new binding
-_SIOCGIFADDR: Final = 0x8915
 _WRITE_HINT: Final = "Check 'dmesg' for errors from hv_vmbus or uio_hv_generic, and run 'hvuio doctor'."
 _DRIVER_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+progress = logging.getLogger("hvuio.progress")
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,18 @@ def _write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
     except OSError as err:
         if err.errno == errno.ENXIO:
             raise SysfsError(f"nobody reads {path} (is the emulated kernel running?)",
-                             "Start the emulator ('hvuio sim start') or point --sysroot at a live tree.") from None
+                             f"Start the emulator ('hvuio{_sysroot_option(_tree_of(path))} sim start') or point "
+                             "--sysroot at a live tree.") from None
         if err.errno not in ignore:
             raise SysfsError(f"writing {text!r} to {path} failed: {err.strerror}", _WRITE_HINT) from None
+
+
+def _tree_of(path: Path) -> Path:
+    """The sysroot a sysfs path lies under (the directory holding its `sys`), else "/"."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.name == "sys":
+            return parent.parent
+    return Path("/")
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -184,145 +200,12 @@ def ensure_module(sysroot: Path | str) -> None:
     raise ModuleMissingError(f"the kernel module {UIO_DRIVER} is not loaded and could not be loaded")
 
 
-# -- safety: default route and SSH session ---------------------------------------------------------
-
-def default_route_interfaces(proc: Path = Path("/proc")) -> set[str]:
-    """Interfaces holding an IPv4 or IPv6 default route in this network namespace."""
-    out: set[str] = set()
-    try:
-        for line in (proc / "net" / "route").read_text().splitlines()[1:]:
-            f = line.split()
-            if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000" and int(f[3], 16) & 1:
-                out.add(f[0])
-    except OSError:
-        pass
-    try:
-        for line in (proc / "net" / "ipv6_route").read_text().splitlines():
-            f = line.split()
-            if len(f) >= 10 and f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo" and int(f[8], 16) & 1:
-                out.add(f[9])
-    except OSError:
-        pass
-    return out
-
-
-def interface_of_address(address: str, proc: Path = Path("/proc")) -> str | None:
-    """The local interface that owns `address` (IPv4 via SIOCGIFADDR, IPv6 via if_inet6)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv6Address):
-        try:
-            for line in (proc / "net" / "if_inet6").read_text().splitlines():
-                f = line.split()
-                if len(f) >= 6 and ipaddress.IPv6Address(bytes.fromhex(f[0])) == ip:
-                    return f[5]
-        except (OSError, ValueError):
-            return None
-        return None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            try:
-                res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-            except OSError:
-                continue
-            if socket.inet_ntoa(res[20:24]) == str(ip):
-                return name
-    return None
-
-
-def ssh_interface(env: dict[str, str] | None = None) -> str | None:
-    """Interface of the current SSH session (SSH_CONNECTION's local address), if any."""
-    conn = (os.environ if env is None else env).get("SSH_CONNECTION", "").split()
-    return interface_of_address(conn[2]) if len(conn) >= 4 else None
-
-
-_SSHD_NAMES: Final = ("sshd", "sshd-session")   # OpenSSH 9.8+ runs sessions as sshd-session
-_TCP_ESTABLISHED: Final = "01"
-
-
-def _hex_address(text: str) -> str | None:
-    """A /proc/net/tcp{,6} address field ("0100007F:0016") as an IP address string."""
-    host = text.split(":")[0]
-    try:
-        raw = bytes.fromhex(host)
-    except ValueError:
-        return None
-    if len(raw) not in (4, 16):
-        return None
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))   # host-order 32-bit words
-    return str(ipaddress.ip_address(words))
-
-
-def _sshd_socket_inodes(proc: Path) -> set[str]:
-    inodes: set[str] = set()
-    try:
-        pids = [e for e in os.listdir(proc) if e.isdigit()]
-    except OSError:
-        return inodes
-    for pid in pids:
-        try:
-            if (proc / pid / "comm").read_text().strip() not in _SSHD_NAMES:
-                continue
-            fds = os.listdir(proc / pid / "fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(proc / pid / "fd" / fd)
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link.endswith("]"):
-                inodes.add(link[8:-1])
-    return inodes
-
-
-def ssh_session_interfaces(proc: Path = Path("/proc")) -> set[str]:
-    """Interfaces whose addresses hold an established sshd connection, from the kernel's view
-    (sshd's sockets in /proc/net/tcp{,6}): what `sudo` (which drops SSH_CONNECTION) cannot hide."""
-    inodes = _sshd_socket_inodes(proc)
-    out: set[str] = set()
-    if not inodes:
-        return out
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) >= 10 and f[3] == _TCP_ESTABLISHED and f[9] in inodes:
-                address = _hex_address(f[1])
-                name = interface_of_address(address, proc) if address else None
-                if name is not None:
-                    out.add(name)
-    return out
-
-
-def check_safe(netdevs: list[str], env: dict[str, str] | None = None, proc: Path = Path("/proc")) -> None:
-    """UnsafeBindError when one of `netdevs` carries the default route or an SSH session (this
-    process's, or any sshd connection the kernel shows)."""
-    routes = default_route_interfaces(proc)
-    for name in netdevs:
-        if name in routes:
-            raise UnsafeBindError(f"interface {name} holds the default route; binding it would cut this machine off")
-    sessions = ssh_session_interfaces(proc)
-    own = ssh_interface(env)
-    if own is not None:
-        sessions.add(own)
-    for name in netdevs:
-        if name in sessions:
-            raise UnsafeBindError(f"interface {name} carries an SSH session; binding it would end the session")
-
-
 # -- busy ------------------------------------------------------------------------------------------
 
 def uio_holders(dev_path: Path, proc: Path = Path("/proc")) -> list[int]:
-    """PIDs that have `dev_path` open (readlink of /proc/*/fd/*)."""
-    target = str(dev_path)
+    """PIDs that have `dev_path` open (readlink of /proc/*/fd/*, which names files by absolute
+    path: a relative `dev_path` is made absolute first)."""
+    target = os.path.abspath(dev_path)
     pids: list[int] = []
     try:
         entries = [e for e in os.listdir(proc) if e.isdigit()]
@@ -471,22 +354,22 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
         check_safe(netdevs, env)
     previous = device.driver
     journal = journal_path(sysroot, device.guid)
+    method = "driver_override" if device.has_driver_override else "new_id"
     if not _journal_is_current(read_journal(sysroot, device.guid), previous, netdevs):
-        method = "driver_override" if device.has_driver_override else "new_id"
         record = {"guid": device.guid, "previous_driver": previous or DEFAULT_DRIVER,
                   "previous_override": device.driver_override, "netdevs": netdevs, "method": method,
-                  "time": time.time()}
+                  "macs": [m.lower() for _, m in device.netdevs() if m], "time": time.time()}
         write_file(journal, (json.dumps(record, indent=1) + "\n").encode(), 0o644, create_dirs=0o755)
+    progress.info("Binding %s%s to %s (%s); waiting for the kernel...", device.guid,
+                  f" ({', '.join(netdevs)})" if netdevs else "", UIO_DRIVER, method)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
     try:   # from the first write on, a failure or Ctrl-C gives the NIC back
-        if device.has_driver_override:
-            method = "driver_override"
+        if method == "driver_override":
             _write(device.path / "driver_override", UIO_DRIVER)
             if previous is not None:
                 _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
             _write(bus / "drivers_probe", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
         else:
-            method = "new_id"
             _write(bus / "drivers" / UIO_DRIVER / "new_id", NIC_CLASS, ignore=(errno.EEXIST,))
             if previous is not None:
                 _write(bus / "drivers" / previous / "unbind", device.guid, ignore=(errno.ENODEV,))
@@ -496,39 +379,80 @@ def bind_device(sysroot: Path | str, name: str, *, force: bool = False, euid: in
         _wait_for(f"{device.guid} to be bound to {UIO_DRIVER} with its /dev/uioN",
                   lambda: _bound_to(device, UIO_DRIVER), timeout)
     except KeyboardInterrupt:   # Ctrl-C half way: give the NIC back before leaving
-        _rollback(sysroot, device, timeout)
+        _rollback(sysroot, device, method, timeout)
         raise
     except SysfsError as err:
-        _rollback(sysroot, device, timeout)
+        restored = _rollback(sysroot, device, method, timeout)
         hint = err.hint
         if device.monitor_id is None:
             hint = ("The channel is not monitored; kernels before 6.10 refuse to bind such channels "
                     "('vmbus channel requires hypercall' in dmesg). " + hint)
-        raise SysfsError(f"{err.message}; the previous driver was restored", hint) from None
+        if restored:
+            raise SysfsError(f"{err.message}; the previous driver was restored", hint) from None
+        raise SysfsError(f"{err.message}; giving the NIC back to its previous driver failed too",
+                         f"Run 'hvuio{_sysroot_option(sysroot)} unbind {device.guid}' once the kernel settles. "
+                         + hint) from None
     uio = device.uio
     return BindResult(device.guid, UIO_DRIVER, True, method, uio.name if uio else None, tuple(netdevs))
 
 
-def _rollback(sysroot: Path | str, device: VmbusDevice, timeout: float) -> None:
-    """Best effort after a failed bind: give the device back as the journal says, drop the journal."""
-    try:
-        if device.driver == UIO_DRIVER:
-            unbind_device(sysroot, device.guid, euid=0, timeout=timeout)
-            return
-        journal = read_journal(sysroot, device.guid) or {}
-        target = str(journal.get("previous_driver") or DEFAULT_DRIVER)
-        bus = sys_path(sysroot, "/sys/bus/vmbus")
-        if device.has_driver_override:
-            prev = journal.get("previous_override")
-            _write(device.path / "driver_override", str(prev) if prev else "")
-        else:
+def _sysroot_option(sysroot: Path | str) -> str:
+    """' --sysroot DIR' for a command in a hint, '' on a real system."""
+    root = os.path.abspath(sysroot)
+    return "" if root == "/" else f" --sysroot {shlex.quote(root)}"
+
+
+def _rollback(sysroot: Path | str, device: VmbusDevice, method: str, timeout: float) -> bool:
+    """After a failed bind, undo it completely: the dynamic id goes first (`new_id` method: else
+    uio_hv_generic would claim every NIC probed later), or the override is restored; then the
+    device returns to its previous driver, and the journal goes unless the device stayed with
+    uio_hv_generic (a later 'hvuio unbind' needs it then). Every step is tried whatever the others
+    did; True when the previous driver has the device back."""
+    journal = read_journal(sysroot, device.guid) or {}
+    target = str(journal.get("previous_driver") or DEFAULT_DRIVER)
+    bus = sys_path(sysroot, "/sys/bus/vmbus")
+    undo: Callable[[], None]
+    if method == "new_id":
+        def undo() -> None:
             _write(bus / "drivers" / UIO_DRIVER / "remove_id", NIC_CLASS, ignore=(errno.ENODEV,))
-        if device.driver is None:
-            _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
-            _wait_for(f"{device.guid} to return to {target}", lambda: device.driver == target, timeout)
-        unlink(journal_path(sysroot, device.guid))
-    except (SysfsError, NotRootError):
+    else:
+        prev = journal.get("previous_override")
+
+        def undo() -> None:
+            _write(device.path / "driver_override", str(prev) if prev else "")
+    restored = False
+    try:
+        undo()
+        restored = _give_back(bus, device, target, timeout)
+    except HvuioError:
         pass  # the original error is what the user needs to see
+    if device.driver != UIO_DRIVER:
+        unlink(journal_path(sysroot, device.guid))
+    return restored
+
+
+def _give_back(bus: Path, device: VmbusDevice, target: str, timeout: float) -> bool:
+    """Bring `device` to `target` from wherever a failed bind left it, reading its state again
+    after every step (a kernel may still be acting on the bind's last write): unbound from
+    uio_hv_generic when it is there, bound to `target` when it has no driver; True once it is
+    with `target`, False after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: str | None = "start"
+    delay = 0.002
+    while True:
+        driver = device.driver
+        if driver == target or not device.path.is_dir():
+            return driver == target
+        if driver != last:   # act once per state seen: the kernel needs time to show the result
+            if driver == UIO_DRIVER:
+                _write(bus / "drivers" / UIO_DRIVER / "unbind", device.guid, ignore=(errno.ENODEV,))
+            elif driver is None:
+                _write(bus / "drivers" / target / "bind", device.guid, ignore=(errno.ENODEV, errno.EBUSY))
+            last = driver
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
@@ -545,6 +469,7 @@ def unbind_device(sysroot: Path | str, name: str, *, euid: int | None = None,
                           netdevs=tuple(n for n, _ in device.netdevs()))
     check_root(sysroot, euid)
     check_not_busy(device)
+    progress.info("Giving %s back to %s; waiting for the kernel...", device.guid, target)
     bus = sys_path(sysroot, "/sys/bus/vmbus")
     prev_override = journal.get("previous_override")
     if device.has_driver_override:

@@ -11,6 +11,8 @@ from typing import Final
 
 NIC_CLASS: Final = "f8615163-df3e-46c5-913f-f2d2f965ed0e"
 FCOPY_CLASS: Final = "34d14be3-dee4-41c8-9ae7-6b174977c192"
+#: PCI pass-through (hv_pci): the VMBus device an Azure VF's PCI function sits under (VMBUS.md §2.5).
+VPCI_CLASS: Final = "44c4f61d-4444-4400-9d52-802e27ede19f"
 
 # class GUID (lowercase, no braces) -> (short name, description); VMBUS.md §2.7
 CLASS_NAMES: Final[dict[str, tuple[str, str]]] = {
@@ -28,7 +30,7 @@ CLASS_NAMES: Final[dict[str, tuple[str, str]]] = {
     "35fa2e29-ea23-4236-96ae-3a6ebacba440": ("vss", "VSS / backup (IC)"),
     FCOPY_CLASS: ("fcopy", "File copy (IC)"),
     "525074dc-8985-46e2-8057-a307dc18a502": ("balloon", "Dynamic memory / balloon"),
-    "44c4f61d-4444-4400-9d52-802e27ede19f": ("vpci", "PCI pass-through (hv_pci)"),
+    VPCI_CLASS: ("vpci", "PCI pass-through (hv_pci)"),
     "8c2eaf3d-32a7-4b09-ab99-bd1f1c86b501": ("nd", "NetworkDirect (RDMA)"),
     "f8e65716-3cb3-4a06-9a60-1889c5cccab5": ("avma1", "AVMA 1 (ignored by Linux)"),
     "3375baf4-9e15-4b30-b765-67acb10d607b": ("avma2", "AVMA 2 (ignored by Linux)"),

@@ -9,7 +9,16 @@ whether a NIC will send large frames and control messages GPA-direct (a pool of 
 hugetlb pages on a real VM, the emulated VM's guest memory file in the emulator's tree) or
 through its send buffer only, and why (hvuio.device.platform `guest_memory_report`).
 
-Only reads; nothing here binds, opens /dev/uioN, takes guest memory or changes state.
+With a sysroot other than "/" the facts about the machine come from the tree where it has them
+(`proc/sys/kernel/osrelease`, `proc/cpuinfo`, `sys/class/dmi/id/sys_vendor`,
+`sys/devices/system/cpu/online`: what the emulator writes, as Linux does); a fact the tree lacks
+is taken from the running machine and the finding says so (`Finding.source`). Each NIC gets a
+"queues" finding: how many channels it has now and how many CPUs the machine has, which bound the
+queues it can get; the host's own limit is known only after bring-up (NVSP/RNDIS). A "fail"
+finding makes `hvuio doctor` exit with `EXIT_FAILED`.
+
+Only reads; nothing here binds, opens /dev/uioN, takes guest memory or changes state; it never
+imports the emulator (it reads the tree's files).
 """
 
 from __future__ import annotations
@@ -26,10 +35,16 @@ from hvuio.device.classes import NIC_CLASS
 from hvuio.device.guestmem import GuestMemoryReport, cpuid
 from hvuio.device.platform import guest_memory_report
 from hvuio.device.sysfs import VmbusDevice, sys_path
-from hvuio.errors import SysfsError
+from hvuio.errors import PlatformError, SysfsError
 
 HV_CPUID_LEAF: Final = 0x40000000
 HV_SIGNATURE: Final = "Microsoft Hv"
+#: Exit code of `hvuio doctor` when a check failed: this machine cannot run hvuio as it is (the
+#: code of PlatformError).
+EXIT_FAILED: Final = PlatformError.exit_code
+#: `Finding.source` of a fact read from the running machine although a sysroot was given.
+RUNNING_MACHINE: Final = "running machine"
+HOST_LIMIT_NOTE: Final = "host limit known after bring-up"
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class Finding:
     status: str  # "ok", "warn", "fail", "info"
     message: str
     hint: str = ""
+    source: str = ""  # "tree", RUNNING_MACHINE, or "" (sysfs of the sysroot, or no sysroot given)
 
 
 def cpuid_vendor(dev: Path = Path("/dev/cpu/0/cpuid"), leaf: int = HV_CPUID_LEAF) -> str | None:
@@ -49,31 +65,108 @@ def cpuid_vendor(dev: Path = Path("/dev/cpu/0/cpuid"), leaf: int = HV_CPUID_LEAF
     return struct.pack("<3I", ebx, ecx, edx).decode("ascii", errors="replace").rstrip("\0")
 
 
-def detect_hyperv(sysroot: Path) -> Finding:
-    simulated = (sysroot / ".hvuio-sim").is_file()
-    if simulated:
-        vendor = _read(sys_path(sysroot, "/sys/class/dmi/id/sys_vendor"))
-        return Finding("hypervisor", "info", f"emulated Hyper-V guest tree (DMI vendor {vendor!r})")
-    vendor = cpuid_vendor()
-    if vendor is not None:
-        if vendor == HV_SIGNATURE:
-            return Finding("hypervisor", "ok", f"CPUID 0x40000000 says {vendor!r}: a Hyper-V guest")
-        return Finding("hypervisor", "fail", f"CPUID 0x40000000 says {vendor!r}, not {HV_SIGNATURE!r}",
-                       "Use the emulator: hvuio demo")
-    flags = ""
-    for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
+def _fact(root: Path, absolute: str) -> tuple[str | None, str]:
+    """The text of `absolute` ("/proc/cpuinfo") and where it came from: the tree under `root`
+    ("tree") when `root` is not "/" and has the file, else the running machine (RUNNING_MACHINE
+    when a sysroot was given, "" without one)."""
+    if root != Path("/"):
+        text = _read(sys_path(root, absolute))
+        if text is not None:
+            return text, "tree"
+        return _read(Path(absolute)), RUNNING_MACHINE
+    return _read(Path(absolute)), ""
+
+
+def _note(source: str, absolute: str) -> str:
+    """The message suffix naming a fact's origin."""
+    if source == "tree":
+        return f" (from the tree's {absolute.lstrip('/')})"
+    if source == RUNNING_MACHINE:
+        return f" (from the running machine: the tree has no {absolute.lstrip('/')})"
+    return ""
+
+
+def _has_hypervisor_flag(cpuinfo: str | None) -> bool:
+    for line in (cpuinfo or "").splitlines():
         if line.startswith("flags"):
-            flags = line
-            break
-    dmi = _read(sys_path(sysroot, "/sys/class/dmi/id/sys_vendor")) or ""
-    hyp_type = _read(sys_path(sysroot, "/sys/hypervisor/type")) or ""
-    if " hypervisor" in flags and "Microsoft" in dmi:
-        return Finding("hypervisor", "ok", "running under a hypervisor from Microsoft (cpuinfo flag + DMI)")
-    if " hypervisor" in flags or hyp_type:
+            return "hypervisor" in line.split(":", 1)[-1].split()
+    return False
+
+
+def detect_hyperv(sysroot: Path) -> Finding:
+    """Is this a Hyper-V guest: the tree's cpuinfo flag and DMI vendor under a sysroot that has
+    them, else CPUID 0x40000000 of the running machine, else its cpuinfo flag and DMI vendor."""
+    root = Path(sysroot)
+    simulated = (root / ".hvuio-sim").is_file()
+    cpuinfo, source = _fact(root, "/proc/cpuinfo")
+    dmi = _read(sys_path(root, "/sys/class/dmi/id/sys_vendor")) or ""
+    hyp_type = _read(sys_path(root, "/sys/hypervisor/type")) or ""
+    if source != "tree":
+        vendor = cpuid_vendor()
+        if vendor is not None:
+            where = " of the running machine" if source == RUNNING_MACHINE else ""
+            if vendor == HV_SIGNATURE:
+                return Finding("hypervisor", "ok", f"CPUID 0x40000000{where} says {vendor!r}: a Hyper-V guest",
+                               source=source)
+            return Finding("hypervisor", "fail", f"CPUID 0x40000000{where} says {vendor!r}, not {HV_SIGNATURE!r}",
+                           "Use the emulator: hvuio demo", source=source)
+    flag = _has_hypervisor_flag(cpuinfo)
+    note = _note(source, "/proc/cpuinfo")
+    if flag and "Microsoft" in dmi:
+        what = "an emulated Hyper-V guest tree" if simulated else "running under a hypervisor from Microsoft"
+        return Finding("hypervisor", "info" if simulated else "ok",
+                       f"{what} (cpuinfo hypervisor flag{note}, DMI vendor {dmi!r})", source=source)
+    if flag or hyp_type:
         what = hyp_type or dmi or "unknown vendor"
-        return Finding("hypervisor", "fail", f"running under a hypervisor that is not Hyper-V ({what})",
-                       "Use the emulator: hvuio demo")
-    return Finding("hypervisor", "fail", "not running under a hypervisor", "Use the emulator: hvuio demo")
+        return Finding("hypervisor", "fail", f"running under a hypervisor that is not Hyper-V ({what}){note}",
+                       "Use the emulator: hvuio demo", source=source)
+    return Finding("hypervisor", "fail", f"not running under a hypervisor{note}", "Use the emulator: hvuio demo",
+                   source=source)
+
+
+def kernel_finding(sysroot: Path) -> Finding:
+    """The kernel release: the tree's proc/sys/kernel/osrelease under a sysroot that has it."""
+    root = Path(sysroot)
+    release, source = _fact(root, "/proc/sys/kernel/osrelease")
+    if source != "tree":
+        release = pyplatform.release()
+    emulated = " (the emulator's tree is in use)" if (root / ".hvuio-sim").is_file() else ""
+    return Finding("kernel", "info", f"kernel {release}{emulated}{_note(source, '/proc/sys/kernel/osrelease')}",
+                   source=source)
+
+
+def online_cpus(sysroot: Path) -> tuple[int | None, str]:
+    """How many CPUs are online (sys/devices/system/cpu/online, a list of ranges) and where the
+    number came from (see `_fact`); None when unreadable."""
+    text, source = _fact(Path(sysroot), "/sys/devices/system/cpu/online")
+    if text is None:
+        return (os.cpu_count() if source != "tree" else None), source
+    count = 0
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return None, source
+        count += (int(hi) - int(lo) + 1) if hi else 1
+    return count, source
+
+
+def queue_findings(sysroot: Path, nics: list[VmbusDevice]) -> list[Finding]:
+    """Per NIC, what bounds its queues without opening it: the channels it has now and the
+    online CPUs (one queue per channel, at most one channel per CPU, VMBUS.md §1.7); the host's
+    limit is only known after bring-up."""
+    cpus, source = online_cpus(sysroot)
+    cpu_text = f"{cpus} CPUs online" if cpus is not None else "CPU count unknown"
+    note = _note(source, "/sys/devices/system/cpu/online")
+    out: list[Finding] = []
+    for dev in nics:
+        names = [n for n, _ in dev.netdevs()]
+        tag = names[0] if names else dev.guid
+        chans = len(dev.channels())
+        limit = f"up to {cpus} queues ({HOST_LIMIT_NOTE})" if cpus is not None else HOST_LIMIT_NOTE
+        out.append(Finding(f"{tag} queues", "info",
+                           f"{tag}: {chans} channel{'s' if chans != 1 else ''} now, {cpu_text}{note}: {limit}",
+                           source=source))
+    return out
 
 
 def _read(path: Path) -> str | None:
@@ -135,20 +228,20 @@ def device_quirks(dev: VmbusDevice) -> list[Finding]:
     return out
 
 
-def tx_path_finding(report: GuestMemoryReport) -> Finding:
+def tx_path_finding(report: GuestMemoryReport, source: str = "") -> Finding:
     """The TX path a NIC will use: GPA-direct (ok), or the send buffer only (warn; info on a
-    confidential VM, where nothing can change it)."""
+    confidential VM, where nothing can change it). `source` is RUNNING_MACHINE when the huge
+    pages of the running machine were counted for a sysroot that is not an emulator's tree."""
     status = "ok" if report.usable else "info" if "confidential" in report.reason else "warn"
-    return Finding("tx path", status, f"NIC TX path: {report.tx_path}", report.hint)
+    note = " (huge pages of the running machine)" if source == RUNNING_MACHINE else ""
+    return Finding("tx path", status, f"NIC TX path: {report.tx_path}{note}", report.hint, source)
 
 
 def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None) -> tuple[list[Finding], str]:
     """All findings and one sentence saying what to do next; `tx` is the guest memory report
     (probed here when None)."""
     root = Path(sysroot)
-    findings = [detect_hyperv(root)]
-    findings.append(Finding("kernel", "info", f"kernel {pyplatform.release()}" +
-                            (" (the emulator's tree is in use)" if (root / ".hvuio-sim").is_file() else "")))
+    findings = [detect_hyperv(root), kernel_finding(root)]
     bus = sys_path(root, "/sys/bus/vmbus")
     has_bus = bus.is_dir()
     findings.append(Finding("vmbus", "ok" if has_bus else "fail",
@@ -169,7 +262,9 @@ def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None) -> tuple[
             findings.append(Finding("driver_override", "ok" if override else "info",
                                     "driver_override supported (4.18+): per-device binding" if override else
                                     "no driver_override: binding uses new_id (affects every unbound NIC)"))
-    findings.append(tx_path_finding(tx if tx is not None else guest_memory_report(root)))
+    tx_source = RUNNING_MACHINE if root != Path("/") and not (root / ".hvuio-sim").is_file() else ""
+    findings.append(tx_path_finding(tx if tx is not None else guest_memory_report(root), tx_source))
+    findings.extend(queue_findings(root, nics))
     bound = [d for d in nics if d.driver == "uio_hv_generic"]
     for d in bound:
         findings.extend(device_quirks(d))
@@ -193,9 +288,15 @@ def _safe_class(dev: VmbusDevice) -> str | None:
         return None
 
 
+def failed(findings: list[Finding]) -> bool:
+    """True when a check failed (`hvuio doctor` then exits with EXIT_FAILED)."""
+    return any(f.status == "fail" for f in findings)
+
+
 def as_json(findings: list[Finding], step: str, tx: GuestMemoryReport | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"findings": [asdict(f) for f in findings], "next": step,
-                           "ok": all(f.status != "fail" for f in findings)}
+                           "ok": all(f.status != "fail" for f in findings),
+                           "from_running_machine": sorted({f.check for f in findings if f.source == RUNNING_MACHINE})}
     if tx is not None:
         out["tx_path"] = {"gpa_direct": tx.usable, "summary": tx.tx_path, **asdict(tx)}
     return out

@@ -4,7 +4,7 @@ What lives here:
   * `Tap` — opens /dev/net/tun itself (TUNSETIFF with IFF_TAP | IFF_NO_PI, optionally
     IFF_VNET_HDR and IFF_MULTI_QUEUE), keeps that fd non-blocking, and uses pyroute2's `IPRoute`
     only for configuration: MAC, MTU, moving the link into a named network namespace, admin state,
-    addresses and (as a fallback) carrier.
+    addresses (added, and read back with their flags) and (as a fallback) carrier.
   * `TunOffload`, the TUNSETOFFLOAD bits a tap is opened with.
   * The mapping of netlink / ioctl errno values to `hvuio.errors` (`netlink_error`, `os_error`).
 
@@ -196,7 +196,7 @@ def netlink_error(code: int, action: str, ifname: str, netns: str | None = None)
     if code == errno.EEXIST:
         return UsageError(
             f"interface name {ifname!r} already exists{where}",
-            "Pick another name, or remove the existing interface with 'ip link del'.",
+            "Pick another name, or leave the name out for a random 'hvu-…' one.",
         )
     if code == errno.EBUSY:
         return UsageError(
@@ -429,6 +429,20 @@ class Tap:
             if exc.code == errno.EEXIST:
                 raise UsageError(f"address {cidr} is already on interface {self._name!r}") from exc
             raise netlink_error(exc.code, f"add address {cidr}", self._name, self._netns) from exc
+
+    def addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """The IPv4 (local) and IPv6 addresses on the tap with their IFA flags, as netlink has them."""
+        self._check_open()
+        try:
+            msgs = self._ipr.get_addr(index=self._index)
+        except NetlinkError as exc:
+            raise netlink_error(exc.code, "read addresses", self._name, self._netns) from exc
+        out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+        for msg in msgs:
+            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if text:
+                out.append((ipaddress.ip_address(str(text)), int(msg.get_attr("IFA_FLAGS") or msg["flags"])))
+        return out
 
     def set_carrier(self, up: bool) -> None:
         """Make the tap's carrier follow the NIC's link state; waits until the kernel shows it."""

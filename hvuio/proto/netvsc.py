@@ -34,7 +34,7 @@ RndisGuest, and does everything joining the two takes (as h11's Connection does 
   rndis_set_subchannel), replaced by the host's NVSP 5 table (the offset workaround for NVSP
   <= 6.0 is proto/nvsp.py's); entries naming no channel are reduced modulo the channel count and
   reported as `SendTableFixed` (proto/rss.py check_send_table);
-* time (`tick`) and the orderly teardown: RNDIS halt, then NVSP revoke.
+* time (`tick`) and the orderly teardown: packet filter 0, RNDIS halt, then NVSP revoke.
 
 Every call returns effects, in the order they must be performed: `Send`s (write them to the
 channel) and events (proto/events.py: update what is known about the NIC, follow the link, count).
@@ -45,8 +45,9 @@ drives the machines itself::
     perform(guest.start())
     for each Inbound read from the primary channel: perform(guest.receive(item))
     on every loop turn: perform(guest.tick(time.monotonic()))
-    until guest.ready (RndisConfigured, the subchannel answer and the RSS sets if any); at the end: perform(guest.halt()), wait while
-    guest.halting, perform(guest.stop()), then close the channel.
+    until guest.ready (RndisConfigured, the subchannel answer and the RSS sets if any); at the end:
+    perform(guest.close_filter()), wait while guest.filter_closing, perform(guest.halt()), wait
+    while guest.halting, perform(guest.stop()), then close the channel.
 
 What must not live here: rings, fds, clocks (callers pass `now`), logging, the NIC's record of
 negotiated values (hvuio/nic.py).
@@ -125,6 +126,7 @@ class NetvscGuest:
         self._ready = False
         self._subchannels_pending = False
         self._halt_xids: frozenset[int] = frozenset()
+        self._closing_filter = False
 
     # ---- what is known ------------------------------------------------------------------------
 
@@ -222,6 +224,24 @@ class NetvscGuest:
         """Ask the host for `count` subchannels (NVSP >= 5); answered by SubchannelsGranted."""
         return self._commit(self._nvsp.request_subchannels(count))
 
+    def close_filter(self) -> list[Effect]:
+        """Packet filter 0, so the host stops delivering frames: the first teardown step, before
+        the halt, as Linux's rndis_filter_close_device (netvsc_close) runs before
+        rndis_filter_device_remove halts the device (VMBUS.md §4.24). Only when RNDIS is READY
+        (nothing otherwise); `filter_closing` until the host answered (SetComplete or RequestFailed)."""
+        rndis = self._rndis
+        if rndis is None or rndis.error is not None or rndis.state is not RndisState.READY:
+            return []
+        self._closing_filter = True
+        return self._commit(rndis.set_packet_filter(0))
+
+    @property
+    def filter_closing(self) -> bool:
+        """close_filter() was sent and its reply has not come (nor has RNDIS failed)."""
+        rndis = self._rndis
+        return (self._closing_filter and rndis is not None and rndis.error is None
+                and rndis.state is RndisState.READY and rndis.requests_outstanding > 0)
+
     def halt(self) -> list[Effect]:
         """RNDIS halt, when RNDIS runs (nothing otherwise); `halting` until the host completed it."""
         rndis = self._rndis
@@ -278,9 +298,9 @@ class NetvscGuest:
         offload = OffloadWanted(rsc=version >= wn.NvspVersion.V61) if self.offload else OffloadRequest()
         rss = version >= wn.NvspVersion.V5
         if after is None:
-            return RndisGuest(ndis_version=self._ndis_version, offload=offload, rss=rss)
+            return RndisGuest(ndis_version=self._ndis_version, offload=offload, rss=rss, nvsp_version=version)
         return RndisGuest(ndis_version=self._ndis_version, offload=offload, first_xid=after.next_xid,
-                          first_request_id=after.next_request_id, rss=rss)
+                          first_request_id=after.next_request_id, rss=rss, nvsp_version=version)
 
     def _may_fall_back(self) -> bool:
         """Control messages go GPA-direct and RNDIS still waits for its initialize completion."""

@@ -62,7 +62,7 @@ class OffloadRequest:
 class OffloadWanted:
     """What the guest's data path can use; RndisGuest enables the part the host offers.
 
-    `checksum`: TCP/UDP (and IPv4 header) checksum offload, transmit and receive; `lso`: LSOv2
+    `checksum`: TCP/UDP checksum offload, transmit and receive (never the IPv4 header checksum); `lso`: LSOv2
     for IPv4/IPv6 (needs the TCP checksum of that family, as in Linux); `rsc`: receive segment
     coalescing, which Linux asks for only from NVSP 6.1 (the NDIS config message then carries the
     RSC capability) and which exists only from NDIS 6.30 — the caller passes rsc=True only on
@@ -87,17 +87,17 @@ def negotiate_offloads(want: OffloadWanted, caps: OffloadCaps,
     TCP options (IPv6: and extension headers); LSOv2 of that family when it has the TCP checksum
     and 802.3 encapsulation (IPv6: and the extension/option bits); UDP checksum when offered and
     NDIS >= 6.30 (Linux: not on NVSP <= 4, which uses NDIS 6.1); RSC when both families offer it.
-    Unlike Linux, the IPv4 header checksum is enabled when offered (the kernel fills it anyway;
-    the host then also reports it on receive). Everything not enabled is set OFF explicitly."""
+    The IPv4 header checksum is always set OFF (TX and RX disabled), as Linux does whatever the host
+    offers (rndis_filter.c rndis_netdev_set_hwcaps: the kernel computes and checks it itself).
+    Everything not enabled is set OFF explicitly."""
     off, txrx = _P.OFF, _P.TX_RX
-    ip4 = tcp4 = udp4 = tcp6 = udp6 = off
+    ip4 = off   # never offloaded (VMBUS.md §4.22)
+    tcp4 = udp4 = tcp6 = udp6 = off
     lso4 = lso6 = _T.OFF
     rsc = _T.OFF
     lso_max = 0
     udp_ok = ndis_version >= wn.NdisVersion.V6_30
     if want.checksum:
-        if caps.ip4_tx_csum & wr.NdisTxCsumCap.IP4 and caps.ip4_rx_csum & wr.NdisTxCsumCap.IP4:
-            ip4 = txrx
         if caps.ip4_tx_csum & _ALL_TCP4 == _ALL_TCP4:
             tcp4 = txrx
             if udp_ok and caps.ip4_tx_csum & wr.NdisTxCsumCap.UDP:

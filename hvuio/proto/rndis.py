@@ -33,7 +33,8 @@ Usage (NetvscGuest does this: it starts RNDIS when the send buffer is connected)
     send_all(rndis.start())
     ... rndis.receive(Inbound(...)), rndis.next_event(), rndis.tick(now) as for NvspGuest ...
     rndis.query(Oid.GEN_LINK_SPEED); rndis.set_packet_filter(PacketFilter.PROMISCUOUS)
-    send_all(rndis.halt())                                 # before NvspGuest.stop()
+    send_all(rndis.set_packet_filter(0))                   # closing: wait for its reply, then
+    send_all(rndis.halt())                                 # halt, before NvspGuest.stop()
 
 What must not live here: rings, fds, clocks, the data path (RNDIS_PACKET messages, _native/),
 send-section accounting (proto/sections.py), routing between NVSP and RNDIS (proto/netvsc.py).
@@ -131,12 +132,14 @@ class RndisGuest(Machine):
                  offload: OffloadRequest | OffloadWanted | None = OffloadRequest(),
                  max_transfer_size: int = limits.RNDIS_MAX_TRANSFER_SIZE,
                  xid_base: int = limits.RNDIS_XID_BASE, first_xid: int | None = None,
-                 first_request_id: int = 1, rss: bool = False) -> None:
+                 first_request_id: int = 1, rss: bool = False, nvsp_version: int | None = None) -> None:
         super().__init__(timeout=limits.RNDIS_REPLY_TIMEOUT_S, xid_base=xid_base, first_xid=first_xid)
         if not 0 < first_request_id <= 0xFFFFFFFF:
             raise LocalProtocolError(f"first_request_id {first_request_id!r} is not a u32 > 0")
         if ndis_version not in set(wn.NdisVersion):
             raise LocalProtocolError(f"NDIS version {ndis_version:#x} is not one hvuio knows")
+        if nvsp_version is not None and nvsp_version not in set(wn.NvspVersion):
+            raise LocalProtocolError(f"NVSP version {nvsp_version:#x} is not one hvuio knows")
         if packet_filter is not None and not (0 <= packet_filter <= 0xFFFFFFFF):
             raise LocalProtocolError(f"packet filter {packet_filter!r} is not a u32")
         if not (0 < max_transfer_size <= 0xFFFFFFFF):
@@ -151,10 +154,19 @@ class RndisGuest(Machine):
         self._plan: list[_Step] = []
         #: ask OID_GEN_RECEIVE_SCALE_CAPABILITIES in bring-up (Linux does from NVSP 5 on)
         self._rss = rss
+        #: the negotiated NVSP version: it picks the capabilities query's object header (None: the
+        #: lowest NVSP version that announces `ndis_version`, wire.nvsp.ndis_version_for)
+        self._nvsp_version = nvsp_version if nvsp_version is not None else (
+            wn.NvspVersion.V5 if ndis_version >= wn.NdisVersion.V6_30 else wn.NvspVersion.V4)
 
     @property
     def state(self) -> RndisState:
         return self._state
+
+    @property
+    def requests_outstanding(self) -> int:
+        """RNDIS requests sent and not answered yet (bring-up steps and the caller's own)."""
+        return len(self._requests)
 
     @property
     def next_request_id(self) -> int:
@@ -415,12 +427,18 @@ class RndisGuest(Machine):
         return [self._request(step.kind, step.oid, step.info, step)]
 
     def _caps_input(self) -> bytes:
+        """The capabilities query's input: an offload object header whose revision and size follow
+        the NVSP version, as Linux's rndis_filter_query_device does for
+        OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES (VMBUS.md §4.23): revision 3 and the full size from
+        NVSP 5, revision 2 and the NDIS 6.1 size on NVSP 4, revision 1 and the NDIS 6.0 size below."""
         caps = wr.NdisOffload()
         caps.header.type = wr.NdisObjectType.OFFLOAD
-        if self._ndis_version >= wn.NdisVersion.V6_30:
+        if self._nvsp_version >= wn.NvspVersion.V5:
             caps.header.revision, size = wr.NDIS_OFFLOAD_REV_3, wr.NDIS_OFFLOAD_SIZE
-        else:
+        elif self._nvsp_version >= wn.NvspVersion.V4:
             caps.header.revision, size = wr.NDIS_OFFLOAD_REV_2, wr.NDIS_OFFLOAD_SIZE_6_1
+        else:
+            caps.header.revision, size = wr.NDIS_OFFLOAD_REV_1, wr.NDIS_OFFLOAD_SIZE_6_0
         caps.header.size = size
         return bytes(memoryview(caps).cast("B"))[:size]
 

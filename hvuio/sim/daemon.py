@@ -15,7 +15,10 @@ exclusive flock on it and keeps it until it exits; its pid is written inside for
 lock on that very inode, pins it with a pidfd, checks again that the pidfd's process still holds
 the lock, and signals through the pidfd. A pid reused by an unrelated process, or a number
 somebody wrote into the file, is never signalled. When nobody holds the lock the daemon died
-(SIGKILL, OOM): `remove_leftovers` removes the tree and the network namespace it recorded.
+(SIGKILL, OOM): `remove_leftovers` removes the tree and the network namespace it recorded
+(`recorded_netns`); so it does after a daemon that exited on the signal without removing them (it
+was being killed as `sim stop` came). `describe_wire` is the line naming the namespace and
+addresses of a `--wire` network; `sim_command` spells a `sim` command with its --sysroot for hints.
 
 What must not live here: click and option checks (hvuio/cli/sim.py), the tree's layout
 (tree.py), the kernel and host emulation themselves (sim/kernel/, sim/vsp/, net.py).
@@ -27,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import select
+import shlex
 import signal
 import sys
 import threading
@@ -69,7 +73,7 @@ def hold_pid_file(sysroot: Path | str) -> int:
     except BlockingIOError:
         os.close(fd)
         raise UsageError(f"another sim kernel already runs under {sysroot}",
-                         "Stop it with 'hvuio sim stop' or pick another --sysroot.") from None
+                         f"Stop it with '{sim_command(sysroot, 'stop')}' or pick another --sysroot.") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -78,6 +82,35 @@ def hold_pid_file(sysroot: Path | str) -> int:
 def record_netns(sysroot: Path | str, name: str) -> None:
     """Note the namespace the daemon's network lives in, for `remove_leftovers`."""
     write_file(state_dir(sysroot) / NETNS_NAME, f"{name}\n".encode(), 0o600)
+
+
+def recorded_netns(sysroot: Path | str) -> str | None:
+    """The namespace `record_netns` noted under `sysroot` (None: none, or not one of ours)."""
+    try:
+        fd = open_file(state_dir(sysroot) / NETNS_NAME, os.O_RDONLY, 0o600)
+    except (OSError, ValueError):
+        return None
+    try:
+        name = os.read(fd, 256).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return name if name.startswith(netns.PREFIX) else None
+
+
+def describe_wire(name: str) -> str:
+    """The line `sim start --wire` prints: where the host's side of the wire is and how to reach it."""
+    import ipaddress
+
+    from hvuio.sim.net import DEFAULT_GUEST_ADDRESS, DEFAULT_HOST_ADDRESS, DEFAULT_IFNAME
+
+    peer = ipaddress.ip_interface(DEFAULT_HOST_ADDRESS)
+    return (f"wire: network namespace {name}, tap {DEFAULT_IFNAME} with {DEFAULT_HOST_ADDRESS}; give the "
+            f"guest's tap an address in {peer.network} (e.g. {DEFAULT_GUEST_ADDRESS}) and ping {peer.ip}")
+
+
+def sim_command(sysroot: Path | str, command: str) -> str:
+    """`hvuio --sysroot ROOT sim COMMAND`, quoted for a shell, for messages and hints."""
+    return f"hvuio --sysroot {shlex.quote(os.path.abspath(sysroot))} sim {command}"
 
 
 def _lock_holder(fd: int) -> int | None:
@@ -129,7 +162,8 @@ def stop_daemon(sysroot: Path | str, timeout: float) -> int:
             os.close(pidfd)
         if not exited:
             raise UsageError(f"sim kernel pid {pid} did not stop within {timeout:g} s",
-                             f"See {Path(sysroot) / LOG_FILE}; 'kill -9 {pid}' then 'hvuio sim stop' cleans up.")
+                             f"See {Path(sysroot) / LOG_FILE}; 'kill -9 {pid}' then '{sim_command(sysroot, 'stop')}' "
+                             "cleans up.")
         return pid
     finally:
         os.close(fd)
@@ -140,15 +174,10 @@ def remove_leftovers(sysroot: Path | str) -> list[str]:
     namespace), removed; the names of what was there."""
     root = Path(sysroot)
     removed = []
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        fd = open_file(state_dir(root) / NETNS_NAME, os.O_RDONLY, 0o600)
-        try:
-            name = os.read(fd, 256).decode().strip()
-        finally:
-            os.close(fd)
-        if name.startswith(netns.PREFIX) and netns.exists(name):
-            netns.delete(name)
-            removed.append(f"network namespace {name}")
+    name = recorded_netns(root)
+    if name is not None and netns.exists(name):
+        netns.delete(name)
+        removed.append(f"network namespace {name}")
     names = (MARKER, "sys", "dev", f"{STATE_DIR}/{GUEST_MEMORY}", STATE_DIR, "run/hvuio")
     present = [n for n in names if os.path.lexists(root / n)]
     if present:
@@ -183,13 +212,18 @@ class NetworkChoice:
     """The network behind the emulated host: none, pcap files (either or both), or `wire`: a tap
     with 198.18.0.1/24 in a new network namespace (root). `wire` excludes the pcap files. Also
     how the host reads GPA-direct ranges (`guest_memory_mode`, hvuio.sim.vsp.guestmem: "file" or
-    "proc") and lays out received frames (`rx_layout`, HostProfile.rx_layout)."""
+    "proc"), how it lays out received frames (`rx_layout`, HostProfile.rx_layout), whether it
+    delivers 802.1Q tags out of band (`vlan_oob`), and whether (with `wire`) every NIC gets a VF
+    (`vf`: net.VethVf, guest end `hvvf<serial>` in this namespace, which SimHost also offers in the
+    kernel's tree as the VF of a PCI pass-through device)."""
 
     pcap_out: Path | None = None
     pcap_in: Path | None = None
     wire: bool = False
     guest_memory_mode: str = "file"
     rx_layout: str = "openvmm"
+    vf: bool = False
+    vlan_oob: bool = False  # HostProfile.vlan_oob: deliver 802.1Q tags out of band (a trunk-mode port)
 
 
 def make_network(choice: NetworkChoice) -> FrameNetwork | None:
@@ -208,7 +242,9 @@ def make_network(choice: NetworkChoice) -> FrameNetwork | None:
 def prepare_sysroot(root: Path) -> None:
     """Refuse a sysroot that already holds a tree; create it (mode 0700) when missing."""
     if (root / "sys").exists():
-        raise UsageError(f"{root}/sys already exists", "Run 'hvuio sim stop' first or pick another --sysroot.")
+        raise UsageError(f"{root}/sys already exists",
+                         f"Run '{sim_command(root, 'stop')}' first (it also removes what a dead emulator left), "
+                         "or pick another --sysroot.")
     make_dirs(root, 0o700)
 
 
@@ -224,23 +260,35 @@ def run(root: Path, kernel: str, nics: int, ready: threading.Event | None = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wire: str | None = None
     with SimKernel(root, kernel, nics=nics, guest_memory=guest_memory) as k, contextlib.ExitStack() as stack:
         if host is not None:  # the emulated host (VSP) + its control socket, before any guest open
+            from hvuio.sim.host.profile import HostProfile
             from hvuio.sim.vsp.control import run_host
 
             network = make_network(host)
-            from hvuio.sim.host.profile import HostProfile
+            profile = HostProfile(rx_layout=host.rx_layout,  # type: ignore[arg-type]  # checked by HostProfile
+                                  vlan_oob=host.vlan_oob)
+            vf = None
+            if host.vf and isinstance(network, HostNetwork):
+                from hvuio.sim.net import VethVf
 
-            profile = HostProfile(rx_layout=host.rx_layout)  # type: ignore[arg-type]  # checked by HostProfile
+                host_ns = network.netns
+                vf = lambda dev, serial: VethVf.create(  # noqa: E731
+                    guest_ifname=f"hvvf{serial}", mac=bytes.fromhex((dev.mac or "").replace(":", "")),
+                    host_netns=host_ns)
             stack.enter_context(run_host(k, root, profile=profile, network=network,
-                                         guest_memory_mode=host.guest_memory_mode))
+                                         guest_memory_mode=host.guest_memory_mode, vf=vf))
             if isinstance(network, HostNetwork):   # its own namespace: `sim stop` of a dead daemon removes it
                 record_netns(root, network.netns)
+                wire = describe_wire(network.netns)
         stack.callback(os.close, hold_pid_file(root))   # held until this process ends
         if ready is not None:
             ready.set()
         print(f"sim kernel {k.profile.name} running under {root}: "
               + ", ".join(f"{d.ifname}={d.guid}" for d in k.nics))
+        if wire is not None:
+            print(wire)
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass

@@ -9,6 +9,13 @@ What lives here:
     `PcapNetwork`, the same interface as `HostNetwork` for machines without namespaces: frames
     the guest sends are written to a pcap file, frames from a pcap file are injected.
   * `NetCounters` — frames/bytes each way and drops.
+  * `VethVf` — one NIC's VF path for accelerated networking (`sim start --wire --vf`): a veth
+    pair whose guest end carries the NIC's MAC in the guest's namespace (admin down, as a VF netdev
+    appears; the guest finds it by MAC as Linux and DPDK do) and whose host end, in the host
+    network's namespace, the host reads and writes through a packet socket. Same interface as the
+    networks: the host writes the frames it sends over the VF and reads what the guest sent on it.
+    `VfPath` is that interface with the guest end's name, which SimHost gives the kernel's tree as
+    the VF netdev of the NIC's PCI pass-through device.
 
 The sim host calls `write_frame` for every frame the guest transmits and delivers every frame
 `read_frames` returns to the guest; it selects on `fileno()`.
@@ -30,11 +37,14 @@ one seam to the host kernel's network stack.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
 import secrets
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -96,6 +106,13 @@ class FrameNetwork(Protocol):
     def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]: ...
     def write_frame(self, frame: bytes) -> bool: ...
     def close(self) -> None: ...
+
+
+class VfPath(FrameNetwork, Protocol):
+    """A NIC's VF path (`VethVf`): a FrameNetwork whose guest end is the netdev `guest_ifname`,
+    the name the emulated kernel's tree gives the VF."""
+
+    guest_ifname: str
 
 
 def random_mac() -> bytes:
@@ -468,3 +485,105 @@ class PcapNetwork:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+CLONE_NEWNET = 0x40000000
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4  # a packet socket's pkttype for frames the socket's own interface sent
+
+
+def packet_socket_in(netns: str, ifname: str) -> socket.socket:
+    """A non-blocking AF_PACKET socket bound to `ifname`, created inside namespace `netns` (a
+    socket keeps the namespace it was made in; setns only in a throw-away thread)."""
+    result: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(os.path.join(netns_mod.NETNS_RUN_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
+            finally:
+                os.close(fd)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.htons(ETH_P_ALL))
+            sock.bind((ifname, ETH_P_ALL))
+            result.append(sock)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            result.append(exc)
+
+    t = threading.Thread(target=work, name="hvuio-sim-vf-socket")
+    t.start()
+    t.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+class VethVf:
+    """One NIC's VF path: a veth pair between the guest's namespace and the host network's (see the
+    module docstring). Build with `VethVf.create()`; `close()` deletes the pair."""
+
+    def __init__(self, sock: socket.socket, host_netns: str, host_ifname: str, guest_ifname: str,
+                 guest_netns: str | None) -> None:
+        self._sock = sock
+        self.host_netns, self.host_ifname = host_netns, host_ifname
+        self.guest_ifname, self.guest_netns = guest_ifname, guest_netns
+        self.counters = NetCounters()  # to_net: frames the guest sent on its VF; from_net: frames for it
+
+    @classmethod
+    def create(cls, *, guest_ifname: str, mac: bytes, host_netns: str, guest_netns: str | None = None,
+               host_ifname: str | None = None) -> VethVf:
+        """The pair: `guest_ifname` with `mac` in `guest_netns` (None: this process's namespace),
+        admin down; its peer `host_ifname` (default: a random name) up in `host_netns`."""
+        host_ifname = host_ifname or netns_mod.random_ifname("vf")
+        for name in (guest_ifname, host_ifname):
+            if len(name) >= netns_mod.IFNAMSIZ:
+                raise UsageError(f"interface name {name!r} is longer than {netns_mod.IFNAMSIZ - 1} characters")
+        target = guest_netns if guest_netns is not None else str(os.getpid())
+        netns_mod.ip("-n", host_netns, "link", "add", host_ifname, "type", "veth", "peer", "name", guest_ifname,
+                     "address", ":".join(f"{b:02x}" for b in mac), "netns", target)
+        try:
+            netns_mod.set_up(host_netns, host_ifname)
+            sock = packet_socket_in(host_netns, host_ifname)
+        except BaseException:
+            netns_mod.ip("-n", host_netns, "link", "del", host_ifname, check=False)
+            raise
+        return cls(sock, host_netns, host_ifname, guest_ifname, guest_netns)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]:
+        """Frames the guest sent on its VF (those the host itself wrote are skipped)."""
+        out: list[bytes] = []
+        while len(out) < max_frames:
+            try:
+                frame, addr = self._sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            self.counters.to_net_frames += 1
+            self.counters.to_net_bytes += len(frame)
+            out.append(frame)
+        return out
+
+    def write_frame(self, frame: bytes) -> bool:
+        """A frame for the guest over its VF (a guest end that is down drops it, as a VF would)."""
+        for part in software_frames(frame):  # a VF gets wire-sized frames
+            try:
+                self._sock.send(part)
+            except OSError:
+                self.counters.from_net_drops += 1
+                return False
+            self.counters.from_net_frames += 1
+            self.counters.from_net_bytes += len(part)
+        return True
+
+    def close(self) -> None:
+        """Close the socket and delete the pair (both ends go with either)."""
+        if self._sock.fileno() < 0:
+            return
+        self._sock.close()
+        netns_mod.ip("-n", self.host_netns, "link", "del", self.host_ifname, check=False)

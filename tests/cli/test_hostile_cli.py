@@ -132,7 +132,7 @@ def test_up_on_a_device_not_bound(tmp_path: Path) -> None:
     with SimEnvironment(tmp_path, profile="6.17", nics=1) as env:
         proc = hvuio(env.sysroot, "up", env.nics[0].guid, "--once")
         assert_user_error(proc)
-        assert "not bound" in proc.stderr and "hvuio bind" in proc.stderr
+        assert "not bound" in proc.stderr and f"'hvuio --sysroot {env.sysroot} bind" in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["00000000-0000-0000-0000-000000000000", "nosuchif0", "../../etc"])

@@ -1,8 +1,10 @@
 """bind/unbind against the emulated kernel on every profile, every refusal, the CLI exit codes,
-and the default-route safety check inside a network namespace (root only)."""
+the rollback of a failed bind (new_id kernels included), a relative sysroot, and the bind guard
+(default route, SSH sessions on any address of the NIC) inside network namespaces (root only)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -13,15 +15,17 @@ from pathlib import Path
 import pytest
 
 from hvuio.device import bind as B
+from hvuio.device import guard as G
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
-from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError,
+from hvuio.errors import (DeviceBusyError, DeviceNotFoundError, ModuleMissingError, NotRootError, SysfsError,
                           UnsafeBindError, WrongDeviceError)
+from hvuio.netdev import netns
 from hvuio.sim.kernel import profiles
 from hvuio.sim.kernel.bus import SimKernel
 
 from support.cli import run_main
-from support.namespaces import have_netns
+from support.namespaces import NetnsFactory, have_netns
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -132,7 +136,7 @@ def test_default_route_interfaces_parsing(tmp_path: Path) -> None:
     (tmp_path / "net" / "ipv6_route").write_text(
         "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
         "fe800000000000000000000000000001 00000400 00000000 00000000 00000003     eth3\n")
-    assert B.default_route_interfaces(tmp_path) == {"eth1", "eth3"}
+    assert G.default_route_interfaces(tmp_path) == {"eth1", "eth3"}
 
 
 NETNS = f"hvuio-bind{os.getpid()}"
@@ -201,9 +205,15 @@ def test_refused_probe_rolls_back(tmp_path: Path) -> None:
         assert not B.journal_path(tmp_path, dev.guid).exists()
 
 
-def _fake_proc(root: Path, comm: str, state: str, v6: bool = False) -> Path:
+def _proc_hex(address: str) -> str:
+    """`address` as /proc/net/tcp{,6} writes it: each 32-bit word in host (little-endian) order."""
+    raw = ipaddress.ip_address(address).packed
+    return b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)).hex().upper()
+
+
+def _fake_proc(root: Path, comm: str, state: str, v6: bool = False, local_ip: str | None = None) -> Path:
     """A /proc with one process `comm` holding socket inode 4242, and a TCP table where that
-    socket's local address is 127.0.0.1:22 (or ::ffff:127.0.0.1) in `state`."""
+    socket's local address is 127.0.0.1:22 (or ::ffff:127.0.0.1, or `local_ip`) in `state`."""
     proc = root / "proc"
     (proc / "net").mkdir(parents=True)
     (proc / "777" / "fd").mkdir(parents=True)
@@ -211,6 +221,8 @@ def _fake_proc(root: Path, comm: str, state: str, v6: bool = False) -> Path:
     os.symlink("socket:[4242]", proc / "777" / "fd" / "3")
     head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
     local = "0000000000000000FFFF00000100007F:0016" if v6 else "0100007F:0016"
+    if local_ip is not None:
+        local = _proc_hex(local_ip) + ":0016"
     remote = "0000000000000000FFFF00000900020C:C350" if v6 else "090002C0:C350"
     row = f"   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
     (proc / "net" / ("tcp6" if v6 else "tcp")).write_text(head + row)
@@ -228,12 +240,12 @@ def test_ssh_sessions_are_found_from_the_kernel_view(tmp_path: Path, comm: str, 
                                                      found: bool) -> None:
     """`sudo` drops SSH_CONNECTION: the guard also reads sshd's established sockets."""
     proc = _fake_proc(tmp_path, comm, state, v6)
-    assert B.ssh_session_interfaces(proc) == ({"lo"} if found else set())
+    assert G.ssh_session_interfaces(proc) == ({"lo"} if found else set())
     if found:
         with pytest.raises(UnsafeBindError, match="SSH session"):
-            B.check_safe(["lo"], env={}, proc=proc)
+            G.check_safe(["lo"], env={}, proc=proc)
     else:
-        B.check_safe(["lo"], env={}, proc=proc)
+        G.check_safe(["lo"], env={}, proc=proc)
 
 
 def test_ctrl_c_during_bind_gives_the_nic_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,3 +264,185 @@ def test_ctrl_c_during_bind_gives_the_nic_back(tmp_path: Path, monkeypatch: pyte
         monkeypatch.setattr(B, "_wait_for", real_wait)
         B._wait_for("the rollback", lambda: VmbusDevice.from_uuid(tmp_path, guid).driver == "hv_netvsc", 5)
         assert B.read_journal(tmp_path, guid) is None
+
+
+_GUARD_PROBE = """
+import json, sys
+from pathlib import Path
+from hvuio.device import guard as G
+from hvuio.errors import UnsafeBindError
+
+nic, other, empty = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+report = {}
+for spec in sys.argv[4:]:
+    address, proc = spec.split("=", 1)
+    env = {"SSH_CONNECTION": f"192.0.2.9 50000 {address} 22"}
+    refusals = []
+    for name in (nic, other):
+        try:
+            G.check_safe([name], env=env, proc=empty)
+            refusals.append(None)
+        except UnsafeBindError as err:
+            refusals.append(err.message)
+    report[address] = {"holders": sorted(G.interfaces_of_address(address)), "refusals": refusals,
+                       "sshd": sorted(G.ssh_session_interfaces(Path(proc)))}
+print(json.dumps(report))
+"""
+
+
+def test_guard_sees_secondary_and_ipv6_addresses(tmp_path: Path, netns_factory: NetnsFactory) -> None:
+    """A NIC whose SSH session arrives on its secondary IPv4 address or an IPv6 address is
+    refused like one whose primary address carries it, from SSH_CONNECTION and from sshd's
+    sockets alike; the other end of the veth is not."""
+    ns = netns_factory.namespace("guard", ipv6=True)
+    netns.add_veth("hvgd0", ns, "hvgd1", ns)
+    addresses = {"10.71.0.1": "10.71.0.1/24", "10.71.0.2": "10.71.0.2/24",   # first, secondary
+                 "10.72.5.9": "10.72.5.9/16", "fd71::7": "fd71::7/64"}         # a second IPv4 net, IPv6
+    for cidr in addresses.values():
+        netns.ip("-n", ns, "addr", "add", cidr, "dev", "hvgd0", *(("nodad",) if ":" in cidr else ()))
+    netns.ip("-n", ns, "addr", "add", "10.71.0.3/24", "dev", "hvgd1")
+    for link in ("hvgd0", "hvgd1"):
+        netns.set_up(ns, link)
+    primary = netns.ip("-n", ns, "-4", "-o", "addr", "show", "dev", "hvgd0").stdout.splitlines()
+    assert [line.split()[3] for line in primary if "secondary" in line] == ["10.71.0.2/24"]
+    empty = tmp_path / "noproc"
+    empty.mkdir()
+    specs = []
+    for address in addresses:
+        proc = _fake_proc(tmp_path / address, "sshd", "01", v6=":" in address, local_ip=address)
+        specs.append(f"{address}={proc}")
+    out = netns.run(ns, netns.python_argv("-c", _GUARD_PROBE, "hvgd0", "hvgd1", str(empty), *specs))
+    report = json.loads(out.stdout)
+    for address in addresses:
+        seen = report[address]
+        assert seen["holders"] == ["hvgd0"], (address, seen)
+        assert seen["sshd"] == ["hvgd0"], (address, seen)
+        refused, other = seen["refusals"]
+        assert refused is not None and "hvgd0 carries an SSH session" in refused, (address, seen)
+        assert other is None, (address, seen)
+
+
+def _failing_write(monkeypatch: pytest.MonkeyPatch, k: SimKernel, name: str, late: bool) -> list[str]:
+    """Make the first sysfs write to a file called `name` fail: after the kernel carried it out
+    (as a real kernel has when write(2) returns), or, `late`, while the kernel has still to act on
+    it (a slow probe that completes after the bind gave up; the emulated kernel reads its FIFOs
+    in its own time)."""
+    real = B._write
+    written: list[str] = []
+
+    def write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
+        entry = f"{path.parent.name}/{path.name} <- {text!r}"
+        seen = k.trace.count(entry)
+        real(path, text, ignore)
+        if path.name == name and not late:
+            B._wait_for(f"the kernel to act on {entry}", lambda: k.trace.count(entry) > seen, 5)
+            k.wait_idle()   # takes the kernel's lock: the write's handler has finished
+        written.append(f"{path.parent.name}/{path.name}")
+        if path.name == name and [w.endswith("/" + name) for w in written].count(True) == 1:
+            raise SysfsError(f"writing {text!r} to {path} failed: injected", "Injected.")
+
+    monkeypatch.setattr(B, "_write", write)
+    return written
+
+
+def _failing_wait(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the wait for /dev/uioN fail once the kernel has settled (a bind that timed out)."""
+    real = B._wait_for
+
+    def wait(what: str, cond: object, timeout: float) -> None:
+        real(what, cond, timeout)  # type: ignore[arg-type]
+        if what.endswith("with its /dev/uioN"):
+            raise SysfsError(f"timed out waiting for {what}", "Injected.")
+
+    monkeypatch.setattr(B, "_wait_for", wait)
+    return []
+
+
+@pytest.mark.parametrize("fail", ["new_id", "unbind", "bind", "bind-late", "wait"])
+def test_failed_new_id_bind_rolls_back_completely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str) -> None:
+    """A kernel without driver_override: whichever step after new_id fails, the dynamic id is
+    removed (a NIC offered later goes to hv_netvsc, not uio_hv_generic), the NIC is back with
+    hv_netvsc with its interface, the journal is gone, and a bind afterwards works."""
+    with SimKernel(tmp_path, "4.17", nics=1) as k:
+        assert not k.profile.driver_override
+        guid = k.nics[0].guid
+        if fail == "wait":
+            _failing_wait(monkeypatch)
+        else:
+            _failing_write(monkeypatch, k, fail.removesuffix("-late"), late=fail.endswith("-late"))
+        with pytest.raises(SysfsError) as err:
+            B.bind_device(tmp_path, "hveth0", timeout=2)
+        assert "previous driver was restored" in err.value.message
+        monkeypatch.undo()
+        dev = VmbusDevice.from_uuid(tmp_path, guid)
+        # the emulated kernel acts on the rollback's last writes in its own time
+        B._wait_for("the dynamic id to be removed", lambda: k.dynids["uio_hv_generic"] == set(), 5)
+        B._wait_for("hv_netvsc to have the NIC back", lambda: bool(dev.netdevs()), 5)
+        assert dev.driver == "hv_netvsc" and [n for n, _ in dev.netdevs()] == ["hveth0"]
+        assert B.read_journal(tmp_path, guid) is None and not B.journal_path(tmp_path, guid).exists()
+        later = k.offer(profiles.NIC_CLASS, ifname="hveth9")
+        B._wait_for("the new NIC's probe", lambda: VmbusDevice.from_uuid(tmp_path, later.guid).driver is not None, 5)
+        assert VmbusDevice.from_uuid(tmp_path, later.guid).driver == "hv_netvsc"
+        assert B.bind_device(tmp_path, "hveth0").method == "new_id"
+        B.unbind_device(tmp_path, "hveth0")
+        assert k.dynids["uio_hv_generic"] == set()
+
+
+def test_failed_rollback_says_so_and_keeps_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the NIC cannot be given back (the unbind from uio_hv_generic never takes effect), the
+    error says so, names the unbind command with its --sysroot, and the journal stays for it; the
+    dynamic id is removed all the same."""
+    with SimKernel(tmp_path, "4.17", nics=1) as k:
+        guid = k.nics[0].guid
+        _failing_wait(monkeypatch)
+        real = B._write
+
+        def write(path: Path, text: str, ignore: tuple[int, ...] = ()) -> None:
+            if path.parent.name == "uio_hv_generic" and path.name == "unbind":
+                return   # lost: the device stays with uio_hv_generic
+            real(path, text, ignore)
+
+        monkeypatch.setattr(B, "_write", write)
+        with pytest.raises(SysfsError) as err:
+            B.bind_device(tmp_path, "hveth0", timeout=0.3)
+        assert "giving the NIC back to its previous driver failed too" in err.value.message
+        assert f"'hvuio --sysroot {tmp_path} unbind {guid}'" in err.value.hint
+        monkeypatch.undo()
+        B._wait_for("the dynamic id to be removed", lambda: k.dynids["uio_hv_generic"] == set(), 5)
+        assert B.read_journal(tmp_path, guid) is not None
+        assert B.unbind_device(tmp_path, guid).driver == "hv_netvsc"
+        assert B.read_journal(tmp_path, guid) is None
+
+
+def test_relative_sysroot_finds_holders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/PID/fd names files by absolute path: a relative /dev/uioN path still finds them."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "uio0").write_bytes(b"")
+    monkeypatch.chdir(tmp_path.parent)
+    relative = Path(tmp_path.name) / "dev" / "uio0"
+    with open(relative, "rb"):
+        assert os.getpid() in B.uio_holders(relative)
+        assert B.uio_holders(relative) == B.uio_holders(tmp_path / "dev" / "uio0")
+
+
+def test_relative_sysroot_is_the_absolute_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command gets the sysroot as an absolute path: a relative --sysroot binds, refuses an
+    open device's unbind, and unbinds exactly as the absolute one, with the same messages."""
+    sysroot = tmp_path / "root"
+    sysroot.mkdir(mode=0o700)
+    monkeypatch.chdir(tmp_path)
+    with SimKernel(sysroot, "4.17", nics=1) as k:
+        dev = VmbusDevice.from_uuid(sysroot, k.nics[0].guid)
+        outputs = []
+        for root in ("root", str(sysroot)):
+            code, out = run_cli(["--sysroot", root, "bind", "hveth0"], capsys)
+            assert code == 0, out
+            with UioHandle.open(dev):
+                busy_code, busy = run_cli(["--sysroot", root, "unbind", "hveth0"], capsys)
+            assert busy_code == DeviceBusyError.exit_code, busy
+            code, back = run_cli(["--sysroot", root, "unbind", "hveth0"], capsys)
+            assert code == 0 and dev.driver == "hv_netvsc", back
+            outputs.append((out, busy, back))
+        assert outputs[0] == outputs[1]
+        assert str(sysroot) in outputs[0][1]

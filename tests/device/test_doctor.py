@@ -28,12 +28,59 @@ def test_cpuid_vendor_parsed_from_cpuid_device_layout(tmp_path: Path) -> None:
     assert doctor.cpuid_vendor(tmp_path / "missing") is None
 
 
-def test_doctor_on_empty_root_says_use_emulator(tmp_path: Path) -> None:
+def test_doctor_on_empty_root_says_use_emulator_and_exits_with_the_failure_code(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor", "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == doctor.EXIT_FAILED == 9, res.output
     data = json.loads(res.output)
     assert "hvuio demo" in data["next"] and not data["ok"]
     assert any(f["check"] == "vmbus" and f["status"] == "fail" for f in data["findings"])
+    text = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor"])
+    assert text.exit_code == 9 and "[FAIL]" in text.output and "Next:" in text.output
+
+
+def test_doctor_on_an_empty_tree_names_the_facts_it_took_from_the_running_machine(tmp_path: Path) -> None:
+    findings, _ = doctor.diagnose(tmp_path)
+    checks = {f.check: f for f in findings}
+    assert checks["kernel"].source == doctor.RUNNING_MACHINE
+    assert "from the running machine: the tree has no proc/sys/kernel/osrelease" in checks["kernel"].message
+    assert checks["hypervisor"].source == doctor.RUNNING_MACHINE
+    assert checks["tx path"].source == doctor.RUNNING_MACHINE and "running machine" in checks["tx path"].message
+    data = doctor.as_json(findings, "next")
+    assert {"kernel", "hypervisor", "tx path"} <= set(data["from_running_machine"])
+
+
+def test_doctor_takes_kernel_hypervisor_and_cpus_from_the_emulated_tree(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.12", nics=2, ifnames=["eth0", "eth1"]):
+        res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor", "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.output)
+        checks = {f["check"]: f for f in data["findings"]}
+        assert checks["kernel"]["message"].startswith("kernel 6.12.0-hvuio-sim")
+        assert checks["kernel"]["source"] == "tree" and "tree's proc/sys/kernel/osrelease" in checks["kernel"]["message"]
+        assert checks["hypervisor"]["source"] == "tree" and "Microsoft" in checks["hypervisor"]["message"]
+        assert data["from_running_machine"] == []
+        cpus = (tmp_path / "sys/devices/system/cpu/online").read_text().strip()
+        n = int(cpus.split("-")[-1]) + 1 if "-" in cpus else 1
+        for name in ("eth0", "eth1"):
+            q = checks[f"{name} queues"]
+            assert q["message"] == (f"{name}: 1 channel now, {n} CPUs online (from the tree's "
+                                    f"sys/devices/system/cpu/online): up to {n} queues ({doctor.HOST_LIMIT_NOTE})")
+
+
+def test_doctor_reads_a_tree_that_says_it_is_not_hyperv(tmp_path: Path) -> None:
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0-kvm\n")
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu hypervisor\n")
+    (tmp_path / "sys/class/dmi/id").mkdir(parents=True)
+    (tmp_path / "sys/class/dmi/id/sys_vendor").write_text("QEMU\n")
+    (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
+    (tmp_path / "sys/devices/system/cpu/online").write_text("0-3,6\n")
+    assert doctor.online_cpus(tmp_path) == (5, "tree")
+    hyp = doctor.detect_hyperv(tmp_path)
+    assert hyp.status == "fail" and "not Hyper-V (QEMU)" in hyp.message and hyp.source == "tree"
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu\n")
+    assert "not running under a hypervisor (from the tree's proc/cpuinfo)" in doctor.detect_hyperv(tmp_path).message
+    assert doctor.kernel_finding(tmp_path).message == "kernel 6.1.0-kvm (from the tree's proc/sys/kernel/osrelease)"
 
 
 @pytest.mark.parametrize("profile,mask_word", [("6.16", "auto-masks"), ("6.17", "userspace owns")])

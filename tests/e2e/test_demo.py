@@ -72,6 +72,9 @@ def test_demo_json_runs_and_leaves_nothing() -> None:
     assert result["datapath_counters"]["tx_packets"] > 0 and result["datapath_counters"]["rx_packets"] > 0
     assert result["host_counters"]["frames_from_guest"] == result["datapath_counters"]["tx_packets"]
     assert result["host_counters"]["frames_to_guest"] == result["datapath_counters"]["rx_packets"]
+    # the names `hvuio stats` uses (the kernel's ethtool -S names), from the same counters
+    assert result["stats"]["tx_queue_0_packets"] == result["datapath_counters"]["tx_packets"]
+    assert result["stats"]["rx_queue_0_bytes"] == result["datapath_counters"]["rx_bytes"]
     assert result["nic"]["mtu"] == 1500 and result["nic"]["link_up"] is True
     left = netns.leaks([result["guest_netns"], result["host_netns"]], [result["tap"], result["host_ifname"]])
     assert not left, left

@@ -27,7 +27,7 @@
  *    harness then reads it as Python would), BUDGET after `budget` packets, BLOCKED only with 256
  *    completions held, -EIO only at a packet whose descriptor is bad (inbound fault);
  *  - accounting per call: rx_xfer, rx_bad_xfer (headers + bad ranges), rx_bad_nvs, rx_bad_rndis,
- *    rx_oversize, tx_bad_comp match the classifier; frames written + tap drops = plain frames when
+ *    rx_oversize (the 802.1Q tag put back counted), rx_vlan_bad, tx_bad_comp match the classifier; frames written + tap drops = plain frames when
  *    no RSC fragment was involved; RSC fragments are conserved (open before + taken = written in
  *    frames + dropped + open after, exactly when no tap write failed); rx_packets / rx_bytes equal
  *    the datagrams and bytes on the tap; every data range taken is written, counted as dropped
@@ -58,7 +58,7 @@
 #define HDR 4096
 
 enum cls { C_PEND = 0, C_CONTROL, C_COMP, C_XBAD, C_NVSBAD, C_PYTHON, C_XOK, C_FAULT };
-enum rcls { R_BADRANGE, R_BADRNDIS, R_RSC, R_OVERSIZE, R_PLAIN };
+enum rcls { R_BADRANGE, R_BADRNDIS, R_RSC, R_OVERSIZE, R_PLAIN, R_VLANBAD };
 
 struct hpkt {
     uint64_t tid;
@@ -67,7 +67,7 @@ struct hpkt {
     int bad_desc;               /* the ring must refuse its descriptor */
     int who;                    /* 0 pending, 1 consumed by the pump, 2 read by "Python" */
     int cls;
-    uint32_t n[5];              /* ranges per enum rcls (C_XOK) */
+    uint32_t n[6];              /* ranges per enum rcls (C_XOK) */
     int expect_comp, comps, may_fail, must_fail;
 };
 
@@ -118,6 +118,19 @@ static int ppi_get(const uint8_t *p, uint32_t len, uint32_t type, uint32_t *v)
     return 0;
 }
 
+/* the 802.1Q element: 1 well formed, -1 too short for its value, 0 none (the first of its type) */
+static int ppi_vlan(const uint8_t *p, uint32_t len)
+{
+    while (len >= 12) {
+        uint32_t size = rd32le(p), off = rd32le(p + 8);
+        if (rd32le(p + 4) == 6)
+            return size - off >= 4 ? 1 : -1;
+        p += size;
+        len -= size;
+    }
+    return 0;
+}
+
 static int cls_msg(struct st *s, const uint8_t *m, uint32_t n)
 {
     if (n < 44)
@@ -131,13 +144,16 @@ static int cls_msg(struct st *s, const uint8_t *m, uint32_t n)
     if (doff < 36 || 8 + (uint64_t)doff + dlen > mlen)
         return R_BADRNDIS;
     uint32_t id = 0;
-    int has_id = 0;
+    int has_id = 0, vlan = 0;
     if (plen > 0) {
         if (poff < 36 || (poff & 3) || 8 + (uint64_t)poff + plen > mlen)
             return R_BADRNDIS;
         if (!ppi_walk_ok(m + 8 + poff, plen))
             return R_BADRNDIS;
         has_id = ppi_get(m + 8 + poff, plen, 0x80000001u, &id);
+        vlan = ppi_vlan(m + 8 + poff, plen);
+        if (vlan < 0)
+            return R_VLANBAD;                           /* dropped, rx_vlan_bad */
     }
     uint32_t fl = has_id ? (id >> 8) & 0xFF : 0;
     int cont = (fl & 1) && !(fl & 2);
@@ -145,7 +161,7 @@ static int cls_msg(struct st *s, const uint8_t *m, uint32_t n)
         return R_BADRNDIS;
     if (fl & 1)
         return R_RSC;
-    if (dlen > s->mtu + 18)
+    if (dlen + (vlan > 0 ? 4u : 0u) > s->mtu + 18)     /* the tag goes back into the frame */
         return R_OVERSIZE;
     return R_PLAIN;
 }
@@ -314,6 +330,15 @@ static uint32_t some_ppi(struct fz *f, uint8_t *p)
         n += put_ppi(p + n, 8, fz_u32(f));             /* hash value: skipped */
     if (how & 8)
         n += put_ppi(p + n, 0x80000001u, fz_u32(f));   /* an RSC id with any flags */
+    if (how & 0x40)                                     /* 802.1Q info: the tag goes back in */
+        n += put_ppi(p + n, 6, fz_u32(f));
+    if ((how & 0xC0) == 0x80) {                         /* 802.1Q info too short for its value */
+        wr32le(p + n, 16);
+        wr32le(p + n + 4, 6);
+        wr32le(p + n + 8, fz_chance(f, 128) ? 16 : 14);
+        wr32le(p + n + 12, fz_u32(f));
+        n += 16;
+    }
     if ((how & 0x30) == 0x30) {                         /* a malformed element */
         wr32le(p + n, fz_u8(f));
         wr32le(p + n + 4, fz_u32(f));
@@ -616,11 +641,12 @@ static void python_hands_back(struct st *s, const struct hpkt *p)
                 CHECK(a->rx_ranges == before.rx_ranges + 1 && a->rx_ctl_data == before.rx_ctl_data + 1,
                       "a handed-back message not counted");
                 CHECK(a->rx_bad_rndis - before.rx_bad_rndis == (want == R_BADRNDIS) &&
-                          a->rx_oversize - before.rx_oversize == (want == R_OVERSIZE),
+                          a->rx_oversize - before.rx_oversize == (want == R_OVERSIZE) &&
+                          a->rx_vlan_bad - before.rx_vlan_bad == (want == R_VLANBAD),
                       "handed-back message of class %d counted as bad %llu oversize %llu", want,
                       (unsigned long long)(a->rx_bad_rndis - before.rx_bad_rndis),
                       (unsigned long long)(a->rx_oversize - before.rx_oversize));
-                if (want == R_BADRNDIS || want == R_OVERSIZE)
+                if (want == R_BADRNDIS || want == R_OVERSIZE || want == R_VLANBAD)
                     CHECK(rc == 1, "a handed-back message of class %d reported taken", want);
                 CHECK(a->rx_ranges == a->rx_ranges_written + a->rx_range_drops + s->dp->rsc_cnt,
                       "after a hand-back: ranges %llu != written %llu + dropped %llu + open %u",
@@ -684,7 +710,7 @@ static int guest_rx(struct st *s, unsigned budget)
     struct hvu_dp_counters *a = &s->dp->ctr;
     uint32_t consumed = (uint32_t)(s->rx.ctr.rx_packets - ring0);
     CHECK(s->head + consumed <= s->np, "the pump consumed %u packets, %u were pending", consumed, s->np - s->head);
-    uint64_t xfer = 0, bad_xfer = 0, bad_nvs = 0, bad_rndis = 0, over = 0, comp = 0, plain = 0, rsc = 0;
+    uint64_t xfer = 0, bad_xfer = 0, bad_nvs = 0, bad_rndis = 0, over = 0, vlan_bad = 0, comp = 0, plain = 0, rsc = 0;
     uint32_t first = s->head;
     for (uint32_t i = 0; i < consumed; i++) {
         struct hpkt *p = &s->p[s->head++];
@@ -709,9 +735,10 @@ static int guest_rx(struct st *s, unsigned budget)
             bad_xfer += p->n[R_BADRANGE];
             bad_rndis += p->n[R_BADRNDIS];
             over += p->n[R_OVERSIZE];
+            vlan_bad += p->n[R_VLANBAD];
             plain += p->n[R_PLAIN];
             rsc += p->n[R_RSC];
-            p->must_fail = p->n[R_BADRANGE] || p->n[R_BADRNDIS] || p->n[R_OVERSIZE];
+            p->must_fail = p->n[R_BADRANGE] || p->n[R_BADRNDIS] || p->n[R_OVERSIZE] || p->n[R_VLANBAD];
             break;
         }
     }
@@ -755,6 +782,8 @@ static int guest_rx(struct st *s, unsigned budget)
           (unsigned long long)(a->rx_bad_rndis - before.rx_bad_rndis), (unsigned long long)bad_rndis);
     CHECK(a->rx_oversize - before.rx_oversize == over, "rx_oversize +%llu, expected +%llu",
           (unsigned long long)(a->rx_oversize - before.rx_oversize), (unsigned long long)over);
+    CHECK(a->rx_vlan_bad - before.rx_vlan_bad == vlan_bad, "rx_vlan_bad +%llu, expected +%llu",
+          (unsigned long long)(a->rx_vlan_bad - before.rx_vlan_bad), (unsigned long long)vlan_bad);
     CHECK(a->tx_bad_comp - before.tx_bad_comp == comp, "tx_bad_comp");
     uint64_t out = (a->rx_packets - before.rx_packets) + (a->rx_tap_drop - before.rx_tap_drop);
     if (rsc == 0)

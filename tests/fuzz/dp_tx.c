@@ -34,7 +34,9 @@
  *    it tile [0, size) exactly, at most max_packets_per_message of them, each but the first at the
  *    host's alignment; each one's data and per-packet info lie inside it; the pktinfo are the hash
  *    (exactly when configured, with its value), at most one checksum or LSO, each only for an
- *    offload the host enabled and agreeing with the frame (family, protocol, transport offset);
+ *    offload the host enabled and agreeing with the frame (family, protocol, transport offset),
+ *    and the 802.1Q one exactly when the tap frame was tagged, with its tag (the frame sent is the
+ *    tap frame without those 4 bytes; offsets count from it);
  *    an LSO packet is >= 2 segments, within lso_max and the section, IPv4 checksum 0 and the
  *    length-less pseudo-header sum in TCP; a frame without LSO is within mtu + 18;
  *  - content: a model of the drop rules (length, vnet flags / csum bounds / gso type / gso_size /
@@ -161,31 +163,48 @@ static int derive(struct st *s, const struct tframe *t, const uint8_t *o, uint32
     return M_NONE;
 }
 
-enum { P_DROP, P_WHOLE, P_SEGS };
+/* P_MAYBE: a tagged frame of a plain tap whose message (the tag moved into a 16-byte pktinfo)
+ * may or may not fit where it was read: that depends on the held send it joined */
+enum { P_DROP, P_WHOLE, P_SEGS, P_MAYBE };
+
+/* 1 when the frame carries an 802.1Q tag the pump moves into the pktinfo (vlan.c) */
+static int tagged(const struct tframe *t) { return t->len >= 18 && t->b[12] == 0x81 && t->b[13] == 0; }
 
 /* What the pump must make of tap frame t (tx.c read_frame, tx_stage.c stage_read / stage_prepare /
  * stage_emit, written again): dropped (runt, oversize, vnet header refused), sent whole (as it is
- * or with its checksum filled), or cut into segments / LSO packets. */
+ * or with its checksum filled), or cut into segments / LSO packets. A tagged frame goes 4 bytes
+ * shorter behind a 16-byte 802.1Q pktinfo: 12 more message bytes. */
 static int predict(struct st *s, const struct tframe *t)
 {
     uint32_t vlen = s->vnet ? 12 : 0, len = t->len, limit = s->mtu + 18;
     uint32_t cap = s->nslots && GPA_SLOT > s->sect ? GPA_SLOT : s->sect;   /* the largest message */
+    uint32_t tag = tagged(t) ? 12u : 0u;
     if (t->dgram < vlen + 14)
         return P_DROP;                                   /* runt */
     if (!s->offload) {
         /* the largest frame fits a section: the send buffer as ever; else a slot (when there is a pool) */
+        int gpa = s->sect - s->hdr_len < limit && s->nslots;
         uint32_t room = s->sect - s->hdr_len >= limit ? s->sect - s->hdr_len : cap - s->hdr_len;
         uint32_t space = room < limit ? room : limit;
-        return len > space ? P_DROP : P_WHOLE;
+        if (len > space)
+            return P_DROP;
+        if (!tag)
+            return P_WHOLE;
+        if (gpa)
+            return s->hdr_len + len + tag > GPA_SLOT ? P_DROP : P_WHOLE;
+        if (len + tag <= space)
+            return P_WHOLE;
+        return s->hdr_len + len + tag > s->sect ? P_DROP : P_MAYBE;
     }
     if (len > HVU_DP_GSO_MAX)
         return P_DROP;                                   /* larger than the stage */
     uint32_t flags = t->v[0], gso = t->v[1], hdr_len = t->v[2] | t->v[3] << 8, mss = t->v[4] | t->v[5] << 8;
     uint32_t cs = t->v[6] | t->v[7] << 8, co = t->v[8] | t->v[9] << 8;
-    if ((flags & ~3u) || ((flags & 1) && (cs < 14 || cs + co + 2 > len)))
+    uint32_t cut = tag ? 4u : 0u;                        /* the tag's bytes leave the frame */
+    if ((flags & ~3u) || ((flags & 1) && (cs < 14 + cut || cs + co + 2 > len)))
         return P_DROP;
     /* sent whole: within the MTU and, without the checksum pktinfo, the section */
-    int whole_drop = len > limit || s->hdr_len + len > cap;
+    int whole_drop = len - cut > limit || s->hdr_len + len + tag > cap;
     if (gso == 0)
         return whole_drop ? P_DROP : P_WHOLE;
     if ((gso != 1 && gso != 4) || !(flags & 1) || mss == 0 || hdr_len > len)
@@ -195,22 +214,33 @@ static int predict(struct st *s, const struct tframe *t)
         return P_DROP;
     if (len - nf.hdrs <= mss)
         return whole_drop ? P_DROP : P_WHOLE;
-    if (nf.hdrs + mss > limit || cap - s->hdr_len < nf.hdrs + mss)
+    if (nf.hdrs - cut + mss > limit || cap - s->hdr_len - (tag ? 16u : 0u) < nf.hdrs - cut + mss)
         return P_DROP;
     return P_SEGS;
 }
 
-/* the checks of one output frame against its source; ppi: -1 none, 0 checksum, 2 LSO */
-static void match_frame(struct st *s, const uint8_t *o, uint32_t olen, int ppi)
+/* the checks of one output frame (its 802.1Q tag, if it came in a pktinfo, put back) against
+ * its source; ppi: -1 none, 0 checksum, 2 LSO; vlan: the 802.1Q pktinfo value, or -1 */
+static void match_frame(struct st *s, const uint8_t *o, uint32_t olen, int ppi, int64_t vlan)
 {
-    while (s->seg_next == 0 && s->ti < s->nq && predict(s, &s->q[s->ti]) == P_DROP) {
+    uint32_t off = 0, pay = 0;
+    while (s->seg_next == 0 && s->ti < s->nq &&
+           (predict(s, &s->q[s->ti]) == P_DROP ||
+            (predict(s, &s->q[s->ti]) == P_MAYBE && derive(s, &s->q[s->ti], o, olen, 0, &off, &pay) != M_WHOLE))) {
         s->skipped++;                                    /* dropped: no output */
         s->ti++;
     }
     CHECK(s->ti < s->nq, "a frame of %u bytes was sent that no tap frame explains", olen);
     struct tframe *t = &s->q[s->ti];
     int want = predict(s, t);
-    uint32_t off = 0, pay = 0;
+    if (want == P_MAYBE)
+        want = P_WHOLE;
+    CHECK(tagged(t) == (vlan >= 0), "tap frame %u: tagged %d, 802.1Q pktinfo %lld", s->ti, tagged(t), (long long)vlan);
+    if (vlan >= 0) {
+        uint32_t tci = (uint32_t)t->b[14] << 8 | t->b[15];
+        CHECK((uint32_t)vlan == ((tci >> 13) | ((tci >> 12) & 1u) << 3 | (tci & 0xFFFu) << 4),
+              "802.1Q pktinfo %#llx for the tag %04x", (long long)vlan, tci);
+    }
     int m = derive(s, t, o, olen, want == P_SEGS, &off, &pay);
     if (want == P_WHOLE)
         CHECK(m == M_WHOLE || m == M_CSUM, "tap frame %u (%u bytes) was not sent as it was (frame of %u bytes)",
@@ -273,6 +303,7 @@ static void check_message(struct st *s, const uint8_t *m, uint32_t mlen, int las
     CHECK(dlen >= 14, "a frame of %u bytes sent", dlen);
     (void)last;
     int hash = 0, csum = -1, lso = -1;
+    int64_t vlan = -1;
     uint32_t csum_v = 0, lso_v = 0;
     if (plen) {
         CHECK(poff >= 36 && 8 + (uint64_t)poff + plen <= 8 + doff, "pktinfo %u+%u not before the data at %u", poff, plen,
@@ -296,6 +327,9 @@ static void check_message(struct st *s, const uint8_t *m, uint32_t mlen, int las
                 CHECK(csum < 0 && lso < 0, "a second checksum / LSO pktinfo");
                 lso = 1;
                 lso_v = v;
+            } else if (pt == 6) {
+                CHECK(vlan < 0 && (v >> 16) == 0, "802.1Q pktinfo twice or with reserved bits (%#x)", v);
+                vlan = v;
             } else {
                 CHECK(0, "pktinfo type %u", pt);
             }
@@ -332,7 +366,20 @@ static void check_message(struct st *s, const uint8_t *m, uint32_t mlen, int las
     *frame_bytes += dlen;
     *lso_out += lso > 0;
     *csum_out += csum > 0;
-    match_frame(s, fr, dlen, csum > 0 ? 0 : lso > 0 ? 2 : -1);
+    if (vlan >= 0) {                                     /* the tag back where the tap frame had it */
+        static uint8_t tagged_frame[HVU_DP_GSO_MAX + 8];
+        uint32_t tci = ((uint32_t)vlan & 7u) << 13 | ((uint32_t)vlan >> 3 & 1u) << 12 | ((uint32_t)vlan >> 4 & 0xFFFu);
+        CHECK(dlen + 4 <= sizeof(tagged_frame), "tagged frame of %u bytes", dlen + 4);
+        memcpy(tagged_frame, fr, 12);
+        tagged_frame[12] = 0x81;
+        tagged_frame[13] = 0;
+        tagged_frame[14] = (uint8_t)(tci >> 8);
+        tagged_frame[15] = (uint8_t)tci;
+        memcpy(tagged_frame + 16, fr + 12, dlen - 12);
+        match_frame(s, tagged_frame, dlen + 4, csum > 0 ? 0 : lso > 0 ? 2 : -1, vlan);
+    } else {
+        match_frame(s, fr, dlen, csum > 0 ? 0 : lso > 0 ? 2 : -1, -1);
+    }
 }
 
 static void new_send(struct st *s, const struct hvu_pkt_desc *d, const uint8_t *nvs)
@@ -1066,7 +1113,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                          (s->dp->ctr.tx_vnet_bad - start.tx_vnet_bad);
         uint64_t skipped = s->skipped + (s->nq - s->ti);
         for (uint32_t i = s->ti; i < s->nq; i++)
-            CHECK(predict(s, &s->q[i]) == P_DROP, "tap frame %u (%u bytes) never sent", i, s->q[i].len);
+            CHECK(predict(s, &s->q[i]) == P_DROP || predict(s, &s->q[i]) == P_MAYBE, "tap frame %u (%u bytes) never sent",
+                  i, s->q[i].len);
         CHECK(skipped == drops, "%llu tap frames not sent, %llu drops counted", (unsigned long long)skipped,
               (unsigned long long)drops);
     }

@@ -471,6 +471,8 @@ static uint32_t m_parse(struct st *s, const uint8_t *data, uint32_t size, const 
                 uint32_t sz = rd32le(data + pos + e), po = rd32le(data + pos + e + 8), t = rd32le(data + pos + e + 4);
                 if (sz < 12 || sz > end - e || po < 12 || po > sz)
                     return HVU_SIM_R_RNDIS_PPI;
+                if (t == 6)                                  /* 802.1Q info: Python tags the frame */
+                    return HVU_SIM_R_VLAN;
                 if (t == 0 || t == 2) {
                     int *h = t == 0 ? &has_c : &has_l;
                     if (sz - po < 4 || *h)

@@ -42,7 +42,7 @@ def test_vnet_header_prepended() -> None:
 
 
 def test_valid_pktinfo_is_skipped_and_frame_delivered(host: FakeHost) -> None:
-    ppi = pktinfo(6, struct.pack("<I", 0x123)) + pktinfo(0, struct.pack("<I", 0))   # VLAN, checksum
+    ppi = pktinfo(8, struct.pack("<I", 0x123)) + pktinfo(0, struct.pack("<I", 0))   # hash, checksum
     host.send_xfer([host.place(0, rndis_packet(frame(80), ppi=ppi))], trans_id=3)
     host.dp.rx()
     assert host.tap_frames() == [frame(80)]

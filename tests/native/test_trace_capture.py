@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ from hvuio.native.datapath import Status
 from hvuio.native.trace import BLOCK_OVERHEAD, IF_CONTROL, IF_FRAMES, INBOUND, OUTBOUND, TraceSink
 from hvuio.trace.pcapng import Record, file_header, read_trace
 from hvuio.trace.writer import Trace
-from support.fakehost import FakeHost, frame
+from support.fakehost import FakeHost, frame, rndis_packet
 
 
 @pytest.fixture
@@ -64,6 +65,28 @@ def test_the_vnet_header_is_not_part_of_the_recorded_frame(trace: Trace) -> None
         h.close()
     assert written[0][12:] == frame(120, 6)  # the tap got the vnet header, the trace the frame only
     assert [r.data for r in _records(trace)] == [frame(100, 5), frame(120, 6)]
+
+
+def test_tagged_frames_are_recorded_as_the_tap_sees_them(trace: Trace) -> None:
+    # 802.1Q out of band: the tag travels as per-packet info on VMBus; the trace shows it in the
+    # frame both ways, as written to and read from the tap.
+    tci = 3 << 13 | 42
+    info = 3 | 42 << 4  # NDIS_NET_BUFFER_LIST_8021Q_INFO: priority bits 0-2, VLAN id from bit 4
+    ppi = struct.pack("<III", 16, 6, 12) + struct.pack("<I", info)  # type 6: IEEE 802.1Q info
+    out_f, in_f = frame(100, 7), frame(140, 8)
+    out_tagged = out_f[:12] + struct.pack("!HH", 0x8100, tci) + out_f[12:]
+    in_tagged = in_f[:12] + struct.pack("!HH", 0x8100, tci) + in_f[12:]
+    h = FakeHost()
+    try:
+        h.dp.set_trace(trace.sink)
+        h.tap_host.send(out_tagged)
+        h.dp.tx()
+        h.send_xfer([h.place(0, rndis_packet(in_f, ppi=ppi))], trans_id=2)
+        h.dp.rx()
+        assert h.tap_frames() == [in_tagged]
+    finally:
+        h.close()
+    assert [(r.direction, r.data) for r in _records(trace)] == [(OUTBOUND, out_tagged), (INBOUND, in_tagged)]
 
 
 def test_the_cap_is_never_passed_and_what_it_kept_out_is_counted(tmp_path: pathlib.Path) -> None:

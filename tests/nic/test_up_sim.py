@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hvuio.device.bind import bind_device
+from hvuio.linkwatch import LINKCHANGE_INT
 from hvuio.nic import Nic
 from hvuio.errors import HostRefusedError, SysfsError
 from hvuio.proto import limits
@@ -112,7 +113,7 @@ def test_host_refusing_every_version_is_one_sentence_and_a_hint(
     code, out, err = run_cli(capsys, "--sysroot", str(sim.sysroot), "up", sim.nics[0].guid, "--once",
                              "--max-nvsp", "6")
     assert code == HostRefusedError.exit_code
-    lines = err.strip().splitlines()
+    lines = [line for line in err.splitlines() if line.startswith(("Error: ", "Hint: "))]  # not the host's log
     assert lines[0].startswith("Error: NVSP INIT: the host refused every version offered (0x60000, 0x50000")
     assert lines[1].startswith("Hint: ") and "--max-nvsp" in lines[1]
     assert "Traceback" not in err
@@ -136,7 +137,7 @@ def test_device_not_bound_to_uio(tmp_path: Path, capsys: pytest.CaptureFixture[s
         code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.guid, "--once")
         assert code == 8
         assert err.startswith(f"Error: {dev.guid} is not bound to uio_hv_generic (driver: hv_netvsc)")
-        assert f"Hint: Run 'hvuio bind {dev.guid}' first." in err
+        assert f"Hint: Run 'hvuio --sysroot {env.sysroot} bind {dev.guid}' first." in err
         # an interface name resolves to the same device
         assert dev.ifname is not None
         code, out, err = run_cli(capsys, "--sysroot", str(env.sysroot), "up", dev.ifname, "--once")
@@ -175,6 +176,50 @@ def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
         assert nic.counters["link_changes"] == 2
 
 
+class StepClock:
+    """The Nic's clock, moved by the test (the 2 s reconnect is reached without sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_network_change_drops_the_carrier_and_restores_it_later(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    seen: list[bool] = []
+    clock = StepClock()
+    with Nic(sim.sysroot, dev.guid, clock=clock) as nic:
+        nic.on_link = seen.append
+        info = nic.open()
+        sim.host.indicate(dev, "network_change")
+        assert poll_until(nic, lambda: nic.counters["network_changes"] == 1)
+        # the bring-up query set the carrier on; the host's link itself did not change
+        assert seen == [True, False] and info.link_up is True
+        nic.poll(0)
+        assert seen == [True, False]                          # not before LINKCHANGE_INT
+        clock.offset += LINKCHANGE_INT
+        nic.tick()
+        assert seen == [True, False, True]
+        assert nic.counters["link_changes"] == 0 and nic.counters["peer_notifications"] == 0
+
+
+def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    notified: list[int] = []
+    seen: list[bool] = []
+    with Nic(sim.sysroot, dev.guid) as nic:
+        nic.on_link = seen.append
+        nic.on_notify_peers = lambda: notified.append(1)
+        nic.open()
+        sim.host.indicate(dev, "media_connect")
+        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 1)
+        assert notified == [1] and seen == [True]             # the carrier is left as bring-up set it
+        sim.host.indicate(dev, "media_connect")
+        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 2)
+
+
 def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     infos = []
@@ -192,6 +237,19 @@ def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
     assert infos[0] == infos[1] == infos[2] == infos[3] == infos[4]
     assert sim.host.counters(dev).opens == 5
     assert sim.host.fault(dev) is None
+
+
+def test_close_sets_the_packet_filter_to_0_then_halts(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    nic = Nic(sim.sysroot, dev.guid)
+    nic.open()
+    assert sim.host.rndis_control(dev) == ["packet_filter 0xd"]
+    nic.close()
+    assert host_saw_close(sim, dev.guid)
+    # the host recorded the teardown in Linux's order: filter 0 answered, then the halt
+    assert sim.host.rndis_control(dev) == ["packet_filter 0xd", "packet_filter 0x0", "halt"]
+    assert sim.host.status()[dev.guid]["rndis_control"][-2:] == ["packet_filter 0x0", "halt"]
+    assert sim.host.fault(dev) is None and nic.counters["requests_failed"] == 0
 
 
 def test_control_sends_use_reserved_sections_only(sim: SimEnvironment) -> None:

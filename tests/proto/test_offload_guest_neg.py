@@ -80,8 +80,10 @@ def test_full_host_enables_everything_both_want() -> None:
     assert len(p) == NOFF["NDIS_OFFLOAD_PARAMS_SIZE"]
     assert struct.unpack_from("<BBH", p) == (C["ndis_objtype"]["NDIS_OBJTYPE_DEFAULT"],
                                              NOFF["NDIS_OFFLOAD_PARAMS_REV_3"], NOFF["NDIS_OFFLOAD_PARAMS_SIZE"])
-    for name in ("ndis_ip4csum", "ndis_tcp4csum", "ndis_udp4csum", "ndis_tcp6csum", "ndis_udp6csum"):
+    for name in ("ndis_tcp4csum", "ndis_udp4csum", "ndis_tcp6csum", "ndis_udp6csum"):
         assert pv(p, name) == NOFF["NDIS_OFFLOAD_PARAM_TXRX"], name
+    # the host offers the IPv4 header checksum (FULL has CAP_IP4 both ways): set off, as Linux
+    assert pv(p, "ndis_ip4csum") == NOFF["NDIS_OFFLOAD_PARAM_OFF"]
     for name in ("ndis_lsov2_ip4", "ndis_lsov2_ip6"):
         assert pv(p, name) == NOFF["NDIS_OFFLOAD_LSOV2_ON"], name
     for name in ("ndis_rsc_ip4", "ndis_rsc_ip6"):
@@ -90,7 +92,7 @@ def test_full_host_enables_everything_both_want() -> None:
     assert conf.lso_max_size == 60000                  # the smaller of the two families
     assert isinstance(events[-1], RndisConfigured)
     enabled = offloads_enabled(conf)
-    assert enabled == {"ip4_csum": True, "tx_csum_tcp4": True, "tx_csum_udp4": True, "tx_csum_tcp6": True,
+    assert enabled == {"ip4_csum": False, "tx_csum_tcp4": True, "tx_csum_udp4": True, "tx_csum_tcp6": True,
                        "tx_csum_udp6": True, "rx_csum": True, "lso4": True, "lso6": True,
                        "lso_max_size": 60000, "rsc": True}
     dpo = datapath_offloads(conf)
@@ -111,7 +113,7 @@ def test_host_without_offloads_sets_everything_off() -> None:
 
 @pytest.mark.parametrize("change, expect_off", [
     # TCP4 needs TCP and TCP options in the transmit caps; LSO4 follows it
-    (dict(ip4_tx=CAPS["NDIS_TXCSUM_CAP_TCP4"]), {"ndis_tcp4csum", "ndis_udp4csum", "ndis_lsov2_ip4", "ndis_ip4csum"}),
+    (dict(ip4_tx=CAPS["NDIS_TXCSUM_CAP_TCP4"]), {"ndis_tcp4csum", "ndis_udp4csum", "ndis_lsov2_ip4"}),
     # LSO4 needs 802.3 encapsulation
     (dict(lso4_encap=CAPS["NDIS_OFFLOAD_ENCAP_NULL"]), {"ndis_lsov2_ip4"}),
     # LSO6 needs the IPv6 extension + TCP option bits
@@ -128,7 +130,7 @@ def test_each_rule_of_the_linux_mapping(change: dict[str, int], expect_off: set[
     names = ("ndis_ip4csum", "ndis_tcp4csum", "ndis_udp4csum", "ndis_tcp6csum", "ndis_udp6csum",
              "ndis_lsov2_ip4", "ndis_lsov2_ip6", "ndis_rsc_ip4", "ndis_rsc_ip6")
     got_off = {n for n in names if pv(p, n) == NOFF["NDIS_OFFLOAD_PARAM_OFF"]}
-    assert got_off == expect_off
+    assert got_off == expect_off | {"ndis_ip4csum"}    # the IPv4 header checksum is always off
 
 
 def test_ndis_61_no_udp_no_rsc_short_params() -> None:

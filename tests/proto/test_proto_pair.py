@@ -20,7 +20,7 @@ import pytest
 from hvuio.proto.events import (
     BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
     RecvBufReady, RequestFailed, RndisConfigured, RndisReady, RssCaps, RssConfigured, Send, SendBufReady,
-    SendTableFixed, StatusIndication, SubchannelsGranted, SubchannelsRefused,
+    SendTableFixed, SetComplete, StatusIndication, SubchannelsGranted, SubchannelsRefused,
 )
 from hvuio.proto import rss
 from hvuio.wire import rndis as wr
@@ -29,6 +29,7 @@ from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.rndis import RndisGuest
 from hvuio.proto.states import NvspState, RndisState
 from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
 
 from support.golden import GOLDEN
 
@@ -194,6 +195,27 @@ def test_subchannels_link_changes_and_teardown() -> None:
                                                       sim_events.BufferRevoked("send")]
     assert pair.guest_of(BuffersRevoked) == [BuffersRevoked(True, True)]
     assert pair.host.rejections == []
+
+
+def test_teardown_sets_the_packet_filter_to_0_before_the_halt() -> None:
+    # Linux: rndis_filter_close_device (filter 0) before rndis_filter_device_remove (halt)
+    pair = GuestHostPair()
+    pair.bring_up()
+    effects = pair.guest.close_filter()
+    assert pair.guest.filter_closing and any(isinstance(e, Send) for e in effects)
+    pair.do(effects)                       # written, answered and fed back in one go
+    assert not pair.guest.filter_closing
+    assert pair.guest_events[-1] == SetComplete(oid=wr.Oid.GEN_CURRENT_PACKET_FILTER)
+    pair.do(pair.guest.halt())
+    pair.do(pair.guest.stop())
+    order = [e for e in pair.host_events if isinstance(e, (sim_events.PacketFilterSet, sim_events.RndisHalted))]
+    assert order == [sim_events.PacketFilterSet(0x0D), sim_events.PacketFilterSet(0), sim_events.RndisHalted()]
+    assert pair.host.rejections == []
+
+
+def test_close_filter_is_nothing_before_rndis_is_ready() -> None:
+    pair = GuestHostPair()
+    assert pair.guest.close_filter() == [] and not pair.guest.filter_closing
 
 
 @pytest.mark.parametrize("wanted,host_subchannels,asked", [

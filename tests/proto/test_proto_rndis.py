@@ -108,6 +108,29 @@ def test_bring_up_sequence_ndis_630() -> None:
         | pf["NDIS_PACKET_TYPE_BROADCAST"])
 
 
+NVS = C["linux:nvsp_protocol_version"]
+
+
+@pytest.mark.parametrize("nvsp, ndis, rev, objsize", [
+    (NVS["NVSP_PROTOCOL_VERSION_2"], NDIS["NDIS_VERSION_6_1"], NOFF["NDIS_OFFLOAD_REV_1"], NOFF["NDIS_OFFLOAD_SIZE_6_0"]),
+    (NVS["NVSP_PROTOCOL_VERSION_4"], NDIS["NDIS_VERSION_6_1"], NOFF["NDIS_OFFLOAD_REV_2"], NOFF["NDIS_OFFLOAD_SIZE_6_1"]),
+    (NVS["NVSP_PROTOCOL_VERSION_5"], NDIS["NDIS_VERSION_6_30"], NOFF["NDIS_OFFLOAD_REV_3"], NOFF["NDIS_OFFLOAD_SIZE"]),
+    (NVS["NVSP_PROTOCOL_VERSION_61"], NDIS["NDIS_VERSION_6_30"], NOFF["NDIS_OFFLOAD_REV_3"], NOFF["NDIS_OFFLOAD_SIZE"]),
+])
+def test_caps_query_header_follows_the_nvsp_version(nvsp: int, ndis: int, rev: int, objsize: int) -> None:
+    # Linux rndis_filter_query_device: revision 1 / NDIS 6.0 size below NVSP 4, 2 / 6.1 on 4, 3 / full from 5
+    m, host, events = up(ndis, nvsp_version=nvsp)
+    hw = next(info for _, oid, info in host.seen if oid == OID["OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"])
+    assert struct.unpack_from("<BBH", hw) == (C["ndis_objtype"]["NDIS_OBJTYPE_OFFLOAD"], rev, objsize)
+    assert len(hw) == objsize
+    assert events[-1] == RndisConfigured()
+
+
+def test_unknown_nvsp_version_is_refused() -> None:
+    with pytest.raises(LocalProtocolError, match="NVSP version 0x50001"):
+        RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"], nvsp_version=0x50001)
+
+
 def test_request_layout_info_offset() -> None:
     m = RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"])
     [init] = m.start()

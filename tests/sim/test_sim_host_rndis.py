@@ -7,13 +7,13 @@ import struct
 import pytest
 
 from hvuio.sim.host.events import (
-    LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized,
+    LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized, StatusIndicated,
 )
 from hvuio.sim.host.profile import HostProfile, OffloadCaps
 from hvuio.sim.host.rss import status as rss_status
 from support.golden import GOLDEN, size
 from support.simhost import (
-    FRAME, MSG, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
+    FRAME, MSG, NVS_V2, NVS_V4, NVS_V5, OID, RST, Env, c, completions, r_init, r_keepalive_cmplt,
     r_query, r_set, r_simple, rss_params, set_status,
 )
 
@@ -130,6 +130,21 @@ def test_offload_caps_follow_the_profile() -> None:
     assert not tx4 & c("ndis_offload_caps", "NDIS_TXCSUM_CAP_TCP4")
     lsov2 = GOLDEN["structs"]["ndis_offload"]["fields"][4]
     assert lsov2["name"] == "ndis_lsov2" and struct.unpack_from("<I", caps, lsov2["offset"] + 4)[0] == 0
+
+
+@pytest.mark.parametrize("nvsp, rev, objsize", [
+    (NVS_V2, 1, "NDIS_OFFLOAD_SIZE_6_0"), (NVS_V4, 2, "NDIS_OFFLOAD_SIZE_6_1"), (NVS_V5, 3, "NDIS_OFFLOAD_SIZE"),
+])
+def test_caps_query_with_each_linux_header_is_answered(nvsp: int, rev: int, objsize: str) -> None:
+    # Linux's query input per NVSP version (rndis_filter_query_device); the host answers its caps
+    env = Env()
+    env.bring_up(nvsp)
+    n = c("ndis_offload", objsize)
+    hdr = struct.pack("<BBH", c("ndis_objtype", "NDIS_OBJTYPE_OFFLOAD"), rev, n) + bytes(n - 4)
+    msg = one_reply(env, r_query(60, c(OID, "OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"), hdr))
+    status, ilen = struct.unpack_from("<II", msg, 12)
+    assert status == c(RST, "RNDIS_STATUS_SUCCESS") and ilen == c("ndis_offload", "NDIS_OFFLOAD_SIZE")
+    assert not env.host.rejections
 
 
 def test_unknown_oid_is_not_supported() -> None:
@@ -300,6 +315,23 @@ def test_link_down_and_up_are_indicated_once() -> None:
     assert struct.unpack("<I", info)[0] == c("ndis_media_state", "NDIS_MEDIA_STATE_DISCONNECTED")
     up = env.host.set_link(True)
     assert status_of(env, up) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+
+
+def test_scripted_network_change_and_repeated_media_connect() -> None:
+    env = Env()
+    assert env.host.indicate("network_change").packets == ()     # RNDIS not up yet: nothing
+    env.bring_up()
+    step = env.host.indicate("network_change")
+    assert status_of(env, step) == [c(RST, "RNDIS_STATUS_NETWORK_CHANGE")]
+    assert StatusIndicated(c(RST, "RNDIS_STATUS_NETWORK_CHANGE")) in step.events
+    env.ack_all(step)
+    step = env.host.indicate("media_connect")                     # a repeat while the link is up
+    assert status_of(env, step) == [c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+    env.ack_all(step)
+    env.ack_all(env.host.set_link(False))
+    assert env.host.indicate("media_connect").packets == ()       # while down a connect is a link change
+    with pytest.raises(KeyError):
+        env.host.indicate("reset")
 
 
 def test_link_down_before_init_is_reported_by_the_query_not_indicated() -> None:

@@ -137,8 +137,9 @@ def test_pcap_network_segments_gso_frames_in_software(tmp_path: Path) -> None:
 
 def test_ppi_rules() -> None:
     vlan = struct.pack("<IIII", 16, c("ndis_pktinfo_type", "NDIS_PKTINFO_TYPE_VLAN"), 12, 5)
-    msg = vlan + ppi(PPI_CSUM, 7) + ppi(PPI_LSO, 9)
-    assert ho.parse_tx_ppis(msg, 0, len(msg)) == ho.TxInfo(7, 9)  # the VLAN entry is skipped
+    hashval = struct.pack("<IIII", 16, c("ndis_pktinfo_type", "NDIS_PKTINFO_TYPE_HASHVAL"), 12, 3)
+    msg = vlan + hashval + ppi(PPI_CSUM, 7) + ppi(PPI_LSO, 9)
+    assert ho.parse_tx_ppis(msg, 0, len(msg)) == ho.TxInfo(7, 9, 5)  # the hash entry is skipped
     short = struct.pack("<III", 12, PPI_CSUM, 12)  # no data
     with pytest.raises(HostWireError, match="4 data bytes"):
         ho.parse_tx_ppis(short, 0, 12)

@@ -33,6 +33,7 @@ from support.sim_offload import (
 )
 
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host import vlan
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.receive import openvmm_rsc
 from hvuio.sim.vsp import fastpath
@@ -63,7 +64,7 @@ class Rig:
 
 
 def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, off_rx: int = 0,
-             rx_layout: str = "openvmm") -> Iterator[Rig]:
+             rx_layout: str = "openvmm", vlan_oob: bool = False) -> Iterator[Rig]:
     mem = bytearray(2 * RING)
     for off in (0, RING):
         struct.pack_into("<I", mem, off + 64, 1)
@@ -75,7 +76,7 @@ def make_rig(*, sections: int = 96, tap_gso: bool = True, off_tx: int = TX_ALL, 
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     cfg = PumpConfig(ring_size=RING, header_size=HDR, recv_section=SEC, recv_count=sections, send_section=SEND_SEC,
                      max_frame=1514, nvsp_pad=PAD, tap_fd=tap.fileno(), rx_batch=8, vnet_hdr=True, tap_gso=tap_gso,
-                     offloads=lambda: (off_tx, off_rx), rx_layout=rx_layout)  # type: ignore[arg-type]
+                     vlan_oob=vlan_oob, offloads=lambda: (off_tx, off_rx), rx_layout=rx_layout)  # type: ignore[arg-type]
     pump = HostPump(cfg, mem, recv, send)
     pump.add_sections(range(sections))
     pump.rx_enabled = True
@@ -275,3 +276,59 @@ def test_malformed_gso_is_dropped_and_counted(rig: Rig) -> None:
     net_send(rig, tcp4(payload(10)), ho.Vnet(ho.VNET_F_NEEDS_CSUM, 0, 0, 0, 90, 16))  # csum_start past the end
     rig.pump.run()
     assert delivered(rig) == [] and rig.pump.counters()["rx_dropped_bad_gso"] == 2
+
+
+# --- 802.1Q out of band (HostProfile.vlan_oob; the Python host's rules: test_sim_vlan.py) ----------------
+
+PPI_VLAN = 6     # golden linux:ndis_per_pkt_info_type IEEE_8021Q_INFO
+
+
+def test_a_send_with_vlan_info_is_handed_to_python_unread(rig: Rig) -> None:
+    guest_send(rig, _packet(tcp4(payload(100))), 7)
+    rig.pump.run()
+    assert len(tap_out(rig)) == 1
+    msg = ho.rndis_packet_ppi(tcp4(payload(100)), ppi(PPI_VLAN, 5 << 4))
+    guest_send(rig, msg, 8)
+    read_before = struct.unpack_from("<I", rig.mem, 4)[0]
+    assert rig.pump.run() == PumpResult.CONTROL and rig.pump.reason == Reason.VLAN
+    assert struct.unpack_from("<I", rig.mem, 4)[0] == read_before and tap_out(rig) == []
+
+
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+@pytest.mark.parametrize("oob", [True, False])
+def test_tagged_network_frames_with_and_without_vlan_oob(oob: bool, layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS, vlan_oob=oob, rx_layout=layout):
+        plain = tcp4(payload(300))
+        tci = 3 << 13 | 1 << 12 | 42
+        tagged = plain[:12] + struct.pack("!HH", 0x8100, tci) + plain[12:]
+        net_send(rig, tagged)
+        net_send(rig, plain)
+        rig.pump.run()
+        (p1, d1), (p2, d2) = (split(m) for m in delivered(rig))
+        if oob:
+            assert d1 == plain and p1 == {PPI_CSUM: RX_TCP_OK | RX_IP_OK, PPI_VLAN: vlan.info_of_tci(tci)}
+            assert list(p1) == [PPI_CSUM, PPI_VLAN]  # the 802.1Q info after the checksum info
+        else:
+            assert d1 == tagged and PPI_VLAN not in p1
+        assert d2 == plain and p2 == {PPI_CSUM: RX_TCP_OK | RX_IP_OK}
+        assert rig.pump.counters()["rx_vlan"] == (1 if oob else 0)
+
+
+@pytest.mark.parametrize("layout", ["openvmm", "compact"])
+def test_tagged_gso_becomes_rsc_fragments_like_the_python_host(layout: str) -> None:
+    for rig in make_rig(off_rx=RX_MARKS | ho.OFF_RSC4 | ho.OFF_RSC6, vlan_oob=True, rx_layout=layout):
+        data = payload(20000)
+        gso = gso_from_net(data, 1448)
+        tagged = vlan.insert(gso, 9 << 4 | 5)
+        assert isinstance(tagged, ho.GsoFrame)
+        net_send(rig, bytes(tagged), tagged.vnet)
+        rig.pump.run()
+        msgs = delivered(rig)
+        whole = ho.fixup_rsc(bytes(gso))
+        marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
+        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
+        if layout == "openvmm":
+            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))]
+        else:
+            assert msgs == ho.rsc_fragments(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))
+        assert list(split(msgs[0])[0]) == [PPI_CSUM, PPI_VLAN, PPI_ID]

@@ -479,9 +479,11 @@ def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeN
             table = [rnd.randrange(4) for _ in range(128)]
             assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
                                rss_params(tuple(table), key=key)) == c(RST, "RNDIS_STATUS_SUCCESS")
-            assert env.host.status()[nic.guid]["rss"] == {
+            shown = env.host.status()[nic.guid]["rss"]
+            assert {k: shown[k] for k in ("enabled", "hash_types", "table_size", "queues")} == {
                 "enabled": True, "hash_types": ["IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"], "table_size": 128,
                 "queues": 4}
+            assert shown["key"] == key.hex() and shown["table"] == table
             frames = frames_of_flows(rnd, 40)
             g.frames.clear()
             net.inject(*frames)

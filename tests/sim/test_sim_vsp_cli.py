@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hvuio.errors import UsageError
-from hvuio.proto.events import LinkStatus
+from hvuio.proto.events import LinkStatus, NetworkChange
 from hvuio.sim.net import PcapSource
 from hvuio.sim.vsp.control import ControlServer, request
 from hvuio.sim.vsp.host import SimEnvironment
@@ -50,6 +50,10 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         tid = g.send_frame(frame)
         g.pump(lambda: tid in g.tx_done, "the send completion")
 
+        changed = hvuio("--sysroot", str(daemon), "sim", "indicate", "hveth0", "network-change")
+        assert changed.returncode == 0 and "indicated network-change" in changed.stdout, changed.stderr
+        g.pump(lambda: g.events[-1] == NetworkChange(), "the network-change indication")
+
         linked = hvuio("--sysroot", str(daemon), "sim", "link", "hveth0", "down")
         assert linked.returncode == 0, linked.stderr
         g.pump(lambda: g.events[-1] == LinkStatus(False), "the link-down indication")
@@ -77,6 +81,8 @@ def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no simulated device 'nosuchnic'" in bad.stderr
     none = hvuio("--sysroot", str(tmp_path / "elsewhere"), "sim", "status")
     assert none.returncode == 2 and "no emulated host answers" in none.stderr
+    both = hvuio("--sysroot", str(tmp_path / "other"), "sim", "start", "--no-host", "--vlan-oob")
+    assert both.returncode == 2 and "--vlan-oob is a host option" in both.stderr
 
 
 def test_cli_rx_layout_reaches_the_host(tmp_path: Path) -> None:
@@ -107,6 +113,12 @@ def test_control_requests_in_process(tmp_path: Path) -> None:
             assert server.handle({"cmd": "link", "device": "hveth0"})["error"] == \
                 "control command 'link' needs 'up': true or false"
             assert "unknown control command 'reboot'" in server.handle({"cmd": "reboot", "device": "hveth0"})["error"]
+            assert server.handle({"cmd": "indicate", "device": "hveth0"})["error"] == \
+                "control command 'indicate' needs a 'status' string"
+            closed = server.handle({"cmd": "indicate", "device": "hveth0", "status": "network_change"})
+            assert "is not open" in closed["error"]
+            unknown = server.handle({"cmd": "indicate", "device": "hveth0", "status": "reset"})
+            assert "'reset' is not one the host sends" in unknown["error"] and "network_change" in unknown["hint"]
             assert request(tmp_path, {"cmd": "link", "device": "hveth0", "up": False}) == {"ok": True}
             assert env.host.status()[env.nics[0].guid]["link_up"] is False
             with pytest.raises(UsageError, match="no simulated device"):

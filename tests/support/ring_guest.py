@@ -7,7 +7,9 @@ send-buffer sections the guest picked, data frames go into the data sections, tr
 packets are parsed out of the receive buffer and acked, the host is signalled through the monitor
 page (atomic OR, libatomic) or write(1) for non-monitored channels. `RingGuest.pump` waits in
 bounded polls that fail with a message (WAIT seconds by default, from support.waiting). Used by
-the emulator's tests (tests/sim/test_sim_vsp.py, test_sim_vsp_cli.py, test_sim_offload_netns.py).
+the emulator's tests (tests/sim/test_sim_vsp.py, test_sim_vsp_cli.py, test_sim_offload_netns.py,
+test_sim_lifecycle.py: `sriov=True` offers SR-IOV, `switch_datapath` and `inband` play and watch
+the VF handshake the engine does not make).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hvuio.device.uio import UioHandle
 from hvuio.native.ring import Direction, Ring
 from hvuio.proto.events import Inbound, InboundKind, RndisConfigured, Send
 from hvuio.proto.netvsc import Effect, NetvscGuest
-from hvuio.proto.nvsp import BufferGrant
+from hvuio.proto.nvsp import BufferGrant, default_ndis_capabilities
 from hvuio.wire import nvsp as wn
 from support.waiting import WAIT
 
@@ -36,6 +38,7 @@ INBAND, XFER, COMP = 0x6, 0x7, 0xB
 SET_CMPLT = 0x80000005  # RNDIS_SET_CMPLT
 RC = 1
 RNDIS_PACKET = struct.Struct("<11I")  # RNDIS_PACKET_MSG head, 44 bytes
+SWITCH_TID = 0x5D << 48  # trans_ids of our switch_datapath requests
 
 
 def _atomic_or() -> Callable[[int, int, int], int]:
@@ -53,7 +56,7 @@ def eth_frame(payload: bytes, src: bytes = b"\x02\x00\x00\x00\x00\x01") -> bytes
 class RingGuest:
     """A minimal guest engine for one NIC (see module docstring)."""
 
-    def __init__(self, sysroot: Path, name: str = "hveth0") -> None:
+    def __init__(self, sysroot: Path, name: str = "hveth0", *, sriov: bool = False) -> None:
         bind_device(sysroot, name)
         self.device = resolve_device(sysroot, name)
         self.h = UioHandle.open(self.device)
@@ -68,6 +71,10 @@ class RingGuest:
         self.recv_buf, self.send_buf = self.h.recv_buffer, self.h.send_buffer
         self.guest = NetvscGuest(recv_buf=BufferGrant(self.h.recv_gpadl, len(self.recv_buf)),
                                  send_buf=BufferGrant(self.h.send_gpadl, len(self.send_buf)))
+        if sriov:  # hvuio's engine never offers SR-IOV (it has no VF data path); the VF tests need it
+            self.guest.nvsp._capabilities = lambda v: default_ndis_capabilities(v) | wn.NdisConfigCap.SRIOV
+        self.inband: list[tuple[int, int, bytes]] = []  # every host in-band packet: trans_id, flags, payload
+        self.switch_done: dict[int, bytes | None] = {}  # switch_datapath trans_ids -> completion payload
         self.section_size = 0
         self.free: deque[int] = deque()  # data sections (the guest keeps the control ones)
         self.in_use: dict[int, int] = {}
@@ -136,6 +143,9 @@ class RingGuest:
 
     def _handle(self, pkt: Any) -> None:
         if pkt.type == COMP:
+            if pkt.trans_id in self.switch_done:
+                self.switch_done[pkt.trans_id] = bytes(pkt.payload)
+                return
             if pkt.trans_id in self.tx_done or pkt.trans_id > 1 << 40:
                 (mtype, status) = struct.unpack_from("<II", pkt.payload)
                 assert mtype == wn.NvspType.SEND_RNDIS_PACKET_COMPLETE
@@ -146,6 +156,7 @@ class RingGuest:
                 return
             self._feed(Inbound(InboundKind.COMPLETION, pkt.trans_id, bytes(pkt.payload)))
         elif pkt.type == INBAND:
+            self.inband.append((pkt.trans_id, pkt.flags, bytes(pkt.payload)))
             self._feed(Inbound(InboundKind.INBAND, pkt.trans_id, bytes(pkt.payload)))
         else:
             assert pkt.type == XFER
@@ -165,6 +176,17 @@ class RingGuest:
                 else:
                     self._feed(Inbound(InboundKind.RNDIS, pkt.trans_id, msg))
             self.send_packet(COMP, wn.receive_ack(), pkt.trans_id, 0)
+
+    def switch_datapath(self, vf: bool) -> bytes:
+        """NVSP 4 SWITCH_DATA_PATH as Linux sends it (in-band, completion requested, 40 bytes) — the
+        guest engine has no VF path and never sends it; the completion's payload once it came."""
+        tid = SWITCH_TID + len(self.switch_done)  # apart from the engine's ids and our data sends'
+        self.switch_done[tid] = None
+        self.send_packet(INBAND, struct.pack("<II", wn.NvspType.SWITCH_DATA_PATH, int(vf)).ljust(40, b"\0"), tid, RC)
+        self.pump(lambda: self.switch_done[tid] is not None, "the switch-data-path completion")
+        done = self.switch_done[tid]
+        assert done is not None
+        return done
 
     def rndis_set(self, oid: int, info: bytes) -> int:
         """An RNDIS SET the guest engine does not make (OID_GEN_RECEIVE_SCALE_PARAMETERS...), sent

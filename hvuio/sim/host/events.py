@@ -3,7 +3,7 @@
 What lives here: the frozen event dataclasses HostNvsp and HostRndis return next to the packets
 they produce (`NvspNegotiated`, `ReceiveBufferConnected`, `SendBufferConnected`, `BufferRevoked`,
 `SubchannelsOffered`, `FrameFromGuest`, `RndisInitialized`, `RndisHalted`, `PacketFilterSet`,
-`LinkIndicated`; `HostEvent` is their union), `Rejection` (something the guest
+`LinkIndicated`, `DataPathSwitched`, `StatusIndicated`; `HostEvent` is their union), `Rejection` (something the guest
 sent that a real host would not accept as is, and what the host did: `Action`), `ChannelFault`
 (the host stopped servicing the channel), `HostFault` / `fault()` (raised inside the machines
 where a real host would stop the channel) and `RejectionLog`, which keeps every Rejection and
@@ -104,10 +104,25 @@ class LinkIndicated:
     up: bool
 
 
+@dataclass(frozen=True, slots=True)
+class DataPathSwitched:
+    """Frames from the network for this NIC now go over its VF (`to_vf`) or the synthetic rings."""
+
+    to_vf: bool
+    by: Literal["guest", "host"]  # the guest's SWITCH_DATA_PATH, or the host's (VF removal)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusIndicated:
+    """A scripted indication other than a link change was sent (HostRndis.indicate)."""
+
+    status: int
+
+
 HostEvent = (
     Rejection | ChannelFault | NvspNegotiated | ReceiveBufferConnected | SendBufferConnected
-    | BufferRevoked | SubchannelsOffered | FrameFromGuest | RndisInitialized | RndisHalted
-    | PacketFilterSet | LinkIndicated
+    | BufferRevoked | SubchannelsOffered | FrameFromGuest | RndisInitialized | RndisHalted | StatusIndicated
+    | PacketFilterSet | LinkIndicated | DataPathSwitched
 )
 
 

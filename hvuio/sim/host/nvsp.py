@@ -6,7 +6,7 @@ What lives here: `HostNvsp`, which takes guest packets already copied out of a r
 `SubchannelsOffered`, `Rejection`, `ChannelFault`, ... from events.py). Its control plane is
 here: dispatch and checks of every packet, INIT, NDIS config and version, the buffer connects,
 subchannels, revokes, replies and completions, RNDIS control messages handed to HostRndis, the
-send indirection table, faults. The data plane it drives lives beside it: the guest's RNDIS sends
+send indirection table, faults (the VF state and its messages: vf.py). The data plane it drives lives beside it: the guest's RNDIS sends
 are read and split by send.py (`SendBuffer`); frames are delivered with `deliver(frame)` /
 `deliver_batch(frames)` through receive.py (`ReceiveBuffer`: sections, transfer-page packets,
 optionally corrupted on purpose with `inject`, for the guest's VMBUS.md §4 checks). Memory is reached
@@ -68,10 +68,11 @@ from hvuio.sim.host.events import (
     BufferRevoked, ChannelFault, FrameFromGuest, HostEvent, HostFault, NvspNegotiated, ReceiveBufferConnected,
     Rejection, RejectionLog, RndisInitialized, SendBufferConnected, SubchannelsOffered, fault,
 )
-from hvuio.sim.host.receive import VF_ASSOCIATION_TID, ReceiveBuffer, RxFault, WriteRecvBuffer
+from hvuio.sim.host.receive import ReceiveBuffer, RxFault, WriteRecvBuffer
 from hvuio.sim.host.rndis import HostRndis
 from hvuio.sim.host.rss import RssState
 from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
+from hvuio.sim.host.vf import HOST_TIDS, GuestVf
 from hvuio.sim.host.wire import GuestPacket, HostPacket, parse_guest_packet
 
 __all__ = [
@@ -128,10 +129,12 @@ class HostNvsp:
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
-            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop"), 0)
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan"), 0)
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
+        self._rx.vlan_oob = profile.vlan_oob
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
+        self.vf = GuestVf(profile.vf_serial, self.log)  # accelerated networking (vf.py)
 
     @property
     def rejections(self) -> list[Rejection]:
@@ -255,6 +258,18 @@ class HostNvsp:
             self._send_control(m, out)
         return out.step()
 
+    def indicate(self, kind: str) -> Step:
+        """A scripted RNDIS indication (HostRndis.indicate: "network_change", "media_connect") once
+        RNDIS is up; nothing before."""
+        out = _Out()
+        if self.rndis is None:
+            return out.step()
+        msgs, events = self.rndis.indicate(kind)
+        out.events.extend(events)
+        for m in msgs:
+            self._send_control(m, out)
+        return out.step()
+
     def tick(self, now: float) -> Step:
         """Time input (seconds, any monotonic origin): delayed link indications, host keep-alives."""
         out = _Out()
@@ -263,6 +278,23 @@ class HostNvsp:
             out.events.extend(events)
             for m in msgs:
                 self._send_control(m, out)
+        return out.step()
+
+    def vf_add(self, serial: int) -> Step:
+        """The host got a VF for this NIC: an association once the guest may hear of it (vf.py)."""
+        out = _Out()
+        self.vf.add(serial, self._pad, out)
+        return self._host_step(out)
+
+    def vf_remove(self) -> Step:
+        """The host lost the NIC's VF: switched back to synthetic (told), then allocated 0 (vf.py)."""
+        out = _Out()
+        self.vf.remove(self._pad, out)
+        return self._host_step(out)
+
+    def _host_step(self, out: _Out) -> Step:
+        if self.state == "stopped":  # a revoked channel hears nothing more
+            out.packets.clear()
         return out.step()
 
     def channels_opened(self, opened: int) -> Step:
@@ -344,6 +376,7 @@ class HostNvsp:
                     mtype, "mtu", mtu, "substituted")))
                 mtu = self.profile.mtu_default
             self.ndis_mtu, self.ndis_caps = mtu, caps_lo | caps_hi << 32
+            self.vf.negotiated(self.version, self.ndis_caps)
             reply.send_empty()
         elif mtype == w.NVSP_SEND_NDIS_VERSION:
             if self.ndis_version is not None:
@@ -450,8 +483,10 @@ class HostNvsp:
             which: Literal["receive", "send"] = "receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"
             self._revoked.add(which)
             reply.out.events.append(BufferRevoked(which))
-        elif mtype == w.NVSP_SWITCH_DATA_PATH:
-            reply.send_empty()  # [OV] with no VF offered: completed, nothing switched
+        elif mtype == w.NVSP_SWITCH_DATA_PATH:  # primary only: a subchannel's faulted above
+            (active,) = w.u32s(p, 4, 1, "switch data path")
+            self.vf.switch(active, reply.out)
+            reply.send_empty()  # [OV] an empty completion, whether or not anything switched
         elif mtype == w.NVSP_OID_QUERY_EX:
             reply.send(w.NVSP_OID_QUERY_EX_COMPLETE, w.RNDIS_STATUS_NOT_SUPPORTED, 0)
         else:
@@ -501,10 +536,7 @@ class HostNvsp:
     def _after_rndis_init(self, out: _Out) -> None:
         if self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_rndis_init":
             self._send_table(self.subchannels + 1, out)
-        if (self.profile.vf_serial is not None and self.version >= w.NVSP_VERSION_4
-                and self.ndis_caps & w.NDIS_CONF_SRIOV):
-            payload = w.nvsp(w.NVSP_SEND_VF_ASSOCIATION, 1, self.profile.vf_serial, pad_to=self._pad)
-            out.packets.append(HostPacket(0, w.PKT_INBAND, w.FLAG_COMPLETION_REQUESTED, VF_ASSOCIATION_TID, payload))
+        self.vf.rndis_initialized(self._pad, out)
 
     def _send_table(self, channels: int, out: _Out) -> None:
         entries = tuple(i % channels for i in range(w.SEND_INDIRECTION_ENTRIES))  # [OV] i % channels open
@@ -522,8 +554,8 @@ class HostNvsp:
             out.packets.append(pkt)
 
     def _completion(self, pkt: GuestPacket, out: _Out) -> None:
-        if pkt.trans_id == VF_ASSOCIATION_TID:
-            return  # [OV] "not all clients send them": accepted and ignored
+        if pkt.trans_id in HOST_TIDS:
+            return  # completions of the host's VF messages ([OV] parse_packet): accepted and ignored
         if self.state != "ready":
             raise fault("completion while the channel is being set up", pkt.type, "trans_id", pkt.trans_id)
         (mtype,) = w.u32s(pkt.payload, 0, 1, "completion")

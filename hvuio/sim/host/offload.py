@@ -2,8 +2,8 @@
 
 What lives here, all pure functions on bytes (no state, no I/O):
   * the per-packet-info (PPI) rules a host applies to a guest RNDIS_PACKET_MSG (`parse_tx_ppis`):
-    entry sizes/offsets, checksum/LSO data sizes, duplicates refused, unknown types skipped (NDIS
-    ignores info it does not know);
+    entry sizes/offsets, checksum/LSO/802.1Q data sizes, duplicates refused, unknown types
+    skipped (NDIS ignores info it does not know); the 802.1Q value is returned, vlan.py applies it;
   * `apply_tx`: the checksum-info transmit PPI (IPv4 header / TCP / UDP checksums computed at
     the offsets the PPI gives, validated against the frame) and the LSOv2 PPI (validated; the
     frame becomes one GSO frame, `GsoFrame`, with a virtio_net_hdr for the host network);
@@ -140,10 +140,12 @@ class GsoFrame(bytes):
 
 @dataclass(frozen=True, slots=True)
 class TxInfo:
-    """The offload requests of one guest packet: the raw checksum-info and LSO-info words."""
+    """The per-packet info of one guest packet the host acts on: the raw checksum-info, LSO-info
+    and 802.1Q-info words."""
 
     csum: int | None = None
     lso: int | None = None
+    vlan: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +164,11 @@ class TxConfig:
 
 def parse_tx_ppis(msg: bytes, start: int, length: int) -> TxInfo:
     """Walk the PPI area msg[start:start+length] (already inside the message). Refuses malformed
-    entries, checksum/LSO data shorter than 4 bytes and repeated checksum/LSO entries."""
+    entries, checksum/LSO/802.1Q data shorter than 4 bytes and repeated entries of those types."""
     pos, end = start, start + length
     csum: int | None = None
     lso: int | None = None
+    vlan: int | None = None
     while pos < end:
         if end - pos < PPI_HEADER:
             raise HostWireError("per_packet_info", pos, "truncated entry")
@@ -184,8 +187,14 @@ def parse_tx_ppis(msg: bytes, start: int, length: int) -> TxInfo:
                 if lso is not None:
                     raise HostWireError("per_packet_info.type", ptype, "LSO info given twice")
                 lso = value
-        pos += size  # other types (VLAN, hash, cancel id, ...) are not acted on: skipped as NDIS does
-    return TxInfo(csum, lso)
+        elif ptype == PPI_VLAN:
+            if size - poff < 4:
+                raise HostWireError("per_packet_info.size", size, "802.1Q info needs 4 data bytes")
+            if vlan is not None:
+                raise HostWireError("per_packet_info.type", ptype, "802.1Q info given twice")
+            (vlan,) = struct.unpack_from("<I", msg, pos + poff)
+        pos += size  # other types (hash, cancel id, ...) are not acted on: skipped as NDIS does
+    return TxInfo(csum, lso, vlan)
 
 
 # --- checksums ------------------------------------------------------------------------------------
@@ -488,11 +497,13 @@ def rndis_packet_ppi(data: bytes, ppis: bytes) -> bytes:
     return struct.pack("<II", 1, 8 + len(body) + len(ppis) + len(data)) + body + ppis + data
 
 
-def rsc_fragments(frame: bytes, section: int, csum_flags: int | None) -> list[bytes]:
+def rsc_fragments(frame: bytes, section: int, csum_flags: int | None, first_extra: bytes = b"") -> list[bytes]:
     """Hyper-V vRSC: one coalesced frame (headers valid for the whole length) as RNDIS packets of
-    at most `section` bytes each; the first carries the checksum info (if any) and the pktinfo id
-    SUBALLOC|1ST_FRAG, the last SUBALLOC|LAST_FRAG, those between SUBALLOC."""
+    at most `section` bytes each; the first carries the checksum info (if any), `first_extra`
+    (further per-packet info: the 802.1Q info) and the pktinfo id SUBALLOC|1ST_FRAG, the last
+    SUBALLOC|LAST_FRAG, those between SUBALLOC."""
     first_ppis = ppi(PPI_CSUM, struct.pack("<I", csum_flags)) if csum_flags is not None else b""
+    first_ppis += first_extra
     id_len = PPI_HEADER + 4
     out: list[bytes] = []
     pos = 0

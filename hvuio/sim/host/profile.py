@@ -109,6 +109,11 @@ class HostProfile:
     # True: errors that stop OpenVMM's channel worker raise ChannelFault and the host goes silent.
     # False: they are logged as Rejection and the message is dropped (useful for fault injection).
     fatal_faults: bool = True
+    # Emulator choice modelling a trunk-mode Hyper-V port: tagged frames from the network reach the
+    # guest untagged with the tag in the 802.1Q pktinfo (the guest announced 802.1Q at NVSP init);
+    # False: they are delivered as they are. (A send's 802.1Q pktinfo is put onto the wire frame
+    # either way, as OpenVMM hands it to its backend.)
+    vlan_oob: bool = False
 
     def __post_init__(self) -> None:
         if self.max_version not in w.NVSP_VERSIONS or self.min_version not in w.NVSP_VERSIONS:

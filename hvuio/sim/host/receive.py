@@ -9,8 +9,10 @@ section, as OpenVMM's), and the control replies queued while no section is free.
 sits in its section is `HostProfile.rx_layout` (`RxMessage`, `openvmm_message`, `openvmm_rsc`;
 docs/EMULATOR.md "Receive layout"). `deliver` turns network frames into RNDIS packet messages
 first: a plain frame is one message; a TCP GSO frame becomes vRSC fragments of one coalesced
-frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame gets its checksum; receive checksum info is marked once the guest enabled it (offload.py has the
-rules). What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
+frame (the guest enabled RSC for that IP version) or MSS segments; a NEEDS_CSUM frame gets its
+checksum; receive checksum info is marked once the guest enabled it (offload.py has the rules);
+with `vlan_oob` a tagged frame loses its tag to the 802.1Q info first (vlan.py), which follows
+the checksum info. What cannot be sent is dropped and counted in the HostNvsp counters it is given, a batch
 whose transfer-page packet does not fit the room left in the guest's inbound ring included
 (`rx_dropped_ring_full`, as OpenVMM's process_endpoint_rx: data is never queued).
 `RxFault` names the deliberate corruptions `deliver` can apply to exercise the guest's checks
@@ -31,6 +33,7 @@ from typing import Literal, NamedTuple
 from hvuio.errors import LocalProtocolError
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import profile as hp
+from hvuio.sim.host import vlan
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.rndis import OffloadState
 from hvuio.sim.host.wire import HostPacket
@@ -61,6 +64,8 @@ class ReceiveBuffer:
         self._control_ids: frozenset[int] = frozenset()
         self._outstanding: dict[int, tuple[int, ...]] = {}  # first section (the trans_id) -> the batch's
         self._pending_control: deque[bytes] = deque()
+        #: HostProfile.vlan_oob: network frames lose their 802.1Q tag to the 802.1Q pktinfo (vlan.py)
+        self.vlan_oob = False
 
     def connect(self, gpadl: int, pageset: int, section: int, count: int, control_sections: int) -> None:
         """The guest's receive buffer: `count` sections of `section` bytes, answered as `pageset`."""
@@ -121,6 +126,7 @@ class ReceiveBuffer:
         assert self.layout is not None
         section = self.layout[2]
         marks = offload.rx_marks()
+        frame, vlan_ppi = self._vlan_oob(frame)
         vnet = frame.vnet if isinstance(frame, ho.GsoFrame) else None
         frames = [frame]
         try:
@@ -130,8 +136,8 @@ class ReceiveBuffer:
                 if offload.rsc6 if v6 else offload.rsc4:
                     whole = ho.fixup_rsc(frame)
                     csum = ho.rx_csum_flags(whole, vnet, marks)
-                    frags = (openvmm_rsc(whole, section, csum) if self._layout == "openvmm"
-                             else [RxMessage.whole(m) for m in ho.rsc_fragments(whole, section, csum)])
+                    frags = (openvmm_rsc(whole, section, csum, vlan_ppi) if self._layout == "openvmm"
+                             else [RxMessage.whole(m) for m in ho.rsc_fragments(whole, section, csum, vlan_ppi)])
                     self._counters["rx_rsc_fragments"] += len(frags)
                     return [frags]
                 frames = ho.segment_tcp(frame, vnet)
@@ -143,17 +149,28 @@ class ReceiveBuffer:
         units: list[list[RxMessage]] = []
         for f in frames:
             flags = ho.rx_csum_flags(f, vnet, marks) if marks else None
-            if self._layout == "openvmm":
-                msg = openvmm_message(f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags or 0)), section)
+            if self._layout == "openvmm":  # checksum info first (0: not checked), then the 802.1Q info
+                msg = openvmm_message(f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags or 0)) + vlan_ppi, section)
             else:
-                msg = RxMessage.whole(w.rndis_packet(f) if flags is None else ho.rndis_packet_ppi(
-                    f, ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags))))
+                ppis = (b"" if flags is None else ho.ppi(ho.PPI_CSUM, struct.pack("<I", flags))) + vlan_ppi
+                msg = RxMessage.whole(ho.rndis_packet_ppi(f, ppis) if ppis else w.rndis_packet(f))
             if not hp.ETH_HEADER_LEN <= len(f) <= mtu or not msg.fits(section):
                 self._counters["rx_dropped_too_big"] += 1
                 units.append([])
             else:
                 units.append([msg])
         return units
+
+    def _vlan_oob(self, frame: bytes) -> tuple[bytes, bytes]:
+        """With vlan_oob, the frame without its 802.1Q tag and the 802.1Q pktinfo that carries it
+        (a trunk-mode port's delivery); else the frame as it is and no pktinfo."""
+        if not self.vlan_oob:
+            return frame, b""
+        frame, info = vlan.strip(frame)
+        if info is None:
+            return frame, b""
+        self._counters["rx_vlan"] += 1
+        return frame, ho.ppi(ho.PPI_VLAN, struct.pack("<I", info))
 
     def send_control(self, msg: bytes, pad: int) -> HostPacket | None:
         """An RNDIS control message in a control section (a data section when none is free), or
@@ -270,11 +287,12 @@ def openvmm_message(frame: bytes, ppis: bytes, section: int) -> RxMessage:
     return RxMessage(head, frame, hp.RX_HEADER_RESERVE, section, hp.RX_FOOTER_RESERVE)
 
 
-def openvmm_rsc(frame: bytes, section: int, csum_flags: int | None) -> list[RxMessage]:
+def openvmm_rsc(frame: bytes, section: int, csum_flags: int | None, first_extra: bytes = b"") -> list[RxMessage]:
     """vRSC fragments (offload.rsc_fragments' pktinfo id flags) in the openvmm layout. [OV] has no
     receive coalescing; emulator choice: each fragment is laid out as a frame (openvmm_message) and
     carries checksum info first, the coalesced frame's on the first fragment and 0 (not checked)
-    on the others, as Linux takes it from the first fragment only (rndis_filter.c rsc_add_data)."""
+    on the others, as Linux takes it from the first fragment only (rndis_filter.c rsc_add_data);
+    `first_extra` (the 802.1Q info) follows the first fragment's checksum info."""
     room = section - hp.RX_HEADER_RESERVE - hp.RX_FOOTER_RESERVE
     if room <= 0:
         raise w.HostWireError("receive section", section, "too small for an RSC fragment")
@@ -283,6 +301,7 @@ def openvmm_rsc(frame: bytes, section: int, csum_flags: int | None) -> list[RxMe
         last = pos + room >= len(frame)
         flag = ho.PKTINFO_SUBALLOC | (0 if pos else ho.PKTINFO_1ST_FRAG) | (ho.PKTINFO_LAST_FRAG if last else 0)
         ppis = ho.ppi(ho.PPI_CSUM, struct.pack("<I", (csum_flags or 0) if pos == 0 else 0))
+        ppis += first_extra if pos == 0 else b""
         ppis += ho.ppi(ho.PPI_PKTINFO_ID, struct.pack("<BBH", ho.PKTINFO_ID_V1, flag, 0))
         out.append(openvmm_message(frame[pos:pos + room], ppis, section))
     return out

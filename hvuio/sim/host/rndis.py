@@ -21,6 +21,9 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
   profile.indicate_link_at_init ([OV] sends indications only when the link changes). [OV] always
   answers "connected" and indicates a link that is down afterwards; we answer the link as it is
   (the guest ends up knowing the same).
+* Scripted indications (`indicate`, emulator controls): RNDIS_STATUS_NETWORK_CHANGE, which [OV]
+  never sends, and a repeated MEDIA_CONNECT while the link is up; Linux's guest answers them
+  (carrier off/on; notify peers: [RF] and netvsc_drv.c netvsc_link_change).
 * OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
   capabilities; `OffloadState` is what the data path (offload.py, the C pump) applies.
 * OID_GEN_RECEIVE_SCALE_PARAMETERS: [OV] `oid_set_rss_parameters`'s rules (rss.py); the accepted
@@ -44,12 +47,14 @@ from hvuio.sim.host import offload as ho
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import (HostEvent, LinkIndicated, PacketFilterSet, Rejection,
-                                   RejectionLog, RndisHalted, RndisInitialized, fault)
+                                   RejectionLog, RndisHalted, RndisInitialized, StatusIndicated, fault)
 from hvuio.sim.host.rss import RssState, parse_parameters
 
 # --- the RNDIS device ----------------------------------------------------------------------------
 
-MAC_OPTIONS = 0x1 | 0x4 | 0x8  # COPY_LOOKAHEAD_DATA | TRANSFERS_NOT_PEND | NO_LOOPBACK, as [OV]
+# COPY_LOOKAHEAD_DATA | TRANSFERS_NOT_PEND | NO_LOOPBACK | 8021P_PRIORITY | 8021Q_VLAN, as [OV]
+# (the 802.1 bits since its VLAN support, microsoft/openvmm "netvsp: Add VLAN support")
+MAC_OPTIONS = 0x1 | 0x4 | 0x8 | 0x40 | 0x200
 BUFFER_SPACE = 256 * 1024  # [OV] "Return what vmswitch returns"
 VENDOR_ID = 0x0000155D  # [OV] first bytes of Microsoft's MAC prefix
 VENDOR_DESCRIPTION = b"Microsoft Corporation"
@@ -58,6 +63,9 @@ DRIVER_VERSION = 0x0100  # [OV] u16 "1.0"
 OFFLOAD_FIELDS = ("ip4", "tcp4", "udp4", "tcp6", "udp6")  # ndis_offload_params bytes 4..8
 
 Reply = tuple[list[bytes], list[HostEvent]]
+
+#: the indications `HostRndis.indicate` sends on request (emulator controls)
+INDICATIONS = {"network_change": w.RNDIS_STATUS_NETWORK_CHANGE, "media_connect": w.RNDIS_STATUS_MEDIA_CONNECT}
 
 
 @dataclass(slots=True)
@@ -440,6 +448,18 @@ class HostRndis:
             return [], []  # flushed by tick() once the delay has passed
         self._indicated, self._indicated_at = self.link_up, now
         return [self._link_message()], [LinkIndicated(self.link_up)]
+
+    def indicate(self, kind: str) -> Reply:
+        """A scripted indication that is not a link change, once RNDIS is up (nothing otherwise):
+        "network_change" (RNDIS_STATUS_NETWORK_CHANGE; [OV] never sends one, Linux's guest handles
+        it) or "media_connect" (a MEDIA_CONNECT while the link is
+        already up, a repeat Linux answers by notifying its peers). An emulator control."""
+        status = INDICATIONS[kind]
+        if not self.operational:
+            return [], []
+        if status == w.RNDIS_STATUS_MEDIA_CONNECT and not self.link_up:
+            return [], []  # a connect while down is a link change: set_link's
+        return [w.rndis_status(status)], [StatusIndicated(status)]
 
     def tick(self, now: float) -> Reply:
         """Delayed link indications and (profile.keepalive_interval only) host keep-alives, which

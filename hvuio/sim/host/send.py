@@ -10,10 +10,11 @@ message holds data messages only; a control message takes the rest of its send),
 before any is acted on (a data message's header and per-packet info must lie in the range it
 starts in, as OpenVMM reads them from one range): data messages become Ethernet frames with
 their checksum/LSO requests applied (offload.py; an LSO frame leaves as a `GsoFrame` for the
-network, a request for an offload the guest did not enable is logged and the frame sent as is),
-a control message is returned for HostRndis. Strict only: data before RNDIS INITIALIZE or a
-packet filter is refused (`TxRefused`), a channel_type that does not match the message and a send
-past the aggregation limits the host announced are logged.
+network, a request for an offload the guest did not enable is logged and the frame sent as is)
+and the tag of their 802.1Q info put on (vlan.py), a control message is returned for HostRndis.
+Strict only: data before RNDIS INITIALIZE or a packet filter is refused (`TxRefused`), a
+channel_type that does not match the message and a send past the aggregation limits the host
+announced are logged.
 
 What must not live here: NVSP set-up and state, completions and replies (nvsp.py), RNDIS control
 semantics (rndis.py), the receive buffer (receive.py), rings, fds, clocks.
@@ -25,6 +26,7 @@ import struct
 from collections.abc import Callable
 
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host import vlan
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import HostEvent, Rejection, RejectionLog, fault
@@ -177,6 +179,9 @@ class SendBuffer:
                     events.append(self.log.add(Rejection(str(exc), mtype, exc.field, exc.value, "ignored")))
                 if isinstance(frame, ho.GsoFrame):
                     self._counters["tx_lso"] += 1
+            if info.vlan is not None:  # [OV]: the 802.1Q info is the frame's VLAN on the wire
+                frame = vlan.insert(frame, info.vlan)
+                self._counters["tx_vlan"] += 1
             frames.append(frame)
         return frames, []
 

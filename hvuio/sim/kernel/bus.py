@@ -47,6 +47,10 @@ HOST API (any thread):
                                            `ring` file `ring_delay` seconds later;
 * `rescind(device)`                        EOF to every open fd, tree removed;
 * `offer(class_id, ifname=..., guid=...)`  hot-add / re-offer a device (autoprobed);
+* `offer_vf(nic, ifname)`                  accelerated networking: a PCI pass-through device
+                                           (bound to hv_pci) whose VF netdev `ifname` has the
+                                           NIC's MAC (SimHost offers it with the VF's veth name
+                                           and rescinds it with `rescind`);
 * `ring_path(device, relid)`, `map_path(device, k)`, `monitor_page_path()`, `int_page_path()`,
   `guest_memory_path()` (None when the VM has none; page p at (p - GUEST_PFN_BASE) * 4096):
   the backing files (TX ring at 0, RX ring at S = size / 2), to be mmap'ed MAP_SHARED;
@@ -319,6 +323,18 @@ class SimKernel:
                 self._inotify.watch(d)
             self._probe(dev)
             return dev
+
+    def offer_vf(self, nic: SimDevice, ifname: str) -> SimDevice:
+        """Accelerated networking for `nic`: offer a PCI pass-through device (autoprobed by
+        hv_pci) whose PCI function carries the VF netdev `ifname` with the NIC's MAC, as Azure
+        does; Linux pairs the two by MAC (netvsc_drv.c `get_netvsc_byslot`). `ifname` names a
+        netdev that carries the VF's frames (SimHost: the VF's veth); `rescind` takes it away."""
+        with self.lock:
+            vpci = self.offer(P.VPCI_CLASS, monitored=False)
+            vpci.ifname = ifname
+            vpci.mac = nic.mac
+            self.tree.add_vf(vpci, vpci.ifname, nic.mac or "00:15:5d:00:00:00")
+            return vpci
 
     def _alloc_relid(self) -> int:
         relid = self._next_relid

@@ -31,10 +31,11 @@ KEYBOARD_CLASS: Final = "f912ad6d-2b17-48ea-bd65-f927a61c7684"
 SCSI_CLASS: Final = "ba6163d9-04a1-4d29-b605-72e2ffb1dc7f"
 HEARTBEAT_CLASS: Final = "57164f39-9115-4e78-ab55-382f3bd5422d"
 SHUTDOWN_CLASS: Final = "0e0b6031-5213-4934-818b-38d90ced39db"
+VPCI_CLASS: Final = "44c4f61d-4444-4400-9d52-802e27ede19f"  # PCI pass-through: an Azure VF's bus
 # Classes in the kernel's vmbus_devs[] table (VMBUS.md §1.5: everything known except FCOPY uses the
 # driver default ring size); a class outside it is HV_UNKNOWN.
 KERNEL_TABLE: Final = frozenset(
-    {NIC_CLASS, FCOPY_CLASS, KEYBOARD_CLASS, SCSI_CLASS, HEARTBEAT_CLASS, SHUTDOWN_CLASS}
+    {NIC_CLASS, FCOPY_CLASS, KEYBOARD_CLASS, SCSI_CLASS, HEARTBEAT_CLASS, SHUTDOWN_CLASS, VPCI_CLASS}
 )
 # Static id tables of the in-kernel drivers the emulator provides: driver -> classes it matches.
 STATIC_DRIVERS: Final[dict[str, frozenset[str]]] = {
@@ -42,6 +43,7 @@ STATIC_DRIVERS: Final[dict[str, frozenset[str]]] = {
     "hyperv_keyboard": frozenset({KEYBOARD_CLASS}),
     "hv_storvsc": frozenset({SCSI_CLASS}),
     "hv_utils": frozenset({HEARTBEAT_CLASS, SHUTDOWN_CLASS}),
+    "hv_pci": frozenset({VPCI_CLASS}),
 }
 
 

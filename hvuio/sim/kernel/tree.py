@@ -4,7 +4,12 @@
 `SimTree` writes what the VMBus bus, hv_netvsc and uio_hv_generic expose for them:
 `sys/bus/vmbus/{devices,drivers}`, `sys/class/{uio,net}`, `sys/module`, `dev/uioN` (the socket
 itself is made by the kernel), map backing files and the VM's guest-physical memory (memory.py)
-under `run/hvuio-sim/` and the marker file.
+under `run/hvuio-sim/` and the marker file; and the machine facts a guest tool reads: DMI
+identity, `proc/sys/kernel/osrelease` (the profile's version), `proc/cpuinfo` (with the
+`hypervisor` flag) and `sys/devices/system/cpu/online` (the emulated VM has as many CPUs as the
+emulator may run on). With accelerated networking a PCI pass-through device carries a VF:
+`<vpci device>/pci<dom>:00/<dom>:00:02.0/` and its netdev in `sys/class/net` with the NIC's MAC
+(`add_vf`; the netdev's name is the caller's: SimHost's VF veth).
 Every file the kernel (re)writes is replaced atomically (temp file + rename), so the guest never
 reads half a value and the kernel's inotify watch only sees the guest's own writes. The
 write-only control files (`new_id`, `remove_id`, `bind`, `unbind`, `drivers_probe`) are FIFOs
@@ -173,6 +178,7 @@ class SimTree:
         self.mkdir(dmi)
         self.write(dmi / "sys_vendor", "Microsoft Corporation")
         self.write(dmi / "product_name", "Virtual Machine")
+        self.write_machine(profile_name)
         for page in ("int_page", "monitor_page"):
             self.backing_file(self.state / page, 4096)
         if guest_memory % CHUNK_SIZE or guest_memory < 0:
@@ -180,6 +186,23 @@ class SimTree:
         if guest_memory:
             self.backing_file(guest_memory_path(self.root), guest_memory)
         self.write(self.root / MARKER, f'{{"profile": "{profile_name}", "pid": {os.getpid()}}}')
+
+    def write_machine(self, profile_name: str) -> None:
+        """proc/sys/kernel/osrelease, proc/cpuinfo and sys/devices/system/cpu/online of the
+        emulated VM: the kernel release of the profile; one cpuinfo entry per CPU, with the
+        `hypervisor` flag a Hyper-V guest's CPUs carry; CPUs 0..n-1 online."""
+        cpus = max(1, len(os.sched_getaffinity(0)))
+        kernel = self.root / "proc" / "sys" / "kernel"
+        self.mkdir(kernel)
+        self.write(kernel / "osrelease", f"{profile_name}.0-hvuio-sim", 0o444)
+        entries = [f"processor\t: {i}\nvendor_id\t: GenuineIntel\nmodel name\t: hvuio emulated CPU\n"
+                   f"flags\t\t: fpu tsc msr pae cx8 apic sep pge cmov pat clflush mmx fxsr sse sse2 "
+                   f"ht syscall nx lm constant_tsc rep_good nopl cpuid pni ssse3 cx16 sse4_1 sse4_2 "
+                   f"x2apic popcnt hypervisor lahf_lm\n" for i in range(cpus)]
+        self.write(self.root / "proc" / "cpuinfo", "\n".join(entries), 0o444)
+        cpu = self.sys / "devices" / "system" / "cpu"
+        self.mkdir(cpu)
+        self.write(cpu / "online", "0" if cpus == 1 else f"0-{cpus - 1}", 0o444)
 
     def add_driver(self, name: str) -> None:
         drv = self.drivers / name
@@ -192,7 +215,7 @@ class SimTree:
         """Remove everything the emulator created under the sysroot (marker first)."""
         self._unlink(self.root / MARKER)
         self._unlink(guest_memory_path(self.root))
-        for top in (self.sys, self.dev, self.state, self.root / "run" / "hvuio"):  # + bind journals
+        for top in (self.sys, self.dev, self.state, self.root / "proc", self.root / "run" / "hvuio"):  # + bind journals
             shutil.rmtree(top, ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / "run").rmdir()   # only when nothing else lives there
@@ -325,6 +348,26 @@ class SimTree:
         self.write(n / "mtu", "1500", 0o444)
         self.write(n / "operstate", "up", 0o444)
         self._symlink(n / "device", self.device_dir(dev))
+
+    def add_vf(self, vpci: SimDevice, ifname: str, mac: str) -> Path:
+        """The PCI function of a VF under the PCI pass-through device `vpci` and its netdev
+        `ifname` with `mac` (VMBUS.md §2.5): the domain is bytes 4-5 of the instance GUID as
+        Linux's pci-hyperv takes it (drivers/pci/controller/pci-hyperv.c `hv_pci_probe`); slot
+        02.0 and the Mellanox VF ids are emulator choices. Returns the function's directory."""
+        raw = uuid.UUID(vpci.guid).bytes_le
+        domain = f"{raw[5] << 8 | raw[4]:04x}"
+        fn = self.device_dir(vpci) / f"pci{domain}:00" / f"{domain}:00:02.0"
+        self.mkdir(fn / "net")
+        for name, value in (("vendor", "0x15b3"), ("device", "0x101a"), ("class", "0x020000"), ("numa_node", "0")):
+            self.write(fn / name, value, 0o444)
+        n = self.class_net / ifname
+        self.mkdir(n)
+        self.write(n / "address", mac, 0o444)
+        self.write(n / "mtu", "1500", 0o444)
+        self.write(n / "operstate", "up", 0o444)
+        self._symlink(n / "device", fn)
+        self._symlink(fn / "net" / ifname, n)
+        return fn
 
     def remove_net(self, dev: SimDevice) -> None:
         if dev.ifname:

@@ -1,4 +1,5 @@
-"""Control socket of a running emulator: `hvuio sim link|status|rescind` talk to SimHost here.
+"""Control socket of a running emulator: `hvuio sim link|indicate|status|rescind|reoffer|stall|vf`
+talk to SimHost here.
 
 What lives here: `ControlServer`, a thread serving `<sysroot>/run/hvuio-sim/vsp.sock` (AF_UNIX
 SOCK_SEQPACKET, one JSON request per connection, one JSON reply), `request()` for the client
@@ -8,7 +9,11 @@ optional network) and the server next to the emulated kernel.
 Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd":
   {"cmd": "status"}                               -> {"ok": true, "devices": {guid: {...}}}
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
+  {"cmd": "indicate", "device": NAME, "status": "network_change" | "media_connect"} -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
+  {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
+  {"cmd": "stall", "device": NAME}                -> {"ok": true}
+  {"cmd": "vf", "device": NAME, "op": "add"|"remove"} -> {"ok": true}
 NAME is an instance GUID or an interface name. A failure is {"ok": false, "error": "...",
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
 socket (mode 0600).
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +39,14 @@ from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.shm import seqpacket_connect, seqpacket_listen, state_dir
 from hvuio.sim.net import FrameNetwork
-from hvuio.sim.vsp.host import SimHost
+from hvuio.sim.vsp.host import SimHost, VfFactory
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME: Final = "vsp.sock"
 MAX_MESSAGE: Final = 1 << 20  # a status reply of 64 NICs stays far below this
 REQUEST_TIMEOUT: Final = 5.0
+COMMANDS: Final = ("status", "link", "indicate", "rescind", "reoffer", "stall", "vf")
 
 
 def socket_path(sysroot: Path | str) -> Path:
@@ -94,10 +101,28 @@ class ControlServer:
                 if not isinstance(up, bool):
                     raise UsageError("control command 'link' needs 'up': true or false")
                 self.host.set_link(device, up)
+            elif cmd == "indicate":
+                status = req.get("status")
+                if not isinstance(status, str):
+                    raise UsageError("control command 'indicate' needs a 'status' string")
+                self.host.indicate(device, status)
             elif cmd == "rescind":
                 self.host.rescind(device)
+            elif cmd == "stall":
+                self.host.stall(device)
+            elif cmd == "vf":
+                op = req.get("op")
+                if op == "add":
+                    self.host.vf_add(device)
+                elif op == "remove":
+                    self.host.vf_remove(device)
+                else:
+                    raise UsageError("control command 'vf' needs 'op': \"add\" or \"remove\"")
+            elif cmd == "reoffer":
+                dev = self.host.reoffer(device)
+                return {"ok": True, "guid": dev.guid, "relid": dev.relid, "mac": dev.mac}
             else:
-                raise UsageError(f"unknown control command {cmd!r}", "Known: status, link, rescind.")
+                raise UsageError(f"unknown control command {cmd!r}", f"Known: {', '.join(COMMANDS)}.")
         except HvuioError as err:
             return {"ok": False, "error": err.message, "hint": err.hint}
         return {"ok": True}
@@ -117,9 +142,14 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
     path = socket_path(sysroot)
     try:
         sock = seqpacket_connect(path)
+    except PermissionError as exc:
+        raise UsageError(f"permission denied on the emulated host's control socket {path} ({exc.strerror})",
+                         "Run the command as root, or as the user who started the emulator.") from None
     except OSError as exc:
+        root = shlex.quote(os.path.abspath(sysroot))
         raise UsageError(f"no emulated host answers at {path}: {exc.strerror}",
-                         "Start it with 'hvuio --sysroot DIR sim start' (the host runs unless --no-host).") from None
+                         f"Start it with 'hvuio --sysroot {root} sim start' (the host runs unless --no-host); "
+                         f"after a crash, 'hvuio --sysroot {root} sim stop' first.") from None
     with sock:
         sock.settimeout(timeout)
         try:
@@ -140,13 +170,19 @@ def request(sysroot: Path | str, req: dict[str, Any], timeout: float = REQUEST_T
 
 @contextlib.contextmanager
 def run_host(kernel: SimKernel, sysroot: Path | str, *, profile: HostProfile | None = None,
-             network: FrameNetwork | None = None, guest_memory_mode: str = "file") -> Iterator[SimHost]:
+             network: FrameNetwork | None = None, guest_memory_mode: str = "file",
+             vf: VfFactory | None = None) -> Iterator[SimHost]:
     """SimHost + ControlServer for a kernel that runs elsewhere in this process (the CLI daemon).
 
     Start it before the guest opens a device (a host attached later misses that open). The
     network, if any, is closed on the way out: the daemon hands it over.
     """
-    host = SimHost(kernel, profile, network, guest_memory_mode=guest_memory_mode)
+    try:
+        host = SimHost(kernel, profile, network, guest_memory_mode=guest_memory_mode, vf=vf)
+    except BaseException:
+        if network is not None:
+            network.close()
+        raise
     try:
         server = ControlServer(host, sysroot)
     except BaseException:

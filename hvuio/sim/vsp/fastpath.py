@@ -18,6 +18,9 @@ Offloads: with `PumpConfig.vnet_hdr` the tap fd carries virtio_net_hdr; the pump
 guest's checksum/LSO per-packet info (offload.c, the rules of hvuio.sim.host.offload), writes LSO frames
 whole as GSO (`tap_gso`) or segments them, and turns tap GSO frames into vRSC fragments or MSS
 segments; a request it refuses is handed to Python (Reason.OFFLOAD), which logs and fails it.
+802.1Q: with `PumpConfig.vlan_oob` a tagged network frame reaches the guest untagged, its tag in
+the 802.1Q per-packet info; a send carrying that info is handed to Python (Reason.VLAN), which
+puts the tag onto the wire frame (hvuio.sim.host.vlan).
 
 vRSS: `set_rss` gives the pump the guest's key, table and hash types (hvuio.sim.host.rss); the
 pump hashes every frame from the tap as rss.py does (_native/simhost/rss.c) and keeps those of
@@ -57,7 +60,8 @@ COUNTER_NAMES = (
     "rx_packets", "rx_dropped_no_section", "rx_dropped_too_big", "rx_dropped_ring_full", "rx_completions",
     "rx_completion_failed", "completions_unknown", "handoffs", "monitor_wakeups", "signals", "passes",
     "tx_csum", "tx_gso", "tx_segments", "tx_offload_ignored", "tx_offload_race", "rx_gso", "rx_segments",
-    "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso", "tx_gpa", "tx_gpa_rejected", "rx_steered",
+    "rx_rsc_fragments", "rx_csum_completed", "rx_dropped_bad_gso", "tx_gpa", "tx_gpa_rejected", "rx_vlan",
+    "rx_steered",
 )
 VNET_HDR_LEN = 12
 GSO_BUF_LEN = VNET_HDR_LEN + 65535 + 14 + 4 + 64  # a tap's largest GSO frame with its header
@@ -115,6 +119,7 @@ class Reason(enum.IntEnum):
     UNKNOWN_TID = 32
     COMPLETION_TYPE = 33
     GPA_PAGE = 34
+    VLAN = 35
 
 
 _FIELDS = {Reason.BAD_WRITE_INDEX: "write_index", Reason.BAD_READ_INDEX: "read_index",
@@ -151,6 +156,7 @@ class PumpConfig:
     # OID_TCP_OFFLOAD_PARAMETERS reaches the pump without a restart.
     vnet_hdr: bool = False
     tap_gso: bool = False
+    vlan_oob: bool = False  # HostProfile.vlan_oob: network frames' 802.1Q tags go out of band
     offloads: Callable[[], tuple[int, int]] | None = None
     lso_max: int = LSO_MAX
     # The RNDIS initialize completion's aggregation limits: with `strict`, a send past them goes to
@@ -222,6 +228,7 @@ class HostPump:
         p.gso_buf_len = GSO_BUF_LEN
         p.vnet_hdr = int(cfg.vnet_hdr)
         p.tap_gso = int(cfg.tap_gso and cfg.vnet_hdr)
+        p.vlan_oob = int(cfg.vlan_oob)
         p.lso_max = cfg.lso_max
         p.off_tx = p.off_rx = 0
         self._steer = ffi.new("uint8_t[]", STEER_BUF_LEN)

@@ -9,7 +9,9 @@ free; HostNvsp keeps its control sections; None when the pump cannot be made), a
 `run_pass()`: run the pump until it needs Python, read exactly the packet it stopped at with the
 channel's HostRingReader and give it to HostNvsp, deliver the frames the pump's RSS hash put on
 other channels (through HostNvsp, with sections taken back from the pump), then the inbox, the
-tick and the flush, and hand the pump the data sections HostNvsp freed since; plus the counter
+tick and the flush, and hand the pump the data sections HostNvsp freed since (the pump stops reading
+the tap while the guest's data path is its VF: SimHost's network thread reads it for the VF path,
+the pump keeps serving the synthetic TX and control); plus the counter
 bookkeeping (what the pump moved, counted as HostNvsp and the network would have). After a ring
 fault `ended` is set and the session closes it. Session's module docstring gives the ring index
 invariant both sides keep.
@@ -82,7 +84,7 @@ class FastSession:
             rx_layout=nvsp.profile.rx_layout,
             guest_memory=s.guest_mem if isinstance(s.guest_mem, guestmem.GuestMemoryFile) else None,
             vnet_hdr=bool(getattr(tap, "vnet_hdr", False)), tap_gso=bool(getattr(s.host.network, "offload", False)),
-            offloads=lambda: cls._offloads(s))
+            vlan_oob=nvsp.profile.vlan_oob, offloads=lambda: cls._offloads(s))
         try:
             pump = fastpath.HostPump(cfg, chan.mm, s.recv_mm, s.send_mm, s.host.monitor.mm,
                                      irq=s.dev.irq, auto_mask=s.kernel.profile.auto_mask)
@@ -146,7 +148,8 @@ class FastSession:
                 pump.add_sections(s.nvsp.free_data)
                 s.nvsp.free_data.clear()
             rndis = s.nvsp.rndis
-            pump.rx_enabled = rndis is not None and rndis.operational and bool(rndis.packet_filter)
+            pump.rx_enabled = (rndis is not None and rndis.operational and bool(rndis.packet_filter)
+                               and not s.vf_data_path)  # on the VF path SimHost reads the tap for the VF
         self._count()
         if s.fault is not None:  # the host goes silent: back to the (faulted) Python loop
             self.ended = True
@@ -223,6 +226,7 @@ class FastSession:
         nc["rx_dropped_too_big"] += d["rx_dropped_too_big"]
         nc["tx_frames"] += d["tx_frames"] + d["tx_net_errors"]
         nc["tx_failed"] += d["tx_gpa_rejected"]
+        nc["rx_vlan"] += d["rx_vlan"]
         net = getattr(s.host.network, "counters", None)
         if isinstance(net, NetCounters):
             net.add_pump(d)

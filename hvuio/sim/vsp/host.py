@@ -27,7 +27,16 @@ one worker thread that
     receives each frame: the network is a hub) with HostNvsp.deliver_batch, each on the channel
     HostNvsp.rx_queue names (the guest's RSS table; the primary without RSS); HostNvsp counts
     what it drops;
-  * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives).
+  * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives);
+  * with `vf=` (a factory of one VfPath per NIC, e.g. net.VethVf) gives each NIC a VF, one
+    model as on Azure: the VF path (its netdev) and, in the kernel's tree, a PCI pass-through
+    device whose VF netdev entry is that netdev's name (SimKernel.offer_vf). HostNvsp advertises
+    it (hvuio.sim.host.vf), and while the guest has switched the data path to the VF, frames from
+    the network for that NIC go to its VF path instead of the rings; frames the guest sends on the
+    VF go to the network. `vf_remove` / `vf_add` take it away and bring it back (removal: HostNvsp's
+    switch back and association 0 are handed to the NIC's worker first, then the pass-through
+    device is rescinded and the VF path closed, without waiting for the guest; addition: path and
+    device first, then the association).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 
 PUBLIC API (kept small; other people build on it):
@@ -36,11 +45,18 @@ PUBLIC API (kept small; other people build on it):
                         network=None) as env:
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
+        env.host.indicate(env.nics[0], "network_change")  # or "media_connect" (a repeat while up)
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
+        env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
+                                                       # device (new relid), same GUID and MAC
+        env.host.stall(env.nics[0])                    # stop serving the open NIC, silently
+        env.host.vf_remove("hveth0"); env.host.vf_add("hveth0")  # accelerated networking (with
+                                                       # SimHost(..., vf=factory): each NIC's VF path)
         env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
                                                        # = an RxFault name corrupts them (§5.14)
         env.host.status()                              # JSON-able dict per device: counters, fault
         env.host.counters(env.nics[0])                 # VspCounters of one device
+        env.host.rndis_control(env.nics[0])            # the guest's filter sets and halts, in order
         env.host.fault(env.nics[0])                    # why the host stopped serving it, or None
         env.host.nvsp(env.nics[0])                     # the live HostNvsp (inspect only), or None
         env.host.wait_for(lambda: ..., timeout=5.0)    # poll helper for tests (no timed asserts)
@@ -72,6 +88,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -80,19 +97,27 @@ from typing import Any
 from hvuio.errors import LocalProtocolError, UsageError
 from hvuio.sim.host import rss
 from hvuio.sim.host.nvsp import HostNvsp
+from hvuio.sim.host.offload import GsoFrame
 from hvuio.sim.host.profile import HostProfile
+from hvuio.sim.host.rndis import INDICATIONS
 from hvuio.sim.host.receive import RxFault
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.profiles import KernelProfile
 from hvuio.sim.kernel.tree import SimDevice
-from hvuio.sim.net import FrameNetwork
+from hvuio.sim.net import FrameNetwork, VfPath
 from hvuio.sim.vsp.memory import MonitorPage
 from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
 
-__all__ = ["SimEnvironment", "SimHost", "VspCounters"]
+CONTROL_KEPT = 16  # RNDIS filter sets and halts kept per NIC (rndis_control)
+
+__all__ = ["SimEnvironment", "SimHost", "VfFactory", "VspCounters"]
+
+VfFactory = Callable[[SimDevice, int], VfPath]  # (NIC, serial) -> that NIC's VF path
 
 log = logging.getLogger(__name__)
+
+STALL_REASON = "stalled on demand (sim stall): the channel's worker ended, nothing was sent to the guest"
 
 
 class SimHost:
@@ -101,8 +126,11 @@ class SimHost:
     def __init__(self, kernel: SimKernel, profile: HostProfile | None = None,
                  network: FrameNetwork | None = None, *,
                  monitor_latency: tuple[float, float, float] = DEFAULT_MONITOR_LATENCY,
-                 tick_interval: float = TICK_INTERVAL, guest_memory_mode: str = "file") -> None:
+                 tick_interval: float = TICK_INTERVAL, guest_memory_mode: str = "file",
+                 vf: VfFactory | None = None) -> None:
         floor, default, ceiling = monitor_latency
+        if vf is not None and network is None:
+            raise UsageError("a VF path needs a network behind the host", "Start the emulator with --wire.")
         if not 0 < floor <= default <= ceiling:
             raise UsageError(f"monitor_latency {monitor_latency} must be 0 < floor <= default <= ceiling")
         if guest_memory_mode not in GUEST_MEMORY_MODES:
@@ -118,8 +146,16 @@ class SimHost:
         self._monitor: MonitorPage | None = None
         self._sessions: dict[str, Session] = {}
         self._counters: dict[str, VspCounters] = {}
+        self._control: dict[str, deque[str]] = {}
         self._faults: dict[str, str] = {}
         self._link: dict[str, bool] = {}
+        self._rescinded: dict[str, SimDevice] = {}  # removed NICs a re-offer may bring back
+        self._vf_factory = vf
+        self._vf_lock = threading.Lock()  # the network thread writes to the VF paths
+        self._vf_ports: dict[str, VfPath] = {}  # NIC GUID -> its VF path, while the host has a VF
+        self._vf_pci: dict[str, SimDevice] = {}  # NIC GUID -> its PCI pass-through device in the tree
+        self._vf_serials: dict[str, int] = {}
+        self._vf_after_reoffer: set[str] = set()  # rescinded NICs whose VF went with them
         self._retired: list[threading.Thread] = []
         self._closed = False
         self._net_wake_r, self._net_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -130,6 +166,51 @@ class SimHost:
         kernel.on_open = self._on_open
         kernel.on_close = self._on_close
         kernel.on_guest_signal = self._on_guest_signal
+        try:
+            self.give_vfs()
+        except BaseException:
+            self.close()
+            raise
+
+    def give_vfs(self) -> None:
+        """With a VF factory: a VF (path and serial) for every NIC offered so far that has none yet
+        (SimEnvironment calls it again once its kernel has offered the NICs)."""
+        if self._vf_factory is None:
+            return
+        for dev in self.kernel.nics:
+            if dev.guid in self._vf_serials:
+                continue
+            serial = self._vf_serials[dev.guid] = len(self._vf_serials) + 1  # [OV] the VF id is the serial
+            self._vf_arrive(dev, serial)
+
+    def _vf_arrive(self, dev: SimDevice, serial: int) -> None:
+        """The NIC's VF appears: its VF path, then the PCI pass-through device whose VF netdev
+        entry is the path's netdev (Linux and DPDK pair it with the NIC by MAC)."""
+        assert self._vf_factory is not None
+        port = self._vf_factory(dev, serial)
+        try:
+            pci = self.kernel.offer_vf(dev, port.guest_ifname)
+        except BaseException:
+            port.close()
+            raise
+        with self._vf_lock:
+            self._vf_ports[dev.guid] = port
+            self._vf_pci[dev.guid] = pci
+        self.wake_network()
+
+    def _vf_leave(self, dev: SimDevice) -> VfPath | None:
+        """The NIC's VF goes: the PCI pass-through device is rescinded from the tree, then the VF
+        path is closed (its netdev deleted). Returns the closed path, None when there was none."""
+        with self._vf_lock:
+            port = self._vf_ports.pop(dev.guid, None)
+            pci = self._vf_pci.pop(dev.guid, None)
+        with self.kernel.lock:
+            if pci is not None and pci.guid in self.kernel.devices:
+                self.kernel.rescind(pci)
+        if port is not None:
+            port.close()
+            self.wake_network()
+        return port
 
     @property
     def monitor(self) -> MonitorPage:
@@ -139,6 +220,14 @@ class SimHost:
 
     def counters(self, dev: SimDevice) -> VspCounters:
         return self._counters.setdefault(dev.guid, VspCounters())
+
+    def rndis_control(self, dev: SimDevice | str) -> list[str]:
+        """The guest's last RNDIS filter sets and halts on this NIC, oldest first, over opens
+        (`packet_filter 0x...`, `halt`): the order of its teardown steps."""
+        return list(self.control_log(self._device(dev)))
+
+    def control_log(self, dev: SimDevice) -> deque[str]:
+        return self._control.setdefault(dev.guid, deque(maxlen=CONTROL_KEPT))
 
     # -- kernel hooks (kernel thread, kernel.lock held) ------------------------------------------
 
@@ -155,6 +244,9 @@ class SimHost:
             profile = dataclasses.replace(profile, mac=bytes.fromhex(dev.mac.replace(":", "")))
         if dev.guid in self._link:
             profile = dataclasses.replace(profile, link_up=self._link[dev.guid])
+        with self._vf_lock:
+            has_vf = dev.guid in self._vf_ports
+        profile = dataclasses.replace(profile, vf_serial=self._vf_serials[dev.guid] if has_vf else None)
         try:
             _ = self.monitor  # map it now, not on the worker's first pass
             session = Session(self, dev, profile)
@@ -214,22 +306,113 @@ class SimHost:
         if session is not None:
             session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
 
+    def indicate(self, device: SimDevice | str, kind: str) -> None:
+        """A scripted RNDIS indication to an open NIC: "network_change" or "media_connect" (a repeat
+        while the link is up); nothing when RNDIS is not up (HostRndis.indicate)."""
+        if kind not in INDICATIONS:
+            raise UsageError(f"indication {kind!r} is not one the host sends on request",
+                             f"Known: {', '.join(sorted(INDICATIONS))}.")
+        dev = self._device(device)
+        session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.guid} is not open; the host indicates only to an opened NIC")
+        session.post(lambda: session.nvsp.indicate(kind))
+
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
         """Frames for an open NIC as one transfer-page packet, optionally corrupted on purpose
-        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed."""
+        (`inject`, HostNvsp's RxFault names: VMBUS.md §4 / §5.14 fault injection); no network needed.
+        A GsoFrame (hvuio.sim.host.offload) keeps its virtio_net_hdr, as from a tap network."""
         dev = self._device(device)
         session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.guid} is not open; the host delivers only to an opened NIC")
-        session.post_delivery([bytes(f) for f in frames], channel, inject)
+        session.post_delivery([f if isinstance(f, GsoFrame) else bytes(f) for f in frames], channel, inject)
 
     def rescind(self, device: SimDevice | str) -> None:
-        """Host rescind of the primary: the host stops serving, then the kernel removes the device."""
+        """Host rescind of the primary: the host stops serving, then the kernel removes the device;
+        the NIC's VF path (if any) goes with it."""
         dev = self._device(device)
         with self.kernel.lock:
             self._end(dev, "rescinded by the host")
             self.kernel.rescind(dev)
+            if dev.is_nic and dev.guid not in self.kernel.devices:
+                self._rescinded[dev.guid] = dev
+        if self._vf_leave(dev) is not None:  # the NIC's VF goes with it; a re-offer brings both back
+            self._vf_after_reoffer.add(dev.guid)
+
+    def reoffer(self, device: str) -> SimDevice:
+        """Offer a rescinded NIC again: a new VMBus device with a new relid and the same instance
+        GUID (hence the same MAC), probed like any fresh offer, with the VF the rescind took, if
+        any (docs/EMULATOR.md "Re-offer")."""
+        with self.kernel.lock:
+            gone = next((d for d in self._rescinded.values() if device in (d.guid, d.ifname)), None)
+            if gone is None:
+                try:
+                    dev = self.kernel.device(device)
+                except KeyError:
+                    raise UsageError(f"no rescinded simulated NIC {device!r}",
+                                     "Rescind it first ('hvuio sim rescind'); name it by instance GUID or "
+                                     "interface name.") from None
+                if dev.rescinded:
+                    raise UsageError(f"{device}: the rescinded device was never removed (this kernel profile "
+                                     "oopses on the rescind of an open primary), so no re-offer reaches it",
+                                     "Use a kernel profile with the 2024 rescind fixes, e.g. --kernel 6.17.")
+                raise UsageError(f"{device} is offered; only a rescinded NIC can be re-offered",
+                                 f"Rescind it first ('hvuio sim rescind {device}').")
+            del self._rescinded[gone.guid]
+            dev = self.kernel.offer(gone.class_id, ifname=gone.ifname, monitored=gone.monitor_id is not None,
+                                    guid=gone.guid)
+        if dev.guid in self._vf_after_reoffer:
+            self._vf_after_reoffer.discard(dev.guid)
+            self.vf_add(dev)
+        return dev
+
+    def vf_remove(self, device: SimDevice | str) -> None:
+        """The host loses the NIC's VF: the guest is told first (HostNvsp: back to synthetic if
+        switched, then association 0, handed to the NIC's worker; [OV] `handle_state_change`),
+        then the PCI pass-through device is rescinded and the VF path closed (`_vf_leave`)."""
+        dev = self._device(device)
+        with self._vf_lock:
+            present = dev.guid in self._vf_ports
+        if not present:
+            raise UsageError(f"{dev.ifname or dev.guid} has no VF to remove",
+                             "Start the emulator with --vf; after 'sim vf remove', 'sim vf add' brings it back.")
+        session = self._sessions.get(dev.guid)
+        if session is not None:
+            session.post(session.nvsp.vf_remove)
+        self._vf_leave(dev)
+
+    def vf_add(self, device: SimDevice | str) -> None:
+        """The host gets the NIC's VF back: a new VF path and PCI pass-through device (`_vf_arrive`),
+        then the association (if the guest may hear it)."""
+        dev = self._device(device)
+        if self._vf_factory is None:
+            raise UsageError("the emulator runs without VFs", "Start it with --vf (and --wire).")
+        serial = self._vf_serials.setdefault(dev.guid, len(self._vf_serials) + 1)
+        with self._vf_lock:
+            if dev.guid in self._vf_ports:
+                raise UsageError(f"{dev.ifname or dev.guid} has its VF already", "Remove it first ('sim vf remove').")
+        self._vf_arrive(dev, serial)
+        session = self._sessions.get(dev.guid)
+        if session is not None:
+            session.post(lambda: session.nvsp.vf_add(serial))
+
+    def vf_port(self, device: SimDevice | str) -> VfPath | None:
+        """The NIC's VF path while the host has a VF (tests inspect it), else None."""
+        with self._vf_lock:
+            return self._vf_ports.get(self._device(device).guid)
+
+    def stall(self, device: SimDevice | str) -> None:
+        """Stop serving an open NIC without telling the guest (as OpenVMM's channel worker ends on
+        an NVSP-level error): a fault on demand; only a close and re-open starts a fresh host side."""
+        dev = self._device(device)
+        with self.kernel.lock:
+            session = self._sessions.get(dev.guid)
+        if session is None:
+            raise UsageError(f"{dev.ifname or dev.guid} is not open; only an open NIC's channel can stall",
+                             "Open it first (e.g. 'hvuio up'), then stall it.")
+        session.stall(STALL_REASON)
 
     def fault(self, device: SimDevice | str) -> str | None:
         """Why the host stopped serving the device's current (or last) open, if it did."""
@@ -254,6 +437,7 @@ class SimHost:
                     "ifname": dev.ifname, "uio": dev.uio, "open": session is not None,
                     "link_up": self._link.get(dev.guid, self.profile.link_up), "rx_layout": self.profile.rx_layout,
                     "counters": dataclasses.asdict(self.counters(dev)), "fault": self.fault(dev),
+                    "rndis_control": list(self.control_log(dev)),
                 }
                 if session is not None:
                     entry["nvsp_state"] = session.nvsp.state
@@ -262,6 +446,9 @@ class SimHost:
                     entry["rss"] = rss.status(session.nvsp.rss, session.nvsp.subchannels + 1)
                     entry["nvsp_counters"] = dict(session.nvsp.counters)
                     entry["rejections"] = list(session.rejections)
+                    entry["vf"] = session.nvsp.vf.status()
+                elif self._vf_factory is not None:
+                    entry["vf"] = {"present": dev.guid in self._vf_ports, "serial": self._vf_serials.get(dev.guid)}
                 out[dev.guid] = entry
         return out
 
@@ -289,12 +476,19 @@ class SimHost:
         assert net is not None
         while not self._closed:
             with self.kernel.lock:  # the kernel thread adds and removes sessions
-                ready = [s for s in self._sessions.values() if s.rx_ready and not s.stopped]
+                ready = [s for s in self._sessions.values() if (s.rx_ready or s.vf_data_path) and not s.stopped]
+            with self._vf_lock:
+                vf_fds = {port.fileno(): (guid, port) for guid, port in self._vf_ports.items()}
             fds = [self._net_wake_r, net.fileno()] if ready else [self._net_wake_r]
             try:
-                readable, _, _ = select.select(fds, [], [], 0.1)
+                readable, _, _ = select.select(fds + list(vf_fds), [], [], 0.1)
             except (OSError, ValueError):
+                if vf_fds:
+                    continue  # a VF path closed under us: take the new list
                 return  # the network was closed under us
+            for fd in readable:
+                if fd in vf_fds:
+                    self._from_vf(*vf_fds[fd])
             if self._net_wake_r in readable:
                 try:
                     os.read(self._net_wake_r, 4096)
@@ -308,7 +502,36 @@ class SimHost:
                     log.exception("sim host: reading the network failed")
                     continue
                 for session in ready:
-                    session.post_frames(frames)
+                    if session.vf_data_path:
+                        self._to_vf(session, frames)
+                    else:
+                        session.post_frames(frames)
+
+    def _to_vf(self, session: Session, frames: list[bytes]) -> None:
+        """Frames for a NIC whose data path is its VF: onto the VF path (dropped and counted
+        when the VF is gone, as between a removal and the guest hearing of it)."""
+        counters = session.counters
+        with self._vf_lock:
+            port = self._vf_ports.get(session.dev.guid)
+            for frame in frames:
+                if port is not None and port.write_frame(frame):
+                    counters.frames_to_vf += 1
+                else:
+                    counters.frames_to_vf_dropped += 1
+
+    def _from_vf(self, guid: str, port: FrameNetwork) -> None:
+        """What the guest sent on a NIC's VF: to the network."""
+        net = self.network
+        assert net is not None
+        with self._vf_lock:
+            if self._vf_ports.get(guid) is not port:
+                return  # removed meanwhile
+            frames = port.read_frames(NET_BATCH)
+        counters = self._counters.setdefault(guid, VspCounters())
+        for frame in frames:
+            counters.frames_from_vf += 1
+            if not net.write_frame(frame):
+                counters.frames_to_network_dropped += 1
 
     def close(self) -> None:
         """Stop every worker and the network reader (the network itself stays the caller's)."""
@@ -321,6 +544,10 @@ class SimHost:
         self.wake_network()
         if self._net_thread is not None:
             self._net_thread.join(timeout=5)
+        with self._vf_lock:
+            ports, self._vf_ports, self._vf_pci = list(self._vf_ports.values()), {}, {}
+        for port in ports:
+            port.close()
         for thread in self._retired:
             thread.join(timeout=5)
         self._retired.clear()
@@ -336,8 +563,9 @@ class SimEnvironment:
 
     def __init__(self, sysroot: Path | str, profile: str | KernelProfile = "6.17", nics: int = 1, *,
                  host_profile: HostProfile | None = None, network: FrameNetwork | None = None,
-                 guest_memory_mode: str = "file", **kernel_options: Any) -> None:
+                 guest_memory_mode: str = "file", vf: VfFactory | None = None, **kernel_options: Any) -> None:
         self.sysroot = Path(sysroot)
+        self._vf = vf
         self.kernel = SimKernel(self.sysroot, profile, nics=nics, **kernel_options)
         self._host_profile = host_profile
         self._guest_memory_mode = guest_memory_mode
@@ -356,9 +584,10 @@ class SimEnvironment:
 
     def __enter__(self) -> SimEnvironment:
         self._host = SimHost(self.kernel, self._host_profile, self._network,
-                             guest_memory_mode=self._guest_memory_mode)
+                             guest_memory_mode=self._guest_memory_mode, vf=self._vf)
         try:
             self.kernel.start()
+            self._host.give_vfs()
         except BaseException:
             self._host.close()
             raise

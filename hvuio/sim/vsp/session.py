@@ -3,7 +3,8 @@
 What lives here: `Session` (per open of one NIC: maps 3/4, a `HostNvsp`, the attached `Channel`s
 (memory.py: ring mapping, HostRingReader/HostRingWriter, in-order backlog), and the worker
 thread's loop: signals, monitor bits, drain, deliver (network frames written at once or dropped
-and counted, never queued), tick, flush, kernel calls, subchannels) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
+and counted, never queued), tick, flush, kernel calls, subchannels; the guest's packet filter
+sets and halts recorded in order, SimHost.rndis_control) and `VspCounters`. The behaviour and the locking rules are described in host.py's docstring; SimHost
 is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
@@ -21,6 +22,10 @@ pump's RSS hash puts on them (it hands them over; fastsession.py delivers them).
 steps the fast path shares are public (`apply`, `drain`, `deliver_group`, `end_pass`,
 `set_fault`, `wants_subchannels`, `take_inbox`, `wake_fd`/`clear_wake`, `until_tick`,
 `mark_active`); the session starts, runs and ends its `FastSession` itself.
+
+VF: a `DataPathSwitched` event (hvuio.sim.host.vf) sets `vf_data_path`; while it is set SimHost's
+network thread sends this NIC's network frames to its VF path instead of `post_frames`, and the
+pump (if any) stops reading the tap.
 
 Guest memory: the session's GPA-direct reader (guestmem.py: the guest-memory file, or in "proc"
 mode the uio opener's memory) goes to HostNvsp and the file's mapping to the pump, whose
@@ -46,8 +51,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hvuio.errors import LocalProtocolError, RingCorruptError
-from hvuio.sim.host.events import (BufferRevoked, ChannelFault, FrameFromGuest, LinkIndicated, Rejection,
-                                   SubchannelsOffered)
+from hvuio.sim.host.events import (BufferRevoked, ChannelFault, DataPathSwitched, FrameFromGuest, LinkIndicated,
+                                   PacketFilterSet, Rejection, RndisHalted, SubchannelsOffered)
 from hvuio.sim.host.nvsp import GuestPacket, HostNvsp, HostPacket, Step
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.receive import RxFault
@@ -100,6 +105,10 @@ class VspCounters:
     fastpath_rx_ring_full: int = 0  # frames the pump dropped because the inbound ring was full
     fastpath_handoffs: int = 0  # outbound packets the pump left for HostNvsp
     fastpath_completions_unknown: int = 0  # guest completions of no outstanding pump transfer
+    data_path_switches: int = 0  # DataPathSwitched events (the guest's or the host's)
+    frames_to_vf: int = 0  # network frames put on the NIC's VF path while the data path was the VF
+    frames_to_vf_dropped: int = 0  # such frames while the VF was gone (removed, the guest not told yet)
+    frames_from_vf: int = 0  # frames the guest sent on its VF, to the network
 
 
 class Session:
@@ -136,6 +145,7 @@ class Session:
                              read_guest_pages=None if self.guest_mem is None else self.guest_mem.read)
         self._attach(0, dev.relid, dev.monitor_id, host.kernel.ring_path(dev, dev.relid), dev.primary.ring_size)
         self.rx_ready = False
+        self.vf_data_path = False  # the guest switched to its VF: SimHost sends network frames there
         self._next_tick = 0.0
         self._last_activity = time.monotonic()
         self.fast: FastSession | None = None  # the C pump serving the primary's data path
@@ -195,6 +205,11 @@ class Session:
                 return
             self.deliver_group(channel, frames, signal_out, deferred, inject)
         self._post(run)
+
+    def stall(self, reason: str) -> None:
+        """Stop serving every channel in the worker's next pass, telling the guest nothing: a fault
+        on demand (the Python loop and the C pump both run posted commands, and a fault ends the pump)."""
+        self._post(lambda _signal_out, _deferred: self.set_fault(reason))
 
     def _post(self, command: Callable[[set[int], list[tuple[str, int]]], None]) -> None:
         with self._inbox_lock:
@@ -461,6 +476,19 @@ class Session:
                 deferred.append(("attach", 0))
             elif isinstance(ev, LinkIndicated):
                 self.counters.link_indications += 1
+            elif isinstance(ev, DataPathSwitched):
+                self.counters.data_path_switches += 1
+                self.vf_data_path = ev.to_vf
+                log.info("%s: data path switched to %s by the %s", self.dev.guid, "VF" if ev.to_vf else "synthetic",
+                         ev.by)
+                self.host.wake_network()
+            elif isinstance(ev, (PacketFilterSet, RndisHalted)):
+                self._record_control(ev)
+
+    def _record_control(self, ev: PacketFilterSet | RndisHalted) -> None:
+        """The guest's filter sets and halt, in order, kept per NIC over opens (SimHost.rndis_control)."""
+        text = f"packet_filter {ev.value:#x}" if isinstance(ev, PacketFilterSet) else "halt"
+        self.host.control_log(self.dev).append(text)
 
     def _queue(self, pkt: HostPacket, signal_out: set[int]) -> None:
         data = pkt.encode()
