@@ -141,6 +141,10 @@ class Engine:
             live.update(self.nic.trace.counters())
         return live
 
+    def queue_counters(self) -> list[dict[str, int]]:
+        """Each pump's counters now, queue 0 (the primary) first; empty when no pump runs."""
+        return [dp.counters() for dp in self._pumps]
+
     def _watch(self) -> None:
         """One health look at the running pumps (engine tick, caller's thread): log what changed."""
         pumps = self._pumps

@@ -241,7 +241,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
         def tick() -> None:
             if state is not None and nic.info is not None:
                 live = engine.live_counters() if engine is not None else {}
-                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()})
+                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()},
+                            queues=engine.queue_counters() if engine is not None else [])
 
         def ready(e: Engine) -> None:
             if state is not None:

@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,12 @@ def test_hvuio_up_queues_2_carries_tcp_on_both_queues() -> None:
             there = tcp_transfer(s.guest_ns, s.host_ns, HOST_IP, 1 << 20, seed=seed, port=port)
             back = tcp_transfer(s.host_ns, s.guest_ns, GUEST_IP, 1 << 20, seed=seed + 10, port=port)
             assert there["exact"] and back["exact"], (there, back)
+        # `hvuio stats`: the status record's per-queue counters under the kernel's names
+        proc = subprocess.run([sys.executable, "-m", "hvuio", "--sysroot", str(s.sysroot), "stats", "--json"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        [dev] = json.loads(proc.stdout)["devices"]
+        assert dev["queues"] == 2 and dev["stats"]["rx_queue_1_packets"] > 0, dev
         down = s.stop_up()
     assert down is not None
     counters = down["counters"]
