@@ -36,8 +36,14 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     if (cfg->send_buf == NULL || cfg->send_section_count == 0 ||
         cfg->send_section_count > HVU_DP_MAX_SECTIONS ||
         cfg->send_section_size < hdr + HVU_DP_ETH_HLEN ||
-        (uint64_t)cfg->send_section_size * cfg->send_section_count > cfg->send_buf_size)
+        (uint64_t)cfg->send_section_size * ((uint64_t)cfg->send_section_first + cfg->send_section_count) >
+            cfg->send_buf_size)
         return -EINVAL;
+    if (cfg->fanout_count > HVU_DP_FANOUT_MAX || (cfg->fanout_count != 0 && cfg->fanout_fds == NULL))
+        return -EINVAL;
+    for (uint32_t i = 0; i < cfg->fanout_count; i++)
+        if (cfg->fanout_fds[i] < 0)
+            return -EINVAL;
     if (cfg->pkt_buf == NULL || cfg->pkt_buf_size < HVU_DESC_SIZE + 64 ||
         cfg->range_buf == NULL || cfg->range_buf_size < cfg->recv_section_size)
         return -EINVAL;
@@ -49,7 +55,9 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
                                   HVU_DP_F_TX_HASH | HVU_DP_F_TAP_OFFLOAD | HVU_DP_F_TX_CSUM_TCP4 |
                                   HVU_DP_F_TX_CSUM_UDP4 | HVU_DP_F_TX_CSUM_TCP6 |
                                   HVU_DP_F_TX_CSUM_UDP6 | HVU_DP_F_TX_LSO4 | HVU_DP_F_TX_LSO6 |
-                                  HVU_DP_F_RX_CSUM)) != 0)
+                                  HVU_DP_F_RX_CSUM | HVU_DP_F_WAKE_FD)) != 0)
+        return -EINVAL;
+    if ((cfg->flags & HVU_DP_F_WAKE_FD) && cfg->wake_fd < 0)
         return -EINVAL;
     /* offloads: the tap's vnet header carries them, the stage holds a whole GSO frame, and a
      * section must hold the RNDIS header, two pktinfo and at least Ethernet + IP + TCP headers */
@@ -71,7 +79,8 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->recv_buf = cfg->recv_buf;
     dp->recv_size = cfg->recv_buf_size;
     dp->recv_section = cfg->recv_section_size;
-    dp->send_buf = cfg->send_buf;
+    dp->send_first = cfg->send_section_first;
+    dp->send_buf = (uint8_t *)cfg->send_buf + (size_t)cfg->send_section_first * cfg->send_section_size;
     dp->send_section = cfg->send_section_size;
     dp->send_count = cfg->send_section_count;
     dp->pkt_buf = cfg->pkt_buf;
@@ -80,6 +89,11 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     dp->range_cap = cfg->range_buf_size;
     dp->tap_fd = cfg->tap_fd;
     dp->irq_fd = cfg->irq_fd;
+    dp->wake_fd = (cfg->flags & HVU_DP_F_WAKE_FD) ? cfg->wake_fd : -1;
+    dp->nfanout = cfg->fanout_count;
+    for (uint32_t i = 0; i < cfg->fanout_count; i++)
+        dp->fanout[i] = cfg->fanout_fds[i];
+    dp->idle_poll_ms = cfg->idle_poll_ms;
     dp->mon_page = cfg->monitor_page;
     dp->mon_id = cfg->monitor_id;
     dp->mtu = cfg->mtu;
@@ -235,6 +249,44 @@ static int64_t now_ns(void)
 
 static int64_t now_ms(void) { return now_ns() / 1000000; }
 
+/* The wake fd is readable: consume it. For the irq fd (re-arms the uio event) also wake every
+ * other channel's pump: uio has one event counter for all channels of a device, and whoever reads
+ * it takes the wake-up from the rest (VMBUS.md §1.7 item 30). Their eventfds count, so two
+ * wake-ups before a pump runs are one pass over its rings, never a lost one. 0 or -errno. */
+static int wake_up(struct hvu_dp *dp)
+{
+    ssize_t rd;
+    if (dp->wake_fd >= 0) {
+        uint64_t n;
+        rd = read(dp->wake_fd, &n, sizeof(n));
+        if (rd < 0 && errno != EAGAIN && errno != EINTR)
+            return hvu_dp_sys_error(dp, HVU_DP_FD_WAKE, errno);
+        if (rd > 0)
+            dp->ctr.irq_wakeups++;
+        return 0;
+    }
+    uint32_t count;
+    rd = read(dp->irq_fd, &count, sizeof(count));   /* re-arms the uio event */
+    if (rd < 0 && errno != EAGAIN && errno != EINTR)
+        return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, errno);
+    if (rd == 0)
+        return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, EIO);   /* peer gone (emulator) */
+    if (rd < 0)
+        return 0;
+    dp->ctr.irq_wakeups++;
+    for (uint32_t i = 0; i < dp->nfanout; i++) {
+        uint64_t one = 1;
+        ssize_t w;
+        do {
+            w = write(dp->fanout[i], &one, sizeof(one));
+        } while (w < 0 && errno == EINTR);
+        /* EAGAIN: that counter is at its maximum, so its pump is woken anyway */
+        if (w < 0 && errno != EAGAIN)
+            return hvu_dp_sys_error(dp, HVU_DP_FD_WAKE, errno);
+    }
+    return 0;
+}
+
 /* Packets moved so far, either way: a change means the last pass did work. */
 static uint64_t activity(const struct hvu_dp *dp)
 {
@@ -293,11 +345,13 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
                 int64_t left = deadline - now_ms();
                 wait_ms = left > 0 ? (int)(left > 0x7fffffff ? 0x7fffffff : left) : 0;
             }
+            if (dp->idle_poll_ms != 0 && (wait_ms < 0 || (uint32_t)wait_ms > dp->idle_poll_ms))
+                wait_ms = (int)dp->idle_poll_ms;
         }
         struct pollfd pfd[3];
         pfd[0].fd = stop_fd;
         pfd[0].events = POLLIN;
-        pfd[1].fd = dp->irq_fd;
+        pfd[1].fd = dp->wake_fd >= 0 ? dp->wake_fd : dp->irq_fd;
         pfd[1].events = POLLIN;
         pfd[2].fd = dp->tap_eof ? -1 : dp->tap_fd;   /* an ended tap stays readable (POLLHUP) */
         pfd[2].events = t == HVU_DP_BLOCKED ? 0 : POLLIN;   /* backpressure: leave frames queued */
@@ -312,17 +366,13 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         }
         if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
             return pfd[0].revents & POLLNVAL ? hvu_dp_sys_error(dp, HVU_DP_FD_STOP, EBADF) : HVU_DP_STOPPED;
+        int wake_role = dp->wake_fd >= 0 ? HVU_DP_FD_WAKE : HVU_DP_FD_IRQ;
         if (pfd[1].revents & POLLNVAL)
-            return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, EBADF);
+            return hvu_dp_sys_error(dp, wake_role, EBADF);
         if (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) {
-            uint32_t count;
-            ssize_t rd = read(dp->irq_fd, &count, sizeof(count));   /* re-arms the uio event */
-            if (rd < 0 && errno != EAGAIN && errno != EINTR)
-                return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, errno);
-            if (rd == 0)
-                return hvu_dp_sys_error(dp, HVU_DP_FD_IRQ, EIO);   /* peer gone (emulator) */
-            if (rd > 0)
-                dp->ctr.irq_wakeups++;
+            int r2 = wake_up(dp);
+            if (r2 < 0)
+                return r2;
         }
         if (pfd[2].revents & POLLNVAL)
             return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, EBADF);

@@ -207,6 +207,11 @@ struct hvu_dp {
     uint32_t range_cap;
     int tap_fd;
     int irq_fd;
+    int wake_fd;                    /* -1: poll irq_fd; else an eventfd woken by another pump */
+    int fanout[HVU_DP_FANOUT_MAX];  /* eventfds of the other pumps, written after an irq wake-up */
+    uint32_t nfanout;
+    uint32_t idle_poll_ms;          /* 0, or the longest sleep of run */
+    uint32_t send_first;            /* the buffer-wide index of this pump's section 0 */
     void *mon_page;                 /* map 2 (monitored channel), or NULL: signal by the irq fd */
     uint32_t mon_id;
     uint32_t mtu;

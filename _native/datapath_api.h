@@ -42,7 +42,8 @@ enum hvu_dp_flag {
     HVU_DP_F_TX_CSUM_UDP6 = 256,
     HVU_DP_F_TX_LSO4 = 512,    /* host segments TCP/IPv4 (LSOv2 per-packet info) */
     HVU_DP_F_TX_LSO6 = 1024,
-    HVU_DP_F_RX_CSUM = 2048    /* host checksum results become vnet DATA_VALID / NEEDS_CSUM */
+    HVU_DP_F_RX_CSUM = 2048,   /* host checksum results become vnet DATA_VALID / NEEDS_CSUM */
+    HVU_DP_F_WAKE_FD = 4096    /* wake-ups come from wake_fd, not irq_fd (see hvu_dp_config) */
 };
 
 enum hvu_dp_const {
@@ -78,6 +79,7 @@ enum hvu_dp_const {
     HVU_DP_OFFLOAD_HDRS_MIN = 128,     /* with tap offloads a section holds, after the RNDIS header
                                         * and two pktinfo, at least this much Ethernet + IP + TCP */
     HVU_DP_TX_AGG_ALIGN_MAX = 4096,    /* largest tx_agg_align (a power of two) */
+    HVU_DP_FANOUT_MAX = 64,            /* fanout_fds: the other channels of a 64-channel NIC */
     HVU_DP_PENDING_MAX = 256,          /* receive completions held while the outbound ring is full */
     HVU_NVS_TYPE_RNDIS = 107,
     HVU_NVS_TYPE_RNDIS_ACK = 108,
@@ -126,7 +128,8 @@ enum hvu_dp_fd {
     HVU_DP_FD_NONE = 0,
     HVU_DP_FD_TAP = 1,
     HVU_DP_FD_IRQ = 2,
-    HVU_DP_FD_STOP = 3
+    HVU_DP_FD_STOP = 3,
+    HVU_DP_FD_WAKE = 4
 };
 
 struct hvu_dp_config {
@@ -139,12 +142,24 @@ struct hvu_dp_config {
     uint32_t send_buf_size;
     uint32_t send_section_size; /* from the host's send-buf reply */
     uint32_t send_section_count;
+    uint32_t send_section_first; /* this pump's sections are [first, first + count) of the send
+                                * buffer (multi-queue: each channel's pump has its own share); the
+                                * NVS 107 message names the buffer-wide index */
     void *pkt_buf;             /* private: one inbound ring packet (>= the largest packet accepted) */
     uint32_t pkt_buf_size;
     void *range_buf;           /* private: one range copied out of the receive buffer */
     uint32_t range_buf_size;   /* >= recv_section_size */
     int tap_fd;                /* non-blocking */
     int irq_fd;                /* uio fd (or the emulator's): poll/read 4 bytes, write 4 bytes */
+    int wake_fd;               /* with HVU_DP_F_WAKE_FD: an eventfd (8-byte reads) polled instead
+                                * of irq_fd: the pump of a subchannel, woken by the pump that owns
+                                * irq_fd (uio has one interrupt for all channels); irq_fd is then
+                                * only written (signals). Ignored without the flag */
+    const int *fanout_fds;     /* eventfds to write 1 (8 bytes) to after each irq_fd wake-up: the
+                                * other channels' pumps; NULL when fanout_count is 0 */
+    uint32_t fanout_count;     /* <= HVU_DP_FANOUT_MAX */
+    uint32_t idle_poll_ms;     /* 0, or the longest sleep in run: a channel whose inbound mask is
+                                * never cleared raises no interrupt, so its pump looks this often */
     void *monitor_page;        /* map 2, or NULL for a channel without monitor_id */
     uint32_t monitor_id;       /* 0..127 when monitor_page is set */
     uint32_t mtu;              /* L3 MTU; frames up to mtu + 14 + 4 pass */

@@ -309,7 +309,7 @@ static int send_section(struct hvu_dp *dp, uint32_t idx, uint32_t msg_len)
     memset(msg, 0, sizeof(msg));
     put_u32(msg, HVU_NVS_TYPE_RNDIS);
     put_u32(msg + 4, HVU_NVS_RNDIS_DATA);
-    put_u32(msg + 8, idx);
+    put_u32(msg + 8, dp->send_first + idx);   /* the buffer-wide index (per-queue share, datapath_api.h) */
     put_u32(msg + 12, msg_len);
     struct hvu_seg seg = {msg, sizeof(msg)};
     return hvu_ring_send(dp->tx, HVU_PKT_INBAND, HVU_PKT_FLAG_COMPLETION_REQUESTED,

@@ -103,12 +103,17 @@ class DpConfigPtr(CData):
     send_buf_size: int
     send_section_size: int
     send_section_count: int
+    send_section_first: int
     pkt_buf: CData
     pkt_buf_size: int
     range_buf: CData
     range_buf_size: int
     tap_fd: int
     irq_fd: int
+    wake_fd: int
+    fanout_fds: CData
+    fanout_count: int
+    idle_poll_ms: int
     monitor_page: CData
     monitor_id: int
     mtu: int
@@ -240,6 +245,7 @@ class Lib:
     HVU_DP_F_TX_LSO4: int
     HVU_DP_F_TX_LSO6: int
     HVU_DP_F_RX_CSUM: int
+    HVU_DP_F_WAKE_FD: int
     # enum hvu_dp_const
     HVU_DP_TX_TAG_SHIFT: int
     HVU_DP_TX_GPA_SHIFT: int
@@ -267,6 +273,7 @@ class Lib:
     HVU_DP_OFFLOAD_HDRS_MIN: int
     HVU_DP_TX_AGG_ALIGN_MAX: int
     HVU_DP_PENDING_MAX: int
+    HVU_DP_FANOUT_MAX: int
     HVU_NVS_TYPE_RNDIS: int
     HVU_NVS_TYPE_RNDIS_ACK: int
     HVU_NVS_STATUS_OK: int
@@ -304,6 +311,7 @@ class Lib:
     HVU_DP_FD_TAP: int
     HVU_DP_FD_IRQ: int
     HVU_DP_FD_STOP: int
+    HVU_DP_FD_WAKE: int
 
     # ---- hvuio_api.h functions ----
     def hvu_abi_version(self) -> int: ...

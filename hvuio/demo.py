@@ -91,6 +91,9 @@ class DemoStack:
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
     up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
+    #: queues `hvuio up` asks for: one by default, as the emulator's C fast path serves a NIC
+    #: without subchannels (with them it moves every frame on its Python path, far slower)
+    queues: int = 1
     vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
     sysroot: Path | None = None
@@ -155,7 +158,7 @@ class DemoStack:
         self.tap = netns.random_ifname("g")
         argv = netns.python_argv("-m", "hvuio", "--sysroot", str(self.sysroot), "up", self.guid, "--json",
                                  "--netns", self.guest_ns, "--ifname", self.tap, "--mtu", str(self.mtu),
-                                 *self.up_args)
+                                 "--queues", str(self.queues), *self.up_args)
         # its own process group: a Ctrl-C at the terminal reaches us, and we stop it in order
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=_child_env(), start_new_session=True, cwd=netns.CHILD_CWD)

@@ -3,21 +3,32 @@
 What lives here: `Engine`, around a `Nic` that finished bring-up (hvuio/nic.py): a tap
 (hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status (and
 network changes) as hvuio/linkwatch.py decides, its neighbours told of its addresses when the host
-repeats a media connect (hvuio/netdev/peers.py, in the pump's thread), and its TUNSETOFFLOAD bits
-what the host granted (hvuio/offloads.py); the C pump of
-hvuio.native.datapath in its thread, with the NIC's data sections, offloads and TX aggregation
-limits. Control packets the pump leaves (CONTROL_PENDING) are read in the pump's thread and
-handed to the Nic (`take_control_packet`); the Nic's ticks are queued into that thread too
-(hvuio/native/datapath.py's threading rule). The data path gets the NIC's GPA TX area
-(`Nic.gpa_pool`: frames larger than a send section go GPA-direct) when the NIC has one, and the
-NIC's trace (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every
-tick the pump's health is looked at (hvuio/health.py: host stalls, drops per reason) and what it
-reports is logged; `live_counters()` adds what is in flight, drops per reason, the stall
-counters and the trace's counters to the pump's counters. The run loop waits on the caller's stop fd
-(netdev/signals.py's StopPipe) and on the pump's exit. Teardown stops the pump first, so the Nic's
-halt and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
-RescindedError of the pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
-(`Platform.explain_loss`: a rescind, or the emulator gone).
+repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its
+TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
+hvuio.native.datapath per channel (the primary and every subchannel the Nic opened), each in its
+own thread with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
+of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything
+they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
+a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
+so a flow goes out on the channel it comes in on (the host's send indirection table is kept by the
+NIC, proto/netvsc.py). A receive completion goes back on the channel the packet came in on (each
+pump completes its own). uio has one interrupt for all channels: the primary's pump reads it and
+wakes every other pump through its eventfd (counted: no wake-up is lost when two channels fire
+together); a subchannel's inbound mask is never cleared (VMBUS.md §1.10 item 39), so its pump
+also looks at its ring every SUBCHANNEL_POLL_MS. Control packets stay on the primary: those its
+pump leaves (CONTROL_PENDING) are read in its thread and handed to the Nic
+(`take_control_packet`); one a subchannel's pump meets is taken apart there and handed to the Nic
+in the primary's thread; the Nic's ticks are queued into that thread too
+(hvuio/native/datapath.py's threading rule). The data path gets the NIC's trace
+(`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every tick the
+pumps' health is looked at (hvuio/health.py: host stalls, drops per reason) and what it reports is
+logged; `live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is
+in flight, drops per reason, the stall counters and the trace's counters. The run loop waits on
+the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
+first and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt
+and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
+RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
+(`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic.
 
 What must not live here: bring-up and teardown of the protocols, the NIC's negotiated values and
 their text (hvuio/nic.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
@@ -32,15 +43,51 @@ import select
 import time
 from collections.abc import Callable
 
+from hvuio.channel import Channel
+from hvuio.device.guestmem import GuestRegion
 from hvuio.errors import HvuioError, LocalProtocolError, RescindedError
 from hvuio.health import HealthWatch, Sample
-from hvuio.native.datapath import MAX_SECTIONS, DataPath, RunResult
+from hvuio.native.datapath import GPA_SLOT_SIZE, MAX_SECTIONS, DataPath, RunResult
 from hvuio.netdev.peers import PeerNotifier
 from hvuio.netdev.tap import Tap, TunOffload
 from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
 
 log = logging.getLogger(__name__)
+
+#: Longest sleep of a subchannel's pump: its inbound mask stays set (VMBUS.md §1.10 item 39), so
+#: the host raises no interrupt for it and the pump looks at its ring at least this often (it is
+#: also woken with the primary's pump on every interrupt of the device).
+SUBCHANNEL_POLL_MS = 1
+
+
+#: How long a stop waits for the host to take what the subchannel pumps last sent.
+DRAIN_TIMEOUT = 1.0
+
+
+def _wait_taken(subchannels: list[Channel]) -> None:
+    """Wait (bounded) until the host has read every subchannel's outbound ring. The primary's
+    needs no wait: the RNDIS halt that follows goes through the same ring, behind the frames; a
+    subchannel's frames have no such order with it, so without this wait the last ones could be
+    left unread when the host tears the channels down."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while any(c.tx.read_index != c.tx.write_index for c in subchannels):
+        if time.monotonic() >= deadline:
+            log.warning("the host did not take everything sent on the subchannels within %g s", DRAIN_TIMEOUT)
+            return
+        time.sleep(0.001)
+
+
+def _split_pool(pool: GuestRegion | None, queues: int) -> list[GuestRegion | None]:
+    """The GPA TX area cut into one share of whole slots per queue."""
+    if pool is None or queues == 1:
+        return [pool] * queues
+    slots = pool.size // GPA_SLOT_SIZE
+    per = slots // queues * GPA_SLOT_SIZE
+    if per == 0:
+        raise LocalProtocolError(f"the GPA-direct pool holds {slots} send slots, fewer than the {queues} queues",
+                                 hint="Use fewer queues (--queues), or send from the send buffer only (--no-gpa).")
+    return [pool.region(k * per, per) for k in range(queues)]
 
 
 class Engine:
@@ -58,21 +105,34 @@ class Engine:
         self.tap_name: str | None = None
         self.counters: dict[str, int] = {}
         self._exit_r, self._exit_w = -1, -1
-        self._dp: DataPath | None = None
+        self._pumps: list[DataPath] = []
         self._peers: PeerNotifier | None = None
         self.health = HealthWatch()
 
     def live_counters(self) -> dict[str, int]:
-        """The pump's counters now (read while it runs: each value is one aligned u64 load), what it
-        has in flight, its drops per reason (`drop_<reason>`), the stall counters (health.py) and,
-        when the NIC is traced, the trace's counters."""
-        dp = self._dp
-        if dp is None:
+        """The pumps' counters now, summed over the queues (read while they run: each value is
+        one aligned u64 load), each queue's own packets and bytes (`rx_queue_<k>_packets`,
+        `rx_queue_<k>_bytes`, `tx_queue_<k>_packets`, `tx_queue_<k>_bytes`), what is in flight,
+        drops per reason (`drop_<reason>`), the stall counters (health.py) and, when the NIC is
+        traced, the trace's counters."""
+        pumps = self._pumps
+        if not pumps:
             return dict(self.counters)
-        live = dict(dp.counters())
-        live.update(sections_in_use=dp.sections_in_use, gpa_slots_in_use=dp.gpa_slots_in_use,
-                    pending_completions=dp.pending_completions)
-        live.update({f"drop_{reason}": n for reason, n in dp.drop_counts().items()})
+        live: dict[str, int] = {}
+        drops: dict[str, int] = {}
+        for k, dp in enumerate(pumps):
+            c = dp.counters()
+            for name, value in c.items():
+                live[name] = live.get(name, 0) + value
+            for d in ("rx", "tx"):
+                live[f"{d}_queue_{k}_packets"] = c[f"{d}_packets"]
+                live[f"{d}_queue_{k}_bytes"] = c[f"{d}_bytes"]
+            for reason, n in dp.drop_counts().items():
+                drops[reason] = drops.get(reason, 0) + n
+        live.update(queues=len(pumps), sections_in_use=sum(dp.sections_in_use for dp in pumps),
+                    gpa_slots_in_use=sum(dp.gpa_slots_in_use for dp in pumps),
+                    pending_completions=sum(dp.pending_completions for dp in pumps))
+        live.update({f"drop_{reason}": n for reason, n in drops.items()})
         live.update(self.health.counters())
         peers = self._peers
         if peers is not None:
@@ -81,19 +141,26 @@ class Engine:
             live.update(self.nic.trace.counters())
         return live
 
-    def _watch(self, dp: DataPath) -> None:
-        """One health look at the running pump (engine tick, caller's thread): log what changed."""
-        c = dp.counters()
+    def queue_counters(self) -> list[dict[str, int]]:
+        """Each pump's counters now, queue 0 (the primary) first; empty when no pump runs."""
+        return [dp.counters() for dp in self._pumps]
+
+    def _watch(self) -> None:
+        """One health look at the running pumps (engine tick, caller's thread): log what changed."""
+        pumps = self._pumps
+        c = self.live_counters()
+        drops = {k[len("drop_"):]: v for k, v in c.items() if k.startswith("drop_")}
+        last = next((d for d in (dp.last_drop() for dp in pumps) if d is not None), None)
         events = self.health.observe(Sample(
             now=time.monotonic(), progress=c["tx_completions"] + c["tx_bad_comp"] + c["rx_comp_sent"] + c["rx_xfer"],
-            sends_in_flight=dp.sections_in_use + dp.gpa_slots_in_use, completions_waiting=dp.pending_completions,
-            drops=dp.drop_counts(), last_drop=dp.last_drop()))
+            sends_in_flight=c["sections_in_use"] + c["gpa_slots_in_use"], completions_waiting=c["pending_completions"],
+            drops=drops, last_drop=last))
         for event in events:
             log.warning("%s: %s", self.tap_name or "data path", event.text())
 
     def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
             on_tick: Callable[[], None] | None = None) -> dict[str, int]:
-        """Open the tap, pump until `stop_fd` is readable or the pump fails; the pump's counters.
+        """Open the tap, pump until `stop_fd` is readable or a pump fails; the pumps' counters.
 
         The Nic stays open (the caller closes it); the tap is removed on return.
         """
@@ -104,11 +171,21 @@ class Engine:
         handle = nic.uio_handle
         assert handle.recv_buffer is not None and handle.send_buffer is not None
         assert info.recv_section_size is not None and info.send_section_size is not None
+        chans = [chan, *nic.subchannels]
+        queues = len(chans)
+        per_queue = min(nic.data_sections // queues, MAX_SECTIONS)
+        if per_queue < 1:
+            raise LocalProtocolError(f"the host's {nic.data_sections} data send sections cannot be shared by "
+                                     f"{queues} queues", hint="Use fewer queues (--queues).")
+        pools = _split_pool(nic.gpa_pool, queues)
         offloads = datapath_offloads(None if info.offloads is None else info.offloads.accepted)
         tap = Tap.open(self.ifname, info.mac, info.mtu, netns=self.netns, vnet_hdr=self.vnet_hdr,
-                       offload=tun_offload(offloads) if self.vnet_hdr else TunOffload(0))
+                       offload=tun_offload(offloads) if self.vnet_hdr else TunOffload(0), queues=queues)
         self.tap_name = tap.name
+        pumps: list[DataPath] = []
+        wakes: list[int] = []
         dp: DataPath | None = None
+        primary: DataPath | None = None
         peers: PeerNotifier | None = None
         self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -117,36 +194,51 @@ class Engine:
             nic.on_link = tap.set_carrier
             peers = self._peers = PeerNotifier(tap, info.mac)
             nic.on_notify_peers = peers.notify
-            mid = handle.device.monitor_id
-            dp = DataPath(tx_ring=chan.tx, rx_ring=chan.rx, recv_buf=handle.recv_buffer,
-                          recv_section_size=info.recv_section_size, send_buf=handle.send_buffer,
-                          send_section_size=info.send_section_size,
-                          send_section_count=min(nic.data_sections, MAX_SECTIONS),
-                          tap_fd=tap.fileno(), irq_fd=handle.interrupt.fileno(),
-                          monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
-                          mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
-                          offloads=offloads, tap_offload=bool(tap.offload),
-                          tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
-                          gpa_pool=nic.gpa_pool)
-            self._dp = dp
-            if nic.trace is not None:
-                dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
-            chan.data_sink = dp.deliver_data  # data messages of mixed packets (the pump's thread)
-            dp.start(self._on_control, on_exit=self._on_exit)
+            wakes = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(queues - 1)]
+            irq = handle.interrupt.fileno()
+            for k, c in enumerate(chans):
+                mid = handle.device.monitor_id if k == 0 else handle.device.channel(c.relid).monitor_id
+                dp = DataPath(tx_ring=c.tx, rx_ring=c.rx, recv_buf=handle.recv_buffer,
+                              recv_section_size=info.recv_section_size, send_buf=handle.send_buffer,
+                              send_section_size=info.send_section_size,
+                              send_section_first=k * per_queue, send_section_count=per_queue,
+                              tap_fd=tap.queue_fds[k], irq_fd=irq,
+                              monitor_page=handle.monitor_page if mid is not None else None, monitor_id=mid,
+                              mtu=info.mtu, vnet_hdr=tap.vnet_hdr, busy_poll_us=self.busy_poll_us,
+                              offloads=offloads, tap_offload=bool(tap.offload),
+                              tx_aggregation=info.tx_aggregation if self.tx_aggregation else None,
+                              gpa_pool=pools[k],
+                              # the primary's pump reads the one uio interrupt and wakes the others
+                              fanout_fds=tuple(wakes) if k == 0 else (),
+                              wake_fd=None if k == 0 else wakes[k - 1],
+                              manage_interrupt_mask=c.may_unmask,
+                              idle_poll_ms=0 if c.may_unmask else SUBCHANNEL_POLL_MS)
+                pumps.append(dp)
+                if nic.trace is not None:
+                    dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
+                c.data_sink = dp.deliver_data  # data messages of mixed packets (that pump's thread)
+            self._pumps = pumps
+            primary = pumps[0]
+            primary.start(self._on_control, on_exit=self._on_exit)
+            for k in range(1, queues):
+                pumps[k].start(self._subchannel_control(chans[k], primary), on_exit=self._on_exit)
             if on_ready is not None:
                 on_ready(self)
             while True:
                 ready, _, _ = select.select([stop_fd, self._exit_r], [], [], TICK_PERIOD)
                 if ready:
                     break
-                dp.call_soon(nic.tick)
-                self._watch(dp)
+                primary.call_soon(nic.tick)
+                self._watch()
                 if on_tick is not None:
                     on_tick()
-            dp.stop()
+            for dp in pumps:
+                dp.stop()
+            _wait_taken(chans[1:])
             self.counters = self.live_counters()
-            if dp.error is not None:
-                raise self._pump_error(dp)
+            failed = next((dp for dp in pumps if dp.error is not None), None)
+            if failed is not None:
+                raise self._pump_error(failed)
             return self.counters
         finally:
             nic.on_link = None
@@ -154,15 +246,21 @@ class Engine:
             self._peers = None
             if peers is not None:
                 peers.close()
-            chan.data_sink = None
-            if dp is not None:
+            for c in chans:
+                c.data_sink = None
+            for dp in pumps:
                 try:
                     dp.stop()
                 except LocalProtocolError as err:
                     log.warning("teardown: %s", err.message)
-                self.counters = self.counters or dp.counters()
-                self._dp = dp = None  # drop its references to the rings and buffers before the Nic closes
-            for fd in (self._exit_r, self._exit_w):
+            if pumps:
+                self.counters = self.counters or self.live_counters()
+            # drop every reference to the pumps (and their rings and buffers) before the Nic
+            # closes, locals included: an exception raised below (tap.close) would keep this
+            # frame, and the pumps with it, in a reference cycle (see _pump_error)
+            self._pumps = pumps = []
+            dp = primary = None
+            for fd in (self._exit_r, self._exit_w, *wakes):
                 os.close(fd)
             self._exit_r = self._exit_w = -1
             tap.close()
@@ -185,8 +283,19 @@ class Engine:
         return error
 
     def _on_control(self, dp: DataPath) -> None:
-        """In the pump thread: the packet the pump left goes to the Nic."""
+        """In the primary's pump thread: the packet the pump left goes to the Nic."""
         self.nic.take_control_packet(dp.read_control())
+
+    def _subchannel_control(self, chan: Channel, primary: DataPath) -> Callable[[DataPath], None]:
+        """A subchannel pump's control packets: read and taken apart in its own thread (it owns
+        that ring), what they carry handed to the Nic in the primary's thread (the one that runs
+        the protocol machines). No host sends control traffic on a subchannel; this keeps one that
+        does from stalling the queue."""
+        def take(dp: DataPath) -> None:
+            items = self.nic.read_subchannel_packet(chan, dp.read_control())
+            if items:
+                primary.call_soon(lambda: self.nic.process(items))
+        return take
 
     def _on_exit(self, result: RunResult, error: BaseException | None) -> None:
         if error is not None:

@@ -16,6 +16,10 @@ What lives here:
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
+  * Subchannels: when the host granted some (NetvscGuest asks for `channels` - 1), open() waits
+    for the kernel to open each (its `ring` file, bounded by `subchannel_timeout`, one-sentence
+    error with a hint when one never appears) and maps them (`subchannels`, index order); NVSP
+    and RNDIS stay on the primary (netvsc spec A.4). A queue-count change is a new open.
   * The NIC's guest-memory pool (VMBUS.md §3.7): unless GPA-direct is off, `open()` asks the
     platform for `NIC_POOL_SIZE` bytes (GuestMemoryUnavailable: one warning, the send buffer
     only), owns it and closes it after the channel: pages [0, 16) are the control pages
@@ -82,6 +86,8 @@ HALT_TIMEOUT: Final = 2.0
 RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
+#: How long open() waits for the ring files of the granted subchannels (DPDK: 10 ms x 1000).
+SUBCHANNEL_TIMEOUT: Final = 10.0
 
 class Nic:
     """The control plane of one synthetic NIC (see module docstring)."""
@@ -89,7 +95,8 @@ class Nic:
     def __init__(self, sysroot: Path | str, name: str, *, platform: Platform | None = None, mtu: int = 1500,
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
                  clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
-                 channels: int = 1, trace: Trace | None = None) -> None:
+                 channels: int = 1, trace: Trace | None = None,
+                 subchannel_timeout: float = SUBCHANNEL_TIMEOUT) -> None:
         self.sysroot = Path(sysroot)
         #: where the channel records every control packet (and the engine's data path the frames)
         self.trace = trace
@@ -102,8 +109,11 @@ class Nic:
         self.offload = offload
         self.mtu = mtu
         #: channels to negotiate, the primary included (NetvscGuest asks the host for the rest as
-        #: subchannels); the data path serves the primary only, so the engine leaves this at 1
+        #: subchannels; open() maps every granted one: `subchannels`)
         self.channels = channels
+        self.subchannel_timeout = subchannel_timeout
+        #: the granted subchannels, mapped, in index order (queue k = subchannels[k - 1])
+        self.subchannels: list[Channel] = []
         self.versions = versions
         self.clock = clock
         self._platform = platform
@@ -128,7 +138,7 @@ class Nic:
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0, "network_changes": 0,
-                                         "peer_notifications": 0}
+                                         "peer_notifications": 0, "send_table_fixed": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -181,6 +191,7 @@ class Nic:
             guest = self.guest
             self._perform(guest.start())
             self._run_until(lambda: guest.ready, timeout, "bring-up", interruptible=True)
+            self._open_subchannels(handle, guest.channels - 1)
             self.ready = True
         except HostRefusedError as err:
             if "every version" in err.message:
@@ -192,6 +203,22 @@ class Nic:
             self._abort(err)
             raise
         return self.info
+
+    def _open_subchannels(self, handle: UioHandle, count: int) -> None:
+        """Map the `count` granted subchannels once the kernel has opened them (their `ring`
+        files, VMBUS.md §1.7); they get no NVSP/RNDIS of their own (Linux netvsc_sc_open)."""
+        if count <= 0:
+            return
+        section = self._info().recv_section_size
+        for relid in handle.wait_subchannels(count, self.subchannel_timeout):
+            chan = Channel.subchannel(handle, relid)
+            self.subchannels.append(chan)  # closed by _abort from here on
+            chan.trace = self.trace
+            if section is not None:
+                chan.set_recv_section(section)
+        self._info().queues = 1 + count
+        log.info("%d queues: the primary and subchannel(s) %s", 1 + count,
+                 ", ".join(str(c.relid) for c in self.subchannels))
 
     def _open_memory(self, platform: Platform) -> str:
         """Get the guest-memory pool (unless GPA-direct is off); the TX path's description."""
@@ -296,6 +323,16 @@ class Nic:
         """One packet the data path left in the inbound ring for the control plane (read by it)."""
         try:
             self.process(self._chan().ingest(pkt))
+        except HvuioError as err:
+            self.mark_broken(err)
+            raise
+
+    def read_subchannel_packet(self, chan: Channel, pkt: Packet) -> list[Inbound]:
+        """A packet a subchannel's pump left for the control path, taken apart on that
+        subchannel (in its pump's thread: transfer pages are acked on the channel they came on);
+        what it carries goes to `process` in the primary's thread."""
+        try:
+            return chan.ingest(pkt)
         except HvuioError as err:
             self.mark_broken(err)
             raise
@@ -409,6 +446,15 @@ class Nic:
     def _subchannels_granted(self, e: ev.SubchannelsGranted) -> None:
         log.info("the host granted %d subchannel(s)", e.count)
 
+    def _rss_configured(self, e: ev.RssConfigured) -> None:
+        log.info("RSS on over %d queues: %d-entry table, hash information %#x", e.queues, len(e.table), e.hash_info)
+
+    def _send_table_fixed(self, e: ev.SendTableFixed) -> None:
+        # Linux takes any entry and reduces it at queue choice (netvsc_select_queue); so do we, counted
+        self.counters["send_table_fixed"] += 1
+        log.warning("the host's send indirection table names channel(s) %s, but %d are in use; "
+                    "those entries were reduced modulo %d", sorted(set(e.bad)), e.queues, e.queues)
+
     def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
         """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
         gpa = self.gpa_pool is not None
@@ -434,6 +480,9 @@ class Nic:
         if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
             log.warning("host refused %s (status %#x): running without offloads",
                         wr.Oid(e.oid).name, e.status)
+        elif e.oid == wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS:
+            log.warning("host refused the RSS parameters (status %#x): every received frame arrives on the "
+                        "primary channel", e.status)
         else:
             log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
 
@@ -483,6 +532,9 @@ class Nic:
         forgotten once the device has left sysfs."""
         if isinstance(err, HvuioError):
             self.mark_broken(err)
+        for sub in self.subchannels:
+            sub.close()
+        self.subchannels = []
         if self.channel is not None:
             self.channel.close()
             self.channel = None
@@ -564,6 +616,8 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.RndisConfigured: Nic._configured,
     ev.SubchannelsRefused: Nic._subchannels_refused,
     ev.SubchannelsGranted: Nic._subchannels_granted,
+    ev.RssConfigured: Nic._rss_configured,
+    ev.SendTableFixed: Nic._send_table_fixed,
     ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
     ev.NetworkChange: Nic._network_change,

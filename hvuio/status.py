@@ -36,6 +36,7 @@ class StatusRecord(TypedDict, total=False):
     updated: float              # time.time() of the last write
     nic: dict[str, Any]         # the negotiated values, as NicInfo.to_dict gives them
     counters: dict[str, int]    # control-plane and data-path counters
+    queues: list[dict[str, int]]  # each queue's data-path counters, queue 0 (the primary) first
     tap: str | None             # the data path's tap, once it runs
     netns: str | None           # the namespace the tap was moved into
 

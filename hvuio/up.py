@@ -73,6 +73,25 @@ class UpOptions:
     trace: Path | None = None
     #: the trace file's cap: once reached nothing more is written (counted, no rotation)
     trace_max_mb: int = 64
+    #: queues (channels) to ask for, the primary included; None: `default_queues()`. The host's
+    #: receive queues and 64 cap it further (proto/netvsc.py)
+    queues: int | None = None
+
+
+#: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
+QUEUES_DEFAULT_MAX: Final = 16
+#: the most channels a NIC has (Linux VRSS_CHANNEL_MAX)
+QUEUES_MAX: Final = 64
+
+
+def default_queues() -> int:
+    """min(online CPUs, 16): Linux's rule (netvsc_drv.c netvsc_devinfo_get, rndis_filter_device_add);
+    the host's receive queues and 64 are applied at bring-up."""
+    try:
+        cpus = int(os.sysconf("SC_NPROCESSORS_ONLN"))
+    except (ValueError, OSError):
+        cpus = 1
+    return max(1, min(cpus, QUEUES_DEFAULT_MAX))
 
 
 @dataclass(frozen=True)
@@ -214,7 +233,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
             from hvuio.trace.writer import Trace
             trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
         nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa, trace=trace)
+                  gpa=options.gpa, trace=trace, channels=options.queues or default_queues())
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None
@@ -222,7 +241,8 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
         def tick() -> None:
             if state is not None and nic.info is not None:
                 live = engine.live_counters() if engine is not None else {}
-                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()})
+                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()},
+                            queues=engine.queue_counters() if engine is not None else [])
 
         def ready(e: Engine) -> None:
             if state is not None:

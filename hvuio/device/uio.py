@@ -298,6 +298,37 @@ class UioHandle:
             time.sleep(SUBCHANNEL_RING_POLL)
         return True
 
+    def wait_subchannels(self, count: int, timeout: float = 10.0) -> list[int]:
+        """The relids of subchannels 1..`count` (index order) once each has its `ring` file.
+
+        The kernel offers each granted subchannel as a channels/<relid> directory and creates
+        its `ring` once uio_hv_generic has opened it (VMBUS.md §1.7.28); like DPDK
+        (hn_subchan_configure) we poll every 10 ms, here until `timeout`. An index of 0 or above
+        `count` is skipped (DPDK rejects it, Linux ignores it).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found: dict[int, int] = {}
+            for chan in self.device.channels():
+                if chan.relid == self.device.relid:
+                    continue
+                try:
+                    index = chan.subchannel_id
+                except SysfsError:
+                    continue  # the directory is being made: no attribute yet
+                if 1 <= index <= count and chan.ring_path.exists():
+                    found.setdefault(index, chan.relid)
+            if len(found) == count:
+                return [found[i] for i in range(1, count + 1)]
+            if time.monotonic() >= deadline:
+                missing = [i for i in range(1, count + 1) if i not in found]
+                raise SysfsError(
+                    f"subchannel(s) {', '.join(map(str, missing))} of {self.device.guid} got no ring file "
+                    f"within {timeout:g} s (the host granted {count})",
+                    "The kernel did not open them (uio_hv_generic makes channels/<relid>/ring once it has; "
+                    "see dmesg); run with --queues 1 to use the primary channel only.")
+            time.sleep(SUBCHANNEL_RING_POLL)
+
     def open_subchannel_ring(self, relid: int, timeout: float = 10.0) -> mmap.mmap:
         """Map channels/<relid>/ring whole (size from st_size), waiting for it to appear.
 

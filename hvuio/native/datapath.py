@@ -195,7 +195,7 @@ class RunResult(enum.Enum):
     FAULT = "fault"
 
 
-_FD_NAMES = {_lib.HVU_DP_FD_TAP: "tap fd", _lib.HVU_DP_FD_IRQ: "uio/irq fd",
+_FD_NAMES = {_lib.HVU_DP_FD_TAP: "tap fd", _lib.HVU_DP_FD_IRQ: "uio/irq fd", _lib.HVU_DP_FD_WAKE: "wake eventfd",
              _lib.HVU_DP_FD_STOP: "stop fd", _lib.HVU_DP_FD_NONE: "poll()"}
 
 
@@ -223,6 +223,14 @@ class DataPath:
     section; the pool must stay mapped while this object lives (it keeps a reference). The
     outbound ring's feature bit 0 should be set (Ring.set_feature_bits(1)) so the host
     honours the pending_send_sz the pump sets when the ring is full.
+
+    Multi-queue (one DataPath per channel, each in its own thread, sharing the receive and send
+    buffers): `send_section_first` gives this pump the sections [first, first + count) of the
+    send buffer (the NVS message names the buffer-wide index); uio has one interrupt counter for
+    all channels, so one pump (the primary's) polls and reads `irq_fd` and writes 1 to every
+    eventfd of `fanout_fds` after each wake-up, while every other pump polls its own eventfd
+    (`wake_fd`) and only writes `irq_fd` to signal; `idle_poll_ms` caps its sleeps (a channel
+    whose inbound mask stays set raises no interrupt of its own).
     """
 
     def __init__(self, *, tx_ring: Ring, rx_ring: Ring, recv_buf: Buffer, recv_section_size: int,
@@ -232,7 +240,9 @@ class DataPath:
                  manage_interrupt_mask: bool = True, tx_hash_value: int | None = None,
                  budget: int = DEFAULT_BUDGET, busy_poll_us: int = 0,
                  offloads: Offloads | None = None, tap_offload: bool = False,
-                 tx_aggregation: TxAggregation | None = None, gpa_pool: GpaPool | None = None) -> None:
+                 tx_aggregation: TxAggregation | None = None, gpa_pool: GpaPool | None = None,
+                 send_section_first: int = 0, wake_fd: int | None = None, fanout_fds: tuple[int, ...] = (),
+                 idle_poll_ms: int = 0) -> None:
         if tx_ring.direction is not Direction.TX or rx_ring.direction is not Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
@@ -242,9 +252,15 @@ class DataPath:
                                      f"[1, receive buffer size {len(self._recv)}]")
         if not 0 < send_section_count <= MAX_SECTIONS:
             raise LocalProtocolError(f"send_section_count {send_section_count} must be within [1, {MAX_SECTIONS}]")
-        if send_section_size * send_section_count > len(self._send):
-            raise LocalProtocolError(f"{send_section_count} sections of {send_section_size} bytes exceed "
-                                     f"the send buffer of {len(self._send)} bytes")
+        if not 0 <= send_section_first or send_section_size * (send_section_first + send_section_count) > len(self._send):
+            raise LocalProtocolError(f"sections [{send_section_first}, {send_section_first + send_section_count}) "
+                                     f"of {send_section_size} bytes exceed the send buffer of {len(self._send)} bytes")
+        if len(fanout_fds) > int(_lib.HVU_DP_FANOUT_MAX) or any(fd < 0 for fd in fanout_fds):
+            raise LocalProtocolError(f"fanout_fds {fanout_fds!r}: at most {int(_lib.HVU_DP_FANOUT_MAX)} open fds")
+        if wake_fd is not None and (wake_fd < 0 or fanout_fds):
+            raise LocalProtocolError("wake_fd must be an open eventfd, and a pump woken by one fans out to none")
+        if not 0 <= idle_poll_ms <= 60_000:
+            raise LocalProtocolError(f"idle_poll_ms must be within [0, 60000], not {idle_poll_ms}")
         if (monitor_page is None) != (monitor_id is None):
             raise LocalProtocolError("monitor_page and monitor_id go together (both or neither)")
         if monitor_id is not None and not 0 <= monitor_id < MONITOR_MAX_ID:
@@ -269,12 +285,18 @@ class DataPath:
         self._range = _ffi.new("uint8_t[]", recv_section_size)
         flags = ((_lib.HVU_DP_F_VNET_HDR if vnet_hdr else 0) | (_lib.HVU_DP_F_BUSY_POLL if busy_poll else 0)
                  | (_lib.HVU_DP_F_MANAGE_MASK if manage_interrupt_mask else 0)
-                 | (_lib.HVU_DP_F_TX_HASH if tx_hash_value is not None else 0))
+                 | (_lib.HVU_DP_F_TX_HASH if tx_hash_value is not None else 0)
+                 | (_lib.HVU_DP_F_WAKE_FD if wake_fd is not None else 0))
         cfg = _ffi.new("struct hvu_dp_config *")
         cfg.tx_ring, cfg.rx_ring = tx_ring.cptr, rx_ring.cptr
         cfg.recv_buf, cfg.recv_buf_size, cfg.recv_section_size = self._recv, len(self._recv), recv_section_size
         cfg.send_buf, cfg.send_buf_size = self._send, len(self._send)
         cfg.send_section_size, cfg.send_section_count = send_section_size, send_section_count
+        cfg.send_section_first = send_section_first
+        cfg.wake_fd = -1 if wake_fd is None else wake_fd
+        self._fanout = _ffi.new("int[]", list(fanout_fds)) if fanout_fds else _ffi.NULL
+        cfg.fanout_fds, cfg.fanout_count = self._fanout, len(fanout_fds)
+        cfg.idle_poll_ms = idle_poll_ms
         cfg.pkt_buf, cfg.pkt_buf_size = self._pkt, pkt_size
         cfg.range_buf, cfg.range_buf_size = self._range, recv_section_size
         cfg.tap_fd, cfg.irq_fd = tap_fd, irq_fd

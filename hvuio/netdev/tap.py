@@ -89,6 +89,8 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_MULTI_QUEUE = 0x0100
+#: most queues of one tap (the kernel's MAX_TAP_QUEUES is 256; a NIC has at most 64 channels)
+MAX_QUEUES = 64
 
 
 class TunOffload(enum.IntFlag):
@@ -234,6 +236,8 @@ class Tap:
         self._netns = netns
         self._vnet_hdr = vnet_hdr
         self._multi_queue = multi_queue
+        #: the fds of queues 1.. of a multi-queue tap (queue 0 is `fileno()`), each non-blocking
+        self._extra: list[int] = []
         self._ipr = ipr
         self._offload = TunOffload(0)
         self._carrier_ioctl = True  # cleared when the kernel lacks TUNSETCARRIER
@@ -250,10 +254,14 @@ class Tap:
         vnet_hdr: bool = True,
         multi_queue: bool = False,
         offload: TunOffload = TunOffload(0),
+        queues: int = 1,
     ) -> Tap:
         """Create tap `name` (random "hvu-…" name if None), set MAC and MTU, move it into `netns`.
 
         `offload`: TUNSETOFFLOAD bits (TunOffload CSUM | TSO4 | TSO6; needs `vnet_hdr`).
+        `queues` > 1: an IFF_MULTI_QUEUE tap with that many queue fds (`queue_fds`), all attached
+        before the link moves (TUNSETIFF attaches by name in the opener's namespace); the kernel
+        gives each flow one queue (tun's flow steering: the queue the flow was last written on).
         The link is left administratively down with carrier on; call `up()`.
         """
         bits = int(offload)
@@ -261,6 +269,9 @@ class Tap:
                 bits & (TunOffload.TSO4 | TunOffload.TSO6) and not bits & TunOffload.CSUM):
             raise UsageError(f"tap offload bits {bits:#x}: only TUN_F_CSUM/TSO4/TSO6, TSO needs CSUM, "
                              f"and both need the vnet header")
+        if not 1 <= queues <= MAX_QUEUES:
+            raise UsageError(f"tap queues {queues} outside [1, {MAX_QUEUES}]")
+        multi_queue = multi_queue or queues > 1
         final = random_ifname() if name is None else name
         check_ifname(final)
         check_mac(mac)
@@ -280,20 +291,23 @@ class Tap:
 
         root_ipr = _iproute(None, final)
         fd = -1
+        extra: list[int] = []
         ipr: Any = None
         try:
             if netns is None and _lookup(root_ipr, create_name, None) is not None:
                 raise netlink_error(errno.EEXIST, "create tap", create_name)
             fd = _open_tun(create_name)
+            ifr = struct.pack(f"{IFNAMSIZ}sH22x", create_name.encode(), flags)
             try:
-                ifr = struct.pack(f"{IFNAMSIZ}sH22x", create_name.encode(), flags)
-                fcntl.ioctl(fd, TUNSETIFF, ifr)
-                if vnet_hdr:
-                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-                    _set_vnet_le(fd)
-                fcntl.ioctl(fd, TUNSETOFFLOAD, bits)  # see the module docstring
+                _attach(fd, ifr, vnet_hdr, bits)
             except OSError as exc:
                 raise os_error(exc, "create tap", create_name) from exc
+            for _ in range(queues - 1):
+                extra.append(_open_tun(create_name))
+                try:
+                    _attach(extra[-1], ifr, vnet_hdr, bits)
+                except OSError as exc:
+                    raise os_error(exc, "attach a tap queue", create_name) from exc
             index = _lookup(root_ipr, create_name, None)
             if index is None:
                 raise DeviceNotFoundError(f"tap {create_name!r} vanished right after it was created")
@@ -303,10 +317,13 @@ class Tap:
             else:
                 ipr, root_ipr = root_ipr, None
             tap = cls(fd, final, index, netns, vnet_hdr, multi_queue, ipr)
+            tap._extra, extra = extra, []
             tap._offload = TunOffload(bits)
             tap._set(address=format_mac(mac), mtu=mtu, action="set MAC and MTU")
             return tap
         except BaseException:
+            for q in extra:
+                os.close(q)
             if fd >= 0:
                 os.close(fd)  # not persistent: this removes the link wherever it is now
             if ipr is not None:
@@ -341,6 +358,12 @@ class Tap:
     @property
     def multi_queue(self) -> bool:
         return self._multi_queue
+
+    @property
+    def queue_fds(self) -> list[int]:
+        """The fd of every queue, queue 0 (`fileno()`) first."""
+        self._check_open()
+        return [self._fd, *self._extra]
 
     @property
     def carrier(self) -> bool:
@@ -510,6 +533,9 @@ class Tap:
         """Close the fd, which removes the link (it is not persistent). Idempotent."""
         if self._fd < 0:
             return
+        for q in self._extra:
+            os.close(q)
+        self._extra = []
         fd, self._fd = self._fd, -1
         os.close(fd)
         try:
@@ -560,6 +586,16 @@ def _open_tun(ifname: str) -> int:
         if exc.errno == errno.ENODEV:
             raise PlatformError(f"{TUN_PATH} exists but the tun driver is not loaded", "Run 'modprobe tun'.") from None
         raise os_error(exc, f"open {TUN_PATH} for", ifname) from exc
+
+
+def _attach(fd: int, ifr: bytes, vnet_hdr: bool, offload: int) -> None:
+    """TUNSETIFF (create the tap, or attach one more queue of a multi-queue tap), then the vnet
+    header size, its byte order and the offload bits on that fd."""
+    fcntl.ioctl(fd, TUNSETIFF, ifr)
+    if vnet_hdr:
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+        _set_vnet_le(fd)
+    fcntl.ioctl(fd, TUNSETOFFLOAD, offload)  # see the module docstring
 
 
 def _set_vnet_le(fd: int) -> None:

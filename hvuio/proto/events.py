@@ -47,7 +47,8 @@ from hvuio.wire import nvsp as wn
 __all__ = [
     "InboundKind", "Inbound", "Outbound", "NeedData", "NEED_DATA", "Event",
     "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
-    "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "DatapathSwitched", "VfAssociation", "IndirectionTable",
+    "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "RssConfigured", "DatapathSwitched", "VfAssociation",
+    "IndirectionTable", "SendTableFixed",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
     "NetworkChange", "StatusIndication", "KeepaliveDropped", "ControlSendComplete", "Halted",
@@ -246,12 +247,28 @@ class SubchannelsRefused:
 
 @dataclass(frozen=True, slots=True)
 class RssCaps:
-    """OID_GEN_RECEIVE_SCALE_CAPABILITIES: the host's receive queues (the primary's included)."""
+    """OID_GEN_RECEIVE_SCALE_CAPABILITIES: the host's receive queues (the primary's included), its
+    capability bits (wire.rndis.RssCap) and indirection-table entries (0: not given)."""
 
     receive_queues: int
+    capabilities: int = 0
+    table_entries: int = 0
 
     def __post_init__(self) -> None:
         _u32("receive_queues", self.receive_queues)
+        _u32("capabilities", self.capabilities)
+        _need(0 <= self.table_entries <= 0xFFFF, f"table_entries {self.table_entries} is not a u16")
+
+
+@dataclass(frozen=True, slots=True)
+class RssConfigured:
+    """The host took OID_GEN_RECEIVE_SCALE_PARAMETERS (disable, then enable): frames are spread over
+    `queues` channels by `table` (entry: queue) under `key` and `hash_info` (wire.rndis.RssHash)."""
+
+    queues: int
+    hash_info: int
+    key: bytes
+    table: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +294,15 @@ class IndirectionTable:
     def __post_init__(self) -> None:
         _need(len(self.channels) == wn.INDIRECTION_TABLE_SIZE,
               f"indirection table has {len(self.channels)} entries, not 16")
+
+
+@dataclass(frozen=True, slots=True)
+class SendTableFixed:
+    """The host's send indirection table named channels past the `queues` in use (`bad`); they
+    were reduced modulo `queues` (proto/rss.py check_send_table)."""
+
+    queues: int
+    bad: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,8 +490,8 @@ class ControlFallback:
 
 Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
-    | DatapathSwitched | VfAssociation | IndirectionTable | BuffersRevoked | RndisReady
-    | RssCaps | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
+    | DatapathSwitched | VfAssociation | IndirectionTable | SendTableFixed | BuffersRevoked | RndisReady
+    | RssCaps | RssConfigured | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveDropped
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )

@@ -22,6 +22,18 @@ RndisGuest, and does everything joining the two takes (as h11's Connection does 
   that wants `channels` > 1 asks for min(channels, the host's receive queues, 64) - 1 subchannels
   and is `ready` when the host answered. A failure answer (OpenVMM gives one when more are asked
   than it has queues) is `SubchannelsRefused` and the NIC runs on the primary only;
+* vRSS, as Linux (rndis_filter_set_rss_param, rndis_set_rss_param_msg): once more than one
+  channel was granted, OID_GEN_RECEIVE_SCALE_PARAMETERS is set twice on the primary, first with
+  the DISABLE flag, then (if that was taken) enabled with Linux's key, the table `i % channels`
+  at the size the host's capabilities name (proto/rss.py) and the hash types they offer;
+  `RssConfigured` when the host took it. A refusal is no error (Linux goes on with its channels:
+  frames then all arrive on the primary). The NIC is `ready` after that answer. Linux sets RSS
+  after the subchannels are open; the host takes it on the primary at any time after RNDIS is
+  initialized (OpenVMM oid_set_rss_parameters), so here it follows the grant directly;
+* the send indirection table: `i % channels` from the grant on (Linux netvsc_device_add then
+  rndis_set_subchannel), replaced by the host's NVSP 5 table (the offset workaround for NVSP
+  <= 6.0 is proto/nvsp.py's); entries naming no channel are reduced modulo the channel count and
+  reported as `SendTableFixed` (proto/rss.py check_send_table);
 * time (`tick`) and the orderly teardown: packet filter 0, RNDIS halt, then NVSP revoke.
 
 Every call returns effects, in the order they must be performed: `Send`s (write them to the
@@ -33,7 +45,7 @@ drives the machines itself::
     perform(guest.start())
     for each Inbound read from the primary channel: perform(guest.receive(item))
     on every loop turn: perform(guest.tick(time.monotonic()))
-    until guest.ready (RndisConfigured, and the subchannel answer if any); at the end:
+    until guest.ready (RndisConfigured, the subchannel answer and the RSS sets if any); at the end:
     perform(guest.close_filter()), wait while guest.filter_closing, perform(guest.halt()), wait
     while guest.halting, perform(guest.stop()), then close the channel.
 
@@ -50,14 +62,17 @@ from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError, 
 from hvuio.proto import limits
 from hvuio.proto.events import (
     CompletionDropped, ControlFallback, ControlSendComplete, Event, Inbound, InboundKind, NeedData,
-    NvspReady, Outbound, RndisConfigured, RssCaps, Send, SendBufReady, SubchannelsGranted, SubchannelsRefused,
+    IndirectionTable, NvspReady, Outbound, RequestFailed, RndisConfigured, RssCaps, RssConfigured, Send,
+    SendBufReady, SendTableFixed, SetComplete, SubchannelsGranted, SubchannelsRefused,
 )
+from hvuio.proto import rss
 from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
 from hvuio.proto.offload import OffloadRequest, OffloadWanted
 from hvuio.proto.rndis import RndisGuest
 from hvuio.proto.sections import CONTROL_SECTIONS, ControlSections, SectionPool, split_send_sections
 from hvuio.proto.states import NvspState, RndisState
 from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
 
 __all__ = ["Effect", "NetvscGuest"]
 
@@ -94,6 +109,15 @@ class NetvscGuest:
         self.channels = 1
         #: the host's receive queues (OID_GEN_RECEIVE_SCALE_CAPABILITIES; None: not known)
         self.host_queues: int | None = None
+        #: the host's RSS capability bits and table entries (OID_GEN_RECEIVE_SCALE_CAPABILITIES)
+        self.host_rss_caps = 0
+        self.host_rss_entries = 0
+        #: what the host took of OID_GEN_RECEIVE_SCALE_PARAMETERS (None: RSS not enabled)
+        self.rss: RssConfigured | None = None
+        #: send indirection table: entry (hash & 15) names the channel to send on
+        self.send_table: tuple[int, ...] = (0,) * wn.INDIRECTION_TABLE_SIZE
+        self._rss_step: str | None = None  # "disable" / "enable" while an RSS set is outstanding
+        self._rss_wanted: RssConfigured | None = None
         #: why control messages left the control pages for send sections (None: they did not)
         self.fallback_reason: str | None = None
         self._ndis_version: int | None = None
@@ -117,8 +141,8 @@ class NetvscGuest:
 
     @property
     def ready(self) -> bool:
-        """RNDIS finished its bring-up (RndisConfigured) and the subchannel request, if one was
-        made, was answered: the data path may start."""
+        """RNDIS finished its bring-up (RndisConfigured), and the subchannel request and the RSS
+        sets, if made, were answered: the data path may start."""
         return self._ready
 
     def subchannels_to_ask(self) -> int:
@@ -297,6 +321,7 @@ class NetvscGuest:
 
     def _rss_caps(self, e: RssCaps) -> list[Effect]:
         self.host_queues = e.receive_queues
+        self.host_rss_caps, self.host_rss_entries = e.capabilities, e.table_entries
         return []
 
     def _configured(self, e: RndisConfigured) -> list[Effect]:
@@ -310,10 +335,44 @@ class NetvscGuest:
     def _subchannels_answered(self, e: SubchannelsGranted | SubchannelsRefused) -> list[Effect]:
         if isinstance(e, SubchannelsGranted):
             self.channels = 1 + e.count
+            self.send_table = rss.default_table(wn.INDIRECTION_TABLE_SIZE, self.channels)
+            hash_info = rss.hash_info_for(self.host_rss_caps)
+            if self.channels > 1 and hash_info and self._rndis is not None:
+                table = rss.default_table(rss.table_size_for(self.host_rss_entries), self.channels)
+                self._rss_wanted = RssConfigured(queues=self.channels, hash_info=hash_info, key=rss.LINUX_KEY,
+                                                 table=table)
+                return self._rss_send("disable")
+        return self._rss_done()
+
+    def _rss_send(self, step: str) -> list[Effect]:
+        want, rndis = self._rss_wanted, self._rndis
+        assert want is not None and rndis is not None
+        self._rss_step = step
+        info = rss.parameters(want.table, want.hash_info, key=want.key, disable=step == "disable")
+        return list(self._place(rndis.set(wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS, info)))
+
+    def _rss_done(self) -> list[Effect]:
+        """The subchannel answer and the RSS sets are over: ready, if bring-up waited for them."""
+        self._rss_step = None
         if self._subchannels_pending:
             self._subchannels_pending = False
             self._ready = True
         return []
+
+    def _set_answered(self, e: SetComplete | RequestFailed) -> list[Effect]:
+        if e.oid != wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS or self._rss_step is None:
+            return []
+        if isinstance(e, SetComplete) and self._rss_step == "disable":
+            return self._rss_send("enable")
+        out: list[Effect] = []
+        if isinstance(e, SetComplete) and self._rss_wanted is not None:
+            self.rss = self._rss_wanted
+            out.append(self.rss)
+        return out + self._rss_done()
+
+    def _send_table(self, e: IndirectionTable) -> list[Effect]:
+        self.send_table, bad = rss.check_send_table(e.channels, self.channels)
+        return [SendTableFixed(queues=self.channels, bad=bad)] if bad else []
 
 
 #: What an event of a machine sets off in the composition (other events only go to the caller).
@@ -325,4 +384,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., list[Effect]]]] = {
     RssCaps: NetvscGuest._rss_caps,
     SubchannelsGranted: NetvscGuest._subchannels_answered,
     SubchannelsRefused: NetvscGuest._subchannels_answered,
+    SetComplete: NetvscGuest._set_answered,
+    RequestFailed: NetvscGuest._set_answered,
+    IndirectionTable: NetvscGuest._send_table,
 }

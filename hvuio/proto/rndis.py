@@ -476,8 +476,12 @@ class RndisGuest(Machine):
         otype = info[0]
         if otype != wr.NdisObjectType.RSS_CAPS:
             raise Reject(f"{what}: object type {otype:#x} is not {int(wr.NdisObjectType.RSS_CAPS):#x}")
+        caps = struct.unpack_from("<I", info, wr.NdisRssCaps.capabilities.offset)[0]
         queues = struct.unpack_from("<I", info, wr.NdisRssCaps.num_receive_queues.offset)[0]
-        self._events.append(RssCaps(receive_queues=queues))
+        # the entry count is past the NDIS 6.0 object (16 bytes); a host that ends there names none
+        at = wr.NdisRssCaps.num_indirection_entries.offset
+        entries = struct.unpack_from("<H", info, at)[0] if len(info) >= at + 2 else 0
+        self._events.append(RssCaps(receive_queues=queues, capabilities=caps, table_entries=entries))
 
     def _on_caps(self, info: bytes) -> None:
         what = "RNDIS query completion for TCP_OFFLOAD_HARDWARE_CAPABILITIES"

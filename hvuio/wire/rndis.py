@@ -32,7 +32,8 @@ __all__ = [
     "RndisIndicateStatus", "RndisKeepaliveRequest", "RndisKeepaliveComplete", "RndisPacket",
     "RndisPerPacketInfo", "NdisObjectHeader", "NdisOffloadParams", "NdisCsumOffload",
     "NdisLsov1Offload", "NdisIpsecv1Offload", "NdisLsov2Offload", "NdisIpsecv2Offload",
-    "NdisRscOffload", "NdisEncapOffload", "NdisOffload", "NdisRssCaps",
+    "NdisRscOffload", "NdisEncapOffload", "NdisOffload", "NdisRssCaps", "NdisRssParams", "RssCap", "RssHash",
+    "NDIS_RSS_PARAMS_REV_2", "NDIS_RSS_PARAMS_SIZE", "NDIS_RSS_FLAG_DISABLE", "NDIS_RSS_KEY_SIZE",
     "NdisTxChecksumInfo", "NdisRxChecksumInfo", "NdisLsoV2Info", "RndisPktinfoId", "PktinfoIdFlag",
     "RNDIS_PKTINFO_ID_TYPE", "RNDIS_PKTINFO_ID_V1", "NDIS_PPI_SIZE",
 ]
@@ -222,6 +223,34 @@ NDIS_OFFLOAD_SIZE_6_0 = 112
 NDIS_OFFLOAD_SIZE_6_1 = 144
 NDIS_RSS_CAPS_REV_2 = 2
 NDIS_RSS_CAPS_SIZE = 18  # NdisRssCaps without its trailing pad (linux ndis_recv_scale_cap)
+NDIS_RSS_PARAMS_REV_2 = 2
+NDIS_RSS_PARAMS_SIZE = 40  # NdisRssParams (golden ndis_rss_params, linux:ndis_recv_scale_param)
+#: NdisRssParams.flags: turn RSS off (Linux NDIS_RSS_PARAM_FLAG_DISABLE_RSS, DPDK NDIS_RSS_FLAG_DISABLE)
+NDIS_RSS_FLAG_DISABLE = 0x10
+#: Toeplitz key length (golden const ndis_hash NDIS_HASH_KEYSIZE_TOEPLITZ)
+NDIS_RSS_KEY_SIZE = 40
+
+
+class RssCap(IntFlag):
+    """NdisRssCaps.capabilities bits (golden const ndis_rss NDIS_RSS_CAP_*; Linux names the three
+    hash bits NDIS_RSS_CAPS_HASH_TYPE_TCP_IPV4/TCP_IPV6/TCP_IPV6_EX)."""
+
+    HASH_TOEPLITZ = 0x1
+    IPV4 = 0x100
+    IPV6 = 0x200
+    IPV6_EX = 0x400
+
+
+class RssHash(IntFlag):
+    """NdisRssParams.hash_info: hash function (low byte) and hash types (golden const ndis_hash)."""
+
+    TOEPLITZ = 0x1
+    IPV4 = 0x100
+    TCP_IPV4 = 0x200
+    IPV6 = 0x400
+    IPV6_EX = 0x800
+    TCP_IPV6 = 0x1000
+    TCP_IPV6_EX = 0x2000
 
 _u8 = ctypes.c_uint8
 _u16 = ctypes.c_uint16
@@ -378,6 +407,16 @@ class NdisRssCaps(RndisStruct):
     _fields_ = [("header", NdisObjectHeader), ("capabilities", _u32),
                 ("num_interrupt_messages", _u32), ("num_receive_queues", _u32),
                 ("num_indirection_entries", _u16), ("pad", _u16)]
+
+
+class NdisRssParams(ctypes.LittleEndianStructure):
+    """OID_GEN_RECEIVE_SCALE_PARAMETERS head (40 bytes, natural alignment as golden
+    ndis_rss_params); the indirection table and the key follow at the offsets it names, counted
+    from the start of this object. `table_size` and `key_size` are in bytes."""
+
+    _fields_ = [("header", NdisObjectHeader), ("flags", _u16), ("base_cpu", _u16), ("hash_info", _u32),
+                ("table_size", _u16), ("table_offset", _u32), ("key_size", _u16), ("key_offset", _u32),
+                ("cpu_mask_offset", _u32), ("cpu_mask_count", _u32), ("cpu_mask_entry_size", _u32)]
 
 
 # --- per-packet info of data messages (used by _native/tx.c and rx.c; declared here so the bit

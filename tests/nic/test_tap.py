@@ -14,6 +14,8 @@ import struct
 import subprocess
 import sys
 
+from typing import Any
+
 import pytest
 from support.namespaces import NetnsFactory
 from pyroute2 import IPRoute
@@ -31,7 +33,7 @@ TUNGETVNETHDRSZ = (2 << 30) | (4 << 16) | (ord("T") << 8) | 215
 WAIT_MS = 10_000  # upper bound so a broken path fails instead of hanging; not a speed check
 
 
-def open_tap(f: NetnsFactory, ns: str | None, name: str | None = None, mac: bytes = MAC_A, mtu: int = 1500, **kw: bool) -> Tap:
+def open_tap(f: NetnsFactory, ns: str | None, name: str | None = None, mac: bytes = MAC_A, mtu: int = 1500, **kw: Any) -> Tap:
     t = Tap.open(name or f.ifname("tap"), mac, mtu, netns=ns, **kw)
     f.defer(f"close {t.name}", t.close)
     if ns is None:
@@ -88,6 +90,28 @@ def test_flags_without_vnet_hdr_and_with_multi_queue(netns_factory: NetnsFactory
     flags = tun_flags(t.fileno())
     assert not flags & tap.IFF_VNET_HDR
     assert flags & tap.IFF_MULTI_QUEUE
+
+
+def test_queues_attach_every_queue_before_the_move(netns_factory: NetnsFactory) -> None:
+    ns = netns_factory.namespace()
+    t = open_tap(netns_factory, ns, queues=3)
+    fds = t.queue_fds
+    assert t.multi_queue and len(fds) == 3 and fds[0] == t.fileno() and len(set(fds)) == 3
+    for fd in fds:  # each one a queue of the same multi-queue tap, with the vnet header
+        flags = tun_flags(fd)
+        assert flags & tap.IFF_MULTI_QUEUE and flags & tap.IFF_VNET_HDR
+        res = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+        assert struct.unpack_from("16s", res)[0].rstrip(b"\0").decode() == t.name
+        assert os.get_blocking(fd) is False
+    assert link_msg(ns, t.name).get_attr("IFLA_NUM_TX_QUEUES") >= 3
+    t.close()
+    assert t.closed
+
+
+@pytest.mark.parametrize("queues", [0, tap.MAX_QUEUES + 1])
+def test_queue_count_outside_the_range_is_refused(queues: int) -> None:
+    with pytest.raises(UsageError, match="queues"):
+        Tap.open("ok0", MAC_A, 1500, queues=queues)
 
 
 def test_close_removes_link(netns_factory: NetnsFactory) -> None:

@@ -21,7 +21,7 @@ import pytest
 from hvuio.device.bind import bind_device
 from hvuio.linkwatch import LINKCHANGE_INT
 from hvuio.nic import Nic
-from hvuio.errors import HostRefusedError
+from hvuio.errors import HostRefusedError, SysfsError
 from hvuio.proto import limits
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as hw
@@ -424,3 +424,55 @@ def test_subchannels_asked_no_more_than_the_host_queues_allow(sim: SimEnvironmen
         assert not [r for r in caplog.records if r.name == "hvuio.nic" and "subchannel" in r.getMessage()]
         assert sim.host.fault(dev) is None
         assert not sim.host.status()[dev.guid]["rejections"]
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(max_subchannels=3)], indirect=True)
+def test_rss_the_host_holds_is_what_the_guest_set(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid, channels=3) as nic:
+        nic.open()
+        guest = nic.guest
+        assert guest is not None and guest.channels == 3 and guest.rss is not None
+        state = sim.host.status()[dev.guid]["rss"]
+        assert state["enabled"] and state["queues"] == 3
+        assert state["key"] == guest.rss.key.hex() and tuple(state["table"]) == guest.rss.table
+        assert state["table"] == [i % 3 for i in range(sim.host.profile.rss_table_entries)]
+        assert state["hash_info"] == guest.rss.hash_info and set(state["hash_types"]) == {
+            "IPV4", "TCP_IPV4", "IPV6", "TCP_IPV6"}
+        assert not sim.host.status()[dev.guid]["rejections"] and sim.host.fault(dev) is None
+        assert nic.counters["send_table_fixed"] == 0 and nic.counters["requests_failed"] == 0
+
+
+def test_no_rss_on_one_channel(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid, channels=1) as nic:
+        nic.open()
+        assert nic.guest is not None and nic.guest.rss is None
+        assert sim.host.status()[dev.guid]["rss"]["enabled"] is False
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(max_subchannels=3)], indirect=True)
+def test_granted_subchannels_are_mapped_in_index_order(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid, channels=4) as nic:
+        nic.open()
+        assert nic.negotiated.queues == 4 and len(nic.subchannels) == 3
+        ids = [dev.channels[c.relid].subchannel_id for c in nic.subchannels]
+        assert ids == [1, 2, 3]
+        for c in nic.subchannels:  # a whole ring file: half TX, half RX; the mask is never cleared
+            assert not c.may_unmask and c.tx.direction.name == "TX" and c.rx.direction.name == "RX"
+    assert nic.subchannels == []
+
+
+@pytest.mark.parametrize("sim", [hp.HostProfile(max_subchannels=3)], indirect=True)
+def test_a_subchannel_ring_that_never_appears_is_a_clear_error(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    sim.kernel.ring_delay = 3600.0  # the kernel makes the directory, never the ring
+    nic = Nic(sim.sysroot, dev.guid, channels=2, subchannel_timeout=0.3)
+    with pytest.raises(SysfsError) as caught:
+        nic.open()
+    err = caught.value
+    assert "subchannel(s) 1 of" in err.message and "got no ring file within 0.3 s" in err.message
+    assert "--queues 1" in (err.hint or "")
+    assert nic.channel is None and nic.subchannels == []  # closed again: the device can be reopened
+    assert host_saw_close(sim, dev.guid)

@@ -11,6 +11,7 @@ Both sides' events are recorded and asserted; the host's rejection log must stay
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections import deque
 from typing import Any
 
@@ -18,9 +19,11 @@ import pytest
 
 from hvuio.proto.events import (
     BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
-    RecvBufReady, RndisConfigured, RndisReady, RssCaps, Send, SendBufReady, SetComplete, StatusIndication,
-    SubchannelsGranted, SubchannelsRefused,
+    RecvBufReady, RequestFailed, RndisConfigured, RndisReady, RssCaps, RssConfigured, Send, SendBufReady,
+    SendTableFixed, SetComplete, StatusIndication, SubchannelsGranted, SubchannelsRefused,
 )
+from hvuio.proto import rss
+from hvuio.wire import rndis as wr
 from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
 from hvuio.proto.rndis import RndisGuest
@@ -56,6 +59,7 @@ class GuestHostPair:
             write_recv_buffer=self._write_recv)
         self.guest = NetvscGuest(recv_buf=BufferGrant(RECV_GPADL, RECV_SIZE),
                                  send_buf=BufferGrant(SEND_GPADL, SEND_SIZE), **guest_kw)
+        self.host_profile = profile or host_profile.HostProfile()
         self.guest_events: list[Any] = []
         self.host_events: list[Any] = []
         self._to_guest: deque[Any] = deque()
@@ -222,7 +226,9 @@ def test_close_filter_is_nothing_before_rndis_is_ready() -> None:
 def test_subchannels_asked_within_the_host_queues(wanted: int, host_subchannels: int, asked: int) -> None:
     pair = GuestHostPair(host_profile.HostProfile(max_subchannels=host_subchannels), channels=wanted)
     pair.bring_up()
-    assert pair.guest_of(RssCaps) == [RssCaps(host_subchannels + 1)]
+    [caps] = pair.guest_of(RssCaps)
+    assert caps.receive_queues == host_subchannels + 1
+    assert caps.table_entries == pair.host_profile.rss_table_entries
     assert pair.guest_of(SubchannelsGranted) == [SubchannelsGranted(asked)]
     assert pair.host_of(sim_events.SubchannelsOffered) == [sim_events.SubchannelsOffered(asked)]
     assert pair.guest.channels == asked + 1
@@ -275,3 +281,93 @@ def test_no_link_indication_at_initialize_the_query_tells_the_link() -> None:
     pair.bring_up()
     assert pair.host_of(sim_events.LinkIndicated) == []
     assert pair.guest_of(LinkStatus) == [LinkStatus(True)]  # from OID_GEN_MEDIA_CONNECT_STATUS
+
+
+# ---- vRSS ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wanted,host_subchannels", [(2, 7), (4, 3), (3, 7)])
+def test_rss_is_set_as_linux_sets_it(wanted: int, host_subchannels: int) -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=host_subchannels), channels=wanted)
+    pair.bring_up()
+    queues = pair.guest.channels
+    assert queues == min(wanted, host_subchannels + 1)
+    # what the host holds is what the guest enabled: Linux's key, i % queues, the offered hash types
+    state = pair.host.rss
+    assert state is not None
+    assert state.key == bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
+                                      "6a42b73bbeac01fa")
+    size = pair.host_profile.rss_table_entries
+    assert state.table == tuple(i % queues for i in range(size))
+    # the host offers IPv4 and IPv6 (TCP): Linux's 0x1701
+    assert state.hash_info == 0x1701
+    [done] = pair.guest_of(RssConfigured)
+    assert done == pair.guest.rss and done.queues == queues and done.table == state.table
+    assert pair.host.rejections == [] and pair.guest_of(RequestFailed) == []
+
+
+def test_rss_disable_goes_first() -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=3), channels=4)
+    sets: list[bytes] = []
+    write = pair.write
+
+    def spy(msg: Send) -> None:
+        raw = msg.message.rndis
+        if raw is not None and int.from_bytes(raw[8 + 4:8 + 8], "little") == wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS:
+            info_len, info_off = struct.unpack_from("<II", raw, 16)
+            sets.append(raw[8 + info_off:8 + info_off + info_len])
+        write(msg)
+    pair.write = spy  # type: ignore[method-assign]
+    pair.bring_up()
+    assert len(sets) == 2
+    flags = [struct.unpack_from("<H", s, 4)[0] for s in sets]
+    assert flags == [wr.NDIS_RSS_FLAG_DISABLE, 0]
+    assert sets[0][8:] == sets[1][8:]  # the same table and key both times
+    # layout: table at byte 40, key right after it
+    head = wr.NdisRssParams.from_buffer_copy(sets[1][:40])
+    assert head.table_offset == 40 and head.key_offset == 40 + head.table_size and head.key_size == 40
+    assert sets[1][head.key_offset:head.key_offset + 40] == rss.LINUX_KEY
+
+
+def test_no_rss_on_one_queue() -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=7), channels=1)
+    pair.bring_up()
+    assert pair.host.rss is None and pair.guest.rss is None and pair.guest_of(RssConfigured) == []
+
+
+def test_refused_rss_leaves_the_channels_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the host refuses the enable (a key size it does not take, OpenVMM: INVALID_DATA): Linux goes
+    # on with its channels, so bring-up ends ready, with RSS off
+    real = rss.parameters
+
+    def bad_key_size(*args: Any, **kw: Any) -> bytes:
+        raw = bytearray(real(*args, **kw))
+        struct.pack_into("<H", raw, wr.NdisRssParams.key_size.offset, 32)
+        return bytes(raw)
+    monkeypatch.setattr(rss, "parameters", bad_key_size)
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=3), channels=4)
+    pair.bring_up()
+    assert pair.guest.channels == 4 and pair.guest.rss is None and pair.host.rss is None
+    assert pair.guest_of(RequestFailed) == [RequestFailed(oid=wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS,
+                                                          status=wr.RndisStatus.INVALID_DATA)]
+    assert pair.guest_of(RssConfigured) == []
+
+
+def test_send_table_from_the_host_is_kept() -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=3), channels=4)
+    pair.bring_up()
+    assert pair.guest.send_table == tuple(i % 4 for i in range(16))  # before the host's table
+    pair._host_step(pair.host.channels_opened(4))
+    pair.pump()
+    [table] = pair.guest_of(IndirectionTable)
+    assert pair.guest.send_table == table.channels and pair.guest_of(SendTableFixed) == []
+
+
+def test_send_table_naming_unknown_channels_is_reduced_and_reported() -> None:
+    pair = GuestHostPair(host_profile.HostProfile(max_subchannels=3), channels=2)
+    pair.bring_up()
+    assert pair.guest.channels == 2
+    entries = tuple(range(16))
+    msg = struct.pack("<III", wn.NvspType.SEND_INDIRECTION_TABLE, 16, 12) + struct.pack("<16I", *entries)
+    pair._feed(Inbound(InboundKind.INBAND, 0, msg))
+    assert pair.guest.send_table == tuple(q % 2 for q in entries)
+    assert pair.guest_of(SendTableFixed) == [SendTableFixed(queues=2, bad=tuple(range(2, 16)))]

@@ -451,8 +451,9 @@ def test_outbound_placed_checks() -> None:
 # ---- RSS capabilities (asked from NVSP 5 on, before subchannels) --------------------------------
 
 
-def rss_caps(queues: int, objtype: int = C["ndis_objtype"]["NDIS_OBJTYPE_RSS_CAPS"]) -> bytes:
-    return struct.pack("<BBHIIIH", objtype, 2, 18, 0, 1, queues, 128)
+def rss_caps(queues: int, objtype: int = C["ndis_objtype"]["NDIS_OBJTYPE_RSS_CAPS"], caps: int = 0,
+             entries: int = 128) -> bytes:
+    return struct.pack("<BBHIIIH", objtype, 2, 18, caps, 1, queues, entries)
 
 
 def test_rss_capabilities_query_gives_the_host_queues() -> None:
@@ -461,7 +462,7 @@ def test_rss_capabilities_query_gives_the_host_queues() -> None:
     host = Host(m, {oid: rss_caps(8)})
     host.run(m.start())
     events = drain(m)
-    assert RssCaps(receive_queues=8) in events and events[-1] == RndisConfigured()
+    assert RssCaps(receive_queues=8, table_entries=128) in events and events[-1] == RndisConfigured()
     [(_, _, info)] = [s for s in host.seen if s[1] == oid]
     # the input buffer is an RSS-capabilities object header (Linux, DPDK)
     assert struct.unpack("<BBH", info) == (C["ndis_objtype"]["NDIS_OBJTYPE_RSS_CAPS"], 2, 18)
@@ -469,6 +470,17 @@ def test_rss_capabilities_query_gives_the_host_queues() -> None:
     oids = [s[1] for s in host.seen]
     assert oids.index(OID["OID_GEN_LINK_SPEED"]) < oids.index(oid) < \
         oids.index(OID["OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES"])
+
+
+@pytest.mark.parametrize("value,want", [
+    (rss_caps(4, caps=0x301, entries=64), RssCaps(receive_queues=4, capabilities=0x301, table_entries=64)),
+    (rss_caps(4, caps=0x101)[:16], RssCaps(receive_queues=4, capabilities=0x101, table_entries=0)),  # NDIS 6.0 size
+])
+def test_rss_capabilities_bits_and_table_entries(value: bytes, want: RssCaps) -> None:
+    m = RndisGuest(ndis_version=NDIS["NDIS_VERSION_6_30"], rss=True)
+    host = Host(m, {OID["OID_GEN_RECEIVE_SCALE_CAPABILITIES"]: value})
+    host.run(m.start())
+    assert want in drain(m)
 
 
 def test_rss_capabilities_not_asked_without_rss_and_optional_with_it() -> None:

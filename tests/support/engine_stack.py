@@ -43,16 +43,19 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_engine(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Running]:
+def running_engine(netns_factory: NetnsFactory, tmp_path: Path, *, queues: int = 1,
+                   host_profile: hp.HostProfile | None = None) -> Iterator[Running]:
+    """`queues`: channels the NIC asks for (Nic(channels=...)); `host_profile`: the emulated host
+    (default: OpenVMM's, with no link-flap delay)."""
     guest_ns = netns_factory.namespace("g")
     host_ns = netns_factory.namespace("h")
     net = HostNetwork.create(ifname=netns_factory.ifname("hn"), netns=host_ns)
     netns_factory.defer("close host network", net.close)
     with SimEnvironment(tmp_path, profile="6.17", nics=1, network=net,
-                        host_profile=hp.HostProfile(link_flap_delay=0.0)) as env:
+                        host_profile=host_profile or hp.HostProfile(link_flap_delay=0.0)) as env:
         guid = env.nics[0].guid
         bind_device(env.sysroot, guid, force=True)
-        nic = Nic(env.sysroot, guid)
+        nic = Nic(env.sysroot, guid, channels=queues)
         nic.open()
         engine = Engine(nic, ifname=netns_factory.ifname("g"), netns=guest_ns)
         stop = StopPipe()

@@ -86,7 +86,9 @@ class FakeHost:
 
     def __init__(self, *, tx_data: int = 64 * 1024, rx_data: int = 64 * 1024, recv_size: int = 64 * 1024,
                  recv_section: int = 2048, send_section: int = 2048, send_count: int = 8, mtu: int = 1500,
-                 monitor_id: int | None = None, **kw: Any) -> None:
+                 monitor_id: int | None = None, first_section: int = 0, **kw: Any) -> None:
+        """`first_section`: the DataPath owns sections [first_section, send_count) of the send buffer
+        (one queue's share of a multi-queue NIC)."""
         self.tx_size, self.rx_size = HDR + tx_data, HDR + rx_data
         self.mem = bytearray(self.tx_size + self.rx_size)
         self.tx_ring = Ring(self.mem, direction=Direction.TX, offset=0, size=self.tx_size, header_size=HDR)
@@ -105,7 +107,8 @@ class FakeHost:
         self.monitor = bytearray(4096) if monitor_id is not None else None
         self.dp = DataPath(tx_ring=self.tx_ring, rx_ring=self.rx_ring, recv_buf=self.recv,
                            recv_section_size=recv_section, send_buf=self.send, send_section_size=send_section,
-                           send_section_count=send_count, tap_fd=self.tap_guest.fileno(),
+                           send_section_count=send_count - first_section, send_section_first=first_section,
+                           tap_fd=self.tap_guest.fileno(),
                            irq_fd=self.irq_guest.fileno(), monitor_page=self.monitor, monitor_id=monitor_id,
                            mtu=mtu, **kw)
 

@@ -248,6 +248,11 @@ LAYOUTS: list[tuple[type[ctypes.Structure], str, dict[str, str], int, bool]] = [
      {"header": "ndis_hdr", "capabilities": "ndis_caps", "num_interrupt_messages": "ndis_nmsi",
       "num_receive_queues": "ndis_nrxr", "num_indirection_entries": "ndis_nind",
       "pad": "ndis_pad"}, 0, True),
+    (wr.NdisRssParams, "linux:ndis_recv_scale_param",
+     {"header": "hdr", "flags": "flag", "base_cpu": "base_cpu_number", "hash_info": "hashinfo",
+      "table_size": "indirect_tabsize", "table_offset": "indirect_taboffset", "key_size": "hashkey_size",
+      "key_offset": "hashkey_offset", "cpu_mask_offset": "processor_masks_offset",
+      "cpu_mask_count": "num_processor_masks", "cpu_mask_entry_size": "processor_masks_entry_size"}, 0, True),
 ]
 
 NVSP_REQUESTS = [wn.NvspInit, wn.NvspNdisConfig, wn.NvspNdisVersion, wn.NvspRecvBufConnect,
