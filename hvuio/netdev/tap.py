@@ -387,6 +387,8 @@ class Tap:
             msg = self._ipr.link("get", index=self._index)[0]
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read state", self._name, self._netns) from exc
+        finally:
+            _drop_unclaimed(self._ipr)
         return LinkState(
             index=self._index,
             name=str(msg.get_attr("IFLA_IFNAME")),
@@ -429,6 +431,8 @@ class Tap:
             if exc.code == errno.EEXIST:
                 raise UsageError(f"address {cidr} is already on interface {self._name!r}") from exc
             raise netlink_error(exc.code, f"add address {cidr}", self._name, self._netns) from exc
+        finally:
+            _drop_unclaimed(self._ipr)
 
     def addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         """The IPv4 (local) and IPv6 addresses on the tap with their IFA flags, as netlink has them."""
@@ -437,6 +441,8 @@ class Tap:
             msgs = self._ipr.get_addr(index=self._index)
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read addresses", self._name, self._netns) from exc
+        finally:
+            _drop_unclaimed(self._ipr)
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         for msg in msgs:
             text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
@@ -572,6 +578,22 @@ class Tap:
             self._ipr.link("set", index=self._index, **kwargs)
         except NetlinkError as exc:
             raise netlink_error(exc.code, action, self._name, self._netns) from exc
+        finally:
+            _drop_unclaimed(self._ipr)
+
+
+def _drop_unclaimed(ipr: Any) -> None:
+    """Discard the replies no request claimed on the tap's long-lived socket.
+
+    pyroute2 (0.9: pyroute2/netlink/core.py, CoreMessageQueue.put) files a reply whose request
+    already finished, such as the ACK that trails a "get", in the calling thread's untagged queue;
+    nothing reads that queue on a socket without multicast groups, so it would grow by one message
+    per request for as long as the tap lives (a link flap makes several).
+    """
+    queue = getattr(getattr(getattr(ipr, "asyncore", None), "msg_queue", None), "root", None)
+    while queue is not None and not queue.empty():
+        queue.get_nowait()
+        queue.task_done()
 
 
 def _open_tun(ifname: str) -> int:
