@@ -460,17 +460,23 @@ CSUMS = [0x8, 0x10, 0x1, 0x2, 0x9, 0x28, 0]
 
 class DR:
     def __init__(self, *, txd: int, rxd: int, sect: int, nsect: int, pkt: int, mtu: int, vnet: bool = False,
-                 rx_csum: bool = False, rsc: bool = True, mon: int | None = None, small_tap: bool = False) -> None:
+                 rx_csum: bool = False, rsc: bool = True, mon: int | None = None, small_tap: bool = False,
+                 trace: str | None = None) -> None:
+        """trace: None, "memfd", "memfd-capped" or "null" (the capture hook, fuzz_trace.h)."""
         self.w = W()
         self.sect, self.nsect, self.mtu = sect, nsect, mtu
         self.recv_size = sect * nsect
         self.w.u8(DP_TXD.index(txd) + 6 * DP_RXD.index(rxd)).u8(DP_SECT.index(sect) + 5 * (nsect - 2))
         self.w.u8(DP_PKT.index(pkt) << 1 | DP_MTU.index(mtu) << 3)
         fl = (1 if vnet else 0) | (2 if rx_csum else 0) | (0 if rsc else 4) | (0x10 if mon is not None else 0)
-        fl |= 0x60 if small_tap else 0
+        fl |= (0x60 if small_tap else 0) | (0x80 if trace else 0)
         self.w.u8(fl).u16(0xFFF8).u16(0xFFF8)          # start indices near the end: early wraps
         if mon is not None:
             self.w.u8(mon)
+        if trace:
+            self.w.u8({"memfd": 1, "memfd-capped": 3, "null": 0}[trace])
+            if trace == "memfd-capped":
+                self.w.u16(700)                          # room for a block or two
 
     def _msgs(self, n: int) -> None:
         for _ in range(n):
@@ -498,26 +504,40 @@ class DR:
         w.rare(False).chance(True).u32(tid)
 
     def xfer(self, frames: list[tuple], **kw) -> DR:
-        """frames: ('tcp', payload, how, ppi) | ('raw', length, ppi) | ('range', count, offset);
-        ppi: None or a csum value."""
+        """frames: ('tcp', payload, how, ppi) | ('raw', length, ppi) | ('range', count, offset) |
+        ('ovm', payload, how, ppi): a TCP frame in OpenVMM's receive layout (the range the whole
+        section, the frame at data_offset 248); ppi: None, a csum value, or a tuple of a csum value
+        (or None) and the 802.1Q info: ('good', v) | ('short', v) | ('repeated', v, v2)."""
         self.w.u8(0).rare(False).pick(8, len(frames) - 1)
         for fr in frames:
             if fr[0] == "range":
                 self.w.u8(230).range(2 * self.sect, fr[1]).range(self.recv_size + 64, fr[2])
                 continue
-            csum = fr[-1]
-            self.w.u8(1 if fr[0] == "tcp" else 0)
-            if csum is None:
-                self.w.u8(0)
-            else:
-                self.w.u8(1).pick(7, CSUMS.index(csum))
-            if fr[0] == "tcp":
+            csum, vlan = (fr[-1], None) if not isinstance(fr[-1], tuple) else fr[-1]
+            self.w.u8({"tcp": 1, "raw": 0, "ovm": 209}[fr[0]])
+            how = (1 if csum is not None else 0) | {None: 0, "good": 0x40, "short": 0x80,
+                                                    "repeated": 0x60}[vlan[0] if vlan else None]
+            self.w.u8(how)
+            if csum is not None:
+                self.w.pick(7, CSUMS.index(csum))
+            if vlan and vlan[0] == "good":
+                self.w.u32(vlan[1])
+            elif vlan and vlan[0] == "short":
+                self.w.chance(False).u32(vlan[1])        # an element of 14 bytes: no room for the value
+            elif vlan:
+                self.w.u32(vlan[1]).u32(vlan[2])
+            pl = 16 * (bin(how & 0xC1).count("1") + (1 if how & 0x30 == 0x20 else 0))
+            if fr[0] in ("tcp", "ovm"):
                 self.w.range(self.mtu + 40, fr[1]).u8(fr[2])
                 fn_build(self.w, fr[1], fr[2])
             else:
-                room = self.sect + 64 - 44 - (16 if csum is not None else 0)
+                room = self.sect + 64 - 44 - pl
                 self.w.range(room + 1, fr[1]).chance(False).blob(fr[1], b"\x02\x00\x00\x00\x00\x01rawfr")
             self._msgs(7)
+            if fr[0] == "ovm":
+                assert self.sect >= 256 + 14
+                self.w.u8(0x5A).chance(True)             # junk byte; message_length = 256 + the frame
+                self._msgs(3)                            # message_length, data_offset, data_length
             self.w.u8(0)                                 # the range's count: unchanged
         self.xfer_send(len(frames), **kw)
         return self
@@ -600,6 +620,18 @@ def seeds_dp_rx() -> dict[str, bytes]:
         d.drain().rx(64)
     d.bad_desc().rx(64).drain()
     out["seed-small-ring-control"] = d.w.bytes()
+    e = DR(txd=4096, rxd=16384, sect=2048, nsect=8, pkt=1024, mtu=1500, trace="memfd")
+    e.xfer([("tcp", 200, 0x08, (None, ("good", 0x1235))), ("raw", 60, (0x8, ("short", 7))),
+            ("tcp", 100, 0x08, (None, ("repeated", 0x52, 0x63)))], tid=20).rx(64).drain()
+    e.xfer([("ovm", 1000, 0x08, None), ("ovm", 300, 0x09, (0x10, ("good", 0x6F)))], tid=21).rx(64).drain()
+    e.xfer([("tcp", 1460, 0x08, (None, ("good", 0x10)))], tid=22).rx(64).drain()   # tag put back: 1518
+    out["seed-vlan-openvmm-trace"] = e.w.bytes()
+    g = DR(txd=4096, rxd=16384, sect=4096, nsect=4, pkt=1024, mtu=1500, vnet=True, rx_csum=True,
+           trace="memfd-capped")
+    for i in range(3):
+        g.xfer([("ovm", 500 + 100 * i, 0x08, (0x8, ("good", 0x20 + i))), ("ovm", 40, 0x08, None)], tid=30 + i)
+    g.rx(64).drain()
+    out["seed-openvmm-vnet-trace-capped"] = g.w.bytes()
     return out
 
 
@@ -615,9 +647,9 @@ class DT:
     def __init__(self, *, txd: int, big_rx: bool, sect: int, count: int, mtu: int, vnet: bool = False,
                  offload: bool = False, offs: int = 0, hash_value: int | None = None, lso_max: int = 62780,
                  agg_pkts: int = 0, agg_align: int = 0, agg_bytes: int | None = None, mon: int | None = None,
-                 gpa_slots: int = 0, gpa_extra: int = 0, gpa_rot: int = 0) -> None:
+                 gpa_slots: int = 0, gpa_extra: int = 0, gpa_rot: int = 0, trace: str | None = None) -> None:
         """gpa_slots 1-4: a GPA-direct pool of that many slots (+ gpa_extra pages, page numbers
-        rotated by gpa_rot and reversed); 0: none."""
+        rotated by gpa_rot and reversed); 0: none. trace: as DR's."""
         w = self.w = W()
         self.mtu = mtu
         assert 1 <= count <= 200
@@ -626,7 +658,7 @@ class DT:
         w.u8(TX_SECT.index(sect) + 5 * (count - 1 if count <= 51 else 0))
         w.u8(byte_where(lambda c: c % 5 == mi and (c >> 3) & 7 == li and not c & 0xC0))
         w.u8((1 if vnet else 0) | (2 if offload else 0) | (4 if hash_value is not None else 0)
-             | (8 if mon is not None else 0))
+             | (8 if mon is not None else 0) | (0x10 if trace else 0))
         w.u8(offs | (0x40 if gpa_slots else 0))
         if hash_value is not None:
             w.u32(hash_value)
@@ -643,6 +675,10 @@ class DT:
             w.u8(mon)
         if gpa_slots:
             w.pick(4, gpa_slots - 1).pick(3, gpa_extra).u8(gpa_rot)
+        if trace:
+            w.u8({"memfd": 1, "memfd-capped": 3, "null": 0}[trace])
+            if trace == "memfd-capped":
+                w.u16(3000)
         self.vnet = vnet
 
     def frame_raw(self, length: int) -> DT:
@@ -766,6 +802,21 @@ def seeds_dp_tx() -> dict[str, bytes]:
     h.frame_tcp(60000, 0x08, 2, 1448).frame_tcp(30000, 0x09, 2, 1440).frame_tcp(600, 0x0C, 1).frame_raw(700)
     h.tx(64).drain().complete(6, 0).complete(0, 0).rx(32).tx(64).drain().complete(6, 1).complete(7, 9).rx(32).tx(64)
     out["seed-gpa-lso"] = h.w.bytes()
+    # 802.1Q: tagged frames (fn_build how bit 1) sent plain, GPA-direct and as LSO packets, traced
+    t = DT(txd=16384, big_rx=False, sect=2048, count=4, mtu=1500, trace="memfd")
+    t.frame_tcp(200, 0x0A).frame_tcp(1456, 0x0A).frame_raw(60).frame_tcp(1457, 0x0A).tx(64).drain()
+    t.complete(0, 0).receive(64).rx(32).tx(64).drain()
+    out["seed-vlan-plain-trace"] = t.w.bytes()
+    u = DT(txd=16384, big_rx=False, sect=6144, count=2, mtu=9000, gpa_slots=2, trace="memfd-capped")
+    for n in (8000, 60, 7000):
+        u.frame_tcp(n, 0x0A)
+    u.tx(64).drain().complete(6, 0).rx(32).tx(64).drain()
+    out["seed-vlan-gpa-trace-capped"] = u.w.bytes()
+    v = DT(txd=65536, big_rx=True, sect=6144, count=8, mtu=1500, vnet=True, offload=True, offs=0x3F,
+           lso_max=62780, gpa_slots=2, trace="null")
+    v.frame_tcp(20000, 0x0A, 2, 1448).frame_tcp(60000, 0x0B, 2, 1440).frame_tcp(600, 0x0E, 1)
+    v.frame_tcp(3000, 0x1A, 2, 536).tx(64).drain().complete(6, 0).complete(0, 0).rx(32).tx(64).drain()
+    out["seed-vlan-lso-trace-null"] = v.w.bytes()
     return out
 
 
@@ -787,9 +838,11 @@ class SH:
         w.u8(align_log2 | (8 if vnet else 0) | (16 if tap_gso else 0) | SH_LSOM.index(lso) << 6)
         w.u16(0xFFF0).u16(0xFFF0).u8(off_tx).rare(False).rare(not tap)
         w.u8((0 if guest_memory else 1) | gpa_buf << 1)     # guest memory; gather buffer GPAB[gpa_buf]
+        w.u8(0b0011)                                     # receive sections 0 and 1 the pump's, 2 and 3 Python's
 
     def send(self, idx: int, msgs: list[tuple], *, flags_rc: bool = True, chan: int = 0, size_delta: int = 0) -> SH:
-        """msgs: ('tcp', payload, how, csum?, lso_mss?) | ('raw', length)."""
+        """msgs: ('tcp', payload, how, csum?, lso_mss?, vlan?) | ('raw', length) | ('ctl', type index, words):
+        a control message (types 2, 4, 5, 6, 8, 0x80000002) of 8 + 4 * words bytes."""
         w = self.w
         w.u8(0).rare(False).range(self.count, idx)
         self._msgs(msgs)
@@ -847,9 +900,14 @@ class SH:
         for i, m in enumerate(msgs):
             if i > 0:
                 w.chance(True)                           # aligned
+            if m[0] == "ctl":
+                w.u8(0x20).pick(16, m[2]).pick(6, m[1]).u8(0)
+                size += 8 + 4 * m[2]
+                continue
             if m[0] == "tcp":
-                _, payload, how, csum, lso_mss = (*m, None, None)[:5]
+                _, payload, how, csum, lso_mss, vlan = (*m, None, None, None)[:6]
                 flag = 1 | (2 if csum else 0) | (4 if lso_mss else 0) | (0x80 if payload >= 1600 else 0)
+                flag |= 0x40 if vlan is not None else 0
                 w.u8(flag)
                 w.range(65000 if payload >= 1600 else 1600, payload).u8(how)
                 fn_len = fn_build(w, payload, how)
@@ -857,8 +915,10 @@ class SH:
                     w.rare(False).u8(0)                  # IP bit no; mutate(): unchanged
                 if lso_mss:
                     w.range(9000, lso_mss - 1).chance(True).u8(0)
+                if vlan is not None:
+                    w.u32(vlan)
                 flen = fn_len
-                size += 44 + (16 if csum else 0) + (16 if lso_mss else 0) + flen
+                size += 44 + (16 if csum else 0) + (16 if lso_mss else 0) + (16 if vlan is not None else 0) + flen
             else:
                 w.u8(0).range(1600, m[1]).blob(m[1], b"\x02\x00\x00\x00\x00\x01\x02")
                 size += 44 + m[1]
@@ -866,11 +926,15 @@ class SH:
                 w.u8(0)                                  # mutate() x 8: unchanged
         return size
 
-    def completion(self, tagged: bool = True) -> SH:
-        self.w.u8(4).pick(9, 1).copy(struct.pack("<II", 108, 1), 8).chance(tagged)
-        if not tagged:
-            self.w.pick(4, 2)
-        self.w.u64(0x1234).chance(True)
+    def completion(self, section: int | None = 0) -> SH:
+        """A receive completion (NVSP 108) naming receive section `section` (0 and 1 are the
+        pump's), or None: an id naming none."""
+        self.w.u8(4).pick(9, 1).copy(struct.pack("<II", 108, 1), 8)
+        if section is None:
+            self.w.chance(False).u64(0x1234)
+        else:
+            self.w.chance(True).pick(8, section)
+        self.w.chance(True)
         return self
 
     def control(self, ptype: int) -> SH:
@@ -886,6 +950,18 @@ class SH:
 
     def read(self) -> SH:
         self.w.u8(8)
+        return self
+
+    def rss(self, how: int, payload: int, *, info: int = 0x5B00, queues: int = 4, table_len: int = 128,
+            mul: int = 7, add: int = 1, on: bool = True) -> SH:
+        """The vRSS check (rss_check): a frame fn_build(how, payload) hashed with the NDIS hash
+        types `info` and a table of table_len entries (i * mul + add) % (queues + 1)."""
+        w = self.w
+        w.u8(13).chance(on).chance(True).u16(info).pick(65, queues).chance(True).u8(table_len - 1)
+        w.u8(mul).u8(add).pick(3, 0).rare(False).blob(40, bytes.fromhex("6d5a56da255b0ec2"))
+        w.u8(how).range(64, payload)
+        fn_build(w, payload, how)
+        w.rare(False).rare(False)                        # whole; headers as built
         return self
 
     def run(self) -> SH:
@@ -923,6 +999,17 @@ def seeds_simhost_tx() -> dict[str, bytes]:
     e.gpa([("tcp", 20000, 0x08, False, 1000)], [(44 + 16 + 20054, 0, [10, 11, 12, 13, 14])]).run().read()
     e.send(0, [("raw", 64)]).run().read()
     out["seed-gpa-direct"] = e.w.bytes()
+    # sends spanning sections, data then a control message, a control message then bytes, 802.1Q
+    # info (Python's), and the vRSS hash / queue on TCP, UDP, IPv6 and tagged frames
+    g = SH(d=16384, sect=2048, count=4, maxf=9014, pad=40)
+    g.send(0, [("raw", 1500), ("raw", 1400), ("tcp", 900, 0x08)]).run().read()      # 3 sections
+    g.send(1, [("raw", 100), ("ctl", 2, 4)]).run().read()                          # data, then control
+    g.send(2, [("ctl", 1, 2), ("raw", 60)]).run().read()                           # control, then bytes
+    g.send(3, [("tcp", 300, 0x08, None, None, 0x123)]).run().read()                # 802.1Q info
+    g.send(0, [("raw", 60), ("tcp", 200, 0x0A, None, None, 0x5)]).run().read()
+    g.rss(0x08, 20).rss(0x0C, 30).rss(0x09, 10).rss(0x0A, 0).rss(0x0B, 40, info=0x1400).rss(0x18, 8, info=0x100)
+    g.rss(0x08, 1, on=False).rss(0x08, 2, queues=0).rss(0x0D, 3, table_len=256, mul=3, add=200)
+    out["seed-span-control-vlan-rss"] = g.w.bytes()
     return out
 
 

@@ -6,8 +6,10 @@
  * tap writes fail) and another as the irq fd, or a monitor page. The host side is the harness: it
  * writes packets into the inbound ring with ring.c's writer (attached TX over the same memory) and
  * reads the outbound ring with ring.c's reader. The input is a script: transfer-page packets
- * (headers, ranges, NVS messages, RNDIS packet messages with checksum / RSC-id / other per-packet
- * info, every field sometimes wrong), whole RSC sequences of a TCP frame (sometimes broken, sometimes
+ * (headers, ranges, NVS messages, RNDIS packet messages with checksum / RSC-id / 802.1Q (good, too
+ * short for its value, repeated) / other per-packet info, every field sometimes wrong; also in
+ * OpenVMM's receive layout: the range the whole section, the frame at data_offset 248 from byte 8,
+ * junk around it), whole RSC sequences of a TCP frame (sometimes broken, sometimes
  * with a pkt_id that changes midway, which is no break), tagged
  * and untagged completions, control packets, RNDIS control messages among a packet's data ranges,
  * packets with a bad descriptor, rewrites of the receive buffer, host drains of the outbound
@@ -41,7 +43,9 @@
  *    within mtu + 18); vnet flags and gso_type are known values, NEEDS_CSUM points inside the
  *    frame, and no checksum is vouched for (flags 0) unless HVU_DP_F_RX_CSUM is set;
  *  - the pump never writes the inbound data area, the receive buffer or the send buffer; the
- *    monitor page changes only by its own trigger bit; an irq fd carries only 4-byte 1s.
+ *    monitor page changes only by its own trigger bit; an irq fd carries only 4-byte 1s;
+ *  - with the capture hook on (trace.c, to a memfd or /dev/null, cap large or small): the trace
+ *    checks of fuzz_trace.h, every block an inbound frame within the tap's frame limits.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,6 +56,7 @@
 #include "fuzz_common.h"
 #include "fuzz_net.h"
 #include "datapath.h"
+#include "fuzz_trace.h"
 
 #define MAXP 512
 #define MAX_OPS 300
@@ -83,6 +88,7 @@ struct st {
     uint32_t np, head;
     int faulted;
     uint8_t *snap_in, *snap_recv, snap_mon[4096];
+    struct fz_trace tr;
     uint8_t buf[70000];
 };
 
@@ -290,6 +296,8 @@ static uint32_t mutate(struct fz *f, uint32_t v)
     return fz_u32(f);
 }
 
+#define OVM_DATA 256u          /* OpenVMM's receive layout: the frame's first byte in the section */
+
 /* an RNDIS packet message: 44-byte header, per-packet info, frame; fields sometimes wrong */
 static uint32_t build_msg(struct fz *f, uint8_t *out, const uint8_t *ppi, uint32_t ppi_len, const uint8_t *frame,
                           uint32_t flen)
@@ -339,6 +347,8 @@ static uint32_t some_ppi(struct fz *f, uint8_t *p)
         wr32le(p + n + 12, fz_u32(f));
         n += 16;
     }
+    if ((how & 0x30) == 0x20)                           /* 802.1Q info again: the first one counts */
+        n += put_ppi(p + n, 6, fz_u32(f));
     if ((how & 0x30) == 0x30) {                         /* a malformed element */
         wr32le(p + n, fz_u8(f));
         wr32le(p + n + 4, fz_u32(f));
@@ -400,6 +410,21 @@ static void host_xfer(struct st *s, struct fz *f)
                 if (flen > room)
                     flen = room;
                 fz_blob(f, fr, flen);
+            }
+            if (mode >= 208 && s->sect >= OVM_DATA + 14) {
+                /* OpenVMM's layout (netvsp rndis_packet at the start of the section, the frame at
+                 * data_offset 248, i.e. byte 256): the range is the whole section, junk around */
+                if (flen > s->sect - OVM_DATA)
+                    flen = s->sect - OVM_DATA;
+                uint32_t mlen = build_msg(f, msg, ppi, pl, fr, 0);
+                memset(msg + mlen, 0xA5 ^ fz_u8(f), s->sect - mlen);
+                memcpy(msg + OVM_DATA, fr, flen);
+                wr32le(msg + 4, mutate(f, fz_chance(f, 192) ? OVM_DATA + flen : s->sect));
+                wr32le(msg + 8, mutate(f, OVM_DATA - 8));
+                wr32le(msg + 12, mutate(f, flen));
+                rc[i] = mutate(f, s->sect);
+                ro[i] = place(s, msg, s->sect);
+                continue;
             }
             uint32_t mlen = build_msg(f, msg, ppi, pl, fr, flen);
             rc[i] = mutate(f, mlen);
@@ -917,6 +942,8 @@ static int setup(struct st *s, struct fz *f)
     s->dp = calloc(1, hvu_dp_sizeof());
     int rc = hvu_dp_init(s->dp, &cfg);
     CHECK(rc == 0, "hvu_dp_init refused a valid configuration: %d", rc);
+    if (fl & 0x80)
+        fz_trace_on(&s->tr, f, s->dp);
     return 0;
 }
 
@@ -930,6 +957,9 @@ static void teardown(struct st *s)
     }
     for (int i = 0; i < 64; i++)
         CHECK(s->send[i] == 0, "the RX pump wrote the send buffer");
+    /* frames as written to the tap (vnet header left out, 802.1Q tag put back); GSO frames up to 64 KiB */
+    fz_trace_check(&s->tr, 1u << HVU_TRACE_IN, 14, (s->flags & HVU_DP_F_VNET_HDR) ? 65535 + 18 : s->mtu + 18);
+    fz_trace_off(&s->tr);
     free(s->tx_mem);
     free(s->rx_mem);
     free(s->recv);

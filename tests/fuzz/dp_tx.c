@@ -11,7 +11,10 @@
  * wrong, an empty datagram = the end of the tap), completions (valid, duplicate, unknown, for the
  * section being filled, untagged = Python's, with good or bad NVS payloads), received frames (their
  * receive completions compete with the sends for the outbound ring and hold TX back), host drains
- * of the outbound ring, a corrupt outbound read_index, and pump calls with a budget.
+ * of the outbound ring, a corrupt outbound read_index, and pump calls with a budget. Frames may
+ * carry an 802.1Q tag (sent plain, GPA-direct, as LSO packets: the tag goes into the pktinfo), and
+ * the capture hook (trace.c) may be on, to a memfd or /dev/null, its cap large or small (checks:
+ * fuzz_trace.h).
  *
  * Invariants (abort on violation), checked after every call:
  *  - a section is never reused while outstanding: every NVS 107 send the pump writes (seen by
@@ -60,6 +63,7 @@
 #include "fuzz_common.h"
 #include "fuzz_net.h"
 #include "datapath.h"
+#include "fuzz_trace.h"
 
 #define HDR 4096
 #define MAX_OPS 300
@@ -126,6 +130,7 @@ struct st {
     struct hpkt p[MAXP];
     uint32_t np, head;
     uint8_t *snap_in, *snap_recv, snap_mon[4096];
+    struct fz_trace tr;
     uint8_t buf[70000];
 };
 
@@ -1003,10 +1008,15 @@ static void setup(struct st *s, struct fz *f)
     s->dp = calloc(1, hvu_dp_sizeof());
     int rc = hvu_dp_init(s->dp, &cfg);
     CHECK(rc == 0, "hvu_dp_init refused a valid configuration: %d", rc);
+    if (d & 0x10)                                           /* the capture hook: frames read and received */
+        fz_trace_on(&s->tr, f, s->dp);
 }
 
 static void teardown(struct st *s)
 {
+    /* tap reads as read (runts and frames too long for the room included), received frames */
+    fz_trace_check(&s->tr, 1u << HVU_TRACE_IN | 1u << HVU_TRACE_OUT, 0, HVU_TRACE_MAX_DATA);
+    fz_trace_off(&s->tr);
     for (uint32_t i = 0; i < s->nq; i++)
         free(s->q[i].b);
     for (uint32_t i = 0; i < s->nr; i++)

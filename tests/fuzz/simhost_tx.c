@@ -11,13 +11,15 @@
  * buffer, scratch, GSO buffer, guest memory, gather buffer): ASan sees any read outside them. The tap is a SOCK_DGRAM
  * socketpair (or none). The input: configuration (ring and section sizes, max frame, NVSP padding,
  * strict RNDIS limits, vnet header / tap GSO / offloads on offer, lso_max), then a script of sends
- * (1..20 RNDIS messages in a section, every field sometimes wrong, frames plain or Ethernet/IP/TCP
- * with checksum / LSO pktinfo), raw packets of every type, descriptors that break the ring rules,
+ * (1..20 RNDIS messages from a section on, so spanning sections, every field sometimes wrong, frames
+ * plain or Ethernet/IP/TCP with checksum / LSO / 802.1Q pktinfo, RNDIS control messages after data
+ * or followed by more bytes), raw packets of every type, descriptors that break the ring rules,
  * forged receive completions (ids of sections the pump owns, of Python's, or any), a bad write_index, rewrites of the send buffer, GPA-direct
  * sends (the same RNDIS messages scattered over 1..4 or 60..68 ranges of guest-memory pages picked
  * one by one, a page sometimes outside guest memory, the range header sometimes malformed or past
  * the fast path's copy, no guest memory or a small gather buffer by configuration), guest reads
- * of the inbound ring, and pump runs.
+ * of the inbound ring, pump runs, and vRSS checks (rss.c's hash and queue against a reference; the
+ * receive path that steers is off in this harness).
  *
  * Invariants (abort on violation), checked after every run:
  *  - the pump consumes exactly a prefix of the guest's packets; each one it consumed is a
@@ -49,6 +51,7 @@
 #include "fuzz_common.h"
 #include "fuzz_net.h"
 #include "simhost.h"
+#include "simhost_int.h"  /* hvu_sim_rss_queue */
 #include "offload.h"   /* simhost's: HVU_GSO_MAX_FRAME, HVU_VNET_HLEN */
 
 #define HDR 4096
@@ -191,9 +194,22 @@ static uint32_t fill_msgs(struct st *s, struct fz *f, uint8_t *sec, uint32_t roo
         }
         if (pos + 44 >= room)
             break;
-        uint8_t ppi[64];
+        uint8_t ppi[96];
         uint32_t pl = 0;
         uint8_t how = fz_u8(f);
+        if ((how & 0x30) == 0x20) {                          /* a control message: after data, or bytes after it */
+            static const uint32_t CTL[] = {2, 4, 5, 6, 8, 0x80000002u};
+            uint32_t clen = 8 + 4 * fz_pick(f, 16);
+            if (clen > room - pos)
+                clen = room - pos;
+            uint8_t *m = sec + pos;
+            memset(m, 0, clen);
+            wr32le(m, CTL[fz_pick(f, 6)]);
+            wr32le(m + 4, mutate(f, clen));
+            prev = m;
+            pos += clen;
+            continue;
+        }
         uint32_t cap = room - pos > 44 + 64 ? room - pos - 44 - 64 : 0;
         if (cap > HVU_GSO_MAX_FRAME + 64)
             cap = HVU_GSO_MAX_FRAME + 64;
@@ -222,6 +238,8 @@ static uint32_t fill_msgs(struct st *s, struct fz *f, uint8_t *sec, uint32_t roo
         }
         if (how & 8)
             pl += put_ppi(ppi + pl, 8, fz_u32(f));          /* hash: skipped as NDIS does */
+        if (how & 0x40)
+            pl += put_ppi(ppi + pl, 6, fz_u32(f));          /* 802.1Q info: the send is Python's */
         if ((how & 0x30) == 0x30) {                          /* a malformed element */
             wr32le(ppi + pl, fz_u8(f));
             wr32le(ppi + pl + 4, fz_pick(f, 3));
@@ -934,6 +952,114 @@ static void teardown(struct st *s)
         free(s->g[i].gh);
 }
 
+/* ---- vRSS (rss.c) ------------------------------------------------------------------------------ */
+
+/* The steering itself runs on the receive path, which this harness leaves off (rx_enabled 0): the
+ * hash and the queue are checked here on frames of every shape (tagged, truncated, IPv4 with
+ * options, fragments, IPv6, UDP), each an exact heap block, against a reference: the NDIS hash
+ * types (IPv4 / IPv6 addresses, + TCP / UDP ports when enabled and present, never for an IPv4
+ * fragment) and the Toeplitz hash computed bit by bit from the key. */
+static struct hvu_sim_pump RP;
+
+static uint32_t ref_toeplitz(const uint8_t *key, const uint8_t *in, uint32_t n)
+{
+    uint32_t h = 0;
+    for (uint32_t i = 0; i < n * 8; i++) {
+        if (!((in[i / 8] >> (7 - i % 8)) & 1))
+            continue;
+        uint32_t w = 0;
+        for (uint32_t b = 0; b < 32; b++)
+            w = w << 1 | ((key[(i + b) / 8] >> (7 - (i + b) % 8)) & 1u);
+        h ^= w;
+    }
+    return h;
+}
+
+static uint32_t ref_rss(const uint8_t *key, uint32_t info, const uint8_t *f, uint32_t n, uint32_t *hash)
+{
+    uint8_t in[36];
+    uint32_t at = 14, len, type, et;
+    if (n < 14)
+        return 0;
+    et = (uint32_t)f[12] << 8 | f[13];
+    if (et == 0x8100 && n >= 18) {
+        et = (uint32_t)f[16] << 8 | f[17];
+        at = 18;
+    }
+    if (et == 0x0800 && n >= at + 20 && f[at] >> 4 == 4) {
+        uint32_t ihl = (f[at] & 15u) * 4, lt = f[at + 9] == 6 ? 0x200u : f[at + 9] == 17 ? 0x4000u : 0;
+        int frag = (((uint32_t)f[at + 6] << 8 | f[at + 7]) & 0x3FFFu) != 0;
+        memcpy(in, f + at + 12, 8);
+        len = 8;
+        type = 0x100;
+        if ((lt & info) && !frag && ihl >= 20 && n >= at + ihl + 4) {
+            memcpy(in + 8, f + at + ihl, 4);
+            len = 12;
+            type = lt;
+        }
+    } else if (et == 0x86DD && n >= at + 40 && f[at] >> 4 == 6) {
+        uint32_t lt = f[at + 6] == 6 ? 0x1000u : f[at + 6] == 17 ? 0x8000u : 0;
+        memcpy(in, f + at + 8, 32);
+        len = 32;
+        type = 0x400;
+        if ((lt & info) && n >= at + 44) {
+            memcpy(in + 32, f + at + 40, 4);
+            len = 36;
+            type = lt;
+        }
+    } else {
+        return 0;
+    }
+    if (!(type & info))
+        return 0;
+    *hash = ref_toeplitz(key, in, len);
+    return type;
+}
+
+static void rss_check(struct st *s, struct fz *f)
+{
+    struct hvu_sim_pump *p = &RP;
+    p->rss_on = fz_chance(f, 240);
+    p->rss_hash_info = fz_chance(f, 224) ? fz_u16(f) : fz_u32(f);
+    p->rss_queues = fz_pick(f, 65);
+    p->rss_table_len = fz_chance(f, 240) ? 1 + fz_u8(f) : fz_u16(f);
+    uint32_t mul = fz_u8(f), add = fz_u8(f), mod = p->rss_queues + 1 + fz_pick(f, 3);
+    for (uint32_t i = 0; i < 256; i++)
+        p->rss_table[i] = (uint16_t)((i * mul + add) % mod);
+    if (fz_rare(f, 32))
+        p->rss_table[fz_u8(f)] = fz_u16(f);
+    fz_blob(f, p->rss_key, sizeof(p->rss_key));
+    struct netf nf;
+    uint32_t how = fz_u8(f);
+    uint32_t len = fn_build(f, s->frame, 256, fz_range(f, 64), how, &nf);
+    if (len == 0 || fz_rare(f, 48)) {                         /* anything, or cut short */
+        uint32_t n = fz_range(f, 128);
+        if (len == 0 || n < len)
+            len = n;
+        if (fz_rare(f, 64))
+            fz_blob(f, s->frame, len);
+    }
+    if (len >= 24 && fz_rare(f, 32)) {                          /* a fragment, another protocol, IHL */
+        uint32_t l3 = (how & 2) ? 18 : 14;
+        s->frame[l3 + (fz_chance(f, 128) ? 6 : fz_chance(f, 128) ? 9 : 0)] = fz_u8(f);
+    }
+    uint8_t *fr = malloc(len ? len : 1);                         /* exact: ASan sees a read past it */
+    memcpy(fr, s->frame, len);
+    uint32_t h = 0, want_h = 0;
+    uint32_t t = hvu_sim_rss_hash(p->rss_key, p->rss_hash_info, fr, len, &h);
+    uint32_t want = ref_rss(p->rss_key, p->rss_hash_info, fr, len, &want_h);
+    CHECK(t == want && (t == 0 || h == want_h), "RSS hash type %#x hash %08x, the reference says %#x %08x", t, h,
+          want, want_h);
+    uint32_t q = hvu_sim_rss_queue(p, fr, len), want_q = 0;
+    if (p->rss_on && p->rss_table_len >= 1 && p->rss_table_len <= 256 && want) {
+        want_q = p->rss_table[want_h % p->rss_table_len];
+        if (want_q >= p->rss_queues)
+            want_q = 0;
+    }
+    CHECK(q == want_q, "RSS queue %u, the reference says %u", q, want_q);
+    free(fr);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fz f;
@@ -941,7 +1067,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct st *s = &S;
     setup(s, &f);
     for (int n = 0; n < MAX_OPS && fz_left(&f) > 0; n++) {
-        uint8_t op = fz_u8(&f) % 13;
+        uint8_t op = fz_u8(&f) % 14;
         if (op <= 3)
             guest_send(s, &f);
         else if (op == 4)
@@ -966,6 +1092,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             guest_read(s);
         else if (op == 12)
             guest_gpa_send(s, &f);
+        else if (op == 13)
+            rss_check(s, &f);
         else
             run(s);
     }
