@@ -9,15 +9,13 @@ Traffic stays between the two namespaces; waits are bounded; nothing asserts on 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.demo_stack import assert_nothing_leaked, pid_alive
-from support.namespaces import netns_skip_reason
+from support.demo_stack import live_counter_at_least, pid_alive, running_stack
 
 from hvuio.netdev import netns
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, max_guest_mtu, ping, tcp_transfer, udp_check
@@ -29,27 +27,10 @@ MAX_MTU = max_guest_mtu(SEND_SECTION_SIZE)  # 6144 - 44 - 14 = 6086: the largest
 HOST_MAX_MTU = MAX_NDIS_MTU - ETH_HEADER_LEN  # 9202: the emulated host allows frames up to 9216 (OpenVMM)
 
 
-@contextlib.contextmanager
-def running_stack(mtu: int = 1500, up_args: tuple[str, ...] = ()) -> Iterator[DemoStack]:
-    """A started stack, closed afterwards and checked for leaks (skips without namespaces)."""
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    s = DemoStack(mtu=mtu, up_args=up_args)
-    pid: int | None = None
-    try:
-        s.start()
-        pid = s.up_pid
-        yield s
-    finally:
-        s.close()
-    assert_nothing_leaked(s, pid)
-
-
 @pytest.fixture
 def stack(request: pytest.FixtureRequest) -> Iterator[DemoStack]:
     """A running stack; `@pytest.mark.parametrize("stack", [mtu], indirect=True)` sets the MTU."""
-    with running_stack(getattr(request, "param", 1500)) as s:
+    with running_stack(mtu=getattr(request, "param", 1500)) as s:
         yield s
 
 
@@ -63,11 +44,6 @@ def neighbour_mac(ns: str, address: str) -> str | None:
         if entry.get("lladdr"):
             return str(entry["lladdr"]).lower()
     return None
-
-
-def counter(stack: DemoStack, name: str, at_least: int) -> bool:
-    """Wait until the running `hvuio up` reports counter `name` >= at_least (status file)."""
-    return bool(stack.env.host.wait_for(lambda: stack.live_counters().get(name, 0) >= at_least, timeout=10))
 
 
 def test_arp_resolves_both_macs_and_ping_crosses(stack: DemoStack) -> None:
@@ -145,7 +121,7 @@ def test_full_size_frames_with_dont_fragment(stack: DemoStack) -> None:
     assert result["ok"] and result["received"] == 3, result["output"]
     back = ping(stack.host_ns, GUEST_IP, count=3, size=payload, dont_fragment=True)
     assert back["ok"] and back["received"] == 3, back["output"]
-    assert counter(stack, "tx_packets", 3)
+    assert live_counter_at_least(stack, "tx_packets", 3)
     live = stack.live_counters()
     assert live.get("tx_oversize", 0) == 0 and live.get("rx_oversize", 0) == 0
 
@@ -163,7 +139,7 @@ def test_jumbo_frames_cross_gpa_direct_both_ways(stack: DemoStack) -> None:
     assert out["ok"] and out["received"] == 3, out["output"]
     back = ping(stack.host_ns, GUEST_IP, count=3, size=payload, dont_fragment=True)
     assert back["ok"] and back["received"] == 3, back["output"]
-    assert counter(stack, "tx_gpa", 3), stack.live_counters()
+    assert live_counter_at_least(stack, "tx_gpa", 3), stack.live_counters()
     there = tcp_transfer(stack.guest_ns, stack.host_ns, HOST_IP, 8 << 20, seed=21)
     assert there["exact"], there
     home = tcp_transfer(stack.host_ns, stack.guest_ns, GUEST_IP, 8 << 20, seed=22)
@@ -174,7 +150,7 @@ def test_jumbo_frames_cross_gpa_direct_both_ways(stack: DemoStack) -> None:
 
 
 def test_without_gpa_direct_a_jumbo_mtu_is_lowered_to_what_a_section_carries() -> None:
-    with running_stack(9000, up_args=("--no-gpa",)) as stack:
+    with running_stack(mtu=9000, up_args=("--no-gpa",)) as stack:
         assert stack.nic["mtu"] == MAX_MTU and stack.nic["mtu_asked"] == 9000
         assert stack.nic["tx_path"].startswith("send buffer")
         assert link(stack.guest_ns, stack.tap)["mtu"] == MAX_MTU
@@ -190,8 +166,8 @@ def test_guest_frame_larger_than_the_nic_mtu_is_dropped_and_counted(stack: DemoS
     bytes_before = stack.net.counters.to_net_bytes
     big = ping(stack.guest_ns, HOST_IP, count=3, interval=0.2, size=2500, dont_fragment=True)
     assert big.get("received") == 0, big["output"]
-    assert counter(stack, "tx_oversize", 3), stack.live_counters()
-    assert counter(stack, "drop_tx_oversize", 3), stack.live_counters()  # the reason, as status shows it
+    assert live_counter_at_least(stack, "tx_oversize", 3), stack.live_counters()
+    assert live_counter_at_least(stack, "drop_tx_oversize", 3), stack.live_counters()  # the reason, as status shows it
     # not one 2542-byte frame reached the host network (small ARP frames may have)
     assert stack.net.counters.to_net_bytes - bytes_before < 2542
     netns.ip("-n", stack.guest_ns, "link", "set", "dev", stack.tap, "mtu", "1500")
@@ -232,7 +208,7 @@ def test_host_link_changes_follow_on_the_tap_carrier(stack: DemoStack) -> None:
     stack.env.host.set_link(dev, up=True)
     assert stack.env.host.wait_for(lambda: lower_up() and link(stack.guest_ns, stack.tap)["operstate"] != "DOWN",
                                    timeout=10)
-    assert counter(stack, "link_changes", 2)
+    assert live_counter_at_least(stack, "link_changes", 2)
     ok = ping(stack.guest_ns, HOST_IP, count=3)
     assert ok["ok"] and ok["received"] == 3, ok["output"]
 
@@ -256,23 +232,13 @@ def test_sigterm_stops_a_running_up_cleanly(stack: DemoStack) -> None:
 def test_ping_and_tcp_on_other_kernel_profiles(kernel: str, monitored: bool) -> None:
     """Kernels up to 6.16 mask the inbound ring on every interrupt; non-monitored channels are
     signalled by write(1) on the uio fd (VMBUS.md §1.10, 3.12): the data path must work with each."""
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    s = DemoStack(kernel=kernel, monitored=monitored)
-    pid: int | None = None
-    try:
-        s.start()
-        pid = s.up_pid
+    with running_stack(kernel=kernel, monitored=monitored) as s:
         assert s.nic["monitored"] is monitored
         result = ping(s.guest_ns, HOST_IP, count=3)
         assert result["ok"] and result["received"] == 3, result["output"]
         tcp = tcp_transfer(s.guest_ns, s.host_ns, HOST_IP, 4 * 1024 * 1024, seed=21)
         assert tcp["received"]["sha256"] == tcp["sent"]["sha256"]
         assert s.env.host.fault(s.guid) is None
-    finally:
-        s.close()
-    assert_nothing_leaked(s, pid)
 
 
 @pytest.mark.parametrize("fast", ["1", "0"], ids=["fast-path", "python-host"])
@@ -282,15 +248,9 @@ def test_ping_and_tcp_under_each_receive_layout(layout: str, fast: str, monkeypa
     at byte 256) reach the guest's parser byte-exact, from the C host data path and the Python one."""
     if fast == "1" and not fastpath.available():
         pytest.skip("hvuio.sim._simhost not built")
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
     monkeypatch.setenv(fastpath.ENV, fast)
-    s = DemoStack(host_profile=HostProfile(link_flap_delay=0.0, rx_layout=layout))  # type: ignore[arg-type]
-    pid: int | None = None
-    try:
-        s.start()
-        pid = s.up_pid
+    profile = HostProfile(link_flap_delay=0.0, rx_layout=layout)  # type: ignore[arg-type]
+    with running_stack(host_profile=profile) as s:
         result = ping(s.guest_ns, HOST_IP, count=3)
         assert result["ok"] and result["received"] == 3, result["output"]
         for src, dst, ip, seed in ((s.guest_ns, s.host_ns, HOST_IP, 31), (s.host_ns, s.guest_ns, GUEST_IP, 32)):
@@ -303,6 +263,3 @@ def test_ping_and_tcp_under_each_receive_layout(layout: str, fast: str, monkeypa
         assert s.env.host.wait_for(lambda: s.live_counters().get("rx_ranges_written", 0) > 1000, timeout=10)
         live = s.live_counters()
         assert live["rx_range_drops"] == 0 and live["rx_bad_rndis"] == 0, live
-    finally:
-        s.close()
-    assert_nothing_leaked(s, pid)

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from support.capture import Capture
-from support.demo_stack import assert_nothing_leaked
-from support.namespaces import netns_skip_reason
+from support.demo_stack import live_counter_at_least, running_stack
 
 from hvuio.demo import GUEST_IP, HOST_IP, DemoStack, ping
 from hvuio.netdev import netns
@@ -23,18 +22,8 @@ GUEST_IP6 = "fd00:5::2"
 
 @pytest.fixture
 def stack() -> Iterator[DemoStack]:
-    reason = netns_skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    s = DemoStack()
-    pid: int | None = None
-    try:
-        s.start()
-        pid = s.up_pid
+    with running_stack() as s:
         yield s
-    finally:
-        s.close()
-    assert_nothing_leaked(s, pid)
 
 
 def lower_up(stack: DemoStack) -> bool:
@@ -42,16 +31,12 @@ def lower_up(stack: DemoStack) -> bool:
     return "LOWER_UP" in json.loads(out)[0]["flags"]
 
 
-def counter(stack: DemoStack, name: str, at_least: int) -> bool:
-    return bool(stack.env.host.wait_for(lambda: stack.live_counters().get(name, 0) >= at_least, timeout=10))
-
-
 def test_network_change_drops_and_restores_the_carrier(stack: DemoStack) -> None:
     assert lower_up(stack)
     stack.env.host.indicate(stack.env.nics[0], "network_change")
     assert stack.env.host.wait_for(lambda: not lower_up(stack), timeout=10)
     assert stack.env.host.wait_for(lambda: lower_up(stack), timeout=10)   # LINKCHANGE_INT later
-    assert counter(stack, "network_changes", 1)
+    assert live_counter_at_least(stack, "network_changes", 1)
     ok = ping(stack.guest_ns, HOST_IP, count=3)
     assert ok["ok"] and ok["received"] == 3, ok["output"]
 
@@ -84,5 +69,5 @@ def test_repeated_media_connect_announces_the_guest_addresses(stack: DemoStack) 
         stack.env.host.indicate(stack.env.nics[0], "media_connect")
         assert cap.wait_for(is_garp(mac, GUEST_IP)) is not None
         assert cap.wait_for(is_unsolicited_na(mac, GUEST_IP6)) is not None
-    assert counter(stack, "peer_notifications", 1) and counter(stack, "peer_frames_sent", 2)
+    assert live_counter_at_least(stack, "peer_notifications", 1) and live_counter_at_least(stack, "peer_frames_sent", 2)
     assert lower_up(stack)                                                   # the carrier was not touched

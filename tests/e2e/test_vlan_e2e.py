@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from support.demo_stack import assert_nothing_leaked
+from support.demo_stack import live_counter_at_least, running_stack
 from support.namespaces import netns_skip_reason
 
 from support.capture import Capture, send_frame
@@ -40,20 +40,8 @@ def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     if request.param == "1" and not fastpath.available():
         pytest.skip("hvuio.sim._simhost not built")
     monkeypatch.setenv(fastpath.ENV, request.param)
-    s = DemoStack(vlan_oob=True)
-    pid: int | None = None
-    try:
-        s.start()
-        pid = s.up_pid
+    with running_stack(vlan_oob=True) as s:
         yield s
-    finally:
-        s.close()
-    assert_nothing_leaked(s, pid)
-
-
-def counter(stack: DemoStack, name: str, at_least: int) -> bool:
-    """Wait until the running `hvuio up` reports counter `name` >= at_least (status file)."""
-    return bool(stack.env.host.wait_for(lambda: stack.live_counters().get(name, 0) >= at_least, timeout=10))
 
 
 ETH_TEST = 0x88B5   # IEEE 802 local experimental EtherType: nothing on either side answers it
@@ -81,7 +69,7 @@ def test_tagged_frames_cross_both_ways_with_their_tag(stack: DemoStack) -> None:
                        + ETH_TEST.to_bytes(2, "big") + payload)
             got = cap.wait_for_tagged(lambda f, t, p=payload: f.endswith(p) and f[12:14] == b"\x88\xb5")
             assert got is not None and got[1] == tci, (vid, pri, dei, got)
-    assert counter(stack, "tx_vlan", 3) and counter(stack, "rx_vlan", 3)   # the status file's, updated each tick
+    assert live_counter_at_least(stack, "tx_vlan", 3) and live_counter_at_least(stack, "rx_vlan", 3)   # the status file's, updated each tick
     host = stack.env.host.status()[stack.guid]
     assert host["nvsp_counters"]["rx_vlan"] >= 3 and host["fault"] is None and not host["rejections"]
     assert host["counters"]["fastpath"] == (1 if fastpath.enabled() else 0)
@@ -103,7 +91,7 @@ def test_a_coalesced_tagged_tcp_frame_reaches_the_tap_with_its_tag(stack: DemoSt
     f, t = got
     assert t == tci and f[12:14] == b"\x08\x00" and len(f) == len(frame) - 4 and f.endswith(data)
     assert stack.env.host.status()[stack.guid]["nvsp_counters"]["rx_rsc_fragments"] > 1
-    assert counter(stack, "rx_rsc_frames", 1) and counter(stack, "rx_vlan", 1)
+    assert live_counter_at_least(stack, "rx_rsc_frames", 1) and live_counter_at_least(stack, "rx_vlan", 1)
     assert stack.live_counters().get("rx_tap_drop", 0) == 0
 
 
@@ -124,7 +112,7 @@ def test_a_tagged_tcp_gso_packet_from_the_guest_leaves_as_lso_with_its_tag(stack
             assert got is not None, (len(seen), stack.live_counters())
             seen += got[0][54:]
     assert seen == data
-    assert counter(stack, "tx_gso", 1) and counter(stack, "tx_vlan", 1)
+    assert live_counter_at_least(stack, "tx_gso", 1) and live_counter_at_least(stack, "tx_vlan", 1)
     assert stack.env.host.status()[stack.guid]["fault"] is None
 
 
@@ -149,7 +137,7 @@ def test_ping_and_tcp_cross_a_vlan_with_tags_out_of_band(stack: DemoStack) -> No
     assert up["exact"], up
     down = tcp_transfer(stack.host_ns, stack.guest_ns, GUEST_VLAN_IP, 2 << 20, seed=9)
     assert down["exact"], down
-    assert counter(stack, "tx_vlan", 1) and counter(stack, "rx_vlan", 1)
+    assert live_counter_at_least(stack, "tx_vlan", 1) and live_counter_at_least(stack, "rx_vlan", 1)
     assert stack.live_counters().get("rx_vlan_bad", 0) == 0
     host = stack.env.host.status()[stack.guid]
     assert host["nvsp_counters"]["rx_vlan"] > 0 and host["fault"] is None
