@@ -234,4 +234,6 @@ def test_a_channel_is_added_once_and_within_range(nic: Nic) -> None:
         nic.pump.add_channel(1, ring_mem())
     with pytest.raises(Exception, match="cannot join"):
         nic.pump.add_channel(64, ring_mem())
+    with pytest.raises(Exception, match="the primary's ring size"):
+        nic.pump.add_channel(2, bytearray(4 * RING))
     assert nic.pump.channels == [0, 1]

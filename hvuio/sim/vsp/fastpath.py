@@ -305,9 +305,10 @@ class HostPump:
         monitor bit): its data sends and completions, and the frames the guest's RSS table puts
         on it. Receive sections stay one pool. A channel is added once."""
         view = self._ffi.from_buffer("uint8_t[]", ring, require_writable=True)
-        if len(view) < 2 * self.cfg.ring_size:
+        if len(view) != 2 * self.cfg.ring_size:  # the pump's rings are all of one size
             self._ffi.release(view)
-            raise LocalProtocolError(f"ring mapping of {len(view)} bytes is smaller than 2 x {self.cfg.ring_size}")
+            raise LocalProtocolError(f"ring mapping of {len(view)} bytes is not 2 x {self.cfg.ring_size}, "
+                                     "the primary's ring size")
         word, bit = self._ffi.NULL, 0
         if monitor_page is not None and monitor_id is not None and 0 <= monitor_id < 128:
             mon = self._ffi.from_buffer("uint8_t[]", monitor_page, require_writable=True)
