@@ -1,9 +1,11 @@
-/* The emulated Hyper-V host's data path for one NIC channel, in C, written from
+/* The emulated Hyper-V host's data path for the channels of one NIC, in C, written from
  * docs/VMBUS.md §3-§5 and hvuio/sim (the Python host is the reference behaviour).
  * Nothing here is shared with the guest's C core (_native/ring.c etc.): one ring bug must not
  * hide on both sides.
  *
- * What lives here: the pump's set-up and its books of receive sections (init, add_sections), the
+ * What lives here: the pump's set-up and its books of receive sections (init, add_sections), its
+ * channels (add_chan; the served channel's ring fields are swapped in and out of chans[], one
+ * thread looping over them, the sections one pool for all), the
  * host reader of the guest's OUTBOUND ring (each packet checked, then dispatched: NVSP 107 data
  * sends to simhost_tx.c, completions of our transfer pages to simhost_rx.c), the writer of its
  * INBOUND ring (used by both), the monitor trigger bit, and the poll loop. What must not: the
@@ -106,6 +108,15 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
         p->sec_state[i] = SEC_NOT_OURS;
         p->sec_next[i] = NONE;
     }
+    memset(p->chans, 0, sizeof p->chans);
+    p->chans[0].out_ring = p->out_ring;
+    p->chans[0].in_ring = p->in_ring;
+    p->chans[0].monitor_word = p->monitor_word;
+    p->chans[0].monitor_bit = p->monitor_bit;
+    p->nchans = 1;
+    p->cur = 0;
+    p->signal_mask = 0;
+    p->last_chan = 0;
     p->nfree = p->owned = 0;
     p->dead = 0;
     p->signal = 0;
@@ -113,6 +124,70 @@ int hvu_sim_pump_init(struct hvu_sim_pump *p)
     p->value = 0;
     memset(&p->c, 0, sizeof p->c);
     return 0;
+}
+
+int hvu_sim_pump_add_chan(struct hvu_sim_pump *p, uint32_t index, uint8_t *out_ring, uint8_t *in_ring,
+                          uint32_t *monitor_word, uint32_t monitor_bit)
+{
+    struct hvu_sim_chan *c;
+    if (index == 0 || index >= sizeof p->chans / sizeof p->chans[0] || !out_ring || !in_ring
+        || (monitor_word && monitor_bit > 31) || p->chans[index].out_ring)
+        return -EINVAL;
+    c = &p->chans[index];
+    memset(c, 0, sizeof *c);
+    c->out_ring = out_ring;
+    c->in_ring = in_ring;
+    c->monitor_word = monitor_word;
+    c->monitor_bit = monitor_bit;
+    if (p->nchans <= index)
+        p->nchans = index + 1;
+    return 0;
+}
+
+/* ---- channels: the current one's ring fields live in the pump itself ------------------------ */
+
+/* A signal the current channel asked for: raised here (the device's irq), else left for Python. */
+static void chan_signal(struct hvu_sim_pump *p)
+{
+    if (!p->signal)
+        return;
+    p->signal = 0;
+    p->c.signals++;
+    p->chans[p->cur].signals++;
+    if (p->irq != NULL)  /* interrupt the guest here: no trip through Python */
+        hvu_sim_irq_raise(p->irq, p->auto_mask ? p->in_ring : NULL);
+    else
+        p->signal_mask |= 1ull << p->cur;
+}
+
+static void chan_save(struct hvu_sim_pump *p)
+{
+    struct hvu_sim_chan *c = &p->chans[p->cur];
+    c->rd = p->rd;
+    c->wr = p->wr;
+    c->pending_set = p->pending_set;
+}
+
+static void chan_load(struct hvu_sim_pump *p, uint32_t i)
+{
+    struct hvu_sim_chan *c = &p->chans[i];
+    p->cur = i;
+    p->out_ring = c->out_ring;
+    p->in_ring = c->in_ring;
+    p->monitor_word = c->monitor_word;
+    p->monitor_bit = c->monitor_bit;
+    p->rd = c->rd;
+    p->wr = c->wr;
+    p->pending_set = c->pending_set;
+}
+
+void hvu_sim_chan_select(struct hvu_sim_pump *p, uint32_t i)
+{
+    if (i == p->cur)
+        return;
+    chan_signal(p);
+    chan_save(p);
+    chan_load(p, i);
 }
 
 /* Free sections Python takes back (up to max, into out): they are no longer the pump's. */
@@ -334,28 +409,54 @@ static int take_monitor(struct hvu_sim_pump *p)
     return 1;
 }
 
-/* The loop: poll the tap, the wake fd and (by short sleeps) the ring and the monitor bit.
+/* Leave a run: the current channel's signal and indices saved; `signal` = some channel wants one. */
+static int finish(struct hvu_sim_pump *p, int result)
+{
+    chan_signal(p);
+    chan_save(p);
+    p->signal = p->signal_mask != 0;
+    return result;
+}
+
+/* Take over every served channel's host-owned indices from whoever ran last (see the header
+ * comment). 0 ok, -1 fault (the channel loaded). */
+static int take_indices(struct hvu_sim_pump *p)
+{
+    for (uint32_t i = 0; i < p->nchans; i++) {
+        struct hvu_sim_chan *c = &p->chans[i];
+        if (!c->out_ring)
+            continue;
+        c->rd = ld_acq(c->out_ring, OFF_READ);
+        c->wr = ld_acq(c->in_ring, OFF_WRITE);
+        p->cur = i;
+        p->last_chan = i;
+        if (c->rd >= dsize(p) || c->rd % 8)
+            return p->dead = 1, reject(p, HVU_SIM_R_BAD_READ_INDEX, c->rd), -1;
+        if (c->wr >= dsize(p) || c->wr % 8)
+            return p->dead = 1, reject(p, HVU_SIM_R_BAD_WRITE_INDEX, c->wr), -1;
+    }
+    chan_load(p, 0);
+    return 0;
+}
+
+/* The loop: poll the tap, the wake fd and (by short sleeps) every channel's ring and monitor bit.
  * Returns an enum hvu_sim_run, or a negative errno from poll. */
 int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
 {
     uint64_t start = now_ns(), deadline = start + (timeout_us > 0 ? (uint64_t)timeout_us * 1000u : 0);
     uint64_t sleep_ns = 0;
     p->signal = 0;
+    p->signal_mask = 0;
     if (p->dead)
         return HVU_SIM_RUN_FAULT;
     /* Sleeps here are tens of microseconds: the default 50 us timer slack would double them. */
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-    /* take over the host-owned indices from whoever ran last (see the header comment) */
-    p->rd = ld_acq(p->out_ring, OFF_READ);
-    p->wr = ld_acq(p->in_ring, OFF_WRITE);
-    if (p->rd >= dsize(p) || p->rd % 8)
-        return p->dead = 1, reject(p, HVU_SIM_R_BAD_READ_INDEX, p->rd), HVU_SIM_RUN_FAULT;
-    if (p->wr >= dsize(p) || p->wr % 8)
-        return p->dead = 1, reject(p, HVU_SIM_R_BAD_WRITE_INDEX, p->wr), HVU_SIM_RUN_FAULT;
+    if (take_indices(p) < 0)
+        return HVU_SIM_RUN_FAULT;
     for (;;) {
         struct pollfd fds[2];
         struct timespec ts;
-        int nfds = 0, tap_ready = 0, woke = 0, worked = 0, rc, r;
+        int nfds = 0, tap_ready = 0, woke = 0, worked = 0, control = 0, rc, r;
         uint64_t now;
         if (wake_fd >= 0) { fds[nfds].fd = wake_fd; fds[nfds].events = POLLIN; fds[nfds].revents = 0; nfds++; }
         if (p->tap_fd >= 0 && p->rx_enabled) {
@@ -365,7 +466,7 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
         ts.tv_nsec = (long)(sleep_ns % 1000000000u);
         r = ppoll(fds, (nfds_t)nfds, &ts, NULL);
         if (r < 0 && errno != EINTR)
-            return -errno;
+            return finish(p, -errno);
         for (int i = 0; r > 0 && i < nfds; i++) {
             if (fds[i].fd == wake_fd && fds[i].revents)
                 woke = 1;
@@ -373,44 +474,51 @@ int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us)
                 tap_ready = 1;
         }
         p->c.passes++;
-        if (take_monitor(p))
-            worked = 1;
-        /* the host is draining: the guest need not signal meanwhile (VMBUS.md §5.10) */
-        st_rel(p->out_ring, OFF_MASK, 1);
-        rc = drain(p, &worked);
-        st_rel(p->out_ring, OFF_MASK, 0);
-        atomic_thread_fence(memory_order_seq_cst);  /* unmask before the re-check load */
-        if (rc == DRAIN_EMPTY)
+        for (uint32_t i = 0; i < p->nchans && !control; i++) {
+            if (!p->chans[i].out_ring)
+                continue;
+            hvu_sim_chan_select(p, i);
+            if (take_monitor(p))
+                worked = 1;
+            /* the host is draining: the guest need not signal meanwhile (VMBUS.md §5.10) */
+            st_rel(p->out_ring, OFF_MASK, 1);
             rc = drain(p, &worked);
-        if (rc == DRAIN_FAULT)
-            return HVU_SIM_RUN_FAULT;
+            st_rel(p->out_ring, OFF_MASK, 0);
+            atomic_thread_fence(memory_order_seq_cst);  /* unmask before the re-check load */
+            if (rc == DRAIN_EMPTY)
+                rc = drain(p, &worked);
+            if (rc == DRAIN_FAULT) {
+                p->last_chan = i;
+                return finish(p, HVU_SIM_RUN_FAULT);
+            }
+            if (rc == DRAIN_CONTROL) {
+                p->last_chan = i;
+                control = 1;
+            }
+        }
         if (tap_ready) {
             int g = hvu_sim_rx_batch(p);
-            if (g < 0)
-                return HVU_SIM_RUN_FAULT;
+            if (g < 0) {
+                p->last_chan = p->cur;
+                return finish(p, HVU_SIM_RUN_FAULT);
+            }
             if (g > 0)
                 worked = 1;
         }
-        if (p->signal) {
-            p->c.signals++;
-            if (p->irq != NULL) {   /* interrupt the guest here: no trip through Python */
-                hvu_sim_irq_raise(p->irq, p->auto_mask ? p->in_ring : NULL);
-                p->signal = 0;
-            }
-        }
+        chan_signal(p);
         now = now_ns();
         if (worked)  /* before any return: the next run's spin window starts from here */
             p->last_activity_ns = now;
-        if (rc == DRAIN_CONTROL)
-            return HVU_SIM_RUN_CONTROL;
-        if (p->signal)
-            return HVU_SIM_RUN_SIGNAL;
+        if (control)
+            return finish(p, HVU_SIM_RUN_CONTROL);
+        if (p->signal_mask)
+            return finish(p, HVU_SIM_RUN_SIGNAL);
         if (p->steer_used)
-            return HVU_SIM_RUN_STEER;
+            return finish(p, HVU_SIM_RUN_STEER);
         if (woke)
-            return HVU_SIM_RUN_WAKE;
+            return finish(p, HVU_SIM_RUN_WAKE);
         if (now >= deadline)
-            return HVU_SIM_RUN_TIMEOUT;
+            return finish(p, HVU_SIM_RUN_TIMEOUT);
         if (worked || tap_ready)
             sleep_ns = 0;  /* more may be there: look again at once */
         else if (now - p->last_activity_ns < p->spin_ns)

@@ -4,10 +4,10 @@
 enum hvu_sim_run {                 /* why hvu_sim_pump_run returned */
     HVU_SIM_RUN_TIMEOUT = 0,       /* timeout_us elapsed */
     HVU_SIM_RUN_WAKE = 1,          /* wake_fd readable (Python has work; the fd is not read) */
-    HVU_SIM_RUN_CONTROL = 2,       /* the next outbound packet is Python's: read exactly it */
+    HVU_SIM_RUN_CONTROL = 2,       /* the next outbound packet of channel last_chan is Python's */
     HVU_SIM_RUN_FAULT = 3,         /* ring violation: reason/value set, the pump is dead */
-    HVU_SIM_RUN_SIGNAL = 4,        /* the guest must be interrupted (pump->signal = 1) */
-    HVU_SIM_RUN_STEER = 5          /* steer_buf holds frames for other channels (vRSS): Python's */
+    HVU_SIM_RUN_SIGNAL = 4,        /* the guest must be interrupted (signal = 1, signal_mask) */
+    HVU_SIM_RUN_STEER = 5          /* steer_buf holds frames for channels not served (vRSS) */
 };
 
 enum hvu_sim_reason {
@@ -82,7 +82,8 @@ struct hvu_sim_counters {
     uint64_t tx_gpa_rejected;      /* ... with a page outside guest memory: completed FAILED */
     uint64_t rx_vlan;              /* network frames delivered with their 802.1Q tag as per-packet info */
     /* vRSS (rss.c) */
-    uint64_t rx_steered;           /* frames the guest's RSS table puts on another channel: to Python */
+    uint64_t rx_steered;           /* frames the guest's RSS table puts on a channel the pump does not
+                                    * serve (its ring not added yet): to Python */
 };
 
 enum hvu_sim_off {                 /* offload bits of hvu_sim_pump.off_tx / off_rx */
@@ -110,6 +111,20 @@ struct hvu_sim_irq {
 int hvu_sim_irq_set_conns(struct hvu_sim_irq *irq, const int *fds, uint32_t n);
 uint32_t hvu_sim_irq_raise(struct hvu_sim_irq *irq, uint8_t *in_ring);
 uint32_t hvu_sim_irq_event(struct hvu_sim_irq *irq);
+
+struct hvu_sim_chan {              /* one channel of the NIC the pump serves; chans[0] is the primary */
+    uint8_t *out_ring;             /* NULL: not served (its ring is not there yet) */
+    uint8_t *in_ring;
+    uint32_t *monitor_word;        /* or NULL (not monitored) */
+    uint32_t monitor_bit;
+    uint32_t rd;                   /* saved private indices while another channel is served */
+    uint32_t wr;
+    uint32_t pending_set;
+    uint64_t rx_frames;            /* frames delivered on this channel */
+    uint64_t rx_packets;
+    uint64_t tx_frames;            /* frames sent from this channel's data sends */
+    uint64_t signals;              /* interrupts for this channel */
+};
 
 struct hvu_sim_pump {
     /* --- configuration (caller fills, then hvu_sim_pump_init) --- */
@@ -164,9 +179,10 @@ struct hvu_sim_pump {
     uint64_t gmem_first_pfn; /* guest-physical page number of gmem[0] (GUEST_PFN_BASE) */
     uint8_t *gpa_buf;        /* caller-owned: one gathered send, gpa_buf_len bytes */
     uint32_t gpa_buf_len;
-    /* --- vRSS (rss.c; fields may change between runs): a frame whose queue is not 0 is not the
-     *     pump's: its tap bytes go to steer_buf as a record {u32 length, u32 queue, the bytes read
-     *     (virtio_net_hdr included), zero pad to 8} and the run returns HVU_SIM_RUN_STEER --- */
+    /* --- vRSS (rss.c; fields may change between runs): a frame for queue q goes to channel q when
+     *     the pump serves it; else its tap bytes go to steer_buf as a record {u32 length, u32 queue,
+     *     the bytes read (virtio_net_hdr included), zero pad to 8} and the run returns
+     *     HVU_SIM_RUN_STEER --- */
     uint32_t rss_on;         /* the guest enabled RSS (and more than one queue was granted) */
     uint32_t rss_hash_info;  /* the NDIS hash types the guest enabled */
     uint32_t rss_queues;     /* primary + granted subchannels: a table entry at or past it is queue 0 */
@@ -176,6 +192,12 @@ struct hvu_sim_pump {
     uint8_t *steer_buf;      /* caller-owned */
     uint32_t steer_buf_len;
     uint32_t steer_used;     /* bytes of records in steer_buf; Python takes them and sets 0 */
+    /* --- channels (hvu_sim_pump_add_chan): the fields out_ring .. monitor_bit above and rd, wr,
+     *     pending_set below are those of channel `cur`; the pump swaps them in and out of chans[]
+     *     (simhost.c hvu_sim_chan_select). Receive sections are one pool for all channels. --- */
+    struct hvu_sim_chan chans[64];
+    uint32_t nchans;         /* chans[0 .. nchans) may be served */
+    uint32_t cur;            /* the channel whose ring fields are loaded */
     /* --- state --- */
     uint32_t nfree;
     uint32_t owned;          /* sections given to the pump */
@@ -186,7 +208,9 @@ struct hvu_sim_pump {
     uint32_t pending_set;    /* we set the inbound pending_send_sz (waiting for room) */
     uint32_t rx_vlan;        /* 802.1Q per-packet info value of the frame being delivered, or none */
     /* --- results of the last run --- */
-    uint32_t signal;         /* 1: interrupt the guest on this channel */
+    uint32_t signal;         /* 1: interrupt the guest (some channel in signal_mask) */
+    uint64_t signal_mask;    /* bit i: interrupt the guest on channel i (pumps without an irq) */
+    uint32_t last_chan;      /* the channel of the last run's CONTROL or FAULT */
     uint32_t reason;         /* enum hvu_sim_reason of the fault / hand-off / last rejection */
     uint64_t value;          /* the offending value */
     struct hvu_sim_counters c;
@@ -195,6 +219,10 @@ struct hvu_sim_pump {
 int hvu_sim_pump_init(struct hvu_sim_pump *p);
 int hvu_sim_pump_add_sections(struct hvu_sim_pump *p, const uint32_t *index, uint32_t n);
 uint32_t hvu_sim_pump_take_sections(struct hvu_sim_pump *p, uint32_t *out, uint32_t max);
+/* Serve channel `index` (1..63) too: its rings (outbound at out_ring, inbound at in_ring) and
+ * monitor bit (monitor_word NULL: none). 0 ok, -EINVAL. */
+int hvu_sim_pump_add_chan(struct hvu_sim_pump *p, uint32_t index, uint8_t *out_ring, uint8_t *in_ring,
+                          uint32_t *monitor_word, uint32_t monitor_bit);
 int hvu_sim_pump_run(struct hvu_sim_pump *p, int wake_fd, int64_t timeout_us);
 uint32_t hvu_sim_in_flight(const struct hvu_sim_pump *p);
 const char *hvu_sim_reason_text(uint32_t reason);

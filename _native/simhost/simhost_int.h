@@ -80,6 +80,9 @@ int64_t hvu_sim_in_free(struct hvu_sim_pump *p);
 /* One packet from two parts (+ zero padding + trailer). 1 written, 0 full, -1 fault; may set p->signal. */
 int hvu_sim_in_write(struct hvu_sim_pump *p, const void *a, uint32_t alen, const void *b, uint32_t blen);
 
+/* Serve channel i from now on (its ring fields loaded; the current one's saved, its signal raised). */
+void hvu_sim_chan_select(struct hvu_sim_pump *p, uint32_t i);
+
 /* simhost_rx.c: network -> guest */
 
 /* A guest completion carrying our tag: free its sections once. */

@@ -6,8 +6,9 @@
  * transfer-page packets (several frames per packet, completion requested, trans_id = the first
  * section's index, as simhost.c's top comment describes) in the receive layout the pump was
  * given (rx_layout: openvmm or compact, below), and the guest's completions of those, which free the
- * sections once; with vRSS, frames the guest's table puts on another channel are handed over in
- * steer_buf (rss.c picks the queue). What must not: reading the outbound ring (simhost.c's drain hands completions
+ * sections once (one pool for all channels: a completion on any channel frees its batch); with
+ * vRSS each frame goes out on the channel the guest's table names (rss.c picks the queue), or,
+ * when the pump does not serve that channel yet, is handed over in steer_buf. What must not: reading the outbound ring (simhost.c's drain hands completions
  * here), ring index handling (packets go out through hvu_sim_in_write), the guest -> network path
  * (simhost_tx.c), allocation, logging, Python.
  */
@@ -110,6 +111,8 @@ static int rx_flush(struct hvu_sim_pump *p, struct rxb *b)
     }
     p->c.rx_frames += n;
     p->c.rx_packets++;
+    p->chans[p->cur].rx_frames += n;
+    p->chans[p->cur].rx_packets++;
     return 0;
 }
 
@@ -318,8 +321,8 @@ static uint8_t *rx_vlan_untag(struct hvu_sim_pump *p, uint8_t *f, uint32_t *n, u
     return f + 4;
 }
 
-/* vRSS: a frame (the `r` tap bytes in gso_buf) the guest's table puts on queue `q` != 0 becomes
- * a steer_buf record for Python ({u32 length, u32 queue, bytes, zero pad to 8}). */
+/* vRSS: a frame (the `r` tap bytes in gso_buf) the guest's table puts on a queue `q` the pump does
+ * not serve becomes a steer_buf record for Python ({u32 length, u32 queue, bytes, zero pad to 8}). */
 static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
 {
     uint8_t *rec = p->steer_buf + p->steer_used;
@@ -334,8 +337,8 @@ static void rx_steer(struct hvu_sim_pump *p, uint32_t r, uint32_t q)
 
 /* Read frames from the tap into free sections; one transfer-page packet per batch.
  * Without a vnet header, receive marks, vlan_oob or vRSS frames are read straight into their
- * section; otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for another
- * queue goes to steer_buf (the read stops while steer_buf could not take one more).
+ * section; otherwise through gso_buf (a GSO frame is up to 64 KiB), and with vRSS a frame for a
+ * queue not served goes to steer_buf (the read stops while steer_buf could not take one more).
  * Returns frames read (0: none pending), -1 fault. */
 int hvu_sim_rx_batch(struct hvu_sim_pump *p)
 {
@@ -346,6 +349,7 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
                                    | HVU_SIM_OFF_TCP6 | HVU_SIM_OFF_UDP6));
     b.n = 0;
     p->rx_vlan = NONE;
+    hvu_sim_chan_select(p, 0);  /* the batch is the current channel's; queue 0 first */
     while (b.n < p->rx_batch && got < (int)(4 * MAX_BATCH)) {
         uint8_t *dst;
         uint32_t room, s, ppi_len;
@@ -366,12 +370,17 @@ int hvu_sim_rx_batch(struct hvu_sim_pump *p)
             if (r < 0)
                 break;
             got++;
-            if (p->rss_on && (uint32_t)r >= vh
-                && (q = hvu_sim_rss_queue(p, p->gso_buf + vh, (uint32_t)r - vh)) != 0) {
+            q = p->rss_on && (uint32_t)r >= vh ? hvu_sim_rss_queue(p, p->gso_buf + vh, (uint32_t)r - vh) : 0;
+            if (q != 0 && (q >= p->nchans || !p->chans[q].in_ring)) {
                 rx_steer(p, (uint32_t)r, q);  /* tagged as read: Python's delivery moves the tag */
                 continue;
             }
-            if (p->nfree == 0) {  /* a host with no section drops (vRSS: the frame was queue 0's) */
+            if (q != p->cur) {  /* vRSS: the frame goes out on its channel, in a batch of its own */
+                if (rx_flush(p, &b) < 0)
+                    return -1;
+                hvu_sim_chan_select(p, q);
+            }
+            if (p->nfree == 0) {  /* a host with no section drops (vRSS: after steering, one pool) */
                 p->c.rx_dropped_no_section++;
                 continue;
             }

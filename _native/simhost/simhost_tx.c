@@ -53,6 +53,7 @@ static void tx_count(struct hvu_sim_pump *p, int ok, uint32_t n)
     }
     p->c.tx_frames++;
     p->c.tx_bytes += n;
+    p->chans[p->cur].tx_frames++;
 }
 
 /* One frame with offload requests (already checked on guest memory): copied, re-checked on the

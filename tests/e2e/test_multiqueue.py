@@ -24,6 +24,8 @@ from hvuio.demo import DemoStack, tcp_transfer
 from hvuio.netdev import netns
 from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS
+from hvuio.sim.vsp import fastpath
+from hvuio.sim.vsp.fastsession import FastSession
 from support import toeplitz
 from support.engine_stack import HOST_IP, Running, running_engine
 from support.namespaces import NetnsFactory, netns_skip_reason
@@ -102,6 +104,13 @@ def _send_tcp(r: Running, flows: list[int], dport: int, nbytes: int) -> dict[int
     return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
+def _fast(r: Running) -> FastSession | None:
+    """The emulator's C pump for the NIC: running whenever the fast path is on (the default)."""
+    fast: FastSession | None = r.env.host._sessions[r.env.nics[0].guid].fast
+    assert (fast is not None) == fastpath.enabled()
+    return fast
+
+
 @pytest.fixture
 def two_queues(netns_factory: NetnsFactory, tmp_path: Path) -> Any:
     with running_engine(netns_factory, tmp_path, queues=2) as r:
@@ -115,6 +124,9 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     state = r.env.host.status()[r.env.nics[0].guid]
     assert state["rss"]["enabled"] and state["rss"]["queues"] == 2
     assert len(state["subchannels"]) == 1
+    fast = _fast(r)
+    assert state["counters"]["fastpath"] == int(fast is not None)
+    assert fast is None or fast.pump.channels == [0, 1]  # the C pump serves the subchannel too
     live = r.engine.live_counters()
     assert live["queues"] == 2 and {"rx_queue_1_packets", "tx_queue_1_bytes"} <= live.keys()
 
@@ -123,10 +135,16 @@ def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) 
     r = two_queues
     dport, nbytes = 5555, 256 * 1024
     ports = _ports_per_queue(r, dport, 2)
+    fast = _fast(r)
     for queue, flows in ports.items():
         before = r.engine.live_counters()
+        in_c = fast.pump.channel_counters(queue)["rx_frames"] if fast is not None else 0
+        steered = fast.counters()["rx_steered"] if fast is not None else 0
         got = _send_tcp(r, flows, dport, nbytes)
         after = r.engine.live_counters()
+        if fast is not None:  # delivered by the C pump on their channel, none handed to Python
+            assert fast.pump.channel_counters(queue)["rx_frames"] > in_c
+            assert fast.counters()["rx_steered"] == steered
         for sport in flows:  # byte-exact, in order (TCP would not reassemble a reordered stream silently)
             assert got[sport] == [nbytes, hashlib.sha256(random.Random(sport).randbytes(nbytes)).hexdigest()]
         landed = {q: after[f"rx_queue_{q}_packets"] - before[f"rx_queue_{q}_packets"] for q in range(2)}

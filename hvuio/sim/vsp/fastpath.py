@@ -2,7 +2,7 @@
 
 What lives here: the host's importer of hvuio.sim._simhost (the kernel's is hvuio.sim.kernel.uio,
 whose `GuestIrq`, a device's emulated uio interrupt, a pump raises from C); `HostPump` wraps one `struct hvu_sim_pump`
-(the host side of one channel: NVSP 107 data sends -> tap with their completions, tap -> receive
+(the host side of a NIC's channels: NVSP 107 data sends -> tap with their completions, tap -> receive
 sections -> transfer-page packets, the guest's completions of those, the monitor trigger bit,
 the poll loop without the GIL), `enabled()` (module built and HVUIO_SIM_FASTPATH != "0"), and
 `PumpResult`. Memory (rings, buffers, monitor page) is the caller's: writable buffers kept
@@ -22,11 +22,17 @@ segments; a request it refuses is handed to Python (Reason.OFFLOAD), which logs 
 the 802.1Q per-packet info; a send carrying that info is handed to Python (Reason.VLAN), which
 puts the tag onto the wire frame (hvuio.sim.host.vlan).
 
+Channels: one pump serves every channel of a NIC it is given, the primary and each subchannel
+added by `add_channel` (its rings and monitor bit), one thread looping over them; receive sections
+are one pool, so a completion on any channel frees its batch. `last_channel` names the channel a
+CONTROL (or FAULT) concerns, `signal_channels` those to interrupt (pumps without an irq),
+`channel_counters` what moved on each.
+
 vRSS: `set_rss` gives the pump the guest's key, table and hash types (hvuio.sim.host.rss); the
-pump hashes every frame from the tap as rss.py does (_native/simhost/rss.c) and keeps those of
-queue 0; the others wait in its steer buffer and `run()` returns STEER: `take_steered()` gives
-them to the caller, which delivers them on their channels (the pump serves the primary only),
-with sections taken back by `take_sections()`.
+pump hashes every frame from the tap as rss.py does (_native/simhost/rss.c) and delivers it on
+its channel; a frame for a channel the pump does not serve (its ring not added yet) waits in its
+steer buffer and `run()` returns STEER: `take_steered()` gives those to the caller, which
+delivers them, with sections taken back by `take_sections()`.
 
 What must not live here: protocol decisions (hvuio.sim.host.nvsp), the session's threads and locks
 (session.py), the device interrupt itself (hvuio.sim.kernel.uio), any guest module (the emulator
@@ -293,6 +299,38 @@ class HostPump:
         p.rss_queues = queues
         p.rss_on = 1
 
+    def add_channel(self, index: int, ring: Any, monitor_page: Any | None = None,
+                    monitor_id: int | None = None) -> None:
+        """Serve subchannel `index` too (its ring file mapping, laid out as the primary's, and its
+        monitor bit): its data sends and completions, and the frames the guest's RSS table puts
+        on it. Receive sections stay one pool. A channel is added once."""
+        view = self._ffi.from_buffer("uint8_t[]", ring, require_writable=True)
+        if len(view) != 2 * self.cfg.ring_size:  # the pump's rings are all of one size
+            self._ffi.release(view)
+            raise LocalProtocolError(f"ring mapping of {len(view)} bytes is not 2 x {self.cfg.ring_size}, "
+                                     "the primary's ring size")
+        word, bit = self._ffi.NULL, 0
+        if monitor_page is not None and monitor_id is not None and 0 <= monitor_id < 128:
+            mon = self._ffi.from_buffer("uint8_t[]", monitor_page, require_writable=True)
+            self._views.append(mon)
+            word, bit = self._ffi.cast("uint32_t *", mon + 8 + 8 * (monitor_id // 32)), monitor_id % 32
+        rc = int(self._lib.hvu_sim_pump_add_chan(self._p, index, view, view + self.cfg.ring_size, word, bit))
+        if rc != 0:
+            self._ffi.release(view)
+            raise LocalProtocolError(f"channel {index} cannot join the pump (index 1..63, added once)")
+        self._views.append(view)
+
+    @property
+    def channels(self) -> list[int]:
+        """The channels the pump serves (0, the primary, and those added)."""
+        return [i for i in range(int(self._p.nchans)) if self._p.chans[i].out_ring != self._ffi.NULL]
+
+    def channel_counters(self, index: int) -> dict[str, int]:
+        """What the pump moved on one channel: rx_frames, rx_packets, tx_frames, signals."""
+        c = self._p.chans[index]
+        return {"rx_frames": int(c.rx_frames), "rx_packets": int(c.rx_packets), "tx_frames": int(c.tx_frames),
+                "signals": int(c.signals)}
+
     def take_steered(self) -> list[tuple[int, bytes]]:
         """(queue, tap bytes: the virtio_net_hdr included when `vnet_hdr`) of every frame the pump
         steered to another channel since the last call."""
@@ -349,8 +387,19 @@ class HostPump:
 
     @property
     def signal(self) -> bool:
-        """The last run asked for an interrupt to the guest."""
+        """The last run asked for an interrupt to the guest (pumps without an irq)."""
         return bool(self._p.signal)
+
+    @property
+    def signal_channels(self) -> list[int]:
+        """The channels the last run asked an interrupt for (pumps without an irq)."""
+        mask = int(self._p.signal_mask)
+        return [i for i in range(64) if mask >> i & 1]
+
+    @property
+    def last_channel(self) -> int:
+        """The channel whose packet the last CONTROL left unread (or whose ring faulted)."""
+        return int(self._p.last_chan)
 
     @property
     def reason(self) -> Reason:

@@ -1,15 +1,17 @@
-"""The C fast path inside one `Session` (session.py): `FastSession`, the pump serving the primary
-channel's data path, a worker pass while it does, the packets it hands back, and its counters
-folded into the session's.
+"""The C fast path inside one `Session` (session.py): `FastSession`, the pump serving the data
+path of every open channel of the NIC, a worker pass while it does, the packets it hands back, and
+its counters folded into the session's.
 
 What lives here: `FastSession.can_serve(session)` (everything the pump needs is in place: RNDIS up
-with a packet filter behind a tap network, one NIC, no subchannels yet, the primary's buffers
-connected), `FastSession.start(session)` (the pump, owning the data receive sections HostNvsp had
-free; HostNvsp keeps its control sections; None when the pump cannot be made), and per worker pass
-`run_pass()`: run the pump until it needs Python, read exactly the packet it stopped at with the
-channel's HostRingReader and give it to HostNvsp, deliver the frames the pump's RSS hash put on
-other channels (through HostNvsp, with sections taken back from the pump), then the inbox, the
-tick and the flush, and hand the pump the data sections HostNvsp freed since (the pump stops reading
+with a packet filter behind a tap network, one NIC, the primary's buffers connected),
+`FastSession.start(session)` (the pump, owning the data receive sections HostNvsp had free;
+HostNvsp keeps its control sections; None when the pump cannot be made), `serves(index)`, and per
+worker pass `run_pass()`: add the subchannels whose rings are attached since (one pump thread
+loops over all; a ring of another size than the primary's stays with Python), run the pump until
+it needs Python, read exactly the packet it stopped at with that channel's HostRingReader and give
+it to HostNvsp, deliver the frames the pump's RSS hash put on channels it does not serve (through
+HostNvsp, with sections taken back from the pump), then the inbox (guest signals of channels the
+pump does not serve), the tick and the flush, and hand the pump the data sections HostNvsp freed since (the pump stops reading
 the tap while the guest's data path is its VF: SimHost's network thread reads it for the VF path,
 the pump keeps serving the synthetic TX and control); plus the counter
 bookkeeping (what the pump moved, counted as HostNvsp and the network would have). After a ring
@@ -46,13 +48,16 @@ Deferred = list[tuple[str, int]]
 
 
 class FastSession:
-    """The C pump serving one session's primary data path (see the module docstring)."""
+    """The C pump serving one session's data path, every channel it can (see the module docstring)."""
 
     def __init__(self, session: Session, pump: fastpath.HostPump) -> None:
         self._s = session
         self.pump = pump
         self.ended = False  # a fault stopped the pump: the session closes it and goes on in Python
         self._seen: dict[str, int] = dict.fromkeys(fastpath.COUNTER_NAMES, 0)
+        self._served: set[int] = {0}  # channels the pump serves
+        self._declined: set[int] = set()  # ... and those it cannot (ring size), left to Python
+        self._seen_signals: dict[int, int] = {0: 0}
 
     @staticmethod
     def can_serve(s: Session) -> bool:
@@ -62,8 +67,8 @@ class FastSession:
         tap = getattr(s.host.network, "tap", None)  # HostNetwork: a tap fd both ways
         chan = s.channels.get(0)
         nvsp = s.nvsp
-        return not (tap is None or len(s.kernel.nics) != 1 or nvsp.subchannels or s.pending_subchannels
-                    or chan is None or chan.backlog or nvsp.recv is None or nvsp.send is None)
+        return not (tap is None or len(s.kernel.nics) != 1 or chan is None or chan.backlog
+                    or nvsp.recv is None or nvsp.send is None)
 
     @classmethod
     def start(cls, s: Session) -> FastSession | None:
@@ -102,6 +107,25 @@ class FastSession:
         rndis = s.nvsp.rndis
         return rndis.offload.pump_bits() if rndis is not None else (0, 0)
 
+    def serves(self, index: int) -> bool:
+        """The pump reads and writes channel `index`'s rings (Python reloads their host indices)."""
+        return index in self._served
+
+    def _add_channels(self) -> None:
+        """Subchannels attached since the last pass join the pump."""
+        s, pump = self._s, self.pump
+        for index, chan in sorted(s.channels.items()):
+            if index in self._served or index in self._declined:
+                continue
+            try:
+                pump.add_channel(index, chan.mm, s.host.monitor.mm, chan.monitor_id)
+            except (HvuioError, ValueError, TypeError, BufferError) as exc:
+                self._declined.add(index)
+                log.warning("%s: channel %d stays on the Python data path: %s", s.dev.guid, index, exc)
+                continue
+            self._served.add(index)
+            self._seen_signals[index] = 0
+
     def counters(self) -> dict[str, int]:
         """The pump's own counters (fastpath.COUNTER_NAMES)."""
         return self.pump.counters()
@@ -117,14 +141,16 @@ class FastSession:
         returns the kernel calls to make afterwards (signals, attaching subchannels)."""
         s, pump = self._s, self.pump
         deferred: Deferred = []
+        self._add_channels()
         pump.set_rss(s.nvsp.rss, s.nvsp.subchannels + 1)  # the guest's RSS: the pump hashes alike
         result = pump.run(s.wake_fd, s.until_tick())
         s.clear_wake()
         signals, frames, commands = s.take_inbox()
-        signal_out: set[int] = {0} if pump.signal else set()
+        signal_out: set[int] = set(pump.signal_channels) if pump.signal else set()
         if result == fastpath.PumpResult.FAULT:
             s.counters.rejections += 1
-            relid = s.channels[0].relid
+            chan = s.channels.get(pump.last_channel, s.channels[0])
+            relid = chan.relid
             s.rejections.append(f"ring {relid}: {pump.fault_message()}")
             s.set_fault(f"ring of channel {relid}: {pump.fault_message()}")
         elif result == fastpath.PumpResult.CONTROL:
@@ -137,11 +163,12 @@ class FastSession:
                 command(signal_out, deferred)
             by_relid = {c.relid: c for c in s.channels.values()}
             wake = {by_relid[r].index for r in signals if r in by_relid}
-            for chan in s.channels.values():
-                if chan.index and chan.monitor_id is not None and s.host.monitor.take(chan.monitor_id):
+            for chan in s.channels.values():  # the pump takes its channels' monitor bits itself
+                if (chan.index not in self._served and chan.monitor_id is not None
+                        and s.host.monitor.take(chan.monitor_id)):
                     s.counters.guest_signals += 1
                     wake.add(chan.index)
-            for index in sorted(wake - {0}):  # subchannels stay on the Python path
+            for index in sorted(wake - self._served):  # channels the pump does not serve
                 s.drain(s.channels[index], signal_out, deferred)
             s.end_pass(frames, signal_out, deferred)
             if s.nvsp.free_data:  # data sections HostNvsp freed (its earlier deliveries)
@@ -159,7 +186,8 @@ class FastSession:
         return deferred
 
     def _deliver_steered(self, steered: list[tuple[int, bytes]], signal_out: set[int], deferred: Deferred) -> None:
-        """Frames the pump's RSS hash put on other channels: Python delivers them there, with the
+        """Frames the pump's RSS hash put on channels it does not serve (a granted subchannel whose
+        ring is not there yet, or declined): Python delivers them there, with the
         sections the pump had free (those left free go back to it at the end of the pass)."""
         s, pump = self._s, self.pump
         s.nvsp.free_data.extend(pump.take_sections())
@@ -172,9 +200,9 @@ class FastSession:
             s.deliver_group(queue, frames, signal_out, deferred, None)
 
     def _control(self, signal_out: set[int], deferred: Deferred) -> None:
-        """Read exactly the packet the pump stopped at, with Python's reader, and apply it."""
+        """Read exactly the packet the pump stopped at, with its channel's reader, and apply it."""
         s = self._s
-        chan = s.channels[0]
+        chan = s.channels[self.pump.last_channel]
         try:
             chan.reader._reload()  # the pump published read_index: continue from there
             pkt = chan.reader.read_packet()
@@ -188,7 +216,7 @@ class FastSession:
         if pkt is None:
             return
         s.counters.packets_from_guest += 1
-        guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, 0)
+        guest = GuestPacket(pkt.type, pkt.flags, pkt.trans_id, pkt.payload, pkt.header, chan.index)
         s.apply(s.nvsp.receive(guest), signal_out, deferred)
 
     def _count(self) -> None:
@@ -204,9 +232,12 @@ class FastSession:
         c.packets_from_guest += d["tx_completions"] + d["rx_completions"] + d["completions_unknown"]
         c.guest_signals += d["monitor_wakeups"]
         c.signals_to_guest += d["signals"]  # raised by the pump itself (it has the device's irq)
-        primary = s.dev.channels.get(s.channels[0].relid)
-        if primary is not None:
-            primary.interrupts += d["signals"]
+        for index in self._served:  # the interrupts the pump raised, per channel
+            raised = pump.channel_counters(index)["signals"]
+            dev_chan = s.dev.channels.get(s.channels[index].relid) if index in s.channels else None
+            if dev_chan is not None:
+                dev_chan.interrupts += raised - self._seen_signals[index]
+            self._seen_signals[index] = raised
         c.fastpath_rx_ring_full += d["rx_dropped_ring_full"]
         c.rx_ring_full += d["rx_dropped_ring_full"]
         c.fastpath_handoffs += d["handoffs"]

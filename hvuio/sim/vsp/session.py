@@ -8,17 +8,17 @@ sets and halts recorded in order, SimHost.rndis_control) and `VspCounters`. The 
 is the only user of this module and its public API is there.
 
 Fast path: once RNDIS is up with a packet filter, a single-NIC session behind a tap network
-(HostNetwork) hands the primary channel's data path to the C pump of fastpath.py, driven by
+(HostNetwork) hands the data path of its channels to the C pump of fastpath.py, driven by
 fastsession.py's FastSession (HVUIO_SIM_FASTPATH=0 or a missing build keep everything in Python). The pump then reads the tap itself (rx_ready stays
 False, so SimHost's network thread leaves the tap alone), owns the data receive sections HostNvsp
 had free (HostNvsp keeps its control sections; data sections it frees later are handed over each
 pass), and returns to this worker for every outbound packet it does not own, which the worker
-reads with the channel's HostRingReader and gives to HostNvsp as before. Ring index invariant: one
+reads with that channel's HostRingReader and gives to HostNvsp as before. Ring index invariant: one
 thread (this worker) alternates between the pump and the Python reader/writer; each publishes its
 host-owned index (outbound read_index, inbound write_index) before the other runs, and each takes it
 from the header when it starts (the pump at every run, Python through `_reload()` before reading or
-flushing). Subchannels, if granted later, stay on the Python path, and so do the frames the
-pump's RSS hash puts on them (it hands them over; fastsession.py delivers them). The worker's
+flushing). Subchannels join the pump once their rings are attached; until then the frames the
+pump's RSS hash puts on them are handed over (fastsession.py delivers them). The worker's
 steps the fast path shares are public (`apply`, `drain`, `deliver_group`, `end_pass`,
 `set_fault`, `wants_subchannels`, `take_inbox`, `wake_fd`/`clear_wake`, `until_tick`,
 `mark_active`); the session starts, runs and ends its `FastSession` itself.
@@ -101,7 +101,7 @@ class VspCounters:
     rejections: int = 0
     faults: int = 0
     link_indications: int = 0
-    fastpath: int = 0  # 1 while the C pump (fastpath.py) serves the primary channel's data path
+    fastpath: int = 0  # 1 while the C pump (fastpath.py) serves the data path (every channel it can)
     fastpath_rx_ring_full: int = 0  # frames the pump dropped because the inbound ring was full
     fastpath_handoffs: int = 0  # outbound packets the pump left for HostNvsp
     fastpath_completions_unknown: int = 0  # guest completions of no outstanding pump transfer
@@ -326,7 +326,7 @@ class Session:
         return deferred
 
     def _start_fast(self) -> None:
-        """Hand the primary's data path to the C pump (fastsession.py) once, when it can serve."""
+        """Hand the data path to the C pump (fastsession.py) once, when it can serve."""
         if self._fast_tried or self.fault is not None or not self.rx_ready or not FastSession.can_serve(self):
             return
         self._fast_tried = True
@@ -446,7 +446,7 @@ class Session:
         self._flush(chan, signal_out)  # what is queued goes first
         if chan.backlog or self.fault is not None:
             return 0
-        if self.fast is not None and chan.index == 0:
+        if self.fast is not None and self.fast.serves(chan.index):
             chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
         try:
             return chan.writer.bytes_free()
@@ -505,7 +505,7 @@ class Session:
         if not chan.backlog:
             return
         self._update_rx_ready()
-        if self.fast is not None and chan.index == 0:
+        if self.fast is not None and self.fast.serves(chan.index):
             chan.writer._reload()  # the pump wrote since: take write_index (ours) from the header
         try:
             while chan.backlog:
