@@ -423,6 +423,9 @@ def frames_of_flows(rnd: random.Random, n: int) -> list[bytes]:
     return out
 
 
+RSS_DISABLE = 0x10  # NDIS_RSS_PARAM_FLAG_DISABLE_RSS
+
+
 def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeNetwork) -> None:
     with SimEnvironment(tmp_path, "6.17", nics=1, network=net, host_profile=HostProfile(max_subchannels=3)) as env:
         nic = env.nics[0]
@@ -431,11 +434,15 @@ def test_frames_reach_the_channel_the_rss_table_names(tmp_path: Path, net: FakeN
             g.bring_up()
             g.do(g.guest.request_subchannels(3))
             g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table after the subchannels open")
+            g.pump(lambda: g.guest.rss is not None, "the guest's own RSS set after the grant")
             subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
             g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
+            assert g.rndis_set(c(OID, "OID_GEN_RECEIVE_SCALE_PARAMETERS"),
+                               rss_params(flags=RSS_DISABLE)) == c(RST, "RNDIS_STATUS_SUCCESS")
+            assert not env.host.status()[nic.guid]["rss"]["enabled"]
             rnd = random.Random(5)
             before = frames_of_flows(rnd, 12)
-            net.inject(*before)  # RSS not set yet: OpenVMM's backend has RSS off, queue 0 takes all
+            net.inject(*before)  # RSS off: OpenVMM's backend has RSS off, queue 0 takes all
             g.pump(lambda: all(f in g.frames for f in before), "the frames on the primary")
             assert g.read_subchannels() == 0
 
@@ -475,6 +482,7 @@ def test_frames_for_a_subchannel_not_open_yet_wait_for_its_ring(tmp_path: Path, 
             g.bring_up()
             g.do(g.guest.request_subchannels(3))
             g.pump(lambda: bool(g.of(SubchannelsGranted)), "the subchannel grant")
+            g.pump(lambda: g.guest.rss is not None, "the guest's own RSS set after the grant")
             rnd = random.Random(8)
             key = rnd.randbytes(40)
             table = [rnd.randrange(4) for _ in range(128)]
