@@ -34,21 +34,36 @@ def _stats(s: DaemonStack, *args: str) -> dict[str, Any]:
 
 
 def test_stats_json_moves_with_traffic_and_carries_the_hosts_view(stack: DaemonStack) -> None:
-    before = _stats(stack)
-    assert before["device"] == stack.guid and before["tap"] == stack.tap and before["queues"] == 1
+    first: dict[str, Any] = {}
+
+    def settled() -> bool:
+        """The data path publishes its queues once every pump runs (the live counter `queues`)."""
+        first.update(_stats(stack))
+        return bool(first["queues"] == first["stats"].get("queues"))
+
+    wait_until(settled, "every queue of the running up in its stats", timeout=15)
+    before = dict(first)
+    queues = before["queues"]
+    assert before["device"] == stack.guid and before["tap"] == stack.tap and queues >= 1
+    assert all(f"{d}_queue_{q}_packets" in before["stats"] for d in ("tx", "rx") for q in range(queues)), before
     assert before["host"]["open"] is True and "frames_from_guest" in before["host"]["counters"]
     assert ping(stack.guest_ns, HOST_IP, count=5)["received"] == 5
     moved: dict[str, Any] = {}
 
+    def total(stats: dict[str, int], name: str) -> int:
+        """`name` (e.g. tx_queue_{}_packets) summed over the queues: RSS puts the pings on one of them."""
+        return sum(stats.get(name.format(q), 0) for q in range(queues))
+
     def counted() -> bool:
         moved.update(_stats(stack, stack.tap))  # by tap name
         s, b = moved["stats"], before["stats"]
-        return bool(s["tx_queue_0_packets"] >= b["tx_queue_0_packets"] + 5
-                    and s["rx_queue_0_packets"] >= b["rx_queue_0_packets"] + 5)
+        return bool(total(s, "tx_queue_{}_packets") >= total(b, "tx_queue_{}_packets") + 5
+                    and total(s, "rx_queue_{}_packets") >= total(b, "rx_queue_{}_packets") + 5)
 
-    wait_until(counted, "the pings in tx_queue_0_packets and rx_queue_0_packets", timeout=15)
+    wait_until(counted, "the pings in the tx_queue_N_packets and rx_queue_N_packets", timeout=15)
     s, b = moved["stats"], before["stats"]
-    assert s["tx_queue_0_bytes"] > b["tx_queue_0_bytes"] and s["rx_queue_0_bytes"] > b["rx_queue_0_bytes"]
+    assert total(s, "tx_queue_{}_bytes") > total(b, "tx_queue_{}_bytes")
+    assert total(s, "rx_queue_{}_bytes") > total(b, "rx_queue_{}_bytes")
     host, host_before = moved["host"]["counters"], before["host"]["counters"]
     assert host["frames_from_guest"] >= host_before["frames_from_guest"] + 5
     assert host["frames_to_guest"] >= host_before["frames_to_guest"] + 5
