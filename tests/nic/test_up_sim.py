@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_network_change_drops_the_carrier_and_restores_it_later(sim: SimEnvironm
         nic.on_link = seen.append
         info = nic.open()
         sim.host.indicate(dev, "network_change")
-        assert poll_until(nic, lambda: nic.counters["network_changes"] == 1)
+        assert poll_nic_until(nic, lambda: nic.counters["network_changes"] == 1)
         # the bring-up query set the carrier on; the host's link itself did not change
         assert seen == [True, False] and info.link_up is True
         nic.poll(0)
@@ -205,10 +206,26 @@ def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
         nic.on_notify_peers = lambda: notified.append(1)
         nic.open()
         sim.host.indicate(dev, "media_connect")
-        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 1)
+        assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 1)
         assert notified == [1] and seen == [True]             # the carrier is left as bring-up set it
         sim.host.indicate(dev, "media_connect")
-        assert poll_until(nic, lambda: nic.counters["peer_notifications"] == 2)
+        assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 2)
+
+
+def test_link_speed_changes_replace_the_bring_up_speed(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid) as nic:
+        info = nic.open()
+        assert info.link_speed_bps == 10_000_000_000 and nic.counter_snapshot()["link_speed_mbps"] == 10_000
+        sim.host.indicate(dev, "link_speed", 1_000_000_000)
+        assert poll_nic_until(nic, lambda: nic.counters["link_speed_changes"] == 1)
+        assert info.link_speed_bps == 1_000_000_000 and info.to_dict()["link_speed_bps"] == 1_000_000_000
+        assert nic.counter_snapshot()["link_speed_mbps"] == 1_000
+        sim.host.indicate(dev, "link_speed", 1_000_000_000)    # the same speed again: no change
+        sim.host.indicate(dev, "link_speed", 40_000_000_000)
+        assert poll_nic_until(nic, lambda: info.link_speed_bps == 40_000_000_000)
+        assert nic.counters["link_speed_changes"] == 2 and nic.counters["indications_dropped"] == 0
+        assert nic.ready and nic.broken is None
 
 
 def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
