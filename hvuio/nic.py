@@ -138,7 +138,8 @@ class Nic:
         self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0, "network_changes": 0,
-                                         "peer_notifications": 0, "send_table_fixed": 0}
+                                         "peer_notifications": 0, "send_table_fixed": 0,
+                                         "link_speed_changes": 0, "indications_dropped": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -423,7 +424,18 @@ class Nic:
                     self.on_notify_peers()
 
     def _link_speed(self, e: ev.LinkSpeed) -> None:
-        self._info().link_speed_bps = e.bits_per_second
+        # the host's RNDIS_STATUS_LINK_SPEED_CHANGE replaces the bring-up's OID_GEN_LINK_SPEED
+        # (Linux netvsc_drv.c netvsc_link_change keeps the indicated speed)
+        info = self._info()
+        if e.indicated and info.link_speed_bps != e.bits_per_second:
+            self.counters["link_speed_changes"] += 1
+            log.info("the host indicated a link speed of %d bit/s (was %s)", e.bits_per_second,
+                     "unknown" if info.link_speed_bps is None else f"{info.link_speed_bps} bit/s")
+        info.link_speed_bps = e.bits_per_second
+
+    def _indication_dropped(self, e: ev.IndicationDropped) -> None:
+        self.counters["indications_dropped"] += 1
+        log.warning("dropped a host indication (status %#x): %s", e.status, e.reason)
 
     def _offload_caps(self, e: ev.OffloadCaps) -> None:
         info = self._info()
@@ -564,6 +576,8 @@ class Nic:
     def counter_snapshot(self) -> dict[str, int]:
         """Control-path counters of this Nic and, while open, of its primary channel."""
         out = dict(self.counters)
+        speed = self.info.link_speed_bps if self.info is not None else None
+        out["link_speed_mbps"] = 0 if speed is None else speed // 1_000_000  # a gauge (stats.GAUGES)
         if self.channel is not None:
             out.update({f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()})
             # control messages that waited for a free control page or send section of this channel
@@ -611,6 +625,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.Mtu: Nic._mtu,
     ev.LinkStatus: Nic._link_status,
     ev.LinkSpeed: Nic._link_speed,
+    ev.IndicationDropped: Nic._indication_dropped,
     ev.OffloadCaps: Nic._offload_caps,
     ev.OffloadsConfigured: Nic._offloads_configured,
     ev.RndisConfigured: Nic._configured,

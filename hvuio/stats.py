@@ -79,7 +79,8 @@ def is_ethtool_name(name: str) -> bool:
 
 
 #: values that are levels, not counts: they have no rate
-GAUGES: Final = frozenset({"sections_in_use", "gpa_slots_in_use", "pending_completions", "host_stalled"})
+GAUGES: Final = frozenset({"sections_in_use", "gpa_slots_in_use", "pending_completions", "host_stalled",
+                           "link_speed_mbps"})
 
 
 def _count(value: object) -> int:

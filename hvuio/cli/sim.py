@@ -179,15 +179,23 @@ def sim_link(app: App, device: str, state: str) -> None:
 
 @sim.command("indicate")
 @click.argument("device")
-@click.argument("status", type=click.Choice(["network-change", "media-connect"]))
+@click.argument("status", type=click.Choice(["network-change", "media-connect", "link-speed"]))
+@click.option("--mbps", type=click.IntRange(0, 429_496), default=None,
+              help="The new link speed in Mbit/s (link-speed only).")
 @pass_app
-def sim_indicate(app: App, device: str, status: str) -> None:
-    """Scripted RNDIS indication to an open simulated NIC: a network change, or a repeated media
-    connect while the link is up (the guest notifies its peers)."""
+def sim_indicate(app: App, device: str, status: str, mbps: int | None) -> None:
+    """Scripted RNDIS indication to an open simulated NIC: a network change, a repeated media
+    connect while the link is up (the guest notifies its peers), or a link speed change (--mbps)."""
     from hvuio.sim.vsp.control import request
 
-    request(_root(app), {"cmd": "indicate", "device": device, "status": status.replace("-", "_")})
-    click.echo(f"{device}: indicated {status}")
+    if (status == "link-speed") != (mbps is not None):
+        raise UsageError("--mbps goes with link-speed, and link-speed needs it",
+                         "Run e.g. 'hvuio sim indicate DEVICE link-speed --mbps 1000'.")
+    req: dict[str, object] = {"cmd": "indicate", "device": device, "status": status.replace("-", "_")}
+    if mbps is not None:
+        req["mbps"] = mbps
+    request(_root(app), req)
+    click.echo(f"{device}: indicated {status}" + ("" if mbps is None else f" {mbps} Mbit/s"))
 
 
 @sim.command("rescind")

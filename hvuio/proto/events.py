@@ -51,7 +51,7 @@ __all__ = [
     "IndirectionTable", "SendTableFixed",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
-    "NetworkChange", "StatusIndication", "KeepaliveDropped", "ControlSendComplete", "Halted",
+    "NetworkChange", "StatusIndication", "IndicationDropped", "KeepaliveDropped", "ControlSendComplete", "Halted",
     "Send", "CompletionDropped", "ControlFallback",
 ]
 
@@ -354,7 +354,11 @@ class LinkStatus:
 
 @dataclass(frozen=True, slots=True)
 class LinkSpeed:
+    """The link speed: OID_GEN_LINK_SPEED at bring-up, or RNDIS_STATUS_LINK_SPEED_CHANGE later
+    (`indicated`; Linux rndis_filter.c rndis_filter_receive_indicate_status)."""
+
     bits_per_second: int
+    indicated: bool = False
 
     def __post_init__(self) -> None:
         _need(self.bits_per_second >= 0, f"negative link speed {self.bits_per_second}")
@@ -450,6 +454,15 @@ class StatusIndication:
 
 
 @dataclass(frozen=True, slots=True)
+class IndicationDropped:
+    """An indicate-status the machine understands but whose status buffer is unusable (`reason`),
+    dropped: the indication is lost, the session goes on."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class KeepaliveDropped:
     """A KEEPALIVE request from the host, dropped unanswered: no real host sends one (OpenVMM has
     no sender and fails a guest's KEEPALIVE_CMPLT; Linux leaves one unhandled), VMBUS.md §4 item 21."""
@@ -492,6 +505,6 @@ Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
     | DatapathSwitched | VfAssociation | IndirectionTable | SendTableFixed | BuffersRevoked | RndisReady
     | RssCaps | RssConfigured | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
-    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | KeepaliveDropped
+    | SetComplete | RndisConfigured | NetworkChange | StatusIndication | IndicationDropped | KeepaliveDropped
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback
 )

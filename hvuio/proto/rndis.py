@@ -1,7 +1,8 @@
 """RndisGuest: the guest side of RNDIS control on a netvsc channel, sans-IO.
 
 What lives here: the RNDIS control machine — initialize, the bring-up queries and sets, the
-caller's own queries and sets, indicate-status turned into events, host keepalives dropped
+caller's own queries and sets, indicate-status turned into events (one with an unusable status
+buffer dropped as `IndicationDropped`), host keepalives dropped
 unanswered (`KeepaliveDropped`, VMBUS.md §4 item 21), halt — and the validation of every RNDIS message the host sends.
 
 Transport. RNDIS control messages travel inside NVSP "send RNDIS packet" messages (type 107,
@@ -51,8 +52,8 @@ from typing import TypeVar
 from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveDropped, LinkSpeed, LinkStatus,
-    MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
+    ControlSendComplete, Halted, Inbound, InboundKind, IndicationDropped, KeepaliveDropped, LinkSpeed,
+    LinkStatus, MacAddress, Mtu, NetworkChange, OffloadCaps, OffloadsConfigured, Outbound, QueryResult, RequestFailed,
     RndisConfigured, RndisReady, RssCaps, SetComplete, StatusIndication,
 )
 from hvuio.proto.machine import Machine, Pending, Reject
@@ -373,10 +374,15 @@ class RndisGuest(Machine):
         elif m.status == wr.RndisStatus.NETWORK_CHANGE:
             self._events.append(NetworkChange())
         elif m.status == wr.RndisStatus.LINK_SPEED_CHANGE:
+            # the new speed, u32 in units of 100 bit/s (Linux rndis_filter_receive_indicate_status);
+            # a shorter buffer carries no speed: dropped, not fatal (the host's later ones may be fine)
             if len(data) < 4:
-                raise Reject(f"{what}: link speed change with a {len(data)}-byte status buffer "
-                             f"(needs 4)")
-            self._events.append(LinkSpeed(bits_per_second=struct.unpack_from("<I", data)[0] * 100))
+                self._events.append(IndicationDropped(
+                    status=m.status, reason=f"link speed change with a {len(data)}-byte status buffer "
+                                            "(needs 4)"))
+            else:
+                self._events.append(LinkSpeed(bits_per_second=struct.unpack_from("<I", data)[0] * 100,
+                                              indicated=True))
         else:
             self._events.append(StatusIndication(status=m.status, data=data))
 

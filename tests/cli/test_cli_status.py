@@ -45,3 +45,21 @@ def test_status_json_keeps_stdout_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0, err
     assert [r["device"] for r in json.loads(out)] == ["guid-live"]
     assert f"pid {pid} (not running)" in err and not path.exists()
+
+
+def test_status_shows_the_current_link_speed_and_its_changes(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from hvuio.nicinfo import NicInfo
+
+    nic = NicInfo(device="guid-live", uio="uio0", relid=14, monitored=True, ring_size=1 << 20,
+                  nvsp_version=0x60001, ndis_version=0x6001E, rndis_version=(1, 0), link_up=True,
+                  link_speed_bps=2_500_000_000)  # as `up` rewrites it after a host's speed indication
+    live = StatusFile(tmp_path, "guid-live")
+    live.write(nic=nic.to_dict(), counters={"link_speed_changes": 1, "link_speed_mbps": 2500})
+    try:
+        code, out, err = run_main(capsys, "--sysroot", str(tmp_path), "status")
+    finally:
+        live.remove()
+    assert code == 0, err
+    assert "Link     up, 2.5 Gbit/s" in out
+    assert any(line.split() == ["link_speed_changes", "1"] for line in out.splitlines())

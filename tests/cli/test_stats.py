@@ -91,6 +91,9 @@ def test_rates_leave_out_gauges_and_counters_that_went_back() -> None:
     after = {"tx_queue_0_packets": 400, "sections_in_use": 9, "polls": 40, "only_after": 1}
     assert rates(before, after, 2.0) == {"tx_queue_0_packets": 150.0}
     assert rates(before, after, 0.0) == {}
+    speed = rates({"link_speed_mbps": 10_000, "link_speed_changes": 0},
+                  {"link_speed_mbps": 40_000, "link_speed_changes": 2}, 2.0)
+    assert speed == {"link_speed_changes": 1.0}  # the current speed is a level, not a count
 
 
 def _record(device: str, pid: int, tap: str | None, **counters: int) -> StatusRecord:

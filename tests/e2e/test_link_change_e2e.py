@@ -1,7 +1,8 @@
 """End to end: the host's network change and repeated media connect, as a Linux guest answers
 them (VMBUS.md §4.25): the guest tap's carrier drops and returns (seen through netlink), and the
 wire namespace receives a gratuitous ARP and an unsolicited neighbour advertisement from the guest
-(seen by a raw socket there). Needs root, /dev/net/tun and iproute2; waits are bounded."""
+(seen by a raw socket there); a link speed change reaches the `up` status record. Needs root,
+/dev/net/tun and iproute2; waits are bounded."""
 
 from __future__ import annotations
 
@@ -71,3 +72,13 @@ def test_repeated_media_connect_announces_the_guest_addresses(stack: DemoStack) 
         assert cap.wait_for(is_unsolicited_na(mac, GUEST_IP6)) is not None
     assert live_counter_at_least(stack, "peer_notifications", 1) and live_counter_at_least(stack, "peer_frames_sent", 2)
     assert lower_up(stack)                                                   # the carrier was not touched
+
+
+def test_link_speed_change_reaches_the_status_record(stack: DemoStack) -> None:
+    assert stack.nic["link_speed_bps"] == 10_000_000_000                     # bring-up's speed query
+    stack.env.host.indicate(stack.env.nics[0], "link_speed", 2_500_000_000)
+    assert live_counter_at_least(stack, "link_speed_changes", 1)
+    assert stack.sysroot is not None
+    record = json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text())
+    assert record["nic"]["link_speed_bps"] == 2_500_000_000 and record["counters"]["link_speed_mbps"] == 2_500
+    assert record["counters"].get("indications_dropped", 0) == 0 and lower_up(stack)  # the carrier was not touched

@@ -212,6 +212,22 @@ def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
         assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 2)
 
 
+def test_link_speed_changes_replace_the_bring_up_speed(sim: SimEnvironment) -> None:
+    dev = sim.nics[0]
+    with Nic(sim.sysroot, dev.guid) as nic:
+        info = nic.open()
+        assert info.link_speed_bps == 10_000_000_000 and nic.counter_snapshot()["link_speed_mbps"] == 10_000
+        sim.host.indicate(dev, "link_speed", 1_000_000_000)
+        assert poll_nic_until(nic, lambda: nic.counters["link_speed_changes"] == 1)
+        assert info.link_speed_bps == 1_000_000_000 and info.to_dict()["link_speed_bps"] == 1_000_000_000
+        assert nic.counter_snapshot()["link_speed_mbps"] == 1_000
+        sim.host.indicate(dev, "link_speed", 1_000_000_000)    # the same speed again: no change
+        sim.host.indicate(dev, "link_speed", 40_000_000_000)
+        assert poll_nic_until(nic, lambda: info.link_speed_bps == 40_000_000_000)
+        assert nic.counters["link_speed_changes"] == 2 and nic.counters["indications_dropped"] == 0
+        assert nic.ready and nic.broken is None
+
+
 def test_up_down_up_in_one_process(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     infos = []

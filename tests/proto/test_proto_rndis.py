@@ -16,7 +16,7 @@ import pytest
 from hvuio.errors import HostProtocolError, HostRefusedError, HostTimeoutError, LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    ControlSendComplete, Halted, Inbound, InboundKind, KeepaliveDropped, LinkSpeed,
+    ControlSendComplete, Halted, IndicationDropped, Inbound, InboundKind, KeepaliveDropped, LinkSpeed,
     LinkStatus, MacAddress, Mtu, NetworkChange, OffloadCaps, Outbound, QueryResult,
     RequestFailed, RndisConfigured, RndisReady, RssCaps, SetComplete, StatusIndication,
 )
@@ -337,7 +337,8 @@ def test_send_completion_frees_the_section() -> None:
     (indicate(RS["RNDIS_STATUS_MEDIA_DISCONNECT"]), LinkStatus(False)),
     (indicate(RS["RNDIS_STATUS_NETWORK_CHANGE"], struct.pack("<I", 2)), NetworkChange()),
     (indicate(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"], struct.pack("<I", 400_000_000)),
-     LinkSpeed(40_000_000_000)),
+     LinkSpeed(40_000_000_000, indicated=True)),
+    (indicate(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"], struct.pack("<II", 1, 7)), LinkSpeed(100, indicated=True)),
     (indicate(RS["RNDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG"], b"abcd"),
      StatusIndication(RS["RNDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG"], b"abcd")),
 ])
@@ -348,7 +349,6 @@ def test_indications_become_events(raw: bytes, event: Any) -> None:
 
 
 @pytest.mark.parametrize("raw,text", [
-    (indicate(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"], b"\x01"), "1-byte status buffer"),
     (indicate(RS["RNDIS_STATUS_MEDIA_CONNECT"], b"abcd", offset=0x40),
      "status_buffer_offset 0x40 + length 0x4 exceeds message length 0x18"),
     (indicate(RS["RNDIS_STATUS_MEDIA_CONNECT"], b"abcd", offset=0), "points into the 20-byte"),
@@ -358,6 +358,17 @@ def test_indication_validation(raw: bytes, text: str) -> None:
     m, _, _ = up()
     with pytest.raises(HostProtocolError, match=re.escape(text)):
         m.receive(rx(raw))
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01", b"\x01\x02\x03"])
+def test_short_link_speed_change_is_dropped_not_fatal(payload: bytes) -> None:
+    m, _, _ = up()
+    assert m.receive(rx(indicate(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"], payload))) == []
+    assert drain(m) == [IndicationDropped(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"],
+                                          f"link speed change with a {len(payload)}-byte status buffer (needs 4)")]
+    assert m.state is RndisState.READY and m.error is None
+    assert m.receive(rx(indicate(RS["RNDIS_STATUS_LINK_SPEED_CHANGE"], struct.pack("<I", 10_000)))) == []
+    assert drain(m) == [LinkSpeed(1_000_000, indicated=True)]   # later indications still count
 
 
 def test_host_keepalive_is_dropped_never_answered() -> None:

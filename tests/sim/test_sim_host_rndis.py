@@ -334,6 +334,24 @@ def test_scripted_network_change_and_repeated_media_connect() -> None:
         env.host.indicate("reset")
 
 
+def test_scripted_link_speed_change_carries_the_speed_and_changes_the_query() -> None:
+    u32 = lambda b: struct.unpack("<I", b)[0]  # noqa: E731
+    env = Env()
+    assert env.host.indicate("link_speed", 25_000_000_000).packets == ()   # RNDIS not up yet: nothing
+    env.bring_up()
+    assert u32(query(env, "OID_GEN_LINK_SPEED")[1]) == 100_000_000        # the profile's 10 Gbit/s
+    step = env.host.indicate("link_speed", 1_000_000_000)
+    assert status_of(env, step) == [c(RST, "RNDIS_STATUS_LINK_SPEED_CHANGE")]
+    assert StatusIndicated(c(RST, "RNDIS_STATUS_LINK_SPEED_CHANGE")) in step.events
+    [msg] = env.rndis_out(step)
+    status, buflen, offset = struct.unpack_from("<III", msg, 8)
+    assert (buflen, offset) == (4, 12) and u32(msg[8 + offset:8 + offset + 4]) == 10_000_000
+    env.ack_all(step)
+    assert u32(query(env, "OID_GEN_LINK_SPEED", rid=51)[1]) == 10_000_000
+    with pytest.raises(ValueError, match="needs a speed"):
+        env.host.indicate("link_speed")
+
+
 def test_link_down_before_init_is_reported_by_the_query_not_indicated() -> None:
     env = Env()
     assert env.host.set_link(False).packets == ()

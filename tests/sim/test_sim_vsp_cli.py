@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hvuio.errors import UsageError
-from hvuio.proto.events import LinkStatus, NetworkChange
+from hvuio.proto.events import LinkSpeed, LinkStatus, NetworkChange
 from hvuio.sim.net import PcapSource
 from hvuio.sim.vsp.control import ControlServer, request
 from hvuio.sim.vsp.host import SimEnvironment
@@ -55,6 +55,10 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         assert changed.returncode == 0 and "indicated network-change" in changed.stdout, changed.stderr
         g.pump(lambda: g.events[-1] == NetworkChange(), "the network-change indication")
 
+        sped = hvuio("--sysroot", str(daemon), "sim", "indicate", "hveth0", "link-speed", "--mbps", "2500")
+        assert sped.returncode == 0 and "indicated link-speed 2500 Mbit/s" in sped.stdout, sped.stderr
+        g.pump(lambda: g.events[-1] == LinkSpeed(2_500_000_000, indicated=True), "the link-speed indication")
+
         linked = hvuio("--sysroot", str(daemon), "sim", "link", "hveth0", "down")
         assert linked.returncode == 0, linked.stderr
         g.pump(lambda: g.events[-1] == LinkStatus(False), "the link-down indication")
@@ -82,6 +86,11 @@ def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no simulated device 'nosuchnic'" in bad.stderr
     none = hvuio("--sysroot", str(tmp_path / "elsewhere"), "sim", "status")
     assert none.returncode == 2 and "no emulated host answers" in none.stderr
+    for args in (["link-speed"], ["network-change", "--mbps", "10"]):
+        speed = hvuio("--sysroot", str(daemon), "sim", "indicate", "hveth0", *args)
+        assert speed.returncode == 2 and "--mbps goes with link-speed" in speed.stderr and "Hint:" in speed.stderr
+    huge = hvuio("--sysroot", str(daemon), "sim", "indicate", "hveth0", "link-speed", "--mbps", "500000")
+    assert huge.returncode == 2 and "500000" in huge.stderr
     both = hvuio("--sysroot", str(tmp_path / "other"), "sim", "start", "--no-host", "--vlan-oob")
     assert both.returncode == 2 and "--vlan-oob is a host option" in both.stderr
 
@@ -147,6 +156,12 @@ def test_control_requests_in_process(tmp_path: Path) -> None:
             assert "is not open" in closed["error"]
             unknown = server.handle({"cmd": "indicate", "device": "hveth0", "status": "reset"})
             assert "'reset' is not one the host sends" in unknown["error"] and "network_change" in unknown["hint"]
+            speedless = server.handle({"cmd": "indicate", "device": "hveth0", "status": "link_speed"})
+            assert "'link_speed' needs a link speed" in speedless["error"] and "--mbps" in speedless["hint"]
+            assert "'network_change' takes no link speed" in server.handle(
+                {"cmd": "indicate", "device": "hveth0", "status": "network_change", "mbps": 5})["error"]
+            assert server.handle({"cmd": "indicate", "device": "hveth0", "status": "link_speed",
+                                  "mbps": "fast"})["error"] == "control command 'indicate' needs 'mbps' as a whole number"
             assert request(tmp_path, {"cmd": "link", "device": "hveth0", "up": False}) == {"ok": True}
             assert env.host.status()[env.nics[0].guid]["link_up"] is False
             with pytest.raises(UsageError, match="no simulated device"):

@@ -258,13 +258,13 @@ class HostNvsp:
             self._send_control(m, out)
         return out.step()
 
-    def indicate(self, kind: str) -> Step:
-        """A scripted RNDIS indication (HostRndis.indicate: "network_change", "media_connect") once
-        RNDIS is up; nothing before."""
+    def indicate(self, kind: str, speed_bps: int | None = None) -> Step:
+        """A scripted RNDIS indication (HostRndis.indicate: "network_change", "media_connect",
+        "link_speed" with `speed_bps`) once RNDIS is up; nothing before."""
         out = _Out()
         if self.rndis is None:
             return out.step()
-        msgs, events = self.rndis.indicate(kind)
+        msgs, events = self.rndis.indicate(kind, speed_bps)
         out.events.extend(events)
         for m in msgs:
             self._send_control(m, out)

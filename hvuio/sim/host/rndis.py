@@ -22,8 +22,10 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
   answers "connected" and indicates a link that is down afterwards; we answer the link as it is
   (the guest ends up knowing the same).
 * Scripted indications (`indicate`, emulator controls): RNDIS_STATUS_NETWORK_CHANGE, which [OV]
-  never sends, and a repeated MEDIA_CONNECT while the link is up; Linux's guest answers them
-  (carrier off/on; notify peers: [RF] and netvsc_drv.c netvsc_link_change).
+  never sends, a repeated MEDIA_CONNECT while the link is up, and RNDIS_STATUS_LINK_SPEED_CHANGE
+  with a new speed (u32, 100 bit/s units), which OID_GEN_LINK_SPEED then answers too; Linux's
+  guest answers them (carrier off/on; notify peers; new speed: [RF]
+  rndis_filter_receive_indicate_status and netvsc_drv.c netvsc_link_change).
 * OID_TCP_OFFLOAD_PARAMETERS: checksum, LSOv2 and (revision 3, NVSP >= 6.1) RSC, masked to the
   capabilities; `OffloadState` is what the data path (offload.py, the C pump) applies.
 * OID_GEN_RECEIVE_SCALE_PARAMETERS: [OV] `oid_set_rss_parameters`'s rules (rss.py); the accepted
@@ -65,7 +67,8 @@ OFFLOAD_FIELDS = ("ip4", "tcp4", "udp4", "tcp6", "udp6")  # ndis_offload_params 
 Reply = tuple[list[bytes], list[HostEvent]]
 
 #: the indications `HostRndis.indicate` sends on request (emulator controls)
-INDICATIONS = {"network_change": w.RNDIS_STATUS_NETWORK_CHANGE, "media_connect": w.RNDIS_STATUS_MEDIA_CONNECT}
+INDICATIONS = {"network_change": w.RNDIS_STATUS_NETWORK_CHANGE, "media_connect": w.RNDIS_STATUS_MEDIA_CONNECT,
+               "link_speed": w.RNDIS_STATUS_LINK_SPEED_CHANGE}
 
 
 @dataclass(slots=True)
@@ -142,6 +145,7 @@ class HostRndis:
         self.state: Literal["uninitialized", "initialized", "halted"] = "uninitialized"
         self.packet_filter: int | None = None
         self.link_up = profile.link_up  # the host's link; OID_GEN_MEDIA_CONNECT_STATUS reports it
+        self.link_speed_bps = profile.link_speed_bps  # OID_GEN_LINK_SPEED; `indicate` changes it
         self._indicated: bool | None = None  # what the guest was last told (None: nothing yet)
         self._indicated_at: float | None = None
         self.offload = OffloadState.from_caps(profile.offloads)
@@ -244,7 +248,7 @@ class HostRndis:
             w.OID_GEN_MAXIMUM_TOTAL_SIZE: lambda: u32(mtu),
             w.OID_GEN_TRANSMIT_BLOCK_SIZE: lambda: u32(mtu),
             w.OID_GEN_RECEIVE_BLOCK_SIZE: lambda: u32(mtu),
-            w.OID_GEN_LINK_SPEED: lambda: u32(min(self.profile.link_speed_bps // 100, 0xFFFFFFFF)),
+            w.OID_GEN_LINK_SPEED: lambda: u32(self._speed_units()),
             w.OID_GEN_TRANSMIT_BUFFER_SPACE: lambda: u32(BUFFER_SPACE),
             w.OID_GEN_RECEIVE_BUFFER_SPACE: lambda: u32(BUFFER_SPACE),
             w.OID_GEN_VENDOR_ID: lambda: u32(VENDOR_ID),
@@ -449,17 +453,27 @@ class HostRndis:
         self._indicated, self._indicated_at = self.link_up, now
         return [self._link_message()], [LinkIndicated(self.link_up)]
 
-    def indicate(self, kind: str) -> Reply:
+    def _speed_units(self) -> int:
+        return min(self.link_speed_bps // 100, 0xFFFFFFFF)
+
+    def indicate(self, kind: str, speed_bps: int | None = None) -> Reply:
         """A scripted indication that is not a link change, once RNDIS is up (nothing otherwise):
         "network_change" (RNDIS_STATUS_NETWORK_CHANGE; [OV] never sends one, Linux's guest handles
-        it) or "media_connect" (a MEDIA_CONNECT while the link is
-        already up, a repeat Linux answers by notifying its peers). An emulator control."""
+        it), "media_connect" (a MEDIA_CONNECT while the link is already up, a repeat Linux answers
+        by notifying its peers) or "link_speed" (RNDIS_STATUS_LINK_SPEED_CHANGE carrying
+        `speed_bps`, which OID_GEN_LINK_SPEED answers from then on). An emulator control."""
         status = INDICATIONS[kind]
+        payload = b""
+        if status == w.RNDIS_STATUS_LINK_SPEED_CHANGE:
+            if speed_bps is None or speed_bps < 0:
+                raise ValueError(f"link speed indication needs a speed >= 0, not {speed_bps!r}")
+            self.link_speed_bps = speed_bps
+            payload = struct.pack("<I", self._speed_units())
         if not self.operational:
             return [], []
         if status == w.RNDIS_STATUS_MEDIA_CONNECT and not self.link_up:
             return [], []  # a connect while down is a link change: set_link's
-        return [w.rndis_status(status)], [StatusIndicated(status)]
+        return [w.rndis_status(status, payload)], [StatusIndicated(status)]
 
     def tick(self, now: float) -> Reply:
         """Delayed link indications and (profile.keepalive_interval only) host keep-alives, which

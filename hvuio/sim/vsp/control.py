@@ -9,7 +9,8 @@ optional network) and the server next to the emulated kernel.
 Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd":
   {"cmd": "status"}                               -> {"ok": true, "devices": {guid: {...}}}
   {"cmd": "link", "device": NAME, "up": bool}     -> {"ok": true}
-  {"cmd": "indicate", "device": NAME, "status": "network_change" | "media_connect"} -> {"ok": true}
+  {"cmd": "indicate", "device": NAME, "status": "network_change" | "media_connect" | "link_speed",
+   "mbps": N (link_speed only)}                   -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
   {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
   {"cmd": "stall", "device": NAME}                -> {"ok": true}
@@ -105,7 +106,10 @@ class ControlServer:
                 status = req.get("status")
                 if not isinstance(status, str):
                     raise UsageError("control command 'indicate' needs a 'status' string")
-                self.host.indicate(device, status)
+                mbps = req.get("mbps")
+                if mbps is not None and (not isinstance(mbps, int) or isinstance(mbps, bool)):
+                    raise UsageError("control command 'indicate' needs 'mbps' as a whole number")
+                self.host.indicate(device, status, None if mbps is None else mbps * 1_000_000)
             elif cmd == "rescind":
                 self.host.rescind(device)
             elif cmd == "stall":

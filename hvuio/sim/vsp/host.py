@@ -45,7 +45,8 @@ PUBLIC API (kept small; other people build on it):
                         network=None) as env:
         env.sysroot, env.kernel (SimKernel), env.host (SimHost), env.nics (list[SimDevice])
         env.host.set_link(env.nics[0], up=False)       # scripted link change (RNDIS indication)
-        env.host.indicate(env.nics[0], "network_change")  # or "media_connect" (a repeat while up)
+        env.host.indicate(env.nics[0], "network_change")  # "media_connect" (a repeat while up), or
+        env.host.indicate(env.nics[0], "link_speed", 1_000_000_000)  # a new speed in bit/s
         env.host.rescind(env.nics[0])                  # host rescind, passed to the kernel
         env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
                                                        # device (new relid), same GUID and MAC
@@ -306,17 +307,25 @@ class SimHost:
         if session is not None:
             session.post(lambda: session.nvsp.set_link(up, time.monotonic()))
 
-    def indicate(self, device: SimDevice | str, kind: str) -> None:
-        """A scripted RNDIS indication to an open NIC: "network_change" or "media_connect" (a repeat
-        while the link is up); nothing when RNDIS is not up (HostRndis.indicate)."""
+    def indicate(self, device: SimDevice | str, kind: str, speed_bps: int | None = None) -> None:
+        """A scripted RNDIS indication to an open NIC: "network_change", "media_connect" (a repeat
+        while the link is up) or "link_speed" (with `speed_bps`); nothing when RNDIS is not up
+        (HostRndis.indicate)."""
         if kind not in INDICATIONS:
             raise UsageError(f"indication {kind!r} is not one the host sends on request",
                              f"Known: {', '.join(sorted(INDICATIONS))}.")
+        if (kind == "link_speed") != (speed_bps is not None):
+            raise UsageError(f"indication {kind!r} " + ("needs a link speed" if kind == "link_speed"
+                                                        else "takes no link speed"),
+                             "Give a speed (--mbps N) with link-speed only.")
+        if speed_bps is not None and not 0 <= speed_bps <= 0xFFFFFFFF * 100:
+            raise UsageError(f"link speed {speed_bps} bit/s does not fit the indication",
+                             "Give a speed from 0 to 429496 Mbit/s.")
         dev = self._device(device)
         session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.guid} is not open; the host indicates only to an opened NIC")
-        session.post(lambda: session.nvsp.indicate(kind))
+        session.post(lambda: session.nvsp.indicate(kind, speed_bps))
 
     def deliver(self, device: SimDevice | str, frames: Sequence[bytes], *, channel: int = 0,
                 inject: RxFault | None = None) -> None:
