@@ -459,7 +459,7 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
 
 def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP_BYTES,
              on_ready: Any = None, gpa: bool = True, trace: Path | None = None,
-             trace_max_mb: int = 64, queues: int = 1) -> dict[str, Any]:
+             trace_max_mb: int = 64, queues: int = 2) -> dict[str, Any]:
     """Build the stack, ping, TCP transfer, stop `hvuio up`, collect counters, tear down.
 
     `on_ready(stack)` runs once traffic is done and before `hvuio up` is stopped (for --keep).

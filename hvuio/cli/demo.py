@@ -134,7 +134,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--tcp-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="MiB sent through the TCP transfer (through each stream with --queues).")
 @click.option("--keep", is_flag=True, help="Leave the stack running after the checks until Ctrl-C.")
-@click.option("--queues", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--queues", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Queues (channels) 'hvuio up' asks for; the TCP transfer runs as that many parallel "
                    "streams, each steered by the host's RSS to its own queue.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")

@@ -62,8 +62,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def test_demo_json_runs_and_leaves_nothing() -> None:
     _need_root()
-    proc = subprocess.run([*DEMO, "--json", "--tcp-mib", "16"], capture_output=True, text=True, env=_env(),
-                          timeout=300, check=False)
+    proc = subprocess.run([*DEMO, "--json", "--tcp-mib", "16", "--queues", "1"], capture_output=True, text=True,
+                          env=_env(), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ping"]["received"] == 5 and result["ping"]["ok"]
@@ -107,8 +107,9 @@ def test_demo_two_queues_carry_every_stream_byte_exact_both_ways() -> None:
 
 
 def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
-    """`hvuio demo --mtu 9000 --json`: full-MTU pings and the TCP transfer cross byte-exact, and
-    the frames larger than a send section went GPA-direct from the guest's memory."""
+    """`hvuio demo --mtu 9000 --json` (two queues, the default): full-MTU pings and the TCP streams
+    cross byte-exact, and the frames larger than a send section went GPA-direct from the guest's
+    memory."""
     _need_root()
     proc = subprocess.run([*DEMO, "--json", "--mtu", "9000", "--tcp-mib", "16"], capture_output=True, text=True,
                           env=_env(), timeout=300, check=False)
@@ -118,6 +119,7 @@ def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
     full = result["ping_full"]
     assert full["ok"] and full["received"] == 3 and full["payload"] == 9000 - 28
     assert result["tcp"]["exact"] and result["tcp"]["received"]["bytes"] == 16 * 1024 * 1024
+    assert result["nic"]["queues"] == 2 and all(t["exact"] for t in result["tcp_streams"])  # the default
     counters = result["datapath_counters"]
     assert counters["tx_gpa"] > 0 and counters["channel_control_gpa"] > 0, counters
     assert counters["tx_oversize"] == 0 and counters["tx_errors"] == 0
@@ -126,7 +128,7 @@ def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
 
 def test_demo_text_output_has_the_summary() -> None:
     _need_root()
-    proc = subprocess.run([*DEMO, "--tcp-mib", "8", "--mtu", "4000"], capture_output=True, text=True,
+    proc = subprocess.run([*DEMO, "--tcp-mib", "8", "--mtu", "4000", "--queues", "1"], capture_output=True, text=True,
                           env=_env(), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
