@@ -9,8 +9,9 @@ What lives here:
     also keeps the guest's Python off the emulator's GIL). Every step registers its undo in a
     `hvuio.netdev.netns.Cleanup`, so `close()` removes processes, taps, namespaces and the sysroot even
     when a step failed half-way or the user pressed Ctrl-C.
-  * Traffic between the two namespaces: `ping`, a TCP bulk transfer with a sha256 check on the
-    receiving side, a UDP datagram check and a UDP small-packet blaster — small Python programs
+  * Traffic between the two namespaces: `ping`, TCP bulk transfers with a sha256 check on the
+    receiving side (one, or several in parallel with `steered_ports` choosing ports the host's RSS
+    spreads over the queues), a UDP datagram check and a UDP small-packet blaster — small Python programs
     run with `ip netns exec` (so they measure what a user's program would see).
   * `run_demo()` — what `hvuio demo` does, returning one JSON-able result dict; its "stats" are
     the data path's final counters under the names `hvuio stats` gives them (hvuio/stats.py).
@@ -27,6 +28,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,7 @@ from typing import Any
 
 from hvuio.netdev import netns
 from hvuio.errors import NotRootError, PlatformError
-from hvuio.stats import ethtool_stats
+from hvuio.stats import ethtool_stats, split_queues
 
 HOST_ADDRESS = "198.18.0.1/24"  # RFC 2544 benchmarking range, configured only in our namespaces
 GUEST_ADDRESS = "198.18.0.2/24"
@@ -52,6 +54,9 @@ UP_START_TIMEOUT = 60.0
 UP_STOP_TIMEOUT = 30.0
 TRAFFIC_TIMEOUT = 300.0
 DEFAULT_TCP_BYTES = 32 * 1024 * 1024
+#: source ports the demo picks for steered streams: above Linux's default ephemeral range
+#: (ip_local_port_range 32768-60999), so no connection the kernel opens takes one
+EPHEMERAL_FIRST = 61000
 
 
 def max_guest_mtu(send_section_size: int) -> int:
@@ -91,8 +96,7 @@ class DemoStack:
     host_mtu: int | None = None  # the host network tap's MTU (default: `mtu`)
     monitored: bool = True  # False: the NIC's channel is signalled by write(1), not the monitor page
     up_args: tuple[str, ...] = ()  # extra `hvuio up` options (benchmarks: --busy-poll 0, ...)
-    #: queues `hvuio up` asks for: one by default, as the emulator's C fast path serves a NIC
-    #: without subchannels (with them it moves every frame on its Python path, far slower)
+    #: queues `hvuio up` asks for (`hvuio demo --queues`; the emulator's C fast path serves every channel)
     queues: int = 1
     vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
@@ -281,7 +285,11 @@ _TCP_SENDER = r"""
 import hashlib, json, random, socket, sys, time
 n = int(sys.argv[3]); data = random.Random(int(sys.argv[4])).randbytes(n)
 digest = hashlib.sha256(data).hexdigest()
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[5]))
+src = int(sys.argv[6]) if len(sys.argv) > 6 else 0  # 0: the kernel picks the source port
+c = socket.socket(); c.settimeout(float(sys.argv[5]))
+if src:  # SO_REUSEADDR: a port an earlier run left in TIME_WAIT is taken again
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); c.bind(("", src))
+c.connect((sys.argv[1], int(sys.argv[2])))
 t0 = time.monotonic(); c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
 print(json.dumps({"bytes": n, "sha256": digest, "seconds": time.monotonic() - t0}), flush=True)
 """
@@ -317,25 +325,70 @@ def tcp_transfer(src_ns: str, dst_ns: str, dst_ip: str, nbytes: int = DEFAULT_TC
     Returns {"sent": {...}, "received": {...}, "exact": bool, "mbit_s": float}: both sides'
     byte counts and sha256, the receiver's first-byte-to-EOF time and its throughput.
     """
-    receiver = netns.popen(dst_ns, netns.python_argv("-c", _TCP_RECEIVER, dst_ip, str(port), str(timeout)))
+    return tcp_streams(src_ns, dst_ns, dst_ip, [(port, 0)], nbytes, seed, timeout)[0]
+
+
+def tcp_streams(src_ns: str, dst_ns: str, dst_ip: str, ports: list[tuple[int, int]],
+                nbytes: int = DEFAULT_TCP_BYTES, seed: int = 5,
+                timeout: float = TRAFFIC_TIMEOUT) -> list[dict[str, Any]]:
+    """Parallel TCP transfers, one per (destination port, source port) of `ports` (source 0: the
+    kernel's choice), each of `nbytes` seeded random bytes (stream i: seed + i) and checked as
+    `tcp_transfer` checks one; returns `tcp_transfer`'s result per stream, plus its ports."""
+    receivers: list[subprocess.Popen[str]] = []
+    senders: list[subprocess.Popen[str]] = []
     try:
-        _expect_line(receiver, "listening", 30)
-        sender = netns.popen(src_ns, netns.python_argv("-c", _TCP_SENDER, dst_ip, str(port), str(nbytes),
-                                      str(seed), str(timeout)))
-        try:
-            got = _finish(receiver, timeout)
-            sent = _finish(sender, timeout)
-        finally:
-            if sender.poll() is None:
-                sender.kill()
-                sender.communicate()
+        for port, _ in ports:
+            receivers.append(netns.popen(dst_ns, netns.python_argv("-c", _TCP_RECEIVER, dst_ip, str(port),
+                                                                   str(timeout))))
+            _expect_line(receivers[-1], "listening", 30)
+        for i, (port, src_port) in enumerate(ports):
+            senders.append(netns.popen(src_ns, netns.python_argv("-c", _TCP_SENDER, dst_ip, str(port), str(nbytes),
+                                                                 str(seed + i), str(timeout), str(src_port))))
+        got = [_finish(r, timeout) for r in receivers]
+        sent = [_finish(s, timeout) for s in senders]
     finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.communicate()
-    exact = got["bytes"] == sent["bytes"] == nbytes and got["sha256"] == sent["sha256"]
-    mbit = got["bytes"] * 8 / got["seconds"] / 1e6 if got["seconds"] > 0 else 0.0
-    return {"sent": sent, "received": got, "exact": exact, "mbit_s": mbit}
+        for p in senders + receivers:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    out = []
+    for (port, src_port), g, t in zip(ports, got, sent):
+        exact = g["bytes"] == t["bytes"] == nbytes and g["sha256"] == t["sha256"]
+        mbit = g["bytes"] * 8 / g["seconds"] / 1e6 if g["seconds"] > 0 else 0.0
+        out.append({"sent": t, "received": g, "exact": exact, "mbit_s": mbit, "port": port,
+                    "source_port": src_port})
+    return out
+
+
+def steered_ports(rss: dict[str, Any], queues: int, src_ip: str, dst_ip: str,
+                  first_port: int = TCP_PORT) -> list[tuple[int, int]]:
+    """One (destination port, source port) per queue such that the host's RSS (`rss`: the
+    emulated host's view, `hvuio sim status --json`) steers stream k's frames to the guest, whose
+    source and destination ports are swapped, to queue k. The guest's tap queue for a flow
+    follows the queue its frames arrived on (Linux drivers/net/tun.c `tun_flow_update`,
+    `tun_automq_select_queue`), so each queue then carries its stream both ways. Without RSS (or
+    one queue) the source ports are the kernel's choice."""
+    ports = [(first_port + k, 0) for k in range(queues)]
+    if queues < 2 or not rss.get("enabled"):
+        return ports
+    from hvuio.sim.host.rss import RssState
+
+    state = RssState(bytes.fromhex(rss["key"]), tuple(rss["table"]), int(rss["hash_info"]))
+    out = []
+    src_port = EPHEMERAL_FIRST  # every stream its own source port
+    for k, (port, _) in enumerate(ports):
+        while src_port < 65536 and state.queue(_tcp_frame(dst_ip, src_ip, port, src_port), queues) != k:
+            src_port += 1
+        out.append((port, src_port if src_port < 65536 else 0))
+        src_port += 1
+    return out
+
+
+def _tcp_frame(src_ip: str, dst_ip: str, sport: int, dport: int) -> bytes:
+    """An Ethernet + IPv4 + TCP header (what RSS hashes of a frame), no payload."""
+    ip = bytes([0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]) + socket.inet_aton(src_ip) + socket.inet_aton(dst_ip)
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + bytes([0x50, 0x10]) + bytes(6)
+    return bytes(12) + b"\x08\x00" + ip + tcp
 
 
 _UDP_RECEIVER = r"""
@@ -406,20 +459,22 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
 
 def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP_BYTES,
              on_ready: Any = None, gpa: bool = True, trace: Path | None = None,
-             trace_max_mb: int = 64) -> dict[str, Any]:
+             trace_max_mb: int = 64, queues: int = 2) -> dict[str, Any]:
     """Build the stack, ping, TCP transfer, stop `hvuio up`, collect counters, tear down.
 
     `on_ready(stack)` runs once traffic is done and before `hvuio up` is stopped (for --keep).
     `gpa` False runs `hvuio up --no-gpa` (the send buffer only). `trace`: `hvuio up` writes its
     pcapng trace there (`--trace`, capped at `trace_max_mb`); result["trace"] names the file and
-    its counters.
+    its counters. `queues`: `hvuio up --queues`, and as many parallel TCP streams of `tcp_bytes`
+    each, stream k steered to queue k (`steered_ports`); result["tcp"] is stream 0,
+    result["tcp_streams"] every stream, result["tcp_mbit_s"] their sum.
     Raises HvuioError subclasses for failures a user can meet; cleanup always runs.
     """
     result: dict[str, Any] = {"kernel": kernel, "mtu": mtu}
     up_args: tuple[str, ...] = () if gpa else ("--no-gpa",)
     if trace is not None:  # absolute: `hvuio up` runs in another directory
         up_args += ("--trace", str(Path(trace).absolute()), "--trace-max-mb", str(trace_max_mb))
-    with DemoStack(kernel=kernel, mtu=mtu, up_args=up_args) as stack:
+    with DemoStack(kernel=kernel, mtu=mtu, up_args=up_args, queues=queues) as stack:
         result.update(guest_netns=stack.guest_ns, host_netns=stack.host_ns, tap=stack.tap,
                       host_ifname=stack.host_ifname, nic=stack.nic, sysroot=str(stack.sysroot))
         try:
@@ -434,22 +489,28 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
                 raise PlatformError(f"ping with {payload}-byte payloads (the full MTU, not fragmented) to {HOST_IP} "
                                     f"failed: {result['ping_full']['output']}")
             # at least 1 MiB/s: far below any working path, so only a dead one times out
-            tcp = tcp_transfer(stack.guest_ns, stack.host_ns, HOST_IP, tcp_bytes,
-                               timeout=max(60.0, tcp_bytes / 2**20))
+            granted = int(stack.nic.get("queues") or queues)
+            ports = steered_ports(stack.host_status().get("rss", {}), granted, GUEST_IP, HOST_IP)
+            streams = tcp_streams(stack.guest_ns, stack.host_ns, HOST_IP, ports, tcp_bytes,
+                                  timeout=max(60.0, len(ports) * tcp_bytes / 2**20))
         except PlatformError:
             if stack.up_proc is not None and stack.up_proc.poll() is not None:
                 stack.stop_up()  # `hvuio up` died: raise its error (exit code and message) instead
             raise
-        result["tcp"] = tcp
-        if not tcp["exact"]:
-            raise PlatformError(f"TCP transfer corrupted: sent {tcp['sent']}, received {tcp['received']}")
+        result["tcp"], result["tcp_streams"] = streams[0], streams
+        result["tcp_mbit_s"] = sum(t["mbit_s"] for t in streams)
+        for k, tcp in enumerate(streams):
+            if not tcp["exact"]:
+                raise PlatformError(f"TCP stream {k} (port {tcp['port']}) corrupted: sent {tcp['sent']}, "
+                                    f"received {tcp['received']}")
         if on_ready is not None:
             on_ready(stack)
         live = stack.host_status()  # NVSP counters exist only while the NIC is open
         result["host_nvsp_counters"] = live.get("nvsp_counters", {})
         down = stack.stop_up() or {}
         result["datapath_counters"] = down.get("counters", {})
-        result["stats"] = ethtool_stats(result["datapath_counters"])  # the names `hvuio stats` shows
+        counters = result["datapath_counters"]  # the names `hvuio stats` shows, per queue too
+        result["stats"] = ethtool_stats(counters, split_queues(counters))
         if trace is not None:
             result["trace"] = {"file": str(Path(trace).absolute()),
                                **{k: v for k, v in result["datapath_counters"].items() if k.startswith("trace_")}}
@@ -467,5 +528,5 @@ def _net_counters(stack: DemoStack) -> dict[str, int]:
                                            "from_net_frames", "from_net_bytes", "from_net_drops")}
 
 
-__all__ = ["DemoStack", "max_guest_mtu", "ping", "require_root", "run_demo", "tcp_transfer",
-           "udp_check"]
+__all__ = ["DemoStack", "max_guest_mtu", "ping", "require_root", "run_demo", "steered_ports", "tcp_streams",
+           "tcp_transfer", "udp_check"]

@@ -13,7 +13,9 @@ samples, with the clock handed in).
 Queues: the per-queue names come from a list of per-queue counter mappings, queue 0 being the
 primary channel. A status record that carries a `queues` list of such mappings gives one entry
 per queue; one without it (today's single-queue data path) is one queue whose counters are the
-record's `counters`. The global ethtool names are sums over the queues, as the kernel's are one
+record's `counters`. `split_queues` takes the same per-queue mappings out of a data path's
+totals that carry each queue's names (`tx_queue_<k>_packets`, ..., as `hvuio up`'s final
+counters do). The global ethtool names are sums over the queues, as the kernel's are one
 per device. hvuio's own names are the record's `counters` as they are (the data path's totals).
 
 A name is mapped only when both count the same event; where the kernel's trigger differs only in
@@ -98,11 +100,24 @@ def queue_counters(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [counters if isinstance(counters, dict) else {}]
 
 
+def split_queues(counters: Mapping[str, Any]) -> list[dict[str, int]] | None:
+    """Per-queue counter mappings (queue 0 first, under the data path's own names) out of totals
+    that name each queue's packets and bytes (`tx_queue_0_packets`, ...); None when they name none.
+    Only the per-queue names are split: a queue's other counters exist only in the totals."""
+    found = {int(m.group(0).split("_")[2]) for k in counters if (m := _QUEUE_NAME.fullmatch(k))}
+    if not found:
+        return None
+    return [{src: _count(counters.get(pattern.format(q=k))) for pattern, src, _ in QUEUE_NAMES}
+            for k in range(max(found) + 1)]
+
+
 def ethtool_stats(counters: Mapping[str, Any], queues: Iterable[Mapping[str, Any]] | None = None) -> dict[str, int]:
-    """The ethtool names (globals summed over the queues, then each queue's), then every other
-    counter of `counters` under its own name, sorted. `queues` None: one queue, `counters`."""
+    """The ethtool names (globals summed over the queues, or taken from `counters` when the queues
+    do not carry them; then each queue's), then every other counter of `counters` under its own
+    name, sorted. `queues` None: one queue, `counters`."""
     qs = [counters] if queues is None else list(queues)
-    out = {name: sum(_count(q.get(src)) for q in qs) for name, src, _ in GLOBAL_NAMES}
+    out = {name: sum(_count(q.get(src)) for q in qs) if any(src in q for q in qs) else _count(counters.get(src))
+           for name, src, _ in GLOBAL_NAMES}
     for i, q in enumerate(qs):
         out.update({pattern.format(q=i): _count(q.get(src)) for pattern, src, _ in QUEUE_NAMES})
     out.update({k: _count(v) for k, v in sorted(counters.items()) if k not in MAPPED_SOURCES and k not in out})

@@ -2,7 +2,8 @@
 
 What lives here: the click command (added to the group by hvuio/cli/__init__.py) and the
 rendering of hvuio.demo.run_demo's result (the negotiated parameters block of
-hvuio/cli/render.py, ping summary, TCP throughput and sha256 check, data-path and host counters)
+hvuio/cli/render.py, ping summary, each TCP stream's throughput and sha256 check, each queue's
+packets and bytes, data-path and host counters)
 as text or JSON, and the --keep mode that leaves the stack up until Ctrl-C, printing the
 commands to poke at it. The work is hvuio/demo.py's (imported inside the command so `hvuio --help`
 stays cheap).
@@ -37,6 +38,17 @@ def _counters_block(title: str, counters: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _queue_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per queue: its packets and bytes both ways (the `hvuio stats` names)."""
+    lines = []
+    k = 0
+    while f"tx_queue_{k}_packets" in stats:
+        lines.append(f"Queue {k}: tx {stats[f'tx_queue_{k}_packets']} packets / {stats[f'tx_queue_{k}_bytes']} bytes, "
+                     f"rx {stats[f'rx_queue_{k}_packets']} packets / {stats[f'rx_queue_{k}_bytes']} bytes")
+        k += 1
+    return lines
+
+
 def render(result: dict[str, Any]) -> str:
     """The human-readable report of one demo run."""
     out = [f"hvuio demo: emulated kernel {result['kernel']}, guest tap {result['tap']} in "
@@ -48,10 +60,15 @@ def render(result: dict[str, Any]) -> str:
         f = result["ping_full"]
         out.append(f"Ping {f.get('sent', '?')} sent, {f.get('received', '?')} received with {f.get('payload')}-byte "
                    f"payloads (the full MTU, don't fragment); {f.get('summary', 'no rtt summary')}")
-    t = result["tcp"]
-    exact = "byte-exact (sha256 match)" if t["exact"] else "MISMATCH"
-    out.append(f"TCP  {t['received']['bytes']} bytes in {t['received']['seconds']:.2f} s = "
-               f"{t['mbit_s']:.1f} Mbit/s, {exact}, sha256 {t['received']['sha256'][:16]}…")
+    streams = result.get("tcp_streams") or [result["tcp"]]
+    for k, t in enumerate(streams):
+        exact = "byte-exact (sha256 match)" if t["exact"] else "MISMATCH"
+        name = "TCP " if len(streams) == 1 else f"TCP stream {k} (port {t.get('port')})"
+        out.append(f"{name} {t['received']['bytes']} bytes in {t['received']['seconds']:.2f} s = "
+                   f"{t['mbit_s']:.1f} Mbit/s, {exact}, sha256 {t['received']['sha256'][:16]}…")
+    if len(streams) > 1:
+        out.append(f"TCP  {len(streams)} streams in parallel: {result.get('tcp_mbit_s', 0.0):.1f} Mbit/s together")
+    out += _queue_lines(result.get("stats", {}))
     out.append("")
     out += _counters_block("Data path counters (hvuio up)", result.get("datapath_counters", {}))
     out += _counters_block("Emulated host counters", result.get("host_counters", {}))
@@ -115,8 +132,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
               help="MTU of the guest NIC and the host network: 68 up to 9202 (the emulated host's largest "
                    "frame), with --no-gpa up to the send section size - 58.")
 @click.option("--tcp-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
-              help="MiB sent through the TCP transfer.")
+              help="MiB sent through the TCP transfer (through each stream with --queues).")
 @click.option("--keep", is_flag=True, help="Leave the stack running after the checks until Ctrl-C.")
+@click.option("--queues", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Queues (channels) 'hvuio up' asks for; the TCP transfer runs as that many parallel "
+                   "streams, each steered by the host's RSS to its own queue.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.option("--gpa/--no-gpa", default=True, show_default=True,
               help="Let 'hvuio up' send by guest-physical address from the emulator's guest memory; "
@@ -128,7 +148,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
               help="Cap of the trace file: once reached, nothing more is written (counted, no rotation).")
 @pass_app
 def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool, gpa: bool,
-         trace_file: Path | None, trace_max_mb: int) -> None:
+         trace_file: Path | None, trace_max_mb: int, queues: int) -> None:
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
@@ -159,7 +179,7 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     try:
         result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
                           on_ready=_wait_for_ctrl_c if keep else None, gpa=gpa, trace=trace_file,
-                          trace_max_mb=trace_max_mb)
+                          trace_max_mb=trace_max_mb, queues=queues)
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)

@@ -12,7 +12,7 @@ import pytest
 
 from hvuio.errors import DeviceNotFoundError, UsageError
 from hvuio.stats import (GLOBAL_NAMES, MAPPED_SOURCES, NOT_COUNTED, QUEUE_NAMES, Watch, device_stats, ethtool_stats,
-                         is_ethtool_name, queue_counters, rates, select_records)
+                         is_ethtool_name, queue_counters, rates, select_records, split_queues)
 from hvuio.status import StatusFile, StatusRecord
 
 from support.cli import run_main
@@ -234,3 +234,22 @@ def test_stats_of_a_device_no_up_drives(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == DeviceNotFoundError.exit_code and out == ""
     assert "Error: no running 'hvuio up' drives eth7\n" in err and "Hint: Running: " in err
     assert len([line for line in err.splitlines() if line.startswith("Error: ")]) == 1
+
+
+def test_split_queues_takes_each_queues_names_out_of_the_totals() -> None:
+    totals = {"tx_packets": 30, "rx_packets": 7, "tx_busy": 4, "queues": 2,
+              "tx_queue_0_packets": 10, "tx_queue_0_bytes": 1000, "rx_queue_0_packets": 3, "rx_queue_0_bytes": 300,
+              "tx_queue_1_packets": 20, "tx_queue_1_bytes": 2000, "rx_queue_1_packets": 4, "rx_queue_1_bytes": 400}
+    queues = split_queues(totals)
+    assert queues == [{"tx_packets": 10, "tx_bytes": 1000, "rx_packets": 3, "rx_bytes": 300},
+                      {"tx_packets": 20, "tx_bytes": 2000, "rx_packets": 4, "rx_bytes": 400}]
+    stats = ethtool_stats(totals, queues)
+    assert stats["tx_queue_1_packets"] == 20 and stats["rx_queue_0_bytes"] == 300
+    assert stats["tx_busy"] == 4  # a global the queues do not carry comes from the totals
+    assert split_queues({"tx_packets": 1}) is None
+
+
+def test_split_queues_counts_a_missing_queue_name_as_zero() -> None:
+    assert split_queues({"tx_queue_1_packets": 5}) == [
+        {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0},
+        {"tx_packets": 5, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0}]

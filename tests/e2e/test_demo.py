@@ -62,8 +62,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def test_demo_json_runs_and_leaves_nothing() -> None:
     _need_root()
-    proc = subprocess.run([*DEMO, "--json", "--tcp-mib", "16"], capture_output=True, text=True, env=_env(),
-                          timeout=300, check=False)
+    proc = subprocess.run([*DEMO, "--json", "--tcp-mib", "16", "--queues", "1"], capture_output=True, text=True,
+                          env=_env(), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ping"]["received"] == 5 and result["ping"]["ok"]
@@ -82,9 +82,34 @@ def test_demo_json_runs_and_leaves_nothing() -> None:
     assert not _up_children(result["sysroot"])
 
 
+def test_demo_two_queues_carry_every_stream_byte_exact_both_ways() -> None:
+    """`hvuio demo --queues 2 --json`: two parallel TCP streams, each byte-exact, and each queue
+    carried packets both ways (stream k is steered to queue k)."""
+    _need_root()
+    proc = subprocess.run([*DEMO, "--json", "--queues", "2", "--tcp-mib", "8"], capture_output=True, text=True,
+                          env=_env(), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["nic"]["queues"] == 2
+    streams = result["tcp_streams"]
+    assert len(streams) == 2 and len({t["port"] for t in streams}) == 2
+    for t in streams:
+        assert t["exact"] and t["received"]["bytes"] == t["sent"]["bytes"] == 8 * 1024 * 1024, t
+        assert t["received"]["sha256"] == t["sent"]["sha256"]
+    stats = result["stats"]
+    for k in (0, 1):
+        assert stats[f"tx_queue_{k}_packets"] > 0 and stats[f"rx_queue_{k}_packets"] > 0, stats
+    counters = result["datapath_counters"]
+    assert stats["tx_queue_0_packets"] + stats["tx_queue_1_packets"] == counters["tx_packets"]
+    assert stats["rx_queue_0_packets"] + stats["rx_queue_1_packets"] == counters["rx_packets"]
+    assert result["host_counters"]["frames_to_guest"] == counters["rx_packets"]
+    assert not netns.leaks([result["guest_netns"], result["host_netns"]], [result["tap"], result["host_ifname"]])
+
+
 def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
-    """`hvuio demo --mtu 9000 --json`: full-MTU pings and the TCP transfer cross byte-exact, and
-    the frames larger than a send section went GPA-direct from the guest's memory."""
+    """`hvuio demo --mtu 9000 --json` (two queues, the default): full-MTU pings and the TCP streams
+    cross byte-exact, and the frames larger than a send section went GPA-direct from the guest's
+    memory."""
     _need_root()
     proc = subprocess.run([*DEMO, "--json", "--mtu", "9000", "--tcp-mib", "16"], capture_output=True, text=True,
                           env=_env(), timeout=300, check=False)
@@ -94,6 +119,7 @@ def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
     full = result["ping_full"]
     assert full["ok"] and full["received"] == 3 and full["payload"] == 9000 - 28
     assert result["tcp"]["exact"] and result["tcp"]["received"]["bytes"] == 16 * 1024 * 1024
+    assert result["nic"]["queues"] == 2 and all(t["exact"] for t in result["tcp_streams"])  # the default
     counters = result["datapath_counters"]
     assert counters["tx_gpa"] > 0 and counters["channel_control_gpa"] > 0, counters
     assert counters["tx_oversize"] == 0 and counters["tx_errors"] == 0
@@ -102,7 +128,7 @@ def test_demo_jumbo_mtu_goes_gpa_direct() -> None:
 
 def test_demo_text_output_has_the_summary() -> None:
     _need_root()
-    proc = subprocess.run([*DEMO, "--tcp-mib", "8", "--mtu", "4000"], capture_output=True, text=True,
+    proc = subprocess.run([*DEMO, "--tcp-mib", "8", "--mtu", "4000", "--queues", "1"], capture_output=True, text=True,
                           env=_env(), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
