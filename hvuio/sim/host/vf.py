@@ -1,5 +1,6 @@
 """The emulated host's side of accelerated networking (SR-IOV VF), sans-IO: what it tells the
-guest about its VF and how it takes the guest's data-path switches (netvsc.md §B).
+guest about its VF and how it takes the guest's data-path switches ([OV] below; Azure's side:
+MicrosoftDocs/azure-docs articles/virtual-network/accelerated-networking-how-it-works.md).
 
 What lives here: `GuestVf`, one NIC's VF state inside HostNvsp — the VF the host has for the NIC
 (its serial, or none), whether the guest was told (`advertised`), and the data path the guest
@@ -15,7 +16,7 @@ Behaviour follows OpenVMM ([OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.
   `handle_state_change`). A completion of it is accepted and ignored ([OV] `parse_packet`).
 * A guest SWITCH_DATA_PATH (type 129, primary only: on a subchannel the worker ends) is answered
   with an empty completion whatever happened; it switches only while the guest has been told of a
-  VF ([OV] `switch_data_path`, netvsc.md §B.3 item 42); otherwise it is logged and nothing moves.
+  VF ([OV] `switch_data_path`, `handle_state_change`); otherwise it is logged and nothing moves.
 * VF removal: when the data path is the VF the host switches back and tells the guest with a
   type-129 message (active_datapath 0, completion requested, transaction id 0x8000000000000001),
   then — RNDIS initialised — the association with allocated 0 ([OV] `handle_state_change`:
