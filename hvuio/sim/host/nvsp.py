@@ -69,7 +69,7 @@ from hvuio.sim.host.events import (
     Rejection, RejectionLog, RndisInitialized, SendBufferConnected, SubchannelsOffered, fault,
 )
 from hvuio.sim.host.receive import ReceiveBuffer, RxFault, WriteRecvBuffer
-from hvuio.sim.host.rndis import HostRndis
+from hvuio.sim.host.rndis import HostRndis, Reply
 from hvuio.sim.host.rss import RssState
 from hvuio.sim.host.send import ReadGuestPages, ReadSendBuffer, SendBuffer, TxRefused
 from hvuio.sim.host.vf import HOST_TIDS, GuestVf
@@ -252,10 +252,7 @@ class HostNvsp:
         if self.rndis is None:
             self._link_up = up  # applied when the RNDIS device comes up
             return out.step()
-        msgs, events = self.rndis.set_link(up, now)
-        out.events.extend(events)
-        for m in msgs:
-            self._send_control(m, out)
+        self._emit(self.rndis.set_link(up, now), out)
         return out.step()
 
     def indicate(self, kind: str, speed_bps: int | None = None) -> Step:
@@ -264,20 +261,14 @@ class HostNvsp:
         out = _Out()
         if self.rndis is None:
             return out.step()
-        msgs, events = self.rndis.indicate(kind, speed_bps)
-        out.events.extend(events)
-        for m in msgs:
-            self._send_control(m, out)
+        self._emit(self.rndis.indicate(kind, speed_bps), out)
         return out.step()
 
     def tick(self, now: float) -> Step:
         """Time input (seconds, any monotonic origin): delayed link indications, host keep-alives."""
         out = _Out()
         if self.state == "ready" and self.rndis is not None:
-            msgs, events = self.rndis.tick(now)
-            out.events.extend(events)
-            for m in msgs:
-                self._send_control(m, out)
+            self._emit(self.rndis.tick(now), out)
         return out.step()
 
     def vf_add(self, serial: int) -> Step:
@@ -526,12 +517,18 @@ class HostNvsp:
 
     def _control(self, msg: bytes, out: _Out) -> None:
         assert self.rndis is not None
-        replies, events = self.rndis.control(msg)
-        out.events.extend(events)
-        for m in replies:
-            self._send_control(m, out)
+        events = self._emit(self.rndis.control(msg), out)
         if any(isinstance(e, RndisInitialized) for e in events):
             self._after_rndis_init(out)
+
+    def _emit(self, reply: Reply, out: _Out) -> list[HostEvent]:
+        """What HostRndis answered: its events into `out`, each message sent as a control message;
+        returns the events."""
+        msgs, events = reply
+        out.events.extend(events)
+        for m in msgs:
+            self._send_control(m, out)
+        return events
 
     def _after_rndis_init(self, out: _Out) -> None:
         if self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_rndis_init":
