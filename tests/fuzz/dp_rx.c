@@ -621,6 +621,20 @@ static void check_frame(struct st *s, const uint8_t *b, uint32_t n)
     }
 }
 
+/* Every frame waiting on the tap's other end, each checked; their count and Ethernet bytes (the
+ * vnet header left out) added to *frames and *bytes. */
+static void drain_tap(struct st *s, uint64_t *frames, uint64_t *bytes)
+{
+    for (;;) {
+        ssize_t r = recv(s->tap[1], s->buf, sizeof(s->buf), MSG_DONTWAIT);
+        if (r < 0)
+            break;
+        check_frame(s, s->buf, (uint32_t)r);
+        (*frames)++;
+        *bytes += (uint64_t)r - ((s->flags & HVU_DP_F_VNET_HDR) ? 12 : 0);
+    }
+}
+
 static void snapshot_counters(struct st *s, uint64_t *c)
 {
     for (int i = 0; i < hvu_dp_counter_count(); i++)
@@ -678,14 +692,7 @@ static void python_hands_back(struct st *s, const struct hpkt *p)
                       (unsigned long long)a->rx_ranges, (unsigned long long)a->rx_ranges_written,
                       (unsigned long long)a->rx_range_drops, s->dp->rsc_cnt);
                 uint64_t frames = 0, bytes = 0;
-                for (;;) {
-                    ssize_t r = recv(s->tap[1], s->buf, sizeof(s->buf), MSG_DONTWAIT);
-                    if (r < 0)
-                        break;
-                    check_frame(s, s->buf, (uint32_t)r);
-                    frames++;
-                    bytes += (uint64_t)r - ((s->flags & HVU_DP_F_VNET_HDR) ? 12 : 0);
-                }
+                drain_tap(s, &frames, &bytes);
                 CHECK(frames == a->rx_packets - before.rx_packets && bytes == a->rx_bytes - before.rx_bytes,
                       "a hand-back put %llu frames on the tap, rx_packets +%llu", (unsigned long long)frames,
                       (unsigned long long)(a->rx_packets - before.rx_packets));
@@ -825,14 +832,7 @@ static int guest_rx(struct st *s, unsigned budget)
         CHECK(gone <= open0 + rsc, "RSC fragments: more accounted than taken");
     /* the tap */
     uint64_t frames = 0, bytes = 0;
-    for (;;) {
-        ssize_t r = recv(s->tap[1], s->buf, sizeof(s->buf), MSG_DONTWAIT);
-        if (r < 0)
-            break;
-        check_frame(s, s->buf, (uint32_t)r);
-        frames++;
-        bytes += (uint64_t)r - ((s->flags & HVU_DP_F_VNET_HDR) ? 12 : 0);
-    }
+    drain_tap(s, &frames, &bytes);
     CHECK(frames == a->rx_packets - before.rx_packets, "%llu frames on the tap, rx_packets +%llu",
           (unsigned long long)frames, (unsigned long long)(a->rx_packets - before.rx_packets));
     CHECK(bytes == a->rx_bytes - before.rx_bytes, "tap bytes differ from rx_bytes");
