@@ -6,7 +6,10 @@ What lives here: the record's fields (`StatusRecord`), `StatusFile`, which keeps
 while `up` runs, removed at exit), `read_status`, which returns the records of the `up`
 processes still alive (read-only), and `sweep_stale`, which removes the records of `up` processes
 that are no longer running (killed: nobody removed them) and says whose they were (used by
-`hvuio status` and by `up` at start). Writing is best effort: a read-only /run never stops the NIC.
+`hvuio status` and by `up` at start), and `notify_service`, which tells a service manager (systemd's
+`Type=notify`, through $NOTIFY_SOCKET; systemd/hvuio@.service) that `up` is ready, what it is doing,
+or that it is stopping. Writing is best effort: a read-only /run or a gone service manager never
+stops the NIC.
 
 What must not live here: click or printing (hvuio/cli/net.py renders the records), the bring-up
 itself (hvuio/up.py, hvuio/nic.py).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from dataclasses import dataclass
@@ -129,3 +133,28 @@ def sweep_stale(sysroot: Path) -> list[StaleRecord]:
         device = rec.get("device")
         removed.append(StaleRecord(path, pid, device if isinstance(device, str) else None))
     return removed
+
+
+def notify_service(ready: bool = False, stopping: bool = False, status: str | None = None) -> bool:
+    """Tell the service manager that started this process (systemd `Type=notify`: the datagram
+    socket named by $NOTIFY_SOCKET, a path or, with a leading '@', an abstract name) that `up` is
+    ready (READY=1), is stopping (STOPPING=1), and/or what it is doing (STATUS=, one line). True
+    when a message went out; False without a service manager or when sending failed (best effort:
+    the NIC runs either way)."""
+    target = os.environ.get("NOTIFY_SOCKET", "")
+    lines = [f"MAINPID={os.getpid()}"]
+    if ready:
+        lines.append("READY=1")
+    if stopping:
+        lines.append("STOPPING=1")
+    if status is not None:
+        lines.append("STATUS=" + " ".join(status.split()))
+    if not target or len(lines) == 1:
+        return False
+    address = "\0" + target[1:] if target.startswith("@") else target
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(lines).encode(), address)
+    except OSError:
+        return False
+    return True

@@ -22,9 +22,9 @@ import click
 
 from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info
-from hvuio.status import read_status, sweep_stale
-from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
-                      check_mtu, run_up)
+from hvuio.status import notify_service, read_status, sweep_stale
+from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Down, Ready, Serving, UpEvent,
+                      UpOptions, check_mtu, run_up)
 
 
 @click.command()
@@ -97,6 +97,7 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
                         queues=queues)
 
     def echo(event: UpEvent) -> None:
+        _tell_service(event)
         if as_json:
             line = event.json_line()
             if line is not None:
@@ -106,6 +107,17 @@ def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | No
             click.echo(text)
 
     run_up(app.sysroot, options, on_event=echo)
+
+
+def _tell_service(event: UpEvent) -> None:
+    """Ready once the NIC serves (its tap runs, or control traffic only), stopping once it is down:
+    what systemd's Type=notify waits for (hvuio.status.notify_service; nothing without one)."""
+    if isinstance(event, DatapathRunning):
+        notify_service(ready=True, status=f"data path running on tap {event.tap}")
+    elif isinstance(event, Serving):
+        notify_service(ready=True, status="serving control traffic (no data path)")
+    elif isinstance(event, Down):
+        notify_service(stopping=True, status="down")
 
 
 def _up_text(event: UpEvent, once: bool) -> list[str]:

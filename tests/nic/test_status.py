@@ -1,16 +1,20 @@
 """The status record a running `hvuio up` keeps (hvuio/status.py): written atomically, read back
 while its process lives, skipped once it is gone (reading removes nothing), removed at exit; the
-records of processes no longer running are swept (and said whose they were)."""
+records of processes no longer running are swept (and said whose they were); a service manager
+($NOTIFY_SOCKET) is told when `up` is ready or stopping."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from hvuio.status import STATUS_DIR, StatusFile, read_status, sweep_stale
+import pytest
+
+from hvuio.status import STATUS_DIR, StatusFile, notify_service, read_status, sweep_stale
 
 
 def test_written_record_is_read_back_and_removed(tmp_path: Path) -> None:
@@ -66,3 +70,39 @@ def test_records_of_processes_no_longer_running_are_swept(tmp_path: Path) -> Non
     finally:
         live.remove()
     assert sweep_stale(tmp_path / "nothing-here") == []
+
+
+def _notify_socket(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    return sock
+
+
+def test_notify_service_sends_ready_and_status_to_the_socket_systemd_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "notify")
+    with _notify_socket(path) as sock:
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        assert notify_service(ready=True, status="data path running\non tap hvu-1")
+        lines = sock.recv(4096).decode().split("\n")
+    assert lines == [f"MAINPID={os.getpid()}", "READY=1", "STATUS=data path running on tap hvu-1"]
+
+
+def test_notify_service_reaches_an_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"hvuio-test-notify-{os.getpid()}"
+    with _notify_socket("\0" + name) as sock:
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert notify_service(stopping=True)
+        assert sock.recv(4096).decode().split("\n") == [f"MAINPID={os.getpid()}", "STOPPING=1"]
+
+
+def test_notify_service_without_a_service_manager_or_a_listener_sends_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert not notify_service(ready=True)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    assert not notify_service(ready=True)  # best effort: no exception
+    with _notify_socket(str(tmp_path / "notify")):
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        assert not notify_service()  # nothing to say
