@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 
-from hvuio.demo import DemoStack, tcp_transfer
+from hvuio.demo import DemoStack, ping, tcp_transfer
 from hvuio.netdev import netns
 from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastsession import FastSession
 from support import toeplitz
-from support.engine_stack import HOST_IP, Running, running_engine
+from support.daemon_stack import daemon_stack
+from support.engine_stack import HOST_IP, Running, engine_on, running_engine, sim_network
 from support.namespaces import NetnsFactory, netns_skip_reason
 
 GUEST_IP = DEFAULT_GUEST_ADDRESS.split("/")[0]
@@ -210,3 +211,65 @@ def test_hvuio_up_queues_2_carries_tcp_on_both_queues() -> None:
         assert counters[f"rx_queue_{q}_packets"] > 0 and counters[f"tx_queue_{q}_packets"] > 0, counters
     assert sum(counters[f"rx_queue_{q}_bytes"] for q in range(2)) == counters["rx_bytes"]
     assert sum(counters[f"tx_queue_{q}_bytes"] for q in range(2)) == counters["tx_bytes"]
+
+
+def _carries_tcp_on_every_queue(r: Running, queues: int, port: int) -> None:
+    """TCP byte-exact both ways over several streams, every one of `queues` queues carrying
+    frames both ways, nothing dropped."""
+    before = r.engine.live_counters()
+    for k in range(4 * queues):
+        there = tcp_transfer(r.guest_ns, r.host_ns, HOST_IP, 1 << 19, seed=k, port=port + k)
+        back = tcp_transfer(r.host_ns, r.guest_ns, GUEST_IP, 1 << 19, seed=k + 100, port=port + k)
+        assert there["exact"] and back["exact"], (there, back)
+    after = r.engine.live_counters()
+    assert after["queues"] == queues
+    for q in range(queues):
+        for d in ("rx", "tx"):
+            assert after[f"{d}_queue_{q}_packets"] > before[f"{d}_queue_{q}_packets"], (q, d, after)
+    assert not {k: v for k, v in after.items() if k.startswith("drop_")}, after
+
+
+@pytest.mark.parametrize("rescind", [True, False], ids=["subchannels-rescinded", "subchannel-dirs-kept"])
+def test_queue_count_changes_are_a_full_reinitialisation(netns_factory: NetnsFactory, tmp_path: Path,
+                                                         rescind: bool) -> None:
+    """One emulator, the NIC brought up again and again with another queue count (2, 1, 2, then
+    more than the host has): each run starts from nothing (new subchannels, the host's RSS state
+    set afresh) and carries traffic on every queue it got; the host's view agrees. Whether the
+    kernel removes a closed subchannel's directory or keeps it without its ring (VMBUS.md §6.1),
+    the next run maps only the new ones."""
+    profile = hp.HostProfile(link_flap_delay=0.0, max_subchannels=1)  # the host has 2 queues
+    with sim_network(netns_factory, tmp_path, host_profile=profile, rescind_subchannels_on_close=rescind) as sim:
+        for run, (asked, granted) in enumerate(((2, 2), (1, 1), (2, 2), (8, 2))):
+            with engine_on(sim, queues=asked) as r:
+                assert r.nic.negotiated.queues == granted and len(r.nic.subchannels) == granted - 1
+                state = sim.env.host.status()[sim.guid]
+                assert len(state["subchannels"]) == granted - 1, state
+                assert state["rss"]["enabled"] == (granted > 1) and state["rss"]["queues"] == granted, state
+                fast = _fast(r)
+                assert fast is None or fast.pump.channels == list(range(granted))
+                assert state["subchannels"] == [c.relid for c in r.nic.subchannels]  # this run's, none older
+                _carries_tcp_on_every_queue(r, granted, 7200 + 20 * run)
+            assert "error" not in r.result and r.result["counters"]["queues"] == granted
+            # the close ends the host's session and the kernel's subchannels (VMBUS.md §6.1)
+            assert sim.env.host.wait_for(lambda: not sim.env.host.status()[sim.guid]["open"], timeout=10)
+            dev = sim.env.kernel.device(sim.guid)
+            assert sim.env.host.wait_for(lambda: all(c.ring_backing is None for c in dev.channels.values()
+                                                     if c.relid != dev.relid), timeout=10)
+            if rescind:
+                assert [c.relid for c in dev.channels.values()] == [dev.relid]
+
+
+def test_hvuio_up_again_with_another_queue_count_shows_what_it_got(tmp_path: Path) -> None:
+    """`hvuio up` run again and again on one emulator daemon (its host has 8 queues): --queues 1,
+    then more than the host has (it gets the host's 8), then 2; each run's status record names
+    the queue count it got and carries traffic."""
+    with daemon_stack(tmp_path) as s:
+        host_queues = hp.HostProfile().max_subchannels + 1
+        for asked, got in ((1, 1), (64, host_queues), (2, 2)):
+            s.stop_up()
+            s.start_up("--queues", str(asked))
+            [record] = [json.loads(p.read_text()) for p in s.status_files()]
+            assert record["nic"]["queues"] == got and len(record["queues"]) == got, record
+            assert ping(s.guest_ns, HOST_IP, count=3)["received"] == 3
+            dev = s.host_status()
+            assert dev["rss"]["queues"] == got and len(dev["subchannels"]) == got - 1, dev
