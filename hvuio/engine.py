@@ -11,7 +11,9 @@ of the GPA TX area, and counters: per-packet work stays in C and no two pumps sh
 they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
 a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
 so a flow goes out on the channel it comes in on (the host's send indirection table is kept by the
-NIC, proto/netvsc.py). A receive completion goes back on the channel the packet came in on (each
+NIC, proto/netvsc.py). Only a reply sent while tun still takes in a flow's first frame (a
+listener's SYN-ACK) may leave on another queue: tun learns the flow after that frame's receive
+(Linux drivers/net/tun.c `tun_get_user`: `tun_flow_update` after the receive). A receive completion goes back on the channel the packet came in on (each
 pump completes its own). uio has one interrupt for all channels: the primary's pump reads it and
 wakes every other pump through its eventfd (counted: no wake-up is lost when two channels fire
 together); a subchannel's inbound mask is never cleared (VMBUS.md §1.10 item 39), so its pump

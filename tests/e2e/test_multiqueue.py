@@ -132,20 +132,29 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     assert live["queues"] == 2 and {"rx_queue_1_packets", "tx_queue_1_bytes"} <= live.keys()
 
 
-def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) -> None:
+def test_flows_land_on_the_queue_the_guests_table_predicts_and_go_back_on_it(two_queues: Running) -> None:
+    """Per flow: the host's RSS puts it on the queue the guest's key and table predict, and the
+    guest sends its side of the flow (ACKs, FIN) on that same channel: the tap queue the kernel
+    chose is the one the flow's last frame was written on (engine.py). The one exception is the
+    SYN-ACK, sent while tun still takes in the SYN, before it learns the flow: it may leave on
+    another queue, at most one frame per flow."""
     r = two_queues
     dport, nbytes = 5555, 256 * 1024
-    ports = _ports_per_queue(r, dport, 2)
+    ports = _ports_per_queue(r, dport, 4)
     fast = _fast(r)
     for queue, flows in ports.items():
         before = r.engine.live_counters()
         in_c = fast.pump.channel_counters(queue)["rx_frames"] if fast is not None else 0
+        host_tx = [fast.pump.channel_counters(q)["tx_frames"] for q in range(2)] if fast is not None else []
         steered = fast.counters()["rx_steered"] if fast is not None else 0
         got = _send_tcp(r, flows, dport, nbytes)
         after = r.engine.live_counters()
         if fast is not None:  # delivered by the C pump on their channel, none handed to Python
             assert fast.pump.channel_counters(queue)["rx_frames"] > in_c
             assert fast.counters()["rx_steered"] == steered
+            # the host took the guest's side of these flows from that channel too
+            took = [fast.pump.channel_counters(q)["tx_frames"] - host_tx[q] for q in range(2)]
+            assert took[queue] >= 2 * len(flows) and took[1 - queue] <= len(flows) + 2, (queue, took)
         for sport in flows:  # byte-exact, in order (TCP would not reassemble a reordered stream silently)
             assert got[sport] == [nbytes, hashlib.sha256(random.Random(sport).randbytes(nbytes)).hexdigest()]
         landed = {q: after[f"rx_queue_{q}_packets"] - before[f"rx_queue_{q}_packets"] for q in range(2)}
@@ -153,6 +162,10 @@ def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) 
         # other queue sees none of them (queue 0 may get an ARP request, which is not hashed)
         assert landed[queue] >= len(flows) * nbytes // 65536, (queue, landed)
         assert landed[1 - queue] <= (2 if queue == 1 else 0), (queue, landed)
+        # and the guest's frames of these flows left on that queue: at least an ACK and the FIN
+        # per flow; the other queue sent at most each flow's SYN-ACK and ARP (no flow of these)
+        sent = {q: after[f"tx_queue_{q}_packets"] - before[f"tx_queue_{q}_packets"] for q in range(2)}
+        assert sent[queue] >= 2 * len(flows) and sent[1 - queue] <= len(flows) + 2, (queue, sent)
 
 
 def test_tcp_streams_are_byte_exact_and_both_queues_carry_both_ways(two_queues: Running) -> None:
