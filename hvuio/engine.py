@@ -11,7 +11,9 @@ of the GPA TX area, and counters: per-packet work stays in C and no two pumps sh
 they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
 a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
 so a flow goes out on the channel it comes in on (the host's send indirection table is kept by the
-NIC, proto/netvsc.py). A receive completion goes back on the channel the packet came in on (each
+NIC, proto/netvsc.py). Only a reply sent while tun still takes in a flow's first frame (a
+listener's SYN-ACK) may leave on another queue: tun learns the flow after that frame's receive
+(Linux drivers/net/tun.c `tun_get_user`: `tun_flow_update` after the receive). A receive completion goes back on the channel the packet came in on (each
 pump completes its own). uio has one interrupt for all channels: the primary's pump reads it and
 wakes every other pump through its eventfd (counted: no wake-up is lost when two channels fire
 together); a subchannel's inbound mask is never cleared (VMBUS.md §1.10 item 39), so its pump
@@ -23,8 +25,9 @@ in the primary's thread; the Nic's ticks are queued into that thread too
 (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every tick the
 pumps' health is looked at (hvuio/health.py: host stalls, drops per reason) and what it reports is
 logged; `live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is
-in flight, drops per reason, the stall counters and the trace's counters. The run loop waits on
-the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
+in flight, drops per reason, the stall counters and the trace's counters; they show the queues
+only once every pump runs (all of them, never some), and `on_ready` is called then. The run loop
+waits on the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
 first and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt
 and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
 RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
@@ -217,11 +220,11 @@ class Engine:
                 if nic.trace is not None:
                     dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
                 c.data_sink = dp.deliver_data  # data messages of mixed packets (that pump's thread)
-            self._pumps = pumps
             primary = pumps[0]
             primary.start(self._on_control, on_exit=self._on_exit)
             for k in range(1, queues):
                 pumps[k].start(self._subchannel_control(chans[k], primary), on_exit=self._on_exit)
+            self._pumps = pumps  # the counters show every queue, or (before this) none
             if on_ready is not None:
                 on_ready(self)
             while True:

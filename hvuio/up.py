@@ -7,7 +7,9 @@ hands to the caller's callback in order — `Ready` (negotiated values), then `S
 traffic only) or `DatapathRunning` (the tap is up), then `Down` (counters, the stopping signal),
 which is also its result — each with the exact line `up --json` prints for it. The status file
 (hvuio/status.py) is written before `Ready` is reported, so whoever reads the command's output
-finds it, refreshed on every tick while the NIC runs and removed before `Down`; records that
+finds it, refreshed on every tick while the NIC runs and removed before `Down`; the data path's
+part (tap, namespace, every queue's counters) reaches it in one write once every queue's pump
+runs, before `DatapathRunning` is reported, so a record never shows part of the queues; records that
 `up` processes no longer running left behind are swept first (hvuio.status.sweep_stale).
 
 The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvuio/engine.py's
@@ -238,15 +240,19 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
         engine: Engine | None = None
         state: StatusFile | None = None
 
-        def tick() -> None:
+        def publish(**datapath: Any) -> None:
+            """The record now: the NIC, its counters and, once the data path runs, every queue's."""
             if state is not None and nic.info is not None:
                 live = engine.live_counters() if engine is not None else {}
                 state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()},
-                            queues=engine.queue_counters() if engine is not None else [])
+                            queues=engine.queue_counters() if engine is not None else [], **datapath)
+
+        def tick() -> None:
+            publish()
 
         def ready(e: Engine) -> None:
-            if state is not None:
-                state.write(tap=e.tap_name, netns=options.netns)
+            # every pump runs: the tap and all queues reach the record in one write, before the event
+            publish(tap=e.tap_name, netns=options.netns)
             on_event(DatapathRunning(tap=e.tap_name, netns=options.netns))
 
         counters: dict[str, int] = {}

@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 
-from hvuio.demo import DemoStack, tcp_transfer
+from hvuio.demo import DemoStack, ping, tcp_transfer
 from hvuio.netdev import netns
 from hvuio.sim.host import profile as hp
 from hvuio.sim.net import DEFAULT_GUEST_ADDRESS
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastsession import FastSession
 from support import toeplitz
-from support.engine_stack import HOST_IP, Running, running_engine
+from support.daemon_stack import daemon_stack
+from support.engine_stack import HOST_IP, Running, engine_on, running_engine, sim_network
 from support.namespaces import NetnsFactory, netns_skip_reason
 
 GUEST_IP = DEFAULT_GUEST_ADDRESS.split("/")[0]
@@ -131,20 +132,29 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     assert live["queues"] == 2 and {"rx_queue_1_packets", "tx_queue_1_bytes"} <= live.keys()
 
 
-def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) -> None:
+def test_flows_land_on_the_queue_the_guests_table_predicts_and_go_back_on_it(two_queues: Running) -> None:
+    """Per flow: the host's RSS puts it on the queue the guest's key and table predict, and the
+    guest sends its side of the flow (ACKs, FIN) on that same channel: the tap queue the kernel
+    chose is the one the flow's last frame was written on (engine.py). The one exception is the
+    SYN-ACK, sent while tun still takes in the SYN, before it learns the flow: it may leave on
+    another queue, at most one frame per flow."""
     r = two_queues
     dport, nbytes = 5555, 256 * 1024
-    ports = _ports_per_queue(r, dport, 2)
+    ports = _ports_per_queue(r, dport, 4)
     fast = _fast(r)
     for queue, flows in ports.items():
         before = r.engine.live_counters()
         in_c = fast.pump.channel_counters(queue)["rx_frames"] if fast is not None else 0
+        host_tx = [fast.pump.channel_counters(q)["tx_frames"] for q in range(2)] if fast is not None else []
         steered = fast.counters()["rx_steered"] if fast is not None else 0
         got = _send_tcp(r, flows, dport, nbytes)
         after = r.engine.live_counters()
         if fast is not None:  # delivered by the C pump on their channel, none handed to Python
             assert fast.pump.channel_counters(queue)["rx_frames"] > in_c
             assert fast.counters()["rx_steered"] == steered
+            # the host took the guest's side of these flows from that channel too
+            took = [fast.pump.channel_counters(q)["tx_frames"] - host_tx[q] for q in range(2)]
+            assert took[queue] >= 2 * len(flows) and took[1 - queue] <= len(flows) + 2, (queue, took)
         for sport in flows:  # byte-exact, in order (TCP would not reassemble a reordered stream silently)
             assert got[sport] == [nbytes, hashlib.sha256(random.Random(sport).randbytes(nbytes)).hexdigest()]
         landed = {q: after[f"rx_queue_{q}_packets"] - before[f"rx_queue_{q}_packets"] for q in range(2)}
@@ -152,6 +162,10 @@ def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) 
         # other queue sees none of them (queue 0 may get an ARP request, which is not hashed)
         assert landed[queue] >= len(flows) * nbytes // 65536, (queue, landed)
         assert landed[1 - queue] <= (2 if queue == 1 else 0), (queue, landed)
+        # and the guest's frames of these flows left on that queue: at least an ACK and the FIN
+        # per flow; the other queue sent at most each flow's SYN-ACK and ARP (no flow of these)
+        sent = {q: after[f"tx_queue_{q}_packets"] - before[f"tx_queue_{q}_packets"] for q in range(2)}
+        assert sent[queue] >= 2 * len(flows) and sent[1 - queue] <= len(flows) + 2, (queue, sent)
 
 
 def test_tcp_streams_are_byte_exact_and_both_queues_carry_both_ways(two_queues: Running) -> None:
@@ -210,3 +224,65 @@ def test_hvuio_up_queues_2_carries_tcp_on_both_queues() -> None:
         assert counters[f"rx_queue_{q}_packets"] > 0 and counters[f"tx_queue_{q}_packets"] > 0, counters
     assert sum(counters[f"rx_queue_{q}_bytes"] for q in range(2)) == counters["rx_bytes"]
     assert sum(counters[f"tx_queue_{q}_bytes"] for q in range(2)) == counters["tx_bytes"]
+
+
+def _carries_tcp_on_every_queue(r: Running, queues: int, port: int) -> None:
+    """TCP byte-exact both ways over several streams, every one of `queues` queues carrying
+    frames both ways, nothing dropped."""
+    before = r.engine.live_counters()
+    for k in range(4 * queues):
+        there = tcp_transfer(r.guest_ns, r.host_ns, HOST_IP, 1 << 19, seed=k, port=port + k)
+        back = tcp_transfer(r.host_ns, r.guest_ns, GUEST_IP, 1 << 19, seed=k + 100, port=port + k)
+        assert there["exact"] and back["exact"], (there, back)
+    after = r.engine.live_counters()
+    assert after["queues"] == queues
+    for q in range(queues):
+        for d in ("rx", "tx"):
+            assert after[f"{d}_queue_{q}_packets"] > before[f"{d}_queue_{q}_packets"], (q, d, after)
+    assert not {k: v for k, v in after.items() if k.startswith("drop_")}, after
+
+
+@pytest.mark.parametrize("rescind", [True, False], ids=["subchannels-rescinded", "subchannel-dirs-kept"])
+def test_queue_count_changes_are_a_full_reinitialisation(netns_factory: NetnsFactory, tmp_path: Path,
+                                                         rescind: bool) -> None:
+    """One emulator, the NIC brought up again and again with another queue count (2, 1, 2, then
+    more than the host has): each run starts from nothing (new subchannels, the host's RSS state
+    set afresh) and carries traffic on every queue it got; the host's view agrees. Whether the
+    kernel removes a closed subchannel's directory or keeps it without its ring (VMBUS.md §6.1),
+    the next run maps only the new ones."""
+    profile = hp.HostProfile(link_flap_delay=0.0, max_subchannels=1)  # the host has 2 queues
+    with sim_network(netns_factory, tmp_path, host_profile=profile, rescind_subchannels_on_close=rescind) as sim:
+        for run, (asked, granted) in enumerate(((2, 2), (1, 1), (2, 2), (8, 2))):
+            with engine_on(sim, queues=asked) as r:
+                assert r.nic.negotiated.queues == granted and len(r.nic.subchannels) == granted - 1
+                state = sim.env.host.status()[sim.guid]
+                assert len(state["subchannels"]) == granted - 1, state
+                assert state["rss"]["enabled"] == (granted > 1) and state["rss"]["queues"] == granted, state
+                fast = _fast(r)
+                assert fast is None or fast.pump.channels == list(range(granted))
+                assert state["subchannels"] == [c.relid for c in r.nic.subchannels]  # this run's, none older
+                _carries_tcp_on_every_queue(r, granted, 7200 + 20 * run)
+            assert "error" not in r.result and r.result["counters"]["queues"] == granted
+            # the close ends the host's session and the kernel's subchannels (VMBUS.md §6.1)
+            assert sim.env.host.wait_for(lambda: not sim.env.host.status()[sim.guid]["open"], timeout=10)
+            dev = sim.env.kernel.device(sim.guid)
+            assert sim.env.host.wait_for(lambda: all(c.ring_backing is None for c in dev.channels.values()
+                                                     if c.relid != dev.relid), timeout=10)
+            if rescind:
+                assert [c.relid for c in dev.channels.values()] == [dev.relid]
+
+
+def test_hvuio_up_again_with_another_queue_count_shows_what_it_got(tmp_path: Path) -> None:
+    """`hvuio up` run again and again on one emulator daemon (its host has 8 queues): --queues 1,
+    then more than the host has (it gets the host's 8), then 2; each run's status record names
+    the queue count it got and carries traffic."""
+    with daemon_stack(tmp_path) as s:
+        host_queues = hp.HostProfile().max_subchannels + 1
+        for asked, got in ((1, 1), (64, host_queues), (2, 2)):
+            s.stop_up()
+            s.start_up("--queues", str(asked))
+            [record] = [json.loads(p.read_text()) for p in s.status_files()]
+            assert record["nic"]["queues"] == got and len(record["queues"]) == got, record
+            assert ping(s.guest_ns, HOST_IP, count=3)["received"] == 3
+            dev = s.host_status()
+            assert dev["rss"]["queues"] == got and len(dev["subchannels"]) == got - 1, dev

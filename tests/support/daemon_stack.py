@@ -7,7 +7,8 @@ real-VM code path unchanged (no --sysroot) under `hvuio sim exec`, `up` with --n
 emulator cannot read the pagemap page numbers hvuio's real GPA path uses). The daemon's pid
 lets a test SIGKILL, SIGSTOP or SIGCONT the host; `up` can be killed and started again.
 `close()` stops whatever is left and removes the namespaces; `status_files()` lists the status
-files `up` left in the sysroot, `up_counters()` the counters of the one it keeps.
+files `up` left in the sysroot, `up_counters()` the counters of the one it keeps, `host_status()`
+the emulated host's view of the NIC.
 
 `daemon_stack(tmp, via_exec)` is the started stack for one test (skipped with the reason where
 namespaces or `sim exec` cannot run); `assert_rescind_ends_up(stack)` checks what a host rescind
@@ -159,6 +160,12 @@ class DaemonStack:
         """The counters in the status file of the one `up` that runs."""
         [path] = self.status_files()
         return dict(json.loads(path.read_text()).get("counters", {}))
+
+    def host_status(self) -> dict[str, Any]:
+        """The emulated host's view of the NIC (`hvuio sim status --json`)."""
+        proc = hvuio_main("--sysroot", str(self.root), "sim", "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout)[self.guid])
 
     def close(self) -> None:
         self.cleanup.close()
