@@ -10,8 +10,10 @@ which is also its result — each with the exact line `up --json` prints for it.
 finds it, refreshed on every tick while the NIC runs and removed before `Down`; records that
 `up` processes no longer running left behind are swept first (hvuio.status.sweep_stale).
 
-The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvuio/engine.py's
-(`Engine`: tap and data path), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
+The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown), hvuio/engine.py's
+(`Engine`: tap and data path) and hvuio/lifecycle.py's (`Lifecycle`: the tap kept across Nics, the
+re-initialisation after an MTU change from the tap, and with `persist` after a rescind or a stopped
+channel; its state and counters go into the status file), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
 imported inside `run_up` so that importing this module stays cheap where the C core is missing
 (`hvuio --help`).
 
@@ -38,6 +40,8 @@ from hvuio.status import StatusFile, sweep_stale
 
 if TYPE_CHECKING:
     from hvuio.engine import Engine
+    from hvuio.lifecycle import Lifecycle
+    from hvuio.nic import Nic
 
 log = logging.getLogger(__name__)
 progress = logging.getLogger("hvuio.progress")
@@ -76,6 +80,9 @@ class UpOptions:
     #: queues (channels) to ask for, the primary included; None: `default_queues()`. The host's
     #: receive queues and 64 cap it further (proto/netvsc.py)
     queues: int | None = None
+    #: keep the tap through a rescind (waiting for the re-offer) and a stopped channel
+    #: (re-initialising the NIC) instead of stopping (hvuio/lifecycle.py)
+    persist: bool = False
 
 
 #: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
@@ -167,10 +174,11 @@ def check_options(options: UpOptions) -> None:
     from hvuio.netdev import netns as netns_mod
     from hvuio.netdev.tap import NETNS_RUN_DIR, check_ifname, check_netns_name
 
-    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns)) if value is not None]
+    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns),
+                                    ("--persist", options.persist or None)) if value is not None]
     without = "--no-datapath" if not options.datapath else "--once" if options.once else None
     if given and without is not None:
-        raise UsageError(f"{' and '.join(given)} place the tap, and {without} runs no tap",
+        raise UsageError(f"{' and '.join(given)} need a tap, and {without} runs no tap",
                          f"Leave out {' and '.join(given)}, or {without}.")
     if options.netns is not None:
         check_netns_name(options.netns)
@@ -210,6 +218,24 @@ def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     return versions
 
 
+def _write_status(state: StatusFile, nic: Nic, life: Lifecycle | None) -> None:
+    """One status record: the current Nic's values and counters, the data path's, and (with a
+    data path) the lifecycle's state and counters."""
+    if life is not None:
+        nic = life.nic
+    if nic.info is None:
+        return
+    engine = life.engine if life is not None else None
+    live = engine.live_counters() if engine is not None else {}
+    extra = life.counters() if life is not None else {}
+    if life is not None:
+        state.write(lifecycle=life.status(), nic=nic.info.to_dict(),
+                    counters={**live, **nic.counter_snapshot(), **extra},
+                    queues=engine.queue_counters() if engine is not None else [])
+    else:
+        state.write(nic=nic.info.to_dict(), counters=nic.counter_snapshot(), queues=[])
+
+
 def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None]) -> Down:
     """Bring the NIC up, run it until SIGINT/SIGTERM/SIGHUP (unless `options.once`), tear it down.
 
@@ -218,7 +244,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     during a slow bring-up aborts it (KeyboardInterrupt); errors are HvuioError, raised after the
     NIC is closed and the status file removed.
     """
-    from hvuio.engine import Engine
+    from hvuio.lifecycle import Lifecycle
     from hvuio.netdev.signals import StopPipe
     from hvuio.nic import Nic
 
@@ -232,17 +258,19 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
         if options.trace is not None:
             from hvuio.trace.writer import Trace
             trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
-        nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa, trace=trace, channels=options.queues or default_queues())
-        nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
-        engine: Engine | None = None
+        def new_nic(device: str, mtu: int, channels: int) -> Nic:
+            made = Nic(sysroot, device, mtu=mtu, versions=versions, offload=options.offload, gpa=options.gpa,
+                       trace=trace, channels=channels)
+            made.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
+            return made
+
+        nic = new_nic(options.device, options.mtu, options.queues or default_queues())
+        life: Lifecycle | None = None
         state: StatusFile | None = None
 
         def tick() -> None:
-            if state is not None and nic.info is not None:
-                live = engine.live_counters() if engine is not None else {}
-                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()},
-                            queues=engine.queue_counters() if engine is not None else [])
+            if state is not None:
+                _write_status(state, nic, life)
 
         def ready(e: Engine) -> None:
             if state is not None:
@@ -264,9 +292,14 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
                     progress.info("Starting the data path of %s...", data["device"])
-                    engine = Engine(nic, ifname=options.ifname, netns=options.netns,
-                                    busy_poll_us=options.busy_poll_us, tx_aggregation=options.tx_aggregation)
-                    counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
+                    life = Lifecycle(sysroot, nic, new_nic, persist=options.persist, ifname=options.ifname,
+                                     netns=options.netns, busy_poll_us=options.busy_poll_us,
+                                     tx_aggregation=options.tx_aggregation)
+                    try:
+                        counters = life.run(stop.read_fd, on_ready=ready, on_tick=tick)
+                    finally:
+                        nic = life.nic
+                    counters.update(life.counters())
             counters.update(nic.counter_snapshot())
         finally:
             if state is not None:

@@ -136,6 +136,15 @@ def test_trace_room_stands_on_wire_and_native() -> None:
         assert not bad, f"{mod} imports {sorted(bad)}; it must stay sans-IO"
 
 
+def test_lifecycle_sits_above_the_engine() -> None:
+    """hvuio.lifecycle (re-initialisation on a kept tap) drives the engine and the Nic; only the
+    `up` bring-up (and the CLI) drive it, and it knows nothing of the emulator or the CLI."""
+    users = {m for m, imps in _importers("hvuio.lifecycle").items() if imps}
+    assert users <= {"hvuio.up"}, users
+    bad = {i for i in MODULES["hvuio.lifecycle"] if _within(i, "hvuio.cli") or _within(i, "hvuio.sim")}
+    assert not bad, bad
+
+
 def test_control_plane_below_the_engine() -> None:
     """The Nic (control plane) never imports the engine (tap + data path) or what stops a run;
     the protocol composition (proto/netvsc.py) is the only way the Nic reaches the machines."""
