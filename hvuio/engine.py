@@ -26,7 +26,7 @@ logged; `live_counters()` sums the pumps' counters, adds each queue's packets an
 in flight, drops per reason, the stall counters and the trace's counters. The run loop waits on
 the caller's stop fd (netdev/signals.py's StopPipe), on a pump's exit and on the caller's watch fd
 (hvuio/lifecycle.py: the tap's MTU changed). The watchdog (`_watchdog`): a stall that lasts
-WATCHDOG_AFTER seconds (health.py) ends the run with HostStalledError naming the queues that wait
+`watchdog_after` seconds (health.py WATCHDOG_AFTER by default) ends the run with HostStalledError naming the queues that wait
 (the host's channel stopped without a word, as OpenVMM's worker does on an NVSP-level error).
 Teardown stops the pumps first and waits (bounded) for the host to take what the subchannels last
 sent, so the Nic's halt and revokes run on the caller's thread with the rings to themselves. The
@@ -113,8 +113,10 @@ class Engine:
 
     def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
                  vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True,
-                 tap: Tap | None = None) -> None:
+                 tap: Tap | None = None, watchdog_after: float = WATCHDOG_AFTER) -> None:
         self.nic = nic
+        #: seconds of one stall after which the run ends with HostStalledError (`_watchdog`)
+        self.watchdog_after = watchdog_after
         #: a tap the caller owns and keeps across Nics (hvuio/lifecycle.py): used as it is (queues,
         #: offloads and MAC adapted to this Nic), never closed here; None: run() opens its own
         self.given_tap = tap
@@ -187,7 +189,7 @@ class Engine:
 
         `watch` (fd, check): when fd is readable, check() runs in the caller's thread and the run
         ends (as on `stop_fd`) when it returns True (hvuio/lifecycle.py: the tap's MTU changed).
-        The host leaving sends uncompleted for WATCHDOG_AFTER seconds ends it with HostStalledError.
+        The host leaving sends uncompleted for `watchdog_after` seconds ends it with HostStalledError.
         The Nic stays open (the caller closes it); the tap is removed on return unless it is the
         caller's (`given_tap`).
         """
@@ -324,7 +326,7 @@ class Engine:
         seconds: the channel stopped (as OpenVMM's worker does, silently, on an NVSP-level error).
         The error names the queues that wait."""
         took = self.health.stalled_for(time.monotonic())
-        if took < WATCHDOG_AFTER:
+        if took < self.watchdog_after:
             return None
         waiting = []
         for k, (c, dp) in enumerate(zip(chans, self._pumps)):

@@ -28,9 +28,10 @@ from typing import Final
 #: channel hung (its TX timeout is 5 s), 2 s keeps a busy but healthy host well clear of it.
 STALL_AFTER: Final = 2.0
 #: Seconds of one stall after which the channel counts as stopped (the engine's watchdog ends the
-#: run): Linux's transmit watchdog default (net/sched/sch_generic.c dev_watchdog, 5 * HZ when a
-#: driver sets no watchdog_timeo).
-WATCHDOG_AFTER: Final = 5.0
+#: run; `hvuio up --watchdog`): three times Linux's transmit watchdog default (net/sched/sch_generic.c
+#: dev_watchdog, 5 * HZ when a driver sets no watchdog_timeo), so a host that pauses for a few
+#: seconds (servicing, a stopped emulator) is a stall that ends, not a re-initialisation.
+WATCHDOG_AFTER: Final = 15.0
 #: At most one drop report per reason in this many seconds.
 DROP_REPORT_PERIOD: Final = 10.0
 

@@ -48,6 +48,7 @@ from hvuio.device.bind import bind_device
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.engine import Engine, open_tap
 from hvuio.errors import HostStalledError, HostTimeoutError, HvuioError, RescindedError, UsageError
+from hvuio.health import WATCHDOG_AFTER
 from hvuio.netdev.netlink import LinkMonitor, format_mac
 from hvuio.netdev.tap import Tap
 from hvuio.nic import Nic
@@ -76,7 +77,7 @@ class Lifecycle:
 
     def __init__(self, sysroot: Path, nic: Nic, new_nic: NicFactory, *, persist: bool = False,
                  ifname: str | None = None, netns: str | None = None, vnet_hdr: bool = True,
-                 busy_poll_us: int = 0, tx_aggregation: bool = True) -> None:
+                 busy_poll_us: int = 0, tx_aggregation: bool = True, watchdog_after: float = WATCHDOG_AFTER) -> None:
         self.sysroot = sysroot
         #: the current Nic: open and up while running, closed while waiting for the device
         self.nic = nic
@@ -85,6 +86,7 @@ class Lifecycle:
         self.persist = persist
         self.ifname, self.netns, self.vnet_hdr = ifname, netns, vnet_hdr
         self.busy_poll_us, self.tx_aggregation = busy_poll_us, tx_aggregation
+        self.watchdog_after = watchdog_after
         self.guid = nic.negotiated.device
         self.mtu = nic.negotiated.mtu or 1500
         #: queues of the tap (the first Nic's); a new Nic asks for no more
@@ -127,7 +129,8 @@ class Lifecycle:
             self._monitor = LinkMonitor(self.netns, self.tap.name, self.tap.index, self.mtu)
             while True:
                 engine = self.engine = Engine(self.nic, tap=self.tap, busy_poll_us=self.busy_poll_us,
-                                              tx_aggregation=self.tx_aggregation)
+                                              tx_aggregation=self.tx_aggregation,
+                                              watchdog_after=self.watchdog_after)
                 self.state = RUNNING
                 try:
                     try:
@@ -141,7 +144,9 @@ class Lifecycle:
                 except RescindedError as err:
                     self._counters["rescinds"] += 1
                     if not self.persist:
-                        raise
+                        raise RescindedError(f"the host rescinded {self.guid} under tap {self.tap.name} ({err.message})",
+                                             f"{err.hint} With 'hvuio up --persist' the tap stays and the NIC "
+                                             "comes back on it when the device is offered again.") from None
                     log.warning("%s: %s; keeping the tap (carrier off) until the device is offered again",
                                 self.tap.name, err.message)
                     self._recover("rescind")
@@ -183,6 +188,7 @@ class Lifecycle:
         started = time.monotonic()
         self.nic.close()
         while True:
+            before = self._identity()
             nic = self.new_nic(self.guid, mtu, self.queues)
             try:
                 info = nic.open()
@@ -191,7 +197,7 @@ class Lifecycle:
                 raise _Stopped() from None
             except HvuioError as err:
                 nic.close()
-                if not self.persist or self._device() is not None:
+                if not self.persist or not (isinstance(err, RescindedError) or self._lost(before)):
                     raise
                 log.warning("%s: the device left during its bring-up (%s); waiting for it again",
                             self._tap_name(), err.message)
@@ -322,6 +328,19 @@ class Lifecycle:
             except (OSError, HvuioError):  # a device half-way in or out of sysfs
                 continue
         return by_mac
+
+    def _identity(self) -> tuple[str, int] | None:
+        """(GUID, relid) of the NIC's device as offered now (None: not offered). sysfs is read
+        now: a re-offer under the same GUID has a new relid."""
+        device = self._device()
+        try:
+            return None if device is None else (device.guid, device.relid)
+        except (OSError, HvuioError):
+            return None
+
+    def _lost(self, before: tuple[str, int] | None) -> bool:
+        """The device a bring-up began with (`before`) is gone, or another one now."""
+        return before is None or self._identity() != before
 
     def _tap_name(self) -> str:
         return self.tap.name if self.tap is not None else self.guid

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from hvuio.health import WATCHDOG_AFTER
 from hvuio.status import StatusFile, sweep_stale
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class UpOptions:
     #: keep the tap through a rescind (waiting for the re-offer) and a stopped channel
     #: (re-initialising the NIC) instead of stopping (hvuio/lifecycle.py)
     persist: bool = False
+    #: seconds the host may leave sends uncompleted before its channel counts as stopped
+    #: (hvuio.health.WATCHDOG_AFTER)
+    watchdog: float = WATCHDOG_AFTER
 
 
 #: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
@@ -294,7 +298,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
                     progress.info("Starting the data path of %s...", data["device"])
                     life = Lifecycle(sysroot, nic, new_nic, persist=options.persist, ifname=options.ifname,
                                      netns=options.netns, busy_poll_us=options.busy_poll_us,
-                                     tx_aggregation=options.tx_aggregation)
+                                     tx_aggregation=options.tx_aggregation, watchdog_after=options.watchdog)
                     try:
                         counters = life.run(stop.read_fd, on_ready=ready, on_tick=tick)
                     finally:

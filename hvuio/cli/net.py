@@ -23,6 +23,7 @@ import click
 from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info, render_lifecycle
 from hvuio.status import read_status, sweep_stale
+from hvuio.health import WATCHDOG_AFTER
 from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
                       check_mtu, run_up)
 
@@ -91,17 +92,21 @@ def status(app: App, as_json: bool) -> None:
               help="Keep the tap when the host rescinds the device (carrier off until it is offered again, then "
                    "the NIC comes up on the same tap) or stops serving it (the NIC is re-initialised); "
                    "without it either ends 'up'.")
+@click.option("--watchdog", "watchdog", type=click.IntRange(3, 3600), default=int(WATCHDOG_AFTER), show_default=True,
+              metavar="SECONDS",
+              help="The host's channel counts as stopped when it completes nothing for this long while sends "
+                   "are outstanding: 'up' stops, or with --persist re-initialises the NIC.")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
        tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None,
-       persist: bool) -> None:
+       persist: bool, watchdog: int) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
                         tx_aggregation=tx_aggregation, gpa=gpa, trace=trace_file, trace_max_mb=trace_max_mb,
-                        queues=queues, persist=persist)
+                        queues=queues, persist=persist, watchdog=float(watchdog))
 
     def echo(event: UpEvent) -> None:
         if as_json:
