@@ -178,12 +178,14 @@ def check_options(options: UpOptions) -> None:
     from hvuio.netdev import netns as netns_mod
     from hvuio.netdev.tap import NETNS_RUN_DIR, check_ifname, check_netns_name
 
-    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns),
-                                    ("--persist", options.persist or None)) if value is not None]
+    given = [opt for opt, value in (("--ifname", options.ifname), ("--netns", options.netns)) if value is not None]
     without = "--no-datapath" if not options.datapath else "--once" if options.once else None
     if given and without is not None:
-        raise UsageError(f"{' and '.join(given)} need a tap, and {without} runs no tap",
+        raise UsageError(f"{' and '.join(given)} place the tap, and {without} runs no tap",
                          f"Leave out {' and '.join(given)}, or {without}.")
+    if options.persist and without is not None:
+        raise UsageError(f"--persist keeps a tap through a rescind or a stopped channel, and {without} runs no tap",
+                         f"Leave out --persist, or {without}.")
     if options.netns is not None:
         check_netns_name(options.netns)
         if not os.path.exists(os.path.join(NETNS_RUN_DIR, options.netns)):
