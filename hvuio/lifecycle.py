@@ -47,7 +47,8 @@ from typing import Final
 from hvuio.device.bind import bind_device
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.engine import Engine, open_tap
-from hvuio.errors import HostStalledError, HostTimeoutError, HvuioError, RescindedError, UsageError
+from hvuio.errors import (HostStalledError, HostTimeoutError, HvuioError, ModuleMissingError, NotRootError,
+                          RescindedError, UnsafeBindError, UsageError)
 from hvuio.health import WATCHDOG_AFTER
 from hvuio.netdev.netlink import LinkMonitor, format_mac
 from hvuio.netdev.tap import Tap
@@ -133,13 +134,15 @@ class Lifecycle:
                                               watchdog_after=self.watchdog_after)
                 self.state = RUNNING
                 try:
-                    try:
-                        counters = engine.run(stop_fd, on_ready=ready, on_tick=on_tick,
-                                              watch=(self._monitor.fileno(), self._mtu_asked))
-                    finally:
-                        ready = None  # the caller hears of the tap once
-                    if self._pending_mtu is None:
-                        return counters
+                    if ready is not None or not self._mtu_asked():  # not set while it was re-initialised
+                        try:
+                            counters = engine.run(stop_fd, on_ready=ready, on_tick=on_tick,
+                                                  watch=(self._monitor.fileno(), self._mtu_asked))
+                        finally:
+                            ready = None  # the caller hears of the tap once
+                        if self._pending_mtu is None:
+                            return counters
+                    assert self._pending_mtu is not None
                     self._change_mtu(self._pending_mtu)
                 except RescindedError as err:
                     self._counters["rescinds"] += 1
@@ -292,8 +295,8 @@ class Lifecycle:
                 continue
             try:
                 bind_device(self.sysroot, device.guid)
-            except UsageError:
-                raise
+            except (UsageError, UnsafeBindError, NotRootError, ModuleMissingError):
+                raise  # waiting does not change these
             except HvuioError as err:  # a device that went again half way, or a kernel still settling
                 if device.guid not in complained:
                     complained.add(device.guid)

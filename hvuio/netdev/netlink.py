@@ -11,7 +11,7 @@ What lives here:
     a link holds (no sleeping).
   * `LinkMonitor`: a socket subscribed to one namespace's link notifications whose fd a caller
     selects on; `mtu_changes()` drains it and says the MTU one link (by index) has now, when it
-    differs from the one last seen (a user's `ip link set <tap> mtu N`).
+    differs from the one last seen (a user's `ip link set <tap> mtu N`), read back from the kernel.
 
 What must not live here: the tap's fd and its ioctls (hvuio/netdev/tap.py), what to do about a
 new MTU (hvuio/lifecycle.py), anything of the protocol. With hvuio/netdev/tap.py, the only module
@@ -214,9 +214,10 @@ class LinkMonitor:
     """Link notifications of one namespace, for a select loop (see the module docstring).
 
     `fileno()` is readable when notifications wait; `mtu_changes()` reads them all (without
-    blocking) and returns the MTU of link `index` when it changed since the last call (the MTU at
-    construction first). A notification only wakes the caller: after an overrun (ENOBUFS) the
-    link is read back, so no change is missed."""
+    blocking), reads the link's MTU back from the kernel and returns it when it differs from the
+    one last seen (the MTU at construction first). Notifications only wake the caller: one that
+    pyroute2 read ahead, or lost to an overrun (ENOBUFS), hides no change, since the kernel's
+    value is what counts; a caller may also call it without a wake-up."""
 
     def __init__(self, netns: str | None, name: str, index: int, mtu: int) -> None:
         self.name = name
@@ -241,30 +242,21 @@ class LinkMonitor:
 
     def mtu_changes(self) -> int | None:
         """The link's new MTU, or None when it did not change (see the class docstring)."""
-        seen: int | None = None
-        overrun = False
         while select.select([self._mon.fileno()], [], [], 0)[0]:
             try:
-                msgs = self._mon.get()
+                self._mon.get()  # only a wake-up: the MTU is read back below
             except NetlinkError:
-                overrun = True  # e.g. ENOBUFS: re-read below
-                continue
-            for msg in msgs:
-                if msg.get("event") == "RTM_NEWLINK" and msg.get("index") == self.index:
-                    value = msg.get_attr("IFLA_MTU")
-                    if value is not None:
-                        seen = int(value)
-        if overrun:
-            try:
-                seen = int(self._ipr.link("get", index=self.index)[0].get_attr("IFLA_MTU"))
-            except NetlinkError:
-                pass
-            finally:
-                drop_unclaimed(self._ipr)
-        if seen is None or seen == self.mtu:
+                pass  # e.g. ENOBUFS after an overrun
+        try:
+            now = int(self._ipr.link("get", index=self.index)[0].get_attr("IFLA_MTU"))
+        except NetlinkError:
             return None
-        self.mtu = seen
-        return seen
+        finally:
+            drop_unclaimed(self._ipr)
+        if now == self.mtu:
+            return None
+        self.mtu = now
+        return now
 
     def close(self) -> None:
         self._mon.close()
