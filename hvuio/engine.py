@@ -27,13 +27,21 @@ pumps' health is looked at (hvuio/health.py: host stalls, drops per reason) and 
 logged; `live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is
 in flight, drops per reason, the stall counters and the trace's counters; they show the queues
 only once every pump runs (all of them, never some), and `on_ready` is called then. The run loop
-waits on the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
-first and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt
-and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
+waits on the caller's stop fd (netdev/signals.py's StopPipe), on a pump's exit and on the caller's
+watch fd (hvuio/lifecycle.py: the tap's MTU changed). The watchdog (`_watchdog`): a stall that
+lasts `watchdog_after` seconds (health.py WATCHDOG_AFTER by default) ends the run with
+HostStalledError naming the queues that wait (the host's channel stopped without a word, as
+OpenVMM's worker does on an NVSP-level error).
+Teardown stops the pumps first and waits (bounded) for the host to take what the subchannels last
+sent, so the Nic's halt and revokes run on the caller's thread with the rings to themselves. The
+tap is the engine's own (removed at the end) or the caller's (`given_tap`, built by `open_tap`:
+hvuio/lifecycle.py keeps it across Nics; the run adapts its active queues, offloads and MAC). A
 RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
-(`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic.
+(`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic (on
+the same tap: hvuio/lifecycle.py's re-initialisation).
 
-What must not live here: bring-up and teardown of the protocols, the NIC's negotiated values and
+What must not live here: what to do after a rescind, a stall or an MTU change (hvuio/lifecycle.py),
+bring-up and teardown of the protocols, the NIC's negotiated values and
 their text (hvuio/nic.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
 code (channel.py, hvuio/native/), tap plumbing (hvuio/netdev/), printing (hvuio/cli/).
 """
@@ -48,8 +56,8 @@ from collections.abc import Callable
 
 from hvuio.channel import Channel
 from hvuio.device.guestmem import GuestRegion
-from hvuio.errors import HvuioError, LocalProtocolError, RescindedError
-from hvuio.health import HealthWatch, Sample
+from hvuio.errors import HostStalledError, HvuioError, LocalProtocolError, RescindedError
+from hvuio.health import WATCHDOG_AFTER, HealthWatch, Sample
 from hvuio.native.datapath import GPA_SLOT_SIZE, MAX_SECTIONS, DataPath, RunResult
 from hvuio.netdev.peers import PeerNotifier
 from hvuio.netdev.tap import Tap, TunOffload
@@ -93,12 +101,29 @@ def _split_pool(pool: GuestRegion | None, queues: int) -> list[GuestRegion | Non
     return [pool.region(k * per, per) for k in range(queues)]
 
 
+def open_tap(nic: Nic, ifname: str | None, netns: str | None, vnet_hdr: bool = True) -> Tap:
+    """A tap for `nic` (up): its MAC and MTU, one queue per channel, the offloads the host granted
+    (what Engine.run opens when it is given no tap); for a caller that keeps it across Nics."""
+    info = nic.negotiated
+    if not nic.ready or info.mac is None or info.mtu is None:
+        raise LocalProtocolError("a tap needs a Nic that finished bring-up")
+    offloads = datapath_offloads(None if info.offloads is None else info.offloads.accepted)
+    return Tap.open(ifname, info.mac, info.mtu, netns=netns, vnet_hdr=vnet_hdr,
+                    offload=tun_offload(offloads) if vnet_hdr else TunOffload(0), queues=1 + len(nic.subchannels))
+
+
 class Engine:
     """A ready Nic plus a tap and the C data path pump (see module docstring)."""
 
     def __init__(self, nic: Nic, *, ifname: str | None = None, netns: str | None = None,
-                 vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True) -> None:
+                 vnet_hdr: bool = True, busy_poll_us: int = 0, tx_aggregation: bool = True,
+                 tap: Tap | None = None, watchdog_after: float = WATCHDOG_AFTER) -> None:
         self.nic = nic
+        #: seconds of one stall after which the run ends with HostStalledError (`_watchdog`)
+        self.watchdog_after = watchdog_after
+        #: a tap the caller owns and keeps across Nics (hvuio/lifecycle.py): used as it is (queues,
+        #: offloads and MAC adapted to this Nic), never closed here; None: run() opens its own
+        self.given_tap = tap
         #: batch small frames into one send within the host's RNDIS limits (NicInfo.tx_aggregation)
         self.tx_aggregation = tx_aggregation
         self.ifname = ifname
@@ -162,10 +187,15 @@ class Engine:
             log.warning("%s: %s", self.tap_name or "data path", event.text())
 
     def run(self, stop_fd: int, on_ready: Callable[[Engine], None] | None = None,
-            on_tick: Callable[[], None] | None = None) -> dict[str, int]:
+            on_tick: Callable[[], None] | None = None,
+            watch: tuple[int, Callable[[], bool]] | None = None) -> dict[str, int]:
         """Open the tap, pump until `stop_fd` is readable or a pump fails; the pumps' counters.
 
-        The Nic stays open (the caller closes it); the tap is removed on return.
+        `watch` (fd, check): when fd is readable, check() runs in the caller's thread and the run
+        ends (as on `stop_fd`) when it returns True (hvuio/lifecycle.py: the tap's MTU changed).
+        The host leaving sends uncompleted for `watchdog_after` seconds ends it with HostStalledError.
+        The Nic stays open (the caller closes it); the tap is removed on return unless it is the
+        caller's (`given_tap`).
         """
         nic = self.nic
         info, chan = nic.negotiated, nic.primary_channel
@@ -182,8 +212,7 @@ class Engine:
                                      f"{queues} queues", hint="Use fewer queues (--queues).")
         pools = _split_pool(nic.gpa_pool, queues)
         offloads = datapath_offloads(None if info.offloads is None else info.offloads.accepted)
-        tap = Tap.open(self.ifname, info.mac, info.mtu, netns=self.netns, vnet_hdr=self.vnet_hdr,
-                       offload=tun_offload(offloads) if self.vnet_hdr else TunOffload(0), queues=queues)
+        tap = self._tap_for(info.mac, info.mtu, tun_offload(offloads) if self.vnet_hdr else TunOffload(0), queues)
         self.tap_name = tap.name
         pumps: list[DataPath] = []
         wakes: list[int] = []
@@ -227,12 +256,17 @@ class Engine:
             self._pumps = pumps  # the counters show every queue, or (before this) none
             if on_ready is not None:
                 on_ready(self)
-            while True:
-                ready, _, _ = select.select([stop_fd, self._exit_r], [], [], TICK_PERIOD)
+            fds = [stop_fd, self._exit_r] + ([watch[0]] if watch is not None else [])
+            stalled: HostStalledError | None = None
+            while stalled is None:
+                ready, _, _ = select.select(fds, [], [], TICK_PERIOD)
                 if ready:
-                    break
+                    if watch is None or stop_fd in ready or self._exit_r in ready or watch[1]():
+                        break
+                    continue
                 primary.call_soon(nic.tick)
                 self._watch()
+                stalled = self._watchdog(chans)
                 if on_tick is not None:
                     on_tick()
             for dp in pumps:
@@ -242,6 +276,9 @@ class Engine:
             failed = next((dp for dp in pumps if dp.error is not None), None)
             if failed is not None:
                 raise self._pump_error(failed)
+            if stalled is not None:
+                nic.mark_broken(stalled)  # the host serves nothing: close() skips the protocol teardown
+                raise stalled
             return self.counters
         finally:
             nic.on_link = None
@@ -266,7 +303,46 @@ class Engine:
             for fd in (self._exit_r, self._exit_w, *wakes):
                 os.close(fd)
             self._exit_r = self._exit_w = -1
-            tap.close()
+            if tap is not self.given_tap:
+                tap.close()
+
+    def _tap_for(self, mac: bytes, mtu: int, offload: TunOffload, queues: int) -> Tap:
+        """The tap of this run: the caller's (`given_tap`), its active queues, offloads and MAC
+        made this Nic's (its MTU is the caller's business), or a new one."""
+        tap = self.given_tap
+        if tap is None:
+            return Tap.open(self.ifname, mac, mtu, netns=self.netns, vnet_hdr=self.vnet_hdr, offload=offload,
+                            queues=queues)
+        if tap.vnet_hdr != self.vnet_hdr:
+            raise LocalProtocolError(f"tap {tap.name} was opened with vnet_hdr={tap.vnet_hdr}")
+        if queues > len(tap.queue_fds):
+            raise LocalProtocolError(f"a Nic of {queues} queues on tap {tap.name} of {len(tap.queue_fds)} queues")
+        tap.set_queues(queues)
+        if tap.offload != offload:
+            tap.set_offload(offload)
+        if tap.state().mac != mac:
+            log.warning("%s: the NIC's MAC address changed; the tap takes the new one", tap.name)
+            tap.set_mac(mac)
+        return tap
+
+    def _watchdog(self, chans: list[Channel]) -> HostStalledError | None:
+        """The host left sends uncompleted (or receive completions unread) for WATCHDOG_AFTER
+        seconds: the channel stopped (as OpenVMM's worker does, silently, on an NVSP-level error).
+        The error names the queues that wait."""
+        took = self.health.stalled_for(time.monotonic())
+        if took < self.watchdog_after:
+            return None
+        waiting = []
+        for k, (c, dp) in enumerate(zip(chans, self._pumps)):
+            sends, comps = dp.sections_in_use + dp.gpa_slots_in_use, dp.pending_completions
+            if sends or comps:
+                waiting.append(f"queue {k} (relid {c.relid}): {sends} sends outstanding"
+                               + (f", {comps} receive completions waiting" if comps else ""))
+        what = "; ".join(waiting) or "every queue"
+        return HostStalledError(f"the host stopped serving {self.tap_name or 'the NIC'}: nothing completed for "
+                                f"{took:.1f} s ({what})",
+                                "The host's channel stopped without telling the guest; with 'hvuio up --persist' "
+                                "the NIC is re-initialised on the same tap instead.")
 
     def _pump_error(self, dp: DataPath) -> BaseException:
         """What the pump's error means, marked on the Nic: a RescindedError as the platform

@@ -142,6 +142,10 @@ class HostTimeoutError(HostError):
     default_hint = "The host did not answer; check 'hvuio doctor' and that no other program drives the device."
 
 
+class HostStalledError(HostTimeoutError):
+    """The host stopped completing what the guest sent (a silently stopped channel)."""
+
+
 class RingCorruptError(HostProtocolError):
     """A ring header or packet descriptor the host wrote failed validation.
 

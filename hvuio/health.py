@@ -27,6 +27,11 @@ from typing import Final
 #: The host answers a send in microseconds; Linux's netvsc waits far longer before it calls the
 #: channel hung (its TX timeout is 5 s), 2 s keeps a busy but healthy host well clear of it.
 STALL_AFTER: Final = 2.0
+#: Seconds of one stall after which the channel counts as stopped (the engine's watchdog ends the
+#: run; `hvuio up --watchdog`): three times Linux's transmit watchdog default (net/sched/sch_generic.c
+#: dev_watchdog, 5 * HZ when a driver sets no watchdog_timeo), so a host that pauses for a few
+#: seconds (servicing, a stopped emulator) is a stall that ends, not a re-initialisation.
+WATCHDOG_AFTER: Final = 15.0
 #: At most one drop report per reason in this many seconds.
 DROP_REPORT_PERIOD: Final = 10.0
 
@@ -98,6 +103,10 @@ class HealthWatch:
     @property
     def stalled(self) -> bool:
         return self._stall_start is not None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the host last made progress in the current stall (0 when not stalled)."""
+        return 0.0 if self._stall_start is None else now - self._stall_start
 
     def observe(self, s: Sample) -> list[HealthEvent]:
         self._now = s.now

@@ -43,6 +43,7 @@ class StatusRecord(TypedDict, total=False):
     queues: list[dict[str, int]]  # each queue's data-path counters, queue 0 (the primary) first
     tap: str | None             # the data path's tap, once it runs
     netns: str | None           # the namespace the tap was moved into
+    lifecycle: dict[str, Any]   # hvuio/lifecycle.py Lifecycle.status(): state, persist, reinits, mtu
 
 
 class StatusFile:

@@ -12,8 +12,10 @@ part (tap, namespace, every queue's counters) reaches it in one write once every
 runs, before `DatapathRunning` is reported, so a record never shows part of the queues; records that
 `up` processes no longer running left behind are swept first (hvuio.status.sweep_stale).
 
-The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown) and hvuio/engine.py's
-(`Engine`: tap and data path), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
+The work is hvuio/nic.py's (`Nic`: bring-up, control traffic, teardown), hvuio/engine.py's
+(`Engine`: tap and data path) and hvuio/lifecycle.py's (`Lifecycle`: the tap kept across Nics, the
+re-initialisation after an MTU change from the tap, and with `persist` after a rescind or a stopped
+channel; its state and counters go into the status file), stopped through hvuio/netdev/signals.py's `StopPipe`; they are
 imported inside `run_up` so that importing this module stays cheap where the C core is missing
 (`hvuio --help`).
 
@@ -36,10 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from hvuio.health import WATCHDOG_AFTER
 from hvuio.status import StatusFile, sweep_stale
 
 if TYPE_CHECKING:
     from hvuio.engine import Engine
+    from hvuio.lifecycle import Lifecycle
+    from hvuio.nic import Nic
 
 log = logging.getLogger(__name__)
 progress = logging.getLogger("hvuio.progress")
@@ -78,6 +83,12 @@ class UpOptions:
     #: queues (channels) to ask for, the primary included; None: `default_queues()`. The host's
     #: receive queues and 64 cap it further (proto/netvsc.py)
     queues: int | None = None
+    #: keep the tap through a rescind (waiting for the re-offer) and a stopped channel
+    #: (re-initialising the NIC) instead of stopping (hvuio/lifecycle.py)
+    persist: bool = False
+    #: seconds the host may leave sends uncompleted before its channel counts as stopped
+    #: (hvuio.health.WATCHDOG_AFTER)
+    watchdog: float = WATCHDOG_AFTER
 
 
 #: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
@@ -174,6 +185,9 @@ def check_options(options: UpOptions) -> None:
     if given and without is not None:
         raise UsageError(f"{' and '.join(given)} place the tap, and {without} runs no tap",
                          f"Leave out {' and '.join(given)}, or {without}.")
+    if options.persist and without is not None:
+        raise UsageError(f"--persist keeps a tap through a rescind or a stopped channel, and {without} runs no tap",
+                         f"Leave out --persist, or {without}.")
     if options.netns is not None:
         check_netns_name(options.netns)
         if not os.path.exists(os.path.join(NETNS_RUN_DIR, options.netns)):
@@ -212,6 +226,24 @@ def nvsp_versions(max_nvsp: str | None) -> tuple[int, ...]:
     return versions
 
 
+def _write_status(state: StatusFile, nic: Nic, life: Lifecycle | None, **datapath: Any) -> None:
+    """One status record: the current Nic's values and counters, the data path's, (with a data
+    path) the lifecycle's state and counters, and the `datapath` fields given (tap, netns)."""
+    if life is not None:
+        nic = life.nic
+    if nic.info is None:
+        return
+    engine = life.engine if life is not None else None
+    live = engine.live_counters() if engine is not None else {}
+    extra = life.counters() if life is not None else {}
+    if life is not None:
+        state.write(lifecycle=life.status(), nic=nic.info.to_dict(),
+                    counters={**live, **nic.counter_snapshot(), **extra},
+                    queues=engine.queue_counters() if engine is not None else [], **datapath)
+    else:
+        state.write(nic=nic.info.to_dict(), counters=nic.counter_snapshot(), queues=[], **datapath)
+
+
 def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None]) -> Down:
     """Bring the NIC up, run it until SIGINT/SIGTERM/SIGHUP (unless `options.once`), tear it down.
 
@@ -220,7 +252,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
     during a slow bring-up aborts it (KeyboardInterrupt); errors are HvuioError, raised after the
     NIC is closed and the status file removed.
     """
-    from hvuio.engine import Engine
+    from hvuio.lifecycle import Lifecycle
     from hvuio.netdev.signals import StopPipe
     from hvuio.nic import Nic
 
@@ -234,25 +266,24 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
         if options.trace is not None:
             from hvuio.trace.writer import Trace
             trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
-        nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa, trace=trace, channels=options.queues or default_queues())
-        nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
-        engine: Engine | None = None
+        def new_nic(device: str, mtu: int, channels: int) -> Nic:
+            made = Nic(sysroot, device, mtu=mtu, versions=versions, offload=options.offload, gpa=options.gpa,
+                       trace=trace, channels=channels)
+            made.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
+            return made
+
+        nic = new_nic(options.device, options.mtu, options.queues or default_queues())
+        life: Lifecycle | None = None
         state: StatusFile | None = None
 
-        def publish(**datapath: Any) -> None:
-            """The record now: the NIC, its counters and, once the data path runs, every queue's."""
-            if state is not None and nic.info is not None:
-                live = engine.live_counters() if engine is not None else {}
-                state.write(nic=nic.info.to_dict(), counters={**live, **nic.counter_snapshot()},
-                            queues=engine.queue_counters() if engine is not None else [], **datapath)
-
         def tick() -> None:
-            publish()
+            if state is not None:
+                _write_status(state, nic, life)
 
         def ready(e: Engine) -> None:
             # every pump runs: the tap and all queues reach the record in one write, before the event
-            publish(tap=e.tap_name, netns=options.netns)
+            if state is not None:
+                _write_status(state, nic, life, tap=e.tap_name, netns=options.netns)
             on_event(DatapathRunning(tap=e.tap_name, netns=options.netns))
 
         counters: dict[str, int] = {}
@@ -270,9 +301,14 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
                     nic.serve(stop.read_fd, on_tick=tick)
                 else:
                     progress.info("Starting the data path of %s...", data["device"])
-                    engine = Engine(nic, ifname=options.ifname, netns=options.netns,
-                                    busy_poll_us=options.busy_poll_us, tx_aggregation=options.tx_aggregation)
-                    counters = engine.run(stop.read_fd, on_ready=ready, on_tick=tick)
+                    life = Lifecycle(sysroot, nic, new_nic, persist=options.persist, ifname=options.ifname,
+                                     netns=options.netns, busy_poll_us=options.busy_poll_us,
+                                     tx_aggregation=options.tx_aggregation, watchdog_after=options.watchdog)
+                    try:
+                        counters = life.run(stop.read_fd, on_ready=ready, on_tick=tick)
+                    finally:
+                        nic = life.nic
+                    counters.update(life.counters())
             counters.update(nic.counter_snapshot())
         finally:
             if state is not None:

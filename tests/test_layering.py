@@ -136,6 +136,15 @@ def test_trace_room_stands_on_wire_and_native() -> None:
         assert not bad, f"{mod} imports {sorted(bad)}; it must stay sans-IO"
 
 
+def test_lifecycle_sits_above_the_engine() -> None:
+    """hvuio.lifecycle (re-initialisation on a kept tap) drives the engine and the Nic; only the
+    `up` bring-up (and the CLI) drive it, and it knows nothing of the emulator or the CLI."""
+    users = {m for m, imps in _importers("hvuio.lifecycle").items() if imps}
+    assert users <= {"hvuio.up"}, users
+    bad = {i for i in MODULES["hvuio.lifecycle"] if _within(i, "hvuio.cli") or _within(i, "hvuio.sim")}
+    assert not bad, bad
+
+
 def test_control_plane_below_the_engine() -> None:
     """The Nic (control plane) never imports the engine (tap + data path) or what stops a run;
     the protocol composition (proto/netvsc.py) is the only way the Nic reaches the machines."""
@@ -220,9 +229,9 @@ def test_guest_code_calls_c_through_the_wrappers_only() -> None:
                 raise AssertionError(f"{rel} line {node.lineno} uses native.{node.attr}")
 
 
-def test_only_tap_imports_pyroute2() -> None:
+def test_only_the_tap_modules_import_pyroute2() -> None:
     users = {m for m, imps in _importers("pyroute2").items() if imps}
-    assert users <= {"hvuio.netdev.tap"}, users
+    assert users <= {"hvuio.netdev.tap", "hvuio.netdev.netlink"}, users
 
 
 def test_the_guest_never_imports_the_emulator() -> None:

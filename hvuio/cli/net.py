@@ -21,7 +21,8 @@ from pathlib import Path
 import click
 
 from hvuio.cli.app import App, pass_app
-from hvuio.cli.render import render_counters, render_info
+from hvuio.cli.render import render_counters, render_info, render_lifecycle
+from hvuio.health import WATCHDOG_AFTER
 from hvuio.status import notify_service, read_status, sweep_stale
 from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Down, Ready, Serving, UpEvent,
                       UpOptions, check_mtu, run_up)
@@ -46,6 +47,8 @@ def status(app: App, as_json: bool) -> None:
         tap = f", tap {rec['tap']}" if rec.get("tap") else ""
         click.echo(f"{rec['device']} (pid {rec['pid']}{tap})")
         try:
+            if rec.get("lifecycle"):
+                click.echo(render_lifecycle(rec["lifecycle"]))
             if rec.get("nic"):
                 click.echo(render_info(rec["nic"]))
             click.echo(render_counters(rec.get("counters", {})))
@@ -85,16 +88,25 @@ def status(app: App, as_json: bool) -> None:
 @click.option("--queues", type=click.IntRange(1, QUEUES_MAX), default=None, metavar="N",
               help="Queues (VMBus channels, one data-path thread and tap queue each) to ask for; the host "
                    "may give fewer. Default: min(online CPUs, the host's receive queues, 16).")
+@click.option("--persist", is_flag=True,
+              help="Keep the tap when the host rescinds the device (carrier off until it is offered again, then "
+                   "the NIC comes up on the same tap) or stops serving it (the NIC is re-initialised); "
+                   "without it either ends 'up'.")
+@click.option("--watchdog", "watchdog", type=click.IntRange(3, 3600), default=int(WATCHDOG_AFTER), show_default=True,
+              metavar="SECONDS",
+              help="The host's channel counts as stopped when it completes nothing for this long while sends "
+                   "are outstanding: 'up' stops, or with --persist re-initialises the NIC.")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
-       tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None) -> None:
+       tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None,
+       persist: bool, watchdog: int) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
                         tx_aggregation=tx_aggregation, gpa=gpa, trace=trace_file, trace_max_mb=trace_max_mb,
-                        queues=queues)
+                        queues=queues, persist=persist, watchdog=float(watchdog))
 
     def echo(event: UpEvent) -> None:
         _tell_service(event)

@@ -1,6 +1,6 @@
 """Terminal text of what the library reports about a NIC, shared by `up`, `status` and `demo`:
 the negotiated parameters (NicInfo.to_dict, as `up` reports them and status records keep them)
-as one aligned block, and non-zero counters as a list.
+as one aligned block, non-zero counters as a list, and the lifecycle's state line (hvuio/lifecycle.py).
 
 What must not live here: click, commands, the data behind the text (hvuio/up.py,
 hvuio/status.py, hvuio/nic.py).
@@ -72,3 +72,11 @@ def render_counters(counters: dict[str, int]) -> str:
     if not shown:
         return "Counters: all zero"
     return "Counters:\n" + "\n".join(f"  {k:<24} {v}" for k, v in shown.items())
+
+
+def render_lifecycle(life: dict[str, Any]) -> str:
+    """One line: where the NIC is in its life (running, re-initialising, waiting for the device),
+    how often it was re-initialised and whether it persists through a rescind or a stopped channel."""
+    reinits = int(life.get("reinits", 0))
+    persist = "--persist" if life.get("persist") else "stops on a rescind or a stopped channel"
+    return f"  state: {life['state']}, re-initialised {reinits} time{'' if reinits == 1 else 's'} ({persist})"

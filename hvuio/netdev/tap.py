@@ -5,15 +5,18 @@ What lives here:
     IFF_VNET_HDR and IFF_MULTI_QUEUE), keeps that fd non-blocking, and uses pyroute2's `IPRoute`
     only for configuration: MAC, MTU, moving the link into a named network namespace, admin state,
     addresses (added, and read back with their flags) and (as a fallback) carrier.
-  * `TunOffload`, the TUNSETOFFLOAD bits a tap is opened with.
-  * The mapping of netlink / ioctl errno values to `hvuio.errors` (`netlink_error`, `os_error`).
+  * `TunOffload`, the TUNSETOFFLOAD bits a tap is opened with (and `set_offload` changes on
+    every queue), and `set_queues`, which attaches or detaches queues of a multi-queue tap
+    (TUNSETQUEUE) when a NIC re-initialised on the same tap has fewer channels.
+  * The netlink plumbing (sockets in a namespace, waiting for a link change, the errno -> error
+    mapping `netlink_error` / `os_error`, re-exported here) is hvuio/netdev/netlink.py's.
 
 What must not live here: packet processing, and anything of the protocol (which offload bits a
 NIC gets is hvuio/offloads.py's decision; this module applies them). The hot path (C,
 `_native/rx.c` / `tx.c`) reads and writes the fd returned by `Tap.fileno()` directly;
 `read_frame` / `write_frame` are helpers for tests and the emulator's slow path.
 
-This is the ONLY module in hvuio that imports pyroute2.
+With hvuio/netdev/netlink.py, the only module in hvuio that imports pyroute2.
 
 Frame format on the fd
 ----------------------
@@ -54,23 +57,23 @@ import errno
 import fcntl
 import ipaddress
 import os
-import secrets
-import select
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from hvuio.errors import DeviceNotFoundError, HvuioError, NotRootError, PlatformError, UsageError
+from hvuio.errors import DeviceNotFoundError, PlatformError, UsageError
+from hvuio.netdev.netlink import (IFNAMSIZ, NAME_PREFIX, NETNS_RUN_DIR, check_ifname, check_mac, check_netns_name,
+                                  drop_unclaimed, format_mac, iproute, link_exists, lookup, move_link,
+                                  netlink_error, os_error, parse_mac, random_ifname, wait_link_event)
+
+__all__ = ["LinkState", "NETNS_RUN_DIR", "Tap", "TunOffload", "check_ifname", "check_mac", "check_mtu",
+           "check_netns_name", "format_mac", "netlink_error", "os_error", "parse_mac", "random_ifname"]
 
 TUN_PATH = "/dev/net/tun"
-NETNS_RUN_DIR = "/run/netns"
 
 
 def _iow(kind: str, nr: int, size: int = 4) -> int:
@@ -84,11 +87,14 @@ TUNSETOFFLOAD = _iow("T", 208)
 TUNSETVNETHDRSZ = _iow("T", 216)
 TUNSETVNETLE = _iow("T", 220)
 TUNSETCARRIER = _iow("T", 226)
+TUNSETQUEUE = _iow("T", 217)
 
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_MULTI_QUEUE = 0x0100
+IFF_ATTACH_QUEUE = 0x0200  # TUNSETQUEUE flags (include/uapi/linux/if_tun.h)
+IFF_DETACH_QUEUE = 0x0400
 #: most queues of one tap (the kernel's MAX_TAP_QUEUES is 256; a NIC has at most 64 channels)
 MAX_QUEUES = 64
 
@@ -110,7 +116,6 @@ IFF_UP = 0x1  # link flag (include/uapi/linux/if.h)
 VNET_HDR_LEN = 12  # sizeof(struct virtio_net_hdr_mrg_rxbuf) == sizeof(virtio_net_hdr_v1)
 ETH_HLEN = 14
 VLAN_HLEN = 4
-IFNAMSIZ = 16  # names are at most 15 characters plus the NUL
 MIN_MTU = 68  # ETH_MIN_MTU, the smallest MTU the kernel accepts on a tap
 MAX_MTU = 65535  # tun's MAX_MTU
 # Largest read: 64 KiB frame plus Ethernet+VLAN header plus the vnet header.
@@ -118,7 +123,6 @@ READ_SIZE = VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + 65535
 # How long to wait for a link-state change the kernel applies asynchronously (linkwatch runs
 # within about a second); reaching it means something is wrong, not slow.
 LINK_WAIT_TIMEOUT = 5.0
-NAME_PREFIX = "hvu-"
 
 _ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
 _OPER_UP = ("UP", "UNKNOWN")
@@ -138,80 +142,9 @@ class LinkState:
     operstate: str
 
 
-def random_ifname(prefix: str = NAME_PREFIX) -> str:
-    """A fresh interface name: `prefix` plus random hex, at most 15 characters."""
-    return prefix + secrets.token_hex(8)[: IFNAMSIZ - 1 - len(prefix)]
-
-
-def check_ifname(name: str) -> None:
-    """Raise UsageError unless `name` is a valid, literal Linux interface name."""
-    if not name or len(name) >= IFNAMSIZ:
-        raise UsageError(f"interface name {name!r} must be 1 to {IFNAMSIZ - 1} characters long")
-    if name in (".", "..") or any(c in name for c in "/:%") or any(c.isspace() for c in name):
-        raise UsageError(f"interface name {name!r} must not be '.'/'..' or contain '/', ':', '%' or spaces")
-
-
-def check_mac(mac: bytes) -> None:
-    """Raise UsageError unless `mac` is a 6-byte unicast, non-zero Ethernet address."""
-    if len(mac) != 6:
-        raise UsageError(f"MAC address must be 6 bytes, got {len(mac)}")
-    if mac[0] & 1:
-        raise UsageError(f"MAC address {format_mac(mac)} is multicast (bit 0 of the first byte set)")
-    if mac == bytes(6):
-        raise UsageError("MAC address 00:00:00:00:00:00 is not usable")
-
-
 def check_mtu(mtu: int) -> None:
     if not MIN_MTU <= mtu <= MAX_MTU:
         raise UsageError(f"MTU {mtu} is outside the range a tap accepts ({MIN_MTU}..{MAX_MTU})")
-
-
-def format_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
-def parse_mac(text: str) -> bytes:
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise UsageError(f"MAC address {text!r} is not six ':'-separated hex bytes")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise UsageError(f"MAC address {text!r} is not six ':'-separated hex bytes") from None
-
-
-def check_netns_name(name: str) -> None:
-    """A namespace is named as `ip netns` names it: one entry of /run/netns, never a path
-    (`/proc/PID/ns/net` would hand the tap to whatever process owns that namespace)."""
-    if not name or len(name) > 255 or "/" in name or name in (".", "..") or "\0" in name:
-        raise UsageError(f"network namespace {name!r} is not a name under {NETNS_RUN_DIR}",
-                         "Pass a name as 'ip netns list' shows it (no '/').")
-
-
-def netlink_error(code: int, action: str, ifname: str, netns: str | None = None) -> HvuioError:
-    """The hvuio error for a netlink or ioctl errno `code` met while doing `action` on `ifname`."""
-    where = f" in network namespace {netns!r}" if netns else ""
-    if code in (errno.EPERM, errno.EACCES):
-        return NotRootError(f"{action} on interface {ifname!r}{where} needs root or CAP_NET_ADMIN")
-    if code == errno.EEXIST:
-        return UsageError(
-            f"interface name {ifname!r} already exists{where}",
-            "Pick another name, or leave the name out for a random 'hvu-…' one.",
-        )
-    if code == errno.EBUSY:
-        return UsageError(
-            f"interface name {ifname!r} already exists{where} and is in use by another program",
-            "Pick another name, or stop the program that holds the tap.",
-        )
-    if code == errno.ENODEV:
-        return DeviceNotFoundError(f"interface {ifname!r}{where} does not exist (while trying to {action})")
-    if code == errno.EINVAL:
-        return UsageError(f"the kernel rejected {action} on interface {ifname!r}{where} as invalid (EINVAL)")
-    return PlatformError(f"{action} on interface {ifname!r}{where} failed: {os.strerror(code)} (errno {code})")
-
-
-def os_error(exc: OSError, action: str, ifname: str, netns: str | None = None) -> HvuioError:
-    return netlink_error(exc.errno or errno.EIO, action, ifname, netns)
 
 
 class Tap:
@@ -289,12 +222,12 @@ class Tap:
         if multi_queue:
             flags |= IFF_MULTI_QUEUE
 
-        root_ipr = _iproute(None, final)
+        root_ipr = iproute(None, final)
         fd = -1
         extra: list[int] = []
         ipr: Any = None
         try:
-            if netns is None and _lookup(root_ipr, create_name, None) is not None:
+            if netns is None and lookup(root_ipr, create_name, None) is not None:
                 raise netlink_error(errno.EEXIST, "create tap", create_name)
             fd = _open_tun(create_name)
             ifr = struct.pack(f"{IFNAMSIZ}sH22x", create_name.encode(), flags)
@@ -308,12 +241,12 @@ class Tap:
                     _attach(extra[-1], ifr, vnet_hdr, bits)
                 except OSError as exc:
                     raise os_error(exc, "attach a tap queue", create_name) from exc
-            index = _lookup(root_ipr, create_name, None)
+            index = lookup(root_ipr, create_name, None)
             if index is None:
                 raise DeviceNotFoundError(f"tap {create_name!r} vanished right after it was created")
             if netns is not None:
-                index = _move(root_ipr, index, create_name, final, netns)
-                ipr = _iproute(netns, final)
+                index = move_link(root_ipr, index, create_name, final, netns)
+                ipr = iproute(netns, final)
             else:
                 ipr, root_ipr = root_ipr, None
             tap = cls(fd, final, index, netns, vnet_hdr, multi_queue, ipr)
@@ -388,7 +321,7 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read state", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
         return LinkState(
             index=self._index,
             name=str(msg.get_attr("IFLA_IFNAME")),
@@ -406,6 +339,35 @@ class Tap:
     def set_mtu(self, mtu: int) -> None:
         check_mtu(mtu)
         self._set(mtu=mtu, action="set MTU")
+
+    def set_offload(self, offload: TunOffload) -> None:
+        """TUNSETOFFLOAD `offload` on every queue (a NIC re-initialised on this tap may have been
+        granted other offloads than the one it was opened for)."""
+        self._check_open()
+        if offload and not self._vnet_hdr:
+            raise UsageError("tap offload bits need the vnet header")
+        for fd in self.queue_fds:
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, int(offload))
+            except OSError as exc:
+                raise os_error(exc, "set offloads", self._name, self._netns) from exc
+        self._offload = TunOffload(offload)
+
+    def set_queues(self, active: int) -> None:
+        """Attach queues [0, active) and detach the rest (TUNSETQUEUE), so the kernel steers no
+        flow to a queue nobody reads (a NIC re-initialised on this tap with fewer channels)."""
+        fds = self.queue_fds
+        if not 1 <= active <= len(fds):
+            raise UsageError(f"tap {self._name!r} has {len(fds)} queues, {active} cannot be active")
+        if not self._multi_queue:
+            return
+        for k, fd in enumerate(fds):
+            flags = IFF_ATTACH_QUEUE if k < active else IFF_DETACH_QUEUE
+            try:
+                fcntl.ioctl(fd, TUNSETQUEUE, struct.pack(f"{IFNAMSIZ}xH22x", flags))
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: already attached / detached
+                    raise os_error(exc, "attach or detach a tap queue", self._name, self._netns) from exc
 
     def up(self) -> None:
         """Set the link administratively up and wait until the kernel reports it."""
@@ -432,7 +394,7 @@ class Tap:
                 raise UsageError(f"address {cidr} is already on interface {self._name!r}") from exc
             raise netlink_error(exc.code, f"add address {cidr}", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
 
     def addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         """The IPv4 (local) and IPv6 addresses on the tap with their IFA flags, as netlink has them."""
@@ -442,7 +404,7 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read addresses", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         for msg in msgs:
             text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
@@ -492,7 +454,7 @@ class Tap:
                 f"(admin_up={st.admin_up}, carrier={st.carrier}, operstate={st.operstate})"
             )
 
-        _wait_link_event(self._netns, self._name, done, why, timeout)
+        wait_link_event(self._netns, self._name, done, why, timeout)
         return last[0]
 
     # ---------------------------------------------------------------- frames (tests, slow path)
@@ -547,10 +509,10 @@ class Tap:
         try:
             # The kernel unregisters the link on the last close of its fd; a forked helper
             # (pyroute2 creates namespace sockets in a child) may briefly hold a copy.
-            _wait_link_event(
+            wait_link_event(
                 self._netns,
                 self._name,
-                lambda: not _link_exists(self._ipr, self._index),
+                lambda: not link_exists(self._ipr, self._index),
                 lambda: f"tap {self._name!r} still exists {LINK_WAIT_TIMEOUT:g} s after its fd was closed",
                 LINK_WAIT_TIMEOUT,
             )
@@ -579,21 +541,7 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, action, self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
-
-
-def _drop_unclaimed(ipr: Any) -> None:
-    """Discard the replies no request claimed on the tap's long-lived socket.
-
-    pyroute2 (0.9: pyroute2/netlink/core.py, CoreMessageQueue.put) files a reply whose request
-    already finished, such as the ACK that trails a "get", in the calling thread's untagged queue;
-    nothing reads that queue on a socket without multicast groups, so it would grow by one message
-    per request for as long as the tap lives (a link flap makes several).
-    """
-    queue = getattr(getattr(getattr(ipr, "asyncore", None), "msg_queue", None), "root", None)
-    while queue is not None and not queue.empty():
-        queue.get_nowait()
-        queue.task_done()
+            drop_unclaimed(self._ipr)
 
 
 def _open_tun(ifname: str) -> int:
@@ -631,85 +579,3 @@ def _set_vnet_le(fd: int) -> None:
             raise
 
 
-def _iproute(netns: str | None, ifname: str, groups: int | None = None) -> Any:
-    """An IPRoute socket in `netns` (never creating the namespace), errors mapped."""
-    kwargs: dict[str, Any] = {}
-    if groups is not None:
-        kwargs["groups"] = groups
-    try:
-        if netns is None:
-            return IPRoute(**kwargs)
-        return IPRoute(netns=netns, flags=0, **kwargs)
-    except NetlinkError as exc:
-        raise netlink_error(exc.code, "open netlink socket for", ifname, netns) from exc
-    except FileNotFoundError:
-        raise UsageError(f"network namespace {netns!r} does not exist") from None
-    except OSError as exc:
-        raise os_error(exc, "open netlink socket for", ifname, netns) from exc
-
-
-def _lookup(ipr: Any, name: str, netns: str | None) -> int | None:
-    try:
-        found = ipr.link_lookup(ifname=name)
-    except NetlinkError as exc:
-        raise netlink_error(exc.code, "look up", name, netns) from exc
-    return int(found[0]) if found else None
-
-
-def _move(ipr: Any, index: int, tmp_name: str, final: str, netns: str) -> int:
-    """Move link `index` into `netns` renaming it to `final`; return its index there."""
-    try:
-        nsfd = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise UsageError(f"network namespace {netns!r} does not exist") from None
-    try:
-        ipr.link("set", index=index, net_ns_fd=nsfd, ifname=final)
-    except NetlinkError as exc:
-        # On EEXIST the kernel may already have moved the link under its temporary name; the
-        # caller closes the fd, which removes it there.
-        raise netlink_error(exc.code, "move tap into namespace", final, netns) from exc
-    finally:
-        os.close(nsfd)
-    with _iproute(netns, final) as nsipr:
-        found = _lookup(nsipr, final, netns)
-    if found is None:
-        raise DeviceNotFoundError(f"tap {final!r} not found in network namespace {netns!r} after the move ({tmp_name})")
-    return found
-
-
-def _link_exists(ipr: Any, index: int) -> bool:
-    try:
-        ipr.link("get", index=index)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return False
-        raise
-    return True
-
-
-def _wait_link_event(netns: str | None, name: str, done: Callable[[], bool], why: Callable[[], str], timeout: float) -> None:
-    """Return once `done()` is true, re-checking on every RTM_*LINK notification; no sleeping.
-
-    The monitor subscribes before `done()` is re-evaluated, so a change that lands in between is
-    not missed; notifications are only wake-ups (after an overrun, re-checking covers what was
-    lost). Raises PlatformError(why()) after `timeout` seconds.
-    """
-    if done():
-        return
-    mon = _iproute(netns, name, groups=RTMGRP_LINK)
-    try:
-        mon.bind(groups=RTMGRP_LINK)
-        poller = select.poll()
-        poller.register(mon.fileno(), select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PlatformError(why())
-            if poller.poll(int(remaining * 1000) + 1):
-                try:
-                    mon.get()
-                except NetlinkError:
-                    pass  # e.g. ENOBUFS after an overrun
-    finally:
-        mon.close()

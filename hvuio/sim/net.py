@@ -30,7 +30,7 @@ unless `deliver_gso` is set, in which case GSO frames are returned as `GsoFrame`
 delivers them itself (vRSC or segmentation in HostNvsp). The C fast path reads and writes the tap fd
 itself with the same header (`vnet_hdr` / `offload` tell it how the fd is set up).
 
-What must not live here: NVSP/RNDIS (hvuio.sim.host), ring code, pyroute2 (hvuio/netdev/tap.py owns it).
+What must not live here: NVSP/RNDIS (hvuio.sim.host), ring code, pyroute2 (hvuio/netdev/tap.py and netlink.py own it).
 Unlike the rest of sim/, this module imports hvuio.netdev.tap and hvuio.netdev.netns: it is the emulator's
 one seam to the host kernel's network stack.
 """

@@ -63,3 +63,16 @@ def test_status_shows_the_current_link_speed_and_its_changes(tmp_path: Path,
     assert code == 0, err
     assert "Link     up, 2.5 Gbit/s" in out
     assert any(line.split() == ["link_speed_changes", "1"] for line in out.splitlines())
+
+
+def test_status_shows_where_the_nic_is_in_its_life(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    live = StatusFile(tmp_path, "guid-live")
+    live.write(tap="hvu-x", lifecycle={"state": "waiting for the device", "persist": True, "reinits": 2, "mtu": 1500},
+               counters={"reinits": 2, "reinits_rescind": 1, "reinits_mtu": 1, "rescinds": 1})
+    try:
+        code, out, err = run_main(capsys, "--sysroot", str(tmp_path), "status")
+    finally:
+        live.remove()
+    assert code == 0, err
+    assert "state: waiting for the device, re-initialised 2 times (--persist)" in out
+    assert "reinits_rescind" in out and "rescinds" in out

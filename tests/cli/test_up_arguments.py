@@ -53,6 +53,8 @@ def _refused(env: SimEnvironment, capsys: pytest.CaptureFixture[str], *options: 
     (["--no-datapath", "--ifname", "hvx0"], "--ifname place the tap, and --no-datapath runs no tap"),
     (["--once", "--netns", "somewhere"], "--netns place the tap, and --once runs no tap"),
     (["--once", "--ifname", "hvx0", "--netns", "x"], "--ifname and --netns place the tap, and --once"),
+    (["--once", "--persist"], "--persist keeps a tap through a rescind or a stopped channel, and --once runs no tap"),
+    (["--no-datapath", "--persist"], "and --no-datapath runs no tap"),
     (["--netns", "hvu-none-such"], "network namespace 'hvu-none-such' does not exist"),
     (["--netns", "../x"], "is not a name under"),
     (["--ifname", "a/b"], "--ifname: interface name 'a/b' must not"),

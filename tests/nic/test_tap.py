@@ -110,6 +110,25 @@ def test_queues_attach_every_queue_before_the_move(netns_factory: NetnsFactory) 
     assert t.closed
 
 
+def test_set_queues_detaches_and_attaches_again(netns_factory: NetnsFactory) -> None:
+    ns = netns_factory.namespace()
+    t = open_tap(netns_factory, ns, queues=3)
+
+    def queues() -> list[str]:   # the kernel's real queues (netif_set_real_num_tx_queues), seen in ns
+        return sorted(netns.run(ns, ["ls", f"/sys/class/net/{t.name}/queues"]).stdout.split())
+
+    assert queues() == ["rx-0", "rx-1", "rx-2", "tx-0", "tx-1", "tx-2"]
+    t.set_queues(1)
+    assert queues() == ["rx-0", "tx-0"]
+    t.set_queues(3)
+    assert queues() == ["rx-0", "rx-1", "rx-2", "tx-0", "tx-1", "tx-2"]
+    with pytest.raises(UsageError, match="queues"):
+        t.set_queues(4)
+    t.set_offload(tap.TunOffload.CSUM)
+    assert t.offload == tap.TunOffload.CSUM
+    t.close()
+
+
 @pytest.mark.parametrize("queues", [0, tap.MAX_QUEUES + 1])
 def test_queue_count_outside_the_range_is_refused(queues: int) -> None:
     with pytest.raises(UsageError, match="queues"):
