@@ -67,3 +67,13 @@ def test_drops_are_reported_per_reason_at_most_once_per_period() -> None:
     events = look(w, DROP_REPORT_PERIOD, 0, drops={"rx_oversize": 80, "tap_write": 1}, last=("tap_write", 11))
     assert events == [Drops("rx_oversize", 77, 80, None), Drops("tap_write", 1, 1, 11)]
     assert look(w, 3 * DROP_REPORT_PERIOD, 0, drops={"rx_oversize": 80, "tap_write": 1}) == []  # nothing new
+
+
+def test_stalled_for_is_the_time_since_the_host_last_made_progress() -> None:
+    w = HealthWatch()
+    look(w, 0.0, progress=10, in_flight=3)
+    assert w.stalled_for(1.0) == 0.0                      # quiet, not yet a stall
+    look(w, STALL_AFTER, progress=10, in_flight=3)
+    assert w.stalled_for(7.5) == 7.5                      # the stall began with the last progress
+    look(w, 8.0, progress=11, in_flight=3)
+    assert w.stalled_for(9.0) == 0.0

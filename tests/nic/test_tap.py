@@ -129,6 +129,27 @@ def test_set_queues_detaches_and_attaches_again(netns_factory: NetnsFactory) -> 
     t.close()
 
 
+def test_link_monitor_sees_a_users_mtu_change_and_not_its_own(netns_factory: NetnsFactory) -> None:
+    from hvuio.netdev.netlink import LinkMonitor
+
+    ns = netns_factory.namespace()
+    t = open_tap(netns_factory, ns)
+    mon = LinkMonitor(ns, t.name, t.index, 1500)
+    try:
+        assert mon.mtu_changes() is None
+        netns.ip("-n", ns, "link", "set", "dev", t.name, "mtu", "4000")   # the user, with iproute2
+        assert select.select([mon.fileno()], [], [], WAIT_MS / 1000)[0]
+        assert mon.mtu_changes() == 4000 and mon.mtu_changes() is None
+        netns.ip("-n", ns, "link", "set", "dev", t.name, "mtu", "3000")
+        netns.ip("-n", ns, "link", "set", "dev", t.name, "mtu", "5000")
+        assert mon.mtu_changes() == 5000                                 # the kernel's value, once
+        mon.expect(1500)
+        t.set_mtu(1500)                                                  # our own change
+        assert mon.mtu_changes() is None
+    finally:
+        mon.close()
+
+
 @pytest.mark.parametrize("queues", [0, tap.MAX_QUEUES + 1])
 def test_queue_count_outside_the_range_is_refused(queues: int) -> None:
     with pytest.raises(UsageError, match="queues"):
