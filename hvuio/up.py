@@ -76,8 +76,18 @@ class UpOptions:
     #: queues (channels) to ask for, the primary included; None: `default_queues()`. The host's
     #: receive queues and 64 cap it further (proto/netvsc.py)
     queues: int | None = None
+    #: accelerated networking (VF_CHOICES): "auto" offers SR-IOV and moves the traffic to the host's
+    #: VF while there is one (only with a data path that runs); "off" never offers it
+    vf: str = "auto"
+
+    @property
+    def use_vf(self) -> bool:
+        """SR-IOV is offered: --vf auto on a running data path (a VF serves only a tap)."""
+        return self.vf == "auto" and self.datapath and not self.once
 
 
+#: `--vf` values
+VF_CHOICES: Final = ("auto", "off")
 #: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
 QUEUES_DEFAULT_MAX: Final = 16
 #: the most channels a NIC has (Linux VRSS_CHANNEL_MAX)
@@ -233,7 +243,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
             from hvuio.trace.writer import Trace
             trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
         nic = Nic(sysroot, options.device, mtu=options.mtu, versions=versions, offload=options.offload,
-                  gpa=options.gpa, trace=trace, channels=options.queues or default_queues())
+                  gpa=options.gpa, trace=trace, channels=options.queues or default_queues(), vf=options.use_vf)
         nic.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
         engine: Engine | None = None
         state: StatusFile | None = None

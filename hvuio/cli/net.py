@@ -23,7 +23,7 @@ import click
 from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info
 from hvuio.status import read_status, sweep_stale
-from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
+from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, VF_CHOICES, DatapathRunning, Ready, Serving, UpEvent, UpOptions,
                       check_mtu, run_up)
 
 
@@ -85,16 +85,22 @@ def status(app: App, as_json: bool) -> None:
 @click.option("--queues", type=click.IntRange(1, QUEUES_MAX), default=None, metavar="N",
               help="Queues (VMBus channels, one data-path thread and tap queue each) to ask for; the host "
                    "may give fewer. Default: min(online CPUs, the host's receive queues, 16).")
+@click.option("--vf", type=click.Choice(VF_CHOICES), default="auto", show_default=True,
+              help="Accelerated networking: 'auto' offers SR-IOV to the host and, while it gives the NIC a "
+                   "VF, moves the tap's traffic through the VF's netdev (same MAC; the addresses stay on "
+                   "the tap); 'off' never offers it. Needs the data path (no effect with --no-datapath "
+                   "or --once).")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
-       tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None) -> None:
+       tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None,
+       vf: str) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
                         tx_aggregation=tx_aggregation, gpa=gpa, trace=trace_file, trace_max_mb=trace_max_mb,
-                        queues=queues)
+                        queues=queues, vf=vf)
 
     def echo(event: UpEvent) -> None:
         if as_json:

@@ -13,7 +13,7 @@ NIC gets is hvuio/offloads.py's decision; this module applies them). The hot pat
 `_native/rx.c` / `tx.c`) reads and writes the fd returned by `Tap.fileno()` directly;
 `read_frame` / `write_frame` are helpers for tests and the emulator's slow path.
 
-This is the ONLY module in hvuio that imports pyroute2.
+This and hvuio/netdev/vfpath.py (the VF's tc rules) are the only modules in hvuio that import pyroute2.
 
 Frame format on the fd
 ----------------------
@@ -388,7 +388,7 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read state", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
         return LinkState(
             index=self._index,
             name=str(msg.get_attr("IFLA_IFNAME")),
@@ -432,7 +432,7 @@ class Tap:
                 raise UsageError(f"address {cidr} is already on interface {self._name!r}") from exc
             raise netlink_error(exc.code, f"add address {cidr}", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
 
     def addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         """The IPv4 (local) and IPv6 addresses on the tap with their IFA flags, as netlink has them."""
@@ -442,7 +442,7 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, "read addresses", self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         for msg in msgs:
             text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
@@ -579,10 +579,10 @@ class Tap:
         except NetlinkError as exc:
             raise netlink_error(exc.code, action, self._name, self._netns) from exc
         finally:
-            _drop_unclaimed(self._ipr)
+            drop_unclaimed(self._ipr)
 
 
-def _drop_unclaimed(ipr: Any) -> None:
+def drop_unclaimed(ipr: Any) -> None:
     """Discard the replies no request claimed on the tap's long-lived socket.
 
     pyroute2 (0.9: pyroute2/netlink/core.py, CoreMessageQueue.put) files a reply whose request

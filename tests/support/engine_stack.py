@@ -44,9 +44,11 @@ class Running:
 
 @contextlib.contextmanager
 def running_engine(netns_factory: NetnsFactory, tmp_path: Path, *, queues: int = 1,
-                   host_profile: hp.HostProfile | None = None) -> Iterator[Running]:
+                   host_profile: hp.HostProfile | None = None, vf: bool = False,
+                   vf_wait: float | None = None) -> Iterator[Running]:
     """`queues`: channels the NIC asks for (Nic(channels=...)); `host_profile`: the emulated host
-    (default: OpenVMM's, with no link-flap delay)."""
+    (default: OpenVMM's, with no link-flap delay); `vf`: the NIC offers SR-IOV (Nic(vf=...)), and
+    looks for a VF netdev `vf_wait` seconds (default VF_WAIT)."""
     guest_ns = netns_factory.namespace("g")
     host_ns = netns_factory.namespace("h")
     net = HostNetwork.create(ifname=netns_factory.ifname("hn"), netns=host_ns)
@@ -55,7 +57,9 @@ def running_engine(netns_factory: NetnsFactory, tmp_path: Path, *, queues: int =
                         host_profile=host_profile or hp.HostProfile(link_flap_delay=0.0)) as env:
         guid = env.nics[0].guid
         bind_device(env.sysroot, guid, force=True)
-        nic = Nic(env.sysroot, guid, channels=queues)
+        nic = Nic(env.sysroot, guid, channels=queues, vf=vf)
+        if vf_wait is not None:
+            nic.vf_side.wait = vf_wait
         nic.open()
         engine = Engine(nic, ifname=netns_factory.ifname("g"), netns=guest_ns)
         stop = StopPipe()
