@@ -95,9 +95,9 @@ class NicVf:
                 self.do(watch.gone(self._clock()))
             self.do(watch.tick(self._clock()))
             self._traffic = port.counters()
-        except HvuioError as err:
+        except (HvuioError, OSError) as err:
             self._errors += 1
-            log.warning("VF: %s", err.message)
+            log.warning("VF: %s", err.message if isinstance(err, HvuioError) else err)
 
     def stop(self) -> None:
         """Teardown: back to synthetic (the caller waits while `switching`)."""
@@ -115,8 +115,8 @@ class NicVf:
         watch, port = self.watch, self.port
         for action in actions:
             if isinstance(action, SwitchDatapath):
-                if not self._switch(action.vf):  # no NVSP to ask (closing): as if the host had answered
-                    self.do(watch.switched(action.vf))
+                if not self._switch(action.vf):  # NVSP cannot take it (below 4, closing, broken)
+                    self.do(watch.switched(False) if not action.vf else watch.refused())
                 continue
             if port is None:
                 continue
@@ -131,9 +131,9 @@ class NicVf:
                     port.tx(action.on)
                 else:
                     port.leave(action.name, action.gone)
-            except HvuioError as err:
+            except (HvuioError, OSError) as err:
                 self._errors += 1
-                log.warning("VF: %s", err.message)
+                log.warning("VF: %s", err.message if isinstance(err, HvuioError) else err)
                 if isinstance(action, (JoinVf, TxOnVf)) and watch.vf is not None:
                     self.do(watch.gone(self._clock()))
         for note in watch.take_notes():

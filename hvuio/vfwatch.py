@@ -27,6 +27,8 @@ vm/devices/net/netvsp/src/lib.rs `handle_state_change` for the host's removal or
   (the joined one is left, the new one looked for);
   a host switch to the VF (no host does that) and a switch while the guest had no VF change
   nothing and are counted (`vf_host_switches_ignored`); repeated associations are idempotent.
+* A switch to the VF that cannot be sent (a host that associates a VF on a channel below NVSP 4)
+  leaves the VF until the next association (`refused`).
 * Bounded wait: the VF netdev may appear after the association (OpenVMM offers the PCI device
   1 s later, a MANA probe may take minutes): it is looked for on every tick for `VF_WAIT`
   seconds, then given up with a warning (`vf_not_found`) until the next association or VF
@@ -173,6 +175,15 @@ class VfWatch:
             self.path_vf = True
         elif not vf:
             self._left_vf()
+        return self._reconcile()
+
+    def refused(self) -> list[VfAction]:
+        """The switch to the VF could not be sent (NVSP below 4, or not taking requests): the VF
+        is left and not used until the host associates one anew."""
+        self.switching = None
+        self._withdrawn = True
+        self.counters["vf_messages_ignored"] += 1
+        self.notes.append("cannot switch the data path to the VF on this channel; staying on synthetic")
         return self._reconcile()
 
     # ---- what the netdev side finds ------------------------------------------------------------

@@ -4,7 +4,8 @@ What lives here: `VfPath`, the netlink side of one NIC's VF: it finds the VF net
 `find(serial)` names (in the tap's namespace, or in this process's and then moves it there, as
 Linux moves a VF into the synthetic device's namespace: netvsc_drv.c `netvsc_register_vf`), joins
 it, sends the tap's frames through it while the data path is the VF, and reads its counters.
-When to do what is hvuio/vfwatch.py's decision; this module only does it.
+When to do what is hvuio/vfwatch.py's decision; this module only does it. Its netlink calls run
+in a thread of its own (`hvuio-vf`), the caller waiting for each (see `VfPath`).
 
 How, without a bond (the guest kernel has no bonding driver, and a bond would move the tap's
 addresses to a master the user did not make): the addresses stay on the tap, the NIC's one
@@ -34,13 +35,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from hvuio.errors import HvuioError
+from hvuio.errors import HvuioError, PlatformError
 from hvuio.netdev.tap import NETNS_RUN_DIR, drop_unclaimed, netlink_error
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ ETH_P_ALL: Final = 0x0003
 _PRIO: Final = 1
 _IN6_ADDR_GEN_MODE_NONE: Final = 1
 COUNTERS: Final = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+#: Longest a netlink call of the path may take before the caller gives up on it.
+CALL_TIMEOUT: Final = 10.0
 
 
 def _match_all(ifindex: int, direction: str) -> dict[str, Any]:
@@ -60,12 +66,119 @@ def _match_all(ifindex: int, direction: str) -> dict[str, Any]:
             "action": {"kind": "mirred", "direction": direction, "action": "redirect", "ifindex": ifindex}}
 
 
+def _tc_error(exc: NetlinkError, action: str, ifname: str, netns: str | None) -> HvuioError:
+    """netlink_error, but a kernel without the tc pieces says which to load."""
+    if exc.code in (errno.ENOENT, errno.EOPNOTSUPP):
+        return PlatformError(f"{action} on interface {ifname!r}: the kernel has no clsact qdisc, u32 filter or "
+                             f"mirred action ({os.strerror(exc.code)})",
+                             "Load them ('modprobe sch_ingress cls_u32 act_mirred'), or run with --vf off.")
+    return netlink_error(exc.code, action, ifname, netns)
+
+
 class VfPath:
-    """The VF side of one NIC's interface (see the module docstring)."""
+    """The VF side of one NIC's interface (see the module docstring). Every netlink call runs in
+    the path's own thread (`hvuio-vf`), the caller waits for it (bounded): pyroute2 keeps the
+    exceptions it raises and catches inside in reference cycles with their tracebacks, whose
+    frames would otherwise reach the caller's stack (the data path's thread, with its mapped
+    buffers) and leave it for the garbage collector, which frees such buffers in an order that
+    crashes (hvuio/engine.py `_pump_error`). An error comes back as a new exception."""
 
     def __init__(self, tap: str, netns: str | None, mtu: int, find: Callable[[int], str | None]) -> None:
-        self.tap, self.netns, self.mtu = tap, netns, mtu
         self._find = find
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=_serve, args=(self._requests,), name="hvuio-vf", daemon=True)
+        self._thread.start()
+        self._nl: _VfNetlink = self._call(_VfNetlink, tap, netns, mtu)
+
+    @property
+    def vf(self) -> str | None:
+        return self._nl.vf
+
+    def look(self, serial: int) -> str | None:
+        """The VF netdev for `serial` when it exists (moved into the tap's namespace), else None."""
+        name = self._find(serial)
+        return None if name is None else self._call(self._nl.locate, name)
+
+    def join(self, name: str) -> None:
+        """VF `name` up, and what it receives redirected to the tap."""
+        self._call(self._nl.join, name)
+
+    def tx(self, on: bool) -> None:
+        """The tap's frames to the VF (`on`), or to the tap again."""
+        self._call(self._nl.tx, on)
+
+    def leave(self, name: str, gone: bool = False) -> None:
+        """Stop taking what VF `name` receives (its rule goes; a gone VF took it along)."""
+        self._call(self._nl.leave, name, gone)
+
+    def present(self) -> bool:
+        """The joined VF netdev still exists (True when none is joined)."""
+        return bool(self._call(self._nl.present))
+
+    def counters(self) -> dict[str, int]:
+        """vf_rx_packets, vf_rx_bytes, vf_tx_packets, vf_tx_bytes over every VF netdev joined."""
+        return dict(self._call(self._nl.counters))
+
+    def close(self) -> None:
+        """Rules removed (the tap's first), the VF left as it is; the netlink socket and the
+        thread end."""
+        try:
+            self._call(self._nl.close)
+        except HvuioError as err:
+            log.warning("removing the VF rules: %s", err.message)
+        finally:
+            self._requests.put(None)
+            self._thread.join(CALL_TIMEOUT)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        request = _Request(fn, args)
+        self._requests.put(request)
+        if not request.done.wait(CALL_TIMEOUT):
+            raise PlatformError(f"netlink did not answer within {CALL_TIMEOUT:g} s", "See 'dmesg'; try --vf off.")
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+
+@dataclass
+class _Request:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: HvuioError | None = None
+
+
+def _serve(requests: queue.SimpleQueue[_Request | None]) -> None:
+    """The path's thread: one request at a time; an error is handed over without its traceback
+    (so nothing of this thread's frames travels with it)."""
+    while (request := requests.get()) is not None:
+        try:
+            request.result = request.fn(*request.args)
+        except HvuioError as err:
+            request.error = type(err)(err.message, err.hint) if _plain(err) else err
+            err.__traceback__ = None
+        except (NetlinkError, OSError) as err:
+            request.error = PlatformError(f"netlink: {err}")
+        finally:
+            request.done.set()
+            del request
+
+
+def _plain(err: HvuioError) -> bool:
+    """`err` can be made again from its message and hint."""
+    try:
+        type(err)(err.message, err.hint)
+    except TypeError:
+        return False
+    return True
+
+
+class _VfNetlink:
+    """The netlink work of a VfPath, in its thread."""
+
+    def __init__(self, tap: str, netns: str | None, mtu: int) -> None:
+        self.tap, self.netns, self.mtu = tap, netns, mtu
         self._ipr: Any = IPRoute(netns=netns, flags=0) if netns is not None else IPRoute()
         self.vf: str | None = None
         self._vf_index: int | None = None
@@ -73,18 +186,17 @@ class VfPath:
         self._done: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # of VF netdevs that left
         self._last: dict[str, int] = {}  # the joined VF's counters when last read
 
-    # ---- what VfWatch asks for --------------------------------------------------------------------
-
-    def look(self, serial: int) -> str | None:
-        """The VF netdev for `serial` when it exists (moved into the tap's namespace), else None."""
-        name = self._find(serial)
-        if name is None:
-            return None
+    def locate(self, name: str) -> str | None:
+        """`name` in the tap's namespace (moved there from this process's), else None."""
         if self._index(self._ipr, name) is not None:
             return name
         if self.netns is None:
             return None
-        with IPRoute() as here:
+        try:
+            here = IPRoute()
+        except (NetlinkError, OSError) as exc:
+            raise netlink_error(getattr(exc, "code", 0) or errno.EIO, "open netlink for", name, None) from exc
+        with here:
             index = self._index(here, name)
             if index is None:
                 return None
@@ -112,7 +224,7 @@ class VfPath:
             self._clsact(index, fresh=True)
             ipr.tc("add-filter", "u32", index, parent=INGRESS, **_match_all(tap, "ingress"))
         except NetlinkError as exc:
-            raise netlink_error(exc.code, "join", name, self.netns) from exc
+            raise _tc_error(exc, "join the VF", name, self.netns) from exc
         finally:
             drop_unclaimed(ipr)
         self.vf, self._vf_index = name, index
@@ -133,7 +245,7 @@ class VfPath:
             self._clsact(tap, fresh=True)
             self._ipr.tc("add-filter", "u32", tap, parent=EGRESS, **_match_all(self._vf_index, "egress"))
         except NetlinkError as exc:
-            raise netlink_error(exc.code, "redirect to the VF", self.tap, self.netns) from exc
+            raise _tc_error(exc, "redirect to the VF", self.tap, self.netns) from exc
         finally:
             drop_unclaimed(self._ipr)
         self._tx = True
@@ -157,7 +269,7 @@ class VfPath:
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
-            raise
+            raise netlink_error(exc.code, "look at", self.vf or "the VF", self.netns) from exc
         finally:
             drop_unclaimed(self._ipr)
         return True
@@ -199,7 +311,7 @@ class VfPath:
             self._ipr.tc("del", "clsact", index)
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
-                raise
+                raise netlink_error(exc.code, "remove the tc rules of", str(index), self.netns) from exc
         finally:
             drop_unclaimed(self._ipr)
 

@@ -135,3 +135,12 @@ def test_disabled_watch_only_counts() -> None:
     w = VfWatch(enabled=False)
     assert w.association(True, 1, 0.0) == [] and w.tick(1.0) == [] and w.host_switched(False) == []
     assert w.counters["vf_messages_ignored"] == 1 and w.counters["vf_associations"] == 0 and w.idle
+
+
+def test_a_switch_that_cannot_be_sent_leaves_the_vf_until_a_new_association() -> None:
+    w = VfWatch()
+    w.association(True, 1, 0.0)
+    assert w.found("vf0") == [JoinVf("vf0"), SwitchDatapath(True)]
+    assert w.refused() == [LeaveVf("vf0")] and w.idle and w.tick(1.0) == []
+    assert w.counters["vf_messages_ignored"] == 1
+    assert w.association(True, 1, 2.0) == [] and w.tick(2.5) == [LookForVf(1)]
