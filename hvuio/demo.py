@@ -100,6 +100,9 @@ class DemoStack:
     queues: int = 1
     vlan_oob: bool = False  # the host delivers 802.1Q tags out of band (HostProfile.vlan_oob)
     host_profile: Any = None  # the emulated host's HostProfile (default: link changes indicated at once)
+    #: accelerated networking: the NIC gets a VF (a veth in this namespace, random name, with the
+    #: NIC's MAC; hvuio.sim.net.VethVf), as `sim start --wire --vf` gives it
+    vf: bool = False
     sysroot: Path | None = None
     cleanup: netns.Cleanup = field(default_factory=netns.Cleanup)
     guest_ns: str = ""
@@ -147,8 +150,16 @@ class DemoStack:
         profile = self.host_profile if self.host_profile is not None else HostProfile(link_flap_delay=0.0)
         if self.vlan_oob:
             profile = replace(profile, vlan_oob=True)
+        vf = None
+        if self.vf:
+            from hvuio.sim.net import VethVf
+
+            host_ns = self.host_ns
+            vf = lambda dev, serial: VethVf.create(  # noqa: E731
+                guest_ifname=netns.random_ifname("vf"), mac=bytes.fromhex((dev.mac or "").replace(":", "")),
+                host_netns=host_ns)
         self.env = SimEnvironment(self.sysroot, profile=self.kernel, nics=1, network=self.net,
-                                  host_profile=profile,
+                                  host_profile=profile, vf=vf,
                                   nic_monitored=self.monitored)
         self.env.__enter__()
         c.push("stop the emulator", lambda: self.env.__exit__(None, None, None))

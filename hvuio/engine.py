@@ -21,7 +21,10 @@ also looks at its ring every SUBCHANNEL_POLL_MS. Control packets stay on the pri
 pump leaves (CONTROL_PENDING) are read in its thread and handed to the Nic
 (`take_control_packet`); one a subchannel's pump meets is taken apart there and handed to the Nic
 in the primary's thread; the Nic's ticks are queued into that thread too
-(hvuio/native/datapath.py's threading rule). The data path gets the NIC's trace
+(hvuio/native/datapath.py's threading rule). With `up --vf auto` the engine gives the Nic the
+VF's netdev side (hvuio/netdev/vfpath.py: tc rules that move the tap's frames through the VF
+while the data path is there), ticked in the primary's thread, and removes its rules before the
+tap goes. The data path gets the NIC's trace
 (`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every tick the
 pumps' health is looked at (hvuio/health.py: host stalls, drops per reason) and what it reports is
 logged; `live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is
@@ -60,7 +63,9 @@ from hvuio.errors import HostStalledError, HvuioError, LocalProtocolError, Resci
 from hvuio.health import WATCHDOG_AFTER, HealthWatch, Sample
 from hvuio.native.datapath import GPA_SLOT_SIZE, MAX_SECTIONS, DataPath, RunResult
 from hvuio.netdev.peers import PeerNotifier
-from hvuio.netdev.tap import Tap, TunOffload
+from hvuio.netdev.tap import Tap, TunOffload, format_mac
+from hvuio.netdev.vfpath import VfPath
+from hvuio.device.inventory import vf_netdev
 from hvuio.nic import TICK_PERIOD, Nic
 from hvuio.offloads import datapath_offloads, tun_offload
 
@@ -135,6 +140,7 @@ class Engine:
         self._exit_r, self._exit_w = -1, -1
         self._pumps: list[DataPath] = []
         self._peers: PeerNotifier | None = None
+        self._vf: VfPath | None = None
         self.health = HealthWatch()
 
     def live_counters(self) -> dict[str, int]:
@@ -226,6 +232,7 @@ class Engine:
             nic.on_link = tap.set_carrier
             peers = self._peers = PeerNotifier(tap, info.mac)
             nic.on_notify_peers = peers.notify
+            self._start_vf(tap)
             wakes = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(queues - 1)]
             irq = handle.interrupt.fileno()
             for k, c in enumerate(chans):
@@ -265,6 +272,8 @@ class Engine:
                         break
                     continue
                 primary.call_soon(nic.tick)
+                if self._vf is not None:
+                    primary.call_soon(nic.vf_tick)
                 self._watch()
                 stalled = self._watchdog(chans)
                 if on_tick is not None:
@@ -293,6 +302,7 @@ class Engine:
                     dp.stop()
                 except LocalProtocolError as err:
                     log.warning("teardown: %s", err.message)
+            self._stop_vf()  # the pumps are stopped: no thread uses the VF side any more
             if pumps:
                 self.counters = self.counters or self.live_counters()
             # drop every reference to the pumps (and their rings and buffers) before the Nic
@@ -343,6 +353,27 @@ class Engine:
                                 f"{took:.1f} s ({what})",
                                 "The host's channel stopped without telling the guest; with 'hvuio up --persist' "
                                 "the NIC is re-initialised on the same tap instead.")
+
+    def _start_vf(self, tap: Tap) -> None:
+        """With `up --vf auto`: the VF's netdev side (hvuio/netdev/vfpath.py) beside the tap, which
+        the Nic drives as hvuio/vfwatch.py decides (its events and `vf_tick`, in the primary's
+        pump thread). The VF is found in sysfs by the serial's PCI slot, then by the NIC's MAC."""
+        nic = self.nic
+        info = nic.negotiated
+        if not nic.vf or info.mac is None or info.mtu is None:
+            return
+        macs = {format_mac(m) for m in (info.mac, info.permanent_mac) if m is not None}
+        sysroot = nic.sysroot
+        self._vf = VfPath(tap.name, self.netns, info.mtu, lambda serial: vf_netdev(sysroot, serial, macs))
+        nic.vf_side.port = self._vf
+
+    def _stop_vf(self) -> None:
+        """The VF's rules removed (the tap's first) before the tap goes; the Nic switches the host
+        back to synthetic when it closes (Nic._vf_stop)."""
+        vf, self._vf = self._vf, None
+        self.nic.vf_side.port = None
+        if vf is not None:
+            vf.close()
 
     def _pump_error(self, dp: DataPath) -> BaseException:
         """What the pump's error means, marked on the Nic: a RescindedError as the platform

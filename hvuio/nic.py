@@ -28,6 +28,10 @@ What lives here:
   * The MTU that never lies: the tap's MTU follows nicinfo.py's rule (min of asked, the host's
     OID_GEN_MAXIMUM_FRAME_SIZE and what the TX path carries), with a warning naming the limit
     when below the MTU asked. What bring-up negotiated is a `NicInfo` (hvuio/nicinfo.py).
+  * Accelerated networking (`vf`, `up --vf auto`): SR-IOV offered in the NDIS config, the VF
+    events of the machines handed to `vf_side` (hvuio/nicvf.py), which switches the data path
+    through `_vf_switch` and the engine's netdev port; `vf_tick()` in the rings' thread; at
+    teardown the data path goes back to synthetic (bounded wait) before the packet filter 0.
   * `trace` (hvuio/trace/writer.py, `up --trace`): handed to the primary channel, which records
     every control packet in it; the engine gives it to the data path for the frames.
 
@@ -65,6 +69,7 @@ from hvuio.proto import limits
 from hvuio.proto.events import Inbound, Send
 from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.nicinfo import NicInfo, tap_mtu
+from hvuio.nicvf import NicVf
 from hvuio.proto.nvsp import BufferGrant
 from hvuio.wire import nvsp as wn
 from hvuio.wire import rndis as wr
@@ -96,7 +101,7 @@ class Nic:
                  versions: tuple[int, ...] = wn.SUPPORTED_NVSP_VERSIONS,
                  clock: Callable[[], float] = time.monotonic, offload: bool = True, gpa: bool = True,
                  channels: int = 1, trace: Trace | None = None,
-                 subchannel_timeout: float = SUBCHANNEL_TIMEOUT) -> None:
+                 subchannel_timeout: float = SUBCHANNEL_TIMEOUT, vf: bool = False) -> None:
         self.sysroot = Path(sysroot)
         #: where the channel records every control packet (and the engine's data path the frames)
         self.trace = trace
@@ -131,6 +136,10 @@ class Nic:
         #: announce the NIC's addresses (a repeated media connect, hvuio/linkwatch.py)
         self.on_notify_peers: Callable[[], None] | None = None
         self._links: LinkWatch | None = None  # from the bring-up's link query on
+        #: accelerated networking: offer SR-IOV and move the data path to the host's VF (`--vf auto`)
+        self.vf = vf
+        #: the VF side (hvuio/nicvf.py); the engine sets its `port` while the tap runs
+        self.vf_side = NicVf(enabled=vf, switch=self._vf_switch, clock=clock, publish=self._vf_publish)
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
@@ -180,6 +189,7 @@ class Nic:
             self.info = NicInfo(device=device.guid, uio=handle.uio.name, relid=device.relid,
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,
                                 recv_buffer_size=len(recv), send_buffer_size=len(send), mtu_asked=self.mtu)
+            self.vf_side.reset()
             self.info.tx_path = self._open_memory(platform)
             if self.memory is not None:
                 chan.control_pages = self.memory.whole.region(0, CONTROL_AREA)
@@ -188,7 +198,7 @@ class Nic:
                                      send_buf=BufferGrant(handle.send_gpadl, len(send)),
                                      mtu=self.mtu, versions=self.versions, offload=self.offload,
                                      control_pages=CONTROL_PAGES if self.memory is not None else 0,
-                                     channels=self.channels, name=chan.name)
+                                     channels=self.channels, name=chan.name, sriov=self.vf)
             guest = self.guest
             self._perform(guest.start())
             self._run_until(lambda: guest.ready, timeout, "bring-up", interruptible=True)
@@ -498,8 +508,7 @@ class Nic:
         else:
             log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
 
-    def _indication(self, e: ev.StatusIndication | ev.IndirectionTable
-                    | ev.VfAssociation) -> None:
+    def _indication(self, e: ev.StatusIndication | ev.IndirectionTable) -> None:
         self.counters["indications"] += 1
         log.debug("host indication: %r", e)
 
@@ -508,6 +517,38 @@ class Nic:
         self.counters["unknown_completions"] += 1
         log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
                     e.trans_id)
+
+    # ---- accelerated networking (hvuio/nicvf.py; when to switch: hvuio/vfwatch.py) -------------------
+
+    def _vf_event(self, e: ev.VfAssociation | ev.HostDatapathSwitched | ev.DatapathSwitched
+                  | ev.VfMessageDropped) -> None:
+        self.vf_side.event(e)
+
+    def vf_tick(self) -> None:
+        """Look after the VF (in the thread that owns the rings, about every TICK_PERIOD)."""
+        if self.channel is not None and self.broken is None:
+            self.vf_side.tick()
+
+    def _vf_switch(self, vf: bool) -> bool:
+        """SWITCH_DATA_PATH when NVSP may take it now (False: it may not; nothing was sent)."""
+        guest = self.guest
+        if guest is None or self.channel is None or self.broken is not None or not guest.may_switch_datapath:
+            return False
+        self._perform(guest.switch_datapath(vf))
+        return True
+
+    def _vf_publish(self, status: dict[str, object] | None) -> None:
+        if self.info is not None:
+            self.info.vf = status
+
+    def _vf_stop(self) -> None:
+        """Teardown: back to the synthetic path (waiting, bounded, for the host's completion)."""
+        side = self.vf_side
+        side.stop()
+        try:
+            self._run_until(lambda: not side.switching, HALT_TIMEOUT, "switch back to the synthetic path")
+        except HostTimeoutError as err:
+            log.warning("teardown: %s", err.message)
 
     # ---- teardown -------------------------------------------------------------------------------------
 
@@ -526,6 +567,7 @@ class Nic:
         guest = self.guest
         if guest is None:
             return
+        self._vf_stop()
         self._perform(guest.close_filter())
         try:
             self._run_until(lambda: not guest.filter_closing, HALT_TIMEOUT, "packet filter 0")
@@ -576,6 +618,7 @@ class Nic:
     def counter_snapshot(self) -> dict[str, int]:
         """Control-path counters of this Nic and, while open, of its primary channel."""
         out = dict(self.counters)
+        out.update(self.vf_side.counters())
         speed = self.info.link_speed_bps if self.info is not None else None
         out["link_speed_mbps"] = 0 if speed is None else speed // 1_000_000  # a gauge (stats.GAUGES)
         if self.channel is not None:
@@ -638,7 +681,10 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.NetworkChange: Nic._network_change,
     ev.StatusIndication: Nic._indication,
     ev.IndirectionTable: Nic._indication,
-    ev.VfAssociation: Nic._indication,
+    ev.VfAssociation: Nic._vf_event,
+    ev.HostDatapathSwitched: Nic._vf_event,
+    ev.DatapathSwitched: Nic._vf_event,
+    ev.VfMessageDropped: Nic._vf_event,
     ev.CompletionDropped: Nic._completion_dropped,
     ev.ControlFallback: Nic._control_fallback,
 }

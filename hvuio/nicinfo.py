@@ -83,6 +83,9 @@ class NicInfo:
     mtu_asked: int | None = None
     host_max_frame: int | None = None
     mtu_limited_by: str | None = None
+    #: the accelerated-networking VF with `up --vf auto` (hvuio/vfwatch.py VfWatch.status: serial,
+    #: netdev, data_path, tx_on_vf); None with --vf off
+    vf: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`up --json`, the status record; hvuio/cli/render.py prints it)."""
@@ -108,6 +111,7 @@ class NicInfo:
             "mtu_limited_by": self.mtu_limited_by,
             "nvsp": None if self.nvsp_version is None else nvsp_name(self.nvsp_version),
             "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
+            "vf": None if self.vf is None else dict(self.vf),
         }
 
 

@@ -64,7 +64,7 @@ NOT_COUNTED: Final[tuple[tuple[str, str], ...]] = (
     ("tx_too_big", "frames too large for a send are dropped as tx_oversize, with other limits"),
     ("rx_no_memory", "no allocation per frame"),
     ("vlan_error", "no in-band 802.1Q handling"),
-    ("vf_*", "no VF (accelerated networking)"),
+    ("vf_tx_dropped", "frames the VF's own driver drops are in its netdev's counters ('ip -s link')"),
     ("*_xdp_*", "no XDP"),
     ("cpu<c>_*", "no per-CPU attribution"),
 )
@@ -150,13 +150,15 @@ def select_records(records: list[StatusRecord], device: str | None) -> list[Stat
 
 
 def device_stats(record: StatusRecord, host: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One device's view: who runs it, its queue count, its stats and (emulator) the host's view."""
+    """One device's view: who runs it, its queue count, its stats, the VF it is paired with (`up --vf
+    auto`: serial, netdev, data path; None otherwise) and (emulator) the host's view."""
     queues = queue_counters(record)
     counters = record.get("counters")
     out: dict[str, Any] = {
         "device": record.get("device"), "pid": record.get("pid"), "tap": record.get("tap"),
         "queues": len(queues),
         "stats": ethtool_stats(counters if isinstance(counters, dict) else {}, queues),
+        "vf": nic.get("vf") if isinstance(nic := record.get("nic"), dict) else None,
     }
     if host is not None:
         out["host"] = dict(host)

@@ -89,8 +89,18 @@ class UpOptions:
     #: seconds the host may leave sends uncompleted before its channel counts as stopped
     #: (hvuio.health.WATCHDOG_AFTER)
     watchdog: float = WATCHDOG_AFTER
+    #: accelerated networking (VF_CHOICES): "auto" offers SR-IOV and moves the traffic to the host's
+    #: VF while there is one (only with a data path that runs); "off" never offers it
+    vf: str = "auto"
+
+    @property
+    def use_vf(self) -> bool:
+        """SR-IOV is offered: --vf auto on a running data path (a VF serves only a tap)."""
+        return self.vf == "auto" and self.datapath and not self.once
 
 
+#: `--vf` values
+VF_CHOICES: Final = ("auto", "off")
 #: Linux's default channel count (VRSS_CHANNEL_DEFAULT, netvsc spec A.7)
 QUEUES_DEFAULT_MAX: Final = 16
 #: the most channels a NIC has (Linux VRSS_CHANNEL_MAX)
@@ -268,7 +278,7 @@ def run_up(sysroot: Path, options: UpOptions, on_event: Callable[[UpEvent], None
             trace = closing.enter_context(Trace(options.trace, options.trace_max_mb << 20))
         def new_nic(device: str, mtu: int, channels: int) -> Nic:
             made = Nic(sysroot, device, mtu=mtu, versions=versions, offload=options.offload, gpa=options.gpa,
-                       trace=trace, channels=channels)
+                       trace=trace, channels=channels, vf=options.use_vf)
             made.stop_fd = stop.read_fd  # Ctrl-C during a slow bring-up aborts it (exit 130)
             return made
 

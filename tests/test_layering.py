@@ -229,9 +229,15 @@ def test_guest_code_calls_c_through_the_wrappers_only() -> None:
                 raise AssertionError(f"{rel} line {node.lineno} uses native.{node.attr}")
 
 
-def test_only_the_tap_modules_import_pyroute2() -> None:
+def test_only_the_tap_modules_and_vfpath_import_pyroute2() -> None:
     users = {m for m, imps in _importers("pyroute2").items() if imps}
-    assert users <= {"hvuio.netdev.tap", "hvuio.netdev.netlink"}, users
+    assert users <= {"hvuio.netdev.tap", "hvuio.netdev.netlink", "hvuio.netdev.vfpath"}, users
+
+
+def test_vf_policy_is_pure() -> None:
+    """hvuio.vfwatch decides when the data path moves to the VF: no I/O, no clock, no hvuio module."""
+    imps = MODULES["hvuio.vfwatch"]
+    assert not {i.split(".")[0] for i in imps} & IO_MODULES and not {i for i in imps if i.startswith("hvuio")}
 
 
 def test_the_guest_never_imports_the_emulator() -> None:

@@ -22,12 +22,15 @@ def list_devices(app: App, as_json: bool) -> None:
     """List VMBus devices by interface name: MAC, the Azure VF paired with a NIC, state, NUMA
     node, channels and the CPU of each, driver, UIO node, class and instance GUID.
 
-    A NIC bound to uio_hv_generic shows the interface it had in parentheses. CHANNELS is the
-    count, then relid@cpu of each channel (* = not monitored: signalled with write(1))."""
+    A NIC bound to uio_hv_generic shows the interface it had in parentheses, and, while an
+    'hvuio up --vf auto' runs it, the VF's serial and whether the data path is on it. CHANNELS is
+    the count, then relid@cpu of each channel (* = not monitored: signalled with write(1))."""
     from hvuio.device.inventory import inventory
     from hvuio.device.sysfs import sys_path
+    from hvuio.status import read_status
 
     devices = inventory(app.sysroot)
+    _add_vf_use(devices, read_status(app.sysroot))
     if as_json:
         click.echo(json.dumps({"devices": devices}, indent=2))
         return
@@ -51,6 +54,15 @@ def list_devices(app: App, as_json: bool) -> None:
     click.echo("(CHANNELS: count, then relid@cpu; * = not monitored: signalled with write(1))")
 
 
+def _add_vf_use(devices: list[dict[str, Any]], records: list[Any]) -> None:
+    """`vf_use` of each NIC a running 'hvuio up' drives: its status record's VF (serial, netdev,
+    data_path; None with --vf off or without such a process)."""
+    by_device = {str(r.get("device", "")).lower(): r for r in records if isinstance(r, dict)}
+    for d in devices:
+        nic = by_device.get(d["device_id"].lower(), {}).get("nic")
+        d["vf_use"] = nic.get("vf") if isinstance(nic, dict) else None
+
+
 def _list_row(d: dict[str, Any]) -> tuple[str, ...]:
     """One line of `hvuio list`: the columns of its header, text."""
     if d["netdevs"]:
@@ -59,8 +71,10 @@ def _list_row(d: dict[str, Any]) -> tuple[str, ...]:
         iface, mac = f"({d['bound_from'][0]})", "-"
     else:
         iface, mac = "-", "-"
-    vf = d["vf"]
+    vf, use = d["vf"], d.get("vf_use")
     vf_text = f"{vf['name']} ({vf['pci']})" if vf else "-"
+    if use and use.get("serial") is not None:
+        vf_text += f" serial {use['serial']}, data path {use.get('data_path')}"
     chans = " ".join(f"{c['relid']}@{'?' if c['cpu'] is None else c['cpu']}"
                      + ("" if c["monitor_id"] is not None else "*") for c in d["channels"])
     return (iface, mac, vf_text, d["state_name"] or "-", "-" if d["numa_node"] is None else str(d["numa_node"]),

@@ -24,8 +24,8 @@ from hvuio.cli.app import App, pass_app
 from hvuio.cli.render import render_counters, render_info, render_lifecycle
 from hvuio.health import WATCHDOG_AFTER
 from hvuio.status import notify_service, read_status, sweep_stale
-from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, DatapathRunning, Down, Ready, Serving, UpEvent,
-                      UpOptions, check_mtu, run_up)
+from hvuio.up import (BUSY_POLL_DEFAULT_US, NVSP_CHOICES, QUEUES_MAX, VF_CHOICES, DatapathRunning, Down, Ready, Serving,
+                      UpEvent, UpOptions, check_mtu, run_up)
 
 
 @click.command()
@@ -96,17 +96,22 @@ def status(app: App, as_json: bool) -> None:
               metavar="SECONDS",
               help="The host's channel counts as stopped when it completes nothing for this long while sends "
                    "are outstanding: 'up' stops, or with --persist re-initialises the NIC.")
+@click.option("--vf", type=click.Choice(VF_CHOICES), default="auto", show_default=True,
+              help="Accelerated networking: 'auto' offers SR-IOV to the host and, while it gives the NIC a "
+                   "VF, moves the tap's traffic through the VF's netdev (same MAC; the addresses stay on "
+                   "the tap); 'off' never offers it. Needs the data path (no effect with --no-datapath "
+                   "or --once).")
 @pass_app
 def up(app: App, device: str, as_json: bool, netns: str | None, ifname: str | None, no_datapath: bool,
        once: bool, mtu: int, max_nvsp: str | None, busy_poll_us: int, offload: bool,
        tx_aggregation: bool, gpa: bool, trace_file: Path | None, trace_max_mb: int, queues: int | None,
-       persist: bool, watchdog: int) -> None:
+       persist: bool, watchdog: int, vf: str) -> None:
     """Bring DEVICE (instance GUID or interface name) up and run it until SIGINT/SIGTERM."""
     check_mtu(mtu)
     options = UpOptions(device=device, netns=netns, ifname=ifname, datapath=not no_datapath, once=once,
                         mtu=mtu, max_nvsp=max_nvsp, busy_poll_us=busy_poll_us, offload=offload,
                         tx_aggregation=tx_aggregation, gpa=gpa, trace=trace_file, trace_max_mb=trace_max_mb,
-                        queues=queues, persist=persist, watchdog=float(watchdog))
+                        queues=queues, persist=persist, watchdog=float(watchdog), vf=vf)
 
     def echo(event: UpEvent) -> None:
         _tell_service(event)

@@ -39,7 +39,16 @@ def render_info(info: dict[str, Any]) -> str:
         ("Ring", f"{info['ring_size']} bytes per direction"),
         ("Offload", _offload_text(info.get("offloads") or {})),
     ]
+    if info.get("vf") is not None:
+        rows.append(("VF", _vf_text(info["vf"])))
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
+
+
+def _vf_text(vf: dict[str, Any]) -> str:
+    if vf.get("serial") is None:
+        return "none associated by the host (data path synthetic)"
+    netdev = vf.get("netdev") or "netdev not found yet"
+    return f"{netdev} (serial {vf['serial']}), data path {vf.get('data_path', 'synthetic')}"
 
 
 def _mtu_text(info: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ hn_vf.c `hn_vf_match` by MAC alone). A NIC bound to uio_hv_generic has no interf
 any more: the entry names the interfaces it had (`bound_from`, from hvuio's bind journal, which
 also keeps the MAC its VF is then found by).
 
+`vf_netdev` finds the VF the host associated with a serial (by PCI slot, then MAC) for `hvuio up`.
+
 Only reads sysfs (through hvuio.device.sysfs); nothing here binds or opens a device. Terminal
 rendering is the CLI's (hvuio/cli/device.py).
 """
@@ -75,6 +77,38 @@ def find_vfs(sysroot: Path | str, devices: list[VmbusDevice]) -> list[dict[str, 
                             "pci": os.path.basename(target), "vmbus_device": guid})
                 break
     return out
+
+
+def pci_slots(sysroot: Path | str) -> dict[str, int]:
+    """PCI slot address ("dddd:bb:ss") -> slot name parsed as a decimal u32, from
+    `/sys/bus/pci/slots/<name>/address`. On Azure the Hyper-V PCI driver names a VF's slot after
+    the serial the host sends in the VF association (torvalds/linux drivers/pci/controller/
+    pci-hyperv.c `hv_pci_assign_slots`; netvsc_drv.c `get_netvsc_byslot` parses it back); names
+    that are not such a number are left out."""
+    base = sys_path(sysroot, "/sys/bus/pci/slots")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for name in names:
+        if not (name.isascii() and name.isdigit() and len(name) <= 10 and int(name) <= 0xFFFFFFFF):
+            continue
+        address = (_read(base / name / "address") or "").lower()
+        if address:
+            out[address] = int(name)
+    return out
+
+
+def vf_netdev(sysroot: Path | str, serial: int, macs: set[str]) -> str | None:
+    """The network interface of the VF the host associated with `serial`, as Linux pairs them
+    (`get_netvsc_byslot`): among the PCI functions under a PCI pass-through VMBus device whose MAC
+    is one of `macs` (the NIC's, lower case), the one whose slot name is `serial`, else the first;
+    None when there is none yet (its PCI device may come later)."""
+    vfs = [vf for vf in find_vfs(sysroot, VmbusDevice.all(sysroot)) if vf["mac"] is not None and vf["mac"] in macs]
+    slots = pci_slots(sysroot)
+    by_slot = [vf for vf in vfs if slots.get(vf["pci"].rsplit(".", 1)[0]) == serial]
+    return str((by_slot or vfs)[0]["name"]) if vfs else None
 
 
 def _journal(sysroot: Path | str, guid: str) -> tuple[list[str], set[str]]:

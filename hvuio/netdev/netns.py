@@ -5,7 +5,7 @@ runs never collide and leaks are easy to find), running commands inside one (`ip
 veth pairs across namespaces, addresses and admin state on links we did not open ourselves, leak
 listings, and `Cleanup`, a LIFO registry that undoes everything even when a step fails.
 
-What must not live here: pyroute2 (only hvuio/netdev/tap.py and netlink.py import it) and anything about taps. This
+What must not live here: pyroute2 (only hvuio/netdev/tap.py, netlink.py and vfpath.py import it) and anything about taps. This
 module never touches links or namespaces whose names lack the caller's prefix, except to read.
 """
 

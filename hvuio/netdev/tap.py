@@ -16,7 +16,8 @@ NIC gets is hvuio/offloads.py's decision; this module applies them). The hot pat
 `_native/rx.c` / `tx.c`) reads and writes the fd returned by `Tap.fileno()` directly;
 `read_frame` / `write_frame` are helpers for tests and the emulator's slow path.
 
-With hvuio/netdev/netlink.py, the only module in hvuio that imports pyroute2.
+With hvuio/netdev/netlink.py and hvuio/netdev/vfpath.py (the VF's tc rules), the only modules
+in hvuio that import pyroute2.
 
 Frame format on the fd
 ----------------------

@@ -48,6 +48,7 @@ __all__ = [
     "InboundKind", "Inbound", "Outbound", "NeedData", "NEED_DATA", "Event",
     "NvspReady", "NdisConfigured", "RecvBufSection", "RecvBufReady", "SendBufReady",
     "SubchannelsGranted", "SubchannelsRefused", "RssCaps", "RssConfigured", "DatapathSwitched", "VfAssociation",
+    "HostDatapathSwitched", "VfMessageDropped",
     "IndirectionTable", "SendTableFixed",
     "BuffersRevoked", "RndisReady", "MacAddress", "Mtu", "LinkStatus", "LinkSpeed",
     "OffloadCaps", "OffloadsConfigured", "RequestFailed", "QueryResult", "SetComplete", "RndisConfigured",
@@ -273,16 +274,38 @@ class RssConfigured:
 
 @dataclass(frozen=True, slots=True)
 class DatapathSwitched:
+    """The host completed the guest's SWITCH_DATA_PATH (`vf`: the path the guest asked for; the
+    completion never says whether the host moved, netvsc spec B.3 item 42)."""
+
     vf: bool
 
 
 @dataclass(frozen=True, slots=True)
 class VfAssociation:
+    """NVSP 4 VF association (type 128): a VF with `serial` is there (`allocated`) or gone."""
+
     allocated: bool
     serial: int
 
     def __post_init__(self) -> None:
         _u32("serial", self.serial)
+
+
+@dataclass(frozen=True, slots=True)
+class HostDatapathSwitched:
+    """The host's own type-129 message: it moved the data path (OpenVMM sends it with `vf`
+    False when it loses the VF, netvsc spec B.3 item 43)."""
+
+    vf: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VfMessageDropped:
+    """A well-formed VF message (type 128 or 129) with a value outside what the protocol
+    defines (`reason`), dropped: the session goes on, the data path is not touched."""
+
+    msg_type: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +526,7 @@ class ControlFallback:
 
 Event = (
     NvspReady | NdisConfigured | RecvBufReady | SendBufReady | SubchannelsGranted | SubchannelsRefused
-    | DatapathSwitched | VfAssociation | IndirectionTable | SendTableFixed | BuffersRevoked | RndisReady
+    | DatapathSwitched | VfAssociation | HostDatapathSwitched | VfMessageDropped | IndirectionTable | SendTableFixed | BuffersRevoked | RndisReady
     | RssCaps | RssConfigured | MacAddress | Mtu | LinkStatus | LinkSpeed | OffloadCaps | OffloadsConfigured | RequestFailed | QueryResult
     | SetComplete | RndisConfigured | NetworkChange | StatusIndication | IndicationDropped | KeepaliveDropped
     | ControlSendComplete | Halted | CompletionDropped | ControlFallback

@@ -34,6 +34,8 @@ RndisGuest, and does everything joining the two takes (as h11's Connection does 
   rndis_set_subchannel), replaced by the host's NVSP 5 table (the offset workaround for NVSP
   <= 6.0 is proto/nvsp.py's); entries naming no channel are reduced modulo the channel count and
   reported as `SendTableFixed` (proto/rss.py check_send_table);
+* accelerated networking: SR-IOV announced only when asked (`sriov`, from NVSP 5 as Linux), and
+  the data-path switch passed through (`switch_datapath`); when to switch is hvuio/vfwatch.py's;
 * time (`tick`) and the orderly teardown: packet filter 0, RNDIS halt, then NVSP revoke.
 
 Every call returns effects, in the order they must be performed: `Send`s (write them to the
@@ -66,7 +68,7 @@ from hvuio.proto.events import (
     SendBufReady, SendTableFixed, SetComplete, SubchannelsGranted, SubchannelsRefused,
 )
 from hvuio.proto import rss
-from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities
+from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, rsc_ndis_capabilities, with_sriov
 from hvuio.proto.offload import OffloadRequest, OffloadWanted
 from hvuio.proto.rndis import RndisGuest
 from hvuio.proto.sections import CONTROL_SECTIONS, ControlSections, SectionPool, split_send_sections
@@ -89,9 +91,12 @@ class NetvscGuest:
     def __init__(self, *, recv_buf: BufferGrant, send_buf: BufferGrant, mtu: int = 1500,
                  versions: Sequence[int] = wn.SUPPORTED_NVSP_VERSIONS, offload: bool = False,
                  control_sections: int = CONTROL_SECTIONS, control_pages: int = 0,
-                 channels: int = 1, name: str = "netvsc") -> None:
+                 channels: int = 1, name: str = "netvsc", sriov: bool = False) -> None:
+        caps = rsc_ndis_capabilities if offload else default_ndis_capabilities
         self._nvsp = NvspGuest(recv_buf=recv_buf, send_buf=send_buf, mtu=mtu, versions=versions,
-                               capabilities=rsc_ndis_capabilities if offload else default_ndis_capabilities)
+                               capabilities=with_sriov(caps) if sriov else caps)
+        #: SR-IOV announced in the NDIS config (from NVSP 5): the host may offer a VF
+        self.sriov = sriov
         self._rndis: RndisGuest | None = None
         #: negotiate NDIS offloads (checksum, LSOv2, RSC); False sets them all off
         self.offload = offload
@@ -223,6 +228,17 @@ class NetvscGuest:
     def request_subchannels(self, count: int) -> list[Effect]:
         """Ask the host for `count` subchannels (NVSP >= 5); answered by SubchannelsGranted."""
         return self._commit(self._nvsp.request_subchannels(count))
+
+    @property
+    def may_switch_datapath(self) -> bool:
+        """A SWITCH_DATA_PATH may go now: NVSP >= 4 is READY (no other request of NVSP outstanding)."""
+        nvsp = self._nvsp
+        return nvsp.error is None and nvsp.state is NvspState.READY and (nvsp.version or 0) >= wn.NvspVersion.V4
+
+    def switch_datapath(self, vf: bool) -> list[Effect]:
+        """NVSP 4 SWITCH_DATA_PATH to the VF or back to synthetic (only while `may_switch_datapath`);
+        answered by DatapathSwitched."""
+        return self._commit(self._nvsp.switch_datapath(vf))
 
     def close_filter(self) -> list[Effect]:
         """Packet filter 0, so the host stops delivering frames: the first teardown step, before

@@ -1,7 +1,7 @@
 """NvspGuest: the guest side of NVSP on the primary netvsc channel, sans-IO.
 
 What lives here: the NVSP machine (version negotiation, NDIS config and version, receive- and
-send-buffer connect, subchannel allocation, datapath switch, teardown). The plumbing it shares
+send-buffer connect, subchannel allocation, datapath switch, the host's VF messages, teardown). The plumbing it shares
 with RndisGuest (event queue, outstanding requests with deadlines, the ERROR rule) is
 proto/machine.py's; NetvscGuest (proto/netvsc.py) composes the two machines for the NIC.
 
@@ -39,15 +39,15 @@ from dataclasses import dataclass
 from hvuio.errors import LocalProtocolError
 from hvuio.proto import limits
 from hvuio.proto.events import (
-    BuffersRevoked, DatapathSwitched, Inbound, InboundKind, IndirectionTable, NdisConfigured,
+    BuffersRevoked, DatapathSwitched, HostDatapathSwitched, Inbound, InboundKind, IndirectionTable, NdisConfigured,
     NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady, SubchannelsGranted, SubchannelsRefused,
-    VfAssociation,
+    VfAssociation, VfMessageDropped,
 )
 from hvuio.proto.machine import Machine, Pending, Reject
 from hvuio.proto.states import NVSP_TRANSITIONS, NvspInput, NvspState, advance
 from hvuio.wire import nvsp as wn
 
-__all__ = ["BufferGrant", "NvspGuest", "default_ndis_capabilities", "rsc_ndis_capabilities"]
+__all__ = ["BufferGrant", "NvspGuest", "default_ndis_capabilities", "rsc_ndis_capabilities", "with_sriov"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,9 @@ def default_ndis_capabilities(version: int) -> int:
     """Capabilities announced in NDIS config for NVSP `version`.
 
     VLAN (ieee8021q) always, as Linux and DPDK do; TEAMING from NVSP 5, which Linux sets so the
-    host sends link-speed indications. Not SRIOV: hvuio has no VF data path, so it must not invite
-    the host to move traffic to one (Linux also leaves it clear in isolated guests). Not RSC:
-    rsc_ndis_capabilities adds it when the caller wants RSC.
+    host sends link-speed indications. Not SRIOV: only a NIC that pairs with a VF and moves its
+    traffic there may invite the host to offer one (`with_sriov`; Linux also leaves it clear in
+    isolated guests). Not RSC: rsc_ndis_capabilities adds it when the caller wants RSC.
     """
     caps = wn.NdisConfigCap.IEEE8021Q
     if version >= wn.NvspVersion.V5:
@@ -86,6 +86,19 @@ def rsc_ndis_capabilities(version: int) -> int:
     if version >= wn.NvspVersion.V61:
         caps |= int(wn.NdisConfigCap.RSC)
     return caps
+
+
+def with_sriov(capabilities: Callable[[int], int]) -> Callable[[int], int]:
+    """`capabilities` plus SRIOV (bit 2) from NVSP 5, as Linux negotiate_nvsp_ver and DPDK
+    hn_nvs_conf_ndis announce it: the host may then offer a VF (netvsc spec B.1 item 37)."""
+    def caps(version: int) -> int:
+        extra = int(wn.NdisConfigCap.SRIOV) if version >= wn.NvspVersion.V5 else 0
+        return capabilities(version) | extra
+    return caps
+
+
+#: Bytes of a host's type-129 message this guest reads: type and active_datapath.
+_HOST_SWITCH_LEN = 8
 
 
 # Reply type expected for each request type (None: a completion without payload).
@@ -276,7 +289,20 @@ class NvspGuest(Machine):
                 raise Reject(f"NVSP VF association: length {len(data)} is shorter than "
                              f"{wn.NvspVfAssociation.MIN_LEN}")
             vf = wn.from_prefix(wn.NvspVfAssociation, data)
-            self._events.append(VfAssociation(allocated=vf.allocated != 0, serial=vf.serial))
+            if vf.allocated > 1:
+                self._events.append(VfMessageDropped(mtype, f"allocated {vf.allocated} is neither 0 nor 1"))
+            else:
+                self._events.append(VfAssociation(allocated=vf.allocated == 1, serial=vf.serial))
+        elif mtype == wn.NvspType.SWITCH_DATA_PATH:
+            # the host's own switch (OpenVMM, when it loses the VF: netvsc spec B.3 item 43)
+            if len(data) < _HOST_SWITCH_LEN:
+                raise Reject(f"NVSP data path switch from the host: length {len(data)} is shorter than "
+                             f"{_HOST_SWITCH_LEN}")
+            active = struct.unpack_from("<I", data, 4)[0]
+            if active > wn.Datapath.VF:
+                self._events.append(VfMessageDropped(mtype, f"active_datapath {active} is neither 0 nor 1"))
+            else:
+                self._events.append(HostDatapathSwitched(vf=active == wn.Datapath.VF))
         elif mtype == wn.NvspType.SEND_INDIRECTION_TABLE:
             self._events.append(self._indirection_table(data))
         else:

@@ -492,6 +492,7 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_OUTGOING = 4  # a packet socket's pkttype for frames the socket's own interface sent
+PACKET_VNET_LEN = 10  # PACKET_VNET_HDR: struct virtio_net_hdr (no num_buffers)
 
 
 def packet_socket_in(netns: str, ifname: str, vnet_hdr: bool = False) -> socket.socket:
@@ -550,7 +551,7 @@ class VethVf:
                      "address", ":".join(f"{b:02x}" for b in mac), "netns", target)
         try:
             netns_mod.set_up(host_netns, host_ifname)
-            sock = packet_socket_in(host_netns, host_ifname)
+            sock = packet_socket_in(host_netns, host_ifname, vnet_hdr=True)
         except BaseException:
             netns_mod.ip("-n", host_netns, "link", "del", host_ifname, check=False)
             raise
@@ -560,15 +561,21 @@ class VethVf:
         return self._sock.fileno()
 
     def read_frames(self, max_frames: int = DEFAULT_BATCH) -> list[bytes]:
-        """Frames the guest sent on its VF (those the host itself wrote are skipped)."""
+        """Frames the guest sent on its VF (those the host itself wrote are skipped): a frame the
+        guest's stack left to the VF's offloads (TSO, checksum: the veth takes them as a VF does)
+        comes as a GsoFrame, which the network segments or completes as the VF's hardware would."""
         out: list[bytes] = []
         while len(out) < max_frames:
             try:
-                frame, addr = self._sock.recvfrom(65536)
+                data, addr = self._sock.recvfrom(PACKET_VNET_LEN + ho.MAX_GSO_FRAME)
             except (BlockingIOError, InterruptedError):
                 break
-            if addr[2] == PACKET_OUTGOING:
+            if addr[2] == PACKET_OUTGOING or len(data) < PACKET_VNET_LEN + ETH_HLEN:
                 continue
+            vnet = ho.Vnet.decode(data[:PACKET_VNET_LEN] + bytes(ho.VNET_HDR_LEN - PACKET_VNET_LEN))
+            frame: bytes = data[PACKET_VNET_LEN:]
+            if vnet.gso_type or vnet.flags & ho.VNET_F_NEEDS_CSUM:
+                frame = ho.GsoFrame.make(frame, vnet)
             self.counters.to_net_frames += 1
             self.counters.to_net_bytes += len(frame)
             out.append(frame)
@@ -578,7 +585,7 @@ class VethVf:
         """A frame for the guest over its VF (a guest end that is down drops it, as a VF would)."""
         for part in software_frames(frame):  # a VF gets wire-sized frames
             try:
-                self._sock.send(part)
+                self._sock.send(bytes(PACKET_VNET_LEN) + part)
             except OSError:
                 self.counters.from_net_drops += 1
                 return False

@@ -36,3 +36,23 @@ def test_list_text_and_json_carry_the_same_devices_in_the_same_order(tmp_path: P
 def test_list_on_a_tree_without_vmbus_says_so(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "list"])
     assert res.exit_code == 0 and "No VMBus devices under" in res.output and "hvuio doctor" in res.output
+
+
+def test_list_shows_the_vf_use_of_a_running_up(tmp_path: Path) -> None:
+    from hvuio.status import StatusFile
+
+    with SimKernel(tmp_path, "6.17", nics=1, ifnames=["eth0"]) as k:
+        k.offer_vf(k.nics[0], "enP1s1")
+        record = StatusFile(tmp_path, k.nics[0].guid)   # as `hvuio up --vf auto` keeps it (this process)
+        vf = {"serial": 1, "netdev": "enP1s1", "data_path": "vf", "tx_on_vf": True}
+        record.write(nic={"device": k.nics[0].guid, "vf": vf})
+        try:
+            data = json.loads(CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "list", "--json"]).output)
+            [nic] = [d for d in data["devices"] if d["device_id"] == k.nics[0].guid]
+            assert nic["vf_use"] == vf and nic["vf"]["name"] == "enP1s1"
+            text = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "list"]).output
+            assert "enP1s1 (" in text and "serial 1, data path vf" in text, text
+        finally:
+            record.remove()
+        data = json.loads(CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "list", "--json"]).output)
+        assert all(d["vf_use"] is None for d in data["devices"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hvuio.device.bind import bind_device
 from hvuio.device.classes import VPCI_CLASS
-from hvuio.device.inventory import find_vfs, inventory, natural_key
+from hvuio.device.inventory import find_vfs, inventory, natural_key, pci_slots, vf_netdev
 from hvuio.device.sysfs import VmbusDevice
 from hvuio.sim.kernel import profiles as P
 from hvuio.sim.kernel.bus import SimKernel
@@ -81,3 +81,26 @@ def test_a_vf_with_another_mac_or_outside_a_vpci_device_is_not_paired(tmp_path: 
         assert [v["name"] for v in vfs] == ["enP1s1"]
         assert inventory(tmp_path)[0]["vf"] is None
         assert all(v["name"] != "eth0" for v in vfs)   # the synthetic NIC's own device is no PCI function
+
+
+def _slot(root: Path, name: str, address: str) -> None:
+    d = root / "sys/bus/pci/slots" / name
+    d.mkdir(parents=True)
+    (d / "address").write_text(address + "\n")
+
+
+def test_vf_netdev_pairs_by_slot_then_by_mac(tmp_path: Path) -> None:
+    with SimKernel(tmp_path, "6.17", nics=1, ifnames=["eth0"]) as k:
+        nic = k.nics[0]
+        mac = {str(nic.mac).lower()}
+        assert vf_netdev(tmp_path, 7, mac) is None                       # the VF's PCI device is not there yet
+        k.offer_vf(nic, ifname="enP1s1")
+        k.offer_vf(nic, ifname="enP2s1")                                  # two candidates with the NIC's MAC
+        by_name = {v["name"]: v["pci"] for v in find_vfs(tmp_path, VmbusDevice.all(tmp_path))}
+        assert vf_netdev(tmp_path, 7, mac) == "enP1s1"                    # no slots: the first by MAC
+        _slot(tmp_path, "7", by_name["enP2s1"].rsplit(".", 1)[0])         # Hyper-V PCI names the slot after the serial
+        _slot(tmp_path, "not-a-serial", by_name["enP1s1"].rsplit(".", 1)[0])
+        assert pci_slots(tmp_path) == {by_name["enP2s1"].rsplit(".", 1)[0]: 7}
+        assert vf_netdev(tmp_path, 7, mac) == "enP2s1"
+        assert vf_netdev(tmp_path, 0xDEADBEEF, mac) == "enP1s1"           # a serial matching no slot: MAC, as Linux
+        assert vf_netdev(tmp_path, 7, {"00:15:5d:ff:ff:ff"}) is None      # a slot alone does not pair another MAC

@@ -18,9 +18,9 @@ from hvuio.proto import limits
 from hvuio.proto.events import (
     NEED_DATA, BuffersRevoked, DatapathSwitched, Inbound, InboundKind, IndirectionTable,
     NdisConfigured, NvspReady, Outbound, RecvBufReady, RecvBufSection, SendBufReady,
-    SubchannelsGranted, SubchannelsRefused, VfAssociation,
+    SubchannelsGranted, SubchannelsRefused, VfAssociation, HostDatapathSwitched, VfMessageDropped,
 )
-from hvuio.proto.nvsp import BufferGrant, NvspGuest
+from hvuio.proto.nvsp import BufferGrant, NvspGuest, default_ndis_capabilities, with_sriov
 from hvuio.proto.states import NvspState
 
 from support.golden import GOLDEN, off, pack, size
@@ -320,6 +320,39 @@ def test_vf_association_and_unknown_inband_messages() -> None:
     assert drain(m) == [] and m.ignored_messages == 1
     with pytest.raises(HostProtocolError, match="VF association: length 8"):
         m.receive(inband(pack("hn_nvs_vf_association", type=T["NVS_TYPE_VFASSOC_NOTE"])[:8]))
+
+
+def test_sriov_is_offered_only_when_asked_and_from_nvsp5() -> None:
+    sriov = GOLDEN["constants"]["nvs_ndis_conf_caps"]["NVS_NDIS_CONF_SRIOV"]
+    caps = with_sriov(default_ndis_capabilities)
+    assert caps(V["NVS_VERSION_5"]) & sriov and caps(V["NVS_VERSION_61"]) & sriov
+    assert not caps(V["NVS_VERSION_4"]) & sriov and not default_ndis_capabilities(V["NVS_VERSION_61"]) & sriov
+    m = guest(capabilities=caps)
+    [init] = m.start()
+    conf, _, _ = m.receive(comp(init, init_resp(OK, VERSIONS[0])))
+    assert struct.unpack_from("<Q", conf.payload, off("hn_nvs_ndis_conf", "caps"))[0] & sriov
+
+
+def test_hosts_own_datapath_switch_and_hostile_vf_values() -> None:
+    m = guest()
+    to_ready(m)
+    sw = T["NVS_TYPE_SET_DATAPATH"]
+    # OpenVMM's switch back to synthetic: type 129 + u32 0, padded
+    assert m.receive(inband(struct.pack("<II", sw, 0) + bytes(32))) == []
+    assert drain(m) == [HostDatapathSwitched(False)]
+    m.receive(inband(struct.pack("<II", sw, 1)))
+    assert drain(m) == [HostDatapathSwitched(True)]                   # the policy ignores it (vfwatch)
+    m.receive(inband(struct.pack("<II", sw, 7)))
+    [dropped] = drain(m)
+    assert isinstance(dropped, VfMessageDropped) and "active_datapath 7" in dropped.reason
+    m.receive(inband(pack("hn_nvs_vf_association", type=T["NVS_TYPE_VFASSOC_NOTE"], allocated=2, serial=1)))
+    [dropped] = drain(m)
+    assert isinstance(dropped, VfMessageDropped) and "allocated 2" in dropped.reason
+    m.receive(inband(pack("hn_nvs_vf_association", type=T["NVS_TYPE_VFASSOC_NOTE"], allocated=0,
+                          serial=0xFFFFFFFF)))
+    assert drain(m) == [VfAssociation(False, 0xFFFFFFFF)] and m.state is NvspState.READY
+    with pytest.raises(HostProtocolError, match="data path switch from the host: length 4"):
+        m.receive(inband(struct.pack("<I", sw)))
 
 
 def _table(count: int, offset: int, entries: list[int], at: int) -> bytes:

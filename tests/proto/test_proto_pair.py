@@ -21,6 +21,7 @@ from hvuio.proto.events import (
     BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
     RecvBufReady, RequestFailed, RndisConfigured, RndisReady, RssCaps, RssConfigured, Send, SendBufReady,
     SendTableFixed, SetComplete, StatusIndication, SubchannelsGranted, SubchannelsRefused,
+    DatapathSwitched, HostDatapathSwitched, VfAssociation,
 )
 from hvuio.proto import rss
 from hvuio.wire import rndis as wr
@@ -371,3 +372,23 @@ def test_send_table_naming_unknown_channels_is_reduced_and_reported() -> None:
     pair._feed(Inbound(InboundKind.INBAND, 0, msg))
     assert pair.guest.send_table == tuple(q % 2 for q in entries)
     assert pair.guest_of(SendTableFixed) == [SendTableFixed(queues=2, bad=tuple(range(2, 16)))]
+
+
+@pytest.mark.parametrize("sriov", [True, False])
+def test_vf_association_switch_and_openvmm_removal(sriov: bool) -> None:
+    pair = GuestHostPair(host_profile.HostProfile(vf_serial=3), sriov=sriov)
+    pair.bring_up()
+    if not sriov:  # never offered: the host never speaks of its VF
+        assert pair.guest_of(VfAssociation) == [] and not pair.host.vf.advertised
+        assert pair.host.rejections == []
+        return
+    assert pair.guest_of(VfAssociation) == [VfAssociation(True, 3)] and pair.host.vf.advertised
+    assert pair.guest.may_switch_datapath
+    pair.do(pair.guest.switch_datapath(True))
+    assert pair.guest_of(DatapathSwitched) == [DatapathSwitched(True)] and pair.host.vf.data_path_vf
+    assert pair.guest.may_switch_datapath                              # the completion ended the wait
+    pair._host_step(pair.host.vf_remove())
+    pair.pump()
+    # OpenVMM's order: the host's own switch to synthetic, then allocated 0
+    assert pair.guest_events[-2:] == [HostDatapathSwitched(False), VfAssociation(False, 0)]
+    assert not pair.host.vf.data_path_vf and pair.host.rejections == []

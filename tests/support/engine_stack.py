@@ -72,11 +72,15 @@ def sim_network(netns_factory: NetnsFactory, tmp_path: Path, *, host_profile: hp
 
 
 @contextlib.contextmanager
-def engine_on(sim: SimNetwork, *, queues: int = 1) -> Iterator[Running]:
-    """The NIC opened asking for `queues` channels (Nic(channels=...)) and the engine run in a
-    thread, its tap in the guest namespace with the guest address; on the way out the engine is
-    stopped, the NIC closed and what the engine thread raised re-raised."""
-    nic = Nic(sim.env.sysroot, sim.guid, channels=queues)
+def engine_on(sim: SimNetwork, *, queues: int = 1, vf: bool = False,
+              vf_wait: float | None = None) -> Iterator[Running]:
+    """The NIC opened asking for `queues` channels (Nic(channels=...)), offering SR-IOV with `vf`
+    (Nic(vf=...); it looks for a VF netdev `vf_wait` seconds, default VF_WAIT), and the engine run
+    in a thread, its tap in the guest namespace with the guest address; on the way out the engine
+    is stopped, the NIC closed and what the engine thread raised re-raised."""
+    nic = Nic(sim.env.sysroot, sim.guid, channels=queues, vf=vf)
+    if vf_wait is not None:
+        nic.vf_side.wait = vf_wait
     nic.open()
     engine = Engine(nic, ifname=sim.factory.ifname("g"), netns=sim.guest_ns)
     stop = StopPipe()
@@ -110,9 +114,10 @@ def engine_on(sim: SimNetwork, *, queues: int = 1) -> Iterator[Running]:
 
 @contextlib.contextmanager
 def running_engine(netns_factory: NetnsFactory, tmp_path: Path, *, queues: int = 1,
-                   host_profile: hp.HostProfile | None = None) -> Iterator[Running]:
+                   host_profile: hp.HostProfile | None = None, vf: bool = False,
+                   vf_wait: float | None = None) -> Iterator[Running]:
     """`engine_on` a fresh `sim_network`: `queues` channels asked for, `host_profile` the
-    emulated host (default: OpenVMM's, with no link-flap delay)."""
+    emulated host (default: OpenVMM's, with no link-flap delay), `vf` and `vf_wait` as there."""
     with sim_network(netns_factory, tmp_path, host_profile=host_profile) as sim, \
-            engine_on(sim, queues=queues) as r:
+            engine_on(sim, queues=queues, vf=vf, vf_wait=vf_wait) as r:
         yield r
