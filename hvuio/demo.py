@@ -239,14 +239,18 @@ class DemoStack:
         """The emulated host's view of the NIC (counters, NVSP counters, fault)."""
         return dict(self.env.host.status()[self.guid])
 
-    def live_counters(self) -> dict[str, int]:
-        """The running `hvuio up`'s data-path counters from its status file (about 0.5 s old)."""
+    def status_record(self) -> dict[str, Any]:
+        """The running `hvuio up`'s status record (hvuio/status.py; about 0.5 s old), {} without one."""
         assert self.sysroot is not None
         path = self.sysroot / "run/hvuio/up" / f"{self.guid}.json"
         try:
-            return dict(json.loads(path.read_text()).get("counters", {}))
+            return dict(json.loads(path.read_text()))
         except (OSError, ValueError):
             return {}
+
+    def live_counters(self) -> dict[str, int]:
+        """The running `hvuio up`'s data-path counters from its status record."""
+        return dict(self.status_record().get("counters", {}))
 
     def close(self) -> None:
         self.cleanup.close()
@@ -470,7 +474,8 @@ def udp_check(src_ns: str, dst_ns: str, dst_ip: str, count: int, sizes: list[int
 
 def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP_BYTES,
              on_ready: Any = None, gpa: bool = True, trace: Path | None = None,
-             trace_max_mb: int = 64, queues: int = 2) -> dict[str, Any]:
+             trace_max_mb: int = 64, queues: int = 2, lifecycle: bool = False,
+             on_step: Any = None) -> dict[str, Any]:
     """Build the stack, ping, TCP transfer, stop `hvuio up`, collect counters, tear down.
 
     `on_ready(stack)` runs once traffic is done and before `hvuio up` is stopped (for --keep).
@@ -485,7 +490,13 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
     up_args: tuple[str, ...] = () if gpa else ("--no-gpa",)
     if trace is not None:  # absolute: `hvuio up` runs in another directory
         up_args += ("--trace", str(Path(trace).absolute()), "--trace-max-mb", str(trace_max_mb))
-    with DemoStack(kernel=kernel, mtu=mtu, up_args=up_args, queues=queues) as stack:
+    if lifecycle:
+        from hvuio.demo_lifecycle import LIFECYCLE_HOST_MTU, LIFECYCLE_WATCHDOG, run_lifecycle
+
+        # a silently stopped channel is noticed after 5 s of sends without completions (default 15)
+        up_args += ("--persist", "--watchdog", str(LIFECYCLE_WATCHDOG))
+    stack_options: dict[str, Any] = {"vf": True, "host_mtu": LIFECYCLE_HOST_MTU} if lifecycle else {}
+    with DemoStack(kernel=kernel, mtu=mtu, up_args=up_args, queues=queues, **stack_options) as stack:
         result.update(guest_netns=stack.guest_ns, host_netns=stack.host_ns, tap=stack.tap,
                       host_ifname=stack.host_ifname, nic=stack.nic, sysroot=str(stack.sysroot))
         try:
@@ -514,6 +525,13 @@ def run_demo(kernel: str = "6.17", mtu: int = 1500, tcp_bytes: int = DEFAULT_TCP
             if not tcp["exact"]:
                 raise PlatformError(f"TCP stream {k} (port {tcp['port']}) corrupted: sent {tcp['sent']}, "
                                     f"received {tcp['received']}")
+        if lifecycle:
+            steps = run_lifecycle(stack, on_step)
+            result["lifecycle"] = [step.to_dict() for step in steps]
+            failed = next((step for step in steps if not step.ok), None)
+            if failed is not None:
+                raise PlatformError(f"the NIC did not come through the {failed.event.replace('_', ' ')} event: "
+                                    f"{failed.error}", "Run with -vv and look at 'hvuio up''s log lines above.")
         if on_ready is not None:
             on_ready(stack)
         live = stack.host_status()  # NVSP counters exist only while the NIC is open

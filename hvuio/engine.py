@@ -364,7 +364,7 @@ class Engine:
             return
         macs = {format_mac(m) for m in (info.mac, info.permanent_mac) if m is not None}
         sysroot = nic.sysroot
-        self._vf = VfPath(tap.name, self.netns, info.mtu, lambda serial: vf_netdev(sysroot, serial, macs))
+        self._vf = VfPath(tap.name, tap.netns, info.mtu, lambda serial: vf_netdev(sysroot, serial, macs))
         nic.vf_side.port = self._vf
 
     def _stop_vf(self) -> None:

@@ -49,6 +49,17 @@ def _queue_lines(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def step_line(step: dict[str, Any], as_json: bool) -> str:
+    """The line of one lifecycle event (hvuio/demo_lifecycle.py's Step) as it ends."""
+    if as_json:
+        return json.dumps({"lifecycle": step}, sort_keys=True)
+    if not step["ok"]:
+        return f"FAIL {step['event']:<15} {step['what']}: {step['error']}"
+    tcp = step["tcp"]
+    return (f"ok   {step['event']:<15} {step['what']}: taken in {step['taken_s']:.1f} s, ping again after "
+            f"{step['recovery_s']:.1f} s, the TCP connection echoed {tcp['bytes']} bytes exactly, same tap and addresses")
+
+
 def render(result: dict[str, Any]) -> str:
     """The human-readable report of one demo run."""
     out = [f"hvuio demo: emulated kernel {result['kernel']}, guest tap {result['tap']} in "
@@ -80,6 +91,9 @@ def render(result: dict[str, Any]) -> str:
         out.append(f"Trace {tr['file']}: {tr.get('trace_frames', 0)} frames, {tr.get('trace_control', 0)} control "
                    f"messages, {tr.get('trace_bytes', 0)} bytes" + (f", {capped} left out at the cap" if capped else "")
                    + f" ('hvuio trace {tr['file']}').")
+    if "lifecycle" in result:
+        held = sum(1 for step in result["lifecycle"] if step["ok"])
+        out.append(f"Lifecycle: {held} of {len(result['lifecycle'])} events held (lines above).")
     out.append("Cleaned up: namespaces, taps, processes and the sysroot are gone.")
     return "\n".join(out)
 
@@ -137,7 +151,13 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--queues", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Queues (channels) 'hvuio up' asks for; the TCP transfer runs as that many parallel "
                    "streams, each steered by the host's RSS to its own queue.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document (with --lifecycle, "
+                                                       "each event's line before it).")
+@click.option("--lifecycle", is_flag=True,
+              help="After the checks, put the NIC through what a host does to it (MTU change from the tap, "
+                   "network change, link flap, VF removed and returned, rescind and re-offer, a silently "
+                   "stopped channel; 'hvuio up --persist'), checking ping and a TCP connection opened "
+                   "before the first event after each; one line per event.")
 @click.option("--gpa/--no-gpa", default=True, show_default=True,
               help="Let 'hvuio up' send by guest-physical address from the emulator's guest memory; "
                    "--no-gpa: the send buffer only.")
@@ -148,7 +168,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
               help="Cap of the trace file: once reached, nothing more is written (counted, no rotation).")
 @pass_app
 def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: bool, gpa: bool,
-         trace_file: Path | None, trace_max_mb: int, queues: int) -> None:
+         trace_file: Path | None, trace_max_mb: int, queues: int, lifecycle: bool) -> None:
     """Run the emulator demo: namespaces, emulated NIC, bind, up, ping and TCP across, clean up (root)."""
     from hvuio.demo import max_guest_mtu, require_root, run_demo
     from hvuio.errors import UsageError
@@ -179,7 +199,8 @@ def demo(app: App, kernel: str, mtu: int, tcp_mib: int, keep: bool, as_json: boo
     try:
         result = run_demo(kernel=kernel, mtu=mtu, tcp_bytes=tcp_mib * 1024 * 1024,
                           on_ready=_wait_for_ctrl_c if keep else None, gpa=gpa, trace=trace_file,
-                          trace_max_mb=trace_max_mb, queues=queues)
+                          trace_max_mb=trace_max_mb, queues=queues, lifecycle=lifecycle,
+                          on_step=lambda step: click.echo(step_line(step.to_dict(), as_json)))
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)

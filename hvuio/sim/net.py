@@ -54,6 +54,7 @@ from typing import BinaryIO, Protocol
 from hvuio.netdev import netns as netns_mod
 from hvuio.errors import UsageError
 from hvuio.sim.host import offload as ho
+from hvuio.sim.host.profile import MAX_NDIS_MTU
 from hvuio.sim.host.wire import HostWireError
 from hvuio.netdev.tap import ETH_HLEN, TUNSETOFFLOAD, VLAN_HLEN, Tap
 
@@ -526,6 +527,11 @@ def packet_socket_in(netns: str, ifname: str, vnet_hdr: bool = False) -> socket.
     return result[0]
 
 
+#: MTU of the VF path's host end: the largest frame the emulated host carries, less its Ethernet
+#: header ([OV] MAX_MTU 9216), so a guest that raises its VF's MTU with its NIC's is carried
+VF_HOST_MTU = MAX_NDIS_MTU - ETH_HLEN
+
+
 class VethVf:
     """One NIC's VF path: a veth pair between the guest's namespace and the host network's (see the
     module docstring). Build with `VethVf.create()`; `close()` deletes the pair."""
@@ -541,7 +547,9 @@ class VethVf:
     def create(cls, *, guest_ifname: str, mac: bytes, host_netns: str, guest_netns: str | None = None,
                host_ifname: str | None = None) -> VethVf:
         """The pair: `guest_ifname` with `mac` in `guest_netns` (None: this process's namespace),
-        admin down; its peer `host_ifname` (default: a random name) up in `host_netns`."""
+        admin down at a new netdev's MTU of 1500 (the guest sets its own, as Linux's
+        netvsc_change_mtu sets the VF's); its peer `host_ifname` (default: a random name) up in
+        `host_netns`, taking frames as large as the host carries (VF_HOST_MTU)."""
         host_ifname = host_ifname or netns_mod.random_ifname("vf")
         for name in (guest_ifname, host_ifname):
             if len(name) >= netns_mod.IFNAMSIZ:
@@ -550,6 +558,7 @@ class VethVf:
         netns_mod.ip("-n", host_netns, "link", "add", host_ifname, "type", "veth", "peer", "name", guest_ifname,
                      "address", ":".join(f"{b:02x}" for b in mac), "netns", target)
         try:
+            netns_mod.ip("-n", host_netns, "link", "set", "dev", host_ifname, "mtu", str(VF_HOST_MTU))
             netns_mod.set_up(host_netns, host_ifname)
             sock = packet_socket_in(host_netns, host_ifname, vnet_hdr=True)
         except BaseException:

@@ -270,3 +270,26 @@ def test_demo_mtu_below_the_protocol_minimum_is_refused(capsys: pytest.CaptureFi
         main(["demo", "--mtu", "67"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("Error: --mtu 67 is below 68")
+
+
+def test_demo_lifecycle_every_event_holds_on_the_same_tap() -> None:
+    """`hvuio demo --lifecycle --json`: one line per event as it ends, in the order they are played,
+    each with ping and the TCP connection opened before the first
+    event working again on the same tap with the same addresses; the final document has them all
+    and nothing is left behind."""
+    _need_root()
+    proc = subprocess.run([*DEMO, "--json", "--lifecycle", "--tcp-mib", "2"], capture_output=True, text=True,
+                          env=_env(), timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    streamed = [line["lifecycle"] for line in lines if "lifecycle" in line and isinstance(line["lifecycle"], dict)]
+    result = lines[-1]
+    assert [s["event"] for s in streamed] == ["mtu", "network_change", "link_flap", "vf", "rescind", "silent_stop"]
+    assert result["lifecycle"] == streamed
+    for step in streamed:
+        assert step["ok"] and step["ping"] and step["same_tap"] and step["tcp"]["ok"], step
+        assert step["tcp"]["bytes"] == 256 * 1024 and step["recovery_s"] >= step["taken_s"] > 0, step
+    counters = result["datapath_counters"]
+    assert counters["reinits_mtu"] == 1 and counters["reinits_rescind"] == 1 and counters["reinits_stall"] == 1
+    assert not netns.leaks([result["guest_netns"], result["host_netns"]], [result["tap"], result["host_ifname"]])
+    assert not Path(result["sysroot"]).exists() and not _up_children(result["sysroot"])
