@@ -3,33 +3,33 @@
 What lives here: `Engine`, around a `Nic` that finished bring-up (hvuio/nic.py): a tap
 (hvuio/netdev/tap.py) with the NIC's MAC and MTU, its carrier following the RNDIS link status (and
 network changes) as hvuio/linkwatch.py decides, its neighbours told of its addresses when the host
-repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its
-TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
-hvuio.native.datapath per channel (the primary and every subchannel the Nic opened), each in its
-own thread (`hvuio-queue-<k>`, the name `top -H` shows) with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
-of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything
-they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
-a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
-so a flow goes out on the channel it comes in on (the host's send indirection table is kept by the
-NIC, proto/netvsc.py). Only a reply sent while tun still takes in a flow's first frame (a
-listener's SYN-ACK) may leave on another queue: tun learns the flow after that frame's receive
-(Linux drivers/net/tun.c `tun_get_user`: `tun_flow_update` after the receive). A receive completion goes back on the channel the packet came in on (each
-pump completes its own). uio has one interrupt for all channels: the primary's pump reads it and
-wakes every other pump through its eventfd (counted: no wake-up is lost when two channels fire
-together); a subchannel's inbound mask is never cleared (VMBUS.md §1.10 item 39), so its pump
-also looks at its ring every SUBCHANNEL_POLL_MS. Control packets stay on the primary: those its
-pump leaves (CONTROL_PENDING) are read in its thread and handed to the Nic
-(`take_control_packet`); one a subchannel's pump meets is taken apart there and handed to the Nic
-in the primary's thread; the Nic's ticks are queued into that thread too
-(hvuio/native/datapath.py's threading rule). The data path gets the NIC's trace
-(`Nic.trace`, hvuio/trace/writer.py), which records the frames both ways in C. Every tick the
-pumps' health is looked at (hvuio/health.py: host stalls, drops per reason) and what it reports is
-logged; `live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is
-in flight, drops per reason, the stall counters and the trace's counters; they show the queues
-only once every pump runs (all of them, never some), and `on_ready` is called then. The run loop
-waits on the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
-first and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt
-and revokes run on the caller's thread with the rings to themselves; the tap is removed. A
+repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its TUNSETOFFLOAD
+bits what the host granted (hvuio/offloads.py); one C pump of hvuio.native.datapath per channel (the
+primary and every subchannel the Nic opened), each in its own thread (`hvuio-queue-<k>`, the name
+`top -H` shows) with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
+of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything they
+write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers a
+flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it, so a
+flow goes out on the channel it comes in on (the host's send indirection table is kept by the NIC,
+proto/netvsc.py). Only a reply sent while tun still takes in a flow's first frame (a listener's
+SYN-ACK) may leave on another queue: tun learns the flow after that frame's receive (Linux
+drivers/net/tun.c `tun_get_user`: `tun_flow_update` after the receive). A receive completion goes
+back on the channel the packet came in on (each pump completes its own). uio has one interrupt for
+all channels: the primary's pump reads it and wakes every other pump through its eventfd (counted:
+no wake-up is lost when two channels fire together); a subchannel's inbound mask is never cleared
+(VMBUS.md §1.10 item 39), so its pump also looks at its ring every SUBCHANNEL_POLL_MS. Control
+packets stay on the primary: those its pump leaves (CONTROL_PENDING) are read in its thread and
+handed to the Nic (`take_control_packet`); one a subchannel's pump meets is taken apart there and
+handed to the Nic in the primary's thread; the Nic's ticks are queued into that thread too
+(hvuio/native/datapath.py's threading rule). The data path gets the NIC's trace (`Nic.trace`,
+hvuio/trace/writer.py), which records the frames both ways in C. Every tick the pumps' health is
+looked at (hvuio/health.py: host stalls, drops per reason) and what it reports is logged;
+`live_counters()` sums the pumps' counters, adds each queue's packets and bytes, what is in flight,
+drops per reason, the stall counters and the trace's counters; they show the queues only once every
+pump runs (all of them, never some), and `on_ready` is called then. The run loop waits on the
+caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps first
+and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt and
+revokes run on the caller's thread with the rings to themselves; the tap is removed. A
 RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
 (`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic.
 
