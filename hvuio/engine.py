@@ -6,7 +6,7 @@ network changes) as hvuio/linkwatch.py decides, its neighbours told of its addre
 repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its
 TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
 hvuio.native.datapath per channel (the primary and every subchannel the Nic opened), each in its
-own thread with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
+own thread (`hvuio-queue-<k>`, the name `top -H` shows) with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
 of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything
 they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
 a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
@@ -257,9 +257,10 @@ class Engine:
                     dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
                 c.data_sink = dp.deliver_data  # data messages of mixed packets (that pump's thread)
             primary = pumps[0]
-            primary.start(self._on_control, on_exit=self._on_exit)
+            primary.start(self._on_control, on_exit=self._on_exit, name="hvuio-queue-0")
             for k in range(1, queues):
-                pumps[k].start(self._subchannel_control(chans[k], primary), on_exit=self._on_exit)
+                pumps[k].start(self._subchannel_control(chans[k], primary), on_exit=self._on_exit,
+                               name=f"hvuio-queue-{k}")
             self._pumps = pumps  # the counters show every queue, or (before this) none
             if on_ready is not None:
                 on_ready(self)

@@ -492,10 +492,12 @@ class DataPath:
 
     def start(self, on_control: Callable[[DataPath], None], *,
               on_exit: Callable[[RunResult, BaseException | None], None] | None = None,
-              timeout_ms: int = 1000) -> None:
-        """Runs `run` in a loop in a daemon thread. `on_control(self)` is called in that thread
-        when a control packet is pending; it should call `read_control` (else it is called again).
-        `on_exit(result, error)` is called once when the thread ends (STOPPED, or FAULT + error)."""
+              timeout_ms: int = 1000, name: str = "hvuio-datapath") -> None:
+        """Runs `run` in a loop in a daemon thread called `name` (also its kernel name, as `top -H`
+        and /proc/<pid>/task/<tid>/comm show it: at most 15 bytes kept). `on_control(self)` is
+        called in that thread when a control packet is pending; it should call `read_control`
+        (else it is called again). `on_exit(result, error)` is called once when the thread ends
+        (STOPPED, or FAULT + error)."""
         if self._thread is not None:
             raise LocalProtocolError("data path thread already started")
         self._wake_r, self._wake_w = os.pipe()
@@ -503,7 +505,7 @@ class DataPath:
         self._stopping = False
         self.error = None
         self._thread = threading.Thread(target=self._loop, args=(on_control, on_exit, timeout_ms),
-                                        name="hvuio-datapath", daemon=True)
+                                        name=name, daemon=True)
         self._thread.start()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -531,6 +533,7 @@ class DataPath:
     def _loop(self, on_control: Callable[[DataPath], None],
               on_exit: Callable[[RunResult, BaseException | None], None] | None, timeout_ms: int) -> None:
         result = RunResult.STOPPED
+        _name_kernel_thread(threading.current_thread().name)
         try:
             while True:
                 res = self.run(self._wake_r, timeout_ms)
@@ -551,6 +554,15 @@ class DataPath:
             result = RunResult.FAULT
         if on_exit is not None:
             on_exit(result, self.error)
+
+
+def _name_kernel_thread(name: str) -> None:
+    """The calling thread's kernel name (comm), best effort: only a name to look at."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
 
 
 __all__ = ["DataPath", "GpaPool", "Offloads", "RunResult", "Status", "TX_TAG", "GPA_TAG", "GPA_SLOT_SIZE",

@@ -130,6 +130,9 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     assert fast is None or fast.pump.channels == [0, 1]  # the C pump serves the subchannel too
     live = r.engine.live_counters()
     assert live["queues"] == 2 and {"rx_queue_1_packets", "tx_queue_1_bytes"} <= live.keys()
+    # one pump thread per queue, named for it where the kernel shows threads (top -H, /proc)
+    comms = {(t / "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()}
+    assert {"hvuio-queue-0", "hvuio-queue-1"} <= comms, comms
 
 
 def test_flows_land_on_the_queue_the_guests_table_predicts_and_go_back_on_it(two_queues: Running) -> None:

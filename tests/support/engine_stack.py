@@ -1,12 +1,12 @@
 """The guest engine and the emulator wired between two network namespaces.
 
-`sim_network(factory, tmp_path)` makes a guest namespace and a host namespace, puts the
-emulator's HostNetwork tap in the host one and binds an emulated NIC; `engine_on(sim)` opens that
-NIC (hvuio.nic.Nic) and runs hvuio.engine.Engine in a thread with its tap in the guest namespace,
-yields a `Running` and, on the way out, stops the engine, closes the NIC and re-raises what the
-engine thread raised; one emulator serves several runs in turn (a queue-count change).
-`running_engine(factory, tmp_path)` is both for one run. The `running` fixture (tests/conftest.py) hands one to a test. Traffic stays inside the
-namespaces; waits are bounded.
+`sim_network(factory, tmp_path)` makes a guest namespace and a host namespace, puts the emulator's
+HostNetwork tap in the host one and binds an emulated NIC; `engine_on(sim)` opens that NIC
+(hvuio.nic.Nic) and runs hvuio.engine.Engine in a thread with its tap in the guest namespace, yields
+a `Running` and, on the way out, stops the engine, closes the NIC and re-raises what the engine
+thread raised; one emulator serves several runs in turn (a queue-count change).
+`running_engine(factory, tmp_path)` is both for one run. The `running` fixture (tests/conftest.py)
+hands one to a test. Traffic stays inside the namespaces; waits are bounded.
 """
 
 from __future__ import annotations
