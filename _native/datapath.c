@@ -2,7 +2,8 @@
  *
  * What lives here: hvu_dp_init (every size and pointer checked once, so rx.c/tx.c can trust
  * them), hvu_dp_signal (VMBUS.md §3.12: monitor-page bit or a 4-byte write to the irq fd), hvu_dp_run
- * (poll on irq fd, tap fd and stop fd; interrupt mask handling, VMBUS.md §3.11/1.10), the fault and
+ * (poll on irq fd, tap fd (the io_uring's fd with batched tap I/O, tapio.c) and stop fd; interrupt
+ * mask handling, VMBUS.md §3.11/1.10), the fault and
  * drop records, and the counter/name tables. What must not: packet parsing (rx.c, tx.c),
  * allocation, printing.
  */
@@ -55,7 +56,7 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
                                   HVU_DP_F_TX_HASH | HVU_DP_F_TAP_OFFLOAD | HVU_DP_F_TX_CSUM_TCP4 |
                                   HVU_DP_F_TX_CSUM_UDP4 | HVU_DP_F_TX_CSUM_TCP6 |
                                   HVU_DP_F_TX_CSUM_UDP6 | HVU_DP_F_TX_LSO4 | HVU_DP_F_TX_LSO6 |
-                                  HVU_DP_F_RX_CSUM | HVU_DP_F_WAKE_FD)) != 0)
+                                  HVU_DP_F_RX_CSUM | HVU_DP_F_WAKE_FD | HVU_DP_F_TAP_URING)) != 0)
         return -EINVAL;
     if ((cfg->flags & HVU_DP_F_WAKE_FD) && cfg->wake_fd < 0)
         return -EINVAL;
@@ -121,6 +122,12 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     }
     dp->gpa_plain = dp->gpa_slot != 0 && !(dp->flags & HVU_DP_F_TAP_OFFLOAD) &&
                     dp->send_section - hdr < dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    /* batched tap I/O (tapio.c): last, so nothing after it can fail with the ring open */
+    rc = hvu_dp_io_init(dp, cfg);
+    if (rc < 0) {
+        memset(dp, 0, sizeof(*dp));
+        return rc;
+    }
     dp->initialised = 1;
     return 0;
 }
@@ -312,6 +319,15 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         if (t < 0)
             return t;
         int more = r == HVU_DP_BUDGET || t == HVU_DP_BUDGET;
+        if (dp->io.on) {
+            /* tapio.c: empty the CQ before sleeping (the ring fd is readable while it holds
+             * anything); frames read meanwhile are work now unless TX is blocked */
+            int ready = hvu_dp_io_poll(dp);
+            if (ready < 0)
+                return ready;
+            if (ready > 0 && t != HVU_DP_BLOCKED)
+                more = 1;
+        }
         int wait_ms = 0;
         int spinning = 0;
         if (dp->busy_poll_ns != 0) {
@@ -355,6 +371,10 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         pfd[1].events = POLLIN;
         pfd[2].fd = dp->tap_eof ? -1 : dp->tap_fd;   /* an ended tap stays readable (POLLHUP) */
         pfd[2].events = t == HVU_DP_BLOCKED ? 0 : POLLIN;   /* backpressure: leave frames queued */
+        if (dp->io.on) {   /* tapio.c: the reads are armed in the ring; its completions wake us */
+            pfd[2].fd = dp->io.ring.fd;
+            pfd[2].events = POLLIN;
+        }
         pfd[0].revents = pfd[1].revents = pfd[2].revents = 0;
         if (wait_ms != 0)
             dp->ctr.polls++;
