@@ -2,8 +2,7 @@
  *
  * What lives here: hvu_dp_init (every size and pointer checked once, so rx.c/tx.c can trust
  * them), hvu_dp_signal (VMBUS.md §3.12: monitor-page bit or a 4-byte write to the irq fd), hvu_dp_run
- * (poll on irq fd, tap fd (the io_uring's fd with batched tap I/O, tapio.c) and stop fd; interrupt
- * mask handling, VMBUS.md §3.11/1.10), the fault and
+ * (poll on irq fd, tap fd and stop fd; interrupt mask handling, VMBUS.md §3.11/1.10), the fault and
  * drop records, and the counter/name tables. What must not: packet parsing (rx.c, tx.c),
  * allocation, printing.
  */
@@ -320,8 +319,7 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
             return t;
         int more = r == HVU_DP_BUDGET || t == HVU_DP_BUDGET;
         if (dp->io.on) {
-            /* tapio.c: empty the CQ before sleeping (the ring fd is readable while it holds
-             * anything); frames read meanwhile are work now unless TX is blocked */
+            /* tapio.c: frames a burst read ahead are work now unless TX is blocked */
             int ready = hvu_dp_io_poll(dp);
             if (ready < 0)
                 return ready;
@@ -371,10 +369,6 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         pfd[1].events = POLLIN;
         pfd[2].fd = dp->tap_eof ? -1 : dp->tap_fd;   /* an ended tap stays readable (POLLHUP) */
         pfd[2].events = t == HVU_DP_BLOCKED ? 0 : POLLIN;   /* backpressure: leave frames queued */
-        if (dp->io.on) {   /* tapio.c: the reads are armed in the ring; its completions wake us */
-            pfd[2].fd = dp->io.ring.fd;
-            pfd[2].events = POLLIN;
-        }
         pfd[0].revents = pfd[1].revents = pfd[2].revents = 0;
         if (wait_ms != 0)
             dp->ctr.polls++;

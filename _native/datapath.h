@@ -114,13 +114,13 @@
  *    trailer) whenever a packet may go GPA-direct, and hvu_dp_init refuses an outbound ring that
  *    cannot hold it (-EMSGSIZE).
  *  - Tap I/O (tapio.c, uring.c; HVU_DP_F_TAP_URING): tx.c's tap reads and rx.c's tap writes go
- *    through one io_uring per pump where the kernel gives one: reads stay armed in slots of the
- *    caller's io memory and are copied to where tx.c reads a frame, re-armed many per
- *    io_uring_enter; an rx batch's writes are queued and submitted (and reaped) with one
- *    io_uring_enter, and a transfer-page packet is completed only after its writes completed
- *    (status FAILED when one failed). Frames keep their order both ways. Without a ring
- *    (flag off, or io_uring_setup refused) one readv/writev per frame, as before; hvu_dp_tap_io
- *    says which. run polls the ring fd instead of the tap fd then.
+ *    through one io_uring per pump where the kernel gives one: reads come in bursts of up to
+ *    io_tx_slots non-blocking reads per io_uring_enter into slots of the caller's io memory and
+ *    are copied to where tx.c reads a frame; an rx batch's writes are queued and submitted (and
+ *    reaped) with one io_uring_enter, and a transfer-page packet is completed only after its
+ *    writes completed (status FAILED when one failed). Frames keep their order both ways.
+ *    Without a ring (flag off, or io_uring_setup refused) one readv/writev per frame, as before;
+ *    hvu_dp_tap_io says which.
  *  - Signalling (3.11, 3.12): every write ORs its decision; read batches add the flow-control
  *    decision; the host is signalled once per rx/tx call: monitored channel = atomic OR of bit
  *    id % 32 into trigger_group[id / 32].pending (monitor page offset 8 + 8 * group); otherwise
@@ -203,7 +203,7 @@ struct hvu_dp_pending {
     uint32_t status;
 };
 
-/* Batched tap I/O (tapio.c): the pump's io_uring, its armed tap reads and queued tap writes. */
+/* Batched tap I/O (tapio.c): the pump's io_uring, its read bursts and queued tap writes. */
 struct hvu_dp_io_write {
     uint32_t want;                  /* bytes handed to the tap (vnet header included) */
     uint32_t xfer;                  /* index into defer[] of the packet it belongs to (== ndefer:
@@ -223,7 +223,9 @@ struct hvu_dp_io {
     uint8_t *tx_mem, *rx_mem;       /* io_buf: the TX slots, then the RX slots */
     uint32_t tx_slots, tx_slot;     /* count, bytes each */
     uint32_t rx_slots, rx_slot;
-    uint32_t tx_armed;              /* reads in flight */
+    uint32_t tx_armed;              /* reads submitted and not completed (within one burst) */
+    uint32_t burst;                 /* reads the next burst submits (IO_BURST_MIN .. tx_slots) */
+    int drained;                    /* the last burst found the tap empty before its end */
     /* reads completed, oldest first, not yet handed to the pump: slot and result */
     uint16_t ready[HVU_DP_IO_SLOTS_MAX];
     int32_t ready_res[HVU_DP_IO_SLOTS_MAX];

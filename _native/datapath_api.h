@@ -196,7 +196,7 @@ struct hvu_dp_config {
                                 * message (header, hash + one more pktinfo, HVU_DP_GSO_MAX bytes:
                                 * 17 pages); slots = min(gpa_buf_size / gpa_slot_size, 64) */
     /* Batched tap I/O (HVU_DP_F_TAP_URING; tapio.c): private memory, io_tx_slots slots of
-     * io_tx_slot_size bytes (one armed tap read each) then io_rx_slots of io_rx_slot_size (one
+     * io_tx_slot_size bytes (one tap read of a burst each) then io_rx_slots of io_rx_slot_size (one
      * queued tap write each). A TX slot holds the largest read the pump makes: vnet header, the
      * largest frame (mtu + 18, or tx_stage_size - 12 with HVU_DP_F_TAP_OFFLOAD) and one byte
      * more; an RX slot the vnet header and mtu + 18 (longer frames, RSC ones, are written
@@ -244,9 +244,9 @@ uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);
  * readv/writev per frame. hvu_dp_tap_io_error: the errno io_uring_setup failed with (0: none). */
 int hvu_dp_tap_io(const struct hvu_dp *dp);
 int hvu_dp_tap_io_error(const struct hvu_dp *dp);
-/* Cancels the tap reads in flight, waits for them and closes the io_uring (frames its reads had
- * taken and the pump not yet sent are counted in tx_tap_closed). Call before the io memory goes;
- * the data path is unusable after. Safe twice, and without a ring. */
+/* Reaps the queued tap writes and closes the io_uring (frames a burst read ahead and the pump did
+ * not send are counted in tx_tap_closed). Call before the io memory goes; the data path is
+ * unusable after. Safe twice, and without a ring. */
 void hvu_dp_close(struct hvu_dp *dp);
 int hvu_dp_counter_count(void);
 const char *hvu_dp_counter_name(int i);

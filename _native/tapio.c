@@ -5,19 +5,24 @@
  * hvu_dp_tap_write (rx.c's writes: the vnet header, the 802.1Q tag put back, counting), and under
  * them, with HVU_DP_F_TAP_URING (the rules below are what datapath.h's header relies on):
  *  - Set-up (hvu_dp_io_init): the caller's io memory is cut into TX slots and RX slots; a ring of
- *    at least slots + 1 entries is asked for. A kernel that refuses (io_uring_setup: ENOSYS,
+ *    at least as many entries as slots is asked for. A kernel that refuses (io_uring_setup: ENOSYS,
  *    EPERM with kernel.io_uring_disabled, a seccomp filter ...) leaves io.on = 0 and the errno in
  *    io.setup_err: the pump runs one readv/writev per frame, as without the flag.
- *  - TX (tap -> host): every TX slot keeps one IORING_OP_READ armed on the tap fd (a read on a
- *    tap with nothing queued waits inside the kernel, even with O_NONBLOCK: tun supports the
- *    no-wait retry, so io_uring arms a poll rather than answer EAGAIN). Completions are taken
- *    from the CQ ring without a system call, in the order the kernel posted them (the order the
- *    frames were read), into a FIFO; hvu_dp_tap_readv hands the oldest to tx.c's read path with
- *    readv's result (cut to the caller's iov as readv cuts), so sections, GPA slots, the offload
- *    stage, VLAN and trace work unchanged. The slot is re-armed at once, and the re-arms of one
- *    batch go to the kernel in one io_uring_enter: when the FIFO runs dry (that enter also reads
- *    what the tap queued meanwhile) or at the end of hvu_dp_tx. A read that ends -ECANCELED (its
- *    thread exited), -EINTR or -EAGAIN is armed again; 0 is the end of the tap (not re-armed).
+ *  - TX (tap -> host): reads come in bursts: when tx.c wants a frame and none is read ahead, one
+ *    io_uring_enter submits `burst` IORING_OP_READs of the tap fd into TX slots, each with
+ *    RWF_NOWAIT, so a read that finds the tap empty completes -EAGAIN inside that call rather
+ *    than stay armed (tun supports the no-wait retry: without the flag io_uring would arm a poll
+ *    and finish the read later, through task work on the submitting thread, costing a wake-up
+ *    per frame). Every read of a burst has completed when the call returns, in the order they
+ *    were issued, which is the order the frames left the tap; the completions are taken from the
+ *    CQ ring without a system call into a FIFO, and hvu_dp_tap_readv hands the oldest frame to
+ *    tx.c's read path with readv's result (cut to the caller's iov as readv cuts), so sections,
+ *    GPA slots, the offload stage, VLAN and trace work unchanged. A burst that ended with empty
+ *    reads stands for readv's EAGAIN for the rest of that hvu_dp_tx call; the next burst is
+ *    twice as long after one that read a frame with every read, half as long after one that read
+ *    fewer than half (4 .. the slots). Nothing stays armed: frames stay in the tap while the pump
+ *    does not read, as with readv, and the pump's wait polls the tap fd as before. 0 is the end
+ *    of the tap (tx.c reads it no more).
  *  - RX (host -> tap): a frame that fits an RX slot is copied there (vnet header, the frame with
  *    its 802.1Q tag put back) and queued as one IORING_OP_WRITE with RWF_NOWAIT (a full queue
  *    answers -EAGAIN and the frame is dropped and counted, as writev's EAGAIN is, never waited
@@ -29,10 +34,8 @@
  *    completed, as with writev. Reaped at the end of every hvu_dp_rx (rx.c), when the slots are
  *    all queued, and before any write that is not queued (RSC frames, frames longer than a slot),
  *    so frames reach the tap in the order the host sent them.
- *  - The pump's wait (datapath.c hvu_dp_run) polls the ring fd instead of the tap fd: a CQE
- *    makes it readable, and hvu_dp_io_poll empties the CQ before every sleep.
- *  - hvu_dp_close cancels the armed reads (IORING_OP_ASYNC_CANCEL, every request on the tap fd),
- *    waits for them, and closes the ring before the caller's memory goes.
+ *  - hvu_dp_close reaps what is queued and closes the ring before the caller's memory goes;
+ *    frames a burst read ahead and the pump did not send are counted (tx_tap_closed).
  * What must not: frame parsing or building (rx.c, tx.c), allocation, printing.
  */
 #define _GNU_SOURCE   /* RWF_NOWAIT */
@@ -49,10 +52,11 @@
 
 #define IO_WRITE_BIT (1ULL << 32)
 #define IO_CANCEL_ID (1ULL << 33)
-#define IO_CLOSE_TRIES 8
+#define IO_BURST_MIN 4
 
 static void arm(struct hvu_dp *dp, uint32_t i);
-static void cancel_reads(struct hvu_dp *dp);
+static void harvest(struct hvu_dp *dp);
+static int io_enter(struct hvu_dp *dp, unsigned wait_nr);
 
 static uint32_t vnet_len(const struct hvu_dp *dp)
 {
@@ -76,7 +80,7 @@ int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
             cfg->io_buf_size)
         return -EINVAL;
     unsigned entries = 1;
-    while (entries < cfg->io_tx_slots + cfg->io_rx_slots + 1)   /* + the cancel of hvu_dp_close */
+    while (entries < cfg->io_tx_slots + cfg->io_rx_slots)
         entries <<= 1;
     int rc = hvu_uring_open(&io->ring, entries);
     if (rc < 0) {
@@ -90,11 +94,8 @@ int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     io->rx_slots = cfg->io_rx_slots;
     io->rx_slot = cfg->io_rx_slot_size;
     io->on = 1;
+    io->burst = io->tx_slots < IO_BURST_MIN ? io->tx_slots : IO_BURST_MIN;
     dp->ctr.tap_uring = 1;
-    /* prepared now, submitted by the pump's first call: the thread that submits a read is the
-     * one whose next system call finishes it when a frame arrives */
-    for (uint32_t i = 0; i < io->tx_slots; i++)
-        arm(dp, i);
     return 0;
 }
 
@@ -108,7 +109,9 @@ static int io_enter(struct hvu_dp *dp, unsigned wait_nr)
     return hvu_uring_enter(&dp->io.ring, wait_nr);
 }
 
-/* Prepares the read of TX slot i (submitted by the next io_enter). */
+/* Prepares the read of TX slot i (submitted by the next io_enter). RWF_NOWAIT: a read that finds
+ * the tap empty completes -EAGAIN inside that io_uring_enter instead of staying armed, so every
+ * read of a burst has completed when the call returns, in the order the SQEs were issued. */
 static void arm(struct hvu_dp *dp, uint32_t i)
 {
     struct hvu_dp_io *io = &dp->io;
@@ -120,8 +123,34 @@ static void arm(struct hvu_dp *dp, uint32_t i)
     s->addr = (uint64_t)(uintptr_t)(io->tx_mem + (size_t)i * io->tx_slot);
     s->len = io->tx_slot;
     s->off = (uint64_t)-1;   /* no file position: a tap (or a socket) is a stream */
+    s->rw_flags = RWF_NOWAIT;
     s->user_data = i;
     io->tx_armed++;
+}
+
+/* One burst: `burst` reads in one io_uring_enter; they complete within it (RWF_NOWAIT). The
+ * next burst is twice as long when this one was all frames, half as long (at least
+ * IO_BURST_MIN) when fewer than half were: a trickle costs few empty reads, a flood few calls.
+ * Returns the frames read, or -errno of io_uring_enter. */
+static int burst(struct hvu_dp *dp)
+{
+    struct hvu_dp_io *io = &dp->io;
+    for (uint32_t i = 0; i < io->burst; i++)
+        arm(dp, i);
+    int rc = io_enter(dp, io->burst);
+    if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
+        return rc;
+    harvest(dp);
+    uint32_t got = 0;
+    for (uint32_t k = 0; k < io->nready; k++)
+        got += io->ready_res[(io->ready_head + k) % HVU_DP_IO_SLOTS_MAX] != -EAGAIN;
+    io->drained = got < io->burst;
+    if (got == io->burst)
+        io->burst = io->burst * 2 > io->tx_slots ? io->tx_slots : io->burst * 2;
+    else if (got < io->burst / 2)
+        io->burst = io->burst / 2 < IO_BURST_MIN ? (io->tx_slots < IO_BURST_MIN ? io->tx_slots : IO_BURST_MIN)
+                                                  : io->burst / 2;
+    return (int)got;
 }
 
 static void write_done(struct hvu_dp *dp, uint32_t i, int32_t res)
@@ -190,33 +219,28 @@ static ssize_t io_readv(struct hvu_dp *dp, struct iovec *iov, int n)
     struct hvu_dp_io *io = &dp->io;
     for (;;) {
         if (io->nready == 0) {
-            harvest(dp);
-            if (io->nready == 0 && hvu_uring_pending(&io->ring) > 0) {
-                int rc = io_enter(dp, 0);   /* the re-arms of this batch, in one call */
-                if (rc < 0 && rc != -EAGAIN && rc != -EBUSY)
-                    return rc;
-                harvest(dp);
-            }
-            if (io->nready == 0)
+            if (io->drained) {   /* the last burst emptied the tap: that is this batch's EAGAIN */
+                io->drained = 0;
                 return -EAGAIN;
+            }
+            int rc = burst(dp);
+            if (rc < 0)
+                return rc;
+            if (rc == 0) {
+                io->nready = 0;   /* all -EAGAIN */
+                io->drained = 0;
+                return -EAGAIN;
+            }
         }
         uint32_t i = io->ready[io->ready_head];
         int32_t res = io->ready_res[io->ready_head];
         io->ready_head = (io->ready_head + 1) % HVU_DP_IO_SLOTS_MAX;
         io->nready--;
-        if (res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
-            arm(dp, i);
-            continue;
-        }
+        if (res == -EAGAIN || res == -EINTR || res == -ECANCELED)
+            continue;       /* a read that found the tap empty (a frame may follow it) */
         dp->ctr.uring_reads++;
-        if (res == 0) {     /* the end of the tap: no read of it any more (tx.c's rule) */
-            cancel_reads(dp);
-            return 0;
-        }
-        if (res < 0) {
-            arm(dp, i);
-            return res;
-        }
+        if (res <= 0)
+            return res;     /* 0: the end of the tap (tx.c never reads again); -errno: a tap error */
         const uint8_t *src = io->tx_mem + (size_t)i * io->tx_slot;
         size_t left = (size_t)res, done = 0;
         for (int k = 0; k < n && left > 0; k++) {
@@ -225,7 +249,6 @@ static ssize_t io_readv(struct hvu_dp *dp, struct iovec *iov, int n)
             done += take;
             left -= take;
         }
-        arm(dp, i);
         return (ssize_t)done;
     }
 }
@@ -397,31 +420,6 @@ int hvu_dp_tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t 
     return 0;
 }
 
-/* Cancels every read armed on the tap fd and waits for their completions (the end of the tap,
- * hvu_dp_close): afterwards nothing takes frames from the tap. */
-static void cancel_reads(struct hvu_dp *dp)
-{
-    struct hvu_dp_io *io = &dp->io;
-    if (io->tx_armed == 0 && hvu_uring_pending(&io->ring) == 0)
-        return;
-    struct io_uring_sqe *s = hvu_uring_sqe(&io->ring);
-    if (s == NULL)
-        return;
-    s->opcode = IORING_OP_ASYNC_CANCEL;
-    s->fd = dp->tap_fd;
-    s->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-    s->user_data = IO_CANCEL_ID;
-    /* the cancel's own completion always comes: wait for one, then only look (a kernel without
-     * IORING_ASYNC_CANCEL_FD answers -EINVAL; closing the ring cancels then) */
-    int rc = io_enter(dp, 1);
-    for (int tries = 0; rc >= 0 && io->tx_armed > 0 && tries < IO_CLOSE_TRIES; tries++) {
-        harvest(dp);
-        if (io->tx_armed > 0)
-            rc = io_enter(dp, 0);
-    }
-    harvest(dp);
-}
-
 void hvu_dp_close(struct hvu_dp *dp)
 {
     if (dp == NULL)
@@ -429,7 +427,6 @@ void hvu_dp_close(struct hvu_dp *dp)
     struct hvu_dp_io *io = &dp->io;
     if (io->on) {
         hvu_dp_io_reap(dp);
-        cancel_reads(dp);
         for (uint32_t k = 0; k < io->nready; k++)
             if (io->ready_res[(io->ready_head + k) % HVU_DP_IO_SLOTS_MAX] > 0)
                 dp->ctr.tx_tap_closed++;

@@ -443,6 +443,7 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
     int err = hvu_dp_flush_completions(dp);
     int status = HVU_DP_IDLE;
     unsigned done = 0;
+    dp->io.drained = 0;   /* tapio.c: whether the tap looked empty is asked anew each batch */
     while (err == 0) {
         if (done >= budget) {
             status = HVU_DP_BUDGET;

@@ -27,8 +27,8 @@ logged; `live_counters()` sums the pumps' counters, adds each queue's packets an
 in flight, drops per reason, the stall counters and the trace's counters. The run loop waits on
 the caller's stop fd (netdev/signals.py's StopPipe) and on a pump's exit. Teardown stops the pumps
 first and waits (bounded) for the host to take what the subchannels last sent, so the Nic's halt
-and revokes run on the caller's thread with the rings to themselves; each pump is closed (the tap
-reads its io_uring keeps armed are cancelled), then the tap is removed. A
+and revokes run on the caller's thread with the rings to themselves; each pump is closed (its
+io_uring), then the tap is removed. A
 RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
 (`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic.
 
@@ -260,7 +260,7 @@ class Engine:
             if pumps:
                 self.counters = self.counters or self.live_counters()
             for dp in pumps:
-                dp.close()   # cancels the tap reads its io_uring keeps armed, before the tap goes
+                dp.close()   # its io_uring, before the tap goes
             # drop every reference to the pumps (and their rings and buffers) before the Nic
             # closes, locals included: an exception raised below (tap.close) would keep this
             # frame, and the pumps with it, in a reference cycle (see _pump_error)

@@ -86,7 +86,7 @@ COUNTER_NAMES: tuple[str, ...] = tuple(
 
 TAP_IO_MODES = ("readv", "uring")  # one readv/writev per frame, or batched (_native/tapio.c)
 TAP_IO_ENV = "HVUIO_TAP_IO"         # the mode when DataPath's `tap_io` is None (default "uring")
-TAP_IO_TX_SLOTS = 32                # tap reads a pump keeps armed in its io_uring
+TAP_IO_TX_SLOTS = 32                # most tap reads of one burst (one io_uring_enter)
 TAP_IO_RX_SLOTS = 64                # tap writes a receive batch queues before one submission
 GSO_MAX = int(_lib.HVU_DP_GSO_MAX)
 RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
@@ -239,11 +239,11 @@ class DataPath:
     (`wake_fd`) and only writes `irq_fd` to signal; `idle_poll_ms` caps its sleeps (a channel
     whose inbound mask stays set raises no interrupt of its own).
 
-    `tap_io` (TAP_IO_MODES; None: $HVUIO_TAP_IO, else "uring"): "uring" keeps tap reads armed in
-    an io_uring and queues a receive batch's tap writes there, one io_uring_enter per batch
+    `tap_io` (TAP_IO_MODES; None: $HVUIO_TAP_IO, else "uring"): "uring" reads the tap in bursts
+    of non-blocking reads and writes a receive batch's frames, one io_uring_enter each
     (_native/tapio.c); where the kernel refuses io_uring the pump runs "readv" (one readv/writev
-    per frame; `tap_io`, `tap_io_error` say so). Armed reads take frames even while the pump does
-    not run: `close()` cancels them (done at collection otherwise).
+    per frame; `tap_io`, `tap_io_error` say so). `close()` closes the ring (done at collection
+    otherwise).
     """
 
     def __init__(self, *, tx_ring: Ring, rx_ring: Ring, recv_buf: Buffer, recv_section_size: int,
@@ -513,8 +513,8 @@ class DataPath:
         return None if e == 0 else f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
 
     def close(self) -> None:
-        """Stops the thread, cancels the tap reads armed in the io_uring and closes it; the data
-        path is unusable after (counters stay readable). Safe twice."""
+        """Stops the thread and closes the io_uring; the data path is unusable after (counters
+        stay readable). Safe twice."""
         self.stop()
         self._closer()
 

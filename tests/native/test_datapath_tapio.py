@@ -197,7 +197,7 @@ def test_tap_to_host_frames_are_byte_exact_and_in_order(rig: Rig) -> None:
     c = rig.dp.counters()
     assert c["tx_packets"] >= len(frames) and c["tx_tap_err"] == c["tx_runt"] == c["tx_oversize"] == 0
     if rig.dp.tap_io == "uring":
-        # batched: the reads of a burst were re-armed many per io_uring_enter
+        # batched: bursts of reads, many per io_uring_enter
         assert c["uring_reads"] >= len(frames) and c["uring_enters"] < len(frames) // 4
     else:
         assert c["uring_reads"] == c["uring_enters"] == 0
@@ -300,3 +300,29 @@ def test_the_mode_is_reported_and_an_unknown_one_refused(monkeypatch: pytest.Mon
             u.dp.close()
             u.close()
 
+
+
+def test_frames_a_burst_read_ahead_are_counted_when_the_pump_closes() -> None:
+    reason = uring_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    h = FakeHost(send_count=2, tap_io="uring")   # two sections: TX blocks after two frames
+    try:
+        frames = [frame(i, 64) for i in range(10)]
+        for f in frames:
+            h.tap_host.send(f)
+        assert h.dp.tx() is Status.BLOCKED
+        assert h.dp.counters()["tx_packets"] == 2
+        h.dp.close()
+        # the first burst read four; two went out, two were read ahead and are dropped counted,
+        # and the rest never left the tap
+        assert h.dp.counters()["tx_tap_closed"] == 2
+        left = []
+        while True:
+            try:
+                left.append(h.tap_guest.recv(2048))
+            except BlockingIOError:
+                break
+        assert left == frames[4:]
+    finally:
+        h.close()
