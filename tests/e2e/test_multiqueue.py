@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -129,6 +130,11 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     assert fast is None or fast.pump.channels == [0, 1]  # the C pump serves the subchannel too
     live = r.engine.live_counters()
     assert live["queues"] == 2 and {"rx_queue_1_packets", "tx_queue_1_bytes"} <= live.keys()
+    # each pump batches its tap I/O through an io_uring unless told not to or the kernel refuses
+    if os.environ.get("HVUIO_TAP_IO") == "readv":
+        assert live["tap_uring"] == 0 and live["uring_enters"] == 0
+    elif Path("/proc/sys/kernel/io_uring_disabled").read_text().strip() == "0":
+        assert live["tap_uring"] == 2
 
 
 def test_flows_land_on_the_queue_the_guests_table_predicts(two_queues: Running) -> None:
