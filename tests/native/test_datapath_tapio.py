@@ -326,3 +326,38 @@ def test_frames_a_burst_read_ahead_are_counted_when_the_pump_closes() -> None:
         assert left == frames[4:]
     finally:
         h.close()
+
+
+def test_a_kernel_that_refuses_a_ring_falls_back_to_readv() -> None:
+    """io_uring_setup refused (here EMFILE: no fd number left under RLIMIT_NOFILE; ENOSYS or EPERM
+    on other kernels): the pump says why and moves frames with readv/writev."""
+    import resource
+
+    from support.fakehost import frame as pattern
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    h = FakeHost(tap_io="readv")
+    try:
+        lowest = os.dup(0)   # the lowest free fd number: the ring's would be this one
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            dp = DataPath(tx_ring=h.tx_ring, rx_ring=h.rx_ring, recv_buf=h.recv, recv_section_size=h.recv_section,
+                          send_buf=h.send, send_section_size=h.send_section, send_section_count=8,
+                          tap_fd=h.tap_guest.fileno(), irq_fd=h.irq_guest.fileno(), tap_io="uring")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert dp.tap_io == "readv" and dp.tap_io_error is not None
+        assert uring_skip_reason() is not None or dp.tap_io_error.startswith("EMFILE")
+        h.tap_host.send(pattern(64, 1))
+        assert dp.tx() is Status.IDLE
+        assert [p.trans_id >> 63 for p in h.drain()] == [1]
+        h.send_frames([pattern(80, 2)], trans_id=9)
+        assert dp.rx() is Status.IDLE
+        assert h.tap_frames() == [pattern(80, 2)]
+        c = dp.counters()
+        assert c["tap_uring"] == c["uring_enters"] == c["uring_reads"] == c["uring_writes"] == 0
+        assert c["tx_packets"] == c["rx_packets"] == 1
+        dp.close()
+    finally:
+        h.close()
