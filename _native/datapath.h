@@ -116,7 +116,7 @@
  *  - Tap I/O (tapio.c, uring.c; HVU_DP_F_TAP_URING): tx.c's tap reads and rx.c's tap writes go
  *    through one io_uring per pump where the kernel gives one: reads come in bursts of up to
  *    io_tx_slots non-blocking reads per io_uring_enter into slots of the caller's io memory and
- *    are copied to where tx.c reads a frame; an rx batch's writes are queued and submitted (and
+ *    are copied to where tx.c reads a frame (while frames are large, one readv straight there); an rx batch's writes are queued and submitted (and
  *    reaped) with one io_uring_enter, and a transfer-page packet is completed only after its
  *    writes completed (status FAILED when one failed). Frames keep their order both ways.
  *    Without a ring (flag off, or io_uring_setup refused) one readv/writev per frame, as before;
@@ -226,6 +226,7 @@ struct hvu_dp_io {
     uint32_t tx_armed;              /* reads submitted and not completed (within one burst) */
     uint32_t burst;                 /* reads the next burst submits (IO_BURST_MIN .. tx_slots) */
     int drained;                    /* the last burst found the tap empty before its end */
+    uint32_t avg_len;               /* running mean of the frames read (bytes, vnet header too) */
     /* reads completed, oldest first, not yet handed to the pump: slot and result */
     uint16_t ready[HVU_DP_IO_SLOTS_MAX];
     int32_t ready_res[HVU_DP_IO_SLOTS_MAX];

@@ -361,3 +361,40 @@ def test_a_kernel_that_refuses_a_ring_falls_back_to_readv() -> None:
         dp.close()
     finally:
         h.close()
+
+
+def test_large_frames_are_read_straight_to_their_place_small_ones_in_bursts() -> None:
+    """While the frames read lately are large (jumbo, GSO) a read is one readv into the send
+    section (copying them out of a slot costs more than the call saved); small ones come back to
+    bursts. Either way the host gets every frame, in order."""
+    reason = uring_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    h = FakeHost(mtu=9000, send_section=16384, send_count=32, tx_data=256 * 1024, tap_io="uring")
+    try:
+        sent: list[bytes] = []
+        got: list[bytes] = []
+
+        def batch(frames: list[bytes]) -> None:
+            for f in frames:
+                h.tap_host.send(f)
+            sent.extend(frames)
+            assert h.dp.tx() is Status.IDLE
+            for p in h.drain():
+                _nvs, _chan, idx, size = struct.unpack_from("<IIII", p.payload)
+                msg = h.section_bytes(idx, size)
+                doff, dlen = struct.unpack_from("<II", msg, 8)
+                got.append(msg[8 + doff:8 + doff + dlen])
+                h.complete_tx(p.trans_id)
+            assert h.dp.rx() is Status.IDLE
+
+        batch([frame(i, 8000) for i in range(3)])
+        assert h.dp.counters()["uring_reads"] == 3          # the first ones through a burst
+        batch([frame(i, 8000) for i in range(3, 6)])
+        assert h.dp.counters()["uring_reads"] == 3          # then straight: no burst, no copy
+        batch([frame(i, 64) for i in range(6, 26)])
+        assert h.dp.counters()["uring_reads"] > 3 + 10      # small frames: bursts again
+        assert got == sent and h.dp.counters()["tx_packets"] == 26
+    finally:
+        h.dp.close()
+        h.close()
