@@ -55,7 +55,7 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
                                   HVU_DP_F_TX_HASH | HVU_DP_F_TAP_OFFLOAD | HVU_DP_F_TX_CSUM_TCP4 |
                                   HVU_DP_F_TX_CSUM_UDP4 | HVU_DP_F_TX_CSUM_TCP6 |
                                   HVU_DP_F_TX_CSUM_UDP6 | HVU_DP_F_TX_LSO4 | HVU_DP_F_TX_LSO6 |
-                                  HVU_DP_F_RX_CSUM | HVU_DP_F_WAKE_FD)) != 0)
+                                  HVU_DP_F_RX_CSUM | HVU_DP_F_WAKE_FD | HVU_DP_F_TAP_URING)) != 0)
         return -EINVAL;
     if ((cfg->flags & HVU_DP_F_WAKE_FD) && cfg->wake_fd < 0)
         return -EINVAL;
@@ -121,6 +121,12 @@ int hvu_dp_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
     }
     dp->gpa_plain = dp->gpa_slot != 0 && !(dp->flags & HVU_DP_F_TAP_OFFLOAD) &&
                     dp->send_section - hdr < dp->mtu + HVU_DP_ETH_HLEN + HVU_DP_VLAN_HLEN;
+    /* batched tap I/O (tapio.c): last, so nothing after it can fail with the ring open */
+    rc = hvu_dp_io_init(dp, cfg);
+    if (rc < 0) {
+        memset(dp, 0, sizeof(*dp));
+        return rc;
+    }
     dp->initialised = 1;
     return 0;
 }
@@ -312,6 +318,14 @@ int hvu_dp_run(struct hvu_dp *dp, int stop_fd, int timeout_ms, unsigned budget)
         if (t < 0)
             return t;
         int more = r == HVU_DP_BUDGET || t == HVU_DP_BUDGET;
+        if (dp->io.on) {
+            /* tapio.c: frames a burst read ahead are work now unless TX is blocked */
+            int ready = hvu_dp_io_poll(dp);
+            if (ready < 0)
+                return ready;
+            if (ready > 0 && t != HVU_DP_BLOCKED)
+                more = 1;
+        }
         int wait_ms = 0;
         int spinning = 0;
         if (dp->busy_poll_ns != 0) {

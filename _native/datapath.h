@@ -5,8 +5,9 @@
  * What lives here: struct hvu_dp (complete for rx.c, tx.c, datapath.c; opaque to Python, which
  * allocates hvu_dp_sizeof() bytes) and the helpers the three files share. The callable API is
  * datapath_api.h. Like ring.c: no allocation, no printing, no Python.h; every buffer belongs to
- * the caller. Unlike ring.c these files do syscalls (read/readv/writev/write/poll) on fds the
- * caller opened: they run with the GIL released (cffi API mode).
+ * the caller. Unlike ring.c these files do syscalls (read/readv/writev/write/poll, and
+ * io_uring_setup/io_uring_enter/mmap in uring.c) on fds the caller opened: they run with the GIL
+ * released (cffi API mode).
  *
  * Design and the facts behind it (docs/VMBUS.md; Linux netvsc.c/rndis_filter.c and
  * DPDK hn_rxtx.c read for behaviour only):
@@ -112,6 +113,14 @@
  *    room check asks for the larger type-9 packet (descriptor + 8 + 8 + 8 * slot pages + 40 +
  *    trailer) whenever a packet may go GPA-direct, and hvu_dp_init refuses an outbound ring that
  *    cannot hold it (-EMSGSIZE).
+ *  - Tap I/O (tapio.c, uring.c; HVU_DP_F_TAP_URING): tx.c's tap reads and rx.c's tap writes go
+ *    through one io_uring per pump where the kernel gives one: reads come in bursts of up to
+ *    io_tx_slots non-blocking reads per io_uring_enter into slots of the caller's io memory and
+ *    are copied to where tx.c reads a frame (while frames are large, one readv straight there); an rx batch's writes are queued and submitted (and
+ *    reaped) with one io_uring_enter, and a transfer-page packet is completed only after its
+ *    writes completed (status FAILED when one failed). Frames keep their order both ways.
+ *    Without a ring (flag off, or io_uring_setup refused) one readv/writev per frame, as before;
+ *    hvu_dp_tap_io says which.
  *  - Signalling (3.11, 3.12): every write ORs its decision; read batches add the flow-control
  *    decision; the host is signalled once per rx/tx call: monitored channel = atomic OR of bit
  *    id % 32 into trigger_group[id / 32].pending (monitor page offset 8 + 8 * group); otherwise
@@ -122,13 +131,14 @@
  *    is never touched (subchannels on kernels without linux d062463edf17, spec item 39) and the
  *    caller should use busy polling or a short timeout. A uio event is consumed by a 4-byte read.
  *  - 802.1Q out of band (vlan.c; docs/VMBUS.md §4.26; Linux rndis_filter_receive_data /
- *    netvsc_xmit): a received 802.1Q pktinfo puts its tag back after the MAC addresses (tap_write
- *    gathers it in; an RSC frame gets its first fragment's tag in rsc_buf), the MTU check counting
- *    it; a pktinfo of that type too short for its value drops the frame (rx_vlan_bad). A tagged
- *    tap frame goes out without the tag, which becomes the 802.1Q pktinfo after the others: the
- *    plain path moves the frame in its section (a message that then no longer fits is dropped as
- *    oversize), a plain tap's slot read moves it at once, the offload stage drops the 4 bytes and
- *    counts the vnet offsets from the untagged frame, so checksum and LSO offsets stay right.
+ *    netvsc_xmit): a received 802.1Q pktinfo puts its tag back after the MAC addresses (tapio.c
+ *    hvu_dp_tap_write gathers it in; an RSC frame gets its first fragment's tag in rsc_buf), the
+ *    MTU check counting it; a pktinfo of that type too short for its value drops the frame
+ *    (rx_vlan_bad). A tagged tap frame goes out without the tag, which becomes the 802.1Q pktinfo
+ *    after the others: the plain path moves the frame in its section (a message that then no
+ *    longer fits is dropped as oversize), a plain tap's slot read moves it at once, the offload
+ *    stage drops the 4 bytes and counts the vnet offsets from the untagged frame, so checksum and
+ *    LSO offsets stay right.
  *  - Offloads (offload.c/.h; hvuio/native/datapath.py sets the flags from what RNDIS negotiated):
  *    TX with HVU_DP_F_TAP_OFFLOAD: the tap (TUNSETOFFLOAD) hands over frames whose vnet header
  *    may ask for a checksum (NEEDS_CSUM) or carry a TCP GSO super-frame; every field is checked
@@ -169,6 +179,7 @@
 #include "trace.h"
 #include "dp_counters.h"
 #include "offload.h"
+#include "uring.h"
 
 #define HVU_DP_TX_TAG (1ULL << HVU_DP_TX_TAG_SHIFT)
 #define HVU_DP_GPA_BIT (1ULL << HVU_DP_TX_GPA_SHIFT)
@@ -190,6 +201,44 @@ struct hvu_dp_counters {
 struct hvu_dp_pending {
     uint64_t trans_id;
     uint32_t status;
+};
+
+/* Batched tap I/O (tapio.c): the pump's io_uring, its read bursts and queued tap writes. */
+struct hvu_dp_io_write {
+    uint32_t want;                  /* bytes handed to the tap (vnet header included) */
+    uint32_t xfer;                  /* index into defer[] of the packet it belongs to (== ndefer:
+                                     * the packet being handled, not deferred yet) */
+    uint32_t tagged;                /* an 802.1Q tag was put back (rx_vlan when written) */
+};
+
+struct hvu_dp_io_defer {            /* a receive completion waiting for its packet's writes */
+    uint64_t trans_id;
+    uint32_t status;
+};
+
+struct hvu_dp_io {
+    int on;                         /* 1: the ring is up and tap I/O goes through it */
+    int setup_err;                  /* errno of a refused io_uring_setup (the pump runs readv/writev) */
+    struct hvu_uring ring;
+    uint8_t *tx_mem, *rx_mem;       /* io_buf: the TX slots, then the RX slots */
+    uint32_t tx_slots, tx_slot;     /* count, bytes each */
+    uint32_t rx_slots, rx_slot;
+    uint32_t tx_armed;              /* reads submitted and not completed (within one burst) */
+    uint32_t burst;                 /* reads the next burst submits (IO_BURST_MIN .. tx_slots) */
+    int drained;                    /* the last burst found the tap empty before its end */
+    uint32_t avg_len;               /* running mean of the frames read (bytes, vnet header too) */
+    /* reads completed, oldest first, not yet handed to the pump: slot and result */
+    uint16_t ready[HVU_DP_IO_SLOTS_MAX];
+    int32_t ready_res[HVU_DP_IO_SLOTS_MAX];
+    uint32_t ready_head, nready;
+    /* writes of this rx batch: slot i holds write i; all complete before a slot is used again */
+    uint32_t rx_queued;             /* writes prepared since the last reap */
+    uint32_t rx_inflight;           /* of those, not completed yet */
+    uint32_t cur_queued;            /* writes of the packet being handled not reaped yet */
+    uint32_t cur_failed;            /* a write of the packet being handled failed */
+    struct hvu_dp_io_write wr[HVU_DP_IO_SLOTS_MAX];
+    struct hvu_dp_io_defer defer[HVU_DP_IO_SLOTS_MAX];
+    uint32_t ndefer;
 };
 
 struct hvu_dp {
@@ -290,6 +339,7 @@ struct hvu_dp {
     uint64_t sect_map[HVU_DP_MAX_SECTIONS / 64];   /* bit set = section in flight */
     struct hvu_dp_counters ctr;
     struct hvu_trace *trace;        /* frame capture (trace.c), NULL: off */
+    struct hvu_dp_io io;            /* batched tap I/O (tapio.c) */
 };
 
 /* datapath.c */
@@ -355,6 +405,23 @@ void hvu_dp_gpa_complete(struct hvu_dp *dp, uint64_t trans_id, const uint8_t *pa
                          uint32_t plen);
 /* tx_gpa.c, for hvu_dp_init: checks the pool configuration and fills the gpa_* fields */
 int hvu_dp_gpa_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg, uint32_t max_msg);
+/* tapio.c: the io_uring under the tap reads and writes (HVU_DP_F_TAP_URING). init: 0 (ring up,
+ * or refused and io.on = 0 with io.setup_err), -EINVAL (io_* configuration wrong). */
+int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg);
+/* one frame to the tap (vnet header from v, the 802.1Q tag of vlan put back unless it is
+ * HVU_DP_NO_VLAN): 0 written, -1 dropped (counted), 1 queued on the ring (`queue`: counted, its
+ * range too, when it completes) */
+struct hvu_vnet;
+int hvu_dp_tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t *data, uint32_t len,
+                     uint32_t vlan, int queue);
+/* submits what is prepared; for queued writes waits until all completed, counts them and sends
+ * the receive completions that waited for them. 0 or -errno (ring or outbound ring failure) */
+int hvu_dp_io_reap(struct hvu_dp *dp);
+/* re-arms reads (one io_uring_enter when any is prepared) and harvests completions without a
+ * system call; returns the reads completed and not yet handed to the pump */
+int hvu_dp_io_poll(struct hvu_dp *dp);
+/* rx.c: one receive completion, sent or queued in pend[] (the caller made room) */
+int hvu_dp_complete_rx(struct hvu_dp *dp, uint64_t trans_id, uint32_t status);
 /* tx_stage.c: the next RNDIS packet through the offload stage (1 placed, 0 dropped,
  * HVU_DP_TX_FLUSH, HVU_DP_TX_WAIT, -EAGAIN tap empty, other negative errno) */
 int hvu_dp_tx_stage_next(struct hvu_dp *dp);

@@ -43,7 +43,10 @@ enum hvu_dp_flag {
     HVU_DP_F_TX_LSO4 = 512,    /* host segments TCP/IPv4 (LSOv2 per-packet info) */
     HVU_DP_F_TX_LSO6 = 1024,
     HVU_DP_F_RX_CSUM = 2048,   /* host checksum results become vnet DATA_VALID / NEEDS_CSUM */
-    HVU_DP_F_WAKE_FD = 4096    /* wake-ups come from wake_fd, not irq_fd (see hvu_dp_config) */
+    HVU_DP_F_WAKE_FD = 4096,   /* wake-ups come from wake_fd, not irq_fd (see hvu_dp_config) */
+    HVU_DP_F_TAP_URING = 8192  /* batch tap I/O through an io_uring (tapio.c; io_* of the config):
+                                * init falls back to one readv/writev per frame when the kernel
+                                * refuses a ring (hvu_dp_tap_io says which mode runs) */
 };
 
 enum hvu_dp_const {
@@ -81,6 +84,7 @@ enum hvu_dp_const {
     HVU_DP_TX_AGG_ALIGN_MAX = 4096,    /* largest tx_agg_align (a power of two) */
     HVU_DP_FANOUT_MAX = 64,            /* fanout_fds: the other channels of a 64-channel NIC */
     HVU_DP_PENDING_MAX = 256,          /* receive completions held while the outbound ring is full */
+    HVU_DP_IO_SLOTS_MAX = 256,         /* io_tx_slots, io_rx_slots: at most this many each */
     HVU_NVS_TYPE_RNDIS = 107,
     HVU_NVS_TYPE_RNDIS_ACK = 108,
     HVU_NVS_STATUS_OK = 1,
@@ -191,6 +195,18 @@ struct hvu_dp_config {
     uint32_t gpa_slot_size;    /* a multiple of 4096, at most 32 pages, holding the largest RNDIS
                                 * message (header, hash + one more pktinfo, HVU_DP_GSO_MAX bytes:
                                 * 17 pages); slots = min(gpa_buf_size / gpa_slot_size, 64) */
+    /* Batched tap I/O (HVU_DP_F_TAP_URING; tapio.c): private memory, io_tx_slots slots of
+     * io_tx_slot_size bytes (one tap read of a burst each) then io_rx_slots of io_rx_slot_size (one
+     * queued tap write each). A TX slot holds the largest read the pump makes: vnet header, the
+     * largest frame (mtu + 18, or tx_stage_size - 12 with HVU_DP_F_TAP_OFFLOAD) and one byte
+     * more; an RX slot the vnet header and mtu + 18 (longer frames, RSC ones, are written
+     * directly, after the queue). The memory must stay mapped until hvu_dp_close. */
+    void *io_buf;
+    uint32_t io_buf_size;
+    uint32_t io_tx_slots;      /* 1 .. HVU_DP_IO_SLOTS_MAX */
+    uint32_t io_tx_slot_size;
+    uint32_t io_rx_slots;      /* 1 .. HVU_DP_IO_SLOTS_MAX */
+    uint32_t io_rx_slot_size;
 };
 
 struct hvu_dp_fault {
@@ -224,6 +240,14 @@ uint32_t hvu_dp_sections_in_use(const struct hvu_dp *dp);
 uint32_t hvu_dp_gpa_slots_in_use(const struct hvu_dp *dp);
 uint32_t hvu_dp_gpa_slot_count(const struct hvu_dp *dp);
 uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);
+/* 1: tap I/O goes through the io_uring (HVU_DP_F_TAP_URING and the kernel gave a ring); 0: one
+ * readv/writev per frame. hvu_dp_tap_io_error: the errno io_uring_setup failed with (0: none). */
+int hvu_dp_tap_io(const struct hvu_dp *dp);
+int hvu_dp_tap_io_error(const struct hvu_dp *dp);
+/* Reaps the queued tap writes and closes the io_uring (frames a burst read ahead and the pump did
+ * not send are counted in tx_tap_closed). Call before the io memory goes; the data path is
+ * unusable after. Safe twice, and without a ring. */
+void hvu_dp_close(struct hvu_dp *dp);
 int hvu_dp_counter_count(void);
 const char *hvu_dp_counter_name(int i);
 uint64_t hvu_dp_counter(const struct hvu_dp *dp, int i);

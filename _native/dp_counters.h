@@ -62,6 +62,12 @@
                          /* also in rx_ranges) */                                              \
     X(rx_vlan)           /* frames written with the 802.1Q tag of their pktinfo re-inserted */  \
     X(rx_vlan_bad)       /* ranges dropped: 802.1Q pktinfo too short for its 4-byte value */    \
-    X(tx_vlan)           /* RNDIS packets sent with the 802.1Q pktinfo (tag taken out of the frame) */
+    X(tx_vlan)           /* RNDIS packets sent with the 802.1Q pktinfo (tag taken out of the frame) */ \
+    X(tap_uring)         /* 1 when the pump's tap I/O goes through an io_uring, 0 with readv/writev */ \
+                         /* per frame (summed: the pumps that batch) */                        \
+    X(uring_enters)      /* io_uring_enter calls (tapio.c): read bursts, submit and reap writes */ \
+    X(uring_reads)       /* tap reads completed through the io_uring (frames, runts, errors) */  \
+    X(uring_writes)      /* tap writes completed through the io_uring (written or dropped) */    \
+    X(tx_tap_closed)     /* frames a read burst had taken from the tap, dropped at close */
 
 #endif

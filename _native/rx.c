@@ -2,8 +2,8 @@
  *
  * What lives here: hvu_dp_rx (one read batch of the inbound ring), the transfer-page and RNDIS
  * packet checks, the receive offloads (checksum info -> vnet flags, RSC fragment assembly), the
- * 802.1Q pktinfo put back into the frame as a tag (vlan.c), the frame write to the tap, and the
- * receive-completion queue. Completions of our own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
+ * 802.1Q pktinfo put back into the frame as a tag (vlan.c), and the receive-completion queue;
+ * the tap write itself (writev, or queued on the io_uring) is tapio.c. Completions of our own sends are handed to tx.c. Packets for Python are left unread (HVU_DP_CONTROL); the data
  * messages of a mixed packet come back from Python through hvu_dp_rx_data. The rules
  * and their sources are in datapath.h's header comment. No allocation, no printing.
  */
@@ -57,7 +57,7 @@ int hvu_dp_flush_completions(struct hvu_dp *dp)
 
 /* Callers guarantee room in pend[] (checked before the packet is consumed). The completion is
  * sent or queued, never lost; returns -EIO (after queueing) if the outbound ring is refused. */
-static int complete_rx(struct hvu_dp *dp, uint64_t trans_id, uint32_t status)
+int hvu_dp_complete_rx(struct hvu_dp *dp, uint64_t trans_id, uint32_t status)
 {
     int rc = 0;
     if (dp->npend == 0) {
@@ -153,52 +153,6 @@ static int csum_ok(uint32_t info)
            (info & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)) == 0;
 }
 
-/* One frame (+ vnet header when the tap has one) to the tap, with the 802.1Q tag of `vlan` put
- * after its MAC addresses unless vlan is HVU_DP_NO_VLAN. 0, or -1 when the write failed. */
-static int tap_write(struct hvu_dp *dp, const struct hvu_vnet *v, const uint8_t *data, uint32_t len,
-                     uint32_t vlan)
-{
-    uint8_t vnet[HVU_DP_VNET_HDR_SIZE], tag[HVU_DP_VLAN_HLEN];
-    struct iovec iov[4];
-    int niov = 0;
-    size_t want = len;
-    if (dp->flags & HVU_DP_F_VNET_HDR) {
-        hvu_vnet_write(vnet, v);
-        iov[niov].iov_base = vnet;
-        iov[niov++].iov_len = sizeof(vnet);
-        want += sizeof(vnet);
-    }
-    if (vlan != HVU_DP_NO_VLAN) {   /* the caller checked len >= 14 */
-        hvu_dp_vlan_tag(vlan, tag);
-        iov[niov].iov_base = (void *)data;
-        iov[niov++].iov_len = 12;
-        iov[niov].iov_base = tag;
-        iov[niov++].iov_len = sizeof(tag);
-        data += 12;
-        len -= 12;
-        want += sizeof(tag);
-    }
-    iov[niov].iov_base = (void *)data;
-    iov[niov++].iov_len = len;
-    if (dp->trace)   /* trace.h: the frame as written to the tap, its 802.1Q tag included */
-        hvu_trace_frame_iov(dp->trace, HVU_TRACE_IN, iov, niov, want,
-                            dp->flags & HVU_DP_F_VNET_HDR ? HVU_DP_VNET_HDR_SIZE : 0);
-    ssize_t w;
-    do {
-        w = writev(dp->tap_fd, iov, niov);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0 || (size_t)w != want) {
-        dp->ctr.rx_tap_drop++;
-        hvu_dp_drop_note(dp, HVU_DP_TAP_WRITE, w < 0 ? (uint64_t)errno : (uint64_t)w);
-        return -1;
-    }
-    dp->ctr.rx_packets++;
-    dp->ctr.rx_bytes += want - ((dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0);
-    if (vlan != HVU_DP_NO_VLAN)
-        dp->ctr.rx_vlan++;
-    return 0;
-}
-
 static int rsc_drop(struct hvu_dp *dp, int reason, uint64_t value, uint32_t frags)
 {
     dp->ctr.rx_rsc_drop += frags;
@@ -229,7 +183,7 @@ static int rsc_segment(struct hvu_dp *dp, const uint8_t *f, uint32_t len, const 
     for (uint32_t i = 0; i < nseg; i++) {
         uint32_t off = i * mss, pay = payload - off < mss ? payload - off : mss;
         uint32_t n = hvu_off_build_seg(out, f, h, off, pay, i, i == 0, i == nseg - 1, HVU_SEG_FULL);
-        if (tap_write(dp, &none, out, n, HVU_DP_NO_VLAN) < 0) {
+        if (hvu_dp_tap_write(dp, &none, out, n, HVU_DP_NO_VLAN, 0) < 0) {
             dp->ctr.rx_tap_drop += nseg - 1 - i;
             return -1;
         }
@@ -308,7 +262,7 @@ static int rsc_emit(struct hvu_dp *dp)
     }
     if (dp->rsc_has_csum && (dp->rsc_csum & (RXCSUM_TCP_FAILED | RXCSUM_UDP_FAILED)))
         dp->ctr.rx_csum_bad++;
-    if ((cut ? rsc_segment(dp, f, len, &h, cut) : tap_write(dp, &v, f, len, HVU_DP_NO_VLAN)) < 0) {
+    if ((cut ? rsc_segment(dp, f, len, &h, cut) : hvu_dp_tap_write(dp, &v, f, len, HVU_DP_NO_VLAN, 0)) < 0) {
         dp->ctr.rx_range_drops += frags;   /* not delivered whole: every fragment counts as dropped */
         return -1;
     }
@@ -414,11 +368,13 @@ static int deliver(struct hvu_dp *dp, const uint8_t *msg, uint32_t n)
             dp->ctr.rx_csum_bad++;
         }
     }
-    if (tap_write(dp, &v, data, data_len, vlan) < 0) {
+    int w = hvu_dp_tap_write(dp, &v, data, data_len, vlan, 1);
+    if (w < 0) {
         dp->ctr.rx_range_drops++;
         return -1;
     }
-    dp->ctr.rx_ranges_written++;
+    if (w == 0)
+        dp->ctr.rx_ranges_written++;   /* queued (1): counted when the write completes */
     return 0;
 }
 
@@ -433,7 +389,12 @@ int hvu_dp_rx_data(struct hvu_dp *dp, const uint8_t *msg, uint32_t len)
         return -EINVAL;
     dp->ctr.rx_ranges++;
     dp->ctr.rx_ctl_data++;
-    return deliver(dp, msg, len) < 0 ? 1 : 0;
+    dp->io.cur_failed = 0;
+    int r = deliver(dp, msg, len);
+    /* the caller completes the packet: the write must have completed (tapio.c) */
+    if (dp->io.on && hvu_dp_io_reap(dp) < 0)
+        return -dp->err_no;
+    return r < 0 || dp->io.cur_failed ? 1 : 0;
 }
 
 /* ---- one transfer-page packet ----------------------------------------------------------------- */
@@ -488,6 +449,7 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
     }
     /* Pass 2: copy each range out (VMBUS.md §4.16), then parse only the copy. */
     uint32_t status = HVU_NVS_STATUS_OK;
+    dp->io.cur_failed = 0;
     for (uint32_t i = 0; i < xh.range_cnt; i++) {
         struct hvu_xfer_range rg;
         memcpy(&rg, ranges + (size_t)i * sizeof(rg), sizeof(rg));
@@ -504,7 +466,17 @@ static int rx_xfer(struct hvu_dp *dp, const uint8_t *pkt, uint32_t len, const st
         if (deliver(dp, dp->range_buf, rg.byte_count) < 0)
             status = HVU_NVS_STATUS_FAILED;
     }
-    int rc = complete_rx(dp, d->trans_id, status);
+    if (dp->io.cur_failed)
+        status = HVU_NVS_STATUS_FAILED;
+    if (dp->io.cur_queued > 0) {
+        /* its frames are queued on the io_uring: completed after they are written (tapio.c) */
+        dp->io.defer[dp->io.ndefer].trans_id = d->trans_id;
+        dp->io.defer[dp->io.ndefer].status = status;
+        dp->io.ndefer++;
+        dp->io.cur_queued = 0;
+        return 0;
+    }
+    int rc = hvu_dp_complete_rx(dp, d->trans_id, status);
     return rc < 0 ? rc : 0;
 }
 
@@ -539,7 +511,7 @@ int hvu_dp_rx(struct hvu_dp *dp, unsigned budget)
             status = HVU_DP_CONTROL;
             break;
         }
-        if (d.type == HVU_PKT_XFER_PAGES && dp->npend >= HVU_DP_PENDING_MAX) {
+        if (d.type == HVU_PKT_XFER_PAGES && dp->npend + dp->io.ndefer >= HVU_DP_PENDING_MAX) {
             status = HVU_DP_BLOCKED;   /* no room to remember its completion: wait for the ring */
             break;
         }
@@ -567,6 +539,10 @@ int hvu_dp_rx(struct hvu_dp *dp, unsigned budget)
     }
     if (status == HVU_DP_CONTROL)
         dp->ctr.rx_control++;
+    /* tapio.c: the batch's queued tap writes in one io_uring_enter, then their completions */
+    rc = hvu_dp_io_reap(dp);
+    if (rc < 0 && err == 0)
+        err = rc;
     rc = hvu_ring_close(dp->rx);
     if (rc > 0)
         dp->need_signal = 1;

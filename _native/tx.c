@@ -6,8 +6,9 @@
  * of the queue with the outbound pending_send_sz, the handling of tagged completions, where a
  * message may be; a tagged frame's tag moved into the 802.1Q pktinfo (vlan.c). The offload stage (vnet headers, checksum/LSO pktinfo, GSO frames cut to sections
  * or slots) is tx_stage.c; slots, the type-9 packet, where a message goes when GPA-direct is on
- * and a plain tap's read into a slot are tx_gpa.c. The rules and their sources
- * are in datapath.h's header comment. No allocation, no printing.
+ * and a plain tap's read into a slot are tx_gpa.c; the tap read itself (readv, or the io_uring)
+ * is tapio.c. The rules and their sources are in datapath.h's header comment. No allocation, no
+ * printing.
  */
 #define _POSIX_C_SOURCE 200809L   /* poll, readv/writev, clock_gettime under -std=c11 */
 #include <errno.h>
@@ -334,41 +335,6 @@ static int send_held(struct hvu_dp *dp)
 
 /* ---- plain frames (no tap offloads) -------------------------------------------------------------- */
 
-/* One readv from the tap. > 0 = bytes read (at least `min`), 0 = a runt dropped (counted),
- * -EAGAIN = tap empty, -EPIPE = end of the tap (sticky: never read again), other negative =
- * tap error. */
-ssize_t hvu_dp_tap_readv(struct hvu_dp *dp, struct iovec *iov, int n, size_t min)
-{
-    ssize_t r;
-    if (dp->tap_eof)
-        return -EPIPE;
-    do {
-        r = readv(dp->tap_fd, iov, n);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK)
-            return -EAGAIN;
-        dp->ctr.tx_tap_err++;
-        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, e);
-    }
-    if (r == 0) {
-        /* end of file: a tap never hands over an empty frame, so its other end is gone; it
-         * would read 0 again at once, for ever (each a "runt", the pump spinning) */
-        dp->tap_eof = 1;
-        dp->ctr.tx_tap_err++;
-        return hvu_dp_sys_error(dp, HVU_DP_FD_TAP, EPIPE);
-    }
-    if ((size_t)r < min) {
-        dp->ctr.tx_runt++;
-        hvu_dp_drop_note(dp, HVU_DP_TX_RUNT, (uint64_t)r);
-        return 0;
-    }
-    if (dp->trace)   /* trace.h; a frame too big for the room is recorded as read */
-        hvu_trace_frame_iov(dp->trace, HVU_TRACE_OUT, iov, n, (size_t)r, dp->flags & HVU_DP_F_VNET_HDR ? HVU_DP_VNET_HDR_SIZE : 0);
-    return r;
-}
-
 /* Reads one tap frame into dst, which has room for the largest frame the MTU allows (at most
  * `room` bytes); the vnet header, if the tap has one, is read aside and dropped. > 0 the frame's
  * length, 0 = dropped (runt or larger than the room: counted), -EAGAIN = tap empty, other negative
@@ -477,6 +443,7 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
     int err = hvu_dp_flush_completions(dp);
     int status = HVU_DP_IDLE;
     unsigned done = 0;
+    dp->io.drained = 0;   /* tapio.c: whether the tap looked empty is asked anew each batch */
     while (err == 0) {
         if (done >= budget) {
             status = HVU_DP_BUDGET;
@@ -524,6 +491,11 @@ int hvu_dp_tx(struct hvu_dp *dp, unsigned budget)
         int rc = flush_held(dp);
         if (rc > 0 && err == 0)
             status = HVU_DP_BLOCKED;
+        break_err(&err, rc);
+    }
+    /* tapio.c: the reads re-armed since the tap looked empty go to the kernel in one call */
+    if (dp->io.on && hvu_uring_pending(&dp->io.ring) > 0) {
+        int rc = hvu_dp_io_poll(dp);
         break_err(&err, rc);
     }
     if (dp->need_signal) {

@@ -132,6 +132,12 @@ class DpConfigPtr(CData):
     gpa_buf_size: int
     gpa_pfns: CData
     gpa_slot_size: int
+    io_buf: CData
+    io_buf_size: int
+    io_tx_slots: int
+    io_tx_slot_size: int
+    io_rx_slots: int
+    io_rx_slot_size: int
 
 class DpFaultPtr(CData):
     """``struct hvu_dp_fault *``"""
@@ -246,6 +252,7 @@ class Lib:
     HVU_DP_F_TX_LSO6: int
     HVU_DP_F_RX_CSUM: int
     HVU_DP_F_WAKE_FD: int
+    HVU_DP_F_TAP_URING: int
     # enum hvu_dp_const
     HVU_DP_TX_TAG_SHIFT: int
     HVU_DP_TX_GPA_SHIFT: int
@@ -273,6 +280,7 @@ class Lib:
     HVU_DP_OFFLOAD_HDRS_MIN: int
     HVU_DP_TX_AGG_ALIGN_MAX: int
     HVU_DP_PENDING_MAX: int
+    HVU_DP_IO_SLOTS_MAX: int
     HVU_DP_FANOUT_MAX: int
     HVU_NVS_TYPE_RNDIS: int
     HVU_NVS_TYPE_RNDIS_ACK: int
@@ -396,6 +404,9 @@ class Lib:
     def hvu_dp_gpa_slots_in_use(self, dp: DpPtr) -> int: ...
     def hvu_dp_gpa_slot_count(self, dp: DpPtr) -> int: ...
     def hvu_dp_pending_completions(self, dp: DpPtr) -> int: ...
+    def hvu_dp_tap_io(self, dp: DpPtr) -> int: ...
+    def hvu_dp_tap_io_error(self, dp: DpPtr) -> int: ...
+    def hvu_dp_close(self, dp: DpPtr) -> None: ...
     def hvu_dp_counter_count(self) -> int: ...
     def hvu_dp_counter_name(self, i: int) -> CData: ...
     def hvu_dp_counter(self, dp: DpPtr, i: int) -> int: ...

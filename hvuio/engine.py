@@ -6,9 +6,11 @@ network changes) as hvuio/linkwatch.py decides, its neighbours told of its addre
 repeats a media connect (hvuio/netdev/peers.py, in the primary's pump thread), and its
 TUNSETOFFLOAD bits what the host granted (hvuio/offloads.py); one C pump of
 hvuio.native.datapath per channel (the primary and every subchannel the Nic opened), each in its
-own thread (`hvuio-queue-<k>`, the name `top -H` shows) with its own tap queue (IFF_MULTI_QUEUE), rings, share of the data send sections and
-of the GPA TX area, and counters: per-packet work stays in C and no two pumps share anything
-they write. A frame's TX channel is the pump whose tap queue the kernel put the flow on; tun steers
+own thread (`hvuio-queue-<k>`, the name `top -H` shows) with its own tap queue (IFF_MULTI_QUEUE),
+rings, share of the data send sections and of the GPA TX area, io_uring for batched tap I/O (or
+readv/writev where the kernel refuses one; the log and the `tap_uring` counter say which), and
+counters: per-packet work stays in C and no two pumps share anything they write. A frame's TX
+channel is the pump whose tap queue the kernel put the flow on; tun steers
 a flow to the queue its last frame was written on, i.e. the channel the host's RSS chose for it,
 so a flow goes out on the channel it comes in on (the host's send indirection table is kept by the
 NIC, proto/netvsc.py). Only a reply sent while tun still takes in a flow's first frame (a
@@ -36,8 +38,8 @@ lasts `watchdog_after` seconds (health.py WATCHDOG_AFTER by default) ends the ru
 HostStalledError naming the queues that wait (the host's channel stopped without a word, as
 OpenVMM's worker does on an NVSP-level error).
 Teardown stops the pumps first and waits (bounded) for the host to take what the subchannels last
-sent, so the Nic's halt and revokes run on the caller's thread with the rings to themselves. The
-tap is the engine's own (removed at the end) or the caller's (`given_tap`, built by `open_tap`:
+sent, so the Nic's halt and revokes run on the caller's thread with the rings to themselves; each
+pump is closed (its io_uring). The tap is the engine's own (removed at the end) or the caller's (`given_tap`, built by `open_tap`:
 hvuio/lifecycle.py keeps it across Nics; the run adapts its active queues, offloads and MAC). A
 RescindedError of a pump (its irq fd failed with EIO/EOF) is raised as the platform explains it
 (`Platform.explain_loss`: a rescind, or the emulator gone). A queue-count change is a new Nic (on
@@ -253,6 +255,8 @@ class Engine:
                               manage_interrupt_mask=c.may_unmask,
                               idle_poll_ms=0 if c.may_unmask else SUBCHANNEL_POLL_MS)
                 pumps.append(dp)
+                log.info("queue %d: tap I/O %s%s", k, dp.tap_io,
+                         f" (io_uring refused: {dp.tap_io_error})" if dp.tap_io_error else "")
                 if nic.trace is not None:
                     dp.set_trace(nic.trace.sink)  # the frames both ways (C), beside the control records
                 c.data_sink = dp.deliver_data  # data messages of mixed packets (that pump's thread)
@@ -306,6 +310,8 @@ class Engine:
             self._stop_vf()  # the pumps are stopped: no thread uses the VF side any more
             if pumps:
                 self.counters = self.counters or self.live_counters()
+            for dp in pumps:
+                dp.close()   # its io_uring, before the tap goes
             # drop every reference to the pumps (and their rings and buffers) before the Nic
             # closes, locals included: an exception raised below (tap.close) would keep this
             # frame, and the pumps with it, in a reference cycle (see _pump_error)

@@ -82,7 +82,7 @@ def is_ethtool_name(name: str) -> bool:
 
 #: values that are levels, not counts: they have no rate
 GAUGES: Final = frozenset({"sections_in_use", "gpa_slots_in_use", "pending_completions", "host_stalled",
-                           "link_speed_mbps"})
+                           "link_speed_mbps", "tap_uring"})
 
 
 def _count(value: object) -> int:

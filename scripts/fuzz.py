@@ -8,7 +8,7 @@ drives (no Python, no cffi):
 
     ring_reader   _native/ring.c                        the guest's RX ring reader
     ring_writer   _native/ring.c                        the guest's TX ring writer
-    dp_rx         _native/{ring,rx,tx,tx_stage,tx_gpa,datapath,offload,monitor,vlan,trace}.c   the RX pump
+    dp_rx         _native/{ring,rx,tx,tx_stage,tx_gpa,datapath,offload,monitor,vlan,trace,tapio,uring}.c   the RX pump
     dp_tx         the same                              the TX pump and its completions
     simhost_tx    _native/simhost/*.c (-I _native/simhost only)   the emulator's host path
 
@@ -53,7 +53,7 @@ CORPUS = FUZZ / "corpus"
 REGRESSIONS = FUZZ / "regressions"
 
 GUEST_DP = ["ring.c", "rx.c", "tx.c", "tx_stage.c", "tx_gpa.c", "datapath.c", "offload.c", "monitor.c", "vlan.c",
-            "trace.c"]
+            "trace.c", "tapio.c", "uring.c"]
 SIMHOST = ["simhost.c", "simhost_tx.c", "simhost_gpa.c", "simhost_rx.c", "offload.c", "irq.c", "rss.c"]
 HARNESSES: dict[str, tuple[str, list[str]]] = {   # name: (include dir, sources in it)
     "ring_reader": ("_native", ["ring.c"]),

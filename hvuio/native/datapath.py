@@ -1,14 +1,15 @@
-"""Typed wrapper of the C data path (_native/datapath.c, rx.c, tx.c): one `DataPath` per VMBus
-channel moves frames between a tap fd and the channel's rings without the GIL (cffi API-mode
-calls release it).
+"""Typed wrapper of the C data path (_native/datapath.c, rx.c, tx.c, tapio.c): one `DataPath` per
+VMBus channel moves frames between a tap fd and the channel's rings without the GIL (cffi API-mode
+calls release it), its tap I/O batched through an io_uring where the kernel allows one.
 
 What lives here: building the C configuration from `Ring` objects and buffers, return code ->
 exception conversion, counters, the sizes and limits the C data path exports (RNDIS packet
 header, NVS message, vnet header, ...; read from `lib`, never retyped), and a background-thread
 pump (`start`/`stop`) that hands packets the C code does not handle (NVSP/RNDIS control) to a
-Python callback, and `set_trace` (the frames both ways into a hvuio.native.trace sink). What must not: loading the compiled module (``hvuio.native``), ring logic
-(``hvuio.native.ring``), protocol logic (``hvuio.proto``), opening devices or taps (the engine
-passes fds and maps in).
+Python callback, `set_trace` (the frames both ways into a hvuio.native.trace sink), the tap I/O
+mode (TAP_IO_MODES; the io memory the C side's io_uring reads into, `close`). What must not:
+loading the compiled module (``hvuio.native``), ring logic (``hvuio.native.ring``), protocol
+logic (``hvuio.proto``), opening devices or taps (the engine passes fds and maps in).
 
 How the engine drives it:
   * Negotiate NVSP/RNDIS first (receive/send buffers connected, sections known), then build a
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 import enum
 import errno
+import mmap
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +84,10 @@ COUNTER_NAMES: tuple[str, ...] = tuple(
     _ffi.string(_lib.hvu_dp_counter_name(i)).decode() for i in range(_lib.hvu_dp_counter_count()))
 
 
+TAP_IO_MODES = ("readv", "uring")  # one readv/writev per frame, or batched (_native/tapio.c)
+TAP_IO_ENV = "HVUIO_TAP_IO"         # the mode when DataPath's `tap_io` is None (default "uring")
+TAP_IO_TX_SLOTS = 32                # most tap reads of one burst (one io_uring_enter)
+TAP_IO_RX_SLOTS = 64                # tap writes a receive batch queues before one submission
 GSO_MAX = int(_lib.HVU_DP_GSO_MAX)
 RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
 TX_RING_MIN = int(_lib.HVU_DP_TX_RING_MIN)
@@ -231,6 +238,12 @@ class DataPath:
     eventfd of `fanout_fds` after each wake-up, while every other pump polls its own eventfd
     (`wake_fd`) and only writes `irq_fd` to signal; `idle_poll_ms` caps its sleeps (a channel
     whose inbound mask stays set raises no interrupt of its own).
+
+    `tap_io` (TAP_IO_MODES; None: $HVUIO_TAP_IO, else "uring"): "uring" reads the tap in bursts
+    of non-blocking reads and writes a receive batch's frames, one io_uring_enter each
+    (_native/tapio.c); where the kernel refuses io_uring the pump runs "readv" (one readv/writev
+    per frame; `tap_io`, `tap_io_error` say so). `close()` closes the ring (done at collection
+    otherwise).
     """
 
     def __init__(self, *, tx_ring: Ring, rx_ring: Ring, recv_buf: Buffer, recv_section_size: int,
@@ -242,7 +255,7 @@ class DataPath:
                  offloads: Offloads | None = None, tap_offload: bool = False,
                  tx_aggregation: TxAggregation | None = None, gpa_pool: GpaPool | None = None,
                  send_section_first: int = 0, wake_fd: int | None = None, fanout_fds: tuple[int, ...] = (),
-                 idle_poll_ms: int = 0) -> None:
+                 idle_poll_ms: int = 0, tap_io: str | None = None) -> None:
         if tx_ring.direction is not Direction.TX or rx_ring.direction is not Direction.RX:
             raise LocalProtocolError("DataPath needs tx_ring attached as TX and rx_ring as RX")
         self._recv = _ffi.from_buffer(recv_buf)
@@ -324,6 +337,22 @@ class DataPath:
             self._gpa, self._gpa_pfns = self._gpa_buffers(gpa_pool)
             cfg.gpa_buf, cfg.gpa_buf_size = self._gpa, len(self._gpa)
             cfg.gpa_pfns, cfg.gpa_slot_size = self._gpa_pfns, GPA_SLOT_SIZE
+        mode = tap_io if tap_io is not None else os.environ.get(TAP_IO_ENV) or "uring"
+        if mode not in TAP_IO_MODES:
+            raise LocalProtocolError(f"tap I/O mode {mode!r} is not one of {', '.join(TAP_IO_MODES)}",
+                                     hint=f"Set {TAP_IO_ENV} (or tap_io) to one of {', '.join(TAP_IO_MODES)}.")
+        self._io_map: mmap.mmap | None = None
+        if mode == "uring":
+            # slots: the largest tap read of tx.c (+ its probe byte), the largest plain tap write
+            vnet = VNET_HDR_SIZE if vnet_hdr else 0
+            tx_slot = (vnet + (GSO_MAX if tap_offload else mtu + _L2_MAX) + 1 + 63) & ~63
+            rx_slot = (vnet + mtu + _L2_MAX + 63) & ~63
+            self._io_map = mmap.mmap(-1, TAP_IO_TX_SLOTS * tx_slot + TAP_IO_RX_SLOTS * rx_slot)
+            self._io = _ffi.from_buffer(self._io_map)
+            cfg.io_buf, cfg.io_buf_size = self._io, len(self._io_map)
+            cfg.io_tx_slots, cfg.io_tx_slot_size = TAP_IO_TX_SLOTS, tx_slot
+            cfg.io_rx_slots, cfg.io_rx_slot_size = TAP_IO_RX_SLOTS, rx_slot
+            cfg.flags |= _lib.HVU_DP_F_TAP_URING
         self._mem = _ffi.new("uint64_t[]", (_lib.hvu_dp_sizeof() + 7) // 8)
         self._dp: DpPtr = _ffi.cast("struct hvu_dp *", self._mem)
         rc = _lib.hvu_dp_init(self._dp, cfg)
@@ -347,6 +376,8 @@ class DataPath:
                    f"{OFFLOAD_HDRS_MIN} bytes of headers" if tap_offload else "")
                 + (f"; GPA pool of {len(self._gpa)} bytes (at least one {GPA_SLOT_SIZE}-byte slot)"
                    if gpa_pool is not None else ""))
+        # the ring's reads write into the io memory: it closes first (close(), or at collection)
+        self._closer = weakref.finalize(self, _close_dp, self._mem, self._io_map)
         self._thread: threading.Thread | None = None
         self._trace: TraceSink | None = None
         self._wake_r = self._wake_w = -1
@@ -471,6 +502,23 @@ class DataPath:
         return {_ffi.string(_lib.hvu_dp_reason_name(r)).decode(): n for r, n in counts if n}
 
     @property
+    def tap_io(self) -> str:
+        """The tap I/O this pump runs: "uring" (batched) or "readv" (asked for, or the fallback)."""
+        return "uring" if _lib.hvu_dp_tap_io(self._dp) else "readv"
+
+    @property
+    def tap_io_error(self) -> str | None:
+        """Why "uring" fell back to "readv": io_uring_setup's error ("EPERM (...)"), or None."""
+        e = int(_lib.hvu_dp_tap_io_error(self._dp))
+        return None if e == 0 else f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
+
+    def close(self) -> None:
+        """Stops the thread and closes the io_uring; the data path is unusable after (counters
+        stay readable). Safe twice."""
+        self.stop()
+        self._closer()
+
+    @property
     def sections_in_use(self) -> int:
         return int(_lib.hvu_dp_sections_in_use(self._dp))
 
@@ -565,5 +613,11 @@ def _name_kernel_thread(name: str) -> None:
         pass
 
 
+def _close_dp(mem: CData, io_map: mmap.mmap | None) -> None:
+    """A DataPath's finalizer: closes its io_uring while the io memory (held here) is mapped."""
+    _lib.hvu_dp_close(_ffi.cast("struct hvu_dp *", mem))
+    del io_map
+
+
 __all__ = ["DataPath", "GpaPool", "Offloads", "RunResult", "Status", "TX_TAG", "GPA_TAG", "GPA_SLOT_SIZE",
-           "TX_RING_MIN", "COUNTER_NAMES"]
+           "TX_RING_MIN", "COUNTER_NAMES", "TAP_IO_MODES", "TAP_IO_ENV"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -133,6 +134,11 @@ def test_two_queues_are_granted_opened_and_pumped(two_queues: Running) -> None:
     # one pump thread per queue, named for it where the kernel shows threads (top -H, /proc)
     comms = {(t / "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()}
     assert {"hvuio-queue-0", "hvuio-queue-1"} <= comms, comms
+    # each pump batches its tap I/O through an io_uring unless told not to or the kernel refuses
+    if os.environ.get("HVUIO_TAP_IO") == "readv":
+        assert live["tap_uring"] == 0 and live["uring_enters"] == 0
+    elif Path("/proc/sys/kernel/io_uring_disabled").read_text().strip() == "0":
+        assert live["tap_uring"] == 2
 
 
 def test_flows_land_on_the_queue_the_guests_table_predicts_and_go_back_on_it(two_queues: Running) -> None:

@@ -28,7 +28,8 @@ SUITES = {
     "datapath": ["tests/native/test_datapath_rx.py", "tests/native/test_datapath_tx.py",
                  "tests/native/test_datapath_run.py", "tests/native/test_datapath_tap.py",
                  "tests/native/test_datapath_fuzz.py", "tests/native/test_datapath_tx_agg.py",
-                 "tests/native/test_datapath_gpa.py", "tests/native/test_trace_capture.py"],
+                 "tests/native/test_datapath_gpa.py", "tests/native/test_trace_capture.py",
+                 "tests/native/test_datapath_tapio.py"],
     "offload": ["tests/native/test_offload_guest_tx.py", "tests/native/test_offload_guest_rx.py"],
 }
 
