@@ -213,7 +213,7 @@ def _link_flap(stack: DemoStack) -> Callable[[], bool]:
 
 def _vf_remove_return(stack: DemoStack) -> Callable[[], bool]:
     def on_vf() -> bool:
-        return stack.host_status().get("vf", {}).get("data_path") == "vf"
+        return bool(stack.host_status().get("vf", {}).get("data_path") == "vf")
 
     if not _wait(on_vf, TAKE_TIMEOUT):
         raise PlatformError("the data path never moved to the VF before its removal")
