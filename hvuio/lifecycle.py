@@ -22,7 +22,10 @@ that needs a fresh NIC goes through it (and a later VF switch or queue-count cha
     comes up on the same tap. A rescind during that bring-up waits again.
   * A silently stopped channel: the engine's watchdog (HostStalledError: sends left uncompleted,
     hvuio/health.py WATCHDOG_AFTER) or a control request the host left unanswered
-    (HostTimeoutError of the protocol machines). Logged once and counted; with `persist`
+    (HostTimeoutError of the protocol machines, or of the teardown that begins a
+    re-initialisation: `Nic.close(strict=True)`; the guest sends no control request while it
+    only runs, so an MTU change is where a host that stopped answering them is met; the change is
+    made once the NIC is recovered). Logged once and counted; with `persist`
     recovered by a re-initialisation (OpenVMM's worker stops on an NVSP-level error and only a
     close and re-open of the channel starts it afresh: microsoft/openvmm
     vm/devices/net/netvsp/src/lib.rs `NetQueue::run`, `Nic::open`); without it the run ends.
@@ -134,7 +137,8 @@ class Lifecycle:
                                               watchdog_after=self.watchdog_after)
                 self.state = RUNNING
                 try:
-                    if ready is not None or not self._mtu_asked():  # not set while it was re-initialised
+                    # a change seen while it was re-initialised, or one a recovery put off, goes first
+                    if ready is not None or (self._pending_mtu is None and not self._mtu_asked()):
                         try:
                             counters = engine.run(stop_fd, on_ready=ready, on_tick=on_tick,
                                                   watch=(self._monitor.fileno(), self._mtu_asked))
@@ -159,7 +163,7 @@ class Lifecycle:
                     if not self.persist:
                         raise
                     log.warning("%s: %s; re-initialising the NIC", self.tap.name, err.message)
-                    self._recover("stall")
+                    self._recover("stall")  # at the MTU the NIC had; an MTU change put off follows
         except _Stopped:
             return counters
         finally:
@@ -186,10 +190,10 @@ class Lifecycle:
         the same tap asking for `mtu`; the MTU it got. With `persist`, a device that leaves during
         the bring-up is waited for. `why` is the counter's cause (mtu, rescind, stall)."""
         self.state = REINIT
+        started = time.monotonic()
+        self.nic.close(strict=True)  # HostTimeoutError: its teardown went unanswered (closed anyway)
         self._counters["reinits"] += 1
         self._counters[f"reinits_{why}"] += 1
-        started = time.monotonic()
-        self.nic.close()
         while True:
             before = self._identity()
             nic = self.new_nic(self.guid, mtu, self.queues)
@@ -235,6 +239,11 @@ class Lifecycle:
             log.info("%s: MTU %d asked on the tap (was %d); re-initialising NVSP and RNDIS", self._tap_name(),
                      new, old)
             got: int | None = None
+            try:
+                self.nic.close(strict=True)
+            except HostTimeoutError:  # the host ignores control requests: recovered first (run)
+                self._pending_mtu = new
+                raise
             try:
                 got = self.reinit(new, "mtu")
             except HvuioError as err:  # the host refused it: back to the old MTU below

@@ -511,32 +511,47 @@ class Nic:
 
     # ---- teardown -------------------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, strict: bool = False) -> None:
         """Packet filter 0, RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may
-        be reopened."""
+        be reopened. A request the host leaves unanswered is logged and the teardown goes on; with
+        `strict` it is raised instead, once the NIC is closed (HostTimeoutError: the host stopped
+        answering control requests; hvuio/lifecycle.py's re-initialisation counts it)."""
+        unanswered: HostTimeoutError | None = None
         try:
             if self.channel is not None and not self.channel.closed and self.broken is None:
-                self._stop_protocols()
+                unanswered = self._stop_protocols(quiet=strict)
         except HvuioError as err:
             log.warning("teardown: %s", err.message)
         finally:
             self._abort()
+        if strict and unanswered is not None:
+            raise HostTimeoutError(f"the host left a control request unanswered: {unanswered.message}",
+                                   "The host's control path stopped while the NIC ran; with 'hvuio up "
+                                   "--persist' the NIC is re-initialised on the same tap instead.")
 
-    def _stop_protocols(self) -> None:
+    def _stop_protocols(self, quiet: bool = False) -> HostTimeoutError | None:
+        """The protocol teardown; the first request the host left unanswered (logged unless
+        `quiet`), after which the teardown went on anyway."""
         guest = self.guest
         if guest is None:
-            return
+            return None
+        first: HostTimeoutError | None = None
         self._perform(guest.close_filter())
         try:
             self._run_until(lambda: not guest.filter_closing, HALT_TIMEOUT, "packet filter 0")
         except HostTimeoutError as err:
-            log.warning("teardown: %s; halting anyway", err.message)
+            first = err
+            if not quiet:
+                log.warning("teardown: %s; halting anyway", err.message)
         self._perform(guest.halt())
         try:
             self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")
         except HostTimeoutError as err:
-            log.warning("teardown: %s; revoking the buffers anyway", err.message)
+            first = first or err
+            if not quiet:
+                log.warning("teardown: %s; revoking the buffers anyway", err.message)
         self._perform(guest.stop())
+        return first
 
     def _abort(self, err: BaseException | None = None) -> None:
         """Close without protocol messages (after an error, or as the last teardown step). When

@@ -2,8 +2,9 @@
 channel worker ends on an NVSP-level error). The engine's watchdog reports it once sends stay
 uncompleted (one log line naming the queue and what waits, a counter); with `--persist` the NIC
 is re-initialised on the same tap and a TCP stream opened before the stall arrives byte-exact,
-twice in a row; without it `up` stops with the host's exit code. Needs root, /dev/net/tun and
-iproute2; waits are bounded."""
+twice in a row; without it `up` stops with the host's exit code. The same for a host that only
+leaves control requests unanswered (`sim stall --control`), met by an MTU change's
+re-initialisation. Needs root, /dev/net/tun and iproute2; waits are bounded."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import re
 
 from support.demo_stack import live_counter_at_least, running_stack
+from support.lifecycle import full_ping, log_lines, set_mtu, settled_at
 from support.streams import Stream
 
 from hvuio.demo import HOST_IP, DemoStack, ping
@@ -87,4 +89,53 @@ def test_without_persist_up_stops_with_the_host_exit_code() -> None:
         assert proc.stderr is not None
         err = proc.stderr.read()
         assert re.search(r"Error: the host stopped serving \S+: nothing completed for \d+\.\d s \(queue 0", err), err
+        assert "--persist" in err and "Traceback" not in err
+
+
+def test_unanswered_control_requests_are_reported_and_recovered_and_the_mtu_change_made() -> None:
+    """`sim stall --control`: the host takes the running NIC's data but answers no control request.
+    The guest sends none while it only runs; the MTU change's teardown (packet filter 0) meets it."""
+    with running_stack(host_mtu=9000, up_args=("--persist",)) as stack:
+        host = stack.env.host
+        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
+        try:
+            assert stream.wait_received(MIB)
+            host.stall(stack.guid, control=True)
+            assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True, timeout=10)
+            at = stream.received
+            assert stream.wait_received(at + MIB)                  # data is still served
+            set_mtu(stack, 4000)
+            assert live_counter_at_least(stack, "watchdog_control", 1)
+            assert settled_at(stack, 4000)                        # the change is made after the recovery
+            ok = full_ping(stack, 4000)
+            assert ok["ok"] and ok["received"] == 3, ok["output"]
+            at = stream.received
+            assert stream.wait_received(at + 2 * MIB)
+        finally:
+            result = stream.finish()
+        assert result["exact"], result
+        counters = stack.live_counters()
+        assert counters["watchdog_control"] == 1 and counters["reinits_stall"] == 1 and counters["mtu_changes"] == 1
+        assert counters["watchdog_stalls"] == 0 and counters.get("mtu_rollbacks", 0) == 0
+        assert host.status()[stack.guid]["control_stalled"] is False  # a fresh host side since the re-open
+        stack.stop_up()
+        lines = log_lines(stack, "left a control request unanswered")
+        assert len(lines) == 1, stack.up_stderr
+        assert "packet filter 0 did not finish within" in lines[0] and "re-initialising the NIC" in lines[0]
+
+
+def test_without_persist_unanswered_control_requests_end_up_with_the_host_exit_code() -> None:
+    with running_stack() as stack:
+        host = stack.env.host
+        host.stall(stack.guid, control=True)
+        assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True, timeout=10)
+        set_mtu(stack, 1400)
+        proc = stack.up_proc
+        assert proc is not None
+        proc.wait(timeout=60)
+        stack.up_proc = None
+        assert proc.returncode == 11
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "Error: the host left a control request unanswered: packet filter 0 did not finish" in err, err
         assert "--persist" in err and "Traceback" not in err
