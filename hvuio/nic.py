@@ -139,7 +139,8 @@ class Nic:
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0, "network_changes": 0,
                                          "peer_notifications": 0, "send_table_fixed": 0,
-                                         "link_speed_changes": 0, "indications_dropped": 0}
+                                         "link_speed_changes": 0, "indications_dropped": 0,
+                                         "link_indications_ignored": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -396,6 +397,8 @@ class Nic:
         self._info().host_max_frame = e.mtu
 
     def _link_status(self, e: ev.LinkStatus) -> None:
+        if e.indicated and self._early("media connect" if e.up else "media disconnect"):
+            return
         info = self._info()
         changed = info.link_up is not None and info.link_up != e.up
         info.link_up = e.up
@@ -409,9 +412,20 @@ class Nic:
 
     def _network_change(self, e: ev.NetworkChange) -> None:
         # VMBUS.md §4.25: carrier off, and on again LINKCHANGE_INT later (linkwatch.py)
+        if self._early("network change"):
+            return
         self.counters["network_changes"] += 1
         if self._links is not None:
             self._link_actions(self._links.network_change(self.clock()))
+
+    def _early(self, what: str) -> bool:
+        """A link indication during bring-up is counted and left out (VMBUS.md §4.25): the
+        bring-up's media query, answered after it, says what the link is."""
+        if self.ready:
+            return False
+        self.counters["link_indications_ignored"] += 1
+        log.info("ignored a %s indication from the host during bring-up; the link query says what the link is", what)
+        return True
 
     def _link_actions(self, actions: list[LinkAction]) -> None:
         for action in actions:
