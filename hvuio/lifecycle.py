@@ -28,7 +28,9 @@ that needs a fresh NIC goes through it (and a later VF switch or queue-count cha
     made once the NIC is recovered). Logged once and counted; with `persist`
     recovered by a re-initialisation (OpenVMM's worker stops on an NVSP-level error and only a
     close and re-open of the channel starts it afresh: microsoft/openvmm
-    vm/devices/net/netvsp/src/lib.rs `NetQueue::run`, `Nic::open`); without it the run ends.
+    vm/devices/net/netvsp/src/lib.rs `NetQueue::run`, `Nic::open`), whose bring-up is tried
+    again every BRINGUP_RETRY seconds while the host leaves it unanswered (each counted as
+    watchdog_control, the first logged); without it the run ends.
 
 `state` says where the NIC is (running, re-initialising, waiting for the device) and `counters()`
 what happened, for the status file (hvuio/up.py writes them; `hvuio status` shows them).
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: How often a lifecycle waiting for its device looks at sysfs again (and writes its status).
 DEVICE_POLL: Final = 0.5
+#: Seconds between bring-ups of a re-initialisation the host did not answer (with `persist`).
+BRINGUP_RETRY: Final = 1.0
 
 RUNNING: Final = "running"
 REINIT: Final = "re-initialising"
@@ -194,6 +198,7 @@ class Lifecycle:
         self.nic.close(strict=True)  # HostTimeoutError: its teardown went unanswered (closed anyway)
         self._counters["reinits"] += 1
         self._counters[f"reinits_{why}"] += 1
+        unanswered = 0
         while True:
             before = self._identity()
             nic = self.new_nic(self.guid, mtu, self.queues)
@@ -204,6 +209,15 @@ class Lifecycle:
                 raise _Stopped() from None
             except HvuioError as err:
                 nic.close()
+                if self.persist and isinstance(err, HostTimeoutError) and not self._lost(before):
+                    # the host still serves nothing (a stopped channel, a host being serviced)
+                    self._counters["watchdog_control"] += 1
+                    if not unanswered:
+                        log.warning("%s: the host did not answer the NIC's bring-up (%s); trying again every "
+                                    "%g s", self._tap_name(), err.message, BRINGUP_RETRY)
+                    unanswered += 1
+                    self._pause(BRINGUP_RETRY)
+                    continue
                 if not self.persist or not (isinstance(err, RescindedError) or self._lost(before)):
                     raise
                 log.warning("%s: the device left during its bring-up (%s); waiting for it again",
@@ -284,6 +298,15 @@ class Lifecycle:
         self._monitor.expect(mtu)
         self.tap.set_mtu(mtu)
         self.mtu = mtu
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (the status file kept up to date); _Stopped when the stop fd is readable first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([self._stop_fd], [], [], min(left, DEVICE_POLL))[0]:
+                raise _Stopped()
+            if self._on_tick is not None:
+                self._on_tick()
 
     # ---- waiting for the device ------------------------------------------------------------------------
 

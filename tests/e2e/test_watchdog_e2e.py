@@ -8,25 +8,15 @@ re-initialisation. Needs root, /dev/net/tun and iproute2; waits are bounded."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from support.demo_stack import live_counter_at_least, running_stack
-from support.lifecycle import full_ping, log_lines, set_mtu, settled_at
+from support.lifecycle import full_ping, log_lines, set_mtu, settled_at, silent_opens, state
 from support.streams import Stream
 
 from hvuio.demo import HOST_IP, DemoStack, ping
 
 MIB = 1 << 20
-
-
-def state(stack: DemoStack) -> str | None:
-    assert stack.sysroot is not None
-    try:
-        record = json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record.get("lifecycle", {}).get("state")
 
 
 def stall_and_recover(stack: DemoStack, stream: Stream, times: int) -> None:
@@ -71,6 +61,30 @@ def test_twice_in_a_row() -> None:
             result = stream.finish()
         assert result["exact"], result
         assert stack.live_counters()["reinits"] == 2
+
+
+def test_a_host_silent_in_the_bring_up_of_the_recovery_is_tried_again() -> None:
+    """The stop comes again as the NIC is brought up anew: its NVSP init goes unanswered."""
+    with running_stack(up_args=("--persist", "--watchdog", "5")) as stack:
+        host = stack.env.host
+        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
+        try:
+            assert stream.wait_received(MIB)
+            with silent_opens(stack):
+                host.stall(stack.guid)
+                assert host.wait_for(lambda: stack.live_counters().get("watchdog_control", 0) >= 1, timeout=60)
+                assert state(stack) == "re-initialising"
+            assert host.wait_for(lambda: state(stack) == "running" and host.status()[stack.guid]["open"], timeout=30)
+            at = stream.received
+            assert stream.wait_received(at + 2 * MIB)
+        finally:
+            result = stream.finish()
+        assert result["exact"], result
+        counters = stack.live_counters()
+        assert counters["watchdog_stalls"] == 1 and counters["reinits_stall"] == 1 and counters["watchdog_control"] >= 1
+        stack.stop_up()
+        lines = log_lines(stack, "did not answer the NIC's bring-up")
+        assert len(lines) == 1 and "NVSP: no reply to NVSP INIT" in lines[0], stack.up_stderr
 
 
 def test_without_persist_up_stops_with_the_host_exit_code() -> None:

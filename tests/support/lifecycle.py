@@ -7,12 +7,16 @@ tap's carrier as the kernel shows it (LOWER_UP); `tap_mtu` / `set_mtu` read and 
 MTU as a user would; `settled_at(stack, mtu)` waits until the NIC runs with `mtu` and its tap
 has it; `tap_addresses(stack)` lists its IPv4 addresses; `full_ping(stack, mtu)` pings the host
 with frames of exactly `mtu` bytes, don't-fragment set; `log_lines(stack, text)` are the lines
-of `up`'s stderr that hold `text` (after `stack.stop_up()`).
+of `up`'s stderr that hold `text` (after `stack.stop_up()`); `silent_opens(stack)` makes the
+emulated kernel open the NIC's channel with no host behind it while the block runs (a host that
+answers nothing of a bring-up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from hvuio.demo import HOST_IP, PING_OVERHEAD, DemoStack, ping
@@ -30,7 +34,8 @@ def record(stack: DemoStack) -> dict[str, Any]:
 
 
 def state(stack: DemoStack) -> str | None:
-    return record(stack).get("lifecycle", {}).get("state")
+    got = record(stack).get("lifecycle", {}).get("state")
+    return got if isinstance(got, str) else None
 
 
 def in_state(stack: DemoStack, want: str) -> bool:
@@ -73,3 +78,14 @@ def full_ping(stack: DemoStack, mtu: int, count: int = 3) -> dict[str, Any]:
 
 def log_lines(stack: DemoStack, text: str) -> list[str]:
     return [line for line in stack.up_stderr.splitlines() if text in line]
+
+
+@contextlib.contextmanager
+def silent_opens(stack: DemoStack) -> Iterator[None]:
+    kernel = stack.env.kernel
+    serve = kernel.on_open
+    kernel.on_open = lambda dev: None   # the channel opens; no VSP reads it
+    try:
+        yield
+    finally:
+        kernel.on_open = serve
