@@ -141,8 +141,9 @@ class Lifecycle:
                                               watchdog_after=self.watchdog_after)
                 self.state = RUNNING
                 try:
-                    # a change seen while it was re-initialised, or one a recovery put off, goes first
-                    if ready is not None or (self._pending_mtu is None and not self._mtu_asked()):
+                    # a change made before the tap was watched, while the NIC was re-initialised, or
+                    # put off by a recovery goes first (the caller hears of the tap after it)
+                    if self._pending_mtu is None and not self._mtu_asked():
                         try:
                             counters = engine.run(stop_fd, on_ready=ready, on_tick=on_tick,
                                                   watch=(self._monitor.fileno(), self._mtu_asked))
