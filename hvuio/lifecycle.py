@@ -192,8 +192,10 @@ class Lifecycle:
 
     def reinit(self, mtu: int, why: str) -> int:
         """Close the current Nic (protocol teardown unless it is broken) and bring a new one up on
-        the same tap asking for `mtu`; the MTU it got. With `persist`, a device that leaves during
-        the bring-up is waited for. `why` is the counter's cause (mtu, rescind, stall)."""
+        the same tap asking for `mtu`; the MTU it got. A teardown the host leaves unanswered is
+        raised (HostTimeoutError, the old Nic closed). With `persist`, a device that leaves during
+        the bring-up is waited for and a bring-up the host leaves unanswered is tried again. `why`
+        is the counter's cause (mtu, rescind, stall)."""
         self.state = REINIT
         started = time.monotonic()
         self.nic.close(strict=True)  # HostTimeoutError: its teardown went unanswered (closed anyway)
