@@ -22,10 +22,15 @@ that needs a fresh NIC goes through it (and a later VF switch or queue-count cha
     comes up on the same tap. A rescind during that bring-up waits again.
   * A silently stopped channel: the engine's watchdog (HostStalledError: sends left uncompleted,
     hvuio/health.py WATCHDOG_AFTER) or a control request the host left unanswered
-    (HostTimeoutError of the protocol machines). Logged once and counted; with `persist`
+    (HostTimeoutError of the protocol machines, or of the teardown that begins a
+    re-initialisation: `Nic.close(strict=True)`; the guest sends no control request while it
+    only runs, so an MTU change is where a host that stopped answering them is met; the change is
+    made once the NIC is recovered). Logged once and counted; with `persist`
     recovered by a re-initialisation (OpenVMM's worker stops on an NVSP-level error and only a
     close and re-open of the channel starts it afresh: microsoft/openvmm
-    vm/devices/net/netvsp/src/lib.rs `NetQueue::run`, `Nic::open`); without it the run ends.
+    vm/devices/net/netvsp/src/lib.rs `NetQueue::run`, `Nic::open`), whose bring-up is tried
+    again every BRINGUP_RETRY seconds while the host leaves it unanswered (each counted as
+    watchdog_control, the first logged); without it the run ends.
 
 `state` says where the NIC is (running, re-initialising, waiting for the device) and `counters()`
 what happened, for the status file (hvuio/up.py writes them; `hvuio status` shows them).
@@ -60,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: How often a lifecycle waiting for its device looks at sysfs again (and writes its status).
 DEVICE_POLL: Final = 0.5
+#: Seconds between bring-ups of a re-initialisation the host did not answer (with `persist`).
+BRINGUP_RETRY: Final = 1.0
 
 RUNNING: Final = "running"
 REINIT: Final = "re-initialising"
@@ -134,7 +141,9 @@ class Lifecycle:
                                               watchdog_after=self.watchdog_after)
                 self.state = RUNNING
                 try:
-                    if ready is not None or not self._mtu_asked():  # not set while it was re-initialised
+                    # a change made before the tap was watched, while the NIC was re-initialised, or
+                    # put off by a recovery goes first (the caller hears of the tap after it)
+                    if self._pending_mtu is None and not self._mtu_asked():
                         try:
                             counters = engine.run(stop_fd, on_ready=ready, on_tick=on_tick,
                                                   watch=(self._monitor.fileno(), self._mtu_asked))
@@ -159,7 +168,7 @@ class Lifecycle:
                     if not self.persist:
                         raise
                     log.warning("%s: %s; re-initialising the NIC", self.tap.name, err.message)
-                    self._recover("stall")
+                    self._recover("stall")  # at the MTU the NIC had; an MTU change put off follows
         except _Stopped:
             return counters
         finally:
@@ -183,13 +192,16 @@ class Lifecycle:
 
     def reinit(self, mtu: int, why: str) -> int:
         """Close the current Nic (protocol teardown unless it is broken) and bring a new one up on
-        the same tap asking for `mtu`; the MTU it got. With `persist`, a device that leaves during
-        the bring-up is waited for. `why` is the counter's cause (mtu, rescind, stall)."""
+        the same tap asking for `mtu`; the MTU it got. A teardown the host leaves unanswered is
+        raised (HostTimeoutError, the old Nic closed). With `persist`, a device that leaves during
+        the bring-up is waited for and a bring-up the host leaves unanswered is tried again. `why`
+        is the counter's cause (mtu, rescind, stall)."""
         self.state = REINIT
+        started = time.monotonic()
+        self.nic.close(strict=True)  # HostTimeoutError: its teardown went unanswered (closed anyway)
         self._counters["reinits"] += 1
         self._counters[f"reinits_{why}"] += 1
-        started = time.monotonic()
-        self.nic.close()
+        unanswered = 0
         while True:
             before = self._identity()
             nic = self.new_nic(self.guid, mtu, self.queues)
@@ -200,6 +212,15 @@ class Lifecycle:
                 raise _Stopped() from None
             except HvuioError as err:
                 nic.close()
+                if self.persist and isinstance(err, HostTimeoutError) and not self._lost(before):
+                    # the host still serves nothing (a stopped channel, a host being serviced)
+                    self._counters["watchdog_control"] += 1
+                    if not unanswered:
+                        log.warning("%s: the host did not answer the NIC's bring-up (%s); trying again every "
+                                    "%g s", self._tap_name(), err.message, BRINGUP_RETRY)
+                    unanswered += 1
+                    self._pause(BRINGUP_RETRY)
+                    continue
                 if not self.persist or not (isinstance(err, RescindedError) or self._lost(before)):
                     raise
                 log.warning("%s: the device left during its bring-up (%s); waiting for it again",
@@ -235,6 +256,11 @@ class Lifecycle:
             log.info("%s: MTU %d asked on the tap (was %d); re-initialising NVSP and RNDIS", self._tap_name(),
                      new, old)
             got: int | None = None
+            try:
+                self.nic.close(strict=True)
+            except HostTimeoutError:  # the host ignores control requests: recovered first (run)
+                self._pending_mtu = new
+                raise
             try:
                 got = self.reinit(new, "mtu")
             except HvuioError as err:  # the host refused it: back to the old MTU below
@@ -275,6 +301,15 @@ class Lifecycle:
         self._monitor.expect(mtu)
         self.tap.set_mtu(mtu)
         self.mtu = mtu
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (the status file kept up to date); _Stopped when the stop fd is readable first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([self._stop_fd], [], [], min(left, DEVICE_POLL))[0]:
+                raise _Stopped()
+            if self._on_tick is not None:
+                self._on_tick()
 
     # ---- waiting for the device ------------------------------------------------------------------------
 

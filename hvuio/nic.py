@@ -148,7 +148,8 @@ class Nic:
                                          "requests_failed": 0, "unknown_completions": 0,
                                          "control_fallbacks": 0, "network_changes": 0,
                                          "peer_notifications": 0, "send_table_fixed": 0,
-                                         "link_speed_changes": 0, "indications_dropped": 0}
+                                         "link_speed_changes": 0, "indications_dropped": 0,
+                                         "link_indications_ignored": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -406,6 +407,8 @@ class Nic:
         self._info().host_max_frame = e.mtu
 
     def _link_status(self, e: ev.LinkStatus) -> None:
+        if e.indicated and self._early("media connect" if e.up else "media disconnect"):
+            return
         info = self._info()
         changed = info.link_up is not None and info.link_up != e.up
         info.link_up = e.up
@@ -419,9 +422,20 @@ class Nic:
 
     def _network_change(self, e: ev.NetworkChange) -> None:
         # VMBUS.md §4.25: carrier off, and on again LINKCHANGE_INT later (linkwatch.py)
+        if self._early("network change"):
+            return
         self.counters["network_changes"] += 1
         if self._links is not None:
             self._link_actions(self._links.network_change(self.clock()))
+
+    def _early(self, what: str) -> bool:
+        """A link indication during bring-up is counted and left out (VMBUS.md §4.25): the
+        bring-up's media query, answered after it, says what the link is."""
+        if self.ready:
+            return False
+        self.counters["link_indications_ignored"] += 1
+        log.info("ignored a %s indication from the host during bring-up; the link query says what the link is", what)
+        return True
 
     def _link_actions(self, actions: list[LinkAction]) -> None:
         for action in actions:
@@ -552,33 +566,48 @@ class Nic:
 
     # ---- teardown -------------------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, strict: bool = False) -> None:
         """Packet filter 0, RNDIS halt, NVSP revoke, close the channel and the uio fd; the device may
-        be reopened."""
+        be reopened. A request the host leaves unanswered is logged and the teardown goes on; with
+        `strict` it is raised instead, once the NIC is closed (HostTimeoutError: the host stopped
+        answering control requests; hvuio/lifecycle.py's re-initialisation counts it)."""
+        unanswered: HostTimeoutError | None = None
         try:
             if self.channel is not None and not self.channel.closed and self.broken is None:
-                self._stop_protocols()
+                unanswered = self._stop_protocols(quiet=strict)
         except HvuioError as err:
             log.warning("teardown: %s", err.message)
         finally:
             self._abort()
+        if strict and unanswered is not None:
+            raise HostTimeoutError(f"the host left a control request unanswered: {unanswered.message}",
+                                   "The host's control path stopped while the NIC ran; with 'hvuio up "
+                                   "--persist' the NIC is re-initialised on the same tap instead.")
 
-    def _stop_protocols(self) -> None:
+    def _stop_protocols(self, quiet: bool = False) -> HostTimeoutError | None:
+        """The protocol teardown; the first request the host left unanswered (logged unless
+        `quiet`), after which the teardown went on anyway."""
         guest = self.guest
         if guest is None:
-            return
+            return None
         self._vf_stop()
+        first: HostTimeoutError | None = None
         self._perform(guest.close_filter())
         try:
             self._run_until(lambda: not guest.filter_closing, HALT_TIMEOUT, "packet filter 0")
         except HostTimeoutError as err:
-            log.warning("teardown: %s; halting anyway", err.message)
+            first = err
+            if not quiet:
+                log.warning("teardown: %s; halting anyway", err.message)
         self._perform(guest.halt())
         try:
             self._run_until(lambda: not guest.halting, HALT_TIMEOUT, "RNDIS halt")
         except HostTimeoutError as err:
-            log.warning("teardown: %s; revoking the buffers anyway", err.message)
+            first = first or err
+            if not quiet:
+                log.warning("teardown: %s; revoking the buffers anyway", err.message)
         self._perform(guest.stop())
+        return first
 
     def _abort(self, err: BaseException | None = None) -> None:
         """Close without protocol messages (after an error, or as the last teardown step). When

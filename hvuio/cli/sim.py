@@ -223,14 +223,20 @@ def sim_reoffer(app: App, device: str) -> None:
 
 @sim.command("stall")
 @click.argument("device")
+@click.option("--control", is_flag=True,
+              help="Leave only its RNDIS control requests unanswered; data is still served.")
 @pass_app
-def sim_stall(app: App, device: str) -> None:
+def sim_stall(app: App, device: str, control: bool) -> None:
     """The host stops serving an open NIC without telling the guest (as a real host's channel
-    worker ends on a protocol error); only closing and re-opening the device starts afresh."""
+    worker ends on a protocol error); only closing and re-opening the device starts afresh.
+    With --control it only stops answering control requests (an emulator fault injection)."""
     from hvuio.sim.vsp.control import request
 
-    request(_root(app), {"cmd": "stall", "device": device})
-    click.echo(f"{device}: host stopped serving the channel (the guest is not told)")
+    request(_root(app), {"cmd": "stall", "device": device, "control": control})
+    if control:
+        click.echo(f"{device}: host stopped answering control requests (data is still served)")
+    else:
+        click.echo(f"{device}: host stopped serving the channel (the guest is not told)")
 
 
 @sim.group("vf")

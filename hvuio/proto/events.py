@@ -37,7 +37,7 @@ What must not live here: parsing, state, I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
@@ -372,7 +372,11 @@ class Mtu:
 
 @dataclass(frozen=True, slots=True)
 class LinkStatus:
+    """The link: OID_GEN_MEDIA_CONNECT_STATUS at bring-up, or a MEDIA_CONNECT / MEDIA_DISCONNECT
+    indication (`indicated`; not compared: the same link either way)."""
+
     up: bool
+    indicated: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

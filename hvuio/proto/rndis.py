@@ -368,9 +368,9 @@ class RndisGuest(Machine):
                              f"{len(msg):#x}")
             data = msg[start:start + m.status_buffer_length]
         if m.status == wr.RndisStatus.MEDIA_CONNECT:
-            self._events.append(LinkStatus(up=True))
+            self._events.append(LinkStatus(up=True, indicated=True))
         elif m.status == wr.RndisStatus.MEDIA_DISCONNECT:
-            self._events.append(LinkStatus(up=False))
+            self._events.append(LinkStatus(up=False, indicated=True))
         elif m.status == wr.RndisStatus.NETWORK_CHANGE:
             self._events.append(NetworkChange())
         elif m.status == wr.RndisStatus.LINK_SPEED_CHANGE:

@@ -6,16 +6,14 @@ MTU with a logged reason. Needs root, /dev/net/tun and iproute2; waits are bound
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from support.demo_stack import live_counter_at_least, running_stack
+from support.lifecycle import full_ping, set_mtu, settled_at
 from support.streams import Stream
 
-from hvuio.demo import HOST_IP, PING_OVERHEAD, DemoStack, max_guest_mtu, ping
-from hvuio.netdev import netns
+from hvuio.demo import HOST_IP, DemoStack, max_guest_mtu
 
 MIB = 1 << 20
 
@@ -24,35 +22,6 @@ MIB = 1 << 20
 def stack() -> Iterator[DemoStack]:
     with running_stack(host_mtu=9000) as s:
         yield s
-
-
-def set_mtu(stack: DemoStack, mtu: int) -> None:
-    netns.ip("-n", stack.guest_ns, "link", "set", "dev", stack.tap, "mtu", str(mtu))
-
-
-def tap_mtu(stack: DemoStack) -> int:
-    return int(json.loads(netns.ip("-n", stack.guest_ns, "-j", "link", "show", "dev", stack.tap).stdout)[0]["mtu"])
-
-
-def record(stack: DemoStack) -> dict[str, Any]:
-    assert stack.sysroot is not None
-    try:
-        return dict(json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-def settled_at(stack: DemoStack, mtu: int) -> bool:
-    """Wait until the running NIC and its tap both have `mtu`."""
-    def done() -> bool:
-        r = record(stack)
-        return (r.get("lifecycle", {}).get("state") == "running" and r.get("nic", {}).get("mtu") == mtu
-                and tap_mtu(stack) == mtu)
-    return bool(stack.env.host.wait_for(done, timeout=30))
-
-
-def full_ping(stack: DemoStack, mtu: int) -> dict[str, Any]:
-    return ping(stack.guest_ns, HOST_IP, count=3, size=mtu - PING_OVERHEAD, dont_fragment=True)
 
 
 def test_mtu_up_and_down_keeps_ping_and_an_open_tcp_connection(stack: DemoStack) -> None:

@@ -2,21 +2,20 @@
 off while the device is away, its name and addresses kept), the re-offered device (a new VMBus
 device, same instance GUID) is bound to uio_hv_generic again and the NIC comes up on the same
 tap; a TCP stream opened before the rescind runs through the outage and arrives byte-exact; twice
-in a row; and a rescind while the re-offered device is being brought up is waited out too. The
-status file shows the state. Needs root, /dev/net/tun and iproute2; waits are bounded."""
+in a row; a rescind while the re-offered device is being brought up is waited out too, and an
+MTU change made while the device is away (before a data path runs) is made on the re-offered NIC.
+The status file shows the state. Needs root, /dev/net/tun and iproute2; waits are bounded."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from support.demo_stack import live_counter_at_least, running_stack
+from support.lifecycle import full_ping, in_state, lower_up, record, set_mtu, settled_at, tap_addresses
 from support.streams import Stream
 
 from hvuio.demo import GUEST_ADDRESS, HOST_IP, DemoStack, ping
-from hvuio.netdev import netns
 
 MIB = 1 << 20
 
@@ -25,29 +24,6 @@ MIB = 1 << 20
 def stack() -> Iterator[DemoStack]:
     with running_stack(up_args=("--persist",)) as s:
         yield s
-
-
-def record(stack: DemoStack) -> dict[str, Any]:
-    assert stack.sysroot is not None
-    try:
-        return dict(json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-def in_state(stack: DemoStack, state: str) -> bool:
-    return bool(stack.env.host.wait_for(lambda: record(stack).get("lifecycle", {}).get("state") == state,
-                                        timeout=30))
-
-
-def lower_up(stack: DemoStack) -> bool:
-    out = netns.ip("-n", stack.guest_ns, "-j", "link", "show", "dev", stack.tap).stdout
-    return "LOWER_UP" in json.loads(out)[0]["flags"]
-
-
-def tap_addresses(stack: DemoStack) -> list[str]:
-    out = json.loads(netns.ip("-n", stack.guest_ns, "-j", "addr", "show", "dev", stack.tap).stdout)
-    return [f"{a['local']}/{a['prefixlen']}" for a in out[0]["addr_info"] if a["family"] == "inet"]
 
 
 def rescind_and_return(stack: DemoStack, times: int) -> None:
@@ -127,3 +103,27 @@ def test_without_persist_a_rescind_ends_up_with_its_exit_code() -> None:
         err = proc.stderr.read()
         assert f"Error: the host rescinded {stack.guid} under tap {stack.tap}" in err
         assert "removed the device" in err and "--persist" in err and "Traceback" not in err
+
+
+def test_an_mtu_change_while_the_device_is_away_is_made_on_the_re_offered_nic() -> None:
+    with running_stack(host_mtu=9000, up_args=("--persist",)) as stack:
+        host = stack.env.host
+        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
+        try:
+            assert stream.wait_received(MIB)
+            host.rescind(stack.guid)
+            assert in_state(stack, "waiting for the device")
+            set_mtu(stack, 4000)                                 # no NIC and no data path under the tap now
+            host.reoffer(stack.guid)
+            assert live_counter_at_least(stack, "mtu_changes", 1) and settled_at(stack, 4000)
+            assert host.wait_for(lambda: lower_up(stack), timeout=10)
+            ok = full_ping(stack, 4000)
+            assert ok["ok"] and ok["received"] == 3, ok["output"]
+            at = stream.received
+            assert stream.wait_received(at + 2 * MIB)
+        finally:
+            result = stream.finish()
+        assert result["exact"], result
+        counters = stack.live_counters()
+        assert (counters["reinits_rescind"], counters["reinits_mtu"], counters["mtu_changes"]) == (1, 1, 1), counters
+        assert counters.get("mtu_rollbacks", 0) == 0 and tap_addresses(stack) == [GUEST_ADDRESS]

@@ -2,29 +2,21 @@
 channel worker ends on an NVSP-level error). The engine's watchdog reports it once sends stay
 uncompleted (one log line naming the queue and what waits, a counter); with `--persist` the NIC
 is re-initialised on the same tap and a TCP stream opened before the stall arrives byte-exact,
-twice in a row; without it `up` stops with the host's exit code. Needs root, /dev/net/tun and
-iproute2; waits are bounded."""
+twice in a row; without it `up` stops with the host's exit code. The same for a host that only
+leaves control requests unanswered (`sim stall --control`), met by an MTU change's
+re-initialisation. Needs root, /dev/net/tun and iproute2; waits are bounded."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from support.demo_stack import live_counter_at_least, running_stack
+from support.lifecycle import full_ping, log_lines, set_mtu, settled_at, silent_opens, state
 from support.streams import Stream
 
 from hvuio.demo import HOST_IP, DemoStack, ping
 
 MIB = 1 << 20
-
-
-def state(stack: DemoStack) -> str | None:
-    assert stack.sysroot is not None
-    try:
-        record = json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record.get("lifecycle", {}).get("state")
 
 
 def stall_and_recover(stack: DemoStack, stream: Stream, times: int) -> None:
@@ -71,6 +63,30 @@ def test_twice_in_a_row() -> None:
         assert stack.live_counters()["reinits"] == 2
 
 
+def test_a_host_silent_in_the_bring_up_of_the_recovery_is_tried_again() -> None:
+    """The stop comes again as the NIC is brought up anew: its NVSP init goes unanswered."""
+    with running_stack(up_args=("--persist", "--watchdog", "5")) as stack:
+        host = stack.env.host
+        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
+        try:
+            assert stream.wait_received(MIB)
+            with silent_opens(stack):
+                host.stall(stack.guid)
+                assert host.wait_for(lambda: stack.live_counters().get("watchdog_control", 0) >= 1, timeout=60)
+                assert state(stack) == "re-initialising"
+            assert host.wait_for(lambda: state(stack) == "running" and host.status()[stack.guid]["open"], timeout=30)
+            at = stream.received
+            assert stream.wait_received(at + 2 * MIB)
+        finally:
+            result = stream.finish()
+        assert result["exact"], result
+        counters = stack.live_counters()
+        assert counters["watchdog_stalls"] == 1 and counters["reinits_stall"] == 1 and counters["watchdog_control"] >= 1
+        stack.stop_up()
+        lines = log_lines(stack, "did not answer the NIC's bring-up")
+        assert len(lines) == 1 and "NVSP: no reply to NVSP INIT" in lines[0], stack.up_stderr
+
+
 def test_without_persist_up_stops_with_the_host_exit_code() -> None:
     with running_stack(up_args=("--watchdog", "5")) as stack:
         stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
@@ -87,4 +103,59 @@ def test_without_persist_up_stops_with_the_host_exit_code() -> None:
         assert proc.stderr is not None
         err = proc.stderr.read()
         assert re.search(r"Error: the host stopped serving \S+: nothing completed for \d+\.\d s \(queue 0", err), err
+        assert "--persist" in err and "Traceback" not in err
+
+
+def test_unanswered_control_requests_are_reported_and_recovered_and_the_mtu_change_made() -> None:
+    """`sim stall --control`: the host takes the running NIC's data but answers no control request.
+    The guest sends none while it only runs; the MTU change's teardown (packet filter 0) meets it."""
+    with running_stack(host_mtu=9000, up_args=("--persist",)) as stack:
+        host = stack.env.host
+        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
+        try:
+            assert stream.wait_received(MIB)
+            host.stall(stack.guid, control=True)
+            assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True, timeout=10)
+            at = stream.received
+            assert stream.wait_received(at + MIB)                  # data is still served
+            for k, mtu in ((1, 4000), (2, 3000)):                 # twice in a row
+                set_mtu(stack, mtu)
+                assert live_counter_at_least(stack, "watchdog_control", k)
+                assert settled_at(stack, mtu)                     # the change is made after the recovery
+                ok = full_ping(stack, mtu)
+                assert ok["ok"] and ok["received"] == 3, ok["output"]
+                assert host.status()[stack.guid]["control_stalled"] is False  # a fresh host side since the re-open
+                at = stream.received
+                assert stream.wait_received(at + 2 * MIB)
+                if k == 1:
+                    host.stall(stack.guid, control=True)
+                    assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True,
+                                         timeout=10)
+        finally:
+            result = stream.finish()
+        assert result["exact"], result
+        counters = stack.live_counters()
+        assert counters["watchdog_control"] == 2 and counters["reinits_stall"] == 2 and counters["mtu_changes"] == 2
+        assert counters["watchdog_stalls"] == 0 and counters.get("mtu_rollbacks", 0) == 0
+        stack.stop_up()
+        lines = log_lines(stack, "left a control request unanswered")
+        assert len(lines) == 2, stack.up_stderr                   # one line each
+        assert all("packet filter 0 did not finish within" in line and "re-initialising the NIC" in line
+                   for line in lines)
+
+
+def test_without_persist_unanswered_control_requests_end_up_with_the_host_exit_code() -> None:
+    with running_stack() as stack:
+        host = stack.env.host
+        host.stall(stack.guid, control=True)
+        assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True, timeout=10)
+        set_mtu(stack, 1400)
+        proc = stack.up_proc
+        assert proc is not None
+        proc.wait(timeout=60)
+        stack.up_proc = None
+        assert proc.returncode == 11
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "Error: the host left a control request unanswered: packet filter 0 did not finish" in err, err
         assert "--persist" in err and "Traceback" not in err

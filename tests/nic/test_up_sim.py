@@ -212,6 +212,30 @@ def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
         assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 2)
 
 
+@pytest.mark.parametrize("sim", [hp.HostProfile(indicate_at_init=("network_change", "media_disconnect",
+                                                                  "media_connect", "media_connect"))], indirect=True)
+def test_link_indications_during_bring_up_are_counted_and_left_to_the_query(sim: SimEnvironment) -> None:
+    """As Linux before its netdev is registered: the carrier starts as the media query says; a
+    media connect before it is no repeat (no peer notification), a network change no flap."""
+    dev = sim.nics[0]
+    seen: list[bool] = []
+    notified: list[int] = []
+    clock = StepClock()
+    with Nic(sim.sysroot, dev.guid, clock=clock) as nic:
+        nic.on_link = seen.append
+        nic.on_notify_peers = lambda: notified.append(1)
+        info = nic.open()
+        assert info.link_up is True and seen == [True]
+        assert nic.counters["link_indications_ignored"] == 4
+        assert (nic.counters["network_changes"], nic.counters["link_changes"], nic.counters["peer_notifications"]) == (0, 0, 0)
+        clock.offset += LINKCHANGE_INT                          # no reconnect was left pending either
+        nic.tick()
+        assert seen == [True] and notified == []
+        sim.host.indicate(dev, "media_connect")                 # once up, a repeat is one again
+        assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 1)
+        assert notified == [1] and nic.counters["link_indications_ignored"] == 4
+
+
 def test_link_speed_changes_replace_the_bring_up_speed(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     with Nic(sim.sysroot, dev.guid) as nic:

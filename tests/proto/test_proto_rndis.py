@@ -79,6 +79,7 @@ def test_bring_up_sequence_ndis_630() -> None:
         SetComplete(OID["OID_GEN_CURRENT_PACKET_FILTER"]),
         RndisConfigured(),
     ]
+    assert next(e for e in events if isinstance(e, LinkStatus)).indicated is False  # the query's answer
     assert (caps.revision, caps.size, caps.ip4_tx_csum, caps.ip6_rx_csum) == (3, 156, 0x115, 0x55)
     assert (caps.lsov2_ip4_max_size, caps.lsov2_ip4_encap, caps.rsc_ip4, caps.rsc_ip6) == \
         (62780, 2, True, False)
@@ -346,6 +347,16 @@ def test_indications_become_events(raw: bytes, event: Any) -> None:
     m, _, _ = up()
     assert m.receive(rx(raw)) == []
     assert drain(m) == [event]
+    if isinstance(event, LinkStatus):  # told apart from the bring-up's media query answer
+        assert drain_link(raw).indicated is True
+
+
+def drain_link(raw: bytes) -> LinkStatus:
+    m, _, _ = up()
+    m.receive(rx(raw))
+    [event] = drain(m)
+    assert isinstance(event, LinkStatus)
+    return event
 
 
 @pytest.mark.parametrize("raw,text", [

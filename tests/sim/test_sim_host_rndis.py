@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from hvuio.errors import UsageError
 from hvuio.sim.host.events import (
     LinkIndicated, PacketFilterSet, RndisHalted, RndisInitialized, StatusIndicated,
 )
@@ -370,6 +371,19 @@ def test_link_indication_at_init_is_a_profile_option() -> None:
     step = env.send_rndis(r_init(1))
     assert status_of(env, step)[1] == c(RST, "RNDIS_STATUS_MEDIA_CONNECT")
     assert LinkIndicated(True) in step.events
+
+
+def test_indications_at_init_are_a_profile_option_sent_in_order() -> None:
+    with pytest.raises(UsageError, match="indicate_at_init names 'link_speed'"):
+        HostProfile(indicate_at_init=("link_speed",))
+    env = Env(HostProfile(indicate_at_init=("network_change", "media_disconnect", "media_connect")))
+    env.bring_up(rndis=False)
+    step = env.send_rndis(r_init(1))
+    assert status_of(env, step)[1:] == [c(RST, "RNDIS_STATUS_NETWORK_CHANGE"), c(RST, "RNDIS_STATUS_MEDIA_DISCONNECT"),
+                                        c(RST, "RNDIS_STATUS_MEDIA_CONNECT")]
+    env.ack_all(step)
+    _, info = query(env, "OID_GEN_MEDIA_CONNECT_STATUS")  # the host's link was not changed by them
+    assert struct.unpack("<I", info)[0] == c("ndis_media_state", "NDIS_MEDIA_STATE_CONNECTED")
 
 
 def test_vf_association_sent_after_rndis_init_when_configured() -> None:

@@ -23,12 +23,16 @@ from hvuio.sim.net import HostNetwork, VethVf, packet_socket_in
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.control import ControlServer, request
 from hvuio.sim.vsp.host import SimEnvironment
+from hvuio.wire import nvsp as wn
+from hvuio.wire import rndis as wr
 
 from support.cli import run_main
 from support.fakenet import FakeNetwork
 from support.namespaces import NetnsFactory
 from support.ring_guest import RingGuest, eth_frame
 from support.waiting import WAIT, wait_until
+
+OID_GEN_CURRENT_PACKET_FILTER = wr.Oid.GEN_CURRENT_PACKET_FILTER
 
 
 @pytest.fixture
@@ -151,6 +155,44 @@ def test_stall_stops_the_host_silently_and_a_reopen_starts_afresh(tmp_path: Path
             g.bring_up()
             _traffic(g, net, b"fresh")
             assert env.host.fault(nic) is None and counters.opens == 2
+        finally:
+            g.close()
+
+
+def test_a_control_stall_leaves_control_requests_unanswered_and_serves_data(tmp_path: Path,
+                                                                           net: FakeNetwork) -> None:
+    with SimEnvironment(tmp_path, "6.17", nics=1, network=net) as env:
+        nic = env.nics[0]
+        g = RingGuest(tmp_path)
+        server = ControlServer(env.host, tmp_path)
+        try:
+            g.bring_up()
+            assert g.rndis_set(OID_GEN_CURRENT_PACKET_FILTER, struct.pack("<I", 0x9)) == 0  # answered before
+            assert request(tmp_path, {"cmd": "stall", "device": "hveth0", "control": True}) == {"ok": True}
+            with pytest.raises(UsageError, match="'control' as true or false"):
+                request(tmp_path, {"cmd": "stall", "device": "hveth0", "control": 1})
+            nvsp = env.host.nvsp(nic)
+            assert nvsp is not None
+            wait_until(lambda: nvsp.control_stalled, "the control stall to take effect")
+            rid = 0x5E7FFFF
+            g.raw_sets[rid] = None
+            msg = struct.pack("<7I", 5, 32, rid, OID_GEN_CURRENT_PACKET_FILTER, 4, 20, 0) + struct.pack("<I", 0x9)
+            tid = g.send_in_sections(msg, wn.RndisChannelType.CONTROL)
+            g.pump(lambda: tid in g.tx_done, "the control message's send completion")
+            assert g.tx_done[tid] == wn.NvspStatus.SUCCESS            # taken as a send ...
+            wait_until(lambda: nvsp.counters["control_unanswered"] == 1, "the control message to be counted")
+            _traffic(g, net, b"still served")                         # ... data flows both ways
+            assert g.raw_sets[rid] is None                            # ... and no answer came
+            status = env.host.status()[nic.guid]
+            assert status["fault"] is None and status["control_stalled"] is True
+            assert status["nvsp_counters"]["control_unanswered"] == 1
+        finally:
+            server.close()
+            g.close()
+        g = RingGuest(tmp_path)  # a re-open is a fresh host side: answered again
+        try:
+            g.bring_up()
+            assert g.rndis_set(OID_GEN_CURRENT_PACKET_FILTER, struct.pack("<I", 0x9)) == 0
         finally:
             g.close()
 

@@ -1,4 +1,4 @@
-"""`hvuio sim start|status|link|rescind|stop` with the emulated host in a separate daemon process.
+"""`hvuio sim start|status|link|indicate|stall|rescind|stop` with the emulated host in a separate daemon process.
 
 The guest (RingGuest of tests/support/ring_guest.py) runs in this process and the kernel + host
 in the daemon, so everything crosses process boundaries as with a real guest: mmap'ed backing
@@ -74,11 +74,20 @@ def test_cli_daemon_serves_a_guest_in_another_process(daemon: Path, tmp_path: Pa
         human = hvuio("--sysroot", str(daemon), "sim", "status")
         assert "hveth0" in human.stdout and "ready" in human.stdout and "link down" in human.stdout
         assert "rss off queues 1" in human.stdout
+
+        stalled = hvuio("--sysroot", str(daemon), "sim", "stall", "--control", "hveth0")
+        assert stalled.returncode == 0 and "stopped answering control requests" in stalled.stdout, stalled.stderr
+        status = hvuio("--sysroot", str(daemon), "sim", "status", "--json")
+        [dev] = json.loads(status.stdout).values()
+        assert dev["control_stalled"] is True and dev["fault"] is None
+        second = eth_frame(b"sent after the control stall")
+        tid = g.send_frame(second)
+        g.pump(lambda: tid in g.tx_done, "the send completion after the control stall")
     finally:
         g.close()
     stopped = hvuio("--sysroot", str(daemon), "sim", "stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [frame]
+    assert [r.data for r in PcapSource(tmp_path / "out.pcap")] == [frame, second]
 
 
 def test_cli_errors_name_the_problem(daemon: Path, tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   the buffer: [OV] parse_packet); a control message takes the rest of its send (what follows it
   is logged, not read).
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
+* `stall_control()` (fault injection, no host source): RNDIS control messages are completed as
+  sends and never answered from then on (counted: control_unanswered); data keeps flowing.
 * Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
   below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every
   queue (count + 1) at least one data section; anything else is FAILURE with count 0, never a
@@ -129,7 +131,10 @@ class HostNvsp:
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
             "rx_dropped_not_ready", "rx_dropped_too_big", "tx_frames", "tx_failed", "control_queued", "tx_offload_ignored", "tx_lso",
-            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan"), 0)
+            "rx_gso", "rx_rsc_fragments", "rx_dropped_bad_gso", "ignored_after_stop", "rx_vlan", "tx_vlan",
+            "control_unanswered"), 0)
+        #: RNDIS control messages are taken (their sends completed) and never answered (`stall_control`)
+        self.control_stalled = False
         self._revoked: set[str] = set()  # buffers the guest revoked ("receive", "send")
         self._rx = ReceiveBuffer(write_recv_buffer, self.counters, self.profile.rx_layout)
         self._rx.vlan_oob = profile.vlan_oob
@@ -282,6 +287,13 @@ class HostNvsp:
         out = _Out()
         self.vf.remove(self._pad, out)
         return self._host_step(out)
+
+    def stall_control(self) -> Step:
+        """Leave every RNDIS control message from now on unanswered (counted: control_unanswered)
+        while data sends are still completed and frames still delivered: a fault injection, no
+        host is known to do this (OpenVMM's worker stops everything at once, `stall`)."""
+        self.control_stalled = True
+        return _Out().step()
 
     def _host_step(self, out: _Out) -> Step:
         if self.state == "stopped":  # a revoked channel hears nothing more
@@ -517,6 +529,9 @@ class HostNvsp:
 
     def _control(self, msg: bytes, out: _Out) -> None:
         assert self.rndis is not None
+        if self.control_stalled:
+            self.counters["control_unanswered"] += 1
+            return
         events = self._emit(self.rndis.control(msg), out)
         if any(isinstance(e, RndisInitialized) for e in events):
             self._after_rndis_init(out)

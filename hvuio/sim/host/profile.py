@@ -42,6 +42,10 @@ RX_LAYOUTS: tuple[RxLayout, ...] = ("openvmm", "compact")
 # Smallest receive section we allow: must hold every host control reply (largest: a QUERY
 # completion carrying the 156-byte NDIS_OFFLOAD, 180 bytes) and a minimal frame.
 MIN_RECV_SECTION = 512
+#: Indications HostProfile.indicate_at_init may name, and their RNDIS status
+INIT_INDICATIONS: dict[str, int] = {"network_change": w.RNDIS_STATUS_NETWORK_CHANGE,
+                                    "media_connect": w.RNDIS_STATUS_MEDIA_CONNECT,
+                                    "media_disconnect": w.RNDIS_STATUS_MEDIA_DISCONNECT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,11 @@ class HostProfile:
     # guest queries OID_GEN_MEDIA_CONNECT_STATUS; indications follow link changes only); a
     # non-default option for guests that must cope with an early indication.
     indicate_link_at_init: bool = False
+    # Indications sent right after the RNDIS init completion (after indicate_link_at_init's), in
+    # order: "network_change", "media_connect", "media_disconnect" (the host's link stays as it
+    # is, so the guest's media query answers it). No host is known to do this; an emulator choice
+    # for the lifecycle tests: link events that arrive while the guest is still bringing the NIC up.
+    indicate_at_init: tuple[str, ...] = ()
     # Seconds a link change waits after the previous indication when set_link() is given `now`
     # ([OV] LINK_DELAY_DURATION = 5 s: "Linux guests are known to not act on link state change
     # notifications if they happen in quick succession").
@@ -139,6 +148,10 @@ class HostProfile:
             raise UsageError(f"host profile: rx_layout {self.rx_layout!r} must be one of {', '.join(RX_LAYOUTS)}")
         if self.send_section_size <= w.RNDIS_PACKET_MSG_SIZE or self.send_section_size % 8:
             raise UsageError(f"host profile: send_section_size {self.send_section_size} must be a multiple of 8 > 44")
+        bad = [name for name in self.indicate_at_init if name not in INIT_INDICATIONS]
+        if bad:
+            raise UsageError(f"host profile: indicate_at_init names {', '.join(map(repr, bad))}; known: "
+                             f"{', '.join(INIT_INDICATIONS)}")
         if self.link_flap_delay < 0:
             raise UsageError(f"host profile: link_flap_delay {self.link_flap_delay} must be >= 0")
         if self.keepalive_interval is not None and self.keepalive_interval <= 0:

@@ -18,7 +18,8 @@ Behaviour sources ([OV] = microsoft/openvmm vm/devices/net/netvsp/src/lib.rs, th
   [OV] has no case for it (an unknown RNDIS message type ends the worker) → fault. The host sends
   no KEEPALIVE of its own ([OV] has no sender) unless profile.keepalive_interval asks for them.
 * Link: OID_GEN_MEDIA_CONNECT_STATUS answers the host's link; no indication at INITIALIZE unless
-  profile.indicate_link_at_init ([OV] sends indications only when the link changes). [OV] always
+  profile.indicate_link_at_init, nor others unless profile.indicate_at_init names them (an
+  emulator choice; [OV] sends indications only when the link changes). [OV] always
   answers "connected" and indicates a link that is down afterwards; we answer the link as it is
   (the guest ends up knowing the same).
 * Scripted indications (`indicate`, emulator controls): RNDIS_STATUS_NETWORK_CHANGE, which [OV]
@@ -195,6 +196,10 @@ class HostRndis:
         if self.profile.indicate_link_at_init:
             out.append(self._link_message())
             events.append(LinkIndicated(self.link_up))
+        for name in self.profile.indicate_at_init:  # link events during the guest's bring-up
+            status = hp.INIT_INDICATIONS[name]
+            out.append(w.rndis_status(status))
+            events.append(StatusIndicated(status))
         return out, events
 
     def _not_ready(self, msg: bytes, complete: Callable[[int, int], bytes]) -> Reply | None:

@@ -13,7 +13,8 @@ Protocol (documented in docs/EMULATOR.md): a request is a JSON object with "cmd"
    "mbps": N (link_speed only)}                   -> {"ok": true}
   {"cmd": "rescind", "device": NAME}              -> {"ok": true}
   {"cmd": "reoffer", "device": NAME}              -> {"ok": true, "guid": ..., "relid": N, "mac": ...}
-  {"cmd": "stall", "device": NAME}                -> {"ok": true}
+  {"cmd": "stall", "device": NAME, "control": bool (optional: only control requests unanswered)}
+                                                  -> {"ok": true}
   {"cmd": "vf", "device": NAME, "op": "add"|"remove"} -> {"ok": true}
 NAME is an instance GUID or an interface name. A failure is {"ok": false, "error": "...",
 "hint": "..."}, which `request()` raises as UsageError. Only the sim's own user can reach the
@@ -113,7 +114,10 @@ class ControlServer:
             elif cmd == "rescind":
                 self.host.rescind(device)
             elif cmd == "stall":
-                self.host.stall(device)
+                control = req.get("control", False)
+                if not isinstance(control, bool):
+                    raise UsageError("control command 'stall' takes 'control' as true or false")
+                self.host.stall(device, control=control)
             elif cmd == "vf":
                 op = req.get("op")
                 if op == "add":

@@ -51,6 +51,8 @@ PUBLIC API (kept small; other people build on it):
         env.host.reoffer("hveth0")                     # the rescinded NIC offered again: a new
                                                        # device (new relid), same GUID and MAC
         env.host.stall(env.nics[0])                    # stop serving the open NIC, silently
+        env.host.stall(env.nics[0], control=True)      # ... or only leave its control requests
+                                                       # unanswered, data still served
         env.host.vf_remove("hveth0"); env.host.vf_add("hveth0")  # accelerated networking (with
                                                        # SimHost(..., vf=factory): each NIC's VF path)
         env.host.deliver(env.nics[0], [frame], inject=None)  # frames without a network; inject
@@ -412,15 +414,20 @@ class SimHost:
         with self._vf_lock:
             return self._vf_ports.get(self._device(device).guid)
 
-    def stall(self, device: SimDevice | str) -> None:
+    def stall(self, device: SimDevice | str, control: bool = False) -> None:
         """Stop serving an open NIC without telling the guest (as OpenVMM's channel worker ends on
-        an NVSP-level error): a fault on demand; only a close and re-open starts a fresh host side."""
+        an NVSP-level error): a fault on demand; only a close and re-open starts a fresh host side.
+        With `control`, only its RNDIS control requests go unanswered from now on while data is
+        still served (HostNvsp.stall_control: a fault injection of the emulator's own)."""
         dev = self._device(device)
         with self.kernel.lock:
             session = self._sessions.get(dev.guid)
         if session is None:
             raise UsageError(f"{dev.ifname or dev.guid} is not open; only an open NIC's channel can stall",
                              "Open it first (e.g. 'hvuio up'), then stall it.")
+        if control:
+            session.post(session.nvsp.stall_control)
+            return
         session.stall(STALL_REASON)
 
     def fault(self, device: SimDevice | str) -> str | None:
@@ -454,6 +461,7 @@ class SimHost:
                     entry["subchannels"] = sorted(c.relid for c in session.channels.values() if c.index)
                     entry["rss"] = rss.status(session.nvsp.rss, session.nvsp.subchannels + 1)
                     entry["nvsp_counters"] = dict(session.nvsp.counters)
+                    entry["control_stalled"] = session.nvsp.control_stalled  # `stall(control=True)`
                     entry["rejections"] = list(session.rejections)
                     entry["vf"] = session.nvsp.vf.status()
                 elif self._vf_factory is not None:
