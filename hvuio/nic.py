@@ -91,6 +91,9 @@ HALT_TIMEOUT: Final = 2.0
 RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
+#: While the data path is on the VF: seconds between the link queries that check the host still
+#: serves the synthetic channel (`_liveness`); each must be answered within the RNDIS reply limit.
+LIVENESS_PERIOD: Final = 5.0
 #: How long open() waits for the ring files of the granted subchannels (DPDK: 10 ms x 1000).
 SUBCHANNEL_TIMEOUT: Final = 10.0
 
@@ -139,6 +142,7 @@ class Nic:
         #: accelerated networking: offer SR-IOV and move the data path to the host's VF (`--vf auto`)
         self.vf = vf
         #: the VF side (hvuio/nicvf.py); the engine sets its `port` while the tap runs
+        self._probed_at: float | None = None  # the last liveness query (`_liveness`)
         self.vf_side = NicVf(enabled=vf, switch=self._vf_switch, clock=clock, publish=self._vf_publish)
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
@@ -149,6 +153,7 @@ class Nic:
                                          "control_fallbacks": 0, "network_changes": 0,
                                          "peer_notifications": 0, "send_table_fixed": 0,
                                          "link_speed_changes": 0, "indications_dropped": 0,
+                                         "liveness_probes": 0, "liveness_answers": 0,
                                          "link_indications_ignored": 0}
 
     # ---- bring-up ---------------------------------------------------------------------------------
@@ -191,6 +196,7 @@ class Nic:
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,
                                 recv_buffer_size=len(recv), send_buffer_size=len(send), mtu_asked=self.mtu)
             self.vf_side.reset()
+            self._probed_at = None
             self.info.tx_path = self._open_memory(platform)
             if self.memory is not None:
                 chan.control_pages = self.memory.whole.region(0, CONTROL_AREA)
@@ -542,6 +548,30 @@ class Nic:
         """Look after the VF (in the thread that owns the rings, about every TICK_PERIOD)."""
         if self.channel is not None and self.broken is None:
             self.vf_side.tick()
+            self._liveness()
+
+    def _liveness(self) -> None:
+        """While the data path is on the VF the synthetic channel carries no sends, so the engine's
+        watchdog (sends left uncompleted) cannot see a host that stopped the channel without a word
+        (OpenVMM's worker on an NVSP-level error) until the VF leaves and the traffic falls back
+        onto a dead channel. So every LIVENESS_PERIOD a link query goes out, which the host must
+        answer within the RNDIS reply limit: else tick() raises HostTimeoutError, and with
+        `up --persist` hvuio/lifecycle.py re-initialises the NIC (counted as watchdog_control)."""
+        if not self.vf_side.on_vf:
+            self._probed_at = None
+            return
+        now = self.clock()
+        if self._probed_at is not None and now - self._probed_at < LIVENESS_PERIOD:
+            return
+        effects = self._guest().probe()
+        if effects:  # nothing when another request is outstanding: that one is watched already
+            self._probed_at = now
+            self.counters["liveness_probes"] += 1
+            self._perform(effects)
+
+    def _query_result(self, e: ev.QueryResult) -> None:
+        if e.oid == wr.Oid.GEN_MEDIA_CONNECT_STATUS:
+            self.counters["liveness_answers"] += 1
 
     def _vf_switch(self, vf: bool) -> bool:
         """SWITCH_DATA_PATH when NVSP may take it now (False: it may not; nothing was sent)."""
@@ -707,6 +737,7 @@ _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
     ev.SendTableFixed: Nic._send_table_fixed,
     ev.KeepaliveDropped: Nic._keepalive,
     ev.RequestFailed: Nic._request_failed,
+    ev.QueryResult: Nic._query_result,
     ev.NetworkChange: Nic._network_change,
     ev.StatusIndication: Nic._indication,
     ev.IndirectionTable: Nic._indication,

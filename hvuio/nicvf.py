@@ -104,6 +104,11 @@ class NicVf:
         self.do(self.watch.stop())
 
     @property
+    def on_vf(self) -> bool:
+        """The data path is on the VF (the host completed the switch)."""
+        return self.watch.path_vf
+
+    @property
     def switching(self) -> bool:
         return self.watch.switching is not None
 

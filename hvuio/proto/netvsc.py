@@ -240,6 +240,18 @@ class NetvscGuest:
         answered by DatapathSwitched."""
         return self._commit(self._nvsp.switch_datapath(vf))
 
+    def probe(self) -> list[Effect]:
+        """An RNDIS query of OID_GEN_MEDIA_CONNECT_STATUS, only while RNDIS is READY with no request
+        outstanding (nothing otherwise): a question the host must answer (QueryResult) within
+        RNDIS_REPLY_TIMEOUT_S, or tick() raises HostTimeoutError. hvuio/nic.py asks it while the
+        synthetic channel carries no data (the data path is on the VF), where a host that stopped
+        the channel without a word would otherwise go unnoticed until the VF leaves."""
+        rndis = self._rndis
+        if (rndis is None or rndis.error is not None or rndis.state is not RndisState.READY
+                or rndis.requests_outstanding):
+            return []
+        return self._commit(rndis.query(wr.Oid.GEN_MEDIA_CONNECT_STATUS))
+
     def close_filter(self) -> list[Effect]:
         """Packet filter 0, so the host stops delivering frames: the first teardown step, before
         the halt, as Linux's rndis_filter_close_device (netvsc_close) runs before

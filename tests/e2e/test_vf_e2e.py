@@ -211,3 +211,22 @@ def test_sim_start_wire_vf_and_up_over_the_command_line(tmp_path: Path, netns_fa
             assert up.returncode == 0, err
         stop = hvuio_main("--sysroot", str(root), "sim", "stop")
         assert stop.returncode == 0, stop.stderr
+
+
+def test_a_channel_stopped_while_the_traffic_rides_the_vf_is_found_and_recovered() -> None:
+    """With the data path on the VF the synthetic channel carries no data, so no send waits for a
+    completion there; the guest's periodic link query (LIVENESS_PERIOD) must still notice a host
+    that stopped the channel without a word, and `up --persist` re-initialises the NIC, which
+    returns to the VF; the traffic kept riding the VF meanwhile."""
+    with running_stack(vf=True, up_args=("--persist",)) as stack:
+        wait_on_vf(stack)
+        wait(stack, "a liveness query answered", lambda: stack.live_counters().get("liveness_answers", 0) >= 1)
+        stack.env.host.stall(stack.guid)
+        wait(stack, "the stopped channel noticed and the NIC brought up again",
+             lambda: stack.live_counters().get("reinits_stall", 0) == 1, timeout=30)
+        counters = stack.live_counters()
+        assert counters["watchdog_control"] == 1 and counters["watchdog_stalls"] == 0, counters
+        wait_on_vf(stack)                                                # the new NIC's switch
+        ok = ping(stack.guest_ns, HOST_IP, count=3)
+        assert ok["received"] == 3, ok["output"]
+        assert stack.host_status()["fault"] is None

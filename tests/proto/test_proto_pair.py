@@ -19,11 +19,14 @@ import pytest
 
 from hvuio.proto.events import (
     BuffersRevoked, Inbound, InboundKind, IndirectionTable, KeepaliveDropped, LinkStatus, MacAddress, NvspReady,
+    QueryResult,
     RecvBufReady, RequestFailed, RndisConfigured, RndisReady, RssCaps, RssConfigured, Send, SendBufReady,
     SendTableFixed, SetComplete, StatusIndication, SubchannelsGranted, SubchannelsRefused,
     DatapathSwitched, HostDatapathSwitched, VfAssociation,
 )
+from hvuio.errors import HostTimeoutError
 from hvuio.proto import rss
+from hvuio.proto.limits import RNDIS_REPLY_TIMEOUT_S
 from hvuio.wire import rndis as wr
 from hvuio.proto.netvsc import Effect, NetvscGuest
 from hvuio.proto.nvsp import BufferGrant, NvspGuest
@@ -217,6 +220,28 @@ def test_teardown_sets_the_packet_filter_to_0_before_the_halt() -> None:
 def test_close_filter_is_nothing_before_rndis_is_ready() -> None:
     pair = GuestHostPair()
     assert pair.guest.close_filter() == [] and not pair.guest.filter_closing
+
+
+def test_the_liveness_probe_is_a_link_query_the_host_answers() -> None:
+    """probe(): OID_GEN_MEDIA_CONNECT_STATUS, answered by the host with the link (QueryResult)."""
+    pair = GuestHostPair()
+    assert pair.guest.probe() == []  # before RNDIS is ready: nothing
+    pair.bring_up()
+    effects = pair.guest.probe()
+    assert [e for e in effects if isinstance(e, Send)]
+    pair.do(effects)
+    assert pair.guest_events[-1] == QueryResult(oid=wr.Oid.GEN_MEDIA_CONNECT_STATUS, data=struct.pack("<I", 0))
+    assert pair.host.rejections == []
+
+
+def test_the_liveness_probe_waits_behind_an_outstanding_request_and_times_out_unanswered() -> None:
+    pair = GuestHostPair()
+    pair.bring_up()
+    sent = pair.guest.probe()
+    assert sent and pair.guest.probe() == []  # one question at a time
+    pair.guest.tick(100.0)                    # the reply's clock starts
+    with pytest.raises(HostTimeoutError, match="GEN_MEDIA_CONNECT_STATUS"):
+        pair.guest.tick(100.0 + RNDIS_REPLY_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("wanted,host_subchannels,asked", [
