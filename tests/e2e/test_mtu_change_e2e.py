@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from support.demo_stack import live_counter_at_least, running_stack
 from support.lifecycle import full_ping, set_mtu, settled_at
-from support.streams import Stream
+from support.streams import Stream, stream_through
 
 from hvuio.demo import HOST_IP, DemoStack, max_guest_mtu
 
@@ -47,35 +47,21 @@ def test_mtu_up_and_down_keeps_ping_and_an_open_tcp_connection(stack: DemoStack)
 
 
 def test_two_changes_in_a_row_end_at_the_last_one(stack: DemoStack) -> None:
-    stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
-    try:
-        assert stream.wait_received(MIB)
+    with stream_through(stack.guest_ns, stack.host_ns, HOST_IP):
         set_mtu(stack, 3000)
         set_mtu(stack, 5000)                                   # before the first re-initialisation is done
         assert settled_at(stack, 5000)
         ok = full_ping(stack, 5000)
         assert ok["ok"] and ok["received"] == 3, ok["output"]
-        at = stream.received
-        assert stream.wait_received(at + 2 * MIB)
-    finally:
-        result = stream.finish()
-    assert result["exact"], result
     assert 1 <= stack.live_counters()["reinits_mtu"] <= 2
 
 
 def test_a_value_the_host_refuses_rolls_the_tap_back(stack: DemoStack) -> None:
-    stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
-    try:
-        assert stream.wait_received(MIB)
+    with stream_through(stack.guest_ns, stack.host_ns, HOST_IP):
         set_mtu(stack, 9500)       # above the host's largest frame (9216): it answers its default, 1500
         assert live_counter_at_least(stack, "mtu_rollbacks", 1) and settled_at(stack, 1500)
         ok = full_ping(stack, 1500)
         assert ok["ok"] and ok["received"] == 3, ok["output"]
-        at = stream.received
-        assert stream.wait_received(at + 2 * MIB)
-    finally:
-        result = stream.finish()
-    assert result["exact"], result
     counters = stack.live_counters()
     assert counters["mtu_changes"] == 0 and counters["reinits_mtu"] >= 1
     stack.stop_up()

@@ -12,7 +12,7 @@ import re
 
 from support.demo_stack import live_counter_at_least, running_stack
 from support.lifecycle import full_ping, log_lines, set_mtu, settled_at, silent_opens, state
-from support.streams import Stream
+from support.streams import Stream, stream_through
 
 from hvuio.demo import HOST_IP, DemoStack, ping
 
@@ -33,14 +33,8 @@ def stall_and_recover(stack: DemoStack, stream: Stream, times: int) -> None:
 
 def test_a_stopped_channel_is_re_initialised_and_a_tcp_stream_survives() -> None:
     with running_stack(up_args=("--persist", "--watchdog", "5")) as stack:
-        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
-        try:
+        with stream_through(stack.guest_ns, stack.host_ns, HOST_IP) as stream:
             stall_and_recover(stack, stream, 1)
-            at = stream.received
-            assert stream.wait_received(at + 2 * MIB)
-        finally:
-            result = stream.finish()
-        assert result["exact"], result
         ok = ping(stack.guest_ns, HOST_IP, count=3)
         assert ok["ok"] and ok["received"] == 3, (ok["output"], stack.live_counters(), stack.host_status())
         assert stack.env.host.fault(stack.guid) is None         # a fresh host side since the re-open
@@ -52,14 +46,8 @@ def test_a_stopped_channel_is_re_initialised_and_a_tcp_stream_survives() -> None
 
 def test_twice_in_a_row() -> None:
     with running_stack(up_args=("--persist", "--watchdog", "5")) as stack:
-        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
-        try:
+        with stream_through(stack.guest_ns, stack.host_ns, HOST_IP) as stream:
             stall_and_recover(stack, stream, 2)
-            at = stream.received
-            assert stream.wait_received(at + 2 * MIB)
-        finally:
-            result = stream.finish()
-        assert result["exact"], result
         assert stack.live_counters()["reinits"] == 2
 
 
@@ -67,19 +55,12 @@ def test_a_host_silent_in_the_bring_up_of_the_recovery_is_tried_again() -> None:
     """The stop comes again as the NIC is brought up anew: its NVSP init goes unanswered."""
     with running_stack(up_args=("--persist", "--watchdog", "5")) as stack:
         host = stack.env.host
-        stream = Stream(stack.guest_ns, stack.host_ns, HOST_IP)
-        try:
-            assert stream.wait_received(MIB)
+        with stream_through(stack.guest_ns, stack.host_ns, HOST_IP):
             with silent_opens(stack):
                 host.stall(stack.guid)
                 assert host.wait_for(lambda: stack.live_counters().get("watchdog_control", 0) >= 1, timeout=60)
                 assert state(stack) == "re-initialising"
             assert host.wait_for(lambda: state(stack) == "running" and host.status()[stack.guid]["open"], timeout=30)
-            at = stream.received
-            assert stream.wait_received(at + 2 * MIB)
-        finally:
-            result = stream.finish()
-        assert result["exact"], result
         counters = stack.live_counters()
         assert counters["watchdog_stalls"] == 1 and counters["reinits_stall"] == 1 and counters["watchdog_control"] >= 1
         stack.stop_up()

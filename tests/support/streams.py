@@ -5,7 +5,10 @@ byte-exact after it.
 reports its byte count after every MiB) and a sender in `src_ns` that writes a seeded random
 stream on one connection until told to stop. `wait_received(n)` waits (bounded) until the
 receiver has `n` bytes; `finish()` stops the sender and returns both sides' byte counts and
-sha256, and whether they match. Traffic stays between the test's namespaces.
+sha256, and whether they match. `stream_through(src_ns, dst_ns, dst_ip)` is the shape every
+lifecycle test has: a Stream that has carried a MiB when the `with` block (the event) starts, must
+carry 2 MiB more after it, and ends byte-exact (asserted; its result is `stream.result`).
+Traffic stays between the test's namespaces.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hvuio.netdev import netns
@@ -54,6 +59,7 @@ class Stream:
 
     def __init__(self, src_ns: str, dst_ns: str, dst_ip: str, port: int = 5301, seed: int = 11) -> None:
         self.received = 0
+        self.result: dict[str, Any] = {}
         self._final: dict[str, Any] | None = None
         self._cond = threading.Condition()
         self.receiver = netns.popen(dst_ns, netns.python_argv("-c", _RECEIVER, dst_ip, str(port)))
@@ -120,3 +126,21 @@ class Stream:
         if proc.poll() is None:
             proc.kill()
         return (proc.communicate()[1] or "")[-400:]
+
+
+MIB = 1 << 20
+
+
+@contextmanager
+def stream_through(src_ns: str, dst_ns: str, dst_ip: str, before: int = MIB, after: int = 2 * MIB) -> Iterator[Stream]:
+    """A Stream that has carried `before` bytes when the block starts and must carry `after` more
+    once it ended; finished and asserted byte-exact on the way out (`stream.result`)."""
+    stream = Stream(src_ns, dst_ns, dst_ip)
+    try:
+        assert stream.wait_received(before)
+        yield stream
+        at = stream.received
+        assert stream.wait_received(at + after), (at, stream.received)
+    finally:
+        stream.result = stream.finish()
+    assert stream.result["exact"], stream.result
