@@ -12,7 +12,10 @@ What lives here:
   * `VethVf` — one NIC's VF path for accelerated networking (`sim start --wire --vf`): a veth
     pair whose guest end carries the NIC's MAC in the guest's namespace (admin down, as a VF netdev
     appears; the guest finds it by MAC as Linux and DPDK do) and whose host end, in the host
-    network's namespace, the host reads and writes through a packet socket. Same interface as the
+    network's namespace, the host reads and writes through a packet socket. The host end is a port
+    of that network, not an interface of its stack: ARP is off on it, so the guest only ever
+    learns the tap's MAC for the network's address, whichever path it resolved it on (a veth that
+    answered ARP would give its own MAC, which a new VF path changes). Same interface as the
     networks: the host writes the frames it sends over the VF and reads what the guest sent on it.
     `VfPath` is that interface with the guest end's name, which SimHost gives the kernel's tree as
     the VF netdev of the NIC's PCI pass-through device.
@@ -549,7 +552,8 @@ class VethVf:
         """The pair: `guest_ifname` with `mac` in `guest_netns` (None: this process's namespace),
         admin down at a new netdev's MTU of 1500 (the guest sets its own, as Linux's
         netvsc_change_mtu sets the VF's); its peer `host_ifname` (default: a random name) up in
-        `host_netns`, taking frames as large as the host carries (VF_HOST_MTU)."""
+        `host_netns`, taking frames as large as the host carries (VF_HOST_MTU), with ARP off (see
+        the module docstring)."""
         host_ifname = host_ifname or netns_mod.random_ifname("vf")
         for name in (guest_ifname, host_ifname):
             if len(name) >= netns_mod.IFNAMSIZ:
@@ -558,7 +562,7 @@ class VethVf:
         netns_mod.ip("-n", host_netns, "link", "add", host_ifname, "type", "veth", "peer", "name", guest_ifname,
                      "address", ":".join(f"{b:02x}" for b in mac), "netns", target)
         try:
-            netns_mod.ip("-n", host_netns, "link", "set", "dev", host_ifname, "mtu", str(VF_HOST_MTU))
+            netns_mod.ip("-n", host_netns, "link", "set", "dev", host_ifname, "mtu", str(VF_HOST_MTU), "arp", "off")
             netns_mod.set_up(host_netns, host_ifname)
             sock = packet_socket_in(host_netns, host_ifname, vnet_hdr=True)
         except BaseException:

@@ -3,7 +3,9 @@ with the NIC's MAC beside the PCI pass-through device in the tree). `hvuio up` (
 the VF, switches the data path to it and sends the tap's traffic through it: ping and byte-exact
 TCP ride the VF (the host's synthetic-path counters stay flat while the VF's veth counters move);
 the VF taken away mid-transfer and returned, twice, under one TCP connection that survives, the
-traffic on the synthetic path in between; `--vf off` never offers SR-IOV. `hvuio status`,
+traffic on the synthetic path in between; the host's address resolved over the VF is the host
+network's MAC (the VF's host end answers no ARP), so a full-size ping crosses a VF removed and
+returned at once; `--vf off` never offers SR-IOV. `hvuio status`,
 `stats --json` and `list --json` show the pairing. Needs root, /dev/net/tun and iproute2; waits
 are bounded."""
 
@@ -23,8 +25,10 @@ from support.namespaces import NetnsFactory
 from support.stepped_tcp import SteppedStream
 from support.waiting import wait_until
 
-from hvuio.demo import GUEST_ADDRESS, GUEST_IP, HOST_IP, DemoStack, _child_env, ping, tcp_transfer
+from hvuio.demo import GUEST_ADDRESS, GUEST_IP, HOST_IP, PING_OVERHEAD, DemoStack, _child_env, ping, tcp_transfer
 from hvuio.netdev import netns
+from hvuio.netdev.netlink import format_mac
+from hvuio.sim.net import VethVf
 
 MIB = 1 << 20
 
@@ -141,6 +145,30 @@ def test_vf_removed_mid_transfer_and_returned_twice(stack: DemoStack) -> None:
     assert c["vf_switches"] == 3 and c["vf_removals"] == 2 and c["vf_errors"] == 0
     ok = ping(stack.guest_ns, HOST_IP, count=3)
     assert ok["received"] == 3, ok["output"]
+
+
+def neighbour_mac(ns: str, address: str, dev: str) -> str | None:
+    """The link-layer address `ns` has for `address` on `dev` (None: no entry, or one without it)."""
+    entries = json.loads(netns.ip("-n", ns, "-j", "neigh", "show", address, "dev", dev).stdout or "[]")
+    return str(entries[0]["lladdr"]) if entries and "lladdr" in entries[0] else None
+
+
+def test_host_address_resolved_over_the_vf_is_the_networks_and_survives_a_new_vf(stack: DemoStack) -> None:
+    wait_on_vf(stack)
+    port = stack.env.host.vf_port(stack.guid)
+    assert isinstance(port, VethVf)
+    netns.ip("-n", stack.guest_ns, "neigh", "flush", "dev", stack.tap)
+    ok = ping(stack.guest_ns, HOST_IP, count=1)                          # ARP over the VF
+    assert ok["received"] == 1, ok["output"]
+    assert neighbour_mac(stack.guest_ns, HOST_IP, stack.tap) == format_mac(stack.net.mac)
+    assert neighbour_mac(stack.host_ns, GUEST_IP, port.host_ifname) is None  # the VF's host end took no ARP
+    stack.env.host.vf_remove(stack.guid)
+    wait_synthetic(stack, removals=1)
+    stack.env.host.vf_add(stack.guid)                                    # a new VF path, with a MAC of its own
+    wait_on_vf(stack, switches=2)
+    full = ping(stack.guest_ns, HOST_IP, count=3, size=int(stack.nic.get("mtu") or 1500) - PING_OVERHEAD,
+                dont_fragment=True)
+    assert full["received"] == 3, full["output"]
 
 
 def test_vf_off_never_advertises() -> None:
