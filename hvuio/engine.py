@@ -47,7 +47,7 @@ the same tap: hvuio/lifecycle.py's re-initialisation).
 
 What must not live here: what to do after a rescind, a stall or an MTU change (hvuio/lifecycle.py),
 bring-up and teardown of the protocols, the NIC's negotiated values and
-their text (hvuio/nic.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
+their text (hvuio/nic.py, hvuio/nicinfo.py), the NDIS -> data path -> tap offload mapping (hvuio/offloads.py), ring
 code (channel.py, hvuio/native/), tap plumbing (hvuio/netdev/), printing (hvuio/cli/).
 """
 
@@ -231,9 +231,9 @@ class Engine:
         try:
             tap.set_carrier(bool(info.link_up))
             tap.up()
-            nic.on_link = tap.set_carrier
+            nic.link_side.on_link = tap.set_carrier
             peers = self._peers = PeerNotifier(tap, info.mac)
-            nic.on_notify_peers = peers.notify
+            nic.link_side.on_notify_peers = peers.notify
             self._start_vf(tap)
             wakes = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(queues - 1)]
             irq = handle.interrupt.fileno()
@@ -295,8 +295,8 @@ class Engine:
                 raise stalled
             return self.counters
         finally:
-            nic.on_link = None
-            nic.on_notify_peers = None
+            nic.link_side.on_link = None
+            nic.link_side.on_notify_peers = None
             self._peers = None
             if peers is not None:
                 peers.close()

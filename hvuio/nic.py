@@ -4,15 +4,12 @@ What lives here:
   * `Nic` — resolve the device (GUID or interface name), refuse it when another process has it
     open (the kernel would share the rings), open its UioHandle through the platform seam, build
     the primary `Channel`, and run `NetvscGuest` (hvuio/proto/netvsc.py) over it: feed it what the
-    channel reads, perform the effects it returns (write its `Send`s, act on its events) until
-    RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic (link
-    indications and network changes, turned into carrier changes and peer notifications by
-    hvuio/linkwatch.py through `on_link` / `on_notify_peers`; a host keep-alive is dropped and
-    counted, VMBUS.md §4 item 21); tear down in the
-    protocol's order: packet filter 0 (waiting for its reply), RNDIS halt (waiting for its
+    channel reads, perform the effects it returns (write its `Send`s, hand its events on, below)
+    until RNDIS is configured (VMBUS.md §1.13 steps 3–6); keep serving control traffic; tear down
+    in the protocol's order: packet filter 0 (waiting for its reply), RNDIS halt (waiting for its
     send completion), NVSP revoke receive buffer and send buffer, then close the channel and the
-    uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the
-    device's binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
+    uio fd, so the device can be opened again; a NIC that ends rescinded also forgets the device's
+    binding (journal, lock) once the device has left sysfs. The clock lives here: the guest gets
     `tick(time.monotonic())`; its machines raise HostTimeoutError. What a data path needs of a
     NIC that is up, it gets through public accessors (`negotiated`, `primary_channel`,
     `uio_handle`, `data_sections`, `tick()`, `take_control_packet()`, `mark_broken()`).
@@ -25,24 +22,29 @@ What lives here:
     only), owns it and closes it after the channel: pages [0, 16) are the control pages
     (proto/sections.py, channel.py), the rest the data path's GPA TX area (`gpa_pool`), None
     when there is none or the control path fell back to send sections.
-  * The MTU that never lies: the tap's MTU follows nicinfo.py's rule (min of asked, the host's
-    OID_GEN_MAXIMUM_FRAME_SIZE and what the TX path carries), with a warning naming the limit
-    when below the MTU asked. What bring-up negotiated is a `NicInfo` (hvuio/nicinfo.py).
+  * Where the events go: what bring-up negotiated fills a `NicInfo` (hvuio/nicinfo.py `learn`;
+    the channel's receive sections, the control sections and the tap's MTU, by nicinfo.py's rule
+    with a warning naming the limit when below the MTU asked, are set here); link events go to
+    `link_side` (hvuio/niclink.py: the link, the tap's carrier through the `on_link` /
+    `on_notify_peers` the engine sets, the link speed); the host's messages that ask nothing of
+    the NIC to `notices` (hvuio/nicnotices.py). `counters`: theirs.
   * Accelerated networking (`vf`, `up --vf auto`): SR-IOV offered in the NDIS config, the VF
     events of the machines handed to `vf_side` (hvuio/nicvf.py), which switches the data path
-    through `_vf_switch` and the engine's netdev port; `vf_tick()` in the rings' thread; at
+    through `_vf_switch` and the engine's netdev port; `vf_tick()` in the rings' thread (with the
+    liveness query while the traffic rides the VF, whose rhythm NicVf keeps); at
     teardown the data path goes back to synthetic (bounded wait) before the packet filter 0.
   * `trace` (hvuio/trace/writer.py, `up --trace`): handed to the primary channel, which records
     every control packet in it; the engine gives it to the data path for the frames.
 
 What must not live here: ring code (channel.py, hvuio/native/), protocol parsing or the routing
 between NVSP and RNDIS (proto/), the offload mapping (offloads.py), sysfs details (device/), the
-tap and the data path (engine.py, netdev/), printing (hvuio/cli/).
+tap and the data path (engine.py, netdev/), printing (hvuio/cli/), what an event says about the
+negotiated values (nicinfo.py), the link events (niclink.py), the notices only counted
+(nicnotices.py), the VF side (nicvf.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -60,19 +62,17 @@ from hvuio.device.sysfs import VmbusDevice
 from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
                           RescindedError, SysfsError, WrongDeviceError)
-from hvuio.linkwatch import Carrier, LinkAction, LinkWatch
-from hvuio.native.datapath import TxAggregation
 from hvuio.native.ring import Packet
 from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev
-from hvuio.proto import limits
 from hvuio.proto.events import Inbound, Send
 from hvuio.proto.netvsc import Effect, NetvscGuest
-from hvuio.nicinfo import NicInfo, tap_mtu
-from hvuio.nicvf import NicVf
+from hvuio.nicinfo import InfoEvent, NicInfo, learn, tap_mtu
+from hvuio.niclink import LinkEvent, NicLink
+from hvuio.nicnotices import Notice, NicNotices
+from hvuio.nicvf import NicVf, VfEvent
 from hvuio.proto.nvsp import BufferGrant
 from hvuio.wire import nvsp as wn
-from hvuio.wire import rndis as wr
 
 if TYPE_CHECKING:
     from hvuio.trace.writer import Trace
@@ -91,9 +91,6 @@ HALT_TIMEOUT: Final = 2.0
 RESCIND_SETTLE: Final = 2.0
 #: Control-loop wake-up period: machines are ticked at least this often.
 TICK_PERIOD: Final = 0.5
-#: While the data path is on the VF: seconds between the link queries that check the host still
-#: serves the synthetic channel (`_liveness`); each must be answered within the RNDIS reply limit.
-LIVENESS_PERIOD: Final = 5.0
 #: How long open() waits for the ring files of the granted subchannels (DPDK: 10 ms x 1000).
 SUBCHANNEL_TIMEOUT: Final = 10.0
 
@@ -134,27 +131,18 @@ class Nic:
         #: the error that made the channel unusable (rescind, corrupt ring, protocol error):
         #: close() then skips the protocol teardown and only unmaps and closes (VMBUS.md §4 item 20)
         self.broken: HvuioError | None = None
-        #: the tap's carrier follows these calls (hvuio/linkwatch.py: link changes, network change)
-        self.on_link: Callable[[bool], None] | None = None
-        #: announce the NIC's addresses (a repeated media connect, hvuio/linkwatch.py)
-        self.on_notify_peers: Callable[[], None] | None = None
-        self._links: LinkWatch | None = None  # from the bring-up's link query on
+        #: the link side (hvuio/niclink.py); the engine sets its `on_link` and `on_notify_peers`
+        self.link_side = NicLink(clock=clock)
         #: accelerated networking: offer SR-IOV and move the data path to the host's VF (`--vf auto`)
         self.vf = vf
         #: the VF side (hvuio/nicvf.py); the engine sets its `port` while the tap runs
-        self._probed_at: float | None = None  # the last liveness query (`_liveness`)
         self.vf_side = NicVf(enabled=vf, switch=self._vf_switch, clock=clock, publish=self._vf_publish)
         #: readable fd (StopPipe.read_fd) that aborts a bring-up in progress with KeyboardInterrupt
         self.stop_fd: int | None = None
         self._lock: int | None = None  # claim_device's flock fd while open
         self._device: VmbusDevice | None = None  # the device claimed while open
-        self.counters: dict[str, int] = {"link_changes": 0, "keepalives_dropped": 0, "indications": 0,
-                                         "requests_failed": 0, "unknown_completions": 0,
-                                         "control_fallbacks": 0, "network_changes": 0,
-                                         "peer_notifications": 0, "send_table_fixed": 0,
-                                         "link_speed_changes": 0, "indications_dropped": 0,
-                                         "liveness_probes": 0, "liveness_answers": 0,
-                                         "link_indications_ignored": 0}
+        #: the host's messages that ask nothing of the NIC, counted (hvuio/nicnotices.py)
+        self.notices = NicNotices()
 
     # ---- bring-up ---------------------------------------------------------------------------------
 
@@ -167,7 +155,7 @@ class Nic:
             raise LocalProtocolError("Nic.open() on an open NIC; close() it first")
         self.guest = None
         self.info, self.ready, self.broken = None, False, None
-        self._links = None
+        self.link_side.reset()
         device = resolve_device(self.sysroot, self.name)
         if not device.is_nic:
             raise WrongDeviceError(f"{device.guid} is a {device.class_name} device, not a synthetic NIC")
@@ -196,7 +184,6 @@ class Nic:
                                 monitored=device.monitor_id is not None, ring_size=handle.ring_size,
                                 recv_buffer_size=len(recv), send_buffer_size=len(send), mtu_asked=self.mtu)
             self.vf_side.reset()
-            self._probed_at = None
             self.info.tx_path = self._open_memory(platform)
             if self.memory is not None:
                 chan.control_pages = self.memory.whole.region(0, CONTROL_AREA)
@@ -301,8 +288,7 @@ class Nic:
 
     def _tick(self, now: float) -> None:
         self._perform(self._guest().tick(now))
-        if self._links is not None:
-            self._link_actions(self._links.tick(now))
+        self.link_side.tick(now)
 
     # ---- for the data path (hvuio/engine.py) ----------------------------------------------------------
 
@@ -379,199 +365,52 @@ class Nic:
             if handler is not None:
                 handler(self, effect)
 
-    def _nvsp_ready(self, e: ev.NvspReady) -> None:
-        info = self._info()
-        info.nvsp_version, info.ndis_version = e.version, e.ndis_version
+    def _learn(self, e: InfoEvent) -> None:
+        learn(self._info(), e)
 
     def _recv_buffer_ready(self, e: ev.RecvBufReady) -> None:
-        info, s = self._info(), e.sections[0]
-        info.recv_section_size, info.recv_section_count = s.sub_alloc_size, s.num_sub_allocs
-        self._chan().set_recv_section(s.sub_alloc_size)
+        learn(self._info(), e)
+        self._chan().set_recv_section(e.sections[0].sub_alloc_size)
 
     def _send_buffer_ready(self, e: ev.SendBufReady) -> None:
         info, sections = self._info(), self._guest().sections
-        info.send_section_size, info.send_section_count = e.section_size, e.count
+        learn(info, e)
         info.control_sections = sections.pool.count if sections is not None else None
         info.offloads = NicOffloads(requested=self.offload)
 
-    def _rndis_ready(self, e: ev.RndisReady) -> None:
-        info = self._info()
-        info.rndis_version = (e.major_version, e.minor_version)
-        info.tx_aggregation = TxAggregation(max_packets=e.max_packets_per_message, alignment=e.alignment,
-                                            max_bytes=e.max_transfer_size)
+    def _notice(self, e: Notice) -> None:
+        self.notices.event(e, self._info())
 
-    def _mac_address(self, e: ev.MacAddress) -> None:
-        info = self._info()
-        if e.permanent:
-            info.permanent_mac = e.mac
-            info.mac = info.mac or e.mac
-        else:
-            info.mac = e.mac
-
-    def _mtu(self, e: ev.Mtu) -> None:
-        # the machine checked it (limits.MIN_MTU..MAX_MTU, proto/rndis.py _on_mtu); used in _configured
-        self._info().host_max_frame = e.mtu
-
-    def _link_status(self, e: ev.LinkStatus) -> None:
-        if e.indicated and self._early("media connect" if e.up else "media disconnect"):
-            return
-        info = self._info()
-        changed = info.link_up is not None and info.link_up != e.up
-        info.link_up = e.up
-        if changed:
-            self.counters["link_changes"] += 1
-        if self._links is None:  # the bring-up's query: the carrier starts as the link is
-            self._links = LinkWatch(e.up)
-            self._link_actions([Carrier(e.up)])
-        else:
-            self._link_actions(self._links.media(e.up))
-
-    def _network_change(self, e: ev.NetworkChange) -> None:
-        # VMBUS.md §4.25: carrier off, and on again LINKCHANGE_INT later (linkwatch.py)
-        if self._early("network change"):
-            return
-        self.counters["network_changes"] += 1
-        if self._links is not None:
-            self._link_actions(self._links.network_change(self.clock()))
-
-    def _early(self, what: str) -> bool:
-        """A link indication during bring-up is counted and left out (VMBUS.md §4.25): the
-        bring-up's media query, answered after it, says what the link is."""
-        if self.ready:
-            return False
-        self.counters["link_indications_ignored"] += 1
-        log.info("ignored a %s indication from the host during bring-up; the link query says what the link is", what)
-        return True
-
-    def _link_actions(self, actions: list[LinkAction]) -> None:
-        for action in actions:
-            if isinstance(action, Carrier):
-                if self.on_link is not None:
-                    self.on_link(action.up)
-            else:
-                self.counters["peer_notifications"] += 1
-                if self.on_notify_peers is not None:
-                    self.on_notify_peers()
-
-    def _link_speed(self, e: ev.LinkSpeed) -> None:
-        # the host's RNDIS_STATUS_LINK_SPEED_CHANGE replaces the bring-up's OID_GEN_LINK_SPEED
-        # (Linux netvsc_drv.c netvsc_link_change keeps the indicated speed)
-        info = self._info()
-        if e.indicated and info.link_speed_bps != e.bits_per_second:
-            self.counters["link_speed_changes"] += 1
-            log.info("the host indicated a link speed of %d bit/s (was %s)", e.bits_per_second,
-                     "unknown" if info.link_speed_bps is None else f"{info.link_speed_bps} bit/s")
-        info.link_speed_bps = e.bits_per_second
-
-    def _indication_dropped(self, e: ev.IndicationDropped) -> None:
-        self.counters["indications_dropped"] += 1
-        log.warning("dropped a host indication (status %#x): %s", e.status, e.reason)
-
-    def _offload_caps(self, e: ev.OffloadCaps) -> None:
-        info = self._info()
-        info.offloads = dataclasses.replace(self._offloads(info), host=e)
-
-    def _offloads_configured(self, e: ev.OffloadsConfigured) -> None:
-        info = self._info()
-        info.offloads = dataclasses.replace(self._offloads(info), accepted=e)
+    def _link_event(self, e: LinkEvent) -> None:
+        self.link_side.event(e, self._info(), ready=self.ready)
 
     def _configured(self, e: ev.RndisConfigured) -> None:
-        info = self._info()
-        info.mtu, info.mtu_limited_by = self._tap_mtu(info)
+        info, gpa = self._info(), self.gpa_pool is not None
+        if not gpa and info.send_section_size is None:
+            raise LocalProtocolError("RNDIS configured before the send buffer was connected")
+        info.mtu, info.mtu_limited_by = tap_mtu(self.mtu, info.host_max_frame, gpa=gpa,
+                                                send_section_size=info.send_section_size or 0)
         if info.mtu_limited_by is not None:
             log.warning("MTU %d instead of the %d asked: %s", info.mtu, self.mtu, info.mtu_limited_by)
 
-    def _subchannels_refused(self, e: ev.SubchannelsRefused) -> None:
-        log.warning("the host refused %d subchannel(s) (status %#x); running on the primary channel only",
-                    e.asked, e.status)
-
-    def _subchannels_granted(self, e: ev.SubchannelsGranted) -> None:
-        log.info("the host granted %d subchannel(s)", e.count)
-
-    def _rss_configured(self, e: ev.RssConfigured) -> None:
-        log.info("RSS on over %d queues: %d-entry table, hash information %#x", e.queues, len(e.table), e.hash_info)
-
-    def _send_table_fixed(self, e: ev.SendTableFixed) -> None:
-        # Linux takes any entry and reduces it at queue choice (netvsc_select_queue); so do we, counted
-        self.counters["send_table_fixed"] += 1
-        log.warning("the host's send indirection table names channel(s) %s, but %d are in use; "
-                    "those entries were reduced modulo %d", sorted(set(e.bad)), e.queues, e.queues)
-
-    def _tap_mtu(self, info: NicInfo) -> tuple[int, str | None]:
-        """The tap's MTU and why it is below the one asked (nicinfo.tap_mtu's rule)."""
-        gpa = self.gpa_pool is not None
-        if not gpa and info.send_section_size is None:
-            raise LocalProtocolError("RNDIS configured before the send buffer was connected")
-        return tap_mtu(self.mtu, info.host_max_frame, gpa=gpa, send_section_size=info.send_section_size or 0)
-
-    def _control_fallback(self, e: ev.ControlFallback) -> None:
-        self._info().tx_path = f"send buffer ({e.reason})"
-        self.counters["control_fallbacks"] += 1
-        log.warning("GPA-direct control messages: %s; sending the RNDIS initialize again in a send section, "
-                    "and using the send buffer only", e.reason)
-
-    def _keepalive(self, e: ev.KeepaliveDropped) -> None:
-        # VMBUS.md §4 item 21: no real host sends one, and answering would be fatal to OpenVMM
-        self.counters["keepalives_dropped"] += 1
-        if self.counters["keepalives_dropped"] == 1:
-            log.warning("dropped a KEEPALIVE request from the host (request id %#x) unanswered, as Linux "
-                        "does; further ones are only counted (keepalives_dropped)", e.request_id)
-
-    def _request_failed(self, e: ev.RequestFailed) -> None:
-        self.counters["requests_failed"] += 1
-        if e.oid in (wr.Oid.TCP_OFFLOAD_PARAMETERS, wr.Oid.TCP_OFFLOAD_HARDWARE_CAPABILITIES):
-            log.warning("host refused %s (status %#x): running without offloads",
-                        wr.Oid(e.oid).name, e.status)
-        elif e.oid == wr.Oid.GEN_RECEIVE_SCALE_PARAMETERS:
-            log.warning("host refused the RSS parameters (status %#x): every received frame arrives on the "
-                        "primary channel", e.status)
-        else:
-            log.info("RNDIS request for OID %#x failed with status %#x", e.oid, e.status)
-
-    def _indication(self, e: ev.StatusIndication | ev.IndirectionTable) -> None:
-        self.counters["indications"] += 1
-        log.debug("host indication: %r", e)
-
-    def _completion_dropped(self, e: ev.CompletionDropped) -> None:
-        # VMBUS.md §4.15: a completion that matches no outstanding request is dropped (counted)
-        self.counters["unknown_completions"] += 1
-        log.warning("dropped a completion with trans_id %#x: no request of ours is waiting for it",
-                    e.trans_id)
-
     # ---- accelerated networking (hvuio/nicvf.py; when to switch: hvuio/vfwatch.py) -------------------
 
-    def _vf_event(self, e: ev.VfAssociation | ev.HostDatapathSwitched | ev.DatapathSwitched
-                  | ev.VfMessageDropped) -> None:
+    def _vf_event(self, e: VfEvent) -> None:
         self.vf_side.event(e)
 
     def vf_tick(self) -> None:
-        """Look after the VF (in the thread that owns the rings, about every TICK_PERIOD)."""
+        """Look after the VF (in the thread that owns the rings, about every TICK_PERIOD): its
+        netdev, and while the traffic rides it the liveness query (NicVf.liveness_due)."""
         if self.channel is not None and self.broken is None:
             self.vf_side.tick()
-            self._liveness()
-
-    def _liveness(self) -> None:
-        """While the data path is on the VF the synthetic channel carries no sends, so the engine's
-        watchdog (sends left uncompleted) cannot see a host that stopped the channel without a word
-        (OpenVMM's worker on an NVSP-level error) until the VF leaves and the traffic falls back
-        onto a dead channel. So every LIVENESS_PERIOD a link query goes out, which the host must
-        answer within the RNDIS reply limit: else tick() raises HostTimeoutError, and with
-        `up --persist` hvuio/lifecycle.py re-initialises the NIC (counted as watchdog_control)."""
-        if not self.vf_side.on_vf:
-            self._probed_at = None
-            return
-        now = self.clock()
-        if self._probed_at is not None and now - self._probed_at < LIVENESS_PERIOD:
-            return
-        effects = self._guest().probe()
-        if effects:  # nothing when another request is outstanding: that one is watched already
-            self._probed_at = now
-            self.counters["liveness_probes"] += 1
-            self._perform(effects)
+            if self.vf_side.liveness_due():
+                effects = self._guest().probe()
+                if effects:  # nothing when another request is outstanding: that one is watched already
+                    self.vf_side.probed()
+                    self._perform(effects)
 
     def _query_result(self, e: ev.QueryResult) -> None:
-        if e.oid == wr.Oid.GEN_MEDIA_CONNECT_STATUS:
-            self.counters["liveness_answers"] += 1
+        self.vf_side.answered(e)
 
     def _vf_switch(self, vf: bool) -> bool:
         """SWITCH_DATA_PATH when NVSP may take it now (False: it may not; nothing was sent)."""
@@ -674,9 +513,14 @@ class Nic:
         except (OSError, HvuioError) as err:
             log.warning("could not forget the binding of the removed device %s: %s", device.guid, err)
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """The counters of this Nic's link side and notices (a copy)."""
+        return {**self.notices.counters, **self.link_side.counters}
+
     def counter_snapshot(self) -> dict[str, int]:
         """Control-path counters of this Nic and, while open, of its primary channel."""
-        out = dict(self.counters)
+        out = self.counters
         out.update(self.vf_side.counters())
         speed = self.info.link_speed_bps if self.info is not None else None
         out["link_speed_mbps"] = 0 if speed is None else speed // 1_000_000  # a gauge (stats.GAUGES)
@@ -704,12 +548,6 @@ class Nic:
             raise LocalProtocolError("NIC is not open")
         return self.info
 
-    @staticmethod
-    def _offloads(info: NicInfo) -> NicOffloads:
-        if info.offloads is None:
-            raise LocalProtocolError("offload results before the send buffer was connected")
-        return info.offloads
-
     def __enter__(self) -> Nic:
         return self
 
@@ -719,32 +557,32 @@ class Nic:
 
 #: What each event of the guest does to the NicInfo and the Nic (events not listed need nothing).
 _ON_EVENT: Final[dict[type[object], Callable[..., None]]] = {
-    ev.NvspReady: Nic._nvsp_ready,
+    ev.NvspReady: Nic._learn,
     ev.RecvBufReady: Nic._recv_buffer_ready,
     ev.SendBufReady: Nic._send_buffer_ready,
-    ev.RndisReady: Nic._rndis_ready,
-    ev.MacAddress: Nic._mac_address,
-    ev.Mtu: Nic._mtu,
-    ev.LinkStatus: Nic._link_status,
-    ev.LinkSpeed: Nic._link_speed,
-    ev.IndicationDropped: Nic._indication_dropped,
-    ev.OffloadCaps: Nic._offload_caps,
-    ev.OffloadsConfigured: Nic._offloads_configured,
+    ev.RndisReady: Nic._learn,
+    ev.MacAddress: Nic._learn,
+    ev.Mtu: Nic._learn,
+    ev.OffloadCaps: Nic._learn,
+    ev.OffloadsConfigured: Nic._learn,
+    ev.SubchannelsRefused: Nic._learn,
+    ev.SubchannelsGranted: Nic._learn,
+    ev.RssConfigured: Nic._learn,
     ev.RndisConfigured: Nic._configured,
-    ev.SubchannelsRefused: Nic._subchannels_refused,
-    ev.SubchannelsGranted: Nic._subchannels_granted,
-    ev.RssConfigured: Nic._rss_configured,
-    ev.SendTableFixed: Nic._send_table_fixed,
-    ev.KeepaliveDropped: Nic._keepalive,
-    ev.RequestFailed: Nic._request_failed,
     ev.QueryResult: Nic._query_result,
-    ev.NetworkChange: Nic._network_change,
-    ev.StatusIndication: Nic._indication,
-    ev.IndirectionTable: Nic._indication,
+    ev.LinkStatus: Nic._link_event,
+    ev.NetworkChange: Nic._link_event,
+    ev.LinkSpeed: Nic._link_event,
+    ev.IndicationDropped: Nic._link_event,
+    ev.SendTableFixed: Nic._notice,
+    ev.KeepaliveDropped: Nic._notice,
+    ev.RequestFailed: Nic._notice,
+    ev.StatusIndication: Nic._notice,
+    ev.IndirectionTable: Nic._notice,
+    ev.CompletionDropped: Nic._notice,
+    ev.ControlFallback: Nic._notice,
     ev.VfAssociation: Nic._vf_event,
     ev.HostDatapathSwitched: Nic._vf_event,
     ev.DatapathSwitched: Nic._vf_event,
     ev.VfMessageDropped: Nic._vf_event,
-    ev.CompletionDropped: Nic._completion_dropped,
-    ev.ControlFallback: Nic._control_fallback,
 }

@@ -1,26 +1,34 @@
 """What a NIC's bring-up negotiated, as the user sees it, and the rule for the tap's MTU.
 
 What lives here: `NicInfo` (the negotiated values, None until known, and their JSON form that
-`up --json`, the status record and hvuio/cli/render.py use), the names of NVSP and NDIS versions,
-and the MTU rule: the tap gets min(the MTU asked, the host's maximum frame size
+`up --json`, the status record and hvuio/cli/render.py use), what the bring-up's events say about
+those values (`learn`: NVSP and NDIS versions, receive and send buffer sections, RNDIS version and
+aggregation limits, MAC addresses, the host's maximum frame, offloads; the subchannels and RSS
+the host granted or refused, logged), the names of NVSP and NDIS
+versions, and the MTU rule: the tap gets min(the MTU asked, the host's maximum frame size
 (OID_GEN_MAXIMUM_FRAME_SIZE, as Linux lowers its MTU to it in rndis_filter_device_add), what the
 TX path carries: GPA_MTU with GPA-direct, `section_mtu` of the host's send section without), with
 the reason when that is below the MTU asked (`tap_mtu`).
 
-What must not live here: the bring-up that fills NicInfo (hvuio/nic.py), printing (hvuio/cli).
+What must not live here: running the bring-up (hvuio/nic.py: the channel, the machines, what an
+event asks of the channel), the link and its speed (hvuio/niclink.py), printing (hvuio/cli).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from hvuio.errors import HostProtocolError
+from hvuio.errors import HostProtocolError, LocalProtocolError
 from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
 from hvuio.netdev.tap import format_mac
 from hvuio.offloads import NicOffloads
+from hvuio.proto import events as ev
 from hvuio.proto import limits
 from hvuio.wire import nvsp as wn
+
+log = logging.getLogger(__name__)
 
 #: Largest MTU a GPA-direct TX path carries: Linux's range ends at 65521 (NETVSC_MTU 65535 minus
 #: the Ethernet header).
@@ -113,6 +121,53 @@ class NicInfo:
             "ndis": None if self.ndis_version is None else ndis_name(self.ndis_version),
             "vf": None if self.vf is None else dict(self.vf),
         }
+
+
+#: The bring-up's events that say what was negotiated (`learn`).
+InfoEvent = (ev.NvspReady | ev.RecvBufReady | ev.SendBufReady | ev.RndisReady | ev.MacAddress | ev.Mtu
+             | ev.OffloadCaps | ev.OffloadsConfigured | ev.SubchannelsGranted | ev.SubchannelsRefused
+             | ev.RssConfigured)
+
+
+def learn(info: NicInfo, e: InfoEvent) -> None:
+    """What one bring-up event says about the negotiated values, written into `info` (the
+    machines checked the values; what the event asks of the channel is the Nic's)."""
+    if isinstance(e, ev.NvspReady):
+        info.nvsp_version, info.ndis_version = e.version, e.ndis_version
+    elif isinstance(e, ev.RecvBufReady):
+        info.recv_section_size, info.recv_section_count = e.sections[0].sub_alloc_size, e.sections[0].num_sub_allocs
+    elif isinstance(e, ev.SendBufReady):
+        info.send_section_size, info.send_section_count = e.section_size, e.count
+    elif isinstance(e, ev.RndisReady):
+        info.rndis_version = (e.major_version, e.minor_version)
+        info.tx_aggregation = TxAggregation(max_packets=e.max_packets_per_message, alignment=e.alignment,
+                                            max_bytes=e.max_transfer_size)
+    elif isinstance(e, ev.MacAddress):
+        if e.permanent:
+            info.permanent_mac = e.mac
+            info.mac = info.mac or e.mac
+        else:
+            info.mac = e.mac
+    elif isinstance(e, ev.Mtu):
+        # limits.MIN_MTU..MAX_MTU (proto/rndis.py _on_mtu); `tap_mtu` takes it into account
+        info.host_max_frame = e.mtu
+    elif isinstance(e, ev.OffloadCaps):
+        info.offloads = replace(_offloads(info), host=e)
+    elif isinstance(e, ev.OffloadsConfigured):
+        info.offloads = replace(_offloads(info), accepted=e)
+    elif isinstance(e, ev.SubchannelsGranted):  # `queues` once they are mapped (hvuio/nic.py)
+        log.info("the host granted %d subchannel(s)", e.count)
+    elif isinstance(e, ev.SubchannelsRefused):
+        log.warning("the host refused %d subchannel(s) (status %#x); running on the primary channel only",
+                    e.asked, e.status)
+    else:
+        log.info("RSS on over %d queues: %d-entry table, hash information %#x", e.queues, len(e.table), e.hash_info)
+
+
+def _offloads(info: NicInfo) -> NicOffloads:
+    if info.offloads is None:
+        raise LocalProtocolError("offload results before the send buffer was connected")
+    return info.offloads
 
 
 def tap_mtu(asked: int, host_max_frame: int | None, *, gpa: bool, send_section_size: int) -> tuple[int, str | None]:

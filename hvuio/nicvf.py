@@ -8,12 +8,19 @@ callback (which sends SWITCH_DATA_PATH while NVSP may take it), the netdev actio
 `VfPort` the engine gives it while its tap runs (hvuio/netdev/vfpath.py). A netdev action that
 fails is logged, counted (`vf_errors`) and treated as the VF gone. It keeps the VF netdev's
 counters as last read (`vf_rx_packets`, ...) for the status record, and hands the VF's state to
-the Nic's `publish` (NicInfo.vf) after every change. It holds the Nic's callbacks weakly, so the
-Nic is in no reference cycle. Everything runs in the thread that owns the
+the Nic's `publish` (NicInfo.vf) after every change. It keeps the rhythm of the liveness query:
+while the data path is on the VF the synthetic channel carries no sends, so the engine's
+watchdog (sends left uncompleted) cannot see a host that stopped the channel without a word
+(OpenVMM's worker on an NVSP-level error) until the VF leaves and the traffic falls back onto a
+dead channel; so every LIVENESS_PERIOD the Nic sends a link query (`liveness_due`, `probed`),
+which the host must answer within the RNDIS reply limit, else the Nic's tick raises
+HostTimeoutError and with `up --persist` hvuio/lifecycle.py re-initialises the NIC (counted as
+watchdog_control); `liveness_probes` and `liveness_answers` count them. It holds the Nic's
+callbacks weakly, so the Nic is in no reference cycle. Everything runs in the thread that owns the
 rings (the primary's pump thread while the engine runs, the caller's at teardown).
 
 What must not live here: the rules of when to switch (vfwatch.py), netlink and sysfs (the port),
-the protocol machines (proto/), rings.
+the protocol machines and the link query's packets (proto/), rings.
 """
 
 from __future__ import annotations
@@ -21,13 +28,18 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from hvuio.errors import HvuioError
 from hvuio.proto import events as ev
 from hvuio.vfwatch import VF_WAIT, JoinVf, LookForVf, SwitchDatapath, TxOnVf, VfAction, VfPort, VfWatch
+from hvuio.wire import rndis as wr
 
 log = logging.getLogger(__name__)
+
+#: While the data path is on the VF: seconds between the link queries that check the host still
+#: serves the synthetic channel; each must be answered within the RNDIS reply limit.
+LIVENESS_PERIOD: Final = 5.0
 
 def _weak(fn: Callable[..., Any]) -> Callable[[], Callable[..., Any] | None]:
     """A weak reference to a bound method (a plain function is held as it is)."""
@@ -57,6 +69,9 @@ class NicVf:
         self._clock = clock
         self._errors = 0
         self._traffic: dict[str, int] = {}
+        self._liveness = {"liveness_probes": 0, "liveness_answers": 0}
+        self._probed_at: float | None = None  # the last liveness query
+        self._due_at = 0.0  # when `liveness_due` last said yes
 
     def _switch(self, vf: bool) -> bool:
         switch = self._switch_ref()
@@ -70,6 +85,7 @@ class NicVf:
     def reset(self) -> None:
         """A fresh VfWatch for a new open (the host starts on the synthetic path too)."""
         self.watch = VfWatch(enabled=self.enabled, wait=self.wait)
+        self._probed_at = None
         self._publish(self.watch.status() if self.enabled else None)
 
     def event(self, e: VfEvent) -> None:
@@ -99,6 +115,25 @@ class NicVf:
             self._errors += 1
             log.warning("VF: %s", err.message if isinstance(err, HvuioError) else err)
 
+    def liveness_due(self) -> bool:
+        """The data path is on the VF and the last liveness query is LIVENESS_PERIOD old (or
+        there is none yet): the Nic sends one, and calls `probed` when it did."""
+        if not self.on_vf:
+            self._probed_at = None
+            return False
+        self._due_at = now = self._clock()
+        return self._probed_at is None or now - self._probed_at >= LIVENESS_PERIOD
+
+    def probed(self) -> None:
+        """The Nic sent the liveness query `liveness_due` asked for."""
+        self._probed_at = self._due_at
+        self._liveness["liveness_probes"] += 1
+
+    def answered(self, e: ev.QueryResult) -> None:
+        """A query's result (only the Nic's liveness query asks one): a link query answered."""
+        if e.oid == wr.Oid.GEN_MEDIA_CONNECT_STATUS:
+            self._liveness["liveness_answers"] += 1
+
     def stop(self) -> None:
         """Teardown: back to synthetic (the caller waits while `switching`)."""
         self.do(self.watch.stop())
@@ -113,7 +148,7 @@ class NicVf:
         return self.watch.switching is not None
 
     def counters(self) -> dict[str, int]:
-        return {**self.watch.counters, "vf_errors": self._errors, **self._traffic}
+        return {**self.watch.counters, "vf_errors": self._errors, **self._liveness, **self._traffic}
 
     def do(self, actions: list[VfAction]) -> None:
         """Perform what VfWatch decided, in order."""

@@ -59,7 +59,8 @@ def _within(mod: str, package: str) -> bool:
 def test_modules_found() -> None:
     assert {"hvuio.native", "hvuio.native.ring", "hvuio.native.datapath", "hvuio.proto.nvsp", "hvuio.sim.vsp.host",
             "hvuio.sim.host.nvsp", "hvuio.sim.kernel.bus",
-            "hvuio.proto.netvsc", "hvuio.proto.machine", "hvuio.proto.sections", "hvuio.nic", "hvuio.engine",
+            "hvuio.proto.netvsc", "hvuio.proto.machine", "hvuio.proto.sections", "hvuio.nic", "hvuio.nicinfo",
+            "hvuio.niclink", "hvuio.nicnotices", "hvuio.nicvf", "hvuio.linkwatch", "hvuio.engine",
             "hvuio.offloads", "hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= MODULES.keys()
 
 
@@ -111,8 +112,8 @@ def test_netdev_knows_no_protocol() -> None:
     """hvuio.netdev (tap, namespaces, signals) is the Linux side: it imports nothing of the protocol,
     the rings, the device layer or the modules that drive the NIC (the emulator uses it too)."""
     above = ("hvuio.wire", "hvuio.proto", "hvuio.native", "hvuio._native", "hvuio.device",
-             "hvuio.channel", "hvuio.nic", "hvuio.nicinfo", "hvuio.engine", "hvuio.health", "hvuio.offloads",
-             "hvuio.up", "hvuio.cli", "hvuio.sim", "hvuio.demo", "hvuio.trace")
+             "hvuio.channel", "hvuio.nic", "hvuio.nicinfo", "hvuio.niclink", "hvuio.nicnotices", "hvuio.nicvf",
+             "hvuio.linkwatch", "hvuio.vfwatch", "hvuio.engine", "hvuio.health", "hvuio.offloads", "hvuio.up", "hvuio.cli", "hvuio.sim", "hvuio.demo", "hvuio.trace")
     mods = [m for m in MODULES if _within(m, "hvuio.netdev")]
     assert {"hvuio.netdev.tap", "hvuio.netdev.netns", "hvuio.netdev.signals"} <= set(mods)
     for mod in mods:
@@ -145,14 +146,31 @@ def test_lifecycle_sits_above_the_engine() -> None:
     assert not bad, bad
 
 
-def test_control_plane_below_the_engine() -> None:
-    """The Nic (control plane) never imports the engine (tap + data path) or what stops a run;
-    the protocol composition (proto/netvsc.py) is the only way the Nic reaches the machines."""
-    nic = MODULES["hvuio.nic"]
-    bad = {i for i in nic if _within(i, "hvuio.engine") or _within(i, "hvuio.netdev.signals")
-           or _within(i, "hvuio.proto.nvsp.NvspGuest") or _within(i, "hvuio.proto.rndis")}
-    assert not bad, f"hvuio.nic imports {sorted(bad)}"
-    assert "hvuio.proto.netvsc" in nic
+#: The control plane: the Nic and the rooms it owns and feeds (negotiated values, link side,
+#: notices, VF side).
+CONTROL_PLANE = ("hvuio.nic", "hvuio.nicinfo", "hvuio.niclink", "hvuio.nicnotices", "hvuio.nicvf")
+
+
+@pytest.mark.parametrize("mod", CONTROL_PLANE)
+def test_control_plane_below_the_engine(mod: str) -> None:
+    """The control plane never imports the engine (tap + data path), what stops a run or the
+    lifecycle above it; the protocol composition (proto/netvsc.py) is the only way the Nic reaches
+    the machines, and its rooms reach none."""
+    bad = {i for i in MODULES[mod] if any(_within(i, m) for m in ("hvuio.engine", "hvuio.netdev.signals",
+                                                                   "hvuio.lifecycle", "hvuio.up",
+                                                                   "hvuio.proto.nvsp.NvspGuest", "hvuio.proto.rndis"))}
+    assert not bad, f"{mod} imports {sorted(bad)}"
+    if mod != "hvuio.nic":
+        bad = {i for i in MODULES[mod] if _within(i, "hvuio.proto.netvsc") or _within(i, "hvuio.channel")}
+        assert not bad, f"{mod} imports {sorted(bad)}: only hvuio.nic drives the machines and the channel"
+    assert "hvuio.proto.netvsc" in MODULES["hvuio.nic"]
+
+
+def test_the_nics_rooms_hold_no_nic() -> None:
+    """The Nic owns its rooms and feeds them; none imports hvuio.nic (a Nic in a reference cycle is
+    freed by the garbage collector with its mapped buffers in an order that crashes)."""
+    for mod in CONTROL_PLANE[1:]:
+        assert not {i for i in MODULES[mod] if _within(i, "hvuio.nic")}, mod
 
 
 def test_emulated_host_protocols_do_no_io() -> None:
@@ -234,9 +252,11 @@ def test_only_the_tap_modules_and_vfpath_import_pyroute2() -> None:
     assert users <= {"hvuio.netdev.tap", "hvuio.netdev.netlink", "hvuio.netdev.vfpath"}, users
 
 
-def test_vf_policy_is_pure() -> None:
-    """hvuio.vfwatch decides when the data path moves to the VF: no I/O, no clock, no hvuio module."""
-    imps = MODULES["hvuio.vfwatch"]
+@pytest.mark.parametrize("mod", ["hvuio.vfwatch", "hvuio.linkwatch"])
+def test_vf_and_link_policies_are_pure(mod: str) -> None:
+    """hvuio.vfwatch decides when the data path moves to the VF, hvuio.linkwatch what the carrier
+    and the neighbours need: no I/O, no clock, no hvuio module."""
+    imps = MODULES[mod]
     assert not {i.split(".")[0] for i in imps} & IO_MODULES and not {i for i in imps if i.startswith("hvuio")}
 
 

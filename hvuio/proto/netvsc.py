@@ -52,7 +52,7 @@ drives the machines itself::
     while guest.halting, perform(guest.stop()), then close the channel.
 
 What must not live here: rings, fds, clocks (callers pass `now`), logging, the NIC's record of
-negotiated values (hvuio/nic.py).
+negotiated values (hvuio/nicinfo.py).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ What lives here, sans-IO (bytes and tuples, no channel, no logging):
   subtraction, so an out-of-range entry is reduced modulo the queue count here too, and reported.
 
 What must not live here: the order of the RNDIS sets and when they are sent (proto/netvsc.py),
-the table's wire parsing (proto/nvsp.py), logging and counting (hvuio/nic.py).
+the table's wire parsing (proto/nvsp.py), logging and counting (hvuio/nicinfo.py, hvuio/nicnotices.py).
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_link_indications_follow_the_host(sim: SimEnvironment) -> None:
     dev = sim.nics[0]
     seen: list[bool] = []
     with Nic(sim.sysroot, dev.guid) as nic:
-        nic.on_link = seen.append
+        nic.link_side.on_link = seen.append
         info = nic.open()
         assert info.link_up is True
         sim.host.set_link(dev, up=False)
@@ -183,7 +183,7 @@ def test_network_change_drops_the_carrier_and_restores_it_later(sim: SimEnvironm
     seen: list[bool] = []
     clock = StepClock()
     with Nic(sim.sysroot, dev.guid, clock=clock) as nic:
-        nic.on_link = seen.append
+        nic.link_side.on_link = seen.append
         info = nic.open()
         sim.host.indicate(dev, "network_change")
         assert poll_nic_until(nic, lambda: nic.counters["network_changes"] == 1)
@@ -202,8 +202,8 @@ def test_repeated_media_connect_notifies_the_peers(sim: SimEnvironment) -> None:
     notified: list[int] = []
     seen: list[bool] = []
     with Nic(sim.sysroot, dev.guid) as nic:
-        nic.on_link = seen.append
-        nic.on_notify_peers = lambda: notified.append(1)
+        nic.link_side.on_link = seen.append
+        nic.link_side.on_notify_peers = lambda: notified.append(1)
         nic.open()
         sim.host.indicate(dev, "media_connect")
         assert poll_nic_until(nic, lambda: nic.counters["peer_notifications"] == 1)
@@ -222,8 +222,8 @@ def test_link_indications_during_bring_up_are_counted_and_left_to_the_query(sim:
     notified: list[int] = []
     clock = StepClock()
     with Nic(sim.sysroot, dev.guid, clock=clock) as nic:
-        nic.on_link = seen.append
-        nic.on_notify_peers = lambda: notified.append(1)
+        nic.link_side.on_link = seen.append
+        nic.link_side.on_notify_peers = lambda: notified.append(1)
         info = nic.open()
         assert info.link_up is True and seen == [True]
         assert nic.counters["link_indications_ignored"] == 4
@@ -444,11 +444,11 @@ def test_refused_subchannels_warn_once_and_the_nic_comes_up(sim: SimEnvironment,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     # 64 queues, but too few receive sections to give each one: the host answers FAILURE
     dev = sim.nics[0]
-    with caplog.at_level("WARNING", logger="hvuio.nic"), Nic(sim.sysroot, dev.guid, channels=64) as nic:
+    with caplog.at_level("WARNING", logger="hvuio.nicinfo"), Nic(sim.sysroot, dev.guid, channels=64) as nic:
         info = nic.open()
         assert nic.ready and info.link_up is True
         assert nic.guest is not None and nic.guest.channels == 1
-        refusals = [r for r in caplog.records if r.name == "hvuio.nic" and "subchannel" in r.getMessage()]
+        refusals = [r for r in caplog.records if r.name == "hvuio.nicinfo" and "subchannel" in r.getMessage()]
         assert [r.levelname for r in refusals] == ["WARNING"]
         assert "primary channel only" in refusals[0].getMessage()
         assert sim.host.fault(dev) is None
@@ -459,10 +459,10 @@ def test_refused_subchannels_warn_once_and_the_nic_comes_up(sim: SimEnvironment,
 def test_subchannels_asked_no_more_than_the_host_queues_allow(sim: SimEnvironment,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     dev = sim.nics[0]
-    with caplog.at_level("WARNING", logger="hvuio.nic"), Nic(sim.sysroot, dev.guid, channels=8) as nic:
+    with caplog.at_level("WARNING", logger="hvuio.nicinfo"), Nic(sim.sysroot, dev.guid, channels=8) as nic:
         nic.open()
         assert nic.guest is not None and nic.guest.host_queues == 4 and nic.guest.channels == 4
-        assert not [r for r in caplog.records if r.name == "hvuio.nic" and "subchannel" in r.getMessage()]
+        assert not [r for r in caplog.records if r.name == "hvuio.nicinfo" and "subchannel" in r.getMessage()]
         assert sim.host.fault(dev) is None
         assert not sim.host.status()[dev.guid]["rejections"]
 
