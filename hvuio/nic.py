@@ -61,7 +61,7 @@ from hvuio.device.uio import UioHandle
 from hvuio.errors import (HostRefusedError, HostTimeoutError, HvuioError, LocalProtocolError,
                           RescindedError, SysfsError, WrongDeviceError)
 from hvuio.linkwatch import Carrier, LinkAction, LinkWatch
-from hvuio.native.datapath import TxAggregation
+from hvuio.native.datapath_config import TxAggregation
 from hvuio.native.ring import Packet
 from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev

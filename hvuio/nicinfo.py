@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hvuio.errors import HostProtocolError
-from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
+from hvuio.native.datapath_config import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
 from hvuio.netdev.tap import format_mac
 from hvuio.offloads import NicOffloads
 from hvuio.proto import limits
