@@ -30,7 +30,7 @@ from hvuio.errors import PlatformError
 if TYPE_CHECKING:
     from hvuio._native import FFI, Lib
 
-ABI_VERSION: Final = 5
+ABI_VERSION: Final = 6
 """The hvu_abi_version() this Python code needs (_native/version.c)."""
 
 Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap

@@ -6,10 +6,12 @@ vnet header, GSO and MTU bounds, send-section and GPA-direct limits; read from `
 retyped), the trans_id tags of data-path sends, the counter names (`COUNTER_NAMES`, in the C
 order), the configuration values (`Offloads`, `TxAggregation`, the `GpaPool` protocol and its
 check `gpa_buffers`), the tap I/O modes (`TAP_IO_MODES`, `tap_io_mode`, the io memory's slot
-sizes `tap_io_slots`), and what one pump call ends on (`Status`, `RunResult`). What must not:
-the pump (``DataPath``, its thread, return code -> exception conversion:
-``hvuio.native.datapath``), ring logic (``hvuio.native.ring``), protocol logic (``hvuio.proto``),
-I/O on fds. ``hvuio.native.datapath`` re-exports the names its callers import from it.
+sizes `tap_io_slots`, and `tap_io_probe`: whether this kernel gives a pump its io_uring, as
+`hvuio doctor` asks), and what one pump call ends on (`Status`, `RunResult`). What must not: the
+pump (``DataPath``, its thread, return code -> exception conversion: ``hvuio.native.datapath``),
+ring logic (``hvuio.native.ring``), protocol logic (``hvuio.proto``), I/O on fds other than the
+trial ring of `tap_io_probe`. ``hvuio.native.datapath`` re-exports the names its callers import
+from it.
 """
 
 from __future__ import annotations
@@ -189,6 +191,15 @@ def tap_io_slots(*, vnet_hdr: bool, tap_offload: bool, mtu: int) -> tuple[int, i
     return tx_slot, rx_slot
 
 
+def tap_io_probe() -> str | None:
+    """Whether this kernel gives a pump its io_uring: a trial io_uring_setup of the pump's size
+    (_native/tapio.c hvu_dp_tap_io_probe, the call a pump's setup makes), closed at once. None
+    when it worked, else its error as `DataPath.tap_io_error` words it ("EPERM (...)"): then a
+    pump asking for "uring" runs "readv"."""
+    e = int(_lib.hvu_dp_tap_io_probe(TAP_IO_TX_SLOTS + TAP_IO_RX_SLOTS))
+    return None if e == 0 else errno_text(e)
+
+
 def errno_text(e: int) -> str:
     """An errno as the data path words it: "EPERM (Operation not permitted)"."""
     return f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
@@ -215,4 +226,5 @@ def gpa_buffers(pool: GpaPool) -> tuple[CData, CData]:
 __all__ = ["COUNTER_NAMES", "DEFAULT_BUDGET", "ETH_HLEN", "GPA_SLOT_SIZE", "GPA_TAG", "GSO_MAX", "GpaPool",
            "MAX_SECTIONS", "MTU_MAX", "MTU_MIN", "NVS_MESSAGE_SIZE", "Offloads", "PPI_SIZE", "RNDIS_PACKET_HEADER",
            "RunResult", "Status", "TAP_IO_ENV", "TAP_IO_MODES", "TAP_IO_RX_SLOTS", "TAP_IO_TX_SLOTS", "TX_RING_MIN",
-           "TX_TAG", "TxAggregation", "VNET_HDR_SIZE", "errno_text", "gpa_buffers", "tap_io_mode", "tap_io_slots"]
+           "TX_TAG", "TxAggregation", "VNET_HDR_SIZE", "errno_text", "gpa_buffers", "tap_io_mode", "tap_io_probe",
+           "tap_io_slots"]
