@@ -244,6 +244,10 @@ uint32_t hvu_dp_pending_completions(const struct hvu_dp *dp);
  * readv/writev per frame. hvu_dp_tap_io_error: the errno io_uring_setup failed with (0: none). */
 int hvu_dp_tap_io(const struct hvu_dp *dp);
 int hvu_dp_tap_io_error(const struct hvu_dp *dp);
+/* Whether this kernel gives a pump with `slots` TX + RX slots its io_uring: the ring set-up the
+ * pump makes (same size), closed at once. 0, or the errno io_uring_setup / mmap failed with, as
+ * hvu_dp_tap_io_error would report it (EINVAL: `slots` 0, or more than a pump may have). */
+int hvu_dp_tap_io_probe(uint32_t slots);
 /* Reaps the queued tap writes and closes the io_uring (frames a burst read ahead and the pump did
  * not send are counted in tx_tap_closed). Call before the io memory goes; the data path is
  * unusable after. Safe twice, and without a ring. */

@@ -8,6 +8,8 @@
  *    at least as many entries as slots is asked for. A kernel that refuses (io_uring_setup: ENOSYS,
  *    EPERM with kernel.io_uring_disabled, a seccomp filter ...) leaves io.on = 0 and the errno in
  *    io.setup_err: the pump runs one readv/writev per frame, as without the flag.
+ *    hvu_dp_tap_io_probe makes the same ring set-up without a pump and closes it at once
+ *    (`hvuio doctor` asks it whether pumps started here will batch).
  *  - TX (tap -> host): reads come in bursts: when tx.c wants a frame and none is read ahead, one
  *    io_uring_enter submits `burst` IORING_OP_READs of the tap fd into TX slots, each with
  *    RWF_NOWAIT, so a read that finds the tap empty completes -EAGAIN inside that call rather
@@ -69,6 +71,15 @@ static uint32_t vnet_len(const struct hvu_dp *dp)
     return (dp->flags & HVU_DP_F_VNET_HDR) ? HVU_DP_VNET_HDR_SIZE : 0;
 }
 
+/* Entries of the ring for `slots` TX + RX slots: the next power of two (one SQE per slot). */
+static unsigned io_ring_entries(uint32_t slots)
+{
+    unsigned entries = 1;
+    while (entries < slots)
+        entries <<= 1;
+    return entries;
+}
+
 int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
 {
     struct hvu_dp_io *io = &dp->io;
@@ -85,10 +96,7 @@ int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
         (uint64_t)cfg->io_tx_slots * cfg->io_tx_slot_size + (uint64_t)cfg->io_rx_slots * cfg->io_rx_slot_size >
             cfg->io_buf_size)
         return -EINVAL;
-    unsigned entries = 1;
-    while (entries < cfg->io_tx_slots + cfg->io_rx_slots)
-        entries <<= 1;
-    int rc = hvu_uring_open(&io->ring, entries);
+    int rc = hvu_uring_open(&io->ring, io_ring_entries(cfg->io_tx_slots + cfg->io_rx_slots));
     if (rc < 0) {
         io->setup_err = -rc;
         return 0;
@@ -106,6 +114,18 @@ int hvu_dp_io_init(struct hvu_dp *dp, const struct hvu_dp_config *cfg)
 }
 
 int hvu_dp_tap_io(const struct hvu_dp *dp) { return dp->io.on; }
+
+int hvu_dp_tap_io_probe(uint32_t slots)
+{
+    if (slots == 0 || slots > 2 * HVU_DP_IO_SLOTS_MAX)
+        return EINVAL;
+    struct hvu_uring ring;
+    int rc = hvu_uring_open(&ring, io_ring_entries(slots));
+    if (rc < 0)
+        return -rc;
+    hvu_uring_close(&ring);
+    return 0;
+}
 
 int hvu_dp_tap_io_error(const struct hvu_dp *dp) { return dp->io.setup_err; }
 

@@ -6,7 +6,7 @@
 
 /* Bumped whenever hvuio_api.h / datapath_api.h change incompatibly or gain something the Python
  * wrapper needs; hvuio/native/__init__.py checks it at import. */
-int hvu_abi_version(void) { return 5; }
+int hvu_abi_version(void) { return 6; }
 
 /* Layout getters: tests/test_wire_vmbus.py compares them with ctypes and the golden JSON. */
 

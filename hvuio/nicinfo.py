@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from hvuio.errors import HostProtocolError, LocalProtocolError
-from hvuio.native.datapath import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
+from hvuio.native.datapath_config import ETH_HLEN, RNDIS_PACKET_HEADER, TxAggregation
 from hvuio.netdev.tap import format_mac
 from hvuio.offloads import NicOffloads
 from hvuio.proto import events as ev

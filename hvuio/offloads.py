@@ -3,7 +3,7 @@
 What lives here, as one chain of typed values:
 
     proto OffloadsConfigured (the NDIS values the host accepted: hvuio/proto/offload.py asks)
-      -> datapath_offloads()  -> hvuio.native.datapath.Offloads (what the C data path may use)
+      -> datapath_offloads()  -> hvuio.native.datapath_config.Offloads (what the C data path may use)
       -> tun_offload()        -> hvuio.netdev.tap.TunOffload (TUNSETOFFLOAD: what the kernel may
                                  hand the tap unfinished)
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvuio.native.datapath import Offloads
+from hvuio.native.datapath_config import Offloads
 from hvuio.netdev.tap import TunOffload
 from hvuio.proto.events import OffloadCaps, OffloadsConfigured
 from hvuio.wire import rndis as wr

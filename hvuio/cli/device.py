@@ -118,7 +118,7 @@ def unbind(app: App, device: str, timeout: float) -> None:
 @pass_app
 def doctor(app: App, as_json: bool) -> None:
     """Check that this machine can run hvuio, which TX path and how many queues a NIC can get,
-    and what to do next.
+    whether the pumps batch their tap I/O through an io_uring, and what to do next.
 
     With --sysroot the kernel version, CPUs and hypervisor facts come from the tree where it has
     them; a finding says when a fact came from the running machine instead."""
@@ -126,9 +126,10 @@ def doctor(app: App, as_json: bool) -> None:
     from hvuio.device.platform import guest_memory_report
 
     tx = guest_memory_report(app.sysroot)
-    findings, step = doc.diagnose(app.sysroot, tx)
+    tap = doc.tap_io_report()
+    findings, step = doc.diagnose(app.sysroot, tx, tap)
     if as_json:
-        click.echo(json.dumps(doc.as_json(findings, step, tx), indent=2))
+        click.echo(json.dumps(doc.as_json(findings, step, tx, tap), indent=2))
     else:
         marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
         for f in findings:

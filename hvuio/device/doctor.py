@@ -7,7 +7,11 @@ else the /proc/cpuinfo `hypervisor` flag and the DMI vendor. Kernel quirks are d
 runtime from sysfs of a bound device, never from `uname -r` alone. The "tx path" finding says
 whether a NIC will send large frames and control messages GPA-direct (a pool of guest memory:
 hugetlb pages on a real VM, the emulated VM's guest memory file in the emulator's tree) or
-through its send buffer only, and why (hvuio.device.platform `guest_memory_report`).
+through its send buffer only, and why (hvuio.device.platform `guest_memory_report`). The "tap
+io" finding says whether this kernel gives the pumps an io_uring for their tap I/O (batched) or
+they will make one readv/writev per frame, and why: a trial ring of a pump's size set up and
+closed at once through the C core (`hvuio.native.datapath_config.tap_io_probe`, the set-up a pump
+makes), kernel.io_uring_disabled, and HVUIO_TAP_IO in this environment (`tap_io_report`).
 
 With a sysroot other than "/" the facts about the machine come from the tree where it has them
 (`proc/sys/kernel/osrelease`, `proc/cpuinfo`, `sys/class/dmi/id/sys_vendor`,
@@ -17,8 +21,9 @@ is taken from the running machine and the finding says so (`Finding.source`). Ea
 queues it can get; the host's own limit is known only after bring-up (NVSP/RNDIS). A "fail"
 finding makes `hvuio doctor` exit with `EXIT_FAILED`.
 
-Only reads; nothing here binds, opens /dev/uioN, takes guest memory or changes state; it never
-imports the emulator (it reads the tree's files).
+Only reads; nothing here binds, opens /dev/uioN, takes guest memory or changes state (the trial
+io_uring is closed before the finding is made); it never imports the emulator (it reads the
+tree's files).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import platform as pyplatform
 import re
 import struct
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +51,10 @@ EXIT_FAILED: Final = PlatformError.exit_code
 #: `Finding.source` of a fact read from the running machine although a sysroot was given.
 RUNNING_MACHINE: Final = "running machine"
 HOST_LIMIT_NOTE: Final = "host limit known after bring-up"
+#: What a pump does when it has no io_uring for the tap.
+PER_FRAME: Final = "one readv/writev per frame"
+IO_URING_DISABLED: Final = "/proc/sys/kernel/io_uring_disabled"
+TAP_IO_ENV: Final = "HVUIO_TAP_IO"  # hvuio.native.datapath_config.TAP_IO_ENV (tests keep them equal)
 
 
 @dataclass(frozen=True)
@@ -237,9 +247,75 @@ def tx_path_finding(report: GuestMemoryReport, source: str = "") -> Finding:
     return Finding("tx path", status, f"NIC TX path: {report.tx_path}{note}", report.hint, source)
 
 
-def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None) -> tuple[list[Finding], str]:
-    """All findings and one sentence saying what to do next; `tx` is the guest memory report
-    (probed here when None)."""
+@dataclass(frozen=True)
+class TapIoReport:
+    """What the tap I/O of a pump started here will be. `mode`: "uring" (batched) or "readv" (one
+    readv/writev per frame); `io_uring_error`: the trial ring's error ("EPERM (...)"), None when
+    it worked or was not tried; `io_uring_disabled`: kernel.io_uring_disabled (0 allowed, 1 root
+    and kernel.io_uring_group only, 2 nobody; None: no such sysctl); `env`: HVUIO_TAP_IO here;
+    `reason`: why "readv", one clause ("" for "uring"); `hint`: what would give batching."""
+
+    mode: str
+    io_uring_error: str | None
+    io_uring_disabled: int | None
+    env: str | None
+    reason: str = ""
+    hint: str = ""
+
+
+def tap_io_report(probe: Callable[[], str | None] | None = None, env: str | None = None,
+                  disabled_text: str | None = None) -> TapIoReport:
+    """Judges the running machine's tap I/O: `probe()` gives the trial ring's error (default: the
+    C core's `tap_io_probe`; a C core that cannot load is a reason too), `env` is HVUIO_TAP_IO
+    (default: this environment's), `disabled_text` kernel.io_uring_disabled (default: read; "": no
+    such sysctl)."""
+    env = os.environ.get(TAP_IO_ENV) if env is None else env
+    text = _read(Path(IO_URING_DISABLED)) if disabled_text is None else disabled_text
+    disabled = int(text) if text is not None and text.strip().isdigit() else None
+    if env == "readv":
+        return TapIoReport("readv", None, disabled, env, f"{TAP_IO_ENV}=readv in this environment asks for it",
+                           f"Unset {TAP_IO_ENV} to batch tap I/O through an io_uring.")
+    if probe is None:
+        try:
+            from hvuio.native.datapath_config import tap_io_probe
+        except PlatformError as err:
+            return TapIoReport("readv", None, disabled, env, f"the C core cannot load ({err})",
+                               err.hint or "Run 'pip install -e .'.")
+        probe = tap_io_probe
+    error = probe()
+    if error is None:
+        return TapIoReport("uring", None, disabled, env)
+    if disabled == 2:
+        why, hint = "kernel.io_uring_disabled = 2 (io_uring off for every process)", \
+            "Set sysctl kernel.io_uring_disabled=0 to batch tap I/O."
+    elif disabled == 1:
+        why, hint = ("kernel.io_uring_disabled = 1 (io_uring for root and kernel.io_uring_group only)",
+                     "Run hvuio as root or in kernel.io_uring_group, or set kernel.io_uring_disabled=0.")
+    elif error.startswith("ENOSYS"):
+        why, hint = "this kernel has no io_uring (CONFIG_IO_URING off, or older than 5.4)", ""
+    elif error.startswith("EPERM"):
+        why, hint = ("a seccomp filter or security module refuses it (kernel.io_uring_disabled allows it)",
+                     "Allow io_uring_setup in the container's seccomp profile or the LSM policy.")
+    else:
+        why, hint = "", ""
+    reason = f"io_uring_setup failed with {error}" + (f": {why}" if why else "")
+    return TapIoReport("readv", error, disabled, env, reason, hint)
+
+
+def tap_io_finding(report: TapIoReport, source: str = "") -> Finding:
+    """The tap I/O the pumps will run: batched (ok), or one readv/writev per frame (warn) and why.
+    `source` is RUNNING_MACHINE for a sysroot that is not an emulator's tree (the pumps of that
+    tree's machine may fare otherwise)."""
+    note = " (the running machine's kernel)" if source == RUNNING_MACHINE else ""
+    if report.mode == "uring":
+        return Finding("tap io", "ok", f"tap I/O: batched through an io_uring{note}", source=source)
+    return Finding("tap io", "warn", f"tap I/O: {PER_FRAME}: {report.reason}{note}", report.hint, source)
+
+
+def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None,
+             tap: TapIoReport | None = None) -> tuple[list[Finding], str]:
+    """All findings and one sentence saying what to do next; `tx` is the guest memory report and
+    `tap` the tap I/O report (each probed here when None)."""
     root = Path(sysroot)
     findings = [detect_hyperv(root), kernel_finding(root)]
     bus = sys_path(root, "/sys/bus/vmbus")
@@ -264,6 +340,7 @@ def diagnose(sysroot: Path | str, tx: GuestMemoryReport | None = None) -> tuple[
                                     "no driver_override: binding uses new_id (affects every unbound NIC)"))
     tx_source = RUNNING_MACHINE if root != Path("/") and not (root / ".hvuio-sim").is_file() else ""
     findings.append(tx_path_finding(tx if tx is not None else guest_memory_report(root), tx_source))
+    findings.append(tap_io_finding(tap if tap is not None else tap_io_report(), tx_source))
     findings.extend(queue_findings(root, nics))
     bound = [d for d in nics if d.driver == "uio_hv_generic"]
     for d in bound:
@@ -293,10 +370,13 @@ def failed(findings: list[Finding]) -> bool:
     return any(f.status == "fail" for f in findings)
 
 
-def as_json(findings: list[Finding], step: str, tx: GuestMemoryReport | None = None) -> dict[str, Any]:
+def as_json(findings: list[Finding], step: str, tx: GuestMemoryReport | None = None,
+            tap: TapIoReport | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"findings": [asdict(f) for f in findings], "next": step,
                            "ok": all(f.status != "fail" for f in findings),
                            "from_running_machine": sorted({f.check for f in findings if f.source == RUNNING_MACHINE})}
     if tx is not None:
         out["tx_path"] = {"gpa_direct": tx.usable, "summary": tx.tx_path, **asdict(tx)}
+    if tap is not None:
+        out["tap_io"] = {"batched": tap.mode == "uring", **asdict(tap)}
     return out

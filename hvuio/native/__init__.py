@@ -5,7 +5,8 @@ What lives here: loading the compiled module (``HVUIO_NATIVE=asan`` selects the 
 the C core exports (read from `lib`, never retyped here), and the `Buffer` type the wrappers take.
 The wrappers are the submodules: `hvuio.native.ring` (one VMBus ring direction, the pure signal
 decisions, the monitor-page signal, the transfer-page check), `hvuio.native.datapath` (the C
-packet pump of one channel) and `hvuio.native.trace` (the C writer of trace files).
+packet pump of one channel, with `hvuio.native.datapath_config`: the values it is built from and
+reports in) and `hvuio.native.trace` (the C writer of trace files).
 
 What must not: protocol logic (NVSP/RNDIS live in ``hvuio.proto``), wire layouts (``hvuio.wire``
 stays independent of the C core and is checked against the golden JSON instead), I/O on fds,
@@ -29,7 +30,7 @@ from hvuio.errors import PlatformError
 if TYPE_CHECKING:
     from hvuio._native import FFI, Lib
 
-ABI_VERSION: Final = 5
+ABI_VERSION: Final = 6
 """The hvu_abi_version() this Python code needs (_native/version.c)."""
 
 Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap

@@ -2,14 +2,16 @@
 VMBus channel moves frames between a tap fd and the channel's rings without the GIL (cffi API-mode
 calls release it), its tap I/O batched through an io_uring where the kernel allows one.
 
-What lives here: building the C configuration from `Ring` objects and buffers, return code ->
-exception conversion, counters, the sizes and limits the C data path exports (RNDIS packet
-header, NVS message, vnet header, ...; read from `lib`, never retyped), and a background-thread
-pump (`start`/`stop`) that hands packets the C code does not handle (NVSP/RNDIS control) to a
-Python callback, `set_trace` (the frames both ways into a hvuio.native.trace sink), the tap I/O
-mode (TAP_IO_MODES; the io memory the C side's io_uring reads into, `close`). What must not:
-loading the compiled module (``hvuio.native``), ring logic (``hvuio.native.ring``), protocol
-logic (``hvuio.proto``), opening devices or taps (the engine passes fds and maps in).
+What lives here: the pump: building the C configuration from `Ring` objects and buffers, return
+code -> exception conversion, counters and drops, and a background-thread pump (`start`/`stop`)
+that hands packets the C code does not handle (NVSP/RNDIS control) to a Python callback,
+`set_trace` (the frames both ways into a hvuio.native.trace sink), the tap I/O mode a pump runs
+(the io memory the C side's io_uring reads into, `close`). The values it is built from and reports
+in (the C data path's sizes and limits, counter names, Offloads, TxAggregation, GpaPool, the tap
+I/O modes and probe, Status, RunResult) live in ``hvuio.native.datapath_config``; the names
+callers import from here are re-exported. What must not: loading the compiled module
+(``hvuio.native``), ring logic (``hvuio.native.ring``), protocol logic (``hvuio.proto``), opening
+devices or taps (the engine passes fds and maps in).
 
 How the engine drives it:
   * Negotiate NVSP/RNDIS first (receive/send buffers connected, sections known), then build a
@@ -38,7 +40,6 @@ How the engine drives it:
 
 from __future__ import annotations
 
-import enum
 import errno
 import mmap
 import os
@@ -46,161 +47,22 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from hvuio.errors import HostProtocolError, LocalProtocolError, PlatformError, RescindedError
 from hvuio.native import MAX_LEN8, MONITOR_MAX_ID, Buffer
 from hvuio.native import ffi as _ffi
 from hvuio.native import lib as _lib
+from hvuio.native.datapath_config import (
+    COUNTER_NAMES, DEFAULT_BUDGET, ETH_HLEN, GPA_SLOT_SIZE, GPA_TAG, GSO_MAX, L2_MAX, MAX_SECTIONS, MTU_MAX, MTU_MIN,
+    NVS_MESSAGE_SIZE, OFFLOAD_HDRS_MIN, PPI_SIZE, REASON_END, RNDIS_PACKET_HEADER, RSC_MAX_BYTES, TAP_IO_ENV,
+    TAP_IO_MODES, TAP_IO_RX_SLOTS, TAP_IO_TX_SLOTS, TX_RING_MIN, TX_TAG, VNET_HDR_SIZE, GpaPool, Offloads, RunResult,
+    Status, TxAggregation, errno_text, gpa_buffers, tap_io_mode, tap_io_slots)
 from hvuio.native.ring import FLAG_COMPLETION_REQUESTED, Direction, Packet, PacketType, Ring
 
 if TYPE_CHECKING:
-    import array
-
     from hvuio._native import CData, DpPtr
     from hvuio.native.trace import TraceSink
-
-TX_TAG = 1 << int(_lib.HVU_DP_TX_TAG_SHIFT)
-"""Bit set in the trans_id of every data-path send; control requests must leave it clear."""
-GPA_TAG = 1 << int(_lib.HVU_DP_TX_GPA_SHIFT)
-"""Also set (with TX_TAG) in the trans_id of a GPA-direct send: ``TX_TAG | GPA_TAG | slot``."""
-RNDIS_PACKET_HEADER = int(_lib.HVU_DP_RNDIS_PKT_SIZE)
-NVS_MESSAGE_SIZE = int(_lib.HVU_DP_NVS_MSG_SIZE)
-VNET_HDR_SIZE = int(_lib.HVU_DP_VNET_HDR_SIZE)
-PPI_SIZE = int(_lib.HVU_DP_PPI_SIZE)
-"""Bytes of a checksum, LSO or hash per-packet info."""
-ETH_HLEN = int(_lib.HVU_DP_ETH_HLEN)
-VLAN_HLEN = int(_lib.HVU_DP_VLAN_HLEN)
-MAX_SECTIONS = int(_lib.HVU_DP_MAX_SECTIONS)
-MTU_MIN = int(_lib.HVU_DP_MTU_MIN)
-MTU_MAX = int(_lib.HVU_DP_MTU_MAX)
-OFFLOAD_HDRS_MIN = int(_lib.HVU_DP_OFFLOAD_HDRS_MIN)
-"""With tap offloads a send section holds at least this much header room after RNDIS + 2 pktinfo."""
-TX_AGG_ALIGN_MAX = int(_lib.HVU_DP_TX_AGG_ALIGN_MAX)
-DEFAULT_BUDGET = 64  # packets per rx/tx batch, NAPI's weight (Linux NAPI_POLL_WEIGHT)
-
-COUNTER_NAMES: tuple[str, ...] = tuple(
-    _ffi.string(_lib.hvu_dp_counter_name(i)).decode() for i in range(_lib.hvu_dp_counter_count()))
-
-
-TAP_IO_MODES = ("readv", "uring")  # one readv/writev per frame, or batched (_native/tapio.c)
-TAP_IO_ENV = "HVUIO_TAP_IO"         # the mode when DataPath's `tap_io` is None (default "uring")
-TAP_IO_TX_SLOTS = 32                # most tap reads of one burst (one io_uring_enter)
-TAP_IO_RX_SLOTS = 64                # tap writes a receive batch queues before one submission
-GSO_MAX = int(_lib.HVU_DP_GSO_MAX)
-RSC_MAX_BYTES = int(_lib.HVU_DP_RSC_MAX_BYTES)
-TX_RING_MIN = int(_lib.HVU_DP_TX_RING_MIN)
-"""Smallest outbound data area: the largest message the pump writes plus what the ring keeps free."""
-_REASON_END = int(_lib.HVU_DP_REASON_END)
-HV_PAGE = int(_lib.HVU_HV_PAGE_SIZE)
-GPA_MAX_SLOTS = int(_lib.HVU_DP_GPA_MAX_SLOTS)
-GPA_PFN_MAX = (1 << int(_lib.HVU_DP_GPA_PFN_BITS)) - 1
-GPA_SLOT_SIZE = 17 * HV_PAGE
-"""Bytes of one GPA-direct slot: the largest RNDIS message the data path builds is the 44-byte
-header, the hash and one checksum/LSO pktinfo (16 bytes each) and a 64 KiB GSO frame (GSO_MAX =
-65553 bytes), 65629 bytes: 17 pages (16 would be 60 bytes short). A 2 MiB pool less its 64 KiB
-of control pages holds 29 slots."""
-GPA_SLOT_MIN = RNDIS_PACKET_HEADER + 2 * PPI_SIZE + GSO_MAX
-_L2_MAX = ETH_HLEN + VLAN_HLEN
-
-
-class GpaPool(Protocol):
-    """Pinned memory the host reads by guest-physical page number (hvuio.device.guestmem's
-    GuestRegion is one): `view`, writable, a whole number of 4 KiB pages; `pfns`, array('Q') with
-    the page number of each 4 KiB page of `view`, each 1 .. 2**40 - 1."""
-
-    @property
-    def view(self) -> memoryview: ...
-
-    @property
-    def pfns(self) -> array.array[int]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Offloads:
-    """What the data path may use: the host side as RNDIS negotiated it, the tap side as set with
-    TUNSETOFFLOAD (hvuio.offloads.tun_offload). Default: nothing (frames as before, vnet headers ignored on TX).
-
-    `tx_csum_*`: the host finishes that checksum from the checksum pktinfo (else software does);
-    `lso4`/`lso6`: the host segments TCP (LSOv2 pktinfo) up to `lso_max_size` bytes (else GSO
-    frames are cut into single segments here); `rx_csum`: the host's receive checksum results
-    mark frames for the tap; `rsc`: the host may coalesce (fragments are assembled either way,
-    as Linux does; the flag is informational).
-    """
-
-    tx_csum_tcp4: bool = False
-    tx_csum_udp4: bool = False
-    tx_csum_tcp6: bool = False
-    tx_csum_udp6: bool = False
-    lso4: bool = False
-    lso6: bool = False
-    lso_max_size: int = 0
-    rx_csum: bool = False
-    rsc: bool = False
-
-    @property
-    def any_tx(self) -> bool:
-        return (self.tx_csum_tcp4 or self.tx_csum_udp4 or self.tx_csum_tcp6 or self.tx_csum_udp6
-                or self.lso4 or self.lso6)
-
-    def dp_flags(self) -> int:
-        f = 0
-        for on, flag in ((self.tx_csum_tcp4, _lib.HVU_DP_F_TX_CSUM_TCP4),
-                         (self.tx_csum_udp4, _lib.HVU_DP_F_TX_CSUM_UDP4),
-                         (self.tx_csum_tcp6, _lib.HVU_DP_F_TX_CSUM_TCP6),
-                         (self.tx_csum_udp6, _lib.HVU_DP_F_TX_CSUM_UDP6),
-                         (self.lso4, _lib.HVU_DP_F_TX_LSO4), (self.lso6, _lib.HVU_DP_F_TX_LSO6),
-                         (self.rx_csum, _lib.HVU_DP_F_RX_CSUM)):
-            if on:
-                f |= int(flag)
-        return f
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tx_csum_tcp4": self.tx_csum_tcp4, "tx_csum_udp4": self.tx_csum_udp4,
-                "tx_csum_tcp6": self.tx_csum_tcp6, "tx_csum_udp6": self.tx_csum_udp6,
-                "lso4": self.lso4, "lso6": self.lso6, "lso_max_size": self.lso_max_size,
-                "rx_csum": self.rx_csum, "rsc": self.rsc}
-
-
-@dataclass(frozen=True, slots=True)
-class TxAggregation:
-    """How many RNDIS packets one send may carry, from the host's RNDIS initialize completion
-    (max_packets_per_message, 1 << packet_alignment_factor, max_transfer_size). Linux netvsc and
-    DPDK batch small frames into one send section within these limits; every packet but the last
-    of a send is padded to `alignment`. Default: one packet per send."""
-
-    max_packets: int = 1
-    alignment: int = 1
-    max_bytes: int = 0  # 0: a whole send section
-
-    def __post_init__(self) -> None:
-        for name in ("max_packets", "alignment", "max_bytes"):
-            v = getattr(self, name)
-            if not 0 <= v <= 0xFFFFFFFF:
-                raise LocalProtocolError(f"TX aggregation {name} {v} is not a u32")
-        if not 1 <= self.alignment <= TX_AGG_ALIGN_MAX or self.alignment & (self.alignment - 1):
-            raise LocalProtocolError(f"TX aggregation alignment {self.alignment} is not a power of two "
-                                     f"within [1, {TX_AGG_ALIGN_MAX}]")
-
-
-class Status(enum.IntEnum):
-    """What one `rx` or `tx` call ended on."""
-
-    IDLE = _lib.HVU_DP_IDLE          # nothing left: ring empty / tap empty
-    BUDGET = _lib.HVU_DP_BUDGET      # budget used up, call again
-    CONTROL = _lib.HVU_DP_CONTROL    # a control packet is next in the inbound ring (unread)
-    BLOCKED = _lib.HVU_DP_BLOCKED    # no send section free or no room in the outbound ring
-
-
-class RunResult(enum.Enum):
-    """Why `run` returned; FAULT is what the background thread reports when run raised."""
-
-    STOPPED = "stopped"
-    CONTROL_PENDING = "control_pending"
-    TIMEOUT = "timeout"
-    FAULT = "fault"
-
 
 _FD_NAMES = {_lib.HVU_DP_FD_TAP: "tap fd", _lib.HVU_DP_FD_IRQ: "uio/irq fd", _lib.HVU_DP_FD_WAKE: "wake eventfd",
              _lib.HVU_DP_FD_STOP: "stop fd", _lib.HVU_DP_FD_NONE: "poll()"}
@@ -321,7 +183,7 @@ class DataPath:
         # offloads: the stage holds one tap frame (up to a 64 KiB GSO frame), rsc one RSC frame
         # and, for a tap without vnet header, the one segment of it being cut (mtu + 18)
         self._stage: CData = _ffi.new("uint8_t[]", VNET_HDR_SIZE + GSO_MAX) if tap_offload else _ffi.NULL
-        rsc_size = RSC_MAX_BYTES + (0 if vnet_hdr else min(max(mtu, 0), MTU_MAX) + _L2_MAX)
+        rsc_size = RSC_MAX_BYTES + (0 if vnet_hdr else min(max(mtu, 0), MTU_MAX) + L2_MAX)
         self._rsc = _ffi.new("uint8_t[]", rsc_size)
         cfg.tx_stage, cfg.tx_stage_size = self._stage, VNET_HDR_SIZE + GSO_MAX if tap_offload else 0
         cfg.rsc_buf, cfg.rsc_buf_size = self._rsc, rsc_size
@@ -334,19 +196,13 @@ class DataPath:
         self._gpa: CData = _ffi.NULL
         self._gpa_pfns: CData = _ffi.NULL
         if gpa_pool is not None:
-            self._gpa, self._gpa_pfns = self._gpa_buffers(gpa_pool)
+            self._gpa, self._gpa_pfns = gpa_buffers(gpa_pool)
             cfg.gpa_buf, cfg.gpa_buf_size = self._gpa, len(self._gpa)
             cfg.gpa_pfns, cfg.gpa_slot_size = self._gpa_pfns, GPA_SLOT_SIZE
-        mode = tap_io if tap_io is not None else os.environ.get(TAP_IO_ENV) or "uring"
-        if mode not in TAP_IO_MODES:
-            raise LocalProtocolError(f"tap I/O mode {mode!r} is not one of {', '.join(TAP_IO_MODES)}",
-                                     hint=f"Set {TAP_IO_ENV} (or tap_io) to one of {', '.join(TAP_IO_MODES)}.")
+        mode = tap_io_mode(tap_io)
         self._io_map: mmap.mmap | None = None
         if mode == "uring":
-            # slots: the largest tap read of tx.c (+ its probe byte), the largest plain tap write
-            vnet = VNET_HDR_SIZE if vnet_hdr else 0
-            tx_slot = (vnet + (GSO_MAX if tap_offload else mtu + _L2_MAX) + 1 + 63) & ~63
-            rx_slot = (vnet + mtu + _L2_MAX + 63) & ~63
+            tx_slot, rx_slot = tap_io_slots(vnet_hdr=vnet_hdr, tap_offload=tap_offload, mtu=mtu)
             self._io_map = mmap.mmap(-1, TAP_IO_TX_SLOTS * tx_slot + TAP_IO_RX_SLOTS * rx_slot)
             self._io = _ffi.from_buffer(self._io_map)
             cfg.io_buf, cfg.io_buf_size = self._io, len(self._io_map)
@@ -384,24 +240,6 @@ class DataPath:
         self._stopping = False
         self._calls: deque[Callable[[], None]] = deque()
         self.error: BaseException | None = None
-
-    @staticmethod
-    def _gpa_buffers(pool: GpaPool) -> tuple[CData, CData]:
-        """The pool's memory and page numbers as C pointers, checked (C checks them again)."""
-        view, pfns = pool.view, pool.pfns
-        size = len(view) * view.itemsize
-        if size % HV_PAGE or size < GPA_SLOT_SIZE:
-            raise LocalProtocolError(f"GPA pool of {size} bytes: must be a multiple of {HV_PAGE} and hold "
-                                     f"at least one {GPA_SLOT_SIZE}-byte slot")
-        if getattr(pfns, "typecode", None) != "Q" or len(pfns) != size // HV_PAGE:
-            raise LocalProtocolError(f"GPA pool of {size} bytes needs {size // HV_PAGE} page numbers "
-                                     f"as array('Q'), got {len(pfns)}")
-        bad = next((i for i, p in enumerate(pfns) if not 0 < p <= GPA_PFN_MAX), None)
-        if bad is not None:
-            raise LocalProtocolError(f"GPA pool page {bad} has page number {pfns[bad]:#x} "
-                                     f"(must be 1..{GPA_PFN_MAX:#x})")
-        buf = _ffi.from_buffer(view, require_writable=True)
-        return buf, _ffi.cast("const uint64_t *", _ffi.from_buffer(pfns))
 
     # ---- errors -------------------------------------------------------------------------------------
 
@@ -498,7 +336,7 @@ class DataPath:
 
     def drop_counts(self) -> dict[str, int]:
         """Drops so far per reason name (reasons never seen are left out): which check rises."""
-        counts = ((r, int(_lib.hvu_dp_drop_count(self._dp, r))) for r in range(1, _REASON_END))
+        counts = ((r, int(_lib.hvu_dp_drop_count(self._dp, r))) for r in range(1, REASON_END))
         return {_ffi.string(_lib.hvu_dp_reason_name(r)).decode(): n for r, n in counts if n}
 
     @property
@@ -510,7 +348,7 @@ class DataPath:
     def tap_io_error(self) -> str | None:
         """Why "uring" fell back to "readv": io_uring_setup's error ("EPERM (...)"), or None."""
         e = int(_lib.hvu_dp_tap_io_error(self._dp))
-        return None if e == 0 else f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
+        return None if e == 0 else errno_text(e)
 
     def close(self) -> None:
         """Stops the thread and closes the io_uring; the data path is unusable after (counters
@@ -619,5 +457,6 @@ def _close_dp(mem: CData, io_map: mmap.mmap | None) -> None:
     del io_map
 
 
-__all__ = ["DataPath", "GpaPool", "Offloads", "RunResult", "Status", "TX_TAG", "GPA_TAG", "GPA_SLOT_SIZE",
-           "TX_RING_MIN", "COUNTER_NAMES", "TAP_IO_MODES", "TAP_IO_ENV"]
+__all__ = ["COUNTER_NAMES", "DEFAULT_BUDGET", "DataPath", "ETH_HLEN", "GPA_SLOT_SIZE", "GPA_TAG", "GpaPool",
+           "MAX_SECTIONS", "Offloads", "RNDIS_PACKET_HEADER", "RunResult", "Status", "TAP_IO_ENV", "TAP_IO_MODES",
+           "TAP_IO_RX_SLOTS", "TAP_IO_TX_SLOTS", "TX_RING_MIN", "TX_TAG", "TxAggregation"]

@@ -1,10 +1,12 @@
 """hvuio doctor: CPUID parsing, sim tree, a machine without VMBus, runtime quirk detection, the
-TX path a NIC will use (GPA-direct from guest memory or the send buffer only)."""
+TX path a NIC will use (GPA-direct from guest memory or the send buffer only), the tap I/O its
+pumps will run (batched through an io_uring, or one readv/writev per frame and why)."""
 
 from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,94 @@ def test_huge_pages_of_another_default_size_come_from_sysfs(tmp_path: Path) -> N
     for name, value in (("nr_hugepages", "8"), ("free_hugepages", "6"), ("resv_hugepages", "1")):
         (tmp_path / name).write_text(value + "\n")
     assert guestmem.huge_pages_2mib(meminfo, tmp_path) == (8, 5)
+
+
+def _no_probe() -> str | None:
+    raise AssertionError("the trial ring is not needed when HVUIO_TAP_IO=readv")
+
+
+@pytest.mark.parametrize("error,disabled,words,hint", [  # disabled "": no such sysctl
+    ("EPERM (Operation not permitted)", "2", "kernel.io_uring_disabled = 2 (io_uring off for every process)",
+     "kernel.io_uring_disabled=0"),
+    ("EPERM (Operation not permitted)", "1", "kernel.io_uring_disabled = 1 (io_uring for root and "
+     "kernel.io_uring_group only)", "kernel.io_uring_group"),
+    ("EPERM (Operation not permitted)", "0", "a seccomp filter or security module refuses it "
+     "(kernel.io_uring_disabled allows it)", "seccomp"),
+    ("ENOSYS (Function not implemented)", "", "this kernel has no io_uring (CONFIG_IO_URING off, or older than 5.4)", ""),
+    ("EMFILE (Too many open files)", "0", "", ""),
+])
+def test_doctor_tap_io_says_per_frame_and_why_when_the_kernel_refuses_a_ring(
+        error: str, disabled: str, words: str, hint: str) -> None:
+    report = doctor.tap_io_report(lambda: error, env="", disabled_text=disabled)
+    assert report.mode == "readv" and report.io_uring_error == error
+    assert report.io_uring_disabled == (int(disabled) if disabled else None)
+    f = doctor.tap_io_finding(report)
+    assert f.check == "tap io" and f.status == "warn"
+    assert f.message == (f"tap I/O: one readv/writev per frame: io_uring_setup failed with {error}"
+                         + (f": {words}" if words else ""))
+    assert (hint in f.hint) if hint else f.hint == ""
+
+
+def test_doctor_tap_io_is_ok_when_the_trial_ring_works_and_warns_when_the_environment_asks_for_readv() -> None:
+    ok = doctor.tap_io_report(lambda: None, env="", disabled_text="0")
+    assert (ok.mode, ok.reason, ok.hint) == ("uring", "", "")
+    assert doctor.tap_io_finding(ok) == doctor.Finding("tap io", "ok", "tap I/O: batched through an io_uring")
+    forced = doctor.tap_io_report(_no_probe, env="readv", disabled_text="0")
+    f = doctor.tap_io_finding(forced)
+    assert forced.mode == "readv" and f.status == "warn"
+    assert f.message == "tap I/O: one readv/writev per frame: HVUIO_TAP_IO=readv in this environment asks for it"
+    assert "Unset HVUIO_TAP_IO" in f.hint
+
+
+def test_doctor_tap_io_follows_the_pumps_probe_in_text_and_json(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvuio.native.datapath_config import TAP_IO_ENV, tap_io_probe
+
+    assert doctor.TAP_IO_ENV == TAP_IO_ENV
+    monkeypatch.delenv(TAP_IO_ENV, raising=False)
+    error = tap_io_probe()
+    with SimKernel(tmp_path, "6.17", nics=1):
+        res = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor", "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.output)
+        tap = data["tap_io"]
+        assert tap["batched"] == (error is None) and tap["io_uring_error"] == error
+        assert tap["mode"] == ("uring" if error is None else "readv")
+        finding = next(f for f in data["findings"] if f["check"] == "tap io")
+        assert finding["status"] == ("ok" if error is None else "warn") and finding["source"] == ""
+        monkeypatch.setenv(TAP_IO_ENV, "readv")
+        text = CliRunner().invoke(cli, ["--sysroot", str(tmp_path), "doctor"])
+        assert text.exit_code == 0, text.output
+        lines = text.output.splitlines()
+        at = lines.index("[WARN] tap I/O: one readv/writev per frame: HVUIO_TAP_IO=readv in this environment "
+                         "asks for it")
+        assert lines[at + 1].strip() == "hint: Unset HVUIO_TAP_IO to batch tap I/O through an io_uring."
+
+
+def test_doctor_tap_io_on_a_tree_of_another_machine_says_it_is_the_running_machines(tmp_path: Path) -> None:
+    findings, _ = doctor.diagnose(tmp_path, tap=doctor.tap_io_report(lambda: None, env="", disabled_text="0"))
+    f = next(f for f in findings if f.check == "tap io")
+    assert f.source == doctor.RUNNING_MACHINE and f.message.endswith("(the running machine's kernel)")
+    assert "tap io" in doctor.as_json(findings, "next")["from_running_machine"]
+
+
+def test_doctor_tap_io_without_the_c_core_says_per_frame_and_how_to_build_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from hvuio.errors import PlatformError
+
+    missing = types.ModuleType("hvuio.native.datapath_config")
+
+    def refuse(name: str) -> object:
+        raise PlatformError("the C core hvuio._native is not built or cannot load: no such file",
+                            hint="Run 'pip install -e .' (needs gcc and python3-dev).")
+
+    missing.__getattr__ = refuse  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "hvuio.native.datapath_config", missing)
+    report = doctor.tap_io_report(env="", disabled_text="0")
+    f = doctor.tap_io_finding(report)
+    assert report.mode == "readv" and report.io_uring_error is None and f.status == "warn"
+    assert f.message == ("tap I/O: one readv/writev per frame: the C core cannot load (the C core hvuio._native "
+                         "is not built or cannot load: no such file)")
+    assert f.hint == "Run 'pip install -e .' (needs gcc and python3-dev)."

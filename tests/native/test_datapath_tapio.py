@@ -26,6 +26,7 @@ import pytest
 
 from hvuio.errors import LocalProtocolError
 from hvuio.native.datapath import TAP_IO_RX_SLOTS, TAP_IO_TX_SLOTS, DataPath, Status
+from hvuio.native.datapath_config import tap_io_probe
 from hvuio.netdev.tap import Tap
 from support.fakehost import STATUS_FAILED, STATUS_OK, FakeHost, rndis_packet
 from support.namespaces import NetnsFactory
@@ -398,3 +399,29 @@ def test_large_frames_are_read_straight_to_their_place_small_ones_in_bursts() ->
     finally:
         h.dp.close()
         h.close()
+
+
+def test_the_probe_answers_as_a_pumps_set_up_does() -> None:
+    """tap_io_probe (what `hvuio doctor` asks) sets up and closes the ring a pump sets up: the
+    same answer as a pump's tap_io_error, here and with no fd number left (EMFILE)."""
+    import resource
+
+    from hvuio.native import lib
+
+    h = FakeHost(tap_io="uring")
+    try:
+        assert tap_io_probe() == h.dp.tap_io_error
+    finally:
+        h.dp.close()
+        h.close()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.dup(0)
+    os.close(lowest)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        refused = tap_io_probe()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert refused is not None and (uring_skip_reason() is not None or refused.startswith("EMFILE"))
+    assert tap_io_probe() == h.dp.tap_io_error   # the trial ring was closed: nothing left behind
+    assert lib.hvu_dp_tap_io_probe(0) == errno.EINVAL
