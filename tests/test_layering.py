@@ -196,7 +196,7 @@ def test_emulated_host_protocols_stand_alone() -> None:
 def test_emulated_kernel_knows_no_host() -> None:
     """The emulated kernel reaches the host only through its hooks: nothing of hvuio.sim.host,
     hvuio.sim.vsp or the network behind the host."""
-    host_side = ("hvuio.sim.host", "hvuio.sim.vsp", "hvuio.sim.net", "hvuio.sim.daemon")
+    host_side = ("hvuio.sim.host", "hvuio.sim.vsp", "hvuio.sim.net", "hvuio.sim.pcap", "hvuio.sim.daemon")
     for mod, imps in MODULES.items():
         if not _within(mod, "hvuio.sim.kernel"):
             continue

@@ -233,7 +233,7 @@ def make_network(choice: NetworkChoice) -> FrameNetwork | None:
 
         return HostNetwork.create()
     if choice.pcap_out is not None or choice.pcap_in is not None:
-        from hvuio.sim.net import PcapNetwork
+        from hvuio.sim.pcap import PcapNetwork
 
         return PcapNetwork(choice.pcap_out, choice.pcap_in)
     return None

@@ -28,7 +28,7 @@ import pytest
 
 from hvuio.device.classes import NIC_CLASS
 from hvuio.sim.exec import ENV_SYSROOT, child_env, preload_library
-from hvuio.sim.net import PcapSource
+from hvuio.sim.pcap import PcapSource
 
 from support import foreign_guest
 from support.cli import child_env as cli_env

@@ -301,7 +301,7 @@ def test_proc_mode_reads_a_foreign_guest_process_by_virtual_address(tmp_path: Pa
 @pytest.mark.skipif(os.geteuid() != 0 and _ptrace_scope() > 0,
                     reason="the daemon reads a sibling process's memory: needs root or kernel.yama.ptrace_scope 0")
 def test_cli_sim_start_guest_memory_mode_proc(tmp_path: Path) -> None:
-    from hvuio.sim.net import PcapSource
+    from hvuio.sim.pcap import PcapSource
     from support import foreign_guest
     from support.cli import hvuio_main as hvuio
 

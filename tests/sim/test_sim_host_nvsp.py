@@ -303,7 +303,7 @@ def test_a_later_grant_sends_the_table_again_once_its_channels_are_open() -> Non
 def test_no_send_table_below_nvsp_5() -> None:
     env = Env(HostProfile(max_subchannels=3))
     env.bring_up(NVS_V4)
-    env.host.subchannels = 3  # cannot be granted below NVSP 5: forced to see the version check
+    env.host.queues.count = 3  # cannot be granted below NVSP 5: forced to see the version check
     assert env.host.channels_opened(4).packets == ()
 
 

@@ -95,7 +95,7 @@ def test_switch_without_an_advertised_vf_is_completed_but_moves_nothing() -> Non
 
 def test_switch_on_a_subchannel_ends_the_channel() -> None:
     env, _ = ready_with_vf()
-    env.host.subchannels = 1  # as if granted
+    env.host.queues.count = 1  # as if granted
     step = switch(env, 1, channel=1)
     assert any(isinstance(e, ChannelFault) for e in step.events) and env.host.state == "stopped"
 

@@ -1,5 +1,5 @@
 """hvuio.sim.net: the wire side in its own namespace (ping and TCP from the guest tap's namespace
-through a frame bridge standing in for the emulator), and the pcap sink/source."""
+through a frame bridge standing in for the emulator), and hvuio.sim.pcap: the pcap sink/source."""
 
 from __future__ import annotations
 
@@ -19,14 +19,8 @@ from support.namespaces import (
 
 from hvuio.netdev import netns
 from hvuio.errors import UsageError
-from hvuio.sim.net import (
-    DEFAULT_GUEST_ADDRESS,
-    DEFAULT_HOST_ADDRESS,
-    HostNetwork,
-    PcapNetwork,
-    PcapSink,
-    PcapSource,
-)
+from hvuio.sim.net import DEFAULT_GUEST_ADDRESS, DEFAULT_HOST_ADDRESS, HostNetwork
+from hvuio.sim.pcap import PcapNetwork, PcapSink, PcapSource
 from hvuio.netdev.tap import Tap
 
 GUEST_MAC = bytes.fromhex("02ee00000001")

@@ -29,7 +29,7 @@ from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import FrameFromGuest
 from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.host.wire import HostWireError
-from hvuio.sim.net import PcapNetwork, PcapSource
+from hvuio.sim.pcap import PcapNetwork, PcapSource
 
 # --- checksum-info transmit PPI ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import pytest
 
 from hvuio.errors import UsageError
 from hvuio.proto.events import LinkSpeed, LinkStatus, NetworkChange
-from hvuio.sim.net import PcapSource
+from hvuio.sim.pcap import PcapSource
 from hvuio.sim.vsp.control import ControlServer, request
 from hvuio.sim.vsp.host import SimEnvironment
 

@@ -5,12 +5,14 @@ What lives here: `HostNvsp`, which takes guest packets already copied out of a r
 `encode()` giving descriptor + header + payload) and events (`FrameFromGuest`,
 `SubchannelsOffered`, `Rejection`, `ChannelFault`, ... from events.py). Its control plane is
 here: dispatch and checks of every packet, INIT, NDIS config and version, the buffer connects,
-subchannels, revokes, replies and completions, RNDIS control messages handed to HostRndis, the
-send indirection table, faults (the VF state and its messages: vf.py). The data plane it drives lives beside it: the guest's RNDIS sends
-are read and split by send.py (`SendBuffer`); frames are delivered with `deliver(frame)` /
-`deliver_batch(frames)` through receive.py (`ReceiveBuffer`: sections, transfer-page packets,
-optionally corrupted on purpose with `inject`, for the guest's VMBUS.md §4 checks). Memory is reached
-only through the accessors the emulator passes in.
+subchannel requests (answered as queues.py decides), revokes, replies and completions, RNDIS
+control messages handed to HostRndis, faults (the VF state and its messages: vf.py; the queues:
+the subchannels granted, the send indirection table and a frame's queue, queues.py). The data
+plane it drives lives beside it: the guest's RNDIS sends are read and split by send.py
+(`SendBuffer`); frames are delivered with `deliver(frame)` / `deliver_batch(frames)` through
+receive.py (`ReceiveBuffer`: sections, transfer-page packets, optionally corrupted on purpose with
+`inject`, for the guest's VMBUS.md §4 checks). Memory is reached only through the accessors the
+emulator passes in.
 
 Behaviour follows OpenVMM's netvsp ([OV] microsoft/openvmm vm/devices/net/netvsp/src/lib.rs),
 a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c. Per case:
@@ -31,10 +33,6 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
 * Requests without the completion-requested flag get no reply ([OV] send_completion(None)).
 * `stall_control()` (fault injection, no host source): RNDIS control messages are completed as
   sends and never answered from then on (counted: control_unanswered); data keeps flowing.
-* Subchannel request: granted in full (SUCCESS, the count asked) only for op ALLOCATE, a count
-  below the host's queues (profile.max_subchannels + 1) and a receive buffer that leaves every
-  queue (count + 1) at least one data section; anything else is FAILURE with count 0, never a
-  smaller grant ([OV] the worker's SubChannelRequest case, RxBufferRanges::validate_params).
 * Revoke of a buffer once running: [OV] stops processing the channel without error → BufferRevoked;
   the other buffer's revoke (teardown sends both) is taken too, anything later only counted.
 * trans_id 0 with completion requested: answered like any other id, not logged ([OV]
@@ -52,7 +50,8 @@ a real host implementation; [NVSC] = torvalds/linux drivers/net/hyperv/netvsc.c.
   logged (the send is served).
 
 What must not live here: rings, fds, sockets, clocks, RNDIS message semantics (rndis.py), the
-receive buffer's sections and transfers (receive.py), splitting a send into frames (send.py).
+receive buffer's sections and transfers (receive.py), splitting a send into frames (send.py),
+subchannel grants, the send indirection table and a frame's queue (queues.py).
 """
 
 from __future__ import annotations
@@ -63,13 +62,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hvuio.errors import LocalProtocolError
 from hvuio.sim.host import profile as hp
 from hvuio.sim.host import wire as w
 from hvuio.sim.host.events import (
     BufferRevoked, ChannelFault, FrameFromGuest, HostEvent, HostFault, NvspNegotiated, ReceiveBufferConnected,
-    Rejection, RejectionLog, RndisInitialized, SendBufferConnected, SubchannelsOffered, fault,
+    Rejection, RejectionLog, RndisInitialized, SendBufferConnected, fault,
 )
+from hvuio.sim.host.queues import HostQueues
 from hvuio.sim.host.receive import ReceiveBuffer, RxFault, WriteRecvBuffer
 from hvuio.sim.host.rndis import HostRndis, Reply
 from hvuio.sim.host.rss import RssState
@@ -125,8 +124,6 @@ class HostNvsp:
         self.ndis_caps = 0
         self.ndis_version: tuple[int, int] | None = None
         self.rndis: HostRndis | None = None
-        self.subchannels = 0
-        self._table_sent = False  # the send indirection table went out for the last grant
         self._link_up = profile.link_up
         self.counters: dict[str, int] = dict.fromkeys((
             "rx_delivered", "rx_dropped_no_section", "rx_dropped_ring_full", "rx_dropped_filtered",
@@ -140,6 +137,12 @@ class HostNvsp:
         self._rx.vlan_oob = profile.vlan_oob
         self._tx = SendBuffer(profile, self.log, self.counters, read_send_buffer, read_guest_pages)
         self.vf = GuestVf(profile.vf_serial, self.log)  # accelerated networking (vf.py)
+        self.queues = HostQueues(profile, self.log)  # subchannels, send table, a frame's queue (queues.py)
+
+    @property
+    def subchannels(self) -> int:
+        """The subchannels of the last grant (channels 1..subchannels; 0 is the primary)."""
+        return self.queues.count
 
     @property
     def rejections(self) -> list[Rejection]:
@@ -172,9 +175,8 @@ class HostNvsp:
 
     def rx_queue(self, frame: bytes) -> int:
         """The channel a frame from the network goes to: the guest's RSS table entry for its hash,
-        else (RSS off, a frame that cannot be hashed, an entry past the granted queues) 0 (rss.py)."""
-        rss = self.rss
-        return 0 if rss is None else rss.queue(frame, self.subchannels + 1)
+        else (RSS off, a frame that cannot be hashed, an entry past the granted queues) 0 (queues.py)."""
+        return self.queues.rx_queue(self.rss, frame)
 
     # ---------------------------------------------------------------- entry points
 
@@ -234,8 +236,7 @@ class HostNvsp:
         (None: no limit; [OV] process_endpoint_rx drops rather than queue: rx_dropped_ring_full).
         `inject` corrupts what the host writes, to exercise the guest's checks (VMBUS.md §4, §5.14).
         """
-        if not 0 <= channel <= self.subchannels:
-            raise LocalProtocolError(f"deliver on channel {channel}: only {self.subchannels} subchannels granted")
+        self.queues.check_channel(channel)
         out = _Out()
         rndis = self.rndis
         if self.state != "ready" or rndis is None or not rndis.operational:
@@ -301,15 +302,12 @@ class HostNvsp:
         return out.step()
 
     def channels_opened(self, opened: int) -> Step:
-        """`opened` channels of the NIC are open, the primary included. [OV] main_loop sends the
-        v5+ send indirection table once they are as many as the queues of the last grant
-        (`num_sub_channels_opened == requested_num_queues`, more than one), once per grant
-        (`tx_spread_sent`, cleared by a grant)."""
+        """`opened` channels of the NIC are open, the primary included: the v5+ send indirection
+        table once they are as many as the queues of the last grant (queues.py)."""
         out = _Out()
-        if (self.state == "ready" and self.subchannels and not self._table_sent and opened == self.subchannels + 1
-                and self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_subchannels"):
-            self._send_table(opened, out)
-            self._table_sent = True
+        table = self.queues.opened(opened, self.version) if self.state == "ready" else None
+        if table is not None:
+            out.packets.append(table)
         return out.step()
 
     # ---------------------------------------------------------------- dispatch
@@ -463,24 +461,7 @@ class HostNvsp:
             self._rndis_packet(pkt, reply)
         elif mtype == w.NVSP_SUBCHANNEL:
             op, count = w.u32s(p, 4, 2, "subchannel request")
-            if op != w.SUBCHANNEL_ALLOCATE:
-                reply.out.events.append(self.log.add(Rejection(
-                    "subchannel operation is not ALLOCATE", mtype, "op", op, "failure-status")))
-                reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_FAIL, 0)
-                return
-            queues = self.profile.max_subchannels + 1  # [OV] adapter max_queues
-            if count >= queues or self._rx.data_sections < count + 1:
-                reply.out.events.append(self.log.add(Rejection(
-                    f"subchannel request asks for more than the host's {queues} queue(s) less the "
-                    f"primary, or more than the receive buffer can give each queue a section",
-                    mtype, "num_subchannels", count, "failure-status")))
-                reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_FAIL, 0)
-                return
-            reply.send(w.NVSP_SUBCHANNEL, w.NVSP_STAT_SUCCESS, count)
-            if count:
-                self.subchannels = count
-                self._table_sent = False  # [OV] tx_spread_sent = false: sent again once all are open
-                reply.out.events.append(SubchannelsOffered(count))
+            reply.send(w.NVSP_SUBCHANNEL, *self.queues.request(op, count, self._rx.data_sections, reply.out.events))
         elif mtype in (w.NVSP_REVOKE_RECV_BUF, w.NVSP_REVOKE_SEND_BUF):
             self.state = "stopped"
             which: Literal["receive", "send"] = "receive" if mtype == w.NVSP_REVOKE_RECV_BUF else "send"
@@ -546,13 +527,10 @@ class HostNvsp:
         return events
 
     def _after_rndis_init(self, out: _Out) -> None:
-        if self.version >= w.NVSP_VERSION_5 and self.profile.indirection_table == "after_rndis_init":
-            self._send_table(self.subchannels + 1, out)
+        table = self.queues.table_after_rndis_init(self.version)
+        if table is not None:
+            out.packets.append(table)
         self.vf.rndis_initialized(self._pad, out)
-
-    def _send_table(self, channels: int, out: _Out) -> None:
-        entries = tuple(i % channels for i in range(w.SEND_INDIRECTION_ENTRIES))  # [OV] i % channels open
-        out.packets.append(HostPacket(0, w.PKT_INBAND, 0, 0, w.indirection_table(entries)))
 
     # ---------------------------------------------------------------- receive buffer
 

@@ -41,7 +41,8 @@ from hvuio.sim.host.profile import HostProfile
 from hvuio.sim.kernel.bus import SimKernel
 from hvuio.sim.kernel.shm import seqpacket_connect, seqpacket_listen, state_dir
 from hvuio.sim.net import FrameNetwork
-from hvuio.sim.vsp.host import SimHost, VfFactory
+from hvuio.sim.vsp.host import SimHost
+from hvuio.sim.vsp.vfs import VfFactory
 
 log = logging.getLogger(__name__)
 

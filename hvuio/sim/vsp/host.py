@@ -28,15 +28,15 @@ one worker thread that
     HostNvsp.rx_queue names (the guest's RSS table; the primary without RSS); HostNvsp counts
     what it drops;
   * calls HostNvsp.tick(now) every `tick_interval` (delayed link indications, keep-alives);
-  * with `vf=` (a factory of one VfPath per NIC, e.g. net.VethVf) gives each NIC a VF, one
-    model as on Azure: the VF path (its netdev) and, in the kernel's tree, a PCI pass-through
-    device whose VF netdev entry is that netdev's name (SimKernel.offer_vf). HostNvsp advertises
-    it (hvuio.sim.host.vf), and while the guest has switched the data path to the VF, frames from
-    the network for that NIC go to its VF path instead of the rings; frames the guest sends on the
-    VF go to the network. `vf_remove` / `vf_add` take it away and bring it back (removal: HostNvsp's
-    switch back and association 0 are handed to the NIC's worker first, then the pass-through
-    device is rescinded and the VF path closed, without waiting for the guest; addition: path and
-    device first, then the association).
+  * with `vf=` (a factory of one VfPath per NIC, e.g. net.VethVf) gives each NIC a VF, kept by
+    `HostVfs` (vfs.py: the VF path and the kernel tree's PCI pass-through device). HostNvsp
+    advertises it (hvuio.sim.host.vf), and while the guest has switched the data path to the VF,
+    the network thread hands frames from the network for that NIC to its VF path instead of the
+    rings, and frames the guest sends on the VF to the network (HostVfs.to_vf / from_vf).
+    `vf_remove` / `vf_add` take it away and bring it back (removal: HostNvsp's switch back and
+    association 0 are handed to the NIC's worker first, then the pass-through device is rescinded
+    and the VF path closed, without waiting for the guest; addition: path and device first, then
+    the association).
 A close forgets the session: a reopen starts a fresh HostNvsp, as on Hyper-V.
 
 PUBLIC API (kept small; other people build on it):
@@ -79,7 +79,8 @@ reverse, so on_close can stop a session synchronously without joining its thread
 
 What must not live here: protocol rules (hvuio.sim.host), ring layout rules (ring.py), kernel
 semantics (hvuio.sim.kernel), the per-device worker (session.py), the shared-memory mappings
-(memory.py), the control socket (control.py).
+(memory.py), the control socket (control.py), the NICs' VF paths and their pass-through devices
+(vfs.py).
 """
 
 from __future__ import annotations
@@ -111,12 +112,11 @@ from hvuio.sim.net import FrameNetwork, VfPath
 from hvuio.sim.vsp.memory import MonitorPage
 from hvuio.sim.vsp.guestmem import MODES as GUEST_MEMORY_MODES
 from hvuio.sim.vsp.session import DEFAULT_MONITOR_LATENCY, NET_BATCH, TICK_INTERVAL, Session, VspCounters
+from hvuio.sim.vsp.vfs import HostVfs, VfFactory
 
 CONTROL_KEPT = 16  # RNDIS filter sets and halts kept per NIC (rndis_control)
 
 __all__ = ["SimEnvironment", "SimHost", "VfFactory", "VspCounters"]
-
-VfFactory = Callable[[SimDevice, int], VfPath]  # (NIC, serial) -> that NIC's VF path
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +153,10 @@ class SimHost:
         self._faults: dict[str, str] = {}
         self._link: dict[str, bool] = {}
         self._rescinded: dict[str, SimDevice] = {}  # removed NICs a re-offer may bring back
-        self._vf_factory = vf
-        self._vf_lock = threading.Lock()  # the network thread writes to the VF paths
-        self._vf_ports: dict[str, VfPath] = {}  # NIC GUID -> its VF path, while the host has a VF
-        self._vf_pci: dict[str, SimDevice] = {}  # NIC GUID -> its PCI pass-through device in the tree
-        self._vf_serials: dict[str, int] = {}
-        self._vf_after_reoffer: set[str] = set()  # rescinded NICs whose VF went with them
         self._retired: list[threading.Thread] = []
         self._closed = False
         self._net_wake_r, self._net_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.vfs = HostVfs(kernel, vf, self.wake_network)  # each NIC's VF (vfs.py)
         self._net_thread: threading.Thread | None = None
         if network is not None:
             self._net_thread = threading.Thread(target=self._net_run, name="hvuio-sim-vsp-net", daemon=True)
@@ -178,42 +173,7 @@ class SimHost:
     def give_vfs(self) -> None:
         """With a VF factory: a VF (path and serial) for every NIC offered so far that has none yet
         (SimEnvironment calls it again once its kernel has offered the NICs)."""
-        if self._vf_factory is None:
-            return
-        for dev in self.kernel.nics:
-            if dev.guid in self._vf_serials:
-                continue
-            serial = self._vf_serials[dev.guid] = len(self._vf_serials) + 1  # [OV] the VF id is the serial
-            self._vf_arrive(dev, serial)
-
-    def _vf_arrive(self, dev: SimDevice, serial: int) -> None:
-        """The NIC's VF appears: its VF path, then the PCI pass-through device whose VF netdev
-        entry is the path's netdev (Linux and DPDK pair it with the NIC by MAC)."""
-        assert self._vf_factory is not None
-        port = self._vf_factory(dev, serial)
-        try:
-            pci = self.kernel.offer_vf(dev, port.guest_ifname)
-        except BaseException:
-            port.close()
-            raise
-        with self._vf_lock:
-            self._vf_ports[dev.guid] = port
-            self._vf_pci[dev.guid] = pci
-        self.wake_network()
-
-    def _vf_leave(self, dev: SimDevice) -> VfPath | None:
-        """The NIC's VF goes: the PCI pass-through device is rescinded from the tree, then the VF
-        path is closed (its netdev deleted). Returns the closed path, None when there was none."""
-        with self._vf_lock:
-            port = self._vf_ports.pop(dev.guid, None)
-            pci = self._vf_pci.pop(dev.guid, None)
-        with self.kernel.lock:
-            if pci is not None and pci.guid in self.kernel.devices:
-                self.kernel.rescind(pci)
-        if port is not None:
-            port.close()
-            self.wake_network()
-        return port
+        self.vfs.give()
 
     @property
     def monitor(self) -> MonitorPage:
@@ -247,9 +207,7 @@ class SimHost:
             profile = dataclasses.replace(profile, mac=bytes.fromhex(dev.mac.replace(":", "")))
         if dev.guid in self._link:
             profile = dataclasses.replace(profile, link_up=self._link[dev.guid])
-        with self._vf_lock:
-            has_vf = dev.guid in self._vf_ports
-        profile = dataclasses.replace(profile, vf_serial=self._vf_serials[dev.guid] if has_vf else None)
+        profile = dataclasses.replace(profile, vf_serial=self.vfs.serial(dev))
         try:
             _ = self.monitor  # map it now, not on the worker's first pass
             session = Session(self, dev, profile)
@@ -349,8 +307,7 @@ class SimHost:
             self.kernel.rescind(dev)
             if dev.is_nic and dev.guid not in self.kernel.devices:
                 self._rescinded[dev.guid] = dev
-        if self._vf_leave(dev) is not None:  # the NIC's VF goes with it; a re-offer brings both back
-            self._vf_after_reoffer.add(dev.guid)
+        self.vfs.rescinded(dev)  # the NIC's VF goes with it; a re-offer brings both back
 
     def reoffer(self, device: str) -> SimDevice:
         """Offer a rescinded NIC again: a new VMBus device with a new relid and the same instance
@@ -374,45 +331,33 @@ class SimHost:
             del self._rescinded[gone.guid]
             dev = self.kernel.offer(gone.class_id, ifname=gone.ifname, monitored=gone.monitor_id is not None,
                                     guid=gone.guid)
-        if dev.guid in self._vf_after_reoffer:
-            self._vf_after_reoffer.discard(dev.guid)
+        if self.vfs.reoffered(dev):
             self.vf_add(dev)
         return dev
 
     def vf_remove(self, device: SimDevice | str) -> None:
         """The host loses the NIC's VF: the guest is told first (HostNvsp: back to synthetic if
         switched, then association 0, handed to the NIC's worker; [OV] `handle_state_change`),
-        then the PCI pass-through device is rescinded and the VF path closed (`_vf_leave`)."""
+        then the PCI pass-through device is rescinded and the VF path closed (HostVfs.leave)."""
         dev = self._device(device)
-        with self._vf_lock:
-            present = dev.guid in self._vf_ports
-        if not present:
-            raise UsageError(f"{dev.ifname or dev.guid} has no VF to remove",
-                             "Start the emulator with --vf; after 'sim vf remove', 'sim vf add' brings it back.")
+        self.vfs.check_remove(dev)
         session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(session.nvsp.vf_remove)
-        self._vf_leave(dev)
+        self.vfs.leave(dev)
 
     def vf_add(self, device: SimDevice | str) -> None:
-        """The host gets the NIC's VF back: a new VF path and PCI pass-through device (`_vf_arrive`),
+        """The host gets the NIC's VF back: a new VF path and PCI pass-through device (HostVfs.add),
         then the association (if the guest may hear it)."""
         dev = self._device(device)
-        if self._vf_factory is None:
-            raise UsageError("the emulator runs without VFs", "Start it with --vf (and --wire).")
-        serial = self._vf_serials.setdefault(dev.guid, len(self._vf_serials) + 1)
-        with self._vf_lock:
-            if dev.guid in self._vf_ports:
-                raise UsageError(f"{dev.ifname or dev.guid} has its VF already", "Remove it first ('sim vf remove').")
-        self._vf_arrive(dev, serial)
+        serial = self.vfs.add(dev)
         session = self._sessions.get(dev.guid)
         if session is not None:
             session.post(lambda: session.nvsp.vf_add(serial))
 
     def vf_port(self, device: SimDevice | str) -> VfPath | None:
         """The NIC's VF path while the host has a VF (tests inspect it), else None."""
-        with self._vf_lock:
-            return self._vf_ports.get(self._device(device).guid)
+        return self.vfs.port(self._device(device))
 
     def stall(self, device: SimDevice | str, control: bool = False) -> None:
         """Stop serving an open NIC without telling the guest (as OpenVMM's channel worker ends on
@@ -464,8 +409,8 @@ class SimHost:
                     entry["control_stalled"] = session.nvsp.control_stalled  # `stall(control=True)`
                     entry["rejections"] = list(session.rejections)
                     entry["vf"] = session.nvsp.vf.status()
-                elif self._vf_factory is not None:
-                    entry["vf"] = {"present": dev.guid in self._vf_ports, "serial": self._vf_serials.get(dev.guid)}
+                elif self.vfs.factory is not None:
+                    entry["vf"] = self.vfs.status(dev)
                 out[dev.guid] = entry
         return out
 
@@ -494,8 +439,7 @@ class SimHost:
         while not self._closed:
             with self.kernel.lock:  # the kernel thread adds and removes sessions
                 ready = [s for s in self._sessions.values() if (s.rx_ready or s.vf_data_path) and not s.stopped]
-            with self._vf_lock:
-                vf_fds = {port.fileno(): (guid, port) for guid, port in self._vf_ports.items()}
+            vf_fds = self.vfs.fds()
             fds = [self._net_wake_r, net.fileno()] if ready else [self._net_wake_r]
             try:
                 readable, _, _ = select.select(fds + list(vf_fds), [], [], 0.1)
@@ -505,7 +449,7 @@ class SimHost:
                 return  # the network was closed under us
             for fd in readable:
                 if fd in vf_fds:
-                    self._from_vf(*vf_fds[fd])
+                    self.vfs.from_vf(*vf_fds[fd], net, self._nic_counters)
             if self._net_wake_r in readable:
                 try:
                     os.read(self._net_wake_r, 4096)
@@ -520,35 +464,12 @@ class SimHost:
                     continue
                 for session in ready:
                     if session.vf_data_path:
-                        self._to_vf(session, frames)
+                        self.vfs.to_vf(session, frames)
                     else:
                         session.post_frames(frames)
 
-    def _to_vf(self, session: Session, frames: list[bytes]) -> None:
-        """Frames for a NIC whose data path is its VF: onto the VF path (dropped and counted
-        when the VF is gone, as between a removal and the guest hearing of it)."""
-        counters = session.counters
-        with self._vf_lock:
-            port = self._vf_ports.get(session.dev.guid)
-            for frame in frames:
-                if port is not None and port.write_frame(frame):
-                    counters.frames_to_vf += 1
-                else:
-                    counters.frames_to_vf_dropped += 1
-
-    def _from_vf(self, guid: str, port: FrameNetwork) -> None:
-        """What the guest sent on a NIC's VF: to the network."""
-        net = self.network
-        assert net is not None
-        with self._vf_lock:
-            if self._vf_ports.get(guid) is not port:
-                return  # removed meanwhile
-            frames = port.read_frames(NET_BATCH)
-        counters = self._counters.setdefault(guid, VspCounters())
-        for frame in frames:
-            counters.frames_from_vf += 1
-            if not net.write_frame(frame):
-                counters.frames_to_network_dropped += 1
+    def _nic_counters(self, guid: str) -> VspCounters:
+        return self._counters.setdefault(guid, VspCounters())
 
     def close(self) -> None:
         """Stop every worker and the network reader (the network itself stays the caller's)."""
@@ -561,10 +482,7 @@ class SimHost:
         self.wake_network()
         if self._net_thread is not None:
             self._net_thread.join(timeout=5)
-        with self._vf_lock:
-            ports, self._vf_ports, self._vf_pci = list(self._vf_ports.values()), {}, {}
-        for port in ports:
-            port.close()
+        self.vfs.close()
         for thread in self._retired:
             thread.join(timeout=5)
         self._retired.clear()
