@@ -502,7 +502,15 @@ def test_frames_for_a_subchannel_not_open_yet_wait_for_its_ring(tmp_path: Path, 
             g.pump(lambda: bool(g.of(IndirectionTable)), "the indirection table once all are open")
             subs = [ch for ch in nic.channels.values() if ch.subchannel_id]
             g.attach_subchannels([(ch.subchannel_id, ch.ring_backing, ch.ring_size) for ch in subs])
-            g.read_subchannels()
+            # the host's worker sends the table on the primary before it flushes the waiting packets
+            # onto the subchannels: read until every one of them has come (or time out)
+            on_subs = sum(1 for q in want.values() if q)
+
+            def arrived() -> bool:
+                g.read_subchannels()
+                return sum(map(len, g.sub_frames.values())) >= on_subs
+
+            wait_until(arrived, "the waiting frames on the subchannels")
             got = {f: 0 for f in g.frames if f in want}
             for index, fs in g.sub_frames.items():
                 got.update({f: index for f in fs})
