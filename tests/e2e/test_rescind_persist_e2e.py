@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.demo_stack import live_counter_at_least, running_stack
-from support.lifecycle import full_ping, in_state, lower_up, record, set_mtu, settled_at, tap_addresses
+from support.lifecycle import full_ping, in_state, lower_up, record, set_mtu, settled_at, tap_addresses, up_ends
 from support.streams import stream_through
 
 from hvuio.demo import GUEST_ADDRESS, HOST_IP, DemoStack, ping
@@ -72,13 +72,8 @@ def test_a_rescind_during_the_bring_up_of_the_re_offered_device(stack: DemoStack
 def test_without_persist_a_rescind_ends_up_with_its_exit_code() -> None:
     with running_stack() as stack:
         stack.env.host.rescind(stack.guid)
-        proc = stack.up_proc
-        assert proc is not None
-        proc.wait(timeout=30)
-        stack.up_proc = None
-        assert proc.returncode == 10
-        assert proc.stderr is not None
-        err = proc.stderr.read()
+        code, err = up_ends(stack, timeout=30)
+        assert code == 10
         assert f"Error: the host rescinded {stack.guid} under tap {stack.tap}" in err
         assert "removed the device" in err and "--persist" in err and "Traceback" not in err
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from support.cli import child_env, hvuio_main
 from support.demo_stack import running_stack
+from support.lifecycle import record
 from support.namespaces import NetnsFactory
 from support.stepped_tcp import SteppedStream
 from support.waiting import wait_until
@@ -37,14 +38,6 @@ MIB = 1 << 20
 def stack() -> Iterator[DemoStack]:
     with running_stack(vf=True) as s:
         yield s
-
-
-def record(stack: DemoStack) -> dict[str, Any]:
-    assert stack.sysroot is not None
-    try:
-        return dict(json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text()))
-    except (OSError, ValueError):
-        return {}
 
 
 def vf_state(stack: DemoStack) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from support.demo_stack import live_counter_at_least, running_stack
-from support.lifecycle import full_ping, log_lines, set_mtu, settled_at, silent_opens, state
+from support.lifecycle import full_ping, log_lines, set_mtu, settled_at, silent_opens, state, up_ends
 from support.streams import Stream, stream_through
 
 from hvuio.demo import HOST_IP, DemoStack, ping
@@ -74,15 +74,10 @@ def test_without_persist_up_stops_with_the_host_exit_code() -> None:
         try:
             assert stream.wait_received(MIB)
             stack.env.host.stall(stack.guid)
-            proc = stack.up_proc
-            assert proc is not None
-            proc.wait(timeout=60)
-            stack.up_proc = None
+            code, err = up_ends(stack)
         finally:
             stream.kill()
-        assert proc.returncode == 11
-        assert proc.stderr is not None
-        err = proc.stderr.read()
+        assert code == 11
         assert re.search(r"Error: the host stopped serving \S+: nothing completed for \d+\.\d s \(queue 0", err), err
         assert "--persist" in err and "Traceback" not in err
 
@@ -131,12 +126,7 @@ def test_without_persist_unanswered_control_requests_end_up_with_the_host_exit_c
         host.stall(stack.guid, control=True)
         assert host.wait_for(lambda: host.status()[stack.guid].get("control_stalled") is True, timeout=10)
         set_mtu(stack, 1400)
-        proc = stack.up_proc
-        assert proc is not None
-        proc.wait(timeout=60)
-        stack.up_proc = None
-        assert proc.returncode == 11
-        assert proc.stderr is not None
-        err = proc.stderr.read()
+        code, err = up_ends(stack)
+        assert code == 11
         assert "Error: the host left a control request unanswered: packet filter 0 did not finish" in err, err
         assert "--persist" in err and "Traceback" not in err

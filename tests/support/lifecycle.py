@@ -26,11 +26,17 @@ WAIT = 30.0  # seconds a lifecycle state may take to come (a re-initialisation, 
 
 
 def record(stack: DemoStack) -> dict[str, Any]:
-    assert stack.sysroot is not None
-    try:
-        return dict(json.loads((stack.sysroot / "run/hvuio/up" / f"{stack.guid}.json").read_text()))
-    except (OSError, ValueError):
-        return {}
+    """The running `hvuio up`'s status record ({} while there is none)."""
+    return stack.status_record()
+
+
+def up_ends(stack: DemoStack, timeout: float = 60.0) -> tuple[int, str]:
+    """Wait (bounded) for the stack's `hvuio up` to end by itself: its exit code and stderr."""
+    proc = stack.up_proc
+    assert proc is not None and proc.stderr is not None
+    proc.wait(timeout=timeout)
+    stack.up_proc = None
+    return proc.returncode, proc.stderr.read()
 
 
 def state(stack: DemoStack) -> str | None:
