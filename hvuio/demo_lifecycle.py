@@ -187,7 +187,7 @@ class Event:
 
     name: str
     what: str
-    act: Callable[[Any], Callable[[], bool]]
+    act: Callable[[DemoStack], Callable[[], bool]]
     timeout: float = TAKE_TIMEOUT
 
 
@@ -225,17 +225,17 @@ def _vf_remove_return(stack: DemoStack) -> Callable[[], bool]:
 
 
 def _rescind_reoffer(stack: DemoStack) -> Callable[[], bool]:
-    before = _counter(stack, "reinits")
+    before = _counter(stack, "reinits_rescind")
     stack.env.host.rescind(stack.guid)
     time.sleep(1.0)  # a short outage: the device is gone for a second
     stack.env.host.reoffer(stack.guid)
-    return lambda: _counter(stack, "reinits") > before
+    return lambda: _counter(stack, "reinits_rescind") > before
 
 
 def _silent_stop(stack: DemoStack) -> Callable[[], bool]:
-    before = _counter(stack, "reinits")
+    before = _counter(stack, "reinits_stall")
     stack.env.host.stall(stack.guid)
-    return lambda: _counter(stack, "reinits") > before
+    return lambda: _counter(stack, "reinits_stall") > before
 
 
 EVENTS: tuple[Event, ...] = (
