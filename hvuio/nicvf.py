@@ -68,6 +68,7 @@ class NicVf:
         self._switch_ref, self._publish_ref = _weak(switch), _weak(publish)
         self._clock = clock
         self._errors = 0
+        self._last_error = ""  # the last netdev error logged as a warning (a repeat is logged at debug)
         self._traffic: dict[str, int] = {}
         self._liveness = {"liveness_probes": 0, "liveness_answers": 0}
         self._probed_at: float | None = None  # the last liveness query
@@ -112,8 +113,16 @@ class NicVf:
             self.do(watch.tick(self._clock()))
             self._traffic = port.counters()
         except (HvuioError, OSError) as err:
-            self._errors += 1
-            log.warning("VF: %s", err.message if isinstance(err, HvuioError) else err)
+            self._error(err)
+
+    def _error(self, err: HvuioError | OSError) -> None:
+        """A netdev action that failed: counted (`vf_errors`); logged as a warning unless it is the
+        same failure as the last one (a VF that cannot be joined is found and tried again every
+        tick: one warning, then debug lines)."""
+        self._errors += 1
+        text = err.message if isinstance(err, HvuioError) else str(err)
+        (log.debug if text == self._last_error else log.warning)("VF: %s", text)
+        self._last_error = text
 
     def liveness_due(self) -> bool:
         """The data path is on the VF and the last liveness query is LIVENESS_PERIOD old (or
@@ -172,8 +181,7 @@ class NicVf:
                 else:
                     port.leave(action.name, action.gone)
             except (HvuioError, OSError) as err:
-                self._errors += 1
-                log.warning("VF: %s", err.message if isinstance(err, HvuioError) else err)
+                self._error(err)
                 if isinstance(action, (JoinVf, TxOnVf)) and watch.vf is not None:
                     self.do(watch.gone(self._clock()))
         for note in watch.take_notes():
