@@ -7,11 +7,11 @@ it, sends the tap's frames through it while the data path is the VF, and reads i
 When to do what is hvuio/vfwatch.py's decision; this module only does it. Its netlink calls run
 in a thread of its own (`hvuio-vf`), the caller waiting for each (see `VfPath`).
 
-How, without a bond (the guest kernel has no bonding driver, and a bond would move the tap's
-addresses to a master the user did not make): the addresses stay on the tap, the NIC's one
+How, without a bond (a guest kernel need not have the bonding driver, CONFIG_BONDING, and a bond
+would move the tap's addresses to a master device the user did not make): the addresses stay on the tap, the NIC's one
 interface, and two tc rules on clsact qdiscs (NET_SCH_INGRESS) move the frames:
 
-* joined: the VF is up (MTU of the tap, no IPv6 address of its own: addrgenmode none, as Linux's
+* joined: the VF is up (the tap's MTU when the engine started, no IPv6 address of its own: addrgenmode none, as Linux's
   IFF_SLAVE prevents autoconfiguration), and a u32 match-all filter on the VF's ingress redirects
   every frame it receives to the tap's ingress (act_mirred ingress redirect): the stack sees them
   arrive on the tap, as Linux's VF rx_handler hands them to the synthetic netdev;
