@@ -6,7 +6,8 @@ guest's switch, VF messages dropped for values outside the protocol) and with a 
 hvuio/vfwatch.py's `VfWatch` what to do and does it: the NVSP switch through the Nic's `switch`
 callback (which sends SWITCH_DATA_PATH while NVSP may take it), the netdev actions through the
 `VfPort` the engine gives it while its tap runs (hvuio/netdev/vfpath.py). A netdev action that
-fails is logged and counted (`vf_errors`); a failed join or redirect is treated as the VF gone. It keeps the VF netdev's
+fails is counted (`vf_errors`) and logged (a repeat of the same failure at debug level); a
+failed join or redirect is treated as the VF gone. It keeps the VF netdev's
 counters as last read (`vf_rx_packets`, ...) for the status record, and hands the VF's state to
 the Nic's `publish` (NicInfo.vf) after every change. It keeps the rhythm of the liveness query:
 while the data path is on the VF the synthetic channel carries no sends, so the engine's
