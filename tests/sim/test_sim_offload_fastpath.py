@@ -20,11 +20,11 @@ from support.sim_offload import (
     RX_TCP_OK,
     SUBALLOC,
     csum_info,
+    expected_rsc,
     gso_from_net,
     lso_info,
     payload,
     ppi,
-    section_image,
     segments,
     split,
     tcp4,
@@ -35,7 +35,6 @@ from support.sim_offload import (
 from hvuio.sim.host import offload as ho
 from hvuio.sim.host import vlan
 from hvuio.sim.host import wire as w
-from hvuio.sim.host.receive import openvmm_rsc
 from hvuio.sim.vsp import fastpath
 from hvuio.sim.vsp.fastpath import HostPump, PumpConfig, PumpResult, Reason
 from hvuio.sim.vsp.ring import HostRingReader, HostRingWriter, RingPacket
@@ -234,13 +233,7 @@ def test_gso_from_the_network_becomes_rsc_fragments_like_the_python_host(v6: boo
         net_send(rig, bytes(gso), gso.vnet)
         rig.pump.run()
         msgs = delivered(rig)
-        whole = ho.fixup_rsc(bytes(gso))
-        marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
-        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
-        if layout == "openvmm":
-            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags)]
-        else:
-            assert msgs == ho.rsc_fragments(whole, SEC, flags)
+        assert msgs == expected_rsc(gso, SEC, layout)
         parts = [split(m) for m in msgs]
         assert b"".join(d for _, d in parts) == (tcp6 if v6 else tcp4)(data, flags=0x18)
         assert parts[-1][0][PPI_ID] >> 8 & SUBALLOC and rig.pump.counters()["rx_rsc_fragments"] == len(msgs)
@@ -324,11 +317,5 @@ def test_tagged_gso_becomes_rsc_fragments_like_the_python_host(layout: str) -> N
         net_send(rig, bytes(tagged), tagged.vnet)
         rig.pump.run()
         msgs = delivered(rig)
-        whole = ho.fixup_rsc(bytes(gso))
-        marks = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
-        flags = ho.rx_csum_flags(whole, gso.vnet, marks)
-        if layout == "openvmm":
-            assert msgs == [section_image(m) for m in openvmm_rsc(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))]
-        else:
-            assert msgs == ho.rsc_fragments(whole, SEC, flags, ppi(PPI_VLAN, 9 << 4 | 5))
+        assert msgs == expected_rsc(gso, SEC, layout, ppi(PPI_VLAN, 9 << 4 | 5))
         assert list(split(msgs[0])[0]) == [PPI_CSUM, PPI_VLAN, PPI_ID]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from hvuio.sim.host import offload as ho
-from hvuio.sim.host.receive import RxMessage
+from hvuio.sim.host.receive import RxMessage, openvmm_rsc
 from support.simhost import c
 
 MAC = bytes.fromhex("00155d000001" "020000000002")
@@ -171,3 +171,18 @@ def section_image(msg: RxMessage) -> bytes:
     out[:len(msg.head)] = msg.head
     out[msg.body_at:msg.body_at + len(msg.body)] = msg.body
     return bytes(out[:msg.length])
+
+
+#: every receive checksum mark on (OffloadState.rx's keys)
+ALL_RX_MARKS = {"ip4": True, "tcp4": True, "udp4": True, "tcp6": True, "udp6": True}
+
+
+def expected_rsc(gso: ho.GsoFrame, section: int, layout: str, first_extra: bytes = b"") -> list[bytes]:
+    """The receive-section images the Python host gives for a GSO frame from the network under vRSC
+    with every checksum mark on: OpenVMM's layout or the compact one, `first_extra` (pktinfo)
+    after the first fragment's checksum info."""
+    whole = ho.fixup_rsc(bytes(gso))
+    flags = ho.rx_csum_flags(whole, gso.vnet, ALL_RX_MARKS)
+    if layout == "openvmm":
+        return [section_image(m) for m in openvmm_rsc(whole, section, flags, first_extra)]
+    return ho.rsc_fragments(whole, section, flags, first_extra)
